@@ -1,0 +1,160 @@
+// Single-process prefill and decode throughput against the memory-bandwidth
+// floor: decoding one token reads every weight once, so tokens/s can't beat
+// (GEMV bandwidth) / (weight bytes read per token). Prints a Markdown table.
+//
+//   decode_bench [--threads 2] [--models gpt2-small,llama-1b,real]
+//                [--dir build/bench_models] [--prefill 128] [--decode 32]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "runtime/generator.h"
+#include "runtime/model_init.h"
+#include "runtime/model_store.h"
+#include "runtime/status_macros.h"
+#include "runtime/weight_layout.h"
+
+namespace edgesplit {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Bandwidth of the decode path's own op (at::linear on one row) over a
+// weight matrix far larger than the caches.
+double GemvBandwidth() {
+  at::Tensor w = at::randn({8192, 4096});
+  at::Tensor x = at::randn({1, 4096});
+  at::Tensor y = at::linear(x, w);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    auto t0 = Clock::now();
+    for (int i = 0; i < 10; ++i) y = at::linear(x, w);
+    best = std::max(best, 10.0 * w.nbytes() / Seconds(t0));
+  }
+  return best;
+}
+
+// Bytes of weights one decode step reads: every block and the head; of
+// the embeddings only one row (negligible).
+int64_t WeightBytesPerToken(const ModelConfig& c) {
+  const int64_t elem = 4;  // fp32 compute.
+  int64_t params = c.num_layers * c.ParamsPerBlock() + c.HeadParams();
+  if (c.tie_word_embeddings) params += c.vocab_size * c.hidden_size;
+  return params * elem;
+}
+
+struct Row {
+  std::string model;
+  int64_t params;
+  double prefill_tps, decode_tps, floor_tps;
+};
+
+absl::StatusOr<Row> Measure(const std::string& name, const std::string& dir,
+                            int prefill, int decode, double bandwidth) {
+  ES_ASSIGN_OR_RETURN(auto store, ModelStore::Open(dir));
+  ES_ASSIGN_OR_RETURN(auto pipeline, LocalPipeline::Load(*store, {}));
+  const ModelConfig& c = store->config();
+  std::vector<int32_t> prompt(prefill);
+  for (int i = 0; i < prefill; ++i) prompt[i] = (i * 7919 + 13) % c.vocab_size;
+  Row row{name, c.TotalParams(), 0, 0,
+          bandwidth / WeightBytesPerToken(c)};
+  // Warm-up pass (page in the mapped weights), then the measured runs.
+  {
+    auto seq = pipeline->NewSequence();
+    ES_RETURN_IF_ERROR(seq->Forward(prompt).status());
+    int32_t t = 1;
+    ES_RETURN_IF_ERROR(seq->Forward({&t, 1}).status());
+  }
+  double best_prefill = 1e30, best_decode = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto seq = pipeline->NewSequence();
+    auto t0 = Clock::now();
+    ES_ASSIGN_OR_RETURN(std::vector<float> logits, seq->Forward(prompt));
+    best_prefill = std::min(best_prefill, Seconds(t0));
+    int32_t next = 0;
+    t0 = Clock::now();
+    for (int i = 0; i < decode; ++i) {
+      next = static_cast<int32_t>(
+          std::max_element(logits.begin(), logits.end()) - logits.begin());
+      ES_ASSIGN_OR_RETURN(logits, seq->Forward({&next, 1}));
+    }
+    best_decode = std::min(best_decode, Seconds(t0));
+  }
+  row.prefill_tps = prefill / best_prefill;
+  row.decode_tps = decode / best_decode;
+  return row;
+}
+
+int Main(int argc, char** argv) {
+  int threads = 2, prefill = 128, decode = 32;
+  std::string models = "gpt2-small,llama-1b,real";
+  std::string dir = "build/bench_models";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string f = argv[i], v = argv[i + 1];
+    if (f == "--threads") threads = std::stoi(v);
+    else if (f == "--models") models = v;
+    else if (f == "--dir") dir = v;
+    else if (f == "--prefill") prefill = std::stoi(v);
+    else if (f == "--decode") decode = std::stoi(v);
+    else {
+      std::cerr << "unknown flag " << f << "\n";
+      return 2;
+    }
+  }
+  at::set_num_threads(threads);
+  const double bw = GemvBandwidth();
+  std::printf("threads: %d, GEMV bandwidth (at::linear, 128 MiB fp32): "
+              "%.2f GB/s\n\n",
+              threads, bw / 1e9);
+  std::printf("| model | params | prefill tok/s (%d) | decode tok/s | "
+              "floor tok/s | decode / floor |\n|---|---|---|---|---|---|\n",
+              prefill);
+  for (absl::string_view m : absl::StrSplit(models, ',')) {
+    std::string name(m), path;
+    if (name == "real") {
+      path = "../shared/models/stories260K";
+    } else {
+      const bool gpt2 = name.rfind("gpt2-", 0) == 0;
+      ModelInitOptions o;
+      o.arch = gpt2 ? Arch::kGpt2 : Arch::kLlama;
+      o.preset = name.substr(name.find('-') + 1);
+      o.out_dir = dir + "/" + name;
+      path = o.out_dir;
+      if (!std::filesystem::exists(path + "/config.json")) {
+        std::cerr << "writing " << name << " to " << path << "\n";
+        absl::Status s = InitModel(o);
+        if (!s.ok()) {
+          std::cerr << s << "\n";
+          return 1;
+        }
+      }
+    }
+    auto row = Measure(name, path, prefill, decode, bw);
+    if (!row.ok()) {
+      std::cerr << name << ": " << row.status() << "\n";
+      return 1;
+    }
+    std::printf("| %s | %.1fM | %.1f | %.2f | %.2f | %.0f%% |\n",
+                row->model.c_str(), row->params / 1e6, row->prefill_tps,
+                row->decode_tps, row->floor_tps,
+                100.0 * row->decode_tps / row->floor_tps);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace edgesplit
+
+int main(int argc, char** argv) { return edgesplit::Main(argc, argv); }

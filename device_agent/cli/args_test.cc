@@ -1,0 +1,38 @@
+#include "device_agent/cli/args.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace edgesplit {
+namespace cli {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ArgsTest, ParsesFlagsAndPositionals) {
+  auto a = Args::Parse({"dir", "--n", "3", "--x=1.5", "--v", "--list=1,2"},
+                       {"n", "x", "list"}, {"v"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->positional(), std::vector<std::string>{"dir"});
+  EXPECT_EQ(*a->Int("n", 0), 3);
+  EXPECT_EQ(*a->Double("x", 0), 1.5);
+  EXPECT_TRUE(a->Has("v"));
+  EXPECT_EQ(*a->IntList("list"), (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(*a->Int("missing", 7), 7);
+}
+
+TEST(ArgsTest, ErrorsNameTheFlag) {
+  EXPECT_THAT(Args::Parse({"--bogus"}, {}, {}).status().message(),
+              HasSubstr("unknown flag --bogus"));
+  EXPECT_THAT(Args::Parse({"--n"}, {"n"}, {}).status().message(),
+              HasSubstr("--n needs a value"));
+  auto a = Args::Parse({"--n", "x3"}, {"n"}, {});
+  ASSERT_TRUE(a.ok());
+  EXPECT_THAT(a->Int("n", 0).status().message(), HasSubstr("\"x3\""));
+  EXPECT_THAT(a->RequiredString("model").status().message(),
+              HasSubstr("missing --model"));
+}
+
+}  // namespace
+}  // namespace cli
+}  // namespace edgesplit

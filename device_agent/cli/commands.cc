@@ -1,0 +1,219 @@
+#include "device_agent/cli/commands.h"
+
+#include <ATen/Parallel.h>
+
+#include <iomanip>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "device_agent/cli/args.h"
+#include "runtime/generator.h"
+#include "runtime/lora.h"
+#include "runtime/model_init.h"
+#include "runtime/model_store.h"
+#include "runtime/status_macros.h"
+#include "runtime/torch_util.h"
+#include "runtime/weight_layout.h"
+
+namespace edgesplit {
+namespace cli {
+namespace {
+
+constexpr char kUsage[] =
+    R"(usage: edgesplit <command> [flags]
+
+commands:
+  model init --arch {gpt2,llama} --preset NAME --out DIR [--seed N]
+             [--dtype f32|f16|bf16] [--shard-mb MB]
+      Write a randomly initialised model in Hugging Face layout.
+      Presets: gpt2 tiny, small (124M); llama tiny, 1b (1.1B).
+  model info DIR
+      Print architecture, parameter count and bytes per block.
+  generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
+           [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]
+           [--adapter DIR] [--split B1,B2,...] [--dtype f32|f16|bf16]
+           [--threads N]
+      Stream the continuation of TEXT to stdout; statistics to stderr.
+      --temperature 0 is greedy decoding. --split runs the model as a local
+      pipeline cut before the given blocks (same result as unsplit).
+)";
+
+absl::StatusOr<Args> ParseFor(const std::vector<std::string>& argv,
+                              const std::set<std::string>& value_flags,
+                              const std::set<std::string>& bool_flags = {}) {
+  return Args::Parse(argv, value_flags, bool_flags);
+}
+
+absl::Status ModelInit(const Args& a, std::ostream& err) {
+  ModelInitOptions o;
+  ES_ASSIGN_OR_RETURN(std::string arch, a.RequiredString("arch"));
+  auto parsed_arch = ParseArch(arch);
+  if (!parsed_arch.ok() || arch != ArchName(*parsed_arch)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--arch: \"", arch, "\" (expected gpt2 or llama)"));
+  }
+  o.arch = *parsed_arch;
+  ES_ASSIGN_OR_RETURN(o.preset, a.RequiredString("preset"));
+  ES_ASSIGN_OR_RETURN(o.out_dir, a.RequiredString("out"));
+  ES_ASSIGN_OR_RETURN(int64_t seed, a.Int("seed", 0));
+  o.seed = static_cast<uint64_t>(seed);
+  ES_ASSIGN_OR_RETURN(at::ScalarType dtype,
+                      ParseTorchDtype(a.String("dtype", "f32")));
+  ES_ASSIGN_OR_RETURN(o.dtype, FromScalarType(dtype));
+  ES_ASSIGN_OR_RETURN(int64_t shard_mb, a.Int("shard-mb", 0));
+  o.max_shard_bytes = shard_mb << 20;
+  ES_RETURN_IF_ERROR(InitModel(o));
+  ES_ASSIGN_OR_RETURN(ModelConfig c, PresetConfig(o.arch, o.preset));
+  err << "wrote " << ArchName(o.arch) << " " << o.preset << " ("
+      << c.TotalParams() << " parameters) to " << o.out_dir << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status ModelInfo(const Args& a, std::ostream& out) {
+  if (a.positional().size() != 1) {
+    return absl::InvalidArgumentError("usage: edgesplit model info DIR");
+  }
+  ES_ASSIGN_OR_RETURN(auto store, ModelStore::Open(a.positional()[0]));
+  const ModelConfig& c = store->config();
+  const std::string& p = store->gpt2_prefix();
+  out << "model:          " << store->dir() << "\n"
+      << "architecture:   " << ArchName(c.arch) << " (model_type "
+      << c.model_type << ")\n"
+      << "hidden size:    " << c.hidden_size << "\n"
+      << "blocks:         " << c.num_layers << "\n"
+      << "heads:          " << c.num_heads << " (" << c.num_kv_heads
+      << " key/value heads, head dim " << c.head_dim << ")\n"
+      << "intermediate:   " << c.intermediate_size << "\n"
+      << "vocabulary:     " << c.vocab_size << "\n"
+      << "context:        " << c.max_positions << "\n"
+      << "tied head:      " << (c.tie_word_embeddings ? "yes" : "no") << "\n"
+      << "parameters:     " << c.TotalParams() << "\n";
+  ES_ASSIGN_OR_RETURN(int64_t emb, store->StoredBytes(EmbeddingWeights(c, p)));
+  ES_ASSIGN_OR_RETURN(int64_t head, store->StoredBytes(HeadWeights(c, p)));
+  out << "embedding:      " << emb << " bytes\n"
+      << "head:           " << head << " bytes"
+      << (c.tie_word_embeddings ? " (+ the tied embedding)" : "") << "\n"
+      << "KV per token:   " << c.KvBytesPerToken(4) << " bytes per block (fp32)\n"
+      << "block  bytes\n";
+  int64_t total = emb + head;
+  for (int64_t b = 0; b < c.num_layers; ++b) {
+    ES_ASSIGN_OR_RETURN(int64_t bytes,
+                        store->StoredBytes(BlockWeights(c, b, p)));
+    out << absl::StrFormat("%5d  %d\n", b, bytes);
+    total += bytes;
+  }
+  out << "total:          " << total << " bytes\n";
+  auto tok = store->LoadTokenizer();
+  out << "tokenizer:      "
+      << (tok.ok() ? absl::StrCat((*tok)->vocab_size(), " tokens")
+                   : std::string(tok.status().message()))
+      << "\n";
+  return absl::OkStatus();
+}
+
+absl::Status GenerateLocal(const Args& a, std::ostream& out,
+                           std::ostream& err) {
+  ES_ASSIGN_OR_RETURN(std::string model_dir, a.RequiredString("model"));
+  if (!a.Has("prompt")) return absl::InvalidArgumentError("missing --prompt");
+  const std::string prompt = a.String("prompt");
+  GenerationOptions g;
+  ES_ASSIGN_OR_RETURN(int64_t max_new, a.Int("max-new-tokens", 64));
+  g.max_new_tokens = static_cast<int32_t>(max_new);
+  ES_ASSIGN_OR_RETURN(double temperature, a.Double("temperature", 1.0));
+  ES_ASSIGN_OR_RETURN(int64_t top_k, a.Int("top-k", 0));
+  ES_ASSIGN_OR_RETURN(double top_p, a.Double("top-p", 1.0));
+  ES_ASSIGN_OR_RETURN(double rep, a.Double("repetition-penalty", 1.0));
+  ES_ASSIGN_OR_RETURN(int64_t seed, a.Int("seed", 0));
+  g.sampling.temperature = static_cast<float>(temperature);
+  g.sampling.top_k = static_cast<int32_t>(top_k);
+  g.sampling.top_p = static_cast<float>(top_p);
+  g.sampling.repetition_penalty = static_cast<float>(rep);
+  g.sampling.seed = static_cast<uint64_t>(seed);
+  ES_RETURN_IF_ERROR(g.sampling.Validate());
+  if (g.max_new_tokens < 0) {
+    return absl::InvalidArgumentError("--max-new-tokens must be >= 0");
+  }
+  ES_ASSIGN_OR_RETURN(int64_t threads,
+                      a.Int("threads", std::thread::hardware_concurrency()));
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  StageOptions so;
+  ES_ASSIGN_OR_RETURN(so.dtype, ParseTorchDtype(a.String("dtype", "f32")));
+  ES_ASSIGN_OR_RETURN(std::vector<int64_t> cuts, a.IntList("split"));
+
+  ES_ASSIGN_OR_RETURN(auto store, ModelStore::Open(model_dir));
+  ES_ASSIGN_OR_RETURN(auto tokenizer, store->LoadTokenizer());
+  ES_ASSIGN_OR_RETURN(auto pipeline, LocalPipeline::Load(*store, cuts, so));
+  std::string adapter_name;
+  if (a.Has("adapter")) {
+    ES_ASSIGN_OR_RETURN(std::shared_ptr<LoraAdapter> adapter,
+                        LoraAdapter::LoadPeft(a.String("adapter"),
+                                              store->config(), "cli"));
+    adapter_name = adapter->name();
+    ES_RETURN_IF_ERROR(pipeline->AttachAdapter(std::move(adapter)));
+  }
+  auto seq = pipeline->NewSequence(nullptr, adapter_name);
+  ES_ASSIGN_OR_RETURN(
+      GenerationResult r,
+      Generate(*seq, *tokenizer, prompt, g, [&](absl::string_view text) {
+        out << text;
+        out.flush();
+      }));
+  out << "\n";
+  out.flush();
+  const double decode_tps =
+      r.tokens.size() > 1 ? (r.tokens.size() - 1) / r.decode_seconds : 0.0;
+  err << absl::StrFormat(
+      "prompt tokens: %d, new tokens: %d, prefill: %.1f ms (%.1f tokens/s), "
+      "decode: %.1f tokens/s%s\n",
+      r.prompt_ids.size(), r.tokens.size(), r.prefill_seconds * 1e3,
+      r.prompt_ids.size() / std::max(r.prefill_seconds, 1e-9), decode_tps,
+      r.stopped_at_eos ? ", stopped at EOS" : "");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int Run(const std::vector<std::string>& args, std::ostream& out,
+        std::ostream& err) {
+  if (args.empty() || args[0] == "help" || args[0] == "--help" ||
+      args[0] == "-h") {
+    (args.empty() ? err : out) << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  absl::Status status;
+  const std::string& cmd = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (cmd == "model" && !rest.empty() &&
+      (rest[0] == "init" || rest[0] == "info")) {
+    std::vector<std::string> sub(rest.begin() + 1, rest.end());
+    if (rest[0] == "init") {
+      auto a = ParseFor(sub, {"arch", "preset", "out", "seed", "dtype",
+                              "shard-mb"});
+      status = a.ok() ? ModelInit(*a, err) : a.status();
+    } else {
+      auto a = ParseFor(sub, {});
+      status = a.ok() ? ModelInfo(*a, out) : a.status();
+    }
+  } else if (cmd == "generate") {
+    auto a = ParseFor(rest, {"model", "prompt", "max-new-tokens",
+                             "temperature", "top-k", "top-p",
+                             "repetition-penalty", "seed", "adapter", "split",
+                             "dtype", "threads"});
+    status = a.ok() ? GenerateLocal(*a, out, err) : a.status();
+  } else {
+    err << "edgesplit: unknown command \"" << absl::StrJoin(args, " ")
+        << "\"\n\n"
+        << kUsage;
+    return 2;
+  }
+  if (!status.ok()) {
+    err << "edgesplit: " << status.message() << "\n";
+    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  return 0;
+}
+
+}  // namespace cli
+}  // namespace edgesplit

@@ -1,0 +1,86 @@
+#include "device_agent/cli/commands.h"
+
+#include <sstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/test_paths.h"
+
+namespace edgesplit {
+namespace cli {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+Result RunCli(std::vector<std::string> args) {
+  std::ostringstream out, err;
+  int code = Run(args, out, err);
+  return {code, out.str(), err.str()};
+}
+
+TEST(CommandsTest, InitInfoAndGenerateOnARandomModel) {
+  for (std::string arch : {"gpt2", "llama"}) {
+    const std::string dir = testing::TempDir("cli_" + arch);
+    Result init = RunCli({"model", "init", "--arch", arch, "--preset", "tiny",
+                          "--out", dir, "--seed", "3"});
+    ASSERT_EQ(init.code, 0) << init.err;
+    Result info = RunCli({"model", "info", dir});
+    ASSERT_EQ(info.code, 0) << info.err;
+    EXPECT_THAT(info.out, HasSubstr("architecture:   " + arch));
+    EXPECT_THAT(info.out, HasSubstr("parameters:"));
+    EXPECT_THAT(info.out, HasSubstr("    3  "));  // Block 3's bytes.
+    Result gen = RunCli({"generate", "--model", dir, "--prompt", "Hello",
+                         "--max-new-tokens", "8", "--seed", "1"});
+    ASSERT_EQ(gen.code, 0) << gen.err;
+    EXPECT_THAT(gen.err, HasSubstr("new tokens: 8"));
+    EXPECT_THAT(gen.err, HasSubstr("tokens/s"));
+    // Same seed, same split-independent text.
+    Result again = RunCli({"generate", "--model", dir, "--prompt", "Hello",
+                           "--max-new-tokens", "8", "--seed", "1", "--split",
+                           "1,3"});
+    ASSERT_EQ(again.code, 0) << again.err;
+    EXPECT_EQ(again.out, gen.out);
+  }
+}
+
+TEST(CommandsTest, GreedyOnTheRealModelStreamsTheStory) {
+  const std::string model = testing::SharedDir() + "/models/stories260K";
+  Result r = RunCli({"generate", "--model", model, "--prompt",
+                     "Once upon a time", "--temperature", "0",
+                     "--max-new-tokens", "20"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, StartsWith(", there was a little girl named Lily."));
+  EXPECT_THAT(r.err, HasSubstr("prompt tokens: 5"));
+}
+
+TEST(CommandsTest, BadUsageIsReported) {
+  Result r = RunCli({});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("usage: edgesplit"));
+  r = RunCli({"frobnicate"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown command"));
+  r = RunCli({"generate", "--model", "/nonexistent", "--prompt", "x"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("/nonexistent"));
+  r = RunCli({"generate", "--model", "/x", "--prompt", "x", "--top-p", "2"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("top_p"));
+  r = RunCli({"model", "init", "--arch", "bert", "--preset", "tiny", "--out",
+              "/tmp/x"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--arch"));
+  r = RunCli({"model", "init", "--arch", "llama", "--preset", "huge", "--out",
+              "/tmp/x"});
+  EXPECT_THAT(r.err, HasSubstr("unknown preset \"huge\""));
+}
+
+}  // namespace
+}  // namespace cli
+}  // namespace edgesplit

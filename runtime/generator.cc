@@ -1,0 +1,236 @@
+#include "runtime/generator.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/status_macros.h"
+#include "runtime/torch_util.h"
+
+namespace edgesplit {
+namespace {
+
+double Since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+      .count();
+}
+
+// Length of the longest prefix of `s` that is complete UTF-8 (a trailing
+// partial character is held back until its remaining bytes arrive).
+size_t CompleteUtf8Prefix(absl::string_view s) {
+  size_t i = s.size();
+  size_t back = 0;
+  while (i > 0 && back < 4) {
+    unsigned char c = s[i - 1];
+    if ((c & 0xC0) != 0x80) {  // Lead byte or ASCII.
+      size_t need = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
+                                  : (c >> 3) == 0x1E ? 4 : 1;
+      return back + 1 >= need ? s.size() : i - 1;
+    }
+    --i;
+    ++back;
+  }
+  return s.size();
+}
+
+}  // namespace
+
+absl::StatusOr<GenerationResult> GenerateIds(
+    LogitsModel& model, absl::Span<const int32_t> prompt_ids,
+    const GenerationOptions& options, int32_t eos_id,
+    const std::function<void(int32_t)>& on_token) {
+  ES_RETURN_IF_ERROR(options.sampling.Validate());
+  if (prompt_ids.empty()) {
+    return absl::InvalidArgumentError("prompt has no tokens");
+  }
+  GenerationResult result;
+  result.prompt_ids.assign(prompt_ids.begin(), prompt_ids.end());
+  std::vector<int32_t> context = result.prompt_ids;
+  Sampler sampler(options.sampling);
+  auto t0 = std::chrono::steady_clock::now();
+  ES_ASSIGN_OR_RETURN(std::vector<float> logits, model.Forward(prompt_ids));
+  result.prefill_seconds = Since(t0);
+  t0 = std::chrono::steady_clock::now();
+  for (int32_t i = 0; i < options.max_new_tokens; ++i) {
+    const int32_t next = sampler.Sample(logits, context);
+    if (options.stop_at_eos && next == eos_id && eos_id >= 0) {
+      result.stopped_at_eos = true;
+      break;
+    }
+    result.tokens.push_back(next);
+    context.push_back(next);
+    if (on_token) on_token(next);
+    if (i + 1 == options.max_new_tokens) break;
+    ES_ASSIGN_OR_RETURN(logits, model.Forward({&next, 1}));
+  }
+  result.decode_seconds = Since(t0);
+  return result;
+}
+
+absl::StatusOr<GenerationResult> Generate(
+    LogitsModel& model, const Tokenizer& tokenizer, absl::string_view prompt,
+    const GenerationOptions& options,
+    const std::function<void(absl::string_view)>& on_text) {
+  ES_ASSIGN_OR_RETURN(std::vector<int32_t> prompt_ids,
+                      tokenizer.EncodePrompt(prompt));
+  // The continuation's text is decode(prompt + generated) minus
+  // decode(prompt): decoding generated ids alone would drop SentencePiece's
+  // leading space and split multi-byte characters.
+  ES_ASSIGN_OR_RETURN(std::string prompt_text, tokenizer.Decode(prompt_ids));
+  std::vector<int32_t> all = prompt_ids;
+  size_t emitted = 0;
+  absl::Status stream_status;
+  auto on_token = [&](int32_t id) {
+    all.push_back(id);
+    if (!on_text || !stream_status.ok()) return;
+    auto text = tokenizer.Decode(all);
+    if (!text.ok()) {
+      stream_status = text.status();
+      return;
+    }
+    if (text->size() < prompt_text.size()) return;
+    absl::string_view cont = absl::string_view(*text).substr(prompt_text.size());
+    const size_t ready = CompleteUtf8Prefix(cont);
+    if (ready > emitted) {
+      on_text(cont.substr(emitted, ready - emitted));
+      emitted = ready;
+    }
+  };
+  ES_ASSIGN_OR_RETURN(GenerationResult result,
+                      GenerateIds(model, prompt_ids, options,
+                                  tokenizer.eos_id(), on_token));
+  ES_RETURN_IF_ERROR(stream_status);
+  ES_ASSIGN_OR_RETURN(std::string full, tokenizer.Decode(all));
+  result.text = full.size() >= prompt_text.size()
+                    ? full.substr(prompt_text.size())
+                    : std::string();
+  if (on_text && result.text.size() > emitted) {
+    on_text(absl::string_view(result.text).substr(emitted));
+  }
+  return result;
+}
+
+absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Load(
+    const ModelStore& store, const std::vector<int64_t>& cuts,
+    const StageOptions& options) {
+  const int64_t n = store.config().num_layers;
+  std::vector<int64_t> bounds = {0};
+  for (int64_t c : cuts) {
+    if (c <= bounds.back() || c >= n) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "split points must increase strictly inside (0, ", n, "), got ", c));
+    }
+    bounds.push_back(c);
+  }
+  bounds.push_back(n);
+  auto p = std::unique_ptr<LocalPipeline>(new LocalPipeline());
+  for (size_t i = 0; i + 1 < bounds.size(); ++i) {
+    StageSpec spec;
+    spec.blocks = {bounds[i], bounds[i + 1]};
+    spec.embedding = i == 0;
+    spec.head = i + 2 == bounds.size();
+    ES_ASSIGN_OR_RETURN(auto stage, StageModel::Load(store, spec, options));
+    p->stages_.push_back(std::move(stage));
+  }
+  return p;
+}
+
+absl::Status LocalPipeline::AttachAdapter(std::shared_ptr<LoraAdapter> adapter) {
+  for (auto& s : stages_) ES_RETURN_IF_ERROR(s->AttachAdapter(adapter));
+  return absl::OkStatus();
+}
+
+std::unique_ptr<LocalPipeline::Sequence> LocalPipeline::NewSequence(
+    KvBudget* budget, std::string adapter) const {
+  auto seq = std::unique_ptr<Sequence>(new Sequence());
+  seq->pipeline_ = this;
+  seq->adapter_ = std::move(adapter);
+  for (const auto& s : stages_) seq->caches_.push_back(s->NewCache(budget));
+  return seq;
+}
+
+absl::StatusOr<at::Tensor> LocalPipeline::Step(
+    absl::Span<Sequence* const> seqs,
+    absl::Span<const std::vector<int32_t>> tokens) const {
+  if (seqs.size() != tokens.size() || seqs.empty()) {
+    return absl::InvalidArgumentError("one token list per sequence");
+  }
+  return TorchCall("LocalPipeline::Step", [&]() -> absl::StatusOr<at::Tensor> {
+    std::vector<int64_t> ids;
+    for (const auto& t : tokens) ids.insert(ids.end(), t.begin(), t.end());
+    std::vector<int64_t> before;
+    for (Sequence* s : seqs) before.push_back(s->length());
+    // A later stage failing must not leave earlier stages advanced.
+    auto rollback = [&] {
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        for (auto& c : seqs[i]->caches_) c->Truncate(before[i]);
+      }
+    };
+    at::Tensor x;
+    for (size_t si = 0; si < stages_.size(); ++si) {
+      StageInput in;
+      for (size_t i = 0; i < seqs.size(); ++i) {
+        in.sequences.push_back(
+            {seqs[i]->caches_[si].get(), static_cast<int64_t>(tokens[i].size())});
+      }
+      if (si == 0) {
+        in.tokens = at::tensor(ids, at::kLong);
+      } else {
+        in.hidden = x;
+      }
+      in.last_token_only = true;
+      in.adapter = seqs[0]->adapter_;
+      auto out = stages_[si]->Forward(in);
+      if (!out.ok()) {
+        rollback();
+        return out.status();
+      }
+      x = *std::move(out);
+    }
+    return x;
+  });
+}
+
+absl::StatusOr<at::Tensor> LocalPipeline::Sequence::Run(
+    absl::Span<const int32_t> tokens, bool last_only) {
+  return TorchCall("LocalPipeline::Sequence", [&]() -> absl::StatusOr<at::Tensor> {
+    std::vector<int64_t> ids(tokens.begin(), tokens.end());
+    const int64_t before = length();
+    at::Tensor x;
+    const auto& stages = pipeline_->stages_;
+    for (size_t si = 0; si < stages.size(); ++si) {
+      StageInput in;
+      in.sequences.push_back(
+          {caches_[si].get(), static_cast<int64_t>(tokens.size())});
+      if (si == 0) {
+        in.tokens = at::tensor(ids, at::kLong);
+      } else {
+        in.hidden = x;
+      }
+      in.last_token_only = last_only;
+      in.adapter = adapter_;
+      auto out = stages[si]->Forward(in);
+      if (!out.ok()) {
+        // A later stage failing must not leave earlier stages advanced.
+        for (auto& c : caches_) c->Truncate(before);
+        return out.status();
+      }
+      x = *std::move(out);
+    }
+    return x;
+  });
+}
+
+absl::StatusOr<std::vector<float>> LocalPipeline::Sequence::Forward(
+    absl::Span<const int32_t> tokens) {
+  ES_ASSIGN_OR_RETURN(at::Tensor logits, Run(tokens, /*last_only=*/true));
+  at::Tensor row = logits[0].contiguous();
+  const float* p = row.data_ptr<float>();
+  return std::vector<float>(p, p + row.numel());
+}
+
+absl::StatusOr<at::Tensor> LocalPipeline::Sequence::ForwardAll(
+    absl::Span<const int32_t> tokens) {
+  return Run(tokens, /*last_only=*/false);
+}
+
+}  // namespace edgesplit

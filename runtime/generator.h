@@ -1,0 +1,111 @@
+// Text generation over any way of computing next-token logits: a local
+// pipeline of stages here, a remote chain of edge servers in the device
+// agent. The loop (prefill, sample, decode, stream text) is shared.
+#ifndef EDGESPLIT_RUNTIME_GENERATOR_H_
+#define EDGESPLIT_RUNTIME_GENERATOR_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model_store.h"
+#include "runtime/sampling.h"
+#include "runtime/stage_model.h"
+#include "runtime/tokenizer.h"
+
+namespace edgesplit {
+
+// One sequence's model: feed new tokens, get the logits after the last one.
+// The seam tests and the device agent replace.
+class LogitsModel {
+ public:
+  virtual ~LogitsModel() = default;
+  // Appends `tokens` to the sequence and returns the logits (float32,
+  // vocab-sized) predicting the token after them.
+  virtual absl::StatusOr<std::vector<float>> Forward(
+      absl::Span<const int32_t> tokens) = 0;
+};
+
+struct GenerationOptions {
+  SamplingParams sampling;
+  int32_t max_new_tokens = 64;
+  bool stop_at_eos = true;
+};
+
+struct GenerationResult {
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> tokens;  // Generated ids (EOS excluded).
+  std::string text;             // Decoded continuation.
+  bool stopped_at_eos = false;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;  // All decode steps after the first token.
+};
+
+// Generates from token ids. `on_token` (optional) sees each new id.
+absl::StatusOr<GenerationResult> GenerateIds(
+    LogitsModel& model, absl::Span<const int32_t> prompt_ids,
+    const GenerationOptions& options, int32_t eos_id,
+    const std::function<void(int32_t)>& on_token = nullptr);
+
+// Generates from text and streams the continuation's text as it becomes
+// complete UTF-8 (`on_text`, optional).
+absl::StatusOr<GenerationResult> Generate(
+    LogitsModel& model, const Tokenizer& tokenizer, absl::string_view prompt,
+    const GenerationOptions& options,
+    const std::function<void(absl::string_view)>& on_text = nullptr);
+
+// The stages of one split, run in one process in order. Thread-safe for
+// distinct sequences.
+class LocalPipeline {
+ public:
+  // `cuts` are the block indices where a new stage starts, e.g. {2} splits
+  // into [0,2) and [2,n); {} is the whole model in one stage.
+  static absl::StatusOr<std::unique_ptr<LocalPipeline>> Load(
+      const ModelStore& store, const std::vector<int64_t>& cuts,
+      const StageOptions& options = {});
+
+  const std::vector<std::unique_ptr<StageModel>>& stages() const {
+    return stages_;
+  }
+  const ModelConfig& config() const { return stages_.front()->config(); }
+
+  // Attaches an adapter to every stage (each uses its own blocks' part).
+  absl::Status AttachAdapter(std::shared_ptr<LoraAdapter> adapter);
+
+  // A sequence: one cache per stage. `budget` may be null.
+  class Sequence : public LogitsModel {
+   public:
+    absl::StatusOr<std::vector<float>> Forward(
+        absl::Span<const int32_t> tokens) override;
+    // All tokens' logits [n, vocab] (for tests comparing full recompute).
+    absl::StatusOr<at::Tensor> ForwardAll(absl::Span<const int32_t> tokens);
+    int64_t length() const { return caches_.front()->length(); }
+
+   private:
+    friend class LocalPipeline;
+    absl::StatusOr<at::Tensor> Run(absl::Span<const int32_t> tokens,
+                                   bool last_only);
+    const LocalPipeline* pipeline_ = nullptr;
+    std::string adapter_;
+    std::vector<std::unique_ptr<SequenceKvCache>> caches_;
+  };
+  std::unique_ptr<Sequence> NewSequence(KvBudget* budget = nullptr,
+                                        std::string adapter = "") const;
+
+  // One batched step over several sequences (a decode step of many
+  // sessions): returns each sequence's last-token logits [n, vocab].
+  absl::StatusOr<at::Tensor> Step(
+      absl::Span<Sequence* const> seqs,
+      absl::Span<const std::vector<int32_t>> tokens) const;
+
+ private:
+  std::vector<std::unique_ptr<StageModel>> stages_;
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_RUNTIME_GENERATOR_H_

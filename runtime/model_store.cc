@@ -1,0 +1,165 @@
+#include "runtime/model_store.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+#include "runtime/status_macros.h"
+#include "runtime/torch_util.h"
+
+namespace edgesplit {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr char kSingleFile[] = "model.safetensors";
+constexpr char kIndexFile[] = "model.safetensors.index.json";
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Open(
+    const std::string& dir) {
+  if (!fs::is_directory(dir)) {
+    return absl::NotFoundError(
+        absl::StrCat(dir, ": not a model directory"));
+  }
+  std::unique_ptr<ModelStore> store(new ModelStore());
+  store->dir_ = dir;
+  ES_ASSIGN_OR_RETURN(store->config_, LoadModelConfig(dir + "/config.json"));
+
+  const std::string index_path = absl::StrCat(dir, "/", kIndexFile);
+  const std::string single_path = absl::StrCat(dir, "/", kSingleFile);
+  if (fs::exists(index_path)) {
+    std::ifstream in(index_path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") ||
+        !j["weight_map"].is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          index_path, ": expected a JSON object with a \"weight_map\" object"));
+    }
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      if (!it->is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            index_path, ": weight_map entry \"", it.key(),
+            "\" is not a file name"));
+      }
+      const std::string file = it->get<std::string>();
+      // Shards must live in the model directory.
+      if (file.empty() || file.find('/') != std::string::npos ||
+          file == "." || file == "..") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            index_path, ": weight_map entry \"", it.key(),
+            "\" names an invalid shard \"", file, "\""));
+      }
+      store->weight_map_[it.key()] = file;
+    }
+  } else if (fs::exists(single_path)) {
+    // One file: its header names every tensor (opening it reads the header
+    // only; data pages stay untouched until asked for).
+    ES_ASSIGN_OR_RETURN(auto file, store->Shard(kSingleFile));
+    for (const TensorInfo& t : file->tensors()) {
+      store->weight_map_[t.name] = kSingleFile;
+    }
+  } else {
+    return absl::NotFoundError(absl::StrCat(
+        dir, ": no ", kSingleFile, " or ", kIndexFile, " in the directory"));
+  }
+  if (store->config_.arch == Arch::kGpt2 &&
+      store->weight_map_.count("transformer.wte.weight") > 0) {
+    store->gpt2_prefix_ = "transformer.";
+  }
+  return store;
+}
+
+absl::StatusOr<std::shared_ptr<const SafetensorsFile>> ModelStore::Shard(
+    const std::string& file) const {
+  absl::MutexLock lock(&mu_);
+  auto it = shards_.find(file);
+  if (it != shards_.end()) return it->second;
+  ES_ASSIGN_OR_RETURN(std::shared_ptr<const SafetensorsFile> f,
+                      SafetensorsFile::Open(absl::StrCat(dir_, "/", file)));
+  shards_[file] = f;
+  return f;
+}
+
+absl::StatusOr<std::string> ModelStore::ShardOf(
+    const std::string& tensor) const {
+  auto it = weight_map_.find(tensor);
+  if (it == weight_map_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat(dir_, ": checkpoint has no tensor \"", tensor,
+                     "\", which config.json implies"));
+  }
+  return it->second;
+}
+
+std::vector<std::string> ModelStore::OpenedShards() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const auto& [name, f] : shards_) out.push_back(name);
+  return out;
+}
+
+absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(
+    const StageSpec& spec, at::ScalarType dtype) const {
+  ES_RETURN_IF_ERROR(ValidateStageSpec(config_, spec));
+  WeightMap out;
+  for (const WeightSpec& w : StageWeights(config_, spec, gpt2_prefix_)) {
+    if (out.count(w.name) > 0) continue;
+    ES_ASSIGN_OR_RETURN(std::string shard, ShardOf(w.name));
+    ES_ASSIGN_OR_RETURN(auto file, Shard(shard));
+    const TensorInfo* info = file->Find(w.name);
+    if (info == nullptr) {
+      return absl::NotFoundError(absl::StrCat(
+          file->path(), ": missing tensor \"", w.name, "\""));
+    }
+    if (info->shape != w.shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file->path(), ": tensor \"", w.name, "\" has shape ",
+          ShapeString(info->shape), " but config.json implies ",
+          ShapeString(w.shape)));
+    }
+    if (info->dtype != DType::kF32 && info->dtype != DType::kF16 &&
+        info->dtype != DType::kBF16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file->path(), ": tensor \"", w.name, "\" has dtype ",
+          DTypeName(info->dtype), "; weights must be F32, F16 or BF16"));
+    }
+    ES_ASSIGN_OR_RETURN(at::Tensor t,
+                        TensorFromSafetensors(file, *info, dtype));
+    out[w.name] = std::move(t);
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> ModelStore::StoredBytes(
+    const std::vector<WeightSpec>& weights) const {
+  int64_t total = 0;
+  for (const WeightSpec& w : weights) {
+    ES_ASSIGN_OR_RETURN(std::string shard, ShardOf(w.name));
+    ES_ASSIGN_OR_RETURN(auto file, Shard(shard));
+    const TensorInfo* info = file->Find(w.name);
+    if (info == nullptr) {
+      return absl::NotFoundError(absl::StrCat(
+          file->path(), ": missing tensor \"", w.name, "\""));
+    }
+    total += static_cast<int64_t>(info->nbytes());
+  }
+  return total;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> ModelStore::LoadTokenizer() const {
+  return edgesplit::LoadTokenizer(dir_, config_);
+}
+
+}  // namespace edgesplit

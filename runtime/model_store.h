@@ -1,0 +1,73 @@
+// A Hugging Face model directory: config.json, model.safetensors (or shards
+// listed in model.safetensors.index.json) and tokenizer files.
+//
+// Opening reads config.json and the index only. LoadStageWeights() opens just
+// the shards holding the requested tensors and touches just those tensors'
+// pages, so a server holding blocks 8-15 never reads blocks 0-7.
+#ifndef EDGESPLIT_RUNTIME_MODEL_STORE_H_
+#define EDGESPLIT_RUNTIME_MODEL_STORE_H_
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "runtime/model_config.h"
+#include "runtime/safetensors.h"
+#include "runtime/tokenizer.h"
+#include "runtime/weight_layout.h"
+
+namespace edgesplit {
+
+// Checkpoint names -> tensors.
+using WeightMap = std::map<std::string, at::Tensor>;
+
+// Thread-safe.
+class ModelStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelStore>> Open(
+      const std::string& dir);
+
+  const std::string& dir() const { return dir_; }
+  const ModelConfig& config() const { return config_; }
+  // "transformer." or "" for GPT-2 checkpoints (see weight_layout.h).
+  const std::string& gpt2_prefix() const { return gpt2_prefix_; }
+
+  // Reads and validates every tensor of `spec` (present, shape the config
+  // implies, floating dtype), converted to `dtype` (zero-copy when equal).
+  absl::StatusOr<WeightMap> LoadStageWeights(const StageSpec& spec,
+                                             at::ScalarType dtype) const;
+  // Bytes the checkpoint stores for the given tensors.
+  absl::StatusOr<int64_t> StoredBytes(
+      const std::vector<WeightSpec>& weights) const;
+  // Names of the shard files that were opened so far (for tests).
+  std::vector<std::string> OpenedShards() const;
+
+  absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer() const;
+
+ private:
+  ModelStore() = default;
+  absl::StatusOr<std::shared_ptr<const SafetensorsFile>> Shard(
+      const std::string& file) const;
+  // Shard file holding `tensor`, or NOT_FOUND naming the tensor.
+  absl::StatusOr<std::string> ShardOf(const std::string& tensor) const;
+
+  std::string dir_;
+  ModelConfig config_;
+  std::string gpt2_prefix_;
+  // Tensor name -> shard file name (relative to dir_).
+  std::map<std::string, std::string> weight_map_;
+
+  mutable absl::Mutex mu_;
+  mutable std::map<std::string, std::shared_ptr<const SafetensorsFile>> shards_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_RUNTIME_MODEL_STORE_H_

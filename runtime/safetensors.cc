@@ -1,0 +1,298 @@
+#include "runtime/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "runtime/status_macros.h"
+
+namespace edgesplit {
+namespace {
+
+using json = nlohmann::json;
+
+// Largest dimension accepted; keeps numel() products far from overflow.
+constexpr int64_t kMaxDim = int64_t{1} << 40;
+
+absl::Status HeaderError(absl::string_view source, absl::string_view tensor,
+                         absl::string_view what) {
+  if (tensor.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(source, ": tensor \"", tensor, "\": ", what));
+}
+
+absl::StatusOr<uint64_t> ReadUint(const json& v, absl::string_view source,
+                                  absl::string_view tensor,
+                                  absl::string_view field) {
+  if (!v.is_number_unsigned()) {
+    return HeaderError(source, tensor,
+                       absl::StrCat(field, " must be a non-negative integer, "
+                                           "got ",
+                                    v.dump()));
+  }
+  return v.get<uint64_t>();
+}
+
+absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const json& v,
+                                      uint64_t data_size,
+                                      absl::string_view source) {
+  if (!v.is_object()) return HeaderError(source, name, "entry is not an object");
+  TensorInfo info;
+  info.name = name;
+  auto dtype_it = v.find("dtype");
+  if (dtype_it == v.end() || !dtype_it->is_string()) {
+    return HeaderError(source, name, "missing string field \"dtype\"");
+  }
+  auto dtype = ParseDType(dtype_it->get<std::string>());
+  if (!dtype.ok()) return HeaderError(source, name, dtype.status().message());
+  info.dtype = *dtype;
+
+  auto shape_it = v.find("shape");
+  if (shape_it == v.end() || !shape_it->is_array()) {
+    return HeaderError(source, name, "missing array field \"shape\"");
+  }
+  uint64_t numel = 1;
+  for (const json& d : *shape_it) {
+    ES_ASSIGN_OR_RETURN(uint64_t dim, ReadUint(d, source, name, "shape entry"));
+    if (dim > static_cast<uint64_t>(kMaxDim)) {
+      return HeaderError(source, name, absl::StrCat("dimension ", dim,
+                                                    " is too large"));
+    }
+    if (__builtin_mul_overflow(numel, dim, &numel)) {
+      return HeaderError(source, name, "shape overflows");
+    }
+    info.shape.push_back(static_cast<int64_t>(dim));
+  }
+
+  auto off_it = v.find("data_offsets");
+  if (off_it == v.end() || !off_it->is_array() || off_it->size() != 2) {
+    return HeaderError(source, name,
+                       "missing field \"data_offsets\" of two integers");
+  }
+  ES_ASSIGN_OR_RETURN(info.begin,
+                      ReadUint((*off_it)[0], source, name, "data_offsets[0]"));
+  ES_ASSIGN_OR_RETURN(info.end,
+                      ReadUint((*off_it)[1], source, name, "data_offsets[1]"));
+  if (info.begin > info.end) {
+    return HeaderError(source, name,
+                       absl::StrCat("data_offsets [", info.begin, ", ",
+                                    info.end, "] are reversed"));
+  }
+  if (info.end > data_size) {
+    return HeaderError(source, name,
+                       absl::StrCat("data_offsets [", info.begin, ", ",
+                                    info.end, "] past end of data (",
+                                    data_size, " bytes)"));
+  }
+  uint64_t expected = 0;
+  if (__builtin_mul_overflow(numel, DTypeSize(info.dtype), &expected) ||
+      expected != info.end - info.begin) {
+    return HeaderError(
+        source, name,
+        absl::StrCat("byte count ", info.end - info.begin,
+                     " does not match shape and dtype ",
+                     DTypeName(info.dtype), " (expected ", expected, ")"));
+  }
+  return info;
+}
+
+}  // namespace
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
+    absl::string_view text, uint64_t data_size, absl::string_view source) {
+  json root = json::parse(text.begin(), text.end(), /*cb=*/nullptr,
+                          /*allow_exceptions=*/false);
+  if (root.is_discarded()) {
+    return HeaderError(source, "", "header is not valid JSON");
+  }
+  if (!root.is_object()) {
+    return HeaderError(source, "", "header is not a JSON object");
+  }
+  SafetensorsHeader header;
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (!it->is_object()) {
+        return HeaderError(source, "", "__metadata__ is not an object");
+      }
+      for (auto m = it->begin(); m != it->end(); ++m) {
+        if (!m->is_string()) {
+          return HeaderError(source, "",
+                             absl::StrCat("__metadata__ value for \"", m.key(),
+                                          "\" is not a string"));
+        }
+        header.metadata[m.key()] = m->get<std::string>();
+      }
+      continue;
+    }
+    ES_ASSIGN_OR_RETURN(TensorInfo info,
+                        ParseEntry(it.key(), *it, data_size, source));
+    header.tensors.push_back(std::move(info));
+  }
+  // Tensors may not share bytes: sort by offset and check neighbours.
+  std::vector<const TensorInfo*> by_offset;
+  for (const TensorInfo& t : header.tensors) {
+    if (t.nbytes() > 0) by_offset.push_back(&t);
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const TensorInfo* a, const TensorInfo* b) {
+              return a->begin < b->begin;
+            });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    if (by_offset[i]->begin < by_offset[i - 1]->end) {
+      return HeaderError(
+          source, by_offset[i]->name,
+          absl::StrCat("data_offsets overlap tensor \"", by_offset[i - 1]->name,
+                       "\""));
+    }
+  }
+  // nlohmann::json objects iterate in key order: already sorted by name.
+  return header;
+}
+
+absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(
+    const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return absl::InternalError(
+        absl::StrCat(path, ": cannot stat: ", std::strerror(err)));
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size < 8) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": file too short for a safetensors header (", size, " bytes)"));
+  }
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) {
+    return absl::InternalError(
+        absl::StrCat(path, ": mmap failed: ", std::strerror(errno)));
+  }
+  // From here the destructor unmaps.
+  std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->path_ = path;
+  file->map_ = static_cast<const uint8_t*>(map);
+  file->map_size_ = size;
+
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | file->map_[i];
+  if (header_len > size - 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": header length ", header_len,
+                     " past end of file (", size, " bytes)"));
+  }
+  if (header_len > kMaxSafetensorsHeaderBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": header length ", header_len, " exceeds the limit of ",
+        kMaxSafetensorsHeaderBytes, " bytes"));
+  }
+  absl::string_view text(reinterpret_cast<const char*>(file->map_ + 8),
+                        header_len);
+  file->data_ = file->map_ + 8 + header_len;
+  ES_ASSIGN_OR_RETURN(file->header_,
+                      ParseSafetensorsHeader(text, size - 8 - header_len, path));
+  return std::shared_ptr<const SafetensorsFile>(std::move(file));
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (map_ != nullptr) {
+    ::munmap(const_cast<uint8_t*>(map_), map_size_);
+  }
+}
+
+const TensorInfo* SafetensorsFile::Find(absl::string_view name) const {
+  auto it = std::lower_bound(
+      header_.tensors.begin(), header_.tensors.end(), name,
+      [](const TensorInfo& t, absl::string_view n) { return t.name < n; });
+  if (it == header_.tensors.end() || it->name != name) return nullptr;
+  return &*it;
+}
+
+absl::Span<const uint8_t> SafetensorsFile::Data(const TensorInfo& info) const {
+  return absl::Span<const uint8_t>(data_ + info.begin, info.nbytes());
+}
+
+absl::Status SafetensorsWriter::Add(std::string name, DType dtype,
+                                    std::vector<int64_t> shape,
+                                    absl::Span<const uint8_t> data) {
+  if (name == "__metadata__" || entries_.count(name) > 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("duplicate or reserved tensor name \"", name, "\""));
+  }
+  TensorInfo info;
+  info.name = name;
+  info.dtype = dtype;
+  info.shape = std::move(shape);
+  if (static_cast<uint64_t>(info.numel()) * DTypeSize(dtype) != data.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor \"", name, "\": ", data.size(),
+                     " bytes do not match its shape"));
+  }
+  entries_[name] = Entry{std::move(info), data};
+  return absl::OkStatus();
+}
+
+void SafetensorsWriter::SetMetadata(std::string key, std::string value) {
+  metadata_[std::move(key)] = std::move(value);
+}
+
+absl::Status SafetensorsWriter::Write(const std::string& path) const {
+  json header = json::object();
+  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  uint64_t offset = 0;
+  for (const auto& [name, e] : entries_) {
+    header[name] = {{"dtype", std::string(DTypeName(e.info.dtype))},
+                    {"shape", e.info.shape},
+                    {"data_offsets", {offset, offset + e.data.size()}}};
+    offset += e.data.size();
+  }
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8 != 0) text.push_back(' ');
+
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr) {
+    return absl::InternalError(
+        absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
+  }
+  uint8_t len_bytes[8];
+  uint64_t len = text.size();
+  for (int i = 0; i < 8; ++i) len_bytes[i] = (len >> (8 * i)) & 0xff;
+  bool ok = std::fwrite(len_bytes, 1, 8, f) == 8 &&
+            std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  for (auto it = entries_.begin(); ok && it != entries_.end(); ++it) {
+    const auto& data = it->second.data;
+    ok = std::fwrite(data.data(), 1, data.size(), f) == data.size();
+  }
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return absl::InternalError(absl::StrCat(path, ": write failed"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace edgesplit

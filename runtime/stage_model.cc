@@ -1,0 +1,394 @@
+#include "runtime/stage_model.h"
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/status_macros.h"
+#include "runtime/torch_util.h"
+#include "runtime/weight_layout.h"
+
+namespace edgesplit {
+namespace {
+
+using Linear = StageModel::Linear;
+using Block = StageModel::Block;
+
+at::Tensor ApplyLinear(const Linear& l, const at::Tensor& x,
+                       const LoraAdapter* adapter) {
+  at::Tensor y;
+  if (l.conv1d) {
+    y = l.b.defined() ? at::addmm(l.b, x, l.w) : at::mm(x, l.w);
+  } else {
+    y = at::linear(x, l.w, l.b);
+  }
+  if (adapter != nullptr) {
+    if (const LoraFactors* f = adapter->Find(l.module)) {
+      at::Tensor delta = at::linear(at::linear(x, f->a.to(x.scalar_type())),
+                                    f->b.to(x.scalar_type()));
+      y = at::add(y, delta, adapter->scaling());
+    }
+  }
+  return y;
+}
+
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  // As Hugging Face's LlamaRMSNorm: statistics in float32.
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, true) + eps);
+  return w * normed.to(x.scalar_type());
+}
+
+// rotate_half RoPE (Hugging Face convention): x [T, heads, d],
+// cos/sin [T, 1, d].
+at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos,
+                     const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor rotated =
+      at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+// Causal attention of each sequence's new tokens against its cache.
+// q [T, nh, d], k/v [T, nkv, d]; returns [T, nh * d].
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
+                     const at::Tensor& v,
+                     const std::vector<SequenceSlice>& seqs, int64_t layer,
+                     int64_t num_kv_heads) {
+  const int64_t nh = q.size(1), d = q.size(2);
+  const int64_t group = nh / num_kv_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  std::vector<at::Tensor> outs;
+  outs.reserve(seqs.size());
+  int64_t offset = 0;
+  for (const SequenceSlice& s : seqs) {
+    const int64_t n = s.num_tokens;
+    at::Tensor ks = k.narrow(0, offset, n).transpose(0, 1);  // [nkv, n, d]
+    at::Tensor vs = v.narrow(0, offset, n).transpose(0, 1);
+    auto [keys, values] = s.cache->Append(layer, ks, vs);    // [nkv, L, d]
+    const int64_t total = keys.size(1), past = total - n;
+    // Query head h uses KV head h / group (as Hugging Face's repeat_kv):
+    // fold the group into the query rows instead of copying K and V.
+    at::Tensor qs = q.narrow(0, offset, n)
+                        .transpose(0, 1)                      // [nh, n, d]
+                        .reshape({num_kv_heads, group * n, d});
+    at::Tensor scores = at::matmul(qs, keys.transpose(1, 2)) * scale;
+    if (n > 1) {
+      // Query i sits at position past + i and sees keys j <= past + i.
+      at::Tensor mask = at::ones({n, total}, at::kBool).triu(past + 1);
+      scores = scores.view({num_kv_heads, group, n, total})
+                   .masked_fill(mask, -std::numeric_limits<double>::infinity())
+                   .view({num_kv_heads, group * n, total});
+    }
+    at::Tensor probs = at::softmax(scores, -1);
+    at::Tensor o = at::matmul(probs, values)   // [nkv, group * n, d]
+                       .view({nh, n, d})
+                       .transpose(0, 1)
+                       .reshape({n, nh * d});
+    outs.push_back(std::move(o));
+    offset += n;
+  }
+  return outs.size() == 1 ? outs[0] : at::cat(outs, 0);
+}
+
+absl::StatusOr<at::Tensor> Take(WeightMap& w, const std::string& name) {
+  auto it = w.find(name);
+  if (it == w.end()) {
+    return absl::InternalError(absl::StrCat("weight \"", name, "\" not loaded"));
+  }
+  return it->second;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
+    const ModelStore& store, const StageSpec& spec,
+    const StageOptions& options) {
+  ES_ASSIGN_OR_RETURN(WeightMap w, store.LoadStageWeights(spec, options.dtype));
+  std::unique_ptr<StageModel> m(new StageModel());
+  m->config_ = store.config();
+  m->spec_ = spec;
+  m->options_ = options;
+  const ModelConfig& c = m->config_;
+  const std::string& p = store.gpt2_prefix();
+  const bool gpt2 = c.arch == Arch::kGpt2;
+  auto status = TorchCall("StageModel::Load", [&]() -> absl::Status {
+    if (spec.embedding) {
+      ES_ASSIGN_OR_RETURN(m->wte_, Take(w, TokenEmbeddingName(c, p)));
+      if (gpt2) {
+        ES_ASSIGN_OR_RETURN(m->wpe_, Take(w, p + "wpe.weight"));
+      }
+    }
+    if (spec.head) {
+      ES_ASSIGN_OR_RETURN(m->final_w_,
+                          Take(w, gpt2 ? p + "ln_f.weight" : "model.norm.weight"));
+      if (gpt2) {
+        ES_ASSIGN_OR_RETURN(m->final_b_, Take(w, p + "ln_f.bias"));
+      }
+      ES_ASSIGN_OR_RETURN(m->head_w_, Take(w, c.tie_word_embeddings
+                                                  ? TokenEmbeddingName(c, p)
+                                                  : "lm_head.weight"));
+    }
+    absl::MutexLock lock(&m->mu_);
+    for (int64_t b = spec.blocks.first; b < spec.blocks.last; ++b) {
+      Block block;
+      block.index = b;
+      const std::string bp =
+          gpt2 ? absl::StrCat(p, "h.", b, ".") : absl::StrCat("model.layers.", b, ".");
+      if (gpt2) {
+        ES_ASSIGN_OR_RETURN(block.norm1_w, Take(w, bp + "ln_1.weight"));
+        ES_ASSIGN_OR_RETURN(block.norm1_b, Take(w, bp + "ln_1.bias"));
+        ES_ASSIGN_OR_RETURN(block.norm2_w, Take(w, bp + "ln_2.weight"));
+        ES_ASSIGN_OR_RETURN(block.norm2_b, Take(w, bp + "ln_2.bias"));
+      } else {
+        ES_ASSIGN_OR_RETURN(block.norm1_w, Take(w, bp + "input_layernorm.weight"));
+        ES_ASSIGN_OR_RETURN(block.norm2_w,
+                            Take(w, bp + "post_attention_layernorm.weight"));
+      }
+      for (const LinearModule& lm : BlockLinearModules(c, b)) {
+        // Checkpoint name of the module's weight (GPT-2 prefix may differ
+        // from PEFT's "transformer.").
+        std::string base = gpt2 ? p + lm.module.substr(sizeof("transformer.") - 1)
+                                : lm.module;
+        Linear l;
+        l.module = lm.module;
+        l.conv1d = lm.conv1d;
+        ES_ASSIGN_OR_RETURN(l.w, Take(w, base + ".weight"));
+        if (w.count(base + ".bias") > 0) l.b = w[base + ".bias"];
+        block.linears.push_back(std::move(l));
+      }
+      m->blocks_.push_back(std::move(block));
+    }
+    if (!gpt2 && spec.blocks.size() > 0) {
+      // HF: inv_freq = 1 / theta^(arange(0, d, 2) / d), in float32.
+      const int64_t d = c.head_dim;
+      at::Tensor inv_freq =
+          1.0 / at::pow(c.rope_theta,
+                        at::arange(0, d, 2, at::kLong).to(at::kFloat) / d);
+      at::Tensor pos = at::arange(c.max_positions, at::kLong).to(at::kFloat);
+      at::Tensor freqs = at::outer(pos, inv_freq);
+      at::Tensor emb = at::cat({freqs, freqs}, -1);
+      m->rope_cos_ = emb.cos().to(options.dtype);
+      m->rope_sin_ = emb.sin().to(options.dtype);
+    }
+    return absl::OkStatus();
+  });
+  ES_RETURN_IF_ERROR(status);
+  return m;
+}
+
+std::unique_ptr<SequenceKvCache> StageModel::NewCache(KvBudget* budget) const {
+  return std::make_unique<SequenceKvCache>(
+      spec_.blocks.size(), config_.num_kv_heads, config_.head_dim,
+      config_.max_positions, options_.dtype, budget);
+}
+
+absl::Status StageModel::ValidateInput(const StageInput& in) const {
+  if (in.sequences.empty()) {
+    return absl::InvalidArgumentError("batch has no sequences");
+  }
+  int64_t total = 0;
+  std::set<const SequenceKvCache*> seen;
+  for (const SequenceSlice& s : in.sequences) {
+    if (s.cache == nullptr || s.num_tokens <= 0) {
+      return absl::InvalidArgumentError(
+          "every sequence needs a cache and at least one token");
+    }
+    if (s.cache->num_layers() != spec_.blocks.size()) {
+      return absl::InvalidArgumentError("cache belongs to another stage");
+    }
+    if (!seen.insert(s.cache).second) {
+      return absl::InvalidArgumentError("a sequence appears twice in a batch");
+    }
+    total += s.num_tokens;
+  }
+  if (spec_.embedding) {
+    if (!in.tokens.defined() || in.tokens.dim() != 1 ||
+        in.tokens.scalar_type() != at::kLong || in.tokens.size(0) != total) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "first stage expects int64 token ids of shape [", total, "]"));
+    }
+    if (in.tokens.min().item<int64_t>() < 0 ||
+        in.tokens.max().item<int64_t>() >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id outside the vocabulary [0, ", config_.vocab_size, ")"));
+    }
+  } else {
+    if (!in.hidden.defined() || in.hidden.dim() != 2 ||
+        !at::isFloatingType(in.hidden.scalar_type()) ||
+        in.hidden.size(0) != total ||
+        in.hidden.size(1) != config_.hidden_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stage expects floating hidden states of shape [", total, ", ",
+          config_.hidden_size, "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> StageModel::Forward(const StageInput& input) const {
+  return TorchCall("StageModel::Forward", [&]() -> absl::StatusOr<at::Tensor> {
+    ES_RETURN_IF_ERROR(ValidateInput(input));
+    absl::ReaderMutexLock lock(&mu_);
+    const LoraAdapter* adapter = nullptr;
+    if (!input.adapter.empty()) {
+      auto it = adapters_.find(input.adapter);
+      if (it == adapters_.end()) {
+        return absl::NotFoundError(absl::StrCat(
+            "adapter \"", input.adapter, "\" is not loaded on this stage"));
+      }
+      adapter = it->second.get();
+    }
+    // Reserve every cache first: a budget failure must change nothing.
+    for (const SequenceSlice& s : input.sequences) {
+      ES_RETURN_IF_ERROR(s.cache->Reserve(s.cache->length() + s.num_tokens));
+    }
+    at::Tensor out = ForwardLocked(input, adapter);
+    for (const SequenceSlice& s : input.sequences) s.cache->Commit(s.num_tokens);
+    return out;
+  });
+}
+
+at::Tensor StageModel::ForwardLocked(const StageInput& in,
+                                     const LoraAdapter* adapter) const {
+  const ModelConfig& c = config_;
+  const bool gpt2 = c.arch == Arch::kGpt2;
+  // Absolute position of every row.
+  std::vector<int64_t> pos;
+  for (const SequenceSlice& s : in.sequences) {
+    for (int64_t i = 0; i < s.num_tokens; ++i) {
+      pos.push_back(s.cache->length() + i);
+    }
+  }
+  at::Tensor positions = at::tensor(pos, at::kLong);
+  at::Tensor x;
+  if (spec_.embedding) {
+    x = at::embedding(wte_, in.tokens);
+    if (gpt2) x = x + at::embedding(wpe_, positions);
+  } else {
+    x = in.hidden.to(options_.dtype);
+  }
+  at::Tensor cos, sin;
+  if (!gpt2 && !blocks_.empty()) {
+    cos = rope_cos_.index_select(0, positions).unsqueeze(1);
+    sin = rope_sin_.index_select(0, positions).unsqueeze(1);
+  }
+  const int64_t T = x.size(0), nh = c.num_heads, nkv = c.num_kv_heads,
+                d = c.head_dim, H = c.hidden_size;
+  for (size_t li = 0; li < blocks_.size(); ++li) {
+    const Block& b = blocks_[li];
+    const auto& L = b.linears;
+    if (gpt2) {
+      at::Tensor h = at::layer_norm(x, {H}, b.norm1_w, b.norm1_b, c.norm_eps);
+      at::Tensor qkv = ApplyLinear(L[0], h, adapter);
+      at::Tensor q = qkv.narrow(1, 0, H).view({T, nh, d});
+      at::Tensor k = qkv.narrow(1, H, H).view({T, nh, d});
+      at::Tensor v = qkv.narrow(1, 2 * H, H).view({T, nh, d});
+      at::Tensor a = Attention(q, k, v, in.sequences, li, nkv);
+      x = x + ApplyLinear(L[1], a, adapter);
+      h = at::layer_norm(x, {H}, b.norm2_w, b.norm2_b, c.norm_eps);
+      h = at::gelu(ApplyLinear(L[2], h, adapter), "tanh");
+      x = x + ApplyLinear(L[3], h, adapter);
+    } else {
+      at::Tensor h = RmsNorm(x, b.norm1_w, c.norm_eps);
+      at::Tensor q = ApplyLinear(L[0], h, adapter).view({T, nh, d});
+      at::Tensor k = ApplyLinear(L[1], h, adapter).view({T, nkv, d});
+      at::Tensor v = ApplyLinear(L[2], h, adapter).view({T, nkv, d});
+      q = ApplyRope(q, cos, sin);
+      k = ApplyRope(k, cos, sin);
+      at::Tensor a = Attention(q, k, v, in.sequences, li, nkv);
+      x = x + ApplyLinear(L[3], a, adapter);
+      h = RmsNorm(x, b.norm2_w, c.norm_eps);
+      at::Tensor g = at::silu(ApplyLinear(L[4], h, adapter));
+      x = x + ApplyLinear(L[6], g * ApplyLinear(L[5], h, adapter), adapter);
+    }
+  }
+  if (!spec_.head) return x;
+  if (in.last_token_only) {
+    std::vector<int64_t> last;
+    int64_t offset = 0;
+    for (const SequenceSlice& s : in.sequences) {
+      offset += s.num_tokens;
+      last.push_back(offset - 1);
+    }
+    x = x.index_select(0, at::tensor(last, at::kLong));
+  }
+  x = gpt2 ? at::layer_norm(x, {H}, final_w_, final_b_, c.norm_eps)
+           : RmsNorm(x, final_w_, c.norm_eps);
+  return at::linear(x, head_w_).to(at::kFloat);
+}
+
+absl::Status StageModel::AttachAdapter(std::shared_ptr<LoraAdapter> adapter) {
+  if (adapter == nullptr || adapter->name().empty()) {
+    return absl::InvalidArgumentError("adapter needs a name");
+  }
+  absl::MutexLock lock(&mu_);
+  if (adapters_.count(adapter->name()) > 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("adapter \"", adapter->name(), "\" is already attached"));
+  }
+  adapters_[adapter->name()] = std::move(adapter);
+  return absl::OkStatus();
+}
+
+absl::Status StageModel::DetachAdapter(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  if (adapters_.erase(name) == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("adapter \"", name, "\" is not attached"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StageModel::MergeAdapter(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = adapters_.find(name);
+  if (it == adapters_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("adapter \"", name, "\" is not attached"));
+  }
+  const LoraAdapter& adapter = *it->second;
+  ES_RETURN_IF_ERROR(TorchCall("StageModel::MergeAdapter", [&]() -> absl::Status {
+    for (Block& b : blocks_) {
+      for (Linear& l : b.linears) {
+        const LoraFactors* f = adapter.Find(l.module);
+        if (f == nullptr) continue;
+        at::Tensor delta = at::matmul(f->b, f->a) * adapter.scaling();  // [out, in]
+        if (l.conv1d) delta = delta.t();
+        // Base weights may be a read-only mapping: merge into a new tensor.
+        l.w = (l.w.to(at::kFloat) + delta).to(options_.dtype).contiguous();
+      }
+    }
+    return absl::OkStatus();
+  }));
+  adapters_.erase(it);
+  return absl::OkStatus();
+}
+
+int64_t StageModel::WeightBytes() const {
+  absl::ReaderMutexLock lock(&mu_);
+  int64_t bytes = 0;
+  auto add = [&](const at::Tensor& t) {
+    if (t.defined()) bytes += t.nbytes();
+  };
+  add(wte_);
+  add(wpe_);
+  add(final_w_);
+  add(final_b_);
+  if (!(spec_.embedding && config_.tie_word_embeddings)) add(head_w_);
+  for (const Block& b : blocks_) {
+    add(b.norm1_w);
+    add(b.norm1_b);
+    add(b.norm2_w);
+    add(b.norm2_b);
+    for (const Linear& l : b.linears) {
+      add(l.w);
+      add(l.b);
+    }
+  }
+  return bytes;
+}
+
+}  // namespace edgesplit

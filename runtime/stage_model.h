@@ -1,0 +1,119 @@
+// A pipeline stage of a transformer: blocks [first, last), plus the
+// embeddings on a first stage and the final norm + LM head on a last stage.
+// Chaining the stages of any split gives exactly the whole model's result.
+//
+// Inputs are ragged batches: the new tokens of several sequences, each at its
+// own position, are concatenated into one [T, hidden] matrix (no padding), so
+// prefill and decode steps of different sessions share every projection and
+// MLP matmul; only attention runs per sequence, against its own KV cache.
+#ifndef EDGESPLIT_RUNTIME_STAGE_MODEL_H_
+#define EDGESPLIT_RUNTIME_STAGE_MODEL_H_
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "runtime/kv_cache.h"
+#include "runtime/lora.h"
+#include "runtime/model_config.h"
+#include "runtime/model_store.h"
+
+namespace edgesplit {
+
+struct StageOptions {
+  at::ScalarType dtype = at::kFloat;  // Compute and KV cache dtype.
+};
+
+// `num_tokens` new tokens of one sequence, whose cache on this stage is
+// `cache` (created by StageModel::NewCache of the same stage).
+struct SequenceSlice {
+  SequenceKvCache* cache = nullptr;
+  int64_t num_tokens = 0;
+};
+
+struct StageInput {
+  // Row order of the batch: sequence i's tokens follow sequence i-1's.
+  std::vector<SequenceSlice> sequences;
+  at::Tensor tokens;  // int64 [T] on a stage with the embeddings.
+  at::Tensor hidden;  // [T, hidden_size] on other stages.
+  // On a stage with the head: logits of each sequence's last token only
+  // ([num_sequences, vocab]) instead of every token's ([T, vocab]).
+  bool last_token_only = false;
+  std::string adapter;  // LoRA adapter to apply; "" for the base model.
+};
+
+class StageModel {
+ public:
+  static absl::StatusOr<std::unique_ptr<StageModel>> Load(
+      const ModelStore& store, const StageSpec& spec,
+      const StageOptions& options = {});
+
+  // Runs the batch and advances every sequence's cache by its tokens.
+  // Returns hidden states [T, hidden] (dtype of the stage) or, on a stage
+  // with the head, float32 logits. Invalid input (shapes, token ids, unknown
+  // adapter) gives INVALID_ARGUMENT / NOT_FOUND; a full KV budget gives
+  // RESOURCE_EXHAUSTED. On error no cache has advanced.
+  // Thread-safe for batches over disjoint sequences.
+  absl::StatusOr<at::Tensor> Forward(const StageInput& input) const;
+
+  // A cache for one sequence on this stage; `budget` may be null.
+  std::unique_ptr<SequenceKvCache> NewCache(KvBudget* budget) const;
+
+  // LoRA adapters. Several may be attached; each Forward() picks one. The
+  // stage uses only the adapter's modules inside its block range.
+  absl::Status AttachAdapter(std::shared_ptr<LoraAdapter> adapter);
+  absl::Status DetachAdapter(const std::string& name);
+  // Folds an attached adapter into (a private copy of) the base weights and
+  // detaches it: afterwards the base model computes what the adapter did.
+  absl::Status MergeAdapter(const std::string& name);
+
+  const ModelConfig& config() const { return config_; }
+  const StageSpec& spec() const { return spec_; }
+  at::ScalarType dtype() const { return options_.dtype; }
+  // Bytes of weights this stage holds (as computed in, not as stored).
+  int64_t WeightBytes() const;
+
+  // Implementation types, public for the .cc's free functions.
+  struct Linear {
+    at::Tensor w;  // [out, in], or [in, out] when conv1d.
+    at::Tensor b;  // Undefined when absent.
+    bool conv1d = false;
+    std::string module;  // PEFT module path.
+  };
+  struct Block {
+    int64_t index = 0;
+    at::Tensor norm1_w, norm1_b, norm2_w, norm2_b;
+    // BlockLinearModules() order: Llama q, k, v, o, gate, up, down;
+    // GPT-2 c_attn, attn.c_proj, c_fc, mlp.c_proj.
+    std::vector<Linear> linears;
+  };
+
+ private:
+  StageModel() = default;
+  at::Tensor ForwardLocked(const StageInput& input,
+                           const LoraAdapter* adapter) const;
+  absl::Status ValidateInput(const StageInput& input) const;
+
+  ModelConfig config_;
+  StageSpec spec_;
+  StageOptions options_;
+  at::Tensor wte_, wpe_;             // Embeddings (first stage).
+  at::Tensor final_w_, final_b_;     // Final norm (last stage).
+  at::Tensor head_w_;                // LM head [vocab, hidden] (last stage).
+  at::Tensor rope_cos_, rope_sin_;   // [max_positions, head_dim] (Llama).
+  std::vector<Block> blocks_ ABSL_GUARDED_BY(mu_);  // Merge rewrites weights.
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<LoraAdapter>> adapters_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_RUNTIME_STAGE_MODEL_H_

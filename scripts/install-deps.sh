@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs everything edgesplit needs to build, test and run on Debian 12.
+# Idempotent: re-running it only installs what is missing. Needs root (or sudo).
+set -euo pipefail
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+
+PACKAGES=(
+  # Toolchain.
+  build-essential cmake ninja-build ccache pkg-config git
+  # LibTorch (CPU). OpenBLAS (pthread variant) matters: without it LibTorch
+  # falls back to the reference BLAS, ~30x slower on matmuls here.
+  libtorch-dev libopenblas0-pthread libopenblas-pthread-dev
+  # RPC and serialization.
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  # Core libraries.
+  libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libsentencepiece-dev libre2-dev
+  # Tests and benchmarks.
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # Network emulation for later cluster tests.
+  iproute2
+)
+# Node.js + npm run the reference GPT-2 tokenizer (gpt-3-encoder) in tests. Some
+# images ship them from NodeSource, whose nodejs conflicts with Debian's npm:
+# only install Debian's when the commands are missing.
+if ! command -v node >/dev/null; then PACKAGES+=(nodejs); fi
+if ! command -v npm >/dev/null; then PACKAGES+=(npm); fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all packages present"
+fi
+
+# LibTorch must pick OpenBLAS, not the reference BLAS, through Debian's
+# alternatives. Select the pthread variant explicitly if it is not already.
+arch_triplet=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
+for alt in "libblas.so.3-${arch_triplet}" "liblapack.so.3-${arch_triplet}"; do
+  target=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-pthread | head -n1 || true)
+  if [[ -n "$target" ]]; then
+    current=$(update-alternatives --query "$alt" | awk '/^Value:/{print $2}')
+    if [[ "$current" != "$target" ]]; then
+      $SUDO update-alternatives --set "$alt" "$target"
+    fi
+  fi
+done
