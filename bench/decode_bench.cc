@@ -3,6 +3,7 @@
 // (GEMV bandwidth) / (weight bytes read per token). Prints a Markdown table.
 //
 //   decode_bench [--threads 2] [--models gpt2-small,llama-1b,real]
+//                [--copy-weights true]
 //                [--dir build/bench_models] [--prefill 128] [--decode 32]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -61,9 +62,12 @@ struct Row {
 };
 
 absl::StatusOr<Row> Measure(const std::string& name, const std::string& dir,
-                            int prefill, int decode, double bandwidth) {
+                            int prefill, int decode, double bandwidth,
+                            bool copy_weights) {
   ES_ASSIGN_OR_RETURN(auto store, ModelStore::Open(dir));
-  ES_ASSIGN_OR_RETURN(auto pipeline, LocalPipeline::Load(*store, {}));
+  StageOptions options;
+  options.copy_weights = copy_weights;
+  ES_ASSIGN_OR_RETURN(auto pipeline, LocalPipeline::Load(*store, {}, options));
   const ModelConfig& c = store->config();
   std::vector<int32_t> prompt(prefill);
   for (int i = 0; i < prefill; ++i) prompt[i] = (i * 7919 + 13) % c.vocab_size;
@@ -98,6 +102,7 @@ absl::StatusOr<Row> Measure(const std::string& name, const std::string& dir,
 
 int Main(int argc, char** argv) {
   int threads = 2, prefill = 128, decode = 32;
+  bool copy_weights = false;
   std::string models = "gpt2-small,llama-1b,real";
   std::string dir = "build/bench_models";
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -107,6 +112,7 @@ int Main(int argc, char** argv) {
     else if (f == "--dir") dir = v;
     else if (f == "--prefill") prefill = std::stoi(v);
     else if (f == "--decode") decode = std::stoi(v);
+    else if (f == "--copy-weights") copy_weights = v == "true";
     else {
       std::cerr << "unknown flag " << f << "\n";
       return 2;
@@ -114,9 +120,9 @@ int Main(int argc, char** argv) {
   }
   at::set_num_threads(threads);
   const double bw = GemvBandwidth();
-  std::printf("threads: %d, GEMV bandwidth (at::linear, 128 MiB fp32): "
-              "%.2f GB/s\n\n",
-              threads, bw / 1e9);
+  std::printf("threads: %d, weights %s, GEMV bandwidth (at::linear, "
+              "128 MiB fp32): %.2f GB/s\n\n",
+              threads, copy_weights ? "copied" : "memory-mapped", bw / 1e9);
   std::printf("| model | params | prefill tok/s (%d) | decode tok/s | "
               "floor tok/s | decode / floor |\n|---|---|---|---|---|---|\n",
               prefill);
@@ -140,7 +146,7 @@ int Main(int argc, char** argv) {
         }
       }
     }
-    auto row = Measure(name, path, prefill, decode, bw);
+    auto row = Measure(name, path, prefill, decode, bw, copy_weights);
     if (!row.ok()) {
       std::cerr << name << ": " << row.status() << "\n";
       return 1;

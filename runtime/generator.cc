@@ -14,23 +14,53 @@ double Since(std::chrono::steady_clock::time_point t0) {
       .count();
 }
 
-// Length of the longest prefix of `s` that is complete UTF-8 (a trailing
-// partial character is held back until its remaining bytes arrive).
-size_t CompleteUtf8Prefix(absl::string_view s) {
-  size_t i = s.size();
-  size_t back = 0;
-  while (i > 0 && back < 4) {
-    unsigned char c = s[i - 1];
-    if ((c & 0xC0) != 0x80) {  // Lead byte or ASCII.
-      size_t need = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3
-                                  : (c >> 3) == 0x1E ? 4 : 1;
-      return back + 1 >= need ? s.size() : i - 1;
-    }
-    --i;
-    ++back;
+// Streams text as HF's TextStreamer does, in O(length) decode work: decode
+// a short window of ids starting a few tokens back (so SentencePiece keeps
+// leading spaces and multi-byte pieces join), emit what it adds to the
+// window's previous decoding, and hold back text ending in U+FFFD (an
+// incomplete UTF-8 sequence whose bytes are still coming).
+class TextStream {
+ public:
+  TextStream(const Tokenizer& tokenizer, std::vector<int32_t> prompt,
+             const std::function<void(absl::string_view)>& on_text)
+      : tokenizer_(tokenizer), ids_(std::move(prompt)), on_text_(on_text) {
+    read_offset_ = ids_.size();
+    prefix_offset_ = ids_.size() > 5 ? ids_.size() - 5 : 0;
   }
-  return s.size();
-}
+
+  absl::Status Add(int32_t id) {
+    ids_.push_back(id);
+    return Emit(/*final=*/false);
+  }
+  absl::Status Finish() { return Emit(/*final=*/true); }
+
+ private:
+  absl::Status Emit(bool final) {
+    absl::Span<const int32_t> all(ids_);
+    ES_ASSIGN_OR_RETURN(
+        std::string prefix,
+        tokenizer_.Decode(all.subspan(prefix_offset_,
+                                      read_offset_ - prefix_offset_)));
+    ES_ASSIGN_OR_RETURN(std::string text,
+                        tokenizer_.Decode(all.subspan(prefix_offset_)));
+    constexpr absl::string_view kReplacement = "\xEF\xBF\xBD";
+    const bool incomplete =
+        text.size() >= 3 &&
+        absl::string_view(text).substr(text.size() - 3) == kReplacement;
+    if (text.size() > prefix.size() && (final || !incomplete)) {
+      if (on_text_) on_text_(absl::string_view(text).substr(prefix.size()));
+      prefix_offset_ = read_offset_;
+      read_offset_ = ids_.size();
+    }
+    return absl::OkStatus();
+  }
+
+  const Tokenizer& tokenizer_;
+  std::vector<int32_t> ids_;
+  const std::function<void(absl::string_view)>& on_text_;
+  size_t prefix_offset_ = 0;
+  size_t read_offset_ = 0;
+};
 
 }  // namespace
 
@@ -42,6 +72,18 @@ absl::StatusOr<GenerationResult> GenerateIds(
   if (prompt_ids.empty()) {
     return absl::InvalidArgumentError("prompt has no tokens");
   }
+  const int64_t context_len = model.context_length();
+  if (static_cast<int64_t>(prompt_ids.size()) > context_len) {
+    return absl::OutOfRangeError(
+        absl::StrCat("prompt of ", prompt_ids.size(),
+                     " tokens exceeds the model's context of ", context_len));
+  }
+  // Every generated token but the last is fed back: stop cleanly when the
+  // context is full instead of failing and losing the text so far.
+  const int64_t room =
+      context_len - static_cast<int64_t>(prompt_ids.size()) + 1;
+  const int32_t max_new = static_cast<int32_t>(
+      std::min<int64_t>(options.max_new_tokens, room));
   GenerationResult result;
   result.prompt_ids.assign(prompt_ids.begin(), prompt_ids.end());
   std::vector<int32_t> context = result.prompt_ids;
@@ -50,7 +92,7 @@ absl::StatusOr<GenerationResult> GenerateIds(
   ES_ASSIGN_OR_RETURN(std::vector<float> logits, model.Forward(prompt_ids));
   result.prefill_seconds = Since(t0);
   t0 = std::chrono::steady_clock::now();
-  for (int32_t i = 0; i < options.max_new_tokens; ++i) {
+  for (int32_t i = 0; i < max_new; ++i) {
     const int32_t next = sampler.Sample(logits, context);
     if (options.stop_at_eos && next == eos_id && eos_id >= 0) {
       result.stopped_at_eos = true;
@@ -59,7 +101,10 @@ absl::StatusOr<GenerationResult> GenerateIds(
     result.tokens.push_back(next);
     context.push_back(next);
     if (on_token) on_token(next);
-    if (i + 1 == options.max_new_tokens) break;
+    if (i + 1 == max_new) {
+      result.stopped_at_context = max_new < options.max_new_tokens;
+      break;
+    }
     ES_ASSIGN_OR_RETURN(logits, model.Forward({&next, 1}));
   }
   result.decode_seconds = Since(t0);
@@ -72,40 +117,26 @@ absl::StatusOr<GenerationResult> Generate(
     const std::function<void(absl::string_view)>& on_text) {
   ES_ASSIGN_OR_RETURN(std::vector<int32_t> prompt_ids,
                       tokenizer.EncodePrompt(prompt));
-  // The continuation's text is decode(prompt + generated) minus
-  // decode(prompt): decoding generated ids alone would drop SentencePiece's
-  // leading space and split multi-byte characters.
-  ES_ASSIGN_OR_RETURN(std::string prompt_text, tokenizer.Decode(prompt_ids));
-  std::vector<int32_t> all = prompt_ids;
-  size_t emitted = 0;
+  TextStream stream(tokenizer, prompt_ids, on_text);
   absl::Status stream_status;
   auto on_token = [&](int32_t id) {
-    all.push_back(id);
-    if (!on_text || !stream_status.ok()) return;
-    auto text = tokenizer.Decode(all);
-    if (!text.ok()) {
-      stream_status = text.status();
-      return;
-    }
-    if (text->size() < prompt_text.size()) return;
-    absl::string_view cont = absl::string_view(*text).substr(prompt_text.size());
-    const size_t ready = CompleteUtf8Prefix(cont);
-    if (ready > emitted) {
-      on_text(cont.substr(emitted, ready - emitted));
-      emitted = ready;
-    }
+    if (stream_status.ok()) stream_status = stream.Add(id);
   };
   ES_ASSIGN_OR_RETURN(GenerationResult result,
                       GenerateIds(model, prompt_ids, options,
                                   tokenizer.eos_id(), on_token));
   ES_RETURN_IF_ERROR(stream_status);
+  ES_RETURN_IF_ERROR(stream.Finish());
+  // The continuation: decode(prompt + generated) minus decode(prompt), which
+  // keeps SentencePiece's leading space that decoding the new ids alone
+  // would drop.
+  ES_ASSIGN_OR_RETURN(std::string prompt_text, tokenizer.Decode(prompt_ids));
+  std::vector<int32_t> all = prompt_ids;
+  all.insert(all.end(), result.tokens.begin(), result.tokens.end());
   ES_ASSIGN_OR_RETURN(std::string full, tokenizer.Decode(all));
   result.text = full.size() >= prompt_text.size()
                     ? full.substr(prompt_text.size())
                     : std::string();
-  if (on_text && result.text.size() > emitted) {
-    on_text(absl::string_view(result.text).substr(emitted));
-  }
   return result;
 }
 
@@ -153,6 +184,18 @@ absl::StatusOr<at::Tensor> LocalPipeline::Step(
     absl::Span<const std::vector<int32_t>> tokens) const {
   if (seqs.size() != tokens.size() || seqs.empty()) {
     return absl::InvalidArgumentError("one token list per sequence");
+  }
+  for (const Sequence* s : seqs) {
+    if (s->pipeline_ != this) {
+      return absl::InvalidArgumentError(
+          "sequence belongs to another pipeline");
+    }
+    // One forward applies one adapter; callers group sequences by adapter.
+    if (s->adapter_ != seqs[0]->adapter_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a batch mixes adapters \"", seqs[0]->adapter_, "\" and \"",
+          s->adapter_, "\""));
+    }
   }
   return TorchCall("LocalPipeline::Step", [&]() -> absl::StatusOr<at::Tensor> {
     std::vector<int64_t> ids;

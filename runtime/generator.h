@@ -28,6 +28,8 @@ class LogitsModel {
   // vocab-sized) predicting the token after them.
   virtual absl::StatusOr<std::vector<float>> Forward(
       absl::Span<const int32_t> tokens) = 0;
+  // The most tokens a sequence may hold (the model's context).
+  virtual int64_t context_length() const = 0;
 };
 
 struct GenerationOptions {
@@ -41,6 +43,7 @@ struct GenerationResult {
   std::vector<int32_t> tokens;  // Generated ids (EOS excluded).
   std::string text;             // Decoded continuation.
   bool stopped_at_eos = false;
+  bool stopped_at_context = false;  // The model's context is full.
   double prefill_seconds = 0;
   double decode_seconds = 0;  // All decode steps after the first token.
 };
@@ -84,6 +87,9 @@ class LocalPipeline {
     // All tokens' logits [n, vocab] (for tests comparing full recompute).
     absl::StatusOr<at::Tensor> ForwardAll(absl::Span<const int32_t> tokens);
     int64_t length() const { return caches_.front()->length(); }
+    int64_t context_length() const override {
+      return pipeline_->config().max_positions;
+    }
 
    private:
     friend class LocalPipeline;

@@ -62,18 +62,27 @@ absl::Status SequenceKvCache::Reserve(int64_t tokens) {
     absl::Status s = budget_->Reserve(new_bytes - reserved_bytes_);
     if (!s.ok()) return s;
   }
-  reserved_bytes_ = new_bytes;
-  const auto opts = at::TensorOptions().dtype(dtype_);
-  for (int64_t l = 0; l < num_layers(); ++l) {
-    at::Tensor k = at::empty({num_kv_heads_, new_capacity, head_dim_}, opts);
-    at::Tensor v = at::empty({num_kv_heads_, new_capacity, head_dim_}, opts);
-    if (length_ > 0) {
-      k.narrow(1, 0, length_).copy_(k_[l].narrow(1, 0, length_));
-      v.narrow(1, 0, length_).copy_(v_[l].narrow(1, 0, length_));
+  // Allocate everything before changing any state, so a failed allocation
+  // (an exception the caller's TorchCall turns into a Status) leaves the
+  // cache as it was; the budget taken above is given back.
+  std::vector<at::Tensor> k(num_layers()), v(num_layers());
+  try {
+    const auto opts = at::TensorOptions().dtype(dtype_);
+    for (int64_t l = 0; l < num_layers(); ++l) {
+      k[l] = at::empty({num_kv_heads_, new_capacity, head_dim_}, opts);
+      v[l] = at::empty({num_kv_heads_, new_capacity, head_dim_}, opts);
+      if (length_ > 0) {
+        k[l].narrow(1, 0, length_).copy_(k_[l].narrow(1, 0, length_));
+        v[l].narrow(1, 0, length_).copy_(v_[l].narrow(1, 0, length_));
+      }
     }
-    k_[l] = std::move(k);
-    v_[l] = std::move(v);
+  } catch (...) {
+    if (budget_ != nullptr) budget_->Release(new_bytes - reserved_bytes_);
+    throw;
   }
+  k_ = std::move(k);
+  v_ = std::move(v);
+  reserved_bytes_ = new_bytes;
   capacity_ = new_capacity;
   return absl::OkStatus();
 }

@@ -54,6 +54,9 @@ class SequenceKvCache {
   int64_t capacity() const { return capacity_; }
   int64_t max_tokens() const { return max_tokens_; }
   int64_t num_layers() const { return static_cast<int64_t>(k_.size()); }
+  int64_t num_kv_heads() const { return num_kv_heads_; }
+  int64_t head_dim() const { return head_dim_; }
+  at::ScalarType dtype() const { return dtype_; }
   int64_t reserved_bytes() const { return reserved_bytes_; }
 
   // Ensures room for `tokens` in total. OUT_OF_RANGE past max_tokens (the

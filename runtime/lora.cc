@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "runtime/json_util.h"
 #include "runtime/safetensors.h"
 #include "runtime/status_macros.h"
 #include "runtime/torch_util.h"
@@ -25,22 +26,14 @@ std::string FactorName(const std::string& module, char which) {
 }
 
 absl::StatusOr<LoraConfig> ParseLoraConfig(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a valid JSON object"));
-  }
+  ES_ASSIGN_OR_RETURN(json j, ReadUntrustedJson(path));
   auto err = [&](absl::string_view field, absl::string_view what) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": field \"", field, "\": ", what));
   };
   if (j.contains("peft_type") && j["peft_type"] != "LORA") {
     return err("peft_type", absl::StrCat("expected \"LORA\", got ",
-                                         j["peft_type"].dump()));
+                                         DescribeJson(j["peft_type"])));
   }
   LoraConfig c;
   if (!j.contains("r") || !j["r"].is_number_integer()) {
@@ -53,16 +46,39 @@ absl::StatusOr<LoraConfig> ParseLoraConfig(const std::string& path) {
   } else {
     c.alpha = 8;  // PEFT's default.
   }
-  if (j.contains("lora_dropout") && j["lora_dropout"].is_number()) {
+  // Optional fields: absent or null take PEFT's defaults; a value of the
+  // wrong type is an error (a mistyped use_rslora would change scaling).
+  auto present = [&](const char* field) {
+    auto it = j.find(field);
+    return it != j.end() && !it->is_null();
+  };
+  if (present("lora_dropout")) {
+    if (!j["lora_dropout"].is_number()) return err("lora_dropout", "not a number");
     c.dropout = j["lora_dropout"].get<double>();
   }
-  if (j.contains("fan_in_fan_out") && j["fan_in_fan_out"].is_boolean()) {
+  if (present("fan_in_fan_out")) {
+    if (!j["fan_in_fan_out"].is_boolean()) {
+      return err("fan_in_fan_out", "not a boolean");
+    }
     c.fan_in_fan_out = j["fan_in_fan_out"].get<bool>();
   }
-  if (j.contains("use_rslora") && j["use_rslora"].is_boolean()) {
+  if (present("use_rslora")) {
+    if (!j["use_rslora"].is_boolean()) return err("use_rslora", "not a boolean");
     c.use_rslora = j["use_rslora"].get<bool>();
   }
-  const json& tm = j.value("target_modules", json());
+  // Per-module ranks and alphas would change shapes and scaling per module.
+  for (const char* field : {"rank_pattern", "alpha_pattern"}) {
+    if (present(field) &&
+        !(j[field].is_object() && j[field].empty())) {
+      return err(field, "per-module patterns are not supported yet");
+    }
+  }
+  if (present("use_dora") && j["use_dora"] == true) {
+    return err("use_dora", "DoRA adapters are not supported");
+  }
+  static const json kNull;
+  auto tm_it = j.find("target_modules");
+  const json& tm = tm_it == j.end() ? kNull : *tm_it;
   if (tm.is_array()) {
     for (const json& t : tm) {
       if (!t.is_string()) return err("target_modules", "entries must be strings");
@@ -79,7 +95,8 @@ absl::StatusOr<LoraConfig> ParseLoraConfig(const std::string& path) {
   } else if (!tm.is_null()) {
     return err("target_modules", "expected a list of module names");
   }
-  const json& lt = j.value("layers_to_transform", json());
+  auto lt_it = j.find("layers_to_transform");
+  const json& lt = lt_it == j.end() ? kNull : *lt_it;
   if (lt.is_number_integer()) {
     c.layers_to_transform.push_back(lt.get<int64_t>());
   } else if (lt.is_array()) {
@@ -181,6 +198,14 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::LoadPeft(
             path, ": module \"", m.module, "\": factor shapes do not match r=",
             r, " and the model (A [", r, ", ", m.in_features, "], B [",
             m.out_features, ", ", r, "])"));
+      }
+      for (const TensorInfo* t : {a, bb}) {
+        if (t->dtype != DType::kF32 && t->dtype != DType::kF16 &&
+            t->dtype != DType::kBF16) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              path, ": tensor \"", t->name, "\" has dtype ",
+              DTypeName(t->dtype), "; LoRA factors must be F32, F16 or BF16"));
+        }
       }
       LoraFactors f;
       ES_ASSIGN_OR_RETURN(f.a, TensorFromSafetensors(file, *a, at::kFloat));

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "runtime/json_util.h"
 #include "runtime/status_macros.h"
 
 namespace edgesplit {
@@ -31,7 +32,7 @@ class FieldReader {
       return Error(field, "missing");
     }
     if (!it->is_number_integer()) {
-      return Error(field, absl::StrCat("expected an integer, got ", it->dump()));
+      return Error(field, absl::StrCat("expected an integer, got ", DescribeJson(*it)));
     }
     return it->get<int64_t>();
   }
@@ -40,7 +41,7 @@ class FieldReader {
     auto it = root_.find(field);
     if (it == root_.end() || it->is_null()) return fallback;
     if (!it->is_number()) {
-      return Error(field, absl::StrCat("expected a number, got ", it->dump()));
+      return Error(field, absl::StrCat("expected a number, got ", DescribeJson(*it)));
     }
     return it->get<double>();
   }
@@ -49,7 +50,7 @@ class FieldReader {
     auto it = root_.find(field);
     if (it == root_.end() || it->is_null()) return fallback;
     if (!it->is_boolean()) {
-      return Error(field, absl::StrCat("expected a boolean, got ", it->dump()));
+      return Error(field, absl::StrCat("expected a boolean, got ", DescribeJson(*it)));
     }
     return it->get<bool>();
   }
@@ -59,7 +60,7 @@ class FieldReader {
     auto it = root_.find(field);
     if (it == root_.end() || it->is_null()) return fallback;
     if (!it->is_string()) {
-      return Error(field, absl::StrCat("expected a string, got ", it->dump()));
+      return Error(field, absl::StrCat("expected a string, got ", DescribeJson(*it)));
     }
     return it->get<std::string>();
   }
@@ -99,6 +100,14 @@ absl::Status ParseGpt2(const FieldReader& r, ModelConfig& c) {
   }
   ES_ASSIGN_OR_RETURN(c.tie_word_embeddings, r.Bool("tie_word_embeddings", true));
   c.attention_bias = true;
+  c.attention_output_bias = true;
+  ES_ASSIGN_OR_RETURN(bool scale, r.Bool("scale_attn_weights", true));
+  if (!scale) return r.Error("scale_attn_weights", "false is not supported");
+  ES_ASSIGN_OR_RETURN(bool by_layer,
+                      r.Bool("scale_attn_by_inverse_layer_idx", false));
+  if (by_layer) {
+    return r.Error("scale_attn_by_inverse_layer_idx", "true is not supported");
+  }
   return absl::OkStatus();
 }
 
@@ -124,6 +133,14 @@ absl::Status ParseLlama(const FieldReader& r, ModelConfig& c) {
   // Qwen2 always has q/k/v biases; Llama may (attention_bias).
   ES_ASSIGN_OR_RETURN(c.attention_bias,
                       r.Bool("attention_bias", c.model_type == "qwen2"));
+  c.attention_output_bias = c.attention_bias && c.model_type != "qwen2";
+  ES_ASSIGN_OR_RETURN(bool mlp_bias, r.Bool("mlp_bias", false));
+  if (mlp_bias) return r.Error("mlp_bias", "MLP biases are not supported yet");
+  // Sliding-window attention (Mistral) equals full attention while the
+  // sequence fits in the window: limit the context to it until windowed
+  // KV caches exist, rather than compute something else past it.
+  ES_ASSIGN_OR_RETURN(int64_t window, r.Int("sliding_window", 0));
+  if (window > 0 && window < c.max_positions) c.max_positions = window;
   const int64_t default_head_dim =
       c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
   ES_ASSIGN_OR_RETURN(c.head_dim, r.Int("head_dim", default_head_dim));
@@ -207,6 +224,7 @@ int64_t ModelConfig::ParamsPerBlock() const {
   }
   int64_t attn = h * q + 2 * h * kv + q * h;
   if (attention_bias) attn += q + 2 * kv;
+  if (attention_output_bias) attn += h;
   return 2 * h + attn + 3 * h * i;
 }
 
@@ -227,12 +245,7 @@ int64_t ModelConfig::TotalParams() const {
 
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
                                              absl::string_view source) {
-  json root = json::parse(json_text.begin(), json_text.end(), nullptr,
-                          /*allow_exceptions=*/false);
-  if (root.is_discarded() || !root.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": not a valid JSON object"));
-  }
+  ES_ASSIGN_OR_RETURN(json root, ParseUntrustedJson(json_text, source));
   FieldReader r(root, source);
   ModelConfig c;
   ES_ASSIGN_OR_RETURN(c.model_type, r.String("model_type", ""));

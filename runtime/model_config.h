@@ -33,6 +33,8 @@ struct ModelConfig {
   double rope_theta = 10000.0;  // Llama family only.
   bool tie_word_embeddings = true;
   bool attention_bias = false;  // q/k/v biases (Qwen2; always for GPT-2).
+  // o_proj bias: Llama's attention_bias covers it, Qwen2's doesn't.
+  bool attention_output_bias = false;
   std::string hidden_act;       // "gelu_new" (GPT-2) or "silu" (Llama).
   int64_t bos_token_id = -1;    // -1: none.
   int64_t eos_token_id = -1;

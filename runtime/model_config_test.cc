@@ -62,6 +62,24 @@ TEST(ModelConfigTest, FamilyFlags) {
   EXPECT_FALSE(mistral->attention_bias);
   EXPECT_EQ(mistral->num_kv_heads, 4);
   EXPECT_FALSE(mistral->tie_word_embeddings);
+  EXPECT_FALSE(qwen->attention_output_bias);  // Qwen2: q/k/v biases only.
+  auto llama_bias = ParseModelConfig(R"({"model_type": "llama",
+    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 64,
+    "attention_bias": true})", "l.json");
+  ASSERT_TRUE(llama_bias.ok());
+  EXPECT_TRUE(llama_bias->attention_output_bias);  // Llama: o_proj too.
+  auto windowed = ParseModelConfig(R"({"model_type": "mistral",
+    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "intermediate_size": 128, "vocab_size": 100,
+    "max_position_embeddings": 4096, "sliding_window": 1024})", "w.json");
+  ASSERT_TRUE(windowed.ok());
+  EXPECT_EQ(windowed->max_positions, 1024);
+  auto mlp_bias = ParseModelConfig(R"({"model_type": "llama",
+    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 64,
+    "mlp_bias": true})", "b.json");
+  EXPECT_THAT(mlp_bias.status().message(), HasSubstr("field \"mlp_bias\""));
 }
 
 TEST(ModelConfigTest, ErrorsNameFileAndField) {
@@ -87,9 +105,15 @@ TEST(ModelConfigTest, ErrorsNameFileAndField) {
           .status();
   EXPECT_THAT(s.message(), HasSubstr("rope_scaling"));
   EXPECT_THAT(ParseModelConfig("[]", "c.json").status().message(),
-              HasSubstr("not a valid JSON object"));
+              HasSubstr("not a JSON object"));
   EXPECT_THAT(ParseModelConfig("{}", "c.json").status().message(),
               HasSubstr("model_type"));
+}
+
+TEST(ModelConfigTest, DeepNestingIsRejectedNotRecursed) {
+  std::string bomb = "{\"model_type\": " + std::string(200000, '[');
+  auto s = ParseModelConfig(bomb, "bomb.json").status();
+  EXPECT_THAT(s.message(), HasSubstr("bomb.json: JSON nested deeper"));
 }
 
 TEST(ModelConfigTest, JsonRoundTrip) {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "runtime/json_util.h"
 #include "runtime/status_macros.h"
 #include "runtime/torch_util.h"
 
@@ -38,12 +39,8 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Open(
   const std::string index_path = absl::StrCat(dir, "/", kIndexFile);
   const std::string single_path = absl::StrCat(dir, "/", kSingleFile);
   if (fs::exists(index_path)) {
-    std::ifstream in(index_path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") ||
-        !j["weight_map"].is_object()) {
+    ES_ASSIGN_OR_RETURN(json j, ReadUntrustedJson(index_path));
+    if (!j.contains("weight_map") || !j["weight_map"].is_object()) {
       return absl::InvalidArgumentError(absl::StrCat(
           index_path, ": expected a JSON object with a \"weight_map\" object"));
     }
@@ -111,7 +108,7 @@ std::vector<std::string> ModelStore::OpenedShards() const {
 }
 
 absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(
-    const StageSpec& spec, at::ScalarType dtype) const {
+    const StageSpec& spec, at::ScalarType dtype, bool copy) const {
   ES_RETURN_IF_ERROR(ValidateStageSpec(config_, spec));
   WeightMap out;
   for (const WeightSpec& w : StageWeights(config_, spec, gpt2_prefix_)) {
@@ -137,6 +134,12 @@ absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(
     }
     ES_ASSIGN_OR_RETURN(at::Tensor t,
                         TensorFromSafetensors(file, *info, dtype));
+    if (copy) {
+      ES_RETURN_IF_ERROR(TorchCall(w.name, [&]() -> absl::Status {
+        t = t.clone();
+        return absl::OkStatus();
+      }));
+    }
     out[w.name] = std::move(t);
   }
   return out;

@@ -40,8 +40,10 @@ class ModelStore {
 
   // Reads and validates every tensor of `spec` (present, shape the config
   // implies, floating dtype), converted to `dtype` (zero-copy when equal).
+  // `copy` forces private copies instead of zero-copy views of the mapping.
   absl::StatusOr<WeightMap> LoadStageWeights(const StageSpec& spec,
-                                             at::ScalarType dtype) const;
+                                             at::ScalarType dtype,
+                                             bool copy = false) const;
   // Bytes the checkpoint stores for the given tensors.
   absl::StatusOr<int64_t> StoredBytes(
       const std::vector<WeightSpec>& weights) const;

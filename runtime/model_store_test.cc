@@ -177,7 +177,7 @@ TEST(ModelStoreTest, CorruptFilesGiveErrorsNamingThem) {
   std::ofstream(dir + "/config.json") << "{\"model_type\": \"gpt2\", \"n_embd\": ";
   s = ModelStore::Open(dir).status();
   EXPECT_THAT(s.message(), HasSubstr(dir + "/config.json"));
-  EXPECT_THAT(s.message(), HasSubstr("not a valid JSON"));
+  EXPECT_THAT(s.message(), HasSubstr("not valid JSON"));
   std::ofstream(dir + "/config.json") << R"({"model_type": "bert"})";
   EXPECT_THAT(ModelStore::Open(dir).status().message(),
               HasSubstr("unsupported model_type \"bert\""));

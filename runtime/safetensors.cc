@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "runtime/json_util.h"
 #include "runtime/status_macros.h"
 
 namespace edgesplit {
@@ -24,6 +25,7 @@ constexpr int64_t kMaxDim = int64_t{1} << 40;
 
 absl::Status HeaderError(absl::string_view source, absl::string_view tensor,
                          absl::string_view what) {
+  if (source.empty()) return absl::InvalidArgumentError(what);
   if (tensor.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
   }
@@ -38,7 +40,7 @@ absl::StatusOr<uint64_t> ReadUint(const json& v, absl::string_view source,
     return HeaderError(source, tensor,
                        absl::StrCat(field, " must be a non-negative integer, "
                                            "got ",
-                                    v.dump()));
+                                    DescribeJson(v)));
   }
   return v.get<uint64_t>();
 }
@@ -116,14 +118,13 @@ int64_t TensorInfo::numel() const {
 
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
     absl::string_view text, uint64_t data_size, absl::string_view source) {
-  json root = json::parse(text.begin(), text.end(), /*cb=*/nullptr,
-                          /*allow_exceptions=*/false);
-  if (root.is_discarded()) {
-    return HeaderError(source, "", "header is not valid JSON");
+  // A valid header nests 3 levels (root, entry, shape); a little slack.
+  auto parsed = ParseUntrustedJson(text, source, /*max_depth=*/4);
+  if (!parsed.ok()) {
+    return HeaderError("", "", absl::StrCat(parsed.status().message(),
+                                            " (in the header)"));
   }
-  if (!root.is_object()) {
-    return HeaderError(source, "", "header is not a JSON object");
-  }
+  const json& root = *parsed;
   SafetensorsHeader header;
   for (auto it = root.begin(); it != root.end(); ++it) {
     if (it.key() == "__metadata__") {
@@ -186,10 +187,11 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(
         path, ": file too short for a safetensors header (", size, " bytes)"));
   }
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int mmap_errno = errno;  // close() may overwrite it.
   ::close(fd);
   if (map == MAP_FAILED) {
     return absl::InternalError(
-        absl::StrCat(path, ": mmap failed: ", std::strerror(errno)));
+        absl::StrCat(path, ": mmap failed: ", std::strerror(mmap_errno)));
   }
   // From here the destructor unmaps.
   std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());

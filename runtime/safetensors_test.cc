@@ -139,6 +139,12 @@ TEST(SafetensorsTest, MalformedHeaders) {
   EXPECT_THAT(
       OpenStatus(WriteRaw("meta", R"({"__metadata__":{"a":1}})", 0)).message(),
       HasSubstr("__metadata__"));
+  // Nesting bombs are rejected before nlohmann's recursive code sees them.
+  EXPECT_THAT(OpenStatus(WriteRaw("deep", R"({"w":{"dtype":"F32","shape":)" +
+                                              std::string(100000, '[') + "}}",
+                                  0))
+                  .message(),
+              HasSubstr("nested deeper"));
   EXPECT_EQ(OpenStatus(TempPath("does_not_exist")).code(),
             absl::StatusCode::kNotFound);
 }

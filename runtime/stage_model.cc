@@ -82,7 +82,8 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
                    .masked_fill(mask, -std::numeric_limits<double>::infinity())
                    .view({num_kv_heads, group * n, total});
     }
-    at::Tensor probs = at::softmax(scores, -1);
+    // In float32 whatever the compute dtype, as Hugging Face does.
+    at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
     at::Tensor o = at::matmul(probs, values)   // [nkv, group * n, d]
                        .view({nh, n, d})
                        .transpose(0, 1)
@@ -106,7 +107,9 @@ absl::StatusOr<at::Tensor> Take(WeightMap& w, const std::string& name) {
 absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
     const ModelStore& store, const StageSpec& spec,
     const StageOptions& options) {
-  ES_ASSIGN_OR_RETURN(WeightMap w, store.LoadStageWeights(spec, options.dtype));
+  ES_ASSIGN_OR_RETURN(WeightMap w, store.LoadStageWeights(
+                                       spec, options.dtype,
+                                       options.copy_weights));
   std::unique_ptr<StageModel> m(new StageModel());
   m->config_ = store.config();
   m->spec_ = spec;
@@ -164,14 +167,9 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
     if (!gpt2 && spec.blocks.size() > 0) {
       // HF: inv_freq = 1 / theta^(arange(0, d, 2) / d), in float32.
       const int64_t d = c.head_dim;
-      at::Tensor inv_freq =
+      m->rope_inv_freq_ =
           1.0 / at::pow(c.rope_theta,
                         at::arange(0, d, 2, at::kLong).to(at::kFloat) / d);
-      at::Tensor pos = at::arange(c.max_positions, at::kLong).to(at::kFloat);
-      at::Tensor freqs = at::outer(pos, inv_freq);
-      at::Tensor emb = at::cat({freqs, freqs}, -1);
-      m->rope_cos_ = emb.cos().to(options.dtype);
-      m->rope_sin_ = emb.sin().to(options.dtype);
     }
     return absl::OkStatus();
   });
@@ -196,8 +194,16 @@ absl::Status StageModel::ValidateInput(const StageInput& in) const {
       return absl::InvalidArgumentError(
           "every sequence needs a cache and at least one token");
     }
-    if (s.cache->num_layers() != spec_.blocks.size()) {
+    if (s.cache->num_layers() != spec_.blocks.size() ||
+        s.cache->num_kv_heads() != config_.num_kv_heads ||
+        s.cache->head_dim() != config_.head_dim ||
+        s.cache->dtype() != options_.dtype) {
       return absl::InvalidArgumentError("cache belongs to another stage");
+    }
+    if (s.num_tokens > s.cache->max_tokens()) {
+      return absl::OutOfRangeError(absl::StrCat(
+          s.num_tokens, " tokens exceed the model's context of ",
+          s.cache->max_tokens()));
     }
     if (!seen.insert(s.cache).second) {
       return absl::InvalidArgumentError("a sequence appears twice in a batch");
@@ -272,8 +278,11 @@ at::Tensor StageModel::ForwardLocked(const StageInput& in,
   }
   at::Tensor cos, sin;
   if (!gpt2 && !blocks_.empty()) {
-    cos = rope_cos_.index_select(0, positions).unsqueeze(1);
-    sin = rope_sin_.index_select(0, positions).unsqueeze(1);
+    // HF: freqs = position (float32) x inv_freq; emb = cat(freqs, freqs).
+    at::Tensor freqs = at::outer(positions.to(at::kFloat), rope_inv_freq_);
+    at::Tensor emb = at::cat({freqs, freqs}, -1);
+    cos = emb.cos().to(options_.dtype).unsqueeze(1);
+    sin = emb.sin().to(options_.dtype).unsqueeze(1);
   }
   const int64_t T = x.size(0), nh = c.num_heads, nkv = c.num_kv_heads,
                 d = c.head_dim, H = c.hidden_size;
@@ -350,6 +359,9 @@ absl::Status StageModel::MergeAdapter(const std::string& name) {
         absl::StrCat("adapter \"", name, "\" is not attached"));
   }
   const LoraAdapter& adapter = *it->second;
+  // Compute every merged weight first and swap them in only when all
+  // succeeded: a half-merged stage would apply the adapter twice.
+  std::vector<std::pair<Linear*, at::Tensor>> merged;
   ES_RETURN_IF_ERROR(TorchCall("StageModel::MergeAdapter", [&]() -> absl::Status {
     for (Block& b : blocks_) {
       for (Linear& l : b.linears) {
@@ -358,11 +370,13 @@ absl::Status StageModel::MergeAdapter(const std::string& name) {
         at::Tensor delta = at::matmul(f->b, f->a) * adapter.scaling();  // [out, in]
         if (l.conv1d) delta = delta.t();
         // Base weights may be a read-only mapping: merge into a new tensor.
-        l.w = (l.w.to(at::kFloat) + delta).to(options_.dtype).contiguous();
+        merged.emplace_back(
+            &l, (l.w.to(at::kFloat) + delta).to(options_.dtype).contiguous());
       }
     }
     return absl::OkStatus();
   }));
+  for (auto& [linear, w] : merged) linear->w = std::move(w);
   adapters_.erase(it);
   return absl::OkStatus();
 }

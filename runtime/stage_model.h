@@ -28,6 +28,10 @@ namespace edgesplit {
 
 struct StageOptions {
   at::ScalarType dtype = at::kFloat;  // Compute and KV cache dtype.
+  // Copy weights into process memory instead of computing straight from the
+  // read-only file mapping. Costs RAM and load time; anonymous memory can
+  // be backed by transparent huge pages (fewer TLB misses when decoding).
+  bool copy_weights = false;
 };
 
 // `num_tokens` new tokens of one sequence, whose cache on this stage is
@@ -106,7 +110,9 @@ class StageModel {
   at::Tensor wte_, wpe_;             // Embeddings (first stage).
   at::Tensor final_w_, final_b_;     // Final norm (last stage).
   at::Tensor head_w_;                // LM head [vocab, hidden] (last stage).
-  at::Tensor rope_cos_, rope_sin_;   // [max_positions, head_dim] (Llama).
+  // RoPE inverse frequencies [head_dim / 2] (Llama). cos/sin are computed
+  // per step from the positions: no table sized by an untrusted config.
+  at::Tensor rope_inv_freq_;
   std::vector<Block> blocks_ ABSL_GUARDED_BY(mu_);  // Merge rewrites weights.
 
   mutable absl::Mutex mu_;

@@ -9,6 +9,7 @@
 #include "runtime/gpt2_bpe_tokenizer.h"
 #include "runtime/model_config.h"
 #include "runtime/sentencepiece_tokenizer.h"
+#include "runtime/json_util.h"
 #include "runtime/status_macros.h"
 
 namespace edgesplit {
@@ -21,15 +22,7 @@ using json = nlohmann::json;
 // error (it names the file); a missing one is fine.
 absl::StatusOr<json> ReadOptionalJson(const std::string& path) {
   if (!fs::exists(path)) return json::object();
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  json j = json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a valid JSON object"));
-  }
-  return j;
+  return ReadUntrustedJson(path);
 }
 
 }  // namespace

@@ -41,6 +41,9 @@ std::vector<WeightSpec> BlockWeights(const ModelConfig& c, int64_t block,
     w.push_back({p + "self_attn.k_proj.bias", {kv}, WeightInit::kZeros});
     w.push_back({p + "self_attn.v_proj.bias", {kv}, WeightInit::kZeros});
   }
+  if (c.attention_output_bias) {
+    w.push_back({p + "self_attn.o_proj.bias", {h}, WeightInit::kZeros});
+  }
   return w;
 }
 

@@ -1,0 +1,96 @@
+#include "runtime/generator.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/model_store.h"
+#include "runtime/test_models.h"
+
+namespace edgesplit {
+namespace {
+
+// Emits a scripted token sequence: after the n-th Forward call the logits
+// favour script[n].
+class ScriptedModel : public LogitsModel {
+ public:
+  ScriptedModel(std::vector<int32_t> script, int32_t vocab, int64_t context)
+      : script_(std::move(script)), vocab_(vocab), context_(context) {}
+  absl::StatusOr<std::vector<float>> Forward(
+      absl::Span<const int32_t> tokens) override {
+    fed_ += tokens.size();
+    if (fed_ > context_) return absl::OutOfRangeError("context exceeded");
+    std::vector<float> logits(vocab_, 0.0f);
+    logits[script_[std::min(calls_++, script_.size() - 1)]] = 10.0f;
+    return logits;
+  }
+  int64_t context_length() const override { return context_; }
+  int64_t fed() const { return fed_; }
+
+ private:
+  std::vector<int32_t> script_;
+  int32_t vocab_;
+  int64_t context_;
+  size_t calls_ = 0;
+  int64_t fed_ = 0;
+};
+
+GenerationOptions Greedy(int n) {
+  GenerationOptions o;
+  o.sampling.temperature = 0;
+  o.max_new_tokens = n;
+  return o;
+}
+
+TEST(GeneratorTest, StopsAtEosAndAtMaxTokens) {
+  ScriptedModel m({5, 6, 2, 7}, 10, 100);
+  auto r = GenerateIds(m, {1, 3}, Greedy(10), /*eos_id=*/2);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->tokens, (std::vector<int32_t>{5, 6}));
+  EXPECT_TRUE(r->stopped_at_eos);
+  ScriptedModel m2({5, 6, 2, 7}, 10, 100);
+  r = GenerateIds(m2, {1, 3}, Greedy(2), /*eos_id=*/2);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->tokens, (std::vector<int32_t>{5, 6}));
+  EXPECT_FALSE(r->stopped_at_eos);
+  EXPECT_EQ(m2.fed(), 3);  // The last token is never fed back.
+}
+
+TEST(GeneratorTest, StopsCleanlyWhenTheContextIsFull) {
+  ScriptedModel m({4}, 10, /*context=*/6);
+  auto r = GenerateIds(m, {1, 1, 1, 1}, Greedy(50), -1);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tokens.size(), 3u);  // 4 prompt + 2 fed back = 6.
+  EXPECT_TRUE(r->stopped_at_context);
+  ScriptedModel tight({4}, 10, 3);
+  EXPECT_EQ(GenerateIds(tight, {1, 1, 1, 1}, Greedy(5), -1).status().code(),
+            absl::StatusCode::kOutOfRange);
+}
+
+// Streaming emits exactly the final text, in order, even when a character
+// arrives as separate byte-fallback pieces.
+TEST(GeneratorTest, StreamedTextEqualsFinalText) {
+  auto store = ModelStore::Open(testing::TinyModel(Arch::kLlama));
+  ASSERT_TRUE(store.ok());
+  auto tok = (*store)->LoadTokenizer();
+  ASSERT_TRUE(tok.ok());
+  auto piece_ids = (*tok)->Encode("the robot 世界 said hello");
+  ASSERT_TRUE(piece_ids.ok());
+  std::vector<int32_t> script = *piece_ids;
+  script.push_back(2);
+  ScriptedModel m(script, (*store)->config().vocab_size, 512);
+  std::string streamed;
+  int chunks = 0;
+  auto r = Generate(m, **tok, "Once", Greedy(100),
+                    [&](absl::string_view t) {
+                      streamed += std::string(t);
+                      ++chunks;
+                    });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text, " the robot 世界 said hello");
+  EXPECT_EQ(streamed, r->text);
+  EXPECT_GT(chunks, 3);
+  // No chunk may split a UTF-8 character: each chunk was valid on its own.
+  EXPECT_EQ(streamed.find("\xEF\xBF\xBD"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace edgesplit
