@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "device_agent/cli/args.h"
+#include "edgesplit/device_agent.h"
 #include "runtime/generator.h"
 #include "runtime/lora.h"
 #include "runtime/model_init.h"
@@ -40,6 +41,11 @@ commands:
       pipeline cut before the given blocks (same result as unsplit).
       Weights are copied into memory (fastest decode); --mmap-weights
       computes from the read-only file mapping instead (less memory).
+  generate --controller HOST:PORT --model-id ID --prompt TEXT
+           [--codec fp32|fp16|bf16|int8] [--model-dir DIR] [--adapter NAME]
+           [same sampling flags]
+      The same, split across this device and the edge servers the
+      controller's plan names. Statistics include per-hop latency.
 )";
 
 absl::StatusOr<Args> ParseFor(const std::vector<std::string>& argv,
@@ -118,11 +124,7 @@ absl::Status ModelInfo(const Args& a, std::ostream& out) {
   return absl::OkStatus();
 }
 
-absl::Status GenerateLocal(const Args& a, std::ostream& out,
-                           std::ostream& err) {
-  ES_ASSIGN_OR_RETURN(std::string model_dir, a.RequiredString("model"));
-  if (!a.Has("prompt")) return absl::InvalidArgumentError("missing --prompt");
-  const std::string prompt = a.String("prompt");
+absl::StatusOr<GenerationOptions> ParseGeneration(const Args& a) {
   GenerationOptions g;
   ES_ASSIGN_OR_RETURN(int64_t max_new, a.Int("max-new-tokens", 64));
   if (max_new < 0 || max_new > (1 << 30)) {
@@ -143,6 +145,60 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
   g.sampling.repetition_penalty = static_cast<float>(rep);
   g.sampling.seed = static_cast<uint64_t>(seed);
   ES_RETURN_IF_ERROR(g.sampling.Validate());
+  return g;
+}
+
+absl::Status GenerateRemote(const Args& a, std::ostream& out,
+                            std::ostream& err) {
+  ES_ASSIGN_OR_RETURN(std::string model_id, a.RequiredString("model-id"));
+  if (!a.Has("prompt")) return absl::InvalidArgumentError("missing --prompt");
+  ES_ASSIGN_OR_RETURN(GenerationOptions g, ParseGeneration(a));
+  DeviceAgentOptions o;
+  o.controller = a.String("controller");
+  o.codec = a.String("codec", "fp32");
+  o.copy_weights = !a.Has("mmap-weights");
+  if (a.Has("model-dir")) o.model_dirs[model_id] = a.String("model-dir");
+  ES_ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 0));
+  o.threads = static_cast<int>(threads);
+  ES_ASSIGN_OR_RETURN(auto agent, DeviceAgent::Connect(o));
+  ES_ASSIGN_OR_RETURN(auto session,
+                      agent->OpenSession(model_id, a.String("adapter")));
+  SamplingOptions s;
+  s.temperature = g.sampling.temperature;
+  s.top_k = g.sampling.top_k;
+  s.top_p = g.sampling.top_p;
+  s.repetition_penalty = g.sampling.repetition_penalty;
+  s.seed = g.sampling.seed;
+  s.max_new_tokens = g.max_new_tokens;
+  ES_ASSIGN_OR_RETURN(GenerationStats st,
+                      session->Generate(a.String("prompt"), s,
+                                        [&](absl::string_view text) {
+                                          out << text;
+                                          out.flush();
+                                        }));
+  out << "\n";
+  out.flush();
+  err << absl::StrFormat(
+      "route: %s\nprompt tokens: %d, new tokens: %d, prefill: %.1f ms, "
+      "decode: %.1f tokens/s, device: %.2f ms/step, sent: %d bytes%s\n",
+      session->route(), st.prompt_tokens, st.tokens.size(), st.prefill_ms,
+      st.decode_tokens_per_s, st.device_ms_per_step, st.bytes_sent,
+      st.stopped_at_eos ? ", stopped at EOS" : "");
+  for (const HopLatency& h : st.hops) {
+    err << absl::StrFormat("  hop %s: %.2f ms/step compute, %.2f ms/step "
+                           "total\n",
+                           h.node, h.compute_ms, h.total_ms);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GenerateLocal(const Args& a, std::ostream& out,
+                           std::ostream& err) {
+  if (a.Has("controller")) return GenerateRemote(a, out, err);
+  ES_ASSIGN_OR_RETURN(std::string model_dir, a.RequiredString("model"));
+  if (!a.Has("prompt")) return absl::InvalidArgumentError("missing --prompt");
+  const std::string prompt = a.String("prompt");
+  ES_ASSIGN_OR_RETURN(GenerationOptions g, ParseGeneration(a));
   ES_ASSIGN_OR_RETURN(int64_t threads,
                       a.Int("threads", std::thread::hardware_concurrency()));
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
@@ -212,7 +268,8 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
     auto a = ParseFor(rest,
                       {"model", "prompt", "max-new-tokens", "temperature",
                        "top-k", "top-p", "repetition-penalty", "seed",
-                       "adapter", "split", "dtype", "threads"},
+                       "adapter", "split", "dtype", "threads", "controller",
+                       "model-id", "codec", "model-dir"},
                       {"mmap-weights"});
     status = a.ok() ? GenerateLocal(*a, out, err) : a.status();
   } else {

@@ -1,0 +1,112 @@
+// The controller's service logic (no gRPC): the cluster's nodes and their
+// heartbeats, the split plans loaded from YAML, and session routing.
+// controller_service.h exposes it over gRPC.
+#ifndef EDGESPLIT_CONTROLLER_CONTROLLER_H_
+#define EDGESPLIT_CONTROLLER_CONTROLLER_H_
+
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "controller/plan.h"
+#include "edgesplit/v1/controller.pb.h"
+
+namespace edgesplit {
+
+// Time source; tests substitute a manual clock.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual absl::Time Now() = 0;
+};
+Clock* RealClock();
+
+struct ControllerConfig {
+  std::string source;  // The config file, for errors.
+  std::string listen = "127.0.0.1:50051";
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  int dead_after_missed = 3;
+  std::vector<NodeConfig> nodes;
+  std::vector<std::string> plan_files;  // Resolved paths.
+
+  absl::Status Validate() const;
+};
+
+// Reads the controller's YAML config:
+//   listen: 127.0.0.1:50051
+//   heartbeat_interval_ms: 1000
+//   dead_after_missed: 3
+//   nodes: [{name: server-a, memory_mb: 2048}, ...]
+//   plans: [plans/stories-2way.yaml, ...]   # relative to this file
+absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
+absl::StatusOr<ControllerConfig> ParseControllerConfig(
+    const std::string& text, const std::string& source);
+
+// Thread-safe.
+class Controller {
+ public:
+  Controller(ControllerConfig config, Clock* clock);
+
+  // (Re)reads every plan file. Valid plans replace the running ones of
+  // their model; an invalid file is reported (naming file, line, field)
+  // and its model keeps its running plan.
+  v1::ReloadPlansResponse ReloadPlans();
+
+  absl::StatusOr<v1::RegisterNodeResponse> RegisterNode(
+      const v1::RegisterNodeRequest& request);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(
+      const v1::HeartbeatRequest& request);
+  // Plans of `model_id`, or of every model when empty.
+  absl::StatusOr<v1::GetPlanResponse> GetPlan(const std::string& model_id);
+  // Every plan assigning blocks to `node`.
+  v1::PlanUpdate PlansFor(const std::string& node);
+  absl::StatusOr<v1::OpenSessionResponse> OpenSession(
+      const v1::OpenSessionRequest& request);
+  absl::Status CloseSession(const std::string& session_id);
+
+  uint64_t plan_version() const;
+  int open_sessions() const;
+  // Calls `on_change` after every plan change (from the changing thread;
+  // must not block). Returns an id for Unsubscribe.
+  int Subscribe(std::function<void()> on_change);
+  void Unsubscribe(int id);
+
+ private:
+  struct Node {
+    std::string address;
+    absl::Time last_seen;
+    uint32_t open_sessions = 0;
+    int64_t kv_used_bytes = 0;
+  };
+  // OK when `node` is registered and has beaten recently; else UNAVAILABLE
+  // naming it.
+  absl::Status CheckAlive(const std::string& node) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static v1::Plan ToProto(const PlanConfig& plan, uint64_t version);
+  void NotifyWatchers();
+
+  const ControllerConfig config_;
+  Clock* const clock_;
+  std::map<std::string, NodeConfig> cluster_;  // From the config.
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, PlanConfig> plans_ ABSL_GUARDED_BY(mu_);
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, std::string> sessions_ ABSL_GUARDED_BY(mu_);
+  std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_){std::random_device{}()};
+
+  absl::Mutex watch_mu_;
+  std::map<int, std::function<void()>> watchers_ ABSL_GUARDED_BY(watch_mu_);
+  int next_watch_id_ ABSL_GUARDED_BY(watch_mu_) = 0;
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_CONTROLLER_CONTROLLER_H_

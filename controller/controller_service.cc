@@ -1,0 +1,126 @@
+#include "controller/controller_service.h"
+
+#include "proto/grpc_status.h"
+
+namespace edgesplit {
+namespace {
+
+template <typename T>
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx,
+                                absl::StatusOr<T> result, T* response) {
+  auto* reactor = ctx->DefaultReactor();
+  if (result.ok()) *response = *std::move(result);
+  reactor->Finish(ToGrpcStatus(result.status()));
+  return reactor;
+}
+
+// Streams the node's plans now and after every change until the client
+// goes away or the deadline passes.
+class PlanWatcher : public grpc::ServerWriteReactor<v1::PlanUpdate> {
+ public:
+  PlanWatcher(Controller* controller, std::string node)
+      : controller_(controller), node_(std::move(node)) {
+    id_ = controller_->Subscribe([this] { Push(); });
+    Push();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
+      return;
+    }
+    if (dirty_) WriteLocked();
+  }
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    FinishOnce(grpc::Status::CANCELLED);
+  }
+  void OnDone() override {
+    controller_->Unsubscribe(id_);
+    delete this;
+  }
+
+ private:
+  void Push() {
+    absl::MutexLock lock(&mu_);
+    dirty_ = true;
+    if (!writing_ && !finished_) WriteLocked();
+  }
+  void WriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // Coalesce: always send the latest state.
+    dirty_ = false;
+    update_ = controller_->PlansFor(node_);
+    writing_ = true;
+    StartWrite(&update_);
+  }
+  void FinishOnce(const grpc::Status& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(s);
+  }
+
+  Controller* const controller_;
+  const std::string node_;
+  int id_ = 0;
+  absl::Mutex mu_;
+  v1::PlanUpdate update_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool dirty_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ControllerServiceImpl::RegisterNode(
+    grpc::CallbackServerContext* ctx, const v1::RegisterNodeRequest* request,
+    v1::RegisterNodeResponse* response) {
+  return Reply(ctx, controller_->RegisterNode(*request), response);
+}
+
+grpc::ServerUnaryReactor* ControllerServiceImpl::Heartbeat(
+    grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* request,
+    v1::HeartbeatResponse* response) {
+  return Reply(ctx, controller_->Heartbeat(*request), response);
+}
+
+grpc::ServerUnaryReactor* ControllerServiceImpl::GetPlan(
+    grpc::CallbackServerContext* ctx, const v1::GetPlanRequest* request,
+    v1::GetPlanResponse* response) {
+  return Reply(ctx, controller_->GetPlan(request->model_id()), response);
+}
+
+grpc::ServerWriteReactor<v1::PlanUpdate>* ControllerServiceImpl::WatchPlan(
+    grpc::CallbackServerContext* ctx, const v1::WatchPlanRequest* request) {
+  (void)ctx;
+  return new PlanWatcher(controller_, request->node());
+}
+
+grpc::ServerUnaryReactor* ControllerServiceImpl::OpenSession(
+    grpc::CallbackServerContext* ctx, const v1::OpenSessionRequest* request,
+    v1::OpenSessionResponse* response) {
+  return Reply(ctx, controller_->OpenSession(*request), response);
+}
+
+grpc::ServerUnaryReactor* ControllerServiceImpl::CloseSession(
+    grpc::CallbackServerContext* ctx, const v1::CloseSessionRequest* request,
+    v1::CloseSessionResponse* response) {
+  absl::Status s = controller_->CloseSession(request->session_id());
+  return Reply(ctx,
+               s.ok() ? absl::StatusOr<v1::CloseSessionResponse>(
+                            v1::CloseSessionResponse())
+                      : absl::StatusOr<v1::CloseSessionResponse>(s),
+               response);
+}
+
+grpc::ServerUnaryReactor* ControllerServiceImpl::ReloadPlans(
+    grpc::CallbackServerContext* ctx, const v1::ReloadPlansRequest* request,
+    v1::ReloadPlansResponse* response) {
+  (void)request;
+  return Reply(ctx, absl::StatusOr<v1::ReloadPlansResponse>(
+                        controller_->ReloadPlans()),
+               response);
+}
+
+}  // namespace edgesplit

@@ -1,0 +1,89 @@
+// edgesplit-controller --config FILE [--listen HOST:PORT]
+// Parses flags into the config, validates, starts, and on SIGTERM/SIGINT
+// stops accepting, drains calls for up to 5 s, then exits. SIGHUP reloads
+// the plan files.
+#include <csignal>
+#include <iostream>
+#include <string>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "controller/controller.h"
+#include "controller/controller_service.h"
+#include "grpcpp/grpcpp.h"
+
+namespace {
+
+volatile std::sig_atomic_t g_signal = 0;
+void OnSignal(int sig) { g_signal = sig; }
+
+int Usage() {
+  std::cerr << "usage: edgesplit-controller --config FILE "
+               "[--listen HOST:PORT]\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path, listen;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if ((a == "--config" || a == "--listen") && i + 1 < argc) {
+      (a == "--config" ? config_path : listen) = argv[++i];
+    } else {
+      return Usage();
+    }
+  }
+  if (config_path.empty()) return Usage();
+  auto config = edgesplit::LoadControllerConfig(config_path);
+  if (!config.ok()) {
+    std::cerr << "edgesplit-controller: " << config.status().message() << "\n";
+    return 1;
+  }
+  if (!listen.empty()) config->listen = listen;
+
+  edgesplit::Controller controller(*config, edgesplit::RealClock());
+  auto loaded = controller.ReloadPlans();
+  for (const auto& e : loaded.errors()) {
+    std::cerr << "edgesplit-controller: plan rejected: " << e << "\n";
+  }
+  for (const auto& id : loaded.loaded()) {
+    std::cerr << "edgesplit-controller: plan loaded for model " << id << "\n";
+  }
+  edgesplit::ControllerServiceImpl service(&controller);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config->listen, grpc::InsecureServerCredentials(),
+                           &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::cerr << "edgesplit-controller: cannot listen on " << config->listen
+              << "\n";
+    return 1;
+  }
+  std::cerr << "edgesplit-controller: listening on port " << port << "\n";
+
+  std::signal(SIGTERM, OnSignal);
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGHUP, OnSignal);
+  for (;;) {
+    absl::SleepFor(absl::Milliseconds(100));
+    if (g_signal == SIGHUP) {
+      g_signal = 0;
+      auto r = controller.ReloadPlans();
+      for (const auto& e : r.errors()) {
+        std::cerr << "edgesplit-controller: plan rejected: " << e << "\n";
+      }
+      std::cerr << "edgesplit-controller: plans reloaded (version "
+                << controller.plan_version() << ")\n";
+    } else if (g_signal != 0) {
+      break;
+    }
+  }
+  std::cerr << "edgesplit-controller: shutting down\n";
+  // Stop accepting, let in-flight calls finish for up to 5 s, then cancel.
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return 0;
+}

@@ -1,0 +1,149 @@
+#include "controller/plan.h"
+
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/yaml_util.h"
+#include "runtime/status_macros.h"
+
+namespace edgesplit {
+
+absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
+                                         const std::string& source) {
+  YamlReader r(source);
+  ES_ASSIGN_OR_RETURN(YAML::Node root, r.Parse(text));
+  PlanConfig plan;
+  plan.source = source;
+  const YAML::Node model = root["model"];
+  if (!model.IsDefined() || !model.IsMap()) {
+    return r.Error(root, "model", "missing (a mapping with id and path)");
+  }
+  ES_ASSIGN_OR_RETURN(plan.model_id, r.String(model, "id"));
+  ES_ASSIGN_OR_RETURN(plan.model_path, r.String(model, "path"));
+  if (!plan.model_path.empty() && plan.model_path[0] != '/') {
+    // Relative paths are relative to the plan file.
+    plan.model_path =
+        (std::filesystem::path(source).parent_path() / plan.model_path)
+            .lexically_normal()
+            .string();
+  }
+  ES_ASSIGN_OR_RETURN(plan.u_shaped, r.Bool(root, "u_shaped", false));
+  const YAML::Node stages = root["stages"];
+  if (!stages.IsDefined() || !stages.IsSequence() || stages.size() == 0) {
+    return r.Error(root, "stages", "missing (a list of node + blocks)");
+  }
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const YAML::Node s = stages[i];
+    const std::string field = absl::StrCat("stages[", i, "]");
+    if (!s.IsMap()) return r.Error(s, field, "expected node and blocks");
+    PlanStageConfig stage;
+    stage.line = s.Mark().line + 1;
+    ES_ASSIGN_OR_RETURN(stage.node, r.String(s, "node"));
+    const YAML::Node blocks = s["blocks"];
+    if (!blocks.IsDefined() || !blocks.IsSequence() || blocks.size() != 2) {
+      return r.Error(s, field + ".blocks", "expected [first, last]");
+    }
+    int64_t b[2];
+    for (int k = 0; k < 2; ++k) {
+      if (!blocks[k].IsScalar() ||
+          !YAML::convert<int64_t>::decode(blocks[k], b[k])) {
+        return r.Error(blocks, field + ".blocks", "expected two integers");
+      }
+    }
+    stage.first_block = b[0];
+    stage.last_block = b[1];
+    plan.stages.push_back(std::move(stage));
+  }
+  return plan;
+}
+
+absl::StatusOr<PlanConfig> LoadPlanFile(const std::string& path) {
+  ES_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
+  return ParsePlanYaml(text, path);
+}
+
+absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
+                          const std::map<std::string, NodeConfig>& nodes) {
+  auto err = [&](const PlanStageConfig& s, size_t i, const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        plan.source, ":", s.line, ": field \"stages[", i, "]\": ", what));
+  };
+  if (plan.stages.front().node != kDeviceNode) {
+    return err(plan.stages.front(), 0,
+               absl::StrCat("the first stage must run on node \"",
+                            kDeviceNode, "\" (it embeds the tokens), not \"",
+                            plan.stages.front().node, "\""));
+  }
+  if (plan.stages.size() < 2) {
+    return err(plan.stages.front(), 0, "a plan needs at least one server");
+  }
+  std::set<std::string> seen;
+  int64_t expected = 0;
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    const PlanStageConfig& s = plan.stages[i];
+    const std::string range =
+        absl::StrCat("blocks [", s.first_block, ", ", s.last_block, ")");
+    if (s.first_block > s.last_block) {
+      return err(s, i, absl::StrCat(range, " are reversed"));
+    }
+    if (s.first_block > expected) {
+      return err(s, i, absl::StrCat("gap: ", range, " start at block ",
+                                    s.first_block, " but the previous stage "
+                                                   "ends at ",
+                                    expected));
+    }
+    if (s.first_block < expected) {
+      return err(s, i, absl::StrCat("overlap: ", range, " start at block ",
+                                    s.first_block, " but the previous stage "
+                                                   "ends at ",
+                                    expected));
+    }
+    if (s.last_block > model.num_layers) {
+      return err(s, i, absl::StrCat(range, " run past the model's ",
+                                    model.num_layers, " blocks"));
+    }
+    if (i > 0 && s.first_block == s.last_block &&
+        !(i + 1 == plan.stages.size() && !plan.u_shaped)) {
+      return err(s, i, absl::StrCat("server stage ", range, " is empty"));
+    }
+    if (!seen.insert(s.node).second) {
+      return err(s, i, absl::StrCat("node \"", s.node, "\" appears twice"));
+    }
+    if (i > 0) {
+      auto it = nodes.find(s.node);
+      if (it == nodes.end()) {
+        return err(s, i, absl::StrCat("unknown node \"", s.node,
+                                      "\" (not in the cluster's nodes)"));
+      }
+      int64_t params = s.last_block > s.first_block
+                           ? (s.last_block - s.first_block) *
+                                 model.ParamsPerBlock()
+                           : 0;
+      const bool last = i + 1 == plan.stages.size();
+      if (last && !plan.u_shaped) {
+        params += model.HeadParams();
+        if (model.tie_word_embeddings) {
+          params += model.vocab_size * model.hidden_size;
+        }
+      }
+      const int64_t bytes = params * 4;  // Servers compute in fp32.
+      if (it->second.memory_bytes > 0 && bytes > it->second.memory_bytes) {
+        return err(s, i, absl::StrCat(
+                             "node \"", s.node, "\" has ",
+                             it->second.memory_bytes, " bytes of memory but ",
+                             range, " need ", bytes));
+      }
+    }
+    expected = s.last_block;
+  }
+  if (expected != model.num_layers) {
+    const PlanStageConfig& s = plan.stages.back();
+    return err(s, plan.stages.size() - 1,
+               absl::StrCat("stages end at block ", expected,
+                            " but the model has ", model.num_layers));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace edgesplit

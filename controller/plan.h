@@ -1,0 +1,66 @@
+// Split plans: which node runs which contiguous blocks of a model.
+// Operators pin them in YAML (configs/plans/*.yaml):
+//
+//   model:
+//     id: stories260K
+//     path: ../shared/models/stories260K   # relative to the plan file
+//   u_shaped: false        # true: the device also runs the norm and head
+//   stages:
+//     - node: device       # the first stage is always the device
+//       blocks: [0, 1]     # [first, last): blocks 0 .. last-1
+//     - node: server-a
+//       blocks: [1, 3]
+//     - node: server-b
+//       blocks: [3, 5]
+//
+// Parsing yields typed structs; Validate() checks them against the model's
+// config.json and the cluster's nodes. Every error names the file, line
+// and field.
+#ifndef EDGESPLIT_CONTROLLER_PLAN_H_
+#define EDGESPLIT_CONTROLLER_PLAN_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/model_config.h"
+
+namespace edgesplit {
+
+inline constexpr char kDeviceNode[] = "device";
+
+struct PlanStageConfig {
+  std::string node;
+  int64_t first_block = 0;
+  int64_t last_block = 0;
+  int line = 0;  // Where the stage is in the file (1-based).
+};
+
+struct PlanConfig {
+  std::string source;  // The file.
+  std::string model_id;
+  std::string model_path;  // Resolved against the file's directory.
+  bool u_shaped = false;
+  std::vector<PlanStageConfig> stages;
+};
+
+struct NodeConfig {
+  std::string name;
+  int64_t memory_bytes = 0;  // For weights; 0 = unknown (not checked).
+};
+
+absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
+                                         const std::string& source);
+absl::StatusOr<PlanConfig> LoadPlanFile(const std::string& path);
+
+// Checks: stages contiguous from block 0 to the model's last, the first on
+// the device, nodes known and not repeated, and each node's weights fit
+// its memory (fp32, as servers compute).
+absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
+                          const std::map<std::string, NodeConfig>& nodes);
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_CONTROLLER_PLAN_H_

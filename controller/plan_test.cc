@@ -1,0 +1,100 @@
+#include "controller/plan.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace edgesplit {
+namespace {
+
+using ::testing::HasSubstr;
+
+ModelConfig SixBlocks() {
+  ModelConfig c;
+  c.arch = Arch::kLlama;
+  c.hidden_size = 64;
+  c.num_layers = 6;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 16;
+  c.intermediate_size = 128;
+  c.vocab_size = 100;
+  c.max_positions = 64;
+  return c;
+}
+
+std::map<std::string, NodeConfig> Nodes() {
+  return {{"a", {"a", 0}}, {"b", {"b", 0}}, {"small", {"small", 1000}}};
+}
+
+absl::Status Check(const std::string& stages, bool u_shaped = false) {
+  std::string yaml = "model:\n  id: m\n  path: /models/m\n";
+  if (u_shaped) yaml += "u_shaped: true\n";
+  yaml += "stages:\n" + stages;
+  auto plan = ParsePlanYaml(yaml, "plans/p.yaml");
+  if (!plan.ok()) return plan.status();
+  return ValidatePlan(*plan, SixBlocks(), Nodes());
+}
+
+TEST(PlanTest, ValidPlans) {
+  EXPECT_TRUE(Check("  - {node: device, blocks: [0, 2]}\n"
+                    "  - {node: a, blocks: [2, 4]}\n"
+                    "  - {node: b, blocks: [4, 6]}\n")
+                  .ok());
+  auto plan = ParsePlanYaml(
+      "model: {id: m, path: rel/m}\nstages:\n  - {node: device, blocks: [0, "
+      "1]}\n",
+      "/etc/edgesplit/plans/p.yaml");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->model_path, "/etc/edgesplit/plans/rel/m");
+  EXPECT_EQ(plan->stages[0].line, 3);
+}
+
+TEST(PlanTest, GapOverlapAndCoverage) {
+  auto s = Check("  - {node: device, blocks: [0, 2]}\n"
+                 "  - {node: a, blocks: [3, 6]}\n");
+  EXPECT_THAT(s.message(), HasSubstr("plans/p.yaml:6: field \"stages[1]\""));
+  EXPECT_THAT(s.message(), HasSubstr("gap: blocks [3, 6)"));
+  s = Check("  - {node: device, blocks: [0, 2]}\n"
+            "  - {node: a, blocks: [1, 6]}\n");
+  EXPECT_THAT(s.message(), HasSubstr("overlap"));
+  s = Check("  - {node: device, blocks: [0, 2]}\n"
+            "  - {node: a, blocks: [2, 5]}\n");
+  EXPECT_THAT(s.message(), HasSubstr("stages end at block 5 but the model "
+                                     "has 6"));
+  s = Check("  - {node: device, blocks: [0, 2]}\n"
+            "  - {node: a, blocks: [2, 8]}\n");
+  EXPECT_THAT(s.message(), HasSubstr("run past the model's 6 blocks"));
+}
+
+TEST(PlanTest, NodesAndMemory) {
+  auto s = Check("  - {node: device, blocks: [0, 2]}\n"
+                 "  - {node: ghost, blocks: [2, 6]}\n");
+  EXPECT_THAT(s.message(), HasSubstr("unknown node \"ghost\""));
+  s = Check("  - {node: device, blocks: [0, 2]}\n"
+            "  - {node: small, blocks: [2, 6]}\n");
+  EXPECT_THAT(s.message(), HasSubstr("node \"small\" has 1000 bytes of memory"));
+  s = Check("  - {node: a, blocks: [0, 6]}\n");
+  EXPECT_THAT(s.message(), HasSubstr("first stage must run on node \"device\""));
+  s = Check("  - {node: device, blocks: [0, 2]}\n"
+            "  - {node: a, blocks: [2, 4]}\n"
+            "  - {node: a, blocks: [4, 6]}\n");
+  EXPECT_THAT(s.message(), HasSubstr("appears twice"));
+}
+
+TEST(PlanTest, MalformedYaml) {
+  EXPECT_THAT(ParsePlanYaml("model: [", "p.yaml").status().message(),
+              HasSubstr("p.yaml:"));
+  EXPECT_THAT(ParsePlanYaml("stages: []", "p.yaml").status().message(),
+              HasSubstr("field \"model\""));
+  auto s = ParsePlanYaml(
+      "model: {id: m, path: x}\nstages:\n  - {node: a, blocks: [0, x]}\n",
+      "p.yaml");
+  EXPECT_THAT(s.status().message(), HasSubstr("p.yaml:3: field "
+                                              "\"stages[0].blocks\""));
+  s = ParsePlanYaml("model: {path: x}\nstages: [{node: a, blocks: [0, 1]}]\n",
+                    "p.yaml");
+  EXPECT_THAT(s.status().message(), HasSubstr("field \"id\": missing"));
+}
+
+}  // namespace
+}  // namespace edgesplit

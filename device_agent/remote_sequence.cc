@@ -1,0 +1,135 @@
+#include "device_agent/remote_sequence.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "proto/tensor_codec.h"
+#include "runtime/status_macros.h"
+#include "runtime/torch_util.h"
+
+namespace edgesplit {
+namespace {
+
+constexpr uint32_t kProtocolVersion = 1;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RemoteSequence>> RemoteSequence::Open(
+    const StageModel* local, const StageModel* head,
+    v1::StageService::Stub* first_hop, const RemoteSequenceOptions& options) {
+  if (options.route.empty()) {
+    return absl::InvalidArgumentError("route has no servers");
+  }
+  std::unique_ptr<RemoteSequence> s(new RemoteSequence());
+  s->local_ = local;
+  s->head_ = head;
+  s->options_ = options;
+  s->local_cache_ = local->NewCache(nullptr);
+  if (head != nullptr) s->head_cache_ = head->NewCache(nullptr);
+  for (const v1::Hop& hop : options.route) {
+    s->hop_stats_.push_back({hop.node()});
+  }
+  s->stream_ = StageStream::Start(first_hop, options.deadline,
+                                  options.route[0].node(),
+                                  options.route[0].address());
+  v1::StageRequest req;
+  v1::OpenSession* open = req.mutable_open();
+  open->set_protocol_version(kProtocolVersion);
+  open->set_session_id(options.session_id);
+  open->set_model_id(options.model_id);
+  open->set_adapter(options.adapter);
+  open->set_codec(options.codec);
+  open->set_return_hidden(head != nullptr);
+  for (const v1::Hop& hop : options.route) *open->add_route() = hop;
+  ES_ASSIGN_OR_RETURN(v1::StageResponse r, s->Call(std::move(req)));
+  if (!r.has_opened()) {
+    return absl::InternalError("first hop did not confirm the session");
+  }
+  return s;
+}
+
+RemoteSequence::~RemoteSequence() {
+  if (stream_) stream_->Close();
+}
+
+int64_t RemoteSequence::context_length() const {
+  return local_->config().max_positions;
+}
+
+absl::StatusOr<v1::StageResponse> RemoteSequence::Call(
+    v1::StageRequest request) {
+  absl::Notification done;
+  absl::StatusOr<v1::StageResponse> result;
+  stream_->Send(std::move(request),
+                [&](absl::StatusOr<v1::StageResponse> r) {
+                  result = std::move(r);
+                  done.Notify();
+                });
+  done.WaitForNotification();
+  return result;
+}
+
+absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
+    absl::Span<const int32_t> tokens) {
+  using Clock = std::chrono::steady_clock;
+  auto t0 = Clock::now();
+  // Local part: embedding and the device's blocks.
+  StageInput in;
+  in.sequences = {{local_cache_.get(), static_cast<int64_t>(tokens.size())}};
+  ES_RETURN_IF_ERROR(TorchCall("device stage", [&]() -> absl::Status {
+    in.tokens = at::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()),
+                           at::kLong);
+    return absl::OkStatus();
+  }));
+  const int64_t before = local_cache_->length();
+  ES_ASSIGN_OR_RETURN(at::Tensor hidden, local_->Forward(in));
+  v1::StageRequest req;
+  v1::ForwardRequest* fwd = req.mutable_forward();
+  fwd->set_step(step_);
+  fwd->set_last_token_only(true);
+  ES_RETURN_IF_ERROR(wire::Encode(hidden, options_.codec, fwd->mutable_hidden()));
+  bytes_sent_ += fwd->hidden().data().size() + fwd->hidden().scales().size();
+  local_ms_ += std::chrono::duration<double, std::milli>(Clock::now() - t0)
+                   .count();
+  auto response = Call(std::move(req));
+  if (!response.ok()) {
+    // The servers did not advance: keep the local cache in step with them.
+    local_cache_->Truncate(before);
+    return response.status();
+  }
+  ++step_;
+  if (!response->has_forward()) {
+    return absl::InternalError("route sent no forward result");
+  }
+  const v1::ForwardResult& result = response->forward();
+  for (int i = 0; i < result.timings_size() &&
+                  i < static_cast<int>(hop_stats_.size());
+       ++i) {
+    hop_stats_[i].compute_ms += result.timings(i).compute_ms();
+    hop_stats_[i].total_ms += result.timings(i).total_ms();
+  }
+  const ModelConfig& c = local_->config();
+  at::Tensor logits;
+  if (head_ != nullptr) {
+    ES_ASSIGN_OR_RETURN(at::Tensor h, wire::Decode(result.output(),
+                                                   c.hidden_size,
+                                                   "forward result"));
+    StageInput hin;
+    hin.sequences = {{head_cache_.get(), h.size(0)}};
+    hin.hidden = h;
+    hin.last_token_only = true;
+    ES_ASSIGN_OR_RETURN(logits, head_->Forward(hin));
+  } else {
+    ES_ASSIGN_OR_RETURN(logits, wire::Decode(result.output(), c.vocab_size,
+                                             "forward result"));
+  }
+  if (logits.size(0) != 1) {
+    return absl::InternalError("expected the last token's logits only");
+  }
+  at::Tensor row = logits[0].contiguous();
+  const float* p = row.data_ptr<float>();
+  return std::vector<float>(p, p + row.numel());
+}
+
+}  // namespace edgesplit

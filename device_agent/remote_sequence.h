@@ -1,0 +1,75 @@
+// A sequence split between this device and a chain of edge servers: the
+// embedding and blocks [0, k) run here, the rest on the route; in a
+// U-shaped split the final norm and LM head run here too, so outputs (and,
+// in training, labels) never leave the device.
+#ifndef EDGESPLIT_DEVICE_AGENT_REMOTE_SEQUENCE_H_
+#define EDGESPLIT_DEVICE_AGENT_REMOTE_SEQUENCE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "edgesplit/v1/stage.grpc.pb.h"
+#include "proto/stage_stream.h"
+#include "runtime/generator.h"
+#include "runtime/stage_model.h"
+
+namespace edgesplit {
+
+struct HopStats {
+  std::string node;
+  double compute_ms = 0;  // Summed over steps.
+  double total_ms = 0;    // Summed: request received to answered.
+};
+
+struct RemoteSequenceOptions {
+  std::string session_id;
+  std::string model_id;
+  std::string adapter;
+  v1::Codec codec = v1::CODEC_FP32;
+  std::vector<v1::Hop> route;  // The servers, in order.
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// Not thread-safe: one generation at a time.
+class RemoteSequence : public LogitsModel {
+ public:
+  // `local` runs the embedding and the device's blocks; `head` (U-shaped
+  // only, else null) runs the final norm and LM head. Both must outlive the
+  // sequence. Opens the session along the whole route before returning.
+  static absl::StatusOr<std::unique_ptr<RemoteSequence>> Open(
+      const StageModel* local, const StageModel* head,
+      v1::StageService::Stub* first_hop, const RemoteSequenceOptions& options);
+  ~RemoteSequence() override;
+
+  absl::StatusOr<std::vector<float>> Forward(
+      absl::Span<const int32_t> tokens) override;
+  int64_t context_length() const override;
+
+  // Per-hop timings summed over the steps so far, in route order.
+  const std::vector<HopStats>& hop_stats() const { return hop_stats_; }
+  double local_ms() const { return local_ms_; }
+  int64_t bytes_sent() const { return bytes_sent_; }
+  int64_t steps() const { return static_cast<int64_t>(step_); }
+
+ private:
+  RemoteSequence() = default;
+  absl::StatusOr<v1::StageResponse> Call(v1::StageRequest request);
+
+  const StageModel* local_ = nullptr;
+  const StageModel* head_ = nullptr;
+  std::unique_ptr<SequenceKvCache> local_cache_;
+  std::unique_ptr<SequenceKvCache> head_cache_;
+  std::shared_ptr<StageStream> stream_;
+  RemoteSequenceOptions options_;
+  uint64_t step_ = 0;
+  std::vector<HopStats> hop_stats_;
+  double local_ms_ = 0;
+  int64_t bytes_sent_ = 0;
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_DEVICE_AGENT_REMOTE_SEQUENCE_H_

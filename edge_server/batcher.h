@@ -1,0 +1,67 @@
+// Continuous batching of one stage's work across sessions: requests that
+// arrive while a forward runs are merged into the next one (a ragged batch,
+// see runtime/stage_model.h), so N sessions decoding together cost about
+// one forward of N rows instead of N forwards.
+#ifndef EDGESPLIT_EDGE_SERVER_BATCHER_H_
+#define EDGESPLIT_EDGE_SERVER_BATCHER_H_
+
+#include <ATen/ATen.h>
+
+#include <deque>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "runtime/stage_model.h"
+
+namespace edgesplit {
+
+struct BatchItem {
+  SequenceKvCache* cache = nullptr;  // The session's cache on this stage.
+  at::Tensor input;  // int64 tokens [n] (first stage) or hidden [n, H].
+  bool last_token_only = false;
+  std::string adapter;
+  // Called once, on the batcher thread, with this item's rows of the
+  // output or an error. Must not block for long.
+  std::function<void(absl::StatusOr<at::Tensor>)> done;
+};
+
+struct BatcherStats {
+  int64_t forwards = 0;  // StageModel::Forward calls
+  int64_t items = 0;     // requests served
+};
+
+// Thread-safe. Owns one worker thread; the stage must outlive the batcher.
+class Batcher {
+ public:
+  Batcher(const StageModel* stage, int64_t max_batch_tokens);
+  ~Batcher();  // Fails queued items with CANCELLED, joins the worker.
+
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  void Submit(BatchItem item);
+  BatcherStats stats() const;
+
+ private:
+  void Run();
+  // Runs `items` as one forward; on failure, retries them one by one so
+  // one session's error (say, its KV budget) fails only that session.
+  void Execute(std::vector<BatchItem>& items);
+  absl::StatusOr<at::Tensor> Forward(std::vector<BatchItem>& items) const;
+
+  const StageModel* const stage_;
+  const int64_t max_batch_tokens_;
+  mutable absl::Mutex mu_;
+  std::deque<BatchItem> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  BatcherStats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread worker_;
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_EDGE_SERVER_BATCHER_H_

@@ -1,0 +1,101 @@
+#include "edge_server/batcher.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "runtime/model_store.h"
+#include "runtime/test_models.h"
+
+namespace edgesplit {
+namespace {
+
+class BatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = ModelStore::Open(testing::TinyModel(Arch::kLlama));
+    ASSERT_TRUE(store.ok());
+    store_ = std::move(*store);
+    auto stage = StageModel::Load(*store_, {{2, 4}, false, true});
+    ASSERT_TRUE(stage.ok());
+    stage_ = std::move(*stage);
+  }
+  std::unique_ptr<ModelStore> store_;
+  std::unique_ptr<StageModel> stage_;
+};
+
+// Concurrent submissions are merged into fewer forwards and each gets
+// exactly what it would get alone.
+TEST_F(BatcherTest, BatchedEqualsAloneAndMerges) {
+  const int n = 12;
+  const int64_t H = store_->config().hidden_size;
+  std::vector<at::Tensor> inputs;
+  std::vector<std::unique_ptr<SequenceKvCache>> caches, alone_caches;
+  for (int i = 0; i < n; ++i) {
+    inputs.push_back(at::randn({1 + i % 3, H}));
+    caches.push_back(stage_->NewCache(nullptr));
+    alone_caches.push_back(stage_->NewCache(nullptr));
+  }
+  std::vector<at::Tensor> outs(n);
+  {
+    Batcher batcher(stage_.get(), 1024);
+    std::vector<absl::Notification> done(n);
+    for (int i = 0; i < n; ++i) {
+      BatchItem item;
+      item.cache = caches[i].get();
+      item.input = inputs[i];
+      item.last_token_only = true;
+      item.done = [&, i](absl::StatusOr<at::Tensor> r) {
+        ASSERT_TRUE(r.ok()) << r.status();
+        outs[i] = *r;
+        done[i].Notify();
+      };
+      batcher.Submit(std::move(item));
+    }
+    for (auto& d : done) d.WaitForNotification();
+    EXPECT_LT(batcher.stats().forwards, n);
+    EXPECT_EQ(batcher.stats().items, n);
+  }
+  for (int i = 0; i < n; ++i) {
+    StageInput in;
+    in.sequences = {{alone_caches[i].get(), inputs[i].size(0)}};
+    in.hidden = inputs[i];
+    in.last_token_only = true;
+    auto want = stage_->Forward(in);
+    ASSERT_TRUE(want.ok());
+    EXPECT_LE((outs[i] - *want).abs().max().item<double>(), 1e-5) << i;
+  }
+}
+
+// One session's failure (its KV budget is full) fails only that session.
+TEST_F(BatcherTest, FailureIsIsolatedToItsSession) {
+  const int64_t H = store_->config().hidden_size;
+  KvBudget tiny(1);
+  auto good = stage_->NewCache(nullptr);
+  auto bad = stage_->NewCache(&tiny);
+  Batcher batcher(stage_.get(), 1024);
+  absl::Notification d1, d2;
+  absl::Status s1, s2;
+  // Hold the worker with a first item so both land in one batch.
+  for (auto [cache, status, note] :
+       {std::make_tuple(good.get(), &s1, &d1),
+        std::make_tuple(bad.get(), &s2, &d2)}) {
+    BatchItem item;
+    item.cache = cache;
+    item.input = at::randn({2, H});
+    item.done = [status = status, note = note](absl::StatusOr<at::Tensor> r) {
+      *status = r.status();
+      note->Notify();
+    };
+    batcher.Submit(std::move(item));
+  }
+  d1.WaitForNotification();
+  d2.WaitForNotification();
+  EXPECT_TRUE(s1.ok()) << s1;
+  EXPECT_EQ(s2.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(good->length(), 2);
+  EXPECT_EQ(bad->length(), 0);
+}
+
+}  // namespace
+}  // namespace edgesplit

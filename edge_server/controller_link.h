@@ -1,0 +1,64 @@
+// An edge server's link to the controller: registers the node, sends
+// heartbeats, and applies the plans WatchPlan pushes to the stage host.
+// One background thread using the synchronous client (a handful of calls
+// per second); every call carries a deadline, and a lost controller is
+// retried with backoff while the server keeps serving its current stages.
+#ifndef EDGESPLIT_EDGE_SERVER_CONTROLLER_LINK_H_
+#define EDGESPLIT_EDGE_SERVER_CONTROLLER_LINK_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "edge_server/stage_host.h"
+#include "edgesplit/v1/controller.grpc.pb.h"
+
+namespace edgesplit {
+
+struct ControllerLinkOptions {
+  std::string controller;  // host:port
+  std::string node;
+  std::string advertise;  // host:port others reach this server at
+  int64_t memory_bytes = 0;
+  int64_t kv_budget_bytes = 0;
+  absl::Duration rpc_timeout = absl::Seconds(5);
+};
+
+class ControllerLink {
+ public:
+  // `host` must outlive the link; `open_sessions` reports the load.
+  ControllerLink(ControllerLinkOptions options, StageHost* host,
+                 std::function<int()> open_sessions);
+  ~ControllerLink();  // Stops the thread.
+
+  // Blocks until the first plan update was applied (or `timeout`).
+  bool WaitForPlans(absl::Duration timeout);
+  uint64_t plans_applied() const;
+
+ private:
+  void Run();
+  absl::Status RegisterOnce();
+  // Watches plans until the stream ends; heartbeats from a helper thread.
+  absl::Status WatchOnce();
+
+  const ControllerLinkOptions options_;
+  StageHost* const host_;
+  std::function<int()> open_sessions_;
+  std::unique_ptr<v1::ControllerService::Stub> stub_;
+  absl::Notification stop_;
+  mutable absl::Mutex mu_;
+  uint64_t applied_ ABSL_GUARDED_BY(mu_) = 0;
+  // Until registration says otherwise: beat soon.
+  absl::Duration heartbeat_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(100);
+  grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::thread thread_;
+  std::thread heartbeat_thread_;
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_EDGE_SERVER_CONTROLLER_LINK_H_

@@ -1,0 +1,78 @@
+#include "edge_server/server.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace edgesplit {
+
+absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
+    EdgeServerOptions options) {
+  std::unique_ptr<EdgeServer> s(new EdgeServer(std::move(options)));
+  s->host_ = std::make_unique<StageHost>(s->options_.host);
+  s->next_hops_ = std::make_unique<GrpcNextHopFactory>();
+  SessionEnv env;
+  env.host = s->host_.get();
+  env.next_hops = s->next_hops_.get();
+  env.limits = s->options_.limits;
+  s->service_ = std::make_unique<StageServiceImpl>(env);
+
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(s->options_.listen,
+                           grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(s->service_.get());
+  // Activations of long prompts exceed gRPC's 4 MiB default.
+  const int max_message =
+      static_cast<int>(std::min<int64_t>(s->options_.limits.max_bytes + (1 << 20),
+                                         INT32_MAX));
+  builder.SetMaxReceiveMessageSize(max_message);
+  builder.SetMaxSendMessageSize(max_message);
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", s->options_.listen));
+  }
+  const std::string host =
+      s->options_.listen.substr(0, s->options_.listen.rfind(':'));
+  s->address_ = absl::StrCat(host, ":", port);
+  if (!s->options_.controller.empty()) {
+    ControllerLinkOptions lo;
+    lo.controller = s->options_.controller;
+    lo.node = s->options_.host.node;
+    lo.advertise = s->options_.advertise.empty() ? s->address_
+                                                 : s->options_.advertise;
+    lo.memory_bytes = s->options_.memory_bytes;
+    lo.kv_budget_bytes = s->options_.host.kv_budget_bytes;
+    StageServiceImpl* service = s->service_.get();
+    s->link_ = std::make_unique<ControllerLink>(
+        lo, s->host_.get(), [service] { return service->open_sessions(); });
+  }
+  EdgeServer* self = s.get();
+  s->reaper_ = std::thread([self] {
+    const absl::Duration tick =
+        std::min(absl::Seconds(1), self->options_.session_idle_timeout / 4);
+    while (!self->stop_.WaitForNotificationWithTimeout(tick)) {
+      self->service_->ExpireIdle(self->options_.session_idle_timeout);
+    }
+  });
+  return s;
+}
+
+int EdgeServer::Shutdown(absl::Duration drain) {
+  if (shut_down_) return 0;
+  shut_down_ = true;
+  service_->StopAccepting();
+  link_.reset();  // Stop heartbeats: the controller routes elsewhere.
+  const int left = service_->WaitForSessions(absl::Now() + drain);
+  if (left > 0) {
+    service_->CancelAll(absl::UnavailableError(absl::StrCat(
+        "server ", options_.host.node, " shut down (drain deadline passed)")));
+  }
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+  stop_.Notify();
+  reaper_.join();
+  return left;
+}
+
+EdgeServer::~EdgeServer() { Shutdown(absl::ZeroDuration()); }
+
+}  // namespace edgesplit

@@ -1,0 +1,72 @@
+// An edge server: hosts stages, serves StageService, expires idle sessions,
+// and shuts down in phases (stop accepting, drain with a deadline, force).
+#ifndef EDGESPLIT_EDGE_SERVER_SERVER_H_
+#define EDGESPLIT_EDGE_SERVER_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "edge_server/controller_link.h"
+#include "edge_server/grpc_next_hop.h"
+#include "edge_server/stage_host.h"
+#include "edge_server/stage_service.h"
+#include "grpcpp/grpcpp.h"
+
+namespace edgesplit {
+
+struct EdgeServerOptions {
+  StageHostOptions host;
+  std::string listen = "127.0.0.1:0";  // Port 0 picks a free port.
+  absl::Duration session_idle_timeout = absl::Minutes(5);
+  wire::TensorLimits limits;
+  // The controller to register with and take plans from; empty: none
+  // (stages are loaded through host()).
+  std::string controller;
+  std::string advertise;  // Default: the bound listen address.
+  int64_t memory_bytes = 0;  // Reported to the controller.
+};
+
+// Thread-safe.
+class EdgeServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<EdgeServer>> Start(
+      EdgeServerOptions options);
+  ~EdgeServer();  // Shutdown(0) if still running.
+
+  StageHost* host() { return host_.get(); }
+  // "127.0.0.1:<port>" actually bound.
+  const std::string& address() const { return address_; }
+  const std::string& node() const { return options_.host.node; }
+  int open_sessions() const { return service_->open_sessions(); }
+  // Blocks until the controller's plans were applied once (or `timeout`).
+  bool WaitForPlans(absl::Duration timeout) {
+    return link_ == nullptr || link_->WaitForPlans(timeout);
+  }
+
+  // Phase 1: refuse new sessions. Phase 2: let open sessions finish until
+  // `drain`. Phase 3: end the rest (UNAVAILABLE) and stop. Returns how many
+  // sessions had to be cut off.
+  int Shutdown(absl::Duration drain);
+
+ private:
+  explicit EdgeServer(EdgeServerOptions options) : options_(std::move(options)) {}
+
+  EdgeServerOptions options_;
+  std::unique_ptr<StageHost> host_;
+  std::unique_ptr<GrpcNextHopFactory> next_hops_;
+  std::unique_ptr<StageServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<ControllerLink> link_;
+  std::string address_;
+  absl::Notification stop_;
+  std::thread reaper_;
+  bool shut_down_ = false;
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_EDGE_SERVER_SERVER_H_

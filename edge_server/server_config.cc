@@ -1,0 +1,62 @@
+#include "edge_server/server_config.h"
+
+#include "absl/strings/str_cat.h"
+#include "runtime/yaml_util.h"
+#include "runtime/status_macros.h"
+
+namespace edgesplit {
+
+absl::Status ServerConfig::Validate() const {
+  auto bad = [&](const char* field, const std::string& what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": field \"", field, "\": ", what));
+  };
+  if (name.empty()) return bad("name", "missing");
+  if (name == "device") return bad("name", "\"device\" is reserved");
+  if (listen.find(':') == std::string::npos) {
+    return bad("listen", absl::StrCat("\"", listen, "\" is not host:port"));
+  }
+  if (kv_budget_bytes <= 0) return bad("kv_budget_mb", "must be positive");
+  if (max_batch_tokens <= 0) {
+    return bad("max_batch_tokens", "must be positive");
+  }
+  if (session_idle_timeout <= absl::ZeroDuration()) {
+    return bad("session_idle_timeout_s", "must be positive");
+  }
+  if (threads < 0) return bad("threads", "must be >= 0");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
+                                               const std::string& source) {
+  YamlReader r(source);
+  ES_ASSIGN_OR_RETURN(YAML::Node root, r.Parse(text));
+  ServerConfig c;
+  c.source = source;
+  ES_ASSIGN_OR_RETURN(c.name, r.String(root, "name", false));
+  ES_ASSIGN_OR_RETURN(std::string listen, r.String(root, "listen", false));
+  if (!listen.empty()) c.listen = listen;
+  ES_ASSIGN_OR_RETURN(c.advertise, r.String(root, "advertise", false));
+  ES_ASSIGN_OR_RETURN(c.controller, r.String(root, "controller", false));
+  ES_ASSIGN_OR_RETURN(int64_t memory_mb, r.Int(root, "memory_mb", 0));
+  c.memory_bytes = memory_mb << 20;
+  ES_ASSIGN_OR_RETURN(int64_t kv_mb, r.Int(root, "kv_budget_mb", 1024));
+  c.kv_budget_bytes = kv_mb << 20;
+  ES_ASSIGN_OR_RETURN(c.max_batch_tokens,
+                      r.Int(root, "max_batch_tokens", 4096));
+  ES_ASSIGN_OR_RETURN(int64_t idle, r.Int(root, "session_idle_timeout_s", 300));
+  c.session_idle_timeout = absl::Seconds(idle);
+  ES_ASSIGN_OR_RETURN(int64_t drain, r.Int(root, "drain_deadline_s", 10));
+  c.drain_deadline = absl::Seconds(drain);
+  ES_ASSIGN_OR_RETURN(int64_t threads, r.Int(root, "threads", 0));
+  c.threads = static_cast<int>(threads);
+  ES_ASSIGN_OR_RETURN(c.copy_weights, r.Bool(root, "copy_weights", true));
+  return c;
+}
+
+absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path) {
+  ES_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
+  return ParseServerConfig(text, path);
+}
+
+}  // namespace edgesplit

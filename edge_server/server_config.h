@@ -1,0 +1,47 @@
+// The edge server's YAML config, parsed into a typed struct and validated.
+//
+//   name: server-a
+//   listen: 127.0.0.1:50061
+//   advertise: ""            # address others reach us at (default: listen)
+//   controller: 127.0.0.1:50051
+//   memory_mb: 4096          # reported to the controller
+//   kv_budget_mb: 1024       # KV caches of all sessions together
+//   max_batch_tokens: 4096
+//   session_idle_timeout_s: 300
+//   drain_deadline_s: 10
+//   threads: 0               # compute threads; 0 = all cores
+//   copy_weights: true
+#ifndef EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
+#define EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace edgesplit {
+
+struct ServerConfig {
+  std::string source;
+  std::string name;
+  std::string listen = "127.0.0.1:50061";
+  std::string advertise;
+  std::string controller;
+  int64_t memory_bytes = 0;
+  int64_t kv_budget_bytes = int64_t{1} << 30;
+  int64_t max_batch_tokens = 4096;
+  absl::Duration session_idle_timeout = absl::Minutes(5);
+  absl::Duration drain_deadline = absl::Seconds(10);
+  int threads = 0;
+  bool copy_weights = true;
+
+  absl::Status Validate() const;  // Errors name the file and field.
+};
+
+absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
+                                               const std::string& source);
+absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path);
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_

@@ -1,0 +1,258 @@
+// SessionHandler without a network: handlers of several "servers" chained
+// in-process through a fake NextHop, checked against the monolithic model,
+// plus malformed requests.
+#include "edge_server/session_handler.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/generator.h"
+#include "runtime/test_models.h"
+
+namespace edgesplit {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Collects a handler's responses.
+class FakeTransport : public SessionTransport {
+ public:
+  void Send(const v1::StageResponse& r) override {
+    absl::MutexLock lock(&mu_);
+    responses_.push_back(r);
+  }
+  void Finish(const absl::Status& s) override {
+    absl::MutexLock lock(&mu_);
+    finished_ = true;
+    status_ = s;
+  }
+  // Waits for the n-th response (or the end of the stream).
+  absl::StatusOr<v1::StageResponse> Await(size_t n) {
+    absl::MutexLock lock(&mu_);
+    waiting_for_ = n;
+    mu_.Await(absl::Condition(
+        +[](FakeTransport* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
+          return t->finished_ || t->responses_.size() > t->waiting_for_;
+        },
+        this));
+    if (responses_.size() > n) return responses_[n];
+    return status_.ok() ? absl::InternalError("finished OK") : status_;
+  }
+  absl::Status status() {
+    absl::MutexLock lock(&mu_);
+    return status_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<v1::StageResponse> responses_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  size_t waiting_for_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// A NextHop that is another in-process handler.
+class InProcessHop : public NextHop {
+ public:
+  InProcessHop(const SessionEnv& env) {
+    handler_ = std::make_shared<SessionHandler>(env, &transport_,
+                                                absl::InfiniteFuture());
+  }
+  ~InProcessHop() override { handler_->OnDone(); }
+  void Send(v1::StageRequest request, Callback done) override {
+    const size_t n = sent_++;
+    handler_->OnRequest(request);
+    done(transport_.Await(n));
+  }
+  void Close() override { handler_->OnDone(); }
+
+ private:
+  FakeTransport transport_;
+  std::shared_ptr<SessionHandler> handler_;
+  size_t sent_ = 0;
+};
+
+class InProcessFactory : public NextHopFactory {
+ public:
+  std::map<std::string, SessionEnv> envs;
+  absl::StatusOr<std::unique_ptr<NextHop>> Open(const v1::OpenSession& open,
+                                                absl::Time) override {
+    auto it = envs.find(open.route(0).node());
+    if (it == envs.end()) return absl::UnavailableError("no such node");
+    return std::unique_ptr<NextHop>(new InProcessHop(it->second));
+  }
+};
+
+class SessionHandlerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::TinyModel(Arch::kLlama);
+    auto store = ModelStore::Open(dir_);
+    ASSERT_TRUE(store.ok());
+    store_ = std::move(*store);
+    // Device [0,1) here; server a [1,3); server b [3,4) + head.
+    for (auto [name, spec] : {std::make_pair("a", StageSpec{{1, 3}, false, false}),
+                              std::make_pair("b", StageSpec{{3, 4}, false, true})}) {
+      StageHostOptions o;
+      o.node = name;
+      hosts_[name] = std::make_unique<StageHost>(o);
+      ASSERT_TRUE(hosts_[name]->Load("tiny", dir_, spec).ok());
+      SessionEnv env;
+      env.host = hosts_[name].get();
+      env.next_hops = &factory_;
+      factory_.envs[name] = env;
+    }
+    auto device = StageModel::Load(*store_, {{0, 1}, true, false});
+    ASSERT_TRUE(device.ok());
+    device_ = std::move(*device);
+  }
+
+  v1::StageRequest OpenRequest() {
+    v1::StageRequest r;
+    auto* o = r.mutable_open();
+    o->set_protocol_version(kProtocolVersion);
+    o->set_session_id("s1");
+    o->set_model_id("tiny");
+    o->set_codec(v1::CODEC_FP32);
+    for (auto [node, first, last] : {std::make_tuple("a", 1, 3),
+                                     std::make_tuple("b", 3, 4)}) {
+      auto* hop = o->add_route();
+      hop->set_node(node);
+      hop->set_first_block(first);
+      hop->set_last_block(last);
+    }
+    return r;
+  }
+
+  std::string dir_;
+  std::unique_ptr<ModelStore> store_;
+  std::map<std::string, std::unique_ptr<StageHost>> hosts_;
+  InProcessFactory factory_;
+  std::unique_ptr<StageModel> device_;
+};
+
+TEST_F(SessionHandlerTest, ChainEqualsMonolithic) {
+  FakeTransport t;
+  auto h = std::make_shared<SessionHandler>(factory_.envs["a"], &t,
+                                            absl::InfiniteFuture());
+  h->OnRequest(OpenRequest());
+  auto opened = t.Await(0);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  ASSERT_TRUE(opened->has_opened());
+
+  auto whole = LocalPipeline::Load(*store_, {});
+  ASSERT_TRUE(whole.ok());
+  auto ref = (*whole)->NewSequence();
+  auto device_cache = device_->NewCache(nullptr);
+  std::vector<int32_t> tokens = {5, 9, 13, 2, 7};
+  for (int step = 0; step < 6; ++step) {
+    StageInput in;
+    in.sequences = {{device_cache.get(), static_cast<int64_t>(tokens.size())}};
+    in.tokens = at::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()),
+                           at::kLong);
+    auto hidden = device_->Forward(in);
+    ASSERT_TRUE(hidden.ok());
+    v1::StageRequest req;
+    req.mutable_forward()->set_step(step);
+    req.mutable_forward()->set_last_token_only(true);
+    ASSERT_TRUE(wire::Encode(*hidden, v1::CODEC_FP32,
+                             req.mutable_forward()->mutable_hidden())
+                    .ok());
+    h->OnRequest(req);
+    auto r = t.Await(step + 1);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(r->has_forward());
+    EXPECT_EQ(r->forward().timings_size(), 2);
+    EXPECT_EQ(r->forward().timings(0).node(), "a");
+    auto logits = wire::Decode(r->forward().output(), 0, "logits");
+    ASSERT_TRUE(logits.ok());
+    auto want = ref->Forward(tokens);
+    ASSERT_TRUE(want.ok());
+    at::Tensor w = at::tensor(*want);
+    EXPECT_LE(((*logits)[0] - w).abs().max().item<double>(), 1e-5);
+    tokens = {static_cast<int32_t>(w.argmax().item<int64_t>())};
+  }
+  h->OnDone();
+}
+
+class BadRequestTest : public SessionHandlerTest {
+ protected:
+  // Opens a session on "b" alone and sends `forward`; returns the status.
+  absl::Status SendBad(const v1::Tensor& hidden, uint64_t step = 0) {
+    FakeTransport t;
+    auto h = std::make_shared<SessionHandler>(factory_.envs["b"], &t,
+                                              absl::InfiniteFuture());
+    v1::StageRequest open = OpenRequest();
+    open.mutable_open()->mutable_route()->DeleteSubrange(0, 1);
+    h->OnRequest(open);
+    EXPECT_TRUE(t.Await(0).ok());
+    v1::StageRequest req;
+    req.mutable_forward()->set_step(step);
+    *req.mutable_forward()->mutable_hidden() = hidden;
+    h->OnRequest(req);
+    (void)t.Await(1);
+    h->OnDone();
+    return t.status();
+  }
+  v1::Tensor Good() {
+    v1::Tensor t;
+    EXPECT_TRUE(wire::Encode(at::ones({2, store_->config().hidden_size}),
+                             v1::CODEC_FP32, &t)
+                    .ok());
+    return t;
+  }
+};
+
+TEST_F(BadRequestTest, MalformedTensorsAreInvalidArgument) {
+  v1::Tensor t = Good();
+  t.mutable_data()->resize(7);
+  absl::Status s = SendBad(t);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("forward.hidden: data has 7 bytes"));
+  t = Good();
+  t.set_shape(0, int64_t{1} << 50);
+  EXPECT_THAT(SendBad(t).message(), HasSubstr("row count"));
+  t = Good();
+  t.set_codec(static_cast<v1::Codec>(42));
+  EXPECT_THAT(SendBad(t).message(), HasSubstr("unknown codec 42"));
+  v1::Tensor wide;
+  ASSERT_TRUE(wire::Encode(at::ones({2, 65}), v1::CODEC_FP32, &wide).ok());
+  EXPECT_THAT(SendBad(wide).message(),
+              HasSubstr("width 65 but this stage expects 64"));
+  EXPECT_THAT(SendBad(Good(), /*step=*/3).message(),
+              HasSubstr("out of order"));
+}
+
+TEST_F(BadRequestTest, BadOpensAreRejected) {
+  auto open_status = [&](std::function<void(v1::OpenSession*)> edit) {
+    FakeTransport t;
+    auto h = std::make_shared<SessionHandler>(factory_.envs["a"], &t,
+                                              absl::InfiniteFuture());
+    v1::StageRequest r = OpenRequest();
+    edit(r.mutable_open());
+    h->OnRequest(r);
+    (void)t.Await(0);
+    h->OnDone();
+    return t.status();
+  };
+  EXPECT_THAT(open_status([](auto* o) { o->set_model_id("nope"); }).message(),
+              HasSubstr("does not serve model nope"));
+  EXPECT_THAT(open_status([](auto* o) {
+                o->mutable_route(0)->set_node("z");
+              }).message(),
+              HasSubstr("route[0] names node \"z\""));
+  EXPECT_EQ(open_status([](auto* o) { o->set_protocol_version(9); }).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(open_status([](auto* o) {
+              o->mutable_route(1)->set_node("ghost");
+            }).code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_THAT(open_status([](auto* o) { o->mutable_route()->RemoveLast(); })
+                  .message(),
+              HasSubstr("holds no LM head"));
+}
+
+}  // namespace
+}  // namespace edgesplit

@@ -1,0 +1,101 @@
+#include "edge_server/stage_host.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "runtime/status_macros.h"
+
+namespace edgesplit {
+
+absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::LoadStage(
+    const std::string& model_id, const std::string& path,
+    const StageSpec& spec) const {
+  auto stage = std::make_shared<HostedStage>();
+  stage->model_id = model_id;
+  ES_ASSIGN_OR_RETURN(stage->store, ModelStore::Open(path));
+  ES_ASSIGN_OR_RETURN(stage->model,
+                      StageModel::Load(*stage->store, spec, options_.stage));
+  stage->batcher = std::make_unique<Batcher>(stage->model.get(),
+                                             options_.max_batch_tokens);
+  return stage;
+}
+
+absl::Status StageHost::Load(const std::string& model_id,
+                             const std::string& path, const StageSpec& spec) {
+  ES_ASSIGN_OR_RETURN(auto stage, LoadStage(model_id, path, spec));
+  absl::MutexLock lock(&mu_);
+  stages_[Key(model_id, spec.blocks.first, spec.blocks.last)] =
+      std::move(stage);
+  return absl::OkStatus();
+}
+
+absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans) {
+  std::map<Key, std::shared_ptr<HostedStage>> next;
+  std::vector<std::string> errors;
+  for (const v1::Plan& plan : plans) {
+    for (int i = 0; i < plan.stages_size(); ++i) {
+      const v1::PlanStage& ps = plan.stages(i);
+      if (ps.node() != options_.node) continue;
+      const Key key(plan.model_id(), ps.first_block(), ps.last_block());
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = stages_.find(key);
+        if (it != stages_.end()) {
+          next[key] = it->second;
+          continue;
+        }
+      }
+      StageSpec spec;
+      spec.blocks = {ps.first_block(), ps.last_block()};
+      spec.embedding = false;  // The device always embeds.
+      spec.head = i + 1 == plan.stages_size() && !plan.u_shaped();
+      auto stage = LoadStage(plan.model_id(), plan.model_path(), spec);
+      if (!stage.ok()) {
+        errors.push_back(absl::StrCat("model ", plan.model_id(), " blocks [",
+                                      ps.first_block(), ", ", ps.last_block(),
+                                      "): ", stage.status().message()));
+        continue;
+      }
+      next[key] = *std::move(stage);
+    }
+  }
+  {
+    // Sessions hold their stage through shared_ptr: dropping it here only
+    // unloads it once they end.
+    absl::MutexLock lock(&mu_);
+    stages_.swap(next);
+  }
+  if (!errors.empty()) {
+    return absl::InternalError(absl::StrJoin(errors, "; "));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::Find(
+    const std::string& model_id, int64_t first, int64_t last) const {
+  absl::MutexLock lock(&mu_);
+  auto it = stages_.find(Key(model_id, first, last));
+  if (it == stages_.end()) {
+    std::vector<std::string> held;
+    for (const auto& [k, s] : stages_) {
+      held.push_back(absl::StrCat(std::get<0>(k), " [", std::get<1>(k), ", ",
+                                  std::get<2>(k), ")"));
+    }
+    return absl::NotFoundError(absl::StrCat(
+        "node ", options_.node, " does not serve model ", model_id,
+        " blocks [", first, ", ", last, ") (it serves: ",
+        held.empty() ? "nothing" : absl::StrJoin(held, ", "), ")"));
+  }
+  return it->second;
+}
+
+std::vector<std::string> StageHost::Describe() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const auto& [k, s] : stages_) {
+    out.push_back(absl::StrCat(std::get<0>(k), " [", std::get<1>(k), ", ",
+                               std::get<2>(k), ")"));
+  }
+  return out;
+}
+
+}  // namespace edgesplit

@@ -1,0 +1,81 @@
+// The stages this server runs, as the controller's plans assign them: for
+// every plan stage naming this node, the model's blocks [first, last) (and
+// the head when the stage is last) are loaded — only those tensors are read
+// — together with a batcher and a KV budget. Stages no plan names any more
+// are dropped once their last session ends.
+#ifndef EDGESPLIT_EDGE_SERVER_STAGE_HOST_H_
+#define EDGESPLIT_EDGE_SERVER_STAGE_HOST_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "edge_server/batcher.h"
+#include "edgesplit/v1/controller.pb.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model_store.h"
+#include "runtime/stage_model.h"
+
+namespace edgesplit {
+
+// A loaded stage. Shared by the host and the sessions using it.
+struct HostedStage {
+  std::string model_id;
+  std::unique_ptr<ModelStore> store;
+  std::unique_ptr<StageModel> model;
+  std::unique_ptr<Batcher> batcher;  // Destroyed before `model`.
+
+  ~HostedStage() { batcher.reset(); }
+};
+
+struct StageHostOptions {
+  std::string node;  // This server's name in plans.
+  int64_t max_batch_tokens = 4096;
+  int64_t kv_budget_bytes = int64_t{1} << 30;  // Shared by all sessions.
+  StageOptions stage;
+};
+
+// Thread-safe.
+class StageHost {
+ public:
+  explicit StageHost(StageHostOptions options) : options_(std::move(options)) {}
+
+  // Loads the stages `plans` assign to this node and forgets the others.
+  // A stage that fails to load is reported and skipped (the rest still
+  // load); the previous stages stay serving.
+  absl::Status ApplyPlans(const std::vector<v1::Plan>& plans);
+
+  // The stage serving `model_id` blocks [first, last), or NOT_FOUND naming
+  // what this node holds.
+  absl::StatusOr<std::shared_ptr<HostedStage>> Find(
+      const std::string& model_id, int64_t first, int64_t last) const;
+
+  // Loads one stage directly (tests, and servers started without a
+  // controller).
+  absl::Status Load(const std::string& model_id, const std::string& path,
+                    const StageSpec& spec);
+
+  std::vector<std::string> Describe() const;  // "model [a, b)" per stage
+  const std::string& node() const { return options_.node; }
+  KvBudget* kv_budget() { return &budget_; }
+
+ private:
+  using Key = std::tuple<std::string, int64_t, int64_t>;
+  absl::StatusOr<std::shared_ptr<HostedStage>> LoadStage(
+      const std::string& model_id, const std::string& path,
+      const StageSpec& spec) const;
+
+  const StageHostOptions options_;
+  KvBudget budget_{options_.kv_budget_bytes};
+  mutable absl::Mutex mu_;
+  std::map<Key, std::shared_ptr<HostedStage>> stages_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_EDGE_SERVER_STAGE_HOST_H_

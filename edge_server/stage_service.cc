@@ -1,0 +1,198 @@
+#include "edge_server/stage_service.h"
+
+#include <deque>
+
+#include "proto/grpc_status.h"
+#include "proto/tensor_codec.h"
+
+namespace edgesplit {
+namespace {
+
+class SessionReactor
+    : public grpc::ServerBidiReactor<v1::StageRequest, v1::StageResponse>,
+      public SessionTransport {
+ public:
+  SessionReactor(StageServiceImpl* service, const SessionEnv& env,
+                 grpc::CallbackServerContext* ctx, bool accepting)
+      : service_(service) {
+    if (!accepting) {
+      grpc::ServerBidiReactor<v1::StageRequest, v1::StageResponse>::Finish(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                       "server is shutting down"));
+      return;
+    }
+    handler_ = std::make_shared<SessionHandler>(env, this,
+                                                FromChrono(ctx->deadline()));
+    service_->Add(handler_);
+    StartRead(&request_);
+  }
+
+  // SessionTransport.
+  void Send(const v1::StageResponse& response) override {
+    absl::MutexLock lock(&mu_);
+    if (finishing_) return;
+    writes_.push_back(response);
+    if (!writing_) {
+      writing_ = true;
+      StartWrite(&writes_.front());
+    }
+  }
+  void Finish(const absl::Status& status) override {
+    absl::MutexLock lock(&mu_);
+    if (finishing_) return;
+    finishing_ = true;
+    final_ = ToGrpcStatus(status);
+    // Responses already queued go out first.
+    if (!writing_) FinishLocked();
+  }
+
+  // grpc::ServerBidiReactor.
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client half-closed (or the stream broke): the session ends.
+      Finish(absl::OkStatus());
+      return;
+    }
+    handler_->OnRequest(request_);
+    absl::MutexLock lock(&mu_);
+    if (!finishing_) StartRead(&request_);
+  }
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writes_.pop_front();
+    if (!ok) {
+      writes_.clear();
+      writing_ = false;
+      if (!finishing_) {
+        finishing_ = true;
+        final_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed");
+      }
+      FinishLocked();
+      return;
+    }
+    if (!writes_.empty()) {
+      StartWrite(&writes_.front());
+    } else {
+      writing_ = false;
+      if (finishing_) FinishLocked();
+    }
+  }
+  void OnCancel() override {
+    if (handler_) handler_->OnDone();
+  }
+  void OnDone() override {
+    if (handler_) {
+      handler_->OnDone();
+      service_->Remove(handler_.get());
+    }
+    delete this;
+  }
+
+ private:
+  void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finish_called_) return;
+    finish_called_ = true;
+    grpc::ServerBidiReactor<v1::StageRequest, v1::StageResponse>::Finish(
+        final_);
+  }
+
+  StageServiceImpl* const service_;
+  std::shared_ptr<SessionHandler> handler_;
+  v1::StageRequest request_;
+  absl::Mutex mu_;
+  std::deque<v1::StageResponse> writes_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+StageServiceImpl::StageServiceImpl(SessionEnv env) : env_(env) {}
+
+StageServiceImpl::~StageServiceImpl() = default;
+
+grpc::ServerUnaryReactor* StageServiceImpl::Handshake(
+    grpc::CallbackServerContext* ctx, const v1::HandshakeRequest* request,
+    v1::HandshakeResponse* response) {
+  (void)request;
+  response->set_protocol_version(kProtocolVersion);
+  for (v1::Codec c : wire::SupportedCodecs()) response->add_codecs(c);
+  response->add_architectures("gpt2");
+  response->add_architectures("llama");
+  response->set_node(env_.host->node());
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::StageRequest, v1::StageResponse>*
+StageServiceImpl::Session(grpc::CallbackServerContext* ctx) {
+  bool accepting;
+  {
+    absl::MutexLock lock(&mu_);
+    accepting = accepting_;
+  }
+  return new SessionReactor(this, env_, ctx, accepting);
+}
+
+void StageServiceImpl::Add(const std::shared_ptr<SessionHandler>& handler) {
+  absl::MutexLock lock(&mu_);
+  sessions_[handler.get()] = handler;
+}
+
+void StageServiceImpl::Remove(const SessionHandler* handler) {
+  absl::MutexLock lock(&mu_);
+  sessions_.erase(handler);
+}
+
+void StageServiceImpl::StopAccepting() {
+  absl::MutexLock lock(&mu_);
+  accepting_ = false;
+}
+
+int StageServiceImpl::open_sessions() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int>(sessions_.size());
+}
+
+int StageServiceImpl::WaitForSessions(absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  mu_.AwaitWithDeadline(
+      absl::Condition(
+          +[](std::map<const SessionHandler*, std::weak_ptr<SessionHandler>>*
+                  s) { return s->empty(); },
+          &sessions_),
+      deadline);
+  return static_cast<int>(sessions_.size());
+}
+
+void StageServiceImpl::CancelAll(const absl::Status& status) {
+  std::vector<std::shared_ptr<SessionHandler>> open;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [p, weak] : sessions_) {
+      if (auto s = weak.lock()) open.push_back(std::move(s));
+    }
+  }
+  for (auto& s : open) s->Cancel(status);
+}
+
+int StageServiceImpl::ExpireIdle(absl::Duration idle) {
+  std::vector<std::shared_ptr<SessionHandler>> stale;
+  const absl::Time cutoff = absl::Now() - idle;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [p, weak] : sessions_) {
+      auto s = weak.lock();
+      if (s && s->last_activity() < cutoff) stale.push_back(std::move(s));
+    }
+  }
+  for (auto& s : stale) {
+    s->Cancel(absl::DeadlineExceededError("session expired after being idle"));
+  }
+  return static_cast<int>(stale.size());
+}
+
+}  // namespace edgesplit

@@ -1,0 +1,58 @@
+// gRPC glue of the stage service: a callback-API reactor per Session
+// stream feeding a SessionHandler, the Handshake RPC, and the bookkeeping
+// that shutdown and idle expiry need. Service logic lives in
+// SessionHandler.
+#ifndef EDGESPLIT_EDGE_SERVER_STAGE_SERVICE_H_
+#define EDGESPLIT_EDGE_SERVER_STAGE_SERVICE_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "edge_server/session_handler.h"
+#include "edgesplit/v1/stage.grpc.pb.h"
+
+namespace edgesplit {
+
+// Thread-safe.
+class StageServiceImpl final : public v1::StageService::CallbackService {
+ public:
+  explicit StageServiceImpl(SessionEnv env);
+  ~StageServiceImpl() override;
+
+  grpc::ServerUnaryReactor* Handshake(grpc::CallbackServerContext* ctx,
+                                      const v1::HandshakeRequest* request,
+                                      v1::HandshakeResponse* response) override;
+  grpc::ServerBidiReactor<v1::StageRequest, v1::StageResponse>* Session(
+      grpc::CallbackServerContext* ctx) override;
+
+  // Shutdown, phase 1: new sessions are refused (UNAVAILABLE); open ones
+  // continue.
+  void StopAccepting();
+  // Phase 2: waits until no session is open or `deadline` passes; returns
+  // how many are still open.
+  int WaitForSessions(absl::Time deadline);
+  // Phase 3: ends the remaining sessions with `status`.
+  void CancelAll(const absl::Status& status);
+  // Ends sessions idle for longer than `idle`; returns how many.
+  int ExpireIdle(absl::Duration idle);
+  int open_sessions() const;
+
+  // Reactor bookkeeping (called by the reactors).
+  void Add(const std::shared_ptr<SessionHandler>& handler);
+  void Remove(const SessionHandler* handler);
+
+ private:
+  SessionEnv env_;
+  mutable absl::Mutex mu_;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  std::map<const SessionHandler*, std::weak_ptr<SessionHandler>> sessions_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_EDGE_SERVER_STAGE_SERVICE_H_

@@ -1,0 +1,140 @@
+#include "proto/stage_stream.h"
+
+#include "absl/strings/str_cat.h"
+#include "proto/grpc_status.h"
+
+namespace edgesplit {
+
+std::shared_ptr<StageStream> StageStream::Start(v1::StageService::Stub* stub,
+                                                absl::Time deadline,
+                                                std::string node,
+                                                std::string address) {
+  std::shared_ptr<StageStream> s(
+      new StageStream(std::move(node), std::move(address)));
+  s->self_ = s;
+  s->ctx_.set_deadline(ToChrono(deadline));
+  stub->async()->Session(&s->ctx_, s.get());
+  s->StartRead(&s->response_);
+  // Writes may come at any time until Close(): hold the stream open.
+  s->AddHold();
+  s->StartCall();
+  return s;
+}
+
+std::string StageStream::Context() const {
+  return absl::StrCat("hop ", node_, " (", address_, ")");
+}
+
+void StageStream::Send(v1::StageRequest request, Callback done) {
+  absl::Status failed;
+  {
+    absl::MutexLock lock(&mu_);
+    if (done_ || closed_) {
+      failed = done_ ? final_
+                     : absl::CancelledError(
+                           absl::StrCat(Context(), ": stream closed"));
+      if (failed.ok()) {
+        failed = absl::UnavailableError(
+            absl::StrCat(Context(), ": stream ended"));
+      }
+    } else {
+      callbacks_.push_back(std::move(done));
+      writes_.push_back(std::move(request));
+      if (!writing_) {
+        writing_ = true;
+        StartWrite(&writes_.front());
+      }
+      return;
+    }
+  }
+  done(failed);
+}
+
+void StageStream::ReleaseHoldOnce() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (hold_released_) return;
+    hold_released_ = true;
+  }
+  RemoveHold();
+}
+
+void StageStream::OnWriteDone(bool ok) {
+  {
+    absl::MutexLock lock(&mu_);
+    writes_.pop_front();
+    if (ok) {
+      if (!writes_.empty()) {
+        StartWrite(&writes_.front());
+      } else {
+        writing_ = false;
+      }
+      return;
+    }
+    writing_ = false;
+  }
+  // The stream broke; OnDone reports why.
+  ReleaseHoldOnce();
+}
+
+void StageStream::OnReadDone(bool ok) {
+  if (!ok) {
+    // The peer ended the stream: let OnDone run.
+    ReleaseHoldOnce();
+    return;
+  }
+  Callback cb;
+  {
+    absl::MutexLock lock(&mu_);
+    if (callbacks_.empty()) {
+      // A response nobody asked for: protocol violation by the peer.
+      ctx_.TryCancel();
+      return;
+    }
+    cb = std::move(callbacks_.front());
+    callbacks_.pop_front();
+  }
+  v1::StageResponse response = std::move(response_);
+  response_.Clear();
+  StartRead(&response_);
+  cb(std::move(response));
+}
+
+void StageStream::OnDone(const grpc::Status& status) {
+  std::deque<Callback> pending;
+  absl::Status final = FromGrpcStatus(status, Context());
+  {
+    absl::MutexLock lock(&mu_);
+    if (final.ok() && !callbacks_.empty()) {
+      final = absl::UnavailableError(
+          absl::StrCat(Context(), ": stream ended with requests pending"));
+    }
+    done_ = true;
+    final_ = final;
+    pending.swap(callbacks_);
+  }
+  absl::Status err = final.ok() ? absl::UnavailableError(absl::StrCat(
+                                      Context(), ": stream ended"))
+                                : final;
+  for (Callback& cb : pending) cb(err);
+  // May destroy this object: nothing after.
+  std::shared_ptr<StageStream> keep = std::move(self_);
+}
+
+void StageStream::Close() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return;
+    closed_ = true;
+  }
+  ctx_.TryCancel();
+  ReleaseHoldOnce();
+}
+
+absl::Status StageStream::Wait() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(&done_));
+  return final_;
+}
+
+}  // namespace edgesplit

@@ -1,0 +1,76 @@
+// Client side of one StageService.Session stream (gRPC callback API):
+// requests are written in order, responses matched to requests in order.
+// Used by a server towards its next hop and by the device towards the
+// first hop.
+#ifndef EDGESPLIT_PROTO_STAGE_STREAM_H_
+#define EDGESPLIT_PROTO_STAGE_STREAM_H_
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "edgesplit/v1/stage.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+
+namespace edgesplit {
+
+// Thread-safe. Create with Start(); the stream lives until it ends (Close,
+// deadline, error) even if the caller drops its reference.
+class StageStream
+    : public grpc::ClientBidiReactor<v1::StageRequest, v1::StageResponse>,
+      public std::enable_shared_from_this<StageStream> {
+ public:
+  using Callback = std::function<void(absl::StatusOr<v1::StageResponse>)>;
+
+  // `node` and `address` name the peer in errors.
+  static std::shared_ptr<StageStream> Start(v1::StageService::Stub* stub,
+                                            absl::Time deadline,
+                                            std::string node,
+                                            std::string address);
+
+  // Sends `request`; `done` gets its response, or the stream's error. After
+  // the stream ends every call fails at once.
+  void Send(v1::StageRequest request, Callback done);
+  // Half-closes and cancels whatever is in flight.
+  void Close();
+  // Blocks until the stream has ended; returns its final status.
+  absl::Status Wait();
+
+  // grpc::ClientBidiReactor.
+  void OnWriteDone(bool ok) override;
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status& status) override;
+
+ private:
+  StageStream(std::string node, std::string address)
+      : node_(std::move(node)), address_(std::move(address)) {}
+  std::string Context() const;
+  // Releases the hold taken in Start() once: after Close(), or when the
+  // peer ended the stream (a failed read or write). gRPC runs OnDone only
+  // when no hold remains, so a stream the peer ended must release it too.
+  void ReleaseHoldOnce();
+
+  const std::string node_;
+  const std::string address_;
+  grpc::ClientContext ctx_;
+  v1::StageResponse response_;  // Owned by the pending read.
+  std::shared_ptr<StageStream> self_;  // Alive until OnDone.
+
+  absl::Mutex mu_;
+  std::deque<v1::StageRequest> writes_ ABSL_GUARDED_BY(mu_);
+  std::deque<Callback> callbacks_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool hold_released_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status final_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_PROTO_STAGE_STREAM_H_
