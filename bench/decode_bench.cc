@@ -6,7 +6,6 @@
 //   decode_bench [--threads 2] [--models gpt2-small,llama-1b,real]
 //                [--dir build/bench_models] [--prefill 128] [--decode 32]
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <chrono>
 #include <cstdio>
@@ -20,6 +19,7 @@
 #include "runtime/model_init.h"
 #include "runtime/model_store.h"
 #include "runtime/status_macros.h"
+#include "runtime/threading.h"
 #include "runtime/weight_layout.h"
 
 namespace edgesplit {
@@ -143,7 +143,7 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
-  at::set_num_threads(threads);
+  SetComputeThreads(threads);
   std::printf("threads: %d; GEMV bandwidth = best at::linear over a 128 MiB "
               "fp32 matrix, measured between runs; floor = bandwidth / "
               "weight bytes per token\n\n",

@@ -1,6 +1,5 @@
 #include "edgesplit/device_agent.h"
 
-#include <ATen/Parallel.h>
 
 #include <atomic>
 #include <map>
@@ -16,6 +15,7 @@
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
 #include "runtime/status_macros.h"
+#include "runtime/threading.h"
 
 namespace edgesplit {
 namespace {
@@ -174,7 +174,7 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   ES_ASSIGN_OR_RETURN(impl->codec, wire::ParseCodec(options.codec));
-  if (options.threads > 0) at::set_num_threads(options.threads);
+  SetComputeThreads(options.threads);
   impl->controller = v1::ControllerService::NewStub(grpc::CreateChannel(
       options.controller, grpc::InsecureChannelCredentials()));
   return std::unique_ptr<DeviceAgent>(new DeviceAgent(std::move(impl)));

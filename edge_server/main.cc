@@ -3,7 +3,6 @@
 // Flags override the file. Registers with the controller, loads the blocks
 // its plans assign, serves sessions. SIGTERM/SIGINT: stop accepting, let
 // open sessions finish until drain_deadline_s, then end the rest and exit.
-#include <ATen/Parallel.h>
 
 #include <csignal>
 #include <iostream>
@@ -12,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "edge_server/server.h"
 #include "edge_server/server_config.h"
+#include "runtime/threading.h"
 
 namespace {
 
@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
     std::cerr << "edgesplit-server: " << s.message() << "\n";
     return 1;
   }
-  if (config->threads > 0) at::set_num_threads(config->threads);
+  edgesplit::SetComputeThreads(config->threads);
 
   edgesplit::EdgeServerOptions o;
   o.host.node = config->name;

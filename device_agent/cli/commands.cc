@@ -1,6 +1,5 @@
 #include "device_agent/cli/commands.h"
 
-#include <ATen/Parallel.h>
 
 #include <iomanip>
 #include <thread>
@@ -15,6 +14,7 @@
 #include "runtime/model_init.h"
 #include "runtime/model_store.h"
 #include "runtime/status_macros.h"
+#include "runtime/threading.h"
 #include "runtime/torch_util.h"
 #include "runtime/weight_layout.h"
 
@@ -199,9 +199,8 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
   if (!a.Has("prompt")) return absl::InvalidArgumentError("missing --prompt");
   const std::string prompt = a.String("prompt");
   ES_ASSIGN_OR_RETURN(GenerationOptions g, ParseGeneration(a));
-  ES_ASSIGN_OR_RETURN(int64_t threads,
-                      a.Int("threads", std::thread::hardware_concurrency()));
-  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  ES_ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 0));
+  SetComputeThreads(static_cast<int>(threads));
   StageOptions so;
   ES_ASSIGN_OR_RETURN(so.dtype, ParseTorchDtype(a.String("dtype", "f32")));
   // Copied weights decode up to ~1.8x faster than the file mapping on large

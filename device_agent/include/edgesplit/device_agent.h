@@ -38,7 +38,7 @@ struct DeviceAgentOptions {
   std::map<std::string, std::string> model_dirs;
   // Activation codec on the wire: "fp32", "fp16", "bf16" or "int8".
   std::string codec = "fp32";
-  int threads = 0;  // Compute threads; 0 keeps LibTorch's default.
+  int threads = 0;  // Compute threads (process-wide); 0: every core.
   absl::Duration rpc_timeout = absl::Seconds(10);  // Controller calls.
   // Deadline of one Generate call along the whole chain.
   absl::Duration generation_timeout = absl::Minutes(10);

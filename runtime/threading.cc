@@ -1,0 +1,29 @@
+#include "runtime/threading.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <thread>
+
+namespace edgesplit {
+
+int SetComputeThreads(int threads) {
+  if (threads <= 0) {
+    threads = static_cast<int>(std::thread::hardware_concurrency());
+    if (threads <= 0) threads = 1;
+  }
+  // OpenBLAS's thread API, when the BLAS behind LibTorch is OpenBLAS (looked
+  // up at run time: Debian selects the BLAS through alternatives).
+  using SetFn = void (*)(int);
+  auto set_blas = reinterpret_cast<SetFn>(
+      dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set_blas != nullptr) {
+    set_blas(threads);
+    at::set_num_threads(1);
+  } else {
+    at::set_num_threads(threads);
+  }
+  return threads;
+}
+
+}  // namespace edgesplit
