@@ -120,6 +120,8 @@ int Main(int argc, char** argv) {
     }
   }
   SetComputeThreads(threads);
+  // Plans resolve relative paths against their own directory.
+  model = std::filesystem::absolute(model).lexically_normal().string();
   if (!std::filesystem::exists(model + "/config.json")) {
     ModelInitOptions o;
     o.arch = Arch::kLlama;

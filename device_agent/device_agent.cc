@@ -87,6 +87,9 @@ struct Session::Impl {
   v1::OpenSessionResponse route;
   std::string model_id, adapter;
   int generation = 0;
+  absl::Mutex mu;
+  RemoteSequence* active ABSL_GUARDED_BY(mu) = nullptr;
+  bool cancelled ABSL_GUARDED_BY(mu) = false;
 
   ~Impl() {
     // Best effort: the controller also forgets sessions of dead devices.
@@ -101,6 +104,12 @@ struct Session::Impl {
 
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Session::~Session() = default;
+
+void Session::Cancel() {
+  absl::MutexLock lock(&impl_->mu);
+  impl_->cancelled = true;
+  if (impl_->active != nullptr) impl_->active->Cancel();
+}
 
 const std::string& Session::session_id() const {
   return impl_->route.session_id();
@@ -134,6 +143,18 @@ absl::StatusOr<GenerationStats> Session::Generate(
   ES_ASSIGN_OR_RETURN(
       auto seq, RemoteSequence::Open(s.model->local.get(), s.model->head.get(),
                                      s.agent->Stub(ro.route[0].address()), ro));
+  {
+    absl::MutexLock lock(&s.mu);
+    s.cancelled = false;
+    s.active = seq.get();
+  }
+  struct Deactivate {
+    Session::Impl& s;
+    ~Deactivate() {
+      absl::MutexLock lock(&s.mu);
+      s.active = nullptr;
+    }
+  } deactivate{s};
   GenerationOptions g;
   g.sampling.temperature = sampling.temperature;
   g.sampling.top_k = sampling.top_k;
@@ -142,9 +163,13 @@ absl::StatusOr<GenerationStats> Session::Generate(
   g.sampling.seed = sampling.seed;
   g.max_new_tokens = sampling.max_new_tokens;
   g.stop_at_eos = sampling.stop_at_eos;
-  ES_ASSIGN_OR_RETURN(GenerationResult r,
-                      edgesplit::Generate(*seq, *s.model->tokenizer, prompt, g,
-                                          on_text));
+  auto generated =
+      edgesplit::Generate(*seq, *s.model->tokenizer, prompt, g, on_text);
+  {
+    absl::MutexLock lock(&s.mu);
+    if (s.cancelled) return absl::CancelledError("generation cancelled");
+  }
+  ES_ASSIGN_OR_RETURN(GenerationResult r, std::move(generated));
   GenerationStats stats;
   stats.text = std::move(r.text);
   stats.tokens = std::move(r.tokens);

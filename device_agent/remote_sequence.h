@@ -46,6 +46,9 @@ class RemoteSequence : public LogitsModel {
 
   absl::StatusOr<std::vector<float>> Forward(
       absl::Span<const int32_t> tokens) override;
+  // Closes the stream (thread-safe): every hop ends the session, and the
+  // call in flight and later ones fail with CANCELLED.
+  void Cancel() { stream_->Close(); }
   int64_t context_length() const override;
 
   // Per-hop timings summed over the steps so far, in route order.

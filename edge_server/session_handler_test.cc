@@ -2,6 +2,7 @@
 // in-process through a fake NextHop, checked against the monolithic model,
 // plus malformed requests.
 #include "edge_server/session_handler.h"
+#include "edge_server/stage_service.h"
 
 #include <ATen/ATen.h>
 
@@ -252,6 +253,32 @@ TEST_F(BadRequestTest, BadOpensAreRejected) {
   EXPECT_THAT(open_status([](auto* o) { o->mutable_route()->RemoveLast(); })
                   .message(),
               HasSubstr("holds no LM head"));
+}
+
+}  // namespace
+}  // namespace edgesplit
+
+namespace edgesplit {
+namespace {
+
+TEST_F(SessionHandlerTest, IdleSessionsExpire) {
+  StageServiceImpl service(factory_.envs["b"]);
+  FakeTransport t;
+  auto h = std::make_shared<SessionHandler>(factory_.envs["b"], &t,
+                                            absl::InfiniteFuture());
+  v1::StageRequest open = OpenRequest();
+  open.mutable_open()->mutable_route()->DeleteSubrange(0, 1);
+  h->OnRequest(open);
+  ASSERT_TRUE(t.Await(0).ok());
+  service.Add(h);
+  EXPECT_EQ(service.ExpireIdle(absl::Seconds(60)), 0);
+  absl::SleepFor(absl::Milliseconds(30));
+  EXPECT_EQ(service.ExpireIdle(absl::Milliseconds(10)), 1);
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(t.status().message(), HasSubstr("idle"));
+  h->OnDone();
+  service.Remove(h.get());
+  EXPECT_EQ(service.open_sessions(), 0);
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
 #include "runtime/test_models.h"
+#include "proto/stage_stream.h"
+#include "proto/tensor_codec.h"
 #include "tests/cluster.h"
 
 namespace edgesplit {
@@ -234,6 +236,165 @@ TEST(SplitFailureTest, DrainLetsOpenSessionsFinish) {
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->tokens, Monolithic(RealModel(), "Once upon a time", 48));
   EXPECT_EQ(cut_off, 0);
+}
+
+}  // namespace
+}  // namespace edgesplit
+
+namespace edgesplit {
+namespace {
+
+// Operators move blocks by editing the plan: after a reload the servers
+// load their new blocks and new sessions take the new route, with the same
+// tokens; nothing restarts.
+TEST(SplitPlanTest, ReloadMovesBlocksWithoutRestarting) {
+  std::vector<ClusterPlan> plans = {
+      {"real", RealModel(), false, {{"device", 0, 1}, {"p", 1, 3}, {"q", 3, 5}}}};
+  const std::string dir = testing::TempDir("reload");
+  auto c = Cluster::Start(dir, plans);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c);
+  const auto want = Monolithic(RealModel(), "Once upon a time", 24);
+  {
+    auto s = agent->OpenSession("real");
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ((*s)->route(), "device [0, 1) -> p [1, 3) -> q [3, 5) + head");
+  }
+  std::ofstream(dir + "/real.yaml")
+      << "model: {id: real, path: " << RealModel()
+      << "}\nstages:\n  - {node: device, blocks: [0, 2]}\n"
+         "  - {node: q, blocks: [2, 4]}\n  - {node: p, blocks: [4, 5]}\n";
+  auto r = (*c)->controller()->ReloadPlans();
+  ASSERT_EQ(r.errors_size(), 0) << r.errors(0);
+  // Servers apply the pushed plan asynchronously: retry briefly.
+  absl::StatusOr<GenerationStats> stats;
+  std::string route;
+  for (int i = 0; i < 100; ++i) {
+    auto s = agent->OpenSession("real");
+    ASSERT_TRUE(s.ok()) << s.status();
+    route = (*s)->route();
+    stats = (*s)->Generate("Once upon a time", Greedy(24));
+    if (stats.ok()) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(route, "device [0, 2) -> q [2, 4) -> p [4, 5) + head");
+  EXPECT_EQ(stats->tokens, want);
+}
+
+}  // namespace
+}  // namespace edgesplit
+
+namespace edgesplit {
+namespace {
+
+// Raw stream to one server, as a misbehaving peer would use it.
+absl::StatusOr<v1::StageResponse> Call(StageStream& s, v1::StageRequest req) {
+  absl::Notification done;
+  absl::StatusOr<v1::StageResponse> out;
+  s.Send(std::move(req), [&](absl::StatusOr<v1::StageResponse> r) {
+    out = std::move(r);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return out;
+}
+
+TEST_F(SplitInferenceTest, MalformedTensorFailsOnlyItsSession) {
+  EdgeServer* c = cluster_->server("c");
+  auto channel = grpc::CreateChannel(c->address(),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::StageService::NewStub(channel);
+  // A good session through the same server, open across the bad one.
+  auto agent = Agent(*cluster_);
+  auto good = agent->OpenSession("real-3hop");
+  ASSERT_TRUE(good.ok());
+  const auto want = Monolithic(RealModel(), "One day", 16);
+  auto before = (*good)->Generate("One day", Greedy(16));
+  ASSERT_TRUE(before.ok()) << before.status();
+
+  for (int variant = 0; variant < 4; ++variant) {
+    auto s = StageStream::Start(stub.get(), absl::Now() + absl::Seconds(10),
+                                "c", c->address());
+    v1::StageRequest open;
+    auto* o = open.mutable_open();
+    o->set_protocol_version(1);
+    o->set_session_id("evil");
+    o->set_model_id("real-3hop");
+    o->set_codec(v1::CODEC_FP32);
+    auto* hop = o->add_route();
+    hop->set_node("c");
+    hop->set_first_block(4);
+    hop->set_last_block(5);
+    ASSERT_TRUE(Call(*s, open).ok());
+    v1::StageRequest fwd;
+    fwd.mutable_forward()->set_step(0);
+    v1::Tensor* t = fwd.mutable_forward()->mutable_hidden();
+    ASSERT_TRUE(wire::Encode(at::ones({2, 64}), v1::CODEC_FP32, t).ok());
+    std::string expect;
+    switch (variant) {
+      case 0:
+        t->mutable_data()->resize(100);
+        expect = "data has 100 bytes";
+        break;
+      case 1:
+        t->set_shape(1, int64_t{1} << 40);
+        expect = "width";
+        break;
+      case 2:
+        t->set_codec(static_cast<v1::Codec>(9));
+        expect = "unknown codec 9";
+        break;
+      case 3:
+        ASSERT_TRUE(wire::Encode(at::ones({2, 65}), v1::CODEC_FP32, t).ok());
+        expect = "expects 64";
+        break;
+    }
+    auto r = Call(*s, fwd);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument)
+        << r.status();
+    EXPECT_THAT(r.status().message(), HasSubstr(expect));
+  }
+  // An unknown session (forward without open) is refused too.
+  auto s = StageStream::Start(stub.get(), absl::Now() + absl::Seconds(10), "c",
+                              c->address());
+  v1::StageRequest fwd;
+  fwd.mutable_forward()->set_step(0);
+  EXPECT_EQ(Call(*s, fwd).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // The good session is unaffected.
+  auto after = (*good)->Generate("One day", Greedy(16));
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->tokens, want);
+}
+
+// The device cancelling mid-generation closes the session on every hop.
+TEST_F(SplitInferenceTest, CancellationStopsTheChain) {
+  auto agent = Agent(*cluster_);
+  auto session = agent->OpenSession("real-3hop");
+  ASSERT_TRUE(session.ok());
+  int tokens = 0;
+  int open_during = 0;
+  auto st = (*session)->Generate(
+      "Once upon a time", Greedy(200), [&](absl::string_view) {
+        if (++tokens == 3) {
+          open_during = cluster_->server("c")->open_sessions();
+          (*session)->Cancel();
+        }
+      });
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kCancelled) << st.status();
+  EXPECT_LT(tokens, 10);
+  EXPECT_EQ(open_during, 1);
+  for (const char* n : {"a", "b", "c"}) {
+    for (int i = 0; i < 100 && cluster_->server(n)->open_sessions() > 0; ++i) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    EXPECT_EQ(cluster_->server(n)->open_sessions(), 0) << n;
+  }
+  // The session can generate again afterwards.
+  auto again = (*session)->Generate("One day", Greedy(4));
+  EXPECT_TRUE(again.ok()) << again.status();
 }
 
 }  // namespace

@@ -28,6 +28,13 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
+// Symbols of the installed shared library (libedgesplit_device_agent.so).
+#if defined(EDGESPLIT_DEVICE_AGENT_SHARED_BUILD)
+#define EDGESPLIT_EXPORT __attribute__((visibility("default")))
+#else
+#define EDGESPLIT_EXPORT
+#endif
+
 namespace edgesplit {
 
 struct DeviceAgentOptions {
@@ -74,7 +81,7 @@ struct GenerationStats {
   std::vector<HopLatency> hops;  // In route order.
 };
 
-class Session {
+class EDGESPLIT_EXPORT Session {
  public:
   ~Session();
   Session(const Session&) = delete;
@@ -87,6 +94,10 @@ class Session {
       absl::string_view prompt, const SamplingOptions& sampling,
       const std::function<void(absl::string_view)>& on_text = nullptr);
 
+  // Stops a Generate in progress (from any thread, or from on_text): the
+  // chain is closed hop by hop and Generate returns CANCELLED.
+  void Cancel();
+
   const std::string& session_id() const;
   // "device [0, 1) -> server-a [1, 3) -> server-b [3, 5) + head"
   std::string route() const;
@@ -98,7 +109,7 @@ class Session {
   std::unique_ptr<Impl> impl_;
 };
 
-class DeviceAgent {
+class EDGESPLIT_EXPORT DeviceAgent {
  public:
   static absl::StatusOr<std::unique_ptr<DeviceAgent>> Connect(
       const DeviceAgentOptions& options);
