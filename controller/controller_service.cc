@@ -31,7 +31,7 @@ class PlanWatcher : public grpc::ServerWriteReactor<v1::PlanUpdate> {
       FinishOnce(grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed"));
       return;
     }
-    if (dirty_) WriteLocked();
+    if (dirty_ && !finished_) WriteLocked();
   }
   void OnCancel() override {
     absl::MutexLock lock(&mu_);

@@ -140,13 +140,18 @@ absl::StatusOr<GenerationStats> Session::Generate(
   ro.codec = s.agent->codec;
   ro.route.assign(s.route.route().begin(), s.route.route().end());
   ro.deadline = absl::Now() + s.agent->options.generation_timeout;
+  {
+    absl::MutexLock lock(&s.mu);
+    s.cancelled = false;
+  }
   ES_ASSIGN_OR_RETURN(
       auto seq, RemoteSequence::Open(s.model->local.get(), s.model->head.get(),
                                      s.agent->Stub(ro.route[0].address()), ro));
   {
     absl::MutexLock lock(&s.mu);
-    s.cancelled = false;
     s.active = seq.get();
+    // Cancelled while the route was opening.
+    if (s.cancelled) seq->Cancel();
   }
   struct Deactivate {
     Session::Impl& s;

@@ -7,20 +7,25 @@
 namespace edgesplit {
 
 Batcher::Batcher(const StageModel* stage, int64_t max_batch_tokens)
-    : stage_(stage), max_batch_tokens_(max_batch_tokens) {
-  worker_ = std::thread([this] { Run(); });
+    : stage_(stage),
+      max_batch_tokens_(max_batch_tokens),
+      state_(std::make_shared<State>()) {
+  worker_ = std::thread(&Batcher::Run, state_, stage_, max_batch_tokens_);
 }
 
 Batcher::~Batcher() {
   std::deque<BatchItem> left;
   {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
+    absl::MutexLock lock(&state_->mu);
+    state_->stopping = true;
+    left.swap(state_->queue);
   }
-  worker_.join();
-  {
-    absl::MutexLock lock(&mu_);
-    left.swap(queue_);
+  if (worker_.get_id() == std::this_thread::get_id()) {
+    // Destroyed from a done callback on the worker: it returns to Run(),
+    // sees `stopping` and exits without touching this object.
+    worker_.detach();
+  } else {
+    worker_.join();
   }
   for (BatchItem& item : left) {
     item.done(absl::CancelledError("stage is shutting down"));
@@ -29,9 +34,9 @@ Batcher::~Batcher() {
 
 void Batcher::Submit(BatchItem item) {
   {
-    absl::MutexLock lock(&mu_);
-    if (!stopping_) {
-      queue_.push_back(std::move(item));
+    absl::MutexLock lock(&state_->mu);
+    if (!state_->stopping) {
+      state_->queue.push_back(std::move(item));
       return;
     }
   }
@@ -39,46 +44,50 @@ void Batcher::Submit(BatchItem item) {
 }
 
 BatcherStats Batcher::stats() const {
-  absl::MutexLock lock(&mu_);
-  return stats_;
+  absl::MutexLock lock(&state_->mu);
+  return state_->stats;
 }
 
-void Batcher::Run() {
+void Batcher::Run(std::shared_ptr<State> state, const StageModel* stage,
+                  int64_t max_batch_tokens) {
   for (;;) {
     std::vector<BatchItem> batch;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](Batcher* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(b->mu_) {
-            return b->stopping_ || !b->queue_.empty();
+      absl::MutexLock lock(&state->mu);
+      state->mu.Await(absl::Condition(
+          +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) {
+            return s->stopping || !s->queue.empty();
           },
-          this));
-      if (stopping_) return;
+          state.get()));
+      if (state->stopping) return;
       // Take the oldest item and every queued item that can share its
       // forward (same adapter and output shape), up to the token budget.
+      auto& queue = state->queue;
       int64_t tokens = 0;
-      const std::string adapter = queue_.front().adapter;
-      const bool last_only = queue_.front().last_token_only;
-      for (auto it = queue_.begin(); it != queue_.end();) {
+      const std::string adapter = queue.front().adapter;
+      const bool last_only = queue.front().last_token_only;
+      for (auto it = queue.begin(); it != queue.end();) {
         const int64_t n = it->input.size(0);
         if (it->adapter == adapter && it->last_token_only == last_only &&
-            (batch.empty() || tokens + n <= max_batch_tokens_)) {
+            (batch.empty() || tokens + n <= max_batch_tokens)) {
           tokens += n;
           batch.push_back(std::move(*it));
-          it = queue_.erase(it);
+          it = queue.erase(it);
         } else {
           ++it;
         }
       }
-      stats_.forwards += 1;
-      stats_.items += batch.size();
+      state->stats.forwards += 1;
+      state->stats.items += batch.size();
     }
-    Execute(batch);
+    Execute(stage, batch);
+    // `batch` (and what its callbacks held) is released here, possibly
+    // destroying the Batcher: only `state` is used after this point.
   }
 }
 
-absl::StatusOr<at::Tensor> Batcher::Forward(
-    std::vector<BatchItem>& items) const {
+absl::StatusOr<at::Tensor> Batcher::Forward(const StageModel* stage,
+                                            std::vector<BatchItem>& items) {
   return TorchCall("Batcher::Forward", [&]() -> absl::StatusOr<at::Tensor> {
     StageInput in;
     std::vector<at::Tensor> inputs;
@@ -87,40 +96,47 @@ absl::StatusOr<at::Tensor> Batcher::Forward(
       inputs.push_back(item.input);
     }
     at::Tensor cat = inputs.size() == 1 ? inputs[0] : at::cat(inputs, 0);
-    if (stage_->spec().embedding) {
+    if (stage->spec().embedding) {
       in.tokens = cat;
     } else {
       in.hidden = cat;
     }
     in.last_token_only = items[0].last_token_only;
     in.adapter = items[0].adapter;
-    return stage_->Forward(in);
+    return stage->Forward(in);
   });
 }
 
-void Batcher::Execute(std::vector<BatchItem>& items) {
-  absl::StatusOr<at::Tensor> out = Forward(items);
-  if (!out.ok() && items.size() > 1) {
+void Batcher::Execute(const StageModel* stage, std::vector<BatchItem>& items) {
+  // Every forward finishes before any callback runs: a callback may end
+  // the stage's life.
+  const bool head = stage->spec().head;
+  auto rows_of = [head](const BatchItem& item) {
+    return item.last_token_only && head ? int64_t{1} : item.input.size(0);
+  };
+  std::vector<absl::StatusOr<at::Tensor>> results;
+  absl::StatusOr<at::Tensor> out = Forward(stage, items);
+  if (out.ok()) {
+    int64_t row = 0;
+    for (const BatchItem& item : items) {
+      const int64_t n = rows_of(item);
+      results.push_back(out->narrow(0, row, n));
+      row += n;
+    }
+  } else if (items.size() == 1) {
+    results.push_back(out.status());
+  } else {
     // Forward changes no cache on error: run each item alone so only the
     // offending session sees its error.
     for (BatchItem& item : items) {
       std::vector<BatchItem> one;
       one.push_back(std::move(item));
-      Execute(one);
+      results.push_back(Forward(stage, one));
+      item = std::move(one[0]);
     }
-    return;
   }
-  if (!out.ok()) {
-    items[0].done(out.status());
-    return;
-  }
-  int64_t row = 0;
-  for (BatchItem& item : items) {
-    const int64_t rows = item.last_token_only && stage_->spec().head
-                             ? 1
-                             : item.input.size(0);
-    item.done(out->narrow(0, row, rows));
-    row += rows;
+  for (size_t i = 0; i < items.size(); ++i) {
+    items[i].done(std::move(results[i]));
   }
 }
 

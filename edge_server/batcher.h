@@ -35,6 +35,9 @@ struct BatcherStats {
 };
 
 // Thread-safe. Owns one worker thread; the stage must outlive the batcher.
+// A done callback may drop the last reference to whatever owns the batcher:
+// destroyed from its own worker thread, the batcher detaches the worker
+// (which only touches state it shares) instead of joining itself.
 class Batcher {
  public:
   Batcher(const StageModel* stage, int64_t max_batch_tokens);
@@ -47,18 +50,24 @@ class Batcher {
   BatcherStats stats() const;
 
  private:
-  void Run();
+  struct State {
+    absl::Mutex mu;
+    std::deque<BatchItem> queue ABSL_GUARDED_BY(mu);
+    bool stopping ABSL_GUARDED_BY(mu) = false;
+    BatcherStats stats ABSL_GUARDED_BY(mu);
+  };
+  static void Run(std::shared_ptr<State> state, const StageModel* stage,
+                  int64_t max_batch_tokens);
   // Runs `items` as one forward; on failure, retries them one by one so
   // one session's error (say, its KV budget) fails only that session.
-  void Execute(std::vector<BatchItem>& items);
-  absl::StatusOr<at::Tensor> Forward(std::vector<BatchItem>& items) const;
+  // Touches `stage` only before the first done callback runs.
+  static void Execute(const StageModel* stage, std::vector<BatchItem>& items);
+  static absl::StatusOr<at::Tensor> Forward(const StageModel* stage,
+                                            std::vector<BatchItem>& items);
 
   const StageModel* const stage_;
   const int64_t max_batch_tokens_;
-  mutable absl::Mutex mu_;
-  std::deque<BatchItem> queue_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  BatcherStats stats_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<State> state_;
   std::thread worker_;
 };
 

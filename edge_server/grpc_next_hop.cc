@@ -28,8 +28,11 @@ v1::StageService::Stub* GrpcNextHopFactory::Stub(const std::string& address) {
   absl::MutexLock lock(&mu_);
   auto& stub = stubs_[address];
   if (!stub) {
-    stub = v1::StageService::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(max_message_bytes_);
+    args.SetMaxSendMessageSize(max_message_bytes_);
+    stub = v1::StageService::NewStub(grpc::CreateCustomChannel(
+        address, grpc::InsecureChannelCredentials(), args));
   }
   return stub.get();
 }

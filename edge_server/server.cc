@@ -8,7 +8,10 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     EdgeServerOptions options) {
   std::unique_ptr<EdgeServer> s(new EdgeServer(std::move(options)));
   s->host_ = std::make_unique<StageHost>(s->options_.host);
-  s->next_hops_ = std::make_unique<GrpcNextHopFactory>();
+  // Activations of long prompts exceed gRPC's 4 MiB default.
+  const int max_message = static_cast<int>(
+      std::min<int64_t>(s->options_.limits.max_bytes + (1 << 20), INT32_MAX));
+  s->next_hops_ = std::make_unique<GrpcNextHopFactory>(max_message);
   SessionEnv env;
   env.host = s->host_.get();
   env.next_hops = s->next_hops_.get();
@@ -20,10 +23,6 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   builder.AddListeningPort(s->options_.listen,
                            grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(s->service_.get());
-  // Activations of long prompts exceed gRPC's 4 MiB default.
-  const int max_message =
-      static_cast<int>(std::min<int64_t>(s->options_.limits.max_bytes + (1 << 20),
-                                         INT32_MAX));
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
   s->server_ = builder.BuildAndStart();
@@ -58,8 +57,8 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
 }
 
 int EdgeServer::Shutdown(absl::Duration drain) {
-  if (shut_down_) return 0;
-  shut_down_ = true;
+  if (shut_down_.exchange(true)) return 0;
+  if (server_ == nullptr) return 0;  // Start() failed before serving.
   service_->StopAccepting();
   link_.reset();  // Stop heartbeats: the controller routes elsewhere.
   const int left = service_->WaitForSessions(absl::Now() + drain);
@@ -69,7 +68,7 @@ int EdgeServer::Shutdown(absl::Duration drain) {
   }
   server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   stop_.Notify();
-  reaper_.join();
+  if (reaper_.joinable()) reaper_.join();
   return left;
 }
 

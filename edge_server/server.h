@@ -3,6 +3,7 @@
 #ifndef EDGESPLIT_EDGE_SERVER_SERVER_H_
 #define EDGESPLIT_EDGE_SERVER_SERVER_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -64,7 +65,7 @@ class EdgeServer {
   std::string address_;
   absl::Notification stop_;
   std::thread reaper_;
-  bool shut_down_ = false;
+  std::atomic<bool> shut_down_{false};
 };
 
 }  // namespace edgesplit

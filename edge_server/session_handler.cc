@@ -110,6 +110,11 @@ void SessionHandler::Open(const v1::OpenSession& open) {
   }
   {
     absl::MutexLock lock(&mu_);
+    if (finished_) {
+      // Cancelled while opening: keep nothing.
+      if (next) next->Close();
+      return;
+    }
     session_id_ = open.session_id();
     stage_ = *stage;
     cache_ = stage_->model->NewCache(env_.host->kv_budget());
@@ -167,9 +172,17 @@ void SessionHandler::Forward(const v1::ForwardRequest& forward) {
   p.request = forward;
   p.request.clear_hidden();  // Decoded; don't keep the bytes twice.
   p.input = *std::move(input);
-  absl::MutexLock lock(&mu_);
-  queue_.push_back(std::move(p));
-  SubmitLocked();
+  {
+    absl::MutexLock lock(&mu_);
+    if (queue_.size() < kMaxPendingRequests) {
+      queue_.push_back(std::move(p));
+      SubmitLocked();
+      return;
+    }
+  }
+  Fail(absl::ResourceExhaustedError(absl::StrCat(
+      "more than ", kMaxPendingRequests,
+      " forward requests pending on this session")));
 }
 
 void SessionHandler::SubmitLocked() {
@@ -201,9 +214,16 @@ void SessionHandler::OnComputed(
   {
     absl::MutexLock lock(&mu_);
     computing_ = false;
+    if (finished_) {
+      // The session ended while this step ran: free its memory now.
+      cache_.reset();
+      stage_.reset();
+      return;
+    }
     next = next_;
     codec = codec_;
     return_hidden = return_hidden_;
+    if (next && out.ok()) ++next_pending_;
     if (out.ok()) SubmitLocked();  // This session's next step may start.
   }
   if (!out.ok()) return Fail(out.status());
@@ -226,7 +246,8 @@ void SessionHandler::OnComputed(
     if (!s.ok()) return Fail(s);
     timing.set_total_ms(MillisSince(p.received));
     *result->add_timings() = timing;
-    return Respond(response);
+    Respond(response);
+    return MaybeFinishIdle();
   }
   v1::StageRequest req;
   v1::ForwardRequest* fwd = req.mutable_forward();
@@ -236,13 +257,19 @@ void SessionHandler::OnComputed(
   if (!s.ok()) return Fail(s);
   std::weak_ptr<SessionHandler> weak = weak_from_this();
   const auto received = p.received;
-  next->Send(std::move(req), [weak, timing, received](
+  next->Send(std::move(req), [weak, timing, received, step](
                                  absl::StatusOr<v1::StageResponse> r) mutable {
     auto self = weak.lock();
     if (!self) return;
+    {
+      absl::MutexLock lock(&self->mu_);
+      --self->next_pending_;
+    }
     if (!r.ok()) return self->Fail(r.status());
-    if (!r->has_forward()) {
-      return self->Fail(absl::InternalError("next hop sent no forward result"));
+    if (!r->has_forward() || r->forward().step() != step) {
+      return self->Fail(absl::InternalError(absl::StrCat(
+          "next hop answered step ",
+          r->has_forward() ? r->forward().step() : 0, " for step ", step)));
     }
     timing.set_total_ms(MillisSince(received));
     // Our timing first: timings are in route order.
@@ -250,7 +277,26 @@ void SessionHandler::OnComputed(
     timings->Add()->Swap(&timing);
     for (int i = timings->size() - 1; i > 0; --i) timings->SwapElements(i, i - 1);
     self->Respond(*r);
+    self->MaybeFinishIdle();
   });
+}
+
+void SessionHandler::OnClientDone() {
+  {
+    absl::MutexLock lock(&mu_);
+    client_done_ = true;
+  }
+  MaybeFinishIdle();
+}
+
+void SessionHandler::MaybeFinishIdle() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!client_done_ || computing_ || !queue_.empty() || next_pending_ > 0) {
+      return;
+    }
+  }
+  Fail(absl::OkStatus());
 }
 
 void SessionHandler::Respond(const v1::StageResponse& response) {
@@ -267,6 +313,12 @@ void SessionHandler::Fail(const absl::Status& status) {
     finished_ = true;
     queue_.clear();
     next = std::move(next_);
+    if (!computing_) {
+      // No batch holds the cache: free it now, not when the stream's
+      // last reference goes.
+      cache_.reset();
+      stage_.reset();
+    }
     if (transport_ != nullptr) transport_->Finish(status);
   }
   if (next) next->Close();
@@ -282,6 +334,10 @@ void SessionHandler::OnDone() {
     finished_ = true;
     queue_.clear();
     next = std::move(next_);
+    if (!computing_) {
+      cache_.reset();
+      stage_.reset();
+    }
   }
   if (next) next->Close();
 }

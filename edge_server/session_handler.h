@@ -24,6 +24,9 @@
 namespace edgesplit {
 
 inline constexpr uint32_t kProtocolVersion = 1;
+// Forward requests a session may have waiting on a server: more means the
+// client pipelines without reading, and gets RESOURCE_EXHAUSTED.
+inline constexpr size_t kMaxPendingRequests = 8;
 
 // Where a handler sends its responses. Implementations must tolerate
 // calls from any thread; the handler serializes them.
@@ -51,6 +54,8 @@ class SessionHandler : public std::enable_shared_from_this<SessionHandler> {
   ~SessionHandler();
 
   void OnRequest(const v1::StageRequest& request);
+  // The client half-closed: finish OK once the answers in flight are sent.
+  void OnClientDone();
   // The stream is over (client done, cancelled or failed): detach from the
   // transport (no call reaches it after this returns), close the next hop,
   // and free the KV cache once in-flight work drains.
@@ -75,6 +80,8 @@ class SessionHandler : public std::enable_shared_from_this<SessionHandler> {
                   std::chrono::steady_clock::time_point started);
   void Respond(const v1::StageResponse& response);
   void Fail(const absl::Status& status);
+  // Finishes OK if the client half-closed and nothing is in flight.
+  void MaybeFinishIdle();
 
   const SessionEnv env_;
   const absl::Time deadline_;
@@ -95,6 +102,8 @@ class SessionHandler : public std::enable_shared_from_this<SessionHandler> {
   // (one at a time per session: the cache advances in order).
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool computing_ ABSL_GUARDED_BY(mu_) = false;
+  int next_pending_ ABSL_GUARDED_BY(mu_) = 0;  // Sent to the next hop.
+  bool client_done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_activity_ ABSL_GUARDED_BY(mu_);
 };
 

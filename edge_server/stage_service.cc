@@ -42,6 +42,11 @@ class SessionReactor
     if (finishing_) return;
     finishing_ = true;
     final_ = ToGrpcStatus(status);
+    if (!status.ok() && writes_.size() > 1) {
+      // An error ends the session now: drop answers not yet on the wire
+      // (keep the one in flight; gRPC owns it until OnWriteDone).
+      writes_.erase(writes_.begin() + 1, writes_.end());
+    }
     // Responses already queued go out first.
     if (!writing_) FinishLocked();
   }
@@ -49,8 +54,9 @@ class SessionReactor
   // grpc::ServerBidiReactor.
   void OnReadDone(bool ok) override {
     if (!ok) {
-      // The client half-closed (or the stream broke): the session ends.
-      Finish(absl::OkStatus());
+      // The client half-closed (or the stream broke; OnCancel/OnDone
+      // follow): finish once the answers in flight are out.
+      handler_->OnClientDone();
       return;
     }
     handler_->OnRequest(request_);
@@ -79,6 +85,9 @@ class SessionReactor
   }
   void OnCancel() override {
     if (handler_) handler_->OnDone();
+    // The handler no longer answers; gRPC still needs Finish() before it
+    // runs OnDone.
+    Finish(absl::CancelledError("session cancelled"));
   }
   void OnDone() override {
     if (handler_) {

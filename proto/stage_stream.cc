@@ -29,7 +29,9 @@ void StageStream::Send(v1::StageRequest request, Callback done) {
   absl::Status failed;
   {
     absl::MutexLock lock(&mu_);
-    if (done_ || closed_) {
+    // Once the hold is gone gRPC may be running OnDone: never start a
+    // write then.
+    if (done_ || closed_ || hold_released_) {
       failed = done_ ? final_
                      : absl::CancelledError(
                            absl::StrCat(Context(), ": stream closed"));
