@@ -88,22 +88,34 @@ SplitResult Split(DeviceAgent& agent, const std::string& model_id,
   return best;
 }
 
-// Aggregate decode tokens/s of `n` sessions generating at once.
-double Concurrent(DeviceAgent& agent, const std::string& model_id, int n,
-                  int tokens) {
+struct ConcurrentResult {
+  double tps = 0;         // All generated tokens / wall time (with prefill).
+  double decode_tps = 0;  // Sum of the sessions' decode rates.
+};
+
+// `n` sessions generating at once.
+ConcurrentResult Concurrent(DeviceAgent& agent, const std::string& model_id,
+                            int n, int tokens) {
   std::vector<std::unique_ptr<Session>> sessions;
   for (int i = 0; i < n; ++i) sessions.push_back(*agent.OpenSession(model_id));
   std::vector<std::thread> threads;
   std::atomic<int64_t> produced{0};
+  std::vector<double> decode(n, 0.0);
   auto t0 = Clock::now();
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
       auto st = sessions[i]->Generate(kPrompt, Greedy(tokens));
-      if (st.ok()) produced += st->tokens.size();
+      if (st.ok()) {
+        produced += st->tokens.size();
+        decode[i] = st->decode_tokens_per_s;
+      }
     });
   }
   for (auto& t : threads) t.join();
-  return produced / std::chrono::duration<double>(Clock::now() - t0).count();
+  ConcurrentResult r;
+  r.tps = produced / std::chrono::duration<double>(Clock::now() - t0).count();
+  for (double d : decode) r.decode_tps += d;
+  return r;
 }
 
 int Main(int argc, char** argv) {
@@ -137,6 +149,11 @@ int Main(int argc, char** argv) {
       {"two", model, false, {{"device", 0, 1}, {"a", 1, n}}},
       {"three", model, false,
        {{"device", 0, 1}, {"a", 1, n / 2}, {"b", n / 2, n}}},
+      // For concurrency, one server with every block and a device that only
+      // embeds: in this one-process bench, device work and a second
+      // server's forwards would run on the same two cores as the server
+      // being measured (on a real cluster each runs on its own machine).
+      {"servers", model, false, {{"device", 0, 0}, {"a", 0, n}}},
   };
   const double mono = Monolithic(model, tokens);
   auto cluster = testing::Cluster::Start(testing::TempDir("split_bench"), plans);
@@ -171,13 +188,21 @@ int Main(int argc, char** argv) {
                 h.node.c_str(), h.compute_ms, h.total_ms,
                 h.total_ms - h.compute_ms - downstream);
   }
-  std::printf("\n| sessions | aggregate tok/s | vs 1 session |\n|---|---|---|\n");
-  double one = 0;
+  std::printf("\n| sessions | aggregate tok/s (with prefill) | vs 1 | "
+              "aggregate decode tok/s | vs 1 |\n|---|---|---|---|---|\n");
+  ConcurrentResult one;
   for (int s : {1, 4, 16}) {
-    const double tps = Concurrent(**agent, "three", s, tokens);
-    if (s == 1) one = tps;
-    std::printf("| %d | %.2f | %.2f |\n", s, tps, tps / one);
+    const ConcurrentResult r = Concurrent(**agent, "servers", s, tokens);
+    if (s == 1) one = r;
+    std::printf("| %d | %.2f | %.2f | %.2f | %.2f |\n", s, r.tps,
+                r.tps / one.tps, r.decode_tps, r.decode_tps / one.decode_tps);
     std::fflush(stdout);
+  }
+  std::printf("\nbatching (all runs):\n");
+  for (const char* node : {"a", "b"}) {  // "servers" runs on a alone.
+    for (const std::string& d : (*cluster)->server(node)->host()->Describe()) {
+      std::printf("  %s: %s\n", node, d.c_str());
+    }
   }
   std::printf("\n| codec | bytes per decoded token (hidden %ld) | vs fp32 "
               "|\n|---|---|---|\n",

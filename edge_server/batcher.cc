@@ -60,6 +60,28 @@ void Batcher::Run(std::shared_ptr<State> state, const StageModel* stage,
           },
           state.get()));
       if (state->stopping) return;
+      // Gather the sessions that were in the previous forward.
+      constexpr absl::Duration kGatherStep = absl::Milliseconds(2);
+      constexpr absl::Duration kGatherMax = absl::Milliseconds(10);
+      const absl::Time gather_until = absl::Now() + kGatherMax;
+      while (state->queue.size() < state->last_batch && !state->stopping &&
+             absl::Now() < gather_until) {
+        const size_t have = state->queue.size();
+        struct Grew {
+          State* s;
+          size_t have;
+        } grew{state.get(), have};
+        if (!state->mu.AwaitWithTimeout(
+                absl::Condition(
+                    +[](Grew* g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(g->s->mu) {
+                      return g->s->stopping || g->s->queue.size() > g->have;
+                    },
+                    &grew),
+                kGatherStep)) {
+          break;  // Nobody else came within a step: go.
+        }
+      }
+      if (state->stopping) return;
       // Take the oldest item and every queued item that can share its
       // forward (same adapter and output shape), up to the token budget.
       auto& queue = state->queue;
@@ -79,6 +101,7 @@ void Batcher::Run(std::shared_ptr<State> state, const StageModel* stage,
       }
       state->stats.forwards += 1;
       state->stats.items += batch.size();
+      state->last_batch = batch.size();
     }
     Execute(stage, batch);
     // `batch` (and what its callbacks held) is released here, possibly

@@ -35,6 +35,13 @@ struct BatcherStats {
 };
 
 // Thread-safe. Owns one worker thread; the stage must outlive the batcher.
+// Sessions' steps arrive staggered (each after its previous answer went
+// round the chain); starting a forward on the first arrival would split
+// them into a batch of one and a batch of the rest, forever. So when fewer
+// items are queued than the previous forward held, the worker waits a
+// little for the rest (kGatherStep per arrival, kGatherMax in all); a lone
+// session never waits.
+//
 // A done callback may drop the last reference to whatever owns the batcher:
 // destroyed from its own worker thread, the batcher detaches the worker
 // (which only touches state it shares) instead of joining itself.
@@ -55,6 +62,7 @@ class Batcher {
     std::deque<BatchItem> queue ABSL_GUARDED_BY(mu);
     bool stopping ABSL_GUARDED_BY(mu) = false;
     BatcherStats stats ABSL_GUARDED_BY(mu);
+    size_t last_batch = 0;  // Worker-only: items in the previous forward.
   };
   static void Run(std::shared_ptr<State> state, const StageModel* stage,
                   int64_t max_batch_tokens);

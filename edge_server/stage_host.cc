@@ -92,8 +92,10 @@ std::vector<std::string> StageHost::Describe() const {
   absl::MutexLock lock(&mu_);
   std::vector<std::string> out;
   for (const auto& [k, s] : stages_) {
+    const BatcherStats st = s->batcher->stats();
     out.push_back(absl::StrCat(std::get<0>(k), " [", std::get<1>(k), ", ",
-                               std::get<2>(k), ")"));
+                               std::get<2>(k), "): ", st.items,
+                               " requests in ", st.forwards, " forwards"));
   }
   return out;
 }

@@ -60,7 +60,8 @@ class StageHost {
   absl::Status Load(const std::string& model_id, const std::string& path,
                     const StageSpec& spec);
 
-  std::vector<std::string> Describe() const;  // "model [a, b)" per stage
+  // Per stage: "model [a, b): N requests in M forwards".
+  std::vector<std::string> Describe() const;
   const std::string& node() const { return options_.node; }
   KvBudget* kv_budget() { return &budget_; }
 
