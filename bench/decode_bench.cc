@@ -133,25 +133,32 @@ int Main(int argc, char** argv) {
   std::string dir = "build/bench_models";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
-    if (f == "--threads") threads = std::stoi(v);
-    else if (f == "--models") models = v;
-    else if (f == "--dir") dir = v;
-    else if (f == "--prefill") prefill = std::stoi(v);
-    else if (f == "--decode") decode = std::stoi(v);
+    if (f == "--threads")
+      threads = std::stoi(v);
+    else if (f == "--models")
+      models = v;
+    else if (f == "--dir")
+      dir = v;
+    else if (f == "--prefill")
+      prefill = std::stoi(v);
+    else if (f == "--decode")
+      decode = std::stoi(v);
     else {
       std::cerr << "unknown flag " << f << "\n";
       return 2;
     }
   }
   SetComputeThreads(threads);
-  std::printf("threads: %d; GEMV bandwidth = best at::linear over a 128 MiB "
-              "fp32 matrix, measured between runs; floor = bandwidth / "
-              "weight bytes per token\n\n",
-              threads);
-  std::printf("| model | params | weights | prefill tok/s (%d) | decode "
-              "tok/s | floor tok/s | decode / floor |\n"
-              "|---|---|---|---|---|---|---|\n",
-              prefill);
+  std::printf(
+      "threads: %d; GEMV bandwidth = best at::linear over a 128 MiB "
+      "fp32 matrix, measured between runs; floor = bandwidth / "
+      "weight bytes per token\n\n",
+      threads);
+  std::printf(
+      "| model | params | weights | prefill tok/s (%d) | decode "
+      "tok/s | floor tok/s | decode / floor |\n"
+      "|---|---|---|---|---|---|---|\n",
+      prefill);
   for (absl::string_view m : absl::StrSplit(models, ',')) {
     std::string name(m), path;
     if (name == "real") {

@@ -111,9 +111,12 @@ int Main(int argc, char** argv) {
   int threads = 2, tokens = 32;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
-    if (f == "--model") model = v;
-    else if (f == "--threads") threads = std::stoi(v);
-    else if (f == "--tokens") tokens = std::stoi(v);
+    if (f == "--model")
+      model = v;
+    else if (f == "--threads")
+      threads = std::stoi(v);
+    else if (f == "--tokens")
+      tokens = std::stoi(v);
     else {
       std::cerr << "unknown flag " << f << "\n";
       return 2;
@@ -135,7 +138,9 @@ int Main(int argc, char** argv) {
   const int64_t H = (*store)->config().hidden_size;
   std::vector<testing::ClusterPlan> plans = {
       {"two", model, false, {{"device", 0, 1}, {"a", 1, n}}},
-      {"three", model, false,
+      {"three",
+       model,
+       false,
        {{"device", 0, 1}, {"a", 1, n / 2}, {"b", n / 2, n}}},
       // For concurrency, one server with every block and a device that only
       // embeds: in this one-process bench, device work and a second
@@ -170,8 +175,8 @@ int Main(int argc, char** argv) {
     }
   }
   whole->reset();
-  auto cluster = testing::Cluster::Start(testing::TempDir("split_bench_c"),
-                                         {plans[2]});
+  auto cluster =
+      testing::Cluster::Start(testing::TempDir("split_bench_c"), {plans[2]});
   if (!cluster.ok()) {
     std::cerr << cluster.status() << "\n";
     return 1;
@@ -180,11 +185,13 @@ int Main(int argc, char** argv) {
   o.controller = (*cluster)->controller_address();
   auto agent = DeviceAgent::Connect(o);
 
-  std::printf("model %s, %d threads, %d new tokens, loopback, one process; "
-              "monolithic and split runs interleaved, best of 5\n\n",
-              model.c_str(), threads, tokens);
-  std::printf("| setup | decode tok/s | vs monolithic | added ms/token per "
-              "hop |\n|---|---|---|---|\n");
+  std::printf(
+      "model %s, %d threads, %d new tokens, loopback, one process; "
+      "monolithic and split runs interleaved, best of 5\n\n",
+      model.c_str(), threads, tokens);
+  std::printf(
+      "| setup | decode tok/s | vs monolithic | added ms/token per "
+      "hop |\n|---|---|---|---|\n");
   std::printf("| monolithic | %.2f | 1.00 | - |\n", mono);
   for (auto [name, r, hops] : {std::make_tuple("2-stage", &two, 1),
                                std::make_tuple("3-stage", &three, 2)}) {
@@ -197,13 +204,15 @@ int Main(int argc, char** argv) {
     const auto& h = three.hops[i];
     const double downstream =
         i + 1 < three.hops.size() ? three.hops[i + 1].total_ms : 0;
-    std::printf("  %s: compute %.2f ms, total %.2f ms, hop overhead "
-                "(total - compute - downstream) %.3f ms\n",
-                h.node.c_str(), h.compute_ms, h.total_ms,
-                h.total_ms - h.compute_ms - downstream);
+    std::printf(
+        "  %s: compute %.2f ms, total %.2f ms, hop overhead "
+        "(total - compute - downstream) %.3f ms\n",
+        h.node.c_str(), h.compute_ms, h.total_ms,
+        h.total_ms - h.compute_ms - downstream);
   }
-  std::printf("\n| sessions | aggregate tok/s (with prefill) | vs 1 | "
-              "aggregate decode tok/s | vs 1 |\n|---|---|---|---|---|\n");
+  std::printf(
+      "\n| sessions | aggregate tok/s (with prefill) | vs 1 | "
+      "aggregate decode tok/s | vs 1 |\n|---|---|---|---|---|\n");
   ConcurrentResult one;
   for (int s : {1, 4, 16}) {
     const ConcurrentResult r = Concurrent(**agent, "servers", s, tokens);
@@ -216,9 +225,10 @@ int Main(int argc, char** argv) {
   for (const std::string& d : (*cluster)->server("a")->host()->Describe()) {
     std::printf("  a: %s\n", d.c_str());
   }
-  std::printf("\n| codec | bytes per decoded token (hidden %ld) | vs fp32 "
-              "|\n|---|---|---|\n",
-              static_cast<long>(H));
+  std::printf(
+      "\n| codec | bytes per decoded token (hidden %ld) | vs fp32 "
+      "|\n|---|---|---|\n",
+      static_cast<long>(H));
   for (v1::Codec c : wire::SupportedCodecs()) {
     std::printf("| %s | %ld | %.2f |\n",
                 std::string(wire::CodecName(c)).c_str(),

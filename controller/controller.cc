@@ -4,8 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "runtime/yaml_util.h"
 #include "runtime/status_macros.h"
+#include "runtime/yaml_util.h"
 
 namespace edgesplit {
 namespace {
@@ -99,15 +99,13 @@ v1::ReloadPlansResponse Controller::ReloadPlans() {
   for (const std::string& file : config_.plan_files) {
     absl::Status s = [&]() -> absl::Status {
       ES_ASSIGN_OR_RETURN(PlanConfig plan, LoadPlanFile(file));
-      ES_ASSIGN_OR_RETURN(
-          ModelConfig model,
-          LoadModelConfig(plan.model_path + "/config.json"));
+      ES_ASSIGN_OR_RETURN(ModelConfig model,
+                          LoadModelConfig(plan.model_path + "/config.json"));
       ES_RETURN_IF_ERROR(ValidatePlan(plan, model, cluster_));
       if (loaded.count(plan.model_id) > 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(file, ": model \"", plan.model_id,
-                         "\" already has a plan in ",
-                         loaded[plan.model_id].source));
+        return absl::InvalidArgumentError(absl::StrCat(
+            file, ": model \"", plan.model_id, "\" already has a plan in ",
+            loaded[plan.model_id].source));
       }
       loaded[plan.model_id] = std::move(plan);
       return absl::OkStatus();
@@ -121,9 +119,8 @@ v1::ReloadPlansResponse Controller::ReloadPlans() {
       response.add_loaded(id);
       auto it = plans_.find(id);
       const bool same =
-          it != plans_.end() &&
-          ToProto(it->second, 0).SerializeAsString() ==
-              ToProto(plan, 0).SerializeAsString();
+          it != plans_.end() && ToProto(it->second, 0).SerializeAsString() ==
+                                    ToProto(plan, 0).SerializeAsString();
       if (!same) {
         plans_[id] = std::move(plan);
         changed = true;
@@ -155,8 +152,7 @@ absl::StatusOr<v1::RegisterNodeResponse> Controller::RegisterNode(
     const v1::RegisterNodeRequest& request) {
   if (cluster_.count(request.node()) == 0) {
     return absl::NotFoundError(absl::StrCat(
-        "unknown node \"", request.node(), "\" (not in ", config_.source,
-        ")"));
+        "unknown node \"", request.node(), "\" (not in ", config_.source, ")"));
   }
   if (request.address().empty()) {
     return absl::InvalidArgumentError("RegisterNode needs an address");

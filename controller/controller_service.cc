@@ -118,9 +118,9 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::ReloadPlans(
     grpc::CallbackServerContext* ctx, const v1::ReloadPlansRequest* request,
     v1::ReloadPlansResponse* response) {
   (void)request;
-  return Reply(ctx, absl::StatusOr<v1::ReloadPlansResponse>(
-                        controller_->ReloadPlans()),
-               response);
+  return Reply(
+      ctx, absl::StatusOr<v1::ReloadPlansResponse>(controller_->ReloadPlans()),
+      response);
 }
 
 }  // namespace edgesplit

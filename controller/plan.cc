@@ -4,8 +4,8 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/yaml_util.h"
 #include "runtime/status_macros.h"
+#include "runtime/yaml_util.h"
 
 namespace edgesplit {
 
@@ -71,8 +71,8 @@ absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
   };
   if (plan.stages.front().node != kDeviceNode) {
     return err(plan.stages.front(), 0,
-               absl::StrCat("the first stage must run on node \"",
-                            kDeviceNode, "\" (it embeds the tokens), not \"",
+               absl::StrCat("the first stage must run on node \"", kDeviceNode,
+                            "\" (it embeds the tokens), not \"",
                             plan.stages.front().node, "\""));
   }
   if (plan.stages.size() < 2) {
@@ -88,20 +88,24 @@ absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
       return err(s, i, absl::StrCat(range, " are reversed"));
     }
     if (s.first_block > expected) {
-      return err(s, i, absl::StrCat("gap: ", range, " start at block ",
-                                    s.first_block, " but the previous stage "
-                                                   "ends at ",
-                                    expected));
+      return err(s, i,
+                 absl::StrCat("gap: ", range, " start at block ", s.first_block,
+                              " but the previous stage "
+                              "ends at ",
+                              expected));
     }
     if (s.first_block < expected) {
-      return err(s, i, absl::StrCat("overlap: ", range, " start at block ",
-                                    s.first_block, " but the previous stage "
-                                                   "ends at ",
-                                    expected));
+      return err(
+          s, i,
+          absl::StrCat("overlap: ", range, " start at block ", s.first_block,
+                       " but the previous stage "
+                       "ends at ",
+                       expected));
     }
     if (s.last_block > model.num_layers) {
-      return err(s, i, absl::StrCat(range, " run past the model's ",
-                                    model.num_layers, " blocks"));
+      return err(s, i,
+                 absl::StrCat(range, " run past the model's ", model.num_layers,
+                              " blocks"));
     }
     if (i > 0 && s.first_block == s.last_block &&
         !(i + 1 == plan.stages.size() && !plan.u_shaped)) {
@@ -113,13 +117,14 @@ absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
     if (i > 0) {
       auto it = nodes.find(s.node);
       if (it == nodes.end()) {
-        return err(s, i, absl::StrCat("unknown node \"", s.node,
-                                      "\" (not in the cluster's nodes)"));
+        return err(s, i,
+                   absl::StrCat("unknown node \"", s.node,
+                                "\" (not in the cluster's nodes)"));
       }
-      int64_t params = s.last_block > s.first_block
-                           ? (s.last_block - s.first_block) *
-                                 model.ParamsPerBlock()
-                           : 0;
+      int64_t params =
+          s.last_block > s.first_block
+              ? (s.last_block - s.first_block) * model.ParamsPerBlock()
+              : 0;
       const bool last = i + 1 == plan.stages.size();
       if (last && !plan.u_shaped) {
         params += model.HeadParams();
@@ -129,10 +134,10 @@ absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
       }
       const int64_t bytes = params * 4;  // Servers compute in fp32.
       if (it->second.memory_bytes > 0 && bytes > it->second.memory_bytes) {
-        return err(s, i, absl::StrCat(
-                             "node \"", s.node, "\" has ",
-                             it->second.memory_bytes, " bytes of memory but ",
-                             range, " need ", bytes));
+        return err(
+            s, i,
+            absl::StrCat("node \"", s.node, "\" has ", it->second.memory_bytes,
+                         " bytes of memory but ", range, " need ", bytes));
       }
     }
     expected = s.last_block;

@@ -50,34 +50,43 @@ TEST(PlanTest, ValidPlans) {
 }
 
 TEST(PlanTest, GapOverlapAndCoverage) {
-  auto s = Check("  - {node: device, blocks: [0, 2]}\n"
-                 "  - {node: a, blocks: [3, 6]}\n");
+  auto s = Check(
+      "  - {node: device, blocks: [0, 2]}\n"
+      "  - {node: a, blocks: [3, 6]}\n");
   EXPECT_THAT(s.message(), HasSubstr("plans/p.yaml:6: field \"stages[1]\""));
   EXPECT_THAT(s.message(), HasSubstr("gap: blocks [3, 6)"));
-  s = Check("  - {node: device, blocks: [0, 2]}\n"
-            "  - {node: a, blocks: [1, 6]}\n");
+  s = Check(
+      "  - {node: device, blocks: [0, 2]}\n"
+      "  - {node: a, blocks: [1, 6]}\n");
   EXPECT_THAT(s.message(), HasSubstr("overlap"));
-  s = Check("  - {node: device, blocks: [0, 2]}\n"
-            "  - {node: a, blocks: [2, 5]}\n");
+  s = Check(
+      "  - {node: device, blocks: [0, 2]}\n"
+      "  - {node: a, blocks: [2, 5]}\n");
   EXPECT_THAT(s.message(), HasSubstr("stages end at block 5 but the model "
                                      "has 6"));
-  s = Check("  - {node: device, blocks: [0, 2]}\n"
-            "  - {node: a, blocks: [2, 8]}\n");
+  s = Check(
+      "  - {node: device, blocks: [0, 2]}\n"
+      "  - {node: a, blocks: [2, 8]}\n");
   EXPECT_THAT(s.message(), HasSubstr("run past the model's 6 blocks"));
 }
 
 TEST(PlanTest, NodesAndMemory) {
-  auto s = Check("  - {node: device, blocks: [0, 2]}\n"
-                 "  - {node: ghost, blocks: [2, 6]}\n");
+  auto s = Check(
+      "  - {node: device, blocks: [0, 2]}\n"
+      "  - {node: ghost, blocks: [2, 6]}\n");
   EXPECT_THAT(s.message(), HasSubstr("unknown node \"ghost\""));
-  s = Check("  - {node: device, blocks: [0, 2]}\n"
-            "  - {node: small, blocks: [2, 6]}\n");
-  EXPECT_THAT(s.message(), HasSubstr("node \"small\" has 1000 bytes of memory"));
+  s = Check(
+      "  - {node: device, blocks: [0, 2]}\n"
+      "  - {node: small, blocks: [2, 6]}\n");
+  EXPECT_THAT(s.message(),
+              HasSubstr("node \"small\" has 1000 bytes of memory"));
   s = Check("  - {node: a, blocks: [0, 6]}\n");
-  EXPECT_THAT(s.message(), HasSubstr("first stage must run on node \"device\""));
-  s = Check("  - {node: device, blocks: [0, 2]}\n"
-            "  - {node: a, blocks: [2, 4]}\n"
-            "  - {node: a, blocks: [4, 6]}\n");
+  EXPECT_THAT(s.message(),
+              HasSubstr("first stage must run on node \"device\""));
+  s = Check(
+      "  - {node: device, blocks: [0, 2]}\n"
+      "  - {node: a, blocks: [2, 4]}\n"
+      "  - {node: a, blocks: [4, 6]}\n");
   EXPECT_THAT(s.message(), HasSubstr("appears twice"));
 }
 

@@ -1,6 +1,5 @@
 #include "edgesplit/device_agent.h"
 
-
 #include <atomic>
 #include <map>
 #include <tuple>
@@ -66,13 +65,13 @@ struct DeviceAgent::Impl {
     ES_ASSIGN_OR_RETURN(m->store, ModelStore::Open(dir));
     StageOptions so;
     so.copy_weights = options.copy_weights;
-    ES_ASSIGN_OR_RETURN(m->local,
-                        StageModel::Load(*m->store, {{first, last}, true, false},
-                                         so));
+    ES_ASSIGN_OR_RETURN(
+        m->local,
+        StageModel::Load(*m->store, {{first, last}, true, false}, so));
     if (u_shaped) {
       const int64_t n = m->store->config().num_layers;
-      ES_ASSIGN_OR_RETURN(m->head,
-                          StageModel::Load(*m->store, {{n, n}, false, true}, so));
+      ES_ASSIGN_OR_RETURN(
+          m->head, StageModel::Load(*m->store, {{n, n}, false, true}, so));
     }
     ES_ASSIGN_OR_RETURN(m->tokenizer, m->store->LoadTokenizer());
     absl::MutexLock lock(&mu);
@@ -123,8 +122,7 @@ std::string Session::route() const {
     absl::StrAppend(&out, " -> ", hop.node(), " [", hop.first_block(), ", ",
                     hop.last_block(), ")");
   }
-  absl::StrAppend(&out, r.plan().u_shaped() ? " -> device head"
-                                            : " + head");
+  absl::StrAppend(&out, r.plan().u_shaped() ? " -> device head" : " + head");
   return out;
 }
 
@@ -180,9 +178,9 @@ absl::StatusOr<GenerationStats> Session::Generate(
   stats.tokens = std::move(r.tokens);
   stats.prompt_tokens = static_cast<int32_t>(r.prompt_ids.size());
   stats.prefill_ms = r.prefill_seconds * 1e3;
-  stats.decode_tokens_per_s =
-      stats.tokens.size() > 1 ? (stats.tokens.size() - 1) / r.decode_seconds
-                              : 0.0;
+  stats.decode_tokens_per_s = stats.tokens.size() > 1
+                                  ? (stats.tokens.size() - 1) / r.decode_seconds
+                                  : 0.0;
   const double steps = std::max<int64_t>(seq->steps(), 1);
   stats.device_ms_per_step = seq->local_ms() / steps;
   stats.bytes_sent = seq->bytes_sent();
@@ -234,10 +232,9 @@ absl::StatusOr<std::unique_ptr<Session>> DeviceAgent::OpenSession(
   s->model_id = model_id;
   s->adapter = adapter;
   s->route = resp;
-  ES_ASSIGN_OR_RETURN(s->model,
-                      impl_->Load(dir, resp.device_first_block(),
-                                  resp.device_last_block(),
-                                  resp.plan().u_shaped()));
+  ES_ASSIGN_OR_RETURN(
+      s->model, impl_->Load(dir, resp.device_first_block(),
+                            resp.device_last_block(), resp.plan().u_shaped()));
   return std::unique_ptr<Session>(new Session(std::move(s)));
 }
 

@@ -30,9 +30,9 @@ absl::StatusOr<std::unique_ptr<RemoteSequence>> RemoteSequence::Open(
   for (const v1::Hop& hop : options.route) {
     s->hop_stats_.push_back({hop.node()});
   }
-  s->stream_ = StageStream::Start(first_hop, options.deadline,
-                                  options.route[0].node(),
-                                  options.route[0].address());
+  s->stream_ =
+      StageStream::Start(first_hop, options.deadline, options.route[0].node(),
+                         options.route[0].address());
   v1::StageRequest req;
   v1::OpenSession* open = req.mutable_open();
   open->set_protocol_version(kProtocolVersion);
@@ -61,11 +61,10 @@ absl::StatusOr<v1::StageResponse> RemoteSequence::Call(
     v1::StageRequest request) {
   absl::Notification done;
   absl::StatusOr<v1::StageResponse> result;
-  stream_->Send(std::move(request),
-                [&](absl::StatusOr<v1::StageResponse> r) {
-                  result = std::move(r);
-                  done.Notify();
-                });
+  stream_->Send(std::move(request), [&](absl::StatusOr<v1::StageResponse> r) {
+    result = std::move(r);
+    done.Notify();
+  });
   done.WaitForNotification();
   return result;
 }
@@ -88,10 +87,11 @@ absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
   v1::ForwardRequest* fwd = req.mutable_forward();
   fwd->set_step(step_);
   fwd->set_last_token_only(true);
-  ES_RETURN_IF_ERROR(wire::Encode(hidden, options_.codec, fwd->mutable_hidden()));
+  ES_RETURN_IF_ERROR(
+      wire::Encode(hidden, options_.codec, fwd->mutable_hidden()));
   bytes_sent_ += fwd->hidden().data().size() + fwd->hidden().scales().size();
-  local_ms_ += std::chrono::duration<double, std::milli>(Clock::now() - t0)
-                   .count();
+  local_ms_ +=
+      std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   auto response = Call(std::move(req));
   if (!response.ok()) {
     // The servers did not advance: keep the local cache in step with them.
@@ -103,8 +103,8 @@ absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
     return absl::InternalError("route sent no forward result");
   }
   const v1::ForwardResult& result = response->forward();
-  for (int i = 0; i < result.timings_size() &&
-                  i < static_cast<int>(hop_stats_.size());
+  for (int i = 0;
+       i < result.timings_size() && i < static_cast<int>(hop_stats_.size());
        ++i) {
     hop_stats_[i].compute_ms += result.timings(i).compute_ms();
     hop_stats_[i].total_ms += result.timings(i).total_ms();
@@ -112,17 +112,17 @@ absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
   const ModelConfig& c = local_->config();
   at::Tensor logits;
   if (head_ != nullptr) {
-    ES_ASSIGN_OR_RETURN(at::Tensor h, wire::Decode(result.output(),
-                                                   c.hidden_size,
-                                                   "forward result"));
+    ES_ASSIGN_OR_RETURN(
+        at::Tensor h,
+        wire::Decode(result.output(), c.hidden_size, "forward result"));
     StageInput hin;
     hin.sequences = {{head_cache_.get(), h.size(0)}};
     hin.hidden = h;
     hin.last_token_only = true;
     ES_ASSIGN_OR_RETURN(logits, head_->Forward(hin));
   } else {
-    ES_ASSIGN_OR_RETURN(logits, wire::Decode(result.output(), c.vocab_size,
-                                             "forward result"));
+    ES_ASSIGN_OR_RETURN(
+        logits, wire::Decode(result.output(), c.vocab_size, "forward result"));
   }
   if (logits.size(0) != 1) {
     return absl::InternalError("expected the last token's logits only");

@@ -77,9 +77,8 @@ TEST_F(BatcherTest, FailureIsIsolatedToItsSession) {
   absl::Notification d1, d2;
   absl::Status s1, s2;
   // Hold the worker with a first item so both land in one batch.
-  for (auto [cache, status, note] :
-       {std::make_tuple(good.get(), &s1, &d1),
-        std::make_tuple(bad.get(), &s2, &d2)}) {
+  for (auto [cache, status, note] : {std::make_tuple(good.get(), &s1, &d1),
+                                     std::make_tuple(bad.get(), &s2, &d2)}) {
     BatchItem item;
     item.cache = cache;
     item.input = at::randn({2, H});

@@ -68,9 +68,9 @@ absl::Status ControllerLink::RegisterOnce() {
   req.add_architectures("llama");
   req.set_protocol_version(kProtocolVersion);
   v1::RegisterNodeResponse resp;
-  absl::Status s = FromGrpcStatus(stub_->RegisterNode(&ctx, req, &resp),
-                                  absl::StrCat("controller ",
-                                               options_.controller));
+  absl::Status s =
+      FromGrpcStatus(stub_->RegisterNode(&ctx, req, &resp),
+                     absl::StrCat("controller ", options_.controller));
   if (s.ok() && resp.heartbeat_interval_ms() > 0) {
     absl::MutexLock lock(&mu_);
     heartbeat_ = absl::Milliseconds(resp.heartbeat_interval_ms());

@@ -43,9 +43,8 @@ absl::StatusOr<std::unique_ptr<NextHop>> GrpcNextHopFactory::Open(
     return absl::InvalidArgumentError("next hop has no address");
   }
   const v1::Hop& hop = open.route(0);
-  auto stream =
-      StageStream::Start(Stub(hop.address()), deadline, hop.node(),
-                         hop.address());
+  auto stream = StageStream::Start(Stub(hop.address()), deadline, hop.node(),
+                                   hop.address());
   return std::unique_ptr<NextHop>(new GrpcNextHop(std::move(stream)));
 }
 

@@ -37,8 +37,8 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     ControllerLinkOptions lo;
     lo.controller = s->options_.controller;
     lo.node = s->options_.host.node;
-    lo.advertise = s->options_.advertise.empty() ? s->address_
-                                                 : s->options_.advertise;
+    lo.advertise =
+        s->options_.advertise.empty() ? s->address_ : s->options_.advertise;
     lo.memory_bytes = s->options_.memory_bytes;
     lo.kv_budget_bytes = s->options_.host.kv_budget_bytes;
     StageServiceImpl* service = s->service_.get();

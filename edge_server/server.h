@@ -27,7 +27,7 @@ struct EdgeServerOptions {
   // The controller to register with and take plans from; empty: none
   // (stages are loaded through host()).
   std::string controller;
-  std::string advertise;  // Default: the bound listen address.
+  std::string advertise;     // Default: the bound listen address.
   int64_t memory_bytes = 0;  // Reported to the controller.
 };
 
@@ -54,7 +54,8 @@ class EdgeServer {
   int Shutdown(absl::Duration drain);
 
  private:
-  explicit EdgeServer(EdgeServerOptions options) : options_(std::move(options)) {}
+  explicit EdgeServer(EdgeServerOptions options)
+      : options_(std::move(options)) {}
 
   EdgeServerOptions options_;
   std::unique_ptr<StageHost> host_;

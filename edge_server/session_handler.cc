@@ -73,14 +73,14 @@ void SessionHandler::Open(const v1::OpenSession& open) {
     return Fail(absl::InvalidArgumentError("OpenSession needs a session_id"));
   }
   if (open.route_size() == 0 || open.route(0).node() != node) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "route[0] names node \"",
-        open.route_size() > 0 ? open.route(0).node() : "", "\" but this is ",
-        node)));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("route[0] names node \"",
+                     open.route_size() > 0 ? open.route(0).node() : "",
+                     "\" but this is ", node)));
   }
   const v1::Hop& me = open.route(0);
-  auto stage = env_.host->Find(open.model_id(), me.first_block(),
-                               me.last_block());
+  auto stage =
+      env_.host->Find(open.model_id(), me.first_block(), me.last_block());
   if (!stage.ok()) return Fail(stage.status());
   bool codec_ok = false;
   for (v1::Codec c : wire::SupportedCodecs()) codec_ok |= c == open.codec();
@@ -91,14 +91,15 @@ void SessionHandler::Open(const v1::OpenSession& open) {
   const bool last = open.route_size() == 1;
   const bool has_head = (*stage)->model->spec().head;
   if (last && !has_head && !open.return_hidden()) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        node, " is the route's last hop but holds no LM head; set "
-              "return_hidden for a U-shaped split")));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat(node,
+                     " is the route's last hop but holds no LM head; set "
+                     "return_hidden for a U-shaped split")));
   }
   if (!last && has_head) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        node, " holds the LM head but the route continues to ",
-        open.route(1).node())));
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat(node, " holds the LM head but the route continues to ",
+                     open.route(1).node())));
   }
   std::shared_ptr<NextHop> next;
   if (!last) {
@@ -136,7 +137,8 @@ void SessionHandler::Open(const v1::OpenSession& open) {
   *req.mutable_open() = open;
   req.mutable_open()->mutable_route()->DeleteSubrange(0, 1);
   std::weak_ptr<SessionHandler> weak = weak_from_this();
-  next->Send(std::move(req), [weak, opened](absl::StatusOr<v1::StageResponse> r) {
+  next->Send(std::move(req), [weak,
+                              opened](absl::StatusOr<v1::StageResponse> r) {
     auto self = weak.lock();
     if (!self) return;
     if (!r.ok()) return self->Fail(r.status());
@@ -180,9 +182,9 @@ void SessionHandler::Forward(const v1::ForwardRequest& forward) {
       return;
     }
   }
-  Fail(absl::ResourceExhaustedError(absl::StrCat(
-      "more than ", kMaxPendingRequests,
-      " forward requests pending on this session")));
+  Fail(absl::ResourceExhaustedError(
+      absl::StrCat("more than ", kMaxPendingRequests,
+                   " forward requests pending on this session")));
 }
 
 void SessionHandler::SubmitLocked() {
@@ -198,16 +200,15 @@ void SessionHandler::SubmitLocked() {
   const auto started = std::chrono::steady_clock::now();
   // The callback owns a reference: the cache outlives the batch item.
   auto self = shared_from_this();
-  item.done = [self, p = std::move(p), started](
-                  absl::StatusOr<at::Tensor> out) mutable {
+  item.done = [self, p = std::move(p),
+               started](absl::StatusOr<at::Tensor> out) mutable {
     self->OnComputed(std::move(p), std::move(out), started);
   };
   stage_->batcher->Submit(std::move(item));
 }
 
-void SessionHandler::OnComputed(
-    Pending p, absl::StatusOr<at::Tensor> out,
-    std::chrono::steady_clock::time_point started) {
+void SessionHandler::OnComputed(Pending p, absl::StatusOr<at::Tensor> out,
+                                std::chrono::steady_clock::time_point started) {
   std::shared_ptr<NextHop> next;
   v1::Codec codec;
   bool return_hidden;
@@ -268,14 +269,15 @@ void SessionHandler::OnComputed(
     if (!r.ok()) return self->Fail(r.status());
     if (!r->has_forward() || r->forward().step() != step) {
       return self->Fail(absl::InternalError(absl::StrCat(
-          "next hop answered step ",
-          r->has_forward() ? r->forward().step() : 0, " for step ", step)));
+          "next hop answered step ", r->has_forward() ? r->forward().step() : 0,
+          " for step ", step)));
     }
     timing.set_total_ms(MillisSince(received));
     // Our timing first: timings are in route order.
     auto* timings = r->mutable_forward()->mutable_timings();
     timings->Add()->Swap(&timing);
-    for (int i = timings->size() - 1; i > 0; --i) timings->SwapElements(i, i - 1);
+    for (int i = timings->size() - 1; i > 0; --i)
+      timings->SwapElements(i, i - 1);
     self->Respond(*r);
     self->MaybeFinishIdle();
   });

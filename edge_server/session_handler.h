@@ -39,8 +39,8 @@ class SessionTransport {
 };
 
 struct SessionEnv {
-  StageHost* host = nullptr;             // Not owned; outlives handlers.
-  NextHopFactory* next_hops = nullptr;   // Not owned; outlives handlers.
+  StageHost* host = nullptr;            // Not owned; outlives handlers.
+  NextHopFactory* next_hops = nullptr;  // Not owned; outlives handlers.
   wire::TensorLimits limits;
 };
 

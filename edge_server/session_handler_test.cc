@@ -2,11 +2,11 @@
 // in-process through a fake NextHop, checked against the monolithic model,
 // plus malformed requests.
 #include "edge_server/session_handler.h"
-#include "edge_server/stage_service.h"
 
 #include <ATen/ATen.h>
 
 #include "absl/synchronization/notification.h"
+#include "edge_server/stage_service.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/generator.h"
@@ -94,8 +94,9 @@ class SessionHandlerTest : public ::testing::Test {
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
     // Device [0,1) here; server a [1,3); server b [3,4) + head.
-    for (auto [name, spec] : {std::make_pair("a", StageSpec{{1, 3}, false, false}),
-                              std::make_pair("b", StageSpec{{3, 4}, false, true})}) {
+    for (auto [name, spec] :
+         {std::make_pair("a", StageSpec{{1, 3}, false, false}),
+          std::make_pair("b", StageSpec{{3, 4}, false, true})}) {
       StageHostOptions o;
       o.node = name;
       hosts_[name] = std::make_unique<StageHost>(o);
@@ -117,8 +118,8 @@ class SessionHandlerTest : public ::testing::Test {
     o->set_session_id("s1");
     o->set_model_id("tiny");
     o->set_codec(v1::CODEC_FP32);
-    for (auto [node, first, last] : {std::make_tuple("a", 1, 3),
-                                     std::make_tuple("b", 3, 4)}) {
+    for (auto [node, first, last] :
+         {std::make_tuple("a", 1, 3), std::make_tuple("b", 3, 4)}) {
       auto* hop = o->add_route();
       hop->set_node(node);
       hop->set_first_block(first);
@@ -222,8 +223,7 @@ TEST_F(BadRequestTest, MalformedTensorsAreInvalidArgument) {
   ASSERT_TRUE(wire::Encode(at::ones({2, 65}), v1::CODEC_FP32, &wide).ok());
   EXPECT_THAT(SendBad(wide).message(),
               HasSubstr("width 65 but this stage expects 64"));
-  EXPECT_THAT(SendBad(Good(), /*step=*/3).message(),
-              HasSubstr("out of order"));
+  EXPECT_THAT(SendBad(Good(), /*step=*/3).message(), HasSubstr("out of order"));
 }
 
 TEST_F(BadRequestTest, BadOpensAreRejected) {
@@ -250,9 +250,9 @@ TEST_F(BadRequestTest, BadOpensAreRejected) {
               o->mutable_route(1)->set_node("ghost");
             }).code(),
             absl::StatusCode::kUnavailable);
-  EXPECT_THAT(open_status([](auto* o) { o->mutable_route()->RemoveLast(); })
-                  .message(),
-              HasSubstr("holds no LM head"));
+  EXPECT_THAT(
+      open_status([](auto* o) { o->mutable_route()->RemoveLast(); }).message(),
+      HasSubstr("holds no LM head"));
 }
 
 }  // namespace

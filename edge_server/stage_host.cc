@@ -14,8 +14,8 @@ absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::LoadStage(
   ES_ASSIGN_OR_RETURN(stage->store, ModelStore::Open(path));
   ES_ASSIGN_OR_RETURN(stage->model,
                       StageModel::Load(*stage->store, spec, options_.stage));
-  stage->batcher = std::make_unique<Batcher>(stage->model.get(),
-                                             options_.max_batch_tokens);
+  stage->batcher =
+      std::make_unique<Batcher>(stage->model.get(), options_.max_batch_tokens);
   return stage;
 }
 
@@ -81,8 +81,8 @@ absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::Find(
                                   std::get<2>(k), ")"));
     }
     return absl::NotFoundError(absl::StrCat(
-        "node ", options_.node, " does not serve model ", model_id,
-        " blocks [", first, ", ", last, ") (it serves: ",
+        "node ", options_.node, " does not serve model ", model_id, " blocks [",
+        first, ", ", last, ") (it serves: ",
         held.empty() ? "nothing" : absl::StrJoin(held, ", "), ")"));
   }
   return it->second;
@@ -94,8 +94,8 @@ std::vector<std::string> StageHost::Describe() const {
   for (const auto& [k, s] : stages_) {
     const BatcherStats st = s->batcher->stats();
     out.push_back(absl::StrCat(std::get<0>(k), " [", std::get<1>(k), ", ",
-                               std::get<2>(k), "): ", st.items,
-                               " requests in ", st.forwards, " forwards"));
+                               std::get<2>(k), "): ", st.items, " requests in ",
+                               st.forwards, " forwards"));
   }
   return out;
 }

@@ -52,8 +52,9 @@ class StageHost {
 
   // The stage serving `model_id` blocks [first, last), or NOT_FOUND naming
   // what this node holds.
-  absl::StatusOr<std::shared_ptr<HostedStage>> Find(
-      const std::string& model_id, int64_t first, int64_t last) const;
+  absl::StatusOr<std::shared_ptr<HostedStage>> Find(const std::string& model_id,
+                                                    int64_t first,
+                                                    int64_t last) const;
 
   // Loads one stage directly (tests, and servers started without a
   // controller).

@@ -23,7 +23,8 @@ absl::Status FromGrpcStatus(const grpc::Status& status,
 }
 
 std::chrono::system_clock::time_point ToChrono(absl::Time t) {
-  if (t == absl::InfiniteFuture()) return std::chrono::system_clock::time_point::max();
+  if (t == absl::InfiniteFuture())
+    return std::chrono::system_clock::time_point::max();
   return absl::ToChronoTime(t);
 }
 

@@ -36,8 +36,8 @@ void StageStream::Send(v1::StageRequest request, Callback done) {
                      : absl::CancelledError(
                            absl::StrCat(Context(), ": stream closed"));
       if (failed.ok()) {
-        failed = absl::UnavailableError(
-            absl::StrCat(Context(), ": stream ended"));
+        failed =
+            absl::UnavailableError(absl::StrCat(Context(), ": stream ended"));
       }
     } else {
       callbacks_.push_back(std::move(done));
@@ -115,9 +115,10 @@ void StageStream::OnDone(const grpc::Status& status) {
     final_ = final;
     pending.swap(callbacks_);
   }
-  absl::Status err = final.ok() ? absl::UnavailableError(absl::StrCat(
-                                      Context(), ": stream ended"))
-                                : final;
+  absl::Status err =
+      final.ok()
+          ? absl::UnavailableError(absl::StrCat(Context(), ": stream ended"))
+          : final;
   for (Callback& cb : pending) cb(err);
   // May destroy this object: nothing after.
   std::shared_ptr<StageStream> keep = std::move(self_);

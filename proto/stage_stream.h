@@ -58,7 +58,7 @@ class StageStream
   const std::string node_;
   const std::string address_;
   grpc::ClientContext ctx_;
-  v1::StageResponse response_;  // Owned by the pending read.
+  v1::StageResponse response_;         // Owned by the pending read.
   std::shared_ptr<StageStream> self_;  // Alive until OnDone.
 
   absl::Mutex mu_;

@@ -14,11 +14,15 @@ namespace {
 
 int64_t ElementBytes(v1::Codec codec) {
   switch (codec) {
-    case v1::CODEC_FP32: return 4;
+    case v1::CODEC_FP32:
+      return 4;
     case v1::CODEC_FP16:
-    case v1::CODEC_BF16: return 2;
-    case v1::CODEC_INT8_PER_TOKEN: return 1;
-    default: return 0;
+    case v1::CODEC_BF16:
+      return 2;
+    case v1::CODEC_INT8_PER_TOKEN:
+      return 1;
+    default:
+      return 0;
   }
 }
 
@@ -35,11 +39,16 @@ std::vector<v1::Codec> SupportedCodecs() {
 
 absl::string_view CodecName(v1::Codec codec) {
   switch (codec) {
-    case v1::CODEC_FP32: return "fp32";
-    case v1::CODEC_FP16: return "fp16";
-    case v1::CODEC_BF16: return "bf16";
-    case v1::CODEC_INT8_PER_TOKEN: return "int8";
-    default: return "unspecified";
+    case v1::CODEC_FP32:
+      return "fp32";
+    case v1::CODEC_FP16:
+      return "fp16";
+    case v1::CODEC_BF16:
+      return "bf16";
+    case v1::CODEC_INT8_PER_TOKEN:
+      return "int8";
+    default:
+      return "unspecified";
   }
 }
 
@@ -47,8 +56,8 @@ absl::StatusOr<v1::Codec> ParseCodec(absl::string_view name) {
   for (v1::Codec c : SupportedCodecs()) {
     if (CodecName(c) == name) return c;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown codec \"", name, "\" (fp32, fp16, bf16, int8)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown codec \"", name, "\" (fp32, fp16, bf16, int8)"));
 }
 
 int64_t EncodedBytes(v1::Codec codec, int64_t rows, int64_t cols) {
@@ -88,9 +97,9 @@ absl::Status Encode(const at::Tensor& t, v1::Codec codec, v1::Tensor* out) {
       case v1::CODEC_INT8_PER_TOKEN: {
         std::string* scales = out->mutable_scales();
         scales->resize(rows * 4);
-        QuantizeInt8PerToken(
-            src, rows, cols, reinterpret_cast<int8_t*>(data->data()),
-            reinterpret_cast<float*>(scales->data()));
+        QuantizeInt8PerToken(src, rows, cols,
+                             reinterpret_cast<int8_t*>(data->data()),
+                             reinterpret_cast<float*>(scales->data()));
         break;
       }
       default:
@@ -106,8 +115,8 @@ absl::StatusOr<at::Tensor> Decode(const v1::Tensor& t, int64_t expected_cols,
   const v1::Codec codec = t.codec();
   const int64_t elem = ElementBytes(codec);
   if (elem == 0) {
-    return Invalid(what, absl::StrCat("unknown codec ",
-                                      static_cast<int>(t.codec())));
+    return Invalid(what,
+                   absl::StrCat("unknown codec ", static_cast<int>(t.codec())));
   }
   if (t.shape_size() != 2) {
     return Invalid(what, absl::StrCat("expected a 2-D tensor, got shape [",
@@ -123,8 +132,9 @@ absl::StatusOr<at::Tensor> Decode(const v1::Tensor& t, int64_t expected_cols,
                                       limits.max_cols, "]"));
   }
   if (expected_cols > 0 && cols != expected_cols) {
-    return Invalid(what, absl::StrCat("width ", cols, " but this stage expects ",
-                                      expected_cols));
+    return Invalid(what,
+                   absl::StrCat("width ", cols, " but this stage expects ",
+                                expected_cols));
   }
   // Both dims are bounded above, so this cannot overflow.
   const int64_t want = rows * cols * elem;
@@ -133,10 +143,10 @@ absl::StatusOr<at::Tensor> Decode(const v1::Tensor& t, int64_t expected_cols,
                                       limits.max_bytes));
   }
   if (static_cast<int64_t>(t.data().size()) != want) {
-    return Invalid(what, absl::StrCat("data has ", t.data().size(),
-                                      " bytes, shape [", rows, ", ", cols,
-                                      "] with ", CodecName(codec), " needs ",
-                                      want));
+    return Invalid(
+        what,
+        absl::StrCat("data has ", t.data().size(), " bytes, shape [", rows,
+                     ", ", cols, "] with ", CodecName(codec), " needs ", want));
   }
   const int64_t want_scales = codec == v1::CODEC_INT8_PER_TOKEN ? rows * 4 : 0;
   if (static_cast<int64_t>(t.scales().size()) != want_scales) {
@@ -172,9 +182,8 @@ absl::StatusOr<at::Tensor> Decode(const v1::Tensor& t, int64_t expected_cols,
             return Invalid(what, "int8 scales must be finite and >= 0");
           }
         }
-        DequantizeInt8PerToken(
-            reinterpret_cast<const int8_t*>(src), scales.data(), rows, cols,
-            dst);
+        DequantizeInt8PerToken(reinterpret_cast<const int8_t*>(src),
+                               scales.data(), rows, cols, dst);
         break;
       }
       default:

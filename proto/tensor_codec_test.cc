@@ -23,9 +23,15 @@ TEST(TensorCodecTest, RoundTripsEveryCodec) {
     ASSERT_TRUE(y.ok()) << y.status();
     const double err = (*y - x).abs().max().item<double>();
     switch (c) {
-      case v1::CODEC_FP32: EXPECT_EQ(err, 0.0); break;
-      case v1::CODEC_FP16: EXPECT_LE(err, 1e-2); break;
-      case v1::CODEC_BF16: EXPECT_LE(err, 6e-2); break;
+      case v1::CODEC_FP32:
+        EXPECT_EQ(err, 0.0);
+        break;
+      case v1::CODEC_FP16:
+        EXPECT_LE(err, 1e-2);
+        break;
+      case v1::CODEC_BF16:
+        EXPECT_LE(err, 6e-2);
+        break;
       default: {
         // Half a quantization step of the row with the largest scale.
         const double step = x.abs().max().item<double>() / 127;
@@ -81,7 +87,8 @@ TEST_F(MalformedTest, UnknownCodec) {
 }
 
 TEST_F(MalformedTest, WrongHiddenSize) {
-  EXPECT_THAT(Error(good_, 32), HasSubstr("width 16 but this stage expects 32"));
+  EXPECT_THAT(Error(good_, 32),
+              HasSubstr("width 16 but this stage expects 32"));
 }
 
 TEST_F(MalformedTest, Int8ScalesChecked) {

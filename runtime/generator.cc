@@ -37,10 +37,9 @@ class TextStream {
  private:
   absl::Status Emit(bool final) {
     absl::Span<const int32_t> all(ids_);
-    ES_ASSIGN_OR_RETURN(
-        std::string prefix,
-        tokenizer_.Decode(all.subspan(prefix_offset_,
-                                      read_offset_ - prefix_offset_)));
+    ES_ASSIGN_OR_RETURN(std::string prefix,
+                        tokenizer_.Decode(all.subspan(
+                            prefix_offset_, read_offset_ - prefix_offset_)));
     ES_ASSIGN_OR_RETURN(std::string text,
                         tokenizer_.Decode(all.subspan(prefix_offset_)));
     constexpr absl::string_view kReplacement = "\xEF\xBF\xBD";
@@ -82,8 +81,8 @@ absl::StatusOr<GenerationResult> GenerateIds(
   // context is full instead of failing and losing the text so far.
   const int64_t room =
       context_len - static_cast<int64_t>(prompt_ids.size()) + 1;
-  const int32_t max_new = static_cast<int32_t>(
-      std::min<int64_t>(options.max_new_tokens, room));
+  const int32_t max_new =
+      static_cast<int32_t>(std::min<int64_t>(options.max_new_tokens, room));
   GenerationResult result;
   result.prompt_ids.assign(prompt_ids.begin(), prompt_ids.end());
   std::vector<int32_t> context = result.prompt_ids;
@@ -122,9 +121,9 @@ absl::StatusOr<GenerationResult> Generate(
   auto on_token = [&](int32_t id) {
     if (stream_status.ok()) stream_status = stream.Add(id);
   };
-  ES_ASSIGN_OR_RETURN(GenerationResult result,
-                      GenerateIds(model, prompt_ids, options,
-                                  tokenizer.eos_id(), on_token));
+  ES_ASSIGN_OR_RETURN(
+      GenerationResult result,
+      GenerateIds(model, prompt_ids, options, tokenizer.eos_id(), on_token));
   ES_RETURN_IF_ERROR(stream_status);
   ES_RETURN_IF_ERROR(stream.Finish());
   // The continuation: decode(prompt + generated) minus decode(prompt), which
@@ -165,7 +164,8 @@ absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Load(
   return p;
 }
 
-absl::Status LocalPipeline::AttachAdapter(std::shared_ptr<LoraAdapter> adapter) {
+absl::Status LocalPipeline::AttachAdapter(
+    std::shared_ptr<LoraAdapter> adapter) {
   for (auto& s : stages_) ES_RETURN_IF_ERROR(s->AttachAdapter(adapter));
   return absl::OkStatus();
 }
@@ -187,14 +187,13 @@ absl::StatusOr<at::Tensor> LocalPipeline::Step(
   }
   for (const Sequence* s : seqs) {
     if (s->pipeline_ != this) {
-      return absl::InvalidArgumentError(
-          "sequence belongs to another pipeline");
+      return absl::InvalidArgumentError("sequence belongs to another pipeline");
     }
     // One forward applies one adapter; callers group sequences by adapter.
     if (s->adapter_ != seqs[0]->adapter_) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "a batch mixes adapters \"", seqs[0]->adapter_, "\" and \"",
-          s->adapter_, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("a batch mixes adapters \"", seqs[0]->adapter_,
+                       "\" and \"", s->adapter_, "\""));
     }
   }
   return TorchCall("LocalPipeline::Step", [&]() -> absl::StatusOr<at::Tensor> {
@@ -212,8 +211,8 @@ absl::StatusOr<at::Tensor> LocalPipeline::Step(
     for (size_t si = 0; si < stages_.size(); ++si) {
       StageInput in;
       for (size_t i = 0; i < seqs.size(); ++i) {
-        in.sequences.push_back(
-            {seqs[i]->caches_[si].get(), static_cast<int64_t>(tokens[i].size())});
+        in.sequences.push_back({seqs[i]->caches_[si].get(),
+                                static_cast<int64_t>(tokens[i].size())});
       }
       if (si == 0) {
         in.tokens = at::tensor(ids, at::kLong);
@@ -235,32 +234,33 @@ absl::StatusOr<at::Tensor> LocalPipeline::Step(
 
 absl::StatusOr<at::Tensor> LocalPipeline::Sequence::Run(
     absl::Span<const int32_t> tokens, bool last_only) {
-  return TorchCall("LocalPipeline::Sequence", [&]() -> absl::StatusOr<at::Tensor> {
-    std::vector<int64_t> ids(tokens.begin(), tokens.end());
-    const int64_t before = length();
-    at::Tensor x;
-    const auto& stages = pipeline_->stages_;
-    for (size_t si = 0; si < stages.size(); ++si) {
-      StageInput in;
-      in.sequences.push_back(
-          {caches_[si].get(), static_cast<int64_t>(tokens.size())});
-      if (si == 0) {
-        in.tokens = at::tensor(ids, at::kLong);
-      } else {
-        in.hidden = x;
-      }
-      in.last_token_only = last_only;
-      in.adapter = adapter_;
-      auto out = stages[si]->Forward(in);
-      if (!out.ok()) {
-        // A later stage failing must not leave earlier stages advanced.
-        for (auto& c : caches_) c->Truncate(before);
-        return out.status();
-      }
-      x = *std::move(out);
-    }
-    return x;
-  });
+  return TorchCall(
+      "LocalPipeline::Sequence", [&]() -> absl::StatusOr<at::Tensor> {
+        std::vector<int64_t> ids(tokens.begin(), tokens.end());
+        const int64_t before = length();
+        at::Tensor x;
+        const auto& stages = pipeline_->stages_;
+        for (size_t si = 0; si < stages.size(); ++si) {
+          StageInput in;
+          in.sequences.push_back(
+              {caches_[si].get(), static_cast<int64_t>(tokens.size())});
+          if (si == 0) {
+            in.tokens = at::tensor(ids, at::kLong);
+          } else {
+            in.hidden = x;
+          }
+          in.last_token_only = last_only;
+          in.adapter = adapter_;
+          auto out = stages[si]->Forward(in);
+          if (!out.ok()) {
+            // A later stage failing must not leave earlier stages advanced.
+            for (auto& c : caches_) c->Truncate(before);
+            return out.status();
+          }
+          x = *std::move(out);
+        }
+        return x;
+      });
 }
 
 absl::StatusOr<std::vector<float>> LocalPipeline::Sequence::Forward(

@@ -79,11 +79,10 @@ TEST(GeneratorTest, StreamedTextEqualsFinalText) {
   ScriptedModel m(script, (*store)->config().vocab_size, 512);
   std::string streamed;
   int chunks = 0;
-  auto r = Generate(m, **tok, "Once", Greedy(100),
-                    [&](absl::string_view t) {
-                      streamed += std::string(t);
-                      ++chunks;
-                    });
+  auto r = Generate(m, **tok, "Once", Greedy(100), [&](absl::string_view t) {
+    streamed += std::string(t);
+    ++chunks;
+  });
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->text, " the robot 世界 said hello");
   EXPECT_EQ(streamed, r->text);

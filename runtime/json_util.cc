@@ -38,8 +38,7 @@ absl::StatusOr<nlohmann::json> ParseUntrustedJson(absl::string_view text,
   nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr,
                                            /*allow_exceptions=*/false);
   if (j.is_discarded()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": not valid JSON"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
   }
   if (!j.is_object()) {
     return absl::InvalidArgumentError(

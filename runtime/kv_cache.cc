@@ -9,9 +9,9 @@ namespace edgesplit {
 absl::Status KvBudget::Reserve(int64_t bytes) {
   absl::MutexLock lock(&mu_);
   if (bytes > limit_ - used_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "KV cache budget exhausted: need ", bytes, " more bytes, ", used_,
-        " of ", limit_, " in use"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache budget exhausted: need ", bytes, " more bytes, ",
+                     used_, " of ", limit_, " in use"));
   }
   used_ += bytes;
   return absl::OkStatus();
@@ -48,15 +48,15 @@ SequenceKvCache::~SequenceKvCache() {
 absl::Status SequenceKvCache::Reserve(int64_t tokens) {
   if (tokens <= capacity_) return absl::OkStatus();
   if (tokens > max_tokens_) {
-    return absl::OutOfRangeError(absl::StrCat(
-        "sequence of ", tokens, " tokens exceeds the model's context of ",
-        max_tokens_));
+    return absl::OutOfRangeError(
+        absl::StrCat("sequence of ", tokens,
+                     " tokens exceeds the model's context of ", max_tokens_));
   }
   // Grow geometrically so a long decode re-copies O(length) in total.
   const int64_t new_capacity =
       std::min(max_tokens_, std::max({tokens, 2 * capacity_, int64_t{16}}));
-  const int64_t bytes_per_token = 2 * num_layers() * num_kv_heads_ *
-                                  head_dim_ * at::elementSize(dtype_);
+  const int64_t bytes_per_token =
+      2 * num_layers() * num_kv_heads_ * head_dim_ * at::elementSize(dtype_);
   const int64_t new_bytes = new_capacity * bytes_per_token;
   if (budget_ != nullptr) {
     absl::Status s = budget_->Reserve(new_bytes - reserved_bytes_);

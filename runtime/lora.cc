@@ -53,7 +53,8 @@ absl::StatusOr<LoraConfig> ParseLoraConfig(const std::string& path) {
     return it != j.end() && !it->is_null();
   };
   if (present("lora_dropout")) {
-    if (!j["lora_dropout"].is_number()) return err("lora_dropout", "not a number");
+    if (!j["lora_dropout"].is_number())
+      return err("lora_dropout", "not a number");
     c.dropout = j["lora_dropout"].get<double>();
   }
   if (present("fan_in_fan_out")) {
@@ -63,13 +64,13 @@ absl::StatusOr<LoraConfig> ParseLoraConfig(const std::string& path) {
     c.fan_in_fan_out = j["fan_in_fan_out"].get<bool>();
   }
   if (present("use_rslora")) {
-    if (!j["use_rslora"].is_boolean()) return err("use_rslora", "not a boolean");
+    if (!j["use_rslora"].is_boolean())
+      return err("use_rslora", "not a boolean");
     c.use_rslora = j["use_rslora"].get<bool>();
   }
   // Per-module ranks and alphas would change shapes and scaling per module.
   for (const char* field : {"rank_pattern", "alpha_pattern"}) {
-    if (present(field) &&
-        !(j[field].is_object() && j[field].empty())) {
+    if (present(field) && !(j[field].is_object() && j[field].empty())) {
       return err(field, "per-module patterns are not supported yet");
     }
   }
@@ -81,7 +82,8 @@ absl::StatusOr<LoraConfig> ParseLoraConfig(const std::string& path) {
   const json& tm = tm_it == j.end() ? kNull : *tm_it;
   if (tm.is_array()) {
     for (const json& t : tm) {
-      if (!t.is_string()) return err("target_modules", "entries must be strings");
+      if (!t.is_string())
+        return err("target_modules", "entries must be strings");
       c.target_modules.push_back(t.get<std::string>());
     }
   } else if (tm.is_string()) {
@@ -113,7 +115,8 @@ absl::StatusOr<LoraConfig> ParseLoraConfig(const std::string& path) {
   }
   absl::Status valid = c.Validate();
   if (!valid.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", valid.message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", valid.message()));
   }
   return c;
 }
@@ -140,9 +143,8 @@ absl::Status LoraConfig::Validate() const {
         absl::StrCat("field \"r\": must be positive, got ", r));
   }
   if (!(dropout >= 0 && dropout < 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("field \"lora_dropout\": must be in [0, 1), got ",
-                     dropout));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "field \"lora_dropout\": must be in [0, 1), got ", dropout));
   }
   return absl::OkStatus();
 }
@@ -195,9 +197,9 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::LoadPeft(
       const std::vector<int64_t> want_b = {m.out_features, r};
       if (a->shape != want_a || bb->shape != want_b) {
         return absl::InvalidArgumentError(absl::StrCat(
-            path, ": module \"", m.module, "\": factor shapes do not match r=",
-            r, " and the model (A [", r, ", ", m.in_features, "], B [",
-            m.out_features, ", ", r, "])"));
+            path, ": module \"", m.module,
+            "\": factor shapes do not match r=", r, " and the model (A [", r,
+            ", ", m.in_features, "], B [", m.out_features, ", ", r, "])"));
       }
       for (const TensorInfo* t : {a, bb}) {
         if (t->dtype != DType::kF32 && t->dtype != DType::kF16 &&
@@ -244,30 +246,31 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Create(
   std::unique_ptr<LoraAdapter> adapter(
       new LoraAdapter(std::move(name), config));
   adapter->config_.fan_in_fan_out = model.arch == Arch::kGpt2;
-  return TorchCall("LoraAdapter::Create", [&]() -> absl::StatusOr<
-                                                    std::unique_ptr<LoraAdapter>> {
-    at::Generator gen = at::detail::createCPUGenerator(seed);
-    for (int64_t b = blocks.first; b < blocks.last; ++b) {
-      for (const LinearModule& m : BlockLinearModules(model, b)) {
-        if (!LoraTargets(config, m.module, b)) continue;
-        // nn.Linear's default (Kaiming uniform, a = sqrt(5)):
-        // bound = 1 / sqrt(fan_in).
-        const double bound_a = 1.0 / std::sqrt(double(m.in_features));
-        LoraFactors f;
-        f.a = at::empty({config.r, m.in_features}).uniform_(-bound_a, bound_a,
-                                                            gen);
-        if (zero_b) {
-          f.b = at::zeros({m.out_features, config.r});
-        } else {
-          const double bound_b = 1.0 / std::sqrt(double(config.r));
-          f.b = at::empty({m.out_features, config.r})
-                    .uniform_(-bound_b, bound_b, gen);
+  return TorchCall(
+      "LoraAdapter::Create",
+      [&]() -> absl::StatusOr<std::unique_ptr<LoraAdapter>> {
+        at::Generator gen = at::detail::createCPUGenerator(seed);
+        for (int64_t b = blocks.first; b < blocks.last; ++b) {
+          for (const LinearModule& m : BlockLinearModules(model, b)) {
+            if (!LoraTargets(config, m.module, b)) continue;
+            // nn.Linear's default (Kaiming uniform, a = sqrt(5)):
+            // bound = 1 / sqrt(fan_in).
+            const double bound_a = 1.0 / std::sqrt(double(m.in_features));
+            LoraFactors f;
+            f.a = at::empty({config.r, m.in_features})
+                      .uniform_(-bound_a, bound_a, gen);
+            if (zero_b) {
+              f.b = at::zeros({m.out_features, config.r});
+            } else {
+              const double bound_b = 1.0 / std::sqrt(double(config.r));
+              f.b = at::empty({m.out_features, config.r})
+                        .uniform_(-bound_b, bound_b, gen);
+            }
+            adapter->modules_[m.module] = std::move(f);
+          }
         }
-        adapter->modules_[m.module] = std::move(f);
-      }
-    }
-    return std::move(adapter);
-  });
+        return std::move(adapter);
+      });
 }
 
 absl::Status LoraAdapter::SavePeft(const std::string& dir) const {

@@ -2,8 +2,10 @@
 //   adapter_config.json        {"peft_type": "LORA", "r", "lora_alpha",
 //                               "target_modules", "lora_dropout",
 //                               "fan_in_fan_out", "layers_to_transform", ...}
-//   adapter_model.safetensors  "base_model.model.<module>.lora_A.weight" [r, in]
-//                              "base_model.model.<module>.lora_B.weight" [out, r]
+//   adapter_model.safetensors  "base_model.model.<module>.lora_A.weight" [r,
+//   in]
+//                              "base_model.model.<module>.lora_B.weight" [out,
+//                              r]
 // A linear module y = W x gets y += scaling * B (A x), scaling = alpha / r
 // (alpha / sqrt(r) with use_rslora). PEFT stores A and B as nn.Linear
 // weights for GPT-2's Conv1D too; fan_in_fan_out only changes how a merge

@@ -114,9 +114,9 @@ TEST_P(LoraTest, SaveLoadRoundTripIsExact) {
     EXPECT_TRUE(at::equal(f.a, g->a)) << module;
     EXPECT_TRUE(at::equal(f.b, g->b)) << module;
   }
-  EXPECT_TRUE(at::equal(Logits({}, adapter),
-                        Logits({}, std::shared_ptr<LoraAdapter>(
-                                       std::move(*loaded)))));
+  EXPECT_TRUE(
+      at::equal(Logits({}, adapter),
+                Logits({}, std::shared_ptr<LoraAdapter>(std::move(*loaded)))));
 }
 
 // The on-disk names are Hugging Face PEFT's, so PEFT loads our adapters.
@@ -160,8 +160,8 @@ TEST_P(LoraTest, WritesPeftNames) {
 TEST_P(LoraTest, AdapterAppliesOnlyToItsBlocks) {
   auto adapter = Make({1, 2}, false);
   for (const auto& [module, f] : adapter->modules()) {
-    EXPECT_THAT(module, ::testing::AnyOf(HasSubstr("layers.1."),
-                                         HasSubstr("h.1.")));
+    EXPECT_THAT(module,
+                ::testing::AnyOf(HasSubstr("layers.1."), HasSubstr("h.1.")));
   }
   auto p = LocalPipeline::Load(*store_, {1});
   ASSERT_TRUE(p.ok());
@@ -179,11 +179,9 @@ TEST_P(LoraTest, AdapterAppliesOnlyToItsBlocks) {
     return *out;
   };
   EXPECT_TRUE(at::equal(run_first(""), run_first("a")));
-  EXPECT_GT((Logits({1}, adapter) - Logits({1}, nullptr))
-                .abs()
-                .max()
-                .item<double>(),
-            1e-4);
+  EXPECT_GT(
+      (Logits({1}, adapter) - Logits({1}, nullptr)).abs().max().item<double>(),
+      1e-4);
   auto slice = adapter->Slice(store_->config(), {0, 1});
   EXPECT_TRUE(slice->modules().empty());
 }
@@ -191,8 +189,8 @@ TEST_P(LoraTest, AdapterAppliesOnlyToItsBlocks) {
 TEST_P(LoraTest, SeveralAdaptersOverOneBase) {
   const int64_t n = store_->config().num_layers;
   auto a = Make({0, n}, false, "a");
-  auto b = LoraAdapter::Create(store_->config(), Config(), {0, n}, 99, "b",
-                               false);
+  auto b =
+      LoraAdapter::Create(store_->config(), Config(), {0, n}, 99, "b", false);
   ASSERT_TRUE(b.ok());
   auto p = LocalPipeline::Load(*store_, {2});
   ASSERT_TRUE(p.ok());
@@ -225,7 +223,8 @@ TEST_P(LoraTest, MalformedAdaptersAreRejected) {
   auto s = LoraAdapter::LoadPeft(dir, store_->config(), "x").status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("factor shapes do not match"));
-  std::ofstream(dir + "/adapter_config.json") << R"({"peft_type":"LORA","r":0})";
+  std::ofstream(dir + "/adapter_config.json")
+      << R"({"peft_type":"LORA","r":0})";
   s = LoraAdapter::LoadPeft(dir, store_->config(), "x").status();
   EXPECT_THAT(s.message(), HasSubstr("field \"r\""));
   EXPECT_THAT(s.message(), HasSubstr("adapter_config.json"));

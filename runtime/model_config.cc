@@ -32,16 +32,19 @@ class FieldReader {
       return Error(field, "missing");
     }
     if (!it->is_number_integer()) {
-      return Error(field, absl::StrCat("expected an integer, got ", DescribeJson(*it)));
+      return Error(
+          field, absl::StrCat("expected an integer, got ", DescribeJson(*it)));
     }
     return it->get<int64_t>();
   }
 
-  absl::StatusOr<double> Double(absl::string_view field, double fallback) const {
+  absl::StatusOr<double> Double(absl::string_view field,
+                                double fallback) const {
     auto it = root_.find(field);
     if (it == root_.end() || it->is_null()) return fallback;
     if (!it->is_number()) {
-      return Error(field, absl::StrCat("expected a number, got ", DescribeJson(*it)));
+      return Error(field,
+                   absl::StrCat("expected a number, got ", DescribeJson(*it)));
     }
     return it->get<double>();
   }
@@ -50,7 +53,8 @@ class FieldReader {
     auto it = root_.find(field);
     if (it == root_.end() || it->is_null()) return fallback;
     if (!it->is_boolean()) {
-      return Error(field, absl::StrCat("expected a boolean, got ", DescribeJson(*it)));
+      return Error(field,
+                   absl::StrCat("expected a boolean, got ", DescribeJson(*it)));
     }
     return it->get<bool>();
   }
@@ -60,7 +64,8 @@ class FieldReader {
     auto it = root_.find(field);
     if (it == root_.end() || it->is_null()) return fallback;
     if (!it->is_string()) {
-      return Error(field, absl::StrCat("expected a string, got ", DescribeJson(*it)));
+      return Error(field,
+                   absl::StrCat("expected a string, got ", DescribeJson(*it)));
     }
     return it->get<std::string>();
   }
@@ -89,16 +94,19 @@ absl::Status ParseGpt2(const FieldReader& r, ModelConfig& c) {
   c.num_kv_heads = c.num_heads;
   ES_ASSIGN_OR_RETURN(c.vocab_size, r.Int("vocab_size"));
   ES_ASSIGN_OR_RETURN(c.max_positions, r.Int("n_positions"));
-  ES_ASSIGN_OR_RETURN(c.intermediate_size,
-                      r.Int("n_inner", 4 * std::max<int64_t>(c.hidden_size, 0)));
+  ES_ASSIGN_OR_RETURN(
+      c.intermediate_size,
+      r.Int("n_inner", 4 * std::max<int64_t>(c.hidden_size, 0)));
   ES_ASSIGN_OR_RETURN(c.norm_eps, r.Double("layer_norm_epsilon", 1e-5));
-  ES_ASSIGN_OR_RETURN(c.hidden_act, r.String("activation_function", "gelu_new"));
+  ES_ASSIGN_OR_RETURN(c.hidden_act,
+                      r.String("activation_function", "gelu_new"));
   if (c.hidden_act != "gelu_new") {
     return r.Error("activation_function",
                    absl::StrCat("unsupported value \"", c.hidden_act,
                                 "\" (supported: gelu_new)"));
   }
-  ES_ASSIGN_OR_RETURN(c.tie_word_embeddings, r.Bool("tie_word_embeddings", true));
+  ES_ASSIGN_OR_RETURN(c.tie_word_embeddings,
+                      r.Bool("tie_word_embeddings", true));
   c.attention_bias = true;
   c.attention_output_bias = true;
   ES_ASSIGN_OR_RETURN(bool scale, r.Bool("scale_attn_weights", true));
@@ -124,9 +132,9 @@ absl::Status ParseLlama(const FieldReader& r, ModelConfig& c) {
   ES_ASSIGN_OR_RETURN(c.rope_theta, r.Double("rope_theta", 10000.0));
   ES_ASSIGN_OR_RETURN(c.hidden_act, r.String("hidden_act", "silu"));
   if (c.hidden_act != "silu") {
-    return r.Error("hidden_act", absl::StrCat("unsupported value \"",
-                                              c.hidden_act,
-                                              "\" (supported: silu)"));
+    return r.Error("hidden_act",
+                   absl::StrCat("unsupported value \"", c.hidden_act,
+                                "\" (supported: silu)"));
   }
   ES_ASSIGN_OR_RETURN(c.tie_word_embeddings,
                       r.Bool("tie_word_embeddings", false));
@@ -163,9 +171,9 @@ absl::StatusOr<Arch> ParseArch(absl::string_view name) {
   if (name == "llama" || name == "mistral" || name == "qwen2") {
     return Arch::kLlama;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unsupported model_type \"", name,
-      "\" (supported: gpt2, llama, mistral, qwen2)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported model_type \"", name,
+                   "\" (supported: gpt2, llama, mistral, qwen2)"));
 }
 
 absl::Status ModelConfig::Validate() const {
@@ -190,14 +198,14 @@ absl::Status ModelConfig::Validate() const {
   ES_RETURN_IF_ERROR(positive(gpt2 ? "n_positions" : "max_position_embeddings",
                               max_positions));
   if (num_heads % num_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "field \"num_key_value_heads\": ", num_kv_heads,
-        " does not divide num_attention_heads ", num_heads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("field \"num_key_value_heads\": ", num_kv_heads,
+                     " does not divide num_attention_heads ", num_heads));
   }
   if (gpt2 && head_dim * num_heads != hidden_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "field \"n_head\": ", num_heads, " does not divide n_embd ",
-        hidden_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("field \"n_head\": ", num_heads,
+                     " does not divide n_embd ", hidden_size));
   }
   if (!gpt2 && head_dim % 2 != 0) {
     return absl::InvalidArgumentError(
@@ -207,9 +215,9 @@ absl::Status ModelConfig::Validate() const {
     return absl::InvalidArgumentError("norm epsilon must be positive");
   }
   if (bos_token_id >= vocab_size || eos_token_id >= vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bos/eos token ids (", bos_token_id, ", ", eos_token_id,
-        ") outside vocab_size ", vocab_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bos/eos token ids (", bos_token_id, ", ", eos_token_id,
+                     ") outside vocab_size ", vocab_size));
   }
   return absl::OkStatus();
 }
@@ -280,8 +288,8 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path) {
 
 std::string ModelConfigToJson(const ModelConfig& c) {
   json j;
-  j["model_type"] = c.model_type.empty() ? std::string(ArchName(c.arch))
-                                         : c.model_type;
+  j["model_type"] =
+      c.model_type.empty() ? std::string(ArchName(c.arch)) : c.model_type;
   if (c.arch == Arch::kGpt2) {
     j["architectures"] = {"GPT2LMHeadModel"};
     j["n_embd"] = c.hidden_size;
@@ -318,10 +326,9 @@ absl::Status ValidateStageSpec(const ModelConfig& config,
                                const StageSpec& spec) {
   const BlockRange& b = spec.blocks;
   if (b.first < 0 || b.last < b.first || b.last > config.num_layers) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("block range [", b.first, ", ", b.last,
-                     ") is outside the model's ", config.num_layers,
-                     " blocks"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "block range [", b.first, ", ", b.last, ") is outside the model's ",
+        config.num_layers, " blocks"));
   }
   if (b.size() == 0 && !spec.embedding && !spec.head) {
     return absl::InvalidArgumentError("stage holds nothing");

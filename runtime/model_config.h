@@ -6,10 +6,10 @@
 
 #include <cstdint>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace edgesplit {
 
@@ -35,8 +35,8 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v biases (Qwen2; always for GPT-2).
   // o_proj bias: Llama's attention_bias covers it, Qwen2's doesn't.
   bool attention_output_bias = false;
-  std::string hidden_act;       // "gelu_new" (GPT-2) or "silu" (Llama).
-  int64_t bos_token_id = -1;    // -1: none.
+  std::string hidden_act;     // "gelu_new" (GPT-2) or "silu" (Llama).
+  int64_t bos_token_id = -1;  // -1: none.
   int64_t eos_token_id = -1;
   std::string torch_dtype;  // Informational: checkpoints carry their dtype.
 

@@ -27,8 +27,8 @@ TEST(ModelConfigTest, ParsesGpt2) {
 }
 
 TEST(ModelConfigTest, ParsesTheRealLlamaModel) {
-  auto c = LoadModelConfig(testing::SharedDir() +
-                           "/models/stories260K/config.json");
+  auto c =
+      LoadModelConfig(testing::SharedDir() + "/models/stories260K/config.json");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->arch, Arch::kLlama);
   EXPECT_EQ(c->hidden_size, 64);
@@ -54,10 +54,11 @@ TEST(ModelConfigTest, FamilyFlags) {
   EXPECT_EQ(qwen->arch, Arch::kLlama);
   EXPECT_TRUE(qwen->attention_bias);
   EXPECT_EQ(qwen->rope_theta, 1e6);
-  auto mistral = ParseModelConfig(R"({"model_type": "mistral", "hidden_size": 64,
+  auto mistral =
+      ParseModelConfig(R"({"model_type": "mistral", "hidden_size": 64,
     "num_hidden_layers": 2, "num_attention_heads": 4,
     "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 64})",
-                                  "m.json");
+                       "m.json");
   ASSERT_TRUE(mistral.ok());
   EXPECT_FALSE(mistral->attention_bias);
   EXPECT_EQ(mistral->num_kv_heads, 4);
@@ -66,19 +67,22 @@ TEST(ModelConfigTest, FamilyFlags) {
   auto llama_bias = ParseModelConfig(R"({"model_type": "llama",
     "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
     "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 64,
-    "attention_bias": true})", "l.json");
+    "attention_bias": true})",
+                                     "l.json");
   ASSERT_TRUE(llama_bias.ok());
   EXPECT_TRUE(llama_bias->attention_output_bias);  // Llama: o_proj too.
   auto windowed = ParseModelConfig(R"({"model_type": "mistral",
     "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
     "intermediate_size": 128, "vocab_size": 100,
-    "max_position_embeddings": 4096, "sliding_window": 1024})", "w.json");
+    "max_position_embeddings": 4096, "sliding_window": 1024})",
+                                   "w.json");
   ASSERT_TRUE(windowed.ok());
   EXPECT_EQ(windowed->max_positions, 1024);
   auto mlp_bias = ParseModelConfig(R"({"model_type": "llama",
     "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
     "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 64,
-    "mlp_bias": true})", "b.json");
+    "mlp_bias": true})",
+                                   "b.json");
   EXPECT_THAT(mlp_bias.status().message(), HasSubstr("field \"mlp_bias\""));
 }
 

@@ -116,9 +116,9 @@ absl::StatusOr<ModelConfig> PresetConfig(Arch arch, absl::string_view preset) {
     }
   }
   if (c.hidden_size == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown preset \"", preset, "\" for ", ArchName(arch), " (known: ",
-        absl::StrJoin(PresetNames(arch), ", "), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown preset \"", preset, "\" for ", ArchName(arch),
+                     " (known: ", absl::StrJoin(PresetNames(arch), ", "), ")"));
   }
   ES_RETURN_IF_ERROR(c.Validate());
   return c;
@@ -146,8 +146,8 @@ absl::Status InitModel(const ModelInitOptions& options) {
   json gen = {{"bos_token_id", config.bos_token_id},
               {"eos_token_id", config.eos_token_id},
               {"do_sample", false}};
-  ES_RETURN_IF_ERROR(WriteText(dir + "/generation_config.json",
-                               gen.dump(2) + "\n"));
+  ES_RETURN_IF_ERROR(
+      WriteText(dir + "/generation_config.json", gen.dump(2) + "\n"));
 
   StageSpec all;
   all.blocks = {0, config.num_layers};
@@ -169,8 +169,12 @@ absl::Status InitModel(const ModelInitOptions& options) {
     for (const WeightSpec& w : unique) {
       at::Tensor t;
       switch (w.init) {
-        case WeightInit::kOnes: t = at::ones(w.shape); break;
-        case WeightInit::kZeros: t = at::zeros(w.shape); break;
+        case WeightInit::kOnes:
+          t = at::ones(w.shape);
+          break;
+        case WeightInit::kZeros:
+          t = at::zeros(w.shape);
+          break;
         case WeightInit::kNormal:
           // GPT-2 / Llama initializer_range.
           t = at::empty(w.shape).normal_(0.0, 0.02, gen);
@@ -220,8 +224,8 @@ absl::Status InitModel(const ModelInitOptions& options) {
   if (options.max_shard_bytes > 0) {
     json index = {{"metadata", {{"total_size", total}}},
                   {"weight_map", weight_map}};
-    ES_RETURN_IF_ERROR(WriteText(dir + "/model.safetensors.index.json",
-                                 index.dump(2) + "\n"));
+    ES_RETURN_IF_ERROR(
+        WriteText(dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
   }
 
   if (config.arch == Arch::kGpt2) return WriteByteLevelGpt2Tokenizer(dir);

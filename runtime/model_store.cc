@@ -29,8 +29,7 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Open(
     const std::string& dir) {
   if (!fs::is_directory(dir)) {
-    return absl::NotFoundError(
-        absl::StrCat(dir, ": not a model directory"));
+    return absl::NotFoundError(absl::StrCat(dir, ": not a model directory"));
   }
   std::unique_ptr<ModelStore> store(new ModelStore());
   store->dir_ = dir;
@@ -46,17 +45,17 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Open(
     }
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
       if (!it->is_string()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            index_path, ": weight_map entry \"", it.key(),
-            "\" is not a file name"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(index_path, ": weight_map entry \"", it.key(),
+                         "\" is not a file name"));
       }
       const std::string file = it->get<std::string>();
       // Shards must live in the model directory.
-      if (file.empty() || file.find('/') != std::string::npos ||
-          file == "." || file == "..") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            index_path, ": weight_map entry \"", it.key(),
-            "\" names an invalid shard \"", file, "\""));
+      if (file.empty() || file.find('/') != std::string::npos || file == "." ||
+          file == "..") {
+        return absl::InvalidArgumentError(
+            absl::StrCat(index_path, ": weight_map entry \"", it.key(),
+                         "\" names an invalid shard \"", file, "\""));
       }
       store->weight_map_[it.key()] = file;
     }
@@ -68,8 +67,8 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Open(
       store->weight_map_[t.name] = kSingleFile;
     }
   } else {
-    return absl::NotFoundError(absl::StrCat(
-        dir, ": no ", kSingleFile, " or ", kIndexFile, " in the directory"));
+    return absl::NotFoundError(absl::StrCat(dir, ": no ", kSingleFile, " or ",
+                                            kIndexFile, " in the directory"));
   }
   if (store->config_.arch == Arch::kGpt2 &&
       store->weight_map_.count("transformer.wte.weight") > 0) {
@@ -107,8 +106,9 @@ std::vector<std::string> ModelStore::OpenedShards() const {
   return out;
 }
 
-absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(
-    const StageSpec& spec, at::ScalarType dtype, bool copy) const {
+absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(const StageSpec& spec,
+                                                       at::ScalarType dtype,
+                                                       bool copy) const {
   ES_RETURN_IF_ERROR(ValidateStageSpec(config_, spec));
   WeightMap out;
   for (const WeightSpec& w : StageWeights(config_, spec, gpt2_prefix_)) {
@@ -117,14 +117,14 @@ absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(
     ES_ASSIGN_OR_RETURN(auto file, Shard(shard));
     const TensorInfo* info = file->Find(w.name);
     if (info == nullptr) {
-      return absl::NotFoundError(absl::StrCat(
-          file->path(), ": missing tensor \"", w.name, "\""));
+      return absl::NotFoundError(
+          absl::StrCat(file->path(), ": missing tensor \"", w.name, "\""));
     }
     if (info->shape != w.shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file->path(), ": tensor \"", w.name, "\" has shape ",
-          ShapeString(info->shape), " but config.json implies ",
-          ShapeString(w.shape)));
+      return absl::InvalidArgumentError(
+          absl::StrCat(file->path(), ": tensor \"", w.name, "\" has shape ",
+                       ShapeString(info->shape), " but config.json implies ",
+                       ShapeString(w.shape)));
     }
     if (info->dtype != DType::kF32 && info->dtype != DType::kF16 &&
         info->dtype != DType::kBF16) {
@@ -153,8 +153,8 @@ absl::StatusOr<int64_t> ModelStore::StoredBytes(
     ES_ASSIGN_OR_RETURN(auto file, Shard(shard));
     const TensorInfo* info = file->Find(w.name);
     if (info == nullptr) {
-      return absl::NotFoundError(absl::StrCat(
-          file->path(), ": missing tensor \"", w.name, "\""));
+      return absl::NotFoundError(
+          absl::StrCat(file->path(), ": missing tensor \"", w.name, "\""));
     }
     total += static_cast<int64_t>(info->nbytes());
   }

@@ -132,10 +132,9 @@ TEST(ModelStoreTest, Float16CheckpointLoadsConverted) {
 }
 
 TEST(ModelStoreTest, MissingTensorIsNamed) {
-  const std::string dir = CopyModel(TinyModel(Arch::kLlama), "missing",
-                                    [](auto& t) {
-                                      t.erase("model.layers.2.mlp.up_proj.weight");
-                                    });
+  const std::string dir =
+      CopyModel(TinyModel(Arch::kLlama), "missing",
+                [](auto& t) { t.erase("model.layers.2.mlp.up_proj.weight"); });
   auto store = ModelStore::Open(dir);
   ASSERT_TRUE(store.ok());
   auto s = StageModel::Load(**store, {{2, 4}, false, true}).status();
@@ -174,7 +173,8 @@ TEST(ModelStoreTest, CorruptFilesGiveErrorsNamingThem) {
   fs::resize_file(st, 3);
   EXPECT_THAT(ModelStore::Open(dir).status().message(), HasSubstr("too short"));
 
-  std::ofstream(dir + "/config.json") << "{\"model_type\": \"gpt2\", \"n_embd\": ";
+  std::ofstream(dir + "/config.json")
+      << "{\"model_type\": \"gpt2\", \"n_embd\": ";
   s = ModelStore::Open(dir).status();
   EXPECT_THAT(s.message(), HasSubstr(dir + "/config.json"));
   EXPECT_THAT(s.message(), HasSubstr("not valid JSON"));
@@ -186,8 +186,8 @@ TEST(ModelStoreTest, CorruptFilesGiveErrorsNamingThem) {
 }
 
 TEST(ModelStoreTest, MissingTokenizerIsNamed) {
-  const std::string dir = CopyModel(TinyModel(Arch::kGpt2), "no_tok",
-                                    [](auto&) {});
+  const std::string dir =
+      CopyModel(TinyModel(Arch::kGpt2), "no_tok", [](auto&) {});
   fs::remove(dir + "/vocab.json");
   auto store = ModelStore::Open(dir);
   ASSERT_TRUE(store.ok());

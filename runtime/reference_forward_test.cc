@@ -51,8 +51,8 @@ at::Tensor Rope(at::Tensor x, double theta) {
 at::Tensor ReferenceLogits(const ModelStore& store,
                            const std::vector<int64_t>& ids) {
   const ModelConfig& c = store.config();
-  auto loaded = store.LoadStageWeights({{0, c.num_layers}, true, true},
-                                       at::kFloat);
+  auto loaded =
+      store.LoadStageWeights({{0, c.num_layers}, true, true}, at::kFloat);
   EXPECT_TRUE(loaded.ok()) << loaded.status();
   WeightMap& w = *loaded;
   const std::string p = store.gpt2_prefix();
@@ -73,17 +73,17 @@ at::Tensor ReferenceLogits(const ModelStore& store,
       auto heads = [&](at::Tensor t) {
         return t.reshape({T, nh, d}).permute({1, 0, 2});
       };
-      at::Tensor o = CausalAttention(heads(parts[0]), heads(parts[1]),
-                                     heads(parts[2]))
-                         .permute({1, 0, 2})
-                         .reshape({T, H});
+      at::Tensor o =
+          CausalAttention(heads(parts[0]), heads(parts[1]), heads(parts[2]))
+              .permute({1, 0, 2})
+              .reshape({T, H});
       x = x + at::matmul(o, w[b + "attn.c_proj.weight"]) +
           w[b + "attn.c_proj.bias"];
       h = at::layer_norm(x, {H}, w[b + "ln_2.weight"], w[b + "ln_2.bias"],
                          c.norm_eps);
       // gelu_new, written out.
-      at::Tensor f = at::matmul(h, w[b + "mlp.c_fc.weight"]) +
-                     w[b + "mlp.c_fc.bias"];
+      at::Tensor f =
+          at::matmul(h, w[b + "mlp.c_fc.weight"]) + w[b + "mlp.c_fc.bias"];
       f = 0.5 * f *
           (1.0 + at::tanh(std::sqrt(2.0 / M_PI) * (f + 0.044715 * f.pow(3))));
       x = x + at::matmul(f, w[b + "mlp.c_proj.weight"]) +
@@ -100,8 +100,8 @@ at::Tensor ReferenceLogits(const ModelStore& store,
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const std::string b = "model.layers." + std::to_string(l) + ".";
     at::Tensor h = rms(x, w[b + "input_layernorm.weight"]);
-    at::Tensor q = at::matmul(h, w[b + "self_attn.q_proj.weight"].t())
-                       .reshape({T, nh, d});
+    at::Tensor q =
+        at::matmul(h, w[b + "self_attn.q_proj.weight"].t()).reshape({T, nh, d});
     at::Tensor k = at::matmul(h, w[b + "self_attn.k_proj.weight"].t())
                        .reshape({T, nkv, d});
     at::Tensor v = at::matmul(h, w[b + "self_attn.v_proj.weight"].t())
@@ -112,8 +112,8 @@ at::Tensor ReferenceLogits(const ModelStore& store,
     // repeat_kv: KV head j serves query heads j*g .. j*g+g-1.
     k = k.repeat_interleave(nh / nkv, 0);
     v = v.repeat_interleave(nh / nkv, 0);
-    at::Tensor o = CausalAttention(q, k, v).permute({1, 0, 2}).reshape(
-        {T, nh * d});
+    at::Tensor o =
+        CausalAttention(q, k, v).permute({1, 0, 2}).reshape({T, nh * d});
     x = x + at::matmul(o, w[b + "self_attn.o_proj.weight"].t());
     h = rms(x, w[b + "post_attention_layernorm.weight"]);
     at::Tensor g = at::matmul(h, w[b + "mlp.gate_proj.weight"].t());
@@ -145,7 +145,9 @@ void ExpectMatchesReference(const std::string& dir) {
       << dir;
 }
 
-TEST(ReferenceForwardTest, Gpt2) { ExpectMatchesReference(TinyModel(Arch::kGpt2)); }
+TEST(ReferenceForwardTest, Gpt2) {
+  ExpectMatchesReference(TinyModel(Arch::kGpt2));
+}
 TEST(ReferenceForwardTest, Llama) {
   ExpectMatchesReference(TinyModel(Arch::kLlama));
 }

@@ -38,8 +38,9 @@ absl::StatusOr<uint64_t> ReadUint(const json& v, absl::string_view source,
                                   absl::string_view field) {
   if (!v.is_number_unsigned()) {
     return HeaderError(source, tensor,
-                       absl::StrCat(field, " must be a non-negative integer, "
-                                           "got ",
+                       absl::StrCat(field,
+                                    " must be a non-negative integer, "
+                                    "got ",
                                     DescribeJson(v)));
   }
   return v.get<uint64_t>();
@@ -48,7 +49,8 @@ absl::StatusOr<uint64_t> ReadUint(const json& v, absl::string_view source,
 absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const json& v,
                                       uint64_t data_size,
                                       absl::string_view source) {
-  if (!v.is_object()) return HeaderError(source, name, "entry is not an object");
+  if (!v.is_object())
+    return HeaderError(source, name, "entry is not an object");
   TensorInfo info;
   info.name = name;
   auto dtype_it = v.find("dtype");
@@ -67,8 +69,8 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const json& v,
   for (const json& d : *shape_it) {
     ES_ASSIGN_OR_RETURN(uint64_t dim, ReadUint(d, source, name, "shape entry"));
     if (dim > static_cast<uint64_t>(kMaxDim)) {
-      return HeaderError(source, name, absl::StrCat("dimension ", dim,
-                                                    " is too large"));
+      return HeaderError(source, name,
+                         absl::StrCat("dimension ", dim, " is too large"));
     }
     if (__builtin_mul_overflow(numel, dim, &numel)) {
       return HeaderError(source, name, "shape overflows");
@@ -91,10 +93,10 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const json& v,
                                     info.end, "] are reversed"));
   }
   if (info.end > data_size) {
-    return HeaderError(source, name,
-                       absl::StrCat("data_offsets [", info.begin, ", ",
-                                    info.end, "] past end of data (",
-                                    data_size, " bytes)"));
+    return HeaderError(
+        source, name,
+        absl::StrCat("data_offsets [", info.begin, ", ", info.end,
+                     "] past end of data (", data_size, " bytes)"));
   }
   uint64_t expected = 0;
   if (__builtin_mul_overflow(numel, DTypeSize(info.dtype), &expected) ||
@@ -102,8 +104,8 @@ absl::StatusOr<TensorInfo> ParseEntry(const std::string& name, const json& v,
     return HeaderError(
         source, name,
         absl::StrCat("byte count ", info.end - info.begin,
-                     " does not match shape and dtype ",
-                     DTypeName(info.dtype), " (expected ", expected, ")"));
+                     " does not match shape and dtype ", DTypeName(info.dtype),
+                     " (expected ", expected, ")"));
   }
   return info;
 }
@@ -121,8 +123,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
   // A valid header nests 3 levels (root, entry, shape); a little slack.
   auto parsed = ParseUntrustedJson(text, source, /*max_depth=*/4);
   if (!parsed.ok()) {
-    return HeaderError("", "", absl::StrCat(parsed.status().message(),
-                                            " (in the header)"));
+    return HeaderError(
+        "", "", absl::StrCat(parsed.status().message(), " (in the header)"));
   }
   const json& root = *parsed;
   SafetensorsHeader header;
@@ -156,10 +158,9 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
             });
   for (size_t i = 1; i < by_offset.size(); ++i) {
     if (by_offset[i]->begin < by_offset[i - 1]->end) {
-      return HeaderError(
-          source, by_offset[i]->name,
-          absl::StrCat("data_offsets overlap tensor \"", by_offset[i - 1]->name,
-                       "\""));
+      return HeaderError(source, by_offset[i]->name,
+                         absl::StrCat("data_offsets overlap tensor \"",
+                                      by_offset[i - 1]->name, "\""));
     }
   }
   // nlohmann::json objects iterate in key order: already sorted by name.
@@ -212,10 +213,10 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(
         kMaxSafetensorsHeaderBytes, " bytes"));
   }
   absl::string_view text(reinterpret_cast<const char*>(file->map_ + 8),
-                        header_len);
+                         header_len);
   file->data_ = file->map_ + 8 + header_len;
-  ES_ASSIGN_OR_RETURN(file->header_,
-                      ParseSafetensorsHeader(text, size - 8 - header_len, path));
+  ES_ASSIGN_OR_RETURN(
+      file->header_, ParseSafetensorsHeader(text, size - 8 - header_len, path));
   return std::shared_ptr<const SafetensorsFile>(std::move(file));
 }
 

@@ -25,7 +25,8 @@ std::string WriteRaw(const std::string& name, const std::string& header,
   const std::string path = TempPath(name);
   std::ofstream out(path, std::ios::binary);
   uint64_t len = claimed_len >= 0 ? claimed_len : header.size();
-  for (int i = 0; i < 8; ++i) out.put(static_cast<char>((len >> (8 * i)) & 0xff));
+  for (int i = 0; i < 8; ++i)
+    out.put(static_cast<char>((len >> (8 * i)) & 0xff));
   out << header << std::string(data_bytes, '\0');
   return path;
 }
@@ -78,7 +79,8 @@ TEST(SafetensorsTest, HeaderLengthPastEnd) {
   auto path = WriteRaw("hlen", "{}", 0, /*claimed_len=*/1000);
   EXPECT_THAT(OpenStatus(path).message(),
               HasSubstr("header length 1000 past end of file"));
-  path = WriteRaw("hlen_huge", "{}", 0, /*claimed_len=*/-2 & 0x7fffffffffffffff);
+  path =
+      WriteRaw("hlen_huge", "{}", 0, /*claimed_len=*/-2 & 0x7fffffffffffffff);
   EXPECT_THAT(OpenStatus(path).message(), HasSubstr("past end of file"));
 }
 
@@ -91,10 +93,11 @@ TEST(SafetensorsTest, OffsetsPastEnd) {
 }
 
 TEST(SafetensorsTest, OverlappingOffsets) {
-  auto path = WriteRaw("overlap",
-                       R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
-                       R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-                       12);
+  auto path =
+      WriteRaw("overlap",
+               R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+               R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+               12);
   auto s = OpenStatus(path);
   EXPECT_THAT(s.message(), HasSubstr("tensor \"b\": data_offsets overlap "
                                      "tensor \"a\""));
@@ -113,14 +116,15 @@ TEST(SafetensorsTest, ByteCountMismatch) {
   EXPECT_THAT(OpenStatus(path).message(),
               HasSubstr("byte count 8 does not match shape and dtype F32 "
                         "(expected 12)"));
-  path = WriteRaw("overflow",
-                  R"({"w":{"dtype":"F32","shape":[1099511627776,1099511627776],)"
-                  R"("data_offsets":[0,8]}})",
-                  8);
+  path =
+      WriteRaw("overflow",
+               R"({"w":{"dtype":"F32","shape":[1099511627776,1099511627776],)"
+               R"("data_offsets":[0,8]}})",
+               8);
   EXPECT_THAT(OpenStatus(path).message(), HasSubstr("overflows"));
-  path = WriteRaw("negative",
-                  R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]}})",
-                  8);
+  path =
+      WriteRaw("negative",
+               R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]}})", 8);
   EXPECT_THAT(OpenStatus(path).message(), HasSubstr("non-negative integer"));
 }
 
@@ -131,17 +135,18 @@ TEST(SafetensorsTest, MalformedHeaders) {
               HasSubstr("not a JSON object"));
   EXPECT_THAT(OpenStatus(WriteRaw("entry", R"({"w": 3})", 0)).message(),
               HasSubstr("entry is not an object"));
-  EXPECT_THAT(OpenStatus(WriteRaw("noshape",
-                                  R"({"w":{"dtype":"F32","data_offsets":[0,0]}})",
-                                  0))
-                  .message(),
-              HasSubstr("\"shape\""));
+  EXPECT_THAT(
+      OpenStatus(WriteRaw("noshape",
+                          R"({"w":{"dtype":"F32","data_offsets":[0,0]}})", 0))
+          .message(),
+      HasSubstr("\"shape\""));
   EXPECT_THAT(
       OpenStatus(WriteRaw("meta", R"({"__metadata__":{"a":1}})", 0)).message(),
       HasSubstr("__metadata__"));
   // Nesting bombs are rejected before nlohmann's recursive code sees them.
-  EXPECT_THAT(OpenStatus(WriteRaw("deep", R"({"w":{"dtype":"F32","shape":)" +
-                                              std::string(100000, '[') + "}}",
+  EXPECT_THAT(OpenStatus(WriteRaw("deep",
+                                  R"({"w":{"dtype":"F32","shape":)" +
+                                      std::string(100000, '[') + "}}",
                                   0))
                   .message(),
               HasSubstr("nested deeper"));
@@ -157,9 +162,9 @@ TEST(SafetensorsTest, RandomCorruptionNeverCrashes) {
   ASSERT_TRUE(w.Add("x", DType::kF32, {4, 4},
                     {reinterpret_cast<uint8_t*>(a.data()), 64})
                   .ok());
-  ASSERT_TRUE(w.Add("y", DType::kBF16, {8},
-                    {reinterpret_cast<uint8_t*>(a.data()), 16})
-                  .ok());
+  ASSERT_TRUE(
+      w.Add("y", DType::kBF16, {8}, {reinterpret_cast<uint8_t*>(a.data()), 16})
+          .ok());
   const std::string good = TempPath("fuzz_src");
   ASSERT_TRUE(w.Write(good).ok());
   std::ifstream in(good, std::ios::binary);
@@ -173,8 +178,8 @@ TEST(SafetensorsTest, RandomCorruptionNeverCrashes) {
     const int edits = 1 + rng() % 4;
     for (int e = 0; e < edits; ++e) {
       const size_t pos = rng() % std::min<size_t>(m.size(), 8 + 160);
-      m[pos] = static_cast<char>(rng() % 4 == 0 ? "0123456789[]{},:\""[rng() % 17]
-                                                : rng());
+      m[pos] = static_cast<char>(
+          rng() % 4 == 0 ? "0123456789[]{},:\""[rng() % 17] : rng());
     }
     if (rng() % 8 == 0) m.resize(rng() % m.size());
     std::ofstream(path, std::ios::binary | std::ios::trunc) << m;

@@ -67,12 +67,12 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
     const int64_t n = s.num_tokens;
     at::Tensor ks = k.narrow(0, offset, n).transpose(0, 1);  // [nkv, n, d]
     at::Tensor vs = v.narrow(0, offset, n).transpose(0, 1);
-    auto [keys, values] = s.cache->Append(layer, ks, vs);    // [nkv, L, d]
+    auto [keys, values] = s.cache->Append(layer, ks, vs);  // [nkv, L, d]
     const int64_t total = keys.size(1), past = total - n;
     // Query head h uses KV head h / group (as Hugging Face's repeat_kv):
     // fold the group into the query rows instead of copying K and V.
     at::Tensor qs = q.narrow(0, offset, n)
-                        .transpose(0, 1)                      // [nh, n, d]
+                        .transpose(0, 1)  // [nh, n, d]
                         .reshape({num_kv_heads, group * n, d});
     at::Tensor scores = at::matmul(qs, keys.transpose(1, 2)) * scale;
     if (n > 1) {
@@ -84,7 +84,7 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
     }
     // In float32 whatever the compute dtype, as Hugging Face does.
     at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-    at::Tensor o = at::matmul(probs, values)   // [nkv, group * n, d]
+    at::Tensor o = at::matmul(probs, values)  // [nkv, group * n, d]
                        .view({nh, n, d})
                        .transpose(0, 1)
                        .reshape({n, nh * d});
@@ -97,7 +97,8 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
 absl::StatusOr<at::Tensor> Take(WeightMap& w, const std::string& name) {
   auto it = w.find(name);
   if (it == w.end()) {
-    return absl::InternalError(absl::StrCat("weight \"", name, "\" not loaded"));
+    return absl::InternalError(
+        absl::StrCat("weight \"", name, "\" not loaded"));
   }
   return it->second;
 }
@@ -107,9 +108,9 @@ absl::StatusOr<at::Tensor> Take(WeightMap& w, const std::string& name) {
 absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
     const ModelStore& store, const StageSpec& spec,
     const StageOptions& options) {
-  ES_ASSIGN_OR_RETURN(WeightMap w, store.LoadStageWeights(
-                                       spec, options.dtype,
-                                       options.copy_weights));
+  ES_ASSIGN_OR_RETURN(
+      WeightMap w,
+      store.LoadStageWeights(spec, options.dtype, options.copy_weights));
   std::unique_ptr<StageModel> m(new StageModel());
   m->config_ = store.config();
   m->spec_ = spec;
@@ -125,36 +126,37 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
       }
     }
     if (spec.head) {
-      ES_ASSIGN_OR_RETURN(m->final_w_,
-                          Take(w, gpt2 ? p + "ln_f.weight" : "model.norm.weight"));
+      ES_ASSIGN_OR_RETURN(
+          m->final_w_, Take(w, gpt2 ? p + "ln_f.weight" : "model.norm.weight"));
       if (gpt2) {
         ES_ASSIGN_OR_RETURN(m->final_b_, Take(w, p + "ln_f.bias"));
       }
-      ES_ASSIGN_OR_RETURN(m->head_w_, Take(w, c.tie_word_embeddings
-                                                  ? TokenEmbeddingName(c, p)
-                                                  : "lm_head.weight"));
+      ES_ASSIGN_OR_RETURN(
+          m->head_w_, Take(w, c.tie_word_embeddings ? TokenEmbeddingName(c, p)
+                                                    : "lm_head.weight"));
     }
     absl::MutexLock lock(&m->mu_);
     for (int64_t b = spec.blocks.first; b < spec.blocks.last; ++b) {
       Block block;
       block.index = b;
-      const std::string bp =
-          gpt2 ? absl::StrCat(p, "h.", b, ".") : absl::StrCat("model.layers.", b, ".");
+      const std::string bp = gpt2 ? absl::StrCat(p, "h.", b, ".")
+                                  : absl::StrCat("model.layers.", b, ".");
       if (gpt2) {
         ES_ASSIGN_OR_RETURN(block.norm1_w, Take(w, bp + "ln_1.weight"));
         ES_ASSIGN_OR_RETURN(block.norm1_b, Take(w, bp + "ln_1.bias"));
         ES_ASSIGN_OR_RETURN(block.norm2_w, Take(w, bp + "ln_2.weight"));
         ES_ASSIGN_OR_RETURN(block.norm2_b, Take(w, bp + "ln_2.bias"));
       } else {
-        ES_ASSIGN_OR_RETURN(block.norm1_w, Take(w, bp + "input_layernorm.weight"));
+        ES_ASSIGN_OR_RETURN(block.norm1_w,
+                            Take(w, bp + "input_layernorm.weight"));
         ES_ASSIGN_OR_RETURN(block.norm2_w,
                             Take(w, bp + "post_attention_layernorm.weight"));
       }
       for (const LinearModule& lm : BlockLinearModules(c, b)) {
         // Checkpoint name of the module's weight (GPT-2 prefix may differ
         // from PEFT's "transformer.").
-        std::string base = gpt2 ? p + lm.module.substr(sizeof("transformer.") - 1)
-                                : lm.module;
+        std::string base =
+            gpt2 ? p + lm.module.substr(sizeof("transformer.") - 1) : lm.module;
         Linear l;
         l.module = lm.module;
         l.conv1d = lm.conv1d;
@@ -201,9 +203,9 @@ absl::Status StageModel::ValidateInput(const StageInput& in) const {
       return absl::InvalidArgumentError("cache belongs to another stage");
     }
     if (s.num_tokens > s.cache->max_tokens()) {
-      return absl::OutOfRangeError(absl::StrCat(
-          s.num_tokens, " tokens exceed the model's context of ",
-          s.cache->max_tokens()));
+      return absl::OutOfRangeError(
+          absl::StrCat(s.num_tokens, " tokens exceed the model's context of ",
+                       s.cache->max_tokens()));
     }
     if (!seen.insert(s.cache).second) {
       return absl::InvalidArgumentError("a sequence appears twice in a batch");
@@ -226,9 +228,9 @@ absl::Status StageModel::ValidateInput(const StageInput& in) const {
         !at::isFloatingType(in.hidden.scalar_type()) ||
         in.hidden.size(0) != total ||
         in.hidden.size(1) != config_.hidden_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "stage expects floating hidden states of shape [", total, ", ",
-          config_.hidden_size, "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("stage expects floating hidden states of shape [", total,
+                       ", ", config_.hidden_size, "]"));
     }
   }
   return absl::OkStatus();
@@ -252,7 +254,8 @@ absl::StatusOr<at::Tensor> StageModel::Forward(const StageInput& input) const {
       ES_RETURN_IF_ERROR(s.cache->Reserve(s.cache->length() + s.num_tokens));
     }
     at::Tensor out = ForwardLocked(input, adapter);
-    for (const SequenceSlice& s : input.sequences) s.cache->Commit(s.num_tokens);
+    for (const SequenceSlice& s : input.sequences)
+      s.cache->Commit(s.num_tokens);
     return out;
   });
 }
@@ -362,20 +365,23 @@ absl::Status StageModel::MergeAdapter(const std::string& name) {
   // Compute every merged weight first and swap them in only when all
   // succeeded: a half-merged stage would apply the adapter twice.
   std::vector<std::pair<Linear*, at::Tensor>> merged;
-  ES_RETURN_IF_ERROR(TorchCall("StageModel::MergeAdapter", [&]() -> absl::Status {
-    for (Block& b : blocks_) {
-      for (Linear& l : b.linears) {
-        const LoraFactors* f = adapter.Find(l.module);
-        if (f == nullptr) continue;
-        at::Tensor delta = at::matmul(f->b, f->a) * adapter.scaling();  // [out, in]
-        if (l.conv1d) delta = delta.t();
-        // Base weights may be a read-only mapping: merge into a new tensor.
-        merged.emplace_back(
-            &l, (l.w.to(at::kFloat) + delta).to(options_.dtype).contiguous());
-      }
-    }
-    return absl::OkStatus();
-  }));
+  ES_RETURN_IF_ERROR(
+      TorchCall("StageModel::MergeAdapter", [&]() -> absl::Status {
+        for (Block& b : blocks_) {
+          for (Linear& l : b.linears) {
+            const LoraFactors* f = adapter.Find(l.module);
+            if (f == nullptr) continue;
+            at::Tensor delta =
+                at::matmul(f->b, f->a) * adapter.scaling();  // [out, in]
+            if (l.conv1d) delta = delta.t();
+            // Base weights may be a read-only mapping: merge into a new tensor.
+            merged.emplace_back(
+                &l,
+                (l.w.to(at::kFloat) + delta).to(options_.dtype).contiguous());
+          }
+        }
+        return absl::OkStatus();
+      }));
   for (auto& [linear, w] : merged) linear->w = std::move(w);
   adapters_.erase(it);
   return absl::OkStatus();

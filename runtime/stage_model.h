@@ -107,9 +107,9 @@ class StageModel {
   ModelConfig config_;
   StageSpec spec_;
   StageOptions options_;
-  at::Tensor wte_, wpe_;             // Embeddings (first stage).
-  at::Tensor final_w_, final_b_;     // Final norm (last stage).
-  at::Tensor head_w_;                // LM head [vocab, hidden] (last stage).
+  at::Tensor wte_, wpe_;          // Embeddings (first stage).
+  at::Tensor final_w_, final_b_;  // Final norm (last stage).
+  at::Tensor head_w_;             // LM head [vocab, hidden] (last stage).
   // RoPE inverse frequencies [head_dim / 2] (Llama). cos/sin are computed
   // per step from the positions: no table sized by an untrusted config.
   at::Tensor rope_inv_freq_;

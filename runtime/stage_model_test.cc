@@ -56,8 +56,8 @@ TEST_P(StageModelTest, SplitEqualsWhole) {
   const int64_t n = store_->config().num_layers;
   ASSERT_EQ(n, 4);
   std::vector<std::unique_ptr<LocalPipeline>> splits;
-  splits.push_back(Pipeline({2}));      // 2-way.
-  splits.push_back(Pipeline({1, 3}));   // 3-way.
+  splits.push_back(Pipeline({2}));     // 2-way.
+  splits.push_back(Pipeline({1, 3}));  // 3-way.
   splits.push_back(Pipeline({1, 2, 3}));
   auto ref = whole->NewSequence();
   std::vector<std::unique_ptr<LocalPipeline::Sequence>> seqs;
@@ -99,8 +99,7 @@ TEST_P(StageModelTest, KvCachedDecodeEqualsRecompute) {
     auto fresh = p->NewSequence();
     auto full = fresh->ForwardAll(tokens);
     ASSERT_TRUE(full.ok());
-    EXPECT_LE(MaxDiff((*step_logits)[0], (*full)[-1]), kTol)
-        << "step " << step;
+    EXPECT_LE(MaxDiff((*step_logits)[0], (*full)[-1]), kTol) << "step " << step;
     next = Argmax((*step_logits)[0]);
   }
   EXPECT_EQ(cached->length(), static_cast<int64_t>(tokens.size()));
@@ -111,9 +110,9 @@ TEST_P(StageModelTest, KvCachedDecodeEqualsRecompute) {
 TEST_P(StageModelTest, RaggedBatchEqualsSingleSequences) {
   auto p = Pipeline({1, 3});
   const int vocab = store_->config().vocab_size;
-  std::vector<std::vector<int32_t>> prompts = {
-      RandomTokens(3, vocab, 3), RandomTokens(9, vocab, 4),
-      RandomTokens(1, vocab, 5)};
+  std::vector<std::vector<int32_t>> prompts = {RandomTokens(3, vocab, 3),
+                                               RandomTokens(9, vocab, 4),
+                                               RandomTokens(1, vocab, 5)};
   std::vector<std::unique_ptr<LocalPipeline::Sequence>> batched, single;
   std::vector<LocalPipeline::Sequence*> ptrs;
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -202,8 +201,7 @@ TEST_P(StageModelTest, InvalidInputIsRejected) {
             absl::StatusCode::kInvalidArgument);
   in.hidden = at::zeros({3, c.hidden_size});
   in.adapter = "nope";
-  EXPECT_EQ((*stage)->Forward(in).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ((*stage)->Forward(in).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(cache->length(), 0);
   in.adapter = "";
   in.sequences = {{cache.get(), 2}, {cache.get(), 1}};
@@ -226,8 +224,7 @@ TEST_P(StageModelTest, InvalidInputIsRejected) {
   auto s1 = StageModel::Load(*store_, one);
   ASSERT_TRUE(s1.ok());
   t.sequences = {{other.get(), 2}};
-  EXPECT_THAT((*s1)->Forward(t).status().message(),
-              HasSubstr("another stage"));
+  EXPECT_THAT((*s1)->Forward(t).status().message(), HasSubstr("another stage"));
   StageSpec bad{{3, 9}, false, false};
   EXPECT_THAT(StageModel::Load(*store_, bad).status().message(),
               HasSubstr("outside the model's 4 blocks"));

@@ -15,8 +15,8 @@ int SetComputeThreads(int threads) {
   // OpenBLAS's thread API, when the BLAS behind LibTorch is OpenBLAS (looked
   // up at run time: Debian selects the BLAS through alternatives).
   using SetFn = void (*)(int);
-  auto set_blas = reinterpret_cast<SetFn>(
-      dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  auto set_blas =
+      reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
   if (set_blas != nullptr) {
     set_blas(threads);
     at::set_num_threads(1);

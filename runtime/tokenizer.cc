@@ -7,9 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "runtime/gpt2_bpe_tokenizer.h"
+#include "runtime/json_util.h"
 #include "runtime/model_config.h"
 #include "runtime/sentencepiece_tokenizer.h"
-#include "runtime/json_util.h"
 #include "runtime/status_macros.h"
 
 namespace edgesplit {
@@ -39,21 +39,25 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
   std::unique_ptr<Tokenizer> tok;
   bool add_bos = false;
   if (fs::exists(dir + "/tokenizer.model")) {
-    ES_ASSIGN_OR_RETURN(tok, LoadSentencePieceTokenizer(dir + "/tokenizer.model"));
+    ES_ASSIGN_OR_RETURN(tok,
+                        LoadSentencePieceTokenizer(dir + "/tokenizer.model"));
     add_bos = true;  // Llama's default.
-  } else if (fs::exists(dir + "/vocab.json") && fs::exists(dir + "/merges.txt")) {
-    ES_ASSIGN_OR_RETURN(tok, LoadGpt2BpeTokenizer(dir + "/vocab.json",
-                                                  dir + "/merges.txt"));
+  } else if (fs::exists(dir + "/vocab.json") &&
+             fs::exists(dir + "/merges.txt")) {
+    ES_ASSIGN_OR_RETURN(
+        tok, LoadGpt2BpeTokenizer(dir + "/vocab.json", dir + "/merges.txt"));
   } else if (fs::exists(dir + "/encoder.json") &&
              fs::exists(dir + "/vocab.bpe")) {
-    ES_ASSIGN_OR_RETURN(tok, LoadGpt2BpeTokenizer(dir + "/encoder.json",
-                                                  dir + "/vocab.bpe"));
+    ES_ASSIGN_OR_RETURN(
+        tok, LoadGpt2BpeTokenizer(dir + "/encoder.json", dir + "/vocab.bpe"));
   } else {
-    return absl::NotFoundError(absl::StrCat(
-        dir, ": no tokenizer (expected tokenizer.model, vocab.json + "
-             "merges.txt, or encoder.json + vocab.bpe)"));
+    return absl::NotFoundError(
+        absl::StrCat(dir,
+                     ": no tokenizer (expected tokenizer.model, vocab.json + "
+                     "merges.txt, or encoder.json + vocab.bpe)"));
   }
-  ES_ASSIGN_OR_RETURN(json tc, ReadOptionalJson(dir + "/tokenizer_config.json"));
+  ES_ASSIGN_OR_RETURN(json tc,
+                      ReadOptionalJson(dir + "/tokenizer_config.json"));
   if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean()) {
     add_bos = tc["add_bos_token"].get<bool>();
   }

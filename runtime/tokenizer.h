@@ -6,10 +6,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace edgesplit {
@@ -40,7 +40,8 @@ class Tokenizer {
   bool add_bos() const { return add_bos_; }
 
   // Encodes a prompt as the model expects it (BOS prepended when add_bos()).
-  absl::StatusOr<std::vector<int32_t>> EncodePrompt(absl::string_view text) const;
+  absl::StatusOr<std::vector<int32_t>> EncodePrompt(
+      absl::string_view text) const;
 
   void set_special_tokens(int32_t bos, int32_t eos, bool add_bos) {
     bos_id_ = bos;

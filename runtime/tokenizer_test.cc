@@ -18,7 +18,8 @@ TEST(TokenizerTest, RandomModelsCarryWorkingTokenizers) {
     ASSERT_TRUE(store.ok());
     auto tok = (*store)->LoadTokenizer();
     ASSERT_TRUE(tok.ok()) << tok.status();
-    const std::string text = "Once upon a time, the robot said: \"héllo 世界\"!";
+    const std::string text =
+        "Once upon a time, the robot said: \"héllo 世界\"!";
     auto ids = (*tok)->Encode(text);
     ASSERT_TRUE(ids.ok());
     for (int32_t id : *ids) {

@@ -19,32 +19,52 @@ absl::Status StatusFromTorchError(absl::string_view what,
 
 at::ScalarType ToScalarType(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return at::kFloat;
-    case DType::kF16: return at::kHalf;
-    case DType::kBF16: return at::kBFloat16;
-    case DType::kF64: return at::kDouble;
-    case DType::kI64: return at::kLong;
-    case DType::kI32: return at::kInt;
-    case DType::kI16: return at::kShort;
-    case DType::kI8: return at::kChar;
-    case DType::kU8: return at::kByte;
-    case DType::kBool: return at::kBool;
+    case DType::kF32:
+      return at::kFloat;
+    case DType::kF16:
+      return at::kHalf;
+    case DType::kBF16:
+      return at::kBFloat16;
+    case DType::kF64:
+      return at::kDouble;
+    case DType::kI64:
+      return at::kLong;
+    case DType::kI32:
+      return at::kInt;
+    case DType::kI16:
+      return at::kShort;
+    case DType::kI8:
+      return at::kChar;
+    case DType::kU8:
+      return at::kByte;
+    case DType::kBool:
+      return at::kBool;
   }
   return at::kFloat;  // Unreachable: the switch is exhaustive.
 }
 
 absl::StatusOr<DType> FromScalarType(at::ScalarType type) {
   switch (type) {
-    case at::kFloat: return DType::kF32;
-    case at::kHalf: return DType::kF16;
-    case at::kBFloat16: return DType::kBF16;
-    case at::kDouble: return DType::kF64;
-    case at::kLong: return DType::kI64;
-    case at::kInt: return DType::kI32;
-    case at::kShort: return DType::kI16;
-    case at::kChar: return DType::kI8;
-    case at::kByte: return DType::kU8;
-    case at::kBool: return DType::kBool;
+    case at::kFloat:
+      return DType::kF32;
+    case at::kHalf:
+      return DType::kF16;
+    case at::kBFloat16:
+      return DType::kBF16;
+    case at::kDouble:
+      return DType::kF64;
+    case at::kLong:
+      return DType::kI64;
+    case at::kInt:
+      return DType::kI32;
+    case at::kShort:
+      return DType::kI16;
+    case at::kChar:
+      return DType::kI8;
+    case at::kByte:
+      return DType::kU8;
+    case at::kBool:
+      return DType::kBool;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("unsupported tensor type ", c10::toString(type)));
@@ -62,27 +82,28 @@ absl::StatusOr<at::ScalarType> ParseTorchDtype(absl::string_view name) {
 absl::StatusOr<at::Tensor> TensorFromSafetensors(
     const std::shared_ptr<const SafetensorsFile>& file, const TensorInfo& info,
     at::ScalarType want) {
-  return TorchCall(
-      absl::StrCat(file->path(), ": tensor \"", info.name, "\""),
-      [&]() -> absl::StatusOr<at::Tensor> {
-        absl::Span<const uint8_t> bytes = file->Data(info);
-        const at::ScalarType have = ToScalarType(info.dtype);
-        const auto opts = at::TensorOptions().dtype(have);
-        const bool aligned =
-            reinterpret_cast<uintptr_t>(bytes.data()) % DTypeSize(info.dtype) ==
-            0;
-        if (have == want && aligned && info.numel() > 0) {
-          // The deleter holds the file (and its mapping) alive.
-          std::shared_ptr<const SafetensorsFile> keep = file;
-          return at::from_blob(const_cast<uint8_t*>(bytes.data()), info.shape,
-                               [keep](void*) {}, opts);
-        }
-        at::Tensor copy = at::empty(info.shape, opts);
-        if (!bytes.empty()) {
-          std::memcpy(copy.data_ptr(), bytes.data(), bytes.size());
-        }
-        return copy.to(want);
-      });
+  return TorchCall(absl::StrCat(file->path(), ": tensor \"", info.name, "\""),
+                   [&]() -> absl::StatusOr<at::Tensor> {
+                     absl::Span<const uint8_t> bytes = file->Data(info);
+                     const at::ScalarType have = ToScalarType(info.dtype);
+                     const auto opts = at::TensorOptions().dtype(have);
+                     const bool aligned =
+                         reinterpret_cast<uintptr_t>(bytes.data()) %
+                             DTypeSize(info.dtype) ==
+                         0;
+                     if (have == want && aligned && info.numel() > 0) {
+                       // The deleter holds the file (and its mapping) alive.
+                       std::shared_ptr<const SafetensorsFile> keep = file;
+                       return at::from_blob(
+                           const_cast<uint8_t*>(bytes.data()), info.shape,
+                           [keep](void*) {}, opts);
+                     }
+                     at::Tensor copy = at::empty(info.shape, opts);
+                     if (!bytes.empty()) {
+                       std::memcpy(copy.data_ptr(), bytes.data(), bytes.size());
+                     }
+                     return copy.to(want);
+                   });
 }
 
 at::Tensor ContiguousCpu(const at::Tensor& t) {

@@ -6,17 +6,18 @@
 #include <ATen/ATen.h>
 
 #include <memory>
-#include "absl/strings/string_view.h"
 #include <type_traits>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "runtime/dtype.h"
 #include "runtime/safetensors.h"
 
 namespace edgesplit {
 
-absl::Status StatusFromTorchError(absl::string_view what, const std::exception& e);
+absl::Status StatusFromTorchError(absl::string_view what,
+                                  const std::exception& e);
 
 // Runs `f` (returning absl::Status or absl::StatusOr<T>) and converts any
 // LibTorch exception into INTERNAL naming `what`. Public entry points of the

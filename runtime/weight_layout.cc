@@ -58,8 +58,7 @@ std::vector<WeightSpec> EmbeddingWeights(const ModelConfig& c,
   std::vector<WeightSpec> w = {
       {TokenEmbeddingName(c, gpt2_prefix), {c.vocab_size, c.hidden_size}}};
   if (c.arch == Arch::kGpt2) {
-    w.push_back(
-        {gpt2_prefix + "wpe.weight", {c.max_positions, c.hidden_size}});
+    w.push_back({gpt2_prefix + "wpe.weight", {c.max_positions, c.hidden_size}});
   }
   return w;
 }
@@ -92,8 +91,8 @@ std::vector<WeightSpec> StageWeights(const ModelConfig& c,
     auto head = HeadWeights(c, gpt2_prefix);
     w.insert(w.end(), head.begin(), head.end());
     if (c.tie_word_embeddings && !spec.embedding) {
-      w.push_back({TokenEmbeddingName(c, gpt2_prefix),
-                   {c.vocab_size, c.hidden_size}});
+      w.push_back(
+          {TokenEmbeddingName(c, gpt2_prefix), {c.vocab_size, c.hidden_size}});
     }
   }
   return w;

@@ -42,14 +42,13 @@ std::string TokenEmbeddingName(const ModelConfig& config,
 
 }  // namespace edgesplit
 
-
 namespace edgesplit {
 
 // A linear projection inside a block, named as Hugging Face PEFT names
 // modules: "model.layers.3.self_attn.q_proj" (Llama) or
 // "transformer.h.3.attn.c_attn" (GPT-2, whatever the checkpoint's prefix).
 struct LinearModule {
-  std::string module;  // Full PEFT module path.
+  std::string module;      // Full PEFT module path.
   std::string short_name;  // "q_proj", "c_attn", ... (target_modules).
   int64_t in_features = 0;
   int64_t out_features = 0;

@@ -50,10 +50,10 @@ absl::StatusOr<int64_t> YamlReader::Int(const YAML::Node& parent,
   }
   int64_t out;
   if (!v.IsScalar() || !YAML::convert<int64_t>::decode(v, out)) {
-    return Error(v, field,
-                 absl::StrCat("expected an integer, got \"",
-                              v.IsScalar() ? v.Scalar() : "(not a scalar)",
-                              "\""));
+    return Error(
+        v, field,
+        absl::StrCat("expected an integer, got \"",
+                     v.IsScalar() ? v.Scalar() : "(not a scalar)", "\""));
   }
   return out;
 }

@@ -5,11 +5,11 @@
 #define EDGESPLIT_TESTS_CLUSTER_H_
 
 #include <fstream>
-#include <set>
-#include <tuple>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -53,10 +53,9 @@ class Cluster {
     }
     absl::StrAppend(&config, "plans:\n");
     for (const ClusterPlan& p : plans) {
-      std::string yaml = absl::StrCat("model: {id: ", p.model_id, ", path: ",
-                                      p.model_path, "}\nu_shaped: ",
-                                      p.u_shaped ? "true" : "false",
-                                      "\nstages:\n");
+      std::string yaml = absl::StrCat(
+          "model: {id: ", p.model_id, ", path: ", p.model_path,
+          "}\nu_shaped: ", p.u_shaped ? "true" : "false", "\nstages:\n");
       for (auto& [node, a, b] : p.stages) {
         absl::StrAppend(&yaml, "  - {node: ", node, ", blocks: [", a, ", ", b,
                         "]}\n");
@@ -106,7 +105,9 @@ class Cluster {
   }
 
   const std::string& controller_address() const { return controller_address_; }
-  EdgeServer* server(const std::string& node) { return servers_.at(node).get(); }
+  EdgeServer* server(const std::string& node) {
+    return servers_.at(node).get();
+  }
   // Stops a server abruptly (no drain), as a crash would.
   void Kill(const std::string& node) { servers_.erase(node); }
   Controller* controller() { return controller_.get(); }

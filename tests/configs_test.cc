@@ -15,7 +15,8 @@ namespace {
 std::string Configs() { return testing::SourceDir() + "/configs"; }
 
 TEST(ConfigsTest, ClusterConfigsAreValid) {
-  auto controller = LoadControllerConfig(Configs() + "/cluster/controller.yaml");
+  auto controller =
+      LoadControllerConfig(Configs() + "/cluster/controller.yaml");
   ASSERT_TRUE(controller.ok()) << controller.status();
   EXPECT_EQ(controller->nodes.size(), 2u);
   EXPECT_EQ(controller->plan_files.size(), 2u);
@@ -31,15 +32,16 @@ TEST(ConfigsTest, ClusterConfigsAreValid) {
 }
 
 TEST(ConfigsTest, PlansValidateAgainstTheirModels) {
-  auto controller = LoadControllerConfig(Configs() + "/cluster/controller.yaml");
+  auto controller =
+      LoadControllerConfig(Configs() + "/cluster/controller.yaml");
   ASSERT_TRUE(controller.ok());
   std::map<std::string, NodeConfig> nodes;
   for (const auto& n : controller->nodes) nodes[n.name] = n;
   nodes["server-c"] = {"server-c", 0};  // The 3-hop example's extra node.
   auto tiny = PresetConfig(Arch::kLlama, "tiny");
   ASSERT_TRUE(tiny.ok());
-  for (const auto& entry : std::filesystem::recursive_directory_iterator(
-           Configs() + "/plans")) {
+  for (const auto& entry :
+       std::filesystem::recursive_directory_iterator(Configs() + "/plans")) {
     if (entry.path().extension() != ".yaml") continue;
     auto plan = LoadPlanFile(entry.path().string());
     ASSERT_TRUE(plan.ok()) << plan.status();

@@ -15,8 +15,7 @@ namespace edgesplit {
 namespace {
 
 const std::string& ModelDir() {
-  static const std::string dir =
-      testing::SharedDir() + "/models/stories260K";
+  static const std::string dir = testing::SharedDir() + "/models/stories260K";
   return dir;
 }
 
@@ -74,8 +73,8 @@ TEST_F(RealModelTest, GreedyIsDeterministicAndEqualAcrossSplits) {
   const std::string prompt = "The little dog";
   GenerationResult whole = Greedy({}, prompt, 64);
   EXPECT_EQ(Greedy({}, prompt, 64).tokens, whole.tokens);
-  for (const auto& cuts : std::vector<std::vector<int64_t>>{
-           {2}, {1, 3}, {1, 2, 3, 4}}) {
+  for (const auto& cuts :
+       std::vector<std::vector<int64_t>>{{2}, {1, 3}, {1, 2, 3, 4}}) {
     GenerationResult split = Greedy(cuts, prompt, 64);
     EXPECT_EQ(split.tokens, whole.tokens) << "cuts " << cuts.size();
     EXPECT_EQ(split.text, whole.text);

@@ -4,14 +4,14 @@
 // 2-way, 3-hop and U-shaped plans, and for the real model.
 #include <thread>
 
+#include "edgesplit/device_agent.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "edgesplit/device_agent.h"
+#include "proto/stage_stream.h"
+#include "proto/tensor_codec.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
 #include "runtime/test_models.h"
-#include "proto/stage_stream.h"
-#include "proto/tensor_codec.h"
 #include "tests/cluster.h"
 
 namespace edgesplit {
@@ -21,9 +21,7 @@ using ::edgesplit::testing::Cluster;
 using ::edgesplit::testing::ClusterPlan;
 using ::testing::HasSubstr;
 
-std::string RealModel() {
-  return testing::SharedDir() + "/models/stories260K";
-}
+std::string RealModel() { return testing::SharedDir() + "/models/stories260K"; }
 
 // Greedy tokens of the whole model in one process.
 std::vector<int32_t> Monolithic(const std::string& dir,
@@ -68,12 +66,18 @@ class SplitInferenceTest : public ::testing::Test {
     const std::string llama = testing::TinyModel(Arch::kLlama);
     std::vector<ClusterPlan> plans = {
         {"real-2way", real, false, {{"device", 0, 1}, {"a", 1, 5}}},
-        {"real-3hop", real, false,
+        {"real-3hop",
+         real,
+         false,
          {{"device", 0, 1}, {"a", 1, 2}, {"b", 2, 4}, {"c", 4, 5}}},
         {"real-u", real, true, {{"device", 0, 1}, {"a", 1, 3}, {"b", 3, 5}}},
-        {"gpt2-3hop", gpt2, false,
+        {"gpt2-3hop",
+         gpt2,
+         false,
          {{"device", 0, 1}, {"a", 1, 2}, {"b", 2, 3}, {"c", 3, 4}}},
-        {"llama-3hop", llama, false,
+        {"llama-3hop",
+         llama,
+         false,
          {{"device", 0, 1}, {"c", 1, 2}, {"a", 2, 3}, {"b", 3, 4}}},
         {"llama-u", llama, true, {{"device", 0, 2}, {"b", 2, 4}}},
     };
@@ -106,10 +110,9 @@ TEST_F(SplitInferenceTest, GreedyTokensEqualMonolithic) {
     auto session = agent->OpenSession(c.model_id);
     ASSERT_TRUE(session.ok()) << c.model_id << ": " << session.status();
     std::string streamed;
-    auto stats = (*session)->Generate(c.prompt, Greedy(32),
-                                      [&](absl::string_view t) {
-                                        streamed += std::string(t);
-                                      });
+    auto stats = (*session)->Generate(
+        c.prompt, Greedy(32),
+        [&](absl::string_view t) { streamed += std::string(t); });
     ASSERT_TRUE(stats.ok()) << c.model_id << ": " << stats.status();
     EXPECT_EQ(stats->tokens, Monolithic(c.dir, c.prompt, 32)) << c.model_id;
     EXPECT_EQ(streamed, stats->text);
@@ -125,9 +128,9 @@ TEST_F(SplitInferenceTest, RealModelWritesItsStoryThroughThreeHops) {
             "device [0, 1) -> a [1, 2) -> b [2, 4) -> c [4, 5) + head");
   auto stats = (*session)->Generate("Once upon a time", Greedy(40));
   ASSERT_TRUE(stats.ok()) << stats.status();
-  EXPECT_THAT(stats->text, ::testing::StartsWith(
-                               ", there was a little girl named Lily. She "
-                               "loved to play outside in the park."));
+  EXPECT_THAT(stats->text,
+              ::testing::StartsWith(", there was a little girl named Lily. She "
+                                    "loved to play outside in the park."));
   ASSERT_EQ(stats->hops.size(), 3u);
   EXPECT_EQ(stats->hops[2].node, "c");
   EXPECT_GT(stats->hops[0].total_ms, stats->hops[2].total_ms);
@@ -186,7 +189,10 @@ TEST_F(SplitInferenceTest, ThirtyTwoConcurrentSessions) {
 
 TEST(SplitFailureTest, DeadHopIsUnavailableNamingTheNode) {
   std::vector<ClusterPlan> plans = {
-      {"real", RealModel(), false, {{"device", 0, 1}, {"x", 1, 3}, {"y", 3, 5}}}};
+      {"real",
+       RealModel(),
+       false,
+       {{"device", 0, 1}, {"x", 1, 3}, {"y", 3, 5}}}};
   auto c = Cluster::Start(testing::TempDir("dead"), plans);
   ASSERT_TRUE(c.ok()) << c.status();
   auto agent = Agent(**c);
@@ -194,10 +200,11 @@ TEST(SplitFailureTest, DeadHopIsUnavailableNamingTheNode) {
   ASSERT_TRUE(session.ok());
   int tokens = 0;
   absl::Time start = absl::Now();
-  auto stats = (*session)->Generate(
-      "Once upon a time", Greedy(200), [&](absl::string_view) {
-        if (++tokens == 5) (*c)->Kill("y");  // Mid-session.
-      });
+  auto stats = (*session)->Generate("Once upon a time", Greedy(200),
+                                    [&](absl::string_view) {
+                                      if (++tokens == 5)
+                                        (*c)->Kill("y");  // Mid-session.
+                                    });
   ASSERT_FALSE(stats.ok());
   EXPECT_EQ(stats.status().code(), absl::StatusCode::kUnavailable)
       << stats.status();
@@ -249,7 +256,10 @@ namespace {
 // tokens; nothing restarts.
 TEST(SplitPlanTest, ReloadMovesBlocksWithoutRestarting) {
   std::vector<ClusterPlan> plans = {
-      {"real", RealModel(), false, {{"device", 0, 1}, {"p", 1, 3}, {"q", 3, 5}}}};
+      {"real",
+       RealModel(),
+       false,
+       {{"device", 0, 1}, {"p", 1, 3}, {"q", 3, 5}}}};
   const std::string dir = testing::TempDir("reload");
   auto c = Cluster::Start(dir, plans);
   ASSERT_TRUE(c.ok()) << c.status();
@@ -302,8 +312,8 @@ absl::StatusOr<v1::StageResponse> Call(StageStream& s, v1::StageRequest req) {
 
 TEST_F(SplitInferenceTest, MalformedTensorFailsOnlyItsSession) {
   EdgeServer* c = cluster_->server("c");
-  auto channel = grpc::CreateChannel(c->address(),
-                                     grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel(c->address(), grpc::InsecureChannelCredentials());
   auto stub = v1::StageService::NewStub(channel);
   // A good session through the same server, open across the bad one.
   auto agent = Agent(*cluster_);

@@ -51,7 +51,8 @@ std::string Args::String(const std::string& flag, std::string fallback) const {
   return it == values_.end() ? fallback : it->second;
 }
 
-absl::StatusOr<std::string> Args::RequiredString(const std::string& flag) const {
+absl::StatusOr<std::string> Args::RequiredString(
+    const std::string& flag) const {
   auto it = values_.find(flag);
   if (it == values_.end() || it->second.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("missing --", flag));
@@ -91,8 +92,8 @@ absl::StatusOr<std::vector<int64_t>> Args::IntList(
   for (absl::string_view part : absl::StrSplit(it->second, ',')) {
     int64_t v;
     if (!absl::SimpleAtoi(part, &v)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "flag --", flag, ": \"", part, "\" is not an integer"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("flag --", flag, ": \"", part, "\" is not an integer"));
     }
     out.push_back(v);
   }

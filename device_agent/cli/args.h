@@ -28,8 +28,7 @@ class Args {
   std::string String(const std::string& flag, std::string fallback = "") const;
   absl::StatusOr<std::string> RequiredString(const std::string& flag) const;
   absl::StatusOr<int64_t> Int(const std::string& flag, int64_t fallback) const;
-  absl::StatusOr<double> Double(const std::string& flag,
-                                double fallback) const;
+  absl::StatusOr<double> Double(const std::string& flag, double fallback) const;
   // Comma-separated integers ("2,4").
   absl::StatusOr<std::vector<int64_t>> IntList(const std::string& flag) const;
 

@@ -1,6 +1,5 @@
 #include "device_agent/cli/commands.h"
 
-
 #include <iomanip>
 #include <thread>
 
@@ -106,7 +105,8 @@ absl::Status ModelInfo(const Args& a, std::ostream& out) {
   out << "embedding:      " << emb << " bytes\n"
       << "head:           " << head << " bytes"
       << (c.tie_word_embeddings ? " (+ the tied embedding)" : "") << "\n"
-      << "KV per token:   " << c.KvBytesPerToken(4) << " bytes per block (fp32)\n"
+      << "KV per token:   " << c.KvBytesPerToken(4)
+      << " bytes per block (fp32)\n"
       << "block  bytes\n";
   int64_t total = emb + head;
   for (int64_t b = 0; b < c.num_layers; ++b) {
@@ -170,12 +170,12 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   s.repetition_penalty = g.sampling.repetition_penalty;
   s.seed = g.sampling.seed;
   s.max_new_tokens = g.max_new_tokens;
-  ES_ASSIGN_OR_RETURN(GenerationStats st,
-                      session->Generate(a.String("prompt"), s,
-                                        [&](absl::string_view text) {
-                                          out << text;
-                                          out.flush();
-                                        }));
+  ES_ASSIGN_OR_RETURN(
+      GenerationStats st,
+      session->Generate(a.String("prompt"), s, [&](absl::string_view text) {
+        out << text;
+        out.flush();
+      }));
   out << "\n";
   out.flush();
   err << absl::StrFormat(
@@ -185,9 +185,10 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
       st.decode_tokens_per_s, st.device_ms_per_step, st.bytes_sent,
       st.stopped_at_eos ? ", stopped at EOS" : "");
   for (const HopLatency& h : st.hops) {
-    err << absl::StrFormat("  hop %s: %.2f ms/step compute, %.2f ms/step "
-                           "total\n",
-                           h.node, h.compute_ms, h.total_ms);
+    err << absl::StrFormat(
+        "  hop %s: %.2f ms/step compute, %.2f ms/step "
+        "total\n",
+        h.node, h.compute_ms, h.total_ms);
   }
   return absl::OkStatus();
 }
@@ -213,19 +214,18 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
   ES_ASSIGN_OR_RETURN(auto pipeline, LocalPipeline::Load(*store, cuts, so));
   std::string adapter_name;
   if (a.Has("adapter")) {
-    ES_ASSIGN_OR_RETURN(std::shared_ptr<LoraAdapter> adapter,
-                        LoraAdapter::LoadPeft(a.String("adapter"),
-                                              store->config(), "cli"));
+    ES_ASSIGN_OR_RETURN(
+        std::shared_ptr<LoraAdapter> adapter,
+        LoraAdapter::LoadPeft(a.String("adapter"), store->config(), "cli"));
     adapter_name = adapter->name();
     ES_RETURN_IF_ERROR(pipeline->AttachAdapter(std::move(adapter)));
   }
   auto seq = pipeline->NewSequence(nullptr, adapter_name);
-  ES_ASSIGN_OR_RETURN(
-      GenerationResult r,
-      Generate(*seq, *tokenizer, prompt, g, [&](absl::string_view text) {
-        out << text;
-        out.flush();
-      }));
+  ES_ASSIGN_OR_RETURN(GenerationResult r, Generate(*seq, *tokenizer, prompt, g,
+                                                   [&](absl::string_view text) {
+                                                     out << text;
+                                                     out.flush();
+                                                   }));
   out << "\n";
   out.flush();
   const double decode_tps =
@@ -256,20 +256,20 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
       (rest[0] == "init" || rest[0] == "info")) {
     std::vector<std::string> sub(rest.begin() + 1, rest.end());
     if (rest[0] == "init") {
-      auto a = ParseFor(sub, {"arch", "preset", "out", "seed", "dtype",
-                              "shard-mb"});
+      auto a =
+          ParseFor(sub, {"arch", "preset", "out", "seed", "dtype", "shard-mb"});
       status = a.ok() ? ModelInit(*a, err) : a.status();
     } else {
       auto a = ParseFor(sub, {});
       status = a.ok() ? ModelInfo(*a, out) : a.status();
     }
   } else if (cmd == "generate") {
-    auto a = ParseFor(rest,
-                      {"model", "prompt", "max-new-tokens", "temperature",
-                       "top-k", "top-p", "repetition-penalty", "seed",
-                       "adapter", "split", "dtype", "threads", "controller",
-                       "model-id", "codec", "model-dir"},
-                      {"mmap-weights"});
+    auto a = ParseFor(
+        rest,
+        {"model", "prompt", "max-new-tokens", "temperature", "top-k", "top-p",
+         "repetition-penalty", "seed", "adapter", "split", "dtype", "threads",
+         "controller", "model-id", "codec", "model-dir"},
+        {"mmap-weights"});
     status = a.ok() ? GenerateLocal(*a, out, err) : a.status();
   } else {
     err << "edgesplit: unknown command \"" << absl::StrJoin(args, " ")

@@ -41,9 +41,9 @@ TEST(CommandsTest, InitInfoAndGenerateOnARandomModel) {
     EXPECT_THAT(gen.err, HasSubstr("new tokens: 8"));
     EXPECT_THAT(gen.err, HasSubstr("tokens/s"));
     // Same seed, same split-independent text.
-    Result again = RunCli({"generate", "--model", dir, "--prompt", "Hello",
-                           "--max-new-tokens", "8", "--seed", "1", "--split",
-                           "1,3"});
+    Result again =
+        RunCli({"generate", "--model", dir, "--prompt", "Hello",
+                "--max-new-tokens", "8", "--seed", "1", "--split", "1,3"});
     ASSERT_EQ(again.code, 0) << again.err;
     EXPECT_EQ(again.out, gen.out);
   }
@@ -51,9 +51,9 @@ TEST(CommandsTest, InitInfoAndGenerateOnARandomModel) {
 
 TEST(CommandsTest, GreedyOnTheRealModelStreamsTheStory) {
   const std::string model = testing::SharedDir() + "/models/stories260K";
-  Result r = RunCli({"generate", "--model", model, "--prompt",
-                     "Once upon a time", "--temperature", "0",
-                     "--max-new-tokens", "20"});
+  Result r =
+      RunCli({"generate", "--model", model, "--prompt", "Once upon a time",
+              "--temperature", "0", "--max-new-tokens", "20"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, StartsWith(", there was a little girl named Lily."));
   EXPECT_THAT(r.err, HasSubstr("prompt tokens: 5"));

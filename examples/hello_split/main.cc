@@ -24,10 +24,9 @@ int main(int argc, char** argv) {
   }
   edgesplit::SamplingOptions sampling;
   sampling.temperature = 0;  // Greedy.
-  auto stats = (*session)->Generate(argv[3], sampling,
-                                    [](absl::string_view text) {
-                                      std::cout << text << std::flush;
-                                    });
+  auto stats = (*session)->Generate(
+      argv[3], sampling,
+      [](absl::string_view text) { std::cout << text << std::flush; });
   if (!stats.ok()) {
     std::cerr << "\n" << stats.status() << "\n";
     return 1;

@@ -70,7 +70,7 @@ struct HopLatency {
 };
 
 struct GenerationStats {
-  std::string text;            // The continuation.
+  std::string text;             // The continuation.
   std::vector<int32_t> tokens;  // Its ids.
   int32_t prompt_tokens = 0;
   double prefill_ms = 0;
