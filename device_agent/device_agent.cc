@@ -10,6 +10,7 @@
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/grpc_status.h"
+#include "proto/stage_stream.h"
 #include "proto/tensor_codec.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
@@ -33,29 +34,16 @@ struct DeviceAgent::Impl {
   DeviceAgentOptions options;
   v1::Codec codec = v1::CODEC_FP32;
   std::unique_ptr<v1::ControllerService::Stub> controller;
+  StageStubCache stubs{wire::MaxMessageBytes()};
   absl::Mutex mu;
-  using Key = std::tuple<std::string, std::string, int64_t, int64_t, bool>;
+  // (model directory, device blocks first, last, U-shaped)
+  using Key = std::tuple<std::string, int64_t, int64_t, bool>;
   std::map<Key, std::shared_ptr<LocalModel>> models ABSL_GUARDED_BY(mu);
-  std::map<std::string, std::unique_ptr<v1::StageService::Stub>> stubs
-      ABSL_GUARDED_BY(mu);
-
-  v1::StageService::Stub* Stub(const std::string& address) {
-    absl::MutexLock lock(&mu);
-    auto& stub = stubs[address];
-    if (!stub) {
-      grpc::ChannelArguments args;
-      args.SetMaxReceiveMessageSize(64 << 20);
-      args.SetMaxSendMessageSize(64 << 20);
-      stub = v1::StageService::NewStub(grpc::CreateCustomChannel(
-          address, grpc::InsecureChannelCredentials(), args));
-    }
-    return stub.get();
-  }
 
   absl::StatusOr<std::shared_ptr<LocalModel>> Load(const std::string& dir,
                                                    int64_t first, int64_t last,
                                                    bool u_shaped) {
-    const Key key(dir, "", first, last, u_shaped);
+    const Key key(dir, first, last, u_shaped);
     {
       absl::MutexLock lock(&mu);
       auto it = models.find(key);
@@ -143,8 +131,9 @@ absl::StatusOr<GenerationStats> Session::Generate(
     s.cancelled = false;
   }
   ES_ASSIGN_OR_RETURN(
-      auto seq, RemoteSequence::Open(s.model->local.get(), s.model->head.get(),
-                                     s.agent->Stub(ro.route[0].address()), ro));
+      auto seq,
+      RemoteSequence::Open(s.model->local.get(), s.model->head.get(),
+                           s.agent->stubs.Get(ro.route[0].address()), ro));
   {
     absl::MutexLock lock(&s.mu);
     s.active = seq.get();

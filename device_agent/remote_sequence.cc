@@ -4,17 +4,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "proto/protocol.h"
 #include "proto/tensor_codec.h"
 #include "runtime/status_macros.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {
-namespace {
-
-constexpr uint32_t kProtocolVersion = 1;
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<RemoteSequence>> RemoteSequence::Open(
     const StageModel* local, const StageModel* head,
     v1::StageService::Stub* first_hop, const RemoteSequenceOptions& options) {

@@ -6,14 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/grpc_status.h"
+#include "proto/protocol.h"
 
 namespace edgesplit {
-namespace {
-
-constexpr uint32_t kProtocolVersion = 1;
-
-}  // namespace
-
 ControllerLink::ControllerLink(ControllerLinkOptions options, StageHost* host,
                                std::function<int()> open_sessions)
     : options_(std::move(options)),

@@ -24,27 +24,14 @@ class GrpcNextHop : public NextHop {
 
 }  // namespace
 
-v1::StageService::Stub* GrpcNextHopFactory::Stub(const std::string& address) {
-  absl::MutexLock lock(&mu_);
-  auto& stub = stubs_[address];
-  if (!stub) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(max_message_bytes_);
-    args.SetMaxSendMessageSize(max_message_bytes_);
-    stub = v1::StageService::NewStub(grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(), args));
-  }
-  return stub.get();
-}
-
 absl::StatusOr<std::unique_ptr<NextHop>> GrpcNextHopFactory::Open(
     const v1::OpenSession& open, absl::Time deadline) {
   if (open.route_size() == 0 || open.route(0).address().empty()) {
     return absl::InvalidArgumentError("next hop has no address");
   }
   const v1::Hop& hop = open.route(0);
-  auto stream = StageStream::Start(Stub(hop.address()), deadline, hop.node(),
-                                   hop.address());
+  auto stream = StageStream::Start(stubs_.Get(hop.address()), deadline,
+                                   hop.node(), hop.address());
   return std::unique_ptr<NextHop>(new GrpcNextHop(std::move(stream)));
 }
 

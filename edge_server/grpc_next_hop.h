@@ -10,7 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "edge_server/next_hop.h"
-#include "edgesplit/v1/stage.grpc.pb.h"
+#include "proto/stage_stream.h"
 
 namespace edgesplit {
 
@@ -20,18 +20,13 @@ class GrpcNextHopFactory : public NextHopFactory {
   // Messages up to `max_message_bytes` in both directions (the servers'
   // own limit, so full-prompt outputs pass between hops).
   explicit GrpcNextHopFactory(int max_message_bytes)
-      : max_message_bytes_(max_message_bytes) {}
+      : stubs_(max_message_bytes) {}
 
   absl::StatusOr<std::unique_ptr<NextHop>> Open(const v1::OpenSession& open,
                                                 absl::Time deadline) override;
 
  private:
-  v1::StageService::Stub* Stub(const std::string& address);
-
-  const int max_message_bytes_;
-  absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<v1::StageService::Stub>> stubs_
-      ABSL_GUARDED_BY(mu_);
+  StageStubCache stubs_;
 };
 
 }  // namespace edgesplit

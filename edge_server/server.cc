@@ -9,8 +9,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   std::unique_ptr<EdgeServer> s(new EdgeServer(std::move(options)));
   s->host_ = std::make_unique<StageHost>(s->options_.host);
   // Activations of long prompts exceed gRPC's 4 MiB default.
-  const int max_message = static_cast<int>(
-      std::min<int64_t>(s->options_.limits.max_bytes + (1 << 20), INT32_MAX));
+  const int max_message = wire::MaxMessageBytes(s->options_.limits);
   s->next_hops_ = std::make_unique<GrpcNextHopFactory>(max_message);
   SessionEnv env;
   env.host = s->host_.get();

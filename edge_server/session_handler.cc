@@ -217,8 +217,7 @@ void SessionHandler::OnComputed(Pending p, absl::StatusOr<at::Tensor> out,
     computing_ = false;
     if (finished_) {
       // The session ended while this step ran: free its memory now.
-      cache_.reset();
-      stage_.reset();
+      EndLocked();
       return;
     }
     next = next_;
@@ -307,20 +306,24 @@ void SessionHandler::Respond(const v1::StageResponse& response) {
   transport_->Send(response);
 }
 
+std::shared_ptr<NextHop> SessionHandler::EndLocked() {
+  finished_ = true;
+  queue_.clear();
+  if (!computing_) {
+    // No batch holds the cache: free it now, not when the stream's last
+    // reference goes (else OnComputed frees it when the step returns).
+    cache_.reset();
+    stage_.reset();
+  }
+  return std::move(next_);
+}
+
 void SessionHandler::Fail(const absl::Status& status) {
   std::shared_ptr<NextHop> next;
   {
     absl::MutexLock lock(&mu_);
     if (finished_) return;
-    finished_ = true;
-    queue_.clear();
-    next = std::move(next_);
-    if (!computing_) {
-      // No batch holds the cache: free it now, not when the stream's
-      // last reference goes.
-      cache_.reset();
-      stage_.reset();
-    }
+    next = EndLocked();
     if (transport_ != nullptr) transport_->Finish(status);
   }
   if (next) next->Close();
@@ -333,13 +336,7 @@ void SessionHandler::OnDone() {
   {
     absl::MutexLock lock(&mu_);
     transport_ = nullptr;
-    finished_ = true;
-    queue_.clear();
-    next = std::move(next_);
-    if (!computing_) {
-      cache_.reset();
-      stage_.reset();
-    }
+    next = EndLocked();
   }
   if (next) next->Close();
 }

@@ -19,11 +19,11 @@
 #include "edge_server/next_hop.h"
 #include "edge_server/stage_host.h"
 #include "edgesplit/v1/stage.pb.h"
+#include "proto/protocol.h"
 #include "proto/tensor_codec.h"
 
 namespace edgesplit {
 
-inline constexpr uint32_t kProtocolVersion = 1;
 // Forward requests a session may have waiting on a server: more means the
 // client pipelines without reading, and gets RESOURCE_EXHAUSTED.
 inline constexpr size_t kMaxPendingRequests = 8;
@@ -80,6 +80,9 @@ class SessionHandler : public std::enable_shared_from_this<SessionHandler> {
                   std::chrono::steady_clock::time_point started);
   void Respond(const v1::StageResponse& response);
   void Fail(const absl::Status& status);
+  // Marks the session over, frees its KV cache unless a step is running,
+  // and hands back the next hop for the caller to close outside the lock.
+  std::shared_ptr<NextHop> EndLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Finishes OK if the client half-closed and nothing is in flight.
   void MaybeFinishIdle();
 

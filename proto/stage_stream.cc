@@ -134,6 +134,19 @@ void StageStream::Close() {
   ReleaseHoldOnce();
 }
 
+v1::StageService::Stub* StageStubCache::Get(const std::string& address) {
+  absl::MutexLock lock(&mu_);
+  auto& stub = stubs_[address];
+  if (!stub) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(max_message_bytes_);
+    args.SetMaxSendMessageSize(max_message_bytes_);
+    stub = v1::StageService::NewStub(grpc::CreateCustomChannel(
+        address, grpc::InsecureChannelCredentials(), args));
+  }
+  return stub.get();
+}
+
 absl::Status StageStream::Wait() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(&done_));

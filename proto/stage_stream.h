@@ -7,6 +7,7 @@
 
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -69,6 +70,22 @@ class StageStream
   bool hold_released_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status final_ ABSL_GUARDED_BY(mu_);
+};
+
+// StageService stubs by address, one channel each, with message limits
+// large enough for full-prompt activations. Thread-safe; stubs live as
+// long as the cache.
+class StageStubCache {
+ public:
+  explicit StageStubCache(int max_message_bytes)
+      : max_message_bytes_(max_message_bytes) {}
+  v1::StageService::Stub* Get(const std::string& address);
+
+ private:
+  const int max_message_bytes_;
+  absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<v1::StageService::Stub>> stubs_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace edgesplit

@@ -1,5 +1,7 @@
 #include "proto/tensor_codec.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 
@@ -31,6 +33,11 @@ absl::Status Invalid(absl::string_view what, absl::string_view msg) {
 }
 
 }  // namespace
+
+int MaxMessageBytes(const TensorLimits& limits) {
+  return static_cast<int>(
+      std::min<int64_t>(limits.max_bytes + (1 << 20), INT32_MAX));
+}
 
 std::vector<v1::Codec> SupportedCodecs() {
   return {v1::CODEC_FP32, v1::CODEC_FP16, v1::CODEC_BF16,

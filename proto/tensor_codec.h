@@ -25,6 +25,10 @@ struct TensorLimits {
   int64_t max_bytes = 256 << 20;  // encoded payload
 };
 
+// gRPC message size that carries the largest tensor `limits` allow, plus
+// room for the rest of the message (servers and clients use the same).
+int MaxMessageBytes(const TensorLimits& limits = {});
+
 // The codecs this build supports, in order of preference.
 std::vector<v1::Codec> SupportedCodecs();
 absl::string_view CodecName(v1::Codec codec);

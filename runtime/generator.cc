@@ -182,6 +182,13 @@ std::unique_ptr<LocalPipeline::Sequence> LocalPipeline::NewSequence(
 absl::StatusOr<at::Tensor> LocalPipeline::Step(
     absl::Span<Sequence* const> seqs,
     absl::Span<const std::vector<int32_t>> tokens) const {
+  std::vector<absl::Span<const int32_t>> spans(tokens.begin(), tokens.end());
+  return RunStages(seqs, spans, /*last_only=*/true);
+}
+
+absl::StatusOr<at::Tensor> LocalPipeline::RunStages(
+    absl::Span<Sequence* const> seqs,
+    absl::Span<const absl::Span<const int32_t>> tokens, bool last_only) const {
   if (seqs.size() != tokens.size() || seqs.empty()) {
     return absl::InvalidArgumentError("one token list per sequence");
   }
@@ -196,17 +203,11 @@ absl::StatusOr<at::Tensor> LocalPipeline::Step(
                        "\" and \"", s->adapter_, "\""));
     }
   }
-  return TorchCall("LocalPipeline::Step", [&]() -> absl::StatusOr<at::Tensor> {
+  return TorchCall("LocalPipeline", [&]() -> absl::StatusOr<at::Tensor> {
     std::vector<int64_t> ids;
     for (const auto& t : tokens) ids.insert(ids.end(), t.begin(), t.end());
     std::vector<int64_t> before;
     for (Sequence* s : seqs) before.push_back(s->length());
-    // A later stage failing must not leave earlier stages advanced.
-    auto rollback = [&] {
-      for (size_t i = 0; i < seqs.size(); ++i) {
-        for (auto& c : seqs[i]->caches_) c->Truncate(before[i]);
-      }
-    };
     at::Tensor x;
     for (size_t si = 0; si < stages_.size(); ++si) {
       StageInput in;
@@ -219,11 +220,14 @@ absl::StatusOr<at::Tensor> LocalPipeline::Step(
       } else {
         in.hidden = x;
       }
-      in.last_token_only = true;
+      in.last_token_only = last_only;
       in.adapter = seqs[0]->adapter_;
       auto out = stages_[si]->Forward(in);
       if (!out.ok()) {
-        rollback();
+        // A later stage failing must not leave earlier stages advanced.
+        for (size_t i = 0; i < seqs.size(); ++i) {
+          for (auto& c : seqs[i]->caches_) c->Truncate(before[i]);
+        }
         return out.status();
       }
       x = *std::move(out);
@@ -234,33 +238,8 @@ absl::StatusOr<at::Tensor> LocalPipeline::Step(
 
 absl::StatusOr<at::Tensor> LocalPipeline::Sequence::Run(
     absl::Span<const int32_t> tokens, bool last_only) {
-  return TorchCall(
-      "LocalPipeline::Sequence", [&]() -> absl::StatusOr<at::Tensor> {
-        std::vector<int64_t> ids(tokens.begin(), tokens.end());
-        const int64_t before = length();
-        at::Tensor x;
-        const auto& stages = pipeline_->stages_;
-        for (size_t si = 0; si < stages.size(); ++si) {
-          StageInput in;
-          in.sequences.push_back(
-              {caches_[si].get(), static_cast<int64_t>(tokens.size())});
-          if (si == 0) {
-            in.tokens = at::tensor(ids, at::kLong);
-          } else {
-            in.hidden = x;
-          }
-          in.last_token_only = last_only;
-          in.adapter = adapter_;
-          auto out = stages[si]->Forward(in);
-          if (!out.ok()) {
-            // A later stage failing must not leave earlier stages advanced.
-            for (auto& c : caches_) c->Truncate(before);
-            return out.status();
-          }
-          x = *std::move(out);
-        }
-        return x;
-      });
+  Sequence* self = this;
+  return pipeline_->RunStages({&self, 1}, {&tokens, 1}, last_only);
 }
 
 absl::StatusOr<std::vector<float>> LocalPipeline::Sequence::Forward(

@@ -109,6 +109,12 @@ class LocalPipeline {
       absl::Span<const std::vector<int32_t>> tokens) const;
 
  private:
+  // Runs new tokens of `seqs` through every stage; on failure no stage's
+  // cache has advanced.
+  absl::StatusOr<at::Tensor> RunStages(
+      absl::Span<Sequence* const> seqs,
+      absl::Span<const absl::Span<const int32_t>> tokens, bool last_only) const;
+
   std::vector<std::unique_ptr<StageModel>> stages_;
 };
 
