@@ -1,0 +1,478 @@
+// The planner's two exact dynamic programs.
+//
+// Both follow the contiguous-range formulations of EdgeShard (Zhang et al.,
+// 2024: a DP over layers and devices minimising end-to-end latency under
+// per-device memory limits) and PipeEdge (Hu et al., 2022: a DP over
+// layers and the set of devices used minimising the slowest pipeline stage,
+// communication counted as its own stage). Where we differ:
+//   * Each node runs at most one stage (as PipeEdge, unlike EdgeShard's
+//     latency DP, which may revisit a device): a stage holds one stream and
+//     one KV cache per session, and revisits only help with links that
+//     break the triangle inequality.
+//   * Results travel back along the path (our stage streams answer their
+//     caller), so a link costs both directions, and the head sits on the
+//     last server or - U-shaped - on the device.
+//   * SetDp uses what EdgeShard and PipeEdge leave on the table: all blocks
+//     are the same size and emit the same activation, so a plan's compute
+//     depends only on how many blocks each node runs and its communication
+//     only on the order of nodes. The block counts then come from a greedy
+//     fill (latency) or a monotone feasibility search (bottleneck), and the
+//     node order from Held-Karp over subsets, without the L^2 factor.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "planner/cost_model.h"
+
+namespace edgesplit {
+namespace planner {
+namespace internal {
+namespace {
+
+bool Better(double a, double b) {
+  if (b == kInf) return a < kInf;
+  return a < b - 1e-12 * std::max(1.0, std::abs(b));
+}
+
+// Ranges for a path of nodes with block counts.
+std::vector<Assignment> ToRanges(const CostModel& m,
+                                 const std::vector<int>& path,
+                                 const std::vector<int>& blocks) {
+  std::vector<Assignment> out;
+  int b = 0;
+  for (size_t i = 0; i < path.size(); ++i) {
+    out.push_back({m.NodeName(path[i]), b, b + blocks[i]});
+    b += blocks[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective) {
+  const std::vector<int>& servers = m.servers();
+  const int s = static_cast<int>(servers.size());
+  const int L = m.num_blocks();
+  const bool latency = objective != Objective::kThroughput;
+  const bool u = m.u_shaped();
+  const NodeCost& dev = m.device();
+  const int d = m.device_index();
+  if (s == 0 || m.min_device_blocks() > m.max_device_blocks()) return {};
+  const size_t full = size_t{1} << s;
+
+  // Held-Karp: best path from the device through exactly `mask`, ending at
+  // server v: summed link latency, or the slowest link (bottleneck).
+  std::vector<double> best(full * s, kInf);
+  std::vector<int8_t> parent(full * s, -1);
+  std::vector<double> edge(s * s);
+  for (int v = 0; v < s; ++v) {
+    for (int w = 0; w < s; ++w) {
+      edge[v * s + w] = latency ? m.LinkLatency(servers[v], servers[w])
+                                : m.LinkOccupancy(servers[v], servers[w]);
+    }
+    best[(size_t{1} << v) * s + v] =
+        latency ? m.LinkLatency(d, servers[v]) : m.LinkOccupancy(d, servers[v]);
+  }
+  // Pull form: row `mask` reads the rows of its subsets one smaller, which
+  // keeps the writes in one cache line pair (the table is 2^S x S).
+  for (size_t mask = 1; mask < full; ++mask) {
+    if ((mask & (mask - 1)) == 0) continue;  // Single servers: set above.
+    double* row = &best[mask * s];
+    int8_t* prow = &parent[mask * s];
+    for (size_t ws = mask; ws != 0; ws &= ws - 1) {
+      const int w = __builtin_ctzll(ws);
+      const size_t prev = mask & ~(size_t{1} << w);
+      const double* from = &best[prev * s];
+      double c_best = kInf;
+      int8_t p_best = -1;
+      for (size_t vs = prev; vs != 0; vs &= vs - 1) {
+        const int v = __builtin_ctzll(vs);
+        const double e = edge[v * s + w];
+        const double c = latency ? from[v] + e : std::max(from[v], e);
+        if (c < c_best) {
+          c_best = c;
+          p_best = static_cast<int8_t>(v);
+        }
+      }
+      row[w] = c_best;
+      prow[w] = p_best;
+    }
+  }
+
+  std::vector<int> counts(s + 1);  // Block counts; [s] is the device.
+  std::vector<int> best_counts;
+  size_t best_mask = 0;
+  int best_last = -1;
+  double best_cost = kInf;
+
+  if (latency) {
+    // Fill order: cheapest per block first (device included as index s).
+    std::vector<int> order(s + 1);
+    for (int i = 0; i <= s; ++i) order[i] = i;
+    auto per_block = [&](int i) {
+      return i == s ? dev.lat_per_block : m.node(servers[i]).lat_per_block;
+    };
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return per_block(a) < per_block(b); });
+    // Greedy fill: minimums first (device min, one block per server), the
+    // rest to the cheapest nodes with room. Optimal for linear costs.
+    auto fill = [&](size_t mask, int head_on) -> double {
+      int rem = L - m.min_device_blocks();
+      double cost = 0;
+      for (int i = 0; i < s; ++i) {
+        if (!(mask >> i & 1)) continue;
+        const NodeCost& c = m.node(servers[i]);
+        const int cap = i == head_on ? c.cap_head : c.cap;
+        if (cap < 1) return kInf;
+        counts[i] = 1;
+        --rem;
+        cost += c.lat_fixed + c.lat_per_block;
+      }
+      counts[s] = m.min_device_blocks();
+      cost += dev.lat_fixed + dev.lat_per_block * counts[s];
+      if (rem < 0) return kInf;
+      for (int i : order) {
+        if (rem == 0) break;
+        int room;
+        if (i == s) {
+          room = m.max_device_blocks() - counts[s];
+        } else {
+          if (!(mask >> i & 1)) continue;
+          const NodeCost& c = m.node(servers[i]);
+          room = (i == head_on ? c.cap_head : c.cap) - 1;
+        }
+        const int take = std::min(rem, std::max(room, 0));
+        counts[i] += take;
+        rem -= take;
+        cost += take * per_block(i);
+      }
+      return rem == 0 ? cost : kInf;
+    };
+    // No plan costs less than every block at the cheapest rate.
+    const double fill_floor = L * per_block(order[0]);
+    std::vector<int> base_counts(s + 1);
+    for (size_t mask = 1; mask < full; ++mask) {
+      double path_floor = kInf;
+      for (int v = 0; v < s; ++v)
+        path_floor = std::min(path_floor, best[mask * s + v]);
+      if (path_floor == kInf || path_floor + fill_floor >= best_cost) continue;
+      const double base = fill(mask, -1);
+      if (base == kInf) continue;
+      base_counts = counts;
+      for (int v = 0; v < s; ++v) {
+        if (!(mask >> v & 1) || best[mask * s + v] == kInf) continue;
+        double cost = base;
+        const NodeCost& c = m.node(servers[v]);
+        if (!u) {
+          cost += c.lat_head;
+          // The head's memory may leave the last node less room.
+          if (base_counts[v] > c.cap_head) cost = fill(mask, v) + c.lat_head;
+        }
+        cost += best[mask * s + v];
+        if (Better(cost, best_cost)) {
+          best_cost = cost;
+          best_mask = mask;
+          best_last = v;
+          best_counts = (!u && base_counts[v] > c.cap_head)
+                            ? (fill(mask, v), counts)
+                            : base_counts;
+        }
+      }
+    }
+  } else {
+    // Bottleneck: feasibility is monotone in the bound B, so binary-search
+    // B over every value a stage or link can take.
+    auto fits = [](double bound, double fixed, double per, int cap) {
+      if (bound < fixed - 1e-12) return -1;
+      if (per <= 0) return cap;
+      const double k = std::floor((bound - fixed) / per + 1e-9);
+      return static_cast<int>(std::min<double>(cap, k));
+    };
+    std::vector<int> room(s), room_head(s);
+    std::vector<int> sum(full);
+    std::vector<uint8_t> all_ok(full);
+    int dev_room = 0;
+    auto feasible = [&](double bound, bool record) -> bool {
+      dev_room = std::min(m.max_device_blocks(),
+                          fits(bound, dev.tp_fixed, dev.tp_per_block, L));
+      if (dev_room < m.min_device_blocks()) return false;
+      for (int v = 0; v < s; ++v) {
+        const NodeCost& c = m.node(servers[v]);
+        room[v] = fits(bound, c.tp_fixed, c.tp_per_block, c.cap);
+        room_head[v] =
+            u ? room[v]
+              : fits(bound, c.tp_fixed + c.tp_head, c.tp_per_block, c.cap_head);
+      }
+      sum[0] = dev_room;
+      all_ok[0] = 1;
+      for (size_t mask = 1; mask < full; ++mask) {
+        const int low = __builtin_ctzll(mask);
+        const size_t rest = mask & (mask - 1);
+        all_ok[mask] = all_ok[rest] && room[low] >= 1;
+        sum[mask] = sum[rest] + std::max(room[low], 0);
+        if (!all_ok[mask] ||
+            __builtin_popcountll(mask) + m.min_device_blocks() > L) {
+          continue;
+        }
+        for (int v = 0; v < s; ++v) {
+          if (!(mask >> v & 1) || best[mask * s + v] > bound + 1e-12) continue;
+          if (room_head[v] < 1) continue;
+          if (sum[mask] - room[v] + room_head[v] >= L) {
+            if (record) {
+              best_mask = mask;
+              best_last = v;
+            }
+            return true;
+          }
+        }
+      }
+      return false;
+    };
+    std::vector<double> candidates;
+    for (int k = 0; k <= std::max(m.max_device_blocks(), 0); ++k) {
+      candidates.push_back(dev.tp_fixed + k * dev.tp_per_block);
+    }
+    for (int v = 0; v < s; ++v) {
+      const NodeCost& c = m.node(servers[v]);
+      for (int k = 1; k <= c.cap; ++k) {
+        candidates.push_back(c.tp_fixed + k * c.tp_per_block);
+        if (!u && k <= c.cap_head) {
+          candidates.push_back(c.tp_fixed + c.tp_head + k * c.tp_per_block);
+        }
+      }
+      for (int w = 0; w < s; ++w) {
+        if (w != v)
+          candidates.push_back(m.LinkOccupancy(servers[v], servers[w]));
+      }
+      candidates.push_back(m.LinkOccupancy(d, servers[v]));
+    }
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()),
+                     candidates.end());
+    while (!candidates.empty() && candidates.back() == kInf)
+      candidates.pop_back();
+    size_t lo = 0, hi = candidates.size();  // First feasible in [lo, hi).
+    while (lo < hi) {
+      const size_t mid = (lo + hi) / 2;
+      if (feasible(candidates[mid], false)) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+    if (lo == candidates.size()) return {};
+    const double bound = candidates[lo];
+    feasible(bound, true);
+    best_cost = bound;
+    // Block counts within the bound: minimums, then the fastest nodes.
+    best_counts.assign(s + 1, 0);
+    best_counts[s] = m.min_device_blocks();
+    int rem = L - best_counts[s];
+    std::vector<int> limit(s + 1);
+    limit[s] = dev_room;
+    for (int v = 0; v < s; ++v) {
+      if (!(best_mask >> v & 1)) continue;
+      best_counts[v] = 1;
+      --rem;
+      limit[v] = v == best_last ? room_head[v] : room[v];
+    }
+    std::vector<int> order;
+    for (int v = 0; v < s; ++v) {
+      if (best_mask >> v & 1) order.push_back(v);
+    }
+    order.push_back(s);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+      const double pa =
+          a == s ? dev.tp_per_block : m.node(servers[a]).tp_per_block;
+      const double pb =
+          b == s ? dev.tp_per_block : m.node(servers[b]).tp_per_block;
+      return pa < pb;
+    });
+    for (int i : order) {
+      const int take = std::min(rem, std::max(limit[i] - best_counts[i], 0));
+      best_counts[i] += take;
+      rem -= take;
+    }
+    if (rem != 0) return {};  // Unreachable: feasible() said it fits.
+  }
+  if (best_cost == kInf || best_last < 0) return {};
+
+  // Walk the Held-Karp parents back to the device.
+  std::vector<int> path;  // Server indices, last first.
+  size_t mask = best_mask;
+  int v = best_last;
+  while (v >= 0) {
+    path.push_back(v);
+    const int p = parent[mask * s + v];
+    mask &= ~(size_t{1} << v);
+    v = p;
+  }
+  std::reverse(path.begin(), path.end());
+  std::vector<int> nodes = {d};
+  std::vector<int> blocks = {best_counts[s]};
+  for (int i : path) {
+    nodes.push_back(servers[i]);
+    blocks.push_back(best_counts[i]);
+  }
+  return ToRanges(m, nodes, blocks);
+}
+
+double RangeDpWork(const CostModel& m) {
+  const double s = static_cast<double>(m.servers().size());
+  const double L = m.num_blocks();
+  return (L + 1) * std::pow(2.0, s) * (s + 1) * s * L;
+}
+
+std::vector<Assignment> SolveRangeDp(const CostModel& m, Objective objective,
+                                     const std::vector<PinnedStage>& pinned) {
+  const std::vector<int>& servers = m.servers();
+  const int s = static_cast<int>(servers.size());
+  const int L = m.num_blocks();
+  const bool latency = objective != Objective::kThroughput;
+  const bool u = m.u_shaped();
+  const NodeCost& dev = m.device();
+  const int d = m.device_index();
+  const size_t full = size_t{1} << s;
+  // Pins: which server (or the device, -2) must start at block b.
+  std::vector<int> pin_at(L + 1, -1), pin_end(L + 1, -1);
+  size_t pinned_mask = 0;
+  int device_pin = -1;
+  for (const PinnedStage& p : pinned) {
+    const int idx = m.NodeIndex(p.node);
+    if (idx == d) {
+      device_pin = p.last_block;
+      continue;
+    }
+    const int v = static_cast<int>(
+        std::find(servers.begin(), servers.end(), idx) - servers.begin());
+    pin_at[p.first_block] = v;
+    pin_end[p.first_block] = p.last_block;
+    pinned_mask |= size_t{1} << v;
+  }
+  // Where the next pinned range starts at or after b.
+  std::vector<int> next_pin(L + 1, L);
+  for (int b = L - 1; b >= 0; --b)
+    next_pin[b] = pin_at[b] >= 0 ? b : next_pin[b + 1];
+
+  // State (b, mask, last): last in [0, s) is a server, s the device.
+  const size_t per_b = full * (s + 1);
+  std::vector<double> value((L + 1) * per_b, kInf);
+  std::vector<int16_t> from_last((L + 1) * per_b, -1);
+  auto at = [&](int b, size_t mask, int last) {
+    return static_cast<size_t>(b) * per_b + mask * (s + 1) + last;
+  };
+  for (int k0 = m.min_device_blocks(); k0 <= std::min(m.max_device_blocks(), L);
+       ++k0) {
+    if (device_pin >= 0 && k0 != device_pin) continue;
+    if (k0 > next_pin[0]) break;  // A server's pin starts before.
+    value[at(k0, 0, s)] = latency ? dev.lat_fixed + k0 * dev.lat_per_block
+                                  : dev.tp_fixed + k0 * dev.tp_per_block;
+  }
+  for (int b = 0; b < L; ++b) {
+    for (size_t mask = 0; mask < full; ++mask) {
+      for (int last = 0; last <= s; ++last) {
+        const double here = value[at(b, mask, last)];
+        if (here == kInf) continue;
+        const int from = last == s ? d : servers[last];
+        auto relax = [&](int v, int k) {
+          const NodeCost& c = m.node(servers[v]);
+          const bool head = !u && b + k == L;
+          if (k > (head ? c.cap_head : c.cap)) return;
+          const double e = latency ? m.LinkLatency(from, servers[v])
+                                   : m.LinkOccupancy(from, servers[v]);
+          if (e == kInf) return;
+          double cost;
+          if (latency) {
+            cost = here + e + c.lat_fixed + k * c.lat_per_block +
+                   (head ? c.lat_head : 0);
+          } else {
+            cost = std::max(
+                {here, e,
+                 c.tp_fixed + k * c.tp_per_block + (head ? c.tp_head : 0)});
+          }
+          const size_t idx = at(b + k, mask | size_t{1} << v, v);
+          if (cost < value[idx]) {
+            value[idx] = cost;
+            from_last[idx] = static_cast<int16_t>(last);
+          }
+        };
+        if (pin_at[b] >= 0) {
+          const int v = pin_at[b];
+          if (!(mask >> v & 1)) relax(v, pin_end[b] - b);
+          continue;
+        }
+        const int max_k = next_pin[b] - b;
+        for (int v = 0; v < s; ++v) {
+          if ((mask | pinned_mask) >> v & 1) continue;
+          for (int k = 1; k <= max_k; ++k) relax(v, k);
+        }
+      }
+    }
+  }
+  double best = kInf;
+  size_t best_mask = 0;
+  int best_last = -1;
+  for (size_t mask = 1; mask < full; ++mask) {
+    for (int last = 0; last < s; ++last) {
+      if (Better(value[at(L, mask, last)], best)) {
+        best = value[at(L, mask, last)];
+        best_mask = mask;
+        best_last = last;
+      }
+    }
+  }
+  if (best_last < 0) return {};
+  // Walk back: each state's block count is b minus the previous b; the
+  // previous state is the one (b', mask - last, from_last) with finite value
+  // that leads here - recover b' by scanning (cheap: at most L).
+  std::vector<std::pair<int, int>> rev;  // (node index, first block)
+  int b = L;
+  size_t mask = best_mask;
+  int last = best_last;
+  while (last != s) {
+    const int prev_last = from_last[at(b, mask, last)];
+    const size_t prev_mask = mask & ~(size_t{1} << last);
+    const int from = prev_last == s ? d : servers[prev_last];
+    const NodeCost& c = m.node(servers[last]);
+    const bool head = !u && b == L;
+    int found = -1;
+    for (int pb = b - 1; pb >= 0 && found < 0; --pb) {
+      const double here = value[at(pb, prev_mask, prev_last)];
+      if (here == kInf) continue;
+      const int k = b - pb;
+      if (pin_at[pb] >= 0
+              ? pin_at[pb] != last || pin_end[pb] != b
+              : (k > next_pin[pb] - pb || (pinned_mask >> last & 1))) {
+        continue;
+      }
+      if (k > (head ? c.cap_head : c.cap)) continue;
+      const double e = latency ? m.LinkLatency(from, servers[last])
+                               : m.LinkOccupancy(from, servers[last]);
+      const double cost = latency
+                              ? here + e + c.lat_fixed + k * c.lat_per_block +
+                                    (head ? c.lat_head : 0)
+                              : std::max({here, e,
+                                          c.tp_fixed + k * c.tp_per_block +
+                                              (head ? c.tp_head : 0)});
+      if (cost == value[at(b, mask, last)]) found = pb;
+    }
+    if (found < 0) return {};  // Unreachable.
+    rev.push_back({servers[last], found});
+    b = found;
+    mask = prev_mask;
+    last = prev_last;
+  }
+  std::vector<Assignment> out = {{m.NodeName(d), 0, b}};
+  int end = L;
+  std::vector<Assignment> tail;
+  for (auto& [node, first] : rev) {
+    tail.push_back({m.NodeName(node), first, end});
+    end = first;
+  }
+  out.insert(out.end(), tail.rbegin(), tail.rend());
+  return out;
+}
+
+}  // namespace internal
+}  // namespace planner
+}  // namespace edgesplit
