@@ -20,19 +20,14 @@
 #include "runtime/test_paths.h"
 #include "runtime/threading.h"
 #include "tests/cluster.h"
+#include "tests/split_util.h"
 
 namespace edgesplit {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-SamplingOptions Greedy(int n) {
-  SamplingOptions s;
-  s.temperature = 0;
-  s.max_new_tokens = n;
-  s.stop_at_eos = false;
-  return s;
-}
+SamplingOptions Greedy(int n) { return testing::GreedyTokens(n); }
 
 const char kPrompt[] = "Once upon a time, in a small town by the sea,";
 

@@ -79,6 +79,23 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
     if (p.is_relative()) p = dir / p;
     c.plan_files.push_back(p.lexically_normal().string());
   }
+  const YAML::Node link = root["default_link"];
+  if (link.IsDefined()) {
+    if (!link.IsMap())
+      return r.Error(link, "default_link", "expected {mbit_s, rtt_ms}");
+    ES_ASSIGN_OR_RETURN(int64_t mbit, r.Int(link, "mbit_s", 1000));
+    ES_ASSIGN_OR_RETURN(int64_t rtt, r.Int(link, "rtt_ms", 1));
+    if (mbit <= 0) return r.Error(link, "default_link.mbit_s", "must be > 0");
+    if (rtt < 0) return r.Error(link, "default_link.rtt_ms", "must be >= 0");
+    c.default_link.bytes_per_s = mbit * 1e6 / 8;
+    c.default_link.rtt_ms = static_cast<double>(rtt);
+  }
+  ES_ASSIGN_OR_RETURN(int64_t gain, r.Int(root, "replan_min_gain_percent", 10));
+  if (gain < 0 || gain > 100) {
+    return r.Error(root["replan_min_gain_percent"], "replan_min_gain_percent",
+                   "must be in [0, 100]");
+  }
+  c.replan_min_gain = gain / 100.0;
   ES_RETURN_IF_ERROR(c.Validate());
   return c;
 }
@@ -96,17 +113,24 @@ Controller::Controller(ControllerConfig config, Clock* clock)
 v1::ReloadPlansResponse Controller::ReloadPlans() {
   v1::ReloadPlansResponse response;
   std::map<std::string, PlanConfig> loaded;
+  std::map<std::string, AutoSpec> automatic;
   for (const std::string& file : config_.plan_files) {
     absl::Status s = [&]() -> absl::Status {
       ES_ASSIGN_OR_RETURN(PlanConfig plan, LoadPlanFile(file));
       ES_ASSIGN_OR_RETURN(ModelConfig model,
                           LoadModelConfig(plan.model_path + "/config.json"));
-      ES_RETURN_IF_ERROR(ValidatePlan(plan, model, cluster_));
-      if (loaded.count(plan.model_id) > 0) {
+      if (loaded.count(plan.model_id) > 0 ||
+          automatic.count(plan.model_id) > 0) {
         return absl::InvalidArgumentError(absl::StrCat(
-            file, ": model \"", plan.model_id, "\" already has a plan in ",
-            loaded[plan.model_id].source));
+            file, ": model \"", plan.model_id, "\" already has a plan"));
       }
+      if (plan.automatic) {
+        ES_RETURN_IF_ERROR(ValidateAutomaticPlan(plan, model, cluster_));
+        const std::string id = plan.model_id;
+        automatic[id] = {std::move(plan), std::move(model)};
+        return absl::OkStatus();
+      }
+      ES_RETURN_IF_ERROR(ValidatePlan(plan, model, cluster_));
       loaded[plan.model_id] = std::move(plan);
       return absl::OkStatus();
     }();
@@ -115,8 +139,15 @@ v1::ReloadPlansResponse Controller::ReloadPlans() {
   bool changed = false;
   {
     absl::MutexLock lock(&mu_);
+    for (auto& [id, spec] : automatic) {
+      response.add_loaded(id);
+      specs_[id] = std::move(spec);
+    }
+    if (!automatic.empty()) changed |= ReplanLocked();
     for (auto& [id, plan] : loaded) {
       response.add_loaded(id);
+      specs_.erase(id);
+      predictions_.erase(id);
       auto it = plans_.find(id);
       const bool same =
           it != plans_.end() && ToProto(it->second, 0).SerializeAsString() ==
@@ -130,6 +161,113 @@ v1::ReloadPlansResponse Controller::ReloadPlans() {
   }
   if (changed) NotifyWatchers();
   return response;
+}
+
+v1::Plan Controller::ToProtoLocked(const PlanConfig& plan) const {
+  v1::Plan p = ToProto(plan, version_);
+  auto it = predictions_.find(plan.model_id);
+  if (plan.automatic && it != predictions_.end()) {
+    p.set_planned(true);
+    p.set_objective(plan.planner.objective);
+    p.set_predicted_latency_ms(it->second.latency_ms);
+    p.set_predicted_decode_step_ms(it->second.decode_step_ms);
+    p.set_predicted_prefill_ms(it->second.prefill_ms);
+    p.set_predicted_bottleneck_ms(it->second.bottleneck_ms);
+  }
+  return p;
+}
+
+bool Controller::UsableLocked(const std::string& node) const {
+  if (!CheckAlive(node).ok()) return false;
+  const Node& n = nodes_.at(node);
+  return n.last_seen > n.suspected_at;
+}
+
+std::set<std::string> Controller::UsableSetLocked() const {
+  std::set<std::string> out;
+  for (const auto& [name, n] : nodes_) {
+    if (UsableLocked(name)) out.insert(name);
+  }
+  return out;
+}
+
+bool Controller::ReplanLocked() {
+  planned_with_ = UsableSetLocked();
+  bool changed = false;
+  for (const auto& [id, auto_spec] : specs_) {
+    std::vector<NodeView> servers;
+    for (const std::string& name : planned_with_) {
+      const Node& n = nodes_.at(name);
+      NodeView v;
+      v.name = name;
+      v.memory_bytes = cluster_.at(name).memory_bytes > 0
+                           ? cluster_.at(name).memory_bytes
+                           : n.memory_bytes;
+      auto c = n.compute.find(id);
+      v.has_compute = c != n.compute.end();
+      if (v.has_compute) v.compute = c->second;
+      v.links = n.links;
+      servers.push_back(std::move(v));
+    }
+    NodeView device = device_;
+    device.name = kDeviceNode;
+    auto dc = device_compute_.find(id);
+    device.has_compute = dc != device_compute_.end();
+    if (device.has_compute) device.compute = dc->second;
+    planner::PlanResult predicted;
+    auto plan = PlanAutomatically(auto_spec.spec, auto_spec.model, servers,
+                                  device, config_.default_link, &predicted);
+    if (!plan.ok()) {
+      // The running plan (if any) stays; sessions on dead nodes fail over
+      // when a plan becomes possible again.
+      planner_errors_[id] = std::string(plan.status().message());
+      continue;
+    }
+    planner_errors_.erase(id);
+    auto it = plans_.find(id);
+    if (it != plans_.end() && it->second.automatic) {
+      // Keep the running plan unless the new one is clearly better.
+      auto current = EvaluatePlan(auto_spec.spec, auto_spec.model, servers,
+                                  device, config_.default_link, it->second);
+      if (current.ok() &&
+          predicted.objective_value >=
+              current->objective_value * (1 - config_.replan_min_gain)) {
+        predictions_[id] = *current;
+        continue;
+      }
+    }
+    predictions_[id] = predicted;
+    if (it == plans_.end() || ToProto(it->second, 0).SerializeAsString() !=
+                                  ToProto(*plan, 0).SerializeAsString()) {
+      plans_[id] = *std::move(plan);
+      changed = true;
+    }
+  }
+  if (changed) ++version_;
+  return changed;
+}
+
+bool Controller::ReplanIfMembershipChangedLocked() {
+  if (specs_.empty() || UsableSetLocked() == planned_with_) return false;
+  return ReplanLocked();
+}
+
+v1::ProfileRequest Controller::ProfileRequestLocked(const std::string& node,
+                                                    uint64_t* version) const {
+  v1::ProfileRequest r;
+  for (const auto& [id, spec] : specs_) {
+    auto* m = r.add_models();
+    m->set_model_id(id);
+    m->set_model_path(spec.spec.model_path);
+  }
+  for (const auto& [name, n] : nodes_) {
+    if (name == node) continue;
+    v1::Hop* peer = r.add_peers();
+    peer->set_node(name);
+    peer->set_address(n.peer_address.empty() ? n.address : n.peer_address);
+  }
+  *version = std::hash<std::string>{}(r.SerializeAsString()) | 1;
+  return r;
 }
 
 v1::Plan Controller::ToProto(const PlanConfig& plan, uint64_t version) {
@@ -157,13 +295,24 @@ absl::StatusOr<v1::RegisterNodeResponse> Controller::RegisterNode(
   if (request.address().empty()) {
     return absl::InvalidArgumentError("RegisterNode needs an address");
   }
+  v1::RegisterNodeResponse response;
+  bool changed;
   {
     absl::MutexLock lock(&mu_);
     Node& n = nodes_[request.node()];
     n.address = request.address();
+    n.peer_address = request.peer_address();
     n.last_seen = clock_->Now();
+    n.memory_bytes = request.resources().memory_bytes();
+    n.kv_budget_bytes = request.resources().kv_budget_bytes();
+    for (const v1::ComputeProfile& c : request.compute())
+      n.compute[c.model_id()] = c;
+    changed = !specs_.empty() && ReplanLocked();
+    uint64_t version;
+    *response.mutable_profile() =
+        ProfileRequestLocked(request.node(), &version);
   }
-  v1::RegisterNodeResponse response;
+  if (changed) NotifyWatchers();
   response.set_heartbeat_interval_ms(static_cast<uint32_t>(
       absl::ToInt64Milliseconds(config_.heartbeat_interval)));
   response.set_dead_after_missed(config_.dead_after_missed);
@@ -172,17 +321,37 @@ absl::StatusOr<v1::RegisterNodeResponse> Controller::RegisterNode(
 
 absl::StatusOr<v1::HeartbeatResponse> Controller::Heartbeat(
     const v1::HeartbeatRequest& request) {
-  absl::MutexLock lock(&mu_);
-  auto it = nodes_.find(request.node());
-  if (it == nodes_.end()) {
-    return absl::NotFoundError(absl::StrCat(
-        "node \"", request.node(), "\" is not registered; register first"));
-  }
-  it->second.last_seen = clock_->Now();
-  it->second.open_sessions = request.open_sessions();
-  it->second.kv_used_bytes = request.kv_used_bytes();
   v1::HeartbeatResponse response;
-  response.set_plan_version(version_);
+  bool changed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = nodes_.find(request.node());
+    if (it == nodes_.end()) {
+      return absl::NotFoundError(absl::StrCat(
+          "node \"", request.node(), "\" is not registered; register first"));
+    }
+    Node& n = it->second;
+    n.last_seen = clock_->Now();
+    n.open_sessions = request.open_sessions();
+    n.kv_used_bytes = request.kv_used_bytes();
+    const bool profiled =
+        request.compute_size() > 0 || request.links_size() > 0;
+    for (const v1::ComputeProfile& c : request.compute())
+      n.compute[c.model_id()] = c;
+    if (profiled)
+      n.links.assign(request.links().begin(), request.links().end());
+    if (profiled && !specs_.empty()) {
+      changed = ReplanLocked();
+    } else {
+      changed = ReplanIfMembershipChangedLocked();
+    }
+    uint64_t version;
+    *response.mutable_profile() =
+        ProfileRequestLocked(request.node(), &version);
+    response.set_profile_version(version);
+    response.set_plan_version(version_);
+  }
+  if (changed) NotifyWatchers();
   return response;
 }
 
@@ -207,7 +376,7 @@ absl::StatusOr<v1::GetPlanResponse> Controller::GetPlan(
   v1::GetPlanResponse response;
   for (const auto& [id, plan] : plans_) {
     if (model_id.empty() || id == model_id) {
-      *response.add_plans() = ToProto(plan, version_);
+      *response.add_plans() = ToProtoLocked(plan);
     }
   }
   if (!model_id.empty() && response.plans_size() == 0) {
@@ -223,7 +392,7 @@ v1::PlanUpdate Controller::PlansFor(const std::string& node) {
   for (const auto& [id, plan] : plans_) {
     for (const PlanStageConfig& s : plan.stages) {
       if (s.node == node) {
-        *update.add_plans() = ToProto(plan, version_);
+        *update.add_plans() = ToProtoLocked(plan);
         break;
       }
     }
@@ -233,23 +402,73 @@ v1::PlanUpdate Controller::PlansFor(const std::string& node) {
 
 absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
     const v1::OpenSessionRequest& request) {
-  absl::MutexLock lock(&mu_);
+  bool changed = false;
+  auto response = [&]() -> absl::StatusOr<v1::OpenSessionResponse> {
+    absl::MutexLock lock(&mu_);
+    bool replan = false;
+    if (request.has_profile()) {
+      const v1::DeviceProfile& p = request.profile();
+      for (const v1::ComputeProfile& c : p.compute()) {
+        auto& old = device_compute_[c.model_id()];
+        replan |= old.SerializeAsString() != c.SerializeAsString();
+        old = c;
+      }
+      if (p.links_size() > 0) {
+        std::vector<v1::LinkProfile> links(p.links().begin(), p.links().end());
+        replan = true;
+        device_.links = std::move(links);
+      }
+      if (p.memory_bytes() > 0) device_.memory_bytes = p.memory_bytes();
+    }
+    for (const std::string& suspect : request.suspects()) {
+      auto n = nodes_.find(suspect);
+      if (n != nodes_.end()) {
+        n->second.suspected_at = clock_->Now();
+        replan = true;
+      }
+    }
+    if (!specs_.empty()) {
+      changed = replan ? ReplanLocked() : ReplanIfMembershipChangedLocked();
+    }
+    return OpenSessionLocked(request);
+  }();
+  if (changed) NotifyWatchers();
+  return response;
+}
+
+absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSessionLocked(
+    const v1::OpenSessionRequest& request) {
+  auto err = planner_errors_.find(request.model_id());
   auto it = plans_.find(request.model_id());
+  if (it == plans_.end() && err != planner_errors_.end()) {
+    return absl::UnavailableError(err->second);
+  }
   if (it == plans_.end()) {
     return absl::NotFoundError(
         absl::StrCat("no plan for model \"", request.model_id(), "\""));
   }
   const PlanConfig& plan = it->second;
   v1::OpenSessionResponse response;
-  *response.mutable_plan() = ToProto(plan, version_);
+  *response.mutable_plan() = ToProtoLocked(plan);
   response.set_device_first_block(plan.stages[0].first_block);
   response.set_device_last_block(plan.stages[0].last_block);
   for (size_t i = 1; i < plan.stages.size(); ++i) {
     const PlanStageConfig& s = plan.stages[i];
     ES_RETURN_IF_ERROR(CheckAlive(s.node));
+    if (!UsableLocked(s.node)) {
+      // A pinned plan has no way around it; an automatic one may once the
+      // live nodes among the suspects beat again.
+      return absl::Status(
+          plan.automatic ? absl::StatusCode::kUnavailable
+                         : absl::StatusCode::kFailedPrecondition,
+          absl::StrCat("node \"", s.node,
+                       "\" is suspected down and no plan avoids it",
+                       err != planner_errors_.end() ? ": " + err->second : ""));
+    }
     v1::Hop* hop = response.add_route();
     hop->set_node(s.node);
     hop->set_address(nodes_[s.node].address);
+    hop->set_peer_address(nodes_[s.node].peer_address);
     hop->set_first_block(s.first_block);
     hop->set_last_block(s.last_block);
   }
@@ -266,6 +485,39 @@ absl::Status Controller::CloseSession(const std::string& session_id) {
         absl::StrCat("unknown session \"", session_id, "\""));
   }
   return absl::OkStatus();
+}
+
+v1::ClusterStatus Controller::ClusterStatus() {
+  v1::ClusterStatus status;
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  for (const auto& [name, cfg] : cluster_) {
+    v1::NodeStatus* ns = status.add_nodes();
+    ns->set_node(name);
+    auto it = nodes_.find(name);
+    if (it == nodes_.end()) continue;
+    const Node& n = it->second;
+    ns->set_address(n.address);
+    ns->set_alive(CheckAlive(name).ok());
+    ns->set_suspected(n.suspected_at >= n.last_seen);
+    ns->set_seconds_since_heartbeat(absl::ToDoubleSeconds(now - n.last_seen));
+    ns->set_open_sessions(n.open_sessions);
+    ns->set_memory_bytes(cfg.memory_bytes > 0 ? cfg.memory_bytes
+                                              : n.memory_bytes);
+    ns->set_kv_budget_bytes(n.kv_budget_bytes);
+    ns->set_kv_used_bytes(n.kv_used_bytes);
+    for (const auto& [id, c] : n.compute) *ns->add_compute() = c;
+    for (const auto& l : n.links) *ns->add_links() = l;
+  }
+  v1::NodeStatus* dev = status.add_nodes();
+  dev->set_node(kDeviceNode);
+  dev->set_memory_bytes(device_.memory_bytes);
+  for (const auto& [id, c] : device_compute_) *dev->add_compute() = c;
+  for (const auto& l : device_.links) *dev->add_links() = l;
+  for (const auto& [id, plan] : plans_)
+    *status.add_plans() = ToProtoLocked(plan);
+  for (const auto& [id, e] : planner_errors_) status.add_planner_errors(e);
+  return status;
 }
 
 uint64_t Controller::plan_version() const {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "controller/auto_plan.h"
 #include "controller/plan.h"
 #include "edgesplit/v1/controller.pb.h"
 
@@ -34,6 +36,12 @@ struct ControllerConfig {
   int dead_after_missed = 3;
   std::vector<NodeConfig> nodes;
   std::vector<std::string> plan_files;  // Resolved paths.
+  // Assumed for links nobody measured yet.
+  DefaultLink default_link;
+  // A running automatic plan is replaced only by one predicted at least
+  // this much better (a fraction), so measurement noise doesn't move
+  // sessions back and forth; infeasible plans are always replaced.
+  double replan_min_gain = 0.1;
 
   absl::Status Validate() const;
 };
@@ -44,6 +52,8 @@ struct ControllerConfig {
 //   dead_after_missed: 3
 //   nodes: [{name: server-a, memory_mb: 2048}, ...]
 //   plans: [plans/stories-2way.yaml, ...]   # relative to this file
+//   default_link: {mbit_s: 1000, rtt_ms: 1} # until probes measure links
+//   replan_min_gain_percent: 10             # hysteresis of re-planning
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
 absl::StatusOr<ControllerConfig> ParseControllerConfig(
     const std::string& text, const std::string& source);
@@ -69,6 +79,7 @@ class Controller {
   absl::StatusOr<v1::OpenSessionResponse> OpenSession(
       const v1::OpenSessionRequest& request);
   absl::Status CloseSession(const std::string& session_id);
+  v1::ClusterStatus ClusterStatus();
 
   uint64_t plan_version() const;
   int open_sessions() const;
@@ -80,13 +91,41 @@ class Controller {
  private:
   struct Node {
     std::string address;
+    std::string peer_address;  // Empty: `address`.
     absl::Time last_seen;
     uint32_t open_sessions = 0;
     int64_t kv_used_bytes = 0;
+    int64_t memory_bytes = 0;
+    int64_t kv_budget_bytes = 0;
+    std::map<std::string, v1::ComputeProfile> compute;  // By model id.
+    std::vector<v1::LinkProfile> links;
+    // A device could not reach it at this time: not planned on until it
+    // beats again.
+    absl::Time suspected_at = absl::InfinitePast();
+  };
+  struct AutoSpec {
+    PlanConfig spec;
+    ModelConfig model;
   };
   // OK when `node` is registered and has beaten recently; else UNAVAILABLE
   // naming it.
   absl::Status CheckAlive(const std::string& node) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::OpenSessionResponse> OpenSessionLocked(
+      const v1::OpenSessionRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool UsableLocked(const std::string& node) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::set<std::string> UsableSetLocked() const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Re-plans every automatic plan from the current profiles; true when a
+  // plan changed (the caller notifies watchers after unlocking).
+  bool ReplanLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Re-plans when nodes became usable or unusable since the last plan.
+  bool ReplanIfMembershipChangedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::ProfileRequest ProfileRequestLocked(const std::string& node,
+                                          uint64_t* version) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::Plan ToProtoLocked(const PlanConfig& plan) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static v1::Plan ToProto(const PlanConfig& plan, uint64_t version);
   void NotifyWatchers();
@@ -100,6 +139,13 @@ class Controller {
   std::map<std::string, PlanConfig> plans_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::string> sessions_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, AutoSpec> specs_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, planner::PlanResult> predictions_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> planner_errors_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> planned_with_ ABSL_GUARDED_BY(mu_);
+  NodeView device_ ABSL_GUARDED_BY(mu_);  // The last device report.
+  std::map<std::string, v1::ComputeProfile> device_compute_
+      ABSL_GUARDED_BY(mu_);
   std::mt19937_64 rng_ ABSL_GUARDED_BY(mu_){std::random_device{}()};
 
   absl::Mutex watch_mu_;

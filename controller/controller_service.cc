@@ -123,4 +123,13 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::ReloadPlans(
       response);
 }
 
+grpc::ServerUnaryReactor* ControllerServiceImpl::GetClusterStatus(
+    grpc::CallbackServerContext* ctx,
+    const v1::GetClusterStatusRequest* request, v1::ClusterStatus* response) {
+  (void)request;
+  return Reply(ctx,
+               absl::StatusOr<v1::ClusterStatus>(controller_->ClusterStatus()),
+               response);
+}
+
 }  // namespace edgesplit

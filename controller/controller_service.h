@@ -35,6 +35,10 @@ class ControllerServiceImpl final
   grpc::ServerUnaryReactor* ReloadPlans(
       grpc::CallbackServerContext* ctx, const v1::ReloadPlansRequest* request,
       v1::ReloadPlansResponse* response) override;
+  grpc::ServerUnaryReactor* GetClusterStatus(
+      grpc::CallbackServerContext* ctx,
+      const v1::GetClusterStatusRequest* request,
+      v1::ClusterStatus* response) override;
 
  private:
   Controller* const controller_;

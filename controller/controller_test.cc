@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "controller/fake_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/test_paths.h"
@@ -11,15 +12,6 @@ namespace edgesplit {
 namespace {
 
 using ::testing::HasSubstr;
-
-class ManualClock : public Clock {
- public:
-  absl::Time Now() override { return now_; }
-  void Advance(absl::Duration d) { now_ += d; }
-
- private:
-  absl::Time now_ = absl::FromUnixSeconds(1000);
-};
 
 class ControllerTest : public ::testing::Test {
  protected:

@@ -29,8 +29,56 @@ absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
             .string();
   }
   ES_ASSIGN_OR_RETURN(plan.u_shaped, r.Bool(root, "u_shaped", false));
+  const YAML::Node planner = root["planner"];
+  if (planner.IsDefined()) {
+    if (!planner.IsMap())
+      return r.Error(planner, "planner", "expected a mapping");
+    plan.automatic = true;
+    PlannerSettings& ps = plan.planner;
+    ES_ASSIGN_OR_RETURN(std::string objective,
+                        r.String(planner, "objective", false));
+    if (!objective.empty()) ps.objective = objective;
+    if (ps.objective != "latency" && ps.objective != "throughput" &&
+        ps.objective != "energy") {
+      return r.Error(
+          planner["objective"], "planner.objective",
+          "\"" + ps.objective + "\" is not latency, throughput or energy");
+    }
+    struct IntField {
+      const char* name;
+      int64_t* value;
+      int64_t min;
+    };
+    for (const IntField& f :
+         {IntField{"prompt_tokens", &ps.prompt_tokens, 1},
+          IntField{"output_tokens", &ps.output_tokens, 1},
+          IntField{"batch", &ps.batch, 1},
+          IntField{"micro_batches", &ps.micro_batches, 1},
+          IntField{"min_device_blocks", &ps.min_device_blocks, 0},
+          IntField{"max_device_blocks", &ps.max_device_blocks, -1}}) {
+      ES_ASSIGN_OR_RETURN(*f.value, r.Int(planner, f.name, *f.value));
+      if (*f.value < f.min || *f.value > (int64_t{1} << 24)) {
+        return r.Error(planner[f.name], std::string("planner.") + f.name,
+                       absl::StrCat(*f.value, " is out of range"));
+      }
+    }
+    if (ps.micro_batches > ps.batch) {
+      return r.Error(planner["micro_batches"], "planner.micro_batches",
+                     "must not exceed planner.batch");
+    }
+    const YAML::Node u = planner["u_shaped"];
+    if (u.IsDefined()) {
+      if (!u.IsScalar() || (u.Scalar() != "true" && u.Scalar() != "false" &&
+                            u.Scalar() != "auto")) {
+        return r.Error(u, "planner.u_shaped", "expected true, false or auto");
+      }
+      ps.u_shaped = u.Scalar();
+    }
+  }
   const YAML::Node stages = root["stages"];
-  if (!stages.IsDefined() || !stages.IsSequence() || stages.size() == 0) {
+  if (plan.automatic && !stages.IsDefined()) return plan;
+  if (!stages.IsDefined() || !stages.IsSequence() ||
+      (stages.size() == 0 && !plan.automatic)) {
     return r.Error(root, "stages", "missing (a list of node + blocks)");
   }
   for (size_t i = 0; i < stages.size(); ++i) {
@@ -61,6 +109,32 @@ absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
 absl::StatusOr<PlanConfig> LoadPlanFile(const std::string& path) {
   ES_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
   return ParsePlanYaml(text, path);
+}
+
+absl::Status ValidateAutomaticPlan(
+    const PlanConfig& plan, const ModelConfig& model,
+    const std::map<std::string, NodeConfig>& nodes) {
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    const PlanStageConfig& s = plan.stages[i];
+    auto err = [&](const std::string& what) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          plan.source, ":", s.line, ": field \"stages[", i, "]\": ", what));
+    };
+    if (s.node != kDeviceNode && nodes.count(s.node) == 0) {
+      return err(absl::StrCat("unknown node \"", s.node,
+                              "\" (not in the cluster's nodes)"));
+    }
+    if (s.first_block < 0 || s.first_block > s.last_block ||
+        s.last_block > model.num_layers) {
+      return err(absl::StrCat("blocks [", s.first_block, ", ", s.last_block,
+                              ") are not within the model's ", model.num_layers,
+                              " blocks"));
+    }
+    if (s.node == kDeviceNode && s.first_block != 0) {
+      return err("the device's pinned range must start at block 0");
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,

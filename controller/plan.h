@@ -13,6 +13,22 @@
 //     - node: server-b
 //       blocks: [3, 5]
 //
+// Or let the controller plan it from measured profiles, pinning some
+// stages (or none) and leaving the rest to the planner:
+//
+//   model: {id: stories260K, path: ../shared/models/stories260K}
+//   planner:
+//     objective: latency     # latency | throughput | energy
+//     prompt_tokens: 64      # the request shape planned for
+//     output_tokens: 64
+//     batch: 1
+//     micro_batches: 1
+//     min_device_blocks: 1   # privacy: the device keeps at least these
+//     max_device_blocks: -1
+//     u_shaped: auto         # true | false | auto
+//   stages:                  # optional: pinned stages
+//     - {node: server-a, blocks: [2, 4]}
+//
 // Parsing yields typed structs; Validate() checks them against the model's
 // config.json and the cluster's nodes. Every error names the file, line
 // and field.
@@ -38,12 +54,28 @@ struct PlanStageConfig {
   int line = 0;  // Where the stage is in the file (1-based).
 };
 
+// The `planner:` section of an automatic plan.
+struct PlannerSettings {
+  std::string objective = "latency";
+  int64_t prompt_tokens = 64;
+  int64_t output_tokens = 64;
+  int64_t batch = 1;
+  int64_t micro_batches = 1;
+  int64_t min_device_blocks = 0;
+  int64_t max_device_blocks = -1;
+  std::string u_shaped = "auto";  // "true", "false" or "auto".
+};
+
 struct PlanConfig {
   std::string source;  // The file.
   std::string model_id;
   std::string model_path;  // Resolved against the file's directory.
   bool u_shaped = false;
+  // Pinned plans: every stage. Automatic plans (`planner` set): the
+  // pinned stages only; the controller fills in the rest.
   std::vector<PlanStageConfig> stages;
+  bool automatic = false;
+  PlannerSettings planner;
 };
 
 struct NodeConfig {
@@ -60,6 +92,11 @@ absl::StatusOr<PlanConfig> LoadPlanFile(const std::string& path);
 // its memory (fp32, as servers compute).
 absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
                           const std::map<std::string, NodeConfig>& nodes);
+// For automatic plans: pinned stages name known nodes and lie within the
+// model (the planner checks the rest).
+absl::Status ValidateAutomaticPlan(
+    const PlanConfig& plan, const ModelConfig& model,
+    const std::map<std::string, NodeConfig>& nodes);
 
 }  // namespace edgesplit
 

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -10,10 +11,12 @@
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/grpc_status.h"
+#include "proto/probe.h"
 #include "proto/stage_stream.h"
 #include "proto/tensor_codec.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
+#include "runtime/profiler.h"
 #include "runtime/status_macros.h"
 #include "runtime/threading.h"
 
@@ -39,6 +42,100 @@ struct DeviceAgent::Impl {
   // (model directory, device blocks first, last, U-shaped)
   using Key = std::tuple<std::string, int64_t, int64_t, bool>;
   std::map<Key, std::shared_ptr<LocalModel>> models ABSL_GUARDED_BY(mu);
+
+  // What the next OpenSession reports (report_profile).
+  absl::Mutex profile_mu;
+  v1::DeviceProfile profile ABSL_GUARDED_BY(profile_mu);
+  std::set<std::string> profiled ABSL_GUARDED_BY(profile_mu);  // Model ids.
+  std::map<std::string, absl::Time> link_measured ABSL_GUARDED_BY(profile_mu);
+
+  // Asks the controller for a session of `model_id`, leaving out
+  // `suspects`; retries while no plan exists yet (UNAVAILABLE) until
+  // `deadline`, as nodes that are alive beat again and are planned on.
+  absl::StatusOr<v1::OpenSessionResponse> OpenRoute(
+      const std::string& model_id, const std::string& adapter,
+      const std::vector<std::string>& suspects, absl::Time deadline) {
+    absl::Duration backoff = absl::Milliseconds(50);
+    for (int attempt = 0;; ++attempt) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(
+          ToChrono(std::min(deadline, absl::Now() + options.rpc_timeout)));
+      v1::OpenSessionRequest req;
+      req.set_model_id(model_id);
+      req.set_adapter(adapter);
+      req.set_device(options.device_name);
+      // Suspects are reported once; later attempts just wait for a plan.
+      if (attempt == 0) {
+        for (const std::string& n : suspects) req.add_suspects(n);
+      }
+      {
+        absl::MutexLock lock(&profile_mu);
+        *req.mutable_profile() = profile;
+      }
+      v1::OpenSessionResponse resp;
+      absl::Status s =
+          FromGrpcStatus(controller->OpenSession(&ctx, req, &resp),
+                         absl::StrCat("controller ", options.controller));
+      if (s.ok() && resp.route_size() == 0) {
+        return absl::InternalError("controller returned an empty route");
+      }
+      if (s.ok()) return resp;
+      // UNAVAILABLE: no plan without the suspects yet. Others are final.
+      if (s.code() != absl::StatusCode::kUnavailable ||
+          absl::Now() + backoff >= deadline || suspects.empty()) {
+        return s;
+      }
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Milliseconds(500));
+    }
+  }
+
+  // Measures this device once per model (compute, and the link to the
+  // route's first hop) for the controller's planner.
+  void Profile(const std::string& model_id, const std::string& dir,
+               const v1::OpenSessionResponse& route) {
+    if (!options.report_profile) return;
+    const v1::Hop& first = route.route(0);
+    bool measure_compute, measure_link;
+    {
+      absl::MutexLock lock(&profile_mu);
+      measure_compute = profiled.insert(model_id).second;
+      auto it = link_measured.find(first.node());
+      measure_link = it == link_measured.end() ||
+                     absl::Now() - it->second >= options.link_profile_interval;
+      if (measure_link) link_measured[first.node()] = absl::Now();
+    }
+    v1::ComputeProfile c;
+    if (measure_compute) {
+      ProfileOptions po;
+      po.copy_weights = options.copy_weights;
+      auto compute = ProfileCompute(dir, po);
+      const double slow = std::max(options.compute_slowdown, 1.0);
+      if (compute.ok()) {
+        c.set_model_id(model_id);
+        c.set_decode_ms_per_block(compute->decode_ms_per_block * slow);
+        c.set_prefill_ms_per_token(compute->prefill_ms_per_token * slow);
+        c.set_head_ms(compute->head_ms * slow);
+        // The device embeds every step: its fixed cost per request.
+        c.set_overhead_ms(compute->embed_ms * slow);
+      }
+    }
+    absl::StatusOr<v1::LinkProfile> link = absl::CancelledError("not measured");
+    if (measure_link)
+      link = ProbeLink(stubs.Get(first.address()), first.node());
+    absl::MutexLock lock(&profile_mu);
+    if (!c.model_id().empty()) *profile.add_compute() = c;
+    if (link.ok()) {
+      auto* links = profile.mutable_links();
+      for (int i = 0; i < links->size(); ++i) {
+        if (links->Get(i).peer() == link->peer()) {
+          links->DeleteSubrange(i, 1);
+          break;
+        }
+      }
+      *profile.add_links() = *link;
+    }
+  }
 
   absl::StatusOr<std::shared_ptr<LocalModel>> Load(const std::string& dir,
                                                    int64_t first, int64_t last,
@@ -74,19 +171,159 @@ struct Session::Impl {
   v1::OpenSessionResponse route;
   std::string model_id, adapter;
   int generation = 0;
+
+  class Rerouting;  // Below: a LogitsModel that survives route changes.
+
+  std::string ModelDir() const {
+    auto it = agent->options.model_dirs.find(model_id);
+    return it != agent->options.model_dirs.end() ? it->second
+                                                 : route.plan().model_path();
+  }
+  // Adopts a route from the controller: loads this device's part of it.
+  absl::Status Adopt(v1::OpenSessionResponse r) {
+    const std::string old_id = route.session_id();
+    route = std::move(r);
+    ES_ASSIGN_OR_RETURN(
+        model, agent->Load(ModelDir(), route.device_first_block(),
+                           route.device_last_block(), route.plan().u_shaped()));
+    if (!old_id.empty()) CloseOnController(old_id);
+    return absl::OkStatus();
+  }
+  void CloseOnController(const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(ToChrono(absl::Now() + agent->options.rpc_timeout));
+    v1::CloseSessionRequest req;
+    req.set_session_id(id);
+    v1::CloseSessionResponse resp;
+    (void)agent->controller->CloseSession(&ctx, req, &resp);
+  }
+  // After `failure` on the current route: finds the hops that no longer
+  // answer (a short probe each), and adopts a route without them.
+  absl::Status Reroute(const absl::Status& failure, absl::Time deadline) {
+    std::vector<std::string> suspects;
+    for (const v1::Hop& hop : route.route()) {
+      ProbeOptions po;
+      po.rtt_probes = 1;
+      po.payload_bytes = 1024;
+      po.timeout = std::min(agent->options.rpc_timeout, absl::Seconds(2));
+      if (!ProbeLink(agent->stubs.Get(hop.address()), hop.node(), po).ok()) {
+        suspects.push_back(hop.node());
+      }
+    }
+    // Nodes that are alive beat again within a few heartbeats; a route that
+    // needs longer is not coming.
+    auto next = agent->OpenRoute(
+        model_id, adapter, suspects,
+        std::min(deadline, absl::Now() + agent->options.rpc_timeout));
+    if (!next.ok()) {
+      return absl::Status(failure.code(),
+                          absl::StrCat(failure.message(), "; no new route: ",
+                                       next.status().message()));
+    }
+    return Adopt(*std::move(next));
+  }
   absl::Mutex mu;
   RemoteSequence* active ABSL_GUARDED_BY(mu) = nullptr;
   bool cancelled ABSL_GUARDED_BY(mu) = false;
 
   ~Impl() {
     // Best effort: the controller also forgets sessions of dead devices.
-    grpc::ClientContext ctx;
-    ctx.set_deadline(ToChrono(absl::Now() + agent->options.rpc_timeout));
-    v1::CloseSessionRequest req;
-    req.set_session_id(route.session_id());
-    v1::CloseSessionResponse resp;
-    (void)agent->controller->CloseSession(&ctx, req, &resp);
+    CloseOnController(route.session_id());
   }
+};
+
+namespace {
+
+bool Reroutable(const absl::Status& s) {
+  // A hop gone (UNAVAILABLE), or a hop that no longer holds the stage after
+  // a re-plan (NOT_FOUND). Bad input, cancellation and deadlines are final.
+  return s.code() == absl::StatusCode::kUnavailable ||
+         s.code() == absl::StatusCode::kNotFound;
+}
+
+// A sequence that survives route changes: on a reroutable failure it gets
+// a new route and replays the tokens so far (prompt + generated) there,
+// which rebuilds every KV cache, then answers the step that failed. The
+// logits it returns are those of the same context, so generation goes on
+// at the same token.
+}  // namespace
+
+class Session::Impl::Rerouting : public LogitsModel {
+ public:
+  Rerouting(Session::Impl* session, absl::Time deadline,
+            std::function<void(RemoteSequence*)> on_active)
+      : s_(session), deadline_(deadline), on_active_(std::move(on_active)) {}
+  ~Rerouting() override { on_active_(nullptr); }
+
+  absl::Status Open() {
+    RemoteSequenceOptions ro;
+    // One stream session per attempt: fresh KV caches along the route.
+    ro.session_id = absl::StrCat(s_->route.session_id(), "/", s_->generation++);
+    ro.model_id = s_->model_id;
+    ro.adapter = s_->adapter;
+    ro.codec = s_->agent->codec;
+    ro.route.assign(s_->route.route().begin(), s_->route.route().end());
+    ro.deadline = deadline_;
+    ro.compute_slowdown = s_->agent->options.compute_slowdown;
+    on_active_(nullptr);
+    ES_ASSIGN_OR_RETURN(
+        seq_,
+        RemoteSequence::Open(s_->model->local.get(), s_->model->head.get(),
+                             s_->agent->stubs.Get(ro.route[0].address()), ro));
+    on_active_(seq_.get());
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<float>> Forward(
+      absl::Span<const int32_t> tokens) override {
+    auto logits = seq_->Forward(tokens);
+    while (!logits.ok() && Reroutable(logits.status()) &&
+           reroutes_ < s_->agent->options.max_reroutes &&
+           absl::Now() < deadline_) {
+      ++reroutes_;
+      ES_RETURN_IF_ERROR(s_->Reroute(logits.status(), deadline_));
+      absl::Status opened = OpenWhenLoaded();
+      if (!opened.ok()) {
+        logits = opened;
+        continue;
+      }
+      std::vector<int32_t> replay = history_;
+      replay.insert(replay.end(), tokens.begin(), tokens.end());
+      logits = seq_->Forward(replay);
+    }
+    if (logits.ok())
+      history_.insert(history_.end(), tokens.begin(), tokens.end());
+    return logits;
+  }
+  int64_t context_length() const override { return seq_->context_length(); }
+
+  RemoteSequence& current() { return *seq_; }
+
+  // Open() on a route the controller just planned: its servers may still be
+  // loading their new stages (NOT_FOUND) for a moment.
+  absl::Status OpenWhenLoaded() {
+    const absl::Time until =
+        std::min(deadline_, absl::Now() + s_->agent->options.rpc_timeout);
+    absl::Duration backoff = absl::Milliseconds(20);
+    for (;;) {
+      absl::Status s = Open();
+      if (s.ok() || s.code() != absl::StatusCode::kNotFound ||
+          absl::Now() + backoff > until) {
+        return s;
+      }
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Milliseconds(500));
+    }
+  }
+  int reroutes() const { return reroutes_; }
+
+ private:
+  Session::Impl* const s_;
+  const absl::Time deadline_;
+  std::function<void(RemoteSequence*)> on_active_;
+  std::unique_ptr<RemoteSequence> seq_;
+  std::vector<int32_t> history_;
+  int reroutes_ = 0;
 };
 
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -118,35 +355,19 @@ absl::StatusOr<GenerationStats> Session::Generate(
     absl::string_view prompt, const SamplingOptions& sampling,
     const std::function<void(absl::string_view)>& on_text) {
   Impl& s = *impl_;
-  RemoteSequenceOptions ro;
-  // One stream session per generation: fresh KV caches along the route.
-  ro.session_id = absl::StrCat(s.route.session_id(), "/", s.generation++);
-  ro.model_id = s.model_id;
-  ro.adapter = s.adapter;
-  ro.codec = s.agent->codec;
-  ro.route.assign(s.route.route().begin(), s.route.route().end());
-  ro.deadline = absl::Now() + s.agent->options.generation_timeout;
   {
     absl::MutexLock lock(&s.mu);
     s.cancelled = false;
   }
-  ES_ASSIGN_OR_RETURN(
-      auto seq,
-      RemoteSequence::Open(s.model->local.get(), s.model->head.get(),
-                           s.agent->stubs.Get(ro.route[0].address()), ro));
-  {
-    absl::MutexLock lock(&s.mu);
-    s.active = seq.get();
-    // Cancelled while the route was opening.
-    if (s.cancelled) seq->Cancel();
-  }
-  struct Deactivate {
-    Session::Impl& s;
-    ~Deactivate() {
-      absl::MutexLock lock(&s.mu);
-      s.active = nullptr;
-    }
-  } deactivate{s};
+  Impl::Rerouting seq(&s, absl::Now() + s.agent->options.generation_timeout,
+                      [&s](RemoteSequence* active) {
+                        absl::MutexLock lock(&s.mu);
+                        s.active = active;
+                        // Cancelled while a route was opening.
+                        if (active != nullptr && s.cancelled) active->Cancel();
+                      });
+  // A route planned a moment ago may still be loading on its servers.
+  ES_RETURN_IF_ERROR(seq.OpenWhenLoaded());
   GenerationOptions g;
   g.sampling.temperature = sampling.temperature;
   g.sampling.top_k = sampling.top_k;
@@ -156,7 +377,7 @@ absl::StatusOr<GenerationStats> Session::Generate(
   g.max_new_tokens = sampling.max_new_tokens;
   g.stop_at_eos = sampling.stop_at_eos;
   auto generated =
-      edgesplit::Generate(*seq, *s.model->tokenizer, prompt, g, on_text);
+      edgesplit::Generate(seq, *s.model->tokenizer, prompt, g, on_text);
   {
     absl::MutexLock lock(&s.mu);
     if (s.cancelled) return absl::CancelledError("generation cancelled");
@@ -170,11 +391,13 @@ absl::StatusOr<GenerationStats> Session::Generate(
   stats.decode_tokens_per_s = stats.tokens.size() > 1
                                   ? (stats.tokens.size() - 1) / r.decode_seconds
                                   : 0.0;
-  const double steps = std::max<int64_t>(seq->steps(), 1);
-  stats.device_ms_per_step = seq->local_ms() / steps;
-  stats.bytes_sent = seq->bytes_sent();
+  RemoteSequence& last = seq.current();
+  const double steps = std::max<int64_t>(last.steps(), 1);
+  stats.device_ms_per_step = last.local_ms() / steps;
+  stats.bytes_sent = last.bytes_sent();
   stats.stopped_at_eos = r.stopped_at_eos;
-  for (const HopStats& h : seq->hop_stats()) {
+  stats.reroutes = seq.reroutes();
+  for (const HopStats& h : last.hop_stats()) {
     stats.hops.push_back({h.node, h.compute_ms / steps, h.total_ms / steps});
   }
   return stats;
@@ -199,31 +422,16 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
 
 absl::StatusOr<std::unique_ptr<Session>> DeviceAgent::OpenSession(
     const std::string& model_id, const std::string& adapter) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(ToChrono(absl::Now() + impl_->options.rpc_timeout));
-  v1::OpenSessionRequest req;
-  req.set_model_id(model_id);
-  req.set_adapter(adapter);
-  req.set_device(impl_->options.device_name);
-  v1::OpenSessionResponse resp;
-  ES_RETURN_IF_ERROR(
-      FromGrpcStatus(impl_->controller->OpenSession(&ctx, req, &resp),
-                     absl::StrCat("controller ", impl_->options.controller)));
-  if (resp.route_size() == 0) {
-    return absl::InternalError("controller returned an empty route");
-  }
-  auto dir_it = impl_->options.model_dirs.find(model_id);
-  const std::string dir = dir_it != impl_->options.model_dirs.end()
-                              ? dir_it->second
-                              : resp.plan().model_path();
+  ES_ASSIGN_OR_RETURN(
+      v1::OpenSessionResponse resp,
+      impl_->OpenRoute(model_id, adapter, {},
+                       absl::Now() + impl_->options.rpc_timeout));
   auto s = std::make_unique<Session::Impl>();
   s->agent = impl_.get();
   s->model_id = model_id;
   s->adapter = adapter;
-  s->route = resp;
-  ES_ASSIGN_OR_RETURN(
-      s->model, impl_->Load(dir, resp.device_first_block(),
-                            resp.device_last_block(), resp.plan().u_shaped()));
+  ES_RETURN_IF_ERROR(s->Adopt(std::move(resp)));
+  impl_->Profile(model_id, s->ModelDir(), s->route);
   return std::unique_ptr<Session>(new Session(std::move(s)));
 }
 

@@ -1,6 +1,7 @@
 #include "device_agent/remote_sequence.h"
 
 #include <chrono>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -64,6 +65,14 @@ absl::StatusOr<v1::StageResponse> RemoteSequence::Call(
   return result;
 }
 
+void RemoteSequence::Slowdown(std::chrono::steady_clock::time_point start) {
+  if (options_.compute_slowdown <= 1.0) return;
+  const auto spent = std::chrono::steady_clock::now() - start;
+  std::this_thread::sleep_for(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          spent * (options_.compute_slowdown - 1.0)));
+}
+
 absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
     absl::Span<const int32_t> tokens) {
   using Clock = std::chrono::steady_clock;
@@ -78,6 +87,7 @@ absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
   }));
   const int64_t before = local_cache_->length();
   ES_ASSIGN_OR_RETURN(at::Tensor hidden, local_->Forward(in));
+  Slowdown(t0);
   v1::StageRequest req;
   v1::ForwardRequest* fwd = req.mutable_forward();
   fwd->set_step(step_);
@@ -114,7 +124,9 @@ absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
     hin.sequences = {{head_cache_.get(), h.size(0)}};
     hin.hidden = h;
     hin.last_token_only = true;
+    const auto h0 = Clock::now();
     ES_ASSIGN_OR_RETURN(logits, head_->Forward(hin));
+    Slowdown(h0);
   } else {
     ES_ASSIGN_OR_RETURN(
         logits, wire::Decode(result.output(), c.vocab_size, "forward result"));

@@ -5,6 +5,7 @@
 #ifndef EDGESPLIT_DEVICE_AGENT_REMOTE_SEQUENCE_H_
 #define EDGESPLIT_DEVICE_AGENT_REMOTE_SEQUENCE_H_
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,7 @@ struct RemoteSequenceOptions {
   v1::Codec codec = v1::CODEC_FP32;
   std::vector<v1::Hop> route;  // The servers, in order.
   absl::Time deadline = absl::InfiniteFuture();
+  double compute_slowdown = 1.0;  // Emulation: see DeviceAgentOptions.
 };
 
 // Not thread-safe: one generation at a time.
@@ -60,6 +62,8 @@ class RemoteSequence : public LogitsModel {
  private:
   RemoteSequence() = default;
   absl::StatusOr<v1::StageResponse> Call(v1::StageRequest request);
+  // Emulated slow device: sleeps (slowdown - 1) x the time since `start`.
+  void Slowdown(std::chrono::steady_clock::time_point start);
 
   const StageModel* local_ = nullptr;
   const StageModel* head_ = nullptr;

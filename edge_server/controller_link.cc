@@ -6,7 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/grpc_status.h"
+#include "proto/probe.h"
 #include "proto/protocol.h"
+#include "runtime/profiler.h"
 
 namespace edgesplit {
 ControllerLink::ControllerLink(ControllerLinkOptions options, StageHost* host,
@@ -18,24 +20,47 @@ ControllerLink::ControllerLink(ControllerLinkOptions options, StageHost* host,
       options_.controller, grpc::InsecureChannelCredentials()));
   thread_ = std::thread([this] { Run(); });
   heartbeat_thread_ = std::thread([this] {
+    uint64_t seen_registrations = 0;
     for (;;) {
       absl::Duration every;
+      bool registered_again = false;
+      v1::ProfileRequest request;
       {
         absl::MutexLock lock(&mu_);
         every = heartbeat_;
+        if (registered_ != seen_registrations) {
+          seen_registrations = registered_;
+          registered_again = true;
+          request = registered_request_;
+        }
       }
-      if (stop_.WaitForNotificationWithTimeout(every)) return;
+      if (registered_again && options_.profile) {
+        // A (re-)registration: the controller forgot our profile.
+        profiled_version_ = 0;
+        Profile(request);
+      }
+      if (!report_ && stop_.WaitForNotificationWithTimeout(every)) return;
+      if (stop_.HasBeenNotified()) return;
       grpc::ClientContext ctx;
       ctx.set_deadline(ToChrono(absl::Now() + options_.rpc_timeout));
       v1::HeartbeatRequest req;
       req.set_node(options_.node);
       req.set_open_sessions(open_sessions_ ? open_sessions_() : 0);
       req.set_kv_used_bytes(host_->kv_budget()->used());
+      if (report_) {
+        for (const auto& [id, c] : compute_) *req.add_compute() = c;
+        for (const auto& l : links_) *req.add_links() = l;
+      }
       v1::HeartbeatResponse resp;
       grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
+      if (s.ok()) report_ = false;
       if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
         // The controller restarted and forgot us: register again.
         (void)RegisterOnce();
+      } else if (s.ok() && options_.profile &&
+                 resp.profile_version() != profiled_version_) {
+        profiled_version_ = resp.profile_version();
+        Profile(resp.profile());
       }
     }
   });
@@ -57,6 +82,7 @@ absl::Status ControllerLink::RegisterOnce() {
   v1::RegisterNodeRequest req;
   req.set_node(options_.node);
   req.set_address(options_.advertise);
+  req.set_peer_address(options_.advertise_peer);
   req.mutable_resources()->set_memory_bytes(options_.memory_bytes);
   req.mutable_resources()->set_kv_budget_bytes(options_.kv_budget_bytes);
   req.add_architectures("gpt2");
@@ -66,11 +92,54 @@ absl::Status ControllerLink::RegisterOnce() {
   absl::Status s =
       FromGrpcStatus(stub_->RegisterNode(&ctx, req, &resp),
                      absl::StrCat("controller ", options_.controller));
-  if (s.ok() && resp.heartbeat_interval_ms() > 0) {
+  if (s.ok()) {
     absl::MutexLock lock(&mu_);
-    heartbeat_ = absl::Milliseconds(resp.heartbeat_interval_ms());
+    if (resp.heartbeat_interval_ms() > 0) {
+      heartbeat_ = absl::Milliseconds(resp.heartbeat_interval_ms());
+    }
+    registered_request_ = resp.profile();
+    ++registered_;
   }
   return s;
+}
+
+void ControllerLink::Profile(const v1::ProfileRequest& request) {
+  for (const auto& m : request.models()) {
+    if (compute_.count(m.model_id()) > 0) continue;
+    ProfileOptions po;
+    po.copy_weights = options_.copy_weights;
+    auto measured = ProfileCompute(m.model_path(), po);
+    if (!measured.ok()) {
+      std::cerr << "edgesplit-server " << options_.node << ": profiling "
+                << m.model_id() << ": " << measured.status().message() << "\n";
+      continue;
+    }
+    v1::ComputeProfile& c = compute_[m.model_id()];
+    c.set_model_id(m.model_id());
+    c.set_decode_ms_per_block(measured->decode_ms_per_block);
+    c.set_prefill_ms_per_token(measured->prefill_ms_per_token);
+    c.set_head_ms(measured->head_ms);
+  }
+  links_.clear();
+  for (const v1::Hop& peer : request.peers()) {
+    if (peer.node() == options_.node) continue;
+    auto& stub = peers_[peer.address()];
+    if (stub == nullptr) {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(kMaxProbeResponseBytes + 4096);
+      args.SetMaxSendMessageSize(kMaxProbeResponseBytes + 4096);
+      stub = v1::StageService::NewStub(grpc::CreateCustomChannel(
+          peer.address(), grpc::InsecureChannelCredentials(), args));
+    }
+    auto link = ProbeLink(stub.get(), peer.node());
+    if (!link.ok()) {
+      std::cerr << "edgesplit-server " << options_.node << ": "
+                << link.status().message() << "\n";
+      continue;
+    }
+    links_.push_back(*link);
+  }
+  report_ = true;
 }
 
 absl::Status ControllerLink::WatchOnce() {

@@ -6,6 +6,7 @@
 #ifndef EDGESPLIT_EDGE_SERVER_CONTROLLER_LINK_H_
 #define EDGESPLIT_EDGE_SERVER_CONTROLLER_LINK_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -16,16 +17,22 @@
 #include "absl/time/time.h"
 #include "edge_server/stage_host.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
+#include "edgesplit/v1/stage.grpc.pb.h"
 
 namespace edgesplit {
 
 struct ControllerLinkOptions {
   std::string controller;  // host:port
   std::string node;
-  std::string advertise;  // host:port others reach this server at
+  std::string advertise;       // host:port others reach this server at
+  std::string advertise_peer;  // For other servers, if not `advertise`.
   int64_t memory_bytes = 0;
   int64_t kv_budget_bytes = 0;
   absl::Duration rpc_timeout = absl::Seconds(5);
+  // Profiling on the controller's request: compute of each named model
+  // (one block timed) and links to the named peers (Probe RPCs).
+  bool profile = true;
+  bool copy_weights = true;
 };
 
 class ControllerLink {
@@ -44,6 +51,9 @@ class ControllerLink {
   absl::Status RegisterOnce();
   // Watches plans until the stream ends; heartbeats from a helper thread.
   absl::Status WatchOnce();
+  // Measures what `request` asks for (models already measured are reused)
+  // into the next heartbeat. Heartbeat thread only.
+  void Profile(const v1::ProfileRequest& request);
 
   const ControllerLinkOptions options_;
   StageHost* const host_;
@@ -55,6 +65,15 @@ class ControllerLink {
   // Until registration says otherwise: beat soon.
   absl::Duration heartbeat_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(100);
   grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Heartbeat thread only.
+  uint64_t profiled_version_ = 0;
+  std::map<std::string, v1::ComputeProfile> compute_;  // By model id.
+  std::vector<v1::LinkProfile> links_;
+  bool report_ = false;  // Send compute_ and links_ with the next beat.
+  std::map<std::string, std::unique_ptr<v1::StageService::Stub>> peers_;
+  v1::ProfileRequest registered_request_ ABSL_GUARDED_BY(mu_);
+  uint64_t registered_ ABSL_GUARDED_BY(mu_) = 0;  // Registrations so far.
+
   std::thread thread_;
   std::thread heartbeat_thread_;
 };

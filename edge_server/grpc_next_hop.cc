@@ -30,8 +30,11 @@ absl::StatusOr<std::unique_ptr<NextHop>> GrpcNextHopFactory::Open(
     return absl::InvalidArgumentError("next hop has no address");
   }
   const v1::Hop& hop = open.route(0);
-  auto stream = StageStream::Start(stubs_.Get(hop.address()), deadline,
-                                   hop.node(), hop.address());
+  // Servers reach each other over their backbone address when they have one.
+  const std::string& address =
+      hop.peer_address().empty() ? hop.address() : hop.peer_address();
+  auto stream =
+      StageStream::Start(stubs_.Get(address), deadline, hop.node(), address);
   return std::unique_ptr<NextHop>(new GrpcNextHop(std::move(stream)));
 }
 

@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
   o.session_idle_timeout = config->session_idle_timeout;
   o.controller = config->controller;
   o.advertise = config->advertise;
+  o.advertise_peer = config->advertise_peer;
   o.memory_bytes = config->memory_bytes;
   auto server = edgesplit::EdgeServer::Start(o);
   if (!server.ok()) {

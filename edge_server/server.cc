@@ -38,8 +38,11 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     lo.node = s->options_.host.node;
     lo.advertise =
         s->options_.advertise.empty() ? s->address_ : s->options_.advertise;
+    lo.advertise_peer = s->options_.advertise_peer;
     lo.memory_bytes = s->options_.memory_bytes;
     lo.kv_budget_bytes = s->options_.host.kv_budget_bytes;
+    lo.copy_weights = s->options_.host.stage.copy_weights;
+    lo.profile = s->options_.profile;
     StageServiceImpl* service = s->service_.get();
     s->link_ = std::make_unique<ControllerLink>(
         lo, s->host_.get(), [service] { return service->open_sessions(); });

@@ -27,8 +27,14 @@ struct EdgeServerOptions {
   // The controller to register with and take plans from; empty: none
   // (stages are loaded through host()).
   std::string controller;
-  std::string advertise;     // Default: the bound listen address.
+  std::string advertise;  // Default: the bound listen address.
+  // Where other servers reach this one, if not `advertise` (a backbone
+  // network beside the device-facing one).
+  std::string advertise_peer;
   int64_t memory_bytes = 0;  // Reported to the controller.
+  // Measure compute and links when the controller asks (see
+  // ControllerLink).
+  bool profile = true;
 };
 
 // Thread-safe.

@@ -37,6 +37,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   ES_ASSIGN_OR_RETURN(std::string listen, r.String(root, "listen", false));
   if (!listen.empty()) c.listen = listen;
   ES_ASSIGN_OR_RETURN(c.advertise, r.String(root, "advertise", false));
+  ES_ASSIGN_OR_RETURN(c.advertise_peer,
+                      r.String(root, "advertise_peer", false));
   ES_ASSIGN_OR_RETURN(c.controller, r.String(root, "controller", false));
   ES_ASSIGN_OR_RETURN(int64_t memory_mb, r.Int(root, "memory_mb", 0));
   c.memory_bytes = memory_mb << 20;

@@ -3,6 +3,7 @@
 //   name: server-a
 //   listen: 127.0.0.1:50061
 //   advertise: ""            # address others reach us at (default: listen)
+//   advertise_peer: ""       # address other servers use (default: advertise)
 //   controller: 127.0.0.1:50051
 //   memory_mb: 4096          # reported to the controller
 //   kv_budget_mb: 1024       # KV caches of all sessions together
@@ -26,6 +27,7 @@ struct ServerConfig {
   std::string name;
   std::string listen = "127.0.0.1:50061";
   std::string advertise;
+  std::string advertise_peer;
   std::string controller;
   int64_t memory_bytes = 0;
   int64_t kv_budget_bytes = int64_t{1} << 30;

@@ -36,18 +36,21 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans) {
       const v1::PlanStage& ps = plan.stages(i);
       if (ps.node() != options_.node) continue;
       const Key key(plan.model_id(), ps.first_block(), ps.last_block());
-      {
-        absl::MutexLock lock(&mu_);
-        auto it = stages_.find(key);
-        if (it != stages_.end()) {
-          next[key] = it->second;
-          continue;
-        }
-      }
       StageSpec spec;
       spec.blocks = {ps.first_block(), ps.last_block()};
       spec.embedding = false;  // The device always embeds.
       spec.head = i + 1 == plan.stages_size() && !plan.u_shaped();
+      {
+        // Same blocks, same head placement: keep the loaded stage. A plan
+        // that moved the head (U-shaped or not) needs the other one.
+        absl::MutexLock lock(&mu_);
+        auto it = stages_.find(key);
+        if (it != stages_.end() &&
+            it->second->model->spec().head == spec.head) {
+          next[key] = it->second;
+          continue;
+        }
+      }
       auto stage = LoadStage(plan.model_id(), plan.model_path(), spec);
       if (!stage.ok()) {
         errors.push_back(absl::StrCat("model ", plan.model_id(), " blocks [",

@@ -3,6 +3,7 @@
 #include <deque>
 
 #include "proto/grpc_status.h"
+#include "proto/probe.h"
 #include "proto/tensor_codec.h"
 
 namespace edgesplit {
@@ -132,6 +133,22 @@ grpc::ServerUnaryReactor* StageServiceImpl::Handshake(
   response->add_architectures("llama");
   response->set_node(env_.host->node());
   auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* StageServiceImpl::Probe(
+    grpc::CallbackServerContext* ctx, const v1::ProbeRequest* request,
+    v1::ProbeResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  if (request->response_bytes() > kMaxProbeResponseBytes) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("Probe: response_bytes ", request->response_bytes(),
+                     " exceeds ", kMaxProbeResponseBytes)));
+    return reactor;
+  }
+  response->mutable_payload()->assign(request->response_bytes(), '\0');
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

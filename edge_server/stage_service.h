@@ -28,6 +28,9 @@ class StageServiceImpl final : public v1::StageService::CallbackService {
                                       v1::HandshakeResponse* response) override;
   grpc::ServerBidiReactor<v1::StageRequest, v1::StageResponse>* Session(
       grpc::CallbackServerContext* ctx) override;
+  grpc::ServerUnaryReactor* Probe(grpc::CallbackServerContext* ctx,
+                                  const v1::ProbeRequest* request,
+                                  v1::ProbeResponse* response) override;
 
   // Shutdown, phase 1: new sessions are refused (UNAVAILABLE); open ones
   // continue.

@@ -4,6 +4,11 @@
 #ifndef EDGESPLIT_TESTS_CLUSTER_H_
 #define EDGESPLIT_TESTS_CLUSTER_H_
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <map>
 #include <memory>
@@ -19,9 +24,28 @@
 #include "edge_server/server.h"
 #include "grpcpp/grpcpp.h"
 #include "runtime/status_macros.h"
+#include "tests/link_emulator.h"
 
 namespace edgesplit {
 namespace testing {
+
+// Extra knobs: automatic plans, more servers, emulated links.
+struct ClusterOptions {
+  int64_t kv_budget_bytes = int64_t{1} << 30;
+  int heartbeat_ms = 200;
+  int dead_after_missed = 10;
+  // Servers started besides those the pinned plans name.
+  std::vector<std::string> servers;
+  // Plan files with a `planner:` section (whole YAML texts).
+  std::vector<std::string> auto_plans;
+  // Emulated links in front of a server, up = towards the server: the
+  // device reaches it through `device_links`, other servers through
+  // `peer_links` (its advertised and peer addresses).
+  std::map<std::string, LinkSpec> device_links;
+  std::map<std::string, LinkSpec> peer_links;
+  bool profile = true;  // Servers measure compute and links.
+  std::string default_link = "{mbit_s: 1000, rtt_ms: 1}";
+};
 
 struct ClusterPlan {
   std::string model_id;
@@ -38,11 +62,20 @@ class Cluster {
   static absl::StatusOr<std::unique_ptr<Cluster>> Start(
       const std::string& dir, const std::vector<ClusterPlan>& plans,
       int64_t kv_budget_bytes = int64_t{1} << 30) {
+    ClusterOptions options;
+    options.kv_budget_bytes = kv_budget_bytes;
+    return Start(dir, plans, options);
+  }
+
+  static absl::StatusOr<std::unique_ptr<Cluster>> Start(
+      const std::string& dir, const std::vector<ClusterPlan>& plans,
+      const ClusterOptions& options) {
     auto c = std::unique_ptr<Cluster>(new Cluster());
-    std::string config =
-        "listen: 127.0.0.1:0\nheartbeat_interval_ms: 200\n"
-        "dead_after_missed: 10\nnodes:\n";
-    std::set<std::string> nodes;
+    std::string config = absl::StrCat(
+        "listen: 127.0.0.1:0\nheartbeat_interval_ms: ", options.heartbeat_ms,
+        "\ndead_after_missed: ", options.dead_after_missed,
+        "\ndefault_link: ", options.default_link, "\nnodes:\n");
+    std::set<std::string> nodes(options.servers.begin(), options.servers.end());
     for (const ClusterPlan& p : plans) {
       for (auto& [node, a, b] : p.stages) {
         if (node != "device") nodes.insert(node);
@@ -62,6 +95,11 @@ class Cluster {
       }
       const std::string file = absl::StrCat(dir, "/", p.model_id, ".yaml");
       std::ofstream(file) << yaml;
+      absl::StrAppend(&config, "  - ", file, "\n");
+    }
+    for (size_t i = 0; i < options.auto_plans.size(); ++i) {
+      const std::string file = absl::StrCat(dir, "/auto", i, ".yaml");
+      std::ofstream(file) << options.auto_plans[i];
       absl::StrAppend(&config, "  - ", file, "\n");
     }
     const std::string config_file = dir + "/controller.yaml";
@@ -84,9 +122,29 @@ class Cluster {
     for (const std::string& n : nodes) {
       EdgeServerOptions o;
       o.host.node = n;
-      o.host.kv_budget_bytes = kv_budget_bytes;
+      o.host.kv_budget_bytes = options.kv_budget_bytes;
       o.controller = c->controller_address_;
       o.session_idle_timeout = absl::Seconds(60);
+      o.profile = options.profile;
+      auto device_link = options.device_links.find(n);
+      auto peer_link = options.peer_links.find(n);
+      if (device_link != options.device_links.end() ||
+          peer_link != options.peer_links.end()) {
+        // The relays must know the server's port before the server
+        // registers their addresses.
+        ES_ASSIGN_OR_RETURN(const int port, FreePort());
+        o.listen = absl::StrCat("127.0.0.1:", port);
+        if (device_link != options.device_links.end()) {
+          ES_ASSIGN_OR_RETURN(
+              c->links_[n], LinkEmulator::Start(o.listen, device_link->second));
+          o.advertise = c->links_[n]->address();
+        }
+        if (peer_link != options.peer_links.end()) {
+          ES_ASSIGN_OR_RETURN(c->peer_links_[n],
+                              LinkEmulator::Start(o.listen, peer_link->second));
+          o.advertise_peer = c->peer_links_[n]->address();
+        }
+      }
       ES_ASSIGN_OR_RETURN(auto server, EdgeServer::Start(o));
       c->servers_[n] = std::move(server);
     }
@@ -96,11 +154,29 @@ class Cluster {
             absl::StrCat("server ", n, " got no plans"));
       }
     }
+    // Automatic plans exist once the servers' profiles arrived.
+    const size_t expected = plans.size() + options.auto_plans.size();
+    for (absl::Time until = absl::Now() + absl::Seconds(60);;) {
+      auto all = c->controller_->GetPlan("");
+      if (all.ok() && static_cast<size_t>(all->plans_size()) == expected) break;
+      if (absl::Now() > until) {
+        return absl::DeadlineExceededError("automatic plans never appeared");
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
     return c;
+  }
+
+  // The emulated device link in front of `node` (null if none).
+  LinkEmulator* link(const std::string& node) {
+    auto it = links_.find(node);
+    return it == links_.end() ? nullptr : it->second.get();
   }
 
   ~Cluster() {
     servers_.clear();
+    links_.clear();
+    peer_links_.clear();
     if (grpc_) grpc_->Shutdown(absl::ToChronoTime(absl::Now()));
   }
 
@@ -119,6 +195,24 @@ class Cluster {
   std::unique_ptr<grpc::Server> grpc_;
   std::string controller_address_;
   std::map<std::string, std::unique_ptr<EdgeServer>> servers_;
+  std::map<std::string, std::unique_ptr<LinkEmulator>> links_;
+  std::map<std::string, std::unique_ptr<LinkEmulator>> peer_links_;
+
+  static absl::StatusOr<int> FreePort() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return absl::InternalError("socket");
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      close(fd);
+      return absl::InternalError("bind");
+    }
+    close(fd);
+    return ntohs(addr.sin_port);
+  }
 };
 
 }  // namespace testing

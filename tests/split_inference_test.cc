@@ -13,6 +13,7 @@
 #include "runtime/model_store.h"
 #include "runtime/test_models.h"
 #include "tests/cluster.h"
+#include "tests/split_util.h"
 
 namespace edgesplit {
 namespace {
@@ -26,24 +27,14 @@ std::string RealModel() { return testing::SharedDir() + "/models/stories260K"; }
 // Greedy tokens of the whole model in one process.
 std::vector<int32_t> Monolithic(const std::string& dir,
                                 const std::string& prompt, int n) {
-  auto store = ModelStore::Open(dir);
-  EXPECT_TRUE(store.ok());
-  auto tok = (*store)->LoadTokenizer();
-  auto p = LocalPipeline::Load(**store, {});
-  EXPECT_TRUE(tok.ok() && p.ok());
-  auto seq = (*p)->NewSequence();
-  GenerationOptions o;
-  o.sampling.temperature = 0;
-  o.max_new_tokens = n;
-  auto r = Generate(*seq, **tok, prompt, o);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r->tokens;
+  auto tokens = testing::MonolithicGreedy(dir, prompt, n);
+  EXPECT_TRUE(tokens.ok()) << tokens.status();
+  return tokens.ok() ? *tokens : std::vector<int32_t>{};
 }
 
 SamplingOptions Greedy(int n) {
-  SamplingOptions s;
-  s.temperature = 0;
-  s.max_new_tokens = n;
+  SamplingOptions s = testing::GreedyTokens(n);
+  s.stop_at_eos = true;
   return s;
 }
 

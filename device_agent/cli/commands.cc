@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "device_agent/cli/args.h"
+#include "device_agent/cli/cluster_commands.h"
 #include "edgesplit/device_agent.h"
 #include "runtime/generator.h"
 #include "runtime/lora.h"
@@ -45,6 +46,14 @@ commands:
            [same sampling flags]
       The same, split across this device and the edge servers the
       controller's plan names. Statistics include per-hop latency.
+  plan --cluster FILE --model DIR [--objective latency|throughput|energy]
+       [--model-id ID] [--out PLAN.yaml]
+      What-if: the optimal split of the model over the cluster described in
+      FILE (see configs/cluster/what-if.yaml) as a table with predictions;
+      --out writes it as a plan file the controller can pin.
+  cluster status --controller HOST:PORT
+      The controller's view: nodes, measured compute and links, plans and
+      their predicted latency.
 )";
 
 absl::StatusOr<Args> ParseFor(const std::vector<std::string>& argv,
@@ -263,6 +272,13 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
       auto a = ParseFor(sub, {});
       status = a.ok() ? ModelInfo(*a, out) : a.status();
     }
+  } else if (cmd == "plan") {
+    auto a =
+        ParseFor(rest, {"cluster", "model", "objective", "model-id", "out"});
+    status = a.ok() ? PlanCommand(*a, out, err) : a.status();
+  } else if (cmd == "cluster" && !rest.empty() && rest[0] == "status") {
+    auto a = ParseFor({rest.begin() + 1, rest.end()}, {"controller"});
+    status = a.ok() ? ClusterStatusCommand(*a, out) : a.status();
   } else if (cmd == "generate") {
     auto a = ParseFor(
         rest,

@@ -51,6 +51,22 @@ struct DeviceAgentOptions {
   absl::Duration generation_timeout = absl::Minutes(10);
   // Copy weights into memory (fast) rather than compute from the mapping.
   bool copy_weights = true;
+  // Measure this device's compute (one block and the head of each model,
+  // once) and its link to the first hop, and report both to the controller
+  // with the next session, so automatic plans price the device right.
+  bool report_profile = true;
+  // The link to the first hop is measured again at the next session when
+  // its last measurement is older than this.
+  absl::Duration link_profile_interval = absl::Minutes(1);
+  // Emulation: local compute takes this many times as long (the device
+  // sleeps the difference); for what-if runs and tests of slow devices.
+  double compute_slowdown = 1.0;
+  // When a hop fails mid-generation, the device asks the controller for a
+  // new route, leaving out the nodes that no longer answer, and re-sends
+  // the prompt and the tokens so far to rebuild the KV caches there; the
+  // generation continues at the same token. At most this many times per
+  // Generate call.
+  int max_reroutes = 3;
 };
 
 struct SamplingOptions {
@@ -78,7 +94,8 @@ struct GenerationStats {
   double device_ms_per_step = 0;  // Embedding + local blocks + encoding.
   int64_t bytes_sent = 0;         // Activations sent to the first hop.
   bool stopped_at_eos = false;
-  std::vector<HopLatency> hops;  // In route order.
+  std::vector<HopLatency> hops;  // In route order (the last route).
+  int32_t reroutes = 0;          // Routes changed mid-generation.
 };
 
 class EDGESPLIT_EXPORT Session {

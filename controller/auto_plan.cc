@@ -1,0 +1,162 @@
+#include "controller/auto_plan.h"
+
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/status_macros.h"
+
+namespace edgesplit {
+
+planner::ModelSpec ModelSpecFor(const ModelConfig& model,
+                                const std::string& id) {
+  planner::ModelSpec m;
+  m.id = id;
+  m.num_blocks = static_cast<int>(model.num_layers);
+  // Servers and the wire work in fp32 (the default codec).
+  m.activation_bytes = model.hidden_size * 4;
+  m.logits_bytes = model.vocab_size * 4;
+  m.block_bytes = model.ParamsPerBlock() * 4;
+  m.embed_bytes = model.EmbeddingParams() * 4;
+  m.head_bytes = model.HeadParams() * 4;
+  // A server holding the head of a tied model loads the embedding matrix
+  // as its LM head.
+  if (model.tie_word_embeddings)
+    m.head_bytes += model.vocab_size * model.hidden_size * 4;
+  m.kv_bytes_per_token_per_block = model.KvBytesPerToken(4);
+  m.block_flops_per_token = 2.0 * model.ParamsPerBlock();
+  m.head_flops_per_token = 2.0 * model.vocab_size * model.hidden_size;
+  return m;
+}
+
+absl::StatusOr<planner::Problem> BuildProblem(
+    const PlanConfig& spec, const ModelConfig& model,
+    const std::vector<NodeView>& servers, const NodeView& device,
+    const DefaultLink& default_link) {
+  planner::Problem p;
+  p.model = ModelSpecFor(model, spec.model_id);
+  constexpr int64_t kUnlimited = int64_t{1} << 50;
+  auto node_spec = [&](const NodeView& v) {
+    planner::NodeSpec n;
+    n.name = v.name;
+    n.memory_bytes = v.memory_bytes > 0 ? v.memory_bytes : kUnlimited;
+    n.decode_ms_per_block = v.compute.decode_ms_per_block();
+    n.prefill_ms_per_token = v.compute.prefill_ms_per_token();
+    n.head_ms = v.compute.head_ms();
+    n.overhead_ms = v.compute.overhead_ms();
+    return n;
+  };
+  p.nodes.push_back(node_spec(device));
+  p.nodes.back().name = planner::kDevice;
+  for (const NodeView& s : servers) {
+    if (!s.has_compute) continue;  // Not profiled yet: not planned on.
+    p.nodes.push_back(node_spec(s));
+  }
+  if (p.nodes.size() < 2) {
+    return absl::UnavailableError(absl::StrCat(
+        "no live server has profiled model \"", spec.model_id, "\" yet"));
+  }
+  // Directed links: a node's own report of (node -> peer) wins, then the
+  // peer's report read backwards, then the default.
+  std::map<std::pair<std::string, std::string>, planner::LinkSpec> links;
+  std::vector<const NodeView*> all = {&device};
+  for (const NodeView& s : servers) all.push_back(&s);
+  for (const NodeView* v : all) {
+    const std::string from = v == &device ? planner::kDevice : v->name;
+    for (const v1::LinkProfile& l : v->links) {
+      if (l.up_bytes_per_s() <= 0 || l.down_bytes_per_s() <= 0) continue;
+      links[{from, l.peer()}] = {from, l.peer(), l.up_bytes_per_s(),
+                                 l.rtt_ms()};
+      links.emplace(
+          std::make_pair(l.peer(), from),
+          planner::LinkSpec{l.peer(), from, l.down_bytes_per_s(), l.rtt_ms()});
+    }
+  }
+  for (const planner::NodeSpec& a : p.nodes) {
+    for (const planner::NodeSpec& b : p.nodes) {
+      if (a.name == b.name) continue;
+      auto it = links.find({a.name, b.name});
+      p.links.push_back(it != links.end()
+                            ? it->second
+                            : planner::LinkSpec{a.name, b.name,
+                                                default_link.bytes_per_s,
+                                                default_link.rtt_ms});
+    }
+  }
+  const PlannerSettings& ps = spec.planner;
+  ES_ASSIGN_OR_RETURN(p.objective, planner::ParseObjective(ps.objective));
+  p.request.prompt_tokens = static_cast<int>(ps.prompt_tokens);
+  p.request.output_tokens = static_cast<int>(ps.output_tokens);
+  p.request.batch = static_cast<int>(ps.batch);
+  p.request.micro_batches = static_cast<int>(ps.micro_batches);
+  p.constraints.min_device_blocks = static_cast<int>(ps.min_device_blocks);
+  p.constraints.max_device_blocks = static_cast<int>(ps.max_device_blocks);
+  if (!device.has_compute) {
+    p.constraints.max_device_blocks = p.constraints.min_device_blocks;
+  }
+  p.constraints.u_shaped = ps.u_shaped == "true"    ? planner::UShape::kYes
+                           : ps.u_shaped == "false" ? planner::UShape::kNo
+                                                    : planner::UShape::kAuto;
+  if (!device.has_compute && p.constraints.u_shaped == planner::UShape::kAuto) {
+    // The head's cost on the device is unknown: keep it on a server.
+    p.constraints.u_shaped = planner::UShape::kNo;
+  }
+  for (const PlanStageConfig& s : spec.stages) {
+    p.constraints.pinned.push_back(
+        {s.node == kDeviceNode ? planner::kDevice : s.node,
+         static_cast<int>(s.first_block), static_cast<int>(s.last_block)});
+  }
+  return p;
+}
+
+absl::StatusOr<PlanConfig> PlanAutomatically(
+    const PlanConfig& spec, const ModelConfig& model,
+    const std::vector<NodeView>& servers, const NodeView& device,
+    const DefaultLink& default_link, planner::PlanResult* predictions) {
+  ES_ASSIGN_OR_RETURN(planner::Problem problem,
+                      BuildProblem(spec, model, servers, device, default_link));
+  auto solved = planner::Solve(problem);
+  if (!solved.ok()) {
+    return absl::Status(solved.status().code(),
+                        absl::StrCat(spec.source, ": model \"", spec.model_id,
+                                     "\": ", solved.status().message()));
+  }
+  PlanConfig plan;
+  plan.source = spec.source;
+  plan.model_id = spec.model_id;
+  plan.model_path = spec.model_path;
+  plan.u_shaped = solved->u_shaped;
+  plan.automatic = true;
+  plan.planner = spec.planner;
+  for (const planner::StagePlan& s : solved->stages) {
+    PlanStageConfig stage;
+    stage.node = s.node == planner::kDevice ? kDeviceNode : s.node;
+    stage.first_block = s.first_block;
+    stage.last_block = s.last_block;
+    plan.stages.push_back(stage);
+  }
+  if (predictions != nullptr) *predictions = *std::move(solved);
+  return plan;
+}
+
+absl::StatusOr<planner::PlanResult> EvaluatePlan(
+    const PlanConfig& spec, const ModelConfig& model,
+    const std::vector<NodeView>& servers, const NodeView& device,
+    const DefaultLink& default_link, const PlanConfig& plan) {
+  ES_ASSIGN_OR_RETURN(planner::Problem problem,
+                      BuildProblem(spec, model, servers, device, default_link));
+  if ((problem.constraints.u_shaped == planner::UShape::kNo && plan.u_shaped) ||
+      (problem.constraints.u_shaped == planner::UShape::kYes &&
+       !plan.u_shaped)) {
+    return absl::FailedPreconditionError(
+        "the plan's head placement is not allowed");
+  }
+  std::vector<planner::Assignment> ranges;
+  for (const PlanStageConfig& s : plan.stages) {
+    ranges.push_back({s.node == kDeviceNode ? planner::kDevice : s.node,
+                      static_cast<int>(s.first_block),
+                      static_cast<int>(s.last_block)});
+  }
+  return planner::Evaluate(problem, ranges, plan.u_shaped);
+}
+
+}  // namespace edgesplit

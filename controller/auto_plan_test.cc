@@ -1,0 +1,288 @@
+// The controller's automatic plans: from measured profiles, re-planned on
+// joins, deaths, suspicion and profile changes, with pinned stages kept.
+#include "controller/auto_plan.h"
+
+#include <fstream>
+
+#include "controller/controller.h"
+#include "controller/fake_clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/test_paths.h"
+
+namespace edgesplit {
+namespace {
+
+using ::testing::HasSubstr;
+
+v1::ComputeProfile Compute(double decode_ms) {
+  v1::ComputeProfile c;
+  c.set_model_id("stories");
+  c.set_decode_ms_per_block(decode_ms);
+  c.set_prefill_ms_per_token(decode_ms / 20);
+  c.set_head_ms(decode_ms);
+  return c;
+}
+
+class AutoPlanTest : public ::testing::Test {
+ protected:
+  void Start(const std::string& planner_yaml,
+             const std::string& stages_yaml = "") {
+    dir_ = testing::TempDir("auto_plan");
+    model_ = testing::SharedDir() + "/models/stories260K";
+    Write("plan.yaml", "model: {id: stories, path: " + model_ +
+                           "}\nplanner:\n" + planner_yaml + stages_yaml);
+    Write("controller.yaml",
+          "listen: 127.0.0.1:0\nheartbeat_interval_ms: 100\n"
+          "dead_after_missed: 3\nnodes:\n  - {name: a}\n  - {name: b}\n"
+          "  - {name: c}\nplans: [plan.yaml]\n"
+          "default_link: {mbit_s: 1000, rtt_ms: 1}\n");
+    auto config = LoadControllerConfig(dir_ + "/controller.yaml");
+    ASSERT_TRUE(config.ok()) << config.status();
+    controller_ = std::make_unique<Controller>(*config, &clock_);
+    watch_ = controller_->Subscribe([this] { ++notified_; });
+    auto r = controller_->ReloadPlans();
+    ASSERT_EQ(r.errors_size(), 0) << r.errors(0);
+  }
+  void TearDown() override {
+    if (controller_) controller_->Unsubscribe(watch_);
+  }
+  void Write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ + "/" + name) << text;
+  }
+  void Register(const std::string& node, double decode_ms) {
+    v1::RegisterNodeRequest r;
+    r.set_node(node);
+    r.set_address("127.0.0.1:7" + node);
+    if (decode_ms > 0) *r.add_compute() = Compute(decode_ms);
+    auto resp = controller_->RegisterNode(r);
+    ASSERT_TRUE(resp.ok()) << resp.status();
+    // The controller asks for the plan's model and the other nodes.
+    ASSERT_EQ(resp->profile().models_size(), 1);
+    EXPECT_EQ(resp->profile().models(0).model_path(), model_);
+  }
+  void Beat(const std::string& node) {
+    v1::HeartbeatRequest r;
+    r.set_node(node);
+    ASSERT_TRUE(controller_->Heartbeat(r).ok());
+  }
+  absl::StatusOr<v1::OpenSessionResponse> Open(
+      std::vector<std::string> suspects = {}) {
+    v1::OpenSessionRequest r;
+    r.set_model_id("stories");
+    for (auto& s : suspects) r.add_suspects(s);
+    return controller_->OpenSession(r);
+  }
+  static std::vector<std::string> Nodes(const v1::OpenSessionResponse& s) {
+    std::vector<std::string> out;
+    for (const auto& hop : s.route()) out.push_back(hop.node());
+    return out;
+  }
+
+  std::string dir_, model_;
+  ManualClock clock_;
+  std::unique_ptr<Controller> controller_;
+  int watch_ = 0;
+  int notified_ = 0;
+};
+
+constexpr char kLatency[] =
+    "  objective: latency\n  prompt_tokens: 16\n  output_tokens: 16\n"
+    "  min_device_blocks: 1\n  u_shaped: false\n";
+
+TEST_F(AutoPlanTest, NoPlanUntilAServerHasProfiledTheModel) {
+  Start(kLatency);
+  Register("a", 0);
+  auto s = Open();
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(s.status().message(), HasSubstr("profiled model \"stories\""));
+  // The profile arrives with a heartbeat.
+  v1::HeartbeatRequest beat;
+  beat.set_node("a");
+  *beat.add_compute() = Compute(1.0);
+  auto resp = controller_->Heartbeat(beat);
+  ASSERT_TRUE(resp.ok());
+  EXPECT_NE(resp->profile_version(), 0u);
+  s = Open();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(Nodes(*s), std::vector<std::string>{"a"});
+  EXPECT_TRUE(s->plan().planned());
+  EXPECT_GT(s->plan().predicted_latency_ms(), 0);
+}
+
+TEST_F(AutoPlanTest, PlanIsThePlannersOptimumAndFollowsDeathAndJoin) {
+  Start(kLatency);
+  Register("a", 1.0);
+  Register("b", 50.0);  // Much slower: the planner avoids it.
+  auto s = Open();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->device_last_block(), 1);  // min_device_blocks.
+  EXPECT_EQ(Nodes(*s), std::vector<std::string>{"a"});
+  const uint64_t v1 = controller_->plan_version();
+
+  // a stops beating: the next session is planned around it.
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(absl::Milliseconds(100));
+    Beat("b");
+  }
+  EXPECT_GT(controller_->plan_version(), v1);
+  EXPECT_GT(notified_, 0);
+  s = Open();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(Nodes(*s), std::vector<std::string>{"b"});
+  EXPECT_EQ(s->route(0).first_block(), 1);
+  EXPECT_EQ(s->route(0).last_block(), 5);
+
+  // c joins, faster than b.
+  Register("c", 2.0);
+  s = Open();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(Nodes(*s), std::vector<std::string>{"c"});
+}
+
+TEST_F(AutoPlanTest, SmallProfileChangesDoNotMoveThePlan) {
+  Start(kLatency);
+  Register("a", 1.0);
+  Register("b", 1.05);
+  auto s = Open();
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(Nodes(*s), std::vector<std::string>{"a"});
+  const uint64_t version = controller_->plan_version();
+  auto report = [&](double decode_ms) {
+    v1::HeartbeatRequest beat;
+    beat.set_node("b");
+    *beat.add_compute() = Compute(decode_ms);
+    ASSERT_TRUE(controller_->Heartbeat(beat).ok());
+  };
+  // b is now 3% faster than a: within the 10% hysteresis, a stays.
+  report(0.97);
+  EXPECT_EQ(controller_->plan_version(), version);
+  s = Open();
+  EXPECT_EQ(Nodes(*s), std::vector<std::string>{"a"});
+  // Twice as fast: worth moving.
+  report(0.5);
+  EXPECT_GT(controller_->plan_version(), version);
+  s = Open();
+  EXPECT_EQ(Nodes(*s), std::vector<std::string>{"b"});
+}
+
+TEST_F(AutoPlanTest, SuspectsAreAvoidedUntilTheyBeatAgain) {
+  Start(kLatency);
+  Register("a", 1.0);
+  Register("b", 3.0);
+  auto s = Open();
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(Nodes(*s), std::vector<std::string>{"a"});
+  // A device could not reach a: plan without it, though a's last beat is
+  // recent.
+  s = Open({"a"});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(Nodes(*s), std::vector<std::string>{"b"});
+  clock_.Advance(absl::Milliseconds(50));
+  Beat("a");  // It was a blip: a is back.
+  s = Open();
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(Nodes(*s), std::vector<std::string>{"a"});
+}
+
+TEST_F(AutoPlanTest, PinnedStagesStayWhereTheYamlPutsThem) {
+  Start(kLatency, "stages:\n  - {node: b, blocks: [3, 5]}\n");
+  Register("a", 1.0);
+  Register("b", 50.0);
+  auto s = Open();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(Nodes(*s), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(s->route(0).first_block(), 1);
+  EXPECT_EQ(s->route(1).first_block(), 3);
+  EXPECT_EQ(s->route(1).last_block(), 5);
+}
+
+TEST_F(AutoPlanTest, InfeasibleConstraintIsReportedWithTheFile) {
+  Start("  min_device_blocks: 5\n");
+  Register("a", 1.0);
+  auto s = Open();
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(s.status().message(), HasSubstr("plan.yaml"));
+  EXPECT_THAT(s.status().message(), HasSubstr("min_device_blocks=5"));
+  const v1::ClusterStatus status = controller_->ClusterStatus();
+  ASSERT_EQ(status.planner_errors_size(), 1);
+  EXPECT_THAT(status.planner_errors(0), HasSubstr("min_device_blocks=5"));
+}
+
+TEST_F(AutoPlanTest, DeviceProfileAndLinksMoveTheHead) {
+  Start(
+      "  objective: latency\n  prompt_tokens: 16\n  output_tokens: 16\n"
+      "  u_shaped: auto\n");
+  Register("a", 1.0);
+  auto s = Open();
+  ASSERT_TRUE(s.ok());
+  EXPECT_FALSE(s->plan().u_shaped());
+  // The device reports a fast compute and a link whose downlink is so slow
+  // that 2 KiB of logits per token cost more than the head does locally.
+  v1::OpenSessionRequest r;
+  r.set_model_id("stories");
+  *r.mutable_profile()->add_compute() = Compute(1.0);
+  v1::LinkProfile* l = r.mutable_profile()->add_links();
+  l->set_peer("a");
+  l->set_rtt_ms(1);
+  l->set_up_bytes_per_s(10e6);
+  l->set_down_bytes_per_s(20e3);
+  s = controller_->OpenSession(r);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->plan().u_shaped());
+  // What cluster status shows is what was reported.
+  const v1::ClusterStatus status = controller_->ClusterStatus();
+  const v1::NodeStatus& device = status.nodes(status.nodes_size() - 1);
+  EXPECT_EQ(device.node(), "device");
+  ASSERT_EQ(device.links_size(), 1);
+  EXPECT_EQ(device.links(0).down_bytes_per_s(), 20e3);
+  EXPECT_TRUE(status.plans(0).planned());
+}
+
+TEST(AutoPlanBridgeTest, MeasuredLinksWinOverDefaults) {
+  ModelConfig model;
+  model.num_layers = 4;
+  model.hidden_size = 64;
+  model.vocab_size = 512;
+  model.num_heads = 8;
+  model.num_kv_heads = 8;
+  model.head_dim = 8;
+  model.intermediate_size = 128;
+  model.hidden_act = "silu";
+  PlanConfig spec;
+  spec.model_id = "m";
+  spec.automatic = true;
+  NodeView a{"a", 0, true, Compute(1.0), {}};
+  v1::LinkProfile l;
+  l.set_peer("b");
+  l.set_rtt_ms(7);
+  l.set_up_bytes_per_s(1e6);
+  l.set_down_bytes_per_s(2e6);
+  a.links.push_back(l);
+  NodeView b{"b", 0, true, Compute(1.0), {}};
+  NodeView c{"c", 0, false, {}, {}};  // Unprofiled: not planned on.
+  NodeView device{kDeviceNode, 0, false, {}, {}};
+  auto p = BuildProblem(spec, model, {a, b, c}, device, DefaultLink{});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->nodes.size(), 3u);
+  bool ab = false, ba = false;
+  for (const planner::LinkSpec& link : p->links) {
+    if (link.from == "a" && link.to == "b") {
+      ab = true;
+      EXPECT_EQ(link.bytes_per_s, 1e6);
+      EXPECT_EQ(link.rtt_ms, 7);
+    }
+    if (link.from == "b" && link.to == "a") {
+      ba = true;
+      EXPECT_EQ(link.bytes_per_s, 2e6);
+    }
+    if (link.from == "device")
+      EXPECT_EQ(link.bytes_per_s, DefaultLink{}.bytes_per_s);
+  }
+  EXPECT_TRUE(ab && ba);
+  // Without a device profile the device keeps exactly its minimum.
+  EXPECT_EQ(p->constraints.max_device_blocks, p->constraints.min_device_blocks);
+}
+
+}  // namespace
+}  // namespace edgesplit

@@ -1,0 +1,234 @@
+// Automatic planning end to end: servers profile themselves, the device
+// reports its compute and link, the controller plans, re-plans when a
+// server stops mid-generation (the session moves and finishes with the
+// same tokens), and on emulated networks the measured latency matches the
+// planner's prediction and a shrinking device link moves the head.
+#include <numeric>
+
+#include "edgesplit/device_agent.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/generator.h"
+#include "runtime/model_store.h"
+#include "runtime/test_paths.h"
+#include "tests/cluster.h"
+#include "tests/split_util.h"
+
+namespace edgesplit {
+namespace {
+
+using ::edgesplit::testing::Cluster;
+using ::edgesplit::testing::ClusterOptions;
+using ::edgesplit::testing::LinkSpec;
+
+std::string RealModel() { return testing::SharedDir() + "/models/stories260K"; }
+constexpr char kPrompt[] = "Once upon a time";
+
+std::vector<int32_t> Monolithic(const std::string& dir, int n) {
+  auto tokens =
+      testing::MonolithicGreedy(dir, kPrompt, n, /*stop_at_eos=*/false);
+  EXPECT_TRUE(tokens.ok()) << tokens.status();
+  return tokens.ok() ? *tokens : std::vector<int32_t>{};
+}
+
+int PromptTokens() {
+  auto store = ModelStore::Open(RealModel());
+  auto tok = (*store)->LoadTokenizer();
+  return static_cast<int>((*tok)->EncodePrompt(kPrompt)->size());
+}
+
+SamplingOptions Greedy(int n) { return testing::GreedyTokens(n); }
+
+std::string AutoPlan(const std::string& planner,
+                     const std::string& stages = "") {
+  return "model: {id: real, path: " + RealModel() + "}\nplanner:\n" + planner +
+         stages;
+}
+
+std::unique_ptr<DeviceAgent> Agent(const Cluster& c, double slowdown = 1.0) {
+  DeviceAgentOptions o;
+  o.controller = c.controller_address();
+  o.generation_timeout = absl::Seconds(120);
+  o.compute_slowdown = slowdown;
+  o.link_profile_interval = absl::ZeroDuration();
+  auto a = DeviceAgent::Connect(o);
+  EXPECT_TRUE(a.ok()) << a.status();
+  return std::move(*a);
+}
+
+// Which server the session's route names at `index`.
+std::string HopNode(const Session& s, int index) {
+  // route(): "device [0, 1) -> x [1, 5) + head"
+  std::string r = s.route();
+  size_t pos = 0;
+  for (int i = 0; i <= index; ++i) pos = r.find("-> ", pos) + 3;
+  return r.substr(pos, r.find(' ', pos) - pos);
+}
+
+TEST(PlanningTest, ServerStopMidGenerationMovesTheSessionWithSameTokens) {
+  ClusterOptions o;
+  o.servers = {"x", "y", "z"};
+  // y is pinned behind whatever the planner picks for blocks [1, 3): the
+  // server stopped is a middle hop.
+  o.auto_plans = {
+      AutoPlan("  objective: latency\n  min_device_blocks: 1\n"
+               "  max_device_blocks: 1\n  u_shaped: false\n",
+               "stages:\n  - {node: y, blocks: [3, 5]}\n")};
+  auto c = Cluster::Start(testing::TempDir("failover"), {}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  const std::string middle = HopNode(**session, 0);
+  ASSERT_TRUE(middle == "x" || middle == "z") << (*session)->route();
+  EXPECT_EQ(HopNode(**session, 1), "y");
+
+  int tokens = 0;
+  auto stats =
+      (*session)->Generate(kPrompt, Greedy(40), [&](absl::string_view) {
+        if (++tokens == 8) (*c)->Kill(middle);
+      });
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->reroutes, 1);
+  EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 40));
+  // The session now runs through the other server.
+  const std::string now = HopNode(**session, 0);
+  EXPECT_NE(now, middle);
+  EXPECT_TRUE(now == "x" || now == "z") << (*session)->route();
+  // New sessions too, without waiting for missed heartbeats.
+  auto again = agent->OpenSession("real");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(HopNode(**again, 0), now);
+}
+
+TEST(PlanningTest, LastServerStopMovesTheSession) {
+  ClusterOptions o;
+  o.servers = {"x", "y"};
+  o.auto_plans = {AutoPlan("  objective: latency\n  u_shaped: false\n")};
+  auto c = Cluster::Start(testing::TempDir("failover1"), {}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  const std::string first = HopNode(**session, 0);
+  int tokens = 0;
+  auto stats =
+      (*session)->Generate(kPrompt, Greedy(30), [&](absl::string_view) {
+        if (++tokens == 3) (*c)->Kill(first);
+      });
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_GE(stats->reroutes, 1);
+  EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 30));
+  EXPECT_NE(HopNode(**session, 0), first);
+}
+
+// The seeds' network: device uplink 70 Mbit/s, downlink 300 Mbit/s, 10 ms
+// each way; 400 Mbit/s and 2 ms between servers; the device computes at a
+// tenth of a server's speed.
+ClusterOptions SeedsNetwork(const std::string& planner) {
+  ClusterOptions o;
+  o.servers = {"a", "b"};
+  for (const char* server : {"a", "b"}) {
+    o.device_links[server] =
+        LinkSpec{70e6 / 8, 300e6 / 8, absl::Milliseconds(10)};
+    o.peer_links[server] =
+        LinkSpec{400e6 / 8, 400e6 / 8, absl::Milliseconds(2)};
+  }
+  // b is pinned last: the path is device -> a -> b, as in the seeds.
+  o.auto_plans = {
+      AutoPlan(planner, "stages:\n  - {node: b, blocks: [3, 5]}\n")};
+  return o;
+}
+
+struct Measured {
+  double latency_ms = 0;
+  double predicted_ms = 0;
+  bool u_shaped = false;
+  int device_blocks = 0;
+};
+
+// Opens sessions until the plan reflects the device's report, then times a
+// generation against the plan's prediction (median of 3).
+Measured TimeGeneration(DeviceAgent& agent, Controller& controller, int n) {
+  // The first session measures the device; the second reports it.
+  for (int i = 0; i < 2; ++i) {
+    auto s = agent.OpenSession("real");
+    EXPECT_TRUE(s.ok()) << s.status();
+  }
+  auto session = agent.OpenSession("real");
+  EXPECT_TRUE(session.ok()) << session.status();
+  auto plan = controller.GetPlan("real");
+  EXPECT_TRUE(plan.ok());
+  const v1::Plan& p = plan->plans(0);
+  Measured m;
+  m.predicted_ms = p.predicted_latency_ms();
+  m.u_shaped = p.u_shaped();
+  m.device_blocks = static_cast<int>(p.stages(0).last_block());
+  std::vector<double> runs;
+  for (int i = 0; i < 3; ++i) {
+    auto stats = (*session)->Generate(kPrompt, Greedy(n));
+    EXPECT_TRUE(stats.ok()) << stats.status();
+    if (!stats.ok()) return m;
+    runs.push_back(stats->prefill_ms +
+                   (n - 1) * 1e3 / stats->decode_tokens_per_s);
+    std::printf(
+        "%s: prefill %.2f ms, decode %.2f ms/token (predicted %.2f, "
+        "%.2f)\n",
+        (*session)->route().c_str(), stats->prefill_ms,
+        1e3 / stats->decode_tokens_per_s, p.predicted_prefill_ms(),
+        p.predicted_decode_step_ms());
+  }
+  std::sort(runs.begin(), runs.end());
+  m.latency_ms = runs[1];
+  return m;
+}
+
+TEST(EmulatedNetworkTest, MeasuredLatencyIsWithinTwentyPercentOfPrediction) {
+  const int n = 24;
+  const std::string planner = absl::StrCat(
+      "  objective: latency\n  prompt_tokens: ", PromptTokens(),
+      "\n  output_tokens: ", n,
+      "\n  min_device_blocks: 1\n  max_device_blocks: 1\n  u_shaped: false\n");
+  auto c =
+      Cluster::Start(testing::TempDir("emulated"), {}, SeedsNetwork(planner));
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c, /*slowdown=*/10);
+  const Measured m = TimeGeneration(*agent, *(*c)->controller(), n);
+  std::printf("predicted %.1f ms, measured %.1f ms\n", m.predicted_ms,
+              m.latency_ms);
+  EXPECT_GT(m.predicted_ms, 0);
+  EXPECT_NEAR(m.latency_ms / m.predicted_ms, 1.0, 0.2);
+}
+
+TEST(EmulatedNetworkTest, ShrinkingDeviceLinkMovesTheHeadToTheDevice) {
+  const int n = 16;
+  const std::string planner = absl::StrCat(
+      "  objective: latency\n  prompt_tokens: ", PromptTokens(),
+      "\n  output_tokens: ", n,
+      "\n  min_device_blocks: 1\n  max_device_blocks: 1\n  u_shaped: auto\n");
+  auto c =
+      Cluster::Start(testing::TempDir("shrink"), {}, SeedsNetwork(planner));
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c, /*slowdown=*/10);
+  const Measured before = TimeGeneration(*agent, *(*c)->controller(), n);
+  // With 70/300 Mbit/s, 2 KiB of logits per token cost little: the head
+  // stays on the (slow) servers' side.
+  EXPECT_FALSE(before.u_shaped);
+  // The device's link shrinks to 160 kbit/s each way: logits would take
+  // ~100 ms per token, hidden states 13 ms. The device computes the head
+  // itself (U-shape) and receives hidden states instead.
+  for (const char* server : {"a", "b"}) {
+    (*c)->link(server)->SetSpec(LinkSpec{20e3, 20e3, absl::Milliseconds(10)});
+  }
+  const Measured after = TimeGeneration(*agent, *(*c)->controller(), n);
+  EXPECT_TRUE(after.u_shaped);
+  std::printf(
+      "before: predicted %.1f measured %.1f; after: predicted %.1f "
+      "measured %.1f\n",
+      before.predicted_ms, before.latency_ms, after.predicted_ms,
+      after.latency_ms);
+  EXPECT_NEAR(after.latency_ms / after.predicted_ms, 1.0, 0.2);
+}
+
+}  // namespace
+}  // namespace edgesplit

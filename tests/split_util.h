@@ -1,0 +1,47 @@
+// Helpers shared by the cross-module tests and benchmarks: greedy sampling
+// options and the monolithic reference that split runs must equal.
+#ifndef EDGESPLIT_TESTS_SPLIT_UTIL_H_
+#define EDGESPLIT_TESTS_SPLIT_UTIL_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "edgesplit/device_agent.h"
+#include "runtime/generator.h"
+#include "runtime/model_store.h"
+#include "runtime/status_macros.h"
+
+namespace edgesplit {
+namespace testing {
+
+// Greedy decoding of exactly `n` tokens (EOS does not stop it).
+inline SamplingOptions GreedyTokens(int n) {
+  SamplingOptions s;
+  s.temperature = 0;
+  s.max_new_tokens = n;
+  s.stop_at_eos = false;
+  return s;
+}
+
+// Greedy tokens of the whole model in one process: what every split of it
+// must produce. Stops at EOS when `stop_at_eos`.
+inline absl::StatusOr<std::vector<int32_t>> MonolithicGreedy(
+    const std::string& dir, const std::string& prompt, int n,
+    bool stop_at_eos = true) {
+  ES_ASSIGN_OR_RETURN(auto store, ModelStore::Open(dir));
+  ES_ASSIGN_OR_RETURN(auto tok, store->LoadTokenizer());
+  ES_ASSIGN_OR_RETURN(auto pipeline, LocalPipeline::Load(*store, {}));
+  auto seq = pipeline->NewSequence();
+  GenerationOptions o;
+  o.sampling.temperature = 0;
+  o.max_new_tokens = n;
+  o.stop_at_eos = stop_at_eos;
+  ES_ASSIGN_OR_RETURN(GenerationResult r, Generate(*seq, *tok, prompt, o));
+  return r.tokens;
+}
+
+}  // namespace testing
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_TESTS_SPLIT_UTIL_H_
