@@ -1,11 +1,47 @@
 #include "controller/auto_plan.h"
 
+#include <cmath>
 #include <map>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/status_macros.h"
 
 namespace edgesplit {
+
+namespace {
+
+absl::Status CheckValue(double v, double max, const std::string& field) {
+  if (!std::isfinite(v) || v < 0 || v > max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " = ", v, " is not a finite number in [0, ", max, "]"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateProfile(const v1::ComputeProfile& c) {
+  const std::string at = absl::StrCat("compute profile of model \"", c.model_id(), "\": ");
+  if (c.model_id().empty()) return absl::InvalidArgumentError("compute profile without model_id");
+  constexpr double kMaxMs = 3.6e6;  // An hour per block is not a profile.
+  ES_RETURN_IF_ERROR(CheckValue(c.decode_ms_per_block(), kMaxMs, at + "decode_ms_per_block"));
+  ES_RETURN_IF_ERROR(CheckValue(c.prefill_ms_per_token(), kMaxMs, at + "prefill_ms_per_token"));
+  ES_RETURN_IF_ERROR(CheckValue(c.head_ms(), kMaxMs, at + "head_ms"));
+  return CheckValue(c.overhead_ms(), kMaxMs, at + "overhead_ms");
+}
+
+absl::Status ValidateLink(const v1::LinkProfile& l) {
+  const std::string at = absl::StrCat("link profile to \"", l.peer(), "\": ");
+  if (l.peer().empty()) return absl::InvalidArgumentError("link profile without peer");
+  ES_RETURN_IF_ERROR(CheckValue(l.rtt_ms(), 3.6e6, at + "rtt_ms"));
+  for (double bw : {l.up_bytes_per_s(), l.down_bytes_per_s()}) {
+    if (!(bw > 0) || !std::isfinite(bw)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(at, "bandwidth ", bw, " is not a positive number"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 planner::ModelSpec ModelSpecFor(const ModelConfig& model,
                                 const std::string& id) {
@@ -69,6 +105,21 @@ absl::StatusOr<planner::Problem> BuildProblem(
       links.emplace(
           std::make_pair(l.peer(), from),
           planner::LinkSpec{l.peer(), from, l.down_bytes_per_s(), l.rtt_ms()});
+    }
+  }
+  // A device measures its link to the server it attaches to. Its access
+  // link (radio) is what limits it, so that link stands for its links to
+  // the servers it did not measure.
+  if (!device.links.empty()) {
+    const v1::LinkProfile& l = device.links.front();
+    for (const planner::NodeSpec& s : p.nodes) {
+      if (s.name == planner::kDevice) continue;
+      links.emplace(std::make_pair(std::string(planner::kDevice), s.name),
+                    planner::LinkSpec{planner::kDevice, s.name,
+                                      l.up_bytes_per_s(), l.rtt_ms()});
+      links.emplace(std::make_pair(s.name, std::string(planner::kDevice)),
+                    planner::LinkSpec{s.name, planner::kDevice,
+                                      l.down_bytes_per_s(), l.rtt_ms()});
     }
   }
   for (const planner::NodeSpec& a : p.nodes) {

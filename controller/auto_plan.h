@@ -29,6 +29,11 @@ struct DefaultLink {
   double rtt_ms = 1;
 };
 
+// Profiles come from the network: non-finite, negative or absurd values are
+// rejected (INVALID_ARGUMENT naming the field) before they reach a plan.
+absl::Status ValidateProfile(const v1::ComputeProfile& c);
+absl::Status ValidateLink(const v1::LinkProfile& l);
+
 planner::ModelSpec ModelSpecFor(const ModelConfig& model,
                                 const std::string& id);
 

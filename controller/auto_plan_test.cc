@@ -2,6 +2,7 @@
 // joins, deaths, suspicion and profile changes, with pinned stages kept.
 #include "controller/auto_plan.h"
 
+#include <cmath>
 #include <fstream>
 
 #include "controller/controller.h"
@@ -239,6 +240,34 @@ TEST_F(AutoPlanTest, DeviceProfileAndLinksMoveTheHead) {
   EXPECT_TRUE(status.plans(0).planned());
 }
 
+TEST_F(AutoPlanTest, BadProfilesAreRejectedAndPlanningGoesOn) {
+  Start(kLatency);
+  Register("a", 1.0);
+  const uint64_t version = controller_->plan_version();
+  v1::HeartbeatRequest beat;
+  beat.set_node("a");
+  *beat.add_compute() = Compute(std::nan(""));
+  auto r = controller_->Heartbeat(beat);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("decode_ms_per_block"));
+  beat.clear_compute();
+  v1::LinkProfile* l = beat.add_links();
+  l->set_peer("b");
+  l->set_up_bytes_per_s(-5);
+  l->set_down_bytes_per_s(1);
+  r = controller_->Heartbeat(beat);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("link profile to \"b\""));
+  v1::OpenSessionRequest open;
+  open.set_model_id("stories");
+  *open.mutable_profile()->add_compute() = Compute(-1);
+  EXPECT_EQ(controller_->OpenSession(open).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Nothing was stored: the plan is what it was, and sessions open.
+  EXPECT_EQ(controller_->plan_version(), version);
+  EXPECT_TRUE(Open().ok());
+}
+
 TEST(AutoPlanBridgeTest, MeasuredLinksWinOverDefaults) {
   ModelConfig model;
   model.num_layers = 4;
@@ -280,6 +309,24 @@ TEST(AutoPlanBridgeTest, MeasuredLinksWinOverDefaults) {
       EXPECT_EQ(link.bytes_per_s, DefaultLink{}.bytes_per_s);
   }
   EXPECT_TRUE(ab && ba);
+  // Without a device profile the device keeps exactly its minimum.
+  EXPECT_EQ(p->constraints.max_device_blocks, p->constraints.min_device_blocks);
+  // A device's one measured link stands for its links to every server.
+  v1::LinkProfile radio;
+  radio.set_peer("a");
+  radio.set_rtt_ms(40);
+  radio.set_up_bytes_per_s(1e5);
+  radio.set_down_bytes_per_s(4e5);
+  device.links.push_back(radio);
+  p = BuildProblem(spec, model, {a, b, c}, device, DefaultLink{});
+  ASSERT_TRUE(p.ok());
+  for (const planner::LinkSpec& link : p->links) {
+    if (link.from == "device") {
+      EXPECT_EQ(link.bytes_per_s, 1e5);
+      EXPECT_EQ(link.rtt_ms, 40);
+    }
+    if (link.to == "device") EXPECT_EQ(link.bytes_per_s, 4e5);
+  }
   // Without a device profile the device keeps exactly its minimum.
   EXPECT_EQ(p->constraints.max_device_blocks, p->constraints.min_device_blocks);
 }

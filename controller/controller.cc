@@ -295,6 +295,9 @@ absl::StatusOr<v1::RegisterNodeResponse> Controller::RegisterNode(
   if (request.address().empty()) {
     return absl::InvalidArgumentError("RegisterNode needs an address");
   }
+  for (const v1::ComputeProfile& c : request.compute()) {
+    ES_RETURN_IF_ERROR(ValidateProfile(c));
+  }
   v1::RegisterNodeResponse response;
   bool changed;
   {
@@ -321,6 +324,12 @@ absl::StatusOr<v1::RegisterNodeResponse> Controller::RegisterNode(
 
 absl::StatusOr<v1::HeartbeatResponse> Controller::Heartbeat(
     const v1::HeartbeatRequest& request) {
+  for (const v1::ComputeProfile& c : request.compute()) {
+    ES_RETURN_IF_ERROR(ValidateProfile(c));
+  }
+  for (const v1::LinkProfile& l : request.links()) {
+    ES_RETURN_IF_ERROR(ValidateLink(l));
+  }
   v1::HeartbeatResponse response;
   bool changed = false;
   {
@@ -402,6 +411,15 @@ v1::PlanUpdate Controller::PlansFor(const std::string& node) {
 
 absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
     const v1::OpenSessionRequest& request) {
+  for (const v1::ComputeProfile& c : request.profile().compute()) {
+    ES_RETURN_IF_ERROR(ValidateProfile(c));
+  }
+  for (const v1::LinkProfile& l : request.profile().links()) {
+    ES_RETURN_IF_ERROR(ValidateLink(l));
+  }
+  if (request.profile().memory_bytes() < 0) {
+    return absl::InvalidArgumentError("device profile: memory_bytes < 0");
+  }
   bool changed = false;
   auto response = [&]() -> absl::StatusOr<v1::OpenSessionResponse> {
     absl::MutexLock lock(&mu_);

@@ -2,15 +2,20 @@
 // is a broken product.
 #include <filesystem>
 
+#include "controller/auto_plan.h"
+#include "controller/cluster_file.h"
 #include "controller/controller.h"
 #include "controller/plan.h"
 #include "edge_server/server_config.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/model_init.h"
 #include "runtime/test_paths.h"
 
 namespace edgesplit {
 namespace {
+
+using ::testing::HasSubstr;
 
 std::string Configs() { return testing::SourceDir() + "/configs"; }
 
@@ -53,9 +58,45 @@ TEST(ConfigsTest, PlansValidateAgainstTheirModels) {
       ASSERT_TRUE(real.ok()) << plan->source << ": " << real.status();
       model = *real;
     }
-    EXPECT_TRUE(ValidatePlan(*plan, model, nodes).ok())
-        << ValidatePlan(*plan, model, nodes);
+    const absl::Status valid = plan->automatic
+                                   ? ValidateAutomaticPlan(*plan, model, nodes)
+                                   : ValidatePlan(*plan, model, nodes);
+    EXPECT_TRUE(valid.ok()) << valid;
   }
+}
+
+TEST(ConfigsTest, WhatIfClusterParsesAndPlans) {
+  auto cluster = LoadClusterFile(Configs() + "/cluster/what-if.yaml");
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EXPECT_EQ(cluster->servers.size(), 3u);
+  EXPECT_TRUE(cluster->device.has_compute);
+  EXPECT_EQ(cluster->spec.planner.prompt_tokens, 128);
+  // Directed links: the device's uplink and downlink differ.
+  ASSERT_EQ(cluster->device.links.size(), 3u);
+  EXPECT_EQ(cluster->device.links[0].up_bytes_per_s(), 70e6 / 8);
+  EXPECT_EQ(cluster->device.links[0].down_bytes_per_s(), 300e6 / 8);
+  auto gpt2 = PresetConfig(Arch::kGpt2, "small");
+  ASSERT_TRUE(gpt2.ok());
+  planner::PlanResult r;
+  auto plan = PlanAutomatically(cluster->spec, *gpt2, cluster->servers,
+                                cluster->device, cluster->default_link, &r);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->stages.front().last_block, 1);  // The device's minimum.
+  EXPECT_GT(r.latency_ms, 0);
+}
+
+TEST(ConfigsTest, ClusterFileErrorsNameTheField) {
+  auto bad = ParseClusterFile(
+      "servers:\n  - {name: a, decode_ms_per_block: fast}\n", "c.yaml");
+  EXPECT_THAT(bad.status().message(), HasSubstr("c.yaml:2"));
+  EXPECT_THAT(bad.status().message(), HasSubstr("servers[0].decode_ms_per_block"));
+  bad = ParseClusterFile(
+      "servers:\n  - {name: a, decode_ms_per_block: 1}\nlinks:\n"
+      "  - {from: a, to: z, mbit_s: 5}\n",
+      "c.yaml");
+  EXPECT_THAT(bad.status().message(), HasSubstr("unknown node \"z\""));
+  bad = ParseClusterFile("servers: []\n", "c.yaml");
+  EXPECT_THAT(bad.status().message(), HasSubstr("servers"));
 }
 
 TEST(ConfigsTest, ServerConfigErrorsNameTheField) {

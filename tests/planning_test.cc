@@ -4,8 +4,11 @@
 // same tokens), and on emulated networks the measured latency matches the
 // planner's prediction and a shrinking device link moves the head.
 #include <numeric>
+#include <sstream>
 
+#include "device_agent/cli/commands.h"
 #include "edgesplit/device_agent.h"
+#include "proto/probe.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/generator.h"
@@ -20,6 +23,7 @@ namespace {
 using ::edgesplit::testing::Cluster;
 using ::edgesplit::testing::ClusterOptions;
 using ::edgesplit::testing::LinkSpec;
+using ::testing::HasSubstr;
 
 std::string RealModel() { return testing::SharedDir() + "/models/stories260K"; }
 constexpr char kPrompt[] = "Once upon a time";
@@ -120,6 +124,53 @@ TEST(PlanningTest, LastServerStopMovesTheSession) {
   EXPECT_GE(stats->reroutes, 1);
   EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 30));
   EXPECT_NE(HopNode(**session, 0), first);
+}
+
+TEST(PlanningTest, ClusterStatusShowsTheCostGraphAndProbesAreBounded) {
+  ClusterOptions o;
+  o.servers = {"x", "y"};
+  o.auto_plans = {AutoPlan("  objective: latency\n")};
+  auto c = Cluster::Start(testing::TempDir("status"), {}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  // Servers probe each other after registering: wait for both reports.
+  for (absl::Time until = absl::Now() + absl::Seconds(30);;) {
+    int reported = 0;
+    const v1::ClusterStatus status = (*c)->controller()->ClusterStatus();
+    for (const auto& n : status.nodes()) {
+      reported += n.links_size() > 0;
+    }
+    if (reported == 2) break;
+    ASSERT_LT(absl::Now(), until) << "servers never reported their links";
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  std::ostringstream out, err;
+  ASSERT_EQ(cli::Run({"cluster", "status", "--controller",
+                      (*c)->controller_address()},
+                     out, err),
+            0)
+      << err.str();
+  EXPECT_THAT(out.str(), HasSubstr("alive"));
+  EXPECT_THAT(out.str(), HasSubstr("real: "));  // x's and y's compute.
+  EXPECT_THAT(out.str(), HasSubstr("link from"));
+  EXPECT_THAT(out.str(), HasSubstr("planned for latency"));
+
+  // A probe asking for more than the limit is refused; the server serves on.
+  auto stub = v1::StageService::NewStub(grpc::CreateChannel(
+      (*c)->server("x")->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::ProbeRequest req;
+  req.set_response_bytes(kMaxProbeResponseBytes + 1);
+  v1::ProbeResponse resp;
+  grpc::Status s = stub->Probe(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("response_bytes"));
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto stats = (*session)->Generate(kPrompt, Greedy(8));
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 8));
 }
 
 // The seeds' network: device uplink 70 Mbit/s, downlink 300 Mbit/s, 10 ms

@@ -4,6 +4,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "controller/plan.h"
 #include "runtime/test_paths.h"
 
 namespace edgesplit {
@@ -79,6 +80,38 @@ TEST(CommandsTest, BadUsageIsReported) {
   r = RunCli({"model", "init", "--arch", "llama", "--preset", "huge", "--out",
               "/tmp/x"});
   EXPECT_THAT(r.err, HasSubstr("unknown preset \"huge\""));
+}
+
+TEST(CommandsTest, PlanPrintsTheTableAndWritesAPinnablePlan) {
+  const std::string dir = testing::TempDir("cli_plan");
+  ASSERT_EQ(RunCli({"model", "init", "--arch", "gpt2", "--preset", "tiny",
+                    "--out", dir + "/m"})
+                .code,
+            0);
+  const std::string cluster =
+      testing::SourceDir() + "/configs/cluster/what-if.yaml";
+  for (std::string objective : {"latency", "throughput", "energy"}) {
+    Result r = RunCli({"plan", "--cluster", cluster, "--model", dir + "/m",
+                       "--objective", objective, "--out", dir + "/plan.yaml"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("objective " + objective));
+    EXPECT_THAT(r.out, HasSubstr("transfer ms"));
+    EXPECT_THAT(r.out, HasSubstr("device"));
+    EXPECT_THAT(r.out, HasSubstr("predicted: time to first token"));
+    auto plan = LoadPlanFile(dir + "/plan.yaml");
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_FALSE(plan->automatic);
+    EXPECT_EQ(plan->stages.front().node, "device");
+    EXPECT_EQ(plan->stages.back().last_block, 4);  // gpt2 tiny's blocks.
+  }
+  Result bad = RunCli({"plan", "--cluster", cluster, "--model", dir + "/m",
+                       "--objective", "speed"});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("unknown objective \"speed\""));
+  Result missing = RunCli({"plan", "--cluster", dir + "/nope.yaml", "--model",
+                           dir + "/m"});
+  EXPECT_NE(missing.code, 0);
+  EXPECT_THAT(missing.err, HasSubstr("nope.yaml"));
 }
 
 }  // namespace
