@@ -47,7 +47,10 @@ struct DeviceAgent::Impl {
   absl::Mutex profile_mu;
   v1::DeviceProfile profile ABSL_GUARDED_BY(profile_mu);
   std::set<std::string> profiled ABSL_GUARDED_BY(profile_mu);  // Model ids.
-  std::map<std::string, absl::Time> link_measured ABSL_GUARDED_BY(profile_mu);
+  absl::Time link_measured ABSL_GUARDED_BY(profile_mu) = absl::InfinitePast();
+  // The first hop of the last session: measured again before the next
+  // session asks for a route, so the controller plans with a fresh link.
+  v1::Hop last_hop ABSL_GUARDED_BY(profile_mu);
 
   // Asks the controller for a session of `model_id`, leaving out
   // `suspects`; retries while no plan exists yet (UNAVAILABLE) until
@@ -92,49 +95,47 @@ struct DeviceAgent::Impl {
 
   // Measures this device once per model (compute, and the link to the
   // route's first hop) for the controller's planner.
-  void Profile(const std::string& model_id, const std::string& dir,
-               const v1::OpenSessionResponse& route) {
-    if (!options.report_profile) return;
-    const v1::Hop& first = route.route(0);
-    bool measure_compute, measure_link;
+  // Measures this device's compute for a model, once (report_profile).
+  void ProfileModel(const std::string& model_id, const std::string& dir) {
     {
       absl::MutexLock lock(&profile_mu);
-      measure_compute = profiled.insert(model_id).second;
-      auto it = link_measured.find(first.node());
-      measure_link = it == link_measured.end() ||
-                     absl::Now() - it->second >= options.link_profile_interval;
-      if (measure_link) link_measured[first.node()] = absl::Now();
+      if (!options.report_profile || !profiled.insert(model_id).second) return;
     }
+    ProfileOptions po;
+    po.copy_weights = options.copy_weights;
+    auto compute = ProfileCompute(dir, po);
+    if (!compute.ok()) return;  // Unpriced: the controller plans without it.
+    const double slow = std::max(options.compute_slowdown, 1.0);
     v1::ComputeProfile c;
-    if (measure_compute) {
-      ProfileOptions po;
-      po.copy_weights = options.copy_weights;
-      auto compute = ProfileCompute(dir, po);
-      const double slow = std::max(options.compute_slowdown, 1.0);
-      if (compute.ok()) {
-        c.set_model_id(model_id);
-        c.set_decode_ms_per_block(compute->decode_ms_per_block * slow);
-        c.set_prefill_ms_per_token(compute->prefill_ms_per_token * slow);
-        c.set_head_ms(compute->head_ms * slow);
-        // The device embeds every step: its fixed cost per request.
-        c.set_overhead_ms(compute->embed_ms * slow);
-      }
-    }
-    absl::StatusOr<v1::LinkProfile> link = absl::CancelledError("not measured");
-    if (measure_link)
-      link = ProbeLink(stubs.Get(first.address()), first.node());
+    c.set_model_id(model_id);
+    c.set_decode_ms_per_block(compute->decode_ms_per_block * slow);
+    c.set_prefill_ms_per_token(compute->prefill_ms_per_token * slow);
+    c.set_head_ms(compute->head_ms * slow);
+    // The device embeds every step: its fixed cost per request.
+    c.set_overhead_ms(compute->embed_ms * slow);
     absl::MutexLock lock(&profile_mu);
-    if (!c.model_id().empty()) *profile.add_compute() = c;
-    if (link.ok()) {
-      auto* links = profile.mutable_links();
-      for (int i = 0; i < links->size(); ++i) {
-        if (links->Get(i).peer() == link->peer()) {
-          links->DeleteSubrange(i, 1);
-          break;
-        }
+    *profile.add_compute() = c;
+  }
+
+  // Measures the link to `hop` unless measured within
+  // link_profile_interval. Only the latest measurement is kept: the
+  // device's access link limits all its links, and an older measurement
+  // to another server would be stale.
+  void ProfileLink(const v1::Hop& hop) {
+    {
+      absl::MutexLock lock(&profile_mu);
+      if (!options.report_profile ||
+          absl::Now() - link_measured < options.link_profile_interval) {
+        return;
       }
-      *profile.add_links() = *link;
+      link_measured = absl::Now();
     }
+    auto link = ProbeLink(stubs.Get(hop.address()), hop.node());
+    absl::MutexLock lock(&profile_mu);
+    if (!link.ok()) return;
+    profile.clear_links();
+    *profile.add_links() = *link;
+    last_hop = hop;
   }
 
   absl::StatusOr<std::shared_ptr<LocalModel>> Load(const std::string& dir,
@@ -422,6 +423,12 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
 
 absl::StatusOr<std::unique_ptr<Session>> DeviceAgent::OpenSession(
     const std::string& model_id, const std::string& adapter) {
+  v1::Hop previous;
+  {
+    absl::MutexLock lock(&impl_->profile_mu);
+    previous = impl_->last_hop;
+  }
+  if (!previous.address().empty()) impl_->ProfileLink(previous);
   ES_ASSIGN_OR_RETURN(
       v1::OpenSessionResponse resp,
       impl_->OpenRoute(model_id, adapter, {},
@@ -431,7 +438,8 @@ absl::StatusOr<std::unique_ptr<Session>> DeviceAgent::OpenSession(
   s->model_id = model_id;
   s->adapter = adapter;
   ES_RETURN_IF_ERROR(s->Adopt(std::move(resp)));
-  impl_->Profile(model_id, s->ModelDir(), s->route);
+  impl_->ProfileModel(model_id, s->ModelDir());
+  impl_->ProfileLink(s->route.route(0));
   return std::unique_ptr<Session>(new Session(std::move(s)));
 }
 

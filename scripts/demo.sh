@@ -2,8 +2,9 @@
 # The main job on a fresh Debian 12 machine: install dependencies, build,
 # write a small random model (`edgesplit model init`), start a local cluster
 # from configs/cluster (edgesplit-controller + two edgesplit-server daemons
-# on loopback), and generate text through it: the device runs the first
-# block, the servers the rest. With ../shared present it also generates
+# on loopback); the servers measure their compute and links, the controller
+# plans the split of the random model from those measurements, and text is
+# generated through it (the device keeps at least block 0). With ../shared present it also generates
 # from the real TinyStories model, U-shaped (the head stays on the device).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +37,8 @@ for s in a b; do
   pids+=($!)
 done
 
-# Wait until both servers registered and loaded their blocks.
+# Wait until both servers registered, profiled the model, and loaded the
+# blocks the controller planned for them.
 for i in $(seq 1 60); do
   if "$ES" generate --controller 127.0.0.1:50051 --model-id demo-llama-tiny \
        --prompt x --max-new-tokens 1 >/dev/null 2>&1; then
@@ -50,10 +52,14 @@ for i in $(seq 1 60); do
   sleep 0.5
 done
 
-echo "--- random llama-tiny through the cluster (device -> server-a -> server-b):"
+echo "--- the controller's view (edgesplit cluster status):"
+"$ES" cluster status --controller 127.0.0.1:50051
+echo "--- random llama-tiny through the planned split:"
 "$ES" generate --controller 127.0.0.1:50051 --model-id demo-llama-tiny \
   --prompt "Once upon a time" --max-new-tokens 24 --temperature 0.8 \
   --top-k 40 --seed 7
+echo "--- what-if: the planner on the seeds' network (configs/cluster/what-if.yaml):"
+"$ES" plan --cluster configs/cluster/what-if.yaml --model "$MODEL"
 if [[ -f ../shared/models/stories260K/config.json ]]; then
   echo "--- real stories260K through the cluster, U-shaped, greedy:"
   "$ES" generate --controller 127.0.0.1:50051 --model-id stories260K \

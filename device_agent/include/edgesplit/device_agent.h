@@ -55,8 +55,8 @@ struct DeviceAgentOptions {
   // once) and its link to the first hop, and report both to the controller
   // with the next session, so automatic plans price the device right.
   bool report_profile = true;
-  // The link to the first hop is measured again at the next session when
-  // its last measurement is older than this.
+  // The link to the first hop is measured again, before the next session
+  // asks for its route, when the last measurement is older than this.
   absl::Duration link_profile_interval = absl::Minutes(1);
   // Emulation: local compute takes this many times as long (the device
   // sleeps the difference); for what-if runs and tests of slow devices.
