@@ -21,18 +21,23 @@ absl::Status CheckValue(double v, double max, const std::string& field) {
 }  // namespace
 
 absl::Status ValidateProfile(const v1::ComputeProfile& c) {
-  const std::string at = absl::StrCat("compute profile of model \"", c.model_id(), "\": ");
-  if (c.model_id().empty()) return absl::InvalidArgumentError("compute profile without model_id");
+  const std::string at =
+      absl::StrCat("compute profile of model \"", c.model_id(), "\": ");
+  if (c.model_id().empty())
+    return absl::InvalidArgumentError("compute profile without model_id");
   constexpr double kMaxMs = 3.6e6;  // An hour per block is not a profile.
-  ES_RETURN_IF_ERROR(CheckValue(c.decode_ms_per_block(), kMaxMs, at + "decode_ms_per_block"));
-  ES_RETURN_IF_ERROR(CheckValue(c.prefill_ms_per_token(), kMaxMs, at + "prefill_ms_per_token"));
+  ES_RETURN_IF_ERROR(
+      CheckValue(c.decode_ms_per_block(), kMaxMs, at + "decode_ms_per_block"));
+  ES_RETURN_IF_ERROR(CheckValue(c.prefill_ms_per_token(), kMaxMs,
+                                at + "prefill_ms_per_token"));
   ES_RETURN_IF_ERROR(CheckValue(c.head_ms(), kMaxMs, at + "head_ms"));
   return CheckValue(c.overhead_ms(), kMaxMs, at + "overhead_ms");
 }
 
 absl::Status ValidateLink(const v1::LinkProfile& l) {
   const std::string at = absl::StrCat("link profile to \"", l.peer(), "\": ");
-  if (l.peer().empty()) return absl::InvalidArgumentError("link profile without peer");
+  if (l.peer().empty())
+    return absl::InvalidArgumentError("link profile without peer");
   ES_RETURN_IF_ERROR(CheckValue(l.rtt_ms(), 3.6e6, at + "rtt_ms"));
   for (double bw : {l.up_bytes_per_s(), l.down_bytes_per_s()}) {
     if (!(bw > 0) || !std::isfinite(bw)) {
@@ -79,6 +84,8 @@ absl::StatusOr<planner::Problem> BuildProblem(
     n.prefill_ms_per_token = v.compute.prefill_ms_per_token();
     n.head_ms = v.compute.head_ms();
     n.overhead_ms = v.compute.overhead_ms();
+    n.joules_per_flop = v.joules_per_flop;
+    n.joules_per_bit = v.joules_per_bit;
     return n;
   };
   p.nodes.push_back(node_spec(device));

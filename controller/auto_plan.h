@@ -21,6 +21,8 @@ struct NodeView {
   bool has_compute = false;
   v1::ComputeProfile compute;
   std::vector<v1::LinkProfile> links;  // Measured from this node.
+  double joules_per_flop = 0;          // Device energy (energy objective).
+  double joules_per_bit = 0;
 };
 
 // Used where no node measured a link.

@@ -53,6 +53,13 @@ absl::StatusOr<NodeView> ParseNode(const YamlReader& r, const YAML::Node& n,
   }
   ES_ASSIGN_OR_RETURN(double mb, Number(r, n, "memory_mb", 0, p));
   v.memory_bytes = static_cast<int64_t>(mb * (1 << 20));
+  if (device) {
+    // Energy in friendlier units: picojoules per FLOP, nanojoules per bit.
+    ES_ASSIGN_OR_RETURN(double pj, Number(r, n, "pj_per_flop", 0, p));
+    ES_ASSIGN_OR_RETURN(double nj, Number(r, n, "nj_per_bit", 0, p));
+    v.joules_per_flop = pj * 1e-12;
+    v.joules_per_bit = nj * 1e-9;
+  }
   return v;
 }
 

@@ -2,7 +2,8 @@
 // memory, links, and the planner settings, in YAML:
 //
 //   device: {decode_ms_per_block: 28, prefill_ms_per_token: 1.2,
-//            head_ms: 40, memory_mb: 4096}
+//            head_ms: 40, memory_mb: 4096,
+//            pj_per_flop: 5, nj_per_bit: 100}   # energy objective
 //   servers:
 //     - {name: server-a, decode_ms_per_block: 2.8, prefill_ms_per_token: 0.12,
 //        head_ms: 4, overhead_ms: 0.3, memory_mb: 16384}

@@ -1,5 +1,6 @@
 #include "controller/controller.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -417,8 +418,15 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
   for (const v1::LinkProfile& l : request.profile().links()) {
     ES_RETURN_IF_ERROR(ValidateLink(l));
   }
-  if (request.profile().memory_bytes() < 0) {
+  const v1::DeviceProfile& dp = request.profile();
+  if (dp.memory_bytes() < 0) {
     return absl::InvalidArgumentError("device profile: memory_bytes < 0");
+  }
+  for (double j : {dp.joules_per_flop(), dp.joules_per_bit()}) {
+    if (!std::isfinite(j) || j < 0 || j > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "device profile: joules per flop/bit ", j, " is not in [0, 1]"));
+    }
   }
   bool changed = false;
   auto response = [&]() -> absl::StatusOr<v1::OpenSessionResponse> {
@@ -437,6 +445,10 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
         device_.links = std::move(links);
       }
       if (p.memory_bytes() > 0) device_.memory_bytes = p.memory_bytes();
+      replan |= device_.joules_per_flop != p.joules_per_flop() ||
+                device_.joules_per_bit != p.joules_per_bit();
+      device_.joules_per_flop = p.joules_per_flop();
+      device_.joules_per_bit = p.joules_per_bit();
     }
     for (const std::string& suspect : request.suspects()) {
       auto n = nodes_.find(suspect);
@@ -530,6 +542,8 @@ v1::ClusterStatus Controller::ClusterStatus() {
   v1::NodeStatus* dev = status.add_nodes();
   dev->set_node(kDeviceNode);
   dev->set_memory_bytes(device_.memory_bytes);
+  dev->set_joules_per_flop(device_.joules_per_flop);
+  dev->set_joules_per_bit(device_.joules_per_bit);
   for (const auto& [id, c] : device_compute_) *dev->add_compute() = c;
   for (const auto& l : device_.links) *dev->add_links() = l;
   for (const auto& [id, plan] : plans_)

@@ -75,6 +75,11 @@ struct DeviceAgent::Impl {
         absl::MutexLock lock(&profile_mu);
         *req.mutable_profile() = profile;
       }
+      if (options.report_profile) {
+        req.mutable_profile()->set_memory_bytes(options.memory_bytes);
+        req.mutable_profile()->set_joules_per_flop(options.joules_per_flop);
+        req.mutable_profile()->set_joules_per_bit(options.joules_per_bit);
+      }
       v1::OpenSessionResponse resp;
       absl::Status s =
           FromGrpcStatus(controller->OpenSession(&ctx, req, &resp),

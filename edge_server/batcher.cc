@@ -1,15 +1,19 @@
 #include "edge_server/batcher.h"
 
+#include <chrono>
+#include <thread>
 #include <utility>
 
 #include "runtime/torch_util.h"
 
 namespace edgesplit {
 
-Batcher::Batcher(const StageModel* stage, int64_t max_batch_tokens)
+Batcher::Batcher(const StageModel* stage, int64_t max_batch_tokens,
+                 std::shared_ptr<std::atomic<double>> slowdown)
     : stage_(stage),
       max_batch_tokens_(max_batch_tokens),
       state_(std::make_shared<State>()) {
+  state_->slowdown = std::move(slowdown);
   worker_ = std::thread(&Batcher::Run, state_, stage_, max_batch_tokens_);
 }
 
@@ -103,7 +107,7 @@ void Batcher::Run(std::shared_ptr<State> state, const StageModel* stage,
       state->stats.items += batch.size();
       state->last_batch = batch.size();
     }
-    Execute(stage, batch);
+    Execute(stage, batch, *state);
     // `batch` (and what its callbacks held) is released here, possibly
     // destroying the Batcher: only `state` is used after this point.
   }
@@ -130,7 +134,8 @@ absl::StatusOr<at::Tensor> Batcher::Forward(const StageModel* stage,
   });
 }
 
-void Batcher::Execute(const StageModel* stage, std::vector<BatchItem>& items) {
+void Batcher::Execute(const StageModel* stage, std::vector<BatchItem>& items,
+                      State& state) {
   // Every forward finishes before any callback runs: a callback may end
   // the stage's life.
   const bool head = stage->spec().head;
@@ -138,7 +143,23 @@ void Batcher::Execute(const StageModel* stage, std::vector<BatchItem>& items) {
     return item.last_token_only && head ? int64_t{1} : item.input.size(0);
   };
   std::vector<absl::StatusOr<at::Tensor>> results;
+  const bool single_token = items.size() == 1 && items[0].input.size(0) == 1;
+  const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<at::Tensor> out = Forward(stage, items);
+  auto spent = std::chrono::steady_clock::now() - t0;
+  const double slowdown = state.slowdown ? state.slowdown->load() : 1.0;
+  if (slowdown > 1.0) {
+    const auto extra = std::chrono::duration_cast<std::chrono::nanoseconds>(
+        spent * (slowdown - 1.0));
+    std::this_thread::sleep_for(extra);
+    spent += extra;
+  }
+  if (single_token && out.ok()) {
+    absl::MutexLock lock(&state.mu);
+    ++state.stats.single_token_forwards;
+    state.stats.single_token_ms +=
+        std::chrono::duration<double, std::milli>(spent).count();
+  }
   if (out.ok()) {
     int64_t row = 0;
     for (const BatchItem& item : items) {

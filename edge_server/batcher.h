@@ -7,8 +7,10 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -32,6 +34,10 @@ struct BatchItem {
 struct BatcherStats {
   int64_t forwards = 0;  // StageModel::Forward calls
   int64_t items = 0;     // requests served
+  // Forwards of a single one-token request (a lone decode step) and their
+  // summed time: the live counterpart of the compute profile.
+  int64_t single_token_forwards = 0;
+  double single_token_ms = 0;
 };
 
 // Thread-safe. Owns one worker thread; the stage must outlive the batcher.
@@ -47,7 +53,10 @@ struct BatcherStats {
 // (which only touches state it shares) instead of joining itself.
 class Batcher {
  public:
-  Batcher(const StageModel* stage, int64_t max_batch_tokens);
+  // `slowdown` (shared, may be null) emulates a slower machine: each forward
+  // then takes *slowdown times as long (the worker sleeps the difference).
+  Batcher(const StageModel* stage, int64_t max_batch_tokens,
+          std::shared_ptr<std::atomic<double>> slowdown = nullptr);
   ~Batcher();  // Fails queued items with CANCELLED, joins the worker.
 
   Batcher(const Batcher&) = delete;
@@ -63,13 +72,15 @@ class Batcher {
     bool stopping ABSL_GUARDED_BY(mu) = false;
     BatcherStats stats ABSL_GUARDED_BY(mu);
     size_t last_batch = 0;  // Worker-only: items in the previous forward.
+    std::shared_ptr<std::atomic<double>> slowdown;  // Set once; may be null.
   };
   static void Run(std::shared_ptr<State> state, const StageModel* stage,
                   int64_t max_batch_tokens);
   // Runs `items` as one forward; on failure, retries them one by one so
   // one session's error (say, its KV budget) fails only that session.
   // Touches `stage` only before the first done callback runs.
-  static void Execute(const StageModel* stage, std::vector<BatchItem>& items);
+  static void Execute(const StageModel* stage, std::vector<BatchItem>& items,
+                      State& state);
   static absl::StatusOr<at::Tensor> Forward(const StageModel* stage,
                                             std::vector<BatchItem>& items);
 

@@ -1,5 +1,6 @@
 #include "edge_server/controller_link.h"
 
+#include <fstream>
 #include <iostream>
 #include <vector>
 
@@ -11,6 +12,23 @@
 #include "runtime/profiler.h"
 
 namespace edgesplit {
+namespace {
+
+// MemAvailable from /proc/meminfo (free memory plus reclaimable caches);
+// 0 when it cannot be read.
+int64_t AvailableMemoryBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  std::string unit;
+  while (meminfo >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024;
+  }
+  return 0;
+}
+
+}  // namespace
+
 ControllerLink::ControllerLink(ControllerLinkOptions options, StageHost* host,
                                std::function<int()> open_sessions)
     : options_(std::move(options)),
@@ -37,8 +55,10 @@ ControllerLink::ControllerLink(ControllerLinkOptions options, StageHost* host,
       if (registered_again && options_.profile) {
         // A (re-)registration: the controller forgot our profile.
         profiled_version_ = 0;
+        live_baseline_.clear();
         Profile(request);
       }
+      if (options_.profile) TrackLiveCompute();
       if (!report_ && stop_.WaitForNotificationWithTimeout(every)) return;
       if (stop_.HasBeenNotified()) return;
       grpc::ClientContext ctx;
@@ -83,7 +103,11 @@ absl::Status ControllerLink::RegisterOnce() {
   req.set_node(options_.node);
   req.set_address(options_.advertise);
   req.set_peer_address(options_.advertise_peer);
-  req.mutable_resources()->set_memory_bytes(options_.memory_bytes);
+  // Not configured: report what the machine has free now (the planner
+  // keeps the plan's weights and KV caches within it).
+  req.mutable_resources()->set_memory_bytes(options_.memory_bytes > 0
+                                                ? options_.memory_bytes
+                                                : AvailableMemoryBytes());
   req.mutable_resources()->set_kv_budget_bytes(options_.kv_budget_bytes);
   req.add_architectures("gpt2");
   req.add_architectures("llama");
@@ -103,6 +127,53 @@ absl::Status ControllerLink::RegisterOnce() {
   return s;
 }
 
+void ControllerLink::TrackLiveCompute() {
+  constexpr int64_t kWindow = 8;       // Lone decode steps per comparison.
+  constexpr double kTolerance = 1.25;  // Slower or faster by a quarter.
+  for (const LiveStageStats& s : host_->LiveStats()) {
+    auto profile = compute_.find(s.model_id);
+    if (profile == compute_.end() ||
+        profile->second.decode_ms_per_block() <= 0) {
+      continue;
+    }
+    const std::string key = absl::StrCat(s.model_id, "/", s.first_block, "/",
+                                         s.last_block, "/", s.head);
+    auto& seen = live_seen_[key];
+    const int64_t n = s.single_token_forwards - seen.first;
+    const double ms = s.single_token_ms - seen.second;
+    seen = {s.single_token_forwards, s.single_token_ms};
+    if (n <= 0) continue;
+    // The stage's blocks, with its head counted in blocks as profiled.
+    const v1::ComputeProfile& c = profile->second;
+    const double blocks = (s.last_block - s.first_block) +
+                          (s.head ? c.head_ms() / c.decode_ms_per_block() : 0);
+    if (blocks <= 0) continue;
+    Window& w = live_window_[s.model_id];
+    w.forwards += n;
+    w.block_ms += ms / blocks;
+  }
+  for (auto& [model, w] : live_window_) {
+    if (w.forwards < kWindow) continue;
+    const double per_block = w.block_ms / w.forwards;
+    w = Window();
+    auto base = live_baseline_.find(model);
+    if (base == live_baseline_.end()) {
+      // The first window after a profile: live and synthetic timings differ
+      // systematically, so later windows compare with this one.
+      live_baseline_[model] = per_block;
+      continue;
+    }
+    const double ratio = per_block / base->second;
+    if (ratio < kTolerance && ratio > 1 / kTolerance) continue;
+    v1::ComputeProfile& c = compute_[model];
+    c.set_decode_ms_per_block(c.decode_ms_per_block() * ratio);
+    c.set_prefill_ms_per_token(c.prefill_ms_per_token() * ratio);
+    c.set_head_ms(c.head_ms() * ratio);
+    base->second = per_block;
+    report_ = true;
+  }
+}
+
 void ControllerLink::Profile(const v1::ProfileRequest& request) {
   for (const auto& m : request.models()) {
     if (compute_.count(m.model_id()) > 0) continue;
@@ -114,11 +185,13 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
                 << m.model_id() << ": " << measured.status().message() << "\n";
       continue;
     }
+    // An emulated slow machine profiles as slow as it serves.
+    const double slow = std::max(host_->compute_slowdown(), 1.0);
     v1::ComputeProfile& c = compute_[m.model_id()];
     c.set_model_id(m.model_id());
-    c.set_decode_ms_per_block(measured->decode_ms_per_block);
-    c.set_prefill_ms_per_token(measured->prefill_ms_per_token);
-    c.set_head_ms(measured->head_ms);
+    c.set_decode_ms_per_block(measured->decode_ms_per_block * slow);
+    c.set_prefill_ms_per_token(measured->prefill_ms_per_token * slow);
+    c.set_head_ms(measured->head_ms * slow);
   }
   links_.clear();
   for (const v1::Hop& peer : request.peers()) {

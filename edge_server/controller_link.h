@@ -54,6 +54,10 @@ class ControllerLink {
   // Measures what `request` asks for (models already measured are reused)
   // into the next heartbeat. Heartbeat thread only.
   void Profile(const v1::ProfileRequest& request);
+  // Compares the stages' recent lone decode steps with what they took
+  // when last reported; a node that slowed down (or sped up) by more than
+  // a quarter re-reports its compute, scaled. Heartbeat thread only.
+  void TrackLiveCompute();
 
   const ControllerLinkOptions options_;
   StageHost* const host_;
@@ -70,6 +74,14 @@ class ControllerLink {
   std::map<std::string, v1::ComputeProfile> compute_;  // By model id.
   std::vector<v1::LinkProfile> links_;
   bool report_ = false;  // Send compute_ and links_ with the next beat.
+  struct Window {
+    int64_t forwards = 0;
+    double block_ms = 0;  // Summed ms per block-equivalent.
+  };
+  // Totals already counted, per stage ("model/first/last/head").
+  std::map<std::string, std::pair<int64_t, double>> live_seen_;
+  std::map<std::string, Window> live_window_;    // By model id.
+  std::map<std::string, double> live_baseline_;  // ms per block, by model.
   std::map<std::string, std::unique_ptr<v1::StageService::Stub>> peers_;
   v1::ProfileRequest registered_request_ ABSL_GUARDED_BY(mu_);
   uint64_t registered_ ABSL_GUARDED_BY(mu_) = 0;  // Registrations so far.

@@ -36,6 +36,8 @@ struct EdgeServerOptions {
   // ControllerLink).
   bool profile = true;
 };
+// (Emulated slow servers: host.compute_slowdown, or
+// host()->SetComputeSlowdown() while running.)
 
 // Thread-safe.
 class EdgeServer {

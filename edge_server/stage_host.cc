@@ -14,8 +14,8 @@ absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::LoadStage(
   ES_ASSIGN_OR_RETURN(stage->store, ModelStore::Open(path));
   ES_ASSIGN_OR_RETURN(stage->model,
                       StageModel::Load(*stage->store, spec, options_.stage));
-  stage->batcher =
-      std::make_unique<Batcher>(stage->model.get(), options_.max_batch_tokens);
+  stage->batcher = std::make_unique<Batcher>(
+      stage->model.get(), options_.max_batch_tokens, slowdown_);
   return stage;
 }
 
@@ -99,6 +99,18 @@ std::vector<std::string> StageHost::Describe() const {
     out.push_back(absl::StrCat(std::get<0>(k), " [", std::get<1>(k), ", ",
                                std::get<2>(k), "): ", st.items, " requests in ",
                                st.forwards, " forwards"));
+  }
+  return out;
+}
+
+std::vector<LiveStageStats> StageHost::LiveStats() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<LiveStageStats> out;
+  for (const auto& [k, s] : stages_) {
+    const BatcherStats st = s->batcher->stats();
+    out.push_back({std::get<0>(k), std::get<1>(k), std::get<2>(k),
+                   s->model->spec().head, st.single_token_forwards,
+                   st.single_token_ms});
   }
   return out;
 }

@@ -6,6 +6,7 @@
 #ifndef EDGESPLIT_EDGE_SERVER_STAGE_HOST_H_
 #define EDGESPLIT_EDGE_SERVER_STAGE_HOST_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -38,6 +39,18 @@ struct StageHostOptions {
   int64_t max_batch_tokens = 4096;
   int64_t kv_budget_bytes = int64_t{1} << 30;  // Shared by all sessions.
   StageOptions stage;
+  // Emulation of a slower machine (forwards take this many times as long);
+  // SetComputeSlowdown changes it while serving.
+  double compute_slowdown = 1.0;
+};
+
+// What a hosted stage's forwards of lone one-token steps took so far.
+struct LiveStageStats {
+  std::string model_id;
+  int64_t first_block = 0, last_block = 0;
+  bool head = false;
+  int64_t single_token_forwards = 0;
+  double single_token_ms = 0;
 };
 
 // Thread-safe.
@@ -63,6 +76,9 @@ class StageHost {
 
   // Per stage: "model [a, b): N requests in M forwards".
   std::vector<std::string> Describe() const;
+  std::vector<LiveStageStats> LiveStats() const;
+  void SetComputeSlowdown(double factor) { slowdown_->store(factor); }
+  double compute_slowdown() const { return slowdown_->load(); }
   const std::string& node() const { return options_.node; }
   KvBudget* kv_budget() { return &budget_; }
 
@@ -74,6 +90,8 @@ class StageHost {
 
   const StageHostOptions options_;
   KvBudget budget_{options_.kv_budget_bytes};
+  const std::shared_ptr<std::atomic<double>> slowdown_ =
+      std::make_shared<std::atomic<double>>(options_.compute_slowdown);
   mutable absl::Mutex mu_;
   std::map<Key, std::shared_ptr<HostedStage>> stages_ ABSL_GUARDED_BY(mu_);
 };

@@ -8,9 +8,9 @@
 
 #include "device_agent/cli/commands.h"
 #include "edgesplit/device_agent.h"
-#include "proto/probe.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "proto/probe.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
 #include "runtime/test_paths.h"
@@ -124,6 +124,42 @@ TEST(PlanningTest, LastServerStopMovesTheSession) {
   EXPECT_GE(stats->reroutes, 1);
   EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 30));
   EXPECT_NE(HopNode(**session, 0), first);
+}
+
+TEST(PlanningTest, AServerThatSlowsDownIsPlannedAround) {
+  ClusterOptions o;
+  o.servers = {"x", "y"};
+  o.auto_plans = {
+      AutoPlan("  objective: latency\n  min_device_blocks: 1\n"
+               "  max_device_blocks: 1\n  u_shaped: false\n")};
+  auto c = Cluster::Start(testing::TempDir("slowdown"), {}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  const std::string first = HopNode(**session, 0);
+  const std::string other = first == "x" ? "y" : "x";
+  // Serving at its usual speed sets the server's live baseline.
+  ASSERT_TRUE((*session)->Generate(kPrompt, Greedy(24)).ok());
+  absl::SleepFor(absl::Milliseconds(600));  // Heartbeats take the window.
+  // Now it computes 20x slower (another tenant, thermal throttling...).
+  (*c)->server(first)->host()->SetComputeSlowdown(20);
+  ASSERT_TRUE((*session)->Generate(kPrompt, Greedy(24)).ok());
+  // Its next heartbeats report the slower compute; the controller moves
+  // the blocks to the other server.
+  for (absl::Time until = absl::Now() + absl::Seconds(10);;) {
+    auto plan = (*c)->controller()->GetPlan("real");
+    ASSERT_TRUE(plan.ok());
+    if (plan->plans(0).stages(1).node() == other) break;
+    ASSERT_LT(absl::Now(), until) << "the plan never left " << first;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  auto moved = agent->OpenSession("real");
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(HopNode(**moved, 0), other);
+  auto stats = (*moved)->Generate(kPrompt, Greedy(16));
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 16));
 }
 
 TEST(PlanningTest, ClusterStatusShowsTheCostGraphAndProbesAreBounded) {

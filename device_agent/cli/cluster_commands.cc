@@ -87,8 +87,9 @@ absl::Status ClusterStatusCommand(const Args& a, std::ostream& out) {
   ES_RETURN_IF_ERROR(FromGrpcStatus(
       stub->GetClusterStatus(&ctx, v1::GetClusterStatusRequest(), &status),
       "controller " + address));
-  out << absl::StrFormat("%-14s %-22s %-9s %8s %11s  %s\n", "node", "address",
-                         "state", "sessions", "memory MiB",
+  out << absl::StrFormat("%-14s %-22s %-9s %8s %11s %12s  %s\n", "node",
+                         "address", "state", "sessions", "memory MiB",
+                         "KV used MiB",
                          "compute (model: decode ms/block, head ms)");
   for (const v1::NodeStatus& n : status.nodes()) {
     std::string compute;
@@ -101,9 +102,14 @@ absl::Status ClusterStatusCommand(const Args& a, std::ostream& out) {
                               : n.suspected()       ? "suspect"
                               : n.alive()           ? "alive"
                                                     : "dead";
-    out << absl::StrFormat("%-14s %-22s %-9s %8d %11.0f  %s\n", n.node(),
-                           n.address(), state, n.open_sessions(),
-                           MiB(n.memory_bytes()), compute);
+    out << absl::StrFormat(
+        "%-14s %-22s %-9s %8d %11.0f %12s  %s\n", n.node(), n.address(), state,
+        n.open_sessions(), MiB(n.memory_bytes()),
+        n.kv_budget_bytes() > 0
+            ? absl::StrFormat("%.0f/%.0f", MiB(n.kv_used_bytes()),
+                              MiB(n.kv_budget_bytes()))
+            : std::string("-"),
+        compute);
   }
   out << absl::StrFormat("\n%-14s %-14s %9s %12s %12s\n", "link from", "to",
                          "rtt ms", "up Mbit/s", "down Mbit/s");

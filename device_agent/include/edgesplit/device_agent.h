@@ -58,6 +58,12 @@ struct DeviceAgentOptions {
   // The link to the first hop is measured again, before the next session
   // asks for its route, when the last measurement is older than this.
   absl::Duration link_profile_interval = absl::Minutes(1);
+  // This device's memory for weights and KV caches (0: not limited) and
+  // energy costs, reported with the profile for the controller's energy
+  // objective (0: unknown).
+  int64_t memory_bytes = 0;
+  double joules_per_flop = 0;
+  double joules_per_bit = 0;
   // Emulation: local compute takes this many times as long (the device
   // sleeps the difference); for what-if runs and tests of slow devices.
   double compute_slowdown = 1.0;
