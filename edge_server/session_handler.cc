@@ -154,6 +154,7 @@ void SessionHandler::Forward(const v1::ForwardRequest& forward) {
   p.received = std::chrono::steady_clock::now();
   int64_t hidden_size = 0;
   absl::Status error;
+  std::shared_ptr<HostedStage> stage;
   {
     absl::MutexLock lock(&mu_);
     if (!opened_) {
@@ -165,9 +166,22 @@ void SessionHandler::Forward(const v1::ForwardRequest& forward) {
     } else {
       ++next_step_;
       hidden_size = stage_->model->config().hidden_size;
+      stage = stage_;
     }
   }
   if (!error.ok()) return Fail(error);
+  // Re-planned away: the stage still runs for this session, but the plan
+  // moved it. Failing at this token boundary (NOT_FOUND, which devices
+  // answer by taking the new route and replaying their tokens) moves the
+  // session to the better plan instead of finishing on the old one.
+  const BlockRange blocks = stage->model->spec().blocks;
+  auto current = env_.host->Find(stage->model_id, blocks.first, blocks.last);
+  if (!current.ok() || current->get() != stage.get()) {
+    return Fail(absl::NotFoundError(
+        absl::StrCat("re-planned: node ", env_.host->node(),
+                     " no longer serves model ", stage->model_id, " blocks [",
+                     blocks.first, ", ", blocks.last, ") this way")));
+  }
   auto input = wire::Decode(forward.hidden(), hidden_size, "forward.hidden",
                             env_.limits);
   if (!input.ok()) return Fail(input.status());

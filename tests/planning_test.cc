@@ -162,6 +162,33 @@ TEST(PlanningTest, AServerThatSlowsDownIsPlannedAround) {
   EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 16));
 }
 
+TEST(PlanningTest, ARePlanMovesARunningSessionAtATokenBoundary) {
+  ClusterOptions o;
+  o.servers = {"x", "y"};
+  o.auto_plans = {
+      AutoPlan("  objective: latency\n  min_device_blocks: 1\n"
+               "  max_device_blocks: 1\n  u_shaped: false\n")};
+  auto c = Cluster::Start(testing::TempDir("moving"), {}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  const std::string first = HopNode(**session, 0);
+  ASSERT_TRUE((*session)->Generate(kPrompt, Greedy(24)).ok());
+  absl::SleepFor(absl::Milliseconds(600));
+  // The server slows down ten tokens into a long generation; the re-plan
+  // that follows moves the session mid-generation.
+  int tokens = 0;
+  auto stats =
+      (*session)->Generate(kPrompt, Greedy(300), [&](absl::string_view) {
+        if (++tokens == 10) (*c)->server(first)->host()->SetComputeSlowdown(20);
+      });
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_GE(stats->reroutes, 1);
+  EXPECT_NE(HopNode(**session, 0), first);
+  EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 300));
+}
+
 TEST(PlanningTest, ClusterStatusShowsTheCostGraphAndProbesAreBounded) {
   ClusterOptions o;
   o.servers = {"x", "y"};
