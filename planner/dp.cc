@@ -75,8 +75,8 @@ std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective) {
   }
   // Pull form: row `mask` reads the rows of its subsets one smaller, which
   // keeps the writes in one cache line pair (the table is 2^S x S).
-  for (size_t mask = 1; mask < full; ++mask) {
-    if ((mask & (mask - 1)) == 0) continue;  // Single servers: set above.
+  auto compute_row = [&](size_t mask) {
+    if ((mask & (mask - 1)) == 0) return;  // Single servers: set above.
     double* row = &best[mask * s];
     int8_t* prow = &parent[mask * s];
     for (size_t ws = mask; ws != 0; ws &= ws - 1) {
@@ -97,6 +97,9 @@ std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective) {
       row[w] = c_best;
       prow[w] = p_best;
     }
+  };
+  if (!latency) {
+    for (size_t mask = 1; mask < full; ++mask) compute_row(mask);
   }
 
   std::vector<int> counts(s + 1);  // Block counts; [s] is the device.
@@ -151,11 +154,20 @@ std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective) {
     // No plan costs less than every block at the cheapest rate.
     const double fill_floor = L * per_block(order[0]);
     std::vector<int> base_counts(s + 1);
+    // One pass: a subset's row is complete before any superset's, so each
+    // mask is priced right after its paths are known, and paths that
+    // cannot beat the best plan so far (costs only grow along a path) are
+    // cut: a branch and bound inside Held-Karp.
     for (size_t mask = 1; mask < full; ++mask) {
+      compute_row(mask);
       double path_floor = kInf;
-      for (int v = 0; v < s; ++v)
-        path_floor = std::min(path_floor, best[mask * s + v]);
-      if (path_floor == kInf || path_floor + fill_floor >= best_cost) continue;
+      for (size_t vs = mask; vs != 0; vs &= vs - 1) {
+        const int v = __builtin_ctzll(vs);
+        double& h = best[mask * s + v];
+        if (h + fill_floor >= best_cost) h = kInf;
+        path_floor = std::min(path_floor, h);
+      }
+      if (path_floor == kInf) continue;
       const double base = fill(mask, -1);
       if (base == kInf) continue;
       base_counts = counts;
@@ -188,6 +200,13 @@ std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective) {
       const double k = std::floor((bound - fixed) / per + 1e-9);
       return static_cast<int>(std::min<double>(cap, k));
     };
+    // The best path bottleneck through each mask, whatever its last node.
+    std::vector<double> path_min(full, kInf);
+    for (size_t mask = 1; mask < full; ++mask) {
+      for (int v = 0; v < s; ++v) {
+        path_min[mask] = std::min(path_min[mask], best[mask * s + v]);
+      }
+    }
     std::vector<int> room(s), room_head(s);
     std::vector<int> sum(full);
     std::vector<uint8_t> all_ok(full);
@@ -210,12 +229,15 @@ std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective) {
         const size_t rest = mask & (mask - 1);
         all_ok[mask] = all_ok[rest] && room[low] >= 1;
         sum[mask] = sum[rest] + std::max(room[low], 0);
-        if (!all_ok[mask] ||
+        // Cheap necessary conditions first: every member fits a block, the
+        // room adds up, and some path through the mask is within the bound.
+        if (!all_ok[mask] || sum[mask] < L || path_min[mask] > bound + 1e-12 ||
             __builtin_popcountll(mask) + m.min_device_blocks() > L) {
           continue;
         }
-        for (int v = 0; v < s; ++v) {
-          if (!(mask >> v & 1) || best[mask * s + v] > bound + 1e-12) continue;
+        for (size_t vs = mask; vs != 0; vs &= vs - 1) {
+          const int v = __builtin_ctzll(vs);
+          if (best[mask * s + v] > bound + 1e-12) continue;
           if (room_head[v] < 1) continue;
           if (sum[mask] - room[v] + room_head[v] >= L) {
             if (record) {
