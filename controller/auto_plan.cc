@@ -28,6 +28,9 @@ absl::Status ValidateProfile(const v1::ComputeProfile& c) {
   constexpr double kMaxMs = 3.6e6;  // An hour per block is not a profile.
   ES_RETURN_IF_ERROR(
       CheckValue(c.decode_ms_per_block(), kMaxMs, at + "decode_ms_per_block"));
+  if (c.decode_ms_per_block() < 1e-6) {
+    return absl::InvalidArgumentError(at + "decode_ms_per_block below 1 ns");
+  }
   ES_RETURN_IF_ERROR(CheckValue(c.prefill_ms_per_token(), kMaxMs,
                                 at + "prefill_ms_per_token"));
   ES_RETURN_IF_ERROR(CheckValue(c.head_ms(), kMaxMs, at + "head_ms"));

@@ -266,6 +266,13 @@ TEST_F(AutoPlanTest, BadProfilesAreRejectedAndPlanningGoesOn) {
   // Nothing was stored: the plan is what it was, and sessions open.
   EXPECT_EQ(controller_->plan_version(), version);
   EXPECT_TRUE(Open().ok());
+  // Refused profiles still count as beats: a node whose measurements are
+  // broken stays alive (3 beats of 100 ms make a node dead otherwise).
+  for (int i = 0; i < 6; ++i) {
+    clock_.Advance(absl::Milliseconds(100));
+    EXPECT_FALSE(controller_->Heartbeat(beat).ok());
+  }
+  EXPECT_TRUE(Open().ok());
 }
 
 TEST(AutoPlanBridgeTest, MeasuredLinksWinOverDefaults) {

@@ -52,6 +52,7 @@ absl::StatusOr<NodeView> ParseNode(const YamlReader& r, const YAML::Node& n,
     v.compute.set_overhead_ms(overhead);
   }
   ES_ASSIGN_OR_RETURN(double mb, Number(r, n, "memory_mb", 0, p));
+  if (mb > 1e12) return r.Error(n, p + "memory_mb", "is too large");
   v.memory_bytes = static_cast<int64_t>(mb * (1 << 20));
   if (device) {
     // Energy in friendlier units: picojoules per FLOP, nanojoules per bit.

@@ -149,10 +149,11 @@ v1::ReloadPlansResponse Controller::ReloadPlans() {
       response.add_loaded(id);
       specs_.erase(id);
       predictions_.erase(id);
+      planner_errors_.erase(id);
       auto it = plans_.find(id);
-      const bool same =
-          it != plans_.end() && ToProto(it->second, 0).SerializeAsString() ==
-                                    ToProto(plan, 0).SerializeAsString();
+      const bool same = it != plans_.end() && !it->second.automatic &&
+                        ToProto(it->second, 0).SerializeAsString() ==
+                            ToProto(plan, 0).SerializeAsString();
       if (!same) {
         plans_[id] = std::move(plan);
         changed = true;
@@ -230,9 +231,16 @@ bool Controller::ReplanLocked() {
       // Keep the running plan unless the new one is clearly better.
       auto current = EvaluatePlan(auto_spec.spec, auto_spec.model, servers,
                                   device, config_.default_link, it->second);
-      if (current.ok() &&
-          predicted.objective_value >=
-              current->objective_value * (1 - config_.replan_min_gain)) {
+      // Energy plans often tie on joules (the device's share is fixed by
+      // its minimum): then latency decides, with the same margin.
+      const double gain = 1 - config_.replan_min_gain;
+      const bool better =
+          current.ok() &&
+          (predicted.objective_value < current->objective_value * gain ||
+           (auto_spec.spec.planner.objective == "energy" &&
+            predicted.objective_value <= current->objective_value &&
+            predicted.latency_ms < current->latency_ms * gain));
+      if (current.ok() && !better) {
         predictions_[id] = *current;
         continue;
       }
@@ -262,7 +270,8 @@ v1::ProfileRequest Controller::ProfileRequestLocked(const std::string& node,
     m->set_model_path(spec.spec.model_path);
   }
   for (const auto& [name, n] : nodes_) {
-    if (name == node) continue;
+    // Dead nodes would cost every prober a timeout.
+    if (name == node || !UsableLocked(name)) continue;
     v1::Hop* peer = r.add_peers();
     peer->set_node(name);
     peer->set_address(n.peer_address.empty() ? n.address : n.peer_address);
@@ -287,6 +296,30 @@ v1::Plan Controller::ToProto(const PlanConfig& plan, uint64_t version) {
   return p;
 }
 
+absl::Status Controller::CheckProfiles(
+    const google::protobuf::RepeatedPtrField<v1::ComputeProfile>& compute,
+    const google::protobuf::RepeatedPtrField<v1::LinkProfile>& links) const {
+  // Bounded: profiles come from the network and are kept.
+  constexpr int kMaxEntries = 256;
+  if (compute.size() > kMaxEntries || links.size() > kMaxEntries) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("more than ", kMaxEntries, " profile entries"));
+  }
+  for (const v1::ComputeProfile& c : compute)
+    ES_RETURN_IF_ERROR(ValidateProfile(c));
+  for (const v1::LinkProfile& l : links) ES_RETURN_IF_ERROR(ValidateLink(l));
+  return absl::OkStatus();
+}
+
+void Controller::KeepPlannedModels(
+    const google::protobuf::RepeatedPtrField<v1::ComputeProfile>& compute,
+    std::map<std::string, v1::ComputeProfile>* out) const {
+  // Only the models being planned: anything else would be kept for nothing.
+  for (const v1::ComputeProfile& c : compute) {
+    if (specs_.count(c.model_id()) > 0) (*out)[c.model_id()] = c;
+  }
+}
+
 absl::StatusOr<v1::RegisterNodeResponse> Controller::RegisterNode(
     const v1::RegisterNodeRequest& request) {
   if (cluster_.count(request.node()) == 0) {
@@ -296,9 +329,7 @@ absl::StatusOr<v1::RegisterNodeResponse> Controller::RegisterNode(
   if (request.address().empty()) {
     return absl::InvalidArgumentError("RegisterNode needs an address");
   }
-  for (const v1::ComputeProfile& c : request.compute()) {
-    ES_RETURN_IF_ERROR(ValidateProfile(c));
-  }
+  ES_RETURN_IF_ERROR(CheckProfiles(request.compute(), {}));
   v1::RegisterNodeResponse response;
   bool changed;
   {
@@ -309,12 +340,12 @@ absl::StatusOr<v1::RegisterNodeResponse> Controller::RegisterNode(
     n.last_seen = clock_->Now();
     n.memory_bytes = request.resources().memory_bytes();
     n.kv_budget_bytes = request.resources().kv_budget_bytes();
-    for (const v1::ComputeProfile& c : request.compute())
-      n.compute[c.model_id()] = c;
+    KeepPlannedModels(request.compute(), &n.compute);
     changed = !specs_.empty() && ReplanLocked();
     uint64_t version;
     *response.mutable_profile() =
         ProfileRequestLocked(request.node(), &version);
+    response.set_profile_version(version);
   }
   if (changed) NotifyWatchers();
   response.set_heartbeat_interval_ms(static_cast<uint32_t>(
@@ -325,12 +356,8 @@ absl::StatusOr<v1::RegisterNodeResponse> Controller::RegisterNode(
 
 absl::StatusOr<v1::HeartbeatResponse> Controller::Heartbeat(
     const v1::HeartbeatRequest& request) {
-  for (const v1::ComputeProfile& c : request.compute()) {
-    ES_RETURN_IF_ERROR(ValidateProfile(c));
-  }
-  for (const v1::LinkProfile& l : request.links()) {
-    ES_RETURN_IF_ERROR(ValidateLink(l));
-  }
+  const absl::Status profile_ok =
+      CheckProfiles(request.compute(), request.links());
   v1::HeartbeatResponse response;
   bool changed = false;
   {
@@ -340,16 +367,17 @@ absl::StatusOr<v1::HeartbeatResponse> Controller::Heartbeat(
       return absl::NotFoundError(absl::StrCat(
           "node \"", request.node(), "\" is not registered; register first"));
     }
+    // The beat counts even when its profile is refused: the node is alive.
     Node& n = it->second;
     n.last_seen = clock_->Now();
     n.open_sessions = request.open_sessions();
     n.kv_used_bytes = request.kv_used_bytes();
-    const bool profiled =
-        request.compute_size() > 0 || request.links_size() > 0;
-    for (const v1::ComputeProfile& c : request.compute())
-      n.compute[c.model_id()] = c;
-    if (profiled)
+    const bool profiled = profile_ok.ok() && (request.compute_size() > 0 ||
+                                              request.links_size() > 0);
+    if (profiled) {
+      KeepPlannedModels(request.compute(), &n.compute);
       n.links.assign(request.links().begin(), request.links().end());
+    }
     if (profiled && !specs_.empty()) {
       changed = ReplanLocked();
     } else {
@@ -362,6 +390,11 @@ absl::StatusOr<v1::HeartbeatResponse> Controller::Heartbeat(
     response.set_plan_version(version_);
   }
   if (changed) NotifyWatchers();
+  if (!profile_ok.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("node \"", request.node(),
+                                                   "\": ", profile_ok.message(),
+                                                   " (profile ignored)"));
+  }
   return response;
 }
 
@@ -410,15 +443,35 @@ v1::PlanUpdate Controller::PlansFor(const std::string& node) {
   return update;
 }
 
+namespace {
+
+// Measurements of the same link differ a little every time; re-planning on
+// each would be wasted work under the controller's lock.
+bool LinkChanged(
+    const std::vector<v1::LinkProfile>& before,
+    const google::protobuf::RepeatedPtrField<v1::LinkProfile>& now) {
+  if (static_cast<int>(before.size()) != now.size()) return true;
+  auto far = [](double a, double b) {
+    return std::abs(a - b) > 0.1 * std::max(std::abs(a), std::abs(b));
+  };
+  for (int i = 0; i < now.size(); ++i) {
+    const v1::LinkProfile& a = before[i];
+    const v1::LinkProfile& b = now.Get(i);
+    if (a.peer() != b.peer() || far(a.rtt_ms(), b.rtt_ms()) ||
+        far(a.up_bytes_per_s(), b.up_bytes_per_s()) ||
+        far(a.down_bytes_per_s(), b.down_bytes_per_s())) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
     const v1::OpenSessionRequest& request) {
-  for (const v1::ComputeProfile& c : request.profile().compute()) {
-    ES_RETURN_IF_ERROR(ValidateProfile(c));
-  }
-  for (const v1::LinkProfile& l : request.profile().links()) {
-    ES_RETURN_IF_ERROR(ValidateLink(l));
-  }
   const v1::DeviceProfile& dp = request.profile();
+  ES_RETURN_IF_ERROR(CheckProfiles(dp.compute(), dp.links()));
   if (dp.memory_bytes() < 0) {
     return absl::InvalidArgumentError("device profile: memory_bytes < 0");
   }
@@ -428,25 +481,31 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
           "device profile: joules per flop/bit ", j, " is not in [0, 1]"));
     }
   }
+  if (request.suspects_size() > 64) {
+    return absl::InvalidArgumentError("more than 64 suspects");
+  }
   bool changed = false;
   auto response = [&]() -> absl::StatusOr<v1::OpenSessionResponse> {
     absl::MutexLock lock(&mu_);
     bool replan = false;
     if (request.has_profile()) {
       const v1::DeviceProfile& p = request.profile();
-      for (const v1::ComputeProfile& c : p.compute()) {
-        auto& old = device_compute_[c.model_id()];
-        replan |= old.SerializeAsString() != c.SerializeAsString();
-        old = c;
+      std::map<std::string, v1::ComputeProfile> compute = device_compute_;
+      KeepPlannedModels(p.compute(), &compute);
+      for (const auto& [id, c] : compute) {
+        auto old = device_compute_.find(id);
+        replan |= old == device_compute_.end() ||
+                  old->second.SerializeAsString() != c.SerializeAsString();
       }
-      if (p.links_size() > 0) {
-        std::vector<v1::LinkProfile> links(p.links().begin(), p.links().end());
+      device_compute_ = std::move(compute);
+      if (p.links_size() > 0 && LinkChanged(device_.links, p.links())) {
+        device_.links.assign(p.links().begin(), p.links().end());
         replan = true;
-        device_.links = std::move(links);
       }
-      if (p.memory_bytes() > 0) device_.memory_bytes = p.memory_bytes();
-      replan |= device_.joules_per_flop != p.joules_per_flop() ||
+      replan |= device_.memory_bytes != p.memory_bytes() ||
+                device_.joules_per_flop != p.joules_per_flop() ||
                 device_.joules_per_bit != p.joules_per_bit();
+      device_.memory_bytes = p.memory_bytes();
       device_.joules_per_flop = p.joules_per_flop();
       device_.joules_per_bit = p.joules_per_bit();
     }

@@ -113,6 +113,13 @@ class Controller {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::OpenSessionResponse> OpenSessionLocked(
       const v1::OpenSessionRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckProfiles(
+      const google::protobuf::RepeatedPtrField<v1::ComputeProfile>& compute,
+      const google::protobuf::RepeatedPtrField<v1::LinkProfile>& links) const;
+  void KeepPlannedModels(
+      const google::protobuf::RepeatedPtrField<v1::ComputeProfile>& compute,
+      std::map<std::string, v1::ComputeProfile>* out) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool UsableLocked(const std::string& node) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::set<std::string> UsableSetLocked() const

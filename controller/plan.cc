@@ -57,7 +57,7 @@ absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
           IntField{"min_device_blocks", &ps.min_device_blocks, 0},
           IntField{"max_device_blocks", &ps.max_device_blocks, -1}}) {
       ES_ASSIGN_OR_RETURN(*f.value, r.Int(planner, f.name, *f.value));
-      if (*f.value < f.min || *f.value > (int64_t{1} << 24)) {
+      if (*f.value < f.min || *f.value > (int64_t{1} << 20)) {
         return r.Error(planner[f.name], std::string("planner.") + f.name,
                        absl::StrCat(*f.value, " is out of range"));
       }

@@ -71,11 +71,11 @@ struct DeviceAgent::Impl {
       if (attempt == 0) {
         for (const std::string& n : suspects) req.add_suspects(n);
       }
-      {
-        absl::MutexLock lock(&profile_mu);
-        *req.mutable_profile() = profile;
-      }
       if (options.report_profile) {
+        {
+          absl::MutexLock lock(&profile_mu);
+          *req.mutable_profile() = profile;
+        }
         req.mutable_profile()->set_memory_bytes(options.memory_bytes);
         req.mutable_profile()->set_joules_per_flop(options.joules_per_flop);
         req.mutable_profile()->set_joules_per_bit(options.joules_per_bit);
@@ -187,11 +187,22 @@ struct Session::Impl {
   }
   // Adopts a route from the controller: loads this device's part of it.
   absl::Status Adopt(v1::OpenSessionResponse r) {
+    // The route and the local model change together, or not at all: a
+    // device running other blocks than its route assumes would compute
+    // nonsense with the right shapes.
+    auto dir = agent->options.model_dirs.find(model_id);
+    const std::string path = dir != agent->options.model_dirs.end()
+                                 ? dir->second
+                                 : r.plan().model_path();
+    auto loaded = agent->Load(path, r.device_first_block(),
+                              r.device_last_block(), r.plan().u_shaped());
+    if (!loaded.ok()) {
+      CloseOnController(r.session_id());
+      return loaded.status();
+    }
     const std::string old_id = route.session_id();
     route = std::move(r);
-    ES_ASSIGN_OR_RETURN(
-        model, agent->Load(ModelDir(), route.device_first_block(),
-                           route.device_last_block(), route.plan().u_shaped()));
+    model = *std::move(loaded);
     if (!old_id.empty()) CloseOnController(old_id);
     return absl::OkStatus();
   }
@@ -287,6 +298,9 @@ class Session::Impl::Rerouting : public LogitsModel {
            reroutes_ < s_->agent->options.max_reroutes &&
            absl::Now() < deadline_) {
       ++reroutes_;
+      // End the failed route's sessions first: replaying on the same
+      // servers must not find their KV budget held by the old caches.
+      seq_->Cancel();
       ES_RETURN_IF_ERROR(s_->Reroute(logits.status(), deadline_));
       absl::Status opened = OpenWhenLoaded();
       if (!opened.ok()) {

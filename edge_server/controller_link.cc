@@ -1,5 +1,6 @@
 #include "edge_server/controller_link.h"
 
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <vector>
@@ -37,53 +38,89 @@ ControllerLink::ControllerLink(ControllerLinkOptions options, StageHost* host,
   stub_ = v1::ControllerService::NewStub(grpc::CreateChannel(
       options_.controller, grpc::InsecureChannelCredentials()));
   thread_ = std::thread([this] { Run(); });
+  if (options_.profile)
+    profiler_thread_ = std::thread([this] { ProfileLoop(); });
   heartbeat_thread_ = std::thread([this] {
-    uint64_t seen_registrations = 0;
     for (;;) {
       absl::Duration every;
-      bool registered_again = false;
-      v1::ProfileRequest request;
       {
         absl::MutexLock lock(&mu_);
         every = heartbeat_;
-        if (registered_ != seen_registrations) {
-          seen_registrations = registered_;
-          registered_again = true;
-          request = registered_request_;
-        }
       }
-      if (registered_again && options_.profile) {
-        // A (re-)registration: the controller forgot our profile.
-        profiled_version_ = 0;
-        live_baseline_.clear();
-        Profile(request);
-      }
+      // Always a full interval between beats: a failing controller is not
+      // hammered, whatever is pending.
+      if (stop_.WaitForNotificationWithTimeout(every)) return;
       if (options_.profile) TrackLiveCompute();
-      if (!report_ && stop_.WaitForNotificationWithTimeout(every)) return;
-      if (stop_.HasBeenNotified()) return;
       grpc::ClientContext ctx;
       ctx.set_deadline(ToChrono(absl::Now() + options_.rpc_timeout));
       v1::HeartbeatRequest req;
       req.set_node(options_.node);
       req.set_open_sessions(open_sessions_ ? open_sessions_() : 0);
       req.set_kv_used_bytes(host_->kv_budget()->used());
-      if (report_) {
-        for (const auto& [id, c] : compute_) *req.add_compute() = c;
-        for (const auto& l : links_) *req.add_links() = l;
+      uint64_t sent = 0;
+      {
+        absl::MutexLock lock(&profile_mu_);
+        if (report_ > acked_) {
+          sent = report_;
+          for (const auto& [id, c] : compute_) *req.add_compute() = c;
+          for (const auto& l : links_) *req.add_links() = l;
+        }
       }
       v1::HeartbeatResponse resp;
       grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
-      if (s.ok()) report_ = false;
+      if (s.ok() || s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+        // Delivered, or refused for good (the controller said why): either
+        // way, don't send the same report again.
+        absl::MutexLock lock(&profile_mu_);
+        acked_ = std::max(acked_, sent);
+      }
+      if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+        std::cerr << "edgesplit-server " << options_.node
+                  << ": controller refused the profile: " << s.error_message()
+                  << "\n";
+      }
       if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
         // The controller restarted and forgot us: register again.
         (void)RegisterOnce();
-      } else if (s.ok() && options_.profile &&
-                 resp.profile_version() != profiled_version_) {
-        profiled_version_ = resp.profile_version();
-        Profile(resp.profile());
+      } else if (s.ok() && options_.profile) {
+        RequestProfile(resp.profile(), resp.profile_version());
       }
     }
   });
+}
+
+void ControllerLink::RequestProfile(const v1::ProfileRequest& request,
+                                    uint64_t version) {
+  absl::MutexLock lock(&profile_mu_);
+  if (version == 0 || version == pending_version_ ||
+      version == profiled_version_) {
+    return;
+  }
+  pending_request_ = request;
+  pending_version_ = version;
+}
+
+void ControllerLink::ProfileLoop() {
+  for (;;) {
+    v1::ProfileRequest request;
+    uint64_t version;
+    {
+      absl::MutexLock lock(&profile_mu_);
+      auto wanted = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(profile_mu_) {
+        return stop_.HasBeenNotified() || pending_version_ != profiled_version_;
+      };
+      while (!wanted()) {
+        profile_mu_.AwaitWithTimeout(absl::Condition(&wanted),
+                                     absl::Milliseconds(100));
+      }
+      if (stop_.HasBeenNotified()) return;
+      request = pending_request_;
+      version = pending_version_;
+    }
+    Profile(request);
+    absl::MutexLock lock(&profile_mu_);
+    profiled_version_ = version;
+  }
 }
 
 ControllerLink::~ControllerLink() {
@@ -94,6 +131,7 @@ ControllerLink::~ControllerLink() {
   }
   thread_.join();
   heartbeat_thread_.join();
+  if (profiler_thread_.joinable()) profiler_thread_.join();
 }
 
 absl::Status ControllerLink::RegisterOnce() {
@@ -117,12 +155,21 @@ absl::Status ControllerLink::RegisterOnce() {
       FromGrpcStatus(stub_->RegisterNode(&ctx, req, &resp),
                      absl::StrCat("controller ", options_.controller));
   if (s.ok()) {
-    absl::MutexLock lock(&mu_);
-    if (resp.heartbeat_interval_ms() > 0) {
-      heartbeat_ = absl::Milliseconds(resp.heartbeat_interval_ms());
+    {
+      absl::MutexLock lock(&mu_);
+      if (resp.heartbeat_interval_ms() > 0) {
+        heartbeat_ = absl::Milliseconds(resp.heartbeat_interval_ms());
+      }
     }
-    registered_request_ = resp.profile();
-    ++registered_;
+    if (options_.profile) {
+      {
+        // A (re-)registered node is new to the controller: what was
+        // measured goes with the next beat.
+        absl::MutexLock lock(&profile_mu_);
+        if (!compute_.empty() || !links_.empty()) ++report_;
+      }
+      RequestProfile(resp.profile(), resp.profile_version());
+    }
   }
   return s;
 }
@@ -130,7 +177,9 @@ absl::Status ControllerLink::RegisterOnce() {
 void ControllerLink::TrackLiveCompute() {
   constexpr int64_t kWindow = 8;       // Lone decode steps per comparison.
   constexpr double kTolerance = 1.25;  // Slower or faster by a quarter.
-  for (const LiveStageStats& s : host_->LiveStats()) {
+  const std::vector<LiveStageStats> stats = host_->LiveStats();
+  absl::MutexLock lock(&profile_mu_);
+  for (const LiveStageStats& s : stats) {
     auto profile = compute_.find(s.model_id);
     if (profile == compute_.end() ||
         profile->second.decode_ms_per_block() <= 0) {
@@ -142,41 +191,48 @@ void ControllerLink::TrackLiveCompute() {
     const int64_t n = s.single_token_forwards - seen.first;
     const double ms = s.single_token_ms - seen.second;
     seen = {s.single_token_forwards, s.single_token_ms};
-    if (n <= 0) continue;
+    // A stage reloaded under the same key restarts its counters.
+    if (n <= 0 || ms < 0) continue;
     // The stage's blocks, with its head counted in blocks as profiled.
     const v1::ComputeProfile& c = profile->second;
     const double blocks = (s.last_block - s.first_block) +
                           (s.head ? c.head_ms() / c.decode_ms_per_block() : 0);
-    if (blocks <= 0) continue;
-    Window& w = live_window_[s.model_id];
+    if (!(blocks > 0)) continue;
+    Window& w = live_window_[key];
     w.forwards += n;
     w.block_ms += ms / blocks;
-  }
-  for (auto& [model, w] : live_window_) {
     if (w.forwards < kWindow) continue;
     const double per_block = w.block_ms / w.forwards;
     w = Window();
-    auto base = live_baseline_.find(model);
-    if (base == live_baseline_.end()) {
-      // The first window after a profile: live and synthetic timings differ
+    auto base = live_baseline_.find(key);
+    if (base == live_baseline_.end() || !(base->second > 0)) {
+      // The first window of a stage: live and synthetic timings differ
       // systematically, so later windows compare with this one.
-      live_baseline_[model] = per_block;
+      if (per_block > 0) live_baseline_[key] = per_block;
       continue;
     }
     const double ratio = per_block / base->second;
-    if (ratio < kTolerance && ratio > 1 / kTolerance) continue;
-    v1::ComputeProfile& c = compute_[model];
-    c.set_decode_ms_per_block(c.decode_ms_per_block() * ratio);
-    c.set_prefill_ms_per_token(c.prefill_ms_per_token() * ratio);
-    c.set_head_ms(c.head_ms() * ratio);
+    if (!std::isfinite(ratio) ||
+        (ratio < kTolerance && ratio > 1 / kTolerance)) {
+      continue;
+    }
+    v1::ComputeProfile& updated = compute_[s.model_id];
+    updated.set_decode_ms_per_block(updated.decode_ms_per_block() * ratio);
+    updated.set_prefill_ms_per_token(updated.prefill_ms_per_token() * ratio);
+    updated.set_head_ms(updated.head_ms() * ratio);
     base->second = per_block;
-    report_ = true;
+    ++report_;
   }
 }
 
 void ControllerLink::Profile(const v1::ProfileRequest& request) {
+  // Measured without the lock: this takes seconds.
+  std::map<std::string, v1::ComputeProfile> measured_compute;
   for (const auto& m : request.models()) {
-    if (compute_.count(m.model_id()) > 0) continue;
+    {
+      absl::MutexLock lock(&profile_mu_);
+      if (compute_.count(m.model_id()) > 0) continue;
+    }
     ProfileOptions po;
     po.copy_weights = options_.copy_weights;
     auto measured = ProfileCompute(m.model_path(), po);
@@ -187,15 +243,15 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
     }
     // An emulated slow machine profiles as slow as it serves.
     const double slow = std::max(host_->compute_slowdown(), 1.0);
-    v1::ComputeProfile& c = compute_[m.model_id()];
+    v1::ComputeProfile& c = measured_compute[m.model_id()];
     c.set_model_id(m.model_id());
     c.set_decode_ms_per_block(measured->decode_ms_per_block * slow);
     c.set_prefill_ms_per_token(measured->prefill_ms_per_token * slow);
     c.set_head_ms(measured->head_ms * slow);
   }
-  links_.clear();
+  std::vector<v1::LinkProfile> links;
   for (const v1::Hop& peer : request.peers()) {
-    if (peer.node() == options_.node) continue;
+    if (peer.node() == options_.node || stop_.HasBeenNotified()) continue;
     auto& stub = peers_[peer.address()];
     if (stub == nullptr) {
       grpc::ChannelArguments args;
@@ -204,15 +260,20 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
       stub = v1::StageService::NewStub(grpc::CreateCustomChannel(
           peer.address(), grpc::InsecureChannelCredentials(), args));
     }
-    auto link = ProbeLink(stub.get(), peer.node());
+    ProbeOptions po;
+    po.timeout = absl::Seconds(5);
+    auto link = ProbeLink(stub.get(), peer.node(), po);
     if (!link.ok()) {
       std::cerr << "edgesplit-server " << options_.node << ": "
                 << link.status().message() << "\n";
       continue;
     }
-    links_.push_back(*link);
+    links.push_back(*link);
   }
-  report_ = true;
+  absl::MutexLock lock(&profile_mu_);
+  for (auto& [id, c] : measured_compute) compute_[id] = c;
+  links_ = std::move(links);
+  ++report_;
 }
 
 absl::Status ControllerLink::WatchOnce() {

@@ -51,13 +51,19 @@ class ControllerLink {
   absl::Status RegisterOnce();
   // Watches plans until the stream ends; heartbeats from a helper thread.
   absl::Status WatchOnce();
-  // Measures what `request` asks for (models already measured are reused)
-  // into the next heartbeat. Heartbeat thread only.
+  // The profiler thread: measures what the controller's latest profile
+  // request asks for (models already measured are reused) and queues the
+  // result for the next heartbeat. Measuring takes seconds (weights load,
+  // probes time out), so it never runs on the heartbeat thread.
+  void ProfileLoop();
   void Profile(const v1::ProfileRequest& request);
-  // Compares the stages' recent lone decode steps with what they took
-  // when last reported; a node that slowed down (or sped up) by more than
-  // a quarter re-reports its compute, scaled. Heartbeat thread only.
+  // Compares each stage's recent lone decode steps with what they took
+  // when its baseline was set; a stage slower (or faster) by more than a
+  // quarter re-reports the model's compute, scaled. Heartbeat thread only.
   void TrackLiveCompute();
+  // Hands a profile request to the profiler thread unless `version` was
+  // already measured or is being measured.
+  void RequestProfile(const v1::ProfileRequest& request, uint64_t version);
 
   const ControllerLinkOptions options_;
   StageHost* const host_;
@@ -69,23 +75,33 @@ class ControllerLink {
   // Until registration says otherwise: beat soon.
   absl::Duration heartbeat_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(100);
   grpc::ClientContext* watch_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
-  // Heartbeat thread only.
-  uint64_t profiled_version_ = 0;
-  std::map<std::string, v1::ComputeProfile> compute_;  // By model id.
-  std::vector<v1::LinkProfile> links_;
-  bool report_ = false;  // Send compute_ and links_ with the next beat.
+
+  // Profiles: written by the profiler and heartbeat threads.
+  absl::Mutex profile_mu_;
+  v1::ProfileRequest pending_request_ ABSL_GUARDED_BY(profile_mu_);
+  uint64_t pending_version_ ABSL_GUARDED_BY(profile_mu_) = 0;
+  uint64_t profiled_version_ ABSL_GUARDED_BY(profile_mu_) = 0;
+  std::map<std::string, v1::ComputeProfile> compute_
+      ABSL_GUARDED_BY(profile_mu_);  // By model id.
+  std::vector<v1::LinkProfile> links_ ABSL_GUARDED_BY(profile_mu_);
+  // Reports produced and acknowledged: a beat carries compute_ and links_
+  // while report_ > acked_.
+  uint64_t report_ ABSL_GUARDED_BY(profile_mu_) = 0;
+  uint64_t acked_ ABSL_GUARDED_BY(profile_mu_) = 0;
   struct Window {
     int64_t forwards = 0;
     double block_ms = 0;  // Summed ms per block-equivalent.
   };
-  // Totals already counted, per stage ("model/first/last/head").
-  std::map<std::string, std::pair<int64_t, double>> live_seen_;
-  std::map<std::string, Window> live_window_;    // By model id.
-  std::map<std::string, double> live_baseline_;  // ms per block, by model.
+  // Per stage ("model/first/last/head"): totals already counted, the
+  // current window, and the baseline ms per block-equivalent.
+  std::map<std::string, std::pair<int64_t, double>> live_seen_
+      ABSL_GUARDED_BY(profile_mu_);
+  std::map<std::string, Window> live_window_ ABSL_GUARDED_BY(profile_mu_);
+  std::map<std::string, double> live_baseline_ ABSL_GUARDED_BY(profile_mu_);
+  // Profiler thread only.
   std::map<std::string, std::unique_ptr<v1::StageService::Stub>> peers_;
-  v1::ProfileRequest registered_request_ ABSL_GUARDED_BY(mu_);
-  uint64_t registered_ ABSL_GUARDED_BY(mu_) = 0;  // Registrations so far.
 
+  std::thread profiler_thread_;
   std::thread thread_;
   std::thread heartbeat_thread_;
 };

@@ -18,7 +18,7 @@ double BlockMs(const NodeSpec& n, double rows) {
 // The head scales like a block between its memory- and compute-bound
 // regimes.
 double HeadMs(const NodeSpec& n, double rows) {
-  if (n.decode_ms_per_block <= 0) return n.head_ms;
+  if (n.decode_ms_per_block <= 1e-9) return n.head_ms;
   return n.head_ms *
          std::max(1.0, rows * n.prefill_ms_per_token / n.decode_ms_per_block);
 }
@@ -43,9 +43,12 @@ CostModel::CostModel(const Problem& problem, bool u_shaped)
   const int num_blocks = model.num_blocks;
   n_ = static_cast<int>(problem.nodes.size());
   nodes_.resize(n_);
-  const int64_t per_block =
-      model.block_bytes + model.kv_bytes_per_token_per_block * r.batch *
-                              (int64_t{r.prompt_tokens} + r.output_tokens);
+  // In double: KV x batch x tokens can pass int64 for absurd requests.
+  const double per_block_d =
+      static_cast<double>(model.block_bytes) +
+      static_cast<double>(model.kv_bytes_per_token_per_block) * r.batch *
+          (static_cast<double>(r.prompt_tokens) + r.output_tokens);
+  const int64_t per_block = static_cast<int64_t>(std::min(per_block_d, 1e18));
   for (int i = 0; i < n_; ++i) {
     const NodeSpec& n = problem.nodes[i];
     NodeCost& c = nodes_[i];

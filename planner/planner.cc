@@ -17,7 +17,7 @@ using internal::kInf;
 // Servers the exact set DP can afford (2^S x S doubles).
 constexpr int kMaxServers = 18;
 // RangeDp's work limit (pinned plans only).
-constexpr double kMaxRangeDpWork = 3e9;
+constexpr double kMaxRangeDpWork = 5e8;  // About a second.
 
 absl::Status Infeasible(const std::string& why) {
   return absl::FailedPreconditionError(absl::StrCat("no feasible plan: ", why));
@@ -363,6 +363,7 @@ absl::StatusOr<PlanResult> Solve(const Problem& problem) {
       hi[options[j].u] = std::max(hi[options[j].u], options[j].k0);
       ++j;
     }
+    if (j == i) ++j;  // Never stall (a NaN would compare false).
     absl::StatusOr<PlanResult> best = absl::UnknownError("unset");
     for (int u = 0; u < 2; ++u) {
       if (hi[u] < 0) continue;
