@@ -89,7 +89,11 @@ class CostModel {
 // of the nodes. Held-Karp over server subsets gives the best path for
 // every subset; a greedy (latency) or monotone feasibility search
 // (throughput) gives the best block counts. O(2^S S^2 + 2^S S log(SL)).
-std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective);
+// `bound`: an objective value already achieved elsewhere (the other head
+// placement); plans that cannot beat it are pruned, and an empty result
+// then may also mean "none better".
+std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective,
+                                   double bound = kInf);
 // RangeDp: any constraints, including pinned stages. DP over (blocks done,
 // servers used, last node), choosing the next node and its range.
 // O(2^S S^2 L^2); the controller uses it only when stages are pinned.

@@ -49,7 +49,8 @@ std::vector<Assignment> ToRanges(const CostModel& m,
 
 }  // namespace
 
-std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective) {
+std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective,
+                                   double bound) {
   const std::vector<int>& servers = m.servers();
   const int s = static_cast<int>(servers.size());
   const int L = m.num_blocks();
@@ -106,7 +107,7 @@ std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective) {
   std::vector<int> best_counts;
   size_t best_mask = 0;
   int best_last = -1;
-  double best_cost = kInf;
+  double best_cost = latency ? bound : kInf;
 
   if (latency) {
     // Fill order: cheapest per block first (device included as index s).
@@ -151,8 +152,22 @@ std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective) {
       }
       return rem == 0 ? cost : kInf;
     };
-    // No plan costs less than every block at the cheapest rate.
-    const double fill_floor = L * per_block(order[0]);
+    // No plan's compute costs less than filling the blocks cheapest-first
+    // into every node's room (the device's minimum first), as if no server
+    // needed a block of its own: a lower bound for any mask.
+    double fill_floor = m.min_device_blocks() * dev.lat_per_block;
+    {
+      int rem = L - m.min_device_blocks();
+      for (int i : order) {
+        if (rem <= 0) break;
+        const int room = i == s ? m.max_device_blocks() - m.min_device_blocks()
+                                : std::max(m.node(servers[i]).cap, 0);
+        const int take = std::min(rem, std::max(room, 0));
+        fill_floor += take * per_block(i);
+        rem -= take;
+      }
+      if (rem > 0) return {};  // The blocks fit nowhere.
+    }
     std::vector<int> base_counts(s + 1);
     // One pass: a subset's row is complete before any superset's, so each
     // mask is priced right after its paths are known, and paths that
@@ -271,7 +286,9 @@ std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective) {
     std::sort(candidates.begin(), candidates.end());
     candidates.erase(std::unique(candidates.begin(), candidates.end()),
                      candidates.end());
-    while (!candidates.empty() && candidates.back() == kInf)
+    // Only bounds that beat what the other head placement achieved.
+    while (!candidates.empty() &&
+           (candidates.back() == kInf || candidates.back() >= bound))
       candidates.pop_back();
     size_t lo = 0, hi = candidates.size();  // First feasible in [lo, hi).
     while (lo < hi) {

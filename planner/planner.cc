@@ -129,8 +129,10 @@ absl::Status CheckPins(const Problem& p) {
   return absl::OkStatus();
 }
 
+// `bound`: see SolveSetDp; NOT_FOUND when no plan beats it.
 absl::StatusOr<PlanResult> SolveFixedShape(const Problem& p, bool u_shaped,
-                                           Objective objective) {
+                                           Objective objective,
+                                           double bound = internal::kInf) {
   CostModel m(p, u_shaped);
   std::vector<Assignment> ranges;
   if (!p.constraints.pinned.empty()) {
@@ -143,7 +145,10 @@ absl::StatusOr<PlanResult> SolveFixedShape(const Problem& p, bool u_shaped,
     }
     ranges = internal::SolveRangeDp(m, objective, p.constraints.pinned);
   } else {
-    ranges = internal::SolveSetDp(m, objective);
+    ranges = internal::SolveSetDp(m, objective, bound);
+    if (ranges.empty() && bound < internal::kInf) {
+      return absl::NotFoundError("no plan beats the bound");
+    }
   }
   if (ranges.empty()) return ExplainInfeasible(p, m);
   PlanResult r = m.Predict(ranges);
@@ -323,7 +328,10 @@ absl::StatusOr<PlanResult> Solve(const Problem& problem) {
     absl::StatusOr<PlanResult> best = absl::UnknownError("unset");
     bool have_error = false;
     for (bool u : shapes) {
-      auto r = SolveFixedShape(problem, u, problem.objective);
+      // The first head placement's optimum bounds the second's search.
+      const double bound = best.ok() ? best->objective_value : internal::kInf;
+      auto r = SolveFixedShape(problem, u, problem.objective, bound);
+      if (r.status().code() == absl::StatusCode::kNotFound) continue;
       if (!r.ok()) {
         // Report the first shape's reason (the plain split's, under auto).
         if (!best.ok() && !have_error) best = r.status();
