@@ -1,0 +1,104 @@
+// Split LoRA training, one stage at a time: the building block of split
+// fine-tuning (issue 5). A stage's trainer runs its forward for a
+// micro-batch keeping the autograd graph, later takes the gradient of the
+// loss with respect to its output, accumulates its LoRA factors' gradients
+// and returns the gradient with respect to its input for the stage before
+// it. Base weights never require gradients; only the adapter's factors on
+// this stage's blocks do. Chaining trainers performs exactly the
+// operations of one whole-model training step, so a split step equals the
+// single-process one (tests bound losses and gradients at 1e-5).
+//
+// Not thread-safe: one trainer per stage, driven by one thread.
+#ifndef EDGESPLIT_RUNTIME_LORA_TRAINER_H_
+#define EDGESPLIT_RUNTIME_LORA_TRAINER_H_
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "runtime/lora.h"
+#include "runtime/stage_model.h"
+
+namespace edgesplit {
+
+// AdamW (decoupled weight decay) with linear warm-up and cosine decay.
+struct AdamWOptions {
+  double lr = 2e-4;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 0;     // Cosine decay to 0 over these; 0: constant.
+  double max_grad_norm = 1.0;  // Global clipping; <= 0: none.
+
+  // The learning rate at `step` (0-based).
+  double LearningRate(int64_t step) const;
+};
+
+// Mean next-token cross-entropy: logits [T, vocab] predict labels [T]
+// (label i is the token after position i; -100 is ignored). Float32.
+absl::StatusOr<at::Tensor> CausalLmLoss(const at::Tensor& logits,
+                                        const at::Tensor& labels);
+
+class StageTrainer {
+ public:
+  // `stage` and `adapter` must outlive the trainer; the adapter must be
+  // attached to the stage. Its factors on the stage's blocks become
+  // trainable (fp32, requires_grad).
+  static absl::StatusOr<std::unique_ptr<StageTrainer>> Create(
+      const StageModel* stage, std::shared_ptr<LoraAdapter> adapter);
+
+  // Forward of micro-batch `id` (one sequence: `input.tokens` on a first
+  // stage, else `input.hidden`); keeps what Backward needs. Returns the
+  // output detached from the graph: hidden states, or logits on a stage
+  // with the head.
+  absl::StatusOr<at::Tensor> Forward(uint64_t id, StageInput input);
+  // Backward of micro-batch `id` given dLoss/dOutput; accumulates the
+  // factors' gradients and returns dLoss/dInput (undefined on a first
+  // stage, whose input is token ids). Frees the micro-batch's graph.
+  absl::StatusOr<at::Tensor> Backward(uint64_t id,
+                                      const at::Tensor& grad_output);
+  // For a stage whose output is the loss's input (the head): Forward,
+  // loss against `labels`, and Backward in one go; returns the loss.
+  absl::StatusOr<double> ForwardBackwardLoss(uint64_t id, StageInput input,
+                                             const at::Tensor& labels,
+                                             at::Tensor* grad_input);
+
+  // Sum of squared gradient entries: stages add theirs for a global norm.
+  double GradSquaredNorm() const;
+  // One AdamW update of every factor with its accumulated gradient times
+  // `grad_scale` (global clipping: max_norm / max(norm, max_norm)), then
+  // zeroes the gradients. `step` is 0-based.
+  void Step(const AdamWOptions& options, int64_t step, double grad_scale);
+  void ZeroGrad();
+
+  // The trainable factors, keyed by PEFT module path.
+  std::map<std::string, at::Tensor> Gradients() const;
+  int64_t pending() const { return static_cast<int64_t>(pending_.size()); }
+
+ private:
+  struct Pending {
+    std::unique_ptr<SequenceKvCache> cache;  // Holds K/V of the graph.
+    at::Tensor input;   // Hidden input (requires grad), or undefined.
+    at::Tensor output;  // With its graph.
+  };
+  struct Param {
+    at::Tensor value;  // The adapter's factor itself (updated in place).
+    at::Tensor m, v;   // AdamW moments.
+  };
+  StageTrainer() = default;
+
+  const StageModel* stage_ = nullptr;
+  std::shared_ptr<LoraAdapter> adapter_;
+  std::map<std::string, Param> params_;
+  std::map<uint64_t, Pending> pending_;
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_RUNTIME_LORA_TRAINER_H_

@@ -1,0 +1,227 @@
+#include "runtime/lora_trainer.h"
+
+#include <cmath>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/model_store.h"
+#include "runtime/test_models.h"
+
+namespace edgesplit {
+namespace {
+
+// Every linear module of every block.
+LoraConfig AllLinears(Arch arch) {
+  LoraConfig c;
+  c.r = 4;
+  c.alpha = 8;
+  c.target_modules = arch == Arch::kGpt2
+                         ? std::vector<std::string>{"c_attn", "c_proj", "c_fc"}
+                         : std::vector<std::string>{
+                               "q_proj",    "k_proj",  "v_proj",   "o_proj",
+                               "gate_proj", "up_proj", "down_proj"};
+  return c;
+}
+
+struct Chain {
+  std::vector<std::unique_ptr<StageModel>> stages;
+  std::vector<std::shared_ptr<LoraAdapter>> slices;
+  std::vector<std::unique_ptr<StageTrainer>> trainers;
+};
+
+// Stages with `specs`, each training its slice of one adapter (the same
+// initial values for every chain: same seed).
+Chain MakeChain(const ModelStore& store, Arch arch,
+                const std::vector<StageSpec>& specs) {
+  Chain c;
+  const ModelConfig& config = store.config();
+  auto adapter = LoraAdapter::Create(config, AllLinears(arch),
+                                     {0, config.num_layers}, /*seed=*/5, "a",
+                                     /*zero_b=*/false);
+  EXPECT_TRUE(adapter.ok()) << adapter.status();
+  for (const StageSpec& spec : specs) {
+    auto stage = StageModel::Load(store, spec);
+    EXPECT_TRUE(stage.ok()) << stage.status();
+    std::shared_ptr<LoraAdapter> slice = (*adapter)->Slice(config, spec.blocks);
+    EXPECT_TRUE((*stage)->AttachAdapter(slice).ok());
+    auto trainer = StageTrainer::Create(stage->get(), slice);
+    EXPECT_TRUE(trainer.ok()) << trainer.status();
+    c.stages.push_back(*std::move(stage));
+    c.slices.push_back(slice);
+    c.trainers.push_back(*std::move(trainer));
+  }
+  return c;
+}
+
+// One micro-batch through the chain: forward stage by stage, the loss on
+// the last, gradients back. Returns the loss.
+double TrainMicroBatch(Chain& c, uint64_t id, const at::Tensor& tokens,
+                       const at::Tensor& labels) {
+  at::Tensor h;
+  const size_t n = c.trainers.size();
+  for (size_t i = 0; i + 1 < n; ++i) {
+    StageInput in;
+    if (i == 0) {
+      in.tokens = tokens;
+    } else {
+      in.hidden = h;
+    }
+    auto out = c.trainers[i]->Forward(id, in);
+    EXPECT_TRUE(out.ok()) << out.status();
+    h = *out;
+  }
+  StageInput last;
+  if (n == 1) {
+    last.tokens = tokens;
+  } else {
+    last.hidden = h;
+  }
+  at::Tensor grad;
+  auto loss = c.trainers.back()->ForwardBackwardLoss(id, last, labels, &grad);
+  EXPECT_TRUE(loss.ok()) << loss.status();
+  for (size_t i = n - 1; i-- > 0;) {
+    auto g = c.trainers[i]->Backward(id, grad);
+    EXPECT_TRUE(g.ok()) << g.status();
+    grad = *g;
+  }
+  return *loss;
+}
+
+void Step(Chain& c, const AdamWOptions& o, int64_t step) {
+  double sq = 0;
+  for (auto& t : c.trainers) sq += t->GradSquaredNorm();
+  const double norm = std::sqrt(sq);
+  const double scale = o.max_grad_norm > 0 && norm > o.max_grad_norm
+                           ? o.max_grad_norm / norm
+                           : 1.0;
+  for (auto& t : c.trainers) t->Step(o, step, scale);
+}
+
+std::map<std::string, at::Tensor> Grads(const Chain& c) {
+  std::map<std::string, at::Tensor> all;
+  for (const auto& t : c.trainers) {
+    for (auto& [k, v] : t->Gradients()) all[k] = v.clone();
+  }
+  return all;
+}
+
+class SplitTrainingTest
+    : public ::testing::TestWithParam<std::tuple<Arch, bool>> {};
+
+TEST_P(SplitTrainingTest, SplitStepsEqualTheWholeModelsSteps) {
+  const auto [arch, u_shaped] = GetParam();
+  auto store = ModelStore::Open(testing::TinyModel(arch));
+  ASSERT_TRUE(store.ok());
+  const int64_t n = (*store)->config().num_layers;
+  ASSERT_GE(n, 4);
+  Chain whole = MakeChain(**store, arch, {{{0, n}, true, true}});
+  // Device [0,1) -> server [1,3) -> server [3,n) + head, or U-shaped:
+  // device [0,1) -> server [1,n) -> device head.
+  std::vector<StageSpec> specs =
+      u_shaped ? std::vector<StageSpec>{{{0, 1}, true, false},
+                                        {{1, n}, false, false},
+                                        {{n, n}, false, true}}
+               : std::vector<StageSpec>{{{0, 1}, true, false},
+                                        {{1, 3}, false, false},
+                                        {{3, n}, false, true}};
+  Chain split = MakeChain(**store, arch, specs);
+
+  const int64_t vocab = (*store)->config().vocab_size;
+  at::manual_seed(11);
+  AdamWOptions o;
+  o.lr = 1e-2;
+  o.warmup_steps = 2;
+  o.total_steps = 6;
+  o.max_grad_norm = 0.5;  // Small enough to clip: the global norm matters.
+  for (int64_t step = 0; step < 6; ++step) {
+    // Two micro-batches of different lengths, gradients accumulated.
+    for (uint64_t mb = 0; mb < 2; ++mb) {
+      const int64_t len = 7 + 3 * mb;
+      at::Tensor ids = at::randint(vocab, {len + 1}, at::kLong);
+      at::Tensor tokens = ids.slice(0, 0, len);
+      at::Tensor labels = ids.slice(0, 1, len + 1).clone();
+      labels[0] = -100;  // Ignored positions count nowhere.
+      const double a = TrainMicroBatch(whole, mb, tokens, labels);
+      const double b = TrainMicroBatch(split, mb, tokens, labels);
+      EXPECT_NEAR(a, b, 1e-5) << "step " << step;
+    }
+    const auto ga = Grads(whole), gb = Grads(split);
+    ASSERT_EQ(ga.size(), gb.size());
+    ASSERT_FALSE(ga.empty());
+    for (const auto& [name, g] : ga) {
+      ASSERT_TRUE(gb.count(name)) << name;
+      EXPECT_LE((g - gb.at(name)).abs().max().item<double>(), 1e-5) << name;
+    }
+    Step(whole, o, step);
+    Step(split, o, step);
+  }
+  // After the updates the adapters are the same, factor by factor.
+  int compared = 0;
+  for (const auto& [module, f] : whole.slices[0]->modules()) {
+    for (const auto& slice : split.slices) {
+      const LoraFactors* g = slice->Find(module);
+      if (g == nullptr) continue;
+      EXPECT_LE((f.a - g->a).abs().max().item<double>(), 1e-5) << module;
+      EXPECT_LE((f.b - g->b).abs().max().item<double>(), 1e-5) << module;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, static_cast<int>(whole.slices[0]->modules().size()));
+  EXPECT_EQ(whole.trainers[0]->pending(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    BothArchitectures, SplitTrainingTest,
+    ::testing::Combine(::testing::Values(Arch::kGpt2, Arch::kLlama),
+                       ::testing::Bool()),
+    [](const auto& info) {
+      return std::string(ArchName(std::get<0>(info.param))) +
+             (std::get<1>(info.param) ? "_u_shaped" : "_three_stages");
+    });
+
+TEST(LoraTrainerTest, TrainingLowersTheLossAndBadGradientsAreRefused) {
+  auto store = ModelStore::Open(testing::TinyModel(Arch::kLlama));
+  ASSERT_TRUE(store.ok());
+  const int64_t n = (*store)->config().num_layers;
+  Chain c = MakeChain(**store, Arch::kLlama, {{{0, n}, true, true}});
+  at::manual_seed(3);
+  at::Tensor ids = at::randint((*store)->config().vocab_size, {17}, at::kLong);
+  at::Tensor tokens = ids.slice(0, 0, 16), labels = ids.slice(0, 1, 17);
+  AdamWOptions o;
+  o.lr = 1e-2;
+  double first = 0, last = 0;
+  for (int64_t step = 0; step < 20; ++step) {
+    const double loss = TrainMicroBatch(c, 0, tokens, labels);
+    if (step == 0) first = loss;
+    last = loss;
+    Step(c, o, step);
+  }
+  EXPECT_LT(last, first - 0.5);  // It starts memorising the sequence.
+
+  // A gradient of the wrong shape is an error, not a crash.
+  Chain two = MakeChain(**store, Arch::kLlama,
+                        {{{0, 1}, true, false}, {{1, n}, false, true}});
+  StageInput in;
+  in.tokens = tokens;
+  ASSERT_TRUE(two.trainers[0]->Forward(7, in).ok());
+  EXPECT_EQ(two.trainers[0]->Backward(7, at::zeros({3, 3})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(two.trainers[0]->Backward(8, at::zeros({3, 3})).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(two.trainers[0]->Forward(9, StageInput{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(LoraTrainerTest, ScheduleWarmsUpThenDecays) {
+  AdamWOptions o;
+  o.lr = 1.0;
+  o.warmup_steps = 4;
+  o.total_steps = 14;
+  EXPECT_DOUBLE_EQ(o.LearningRate(0), 0.25);
+  EXPECT_DOUBLE_EQ(o.LearningRate(3), 1.0);
+  EXPECT_NEAR(o.LearningRate(9), 0.5, 1e-12);  // Half-way down the cosine.
+  EXPECT_NEAR(o.LearningRate(14), 0.0, 1e-12);
+}
+
+}  // namespace
+}  // namespace edgesplit
