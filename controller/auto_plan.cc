@@ -1,5 +1,6 @@
 #include "controller/auto_plan.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -93,10 +94,28 @@ absl::StatusOr<planner::Problem> BuildProblem(
   };
   p.nodes.push_back(node_spec(device));
   p.nodes.back().name = planner::kDevice;
+  // The exact planner takes at most kMaxPlannedServers: beyond that, the
+  // pinned servers and then the fastest ones (a plan over the slowest of
+  // many servers would not be the best anyway unless memory is short).
+  std::vector<const NodeView*> candidates;
   for (const NodeView& s : servers) {
-    if (!s.has_compute) continue;  // Not profiled yet: not planned on.
-    p.nodes.push_back(node_spec(s));
+    if (s.has_compute) candidates.push_back(&s);  // Unprofiled: not yet.
   }
+  auto pinned = [&](const NodeView* v) {
+    for (const PlanStageConfig& st : spec.stages) {
+      if (st.node == v->name) return true;
+    }
+    return false;
+  };
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [&](const NodeView* a, const NodeView* b) {
+                     if (pinned(a) != pinned(b)) return pinned(a);
+                     return a->compute.decode_ms_per_block() <
+                            b->compute.decode_ms_per_block();
+                   });
+  if (candidates.size() > kMaxPlannedServers)
+    candidates.resize(kMaxPlannedServers);
+  for (const NodeView* s : candidates) p.nodes.push_back(node_spec(*s));
   if (p.nodes.size() < 2) {
     return absl::UnavailableError(absl::StrCat(
         "no live server has profiled model \"", spec.model_id, "\" yet"));

@@ -36,6 +36,9 @@ struct DefaultLink {
 absl::Status ValidateProfile(const v1::ComputeProfile& c);
 absl::Status ValidateLink(const v1::LinkProfile& l);
 
+// The planner solves exactly over at most this many servers.
+inline constexpr size_t kMaxPlannedServers = 18;
+
 planner::ModelSpec ModelSpecFor(const ModelConfig& model,
                                 const std::string& id);
 

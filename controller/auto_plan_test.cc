@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <set>
 
 #include "controller/controller.h"
 #include "controller/fake_clock.h"
@@ -240,6 +241,34 @@ TEST_F(AutoPlanTest, DeviceProfileAndLinksMoveTheHead) {
   EXPECT_TRUE(status.plans(0).planned());
 }
 
+TEST_F(AutoPlanTest, ADeviceProfileMayArriveWithTheClose) {
+  Start("  objective: latency\n  u_shaped: auto\n");
+  Register("a", 1.0);
+  auto s = Open();
+  ASSERT_TRUE(s.ok());
+  EXPECT_FALSE(s->plan().u_shaped());
+  v1::CloseSessionRequest close;
+  close.set_session_id(s->session_id());
+  *close.mutable_profile()->add_compute() = Compute(1.0);
+  v1::LinkProfile* l = close.mutable_profile()->add_links();
+  l->set_peer("a");
+  l->set_rtt_ms(1);
+  l->set_up_bytes_per_s(10e6);
+  l->set_down_bytes_per_s(20e3);
+  ASSERT_TRUE(controller_->CloseSession(close).ok());
+  // The next session, even from another process, is planned with it.
+  s = Open();
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(s->plan().u_shaped());
+  // A bad profile is refused and the session stays open.
+  v1::CloseSessionRequest bad;
+  bad.set_session_id(s->session_id());
+  bad.mutable_profile()->set_memory_bytes(-1);
+  EXPECT_EQ(controller_->CloseSession(bad).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(controller_->open_sessions(), 1);
+}
+
 TEST_F(AutoPlanTest, BadProfilesAreRejectedAndPlanningGoesOn) {
   Start(kLatency);
   Register("a", 1.0);
@@ -273,6 +302,45 @@ TEST_F(AutoPlanTest, BadProfilesAreRejectedAndPlanningGoesOn) {
     EXPECT_FALSE(controller_->Heartbeat(beat).ok());
   }
   EXPECT_TRUE(Open().ok());
+}
+
+TEST(AutoPlanBridgeTest, ManyServersArePlannedOverTheFastest) {
+  ModelConfig model;
+  model.num_layers = 4;
+  model.hidden_size = 64;
+  model.vocab_size = 512;
+  model.num_heads = 8;
+  model.num_kv_heads = 8;
+  model.head_dim = 8;
+  model.intermediate_size = 128;
+  model.hidden_act = "silu";
+  PlanConfig spec;
+  spec.model_id = "m";
+  spec.automatic = true;
+  spec.stages.push_back({"slowest", 3, 4, 0});  // Pinned: always kept.
+  std::vector<NodeView> servers;
+  for (int i = 0; i < 30; ++i) {
+    servers.push_back({"s" + std::to_string(i), 0, true, Compute(1.0 + i), {}});
+  }
+  servers.push_back({"slowest", 0, true, Compute(100), {}});
+  NodeView device{kDeviceNode, 0, false, {}, {}};
+  auto p = BuildProblem(spec, model, servers, device, DefaultLink{});
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_EQ(p->nodes.size(), kMaxPlannedServers + 1);  // + the device.
+  std::set<std::string> names;
+  for (const auto& n : p->nodes) names.insert(n.name);
+  EXPECT_TRUE(names.count("slowest"));
+  EXPECT_TRUE(names.count("s0"));
+  EXPECT_FALSE(names.count("s29"));
+  // Pinned plans over so many servers are refused as too large for the
+  // exact range DP; without pins the set DP solves them.
+  EXPECT_EQ(planner::Solve(*p).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  spec.stages.clear();
+  p = BuildProblem(spec, model, servers, device, DefaultLink{});
+  ASSERT_TRUE(p.ok());
+  auto solved = planner::Solve(*p);
+  EXPECT_TRUE(solved.ok()) << solved.status();
 }
 
 TEST(AutoPlanBridgeTest, MeasuredLinksWinOverDefaults) {

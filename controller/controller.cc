@@ -468,9 +468,7 @@ bool LinkChanged(
 
 }  // namespace
 
-absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
-    const v1::OpenSessionRequest& request) {
-  const v1::DeviceProfile& dp = request.profile();
+absl::Status Controller::CheckDeviceProfile(const v1::DeviceProfile& dp) const {
   ES_RETURN_IF_ERROR(CheckProfiles(dp.compute(), dp.links()));
   if (dp.memory_bytes() < 0) {
     return absl::InvalidArgumentError("device profile: memory_bytes < 0");
@@ -481,6 +479,35 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
           "device profile: joules per flop/bit ", j, " is not in [0, 1]"));
     }
   }
+  return absl::OkStatus();
+}
+
+bool Controller::ApplyDeviceProfileLocked(const v1::DeviceProfile& p) {
+  bool replan = false;
+  std::map<std::string, v1::ComputeProfile> compute = device_compute_;
+  KeepPlannedModels(p.compute(), &compute);
+  for (const auto& [id, c] : compute) {
+    auto old = device_compute_.find(id);
+    replan |= old == device_compute_.end() ||
+              old->second.SerializeAsString() != c.SerializeAsString();
+  }
+  device_compute_ = std::move(compute);
+  if (p.links_size() > 0 && LinkChanged(device_.links, p.links())) {
+    device_.links.assign(p.links().begin(), p.links().end());
+    replan = true;
+  }
+  replan |= device_.memory_bytes != p.memory_bytes() ||
+            device_.joules_per_flop != p.joules_per_flop() ||
+            device_.joules_per_bit != p.joules_per_bit();
+  device_.memory_bytes = p.memory_bytes();
+  device_.joules_per_flop = p.joules_per_flop();
+  device_.joules_per_bit = p.joules_per_bit();
+  return replan;
+}
+
+absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
+    const v1::OpenSessionRequest& request) {
+  ES_RETURN_IF_ERROR(CheckDeviceProfile(request.profile()));
   if (request.suspects_size() > 64) {
     return absl::InvalidArgumentError("more than 64 suspects");
   }
@@ -488,27 +515,8 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
   auto response = [&]() -> absl::StatusOr<v1::OpenSessionResponse> {
     absl::MutexLock lock(&mu_);
     bool replan = false;
-    if (request.has_profile()) {
-      const v1::DeviceProfile& p = request.profile();
-      std::map<std::string, v1::ComputeProfile> compute = device_compute_;
-      KeepPlannedModels(p.compute(), &compute);
-      for (const auto& [id, c] : compute) {
-        auto old = device_compute_.find(id);
-        replan |= old == device_compute_.end() ||
-                  old->second.SerializeAsString() != c.SerializeAsString();
-      }
-      device_compute_ = std::move(compute);
-      if (p.links_size() > 0 && LinkChanged(device_.links, p.links())) {
-        device_.links.assign(p.links().begin(), p.links().end());
-        replan = true;
-      }
-      replan |= device_.memory_bytes != p.memory_bytes() ||
-                device_.joules_per_flop != p.joules_per_flop() ||
-                device_.joules_per_bit != p.joules_per_bit();
-      device_.memory_bytes = p.memory_bytes();
-      device_.joules_per_flop = p.joules_per_flop();
-      device_.joules_per_bit = p.joules_per_bit();
-    }
+    if (request.has_profile())
+      replan |= ApplyDeviceProfileLocked(request.profile());
     for (const std::string& suspect : request.suspects()) {
       auto n = nodes_.find(suspect);
       if (n != nodes_.end()) {
@@ -568,12 +576,30 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSessionLocked(
 }
 
 absl::Status Controller::CloseSession(const std::string& session_id) {
-  absl::MutexLock lock(&mu_);
-  if (sessions_.erase(session_id) == 0) {
-    return absl::NotFoundError(
-        absl::StrCat("unknown session \"", session_id, "\""));
+  v1::CloseSessionRequest request;
+  request.set_session_id(session_id);
+  return CloseSession(request);
+}
+
+absl::Status Controller::CloseSession(const v1::CloseSessionRequest& request) {
+  // A device's measurements may come with the close: a short-lived client
+  // (the CLI) measures after its session opened and reports here.
+  ES_RETURN_IF_ERROR(CheckDeviceProfile(request.profile()));
+  bool changed = false;
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    if (sessions_.erase(request.session_id()) == 0) {
+      status = absl::NotFoundError(
+          absl::StrCat("unknown session \"", request.session_id(), "\""));
+    }
+    if (request.has_profile() && ApplyDeviceProfileLocked(request.profile()) &&
+        !specs_.empty()) {
+      changed = ReplanLocked();
+    }
   }
-  return absl::OkStatus();
+  if (changed) NotifyWatchers();
+  return status;
 }
 
 v1::ClusterStatus Controller::ClusterStatus() {

@@ -79,6 +79,8 @@ class Controller {
   absl::StatusOr<v1::OpenSessionResponse> OpenSession(
       const v1::OpenSessionRequest& request);
   absl::Status CloseSession(const std::string& session_id);
+  // With the device's profile, when it sends one.
+  absl::Status CloseSession(const v1::CloseSessionRequest& request);
   v1::ClusterStatus ClusterStatus();
 
   uint64_t plan_version() const;
@@ -119,6 +121,10 @@ class Controller {
   void KeepPlannedModels(
       const google::protobuf::RepeatedPtrField<v1::ComputeProfile>& compute,
       std::map<std::string, v1::ComputeProfile>* out) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckDeviceProfile(const v1::DeviceProfile& profile) const;
+  // Stores a device's report; true when planning inputs changed.
+  bool ApplyDeviceProfileLocked(const v1::DeviceProfile& profile)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool UsableLocked(const std::string& node) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

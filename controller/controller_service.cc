@@ -106,7 +106,7 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::OpenSession(
 grpc::ServerUnaryReactor* ControllerServiceImpl::CloseSession(
     grpc::CallbackServerContext* ctx, const v1::CloseSessionRequest* request,
     v1::CloseSessionResponse* response) {
-  absl::Status s = controller_->CloseSession(request->session_id());
+  absl::Status s = controller_->CloseSession(*request);
   return Reply(ctx,
                s.ok() ? absl::StatusOr<v1::CloseSessionResponse>(
                             v1::CloseSessionResponse())

@@ -211,6 +211,16 @@ struct Session::Impl {
     ctx.set_deadline(ToChrono(absl::Now() + agent->options.rpc_timeout));
     v1::CloseSessionRequest req;
     req.set_session_id(id);
+    // What was measured since the session opened reaches the controller
+    // even from a process that ends now (the CLI).
+    if (agent->options.report_profile) {
+      absl::MutexLock lock(&agent->profile_mu);
+      *req.mutable_profile() = agent->profile;
+      req.mutable_profile()->set_memory_bytes(agent->options.memory_bytes);
+      req.mutable_profile()->set_joules_per_flop(
+          agent->options.joules_per_flop);
+      req.mutable_profile()->set_joules_per_bit(agent->options.joules_per_bit);
+    }
     v1::CloseSessionResponse resp;
     (void)agent->controller->CloseSession(&ctx, req, &resp);
   }
