@@ -304,7 +304,7 @@ TEST_F(AutoPlanTest, BadProfilesAreRejectedAndPlanningGoesOn) {
   EXPECT_TRUE(Open().ok());
 }
 
-TEST(AutoPlanBridgeTest, ManyServersArePlannedOverTheFastest) {
+ModelConfig SmallLlama() {
   ModelConfig model;
   model.num_layers = 4;
   model.hidden_size = 64;
@@ -314,9 +314,19 @@ TEST(AutoPlanBridgeTest, ManyServersArePlannedOverTheFastest) {
   model.head_dim = 8;
   model.intermediate_size = 128;
   model.hidden_act = "silu";
+  return model;
+}
+
+PlanConfig AutomaticSpec() {
   PlanConfig spec;
   spec.model_id = "m";
   spec.automatic = true;
+  return spec;
+}
+
+TEST(AutoPlanBridgeTest, ManyServersArePlannedOverTheFastest) {
+  const ModelConfig model = SmallLlama();
+  PlanConfig spec = AutomaticSpec();
   spec.stages.push_back({"slowest", 3, 4, 0});  // Pinned: always kept.
   std::vector<NodeView> servers;
   for (int i = 0; i < 30; ++i) {
@@ -344,18 +354,8 @@ TEST(AutoPlanBridgeTest, ManyServersArePlannedOverTheFastest) {
 }
 
 TEST(AutoPlanBridgeTest, MeasuredLinksWinOverDefaults) {
-  ModelConfig model;
-  model.num_layers = 4;
-  model.hidden_size = 64;
-  model.vocab_size = 512;
-  model.num_heads = 8;
-  model.num_kv_heads = 8;
-  model.head_dim = 8;
-  model.intermediate_size = 128;
-  model.hidden_act = "silu";
-  PlanConfig spec;
-  spec.model_id = "m";
-  spec.automatic = true;
+  const ModelConfig model = SmallLlama();
+  PlanConfig spec = AutomaticSpec();
   NodeView a{"a", 0, true, Compute(1.0), {}};
   v1::LinkProfile l;
   l.set_peer("b");

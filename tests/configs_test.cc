@@ -89,7 +89,8 @@ TEST(ConfigsTest, ClusterFileErrorsNameTheField) {
   auto bad = ParseClusterFile(
       "servers:\n  - {name: a, decode_ms_per_block: fast}\n", "c.yaml");
   EXPECT_THAT(bad.status().message(), HasSubstr("c.yaml:2"));
-  EXPECT_THAT(bad.status().message(), HasSubstr("servers[0].decode_ms_per_block"));
+  EXPECT_THAT(bad.status().message(),
+              HasSubstr("servers[0].decode_ms_per_block"));
   bad = ParseClusterFile(
       "servers:\n  - {name: a, decode_ms_per_block: 1}\nlinks:\n"
       "  - {from: a, to: z, mbit_s: 5}\n",

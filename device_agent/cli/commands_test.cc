@@ -2,9 +2,9 @@
 
 #include <sstream>
 
+#include "controller/plan.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "controller/plan.h"
 #include "runtime/test_paths.h"
 
 namespace edgesplit {
@@ -108,8 +108,8 @@ TEST(CommandsTest, PlanPrintsTheTableAndWritesAPinnablePlan) {
                        "--objective", "speed"});
   EXPECT_EQ(bad.code, 2);
   EXPECT_THAT(bad.err, HasSubstr("unknown objective \"speed\""));
-  Result missing = RunCli({"plan", "--cluster", dir + "/nope.yaml", "--model",
-                           dir + "/m"});
+  Result missing =
+      RunCli({"plan", "--cluster", dir + "/nope.yaml", "--model", dir + "/m"});
   EXPECT_NE(missing.code, 0);
   EXPECT_THAT(missing.err, HasSubstr("nope.yaml"));
 }
