@@ -27,9 +27,10 @@ if [[ $code != 2 ]]; then
 fi
 echo "example app built and ran against the installed package"
 
-ASAN_TESTS="runtime_core_test|gpt2_bpe_tokenizer_test|sentencepiece_reference_test"
+ASAN_TESTS="runtime_core_test|gpt2_bpe_tokenizer_test|sentencepiece_reference_test|planner_test|controller_test"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DEDGESPLIT_ASAN=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_BENCH=OFF
 cmake --build build-asan -j"$(nproc)" --target \
-  runtime_core_test gpt2_bpe_tokenizer_test sentencepiece_reference_test
+  runtime_core_test gpt2_bpe_tokenizer_test sentencepiece_reference_test \
+  planner_test controller_test
 (cd build-asan && ctest --output-on-failure -R "^(npm_|${ASAN_TESTS})")
