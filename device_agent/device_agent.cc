@@ -180,21 +180,20 @@ struct Session::Impl {
 
   class Rerouting;  // Below: a LogitsModel that survives route changes.
 
-  std::string ModelDir() const {
+  // Where this device keeps the model: its own directory if configured,
+  // else the path in `r`'s plan.
+  std::string ModelDir(const v1::OpenSessionResponse& r) const {
     auto it = agent->options.model_dirs.find(model_id);
     return it != agent->options.model_dirs.end() ? it->second
-                                                 : route.plan().model_path();
+                                                 : r.plan().model_path();
   }
+  std::string ModelDir() const { return ModelDir(route); }
   // Adopts a route from the controller: loads this device's part of it.
   absl::Status Adopt(v1::OpenSessionResponse r) {
     // The route and the local model change together, or not at all: a
     // device running other blocks than its route assumes would compute
     // nonsense with the right shapes.
-    auto dir = agent->options.model_dirs.find(model_id);
-    const std::string path = dir != agent->options.model_dirs.end()
-                                 ? dir->second
-                                 : r.plan().model_path();
-    auto loaded = agent->Load(path, r.device_first_block(),
+    auto loaded = agent->Load(ModelDir(r), r.device_first_block(),
                               r.device_last_block(), r.plan().u_shaped());
     if (!loaded.ok()) {
       CloseOnController(r.session_id());

@@ -252,17 +252,9 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
   std::vector<v1::LinkProfile> links;
   for (const v1::Hop& peer : request.peers()) {
     if (peer.node() == options_.node || stop_.HasBeenNotified()) continue;
-    auto& stub = peers_[peer.address()];
-    if (stub == nullptr) {
-      grpc::ChannelArguments args;
-      args.SetMaxReceiveMessageSize(kMaxProbeResponseBytes + 4096);
-      args.SetMaxSendMessageSize(kMaxProbeResponseBytes + 4096);
-      stub = v1::StageService::NewStub(grpc::CreateCustomChannel(
-          peer.address(), grpc::InsecureChannelCredentials(), args));
-    }
     ProbeOptions po;
     po.timeout = absl::Seconds(5);
-    auto link = ProbeLink(stub.get(), peer.node(), po);
+    auto link = ProbeLink(peers_.Get(peer.address()), peer.node(), po);
     if (!link.ok()) {
       std::cerr << "edgesplit-server " << options_.node << ": "
                 << link.status().message() << "\n";

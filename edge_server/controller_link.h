@@ -18,6 +18,8 @@
 #include "edge_server/stage_host.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "edgesplit/v1/stage.grpc.pb.h"
+#include "proto/probe.h"
+#include "proto/stage_stream.h"
 
 namespace edgesplit {
 
@@ -98,8 +100,8 @@ class ControllerLink {
       ABSL_GUARDED_BY(profile_mu_);
   std::map<std::string, Window> live_window_ ABSL_GUARDED_BY(profile_mu_);
   std::map<std::string, double> live_baseline_ ABSL_GUARDED_BY(profile_mu_);
-  // Profiler thread only.
-  std::map<std::string, std::unique_ptr<v1::StageService::Stub>> peers_;
+  // Stubs to the peers probed; big enough for the largest probe.
+  StageStubCache peers_{static_cast<int>(kMaxProbeResponseBytes) + (1 << 20)};
 
   std::thread profiler_thread_;
   std::thread thread_;

@@ -174,9 +174,8 @@ void SessionHandler::Forward(const v1::ForwardRequest& forward) {
   // moved it. Failing at this token boundary (NOT_FOUND, which devices
   // answer by taking the new route and replaying their tokens) moves the
   // session to the better plan instead of finishing on the old one.
-  const BlockRange blocks = stage->model->spec().blocks;
-  auto current = env_.host->Find(stage->model_id, blocks.first, blocks.last);
-  if (!current.ok() || current->get() != stage.get()) {
+  if (stage->retired.load()) {
+    const BlockRange blocks = stage->model->spec().blocks;
     return Fail(absl::NotFoundError(
         absl::StrCat("re-planned: node ", env_.host->node(),
                      " no longer serves model ", stage->model_id, " blocks [",

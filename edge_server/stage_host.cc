@@ -66,6 +66,11 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans) {
     // unloads it once they end.
     absl::MutexLock lock(&mu_);
     stages_.swap(next);
+    // `next` now holds the previous stages: those not kept are retired.
+    for (auto& [key, old] : next) {
+      auto it = stages_.find(key);
+      if (it == stages_.end() || it->second != old) old->retired = true;
+    }
   }
   if (!errors.empty()) {
     return absl::InternalError(absl::StrJoin(errors, "; "));

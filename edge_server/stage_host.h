@@ -30,6 +30,9 @@ struct HostedStage {
   std::unique_ptr<ModelStore> store;
   std::unique_ptr<StageModel> model;
   std::unique_ptr<Batcher> batcher;  // Destroyed before `model`.
+  // Set when a plan no longer serves this stage (the sessions still using
+  // it move at their next step).
+  std::atomic<bool> retired{false};
 
   ~HostedStage() { batcher.reset(); }
 };

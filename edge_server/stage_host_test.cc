@@ -46,9 +46,13 @@ TEST(StageHostTest, PlansLoadOnlyTheirStagesAndFollowTheHead) {
   ASSERT_TRUE(u.ok());
   EXPECT_FALSE((*u)->model->spec().head);
   EXPECT_TRUE((*stage)->model->spec().head);
+  // The replaced stage is retired (its sessions move); the kept one not.
+  EXPECT_TRUE((*stage)->retired);
+  EXPECT_FALSE((*u)->retired);
 
   // No plan names the node: nothing stays loaded.
   ASSERT_TRUE(host.ApplyPlans({}).ok());
+  EXPECT_TRUE((*u)->retired);
   EXPECT_EQ(host.Find("m", 1, 4).status().code(), absl::StatusCode::kNotFound);
 }
 
