@@ -132,4 +132,21 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::GetClusterStatus(
                response);
 }
 
+grpc::ServerUnaryReactor* ControllerServiceImpl::AverageAdapters(
+    grpc::CallbackServerContext* ctx, const v1::AverageAdaptersRequest* request,
+    v1::AverageAdaptersResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  // A round waits for its slowest device, but never past the caller's
+  // deadline (nor ten minutes: shutdown waits for calls in flight).
+  const absl::Time deadline = std::min(absl::FromChrono(ctx->deadline()),
+                                       absl::Now() + absl::Minutes(10));
+  averager_.Submit(
+      *request, deadline,
+      [reactor, response](absl::StatusOr<v1::AverageAdaptersResponse> r) {
+        if (r.ok()) *response = *std::move(r);
+        reactor->Finish(ToGrpcStatus(r.status()));
+      });
+  return reactor;
+}
+
 }  // namespace edgesplit

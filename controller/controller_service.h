@@ -1,8 +1,10 @@
-// gRPC glue of the controller (callback API). Logic lives in Controller.
+// gRPC glue of the controller (callback API). Logic lives in Controller
+// and FedAverager.
 #ifndef EDGESPLIT_CONTROLLER_CONTROLLER_SERVICE_H_
 #define EDGESPLIT_CONTROLLER_CONTROLLER_SERVICE_H_
 
 #include "controller/controller.h"
+#include "controller/fed_average.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
 
 namespace edgesplit {
@@ -39,9 +41,14 @@ class ControllerServiceImpl final
       grpc::CallbackServerContext* ctx,
       const v1::GetClusterStatusRequest* request,
       v1::ClusterStatus* response) override;
+  grpc::ServerUnaryReactor* AverageAdapters(
+      grpc::CallbackServerContext* ctx,
+      const v1::AverageAdaptersRequest* request,
+      v1::AverageAdaptersResponse* response) override;
 
  private:
   Controller* const controller_;
+  FedAverager averager_;
 };
 
 }  // namespace edgesplit

@@ -57,6 +57,10 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(config->listen, grpc::InsecureServerCredentials(),
                            &port);
   builder.RegisterService(&service);
+  // Device adapters for averaging (split federated learning) exceed gRPC's
+  // 4 MiB default on large models.
+  builder.SetMaxReceiveMessageSize(edgesplit::kMaxControllerMessageBytes);
+  builder.SetMaxSendMessageSize(edgesplit::kMaxControllerMessageBytes);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     std::cerr << "edgesplit-controller: cannot listen on " << config->listen

@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
   o.advertise = config->advertise;
   o.advertise_peer = config->advertise_peer;
   o.memory_bytes = config->memory_bytes;
+  o.checkpoint_dir = config->checkpoint_dir;
   auto server = edgesplit::EdgeServer::Start(o);
   if (!server.ok()) {
     std::cerr << "edgesplit-server: " << server.status().message() << "\n";

@@ -14,6 +14,8 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   SessionEnv env;
   env.host = s->host_.get();
   env.next_hops = s->next_hops_.get();
+  s->jobs_ = std::make_unique<TrainingJobs>(s->options_.checkpoint_dir);
+  env.jobs = s->jobs_.get();
   env.limits = s->options_.limits;
   s->service_ = std::make_unique<StageServiceImpl>(env);
 

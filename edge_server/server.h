@@ -15,6 +15,7 @@
 #include "edge_server/grpc_next_hop.h"
 #include "edge_server/stage_host.h"
 #include "edge_server/stage_service.h"
+#include "edge_server/training_job.h"
 #include "grpcpp/grpcpp.h"
 
 namespace edgesplit {
@@ -35,6 +36,9 @@ struct EdgeServerOptions {
   // Measure compute and links when the controller asks (see
   // ControllerLink).
   bool profile = true;
+  // Training sessions' checkpoints (one directory per job below it); ""
+  // keeps none.
+  std::string checkpoint_dir;
 };
 // (Emulated slow servers: host.compute_slowdown, or
 // host()->SetComputeSlowdown() while running.)
@@ -68,6 +72,7 @@ class EdgeServer {
   EdgeServerOptions options_;
   std::unique_ptr<StageHost> host_;
   std::unique_ptr<GrpcNextHopFactory> next_hops_;
+  std::unique_ptr<TrainingJobs> jobs_;  // Outlives service_'s sessions.
   std::unique_ptr<StageServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<ControllerLink> link_;

@@ -53,6 +53,10 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   ES_ASSIGN_OR_RETURN(int64_t threads, r.Int(root, "threads", 0));
   c.threads = static_cast<int>(threads);
   ES_ASSIGN_OR_RETURN(c.copy_weights, r.Bool(root, "copy_weights", true));
+  if (root["checkpoint_dir"]) {
+    ES_ASSIGN_OR_RETURN(c.checkpoint_dir,
+                        r.String(root, "checkpoint_dir", false));
+  }
   return c;
 }
 

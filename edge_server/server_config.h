@@ -12,6 +12,7 @@
 //   drain_deadline_s: 10
 //   threads: 0               # compute threads; 0 = all cores
 //   copy_weights: true
+//   checkpoint_dir: checkpoints   # training checkpoints ("" = none)
 #ifndef EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
 #define EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
 
@@ -36,6 +37,7 @@ struct ServerConfig {
   absl::Duration drain_deadline = absl::Seconds(10);
   int threads = 0;
   bool copy_weights = true;
+  std::string checkpoint_dir = "checkpoints";
 
   absl::Status Validate() const;  // Errors name the file and field.
 };

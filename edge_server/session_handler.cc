@@ -1,5 +1,6 @@
 #include "edge_server/session_handler.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -18,7 +19,10 @@ double MillisSince(std::chrono::steady_clock::time_point t) {
 
 SessionHandler::SessionHandler(const SessionEnv& env,
                                SessionTransport* transport, absl::Time deadline)
-    : env_(env), deadline_(deadline), transport_(transport) {
+    : env_(env),
+      node_(env.host->node()),
+      deadline_(deadline),
+      transport_(transport) {
   last_activity_ = absl::Now();
 }
 
@@ -35,6 +39,10 @@ void SessionHandler::OnRequest(const v1::StageRequest& request) {
     if (finished_) return;
     last_activity_ = absl::Now();
   }
+  if (training_.load() && request.kind_case() != v1::StageRequest::kOpen &&
+      request.kind_case() != v1::StageRequest::kClose) {
+    return OnTrainingRequest(request);
+  }
   switch (request.kind_case()) {
     case v1::StageRequest::kOpen:
       Open(request.open());
@@ -43,8 +51,11 @@ void SessionHandler::OnRequest(const v1::StageRequest& request) {
       Forward(request.forward());
       break;
     case v1::StageRequest::kBackward:
-      Fail(absl::UnimplementedError(
-          "backward requests (split training) are not served yet"));
+    case v1::StageRequest::kOptimizerStep:
+    case v1::StageRequest::kRestore:
+    case v1::StageRequest::kExport:
+      Fail(absl::FailedPreconditionError(
+          "training requests need a session opened with a training spec"));
       break;
     case v1::StageRequest::kClose:
       Fail(absl::OkStatus());
@@ -101,6 +112,21 @@ void SessionHandler::Open(const v1::OpenSession& open) {
         absl::StrCat(node, " holds the LM head but the route continues to ",
                      open.route(1).node())));
   }
+  std::shared_ptr<TrainingJob> job;
+  if (open.has_training()) {
+    if (env_.jobs == nullptr) {
+      return Fail(absl::FailedPreconditionError(
+          absl::StrCat(node, " does not serve training sessions")));
+    }
+    if (open.route_size() == 1 && has_head && open.return_hidden()) {
+      return Fail(absl::InvalidArgumentError(
+          "return_hidden with the LM head here: a U-shaped training route "
+          "ends before the head"));
+    }
+    auto got = env_.jobs->Get(open.training(), open.model_id(), *stage);
+    if (!got.ok()) return Fail(got.status());
+    job = *std::move(got);
+  }
   std::shared_ptr<NextHop> next;
   if (!last) {
     v1::OpenSession forward_open = open;
@@ -118,7 +144,13 @@ void SessionHandler::Open(const v1::OpenSession& open) {
     }
     session_id_ = open.session_id();
     stage_ = *stage;
-    cache_ = stage_->model->NewCache(env_.host->kv_budget());
+    if (job) {
+      job_ = job;
+      training_prefix_ = job->NewSessionPrefix();
+      training_.store(true);
+    } else {
+      cache_ = stage_->model->NewCache(env_.host->kv_budget());
+    }
     next_ = next;
     codec_ = open.codec();
     adapter_ = open.adapter();
@@ -127,6 +159,12 @@ void SessionHandler::Open(const v1::OpenSession& open) {
   }
   v1::StageResponse opened;
   opened.mutable_opened()->set_session_id(open.session_id());
+  if (job) {
+    for (uint64_t s : job->CheckpointSteps()) {
+      opened.mutable_opened()->add_checkpoint_steps(s);
+    }
+    opened.mutable_opened()->set_job_step(job->step());
+  }
   if (!next) {
     Respond(opened);
     return;
@@ -137,13 +175,27 @@ void SessionHandler::Open(const v1::OpenSession& open) {
   *req.mutable_open() = open;
   req.mutable_open()->mutable_route()->DeleteSubrange(0, 1);
   std::weak_ptr<SessionHandler> weak = weak_from_this();
-  next->Send(std::move(req), [weak,
-                              opened](absl::StatusOr<v1::StageResponse> r) {
+  next->Send(std::move(req), [weak, opened](
+                                 absl::StatusOr<v1::StageResponse> r) mutable {
     auto self = weak.lock();
     if (!self) return;
     if (!r.ok()) return self->Fail(r.status());
     if (!r->has_opened()) {
       return self->Fail(absl::InternalError("next hop did not confirm open"));
+    }
+    if (self->training_.load()) {
+      // Checkpoints the whole chain holds, and its least advanced job.
+      v1::SessionOpened* mine = opened.mutable_opened();
+      const auto& theirs = r->opened().checkpoint_steps();
+      std::vector<uint64_t> both;
+      for (uint64_t s : mine->checkpoint_steps()) {
+        if (std::find(theirs.begin(), theirs.end(), s) != theirs.end()) {
+          both.push_back(s);
+        }
+      }
+      mine->clear_checkpoint_steps();
+      for (uint64_t s : both) mine->add_checkpoint_steps(s);
+      mine->set_job_step(std::min(mine->job_step(), r->opened().job_step()));
     }
     self->Respond(opened);
   });
@@ -306,7 +358,8 @@ void SessionHandler::OnClientDone() {
 void SessionHandler::MaybeFinishIdle() {
   {
     absl::MutexLock lock(&mu_);
-    if (!client_done_ || computing_ || !queue_.empty() || next_pending_ > 0) {
+    if (!client_done_ || computing_ || !queue_.empty() || next_pending_ > 0 ||
+        next_answer_ < next_seq_) {
       return;
     }
   }

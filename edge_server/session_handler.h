@@ -7,8 +7,11 @@
 #ifndef EDGESPLIT_EDGE_SERVER_SESSION_HANDLER_H_
 #define EDGESPLIT_EDGE_SERVER_SESSION_HANDLER_H_
 
+#include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -18,6 +21,7 @@
 #include "absl/time/time.h"
 #include "edge_server/next_hop.h"
 #include "edge_server/stage_host.h"
+#include "edge_server/training_job.h"
 #include "edgesplit/v1/stage.pb.h"
 #include "proto/protocol.h"
 #include "proto/tensor_codec.h"
@@ -41,6 +45,7 @@ class SessionTransport {
 struct SessionEnv {
   StageHost* host = nullptr;            // Not owned; outlives handlers.
   NextHopFactory* next_hops = nullptr;  // Not owned; outlives handlers.
+  TrainingJobs* jobs = nullptr;  // Not owned; null: no training sessions.
   wire::TensorLimits limits;
 };
 
@@ -75,6 +80,31 @@ class SessionHandler : public std::enable_shared_from_this<SessionHandler> {
 
   void Open(const v1::OpenSession& open);
   void Forward(const v1::ForwardRequest& forward);
+  // Training sessions (session_training.cc). Requests are numbered as they
+  // arrive and answered in that order (RespondAt), while compute runs on
+  // the job's thread and hops work on different micro-batches at once.
+  void OnTrainingRequest(const v1::StageRequest& request);
+  void TrainForward(uint64_t seq, const v1::ForwardRequest& forward);
+  void TrainBackward(uint64_t seq, const v1::BackwardRequest& backward);
+  void TrainStep(uint64_t seq, const v1::OptimizerStep& step);
+  void TrainRestore(uint64_t seq, const v1::RestoreRequest& restore);
+  void TrainExport(uint64_t seq, const v1::ExportRequest& request);
+  // Sends `request` to the next hop; `then` gets its answer (on a gRPC
+  // thread); a failure ends the session.
+  void ToNext(v1::StageRequest request,
+              std::function<void(v1::StageResponse)> then);
+  void RespondAt(uint64_t seq, v1::StageResponse response);
+  // What training requests use, read once under the lock (empty once the
+  // session is over).
+  struct TrainingView {
+    std::shared_ptr<HostedStage> stage;
+    std::shared_ptr<NextHop> next;
+    v1::Codec codec = v1::CODEC_FP32;
+  };
+  TrainingView View();
+  uint64_t Key(uint64_t micro_batch) const {
+    return (training_prefix_ << 40) | (micro_batch & ((uint64_t{1} << 40) - 1));
+  }
   void SubmitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnComputed(Pending pending, absl::StatusOr<at::Tensor> out,
                   std::chrono::steady_clock::time_point started);
@@ -87,6 +117,9 @@ class SessionHandler : public std::enable_shared_from_this<SessionHandler> {
   void MaybeFinishIdle();
 
   const SessionEnv env_;
+  // Training tasks may outlive the server's host (they run on the job's
+  // thread); they name the node from this copy.
+  const std::string node_;
   const absl::Time deadline_;
   std::string session_id_;
 
@@ -108,6 +141,16 @@ class SessionHandler : public std::enable_shared_from_this<SessionHandler> {
   int next_pending_ ABSL_GUARDED_BY(mu_) = 0;  // Sent to the next hop.
   bool client_done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_activity_ ABSL_GUARDED_BY(mu_);
+
+  // Training sessions: set once by Open, read-only afterwards.
+  std::shared_ptr<TrainingJob> job_;
+  uint64_t training_prefix_ = 0;
+  std::atomic<bool> training_{false};
+  // Answers in request order: the next request's number, the next answer
+  // to send, and answers waiting for earlier ones.
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_answer_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<uint64_t, v1::StageResponse> answers_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace edgesplit

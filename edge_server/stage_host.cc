@@ -16,6 +16,7 @@ absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::LoadStage(
                       StageModel::Load(*stage->store, spec, options_.stage));
   stage->batcher = std::make_unique<Batcher>(
       stage->model.get(), options_.max_batch_tokens, slowdown_);
+  stage->slowdown = slowdown_;
   return stage;
 }
 

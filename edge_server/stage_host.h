@@ -30,6 +30,9 @@ struct HostedStage {
   std::unique_ptr<ModelStore> store;
   std::unique_ptr<StageModel> model;
   std::unique_ptr<Batcher> batcher;  // Destroyed before `model`.
+  // Emulated slower machine (shared with the host; never null once
+  // loaded): training compute sleeps as the batcher does.
+  std::shared_ptr<std::atomic<double>> slowdown;
   // Set when a plan no longer serves this stage (the sessions still using
   // it move at their next step).
   std::atomic<bool> retired{false};

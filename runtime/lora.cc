@@ -249,8 +249,12 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> LoraAdapter::Create(
   return TorchCall(
       "LoraAdapter::Create",
       [&]() -> absl::StatusOr<std::unique_ptr<LoraAdapter>> {
-        at::Generator gen = at::detail::createCPUGenerator(seed);
         for (int64_t b = blocks.first; b < blocks.last; ++b) {
+          // One stream per block: a stage creating the factors of its own
+          // blocks draws what a whole-model adapter holds there (split
+          // training starts where single-process training does).
+          at::Generator gen = at::detail::createCPUGenerator(
+              seed ^ (0x9E3779B97F4A7C15ull * static_cast<uint64_t>(b + 1)));
           for (const LinearModule& m : BlockLinearModules(model, b)) {
             if (!LoraTargets(config, m.module, b)) continue;
             // nn.Linear's default (Kaiming uniform, a = sqrt(5)):

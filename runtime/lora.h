@@ -59,6 +59,8 @@ class LoraAdapter {
   // A fresh adapter on `blocks` initialised as PEFT does: A ~ Kaiming
   // uniform (a = sqrt(5)), B = 0, so it starts as the base model.
   // `zero_b = false` draws B like A (for tests that need a non-trivial delta).
+  // Each block draws from its own stream of `seed`, so creating blocks
+  // [a, b) gives exactly those blocks of a whole-model adapter.
   static absl::StatusOr<std::unique_ptr<LoraAdapter>> Create(
       const ModelConfig& model, const LoraConfig& config, BlockRange blocks,
       uint64_t seed, std::string name, bool zero_b = true);

@@ -2,7 +2,10 @@
 
 #include <cmath>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "runtime/safetensors.h"
 #include "runtime/status_macros.h"
 #include "runtime/torch_util.h"
 
@@ -35,7 +38,8 @@ absl::StatusOr<at::Tensor> CausalLmLoss(const at::Tensor& logits,
 }
 
 absl::StatusOr<std::unique_ptr<StageTrainer>> StageTrainer::Create(
-    const StageModel* stage, std::shared_ptr<LoraAdapter> adapter) {
+    const StageModel* stage, std::shared_ptr<LoraAdapter> adapter,
+    TrainerOptions options) {
   if (stage == nullptr || adapter == nullptr) {
     return absl::InvalidArgumentError(
         "StageTrainer needs a stage and an adapter");
@@ -43,6 +47,7 @@ absl::StatusOr<std::unique_ptr<StageTrainer>> StageTrainer::Create(
   auto t = std::unique_ptr<StageTrainer>(new StageTrainer());
   t->stage_ = stage;
   t->adapter_ = std::move(adapter);
+  t->options_ = options;
   ES_RETURN_IF_ERROR(TorchCall("trainable factors", [&]() -> absl::Status {
     for (auto& [module, f] : t->adapter_->mutable_modules()) {
       for (auto [name, tensor] :
@@ -63,13 +68,7 @@ absl::StatusOr<std::unique_ptr<StageTrainer>> StageTrainer::Create(
   return t;
 }
 
-absl::StatusOr<at::Tensor> StageTrainer::Forward(uint64_t id,
-                                                 StageInput input) {
-  if (pending_.count(id) > 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("micro-batch ", id, " is already in flight"));
-  }
-  Pending p;
+absl::Status StageTrainer::RunForward(Pending& p, StageInput input) const {
   p.cache = stage_->NewCache(nullptr);
   const int64_t n = input.tokens.defined()
                         ? input.tokens.size(0)
@@ -85,9 +84,55 @@ absl::StatusOr<at::Tensor> StageTrainer::Forward(uint64_t id,
     }));
   }
   ES_ASSIGN_OR_RETURN(p.output, stage_->Forward(input));
+  if (p.loss) {
+    ES_ASSIGN_OR_RETURN(at::Tensor loss, CausalLmLoss(p.output, p.labels));
+    p.loss_value = loss.item<double>();
+    p.output = loss * p.loss_scale;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> StageTrainer::Forward(uint64_t id,
+                                                 StageInput input) {
+  if (pending_.count(id) > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("micro-batch ", id, " is already in flight"));
+  }
+  Pending p;
+  if (options_.recompute) {
+    // Keep the input only; Backward runs the forward again with a graph.
+    ES_ASSIGN_OR_RETURN(at::Tensor out, Evaluate(input));
+    p.replay = std::move(input);
+    pending_[id] = std::move(p);
+    return out;
+  }
+  ES_RETURN_IF_ERROR(RunForward(p, std::move(input)));
   at::Tensor out = p.output.detach();
   pending_[id] = std::move(p);
   return out;
+}
+
+absl::StatusOr<double> StageTrainer::ForwardLoss(uint64_t id, StageInput input,
+                                                 const at::Tensor& labels,
+                                                 double loss_scale) {
+  if (pending_.count(id) > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("micro-batch ", id, " is already in flight"));
+  }
+  Pending p;
+  p.labels = labels;
+  p.loss_scale = loss_scale;
+  p.loss = true;
+  if (options_.recompute) {
+    ES_ASSIGN_OR_RETURN(double loss, EvaluateLoss(input, labels));
+    p.replay = std::move(input);
+    pending_[id] = std::move(p);
+    return loss;
+  }
+  ES_RETURN_IF_ERROR(RunForward(p, std::move(input)));
+  const double loss = p.loss_value;
+  pending_[id] = std::move(p);
+  return loss;
 }
 
 absl::StatusOr<at::Tensor> StageTrainer::Backward(
@@ -99,13 +144,27 @@ absl::StatusOr<at::Tensor> StageTrainer::Backward(
   }
   Pending p = std::move(it->second);
   pending_.erase(it);
-  if (!grad_output.defined() || grad_output.sizes() != p.output.sizes()) {
+  if (options_.recompute) {
+    StageInput replay = std::move(p.replay);
+    ES_RETURN_IF_ERROR(RunForward(p, std::move(replay)));
+  }
+  if (p.loss) {
+    if (grad_output.defined()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "micro-batch ", id, " ends in its loss here: no gradient expected"));
+    }
+  } else if (!grad_output.defined() ||
+             grad_output.sizes() != p.output.sizes()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "gradient for micro-batch ", id, " has the wrong shape (output is [",
         p.output.size(0), ", ", p.output.size(1), "])"));
   }
   return TorchCall("stage backward", [&]() -> absl::StatusOr<at::Tensor> {
-    p.output.backward(grad_output.to(p.output.scalar_type()));
+    if (p.loss) {
+      p.output.backward();
+    } else {
+      p.output.backward(grad_output.to(p.output.scalar_type()));
+    }
     return p.input.defined() ? p.input.grad().detach() : at::Tensor();
   });
 }
@@ -113,19 +172,30 @@ absl::StatusOr<at::Tensor> StageTrainer::Backward(
 absl::StatusOr<double> StageTrainer::ForwardBackwardLoss(
     uint64_t id, StageInput input, const at::Tensor& labels,
     at::Tensor* grad_input) {
-  ES_RETURN_IF_ERROR(Forward(id, std::move(input)).status());
-  Pending& p = pending_.at(id);
-  ES_ASSIGN_OR_RETURN(at::Tensor loss, CausalLmLoss(p.output, labels));
-  Pending done = std::move(p);
-  pending_.erase(id);
-  return TorchCall("loss backward", [&]() -> absl::StatusOr<double> {
-    loss.backward();
-    if (grad_input != nullptr) {
-      *grad_input =
-          done.input.defined() ? done.input.grad().detach() : at::Tensor();
-    }
-    return loss.item<double>();
-  });
+  ES_ASSIGN_OR_RETURN(double loss, ForwardLoss(id, std::move(input), labels));
+  ES_ASSIGN_OR_RETURN(at::Tensor grad, Backward(id, at::Tensor()));
+  if (grad_input != nullptr) *grad_input = grad;
+  return loss;
+}
+
+absl::StatusOr<at::Tensor> StageTrainer::Evaluate(StageInput input) const {
+  auto cache = stage_->NewCache(nullptr);
+  const int64_t n = input.tokens.defined()
+                        ? input.tokens.size(0)
+                        : (input.hidden.defined() ? input.hidden.size(0) : 0);
+  if (n == 0) return absl::InvalidArgumentError("empty micro-batch");
+  input.sequences = {{cache.get(), n}};
+  input.adapter = adapter_->name();
+  at::NoGradGuard no_grad;
+  return stage_->Forward(input);
+}
+
+absl::StatusOr<double> StageTrainer::EvaluateLoss(
+    StageInput input, const at::Tensor& labels) const {
+  ES_ASSIGN_OR_RETURN(at::Tensor logits, Evaluate(std::move(input)));
+  at::NoGradGuard no_grad;
+  ES_ASSIGN_OR_RETURN(at::Tensor loss, CausalLmLoss(logits, labels));
+  return loss.item<double>();
 }
 
 double StageTrainer::GradSquaredNorm() const {
@@ -163,10 +233,116 @@ void StageTrainer::ZeroGrad() {
   }
 }
 
+std::map<std::string, FactorState> StageTrainer::State() const {
+  std::map<std::string, FactorState> out;
+  at::NoGradGuard no_grad;
+  for (const auto& [name, p] : params_) {
+    out[name] = {p.value.detach().clone(), p.m.clone(), p.v.clone()};
+  }
+  return out;
+}
+
+absl::Status StageTrainer::SetState(
+    const std::map<std::string, FactorState>& state) {
+  for (const auto& [name, p] : params_) {
+    auto it = state.find(name);
+    if (it == state.end()) {
+      return absl::NotFoundError(absl::StrCat("no state for factor ", name));
+    }
+    for (const at::Tensor* t :
+         {&it->second.value, &it->second.m, &it->second.v}) {
+      if (!t->defined() || t->sizes() != p.value.sizes()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("state of factor ", name, " has the wrong shape"));
+      }
+    }
+  }
+  if (state.size() != params_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "state holds ", state.size(), " factors, this stage ", params_.size()));
+  }
+  at::NoGradGuard no_grad;
+  for (auto& [name, p] : params_) {
+    const FactorState& s = state.at(name);
+    p.value.copy_(s.value);
+    p.m.copy_(s.m);
+    p.v.copy_(s.v);
+  }
+  ZeroGrad();
+  pending_.clear();
+  return absl::OkStatus();
+}
+
 std::map<std::string, at::Tensor> StageTrainer::Gradients() const {
   std::map<std::string, at::Tensor> out;
   for (const auto& [name, p] : params_) {
     if (p.value.grad().defined()) out[name] = p.value.grad();
+  }
+  return out;
+}
+
+absl::Status SaveTrainerState(const std::string& path,
+                              const std::map<std::string, FactorState>& state,
+                              int64_t step) {
+  SafetensorsWriter writer;
+  std::vector<at::Tensor> keep;  // Bytes must live until Write().
+  ES_RETURN_IF_ERROR(TorchCall("SaveTrainerState", [&]() -> absl::Status {
+    for (const auto& [name, s] : state) {
+      for (auto [suffix, t] :
+           {std::pair<const char*, const at::Tensor*>{"", &s.value},
+            {".exp_avg", &s.m},
+            {".exp_avg_sq", &s.v}}) {
+        at::Tensor c = ContiguousCpu(t->detach()).to(at::kFloat);
+        keep.push_back(c);
+        ES_RETURN_IF_ERROR(writer.Add(
+            absl::StrCat(name, suffix), DType::kF32, c.sizes().vec(),
+            absl::Span<const uint8_t>(static_cast<const uint8_t*>(c.data_ptr()),
+                                      c.nbytes())));
+      }
+    }
+    return absl::OkStatus();
+  }));
+  writer.SetMetadata("step", absl::StrCat(step));
+  return writer.Write(path);
+}
+
+absl::StatusOr<TrainerCheckpoint> LoadTrainerState(const std::string& path) {
+  ES_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(path));
+  TrainerCheckpoint out;
+  auto it = file->metadata().find("step");
+  if (it == file->metadata().end() ||
+      !absl::SimpleAtoi(it->second, &out.step) || out.step < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": metadata \"step\" missing or not a count"));
+  }
+  auto read = [&](const std::string& name) -> absl::StatusOr<at::Tensor> {
+    const TensorInfo* info = file->Find(name);
+    if (info == nullptr || info->dtype != DType::kF32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor \"", name, "\" missing or not F32"));
+    }
+    auto data = file->Data(*info);
+    return TorchCall("LoadTrainerState", [&]() -> absl::StatusOr<at::Tensor> {
+      return at::from_blob(const_cast<uint8_t*>(data.data()), info->shape,
+                           at::kFloat)
+          .clone();
+    });
+  };
+  for (const TensorInfo& info : file->tensors()) {
+    absl::string_view name = info.name;
+    if (absl::EndsWith(name, ".exp_avg") ||
+        absl::EndsWith(name, ".exp_avg_sq")) {
+      continue;
+    }
+    FactorState s;
+    ES_ASSIGN_OR_RETURN(s.value, read(info.name));
+    ES_ASSIGN_OR_RETURN(s.m, read(absl::StrCat(info.name, ".exp_avg")));
+    ES_ASSIGN_OR_RETURN(s.v, read(absl::StrCat(info.name, ".exp_avg_sq")));
+    if (s.m.sizes() != s.value.sizes() || s.v.sizes() != s.value.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": moments of \"", info.name, "\" have the wrong shape"));
+    }
+    out.state[info.name] = std::move(s);
   }
   return out;
 }

@@ -45,22 +45,42 @@ struct AdamWOptions {
 absl::StatusOr<at::Tensor> CausalLmLoss(const at::Tensor& logits,
                                         const at::Tensor& labels);
 
+struct TrainerOptions {
+  // Keep only each micro-batch's input and run its forward again, with the
+  // graph, at backward: activation memory of one micro-batch instead of
+  // every micro-batch in flight, for one more forward.
+  bool recompute = false;
+};
+
+// One trainable factor with its AdamW moments (checkpoints).
+struct FactorState {
+  at::Tensor value, m, v;
+};
+
 class StageTrainer {
  public:
   // `stage` and `adapter` must outlive the trainer; the adapter must be
   // attached to the stage. Its factors on the stage's blocks become
   // trainable (fp32, requires_grad).
   static absl::StatusOr<std::unique_ptr<StageTrainer>> Create(
-      const StageModel* stage, std::shared_ptr<LoraAdapter> adapter);
+      const StageModel* stage, std::shared_ptr<LoraAdapter> adapter,
+      TrainerOptions options = {});
 
   // Forward of micro-batch `id` (one sequence: `input.tokens` on a first
   // stage, else `input.hidden`); keeps what Backward needs. Returns the
   // output detached from the graph: hidden states, or logits on a stage
   // with the head.
   absl::StatusOr<at::Tensor> Forward(uint64_t id, StageInput input);
-  // Backward of micro-batch `id` given dLoss/dOutput; accumulates the
-  // factors' gradients and returns dLoss/dInput (undefined on a first
-  // stage, whose input is token ids). Frees the micro-batch's graph.
+  // Forward of a stage with the head, then the loss against `labels`:
+  // Backward(id, undefined) later starts from loss x `loss_scale` (the
+  // micro-batch's share of the step's loss). Returns the unscaled loss.
+  absl::StatusOr<double> ForwardLoss(uint64_t id, StageInput input,
+                                     const at::Tensor& labels,
+                                     double loss_scale = 1.0);
+  // Backward of micro-batch `id` given dLoss/dOutput (undefined after
+  // ForwardLoss); accumulates the factors' gradients and returns
+  // dLoss/dInput (undefined on a first stage, whose input is token ids).
+  // Frees the micro-batch.
   absl::StatusOr<at::Tensor> Backward(uint64_t id,
                                       const at::Tensor& grad_output);
   // For a stage whose output is the loss's input (the head): Forward,
@@ -68,6 +88,11 @@ class StageTrainer {
   absl::StatusOr<double> ForwardBackwardLoss(uint64_t id, StageInput input,
                                              const at::Tensor& labels,
                                              at::Tensor* grad_input);
+  // Evaluation: the output (or the loss) with the current factors, without
+  // a graph.
+  absl::StatusOr<at::Tensor> Evaluate(StageInput input) const;
+  absl::StatusOr<double> EvaluateLoss(StageInput input,
+                                      const at::Tensor& labels) const;
 
   // Sum of squared gradient entries: stages add theirs for a global norm.
   double GradSquaredNorm() const;
@@ -76,28 +101,57 @@ class StageTrainer {
   // zeroes the gradients. `step` is 0-based.
   void Step(const AdamWOptions& options, int64_t step, double grad_scale);
   void ZeroGrad();
+  // Drops micro-batches in flight (a failed step).
+  void Abort() { pending_.clear(); }
 
-  // The trainable factors, keyed by PEFT module path.
+  // The trainable factors, keyed by PEFT module path plus ".lora_A" /
+  // ".lora_B".
   std::map<std::string, at::Tensor> Gradients() const;
+  // Factors and moments (copies), and setting them (checkpoints; every key
+  // must be present with its shape).
+  std::map<std::string, FactorState> State() const;
+  absl::Status SetState(const std::map<std::string, FactorState>& state);
   int64_t pending() const { return static_cast<int64_t>(pending_.size()); }
 
  private:
   struct Pending {
     std::unique_ptr<SequenceKvCache> cache;  // Holds K/V of the graph.
     at::Tensor input;   // Hidden input (requires grad), or undefined.
-    at::Tensor output;  // With its graph.
+    at::Tensor output;  // With its graph (the scaled loss after ForwardLoss).
+    // Recompute: what the forward needs again.
+    StageInput replay;
+    at::Tensor labels;
+    double loss_scale = 1.0;
+    bool loss = false;
+    double loss_value = 0;
   };
   struct Param {
     at::Tensor value;  // The adapter's factor itself (updated in place).
     at::Tensor m, v;   // AdamW moments.
   };
   StageTrainer() = default;
+  // The forward with its graph into `p` (and the scaled loss when p.loss).
+  absl::Status RunForward(Pending& p, StageInput input) const;
 
   const StageModel* stage_ = nullptr;
   std::shared_ptr<LoraAdapter> adapter_;
+  TrainerOptions options_;
   std::map<std::string, Param> params_;
   std::map<uint64_t, Pending> pending_;
 };
+
+// A trainer's checkpoint: factors and AdamW moments in one safetensors
+// file ("<factor>", "<factor>.exp_avg", "<factor>.exp_avg_sq"; metadata
+// "step" = updates done). Written atomically (temporary file + rename).
+absl::Status SaveTrainerState(const std::string& path,
+                              const std::map<std::string, FactorState>& state,
+                              int64_t step);
+struct TrainerCheckpoint {
+  std::map<std::string, FactorState> state;
+  int64_t step = 0;
+};
+// Errors name the file and the tensor.
+absl::StatusOr<TrainerCheckpoint> LoadTrainerState(const std::string& path);
 
 }  // namespace edgesplit
 

@@ -116,6 +116,8 @@ class Cluster {
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
                              &port);
     builder.RegisterService(c->service_.get());
+    builder.SetMaxReceiveMessageSize(kMaxControllerMessageBytes);
+    builder.SetMaxSendMessageSize(kMaxControllerMessageBytes);
     c->grpc_ = builder.BuildAndStart();
     if (!c->grpc_ || port == 0) return absl::UnavailableError("controller");
     c->controller_address_ = absl::StrCat("127.0.0.1:", port);
@@ -126,6 +128,7 @@ class Cluster {
       o.controller = c->controller_address_;
       o.session_idle_timeout = absl::Seconds(60);
       o.profile = options.profile;
+      o.checkpoint_dir = absl::StrCat(dir, "/checkpoints-", n);
       auto device_link = options.device_links.find(n);
       auto peer_link = options.peer_links.find(n);
       if (device_link != options.device_links.end() ||
@@ -147,6 +150,7 @@ class Cluster {
       }
       ES_ASSIGN_OR_RETURN(auto server, EdgeServer::Start(o));
       c->servers_[n] = std::move(server);
+      c->server_options_[n] = o;
     }
     for (auto& [n, s] : c->servers_) {
       if (!s->WaitForPlans(absl::Seconds(30))) {
@@ -186,6 +190,18 @@ class Cluster {
   }
   // Stops a server abruptly (no drain), as a crash would.
   void Kill(const std::string& node) { servers_.erase(node); }
+  // Starts a killed server again (same name, options and checkpoints; a
+  // new port unless emulated links fixed it) and waits for its plans.
+  absl::Status Restart(const std::string& node) {
+    ES_ASSIGN_OR_RETURN(auto server,
+                        EdgeServer::Start(server_options_.at(node)));
+    if (!server->WaitForPlans(absl::Seconds(30))) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("restarted server ", node, " got no plans"));
+    }
+    servers_[node] = std::move(server);
+    return absl::OkStatus();
+  }
   Controller* controller() { return controller_.get(); }
 
  private:
@@ -195,6 +211,7 @@ class Cluster {
   std::unique_ptr<grpc::Server> grpc_;
   std::string controller_address_;
   std::map<std::string, std::unique_ptr<EdgeServer>> servers_;
+  std::map<std::string, EdgeServerOptions> server_options_;
   std::map<std::string, std::unique_ptr<LinkEmulator>> links_;
   std::map<std::string, std::unique_ptr<LinkEmulator>> peer_links_;
 

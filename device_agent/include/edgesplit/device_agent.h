@@ -132,6 +132,101 @@ class EDGESPLIT_EXPORT Session {
   std::unique_ptr<Impl> impl_;
 };
 
+// Split fine-tuning: this device trains LoRA adapters together with the
+// edge servers of the model's plan without sending its raw text (and,
+// U-shaped, without sending its labels). Activations go forward along the
+// route, gradients come back, each stage updates the LoRA factors of its
+// blocks; base weights never change.
+struct TrainingOptions {
+  // Sessions with the same job id share the servers' adapter. Names the
+  // checkpoints: 1-128 of [A-Za-z0-9._-].
+  std::string job_id = "job";
+  // "sl": sequential split learning (devices of a job take turns; each
+  // update applies one device's batch). "psl": parallel split learning
+  // (every update waits for `devices` devices and averages their
+  // gradients). "sfl": split federated learning (psl, and every
+  // `average_every` steps the controller averages the devices' own
+  // adapters: AverageDeviceAdapter).
+  std::string mode = "sl";
+  int devices = 1;  // psl / sfl: devices training together.
+  int average_every = 10;
+  int rank = 8;
+  double alpha = 16;
+  // Module short names ("q_proj", "c_attn", ...); empty: every linear
+  // module of each block.
+  std::vector<std::string> target_modules;
+  // Blocks whose factors train, [first, last); last -1: to the end. The
+  // rest stay frozen (the freezing ratio).
+  int64_t first_trained_block = 0;
+  int64_t last_trained_block = -1;
+  // The loss, head and labels stay on this device: needs a U-shaped plan.
+  bool u_shaped = false;
+  uint64_t seed = 0;  // Initial factors.
+  // AdamW with linear warm-up and cosine decay to 0 over total_steps (0:
+  // constant), global gradient-norm clipping (<= 0: none).
+  double lr = 2e-4;
+  double weight_decay = 0;
+  int64_t warmup_steps = 0;
+  int64_t total_steps = 0;
+  double max_grad_norm = 1.0;
+  // Recompute activations at backward instead of keeping them.
+  bool recompute = false;
+  // This device's checkpoints (the servers keep theirs): ApplyStep with a
+  // checkpoint saves every shard; Resume restores the newest all share.
+  std::string checkpoint_dir;
+  int keep_checkpoints = 2;
+};
+
+struct TrainingStepStats {
+  int64_t step = 0;  // Updates done.
+  double loss = 0;   // Mean over the step's micro-batches.
+  int64_t tokens = 0;
+  double grad_norm = 0;
+  double lr = 0;
+  double ms = 0;
+  int64_t bytes_sent = 0, bytes_received = 0;  // This device's link.
+};
+
+class EDGESPLIT_EXPORT Trainer {
+ public:
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // This device's tokenizer (the model's).
+  absl::StatusOr<std::vector<int32_t>> Tokenize(absl::string_view text) const;
+  // One update from `windows` (each n + 1 token ids: n tokens and their
+  // next-token labels; one micro-batch each, pipelined 1F1B through the
+  // route). `checkpoint` saves every shard after it. A failed hop gives
+  // UNAVAILABLE: call Resume.
+  absl::StatusOr<TrainingStepStats> Step(
+      const std::vector<std::vector<int32_t>>& windows,
+      bool checkpoint = false);
+  // Mean loss per labelled token of `windows` (perplexity = exp(loss)).
+  absl::StatusOr<double> Evaluate(
+      const std::vector<std::vector<int32_t>>& windows);
+  // After a failure: a new route from the controller (retrying until
+  // `timeout` while servers restart), every shard restored to the newest
+  // checkpoint they all hold. Returns the update count to continue from.
+  absl::StatusOr<int64_t> Resume(absl::Duration timeout = absl::Minutes(1));
+  // sfl: sends this device's adapter for averaging (weighted by `samples`
+  // since the last round) and adopts the average; waits for the job's
+  // other devices.
+  absl::Status AverageDeviceAdapter(double samples);
+  // Writes the whole trained adapter (every hop's shard and this device's)
+  // as a PEFT adapter directory.
+  absl::Status Export(const std::string& dir);
+
+  int64_t step() const;
+  std::string route() const;
+
+ private:
+  friend class DeviceAgent;
+  struct Impl;
+  explicit Trainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
 class EDGESPLIT_EXPORT DeviceAgent {
  public:
   static absl::StatusOr<std::unique_ptr<DeviceAgent>> Connect(
@@ -145,8 +240,15 @@ class EDGESPLIT_EXPORT DeviceAgent {
   absl::StatusOr<std::unique_ptr<Session>> OpenSession(
       const std::string& model_id, const std::string& adapter = "");
 
+  // Opens a training session of `model_id` on the controller's plan
+  // (FAILED_PRECONDITION if `u_shaped` and the plan is not), restoring the
+  // newest checkpoint every shard holds when the job has any.
+  absl::StatusOr<std::unique_ptr<Trainer>> StartTraining(
+      const std::string& model_id, const TrainingOptions& options);
+
  private:
   friend struct Session::Impl;  // Sessions use the agent's connections.
+  friend struct Trainer::Impl;
   struct Impl;
   explicit DeviceAgent(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

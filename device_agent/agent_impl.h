@@ -1,0 +1,191 @@
+// The device agent's shared state (internal): the controller connection,
+// stage stubs, loaded models and the profile to report. Used by sessions
+// (device_agent.cc) and trainers (training.cc).
+#ifndef EDGESPLIT_DEVICE_AGENT_AGENT_IMPL_H_
+#define EDGESPLIT_DEVICE_AGENT_AGENT_IMPL_H_
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "edgesplit/device_agent.h"
+#include "edgesplit/v1/controller.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "proto/grpc_status.h"
+#include "proto/probe.h"
+#include "proto/stage_stream.h"
+#include "proto/tensor_codec.h"
+#include "runtime/model_store.h"
+#include "runtime/profiler.h"
+#include "runtime/stage_model.h"
+#include "runtime/status_macros.h"
+#include "runtime/tokenizer.h"
+
+namespace edgesplit {
+
+// "device [0, 1) -> server-a [1, 3) -> server-b [3, 5) + head"
+inline std::string RouteString(const v1::OpenSessionResponse& r) {
+  std::string out = absl::StrCat("device [", r.device_first_block(), ", ",
+                                 r.device_last_block(), ")");
+  for (const auto& hop : r.route()) {
+    absl::StrAppend(&out, " -> ", hop.node(), " [", hop.first_block(), ", ",
+                    hop.last_block(), ")");
+  }
+  absl::StrAppend(&out, r.plan().u_shaped() ? " -> device head" : " + head");
+  return out;
+}
+
+// This device's part of a model: its stages and the tokenizer.
+struct LocalModel {
+  std::unique_ptr<ModelStore> store;
+  std::unique_ptr<StageModel> local;  // Embedding + blocks [0, k).
+  std::unique_ptr<StageModel> head;   // U-shaped plans only.
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+struct DeviceAgent::Impl {
+  DeviceAgentOptions options;
+  v1::Codec codec = v1::CODEC_FP32;
+  std::unique_ptr<v1::ControllerService::Stub> controller;
+  StageStubCache stubs{wire::MaxMessageBytes()};
+  absl::Mutex mu;
+  // (model directory, device blocks first, last, U-shaped)
+  using Key = std::tuple<std::string, int64_t, int64_t, bool>;
+  std::map<Key, std::shared_ptr<LocalModel>> models ABSL_GUARDED_BY(mu);
+
+  // What the next OpenSession reports (report_profile).
+  absl::Mutex profile_mu;
+  v1::DeviceProfile profile ABSL_GUARDED_BY(profile_mu);
+  std::set<std::string> profiled ABSL_GUARDED_BY(profile_mu);  // Model ids.
+  absl::Time link_measured ABSL_GUARDED_BY(profile_mu) = absl::InfinitePast();
+  // The first hop of the last session: measured again before the next
+  // session asks for a route, so the controller plans with a fresh link.
+  v1::Hop last_hop ABSL_GUARDED_BY(profile_mu);
+
+  // Asks the controller for a session of `model_id`, leaving out
+  // `suspects`; retries while no plan exists yet (UNAVAILABLE) until
+  // `deadline`, as nodes that are alive beat again and are planned on.
+  absl::StatusOr<v1::OpenSessionResponse> OpenRoute(
+      const std::string& model_id, const std::string& adapter,
+      const std::vector<std::string>& suspects, absl::Time deadline) {
+    absl::Duration backoff = absl::Milliseconds(50);
+    for (int attempt = 0;; ++attempt) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(
+          ToChrono(std::min(deadline, absl::Now() + options.rpc_timeout)));
+      v1::OpenSessionRequest req;
+      req.set_model_id(model_id);
+      req.set_adapter(adapter);
+      req.set_device(options.device_name);
+      // Suspects are reported once; later attempts just wait for a plan.
+      if (attempt == 0) {
+        for (const std::string& n : suspects) req.add_suspects(n);
+      }
+      if (options.report_profile) {
+        {
+          absl::MutexLock lock(&profile_mu);
+          *req.mutable_profile() = profile;
+        }
+        req.mutable_profile()->set_memory_bytes(options.memory_bytes);
+        req.mutable_profile()->set_joules_per_flop(options.joules_per_flop);
+        req.mutable_profile()->set_joules_per_bit(options.joules_per_bit);
+      }
+      v1::OpenSessionResponse resp;
+      absl::Status s =
+          FromGrpcStatus(controller->OpenSession(&ctx, req, &resp),
+                         absl::StrCat("controller ", options.controller));
+      if (s.ok() && resp.route_size() == 0) {
+        return absl::InternalError("controller returned an empty route");
+      }
+      if (s.ok()) return resp;
+      // UNAVAILABLE: no plan without the suspects yet. Others are final.
+      if (s.code() != absl::StatusCode::kUnavailable ||
+          absl::Now() + backoff >= deadline || suspects.empty()) {
+        return s;
+      }
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Milliseconds(500));
+    }
+  }
+
+  // Measures this device once per model (compute, and the link to the
+  // route's first hop) for the controller's planner.
+  // Measures this device's compute for a model, once (report_profile).
+  void ProfileModel(const std::string& model_id, const std::string& dir) {
+    {
+      absl::MutexLock lock(&profile_mu);
+      if (!options.report_profile || !profiled.insert(model_id).second) return;
+    }
+    ProfileOptions po;
+    po.copy_weights = options.copy_weights;
+    auto compute = ProfileCompute(dir, po);
+    if (!compute.ok()) return;  // Unpriced: the controller plans without it.
+    const double slow = std::max(options.compute_slowdown, 1.0);
+    v1::ComputeProfile c;
+    c.set_model_id(model_id);
+    c.set_decode_ms_per_block(compute->decode_ms_per_block * slow);
+    c.set_prefill_ms_per_token(compute->prefill_ms_per_token * slow);
+    c.set_head_ms(compute->head_ms * slow);
+    // The device embeds every step: its fixed cost per request.
+    c.set_overhead_ms(compute->embed_ms * slow);
+    absl::MutexLock lock(&profile_mu);
+    *profile.add_compute() = c;
+  }
+
+  // Measures the link to `hop` unless measured within
+  // link_profile_interval. Only the latest measurement is kept: the
+  // device's access link limits all its links, and an older measurement
+  // to another server would be stale.
+  void ProfileLink(const v1::Hop& hop) {
+    {
+      absl::MutexLock lock(&profile_mu);
+      if (!options.report_profile ||
+          absl::Now() - link_measured < options.link_profile_interval) {
+        return;
+      }
+      link_measured = absl::Now();
+    }
+    auto link = ProbeLink(stubs.Get(hop.address()), hop.node());
+    absl::MutexLock lock(&profile_mu);
+    if (!link.ok()) return;
+    profile.clear_links();
+    *profile.add_links() = *link;
+    last_hop = hop;
+  }
+
+  absl::StatusOr<std::shared_ptr<LocalModel>> Load(const std::string& dir,
+                                                   int64_t first, int64_t last,
+                                                   bool u_shaped) {
+    const Key key(dir, first, last, u_shaped);
+    {
+      absl::MutexLock lock(&mu);
+      auto it = models.find(key);
+      if (it != models.end()) return it->second;
+    }
+    auto m = std::make_shared<LocalModel>();
+    ES_ASSIGN_OR_RETURN(m->store, ModelStore::Open(dir));
+    StageOptions so;
+    so.copy_weights = options.copy_weights;
+    ES_ASSIGN_OR_RETURN(
+        m->local,
+        StageModel::Load(*m->store, {{first, last}, true, false}, so));
+    if (u_shaped) {
+      const int64_t n = m->store->config().num_layers;
+      ES_ASSIGN_OR_RETURN(
+          m->head, StageModel::Load(*m->store, {{n, n}, false, true}, so));
+    }
+    ES_ASSIGN_OR_RETURN(m->tokenizer, m->store->LoadTokenizer());
+    absl::MutexLock lock(&mu);
+    models[key] = m;
+    return m;
+  }
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_DEVICE_AGENT_AGENT_IMPL_H_

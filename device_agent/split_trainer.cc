@@ -1,0 +1,465 @@
+#include "device_agent/split_trainer.h"
+
+#include <cmath>
+#include <filesystem>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "proto/protocol.h"
+#include "proto/tensor_codec.h"
+#include "proto/training_spec.h"
+#include "runtime/pipeline_schedule.h"
+#include "runtime/status_macros.h"
+#include "runtime/torch_util.h"
+
+namespace edgesplit {
+namespace {
+
+absl::Status Unexpected(const v1::StageResponse& r, absl::string_view want) {
+  return absl::InternalError(absl::StrCat("first hop answered ",
+                                          static_cast<int>(r.kind_case()),
+                                          " where ", want, " was due"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
+    StageModel* local, StageModel* head, v1::StageService::Stub* first_hop,
+    const SplitTrainerOptions& options) {
+  if (options.route.empty()) {
+    return absl::InvalidArgumentError("a split trainer needs a route");
+  }
+  const ModelConfig& model = local->config();
+  ES_RETURN_IF_ERROR(ValidateTrainingSpec(options.spec, model));
+  auto t = std::unique_ptr<SplitTrainer>(new SplitTrainer());
+  t->local_ = local;
+  t->head_ = head;
+  t->options_ = options;
+  t->adamw_ = AdamWFor(options.spec.optimizer());
+  t->adapter_name_ = absl::StrCat("train:", options.spec.job_id());
+  const LoraConfig lora = LoraConfigFor(options.spec, model);
+  ES_ASSIGN_OR_RETURN(
+      std::unique_ptr<LoraAdapter> a,
+      LoraAdapter::Create(model, lora, local->spec().blocks,
+                          options.spec.seed(), t->adapter_name_));
+  t->local_adapter_ = std::move(a);
+  (void)local->DetachAdapter(t->adapter_name_);
+  ES_RETURN_IF_ERROR(local->AttachAdapter(t->local_adapter_));
+  TrainerOptions to;
+  to.recompute = options.spec.recompute();
+  if (!t->local_adapter_->modules().empty()) {
+    ES_ASSIGN_OR_RETURN(t->local_trainer_,
+                        StageTrainer::Create(local, t->local_adapter_, to));
+    t->initial_ = t->local_trainer_->State();
+  }
+  if (head != nullptr) {
+    // The head has no LoRA modules; its trainer carries the loss's
+    // gradient back to the last server's output.
+    ES_ASSIGN_OR_RETURN(
+        std::unique_ptr<LoraAdapter> h,
+        LoraAdapter::Create(model, lora, head->spec().blocks,
+                            options.spec.seed(), t->adapter_name_));
+    t->head_adapter_ = std::move(h);
+    (void)head->DetachAdapter(t->adapter_name_);
+    ES_RETURN_IF_ERROR(head->AttachAdapter(t->head_adapter_));
+    ES_ASSIGN_OR_RETURN(t->head_trainer_,
+                        StageTrainer::Create(head, t->head_adapter_, to));
+  }
+
+  t->stream_ =
+      StageStream::Start(first_hop, options.deadline, options.route[0].node(),
+                         options.route[0].address());
+  v1::StageRequest req;
+  v1::OpenSession* open = req.mutable_open();
+  open->set_protocol_version(kProtocolVersion);
+  open->set_session_id(options.session_id);
+  open->set_model_id(options.model_id);
+  open->set_codec(options.codec);
+  open->set_return_hidden(head != nullptr);
+  for (const v1::Hop& hop : options.route) *open->add_route() = hop;
+  *open->mutable_training() = options.spec;
+  ES_ASSIGN_OR_RETURN(v1::StageResponse r, t->Call(std::move(req)));
+  if (!r.has_opened()) return Unexpected(r, "the session's confirmation");
+  t->server_checkpoints_.assign(r.opened().checkpoint_steps().begin(),
+                                r.opened().checkpoint_steps().end());
+  t->server_step_ = r.opened().job_step();
+  return t;
+}
+
+SplitTrainer::~SplitTrainer() {
+  Close();
+  local_trainer_.reset();
+  head_trainer_.reset();
+  (void)local_->DetachAdapter(adapter_name_);
+  if (head_ != nullptr) (void)head_->DetachAdapter(adapter_name_);
+}
+
+void SplitTrainer::Close() {
+  if (stream_) stream_->Close();
+}
+
+SplitTrainer::Future SplitTrainer::Send(v1::StageRequest request) {
+  auto promise =
+      std::make_shared<std::promise<absl::StatusOr<v1::StageResponse>>>();
+  Future f = promise->get_future().share();
+  bytes_sent_ += static_cast<int64_t>(request.ByteSizeLong());
+  stream_->Send(std::move(request),
+                [promise](absl::StatusOr<v1::StageResponse> r) {
+                  promise->set_value(std::move(r));
+                });
+  return f;
+}
+
+absl::StatusOr<v1::StageResponse> SplitTrainer::Call(v1::StageRequest request) {
+  absl::StatusOr<v1::StageResponse> r = Send(std::move(request)).get();
+  if (r.ok()) bytes_received_ += static_cast<int64_t>(r->ByteSizeLong());
+  return r;
+}
+
+std::string SplitTrainer::CheckpointPath(uint64_t step) const {
+  const BlockRange b = local_->spec().blocks;
+  return absl::StrFormat("%s/%s/%s/%s-blocks-%d-%d/step-%08d.safetensors",
+                         options_.checkpoint_dir, options_.spec.job_id(),
+                         options_.model_id, options_.device, b.first, b.last,
+                         step);
+}
+
+std::vector<uint64_t> SplitTrainer::DeviceCheckpoints() const {
+  std::vector<uint64_t> steps;
+  if (options_.checkpoint_dir.empty()) return steps;
+  const std::filesystem::path dir =
+      std::filesystem::path(CheckpointPath(0)).parent_path();
+  static const std::regex kName("step-([0-9]{8})\\.safetensors");
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (std::regex_match(name, m, kName)) steps.push_back(std::stoull(m[1]));
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+uint64_t SplitTrainer::LatestCommonCheckpoint() const {
+  // A frozen device has nothing to restore: the servers decide.
+  const std::vector<uint64_t> mine = DeviceCheckpoints();
+  uint64_t best = 0;
+  for (uint64_t s : server_checkpoints_) {
+    if (!local_trainer_ ||
+        std::find(mine.begin(), mine.end(), s) != mine.end()) {
+      best = std::max(best, s);
+    }
+  }
+  return best;
+}
+
+absl::Status SplitTrainer::Restore(uint64_t step) {
+  if (local_trainer_) {
+    if (step == 0) {
+      ES_RETURN_IF_ERROR(local_trainer_->SetState(initial_));
+    } else {
+      const std::string path = CheckpointPath(step);
+      ES_ASSIGN_OR_RETURN(TrainerCheckpoint c, LoadTrainerState(path));
+      if (c.step != static_cast<int64_t>(step)) {
+        return absl::DataLossError(
+            absl::StrCat(path, ": holds step ", c.step, ", not ", step));
+      }
+      ES_RETURN_IF_ERROR(local_trainer_->SetState(c.state));
+    }
+  }
+  if (head_trainer_) head_trainer_->Abort();
+  v1::StageRequest req;
+  req.mutable_restore()->set_step(step);
+  ES_ASSIGN_OR_RETURN(v1::StageResponse r, Call(std::move(req)));
+  if (r.kind_case() != v1::StageResponse::kRestored) {
+    return Unexpected(r, "the restore's confirmation");
+  }
+  step_ = step;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
+    const std::vector<at::Tensor>& windows) {
+  const int m = static_cast<int>(windows.size());
+  if (m == 0) return absl::InvalidArgumentError("a step needs micro-batches");
+  const int p = static_cast<int>(options_.route.size()) + 1;
+  const bool u_shaped = head_ != nullptr;
+  const int64_t sent0 = bytes_sent_, received0 = bytes_received_;
+  const double scale = 1.0 / m;
+  std::vector<uint64_t> ids(m);
+  std::vector<Future> forwards(m);
+  double loss_sum = 0;
+  int64_t tokens = 0;
+
+  auto forward = [&](int mb) -> absl::Status {
+    const at::Tensor& w = windows[mb];
+    if (w.dim() != 1 || w.size(0) < 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "micro-batch ", mb, ": a window needs at least 2 tokens"));
+    }
+    const int64_t n = w.size(0) - 1;
+    ids[mb] = next_micro_batch_++;
+    StageInput in;
+    in.tokens = w.slice(0, 0, n).to(at::kLong);
+    at::Tensor h;
+    if (local_trainer_) {
+      ES_ASSIGN_OR_RETURN(h, local_trainer_->Forward(ids[mb], in));
+    } else {
+      // Frozen device: no graph, no backward here.
+      in.sequences.clear();
+      auto cache = local_->NewCache(nullptr);
+      in.sequences = {{cache.get(), n}};
+      at::NoGradGuard no_grad;
+      ES_ASSIGN_OR_RETURN(h, local_->Forward(in));
+    }
+    v1::StageRequest req;
+    v1::ForwardRequest* f = req.mutable_forward();
+    f->set_step(ids[mb]);
+    f->set_train(true);
+    f->set_loss_scale(scale);
+    ES_RETURN_IF_ERROR(wire::Encode(h, options_.codec, f->mutable_hidden()));
+    if (!u_shaped) {
+      at::Tensor labels = w.slice(0, 1, n + 1).to(at::kLong).contiguous();
+      const int64_t* l = labels.data_ptr<int64_t>();
+      for (int64_t i = 0; i < n; ++i) f->add_labels(l[i]);
+    }
+    forwards[mb] = Send(std::move(req));
+    return absl::OkStatus();
+  };
+
+  auto backward = [&](int mb) -> absl::Status {
+    const at::Tensor& w = windows[mb];
+    const int64_t n = w.size(0) - 1;
+    v1::StageRequest req;
+    req.mutable_backward()->set_step(ids[mb]);
+    absl::StatusOr<v1::StageResponse> fr = forwards[mb].get();
+    if (!fr.ok()) return fr.status();
+    bytes_received_ += static_cast<int64_t>(fr->ByteSizeLong());
+    if (!fr->has_forward()) return Unexpected(*fr, "a forward result");
+    if (u_shaped) {
+      // The head and the labels stay here.
+      ES_ASSIGN_OR_RETURN(
+          at::Tensor hidden,
+          wire::Decode(fr->forward().output(), local_->config().hidden_size,
+                       "forward.output"));
+      StageInput in;
+      in.hidden = hidden;
+      at::Tensor labels = w.slice(0, 1, n + 1).to(at::kLong);
+      ES_ASSIGN_OR_RETURN(
+          double loss, head_trainer_->ForwardLoss(ids[mb], in, labels, scale));
+      ES_ASSIGN_OR_RETURN(at::Tensor g,
+                          head_trainer_->Backward(ids[mb], at::Tensor()));
+      ES_RETURN_IF_ERROR(wire::Encode(
+          g, options_.codec, req.mutable_backward()->mutable_grad_output()));
+      loss_sum += loss;
+      tokens += (labels != -100).sum().item<int64_t>();
+    } else {
+      if (!fr->forward().has_loss()) {
+        return absl::InternalError("the last hop returned no loss");
+      }
+      loss_sum += fr->forward().loss().loss();
+      tokens += fr->forward().loss().tokens();
+    }
+    ES_ASSIGN_OR_RETURN(v1::StageResponse br, Call(std::move(req)));
+    if (!br.has_backward()) return Unexpected(br, "a backward result");
+    if (local_trainer_) {
+      ES_ASSIGN_OR_RETURN(
+          at::Tensor g,
+          wire::Decode(br.backward().grad_input(), local_->config().hidden_size,
+                       "backward.grad_input"));
+      ES_RETURN_IF_ERROR(local_trainer_->Backward(ids[mb], g).status());
+    }
+    return absl::OkStatus();
+  };
+
+  // This device is stage 0 of p: its 1F1B order. The servers run what
+  // arrives, so they follow the same schedule.
+  const std::vector<std::vector<PipelineOp>> schedule = OneFOneBSchedule(p, m);
+  for (const PipelineOp& op : schedule[0]) {
+    absl::Status s =
+        op.forward ? forward(op.micro_batch) : backward(op.micro_batch);
+    if (!s.ok()) {
+      if (local_trainer_) local_trainer_->Abort();
+      if (head_trainer_) head_trainer_->Abort();
+      return s;
+    }
+  }
+  SplitStepStats stats;
+  stats.step = static_cast<int64_t>(step_);
+  stats.loss = loss_sum / m;
+  stats.tokens = tokens;
+  stats.bytes_sent = bytes_sent_ - sent0;
+  stats.bytes_received = bytes_received_ - received0;
+  last_loss_ = stats.loss;
+  last_tokens_ = tokens;
+  return stats;
+}
+
+absl::StatusOr<SplitStepStats> SplitTrainer::ApplyStep(bool checkpoint) {
+  const int64_t sent0 = bytes_sent_, received0 = bytes_received_;
+  double device_sq = 0;
+  if (local_trainer_) device_sq += local_trainer_->GradSquaredNorm();
+  if (head_trainer_) device_sq += head_trainer_->GradSquaredNorm();
+  v1::StageRequest req;
+  v1::OptimizerStep* s = req.mutable_optimizer_step();
+  s->set_step(step_);
+  s->set_upstream_sq_norm(options_.global_norm ? device_sq : 0.0);
+  s->set_checkpoint(checkpoint);
+  ES_ASSIGN_OR_RETURN(v1::StageResponse r, Call(std::move(req)));
+  if (!r.has_step()) return Unexpected(r, "an optimizer step's result");
+  double scale = r.step().grad_scale();
+  if (!options_.global_norm) {
+    const double norm = std::sqrt(device_sq);
+    scale = adamw_.max_grad_norm > 0 && norm > adamw_.max_grad_norm
+                ? adamw_.max_grad_norm / norm
+                : 1.0;
+  }
+  if (local_trainer_) local_trainer_->Step(adamw_, step_, scale);
+  if (head_trainer_) head_trainer_->ZeroGrad();
+  ++step_;
+  if (checkpoint && local_trainer_ && !options_.checkpoint_dir.empty()) {
+    const std::string path = CheckpointPath(step_);
+    std::error_code ec;
+    std::filesystem::create_directories(
+        std::filesystem::path(path).parent_path(), ec);
+    ES_RETURN_IF_ERROR(SaveTrainerState(path, local_trainer_->State(),
+                                        static_cast<int64_t>(step_)));
+    const size_t keep = options_.spec.keep_checkpoints() == 0
+                            ? 2
+                            : options_.spec.keep_checkpoints();
+    std::vector<uint64_t> steps = DeviceCheckpoints();
+    for (size_t i = 0; i + keep < steps.size(); ++i) {
+      std::filesystem::remove(CheckpointPath(steps[i]), ec);
+    }
+  }
+  SplitStepStats stats;
+  stats.step = static_cast<int64_t>(step_);
+  stats.loss = last_loss_;
+  stats.tokens = last_tokens_;
+  stats.grad_norm = std::sqrt(r.step().total_sq_norm());
+  stats.grad_scale = scale;
+  stats.lr = r.step().lr();
+  stats.bytes_sent = bytes_sent_ - sent0;
+  stats.bytes_received = bytes_received_ - received0;
+  return stats;
+}
+
+absl::StatusOr<std::pair<double, int64_t>> SplitTrainer::Evaluate(
+    const std::vector<at::Tensor>& windows) {
+  const bool u_shaped = head_ != nullptr;
+  std::vector<Future> results;
+  // Every window's forward goes out before the first answer is read: the
+  // hops work on different windows at once.
+  for (size_t i = 0; i < windows.size(); ++i) {
+    const at::Tensor& w = windows[i];
+    if (w.dim() != 1 || w.size(0) < 2) {
+      return absl::InvalidArgumentError("a window needs at least 2 tokens");
+    }
+    const int64_t n = w.size(0) - 1;
+    auto cache = local_->NewCache(nullptr);
+    StageInput in;
+    in.tokens = w.slice(0, 0, n).to(at::kLong);
+    in.sequences = {{cache.get(), n}};
+    in.adapter = adapter_name_;
+    at::Tensor h;
+    {
+      at::NoGradGuard no_grad;
+      ES_ASSIGN_OR_RETURN(h, local_->Forward(in));
+    }
+    v1::StageRequest req;
+    v1::ForwardRequest* f = req.mutable_forward();
+    f->set_step(next_micro_batch_++);
+    f->set_train(false);
+    ES_RETURN_IF_ERROR(wire::Encode(h, options_.codec, f->mutable_hidden()));
+    if (!u_shaped) {
+      at::Tensor labels = w.slice(0, 1, n + 1).to(at::kLong).contiguous();
+      for (int64_t k = 0; k < n; ++k) f->add_labels(labels[k].item<int64_t>());
+    }
+    results.push_back(Send(std::move(req)));
+  }
+  double sum = 0;
+  int64_t tokens = 0;
+  for (size_t i = 0; i < windows.size(); ++i) {
+    absl::StatusOr<v1::StageResponse> r = results[i].get();
+    if (!r.ok()) return r.status();
+    if (!r->has_forward()) return Unexpected(*r, "a forward result");
+    const int64_t n = windows[i].size(0) - 1;
+    at::Tensor labels = windows[i].slice(0, 1, n + 1).to(at::kLong);
+    if (u_shaped) {
+      ES_ASSIGN_OR_RETURN(
+          at::Tensor hidden,
+          wire::Decode(r->forward().output(), local_->config().hidden_size,
+                       "forward.output"));
+      StageInput in;
+      in.hidden = hidden;
+      ES_ASSIGN_OR_RETURN(double loss, head_trainer_->EvaluateLoss(in, labels));
+      const int64_t counted = (labels != -100).sum().item<int64_t>();
+      sum += loss * counted;
+      tokens += counted;
+    } else {
+      sum += r->forward().loss().loss() * r->forward().loss().tokens();
+      tokens += r->forward().loss().tokens();
+    }
+  }
+  if (tokens == 0) return absl::InvalidArgumentError("no labelled tokens");
+  return std::make_pair(sum / tokens, tokens);
+}
+
+absl::Status SplitTrainer::Export(AdapterTensors* factors,
+                                  AdapterTensors* gradients) {
+  v1::StageRequest req;
+  req.mutable_export_()->set_gradients(gradients != nullptr);
+  ES_ASSIGN_OR_RETURN(v1::StageResponse r, Call(std::move(req)));
+  if (!r.has_shard()) return Unexpected(r, "an adapter shard");
+  auto take = [](const google::protobuf::RepeatedPtrField<v1::NamedTensor>& in,
+                 AdapterTensors* out) -> absl::Status {
+    for (const v1::NamedTensor& t : in) {
+      ES_ASSIGN_OR_RETURN(at::Tensor v, wire::Decode(t.tensor(), 0, t.name()));
+      (*out)[t.name()] = v;
+    }
+    return absl::OkStatus();
+  };
+  ES_RETURN_IF_ERROR(take(r.shard().factors(), factors));
+  if (gradients != nullptr) {
+    ES_RETURN_IF_ERROR(take(r.shard().gradients(), gradients));
+  }
+  if (local_trainer_) {
+    for (const auto& [name, st] : local_trainer_->State()) {
+      (*factors)[PeftTensorName(name)] = st.value;
+    }
+    if (gradients != nullptr) {
+      for (const auto& [name, g] : local_trainer_->Gradients()) {
+        (*gradients)[PeftTensorName(name)] = g.detach().clone();
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+AdapterTensors SplitTrainer::DeviceFactors() const {
+  AdapterTensors out;
+  if (!local_trainer_) return out;
+  for (const auto& [name, st] : local_trainer_->State()) {
+    out[PeftTensorName(name)] = st.value;
+  }
+  return out;
+}
+
+absl::Status SplitTrainer::SetDeviceFactors(const AdapterTensors& factors) {
+  if (!local_trainer_) return absl::OkStatus();
+  // Factors change; the moments stay (each device keeps its optimizer).
+  std::map<std::string, FactorState> state = local_trainer_->State();
+  for (auto& [name, st] : state) {
+    auto it = factors.find(PeftTensorName(name));
+    if (it == factors.end() || it->second.sizes() != st.value.sizes()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("averaged adapter lacks factor ", PeftTensorName(name),
+                       " or has the wrong shape"));
+    }
+    st.value = it->second.to(at::kFloat);
+  }
+  return local_trainer_->SetState(state);
+}
+
+}  // namespace edgesplit

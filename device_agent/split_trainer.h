@@ -1,0 +1,133 @@
+// The device's side of split training: the embedding and blocks [0, k) run
+// here (training their LoRA factors unless frozen), the servers of the
+// route run the rest over one training session, and in a U-shaped split
+// the final norm and LM head run here too, so labels never leave the
+// device. A step's micro-batches go through the route in 1F1B order: the
+// device sends a micro-batch's forward and moves on to the next while the
+// servers work, and sends backwards in the schedule's order, so the hops
+// compute different micro-batches at the same time.
+#ifndef EDGESPLIT_DEVICE_AGENT_SPLIT_TRAINER_H_
+#define EDGESPLIT_DEVICE_AGENT_SPLIT_TRAINER_H_
+
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "edgesplit/v1/stage.grpc.pb.h"
+#include "proto/stage_stream.h"
+#include "runtime/lora_trainer.h"
+#include "runtime/stage_model.h"
+
+namespace edgesplit {
+
+struct SplitTrainerOptions {
+  std::string session_id;
+  std::string model_id;
+  std::string device = "device";  // Names this device's checkpoints.
+  v1::TrainingSpec spec;
+  v1::Codec codec = v1::CODEC_FP32;
+  std::vector<v1::Hop> route;  // The servers, in order.
+  absl::Time deadline = absl::InfiniteFuture();
+  // Clipping: true adds this device's squared gradient norm to the chain's
+  // (one global norm: split equals whole); false (devices > 1) clips the
+  // device's adapter by its own norm and the servers' by theirs.
+  bool global_norm = true;
+  // Where this device keeps its shard's checkpoints ("" none).
+  std::string checkpoint_dir;
+};
+
+struct SplitStepStats {
+  int64_t step = 0;  // Updates done after this one.
+  double loss = 0;   // Mean of the micro-batches' mean losses.
+  int64_t tokens = 0;
+  double grad_norm = 0;  // Global (or, global_norm false, the servers').
+  double grad_scale = 1;
+  double lr = 0;
+  int64_t bytes_sent = 0, bytes_received = 0;  // To/from the first hop.
+};
+
+// PEFT tensor name ("base_model.model.<module>.lora_A.weight") -> tensor.
+using AdapterTensors = std::map<std::string, at::Tensor>;
+
+// Not thread-safe: one thread drives a trainer.
+class SplitTrainer {
+ public:
+  // `local` (embedding + the device's blocks) and `head` (U-shaped, else
+  // null) must outlive the trainer; the trainer attaches its adapter to
+  // them under "train:<job>". Opens the session along the route.
+  static absl::StatusOr<std::unique_ptr<SplitTrainer>> Open(
+      StageModel* local, StageModel* head, v1::StageService::Stub* first_hop,
+      const SplitTrainerOptions& options);
+  ~SplitTrainer();
+
+  // Updates checkpointed by every hop of the route, ascending, and the
+  // least advanced hop's update count.
+  const std::vector<uint64_t>& server_checkpoints() const {
+    return server_checkpoints_;
+  }
+  uint64_t server_step() const { return server_step_; }
+  // Updates this device has checkpointed, ascending.
+  std::vector<uint64_t> DeviceCheckpoints() const;
+  // The newest update count every hop and this device can restore (0: the
+  // initial factors).
+  uint64_t LatestCommonCheckpoint() const;
+  // Every hop and this device go back to update `step`.
+  absl::Status Restore(uint64_t step);
+
+  // Forward and backward of `windows` (each n + 1 token ids: tokens and
+  // their next-token labels), one micro-batch each; gradients accumulate.
+  absl::StatusOr<SplitStepStats> ForwardBackward(
+      const std::vector<at::Tensor>& windows);
+  // The optimizer update of the accumulated gradients on every hop and
+  // here; `checkpoint` saves every shard afterwards.
+  absl::StatusOr<SplitStepStats> ApplyStep(bool checkpoint);
+  // Mean loss per labelled token of `windows`, without training.
+  absl::StatusOr<std::pair<double, int64_t>> Evaluate(
+      const std::vector<at::Tensor>& windows);
+
+  // The whole adapter (the servers' shards and this device's), with its
+  // gradients when asked.
+  absl::Status Export(AdapterTensors* factors, AdapterTensors* gradients);
+  // This device's factors (PEFT names) and setting them (federated
+  // averaging): shapes must match.
+  AdapterTensors DeviceFactors() const;
+  absl::Status SetDeviceFactors(const AdapterTensors& factors);
+
+  uint64_t step() const { return step_; }
+  bool device_trains() const { return local_trainer_ != nullptr; }
+  // Ends the session (every hop frees it).
+  void Close();
+
+ private:
+  using Future = std::shared_future<absl::StatusOr<v1::StageResponse>>;
+  SplitTrainer() = default;
+  Future Send(v1::StageRequest request);
+  absl::StatusOr<v1::StageResponse> Call(v1::StageRequest request);
+  std::string CheckpointPath(uint64_t step) const;
+
+  StageModel* local_ = nullptr;
+  StageModel* head_ = nullptr;
+  SplitTrainerOptions options_;
+  std::string adapter_name_;
+  std::shared_ptr<LoraAdapter> local_adapter_, head_adapter_;
+  std::unique_ptr<StageTrainer> local_trainer_;  // Null when frozen.
+  std::unique_ptr<StageTrainer> head_trainer_;   // U-shaped only.
+  std::map<std::string, FactorState> initial_;   // local_trainer_'s.
+  AdamWOptions adamw_;
+  std::shared_ptr<StageStream> stream_;
+  std::vector<uint64_t> server_checkpoints_;
+  uint64_t server_step_ = 0;
+  uint64_t step_ = 0;
+  uint64_t next_micro_batch_ = 0;
+  int64_t bytes_sent_ = 0, bytes_received_ = 0;
+  double last_loss_ = 0;
+  int64_t last_tokens_ = 0;
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_DEVICE_AGENT_SPLIT_TRAINER_H_

@@ -1,0 +1,297 @@
+// The public Trainer: a SplitTrainer on the controller's route, reopened
+// and restored from the newest common checkpoint after failures, with
+// federated averaging through the controller and PEFT export.
+#include <chrono>
+#include <thread>
+
+#include "device_agent/agent_impl.h"
+#include "device_agent/split_trainer.h"
+#include "proto/training_spec.h"
+#include "runtime/lora.h"
+
+namespace edgesplit {
+namespace {
+
+std::vector<std::string> DefaultTargets(Arch arch) {
+  if (arch == Arch::kGpt2) return {"c_attn", "c_proj", "c_fc"};
+  return {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+          "gate_proj", "up_proj", "down_proj"};
+}
+
+absl::StatusOr<std::vector<at::Tensor>> Windows(
+    const std::vector<std::vector<int32_t>>& windows) {
+  std::vector<at::Tensor> out;
+  out.reserve(windows.size());
+  for (const auto& w : windows) {
+    if (w.size() < 2) {
+      return absl::InvalidArgumentError(
+          "a training window needs at least 2 tokens (inputs and labels)");
+    }
+    out.push_back(
+        at::tensor(std::vector<int64_t>(w.begin(), w.end()), at::kLong));
+  }
+  return out;
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  DeviceAgent::Impl* agent = nullptr;
+  std::string model_id;
+  TrainingOptions options;
+  v1::TrainingSpec spec;
+  v1::OpenSessionResponse route;
+  std::shared_ptr<LocalModel> model;
+  std::unique_ptr<SplitTrainer> trainer;
+  int attempt = 0;
+
+  std::string ModelDir(const v1::OpenSessionResponse& r) const {
+    auto it = agent->options.model_dirs.find(model_id);
+    return it != agent->options.model_dirs.end() ? it->second
+                                                 : r.plan().model_path();
+  }
+
+  // Builds the spec from the options against the model's config.
+  absl::Status MakeSpec(const ModelConfig& config) {
+    if (options.mode != "sl" && options.mode != "psl" &&
+        options.mode != "sfl") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TrainingOptions.mode: \"", options.mode, "\" (sl, psl or sfl)"));
+    }
+    if (options.devices < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TrainingOptions.devices: ", options.devices));
+    }
+    spec.set_job_id(options.job_id);
+    spec.set_rank(static_cast<uint32_t>(std::max(options.rank, 0)));
+    spec.set_alpha(options.alpha);
+    std::vector<std::string> targets = options.target_modules.empty()
+                                           ? DefaultTargets(config.arch)
+                                           : options.target_modules;
+    for (const std::string& t : targets) spec.add_target_modules(t);
+    spec.set_first_trained_block(options.first_trained_block);
+    spec.set_last_trained_block(options.last_trained_block < 0
+                                    ? config.num_layers
+                                    : options.last_trained_block);
+    spec.set_seed(options.seed);
+    v1::OptimizerSpec* o = spec.mutable_optimizer();
+    o->set_lr(options.lr);
+    o->set_beta1(0.9);
+    o->set_beta2(0.999);
+    o->set_eps(1e-8);
+    o->set_weight_decay(options.weight_decay);
+    o->set_warmup_steps(options.warmup_steps);
+    o->set_total_steps(options.total_steps);
+    o->set_max_grad_norm(options.max_grad_norm);
+    spec.set_devices(
+        options.mode == "sl" ? 1 : static_cast<uint32_t>(options.devices));
+    spec.set_recompute(options.recompute);
+    spec.set_keep_checkpoints(
+        static_cast<uint32_t>(std::max(options.keep_checkpoints, 0)));
+    return ValidateTrainingSpec(spec, config);
+  }
+
+  // A route from the controller, this device's blocks loaded, the session
+  // open on every hop and every shard at the newest common checkpoint.
+  absl::Status Open(absl::Time deadline) {
+    const int64_t old_first = route.device_first_block();
+    const int64_t old_last = route.device_last_block();
+    const bool had_route = route.route_size() > 0;
+    ES_ASSIGN_OR_RETURN(v1::OpenSessionResponse r,
+                        agent->OpenRoute(model_id, "", {}, deadline));
+    if (options.u_shaped && !r.plan().u_shaped()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "u_shaped training needs a U-shaped plan; the plan of ", model_id,
+          " ends with the LM head on ", r.route(r.route_size() - 1).node()));
+    }
+    if (had_route && (r.device_first_block() != old_first ||
+                      r.device_last_block() != old_last)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the plan moved this device's blocks from [", old_first, ", ",
+          old_last, ") to [", r.device_first_block(), ", ",
+          r.device_last_block(),
+          "): training resumes only on the split its checkpoints have"));
+    }
+    ES_ASSIGN_OR_RETURN(
+        model, agent->Load(ModelDir(r), r.device_first_block(),
+                           r.device_last_block(), r.plan().u_shaped()));
+    if (spec.job_id().empty()) {
+      ES_RETURN_IF_ERROR(MakeSpec(model->store->config()));
+    }
+    SplitTrainerOptions so;
+    so.session_id = absl::StrCat(r.session_id(), "/train/", attempt++);
+    so.model_id = model_id;
+    so.device = agent->options.device_name;
+    so.spec = spec;
+    so.codec = agent->codec;
+    so.route.assign(r.route().begin(), r.route().end());
+    so.deadline = absl::InfiniteFuture();
+    so.global_norm = spec.devices() == 1;
+    so.checkpoint_dir = options.checkpoint_dir;
+    trainer.reset();
+    ES_ASSIGN_OR_RETURN(
+        trainer,
+        SplitTrainer::Open(model->local.get(), model->head.get(),
+                           agent->stubs.Get(so.route[0].address()), so));
+    route = std::move(r);
+    return trainer->Restore(trainer->LatestCommonCheckpoint());
+  }
+
+  // Open, retried while hops are unreachable or still loading.
+  absl::Status OpenRetrying(absl::Duration timeout) {
+    const absl::Time until = absl::Now() + timeout;
+    absl::Duration backoff = absl::Milliseconds(100);
+    for (;;) {
+      absl::Status s = Open(until);
+      // Hops down, restarting, loading their stages or shutting down
+      // (their sessions end CANCELLED) come back; bad input does not.
+      const bool retry = s.code() == absl::StatusCode::kUnavailable ||
+                         s.code() == absl::StatusCode::kNotFound ||
+                         s.code() == absl::StatusCode::kCancelled ||
+                         s.code() == absl::StatusCode::kDeadlineExceeded;
+      if (s.ok() || !retry || absl::Now() + backoff > until) return s;
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(1));
+    }
+  }
+};
+
+Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Trainer::~Trainer() = default;
+
+absl::StatusOr<std::vector<int32_t>> Trainer::Tokenize(
+    absl::string_view text) const {
+  return impl_->model->tokenizer->Encode(text);
+}
+
+absl::StatusOr<TrainingStepStats> Trainer::Step(
+    const std::vector<std::vector<int32_t>>& windows, bool checkpoint) {
+  if (!impl_->trainer) {
+    return absl::FailedPreconditionError("the trainer failed: call Resume");
+  }
+  ES_ASSIGN_OR_RETURN(std::vector<at::Tensor> w, Windows(windows));
+  const auto start = std::chrono::steady_clock::now();
+  auto fb = impl_->trainer->ForwardBackward(w);
+  if (!fb.ok()) {
+    impl_->trainer.reset();
+    return fb.status();
+  }
+  auto st = impl_->trainer->ApplyStep(checkpoint);
+  if (!st.ok()) {
+    impl_->trainer.reset();
+    return st.status();
+  }
+  TrainingStepStats out;
+  out.step = st->step;
+  out.loss = fb->loss;
+  out.tokens = fb->tokens;
+  out.grad_norm = st->grad_norm;
+  out.lr = st->lr;
+  out.ms = std::chrono::duration<double, std::milli>(
+               std::chrono::steady_clock::now() - start)
+               .count();
+  out.bytes_sent = fb->bytes_sent + st->bytes_sent;
+  out.bytes_received = fb->bytes_received + st->bytes_received;
+  return out;
+}
+
+absl::StatusOr<double> Trainer::Evaluate(
+    const std::vector<std::vector<int32_t>>& windows) {
+  if (!impl_->trainer) {
+    return absl::FailedPreconditionError("the trainer failed: call Resume");
+  }
+  ES_ASSIGN_OR_RETURN(std::vector<at::Tensor> w, Windows(windows));
+  auto r = impl_->trainer->Evaluate(w);
+  if (!r.ok()) {
+    impl_->trainer.reset();
+    return r.status();
+  }
+  return r->first;
+}
+
+absl::StatusOr<int64_t> Trainer::Resume(absl::Duration timeout) {
+  impl_->trainer.reset();
+  ES_RETURN_IF_ERROR(impl_->OpenRetrying(timeout));
+  return static_cast<int64_t>(impl_->trainer->step());
+}
+
+absl::Status Trainer::AverageDeviceAdapter(double samples) {
+  if (!impl_->trainer) {
+    return absl::FailedPreconditionError("the trainer failed: call Resume");
+  }
+  v1::AverageAdaptersRequest req;
+  req.set_job_id(impl_->spec.job_id());
+  req.set_round(impl_->trainer->step());
+  req.set_devices(static_cast<uint32_t>(impl_->options.devices));
+  req.set_device(impl_->agent->options.device_name);
+  req.set_samples(samples);
+  for (const auto& [name, t] : impl_->trainer->DeviceFactors()) {
+    v1::NamedTensor* nt = req.add_factors();
+    nt->set_name(name);
+    ES_RETURN_IF_ERROR(wire::Encode(t, v1::CODEC_FP32, nt->mutable_tensor()));
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(
+      ToChrono(absl::Now() + impl_->agent->options.generation_timeout));
+  v1::AverageAdaptersResponse resp;
+  ES_RETURN_IF_ERROR(FromGrpcStatus(
+      impl_->agent->controller->AverageAdapters(&ctx, req, &resp),
+      absl::StrCat("controller ", impl_->agent->options.controller)));
+  AdapterTensors averaged;
+  for (const v1::NamedTensor& t : resp.factors()) {
+    ES_ASSIGN_OR_RETURN(averaged[t.name()],
+                        wire::Decode(t.tensor(), 0, t.name()));
+  }
+  return impl_->trainer->SetDeviceFactors(averaged);
+}
+
+absl::Status Trainer::Export(const std::string& dir) {
+  if (!impl_->trainer) {
+    return absl::FailedPreconditionError("the trainer failed: call Resume");
+  }
+  AdapterTensors factors;
+  ES_RETURN_IF_ERROR(impl_->trainer->Export(&factors, nullptr));
+  const ModelConfig& config = impl_->model->store->config();
+  LoraConfig lora = LoraConfigFor(impl_->spec, config);
+  lora.base_model_name_or_path = impl_->model_id;
+  ES_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter,
+                      LoraAdapter::Create(config, lora, {0, config.num_layers},
+                                          impl_->spec.seed(), "export"));
+  size_t used = 0;
+  for (auto& [module, f] : adapter->mutable_modules()) {
+    for (auto [which, t] : {std::pair<const char*, at::Tensor*>{"lora_A", &f.a},
+                            {"lora_B", &f.b}}) {
+      const std::string name = PeftTensorName(absl::StrCat(module, ".", which));
+      auto it = factors.find(name);
+      if (it == factors.end() || it->second.sizes() != t->sizes()) {
+        return absl::InternalError(absl::StrCat("no hop returned factor ", name,
+                                                " (or its shape is wrong)"));
+      }
+      *t = it->second.detach().to(at::kFloat).contiguous();
+      ++used;
+    }
+  }
+  if (used != factors.size()) {
+    return absl::InternalError(absl::StrCat(
+        "hops returned ", factors.size(), " factors, the adapter has ", used));
+  }
+  return adapter->SavePeft(dir);
+}
+
+int64_t Trainer::step() const {
+  return impl_->trainer ? static_cast<int64_t>(impl_->trainer->step()) : -1;
+}
+
+std::string Trainer::route() const { return RouteString(impl_->route); }
+
+absl::StatusOr<std::unique_ptr<Trainer>> DeviceAgent::StartTraining(
+    const std::string& model_id, const TrainingOptions& options) {
+  auto impl = std::make_unique<Trainer::Impl>();
+  impl->agent = impl_.get();
+  impl->model_id = model_id;
+  impl->options = options;
+  ES_RETURN_IF_ERROR(impl->OpenRetrying(impl_->options.rpc_timeout));
+  return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+}  // namespace edgesplit

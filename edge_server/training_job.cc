@@ -1,0 +1,321 @@
+#include "edge_server/training_job.h"
+
+#include <cmath>
+#include <filesystem>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "proto/tensor_codec.h"
+#include "proto/training_spec.h"
+#include "runtime/status_macros.h"
+#include "runtime/torch_util.h"
+
+namespace edgesplit {
+absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJob::Create(
+    const v1::TrainingSpec& spec, std::shared_ptr<HostedStage> stage,
+    const std::string& checkpoint_root) {
+  const ModelConfig& model = stage->model->config();
+  ES_RETURN_IF_ERROR(ValidateTrainingSpec(spec, model));
+  std::shared_ptr<TrainingJob> job(new TrainingJob(spec, std::move(stage)));
+  const BlockRange blocks = job->stage_->model->spec().blocks;
+  job->adapter_name_ = absl::StrCat("train:", spec.job_id());
+  if (!checkpoint_root.empty()) {
+    job->checkpoint_dir_ = absl::StrCat(checkpoint_root, "/", spec.job_id(),
+                                        "/", job->stage_->model_id, "/blocks-",
+                                        blocks.first, "-", blocks.last);
+  }
+  LoraConfig lora = LoraConfigFor(spec, model);
+  ES_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter,
+                      LoraAdapter::Create(model, lora, blocks, spec.seed(),
+                                          job->adapter_name_));
+  job->adapter_ = std::move(adapter);
+  job->adamw_ = AdamWFor(spec.optimizer());
+  // A stale adapter of this name (a job that failed to start) goes first.
+  (void)job->stage_->model->DetachAdapter(job->adapter_name_);
+  ES_RETURN_IF_ERROR(job->stage_->model->AttachAdapter(job->adapter_));
+  TrainerOptions to;
+  to.recompute = spec.recompute();
+  auto trainer =
+      StageTrainer::Create(job->stage_->model.get(), job->adapter_, to);
+  if (!trainer.ok()) {
+    (void)job->stage_->model->DetachAdapter(job->adapter_name_);
+    return trainer.status();
+  }
+  job->trainer_ = *std::move(trainer);
+  job->initial_ = job->trainer_->State();
+  job->thread_ = std::thread([w = job->worker_] { w->Loop(); });
+  return job;
+}
+
+TrainingJob::~TrainingJob() {
+  {
+    std::lock_guard<std::mutex> lock(worker_->mu);
+    worker_->stopping = true;
+  }
+  worker_->cv.notify_all();
+  if (thread_.joinable()) {
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();  // Ends after this task; the queue is its own.
+    } else {
+      thread_.join();
+    }
+  }
+  trainer_.reset();
+  (void)stage_->model->DetachAdapter(adapter_name_);
+}
+
+void TrainingJob::Submit(std::function<void()> task) {
+  {
+    std::lock_guard<std::mutex> lock(worker_->mu);
+    worker_->queue.push_back(std::move(task));
+  }
+  worker_->cv.notify_one();
+}
+
+void TrainingJob::Worker::Loop() {
+  for (;;) {
+    std::function<void()> task;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [this] { return stopping || !queue.empty(); });
+      if (queue.empty()) return;  // Stopping with nothing left.
+      task = std::move(queue.front());
+      queue.pop_front();
+    }
+    task();
+    task = nullptr;  // May destroy the job (see Worker).
+  }
+}
+
+namespace {
+
+// Emulated slower machine: sleep (factor - 1) x the compute.
+class Slowdown {
+ public:
+  explicit Slowdown(const HostedStage& stage) : stage_(stage) {}
+  ~Slowdown() {
+    const double f = stage_.slowdown ? stage_.slowdown->load() : 1.0;
+    if (f <= 1.0) return;
+    const auto spent = std::chrono::steady_clock::now() - start_;
+    std::this_thread::sleep_for(spent * (f - 1.0));
+  }
+
+ private:
+  const HostedStage& stage_;
+  const std::chrono::steady_clock::time_point start_ =
+      std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+absl::StatusOr<at::Tensor> TrainingJob::Forward(uint64_t key, StageInput input,
+                                                bool train) {
+  Slowdown slow(*stage_);
+  if (!train) return trainer_->Evaluate(std::move(input));
+  return trainer_->Forward(key, std::move(input));
+}
+
+absl::StatusOr<double> TrainingJob::ForwardLoss(uint64_t key, StageInput input,
+                                                const at::Tensor& labels,
+                                                double loss_scale, bool train) {
+  Slowdown slow(*stage_);
+  if (!train) return trainer_->EvaluateLoss(std::move(input), labels);
+  return trainer_->ForwardLoss(key, std::move(input), labels, loss_scale);
+}
+
+absl::StatusOr<at::Tensor> TrainingJob::Backward(uint64_t key,
+                                                 const at::Tensor& grad) {
+  Slowdown slow(*stage_);
+  return trainer_->Backward(key, grad);
+}
+
+double TrainingJob::SquaredNorm() const {
+  const double n = spec_.devices();
+  return trainer_->GradSquaredNorm() / (n * n);
+}
+
+absl::StatusOr<StepOutcome> TrainingJob::ApplyStep(uint64_t step,
+                                                   double total_sq_norm,
+                                                   bool checkpoint) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = outcomes_.find(step);
+    if (it != outcomes_.end()) return it->second;
+    if (step != step_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("optimizer step ", step, " but job ", spec_.job_id(),
+                       " has done ", step_, " updates"));
+    }
+  }
+  if (checkpoint && checkpoint_dir_.empty()) {
+    return absl::FailedPreconditionError(
+        "this server keeps no checkpoints (checkpoint_dir is empty)");
+  }
+  if (!std::isfinite(total_sq_norm) || total_sq_norm < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gradient norm is not finite (squared norm ",
+                     total_sq_norm, "): update skipped"));
+  }
+  StepOutcome out;
+  out.total_sq_norm = total_sq_norm;
+  const double norm = std::sqrt(total_sq_norm);
+  out.grad_scale = adamw_.max_grad_norm > 0 && norm > adamw_.max_grad_norm
+                       ? adamw_.max_grad_norm / norm
+                       : 1.0;
+  out.lr = adamw_.LearningRate(static_cast<int64_t>(step));
+  // Gradients are summed over the job's devices: update with their mean.
+  trainer_->Step(adamw_, static_cast<int64_t>(step),
+                 out.grad_scale / spec_.devices());
+  {
+    absl::MutexLock lock(&mu_);
+    step_ = step + 1;
+    outcomes_[step] = out;
+    // Devices of one step ask within moments of each other.
+    while (outcomes_.size() > 16) outcomes_.erase(outcomes_.begin());
+  }
+  if (checkpoint) ES_RETURN_IF_ERROR(SaveCheckpoint(step + 1));
+  return out;
+}
+
+std::string TrainingJob::CheckpointPath(uint64_t step) const {
+  return absl::StrFormat("%s/step-%08d.safetensors", checkpoint_dir_, step);
+}
+
+absl::Status TrainingJob::SaveCheckpoint(uint64_t step) {
+  std::error_code ec;
+  std::filesystem::create_directories(checkpoint_dir_, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat(checkpoint_dir_, ": cannot create: ", ec.message()));
+  }
+  ES_RETURN_IF_ERROR(SaveTrainerState(CheckpointPath(step), trainer_->State(),
+                                      static_cast<int64_t>(step)));
+  const size_t keep =
+      spec_.keep_checkpoints() == 0 ? 2 : spec_.keep_checkpoints();
+  std::vector<uint64_t> steps = CheckpointSteps();
+  for (size_t i = 0; i + keep < steps.size(); ++i) {
+    std::filesystem::remove(CheckpointPath(steps[i]), ec);
+  }
+  return absl::OkStatus();
+}
+
+std::vector<uint64_t> TrainingJob::CheckpointSteps() const {
+  std::vector<uint64_t> steps;
+  if (checkpoint_dir_.empty()) return steps;
+  std::error_code ec;
+  static const std::regex kName("step-([0-9]{8})\\.safetensors");
+  for (const auto& e :
+       std::filesystem::directory_iterator(checkpoint_dir_, ec)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (std::regex_match(name, m, kName)) {
+      steps.push_back(std::stoull(m[1].str()));
+    }
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+absl::Status TrainingJob::Restore(uint64_t step) {
+  trainer_->Abort();
+  {
+    absl::MutexLock lock(&mu_);
+    if (step == step_) {
+      // Already there (another device of the job restored it): just drop
+      // what a failed step accumulated.
+      trainer_->ZeroGrad();
+      return absl::OkStatus();
+    }
+  }
+  if (step == 0) {
+    ES_RETURN_IF_ERROR(trainer_->SetState(initial_));
+  } else {
+    if (checkpoint_dir_.empty()) {
+      return absl::FailedPreconditionError(
+          "this server keeps no checkpoints (checkpoint_dir is empty)");
+    }
+    const std::string path = CheckpointPath(step);
+    ES_ASSIGN_OR_RETURN(TrainerCheckpoint ckpt, LoadTrainerState(path));
+    if (ckpt.step != static_cast<int64_t>(step)) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": holds step ", ckpt.step, ", not ", step));
+    }
+    absl::Status s = trainer_->SetState(ckpt.state);
+    if (!s.ok())
+      return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
+  }
+  absl::MutexLock lock(&mu_);
+  step_ = step;
+  outcomes_.clear();
+  arrivals_.clear();
+  return absl::OkStatus();
+}
+
+void TrainingJob::Export(bool gradients, v1::AdapterShard* shard) const {
+  auto add = [](const std::string& param, const at::Tensor& t,
+                google::protobuf::RepeatedPtrField<v1::NamedTensor>* out) {
+    v1::NamedTensor* nt = out->Add();
+    nt->set_name(PeftTensorName(param));
+    // Factors are 2-D ([r, in] and [out, r]): the codec's [rows, cols].
+    absl::Status s =
+        wire::Encode(t.detach(), v1::CODEC_FP32, nt->mutable_tensor());
+    if (!s.ok()) out->RemoveLast();
+  };
+  for (const auto& [param, st] : trainer_->State()) {
+    add(param, st.value, shard->mutable_factors());
+  }
+  if (gradients) {
+    for (const auto& [param, g] : trainer_->Gradients()) {
+      add(param, g, shard->mutable_gradients());
+    }
+  }
+  shard->set_job_step(step());
+}
+
+void TrainingJob::ArriveAtStep(uint64_t step, std::function<void()> ready) {
+  std::vector<std::function<void()>> go;
+  {
+    absl::MutexLock lock(&mu_);
+    auto& waiting = arrivals_[step];
+    waiting.push_back(std::move(ready));
+    if (waiting.size() < spec_.devices()) return;
+    go = std::move(waiting);
+    arrivals_.erase(step);
+  }
+  for (auto& g : go) Submit(std::move(g));
+}
+
+uint64_t TrainingJob::step() const {
+  absl::MutexLock lock(&mu_);
+  return step_;
+}
+
+uint64_t TrainingJob::NewSessionPrefix() {
+  absl::MutexLock lock(&mu_);
+  return next_prefix_++;
+}
+
+absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJobs::Get(
+    const v1::TrainingSpec& spec, const std::string& model_id,
+    std::shared_ptr<HostedStage> stage) {
+  const BlockRange b = stage->model->spec().blocks;
+  const Key key(spec.job_id(), model_id, b.first, b.last);
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(key);
+  if (it != jobs_.end()) {
+    if (it->second->spec().SerializeAsString() != spec.SerializeAsString()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "training job \"", spec.job_id(),
+          "\" runs here with another spec (rank, targets, blocks, optimizer "
+          "or devices differ): use another job id"));
+    }
+    return it->second;
+  }
+  ES_ASSIGN_OR_RETURN(
+      auto job, TrainingJob::Create(spec, std::move(stage), checkpoint_root_));
+  jobs_[key] = job;
+  return job;
+}
+
+}  // namespace edgesplit

@@ -1,0 +1,150 @@
+// Split training on an edge server: one job's LoRA shard on one hosted
+// stage. The sessions of a job (one per device) share its adapter and
+// optimizer: sequential split learning when devices take turns, parallel
+// split learning / split federated learning when `devices` > 1 and every
+// optimizer step waits for all of them. Base weights never change: the
+// shard is a LoRA adapter attached to the stage under its own name.
+//
+// Compute runs on the job's own thread in submission order (the trainer is
+// single-threaded, and a device's micro-batches must run in its order);
+// gRPC threads only enqueue. Checkpoints: after an update the shard and its
+// AdamW moments go to <checkpoint_root>/<job>/<model>/blocks-A-B/
+// step-NNNNNNNN.safetensors (atomic rename; the newest `keep` are kept), so
+// a restarted server resumes from them.
+#ifndef EDGESPLIT_EDGE_SERVER_TRAINING_JOB_H_
+#define EDGESPLIT_EDGE_SERVER_TRAINING_JOB_H_
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "edge_server/stage_host.h"
+#include "edgesplit/v1/stage.pb.h"
+#include "runtime/lora_trainer.h"
+
+namespace edgesplit {
+
+// What an optimizer update did (every session of the step gets the same).
+struct StepOutcome {
+  double total_sq_norm = 0;
+  double grad_scale = 1;
+  double lr = 0;
+};
+
+class TrainingJob {
+ public:
+  // `stage` stays loaded while the job lives. `checkpoint_root` "" keeps
+  // no checkpoints (a step asking for one fails).
+  static absl::StatusOr<std::shared_ptr<TrainingJob>> Create(
+      const v1::TrainingSpec& spec, std::shared_ptr<HostedStage> stage,
+      const std::string& checkpoint_root);
+  ~TrainingJob();
+  TrainingJob(const TrainingJob&) = delete;
+  TrainingJob& operator=(const TrainingJob&) = delete;
+
+  // Runs `task` on the job's thread after every task submitted before it.
+  void Submit(std::function<void()> task);
+
+  // --- Only on the job's thread (inside Submit tasks). ---
+  // Micro-batch `key` (unique per job: sessions prefix their ids).
+  // `train` false evaluates without keeping anything.
+  absl::StatusOr<at::Tensor> Forward(uint64_t key, StageInput input,
+                                     bool train);
+  absl::StatusOr<double> ForwardLoss(uint64_t key, StageInput input,
+                                     const at::Tensor& labels,
+                                     double loss_scale, bool train);
+  absl::StatusOr<at::Tensor> Backward(uint64_t key, const at::Tensor& grad);
+  // This shard's squared gradient norm, of the gradient averaged over the
+  // job's devices.
+  double SquaredNorm() const;
+  // Update `step` with the global squared norm `total_sq_norm`: the first
+  // call applies it (and saves a checkpoint when asked), later calls for
+  // the same step (the job's other devices) get the same outcome.
+  absl::StatusOr<StepOutcome> ApplyStep(uint64_t step, double total_sq_norm,
+                                        bool checkpoint);
+  // Back to the checkpoint after `step` updates (0: the initial factors).
+  absl::Status Restore(uint64_t step);
+  // The shard in PEFT names (and, with `gradients`, its gradients).
+  void Export(bool gradients, v1::AdapterShard* shard) const;
+
+  // --- Thread-safe. ---
+  // Step barrier: the job's devices arrive with their step; `ready` runs
+  // (on the job's thread) once `devices` have arrived, for each of them.
+  void ArriveAtStep(uint64_t step, std::function<void()> ready);
+  // Updates checkpointed on disk, ascending.
+  std::vector<uint64_t> CheckpointSteps() const;
+  uint64_t step() const;
+  uint64_t NewSessionPrefix();
+  const v1::TrainingSpec& spec() const { return spec_; }
+  const std::shared_ptr<HostedStage>& stage() const { return stage_; }
+
+ private:
+  TrainingJob(v1::TrainingSpec spec, std::shared_ptr<HostedStage> stage)
+      : spec_(std::move(spec)), stage_(std::move(stage)) {}
+  std::string CheckpointPath(uint64_t step) const;
+  absl::Status SaveCheckpoint(uint64_t step);
+
+  const v1::TrainingSpec spec_;
+  const std::shared_ptr<HostedStage> stage_;
+  std::string adapter_name_;
+  std::string checkpoint_dir_;  // "" when none.
+  std::shared_ptr<LoraAdapter> adapter_;
+  std::unique_ptr<StageTrainer> trainer_;  // Job thread only.
+  std::map<std::string, FactorState> initial_;
+  AdamWOptions adamw_;
+
+  mutable absl::Mutex mu_;
+  uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;  // Updates applied.
+  uint64_t next_prefix_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<uint64_t, StepOutcome> outcomes_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, std::vector<std::function<void()>>> arrivals_
+      ABSL_GUARDED_BY(mu_);
+
+  // The job's thread and its queue. Shared with the thread: the last
+  // reference to a job may go inside one of its own tasks (a session
+  // ending there), and then the thread finishes on its own.
+  struct Worker {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> queue;  // Guarded by mu.
+    bool stopping = false;                    // Guarded by mu.
+    void Loop();
+  };
+  std::shared_ptr<Worker> worker_ = std::make_shared<Worker>();
+  std::thread thread_;
+};
+
+// A server's jobs, by (job id, model id, first block, last block).
+// Thread-safe. Jobs live until the server stops (their state is in memory
+// and, checkpointed, on disk).
+class TrainingJobs {
+ public:
+  explicit TrainingJobs(std::string checkpoint_root)
+      : checkpoint_root_(std::move(checkpoint_root)) {}
+  // The job for `spec` on `stage`, created on first use with the initial
+  // factors (a session then restores the checkpoint its device chooses).
+  // A spec that differs from the running job's is refused.
+  absl::StatusOr<std::shared_ptr<TrainingJob>> Get(
+      const v1::TrainingSpec& spec, const std::string& model_id,
+      std::shared_ptr<HostedStage> stage);
+
+ private:
+  using Key = std::tuple<std::string, std::string, int64_t, int64_t>;
+  const std::string checkpoint_root_;
+  absl::Mutex mu_;
+  std::map<Key, std::shared_ptr<TrainingJob>> jobs_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_EDGE_SERVER_TRAINING_JOB_H_
