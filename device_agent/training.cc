@@ -2,6 +2,9 @@
 // and restored from the newest common checkpoint after failures, with
 // federated averaging through the controller and PEFT export.
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "device_agent/agent_impl.h"
@@ -73,6 +76,16 @@ struct Trainer::Impl {
     spec.set_last_trained_block(options.last_trained_block < 0
                                     ? config.num_layers
                                     : options.last_trained_block);
+    if (options.freeze_ratio >= 0) {
+      if (options.freeze_ratio > 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("TrainingOptions.freeze_ratio: ", options.freeze_ratio,
+                         " (in [0, 1])"));
+      }
+      spec.set_first_trained_block(static_cast<int64_t>(
+          std::floor(options.freeze_ratio * config.num_layers)));
+      spec.set_last_trained_block(config.num_layers);
+    }
     spec.set_seed(options.seed);
     v1::OptimizerSpec* o = spec.mutable_optimizer();
     o->set_lr(options.lr);
@@ -89,6 +102,37 @@ struct Trainer::Impl {
     spec.set_keep_checkpoints(
         static_cast<uint32_t>(std::max(options.keep_checkpoints, 0)));
     return ValidateTrainingSpec(spec, config);
+  }
+
+  // The spec beside the device's checkpoints: ExportAdapter reopens the
+  // job with it.
+  std::string SpecPath() const {
+    return absl::StrCat(options.checkpoint_dir, "/", options.job_id, "/",
+                        model_id, "/spec.binpb");
+  }
+  absl::Status SaveSpec() const {
+    if (options.checkpoint_dir.empty()) return absl::OkStatus();
+    std::error_code ec;
+    std::filesystem::create_directories(
+        std::filesystem::path(SpecPath()).parent_path(), ec);
+    std::ofstream out(SpecPath(), std::ios::binary | std::ios::trunc);
+    out << spec.SerializeAsString();
+    out.close();
+    if (!out) {
+      return absl::InternalError(absl::StrCat(SpecPath(), ": write failed"));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status LoadSpec() {
+    std::ifstream in(SpecPath(), std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    if (!in || !spec.ParseFromString(bytes.str()) || spec.job_id().empty()) {
+      return absl::NotFoundError(absl::StrCat(
+          SpecPath(), ": no training spec of job \"", options.job_id,
+          "\" (train with this --checkpoint-dir first)"));
+    }
+    return absl::OkStatus();
   }
 
   // A route from the controller, this device's blocks loaded, the session
@@ -117,6 +161,7 @@ struct Trainer::Impl {
                            r.device_last_block(), r.plan().u_shaped()));
     if (spec.job_id().empty()) {
       ES_RETURN_IF_ERROR(MakeSpec(model->store->config()));
+      ES_RETURN_IF_ERROR(SaveSpec());
     }
     SplitTrainerOptions so;
     so.session_id = absl::StrCat(r.session_id(), "/train/", attempt++);
@@ -283,6 +328,23 @@ int64_t Trainer::step() const {
 }
 
 std::string Trainer::route() const { return RouteString(impl_->route); }
+
+std::string Trainer::model_dir() const { return impl_->ModelDir(impl_->route); }
+
+absl::Status DeviceAgent::ExportAdapter(const std::string& model_id,
+                                        const std::string& job_id,
+                                        const std::string& checkpoint_dir,
+                                        const std::string& out_dir) {
+  Trainer::Impl impl;
+  impl.agent = impl_.get();
+  impl.model_id = model_id;
+  impl.options.job_id = job_id;
+  impl.options.checkpoint_dir = checkpoint_dir;
+  ES_RETURN_IF_ERROR(impl.LoadSpec());
+  ES_RETURN_IF_ERROR(impl.OpenRetrying(impl_->options.rpc_timeout));
+  Trainer trainer(std::make_unique<Trainer::Impl>(std::move(impl)));
+  return trainer.Export(out_dir);
+}
 
 absl::StatusOr<std::unique_ptr<Trainer>> DeviceAgent::StartTraining(
     const std::string& model_id, const TrainingOptions& options) {

@@ -286,6 +286,11 @@ void TrainingJob::ArriveAtStep(uint64_t step, std::function<void()> ready) {
   for (auto& g : go) Submit(std::move(g));
 }
 
+void TrainingJob::SetOptimizer(const v1::OptimizerSpec& spec) {
+  const AdamWOptions o = AdamWFor(spec);
+  Submit([this, o] { adamw_ = o; });
+}
+
 uint64_t TrainingJob::step() const {
   absl::MutexLock lock(&mu_);
   return step_;
@@ -304,12 +309,18 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJobs::Get(
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(key);
   if (it != jobs_.end()) {
-    if (it->second->spec().SerializeAsString() != spec.SerializeAsString()) {
+    // The adapter's shape and the job's devices are fixed; the optimizer
+    // may change (a rerun with more steps stretches the schedule).
+    v1::TrainingSpec a = it->second->spec(), b = spec;
+    a.clear_optimizer();
+    b.clear_optimizer();
+    if (a.SerializeAsString() != b.SerializeAsString()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "training job \"", spec.job_id(),
-          "\" runs here with another spec (rank, targets, blocks, optimizer "
-          "or devices differ): use another job id"));
+          "\" runs here with another adapter (rank, alpha, targets, blocks, "
+          "seed, devices or recompute differ): use another job id"));
     }
+    it->second->SetOptimizer(spec.optimizer());
     return it->second;
   }
   ES_ASSIGN_OR_RETURN(

@@ -81,6 +81,8 @@ class TrainingJob {
   // Step barrier: the job's devices arrive with their step; `ready` runs
   // (on the job's thread) once `devices` have arrived, for each of them.
   void ArriveAtStep(uint64_t step, std::function<void()> ready);
+  // Later updates use `spec` (after the tasks submitted before).
+  void SetOptimizer(const v1::OptimizerSpec& spec);
   // Updates checkpointed on disk, ascending.
   std::vector<uint64_t> CheckpointSteps() const;
   uint64_t step() const;
@@ -101,7 +103,7 @@ class TrainingJob {
   std::shared_ptr<LoraAdapter> adapter_;
   std::unique_ptr<StageTrainer> trainer_;  // Job thread only.
   std::map<std::string, FactorState> initial_;
-  AdamWOptions adamw_;
+  AdamWOptions adamw_;  // Job thread only.
 
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;  // Updates applied.

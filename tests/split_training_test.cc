@@ -533,5 +533,87 @@ TEST(SplitTrainingRealModelTest, FineTunesAcrossHopsAndExportsPeft) {
   EXPECT_NE(base.str(), text.str());
 }
 
+TEST(TrainCommandTest, TrainsResumesAndExports) {
+  const std::string dir = RealModel();
+  auto store = ModelStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::string tmp = testing::TempDir("train_cli");
+  {
+    std::ifstream in(testing::SharedDir() + "/data/tinyshakespeare.txt");
+    std::string text(30000, '\0');
+    in.read(text.data(), text.size());
+    text.resize(static_cast<size_t>(in.gcount()));
+    std::ofstream(tmp + "/text.txt") << text;
+  }
+  ClusterPlan plan{"real", dir, true, {{"device", 0, 1}, {"a", 1, 5}}};
+  auto c = Cluster::Start(tmp, {plan});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::vector<std::string> common = {"--controller",
+                                           (*c)->controller_address(),
+                                           "--model-id",
+                                           "real",
+                                           "--data",
+                                           tmp + "/text.txt",
+                                           "--checkpoint-dir",
+                                           tmp + "/ckpt",
+                                           "--job",
+                                           "cli",
+                                           "--lr",
+                                           "1e-2",
+                                           "--seq-len",
+                                           "32",
+                                           "--batch-tokens",
+                                           "128",
+                                           "--eval-every",
+                                           "10",
+                                           "--checkpoint-every",
+                                           "10",
+                                           "--log-every",
+                                           "5",
+                                           "--u-shaped"};
+  std::vector<std::string> args = {"train", "--steps", "20", "--out",
+                                   tmp + "/first"};
+  args.insert(args.end(), common.begin(), common.end());
+  std::ostringstream out, err;
+  ASSERT_EQ(cli::Run(args, out, err), 0) << err.str();
+  EXPECT_THAT(err.str(), ::testing::HasSubstr("step 20/20 loss"));
+  EXPECT_THAT(err.str(), ::testing::HasSubstr("eval step 20: held-out loss"));
+  EXPECT_THAT(err.str(), ::testing::HasSubstr("-> device head"));
+  EXPECT_THAT(out.str(), ::testing::HasSubstr("trained cli to step 20"));
+
+  // A second run of the same job continues from its checkpoint.
+  args = {"train", "--steps", "30"};
+  args.insert(args.end(), common.begin(), common.end());
+  std::ostringstream out2, err2;
+  ASSERT_EQ(cli::Run(args, out2, err2), 0) << err2.str();
+  EXPECT_THAT(err2.str(), ::testing::HasSubstr("resumed at step 20"));
+  EXPECT_THAT(out2.str(), ::testing::HasSubstr("to step 30"));
+
+  // `adapter export` assembles step 30's adapter; it differs from step
+  // 20's, and loads as PEFT.
+  std::ostringstream out3, err3;
+  ASSERT_EQ(
+      cli::Run({"adapter", "export", "--controller", (*c)->controller_address(),
+                "--model-id", "real", "--job", "cli", "--checkpoint-dir",
+                tmp + "/ckpt", "--out", tmp + "/exported"},
+               out3, err3),
+      0)
+      << err3.str();
+  const double moved =
+      AdapterDiff(tmp + "/first", tmp + "/exported", (*store)->config());
+  EXPECT_GT(moved, 0);
+  EXPECT_LT(moved, 1e8);
+
+  // A job that never trained here has no spec to export.
+  std::ostringstream out4, err4;
+  EXPECT_EQ(
+      cli::Run({"adapter", "export", "--controller", (*c)->controller_address(),
+                "--model-id", "real", "--job", "nope", "--checkpoint-dir",
+                tmp + "/ckpt", "--out", tmp + "/none"},
+               out4, err4),
+      1);
+  EXPECT_THAT(err4.str(), ::testing::HasSubstr("no training spec"));
+}
+
 }  // namespace
 }  // namespace edgesplit

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "device_agent/cli/args.h"
 #include "device_agent/cli/cluster_commands.h"
+#include "device_agent/cli/train_commands.h"
 #include "edgesplit/device_agent.h"
 #include "runtime/generator.h"
 #include "runtime/lora.h"
@@ -51,6 +52,23 @@ commands:
       What-if: the optimal split of the model over the cluster described in
       FILE (see configs/cluster/what-if.yaml) as a table with predictions;
       --out writes it as a plan file the controller can pin.
+  train --controller HOST:PORT --model-id ID --data FILE
+        [--mode sl|psl|sfl] [--steps N] [--lr X] [--rank R] [--alpha A]
+        [--targets q_proj,v_proj,...] [--u-shaped] [--train-blocks A:B]
+        [--freeze-ratio F] [--devices N] [--average-every K]
+        [--batch-tokens T] [--seq-len L] [--eval-every N] [--job ID]
+        [--checkpoint-every N] [--checkpoint-dir DIR] [--out DIR]
+        [--warmup N] [--seed S] [--recompute] [--device-name NAME]
+      Split fine-tuning with LoRA: this device tokenizes FILE (text, or
+      JSONL with a "text" field), keeps a held-out split, and trains with
+      the servers of the model's plan (--u-shaped: labels and LM head stay
+      here). Progress bar, eval lines (held-out loss, perplexity); resumes
+      from the newest checkpoint after a hop fails or on a rerun; --out
+      writes the PEFT adapter.
+  adapter export --controller HOST:PORT --model-id ID --job ID --out DIR
+                 [--checkpoint-dir DIR]
+      One PEFT adapter (adapter_config.json + adapter_model.safetensors)
+      from the job's newest checkpoint on every hop and this device.
   cluster status --controller HOST:PORT
       The controller's view: nodes, measured compute and links, plans and
       their predicted latency.
@@ -279,6 +297,12 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
   } else if (cmd == "cluster" && !rest.empty() && rest[0] == "status") {
     auto a = ParseFor({rest.begin() + 1, rest.end()}, {"controller"});
     status = a.ok() ? ClusterStatusCommand(*a, out) : a.status();
+  } else if (cmd == "train") {
+    auto a = ParseFor(rest, kTrainFlags, kTrainBoolFlags);
+    status = a.ok() ? TrainCommand(*a, out, err) : a.status();
+  } else if (cmd == "adapter" && !rest.empty() && rest[0] == "export") {
+    auto a = ParseFor({rest.begin() + 1, rest.end()}, kExportFlags);
+    status = a.ok() ? AdapterExportCommand(*a, out) : a.status();
   } else if (cmd == "generate") {
     auto a = ParseFor(
         rest,

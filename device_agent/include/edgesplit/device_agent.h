@@ -159,6 +159,9 @@ struct TrainingOptions {
   // rest stay frozen (the freezing ratio).
   int64_t first_trained_block = 0;
   int64_t last_trained_block = -1;
+  // >= 0: the first floor(ratio x blocks) blocks stay frozen and the rest
+  // train (the seeds' freezing ratio; overrides the two above).
+  double freeze_ratio = -1;
   // The loss, head and labels stay on this device: needs a U-shaped plan.
   bool u_shaped = false;
   uint64_t seed = 0;  // Initial factors.
@@ -219,6 +222,8 @@ class EDGESPLIT_EXPORT Trainer {
 
   int64_t step() const;
   std::string route() const;
+  // Where this device reads the model (its tokenizer and config).
+  std::string model_dir() const;
 
  private:
   friend class DeviceAgent;
@@ -245,6 +250,15 @@ class EDGESPLIT_EXPORT DeviceAgent {
   // newest checkpoint every shard holds when the job has any.
   absl::StatusOr<std::unique_ptr<Trainer>> StartTraining(
       const std::string& model_id, const TrainingOptions& options);
+  // Assembles job `job_id`'s adapter from the newest checkpoint every
+  // shard holds (the servers' and this device's, under `checkpoint_dir`,
+  // where training saved the job's spec) and writes it as a PEFT adapter
+  // directory `out_dir`. The job's sessions on the servers go back to that
+  // checkpoint.
+  absl::Status ExportAdapter(const std::string& model_id,
+                             const std::string& job_id,
+                             const std::string& checkpoint_dir,
+                             const std::string& out_dir);
 
  private:
   friend struct Session::Impl;  // Sessions use the agent's connections.

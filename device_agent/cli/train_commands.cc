@@ -1,0 +1,231 @@
+#include "device_agent/cli/train_commands.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "edgesplit/device_agent.h"
+#include "runtime/model_store.h"
+#include "runtime/status_macros.h"
+#include "runtime/training_data.h"
+
+namespace edgesplit {
+namespace cli {
+
+const std::set<std::string> kTrainFlags = {
+    "controller",     "model-id",     "data",
+    "mode",           "steps",        "lr",
+    "rank",           "alpha",        "targets",
+    "train-blocks",   "freeze-ratio", "devices",
+    "average-every",  "batch-tokens", "seq-len",
+    "eval-every",     "eval-windows", "checkpoint-every",
+    "checkpoint-dir", "job",          "out",
+    "model-dir",      "warmup",       "seed",
+    "device-name",    "codec",        "threads",
+    "max-grad-norm",  "weight-decay", "log-every",
+    "held-out"};
+const std::set<std::string> kTrainBoolFlags = {"u-shaped", "recompute"};
+const std::set<std::string> kExportFlags = {
+    "controller", "model-id",  "job",        "checkpoint-dir",
+    "out",        "model-dir", "device-name"};
+
+namespace {
+
+absl::StatusOr<std::unique_ptr<DeviceAgent>> Connect(const Args& a,
+                                                     const std::string& id) {
+  DeviceAgentOptions o;
+  ES_ASSIGN_OR_RETURN(o.controller, a.RequiredString("controller"));
+  o.codec = a.String("codec", "fp32");
+  o.device_name = a.String("device-name", "device");
+  if (a.Has("model-dir")) o.model_dirs[id] = a.String("model-dir");
+  ES_ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 0));
+  o.threads = static_cast<int>(threads);
+  // Training sessions are long; averaging rounds wait for other devices.
+  o.generation_timeout = absl::Hours(24);
+  return DeviceAgent::Connect(o);
+}
+
+std::string Clock(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  return absl::StrFormat("%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
+}
+
+// "a:b" -> [a, b).
+absl::Status ParseBlocks(const std::string& v, TrainingOptions* o) {
+  std::vector<std::string> parts = absl::StrSplit(v, ':');
+  int64_t a = 0, b = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &a) ||
+      !absl::SimpleAtoi(parts[1], &b) || a < 0 || b < a) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--train-blocks: \"", v, "\" (expected FIRST:LAST)"));
+  }
+  o->first_trained_block = a;
+  o->last_trained_block = b;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
+  ES_ASSIGN_OR_RETURN(std::string model_id, a.RequiredString("model-id"));
+  ES_ASSIGN_OR_RETURN(std::string data_path, a.RequiredString("data"));
+  TrainingOptions o;
+  o.job_id = a.String("job", absl::StrCat(model_id, "-lora"));
+  o.mode = a.String("mode", "sl");
+  ES_ASSIGN_OR_RETURN(int64_t steps, a.Int("steps", 100));
+  ES_ASSIGN_OR_RETURN(o.lr, a.Double("lr", 2e-4));
+  ES_ASSIGN_OR_RETURN(int64_t rank, a.Int("rank", 8));
+  o.rank = static_cast<int>(rank);
+  ES_ASSIGN_OR_RETURN(o.alpha, a.Double("alpha", 2.0 * o.rank));
+  if (a.Has("targets")) {
+    o.target_modules =
+        absl::StrSplit(a.String("targets"), ',', absl::SkipEmpty());
+  }
+  ES_ASSIGN_OR_RETURN(int64_t devices, a.Int("devices", 1));
+  o.devices = static_cast<int>(devices);
+  ES_ASSIGN_OR_RETURN(int64_t average_every, a.Int("average-every", 10));
+  o.average_every = static_cast<int>(average_every);
+  ES_ASSIGN_OR_RETURN(o.warmup_steps, a.Int("warmup", steps / 20));
+  o.total_steps = steps;
+  ES_ASSIGN_OR_RETURN(o.max_grad_norm, a.Double("max-grad-norm", 1.0));
+  ES_ASSIGN_OR_RETURN(o.weight_decay, a.Double("weight-decay", 0.0));
+  ES_ASSIGN_OR_RETURN(int64_t seed, a.Int("seed", 0));
+  o.seed = static_cast<uint64_t>(seed);
+  o.u_shaped = a.Has("u-shaped");
+  o.recompute = a.Has("recompute");
+  o.checkpoint_dir = a.String("checkpoint-dir", "edgesplit-checkpoints");
+  ES_ASSIGN_OR_RETURN(int64_t ckpt_every, a.Int("checkpoint-every", 50));
+  ES_ASSIGN_OR_RETURN(int64_t batch_tokens, a.Int("batch-tokens", 1024));
+  ES_ASSIGN_OR_RETURN(int64_t seq, a.Int("seq-len", 128));
+  ES_ASSIGN_OR_RETURN(int64_t eval_every, a.Int("eval-every", 50));
+  ES_ASSIGN_OR_RETURN(int64_t eval_windows, a.Int("eval-windows", 32));
+  ES_ASSIGN_OR_RETURN(int64_t log_every, a.Int("log-every", 10));
+  ES_ASSIGN_OR_RETURN(double held_out, a.Double("held-out", 0.1));
+  if (steps < 1 || batch_tokens < 2 || seq < 1 || eval_every < 0 ||
+      ckpt_every < 0 || log_every < 1 || average_every < 1) {
+    return absl::InvalidArgumentError(
+        "--steps, --batch-tokens, --seq-len, --log-every and "
+        "--average-every must be positive; --eval-every and "
+        "--checkpoint-every non-negative");
+  }
+  if (a.Has("train-blocks")) {
+    ES_RETURN_IF_ERROR(ParseBlocks(a.String("train-blocks"), &o));
+  }
+  ES_ASSIGN_OR_RETURN(o.freeze_ratio, a.Double("freeze-ratio", -1));
+  ES_ASSIGN_OR_RETURN(auto agent, Connect(a, model_id));
+  ES_ASSIGN_OR_RETURN(auto trainer, agent->StartTraining(model_id, o));
+  ES_ASSIGN_OR_RETURN(auto store, ModelStore::Open(trainer->model_dir()));
+  ES_ASSIGN_OR_RETURN(auto tokenizer, store->LoadTokenizer());
+  TrainingDataOptions dopt;
+  dopt.sequence_tokens = seq;
+  dopt.held_out_fraction = held_out;
+  dopt.seed = o.seed;
+  ES_ASSIGN_OR_RETURN(TrainingData data,
+                      LoadTrainingData(data_path, *tokenizer, dopt));
+  if (data.train.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(data_path, ": no training windows"));
+  }
+  const auto batches = BatchByLength(data.train, batch_tokens);
+  std::vector<std::vector<int32_t>> eval(
+      data.held_out.begin(),
+      data.held_out.begin() +
+          std::min<size_t>(data.held_out.size(),
+                           static_cast<size_t>(eval_windows)));
+  err << absl::StrFormat(
+      "training %s on %s: %s, %d training / %d held-out windows of %d "
+      "tokens, %d batches\n",
+      o.job_id, trainer->route(), o.mode, data.train.size(),
+      data.held_out.size(), seq, batches.size());
+  auto evaluate = [&](int64_t step) -> absl::Status {
+    if (eval.empty()) return absl::OkStatus();
+    ES_ASSIGN_OR_RETURN(double loss, trainer->Evaluate(eval));
+    err << absl::StrFormat(
+        "%seval step %d: held-out loss %.4f, perplexity %.2f\n",
+        isatty(STDERR_FILENO) ? "\n" : "", step, loss, std::exp(loss));
+    return absl::OkStatus();
+  };
+  int64_t step = trainer->step();
+  if (step > 0) err << "resumed at step " << step << "\n";
+  ES_RETURN_IF_ERROR(evaluate(step));
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t first_step = step;
+  int64_t tokens = 0, since_average = 0, resumes = 0;
+  double loss = 0;
+  while (step < steps) {
+    std::vector<std::vector<int32_t>> batch;
+    for (size_t i : batches[static_cast<size_t>(step) % batches.size()]) {
+      batch.push_back(data.train[i]);
+    }
+    const bool ckpt =
+        !o.checkpoint_dir.empty() &&
+        ((ckpt_every > 0 && (step + 1) % ckpt_every == 0) || step + 1 == steps);
+    auto st = trainer->Step(batch, ckpt);
+    if (!st.ok()) {
+      // A hop went away: continue from the newest checkpoint every shard
+      // holds (the step index picks the same batches again).
+      if (++resumes > 5) return st.status();
+      err << "\nstep " << step + 1 << " failed (" << st.status().message()
+          << "); resuming\n";
+      ES_ASSIGN_OR_RETURN(step, trainer->Resume(absl::Minutes(2)));
+      err << "resumed at step " << step << "\n";
+      continue;
+    }
+    step = st->step;
+    tokens += st->tokens;
+    loss = st->loss;
+    since_average += static_cast<int64_t>(batch.size());
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    const double per_step = secs / static_cast<double>(step - first_step);
+    const std::string line = absl::StrFormat(
+        "step %d/%d loss %.4f lr %.2e tokens/s %.0f ETA %s", step, steps, loss,
+        st->lr, tokens / std::max(secs, 1e-9),
+        Clock(per_step * static_cast<double>(steps - step)));
+    if (isatty(STDERR_FILENO)) {
+      const int width = 30;
+      const int done = static_cast<int>(width * step / steps);
+      err << "\r[" << std::string(done, '#') << std::string(width - done, '.')
+          << "] " << line << std::flush;
+    } else if (step % log_every == 0 || step == steps) {
+      err << line << "\n";
+    }
+    if (o.mode == "sfl" && step % o.average_every == 0) {
+      ES_RETURN_IF_ERROR(
+          trainer->AverageDeviceAdapter(static_cast<double>(since_average)));
+      since_average = 0;
+    }
+    if (eval_every > 0 && (step % eval_every == 0 || step == steps)) {
+      ES_RETURN_IF_ERROR(evaluate(step));
+    }
+  }
+  if (isatty(STDERR_FILENO)) err << "\n";
+  if (a.Has("out")) {
+    ES_RETURN_IF_ERROR(trainer->Export(a.String("out")));
+    out << "adapter written to " << a.String("out") << "\n";
+  }
+  out << absl::StrFormat("trained %s to step %d, last loss %.4f\n", o.job_id,
+                         step, loss);
+  return absl::OkStatus();
+}
+
+absl::Status AdapterExportCommand(const Args& a, std::ostream& out) {
+  ES_ASSIGN_OR_RETURN(std::string model_id, a.RequiredString("model-id"));
+  ES_ASSIGN_OR_RETURN(std::string job, a.RequiredString("job"));
+  ES_ASSIGN_OR_RETURN(std::string dir, a.RequiredString("out"));
+  ES_ASSIGN_OR_RETURN(auto agent, Connect(a, model_id));
+  ES_RETURN_IF_ERROR(agent->ExportAdapter(
+      model_id, job, a.String("checkpoint-dir", "edgesplit-checkpoints"), dir));
+  out << "adapter of job " << job << " written to " << dir << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace cli
+}  // namespace edgesplit
