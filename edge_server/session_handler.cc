@@ -373,6 +373,14 @@ void SessionHandler::Respond(const v1::StageResponse& response) {
 }
 
 std::shared_ptr<NextHop> SessionHandler::EndLocked() {
+  if (job_ && !finished_) {
+    // Its micro-batches in flight will never see their backward. (The
+    // gradients it already accumulated stay in the shard until the job's
+    // next update or restore: a device resuming restores; another device
+    // of the job stepping first would include them.)
+    job_->Submit(
+        [job = job_, prefix = training_prefix_] { job->AbortSession(prefix); });
+  }
   finished_ = true;
   queue_.clear();
   if (!computing_) {

@@ -286,6 +286,10 @@ void TrainingJob::ArriveAtStep(uint64_t step, std::function<void()> ready) {
   for (auto& g : go) Submit(std::move(g));
 }
 
+void TrainingJob::AbortSession(uint64_t prefix) {
+  trainer_->Abort(prefix << 40, (prefix + 1) << 40);
+}
+
 void TrainingJob::SetOptimizer(const v1::OptimizerSpec& spec) {
   const AdamWOptions o = AdamWFor(spec);
   Submit([this, o] { adamw_ = o; });

@@ -74,6 +74,9 @@ class TrainingJob {
                                         bool checkpoint);
   // Back to the checkpoint after `step` updates (0: the initial factors).
   absl::Status Restore(uint64_t step);
+  // Drops the micro-batches of a session that ended (keys with its
+  // prefix).
+  void AbortSession(uint64_t prefix);
   // The shard in PEFT names (and, with `gradients`, its gradients).
   void Export(bool gradients, v1::AdapterShard* shard) const;
 

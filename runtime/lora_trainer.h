@@ -101,8 +101,12 @@ class StageTrainer {
   // zeroes the gradients. `step` is 0-based.
   void Step(const AdamWOptions& options, int64_t step, double grad_scale);
   void ZeroGrad();
-  // Drops micro-batches in flight (a failed step).
+  // Drops micro-batches in flight (a failed step): all, or ids in
+  // [first, last).
   void Abort() { pending_.clear(); }
+  void Abort(uint64_t first, uint64_t last) {
+    pending_.erase(pending_.lower_bound(first), pending_.lower_bound(last));
+  }
 
   // The trainable factors, keyed by PEFT module path plus ".lora_A" /
   // ".lora_B".

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <thread>
 
@@ -16,6 +17,8 @@
 #include "edgesplit/device_agent.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "proto/protocol.h"
+#include "proto/tensor_codec.h"
 #include "proto/training_spec.h"
 #include "runtime/model_store.h"
 #include "runtime/test_models.h"
@@ -613,6 +616,123 @@ TEST(TrainCommandTest, TrainsResumesAndExports) {
                out4, err4),
       1);
   EXPECT_THAT(err4.str(), ::testing::HasSubstr("no training spec"));
+}
+
+// Bad training input ends only its own session, with an error naming the
+// field; the server keeps serving.
+TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
+  const std::string dir = testing::TinyModel(Arch::kGpt2);
+  auto store = ModelStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  const ModelConfig& config = (*store)->config();
+  const int64_t n = config.num_layers;
+  ClusterPlan plan{"m", dir, false, {{"device", 0, 1}, {"a", 1, n}}};
+  auto c = Cluster::Start(testing::TempDir("train_bad"), {plan});
+  ASSERT_TRUE(c.ok()) << c.status();
+  StageStubCache stubs(64 << 20);
+  const std::vector<v1::Hop> route = Route(**c, plan);
+  int sessions = 0;
+  // Opens a training session and sends `requests`; returns the first
+  // error (or OK if all were answered).
+  auto run = [&](const v1::TrainingSpec& spec,
+                 std::vector<v1::StageRequest> requests) -> absl::Status {
+    auto stream = StageStream::Start(stubs.Get(route[0].address()),
+                                     absl::Now() + absl::Seconds(30), "a",
+                                     route[0].address());
+    v1::StageRequest open;
+    open.mutable_open()->set_protocol_version(kProtocolVersion);
+    open.mutable_open()->set_session_id(absl::StrCat("bad", sessions++));
+    open.mutable_open()->set_model_id("m");
+    open.mutable_open()->set_codec(v1::CODEC_FP32);
+    *open.mutable_open()->add_route() = route[0];
+    *open.mutable_open()->mutable_training() = spec;
+    requests.insert(requests.begin(), open);
+    absl::Status first;
+    for (auto& r : requests) {
+      std::promise<absl::Status> p;
+      stream->Send(r, [&p](absl::StatusOr<v1::StageResponse> resp) {
+        p.set_value(resp.status());
+      });
+      first = p.get_future().get();
+      if (!first.ok()) break;
+    }
+    stream->Close();
+    return first;
+  };
+  auto forward = [&](uint64_t id, std::vector<int64_t> labels) {
+    v1::StageRequest r;
+    r.mutable_forward()->set_step(id);
+    r.mutable_forward()->set_train(true);
+    r.mutable_forward()->set_loss_scale(1);
+    EXPECT_TRUE(wire::Encode(at::randn({static_cast<int64_t>(labels.size()),
+                                        config.hidden_size}),
+                             v1::CODEC_FP32,
+                             r.mutable_forward()->mutable_hidden())
+                    .ok());
+    for (int64_t l : labels) r.mutable_forward()->add_labels(l);
+    return r;
+  };
+  v1::StageRequest backward;
+  backward.mutable_backward()->set_step(0);
+
+  v1::TrainingSpec bad = Spec(Arch::kGpt2, "bad", n);
+  bad.set_rank(0);
+  absl::Status s = run(bad, {});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("training.rank"));
+  bad = Spec(Arch::kGpt2, "../etc", n);
+  EXPECT_THAT(std::string(run(bad, {}).message()),
+              ::testing::HasSubstr("training.job_id"));
+
+  const v1::TrainingSpec spec = Spec(Arch::kGpt2, "ok", n);
+  s = run(spec, {forward(0, {1, 2, config.vocab_size + 5})});
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::HasSubstr("forward.labels[2]"));
+  s = run(spec, {forward(0, {1, 2})});
+  EXPECT_TRUE(s.ok()) << s;
+  s = run(spec, {backward});  // Micro-batch 0 of this session never ran.
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  v1::StageRequest step;
+  step.mutable_optimizer_step()->set_step(7);  // The job has done 0.
+  s = run(spec, {step});
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("has done 0"));
+  v1::StageRequest restore;
+  restore.mutable_restore()->set_step(3);  // No such checkpoint.
+  s = run(spec, {restore});
+  EXPECT_FALSE(s.ok());
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("step-00000003"));
+  // Inference sessions cannot send training requests.
+  {
+    auto stream = StageStream::Start(stubs.Get(route[0].address()),
+                                     absl::Now() + absl::Seconds(30), "a",
+                                     route[0].address());
+    v1::StageRequest open;
+    open.mutable_open()->set_protocol_version(kProtocolVersion);
+    open.mutable_open()->set_session_id("inference");
+    open.mutable_open()->set_model_id("m");
+    open.mutable_open()->set_codec(v1::CODEC_FP32);
+    *open.mutable_open()->add_route() = route[0];
+    std::promise<absl::Status> opened, refused;
+    stream->Send(open, [&](absl::StatusOr<v1::StageResponse> r) {
+      opened.set_value(r.status());
+    });
+    ASSERT_TRUE(opened.get_future().get().ok());
+    stream->Send(backward, [&](absl::StatusOr<v1::StageResponse> r) {
+      refused.set_value(r.status());
+    });
+    EXPECT_THAT(std::string(refused.get_future().get().message()),
+                ::testing::HasSubstr("training spec"));
+    stream->Close();
+  }
+  // Still serving: a whole training step works.
+  s = run(spec, {forward(1, {1, 2, 3}), backward});
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);  // Backward names 0.
+  v1::StageRequest backward1 = backward;
+  backward1.mutable_backward()->set_step(1);
+  v1::StageRequest step0;
+  step0.mutable_optimizer_step()->set_step(0);
+  EXPECT_TRUE(run(spec, {forward(1, {1, 2, 3}), backward1, step0}).ok());
 }
 
 }  // namespace
