@@ -228,17 +228,23 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
     return absl::OkStatus();
   };
 
-  auto backward = [&](int mb) -> absl::Status {
-    const at::Tensor& w = windows[mb];
-    const int64_t n = w.size(0) - 1;
+  // Sends micro-batch mb's backward request. With labels it needs nothing
+  // here and goes out right behind the forward: every hop then runs it as
+  // soon as the hop after it answers, overlapping with the next
+  // micro-batches' forwards. U-shaped, it waits for the forward's hidden
+  // states and runs the head and loss here first.
+  std::vector<Future> backwards(m);
+  int next_backward = 0;  // Backward requests are sent in order.
+  auto send_backward = [&](int mb) -> absl::Status {
     v1::StageRequest req;
     req.mutable_backward()->set_step(ids[mb]);
-    absl::StatusOr<v1::StageResponse> fr = forwards[mb].get();
-    if (!fr.ok()) return fr.status();
-    bytes_received_ += static_cast<int64_t>(fr->ByteSizeLong());
-    if (!fr->has_forward()) return Unexpected(*fr, "a forward result");
     if (u_shaped) {
-      // The head and the labels stay here.
+      const at::Tensor& w = windows[mb];
+      const int64_t n = w.size(0) - 1;
+      absl::StatusOr<v1::StageResponse> fr = forwards[mb].get();
+      if (!fr.ok()) return fr.status();
+      bytes_received_ += static_cast<int64_t>(fr->ByteSizeLong());
+      if (!fr->has_forward()) return Unexpected(*fr, "a forward result");
       ES_ASSIGN_OR_RETURN(
           at::Tensor hidden,
           wire::Decode(fr->forward().output(), local_->config().hidden_size,
@@ -254,31 +260,63 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
           g, options_.codec, req.mutable_backward()->mutable_grad_output()));
       loss_sum += loss;
       tokens += (labels != -100).sum().item<int64_t>();
-    } else {
-      if (!fr->forward().has_loss()) {
+    }
+    backwards[mb] = Send(std::move(req));
+    ++next_backward;
+    return absl::OkStatus();
+  };
+  // U-shaped: sends the backwards whose forward results are in.
+  auto pump = [&](int upto) -> absl::Status {
+    while (next_backward < upto &&
+           forwards[next_backward].wait_for(std::chrono::seconds(0)) ==
+               std::future_status::ready) {
+      ES_RETURN_IF_ERROR(send_backward(next_backward));
+    }
+    return absl::OkStatus();
+  };
+  // This device's backward of mb, once its gradient is back.
+  auto backward = [&](int mb) -> absl::Status {
+    while (next_backward <= mb) {
+      ES_RETURN_IF_ERROR(send_backward(next_backward));
+    }
+    if (!u_shaped) {
+      absl::StatusOr<v1::StageResponse> fr = forwards[mb].get();
+      if (!fr.ok()) return fr.status();
+      bytes_received_ += static_cast<int64_t>(fr->ByteSizeLong());
+      if (!fr->has_forward() || !fr->forward().has_loss()) {
         return absl::InternalError("the last hop returned no loss");
       }
       loss_sum += fr->forward().loss().loss();
       tokens += fr->forward().loss().tokens();
     }
-    ES_ASSIGN_OR_RETURN(v1::StageResponse br, Call(std::move(req)));
-    if (!br.has_backward()) return Unexpected(br, "a backward result");
+    absl::StatusOr<v1::StageResponse> br = backwards[mb].get();
+    if (!br.ok()) return br.status();
+    bytes_received_ += static_cast<int64_t>(br->ByteSizeLong());
+    if (!br->has_backward()) return Unexpected(*br, "a backward result");
     if (local_trainer_) {
       ES_ASSIGN_OR_RETURN(
           at::Tensor g,
-          wire::Decode(br.backward().grad_input(), local_->config().hidden_size,
-                       "backward.grad_input"));
+          wire::Decode(br->backward().grad_input(),
+                       local_->config().hidden_size, "backward.grad_input"));
       ES_RETURN_IF_ERROR(local_trainer_->Backward(ids[mb], g).status());
     }
     return absl::OkStatus();
   };
 
-  // This device is stage 0 of p: its 1F1B order. The servers run what
-  // arrives, so they follow the same schedule.
+  // This device is stage 0 of p and runs its part in 1F1B order (p
+  // forwards, then one backward and one forward): at most p micro-batches
+  // are in flight anywhere. The servers run requests as they arrive.
   const std::vector<std::vector<PipelineOp>> schedule = OneFOneBSchedule(p, m);
   for (const PipelineOp& op : schedule[0]) {
-    absl::Status s =
-        op.forward ? forward(op.micro_batch) : backward(op.micro_batch);
+    absl::Status s;
+    if (op.forward) {
+      s = forward(op.micro_batch);
+      if (s.ok()) {
+        s = u_shaped ? pump(op.micro_batch + 1) : send_backward(op.micro_batch);
+      }
+    } else {
+      s = backward(op.micro_batch);
+    }
     if (!s.ok()) {
       if (local_trainer_) local_trainer_->Abort();
       if (head_trainer_) head_trainer_->Abort();

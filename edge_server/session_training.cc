@@ -225,15 +225,20 @@ void SessionHandler::TrainBackward(uint64_t seq,
     v1::StageRequest req;
     *req.mutable_backward() = backward;
     const int64_t hidden = config.hidden_size;
-    ToNext(std::move(req), [self, run, hidden](v1::StageResponse r) {
-      if (!r.has_backward()) {
-        return self->Fail(absl::InternalError(
-            "next hop answered a backward with no gradient"));
-      }
-      auto grad = wire::Decode(r.backward().grad_input(), hidden,
-                               "backward.grad_input", self->env_.limits);
-      if (!grad.ok()) return self->Fail(grad.status());
-      run(*std::move(grad));
+    // Passed on from the job's thread: behind this session's forward of the
+    // same micro-batch, which the next hop must see first (a device sends
+    // a backward right behind its forward).
+    job_->Submit([self, req = std::move(req), run, hidden]() mutable {
+      self->ToNext(std::move(req), [self, run, hidden](v1::StageResponse r) {
+        if (!r.has_backward()) {
+          return self->Fail(absl::InternalError(
+              "next hop answered a backward with no gradient"));
+        }
+        auto grad = wire::Decode(r.backward().grad_input(), hidden,
+                                 "backward.grad_input", self->env_.limits);
+        if (!grad.ok()) return self->Fail(grad.status());
+        run(*std::move(grad));
+      });
     });
     return;
   }

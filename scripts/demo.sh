@@ -64,4 +64,16 @@ if [[ -f ../shared/models/stories260K/config.json ]]; then
   echo "--- real stories260K through the cluster, U-shaped, greedy:"
   "$ES" generate --controller 127.0.0.1:50051 --model-id stories260K \
     --prompt "Once upon a time" --max-new-tokens 64 --temperature 0
+  echo "--- split fine-tuning on Shakespeare (U-shaped: text and labels stay here):"
+  rm -rf build/demo/checkpoints build/demo/shakespeare-lora \
+    /tmp/edgesplit-demo/checkpoints
+  "$ES" train --controller 127.0.0.1:50051 --model-id stories260K \
+    --data ../shared/data/tinyshakespeare.txt --u-shaped --steps 60 \
+    --lr 1e-2 --seq-len 64 --batch-tokens 256 --eval-every 30 \
+    --job demo-shakespeare --checkpoint-dir build/demo/checkpoints \
+    --out build/demo/shakespeare-lora
+  echo "--- the exported PEFT adapter, greedy:"
+  "$ES" generate --model ../shared/models/stories260K \
+    --adapter build/demo/shakespeare-lora --prompt "ROMEO:" \
+    --max-new-tokens 48 --temperature 0
 fi

@@ -176,6 +176,11 @@ class Cluster {
     auto it = links_.find(node);
     return it == links_.end() ? nullptr : it->second.get();
   }
+  // The emulated link other servers reach `node` through (null if none).
+  LinkEmulator* peer_link(const std::string& node) {
+    auto it = peer_links_.find(node);
+    return it == peer_links_.end() ? nullptr : it->second.get();
+  }
 
   ~Cluster() {
     servers_.clear();
