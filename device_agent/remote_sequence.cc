@@ -46,7 +46,9 @@ absl::StatusOr<std::unique_ptr<RemoteSequence>> RemoteSequence::Open(
 }
 
 RemoteSequence::~RemoteSequence() {
-  if (stream_) stream_->Close();
+  if (!stream_) return;
+  stream_->Close();
+  (void)stream_->Wait();  // gRPC done with the call (see SplitTrainer).
 }
 
 int64_t RemoteSequence::context_length() const {
