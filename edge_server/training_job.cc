@@ -140,6 +140,9 @@ absl::StatusOr<StepOutcome> TrainingJob::ApplyStep(uint64_t step,
                                                    bool checkpoint) {
   {
     absl::MutexLock lock(&mu_);
+    // Sequential split learning: devices take turns, each counting its own
+    // updates; every request is the job's next update.
+    if (spec_.devices() == 1) step = step_;
     auto it = outcomes_.find(step);
     if (it != outcomes_.end()) return it->second;
     if (step != step_) {

@@ -69,7 +69,9 @@ class TrainingJob {
   double SquaredNorm() const;
   // Update `step` with the global squared norm `total_sq_norm`: the first
   // call applies it (and saves a checkpoint when asked), later calls for
-  // the same step (the job's other devices) get the same outcome.
+  // the same step (the job's other devices) get the same outcome. A job of
+  // one device at a time (sequential split learning) applies every call as
+  // its next update, whatever `step` the device counted.
   absl::StatusOr<StepOutcome> ApplyStep(uint64_t step, double total_sq_norm,
                                         bool checkpoint);
   // Back to the checkpoint after `step` updates (0: the initial factors).

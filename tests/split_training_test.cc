@@ -129,11 +129,11 @@ std::vector<v1::Hop> Route(Cluster& c, const ClusterPlan& plan) {
   return hops;
 }
 
-class SplitTrainingTest
-    : public ::testing::TestWithParam<std::tuple<Arch, bool>> {};
-
-TEST_P(SplitTrainingTest, StepsEqualSingleProcessSteps) {
-  const auto [arch, u_shaped] = GetParam();
+// 50 split steps against the single-process steps: losses and the global
+// norm every step, every gradient at the first and last step, the adapter
+// at the end. Blocks before `first_trained` stay frozen.
+void ExpectSplitEqualsWhole(Arch arch, bool u_shaped, int64_t first_trained,
+                            bool recompute) {
   const std::string dir = testing::TinyModel(arch);
   auto store = ModelStore::Open(dir);
   ASSERT_TRUE(store.ok()) << store.status();
@@ -154,7 +154,9 @@ TEST_P(SplitTrainingTest, StepsEqualSingleProcessSteps) {
   auto c = Cluster::Start(testing::TempDir("train_equal"), {plan});
   ASSERT_TRUE(c.ok()) << c.status();
 
-  const v1::TrainingSpec spec = Spec(arch, "equal", n);
+  v1::TrainingSpec spec = Spec(arch, "equal", n);
+  spec.set_first_trained_block(first_trained);
+  spec.set_recompute(recompute);
   auto ref = Reference::Make(dir, spec);
   auto local = StageModel::Load(**store, {{0, 1}, true, false});
   ASSERT_TRUE(local.ok());
@@ -169,6 +171,8 @@ TEST_P(SplitTrainingTest, StepsEqualSingleProcessSteps) {
   auto split = SplitTrainer::Open(local->get(), head.get(),
                                   stubs.Get(so.route[0].address()), so);
   ASSERT_TRUE(split.ok()) << split.status();
+  // A device whose blocks are frozen runs forward only.
+  EXPECT_EQ((*split)->device_trains(), first_trained == 0);
 
   for (int step = 0; step < 50; ++step) {
     // Four micro-batches of different lengths, pipelined through the hops.
@@ -215,6 +219,22 @@ TEST_P(SplitTrainingTest, StepsEqualSingleProcessSteps) {
   }
   EXPECT_EQ(compared, static_cast<int>(factors.size()));
   EXPECT_GT(compared, 0);
+}
+
+class SplitTrainingTest
+    : public ::testing::TestWithParam<std::tuple<Arch, bool>> {};
+
+// (Llama's stages recompute their activations at backward; GPT-2's keep
+// them.)
+TEST_P(SplitTrainingTest, StepsEqualSingleProcessSteps) {
+  const auto [arch, u_shaped] = GetParam();
+  ExpectSplitEqualsWhole(arch, u_shaped, 0, arch == Arch::kLlama);
+}
+
+// The freezing ratio: blocks [0, 2) frozen, so the device (block 0) only
+// runs forward and server a trains block 2 of its [1, 3).
+TEST(SplitTrainingFreezeTest, FrozenBlocksStillEqualTheWholeModel) {
+  ExpectSplitEqualsWhole(Arch::kGpt2, false, 2, false);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -693,10 +713,11 @@ TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
   s = run(spec, {backward});  // Micro-batch 0 of this session never ran.
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
   v1::StageRequest step;
-  step.mutable_optimizer_step()->set_step(7);  // The job has done 0.
+  step.mutable_optimizer_step()->set_upstream_sq_norm(-1);
   s = run(spec, {step});
-  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
-  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("has done 0"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::HasSubstr("optimizer_step.upstream_sq_norm"));
   v1::StageRequest restore;
   restore.mutable_restore()->set_step(3);  // No such checkpoint.
   s = run(spec, {restore});
@@ -733,6 +754,55 @@ TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
   v1::StageRequest step0;
   step0.mutable_optimizer_step()->set_step(0);
   EXPECT_TRUE(run(spec, {forward(1, {1, 2, 3}), backward1, step0}).ok());
+}
+
+// Sequential split learning: two devices take turns on one job; each
+// device's step is the job's next update, and the servers' shard learns
+// from both.
+TEST(SplitTrainingModesTest, DevicesTakingTurnsEachApplyAnUpdate) {
+  const std::string dir = testing::TinyModel(Arch::kGpt2);
+  auto store = ModelStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  const ModelConfig& config = (*store)->config();
+  const int64_t n = config.num_layers;
+  ClusterPlan plan{"m", dir, false, {{"device", 0, 1}, {"a", 1, n}}};
+  auto c = Cluster::Start(testing::TempDir("train_sl"), {plan});
+  ASSERT_TRUE(c.ok()) << c.status();
+  StageStubCache stubs(64 << 20);
+  std::vector<std::unique_ptr<StageModel>> locals;
+  std::vector<std::unique_ptr<SplitTrainer>> devices;
+  for (int d = 0; d < 2; ++d) {
+    locals.push_back(*StageModel::Load(**store, {{0, 1}, true, false}));
+    SplitTrainerOptions so;
+    so.session_id = absl::StrCat("turns", d);
+    so.model_id = "m";
+    so.spec = Spec(Arch::kGpt2, "turns", n);
+    so.route = Route(**c, plan);
+    auto t = SplitTrainer::Open(locals.back().get(), nullptr,
+                                stubs.Get(so.route[0].address()), so);
+    ASSERT_TRUE(t.ok()) << t.status();
+    devices.push_back(*std::move(t));
+  }
+  for (int turn = 0; turn < 6; ++turn) {
+    SplitTrainer& t = *devices[turn % 2];
+    ASSERT_TRUE(
+        t.ForwardBackward(RandomWindows(config.vocab_size, 2, turn)).ok());
+    auto st = t.ApplyStep(false);
+    ASSERT_TRUE(st.ok()) << st.status();
+  }
+  EXPECT_EQ(devices[0]->step(), 3u);
+  EXPECT_EQ(devices[1]->step(), 3u);
+  // A third session of the job sees all six updates on the server.
+  locals.push_back(*StageModel::Load(**store, {{0, 1}, true, false}));
+  SplitTrainerOptions so;
+  so.session_id = "turns-check";
+  so.model_id = "m";
+  so.spec = Spec(Arch::kGpt2, "turns", n);
+  so.route = Route(**c, plan);
+  auto t = SplitTrainer::Open(locals.back().get(), nullptr,
+                              stubs.Get(so.route[0].address()), so);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->server_step(), 6u);
 }
 
 }  // namespace
