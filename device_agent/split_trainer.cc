@@ -37,7 +37,10 @@ absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
   t->head_ = head;
   t->options_ = options;
   t->adamw_ = AdamWFor(options.spec.optimizer());
-  t->adapter_name_ = absl::StrCat("train:", options.spec.job_id());
+  // Per session: this device's stage models are shared (the agent caches
+  // them), and another trainer of the job (an export) attaches its own.
+  t->adapter_name_ =
+      absl::StrCat("train:", options.spec.job_id(), "/", options.session_id);
   const LoraConfig lora = LoraConfigFor(options.spec, model);
   ES_ASSIGN_OR_RETURN(
       std::unique_ptr<LoraAdapter> a,
@@ -393,9 +396,38 @@ absl::StatusOr<std::pair<double, int64_t>> SplitTrainer::Evaluate(
     const std::vector<at::Tensor>& windows) {
   const bool u_shaped = head_ != nullptr;
   std::vector<Future> results;
-  // Every window's forward goes out before the first answer is read: the
-  // hops work on different windows at once.
+  // Windows' forwards go out ahead of the answers read (up to a bound the
+  // servers accept): the hops work on different windows at once.
+  constexpr size_t kAhead = 64;
+  double sum = 0;
+  int64_t tokens = 0;
+  size_t read = 0;
+  auto read_one = [&]() -> absl::Status {
+    const size_t i = read++;
+    absl::StatusOr<v1::StageResponse> r = results[i].get();
+    if (!r.ok()) return r.status();
+    if (!r->has_forward()) return Unexpected(*r, "a forward result");
+    const int64_t n = windows[i].size(0) - 1;
+    at::Tensor labels = windows[i].slice(0, 1, n + 1).to(at::kLong);
+    if (u_shaped) {
+      ES_ASSIGN_OR_RETURN(
+          at::Tensor hidden,
+          wire::Decode(r->forward().output(), local_->config().hidden_size,
+                       "forward.output"));
+      StageInput in;
+      in.hidden = hidden;
+      ES_ASSIGN_OR_RETURN(double loss, head_trainer_->EvaluateLoss(in, labels));
+      const int64_t counted = (labels != -100).sum().item<int64_t>();
+      sum += loss * counted;
+      tokens += counted;
+    } else {
+      sum += r->forward().loss().loss() * r->forward().loss().tokens();
+      tokens += r->forward().loss().tokens();
+    }
+    return absl::OkStatus();
+  };
   for (size_t i = 0; i < windows.size(); ++i) {
+    if (i >= read + kAhead) ES_RETURN_IF_ERROR(read_one());
     const at::Tensor& w = windows[i];
     if (w.dim() != 1 || w.size(0) < 2) {
       return absl::InvalidArgumentError("a window needs at least 2 tokens");
@@ -422,30 +454,7 @@ absl::StatusOr<std::pair<double, int64_t>> SplitTrainer::Evaluate(
     }
     results.push_back(Send(std::move(req)));
   }
-  double sum = 0;
-  int64_t tokens = 0;
-  for (size_t i = 0; i < windows.size(); ++i) {
-    absl::StatusOr<v1::StageResponse> r = results[i].get();
-    if (!r.ok()) return r.status();
-    if (!r->has_forward()) return Unexpected(*r, "a forward result");
-    const int64_t n = windows[i].size(0) - 1;
-    at::Tensor labels = windows[i].slice(0, 1, n + 1).to(at::kLong);
-    if (u_shaped) {
-      ES_ASSIGN_OR_RETURN(
-          at::Tensor hidden,
-          wire::Decode(r->forward().output(), local_->config().hidden_size,
-                       "forward.output"));
-      StageInput in;
-      in.hidden = hidden;
-      ES_ASSIGN_OR_RETURN(double loss, head_trainer_->EvaluateLoss(in, labels));
-      const int64_t counted = (labels != -100).sum().item<int64_t>();
-      sum += loss * counted;
-      tokens += counted;
-    } else {
-      sum += r->forward().loss().loss() * r->forward().loss().tokens();
-      tokens += r->forward().loss().tokens();
-    }
-  }
+  while (read < results.size()) ES_RETURN_IF_ERROR(read_one());
   if (tokens == 0) return absl::InvalidArgumentError("no labelled tokens");
   return std::make_pair(sum / tokens, tokens);
 }

@@ -47,6 +47,8 @@ struct Trainer::Impl {
   std::shared_ptr<LocalModel> model;
   std::unique_ptr<SplitTrainer> trainer;
   int attempt = 0;
+  bool export_only = false;       // ExportAdapter: never roll a job back.
+  uint64_t server_step_seen = 0;  // The least advanced hop's updates.
 
   std::string ModelDir(const v1::OpenSessionResponse& r) const {
     auto it = agent->options.model_dirs.find(model_id);
@@ -179,7 +181,22 @@ struct Trainer::Impl {
         SplitTrainer::Open(model->local.get(), model->head.get(),
                            agent->stubs.Get(so.route[0].address()), so));
     route = std::move(r);
-    return trainer->Restore(trainer->LatestCommonCheckpoint());
+    server_step_seen = trainer->server_step();
+    const uint64_t target = trainer->LatestCommonCheckpoint();
+    if (export_only && trainer->server_step() > target) {
+      trainer.reset();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job \"", spec.job_id(), "\" is at update ", server_step_seen,
+          " on every hop but its newest common checkpoint is ", target,
+          ": it still trains, or its last updates were not checkpointed "
+          "(edgesplit train saves at its last step); exporting would roll it "
+          "back"));
+    }
+    // Hops already at `target` keep their state; the others (restarted,
+    // or ahead of the device's checkpoints) go back to it.
+    absl::Status s = trainer->Restore(target);
+    if (!s.ok()) trainer.reset();  // Never train on mismatched shards.
+    return s;
   }
 
   // Open, retried while hops are unreachable or still loading.
@@ -340,6 +357,7 @@ absl::Status DeviceAgent::ExportAdapter(const std::string& model_id,
   impl.model_id = model_id;
   impl.options.job_id = job_id;
   impl.options.checkpoint_dir = checkpoint_dir;
+  impl.export_only = true;
   ES_RETURN_IF_ERROR(impl.LoadSpec());
   ES_RETURN_IF_ERROR(impl.OpenRetrying(impl_->options.rpc_timeout));
   Trainer trainer(std::make_unique<Trainer::Impl>(std::move(impl)));

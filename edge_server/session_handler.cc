@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/torch_util.h"
 
@@ -111,6 +112,12 @@ void SessionHandler::Open(const v1::OpenSession& open) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat(node, " holds the LM head but the route continues to ",
                      open.route(1).node())));
+  }
+  if (!open.has_training() && absl::StartsWith(open.adapter(), "train:")) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+        "adapter \"", open.adapter(),
+        "\" is a training job's (it changes while it trains): export it "
+        "and load the PEFT adapter instead")));
   }
   std::shared_ptr<TrainingJob> job;
   if (open.has_training()) {
@@ -374,6 +381,7 @@ void SessionHandler::Respond(const v1::StageResponse& response) {
 
 std::shared_ptr<NextHop> SessionHandler::EndLocked() {
   if (job_ && !finished_) {
+    job_->LeaveBarriers(training_prefix_);
     // Its micro-batches in flight will never see their backward. (The
     // gradients it already accumulated stay in the shard until the job's
     // next update or restore: a device resuming restores; another device

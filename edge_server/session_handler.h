@@ -102,6 +102,7 @@ class SessionHandler : public std::enable_shared_from_this<SessionHandler> {
     v1::Codec codec = v1::CODEC_FP32;
   };
   TrainingView View();
+  bool Finished();
   uint64_t Key(uint64_t micro_batch) const {
     return (training_prefix_ << 40) | (micro_batch & ((uint64_t{1} << 40) - 1));
   }

@@ -19,6 +19,8 @@ namespace {
 // A device keeps at most a step's micro-batches in flight (forward and
 // backward each); more is a client that does not read its answers.
 constexpr uint64_t kMaxTrainingRequests = 256;
+// Micro-batch shares of a step's loss are at most 1; allow headroom.
+constexpr double kMaxLossScale = 1e3;
 
 double MillisSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(
@@ -58,6 +60,11 @@ void SessionHandler::OnTrainingRequest(const v1::StageRequest& request) {
     default:
       return Fail(absl::InvalidArgumentError("empty StageRequest"));
   }
+}
+
+bool SessionHandler::Finished() {
+  absl::MutexLock lock(&mu_);
+  return finished_;
 }
 
 SessionHandler::TrainingView SessionHandler::View() {
@@ -136,14 +143,27 @@ void SessionHandler::TrainForward(uint64_t seq,
         "forward.labels: a training forward on the hop with the LM head "
         "needs labels (or a U-shaped route)"));
   }
-  if (!std::isfinite(forward.loss_scale()) || forward.loss_scale() < 0) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "forward.loss_scale: ", forward.loss_scale(), " (finite, >= 0)")));
+  if (!std::isfinite(forward.loss_scale()) || forward.loss_scale() < 0 ||
+      forward.loss_scale() > kMaxLossScale) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("forward.loss_scale: ", forward.loss_scale(), " (in [0, ",
+                     kMaxLossScale, "])")));
+  }
+  if (labels.defined() && forward.train() &&
+      (labels != -100).sum().item<int64_t>() == 0) {
+    return Fail(absl::InvalidArgumentError(
+        "forward.labels: every label is -100 (no token to learn from)"));
+  }
+  // One device's NaN would spread through the job's shared gradients.
+  if (!at::isfinite(*input).all().item<bool>()) {
+    return Fail(
+        absl::InvalidArgumentError("forward.hidden: non-finite values"));
   }
   const auto received = std::chrono::steady_clock::now();
   auto self = shared_from_this();
   job_->Submit([self, v, seq, forward, input = *std::move(input), labels, last,
                 received]() mutable {
+    if (self->Finished()) return;  // Its micro-batch would never be freed.
     const auto started = std::chrono::steady_clock::now();
     StageInput in;
     in.hidden = input;
@@ -210,6 +230,7 @@ void SessionHandler::TrainBackward(uint64_t seq,
   auto run = [self, seq, codec = v.codec,
               step = backward.step()](at::Tensor grad) {
     self->job_->Submit([self, seq, codec, step, grad]() {
+      if (self->Finished()) return;
       auto g = self->job_->Backward(self->Key(step), grad);
       if (!g.ok()) return self->Fail(g.status());
       v1::StageResponse response;
@@ -237,6 +258,10 @@ void SessionHandler::TrainBackward(uint64_t seq,
         auto grad = wire::Decode(r.backward().grad_input(), hidden,
                                  "backward.grad_input", self->env_.limits);
         if (!grad.ok()) return self->Fail(grad.status());
+        if (!at::isfinite(*grad).all().item<bool>()) {
+          return self->Fail(absl::InvalidArgumentError(
+              "backward.grad_input: non-finite values from the next hop"));
+        }
         run(*std::move(grad));
       });
     });
@@ -248,6 +273,10 @@ void SessionHandler::TrainBackward(uint64_t seq,
   auto grad = wire::Decode(backward.grad_output(), cols, "backward.grad_output",
                            env_.limits);
   if (!grad.ok()) return Fail(grad.status());
+  if (!at::isfinite(*grad).all().item<bool>()) {
+    return Fail(
+        absl::InvalidArgumentError("backward.grad_output: non-finite values"));
+  }
   run(*std::move(grad));
 }
 
@@ -277,24 +306,26 @@ void SessionHandler::TrainStep(uint64_t seq, const v1::OptimizerStep& step) {
   // Every device of the job arrives before the norm is taken: the shard's
   // gradient then holds all their micro-batches.
   const bool last = !v.next;
-  job_->ArriveAtStep(step.step(), [self, step, apply, last]() {
-    const double sum = step.upstream_sq_norm() + self->job_->SquaredNorm();
-    if (last) {
-      v1::StageResponse r;
-      r.mutable_step()->set_total_sq_norm(sum);
-      return apply(std::move(r));
-    }
-    v1::StageRequest req;
-    *req.mutable_optimizer_step() = step;
-    req.mutable_optimizer_step()->set_upstream_sq_norm(sum);
-    self->ToNext(std::move(req), [self, apply](v1::StageResponse r) {
-      if (!r.has_step()) {
-        return self->Fail(absl::InternalError(
-            "next hop answered an optimizer step with no result"));
-      }
-      apply(std::move(r));
-    });
-  });
+  job_->ArriveAtStep(
+      step.step(), training_prefix_, [self, step, apply, last]() {
+        if (self->Finished()) return;
+        const double sum = step.upstream_sq_norm() + self->job_->SquaredNorm();
+        if (last) {
+          v1::StageResponse r;
+          r.mutable_step()->set_total_sq_norm(sum);
+          return apply(std::move(r));
+        }
+        v1::StageRequest req;
+        *req.mutable_optimizer_step() = step;
+        req.mutable_optimizer_step()->set_upstream_sq_norm(sum);
+        self->ToNext(std::move(req), [self, apply](v1::StageResponse r) {
+          if (!r.has_step()) {
+            return self->Fail(absl::InternalError(
+                "next hop answered an optimizer step with no result"));
+          }
+          apply(std::move(r));
+        });
+      });
 }
 
 void SessionHandler::TrainRestore(uint64_t seq,
@@ -314,12 +345,16 @@ void SessionHandler::TrainRestore(uint64_t seq,
   if (!v.next) return run();
   v1::StageRequest req;
   *req.mutable_restore() = restore;
-  ToNext(std::move(req), [self, run](v1::StageResponse r) {
-    if (r.kind_case() != v1::StageResponse::kRestored) {
-      return self->Fail(
-          absl::InternalError("next hop answered a restore with no result"));
-    }
-    run();
+  // Passed on from the job's thread, in order with this session's other
+  // requests to the next hop.
+  job_->Submit([self, req = std::move(req), run]() mutable {
+    self->ToNext(std::move(req), [self, run](v1::StageResponse r) {
+      if (r.kind_case() != v1::StageResponse::kRestored) {
+        return self->Fail(
+            absl::InternalError("next hop answered a restore with no result"));
+      }
+      run();
+    });
   });
 }
 
@@ -350,12 +385,14 @@ void SessionHandler::TrainExport(uint64_t seq,
   if (!v.next) return run(v1::StageResponse());
   v1::StageRequest req;
   *req.mutable_export_() = request;
-  ToNext(std::move(req), [self, run](v1::StageResponse r) {
-    if (!r.has_shard()) {
-      return self->Fail(
-          absl::InternalError("next hop answered an export with no shard"));
-    }
-    run(std::move(r));
+  job_->Submit([self, req = std::move(req), run]() mutable {
+    self->ToNext(std::move(req), [self, run](v1::StageResponse r) {
+      if (!r.has_shard()) {
+        return self->Fail(
+            absl::InternalError("next hop answered an export with no shard"));
+      }
+      run(std::move(r));
+    });
   });
 }
 

@@ -156,6 +156,7 @@ absl::StatusOr<StepOutcome> TrainingJob::ApplyStep(uint64_t step,
         "this server keeps no checkpoints (checkpoint_dir is empty)");
   }
   if (!std::isfinite(total_sq_norm) || total_sq_norm < 0) {
+    trainer_->ZeroGrad();  // Else every later step would fail too.
     return absl::InvalidArgumentError(
         absl::StrCat("gradient norm is not finite (squared norm ",
                      total_sq_norm, "): update skipped"));
@@ -221,15 +222,11 @@ std::vector<uint64_t> TrainingJob::CheckpointSteps() const {
 }
 
 absl::Status TrainingJob::Restore(uint64_t step) {
-  trainer_->Abort();
   {
     absl::MutexLock lock(&mu_);
-    if (step == step_) {
-      // Already there (another device of the job restored it): just drop
-      // what a failed step accumulated.
-      trainer_->ZeroGrad();
-      return absl::OkStatus();
-    }
+    // Already there (another device of the job restored it, or nothing to
+    // roll back): the other sessions' work in flight stays.
+    if (step == step_) return absl::OkStatus();
   }
   if (step == 0) {
     ES_RETURN_IF_ERROR(trainer_->SetState(initial_));
@@ -251,7 +248,6 @@ absl::Status TrainingJob::Restore(uint64_t step) {
   absl::MutexLock lock(&mu_);
   step_ = step;
   outcomes_.clear();
-  arrivals_.clear();
   return absl::OkStatus();
 }
 
@@ -276,17 +272,26 @@ void TrainingJob::Export(bool gradients, v1::AdapterShard* shard) const {
   shard->set_job_step(step());
 }
 
-void TrainingJob::ArriveAtStep(uint64_t step, std::function<void()> ready) {
+void TrainingJob::ArriveAtStep(uint64_t step, uint64_t prefix,
+                               std::function<void()> ready) {
   std::vector<std::function<void()>> go;
   {
     absl::MutexLock lock(&mu_);
     auto& waiting = arrivals_[step];
-    waiting.push_back(std::move(ready));
+    waiting[prefix] = std::move(ready);
     if (waiting.size() < spec_.devices()) return;
-    go = std::move(waiting);
+    for (auto& [p, g] : waiting) go.push_back(std::move(g));
     arrivals_.erase(step);
   }
   for (auto& g : go) Submit(std::move(g));
+}
+
+void TrainingJob::LeaveBarriers(uint64_t prefix) {
+  absl::MutexLock lock(&mu_);
+  for (auto it = arrivals_.begin(); it != arrivals_.end();) {
+    it->second.erase(prefix);
+    it = it->second.empty() ? arrivals_.erase(it) : std::next(it);
+  }
 }
 
 void TrainingJob::AbortSession(uint64_t prefix) {
@@ -295,7 +300,9 @@ void TrainingJob::AbortSession(uint64_t prefix) {
 
 void TrainingJob::SetOptimizer(const v1::OptimizerSpec& spec) {
   const AdamWOptions o = AdamWFor(spec);
-  Submit([this, o] { adamw_ = o; });
+  Submit([weak = weak_from_this(), o] {
+    if (auto job = weak.lock()) job->adamw_ = o;
+  });
 }
 
 uint64_t TrainingJob::step() const {
@@ -313,6 +320,7 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJobs::Get(
     std::shared_ptr<HostedStage> stage) {
   const BlockRange b = stage->model->spec().blocks;
   const Key key(spec.job_id(), model_id, b.first, b.last);
+  ES_RETURN_IF_ERROR(ValidateTrainingSpec(spec, stage->model->config()));
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(key);
   if (it != jobs_.end()) {
@@ -329,6 +337,13 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJobs::Get(
     }
     it->second->SetOptimizer(spec.optimizer());
     return it->second;
+  }
+  if (jobs_.size() >= kMaxTrainingJobs) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("this server runs ", jobs_.size(),
+                     " training jobs (the most it "
+                     "keeps); job \"",
+                     spec.job_id(), "\" cannot start"));
   }
   ES_ASSIGN_OR_RETURN(
       auto job, TrainingJob::Create(spec, std::move(stage), checkpoint_root_));

@@ -41,7 +41,7 @@ struct StepOutcome {
   double lr = 0;
 };
 
-class TrainingJob {
+class TrainingJob : public std::enable_shared_from_this<TrainingJob> {
  public:
   // `stage` stays loaded while the job lives. `checkpoint_root` "" keeps
   // no checkpoints (a step asking for one fails).
@@ -74,7 +74,10 @@ class TrainingJob {
   // its next update, whatever `step` the device counted.
   absl::StatusOr<StepOutcome> ApplyStep(uint64_t step, double total_sq_norm,
                                         bool checkpoint);
-  // Back to the checkpoint after `step` updates (0: the initial factors).
+  // Back to the checkpoint after `step` updates (0: the initial factors),
+  // for every session of the job: their micro-batches in flight and
+  // accumulated gradients go. A job already at `step` is left alone (the
+  // job's other devices asking for the same restore).
   absl::Status Restore(uint64_t step);
   // Drops the micro-batches of a session that ended (keys with its
   // prefix).
@@ -83,9 +86,14 @@ class TrainingJob {
   void Export(bool gradients, v1::AdapterShard* shard) const;
 
   // --- Thread-safe. ---
-  // Step barrier: the job's devices arrive with their step; `ready` runs
-  // (on the job's thread) once `devices` have arrived, for each of them.
-  void ArriveAtStep(uint64_t step, std::function<void()> ready);
+  // Step barrier: the job's sessions (by prefix) arrive with their step;
+  // `ready` runs (on the job's thread) once `devices` distinct sessions
+  // have arrived, for each of them. A session arriving twice replaces its
+  // first arrival.
+  void ArriveAtStep(uint64_t step, uint64_t prefix,
+                    std::function<void()> ready);
+  // A session that ended leaves every barrier it waits at.
+  void LeaveBarriers(uint64_t prefix);
   // Later updates use `spec` (after the tasks submitted before).
   void SetOptimizer(const v1::OptimizerSpec& spec);
   // Updates checkpointed on disk, ascending.
@@ -114,7 +122,8 @@ class TrainingJob {
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;  // Updates applied.
   uint64_t next_prefix_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, StepOutcome> outcomes_ ABSL_GUARDED_BY(mu_);
-  std::map<uint64_t, std::vector<std::function<void()>>> arrivals_
+  // step -> session prefix -> its ready callback.
+  std::map<uint64_t, std::map<uint64_t, std::function<void()>>> arrivals_
       ABSL_GUARDED_BY(mu_);
 
   // The job's thread and its queue. Shared with the thread: the last
@@ -134,13 +143,16 @@ class TrainingJob {
 // A server's jobs, by (job id, model id, first block, last block).
 // Thread-safe. Jobs live until the server stops (their state is in memory
 // and, checkpointed, on disk).
+inline constexpr size_t kMaxTrainingJobs = 64;
+
 class TrainingJobs {
  public:
   explicit TrainingJobs(std::string checkpoint_root)
       : checkpoint_root_(std::move(checkpoint_root)) {}
   // The job for `spec` on `stage`, created on first use with the initial
   // factors (a session then restores the checkpoint its device chooses).
-  // A spec that differs from the running job's is refused.
+  // The spec is validated every time; one whose adapter differs from the
+  // running job's is refused; at most kMaxTrainingJobs jobs per server.
   absl::StatusOr<std::shared_ptr<TrainingJob>> Get(
       const v1::TrainingSpec& spec, const std::string& model_id,
       std::shared_ptr<HostedStage> stage);

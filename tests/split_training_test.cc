@@ -710,6 +710,22 @@ TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
               ::testing::HasSubstr("forward.labels[2]"));
   s = run(spec, {forward(0, {1, 2})});
   EXPECT_TRUE(s.ok()) << s;
+  s = run(spec, {forward(0, {-100, -100})});
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("every label"));
+  v1::StageRequest huge = forward(0, {1, 2});
+  huge.mutable_forward()->set_loss_scale(1e300);
+  EXPECT_THAT(std::string(run(spec, {huge}).message()),
+              ::testing::HasSubstr("forward.loss_scale"));
+  v1::StageRequest nan = forward(0, {1, 2});
+  {
+    at::Tensor h = at::zeros({2, config.hidden_size});
+    h[1][3] = std::nan("");
+    ASSERT_TRUE(
+        wire::Encode(h, v1::CODEC_FP32, nan.mutable_forward()->mutable_hidden())
+            .ok());
+  }
+  EXPECT_THAT(std::string(run(spec, {nan}).message()),
+              ::testing::HasSubstr("non-finite"));
   s = run(spec, {backward});  // Micro-batch 0 of this session never ran.
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
   v1::StageRequest step;
@@ -734,7 +750,20 @@ TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
     open.mutable_open()->set_model_id("m");
     open.mutable_open()->set_codec(v1::CODEC_FP32);
     *open.mutable_open()->add_route() = route[0];
-    std::promise<absl::Status> opened, refused;
+    std::promise<absl::Status> opened, refused, sneaky;
+    // Nor read a training job's adapter while it changes.
+    auto other = StageStream::Start(stubs.Get(route[0].address()),
+                                    absl::Now() + absl::Seconds(30), "a",
+                                    route[0].address());
+    v1::StageRequest peek = open;
+    peek.mutable_open()->set_session_id("peek");
+    peek.mutable_open()->set_adapter("train:ok");
+    other->Send(peek, [&](absl::StatusOr<v1::StageResponse> r) {
+      sneaky.set_value(r.status());
+    });
+    EXPECT_THAT(std::string(sneaky.get_future().get().message()),
+                ::testing::HasSubstr("training job's"));
+    other->Close();
     stream->Send(open, [&](absl::StatusOr<v1::StageResponse> r) {
       opened.set_value(r.status());
     });
@@ -803,6 +832,38 @@ TEST(SplitTrainingModesTest, DevicesTakingTurnsEachApplyAnUpdate) {
                               stubs.Get(so.route[0].address()), so);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ((*t)->server_step(), 6u);
+}
+
+// Exporting never rolls a job back: updates past the newest checkpoint
+// make `ExportAdapter` refuse, naming why.
+TEST(SplitTrainingExportTest, RefusesToRollBackUncheckpointedUpdates) {
+  const std::string dir = testing::TinyModel(Arch::kGpt2);
+  auto store = ModelStore::Open(dir);
+  ASSERT_TRUE(store.ok());
+  const int64_t n = (*store)->config().num_layers;
+  const std::string tmp = testing::TempDir("train_export");
+  ClusterPlan plan{"m", dir, false, {{"device", 0, 1}, {"a", 1, n}}};
+  auto c = Cluster::Start(tmp, {plan});
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c, "phone");
+  TrainingOptions o;
+  o.job_id = "half";
+  o.checkpoint_dir = tmp + "/ckpt";
+  auto t = agent->StartTraining("m", o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const auto w = ToWindows(RandomWindows((*store)->config().vocab_size, 2, 1));
+  ASSERT_TRUE((*t)->Step(w, /*checkpoint=*/true).ok());
+  ASSERT_TRUE((*t)->Step(w).ok());  // Update 2, not checkpointed.
+  absl::Status s =
+      agent->ExportAdapter("m", "half", o.checkpoint_dir, tmp + "/out");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("roll it back"));
+  // The job was not touched: training goes on from update 2.
+  auto st = (*t)->Step(w, /*checkpoint=*/true);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->step, 3);
+  EXPECT_TRUE(
+      agent->ExportAdapter("m", "half", o.checkpoint_dir, tmp + "/out").ok());
 }
 
 }  // namespace
