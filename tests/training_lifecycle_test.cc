@@ -1,0 +1,377 @@
+// Split fine-tuning over time: a stage killed mid-training resumes from
+// the last checkpoint, split federated learning with three devices, the
+// real model fine-tuned across hops and exported as PEFT, and the
+// `edgesplit train` / `adapter export` commands.
+#include <atomic>
+#include <cmath>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include "device_agent/cli/commands.h"
+#include "device_agent/split_trainer.h"
+#include "edgesplit/device_agent.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proto/protocol.h"
+#include "proto/tensor_codec.h"
+#include "proto/training_spec.h"
+#include "runtime/model_store.h"
+#include "runtime/test_models.h"
+#include "runtime/training_data.h"
+#include "tests/cluster.h"
+#include "tests/training_util.h"
+
+namespace edgesplit {
+namespace {
+
+using ::edgesplit::testing::AdapterDiff;
+using ::edgesplit::testing::Agent;
+using ::edgesplit::testing::Cluster;
+using ::edgesplit::testing::ClusterPlan;
+using ::edgesplit::testing::RandomWindows;
+using ::edgesplit::testing::RealModel;
+using ::edgesplit::testing::Route;
+using ::edgesplit::testing::Shakespeare;
+using ::edgesplit::testing::Spec;
+using ::edgesplit::testing::ToWindows;
+
+TEST(SplitTrainingResumeTest, StageKilledMidTrainingResumesFromCheckpoint) {
+  const std::string dir = testing::TinyModel(Arch::kGpt2);
+  auto store = ModelStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const ModelConfig& config = (*store)->config();
+  const int64_t n = config.num_layers;
+  const std::string tmp = testing::TempDir("train_resume");
+  ClusterPlan plan{
+      "m", dir, false, {{"device", 0, 1}, {"a", 1, 2}, {"b", 2, n}}};
+  auto c = Cluster::Start(tmp, {plan});
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c, "phone");
+  constexpr int kSteps = 10, kEvery = 4;
+  int total_resumes = 0;
+
+  // Steps from `windows(step)`, checkpointing every kEvery updates; the
+  // hook runs before each step.
+  auto train = [&](const std::string& job,
+                   const std::function<void(int)>& before) -> std::string {
+    TrainingOptions o;
+    o.job_id = job;
+    o.rank = 4;
+    o.lr = 5e-3;
+    o.seed = 3;
+    o.checkpoint_dir = tmp + "/device-checkpoints";
+    auto t = agent->StartTraining("m", o);
+    EXPECT_TRUE(t.ok()) << t.status();
+    if (!t.ok()) return "";
+    int resumes = 0;
+    for (int step = 0; step < kSteps;) {
+      before(step);
+      auto st = (*t)->Step(ToWindows(RandomWindows(config.vocab_size, 3, step)),
+                           (step + 1) % kEvery == 0);
+      if (st.ok()) {
+        ++step;
+        continue;
+      }
+      // The killed hop: UNAVAILABLE (or CANCELLED as its streams end).
+      EXPECT_LT(++resumes, 3) << st.status();
+      if (resumes >= 3) return "";
+      auto from = (*t)->Resume(absl::Seconds(60));
+      EXPECT_TRUE(from.ok()) << from.status();
+      if (!from.ok()) return "";
+      EXPECT_EQ(*from % kEvery, 0);  // A checkpoint, not where it failed.
+      EXPECT_LE(*from, step);
+      step = static_cast<int>(*from);
+      ++total_resumes;
+    }
+    const std::string out = absl::StrCat(tmp, "/", job, "-adapter");
+    EXPECT_TRUE((*t)->Export(out).ok());
+    return out;
+  };
+
+  const std::string straight = train("straight", [](int) {});
+  std::atomic<bool> killed{false};
+  std::thread killer;
+  const std::string resumed = train("resumed", [&](int step) {
+    if (step == 6 && !killed.exchange(true)) {
+      // Mid-step: the server dies while step 6's micro-batches are in
+      // flight, then comes back (same name, same checkpoint directory).
+      // (b computes 50x slower now, so the kill lands inside the step.)
+      (*c)->server("b")->host()->SetComputeSlowdown(50);
+      killer = std::thread([&] {
+        absl::SleepFor(absl::Milliseconds(20));
+        (*c)->Kill("b");
+        ASSERT_TRUE((*c)->Restart("b").ok());
+      });
+    }
+  });
+  if (killer.joinable()) killer.join();
+  ASSERT_TRUE(killed.load());
+  EXPECT_GE(total_resumes, 1);
+  ASSERT_FALSE(straight.empty());
+  ASSERT_FALSE(resumed.empty());
+  // Resumed from update 4, the run ends where the uninterrupted one does:
+  // no update lost, none applied twice, no shard corrupted.
+  EXPECT_LE(AdapterDiff(straight, resumed, config), 1e-6);
+}
+
+TEST(SplitFederatedTest, ThreeDevicesAverageTheirAdaptersAndLearn) {
+  const std::string dir = RealModel();
+  auto store = ModelStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const TrainingData data = Shakespeare(**store, 60000, 32);
+  std::vector<std::vector<int32_t>> eval(data.held_out.begin(),
+                                         data.held_out.begin() + 16);
+  ClusterPlan plan{"real", dir, false, {{"device", 0, 1}, {"a", 1, 5}}};
+  auto c = Cluster::Start(testing::TempDir("train_sfl"), {plan});
+  ASSERT_TRUE(c.ok()) << c.status();
+  constexpr int kDevices = 3, kSteps = 16, kEvery = 4, kBatch = 4;
+  std::vector<std::unique_ptr<DeviceAgent>> agents;
+  std::vector<std::unique_ptr<Trainer>> trainers(kDevices);
+  for (int d = 0; d < kDevices; ++d) {
+    agents.push_back(Agent(**c, absl::StrCat("phone-", d)));
+  }
+  TrainingOptions o;
+  o.job_id = "sfl";
+  o.mode = "sfl";
+  o.devices = kDevices;
+  o.rank = 8;
+  o.lr = 1e-2;
+  o.warmup_steps = 2;
+  o.total_steps = kSteps;
+  for (int d = 0; d < kDevices; ++d) {
+    auto t = agents[d]->StartTraining("real", o);
+    ASSERT_TRUE(t.ok()) << t.status();
+    trainers[d] = *std::move(t);
+  }
+  auto before = trainers[0]->Evaluate(eval);
+  ASSERT_TRUE(before.ok()) << before.status();
+  std::vector<absl::Status> errors(kDevices);
+  std::vector<std::thread> threads;
+  for (int d = 0; d < kDevices; ++d) {
+    threads.emplace_back([&, d] {
+      // Device d trains on its own shard: windows d, d + 3, d + 6, ...
+      size_t next = d;
+      for (int step = 0; step < kSteps; ++step) {
+        std::vector<std::vector<int32_t>> batch;
+        for (int i = 0; i < kBatch; ++i) {
+          batch.push_back(data.train[next % data.train.size()]);
+          next += kDevices;
+        }
+        auto st = trainers[d]->Step(batch);
+        if (!st.ok()) {
+          errors[d] = st.status();
+          return;
+        }
+        if ((step + 1) % kEvery == 0) {
+          absl::Status s = trainers[d]->AverageDeviceAdapter(kEvery * kBatch);
+          if (!s.ok()) {
+            errors[d] = s;
+            return;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const absl::Status& e : errors) ASSERT_TRUE(e.ok()) << e;
+  auto after = trainers[0]->Evaluate(eval);
+  ASSERT_TRUE(after.ok()) << after.status();
+  std::printf("SFL, 3 devices: held-out loss %.3f -> %.3f\n", *before, *after);
+  EXPECT_LT(*after, *before - 0.1);
+  // After the last round every device holds the same (averaged) device
+  // adapter, and they share the server's: the three exports are equal.
+  const std::string tmp = testing::TempDir("train_sfl_out");
+  for (int d = 0; d < kDevices; ++d) {
+    ASSERT_TRUE(trainers[d]->Export(absl::StrCat(tmp, "/", d)).ok());
+  }
+  EXPECT_EQ(AdapterDiff(tmp + "/0", tmp + "/1", (*store)->config()), 0);
+  EXPECT_EQ(AdapterDiff(tmp + "/0", tmp + "/2", (*store)->config()), 0);
+}
+
+TEST(SplitTrainingRealModelTest, FineTunesAcrossHopsAndExportsPeft) {
+  const std::string dir = RealModel();
+  auto store = ModelStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const ModelConfig& config = (*store)->config();
+  const TrainingData data = Shakespeare(**store, 60000, 64);
+  ASSERT_GE(data.held_out.size(), 16u);
+  std::vector<std::vector<int32_t>> eval(data.held_out.begin(),
+                                         data.held_out.begin() + 16);
+  ClusterPlan plan{
+      "real", dir, false, {{"device", 0, 1}, {"a", 1, 3}, {"b", 3, 5}}};
+  auto c = Cluster::Start(testing::TempDir("train_real"), {plan});
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c, "phone");
+  TrainingOptions o;
+  o.job_id = "shakespeare";
+  o.rank = 8;
+  o.lr = 1e-2;
+  o.warmup_steps = 5;
+  o.total_steps = 60;
+  auto t = agent->StartTraining("real", o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto before = (*t)->Evaluate(eval);
+  ASSERT_TRUE(before.ok()) << before.status();
+  const auto batches = BatchByLength(data.train, 256);
+  for (int step = 0; step < o.total_steps; ++step) {
+    std::vector<std::vector<int32_t>> batch;
+    for (size_t i : batches[step % batches.size()]) {
+      batch.push_back(data.train[i]);
+    }
+    auto st = (*t)->Step(batch);
+    ASSERT_TRUE(st.ok()) << st.status();
+  }
+  auto after = (*t)->Evaluate(eval);
+  ASSERT_TRUE(after.ok()) << after.status();
+  std::printf("3 hops: held-out perplexity %.2f -> %.2f\n", std::exp(*before),
+              std::exp(*after));
+  EXPECT_LT(std::exp(*after), 0.5 * std::exp(*before));
+
+  // The exported PEFT adapter computes, in one process, what the split
+  // trained model computes across the hops...
+  const std::string out = testing::TempDir("train_real_out") + "/adapter";
+  ASSERT_TRUE((*t)->Export(out).ok());
+  auto whole = StageModel::Load(**store, {{0, config.num_layers}, true, true});
+  ASSERT_TRUE(whole.ok());
+  std::shared_ptr<LoraAdapter> adapter =
+      *LoraAdapter::LoadPeft(out, config, "exported");
+  ASSERT_TRUE((*whole)->AttachAdapter(adapter).ok());
+  auto mono = StageTrainer::Create(whole->get(), adapter);
+  ASSERT_TRUE(mono.ok());
+  double sum = 0;
+  int64_t tokens = 0;
+  for (const auto& w : eval) {
+    StageInput in;
+    in.tokens =
+        at::tensor(std::vector<int64_t>(w.begin(), w.end() - 1), at::kLong);
+    at::Tensor labels =
+        at::tensor(std::vector<int64_t>(w.begin() + 1, w.end()), at::kLong);
+    auto loss = (*mono)->EvaluateLoss(in, labels);
+    ASSERT_TRUE(loss.ok());
+    sum += *loss * labels.size(0);
+    tokens += labels.size(0);
+  }
+  EXPECT_NEAR(sum / tokens, *after, 1e-5);
+
+  // ... and `edgesplit generate --adapter` loads it: its greedy text is
+  // the trained model's (argmax of the adapted logits, step by step).
+  std::ostringstream text, err;
+  ASSERT_EQ(cli::Run({"generate", "--model", dir, "--adapter", out, "--prompt",
+                      "ROMEO:", "--temperature", "0", "--max-new-tokens", "12"},
+                     text, err),
+            0)
+      << err.str();
+  auto tok = (*store)->LoadTokenizer();
+  std::vector<int32_t> ids = *(*tok)->EncodePrompt("ROMEO:");
+  for (int i = 0; i < 12; ++i) {
+    StageInput in;
+    in.tokens =
+        at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong);
+    auto logits = (*mono)->Evaluate(in);
+    ASSERT_TRUE(logits.ok());
+    ids.push_back(static_cast<int32_t>(
+        (*logits)[logits->size(0) - 1].argmax().item<int64_t>()));
+  }
+  const std::vector<int32_t> generated(ids.end() - 12, ids.end());
+  auto want = (*tok)->Decode(generated);
+  ASSERT_TRUE(want.ok());
+  std::string got = text.str();
+  if (!got.empty() && got.back() == '\n') got.pop_back();
+  ASSERT_FALSE(got.empty());
+  // (The CLI stops at EOS; the loop above does not.)
+  EXPECT_EQ(want->substr(0, got.size()), got);
+  // The base model says something else.
+  std::ostringstream base;
+  ASSERT_EQ(cli::Run({"generate", "--model", dir, "--prompt",
+                      "ROMEO:", "--temperature", "0", "--max-new-tokens", "12"},
+                     base, err),
+            0);
+  EXPECT_NE(base.str(), text.str());
+}
+
+TEST(TrainCommandTest, TrainsResumesAndExports) {
+  const std::string dir = RealModel();
+  auto store = ModelStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::string tmp = testing::TempDir("train_cli");
+  {
+    std::ifstream in(testing::SharedDir() + "/data/tinyshakespeare.txt");
+    std::string text(30000, '\0');
+    in.read(text.data(), text.size());
+    text.resize(static_cast<size_t>(in.gcount()));
+    std::ofstream(tmp + "/text.txt") << text;
+  }
+  ClusterPlan plan{"real", dir, true, {{"device", 0, 1}, {"a", 1, 5}}};
+  auto c = Cluster::Start(tmp, {plan});
+  ASSERT_TRUE(c.ok()) << c.status();
+  const std::vector<std::string> common = {"--controller",
+                                           (*c)->controller_address(),
+                                           "--model-id",
+                                           "real",
+                                           "--data",
+                                           tmp + "/text.txt",
+                                           "--checkpoint-dir",
+                                           tmp + "/ckpt",
+                                           "--job",
+                                           "cli",
+                                           "--lr",
+                                           "1e-2",
+                                           "--seq-len",
+                                           "32",
+                                           "--batch-tokens",
+                                           "128",
+                                           "--eval-every",
+                                           "10",
+                                           "--checkpoint-every",
+                                           "10",
+                                           "--log-every",
+                                           "5",
+                                           "--u-shaped"};
+  std::vector<std::string> args = {"train", "--steps", "20", "--out",
+                                   tmp + "/first"};
+  args.insert(args.end(), common.begin(), common.end());
+  std::ostringstream out, err;
+  ASSERT_EQ(cli::Run(args, out, err), 0) << err.str();
+  EXPECT_THAT(err.str(), ::testing::HasSubstr("step 20/20 loss"));
+  EXPECT_THAT(err.str(), ::testing::HasSubstr("eval step 20: held-out loss"));
+  EXPECT_THAT(err.str(), ::testing::HasSubstr("-> device head"));
+  EXPECT_THAT(out.str(), ::testing::HasSubstr("trained cli to step 20"));
+
+  // A second run of the same job continues from its checkpoint.
+  args = {"train", "--steps", "30"};
+  args.insert(args.end(), common.begin(), common.end());
+  std::ostringstream out2, err2;
+  ASSERT_EQ(cli::Run(args, out2, err2), 0) << err2.str();
+  EXPECT_THAT(err2.str(), ::testing::HasSubstr("resumed at step 20"));
+  EXPECT_THAT(out2.str(), ::testing::HasSubstr("to step 30"));
+
+  // `adapter export` assembles step 30's adapter; it differs from step
+  // 20's, and loads as PEFT.
+  std::ostringstream out3, err3;
+  ASSERT_EQ(
+      cli::Run({"adapter", "export", "--controller", (*c)->controller_address(),
+                "--model-id", "real", "--job", "cli", "--checkpoint-dir",
+                tmp + "/ckpt", "--out", tmp + "/exported"},
+               out3, err3),
+      0)
+      << err3.str();
+  const double moved =
+      AdapterDiff(tmp + "/first", tmp + "/exported", (*store)->config());
+  EXPECT_GT(moved, 0);
+  EXPECT_LT(moved, 1e8);
+
+  // A job that never trained here has no spec to export.
+  std::ostringstream out4, err4;
+  EXPECT_EQ(
+      cli::Run({"adapter", "export", "--controller", (*c)->controller_address(),
+                "--model-id", "real", "--job", "nope", "--checkpoint-dir",
+                tmp + "/ckpt", "--out", tmp + "/none"},
+               out4, err4),
+      1);
+  EXPECT_THAT(err4.str(), ::testing::HasSubstr("no training spec"));
+}
+
+}  // namespace
+}  // namespace edgesplit
