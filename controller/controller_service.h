@@ -46,6 +46,10 @@ class ControllerServiceImpl final
       const v1::AverageAdaptersRequest* request,
       v1::AverageAdaptersResponse* response) override;
 
+  // Fails averaging rounds whose deadline passed by `now` (the daemon's
+  // tick; InfiniteFuture() at shutdown, so no call keeps it waiting).
+  void ExpireRounds(absl::Time now) { averager_.Expire(now); }
+
  private:
   Controller* const controller_;
   FedAverager averager_;

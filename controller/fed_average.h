@@ -55,7 +55,8 @@ class FedAverager {
   // Adds a device's adapter to its round; when the round has `devices`
   // submissions every caller's `done` gets the average. A round not
   // complete by the earliest caller's `deadline` fails for everyone
-  // waiting (DEADLINE_EXCEEDED; checked on every submission and Expire()).
+  // waiting (DEADLINE_EXCEEDED; checked on every submission and by
+  // Expire(), which the controller daemon calls every 100 ms).
   void Submit(const v1::AverageAdaptersRequest& request, absl::Time deadline,
               Done done);
   // Fails rounds whose deadline passed (the controller's periodic tick).

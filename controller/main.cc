@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   std::signal(SIGHUP, OnSignal);
   for (;;) {
     absl::SleepFor(absl::Milliseconds(100));
+    service.ExpireRounds(absl::Now());
     if (g_signal == SIGHUP) {
       g_signal = 0;
       auto r = controller.ReloadPlans();
@@ -87,6 +88,8 @@ int main(int argc, char** argv) {
     }
   }
   std::cerr << "edgesplit-controller: shutting down\n";
+  // Averaging rounds still waiting would hold their calls: fail them.
+  service.ExpireRounds(absl::InfiniteFuture());
   // Stop accepting, let in-flight calls finish for up to 5 s, then cancel.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return 0;
