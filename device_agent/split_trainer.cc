@@ -1,8 +1,6 @@
 #include "device_agent/split_trainer.h"
 
 #include <cmath>
-#include <filesystem>
-#include <regex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -49,12 +47,19 @@ absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
   t->local_adapter_ = std::move(a);
   (void)local->DetachAdapter(t->adapter_name_);
   ES_RETURN_IF_ERROR(local->AttachAdapter(t->local_adapter_));
+  const BlockRange b = local->spec().blocks;
+  t->checkpoints_ = std::make_unique<TrainerCheckpoints>(
+      options.checkpoint_dir.empty()
+          ? ""
+          : absl::StrFormat("%s/%s/%s/%s-blocks-%d-%d", options.checkpoint_dir,
+                            options.spec.job_id(), options.model_id,
+                            options.device, b.first, b.last),
+      options.spec.keep_checkpoints());
   TrainerOptions to;
   to.recompute = options.spec.recompute();
   if (!t->local_adapter_->modules().empty()) {
     ES_ASSIGN_OR_RETURN(t->local_trainer_,
                         StageTrainer::Create(local, t->local_adapter_, to));
-    t->initial_ = t->local_trainer_->State();
   }
   if (head != nullptr) {
     // The head has no LoRA modules; its trainer carries the loss's
@@ -126,28 +131,8 @@ absl::StatusOr<v1::StageResponse> SplitTrainer::Call(v1::StageRequest request) {
   return r;
 }
 
-std::string SplitTrainer::CheckpointPath(uint64_t step) const {
-  const BlockRange b = local_->spec().blocks;
-  return absl::StrFormat("%s/%s/%s/%s-blocks-%d-%d/step-%08d.safetensors",
-                         options_.checkpoint_dir, options_.spec.job_id(),
-                         options_.model_id, options_.device, b.first, b.last,
-                         step);
-}
-
 std::vector<uint64_t> SplitTrainer::DeviceCheckpoints() const {
-  std::vector<uint64_t> steps;
-  if (options_.checkpoint_dir.empty()) return steps;
-  const std::filesystem::path dir =
-      std::filesystem::path(CheckpointPath(0)).parent_path();
-  static const std::regex kName("step-([0-9]{8})\\.safetensors");
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    std::smatch m;
-    const std::string name = e.path().filename().string();
-    if (std::regex_match(name, m, kName)) steps.push_back(std::stoull(m[1]));
-  }
-  std::sort(steps.begin(), steps.end());
-  return steps;
+  return checkpoints_->Steps();
 }
 
 uint64_t SplitTrainer::LatestCommonCheckpoint() const {
@@ -165,17 +150,7 @@ uint64_t SplitTrainer::LatestCommonCheckpoint() const {
 
 absl::Status SplitTrainer::Restore(uint64_t step) {
   if (local_trainer_) {
-    if (step == 0) {
-      ES_RETURN_IF_ERROR(local_trainer_->SetState(initial_));
-    } else {
-      const std::string path = CheckpointPath(step);
-      ES_ASSIGN_OR_RETURN(TrainerCheckpoint c, LoadTrainerState(path));
-      if (c.step != static_cast<int64_t>(step)) {
-        return absl::DataLossError(
-            absl::StrCat(path, ": holds step ", c.step, ", not ", step));
-      }
-      ES_RETURN_IF_ERROR(local_trainer_->SetState(c.state));
-    }
+    ES_RETURN_IF_ERROR(checkpoints_->Restore(step, local_trainer_.get()));
   }
   if (head_trainer_) head_trainer_->Abort();
   v1::StageRequest req;
@@ -365,20 +340,8 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ApplyStep(bool checkpoint) {
   if (local_trainer_) local_trainer_->Step(adamw_, step_, scale);
   if (head_trainer_) head_trainer_->ZeroGrad();
   ++step_;
-  if (checkpoint && local_trainer_ && !options_.checkpoint_dir.empty()) {
-    const std::string path = CheckpointPath(step_);
-    std::error_code ec;
-    std::filesystem::create_directories(
-        std::filesystem::path(path).parent_path(), ec);
-    ES_RETURN_IF_ERROR(SaveTrainerState(path, local_trainer_->State(),
-                                        static_cast<int64_t>(step_)));
-    const size_t keep = options_.spec.keep_checkpoints() == 0
-                            ? 2
-                            : options_.spec.keep_checkpoints();
-    std::vector<uint64_t> steps = DeviceCheckpoints();
-    for (size_t i = 0; i + keep < steps.size(); ++i) {
-      std::filesystem::remove(CheckpointPath(steps[i]), ec);
-    }
+  if (checkpoint && local_trainer_ && checkpoints_->enabled()) {
+    ES_RETURN_IF_ERROR(checkpoints_->Save(*local_trainer_, step_));
   }
   SplitStepStats stats;
   stats.step = static_cast<int64_t>(step_);

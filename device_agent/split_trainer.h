@@ -107,16 +107,15 @@ class SplitTrainer {
   SplitTrainer() = default;
   Future Send(v1::StageRequest request);
   absl::StatusOr<v1::StageResponse> Call(v1::StageRequest request);
-  std::string CheckpointPath(uint64_t step) const;
 
   StageModel* local_ = nullptr;
   StageModel* head_ = nullptr;
   SplitTrainerOptions options_;
   std::string adapter_name_;
   std::shared_ptr<LoraAdapter> local_adapter_, head_adapter_;
-  std::unique_ptr<StageTrainer> local_trainer_;  // Null when frozen.
-  std::unique_ptr<StageTrainer> head_trainer_;   // U-shaped only.
-  std::map<std::string, FactorState> initial_;   // local_trainer_'s.
+  std::unique_ptr<StageTrainer> local_trainer_;      // Null when frozen.
+  std::unique_ptr<StageTrainer> head_trainer_;       // U-shaped only.
+  std::unique_ptr<TrainerCheckpoints> checkpoints_;  // local_trainer_'s.
   AdamWOptions adamw_;
   std::shared_ptr<StageStream> stream_;
   std::vector<uint64_t> server_checkpoints_;

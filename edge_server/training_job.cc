@@ -1,8 +1,6 @@
 #include "edge_server/training_job.h"
 
 #include <cmath>
-#include <filesystem>
-#include <regex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -20,11 +18,13 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJob::Create(
   std::shared_ptr<TrainingJob> job(new TrainingJob(spec, std::move(stage)));
   const BlockRange blocks = job->stage_->model->spec().blocks;
   job->adapter_name_ = absl::StrCat("train:", spec.job_id());
-  if (!checkpoint_root.empty()) {
-    job->checkpoint_dir_ = absl::StrCat(checkpoint_root, "/", spec.job_id(),
-                                        "/", job->stage_->model_id, "/blocks-",
-                                        blocks.first, "-", blocks.last);
-  }
+  job->checkpoints_ = std::make_unique<TrainerCheckpoints>(
+      checkpoint_root.empty()
+          ? ""
+          : absl::StrCat(checkpoint_root, "/", spec.job_id(), "/",
+                         job->stage_->model_id, "/blocks-", blocks.first, "-",
+                         blocks.last),
+      spec.keep_checkpoints());
   LoraConfig lora = LoraConfigFor(spec, model);
   ES_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> adapter,
                       LoraAdapter::Create(model, lora, blocks, spec.seed(),
@@ -43,7 +43,6 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJob::Create(
     return trainer.status();
   }
   job->trainer_ = *std::move(trainer);
-  job->initial_ = job->trainer_->State();
   job->thread_ = std::thread([w = job->worker_] { w->Loop(); });
   return job;
 }
@@ -151,7 +150,7 @@ absl::StatusOr<StepOutcome> TrainingJob::ApplyStep(uint64_t step,
                        " has done ", step_, " updates"));
     }
   }
-  if (checkpoint && checkpoint_dir_.empty()) {
+  if (checkpoint && !checkpoints_->enabled()) {
     return absl::FailedPreconditionError(
         "this server keeps no checkpoints (checkpoint_dir is empty)");
   }
@@ -178,47 +177,12 @@ absl::StatusOr<StepOutcome> TrainingJob::ApplyStep(uint64_t step,
     // Devices of one step ask within moments of each other.
     while (outcomes_.size() > 16) outcomes_.erase(outcomes_.begin());
   }
-  if (checkpoint) ES_RETURN_IF_ERROR(SaveCheckpoint(step + 1));
+  if (checkpoint) ES_RETURN_IF_ERROR(checkpoints_->Save(*trainer_, step + 1));
   return out;
 }
 
-std::string TrainingJob::CheckpointPath(uint64_t step) const {
-  return absl::StrFormat("%s/step-%08d.safetensors", checkpoint_dir_, step);
-}
-
-absl::Status TrainingJob::SaveCheckpoint(uint64_t step) {
-  std::error_code ec;
-  std::filesystem::create_directories(checkpoint_dir_, ec);
-  if (ec) {
-    return absl::InternalError(
-        absl::StrCat(checkpoint_dir_, ": cannot create: ", ec.message()));
-  }
-  ES_RETURN_IF_ERROR(SaveTrainerState(CheckpointPath(step), trainer_->State(),
-                                      static_cast<int64_t>(step)));
-  const size_t keep =
-      spec_.keep_checkpoints() == 0 ? 2 : spec_.keep_checkpoints();
-  std::vector<uint64_t> steps = CheckpointSteps();
-  for (size_t i = 0; i + keep < steps.size(); ++i) {
-    std::filesystem::remove(CheckpointPath(steps[i]), ec);
-  }
-  return absl::OkStatus();
-}
-
 std::vector<uint64_t> TrainingJob::CheckpointSteps() const {
-  std::vector<uint64_t> steps;
-  if (checkpoint_dir_.empty()) return steps;
-  std::error_code ec;
-  static const std::regex kName("step-([0-9]{8})\\.safetensors");
-  for (const auto& e :
-       std::filesystem::directory_iterator(checkpoint_dir_, ec)) {
-    std::smatch m;
-    const std::string name = e.path().filename().string();
-    if (std::regex_match(name, m, kName)) {
-      steps.push_back(std::stoull(m[1].str()));
-    }
-  }
-  std::sort(steps.begin(), steps.end());
-  return steps;
+  return checkpoints_->Steps();
 }
 
 absl::Status TrainingJob::Restore(uint64_t step) {
@@ -228,23 +192,7 @@ absl::Status TrainingJob::Restore(uint64_t step) {
     // roll back): the other sessions' work in flight stays.
     if (step == step_) return absl::OkStatus();
   }
-  if (step == 0) {
-    ES_RETURN_IF_ERROR(trainer_->SetState(initial_));
-  } else {
-    if (checkpoint_dir_.empty()) {
-      return absl::FailedPreconditionError(
-          "this server keeps no checkpoints (checkpoint_dir is empty)");
-    }
-    const std::string path = CheckpointPath(step);
-    ES_ASSIGN_OR_RETURN(TrainerCheckpoint ckpt, LoadTrainerState(path));
-    if (ckpt.step != static_cast<int64_t>(step)) {
-      return absl::DataLossError(
-          absl::StrCat(path, ": holds step ", ckpt.step, ", not ", step));
-    }
-    absl::Status s = trainer_->SetState(ckpt.state);
-    if (!s.ok())
-      return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
-  }
+  ES_RETURN_IF_ERROR(checkpoints_->Restore(step, trainer_.get()));
   absl::MutexLock lock(&mu_);
   step_ = step;
   outcomes_.clear();

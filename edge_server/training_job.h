@@ -106,17 +106,14 @@ class TrainingJob : public std::enable_shared_from_this<TrainingJob> {
  private:
   TrainingJob(v1::TrainingSpec spec, std::shared_ptr<HostedStage> stage)
       : spec_(std::move(spec)), stage_(std::move(stage)) {}
-  std::string CheckpointPath(uint64_t step) const;
-  absl::Status SaveCheckpoint(uint64_t step);
 
   const v1::TrainingSpec spec_;
   const std::shared_ptr<HostedStage> stage_;
   std::string adapter_name_;
-  std::string checkpoint_dir_;  // "" when none.
+  std::unique_ptr<TrainerCheckpoints> checkpoints_;
   std::shared_ptr<LoraAdapter> adapter_;
   std::unique_ptr<StageTrainer> trainer_;  // Job thread only.
-  std::map<std::string, FactorState> initial_;
-  AdamWOptions adamw_;  // Job thread only.
+  AdamWOptions adamw_;                     // Job thread only.
 
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;  // Updates applied.

@@ -1,10 +1,14 @@
 #include "runtime/lora_trainer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <regex>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "runtime/safetensors.h"
 #include "runtime/status_macros.h"
 #include "runtime/torch_util.h"
@@ -65,6 +69,7 @@ absl::StatusOr<std::unique_ptr<StageTrainer>> StageTrainer::Create(
     }
     return absl::OkStatus();
   }));
+  t->initial_ = t->State();
   return t;
 }
 
@@ -345,6 +350,64 @@ absl::StatusOr<TrainerCheckpoint> LoadTrainerState(const std::string& path) {
     out.state[info.name] = std::move(s);
   }
   return out;
+}
+
+std::string TrainerCheckpoints::Path(uint64_t step) const {
+  return absl::StrFormat("%s/step-%08d.safetensors", dir_, step);
+}
+
+std::vector<uint64_t> TrainerCheckpoints::Steps() const {
+  std::vector<uint64_t> steps;
+  if (dir_.empty()) return steps;
+  static const std::regex kName("step-([0-9]{8})\\.safetensors");
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (std::regex_match(name, m, kName)) steps.push_back(std::stoull(m[1]));
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+absl::Status TrainerCheckpoints::Save(const StageTrainer& trainer,
+                                      uint64_t step) const {
+  if (dir_.empty()) {
+    return absl::FailedPreconditionError(
+        "no checkpoint directory configured (checkpoint_dir is empty)");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat(dir_, ": cannot create: ", ec.message()));
+  }
+  ES_RETURN_IF_ERROR(SaveTrainerState(Path(step), trainer.State(),
+                                      static_cast<int64_t>(step)));
+  const std::vector<uint64_t> steps = Steps();
+  for (size_t i = 0; i + keep_ < steps.size(); ++i) {
+    std::filesystem::remove(Path(steps[i]), ec);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TrainerCheckpoints::Restore(uint64_t step,
+                                         StageTrainer* trainer) const {
+  if (step == 0) return trainer->Reset();
+  if (dir_.empty()) {
+    return absl::FailedPreconditionError(
+        "no checkpoint directory configured (checkpoint_dir is empty)");
+  }
+  const std::string path = Path(step);
+  ES_ASSIGN_OR_RETURN(TrainerCheckpoint c, LoadTrainerState(path));
+  if (c.step != static_cast<int64_t>(step)) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": holds step ", c.step, ", not ", step));
+  }
+  absl::Status s = trainer->SetState(c.state);
+  if (!s.ok())
+    return absl::DataLossError(absl::StrCat(path, ": ", s.message()));
+  return absl::OkStatus();
 }
 
 }  // namespace edgesplit

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "runtime/lora.h"
@@ -115,6 +116,8 @@ class StageTrainer {
   // must be present with its shape).
   std::map<std::string, FactorState> State() const;
   absl::Status SetState(const std::map<std::string, FactorState>& state);
+  // Back to the factors it was created with (zero moments).
+  absl::Status Reset() { return SetState(initial_); }
   int64_t pending() const { return static_cast<int64_t>(pending_.size()); }
 
  private:
@@ -141,6 +144,7 @@ class StageTrainer {
   std::shared_ptr<LoraAdapter> adapter_;
   TrainerOptions options_;
   std::map<std::string, Param> params_;
+  std::map<std::string, FactorState> initial_;  // For Reset().
   std::map<uint64_t, Pending> pending_;
 };
 
@@ -156,6 +160,29 @@ struct TrainerCheckpoint {
 };
 // Errors name the file and the tensor.
 absl::StatusOr<TrainerCheckpoint> LoadTrainerState(const std::string& path);
+
+// One stage trainer's checkpoints: <dir>/step-NNNNNNNN.safetensors, the
+// newest `keep` kept. Used alike by a server's job shard and the device's.
+// An empty `dir` keeps none. Not thread-safe (one trainer's owner).
+class TrainerCheckpoints {
+ public:
+  TrainerCheckpoints(std::string dir, size_t keep)
+      : dir_(std::move(dir)), keep_(keep == 0 ? 2 : keep) {}
+
+  bool enabled() const { return !dir_.empty(); }
+  std::string Path(uint64_t step) const;
+  // Updates checkpointed, ascending (none if the directory is missing).
+  std::vector<uint64_t> Steps() const;
+  // Saves `trainer` as having done `step` updates, then prunes.
+  absl::Status Save(const StageTrainer& trainer, uint64_t step) const;
+  // Puts `trainer` back to update `step`: 0 is its initial factors, else
+  // the checkpoint (DATA_LOSS naming the file if it is not that step's).
+  absl::Status Restore(uint64_t step, StageTrainer* trainer) const;
+
+ private:
+  std::string dir_;
+  size_t keep_;
+};
 
 }  // namespace edgesplit
 

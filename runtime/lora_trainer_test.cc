@@ -393,6 +393,21 @@ TEST(LoraTrainerTest, CheckpointsRoundTripAndCorruptOnesAreRefused) {
     EXPECT_TRUE(at::equal(s.value, saved.at(name).value)) << name;
     EXPECT_TRUE(at::equal(s.v, saved.at(name).v)) << name;
   }
+  // A checkpoint directory keeps the newest two and restores any of them,
+  // or (update 0) the factors the trainer started from.
+  TrainerCheckpoints dir_ckpts(dir + "/ckpts", 2);
+  for (uint64_t s : {1, 2, 3}) {
+    ASSERT_TRUE(dir_ckpts.Save(*c.trainers[0], s).ok());
+  }
+  EXPECT_EQ(dir_ckpts.Steps(), (std::vector<uint64_t>{2, 3}));
+  ASSERT_TRUE(dir_ckpts.Restore(0, c.trainers[0].get()).ok());
+  EXPECT_FALSE(at::equal(c.trainers[0]->State().begin()->second.value,
+                         saved.begin()->second.value) &&
+               at::equal(c.trainers[0]->State().rbegin()->second.value,
+                         saved.rbegin()->second.value));
+  EXPECT_EQ(dir_ckpts.Restore(1, c.trainers[0].get()).code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(dir_ckpts.Restore(3, c.trainers[0].get()).ok());
   // A checkpoint of another shape, or a truncated file, is refused with
   // the file named.
   auto wrong = loaded->state;
