@@ -20,6 +20,13 @@ absl::Status Unexpected(const v1::StageResponse& r, absl::string_view want) {
                                           " where ", want, " was due"));
 }
 
+// The window's next-token labels (its ids after the first) on `f`.
+void AddLabels(const at::Tensor& window, v1::ForwardRequest* f) {
+  const at::Tensor labels = window.slice(0, 1).to(at::kLong).contiguous();
+  const int64_t* l = labels.data_ptr<int64_t>();
+  f->mutable_labels()->Add(l, l + labels.numel());
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
@@ -57,10 +64,10 @@ absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
       options.spec.keep_checkpoints());
   TrainerOptions to;
   to.recompute = options.spec.recompute();
-  if (!t->local_adapter_->modules().empty()) {
-    ES_ASSIGN_OR_RETURN(t->local_trainer_,
-                        StageTrainer::Create(local, t->local_adapter_, to));
-  }
+  // Frozen (no factors on the device's blocks), it only runs forwards.
+  t->device_trains_ = !t->local_adapter_->modules().empty();
+  ES_ASSIGN_OR_RETURN(t->local_trainer_,
+                      StageTrainer::Create(local, t->local_adapter_, to));
   if (head != nullptr) {
     // The head has no LoRA modules; its trainer carries the loss's
     // gradient back to the last server's output.
@@ -140,7 +147,7 @@ uint64_t SplitTrainer::LatestCommonCheckpoint() const {
   const std::vector<uint64_t> mine = DeviceCheckpoints();
   uint64_t best = 0;
   for (uint64_t s : server_checkpoints_) {
-    if (!local_trainer_ ||
+    if (!device_trains_ ||
         std::find(mine.begin(), mine.end(), s) != mine.end()) {
       best = std::max(best, s);
     }
@@ -149,7 +156,7 @@ uint64_t SplitTrainer::LatestCommonCheckpoint() const {
 }
 
 absl::Status SplitTrainer::Restore(uint64_t step) {
-  if (local_trainer_) {
+  if (device_trains_) {
     ES_RETURN_IF_ERROR(checkpoints_->Restore(step, local_trainer_.get()));
   }
   if (head_trainer_) head_trainer_->Abort();
@@ -186,28 +193,17 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
     ids[mb] = next_micro_batch_++;
     StageInput in;
     in.tokens = w.slice(0, 0, n).to(at::kLong);
-    at::Tensor h;
-    if (local_trainer_) {
-      ES_ASSIGN_OR_RETURN(h, local_trainer_->Forward(ids[mb], in));
-    } else {
-      // Frozen device: no graph, no backward here.
-      in.sequences.clear();
-      auto cache = local_->NewCache(nullptr);
-      in.sequences = {{cache.get(), n}};
-      at::NoGradGuard no_grad;
-      ES_ASSIGN_OR_RETURN(h, local_->Forward(in));
-    }
+    // A frozen device keeps no graph and runs no backward.
+    ES_ASSIGN_OR_RETURN(at::Tensor h, device_trains_
+                                          ? local_trainer_->Forward(ids[mb], in)
+                                          : local_trainer_->Evaluate(in));
     v1::StageRequest req;
     v1::ForwardRequest* f = req.mutable_forward();
     f->set_step(ids[mb]);
     f->set_train(true);
     f->set_loss_scale(scale);
     ES_RETURN_IF_ERROR(wire::Encode(h, options_.codec, f->mutable_hidden()));
-    if (!u_shaped) {
-      at::Tensor labels = w.slice(0, 1, n + 1).to(at::kLong).contiguous();
-      const int64_t* l = labels.data_ptr<int64_t>();
-      for (int64_t i = 0; i < n; ++i) f->add_labels(l[i]);
-    }
+    if (!u_shaped) AddLabels(w, f);
     forwards[mb] = Send(std::move(req));
     return absl::OkStatus();
   };
@@ -277,7 +273,7 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
     if (!br.ok()) return br.status();
     bytes_received_ += static_cast<int64_t>(br->ByteSizeLong());
     if (!br->has_backward()) return Unexpected(*br, "a backward result");
-    if (local_trainer_) {
+    if (device_trains_) {
       ES_ASSIGN_OR_RETURN(
           at::Tensor g,
           wire::Decode(br->backward().grad_input(),
@@ -302,7 +298,7 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
       s = backward(op.micro_batch);
     }
     if (!s.ok()) {
-      if (local_trainer_) local_trainer_->Abort();
+      local_trainer_->Abort();
       if (head_trainer_) head_trainer_->Abort();
       return s;
     }
@@ -321,7 +317,7 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
 absl::StatusOr<SplitStepStats> SplitTrainer::ApplyStep(bool checkpoint) {
   const int64_t sent0 = bytes_sent_, received0 = bytes_received_;
   double device_sq = 0;
-  if (local_trainer_) device_sq += local_trainer_->GradSquaredNorm();
+  device_sq += local_trainer_->GradSquaredNorm();
   if (head_trainer_) device_sq += head_trainer_->GradSquaredNorm();
   v1::StageRequest req;
   v1::OptimizerStep* s = req.mutable_optimizer_step();
@@ -337,10 +333,10 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ApplyStep(bool checkpoint) {
                 ? adamw_.max_grad_norm / norm
                 : 1.0;
   }
-  if (local_trainer_) local_trainer_->Step(adamw_, step_, scale);
+  if (device_trains_) local_trainer_->Step(adamw_, step_, scale);
   if (head_trainer_) head_trainer_->ZeroGrad();
   ++step_;
-  if (checkpoint && local_trainer_ && checkpoints_->enabled()) {
+  if (checkpoint && device_trains_ && checkpoints_->enabled()) {
     ES_RETURN_IF_ERROR(checkpoints_->Save(*local_trainer_, step_));
   }
   SplitStepStats stats;
@@ -396,25 +392,15 @@ absl::StatusOr<std::pair<double, int64_t>> SplitTrainer::Evaluate(
       return absl::InvalidArgumentError("a window needs at least 2 tokens");
     }
     const int64_t n = w.size(0) - 1;
-    auto cache = local_->NewCache(nullptr);
     StageInput in;
     in.tokens = w.slice(0, 0, n).to(at::kLong);
-    in.sequences = {{cache.get(), n}};
-    in.adapter = adapter_name_;
-    at::Tensor h;
-    {
-      at::NoGradGuard no_grad;
-      ES_ASSIGN_OR_RETURN(h, local_->Forward(in));
-    }
+    ES_ASSIGN_OR_RETURN(at::Tensor h, local_trainer_->Evaluate(in));
     v1::StageRequest req;
     v1::ForwardRequest* f = req.mutable_forward();
     f->set_step(next_micro_batch_++);
     f->set_train(false);
     ES_RETURN_IF_ERROR(wire::Encode(h, options_.codec, f->mutable_hidden()));
-    if (!u_shaped) {
-      at::Tensor labels = w.slice(0, 1, n + 1).to(at::kLong).contiguous();
-      for (int64_t k = 0; k < n; ++k) f->add_labels(labels[k].item<int64_t>());
-    }
+    if (!u_shaped) AddLabels(w, f);
     results.push_back(Send(std::move(req)));
   }
   while (read < results.size()) ES_RETURN_IF_ERROR(read_one());
@@ -440,7 +426,7 @@ absl::Status SplitTrainer::Export(AdapterTensors* factors,
   if (gradients != nullptr) {
     ES_RETURN_IF_ERROR(take(r.shard().gradients(), gradients));
   }
-  if (local_trainer_) {
+  if (device_trains_) {
     for (const auto& [name, st] : local_trainer_->State()) {
       (*factors)[PeftTensorName(name)] = st.value;
     }
@@ -455,7 +441,7 @@ absl::Status SplitTrainer::Export(AdapterTensors* factors,
 
 AdapterTensors SplitTrainer::DeviceFactors() const {
   AdapterTensors out;
-  if (!local_trainer_) return out;
+  if (!device_trains_) return out;
   for (const auto& [name, st] : local_trainer_->State()) {
     out[PeftTensorName(name)] = st.value;
   }
@@ -463,7 +449,7 @@ AdapterTensors SplitTrainer::DeviceFactors() const {
 }
 
 absl::Status SplitTrainer::SetDeviceFactors(const AdapterTensors& factors) {
-  if (!local_trainer_) return absl::OkStatus();
+  if (!device_trains_) return absl::OkStatus();
   // Factors change; the moments stay (each device keeps its optimizer).
   std::map<std::string, FactorState> state = local_trainer_->State();
   for (auto& [name, st] : state) {

@@ -98,7 +98,7 @@ class SplitTrainer {
   absl::Status SetDeviceFactors(const AdapterTensors& factors);
 
   uint64_t step() const { return step_; }
-  bool device_trains() const { return local_trainer_ != nullptr; }
+  bool device_trains() const { return device_trains_; }
   // Ends the session (every hop frees it).
   void Close();
 
@@ -113,8 +113,9 @@ class SplitTrainer {
   SplitTrainerOptions options_;
   std::string adapter_name_;
   std::shared_ptr<LoraAdapter> local_adapter_, head_adapter_;
-  std::unique_ptr<StageTrainer> local_trainer_;      // Null when frozen.
-  std::unique_ptr<StageTrainer> head_trainer_;       // U-shaped only.
+  std::unique_ptr<StageTrainer> local_trainer_;
+  bool device_trains_ = false;                  // Else frozen: forwards only.
+  std::unique_ptr<StageTrainer> head_trainer_;  // U-shaped only.
   std::unique_ptr<TrainerCheckpoints> checkpoints_;  // local_trainer_'s.
   AdamWOptions adamw_;
   std::shared_ptr<StageStream> stream_;

@@ -119,6 +119,7 @@ void SessionHandler::TrainForward(uint64_t seq,
   if (!input.ok()) return Fail(input.status());
   const int64_t rows = input->size(0);
   at::Tensor labels;
+  int64_t labelled = 0;  // Rows whose label counts.
   if (forward.labels_size() > 0) {
     if (!last || !has_head) {
       // Pass them on: the hop with the head computes the loss.
@@ -127,7 +128,6 @@ void SessionHandler::TrainForward(uint64_t seq,
           absl::StrCat("forward.labels: ", forward.labels_size(),
                        " labels for ", rows, " rows")));
     } else {
-      labels = at::empty({rows}, at::kLong);
       for (int64_t i = 0; i < rows; ++i) {
         const int64_t l = forward.labels(static_cast<int>(i));
         if (l != -100 && (l < 0 || l >= config.vocab_size)) {
@@ -135,8 +135,11 @@ void SessionHandler::TrainForward(uint64_t seq,
               "forward.labels[", i, "]: ", l, " is not a token id (vocabulary ",
               config.vocab_size, ") or -100")));
         }
-        labels[i] = l;
+        labelled += l != -100;
       }
+      labels = at::tensor(std::vector<int64_t>(forward.labels().begin(),
+                                               forward.labels().end()),
+                          at::kLong);
     }
   } else if (last && has_head && forward.train()) {
     return Fail(absl::InvalidArgumentError(
@@ -149,8 +152,7 @@ void SessionHandler::TrainForward(uint64_t seq,
         absl::StrCat("forward.loss_scale: ", forward.loss_scale(), " (in [0, ",
                      kMaxLossScale, "])")));
   }
-  if (labels.defined() && forward.train() &&
-      (labels != -100).sum().item<int64_t>() == 0) {
+  if (labels.defined() && forward.train() && labelled == 0) {
     return Fail(absl::InvalidArgumentError(
         "forward.labels: every label is -100 (no token to learn from)"));
   }
@@ -161,8 +163,8 @@ void SessionHandler::TrainForward(uint64_t seq,
   }
   const auto received = std::chrono::steady_clock::now();
   auto self = shared_from_this();
-  job_->Submit([self, v, seq, forward, input = *std::move(input), labels, last,
-                received]() mutable {
+  job_->Submit([self, v, seq, forward, input = *std::move(input), labels,
+                labelled, last, received]() mutable {
     if (self->Finished()) return;  // Its micro-batch would never be freed.
     const auto started = std::chrono::steady_clock::now();
     StageInput in;
@@ -177,10 +179,8 @@ void SessionHandler::TrainForward(uint64_t seq,
       auto loss = self->job_->ForwardLoss(
           key, std::move(in), labels, forward.loss_scale(), forward.train());
       if (!loss.ok()) return self->Fail(loss.status());
-      int64_t counted = 0;
-      for (int64_t l : forward.labels()) counted += l != -100;
       result->mutable_loss()->set_loss(*loss);
-      result->mutable_loss()->set_tokens(counted);
+      result->mutable_loss()->set_tokens(labelled);
       timing.set_compute_ms(MillisSince(started));
       timing.set_total_ms(MillisSince(received));
       *result->add_timings() = timing;
