@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "proto/protocol.h"
 #include "proto/tensor_codec.h"
 #include "runtime/status_macros.h"
 #include "runtime/torch_util.h"
@@ -29,15 +28,10 @@ absl::StatusOr<std::unique_ptr<RemoteSequence>> RemoteSequence::Open(
   s->stream_ =
       StageStream::Start(first_hop, options.deadline, options.route[0].node(),
                          options.route[0].address());
-  v1::StageRequest req;
-  v1::OpenSession* open = req.mutable_open();
-  open->set_protocol_version(kProtocolVersion);
-  open->set_session_id(options.session_id);
-  open->set_model_id(options.model_id);
-  open->set_adapter(options.adapter);
-  open->set_codec(options.codec);
-  open->set_return_hidden(head != nullptr);
-  for (const v1::Hop& hop : options.route) *open->add_route() = hop;
+  v1::StageRequest req =
+      OpenRequest(options.session_id, options.model_id, options.codec,
+                  options.route, head != nullptr);
+  req.mutable_open()->set_adapter(options.adapter);
   ES_ASSIGN_OR_RETURN(v1::StageResponse r, s->Call(std::move(req)));
   if (!r.has_opened()) {
     return absl::InternalError("first hop did not confirm the session");

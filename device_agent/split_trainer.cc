@@ -4,7 +4,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "proto/protocol.h"
 #include "proto/tensor_codec.h"
 #include "proto/training_spec.h"
 #include "runtime/pipeline_schedule.h"
@@ -85,15 +84,10 @@ absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
   t->stream_ =
       StageStream::Start(first_hop, options.deadline, options.route[0].node(),
                          options.route[0].address());
-  v1::StageRequest req;
-  v1::OpenSession* open = req.mutable_open();
-  open->set_protocol_version(kProtocolVersion);
-  open->set_session_id(options.session_id);
-  open->set_model_id(options.model_id);
-  open->set_codec(options.codec);
-  open->set_return_hidden(head != nullptr);
-  for (const v1::Hop& hop : options.route) *open->add_route() = hop;
-  *open->mutable_training() = options.spec;
+  v1::StageRequest req =
+      OpenRequest(options.session_id, options.model_id, options.codec,
+                  options.route, head != nullptr);
+  *req.mutable_open()->mutable_training() = options.spec;
   ES_ASSIGN_OR_RETURN(v1::StageResponse r, t->Call(std::move(req)));
   if (!r.has_opened()) return Unexpected(r, "the session's confirmation");
   t->server_checkpoints_.assign(r.opened().checkpoint_steps().begin(),

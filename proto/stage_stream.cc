@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "proto/grpc_status.h"
+#include "proto/protocol.h"
 
 namespace edgesplit {
 
@@ -151,6 +152,21 @@ absl::Status StageStream::Wait() {
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(&done_));
   return final_;
+}
+
+v1::StageRequest OpenRequest(const std::string& session_id,
+                             const std::string& model_id, v1::Codec codec,
+                             const std::vector<v1::Hop>& route,
+                             bool return_hidden) {
+  v1::StageRequest req;
+  v1::OpenSession* open = req.mutable_open();
+  open->set_protocol_version(kProtocolVersion);
+  open->set_session_id(session_id);
+  open->set_model_id(model_id);
+  open->set_codec(codec);
+  open->set_return_hidden(return_hidden);
+  for (const v1::Hop& hop : route) *open->add_route() = hop;
+  return req;
 }
 
 }  // namespace edgesplit

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -71,6 +72,14 @@ class StageStream
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status final_ ABSL_GUARDED_BY(mu_);
 };
+
+// A session's first request along `route` (the servers, in order;
+// `return_hidden` for a U-shaped split). Callers add the adapter or the
+// training spec.
+v1::StageRequest OpenRequest(const std::string& session_id,
+                             const std::string& model_id, v1::Codec codec,
+                             const std::vector<v1::Hop>& route,
+                             bool return_hidden);
 
 // StageService stubs by address, one channel each, with message limits
 // large enough for full-prompt activations. Thread-safe; stubs live as
