@@ -7,6 +7,7 @@
 #include "absl/synchronization/notification.h"
 #include "proto/tensor_codec.h"
 #include "runtime/status_macros.h"
+#include "runtime/threading.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {
@@ -62,11 +63,7 @@ absl::StatusOr<v1::StageResponse> RemoteSequence::Call(
 }
 
 void RemoteSequence::Slowdown(std::chrono::steady_clock::time_point start) {
-  if (options_.compute_slowdown <= 1.0) return;
-  const auto spent = std::chrono::steady_clock::now() - start;
-  std::this_thread::sleep_for(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          spent * (options_.compute_slowdown - 1.0)));
+  EmulateSlowdown(start, options_.compute_slowdown);
 }
 
 absl::StatusOr<std::vector<float>> RemoteSequence::Forward(

@@ -4,6 +4,7 @@
 #include <thread>
 #include <utility>
 
+#include "runtime/threading.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {
@@ -147,13 +148,7 @@ void Batcher::Execute(const StageModel* stage, std::vector<BatchItem>& items,
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<at::Tensor> out = Forward(stage, items);
   auto spent = std::chrono::steady_clock::now() - t0;
-  const double slowdown = state.slowdown ? state.slowdown->load() : 1.0;
-  if (slowdown > 1.0) {
-    const auto extra = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        spent * (slowdown - 1.0));
-    std::this_thread::sleep_for(extra);
-    spent += extra;
-  }
+  spent += EmulateSlowdown(t0, state.slowdown ? state.slowdown->load() : 1.0);
   if (single_token && out.ok()) {
     absl::MutexLock lock(&state.mu);
     ++state.stats.single_token_forwards;

@@ -7,6 +7,7 @@
 #include "proto/tensor_codec.h"
 #include "proto/training_spec.h"
 #include "runtime/status_macros.h"
+#include "runtime/threading.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {
@@ -89,15 +90,12 @@ void TrainingJob::Worker::Loop() {
 
 namespace {
 
-// Emulated slower machine: sleep (factor - 1) x the compute.
+// Emulated slower machine: the compute in scope takes `slowdown` x as long.
 class Slowdown {
  public:
   explicit Slowdown(const HostedStage& stage) : stage_(stage) {}
   ~Slowdown() {
-    const double f = stage_.slowdown ? stage_.slowdown->load() : 1.0;
-    if (f <= 1.0) return;
-    const auto spent = std::chrono::steady_clock::now() - start_;
-    std::this_thread::sleep_for(spent * (f - 1.0));
+    EmulateSlowdown(start_, stage_.slowdown ? stage_.slowdown->load() : 1.0);
   }
 
  private:

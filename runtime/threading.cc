@@ -7,6 +7,15 @@
 
 namespace edgesplit {
 
+std::chrono::nanoseconds EmulateSlowdown(
+    std::chrono::steady_clock::time_point start, double factor) {
+  if (!(factor > 1.0)) return std::chrono::nanoseconds(0);
+  const auto extra = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      (std::chrono::steady_clock::now() - start) * (factor - 1.0));
+  std::this_thread::sleep_for(extra);
+  return extra;
+}
+
 int SetComputeThreads(int threads) {
   if (threads <= 0) {
     threads = static_cast<int>(std::thread::hardware_concurrency());

@@ -8,7 +8,15 @@
 #ifndef EDGESPLIT_RUNTIME_THREADING_H_
 #define EDGESPLIT_RUNTIME_THREADING_H_
 
+#include <chrono>
+
 namespace edgesplit {
+
+// Emulation of a slower machine (what-if runs, tests, benchmarks): sleeps
+// (factor - 1) x the time since `start`, so the work since then takes
+// `factor` times as long. Nothing when factor <= 1. Returns the time slept.
+std::chrono::nanoseconds EmulateSlowdown(
+    std::chrono::steady_clock::time_point start, double factor);
 
 // `threads` <= 0 means every core. Call once at start-up, before compute.
 // Returns the number of threads the BLAS library will use.
