@@ -158,6 +158,25 @@ struct DeviceAgent::Impl {
     last_hop = hop;
   }
 
+  // Tells the controller session `id` ended, with what this device
+  // measured since (it reaches the controller even from a process that
+  // ends now, the CLI). Best effort.
+  void CloseRoute(const std::string& id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(ToChrono(absl::Now() + options.rpc_timeout));
+    v1::CloseSessionRequest req;
+    req.set_session_id(id);
+    if (options.report_profile) {
+      absl::MutexLock lock(&profile_mu);
+      *req.mutable_profile() = profile;
+      req.mutable_profile()->set_memory_bytes(options.memory_bytes);
+      req.mutable_profile()->set_joules_per_flop(options.joules_per_flop);
+      req.mutable_profile()->set_joules_per_bit(options.joules_per_bit);
+    }
+    v1::CloseSessionResponse resp;
+    (void)controller->CloseSession(&ctx, req, &resp);
+  }
+
   absl::StatusOr<std::shared_ptr<LocalModel>> Load(const std::string& dir,
                                                    int64_t first, int64_t last,
                                                    bool u_shaped) {

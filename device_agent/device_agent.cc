@@ -57,24 +57,7 @@ struct Session::Impl {
     if (!old_id.empty()) CloseOnController(old_id);
     return absl::OkStatus();
   }
-  void CloseOnController(const std::string& id) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(ToChrono(absl::Now() + agent->options.rpc_timeout));
-    v1::CloseSessionRequest req;
-    req.set_session_id(id);
-    // What was measured since the session opened reaches the controller
-    // even from a process that ends now (the CLI).
-    if (agent->options.report_profile) {
-      absl::MutexLock lock(&agent->profile_mu);
-      *req.mutable_profile() = agent->profile;
-      req.mutable_profile()->set_memory_bytes(agent->options.memory_bytes);
-      req.mutable_profile()->set_joules_per_flop(
-          agent->options.joules_per_flop);
-      req.mutable_profile()->set_joules_per_bit(agent->options.joules_per_bit);
-    }
-    v1::CloseSessionResponse resp;
-    (void)agent->controller->CloseSession(&ctx, req, &resp);
-  }
+  void CloseOnController(const std::string& id) { agent->CloseRoute(id); }
   // After `failure` on the current route: finds the hops that no longer
   // answer (a short probe each), and adopts a route without them.
   absl::Status Reroute(const absl::Status& failure, absl::Time deadline) {

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "device_agent/agent_impl.h"
 #include "device_agent/split_trainer.h"
 #include "proto/training_spec.h"
@@ -39,6 +40,15 @@ absl::StatusOr<std::vector<at::Tensor>> Windows(
 }  // namespace
 
 struct Trainer::Impl {
+  ~Impl() {
+    trainer.reset();
+    if (agent != nullptr && !route.session_id().empty()) {
+      agent->CloseRoute(route.session_id());
+    }
+  }
+  Impl() = default;
+  Impl(Impl&&) = default;
+
   DeviceAgent::Impl* agent = nullptr;
   std::string model_id;
   TrainingOptions options;
@@ -145,6 +155,10 @@ struct Trainer::Impl {
     const bool had_route = route.route_size() > 0;
     ES_ASSIGN_OR_RETURN(v1::OpenSessionResponse r,
                         agent->OpenRoute(model_id, "", {}, deadline));
+    // The controller's session record ends with this route: now if the
+    // route is not taken, else when the next one replaces it (or at ~Impl).
+    auto close_unused =
+        absl::MakeCleanup([this, &r] { agent->CloseRoute(r.session_id()); });
     if (options.u_shaped && !r.plan().u_shaped()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "u_shaped training needs a U-shaped plan; the plan of ", model_id,
@@ -180,7 +194,8 @@ struct Trainer::Impl {
         trainer,
         SplitTrainer::Open(model->local.get(), model->head.get(),
                            agent->stubs.Get(so.route[0].address()), so));
-    route = std::move(r);
+    std::swap(route, r);  // `r`, closed on return, is the old route now.
+    if (r.session_id().empty()) std::move(close_unused).Cancel();
     server_step_seen = trainer->server_step();
     const uint64_t target = trainer->LatestCommonCheckpoint();
     if (export_only && trainer->server_step() > target) {

@@ -109,6 +109,9 @@ TEST(SplitTrainingResumeTest, StageKilledMidTrainingResumesFromCheckpoint) {
   if (killer.joinable()) killer.join();
   ASSERT_TRUE(killed.load());
   EXPECT_GE(total_resumes, 1);
+  // Every route the trainers took (first ones and after the failure) was
+  // closed on the controller.
+  EXPECT_EQ((*c)->controller()->open_sessions(), 0);
   ASSERT_FALSE(straight.empty());
   ASSERT_FALSE(resumed.empty());
   // Resumed from update 4, the run ends where the uninterrupted one does:
