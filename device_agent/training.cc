@@ -12,14 +12,20 @@
 #include "device_agent/split_trainer.h"
 #include "proto/training_spec.h"
 #include "runtime/lora.h"
+#include "runtime/weight_layout.h"
 
 namespace edgesplit {
 namespace {
 
-std::vector<std::string> DefaultTargets(Arch arch) {
-  if (arch == Arch::kGpt2) return {"c_attn", "c_proj", "c_fc"};
-  return {"q_proj",    "k_proj",  "v_proj",   "o_proj",
-          "gate_proj", "up_proj", "down_proj"};
+// Every linear module of a block, by the short names PEFT matches.
+std::vector<std::string> AllLinearTargets(const ModelConfig& config) {
+  std::vector<std::string> names;
+  for (const LinearModule& m : BlockLinearModules(config, 0)) {
+    if (std::find(names.begin(), names.end(), m.short_name) == names.end()) {
+      names.push_back(m.short_name);
+    }
+  }
+  return names;
 }
 
 absl::StatusOr<std::vector<at::Tensor>> Windows(
@@ -81,7 +87,7 @@ struct Trainer::Impl {
     spec.set_rank(static_cast<uint32_t>(std::max(options.rank, 0)));
     spec.set_alpha(options.alpha);
     std::vector<std::string> targets = options.target_modules.empty()
-                                           ? DefaultTargets(config.arch)
+                                           ? AllLinearTargets(config)
                                            : options.target_modules;
     for (const std::string& t : targets) spec.add_target_modules(t);
     spec.set_first_trained_block(options.first_trained_block);
