@@ -17,3 +17,13 @@ function(edgesplit_test name)
     set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}")
   endif()
 endfunction()
+
+# edgesplit_reuse_pch(TARGET): TARGET reuses the runtime library's
+# precompiled ATen header. GCC skips a precompiled header built with other
+# flags (-fPIE executables, gRPC's -pthread defining _REENTRANT) and parses
+# the header itself: a warning (-Winvalid-pch), never an error.
+function(edgesplit_reuse_pch target)
+  target_precompile_headers(${target} REUSE_FROM edgesplit_runtime)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wno-error=invalid-pch>)
+endfunction()

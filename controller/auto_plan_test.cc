@@ -10,7 +10,7 @@
 #include "controller/fake_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/test_paths.h"
+#include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace {
@@ -380,8 +380,9 @@ TEST(AutoPlanBridgeTest, MeasuredLinksWinOverDefaults) {
       ba = true;
       EXPECT_EQ(link.bytes_per_s, 2e6);
     }
-    if (link.from == "device")
+    if (link.from == "device") {
       EXPECT_EQ(link.bytes_per_s, DefaultLink{}.bytes_per_s);
+    }
   }
   EXPECT_TRUE(ab && ba);
   // Without a device profile the device keeps exactly its minimum.
@@ -400,7 +401,9 @@ TEST(AutoPlanBridgeTest, MeasuredLinksWinOverDefaults) {
       EXPECT_EQ(link.bytes_per_s, 1e5);
       EXPECT_EQ(link.rtt_ms, 40);
     }
-    if (link.to == "device") EXPECT_EQ(link.bytes_per_s, 4e5);
+    if (link.to == "device") {
+      EXPECT_EQ(link.bytes_per_s, 4e5);
+    }
   }
   // Without a device profile the device keeps exactly its minimum.
   EXPECT_EQ(p->constraints.max_device_blocks, p->constraints.min_device_blocks);

@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "runtime/status_macros.h"
-#include "runtime/yaml_util.h"
+#include "base/status_macros.h"
+#include "base/yaml_util.h"
 
 namespace edgesplit {
 namespace {

@@ -6,7 +6,7 @@
 #include "controller/fake_clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/test_paths.h"
+#include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace {

@@ -4,8 +4,8 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/status_macros.h"
-#include "runtime/yaml_util.h"
+#include "base/status_macros.h"
+#include "base/yaml_util.h"
 
 namespace edgesplit {
 

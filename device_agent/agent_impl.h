@@ -23,8 +23,8 @@
 #include "runtime/model_store.h"
 #include "runtime/profiler.h"
 #include "runtime/stage_model.h"
-#include "runtime/status_macros.h"
-#include "runtime/tokenizer.h"
+#include "base/status_macros.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace edgesplit {
 

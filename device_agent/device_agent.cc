@@ -18,7 +18,7 @@
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
 #include "runtime/profiler.h"
-#include "runtime/status_macros.h"
+#include "base/status_macros.h"
 #include "runtime/threading.h"
 
 namespace edgesplit {

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "proto/tensor_codec.h"
-#include "runtime/status_macros.h"
+#include "base/status_macros.h"
 #include "runtime/threading.h"
 #include "runtime/torch_util.h"
 

@@ -6,8 +6,8 @@
 #include "absl/strings/str_format.h"
 #include "proto/tensor_codec.h"
 #include "proto/training_spec.h"
-#include "runtime/pipeline_schedule.h"
-#include "runtime/status_macros.h"
+#include "runtime/train/pipeline_schedule.h"
+#include "base/status_macros.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {

@@ -19,7 +19,7 @@
 #include "absl/time/time.h"
 #include "edgesplit/v1/stage.grpc.pb.h"
 #include "proto/stage_stream.h"
-#include "runtime/lora_trainer.h"
+#include "runtime/train/stage_trainer.h"
 #include "runtime/stage_model.h"
 
 namespace edgesplit {

@@ -1,7 +1,6 @@
 #include "edge_server/batcher.h"
 
 #include <chrono>
-#include <thread>
 #include <utility>
 
 #include "runtime/threading.h"
@@ -15,7 +14,9 @@ Batcher::Batcher(const StageModel* stage, int64_t max_batch_tokens,
       max_batch_tokens_(max_batch_tokens),
       state_(std::make_shared<State>()) {
   state_->slowdown = std::move(slowdown);
-  worker_ = std::thread(&Batcher::Run, state_, stage_, max_batch_tokens_);
+  worker_ = WorkerThread([state = state_, stage, max_batch_tokens] {
+    Run(state, stage, max_batch_tokens);
+  });
 }
 
 Batcher::~Batcher() {
@@ -25,13 +26,9 @@ Batcher::~Batcher() {
     state_->stopping = true;
     left.swap(state_->queue);
   }
-  if (worker_.get_id() == std::this_thread::get_id()) {
-    // Destroyed from a done callback on the worker: it returns to Run(),
-    // sees `stopping` and exits without touching this object.
-    worker_.detach();
-  } else {
-    worker_.join();
-  }
+  // Destroyed from a done callback on the worker, this detaches: the worker
+  // returns to Run(), sees `stopping` and exits without touching `this`.
+  worker_.Join();
   for (BatchItem& item : left) {
     item.done(absl::CancelledError("stage is shutting down"));
   }

@@ -12,11 +12,11 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "base/worker_thread.h"
 #include "runtime/stage_model.h"
 
 namespace edgesplit {
@@ -49,8 +49,8 @@ struct BatcherStats {
 // session never waits.
 //
 // A done callback may drop the last reference to whatever owns the batcher:
-// destroyed from its own worker thread, the batcher detaches the worker
-// (which only touches state it shares) instead of joining itself.
+// destroyed from its own worker thread, the batcher's WorkerThread detaches
+// (the loop only touches the State it shares) instead of joining itself.
 class Batcher {
  public:
   // `slowdown` (shared, may be null) emulates a slower machine: each forward
@@ -87,7 +87,7 @@ class Batcher {
   const StageModel* const stage_;
   const int64_t max_batch_tokens_;
   std::shared_ptr<State> state_;
-  std::thread worker_;
+  WorkerThread worker_;  // Runs Run(state_, ...).
 };
 
 }  // namespace edgesplit

@@ -5,7 +5,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "runtime/model_store.h"
-#include "runtime/test_models.h"
+#include "testing/test_models.h"
 
 namespace edgesplit {
 namespace {

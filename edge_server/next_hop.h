@@ -32,8 +32,9 @@ class NextHop {
 class NextHopFactory {
  public:
   virtual ~NextHopFactory() = default;
-  // `open` is the OpenSession to send (route[0] is the next hop). The
-  // stream inherits `deadline`.
+  // Opens a stream to the node `open` routes to first (route[0]); the
+  // stream inherits `deadline`. It sends nothing: the caller's first
+  // request on it must be `open` itself.
   virtual absl::StatusOr<std::unique_ptr<NextHop>> Open(
       const v1::OpenSession& open, absl::Time deadline) = 0;
 };

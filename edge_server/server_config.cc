@@ -1,8 +1,8 @@
 #include "edge_server/server_config.h"
 
 #include "absl/strings/str_cat.h"
-#include "runtime/status_macros.h"
-#include "runtime/yaml_util.h"
+#include "base/status_macros.h"
+#include "base/yaml_util.h"
 
 namespace edgesplit {
 

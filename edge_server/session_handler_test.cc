@@ -6,85 +6,19 @@
 #include <ATen/ATen.h>
 
 #include "absl/synchronization/notification.h"
+#include "edge_server/session_fakes.h"
 #include "edge_server/stage_service.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/generator.h"
-#include "runtime/test_models.h"
+#include "testing/test_models.h"
 
 namespace edgesplit {
 namespace {
 
 using ::testing::HasSubstr;
-
-// Collects a handler's responses.
-class FakeTransport : public SessionTransport {
- public:
-  void Send(const v1::StageResponse& r) override {
-    absl::MutexLock lock(&mu_);
-    responses_.push_back(r);
-  }
-  void Finish(const absl::Status& s) override {
-    absl::MutexLock lock(&mu_);
-    finished_ = true;
-    status_ = s;
-  }
-  // Waits for the n-th response (or the end of the stream).
-  absl::StatusOr<v1::StageResponse> Await(size_t n) {
-    absl::MutexLock lock(&mu_);
-    waiting_for_ = n;
-    mu_.Await(absl::Condition(
-        +[](FakeTransport* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->mu_) {
-          return t->finished_ || t->responses_.size() > t->waiting_for_;
-        },
-        this));
-    if (responses_.size() > n) return responses_[n];
-    return status_.ok() ? absl::InternalError("finished OK") : status_;
-  }
-  absl::Status status() {
-    absl::MutexLock lock(&mu_);
-    return status_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<v1::StageResponse> responses_ ABSL_GUARDED_BY(mu_);
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
-  size_t waiting_for_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
-// A NextHop that is another in-process handler.
-class InProcessHop : public NextHop {
- public:
-  InProcessHop(const SessionEnv& env) {
-    handler_ = std::make_shared<SessionHandler>(env, &transport_,
-                                                absl::InfiniteFuture());
-  }
-  ~InProcessHop() override { handler_->OnDone(); }
-  void Send(v1::StageRequest request, Callback done) override {
-    const size_t n = sent_++;
-    handler_->OnRequest(request);
-    done(transport_.Await(n));
-  }
-  void Close() override { handler_->OnDone(); }
-
- private:
-  FakeTransport transport_;
-  std::shared_ptr<SessionHandler> handler_;
-  size_t sent_ = 0;
-};
-
-class InProcessFactory : public NextHopFactory {
- public:
-  std::map<std::string, SessionEnv> envs;
-  absl::StatusOr<std::unique_ptr<NextHop>> Open(const v1::OpenSession& open,
-                                                absl::Time) override {
-    auto it = envs.find(open.route(0).node());
-    if (it == envs.end()) return absl::UnavailableError("no such node");
-    return std::unique_ptr<NextHop>(new InProcessHop(it->second));
-  }
-};
+using testing::FakeTransport;
+using testing::InProcessFactory;
 
 class SessionHandlerTest : public ::testing::Test {
  protected:

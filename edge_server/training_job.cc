@@ -6,7 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "proto/tensor_codec.h"
 #include "proto/training_spec.h"
-#include "runtime/status_macros.h"
+#include "base/status_macros.h"
 #include "runtime/threading.h"
 #include "runtime/torch_util.h"
 
@@ -44,48 +44,19 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJob::Create(
     return trainer.status();
   }
   job->trainer_ = *std::move(trainer);
-  job->thread_ = std::thread([w = job->worker_] { w->Loop(); });
   return job;
 }
 
 TrainingJob::~TrainingJob() {
-  {
-    std::lock_guard<std::mutex> lock(worker_->mu);
-    worker_->stopping = true;
-  }
-  worker_->cv.notify_all();
-  if (thread_.joinable()) {
-    if (thread_.get_id() == std::this_thread::get_id()) {
-      thread_.detach();  // Ends after this task; the queue is its own.
-    } else {
-      thread_.join();
-    }
-  }
+  // Runs what is queued and joins (detaches when this runs on the job's
+  // own thread), before the trainer goes.
+  worker_.reset();
   trainer_.reset();
   (void)stage_->model->DetachAdapter(adapter_name_);
 }
 
 void TrainingJob::Submit(std::function<void()> task) {
-  {
-    std::lock_guard<std::mutex> lock(worker_->mu);
-    worker_->queue.push_back(std::move(task));
-  }
-  worker_->cv.notify_one();
-}
-
-void TrainingJob::Worker::Loop() {
-  for (;;) {
-    std::function<void()> task;
-    {
-      std::unique_lock<std::mutex> lock(mu);
-      cv.wait(lock, [this] { return stopping || !queue.empty(); });
-      if (queue.empty()) return;  // Stopping with nothing left.
-      task = std::move(queue.front());
-      queue.pop_front();
-    }
-    task();
-    task = nullptr;  // May destroy the job (see Worker).
-  }
+  worker_->Submit(std::move(task));
 }
 
 namespace {

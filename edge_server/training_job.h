@@ -14,23 +14,20 @@
 #ifndef EDGESPLIT_EDGE_SERVER_TRAINING_JOB_H_
 #define EDGESPLIT_EDGE_SERVER_TRAINING_JOB_H_
 
-#include <condition_variable>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "base/worker_thread.h"
 #include "edge_server/stage_host.h"
 #include "edgesplit/v1/stage.pb.h"
-#include "runtime/lora_trainer.h"
+#include "runtime/train/stage_trainer.h"
 
 namespace edgesplit {
 
@@ -123,18 +120,11 @@ class TrainingJob : public std::enable_shared_from_this<TrainingJob> {
   std::map<uint64_t, std::map<uint64_t, std::function<void()>>> arrivals_
       ABSL_GUARDED_BY(mu_);
 
-  // The job's thread and its queue. Shared with the thread: the last
-  // reference to a job may go inside one of its own tasks (a session
-  // ending there), and then the thread finishes on its own.
-  struct Worker {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::deque<std::function<void()>> queue;  // Guarded by mu.
-    bool stopping = false;                    // Guarded by mu.
-    void Loop();
-  };
-  std::shared_ptr<Worker> worker_ = std::make_shared<Worker>();
-  std::thread thread_;
+  // The job's thread and its queue, stopped first by the destructor. The
+  // last reference to a job may go inside one of its own tasks (a session
+  // ending there); the queue then detaches and finishes alone.
+  std::unique_ptr<TaskQueueThread> worker_ =
+      std::make_unique<TaskQueueThread>();
 };
 
 // A server's jobs, by (job id, model id, first block, last block).

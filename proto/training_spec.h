@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "edgesplit/v1/stage.pb.h"
 #include "runtime/lora.h"
-#include "runtime/lora_trainer.h"
+#include "runtime/train/stage_trainer.h"
 #include "runtime/model_config.h"
 
 namespace edgesplit {

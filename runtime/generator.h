@@ -15,7 +15,7 @@
 #include "runtime/model_store.h"
 #include "runtime/sampling.h"
 #include "runtime/stage_model.h"
-#include "runtime/tokenizer.h"
+#include "runtime/tokenizer/tokenizer.h"
 
 namespace edgesplit {
 

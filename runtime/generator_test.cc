@@ -3,7 +3,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/model_store.h"
-#include "runtime/test_models.h"
+#include "testing/test_models.h"
 
 namespace edgesplit {
 namespace {

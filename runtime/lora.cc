@@ -8,9 +8,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "runtime/safetensors.h"
-#include "runtime/status_macros.h"
+#include "base/status_macros.h"
 #include "runtime/torch_util.h"
 #include "runtime/weight_layout.h"
 

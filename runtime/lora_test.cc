@@ -10,7 +10,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/generator.h"
 #include "runtime/safetensors.h"
-#include "runtime/test_models.h"
+#include "testing/test_models.h"
 
 namespace edgesplit {
 namespace {

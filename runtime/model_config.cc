@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "runtime/json_util.h"
-#include "runtime/status_macros.h"
+#include "base/json_util.h"
+#include "base/status_macros.h"
 
 namespace edgesplit {
 namespace {

@@ -2,7 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/test_paths.h"
+#include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace {

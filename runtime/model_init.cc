@@ -7,10 +7,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
-#include "runtime/gpt2_bpe_tokenizer.h"
+#include "runtime/tokenizer/gpt2_bpe_tokenizer.h"
 #include "runtime/safetensors.h"
-#include "runtime/sentencepiece_tokenizer.h"
-#include "runtime/status_macros.h"
+#include "runtime/tokenizer/sentencepiece_tokenizer.h"
+#include "base/status_macros.h"
 #include "runtime/torch_util.h"
 #include "runtime/weight_layout.h"
 

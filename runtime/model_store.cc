@@ -7,8 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
-#include "runtime/json_util.h"
-#include "runtime/status_macros.h"
+#include "base/json_util.h"
+#include "base/status_macros.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {

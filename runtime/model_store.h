@@ -19,7 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "runtime/model_config.h"
 #include "runtime/safetensors.h"
-#include "runtime/tokenizer.h"
+#include "runtime/tokenizer/tokenizer.h"
 #include "runtime/weight_layout.h"
 
 namespace edgesplit {

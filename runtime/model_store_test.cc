@@ -11,7 +11,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/generator.h"
 #include "runtime/safetensors.h"
-#include "runtime/test_models.h"
+#include "testing/test_models.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {

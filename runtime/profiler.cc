@@ -7,7 +7,7 @@
 
 #include "runtime/model_store.h"
 #include "runtime/stage_model.h"
-#include "runtime/status_macros.h"
+#include "base/status_macros.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {

@@ -11,8 +11,8 @@
 #include "gtest/gtest.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
-#include "runtime/test_models.h"
-#include "runtime/test_paths.h"
+#include "testing/test_models.h"
+#include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace {

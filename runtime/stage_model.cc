@@ -6,7 +6,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/status_macros.h"
+#include "base/status_macros.h"
 #include "runtime/torch_util.h"
 #include "runtime/weight_layout.h"
 

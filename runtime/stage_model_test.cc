@@ -8,7 +8,7 @@
 #include "gtest/gtest.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
-#include "runtime/test_models.h"
+#include "testing/test_models.h"
 
 namespace edgesplit {
 namespace {

@@ -10,7 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/model_init.h"
-#include "runtime/test_paths.h"
+#include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace {

@@ -10,7 +10,7 @@
 #include "edgesplit/device_agent.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
-#include "runtime/status_macros.h"
+#include "base/status_macros.h"
 
 namespace edgesplit {
 namespace testing {

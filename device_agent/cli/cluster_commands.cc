@@ -10,7 +10,7 @@
 #include "grpcpp/grpcpp.h"
 #include "proto/grpc_status.h"
 #include "runtime/model_config.h"
-#include "runtime/status_macros.h"
+#include "base/status_macros.h"
 
 namespace edgesplit {
 namespace cli {

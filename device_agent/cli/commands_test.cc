@@ -5,7 +5,7 @@
 #include "controller/plan.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/test_paths.h"
+#include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace cli {

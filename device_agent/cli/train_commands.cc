@@ -11,8 +11,8 @@
 #include "absl/strings/str_split.h"
 #include "edgesplit/device_agent.h"
 #include "runtime/model_store.h"
-#include "runtime/status_macros.h"
-#include "runtime/training_data.h"
+#include "base/status_macros.h"
+#include "runtime/train/training_data.h"
 
 namespace edgesplit {
 namespace cli {

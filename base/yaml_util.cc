@@ -1,0 +1,81 @@
+#include "base/yaml_util.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace edgesplit {
+
+absl::StatusOr<YAML::Node> YamlReader::Parse(const std::string& text) const {
+  try {
+    YAML::Node root = YAML::Load(text);
+    if (!root.IsMap()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source_, ": expected a YAML mapping at the top level"));
+    }
+    return root;
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source_, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg));
+  }
+}
+
+absl::Status YamlReader::Error(const YAML::Node& node, const std::string& field,
+                               const std::string& what) const {
+  const int line = node.Mark().line >= 0 ? node.Mark().line + 1 : 0;
+  return absl::InvalidArgumentError(
+      absl::StrCat(source_, ":", line, ": field \"", field, "\": ", what));
+}
+
+absl::StatusOr<std::string> YamlReader::String(const YAML::Node& parent,
+                                               const std::string& field,
+                                               bool required) const {
+  const YAML::Node v = parent[field];
+  if (!v.IsDefined() || v.IsNull()) {
+    if (required) return Error(parent, field, "missing");
+    return std::string();
+  }
+  if (!v.IsScalar()) return Error(v, field, "expected a string");
+  return v.Scalar();
+}
+
+absl::StatusOr<int64_t> YamlReader::Int(const YAML::Node& parent,
+                                        const std::string& field,
+                                        int64_t fallback, bool required) const {
+  const YAML::Node v = parent[field];
+  if (!v.IsDefined() || v.IsNull()) {
+    if (required) return Error(parent, field, "missing");
+    return fallback;
+  }
+  int64_t out;
+  if (!v.IsScalar() || !YAML::convert<int64_t>::decode(v, out)) {
+    return Error(
+        v, field,
+        absl::StrCat("expected an integer, got \"",
+                     v.IsScalar() ? v.Scalar() : "(not a scalar)", "\""));
+  }
+  return out;
+}
+
+absl::StatusOr<bool> YamlReader::Bool(const YAML::Node& parent,
+                                      const std::string& field,
+                                      bool fallback) const {
+  const YAML::Node v = parent[field];
+  if (!v.IsDefined() || v.IsNull()) return fallback;
+  bool out;
+  if (!v.IsScalar() || !YAML::convert<bool>::decode(v, out)) {
+    return Error(v, field, "expected true or false");
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace edgesplit

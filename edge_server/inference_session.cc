@@ -1,0 +1,187 @@
+#include "edge_server/inference_session.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "edge_server/batcher.h"
+
+namespace edgesplit {
+
+InferenceSession::InferenceSession(const SessionEnv& env,
+                                   SessionTransport* transport,
+                                   absl::Time deadline, OpenedHop hop)
+    : ServerSession(env, transport, deadline, std::move(hop)) {
+  absl::MutexLock lock(&mu_);
+  cache_ = hop_.stage->model->NewCache(env_.host->kv_budget());
+}
+
+void InferenceSession::OnRequest(const v1::StageRequest& request) {
+  switch (request.kind_case()) {
+    case v1::StageRequest::kForward:
+      return Forward(request.forward());
+    case v1::StageRequest::kBackward:
+    case v1::StageRequest::kOptimizerStep:
+    case v1::StageRequest::kRestore:
+    case v1::StageRequest::kExport:
+      return End(absl::FailedPreconditionError(
+          "training requests need a session opened with a training spec"));
+    default:
+      return End(absl::InvalidArgumentError("empty StageRequest"));
+  }
+}
+
+void InferenceSession::Forward(const v1::ForwardRequest& forward) {
+  absl::Status order;
+  {
+    absl::MutexLock lock(&mu_);
+    if (forward.step() != next_step_) {
+      order = absl::InvalidArgumentError(
+          absl::StrCat("forward step ", forward.step(),
+                       " out of order (expected ", next_step_, ")"));
+    } else {
+      ++next_step_;
+    }
+  }
+  if (!order.ok()) return End(order);
+  const HostedStage& stage = *hop_.stage;
+  // Re-planned away: the stage still runs for this session, but the plan
+  // moved it. Failing at this token boundary (NOT_FOUND, which devices
+  // answer by taking the new route and replaying their tokens) moves the
+  // session to the better plan instead of finishing on the old one.
+  if (stage.retired.load()) {
+    const BlockRange blocks = stage.model->spec().blocks;
+    return End(absl::NotFoundError(
+        absl::StrCat("re-planned: node ", node_, " no longer serves model ",
+                     stage.model_id, " blocks [", blocks.first, ", ",
+                     blocks.last, ") this way")));
+  }
+  Pending p;
+  p.received = std::chrono::steady_clock::now();
+  auto input = wire::Decode(forward.hidden(), stage.model->config().hidden_size,
+                            "forward.hidden", env_.limits);
+  if (!input.ok()) return End(input.status());
+  p.request = forward;
+  p.request.clear_hidden();  // Decoded; don't keep the bytes twice.
+  p.input = *std::move(input);
+  {
+    absl::MutexLock lock(&mu_);
+    if (queue_.size() < kMaxPendingRequests) {
+      queue_.push_back(std::move(p));
+      SubmitLocked();
+      return;
+    }
+  }
+  End(absl::ResourceExhaustedError(
+      absl::StrCat("more than ", kMaxPendingRequests,
+                   " forward requests pending on this session")));
+}
+
+void InferenceSession::SubmitLocked() {
+  if (computing_ || queue_.empty() || OverLocked()) return;
+  computing_ = true;
+  Pending p = std::move(queue_.front());
+  queue_.pop_front();
+  BatchItem item;
+  item.cache = cache_.get();
+  item.input = p.input;
+  item.last_token_only = p.request.last_token_only();
+  item.adapter = hop_.adapter;
+  const auto started = std::chrono::steady_clock::now();
+  // The callback owns a reference: the cache outlives the batch item.
+  auto self = std::static_pointer_cast<InferenceSession>(shared_from_this());
+  item.done = [self, p = std::move(p),
+               started](absl::StatusOr<at::Tensor> out) mutable {
+    self->OnComputed(std::move(p), std::move(out), started);
+  };
+  hop_.stage->batcher->Submit(std::move(item));
+}
+
+void InferenceSession::OnComputed(
+    Pending p, absl::StatusOr<at::Tensor> out,
+    std::chrono::steady_clock::time_point started) {
+  {
+    absl::MutexLock lock(&mu_);
+    computing_ = false;
+    if (OverLocked()) {
+      // The session ended while this step ran: free its memory now.
+      cache_.reset();
+      return;
+    }
+    if (hop_.role == HopRole::kMiddle && out.ok()) ++next_pending_;
+    if (out.ok()) SubmitLocked();  // This session's next step may start.
+  }
+  if (!out.ok()) return End(out.status());
+  v1::HopTiming timing;
+  timing.set_node(node_);
+  timing.set_compute_ms(MillisSince(started));
+  if (hop_.role == HopRole::kMiddle) {
+    return PassOn(p, *out, std::move(timing));
+  }
+  Answer(p, *std::move(out), std::move(timing));
+}
+
+void InferenceSession::Answer(const Pending& p, at::Tensor out,
+                              v1::HopTiming timing) {
+  const bool hidden = hop_.role == HopRole::kLastHidden;
+  if (hidden && p.request.last_token_only() && out.size(0) > 1) {
+    // U-shaped: the device's head needs only the last token's state.
+    out = out.narrow(0, out.size(0) - 1, 1);
+  }
+  v1::StageResponse response;
+  v1::ForwardResult* result = response.mutable_forward();
+  result->set_step(p.request.step());
+  // Logits travel as fp32 (a lossy codec could change the sampled token);
+  // hidden states of a U-shaped split use the session's codec.
+  absl::Status s = wire::Encode(out, hidden ? hop_.codec : v1::CODEC_FP32,
+                                result->mutable_output());
+  if (!s.ok()) return End(s);
+  timing.set_total_ms(MillisSince(p.received));
+  *result->add_timings() = std::move(timing);
+  Respond(response);
+  MaybeFinishIdle();
+}
+
+void InferenceSession::PassOn(const Pending& p, const at::Tensor& out,
+                              v1::HopTiming timing) {
+  const uint64_t step = p.request.step();
+  v1::StageRequest req;
+  v1::ForwardRequest* fwd = req.mutable_forward();
+  fwd->set_step(step);
+  fwd->set_last_token_only(p.request.last_token_only());
+  absl::Status s = wire::Encode(out, hop_.codec, fwd->mutable_hidden());
+  if (!s.ok()) return End(s);
+  std::weak_ptr<InferenceSession> weak =
+      std::static_pointer_cast<InferenceSession>(shared_from_this());
+  const auto received = p.received;
+  ToNext(std::move(req), [weak, timing = std::move(timing), received,
+                          step](v1::StageResponse r) mutable {
+    auto self = weak.lock();
+    if (!self) return;
+    {
+      absl::MutexLock lock(&self->mu_);
+      --self->next_pending_;
+    }
+    if (!r.has_forward() || r.forward().step() != step) {
+      return self->End(absl::InternalError(absl::StrCat(
+          "next hop answered step ", r.has_forward() ? r.forward().step() : 0,
+          " for step ", step)));
+    }
+    timing.set_total_ms(MillisSince(received));
+    PrependTiming(std::move(timing), r.mutable_forward());
+    self->Respond(r);
+    self->MaybeFinishIdle();
+  });
+}
+
+bool InferenceSession::IdleLocked() const {
+  return !computing_ && queue_.empty() && next_pending_ == 0;
+}
+
+void InferenceSession::OnEndLocked() {
+  queue_.clear();
+  // No batch holds the cache: free it now, not when the stream's last
+  // reference goes (else OnComputed frees it when the step returns).
+  if (!computing_) cache_.reset();
+}
+
+}  // namespace edgesplit

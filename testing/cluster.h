@@ -1,0 +1,243 @@
+// An in-process cluster on loopback for tests and benchmarks: a controller
+// and edge servers on port 0, real gRPC between them, plans written as
+// YAML files.
+#ifndef EDGESPLIT_TESTING_CLUSTER_H_
+#define EDGESPLIT_TESTING_CLUSTER_H_
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "controller/controller.h"
+#include "controller/controller_service.h"
+#include "edge_server/server.h"
+#include "grpcpp/grpcpp.h"
+#include "base/status_macros.h"
+#include "testing/link_emulator.h"
+
+namespace edgesplit {
+namespace testing {
+
+// Extra knobs: automatic plans, more servers, emulated links.
+struct ClusterOptions {
+  int64_t kv_budget_bytes = int64_t{1} << 30;
+  int heartbeat_ms = 200;
+  int dead_after_missed = 10;
+  // Servers started besides those the pinned plans name.
+  std::vector<std::string> servers;
+  // Plan files with a `planner:` section (whole YAML texts).
+  std::vector<std::string> auto_plans;
+  // Emulated links in front of a server, up = towards the server: the
+  // device reaches it through `device_links`, other servers through
+  // `peer_links` (its advertised and peer addresses).
+  std::map<std::string, LinkSpec> device_links;
+  std::map<std::string, LinkSpec> peer_links;
+  bool profile = true;  // Servers measure compute and links.
+  std::string default_link = "{mbit_s: 1000, rtt_ms: 1}";
+};
+
+struct ClusterPlan {
+  std::string model_id;
+  std::string model_path;
+  bool u_shaped = false;
+  // node -> [first, last); the first entry is the device.
+  std::vector<std::tuple<std::string, int64_t, int64_t>> stages;
+};
+
+class Cluster {
+ public:
+  // Starts a controller with `plans` and one edge server per node named in
+  // them, and waits until every server applied its plans.
+  static absl::StatusOr<std::unique_ptr<Cluster>> Start(
+      const std::string& dir, const std::vector<ClusterPlan>& plans,
+      int64_t kv_budget_bytes = int64_t{1} << 30) {
+    ClusterOptions options;
+    options.kv_budget_bytes = kv_budget_bytes;
+    return Start(dir, plans, options);
+  }
+
+  static absl::StatusOr<std::unique_ptr<Cluster>> Start(
+      const std::string& dir, const std::vector<ClusterPlan>& plans,
+      const ClusterOptions& options) {
+    auto c = std::unique_ptr<Cluster>(new Cluster());
+    std::string config = absl::StrCat(
+        "listen: 127.0.0.1:0\nheartbeat_interval_ms: ", options.heartbeat_ms,
+        "\ndead_after_missed: ", options.dead_after_missed,
+        "\ndefault_link: ", options.default_link, "\nnodes:\n");
+    std::set<std::string> nodes(options.servers.begin(), options.servers.end());
+    for (const ClusterPlan& p : plans) {
+      for (auto& [node, a, b] : p.stages) {
+        if (node != "device") nodes.insert(node);
+      }
+    }
+    for (const std::string& n : nodes) {
+      absl::StrAppend(&config, "  - {name: ", n, ", memory_mb: 8192}\n");
+    }
+    absl::StrAppend(&config, "plans:\n");
+    for (const ClusterPlan& p : plans) {
+      std::string yaml = absl::StrCat(
+          "model: {id: ", p.model_id, ", path: ", p.model_path,
+          "}\nu_shaped: ", p.u_shaped ? "true" : "false", "\nstages:\n");
+      for (auto& [node, a, b] : p.stages) {
+        absl::StrAppend(&yaml, "  - {node: ", node, ", blocks: [", a, ", ", b,
+                        "]}\n");
+      }
+      const std::string file = absl::StrCat(dir, "/", p.model_id, ".yaml");
+      std::ofstream(file) << yaml;
+      absl::StrAppend(&config, "  - ", file, "\n");
+    }
+    for (size_t i = 0; i < options.auto_plans.size(); ++i) {
+      const std::string file = absl::StrCat(dir, "/auto", i, ".yaml");
+      std::ofstream(file) << options.auto_plans[i];
+      absl::StrAppend(&config, "  - ", file, "\n");
+    }
+    const std::string config_file = dir + "/controller.yaml";
+    std::ofstream(config_file) << config;
+    ES_ASSIGN_OR_RETURN(ControllerConfig cc, LoadControllerConfig(config_file));
+    c->controller_ = std::make_unique<Controller>(cc, RealClock());
+    auto loaded = c->controller_->ReloadPlans();
+    if (loaded.errors_size() > 0) {
+      return absl::InvalidArgumentError(loaded.errors(0));
+    }
+    c->service_ = std::make_unique<ControllerServiceImpl>(c->controller_.get());
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(c->service_.get());
+    builder.SetMaxReceiveMessageSize(kMaxControllerMessageBytes);
+    builder.SetMaxSendMessageSize(kMaxControllerMessageBytes);
+    c->grpc_ = builder.BuildAndStart();
+    if (!c->grpc_ || port == 0) return absl::UnavailableError("controller");
+    c->controller_address_ = absl::StrCat("127.0.0.1:", port);
+    for (const std::string& n : nodes) {
+      EdgeServerOptions o;
+      o.host.node = n;
+      o.host.kv_budget_bytes = options.kv_budget_bytes;
+      o.controller = c->controller_address_;
+      o.session_idle_timeout = absl::Seconds(60);
+      o.profile = options.profile;
+      o.checkpoint_dir = absl::StrCat(dir, "/checkpoints-", n);
+      auto device_link = options.device_links.find(n);
+      auto peer_link = options.peer_links.find(n);
+      if (device_link != options.device_links.end() ||
+          peer_link != options.peer_links.end()) {
+        // The relays must know the server's port before the server
+        // registers their addresses.
+        ES_ASSIGN_OR_RETURN(const int port, FreePort());
+        o.listen = absl::StrCat("127.0.0.1:", port);
+        if (device_link != options.device_links.end()) {
+          ES_ASSIGN_OR_RETURN(
+              c->links_[n], LinkEmulator::Start(o.listen, device_link->second));
+          o.advertise = c->links_[n]->address();
+        }
+        if (peer_link != options.peer_links.end()) {
+          ES_ASSIGN_OR_RETURN(c->peer_links_[n],
+                              LinkEmulator::Start(o.listen, peer_link->second));
+          o.advertise_peer = c->peer_links_[n]->address();
+        }
+      }
+      ES_ASSIGN_OR_RETURN(auto server, EdgeServer::Start(o));
+      c->servers_[n] = std::move(server);
+      c->server_options_[n] = o;
+    }
+    for (auto& [n, s] : c->servers_) {
+      if (!s->WaitForPlans(absl::Seconds(30))) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("server ", n, " got no plans"));
+      }
+    }
+    // Automatic plans exist once the servers' profiles arrived.
+    const size_t expected = plans.size() + options.auto_plans.size();
+    for (absl::Time until = absl::Now() + absl::Seconds(60);;) {
+      auto all = c->controller_->GetPlan("");
+      if (all.ok() && static_cast<size_t>(all->plans_size()) == expected) break;
+      if (absl::Now() > until) {
+        return absl::DeadlineExceededError("automatic plans never appeared");
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return c;
+  }
+
+  // The emulated device link in front of `node` (null if none).
+  LinkEmulator* link(const std::string& node) {
+    auto it = links_.find(node);
+    return it == links_.end() ? nullptr : it->second.get();
+  }
+  // The emulated link other servers reach `node` through (null if none).
+  LinkEmulator* peer_link(const std::string& node) {
+    auto it = peer_links_.find(node);
+    return it == peer_links_.end() ? nullptr : it->second.get();
+  }
+
+  ~Cluster() {
+    servers_.clear();
+    links_.clear();
+    peer_links_.clear();
+    if (grpc_) grpc_->Shutdown(absl::ToChronoTime(absl::Now()));
+  }
+
+  const std::string& controller_address() const { return controller_address_; }
+  EdgeServer* server(const std::string& node) {
+    return servers_.at(node).get();
+  }
+  // Stops a server abruptly (no drain), as a crash would.
+  void Kill(const std::string& node) { servers_.erase(node); }
+  // Starts a killed server again (same name, options and checkpoints; a
+  // new port unless emulated links fixed it) and waits for its plans.
+  absl::Status Restart(const std::string& node) {
+    ES_ASSIGN_OR_RETURN(auto server,
+                        EdgeServer::Start(server_options_.at(node)));
+    if (!server->WaitForPlans(absl::Seconds(30))) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("restarted server ", node, " got no plans"));
+    }
+    servers_[node] = std::move(server);
+    return absl::OkStatus();
+  }
+  Controller* controller() { return controller_.get(); }
+
+ private:
+  Cluster() = default;
+  std::unique_ptr<Controller> controller_;
+  std::unique_ptr<ControllerServiceImpl> service_;
+  std::unique_ptr<grpc::Server> grpc_;
+  std::string controller_address_;
+  std::map<std::string, std::unique_ptr<EdgeServer>> servers_;
+  std::map<std::string, EdgeServerOptions> server_options_;
+  std::map<std::string, std::unique_ptr<LinkEmulator>> links_;
+  std::map<std::string, std::unique_ptr<LinkEmulator>> peer_links_;
+
+  static absl::StatusOr<int> FreePort() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return absl::InternalError("socket");
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      close(fd);
+      return absl::InternalError("bind");
+    }
+    close(fd);
+    return ntohs(addr.sin_port);
+  }
+};
+
+}  // namespace testing
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_TESTING_CLUSTER_H_
