@@ -1,5 +1,5 @@
 // Split LoRA training, one stage at a time: the building block of split
-// fine-tuning (issue 5). A stage's trainer runs its forward for a
+// fine-tuning. A stage's trainer runs its forward for a
 // micro-batch keeping the autograd graph, later takes the gradient of the
 // loss with respect to its output, accumulates its LoRA factors' gradients
 // and returns the gradient with respect to its input for the stage before
