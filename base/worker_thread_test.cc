@@ -84,10 +84,10 @@ TEST(WorkerThreadTest, DestroyedFromItsOwnBody) {
   auto destroyed = std::make_shared<absl::Notification>();
   auto shared = std::make_shared<std::atomic<bool>>(false);
   std::shared_ptr<Holder> keep = holder;
-  holder->thread =
-      WorkerThread([started, destroyed, shared, keep = std::move(keep)]() mutable {
+  holder->thread = WorkerThread(
+      [started, destroyed, shared, keep = std::move(keep)]() mutable {
         started->WaitForNotification();
-        keep.reset();  // The last reference: ~Holder joins on itself.
+        keep.reset();         // The last reference: ~Holder joins on itself.
         shared->store(true);  // Only shared state after that point.
         destroyed->Notify();
       });

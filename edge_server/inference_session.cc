@@ -50,10 +50,9 @@ void InferenceSession::Forward(const v1::ForwardRequest& forward) {
   // session to the better plan instead of finishing on the old one.
   if (stage.retired.load()) {
     const BlockRange blocks = stage.model->spec().blocks;
-    return End(absl::NotFoundError(
-        absl::StrCat("re-planned: node ", node_, " no longer serves model ",
-                     stage.model_id, " blocks [", blocks.first, ", ",
-                     blocks.last, ") this way")));
+    return End(absl::NotFoundError(absl::StrCat(
+        "re-planned: node ", node_, " no longer serves model ", stage.model_id,
+        " blocks [", blocks.first, ", ", blocks.last, ") this way")));
   }
   Pending p;
   p.received = std::chrono::steady_clock::now();

@@ -38,8 +38,8 @@ absl::StatusOr<OpenedHop> ValidateOpen(const SessionEnv& env,
   }
   const v1::Hop& me = open.route(0);
   OpenedHop hop;
-  auto stage = env.host->Find(open.model_id(), me.first_block(),
-                              me.last_block());
+  auto stage =
+      env.host->Find(open.model_id(), me.first_block(), me.last_block());
   if (!stage.ok()) return stage.status();
   hop.stage = *std::move(stage);
   bool codec_ok = false;
@@ -61,7 +61,7 @@ absl::StatusOr<OpenedHop> ValidateOpen(const SessionEnv& env,
         absl::StrCat(node, " holds the LM head but the route continues to ",
                      open.route(1).node()));
   }
-  hop.role = !last     ? HopRole::kMiddle
+  hop.role = !last      ? HopRole::kMiddle
              : has_head ? HopRole::kLastWithHead
                         : HopRole::kLastHidden;
   hop.session_id = open.session_id();
@@ -71,7 +71,7 @@ absl::StatusOr<OpenedHop> ValidateOpen(const SessionEnv& env,
 }
 
 ServerSession::ServerSession(const SessionEnv& env, SessionTransport* transport,
-                 absl::Time deadline, OpenedHop hop)
+                             absl::Time deadline, OpenedHop hop)
     : env_(env),
       node_(env.host->node()),
       deadline_(deadline),
@@ -146,7 +146,7 @@ void ServerSession::RespondLocked(const v1::StageResponse& response) {
 }
 
 void ServerSession::ToNext(v1::StageRequest request,
-                     std::function<void(v1::StageResponse)> then) {
+                           std::function<void(v1::StageResponse)> then) {
   std::shared_ptr<NextHop> next;
   {
     absl::MutexLock lock(&mu_);

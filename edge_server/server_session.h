@@ -103,7 +103,7 @@ class ServerSession : public std::enable_shared_from_this<ServerSession> {
 
  protected:
   ServerSession(const SessionEnv& env, SessionTransport* transport,
-          absl::Time deadline, OpenedHop hop);
+                absl::Time deadline, OpenedHop hop);
 
   // Sends `response` unless the session is over.
   void Respond(const v1::StageResponse& response);

@@ -72,8 +72,8 @@ class InProcessHop : public NextHop {
  public:
   explicit InProcessHop(const SessionEnv& env)
       : state_(std::make_shared<State>()) {
-    state_->handler = std::make_shared<SessionHandler>(
-        env, &state_->transport, absl::InfiniteFuture());
+    state_->handler = std::make_shared<SessionHandler>(env, &state_->transport,
+                                                       absl::InfiniteFuture());
   }
   ~InProcessHop() override { Close(); }
   void Send(v1::StageRequest request, Callback done) override {

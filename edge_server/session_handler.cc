@@ -68,8 +68,7 @@ void SessionHandler::OnRequest(const v1::StageRequest& request) {
   switch (request.kind_case()) {
     case v1::StageRequest::kOpen:
       if (s) {
-        return s->End(
-            absl::FailedPreconditionError("session is already open"));
+        return s->End(absl::FailedPreconditionError("session is already open"));
       }
       return Open(request.open());
     case v1::StageRequest::kClose:
