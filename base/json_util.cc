@@ -1,9 +1,8 @@
 #include "base/json_util.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
+#include "base/file_util.h"
+#include "base/status_macros.h"
 
 namespace edgesplit {
 
@@ -49,11 +48,8 @@ absl::StatusOr<nlohmann::json> ParseUntrustedJson(absl::string_view text,
 
 absl::StatusOr<nlohmann::json> ReadUntrustedJson(const std::string& path,
                                                  int max_depth) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ParseUntrustedJson(ss.str(), path, max_depth);
+  ES_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseUntrustedJson(text, path, max_depth);
 }
 
 std::string DescribeJson(const nlohmann::json& value) {

@@ -1,8 +1,5 @@
 #include "base/yaml_util.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 
 namespace edgesplit {
@@ -68,14 +65,6 @@ absl::StatusOr<bool> YamlReader::Bool(const YAML::Node& parent,
     return Error(v, field, "expected true or false");
   }
   return out;
-}
-
-absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 }  // namespace edgesplit

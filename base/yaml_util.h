@@ -34,8 +34,6 @@ class YamlReader {
   std::string source_;
 };
 
-absl::StatusOr<std::string> ReadTextFile(const std::string& path);
-
 }  // namespace edgesplit
 
 #endif  // EDGESPLIT_BASE_YAML_UTIL_H_

@@ -15,10 +15,10 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
 #include "runtime/generator.h"
 #include "runtime/model_init.h"
 #include "runtime/model_store.h"
-#include "base/status_macros.h"
 #include "runtime/threading.h"
 #include "runtime/weight_layout.h"
 

@@ -17,9 +17,9 @@
 #include "runtime/generator.h"
 #include "runtime/model_init.h"
 #include "runtime/model_store.h"
-#include "testing/test_paths.h"
 #include "runtime/threading.h"
 #include "testing/cluster.h"
+#include "testing/test_paths.h"
 #include "tests/split_util.h"
 
 namespace edgesplit {

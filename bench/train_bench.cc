@@ -23,9 +23,9 @@
 #include "proto/training_spec.h"
 #include "runtime/model_init.h"
 #include "runtime/model_store.h"
-#include "testing/test_paths.h"
 #include "runtime/threading.h"
 #include "testing/cluster.h"
+#include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace {

@@ -6,6 +6,9 @@ function(edgesplit_test name)
   add_executable(${name} ${T_SOURCES})
   target_link_libraries(${name} PRIVATE ${T_DEPS} GTest::gtest GTest::gmock
                                         GTest::gtest_main)
+  if(EDGESPLIT_TSAN)
+    target_link_libraries(${name} PRIVATE edgesplit_tsan_shim)
+  endif()
   add_test(NAME ${name} COMMAND ${name}
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   if(NOT T_TIMEOUT)

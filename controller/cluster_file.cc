@@ -5,6 +5,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/yaml_util.h"
 
@@ -162,7 +163,7 @@ absl::StatusOr<ClusterFile> ParseClusterFile(const std::string& text,
 }
 
 absl::StatusOr<ClusterFile> LoadClusterFile(const std::string& path) {
-  ES_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
+  ES_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParseClusterFile(text, path);
 }
 

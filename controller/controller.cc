@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/yaml_util.h"
 
@@ -102,7 +103,7 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
 }
 
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path) {
-  ES_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
+  ES_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParseControllerConfig(text, path);
 }
 

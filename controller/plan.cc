@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/yaml_util.h"
 
@@ -107,7 +108,7 @@ absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
 }
 
 absl::StatusOr<PlanConfig> LoadPlanFile(const std::string& path) {
-  ES_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
+  ES_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParsePlanYaml(text, path);
 }
 

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "base/status_macros.h"
 #include "edgesplit/device_agent.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -23,7 +24,6 @@
 #include "runtime/model_store.h"
 #include "runtime/profiler.h"
 #include "runtime/stage_model.h"
-#include "base/status_macros.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace edgesplit {

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "base/status_macros.h"
 #include "device_agent/agent_impl.h"
 #include "device_agent/remote_sequence.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
@@ -18,7 +19,6 @@
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
 #include "runtime/profiler.h"
-#include "base/status_macros.h"
 #include "runtime/threading.h"
 
 namespace edgesplit {

@@ -5,8 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "proto/tensor_codec.h"
 #include "base/status_macros.h"
+#include "proto/tensor_codec.h"
 #include "runtime/threading.h"
 #include "runtime/torch_util.h"
 

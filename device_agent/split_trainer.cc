@@ -4,11 +4,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 #include "proto/tensor_codec.h"
 #include "proto/training_spec.h"
-#include "runtime/train/pipeline_schedule.h"
-#include "base/status_macros.h"
 #include "runtime/torch_util.h"
+#include "runtime/train/pipeline_schedule.h"
 
 namespace edgesplit {
 namespace {

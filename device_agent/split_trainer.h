@@ -19,8 +19,9 @@
 #include "absl/time/time.h"
 #include "edgesplit/v1/stage.grpc.pb.h"
 #include "proto/stage_stream.h"
-#include "runtime/train/stage_trainer.h"
 #include "runtime/stage_model.h"
+#include "runtime/train/checkpoints.h"
+#include "runtime/train/stage_trainer.h"
 
 namespace edgesplit {
 

@@ -3,11 +3,10 @@
 // federated averaging through the controller and PEFT export.
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
+#include "base/file_util.h"
 #include "device_agent/agent_impl.h"
 #include "device_agent/split_trainer.h"
 #include "proto/training_spec.h"
@@ -83,6 +82,10 @@ struct Trainer::Impl {
       return absl::InvalidArgumentError(
           absl::StrCat("TrainingOptions.devices: ", options.devices));
     }
+    if (options.average_every < 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "TrainingOptions.average_every: ", options.average_every));
+    }
     spec.set_job_id(options.job_id);
     spec.set_rank(static_cast<uint32_t>(std::max(options.rank, 0)));
     spec.set_alpha(options.alpha);
@@ -133,19 +136,11 @@ struct Trainer::Impl {
     std::error_code ec;
     std::filesystem::create_directories(
         std::filesystem::path(SpecPath()).parent_path(), ec);
-    std::ofstream out(SpecPath(), std::ios::binary | std::ios::trunc);
-    out << spec.SerializeAsString();
-    out.close();
-    if (!out) {
-      return absl::InternalError(absl::StrCat(SpecPath(), ": write failed"));
-    }
-    return absl::OkStatus();
+    return WriteFileAtomically(SpecPath(), spec.SerializeAsString());
   }
   absl::Status LoadSpec() {
-    std::ifstream in(SpecPath(), std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    if (!in || !spec.ParseFromString(bytes.str()) || spec.job_id().empty()) {
+    auto bytes = ReadFile(SpecPath());
+    if (!bytes.ok() || !spec.ParseFromString(*bytes) || spec.job_id().empty()) {
       return absl::NotFoundError(absl::StrCat(
           SpecPath(), ": no training spec of job \"", options.job_id,
           "\" (train with this --checkpoint-dir first)"));
@@ -290,6 +285,64 @@ absl::StatusOr<double> Trainer::Evaluate(
     return r.status();
   }
   return r->first;
+}
+
+absl::StatusOr<TrainingRunResult> Trainer::Run(
+    const TrainingRunOptions& run, const TrainingRunCallbacks& callbacks) {
+  if (run.batches.empty()) {
+    return absl::InvalidArgumentError("TrainingRunOptions.batches: empty");
+  }
+  if (run.steps < 0 || run.checkpoint_every < 0 || run.eval_every < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TrainingRunOptions: steps ", run.steps, ", checkpoint_every ",
+        run.checkpoint_every, ", eval_every ", run.eval_every,
+        " (none may be negative)"));
+  }
+  const TrainingOptions& o = impl_->options;
+  auto evaluate = [&](int64_t at) -> absl::Status {
+    if (run.eval_windows.empty()) return absl::OkStatus();
+    ES_ASSIGN_OR_RETURN(double loss, Evaluate(run.eval_windows));
+    if (callbacks.on_eval) callbacks.on_eval(at, loss);
+    return absl::OkStatus();
+  };
+  TrainingRunResult result;
+  result.step = step();
+  ES_RETURN_IF_ERROR(evaluate(result.step));
+  int64_t since_average = 0;  // Windows trained since the last sfl round.
+  while (result.step < run.steps) {
+    const int64_t s = result.step;
+    const auto& batch =
+        run.batches[static_cast<size_t>(s) % run.batches.size()];
+    const bool checkpoint =
+        !o.checkpoint_dir.empty() &&
+        ((run.checkpoint_every > 0 && (s + 1) % run.checkpoint_every == 0) ||
+         s + 1 == run.steps);
+    auto st = Step(batch, checkpoint);
+    if (!st.ok()) {
+      // A hop went away: continue from the newest checkpoint every shard
+      // holds (the step index picks the same batches again).
+      if (++result.resumes > run.max_resumes) return st.status();
+      if (callbacks.on_failure) callbacks.on_failure(s, st.status());
+      ES_ASSIGN_OR_RETURN(result.step, Resume(run.resume_timeout));
+      if (callbacks.on_resume) callbacks.on_resume(result.step);
+      continue;
+    }
+    result.step = st->step;
+    result.loss = st->loss;
+    result.tokens += st->tokens;
+    since_average += static_cast<int64_t>(batch.size());
+    if (callbacks.on_step) callbacks.on_step(*st);
+    if (o.mode == "sfl" && result.step % o.average_every == 0) {
+      ES_RETURN_IF_ERROR(
+          AverageDeviceAdapter(static_cast<double>(since_average)));
+      since_average = 0;
+    }
+    if (run.eval_every > 0 &&
+        (result.step % run.eval_every == 0 || result.step == run.steps)) {
+      ES_RETURN_IF_ERROR(evaluate(result.step));
+    }
+  }
+  return result;
 }
 
 absl::StatusOr<int64_t> Trainer::Resume(absl::Duration timeout) {

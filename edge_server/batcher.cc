@@ -10,9 +10,7 @@ namespace edgesplit {
 
 Batcher::Batcher(const StageModel* stage, int64_t max_batch_tokens,
                  std::shared_ptr<std::atomic<double>> slowdown)
-    : stage_(stage),
-      max_batch_tokens_(max_batch_tokens),
-      state_(std::make_shared<State>()) {
+    : state_(std::make_shared<State>()) {
   state_->slowdown = std::move(slowdown);
   worker_ = WorkerThread([state = state_, stage, max_batch_tokens] {
     Run(state, stage, max_batch_tokens);

@@ -84,8 +84,6 @@ class Batcher {
   static absl::StatusOr<at::Tensor> Forward(const StageModel* stage,
                                             std::vector<BatchItem>& items);
 
-  const StageModel* const stage_;
-  const int64_t max_batch_tokens_;
   std::shared_ptr<State> state_;
   WorkerThread worker_;  // Runs Run(state_, ...).
 };

@@ -1,6 +1,7 @@
 #include "edge_server/server_config.h"
 
 #include "absl/strings/str_cat.h"
+#include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/yaml_util.h"
 
@@ -61,7 +62,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
 }
 
 absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path) {
-  ES_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path));
+  ES_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParseServerConfig(text, path);
 }
 

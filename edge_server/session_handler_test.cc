@@ -16,8 +16,8 @@
 namespace edgesplit {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::FakeTransport;
+using ::testing::HasSubstr;
 using testing::InProcessFactory;
 
 class SessionHandlerTest : public ::testing::Test {

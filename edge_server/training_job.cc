@@ -4,9 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 #include "proto/tensor_codec.h"
 #include "proto/training_spec.h"
-#include "base/status_macros.h"
 #include "runtime/threading.h"
 #include "runtime/torch_util.h"
 

@@ -27,6 +27,7 @@
 #include "base/worker_thread.h"
 #include "edge_server/stage_host.h"
 #include "edgesplit/v1/stage.pb.h"
+#include "runtime/train/checkpoints.h"
 #include "runtime/train/stage_trainer.h"
 
 namespace edgesplit {

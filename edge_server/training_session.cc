@@ -103,8 +103,7 @@ void TrainingSession::ConfirmOpen(v1::SessionOpened* mine,
   mine->set_job_step(std::min(mine->job_step(), downstream->job_step()));
 }
 
-void TrainingSession::Forward(uint64_t seq,
-                              const v1::ForwardRequest& forward) {
+void TrainingSession::Forward(uint64_t seq, const v1::ForwardRequest& forward) {
   if (Over()) return;
   const ModelConfig& config = hop_.stage->model->config();
   const bool loss_here = hop_.role == HopRole::kLastWithHead;
@@ -205,20 +204,20 @@ void TrainingSession::RunForward(
   absl::Status s =
       wire::Encode(*out, hop_.codec, req.mutable_forward()->mutable_hidden());
   if (!s.ok()) return End(s);
-  ToNext(std::move(req), [self = Self(), seq, timing,
-                          received](v1::StageResponse r) mutable {
-    if (!r.has_forward()) {
-      return self->End(
-          absl::InternalError("next hop answered a forward with no result"));
-    }
-    timing.set_total_ms(MillisSince(received));
-    PrependTiming(std::move(timing), r.mutable_forward());
-    self->RespondAt(seq, std::move(r));
-  });
+  ToNext(std::move(req),
+         [self = Self(), seq, timing, received](v1::StageResponse r) mutable {
+           if (!r.has_forward()) {
+             return self->End(absl::InternalError(
+                 "next hop answered a forward with no result"));
+           }
+           timing.set_total_ms(MillisSince(received));
+           PrependTiming(std::move(timing), r.mutable_forward());
+           self->RespondAt(seq, std::move(r));
+         });
 }
 
 void TrainingSession::Backward(uint64_t seq,
-                                   const v1::BackwardRequest& backward) {
+                               const v1::BackwardRequest& backward) {
   if (Over()) return;
   auto self = Self();
   // Runs this hop's backward given dLoss/dOutput (undefined: from the
@@ -264,9 +263,8 @@ void TrainingSession::Backward(uint64_t seq,
     return;
   }
   if (!backward.has_grad_output()) return run(at::Tensor());
-  const int64_t cols =
-      hop_.role == HopRole::kLastWithHead ? config.vocab_size
-                                          : config.hidden_size;
+  const int64_t cols = hop_.role == HopRole::kLastWithHead ? config.vocab_size
+                                                           : config.hidden_size;
   auto grad = wire::Decode(backward.grad_output(), cols, "backward.grad_output",
                            env_.limits);
   if (!grad.ok()) return End(grad.status());
@@ -302,30 +300,28 @@ void TrainingSession::Step(uint64_t seq, const v1::OptimizerStep& step) {
   // Every device of the job arrives before the norm is taken: the shard's
   // gradient then holds all their micro-batches.
   const bool last = hop_.role != HopRole::kMiddle;
-  job_->ArriveAtStep(
-      step.step(), prefix_, [self, step, apply, last]() {
-        if (self->Over()) return;
-        const double sum = step.upstream_sq_norm() + self->job_->SquaredNorm();
-        if (last) {
-          v1::StageResponse r;
-          r.mutable_step()->set_total_sq_norm(sum);
-          return apply(std::move(r));
-        }
-        v1::StageRequest req;
-        *req.mutable_optimizer_step() = step;
-        req.mutable_optimizer_step()->set_upstream_sq_norm(sum);
-        self->ToNext(std::move(req), [self, apply](v1::StageResponse r) {
-          if (!r.has_step()) {
-            return self->End(absl::InternalError(
-                "next hop answered an optimizer step with no result"));
-          }
-          apply(std::move(r));
-        });
-      });
+  job_->ArriveAtStep(step.step(), prefix_, [self, step, apply, last]() {
+    if (self->Over()) return;
+    const double sum = step.upstream_sq_norm() + self->job_->SquaredNorm();
+    if (last) {
+      v1::StageResponse r;
+      r.mutable_step()->set_total_sq_norm(sum);
+      return apply(std::move(r));
+    }
+    v1::StageRequest req;
+    *req.mutable_optimizer_step() = step;
+    req.mutable_optimizer_step()->set_upstream_sq_norm(sum);
+    self->ToNext(std::move(req), [self, apply](v1::StageResponse r) {
+      if (!r.has_step()) {
+        return self->End(absl::InternalError(
+            "next hop answered an optimizer step with no result"));
+      }
+      apply(std::move(r));
+    });
+  });
 }
 
-void TrainingSession::Restore(uint64_t seq,
-                                  const v1::RestoreRequest& restore) {
+void TrainingSession::Restore(uint64_t seq, const v1::RestoreRequest& restore) {
   if (Over()) return;
   auto self = Self();
   auto run = [self, seq, step = restore.step()]() {
@@ -353,8 +349,7 @@ void TrainingSession::Restore(uint64_t seq,
   });
 }
 
-void TrainingSession::Export(uint64_t seq,
-                                 const v1::ExportRequest& request) {
+void TrainingSession::Export(uint64_t seq, const v1::ExportRequest& request) {
   if (Over()) return;
   auto self = Self();
   auto run = [self, seq, request](v1::StageResponse r) {

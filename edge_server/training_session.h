@@ -33,8 +33,7 @@ class TrainingSession : public ServerSession {
   void Forward(uint64_t seq, const v1::ForwardRequest& forward);
   // On the job's thread.
   void RunForward(uint64_t seq, const v1::ForwardRequest& forward,
-                  at::Tensor input, const at::Tensor& labels,
-                  int64_t labelled,
+                  at::Tensor input, const at::Tensor& labels, int64_t labelled,
                   std::chrono::steady_clock::time_point received);
   void Backward(uint64_t seq, const v1::BackwardRequest& backward);
   void Step(uint64_t seq, const v1::OptimizerStep& step);

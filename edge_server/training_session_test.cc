@@ -19,8 +19,8 @@
 namespace edgesplit {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::FakeTransport;
+using ::testing::HasSubstr;
 using testing::InProcessFactory;
 
 v1::TrainingSpec Spec(const std::string& job, uint32_t devices) {
@@ -102,7 +102,8 @@ class TrainingSessionTest : public ::testing::Test {
     f->set_step(id);
     f->set_train(true);
     f->set_loss_scale(scale);
-    EXPECT_TRUE(wire::Encode(*hidden, v1::CODEC_FP32, f->mutable_hidden()).ok());
+    EXPECT_TRUE(
+        wire::Encode(*hidden, v1::CODEC_FP32, f->mutable_hidden()).ok());
     for (int64_t i = 1; i <= n; ++i) f->add_labels(window[i].item<int64_t>());
     return r;
   }
@@ -120,8 +121,8 @@ class TrainingSessionTest : public ::testing::Test {
     at::manual_seed(seed);
     std::vector<at::Tensor> out;
     for (int i = 0; i < m; ++i) {
-      out.push_back(at::randint(store_->config().vocab_size, {7 + 2 * i},
-                                at::kLong));
+      out.push_back(
+          at::randint(store_->config().vocab_size, {7 + 2 * i}, at::kLong));
     }
     return out;
   }

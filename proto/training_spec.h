@@ -9,8 +9,8 @@
 #include "absl/status/status.h"
 #include "edgesplit/v1/stage.pb.h"
 #include "runtime/lora.h"
-#include "runtime/train/stage_trainer.h"
 #include "runtime/model_config.h"
+#include "runtime/train/stage_trainer.h"
 
 namespace edgesplit {
 

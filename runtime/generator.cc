@@ -179,13 +179,6 @@ std::unique_ptr<LocalPipeline::Sequence> LocalPipeline::NewSequence(
   return seq;
 }
 
-absl::StatusOr<at::Tensor> LocalPipeline::Step(
-    absl::Span<Sequence* const> seqs,
-    absl::Span<const std::vector<int32_t>> tokens) const {
-  std::vector<absl::Span<const int32_t>> spans(tokens.begin(), tokens.end());
-  return RunStages(seqs, spans, /*last_only=*/true);
-}
-
 absl::StatusOr<at::Tensor> LocalPipeline::RunStages(
     absl::Span<Sequence* const> seqs,
     absl::Span<const absl::Span<const int32_t>> tokens, bool last_only) const {

@@ -63,6 +63,10 @@ absl::StatusOr<GenerationResult> Generate(
 
 // The stages of one split, run in one process in order. Thread-safe for
 // distinct sequences.
+namespace testing {
+class LocalPipelinePeer;
+}  // namespace testing
+
 class LocalPipeline {
  public:
   // `cuts` are the block indices where a new stage starts, e.g. {2} splits
@@ -102,13 +106,9 @@ class LocalPipeline {
   std::unique_ptr<Sequence> NewSequence(KvBudget* budget = nullptr,
                                         std::string adapter = "") const;
 
-  // One batched step over several sequences (a decode step of many
-  // sessions): returns each sequence's last-token logits [n, vocab].
-  absl::StatusOr<at::Tensor> Step(
-      absl::Span<Sequence* const> seqs,
-      absl::Span<const std::vector<int32_t>> tokens) const;
-
  private:
+  // Tests run batched steps through testing/local_pipeline_peer.h.
+  friend class testing::LocalPipelinePeer;
   // Runs new tokens of `seqs` through every stage; on failure no stage's
   // cache has advanced.
   absl::StatusOr<at::Tensor> RunStages(

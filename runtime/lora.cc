@@ -7,10 +7,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
 #include "base/json_util.h"
-#include "runtime/safetensors.h"
 #include "base/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "runtime/safetensors.h"
 #include "runtime/torch_util.h"
 #include "runtime/weight_layout.h"
 

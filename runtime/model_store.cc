@@ -6,9 +6,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "nlohmann/json.hpp"
 #include "base/json_util.h"
 #include "base/status_macros.h"
+#include "nlohmann/json.hpp"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {

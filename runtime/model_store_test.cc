@@ -11,8 +11,8 @@
 #include "nlohmann/json.hpp"
 #include "runtime/generator.h"
 #include "runtime/safetensors.h"
-#include "testing/test_models.h"
 #include "runtime/torch_util.h"
+#include "testing/test_models.h"
 
 namespace edgesplit {
 namespace {

@@ -5,9 +5,9 @@
 #include <thread>
 #include <vector>
 
+#include "base/status_macros.h"
 #include "runtime/model_store.h"
 #include "runtime/stage_model.h"
-#include "base/status_macros.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {

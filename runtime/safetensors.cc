@@ -11,9 +11,10 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
+#include "base/file_util.h"
 #include "base/json_util.h"
 #include "base/status_macros.h"
+#include "nlohmann/json.hpp"
 
 namespace edgesplit {
 namespace {
@@ -275,27 +276,16 @@ absl::Status SafetensorsWriter::Write(const std::string& path) const {
   std::string text = header.dump();
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');
 
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) {
-    return absl::InternalError(
-        absl::StrCat(tmp, ": cannot create: ", std::strerror(errno)));
+  char len_bytes[8];
+  const uint64_t len = text.size();
+  for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<char>(len >> (8 * i));
+  std::vector<absl::string_view> pieces = {absl::string_view(len_bytes, 8),
+                                           text};
+  for (const auto& [name, e] : entries_) {
+    pieces.emplace_back(reinterpret_cast<const char*>(e.data.data()),
+                        e.data.size());
   }
-  uint8_t len_bytes[8];
-  uint64_t len = text.size();
-  for (int i = 0; i < 8; ++i) len_bytes[i] = (len >> (8 * i)) & 0xff;
-  bool ok = std::fwrite(len_bytes, 1, 8, f) == 8 &&
-            std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  for (auto it = entries_.begin(); ok && it != entries_.end(); ++it) {
-    const auto& data = it->second.data;
-    ok = std::fwrite(data.data(), 1, data.size(), f) == data.size();
-  }
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return absl::InternalError(absl::StrCat(path, ": write failed"));
-  }
-  return absl::OkStatus();
+  return WriteFileAtomically(path, pieces);
 }
 
 }  // namespace edgesplit

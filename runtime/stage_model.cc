@@ -365,8 +365,10 @@ absl::Status StageModel::MergeAdapter(const std::string& name) {
   // Compute every merged weight first and swap them in only when all
   // succeeded: a half-merged stage would apply the adapter twice.
   std::vector<std::pair<Linear*, at::Tensor>> merged;
-  ES_RETURN_IF_ERROR(
-      TorchCall("StageModel::MergeAdapter", [&]() -> absl::Status {
+  // mu_ is held: clang's analysis does not follow it into the lambda.
+  ES_RETURN_IF_ERROR(TorchCall(
+      "StageModel::MergeAdapter",
+      [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::Status {
         for (Block& b : blocks_) {
           for (Linear& l : b.linears) {
             const LoraFactors* f = adapter.Find(l.module);

@@ -101,7 +101,8 @@ class StageModel {
  private:
   StageModel() = default;
   at::Tensor ForwardLocked(const StageInput& input,
-                           const LoraAdapter* adapter) const;
+                           const LoraAdapter* adapter) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status ValidateInput(const StageInput& input) const;
 
   ModelConfig config_;

@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
+#include "testing/local_pipeline_peer.h"
 #include "testing/test_models.h"
 
 namespace edgesplit {
@@ -120,7 +121,7 @@ TEST_P(StageModelTest, RaggedBatchEqualsSingleSequences) {
     single.push_back(p->NewSequence());
     ptrs.push_back(batched.back().get());
   }
-  auto out = p->Step(ptrs, prompts);
+  auto out = testing::LocalPipelinePeer::Step(*p, ptrs, prompts);
   ASSERT_TRUE(out.ok()) << out.status();
   ASSERT_EQ(out->size(0), 3);
   std::vector<std::vector<int32_t>> next(3);
@@ -131,7 +132,7 @@ TEST_P(StageModelTest, RaggedBatchEqualsSingleSequences) {
     next[i] = {Argmax((*out)[i])};
   }
   for (int step = 0; step < 8; ++step) {
-    auto o = p->Step(ptrs, next);
+    auto o = testing::LocalPipelinePeer::Step(*p, ptrs, next);
     ASSERT_TRUE(o.ok()) << o.status();
     for (int i = 0; i < 3; ++i) {
       auto alone = single[i]->ForwardAll(next[i]);

@@ -16,8 +16,9 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   # Core libraries.
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libsentencepiece-dev libre2-dev
-  # Tests and benchmarks.
-  libgtest-dev libgmock-dev libbenchmark-dev
+  # Tests and benchmarks; clang for its thread-safety analysis and the
+  # format check (scripts/test.sh), python3 for the analysis driver.
+  libgtest-dev libgmock-dev libbenchmark-dev clang clang-format python3
   # Network emulation for later cluster tests.
   iproute2
 )

@@ -1,14 +1,36 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine: install dependencies,
-# build everything (Release), run every CTest test, then rebuild the
-# untrusted-input parsers (safetensors, configs, tokenizers — no LibTorch)
-# under AddressSanitizer + UBSan and run their tests again.
+# check formatting, build everything (Release, -Werror), run every CTest
+# test and the installed example app, check the locking annotations with
+# clang's thread-safety analysis, then run sanitizer builds:
+# AddressSanitizer + UBSan over the untrusted-input parsers, ThreadSanitizer
+# over the edge server and controller tests. Prints the minutes of each part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+SECONDS=0
+part_start=0
+part() {  # part NAME: closes the previous part's timing, starts NAME's.
+  if [[ -n "${part_name:-}" ]]; then
+    echo "== ${part_name}: $(( (SECONDS - part_start) / 60 )) min $(( (SECONDS - part_start) % 60 )) s"
+  fi
+  part_name=$1
+  part_start=$SECONDS
+}
+
+part "dependencies"
 bash scripts/install-deps.sh
+
+part "format check"
+git ls-files '*.cc' '*.h' | xargs clang-format --dry-run -Werror
+
+part "build"
 bash scripts/build.sh
+
+part "tests"
 (cd build && ctest --output-on-failure --timeout 900 -j2)
 
+part "installed example app"
 # The device-agent package: install it, build the example app against the
 # installed files only, and check the app loads the library and runs.
 rm -rf build/install build/example
@@ -27,10 +49,34 @@ if [[ $code != 2 ]]; then
 fi
 echo "example app built and ran against the installed package"
 
-ASAN_TESTS="runtime_core_test|gpt2_bpe_tokenizer_test|sentencepiece_reference_test|planner_test|controller_test"
+part "clang thread-safety analysis"
+python3 scripts/clang_thread_safety.py build
+
+part "ASan + UBSan"
+# The untrusted-input parsers (no LibTorch: a LibTorch-linked sanitizer
+# build costs about as much as the TSan one below).
+ASAN_TESTS=(runtime_core_test gpt2_bpe_tokenizer_test
+            sentencepiece_reference_test planner_test controller_test)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DEDGESPLIT_ASAN=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_BENCH=OFF
-cmake --build build-asan -j"$(nproc)" --target \
-  runtime_core_test gpt2_bpe_tokenizer_test sentencepiece_reference_test \
-  planner_test controller_test
-(cd build-asan && ctest --output-on-failure -R "^(npm_|${ASAN_TESTS})")
+cmake --build build-asan -j"$(nproc)" --target "${ASAN_TESTS[@]}"
+regex=$(IFS='|'; echo "${ASAN_TESTS[*]}")
+(cd build-asan && ctest --output-on-failure -R "^(npm_|${regex})")
+
+part "TSan"
+TSAN_TESTS=(tsan_shim_test tsan_canary edge_server_test controller_test)
+# Release: -O3 with -g1 line tables (EDGESPLIT_TSAN adds them). Warnings
+# are not errors here: instrumentation changes what GCC's flow analysis
+# sees (a false maybe-uninitialized); the Release build enforces them.
+cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DEDGESPLIT_TSAN=ON -DEDGESPLIT_WERROR=OFF -DEDGESPLIT_WITH_CUDA=OFF \
+  -DEDGESPLIT_BUILD_BENCH=OFF
+cmake --build build-tsan -j"$(nproc)" --target "${TSAN_TESTS[@]}"
+regex=$(IFS='|'; echo "${TSAN_TESTS[*]}")
+# One BLAS/OpenMP thread: LibTorch's pools are not instrumented.
+(cd build-tsan && OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+  ctest --output-on-failure --timeout 1800 -R "^(${regex})$")
+
+part "done"
+echo "all checks passed in $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s"

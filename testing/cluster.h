@@ -19,11 +19,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "controller/controller.h"
 #include "controller/controller_service.h"
 #include "edge_server/server.h"
 #include "grpcpp/grpcpp.h"
-#include "base/status_macros.h"
 #include "testing/link_emulator.h"
 
 namespace edgesplit {

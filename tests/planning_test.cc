@@ -13,8 +13,8 @@
 #include "proto/probe.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
-#include "testing/test_paths.h"
 #include "testing/cluster.h"
+#include "testing/test_paths.h"
 #include "tests/split_util.h"
 
 namespace edgesplit {

@@ -11,8 +11,8 @@
 #include "proto/tensor_codec.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
-#include "testing/test_models.h"
 #include "testing/cluster.h"
+#include "testing/test_models.h"
 #include "tests/split_util.h"
 
 namespace edgesplit {

@@ -20,9 +20,9 @@
 #include "proto/tensor_codec.h"
 #include "proto/training_spec.h"
 #include "runtime/model_store.h"
-#include "testing/test_models.h"
 #include "runtime/train/training_data.h"
 #include "testing/cluster.h"
+#include "testing/test_models.h"
 #include "tests/training_util.h"
 
 namespace edgesplit {

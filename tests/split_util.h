@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/status_macros.h"
 #include "edgesplit/device_agent.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
-#include "base/status_macros.h"
 
 namespace edgesplit {
 namespace testing {

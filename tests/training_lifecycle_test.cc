@@ -18,9 +18,9 @@
 #include "proto/tensor_codec.h"
 #include "proto/training_spec.h"
 #include "runtime/model_store.h"
-#include "testing/test_models.h"
 #include "runtime/train/training_data.h"
 #include "testing/cluster.h"
+#include "testing/test_models.h"
 #include "tests/training_util.h"
 
 namespace edgesplit {
@@ -52,10 +52,10 @@ TEST(SplitTrainingResumeTest, StageKilledMidTrainingResumesFromCheckpoint) {
   constexpr int kSteps = 10, kEvery = 4;
   int total_resumes = 0;
 
-  // Steps from `windows(step)`, checkpointing every kEvery updates; the
-  // hook runs before each step.
+  // Trainer::Run over windows(step), checkpointing every kEvery updates;
+  // the hook runs after each update.
   auto train = [&](const std::string& job,
-                   const std::function<void(int)>& before) -> std::string {
+                   const std::function<void(int64_t)>& after) -> std::string {
     TrainingOptions o;
     o.job_id = job;
     o.rank = 4;
@@ -65,26 +65,31 @@ TEST(SplitTrainingResumeTest, StageKilledMidTrainingResumesFromCheckpoint) {
     auto t = agent->StartTraining("m", o);
     EXPECT_TRUE(t.ok()) << t.status();
     if (!t.ok()) return "";
-    int resumes = 0;
-    for (int step = 0; step < kSteps;) {
-      before(step);
-      auto st = (*t)->Step(ToWindows(RandomWindows(config.vocab_size, 3, step)),
-                           (step + 1) % kEvery == 0);
-      if (st.ok()) {
-        ++step;
-        continue;
-      }
-      // The killed hop: UNAVAILABLE (or CANCELLED as its streams end).
-      EXPECT_LT(++resumes, 3) << st.status();
-      if (resumes >= 3) return "";
-      auto from = (*t)->Resume(absl::Seconds(60));
-      EXPECT_TRUE(from.ok()) << from.status();
-      if (!from.ok()) return "";
-      EXPECT_EQ(*from % kEvery, 0);  // A checkpoint, not where it failed.
-      EXPECT_LE(*from, step);
-      step = static_cast<int>(*from);
-      ++total_resumes;
+    TrainingRunOptions run;
+    for (int step = 0; step < kSteps; ++step) {
+      run.batches.push_back(
+          ToWindows(RandomWindows(config.vocab_size, 3, step)));
     }
+    run.steps = kSteps;
+    run.checkpoint_every = kEvery;
+    run.max_resumes = 2;
+    run.resume_timeout = absl::Seconds(60);
+    TrainingRunCallbacks callbacks;
+    callbacks.on_step = [&](const TrainingStepStats& st) { after(st.step); };
+    int64_t failed = -1;
+    // The killed hop: UNAVAILABLE (or CANCELLED as its streams end).
+    callbacks.on_failure = [&](int64_t step, const absl::Status&) {
+      failed = step;
+    };
+    callbacks.on_resume = [&](int64_t step) {
+      EXPECT_EQ(step % kEvery, 0);  // A checkpoint, not where it failed.
+      EXPECT_LE(step, failed);
+    };
+    auto r = (*t)->Run(run, callbacks);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return "";
+    EXPECT_EQ(r->step, kSteps);
+    total_resumes += r->resumes;
     const std::string out = absl::StrCat(tmp, "/", job, "-adapter");
     EXPECT_TRUE((*t)->Export(out).ok());
     return out;
@@ -93,9 +98,9 @@ TEST(SplitTrainingResumeTest, StageKilledMidTrainingResumesFromCheckpoint) {
   const std::string straight = train("straight", [](int) {});
   std::atomic<bool> killed{false};
   std::thread killer;
-  const std::string resumed = train("resumed", [&](int step) {
+  const std::string resumed = train("resumed", [&](int64_t step) {
     if (step == 6 && !killed.exchange(true)) {
-      // Mid-step: the server dies while step 6's micro-batches are in
+      // Mid-step: the server dies while update 7's micro-batches are in
       // flight, then comes back (same name, same checkpoint directory).
       // (b computes 50x slower now, so the kill lands inside the step.)
       (*c)->server("b")->host()->SetComputeSlowdown(50);
@@ -143,6 +148,7 @@ TEST(SplitFederatedTest, ThreeDevicesAverageTheirAdaptersAndLearn) {
   o.lr = 1e-2;
   o.warmup_steps = 2;
   o.total_steps = kSteps;
+  o.average_every = kEvery;
   for (int d = 0; d < kDevices; ++d) {
     auto t = agents[d]->StartTraining("real", o);
     ASSERT_TRUE(t.ok()) << t.status();
@@ -155,26 +161,19 @@ TEST(SplitFederatedTest, ThreeDevicesAverageTheirAdaptersAndLearn) {
   for (int d = 0; d < kDevices; ++d) {
     threads.emplace_back([&, d] {
       // Device d trains on its own shard: windows d, d + 3, d + 6, ...
+      TrainingRunOptions run;
+      run.steps = kSteps;
+      run.max_resumes = 0;
       size_t next = d;
       for (int step = 0; step < kSteps; ++step) {
-        std::vector<std::vector<int32_t>> batch;
+        auto& batch = run.batches.emplace_back();
         for (int i = 0; i < kBatch; ++i) {
           batch.push_back(data.train[next % data.train.size()]);
           next += kDevices;
         }
-        auto st = trainers[d]->Step(batch);
-        if (!st.ok()) {
-          errors[d] = st.status();
-          return;
-        }
-        if ((step + 1) % kEvery == 0) {
-          absl::Status s = trainers[d]->AverageDeviceAdapter(kEvery * kBatch);
-          if (!s.ok()) {
-            errors[d] = s;
-            return;
-          }
-        }
       }
+      // Run averages the device adapters every o.average_every updates.
+      errors[d] = trainers[d]->Run(run).status();
     });
   }
   for (auto& t : threads) t.join();
@@ -215,22 +214,37 @@ TEST(SplitTrainingRealModelTest, FineTunesAcrossHopsAndExportsPeft) {
   o.total_steps = 60;
   auto t = agent->StartTraining("real", o);
   ASSERT_TRUE(t.ok()) << t.status();
-  auto before = (*t)->Evaluate(eval);
-  ASSERT_TRUE(before.ok()) << before.status();
-  const auto batches = BatchByLength(data.train, 256);
-  for (int step = 0; step < o.total_steps; ++step) {
-    std::vector<std::vector<int32_t>> batch;
-    for (size_t i : batches[step % batches.size()]) {
-      batch.push_back(data.train[i]);
-    }
-    auto st = (*t)->Step(batch);
-    ASSERT_TRUE(st.ok()) << st.status();
+  // Trainer::Run: evaluated before the first update and after the last.
+  EXPECT_EQ((*t)->Run(TrainingRunOptions{}).status().code(),
+            absl::StatusCode::kInvalidArgument);  // No batches.
+  TrainingRunOptions run;
+  for (const std::vector<size_t>& b : BatchByLength(data.train, 256)) {
+    auto& batch = run.batches.emplace_back();
+    for (size_t i : b) batch.push_back(data.train[i]);
   }
-  auto after = (*t)->Evaluate(eval);
-  ASSERT_TRUE(after.ok()) << after.status();
-  std::printf("3 hops: held-out perplexity %.2f -> %.2f\n", std::exp(*before),
-              std::exp(*after));
-  EXPECT_LT(std::exp(*after), 0.5 * std::exp(*before));
+  run.eval_windows = eval;
+  run.steps = o.total_steps;
+  run.eval_every = o.total_steps;
+  std::vector<std::pair<int64_t, double>> evals;
+  TrainingRunCallbacks callbacks;
+  callbacks.on_eval = [&](int64_t step, double loss) {
+    evals.emplace_back(step, loss);
+  };
+  auto r = (*t)->Run(run, callbacks);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->step, o.total_steps);
+  EXPECT_EQ(r->resumes, 0);
+  ASSERT_EQ(evals.size(), 2u);
+  EXPECT_EQ(evals[0].first, 0);
+  EXPECT_EQ(evals[1].first, o.total_steps);
+  auto before = evals[0].second, after = evals[1].second;
+  // Run's evaluation is Evaluate's.
+  auto again = (*t)->Evaluate(eval);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_NEAR(*again, after, 1e-6);
+  std::printf("3 hops: held-out perplexity %.2f -> %.2f\n", std::exp(before),
+              std::exp(after));
+  EXPECT_LT(std::exp(after), 0.5 * std::exp(before));
 
   // The exported PEFT adapter computes, in one process, what the split
   // trained model computes across the hops...
@@ -256,7 +270,7 @@ TEST(SplitTrainingRealModelTest, FineTunesAcrossHopsAndExportsPeft) {
     sum += *loss * labels.size(0);
     tokens += labels.size(0);
   }
-  EXPECT_NEAR(sum / tokens, *after, 1e-5);
+  EXPECT_NEAR(sum / tokens, after, 1e-5);
 
   // ... and `edgesplit generate --adapter` loads it: its greedy text is
   // the trained model's (argmax of the adapted logits, step by step).

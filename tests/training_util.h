@@ -12,11 +12,11 @@
 #include "edgesplit/device_agent.h"
 #include "gtest/gtest.h"
 #include "proto/training_spec.h"
-#include "runtime/train/stage_trainer.h"
 #include "runtime/model_store.h"
-#include "testing/test_paths.h"
+#include "runtime/train/stage_trainer.h"
 #include "runtime/train/training_data.h"
 #include "testing/cluster.h"
+#include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace testing {

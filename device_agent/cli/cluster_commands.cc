@@ -4,13 +4,13 @@
 #include <fstream>
 
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 #include "controller/auto_plan.h"
 #include "controller/cluster_file.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/grpc_status.h"
 #include "runtime/model_config.h"
-#include "base/status_macros.h"
 
 namespace edgesplit {
 namespace cli {

@@ -9,9 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
 #include "edgesplit/device_agent.h"
 #include "runtime/model_store.h"
-#include "base/status_macros.h"
 #include "runtime/train/training_data.h"
 
 namespace edgesplit {
@@ -70,15 +70,13 @@ absl::Status ParseBlocks(const std::string& v, TrainingOptions* o) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
-  ES_ASSIGN_OR_RETURN(std::string model_id, a.RequiredString("model-id"));
-  ES_ASSIGN_OR_RETURN(std::string data_path, a.RequiredString("data"));
+// TrainingOptions from the flags.
+absl::StatusOr<TrainingOptions> ParseTrainingOptions(const Args& a,
+                                                     const std::string& id,
+                                                     int64_t steps) {
   TrainingOptions o;
-  o.job_id = a.String("job", absl::StrCat(model_id, "-lora"));
+  o.job_id = a.String("job", absl::StrCat(id, "-lora"));
   o.mode = a.String("mode", "sl");
-  ES_ASSIGN_OR_RETURN(int64_t steps, a.Int("steps", 100));
   ES_ASSIGN_OR_RETURN(o.lr, a.Double("lr", 2e-4));
   ES_ASSIGN_OR_RETURN(int64_t rank, a.Int("rank", 8));
   o.rank = static_cast<int>(rank);
@@ -100,24 +98,93 @@ absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
   o.u_shaped = a.Has("u-shaped");
   o.recompute = a.Has("recompute");
   o.checkpoint_dir = a.String("checkpoint-dir", "edgesplit-checkpoints");
-  ES_ASSIGN_OR_RETURN(int64_t ckpt_every, a.Int("checkpoint-every", 50));
+  if (a.Has("train-blocks")) {
+    ES_RETURN_IF_ERROR(ParseBlocks(a.String("train-blocks"), &o));
+  }
+  ES_ASSIGN_OR_RETURN(o.freeze_ratio, a.Double("freeze-ratio", -1));
+  if (average_every < 1) {
+    return absl::InvalidArgumentError("--average-every must be positive");
+  }
+  return o;
+}
+
+// Progress on stderr: a bar on a terminal, a line every `log_every`
+// updates otherwise.
+class Progress {
+ public:
+  Progress(std::ostream& err, int64_t steps, int64_t log_every)
+      : err_(err),
+        steps_(steps),
+        log_every_(log_every),
+        tty_(isatty(STDERR_FILENO) != 0) {}
+
+  void Start(int64_t step) {
+    start_ = std::chrono::steady_clock::now();
+    first_step_ = step;
+  }
+
+  void Step(const TrainingStepStats& st) {
+    tokens_ += st.tokens;
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_)
+            .count();
+    const double per_step = secs / static_cast<double>(st.step - first_step_);
+    const std::string line = absl::StrFormat(
+        "step %d/%d loss %.4f lr %.2e tokens/s %.0f ETA %s", st.step, steps_,
+        st.loss, st.lr, tokens_ / std::max(secs, 1e-9),
+        Clock(per_step * static_cast<double>(steps_ - st.step)));
+    if (tty_) {
+      const int width = 30;
+      const int done = static_cast<int>(width * st.step / steps_);
+      err_ << "\r[" << std::string(done, '#') << std::string(width - done, '.')
+           << "] " << line << std::flush;
+    } else if (st.step % log_every_ == 0 || st.step == steps_) {
+      err_ << line << "\n";
+    }
+  }
+
+  void Eval(int64_t step, double loss) {
+    err_ << absl::StrFormat(
+        "%seval step %d: held-out loss %.4f, perplexity "
+        "%.2f\n",
+        tty_ ? "\n" : "", step, loss, std::exp(loss));
+  }
+
+  void Finish() {
+    if (tty_) err_ << "\n";
+  }
+
+ private:
+  std::ostream& err_;
+  const int64_t steps_, log_every_;
+  const bool tty_;
+  std::chrono::steady_clock::time_point start_;
+  int64_t first_step_ = 0, tokens_ = 0;
+};
+
+}  // namespace
+
+absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
+  ES_ASSIGN_OR_RETURN(std::string model_id, a.RequiredString("model-id"));
+  ES_ASSIGN_OR_RETURN(std::string data_path, a.RequiredString("data"));
+  TrainingRunOptions run;
+  ES_ASSIGN_OR_RETURN(run.steps, a.Int("steps", 100));
+  ES_ASSIGN_OR_RETURN(TrainingOptions o,
+                      ParseTrainingOptions(a, model_id, run.steps));
+  ES_ASSIGN_OR_RETURN(run.checkpoint_every, a.Int("checkpoint-every", 50));
   ES_ASSIGN_OR_RETURN(int64_t batch_tokens, a.Int("batch-tokens", 1024));
   ES_ASSIGN_OR_RETURN(int64_t seq, a.Int("seq-len", 128));
-  ES_ASSIGN_OR_RETURN(int64_t eval_every, a.Int("eval-every", 50));
+  ES_ASSIGN_OR_RETURN(run.eval_every, a.Int("eval-every", 50));
   ES_ASSIGN_OR_RETURN(int64_t eval_windows, a.Int("eval-windows", 32));
   ES_ASSIGN_OR_RETURN(int64_t log_every, a.Int("log-every", 10));
   ES_ASSIGN_OR_RETURN(double held_out, a.Double("held-out", 0.1));
-  if (steps < 1 || batch_tokens < 2 || seq < 1 || eval_every < 0 ||
-      ckpt_every < 0 || log_every < 1 || average_every < 1) {
+  if (run.steps < 1 || batch_tokens < 2 || seq < 1 || run.eval_every < 0 ||
+      run.checkpoint_every < 0 || log_every < 1) {
     return absl::InvalidArgumentError(
         "--steps, --batch-tokens, --seq-len, --log-every and "
         "--average-every must be positive; --eval-every and "
         "--checkpoint-every non-negative");
   }
-  if (a.Has("train-blocks")) {
-    ES_RETURN_IF_ERROR(ParseBlocks(a.String("train-blocks"), &o));
-  }
-  ES_ASSIGN_OR_RETURN(o.freeze_ratio, a.Double("freeze-ratio", -1));
   ES_ASSIGN_OR_RETURN(auto agent, Connect(a, model_id));
   ES_ASSIGN_OR_RETURN(auto trainer, agent->StartTraining(model_id, o));
   ES_ASSIGN_OR_RETURN(auto store, ModelStore::Open(trainer->model_dir()));
@@ -132,8 +199,11 @@ absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
     return absl::InvalidArgumentError(
         absl::StrCat(data_path, ": no training windows"));
   }
-  const auto batches = BatchByLength(data.train, batch_tokens);
-  std::vector<std::vector<int32_t>> eval(
+  for (const std::vector<size_t>& b : BatchByLength(data.train, batch_tokens)) {
+    auto& batch = run.batches.emplace_back();
+    for (size_t i : b) batch.push_back(data.train[i]);
+  }
+  run.eval_windows.assign(
       data.held_out.begin(),
       data.held_out.begin() +
           std::min<size_t>(data.held_out.size(),
@@ -142,77 +212,30 @@ absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
       "training %s on %s: %s, %d training / %d held-out windows of %d "
       "tokens, %d batches\n",
       o.job_id, trainer->route(), o.mode, data.train.size(),
-      data.held_out.size(), seq, batches.size());
-  auto evaluate = [&](int64_t step) -> absl::Status {
-    if (eval.empty()) return absl::OkStatus();
-    ES_ASSIGN_OR_RETURN(double loss, trainer->Evaluate(eval));
-    err << absl::StrFormat(
-        "%seval step %d: held-out loss %.4f, perplexity %.2f\n",
-        isatty(STDERR_FILENO) ? "\n" : "", step, loss, std::exp(loss));
-    return absl::OkStatus();
+      data.held_out.size(), seq, run.batches.size());
+  if (trainer->step() > 0) err << "resumed at step " << trainer->step() << "\n";
+  Progress progress(err, run.steps, log_every);
+  progress.Start(trainer->step());
+  TrainingRunCallbacks callbacks;
+  callbacks.on_step = [&](const TrainingStepStats& st) { progress.Step(st); };
+  callbacks.on_eval = [&](int64_t step, double loss) {
+    progress.Eval(step, loss);
   };
-  int64_t step = trainer->step();
-  if (step > 0) err << "resumed at step " << step << "\n";
-  ES_RETURN_IF_ERROR(evaluate(step));
-  const auto start = std::chrono::steady_clock::now();
-  const int64_t first_step = step;
-  int64_t tokens = 0, since_average = 0, resumes = 0;
-  double loss = 0;
-  while (step < steps) {
-    std::vector<std::vector<int32_t>> batch;
-    for (size_t i : batches[static_cast<size_t>(step) % batches.size()]) {
-      batch.push_back(data.train[i]);
-    }
-    const bool ckpt =
-        !o.checkpoint_dir.empty() &&
-        ((ckpt_every > 0 && (step + 1) % ckpt_every == 0) || step + 1 == steps);
-    auto st = trainer->Step(batch, ckpt);
-    if (!st.ok()) {
-      // A hop went away: continue from the newest checkpoint every shard
-      // holds (the step index picks the same batches again).
-      if (++resumes > 5) return st.status();
-      err << "\nstep " << step + 1 << " failed (" << st.status().message()
-          << "); resuming\n";
-      ES_ASSIGN_OR_RETURN(step, trainer->Resume(absl::Minutes(2)));
-      err << "resumed at step " << step << "\n";
-      continue;
-    }
-    step = st->step;
-    tokens += st->tokens;
-    loss = st->loss;
-    since_average += static_cast<int64_t>(batch.size());
-    const double secs =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-            .count();
-    const double per_step = secs / static_cast<double>(step - first_step);
-    const std::string line = absl::StrFormat(
-        "step %d/%d loss %.4f lr %.2e tokens/s %.0f ETA %s", step, steps, loss,
-        st->lr, tokens / std::max(secs, 1e-9),
-        Clock(per_step * static_cast<double>(steps - step)));
-    if (isatty(STDERR_FILENO)) {
-      const int width = 30;
-      const int done = static_cast<int>(width * step / steps);
-      err << "\r[" << std::string(done, '#') << std::string(width - done, '.')
-          << "] " << line << std::flush;
-    } else if (step % log_every == 0 || step == steps) {
-      err << line << "\n";
-    }
-    if (o.mode == "sfl" && step % o.average_every == 0) {
-      ES_RETURN_IF_ERROR(
-          trainer->AverageDeviceAdapter(static_cast<double>(since_average)));
-      since_average = 0;
-    }
-    if (eval_every > 0 && (step % eval_every == 0 || step == steps)) {
-      ES_RETURN_IF_ERROR(evaluate(step));
-    }
-  }
-  if (isatty(STDERR_FILENO)) err << "\n";
+  callbacks.on_failure = [&](int64_t step, const absl::Status& error) {
+    err << "\nstep " << step + 1 << " failed (" << error.message()
+        << "); resuming\n";
+  };
+  callbacks.on_resume = [&](int64_t step) {
+    err << "resumed at step " << step << "\n";
+  };
+  ES_ASSIGN_OR_RETURN(TrainingRunResult result, trainer->Run(run, callbacks));
+  progress.Finish();
   if (a.Has("out")) {
     ES_RETURN_IF_ERROR(trainer->Export(a.String("out")));
     out << "adapter written to " << a.String("out") << "\n";
   }
   out << absl::StrFormat("trained %s to step %d, last loss %.4f\n", o.job_id,
-                         step, loss);
+                         result.step, result.loss);
   return absl::OkStatus();
 }
 

@@ -21,8 +21,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "re2/re2.h"
 #include "base/status_macros.h"
+#include "base/utf8.h"
+#include "re2/re2.h"
 
 namespace edgesplit {
 namespace {
@@ -73,79 +74,9 @@ const ByteMap& GetByteMap() {
 // ---------------------------------------------------------------------------
 // UTF-8.
 
-// Decodes the code point at text[*pos], advancing *pos. Strict: rejects
-// overlong forms, surrogates and values past U+10FFFF, like a JavaScript
-// TextDecoder would have to replace them (so Encode cannot match the reference
-// on such input and refuses it instead).
-bool DecodeUtf8(absl::string_view text, size_t* pos, char32_t* cp) {
-  const size_t i = *pos;
-  const auto byte = [&](size_t j) { return static_cast<uint8_t>(text[j]); };
-  const uint8_t b0 = byte(i);
-  if (b0 < 0x80) {
-    *cp = b0;
-    *pos = i + 1;
-    return true;
-  }
-  int len;
-  char32_t value;
-  char32_t min;
-  if ((b0 & 0xE0) == 0xC0) {
-    len = 2, value = b0 & 0x1F, min = 0x80;
-  } else if ((b0 & 0xF0) == 0xE0) {
-    len = 3, value = b0 & 0x0F, min = 0x800;
-  } else if ((b0 & 0xF8) == 0xF0) {
-    len = 4, value = b0 & 0x07, min = 0x10000;
-  } else {
-    return false;
-  }
-  if (i + len > text.size()) return false;
-  for (int j = 1; j < len; ++j) {
-    const uint8_t b = byte(i + j);
-    if ((b & 0xC0) != 0x80) return false;
-    value = (value << 6) | (b & 0x3F);
-  }
-  if (value < min || value > 0x10FFFF || (value >= 0xD800 && value <= 0xDFFF)) {
-    return false;
-  }
-  *cp = value;
-  *pos = i + len;
-  return true;
-}
-
-// Offset of the first byte that does not start a valid UTF-8 sequence, or
-// npos when the whole text is valid.
-size_t FirstInvalidUtf8(absl::string_view text) {
-  size_t pos = 0;
-  while (pos < text.size()) {
-    if (static_cast<uint8_t>(text[pos]) < 0x80) {
-      ++pos;
-      continue;
-    }
-    char32_t cp;
-    const size_t start = pos;
-    if (!DecodeUtf8(text, &pos, &cp)) return start;
-  }
-  return absl::string_view::npos;
-}
-
-void AppendUtf8(char32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
-}
-
+// Strict decoding (base/utf8.h) rejects overlong forms, surrogates and
+// values past U+10FFFF, which a JavaScript TextDecoder would replace: Encode
+// cannot match the reference on such input and refuses it instead.
 // A vocab or merges token in GPT-2's spelling, turned back into the bytes it
 // stands for. Code points outside the byte map (added tokens written
 // literally) are kept as their own UTF-8; such a token can never come out of
@@ -163,12 +94,12 @@ bool UnmapToken(absl::string_view token, RawToken* out) {
   size_t pos = 0;
   while (pos < token.size()) {
     char32_t cp;
-    if (!DecodeUtf8(token, &pos, &cp)) return false;
+    if (!utf8::Decode(token, &pos, &cp)) return false;
     if (cp < ByteMap::kCpLimit && map.cp_to_byte[cp] >= 0) {
       out->bytes.push_back(static_cast<char>(map.cp_to_byte[cp]));
     } else {
       out->byte_level = false;
-      AppendUtf8(cp, &out->bytes);
+      utf8::Append(cp, &out->bytes);
     }
   }
   return true;
@@ -342,7 +273,7 @@ class VocabParser {
       } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
         return Error("unpaired surrogate in \\u escape");
       }
-      AppendUtf8(cp, out);
+      utf8::Append(cp, out);
     }
   }
 
@@ -667,7 +598,7 @@ absl::Status Gpt2BpeTokenizer::EncodePiece(absl::string_view piece,
 
 absl::StatusOr<std::vector<int32_t>> Gpt2BpeTokenizer::Encode(
     absl::string_view text) const {
-  if (const size_t bad = FirstInvalidUtf8(text);
+  if (const size_t bad = utf8::FirstInvalid(text);
       bad != absl::string_view::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("text to encode is not valid UTF-8 (at byte ", bad, ")"));
@@ -697,7 +628,7 @@ absl::StatusOr<std::vector<int32_t>> Gpt2BpeTokenizer::Encode(
       while ((static_cast<uint8_t>(text[last]) & 0xC0) == 0x80) --last;
       size_t p = last;
       char32_t cp;
-      DecodeUtf8(text, &p, &cp);
+      utf8::Decode(text, &p, &cp);
       if (IsJsSpace(cp) && last > pos) end = last;
     }
     ES_RETURN_IF_ERROR(EncodePiece(text.substr(pos, end - pos), &ids));
@@ -747,7 +678,7 @@ std::string JsonQuote(absl::string_view utf8) {
   size_t pos = 0;
   while (pos < utf8.size()) {
     char32_t cp;
-    if (!DecodeUtf8(utf8, &pos, &cp)) cp = 0xFFFD, ++pos;
+    if (!utf8::Decode(utf8, &pos, &cp)) cp = 0xFFFD, ++pos;
     if (cp == '"' || cp == '\\') {
       out.push_back('\\');
       out.push_back(static_cast<char>(cp));
@@ -809,7 +740,7 @@ absl::Status WriteByteLevelGpt2Tokenizer(const std::string& dir) {
   std::string token;
   for (int id = 0; id < 256; ++id) {
     token.clear();
-    AppendUtf8(map.byte_to_cp[map.order[id]], &token);
+    utf8::Append(map.byte_to_cp[map.order[id]], &token);
     absl::StrAppend(&vocab, "  ", JsonQuote(token), ": ", id, ",\n");
   }
   absl::StrAppend(&vocab, "  \"<|endoftext|>\": 256\n}\n");

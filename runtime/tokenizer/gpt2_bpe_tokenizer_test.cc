@@ -22,6 +22,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "base/utf8.h"
 
 namespace edgesplit {
 namespace {
@@ -80,24 +81,6 @@ std::string ShellQuote(const std::string& s) {
     }
   }
   return out + "'";
-}
-
-void AppendUtf8(char32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -296,7 +279,7 @@ class TextGenerator {
   }
 
   void Word(const Script& script, int len) {
-    for (int i = 0; i < len; ++i) AppendUtf8(PickCodePoint(script), &out_);
+    for (int i = 0; i < len; ++i) utf8::Append(PickCodePoint(script), &out_);
   }
 
   void Number() {
@@ -306,7 +289,7 @@ class TextGenerator {
       if (g > 0)
         out_ += Pick(std::vector<std::string>{",", ".", "-", ":", "/"});
       const int len = Uniform(1, 7);
-      for (int i = 0; i < len; ++i) AppendUtf8(zero + Uniform(0, 9), &out_);
+      for (int i = 0; i < len; ++i) utf8::Append(zero + Uniform(0, 9), &out_);
     }
   }
 

@@ -3,8 +3,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "runtime/tokenizer/protobuf_wire.h"
 #include "base/status_macros.h"
+#include "runtime/tokenizer/protobuf_wire.h"
 
 namespace edgesplit {
 namespace spm {

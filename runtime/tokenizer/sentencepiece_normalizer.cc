@@ -4,53 +4,16 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
+#include "base/utf8.h"
 
 namespace edgesplit {
 namespace spm {
-namespace {
-
-inline bool IsTrailByte(char c) {
-  return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
-}
-
-inline bool IsValidCodepoint(uint32_t c) {
-  return c < 0xD800 || (c >= 0xE000 && c <= 0x10FFFF);
-}
-
-}  // namespace
-
 bool DecodeUtf8Char(absl::string_view text, size_t* length) {
-  const size_t len = text.size();
-  const unsigned char b0 = static_cast<unsigned char>(text[0]);
-  if (b0 < 0x80) {
-    *length = 1;
-    return true;
-  }
-  if (len >= 2 && (b0 & 0xE0) == 0xC0) {
-    const uint32_t cp = ((b0 & 0x1Fu) << 6) | (text[1] & 0x3Fu);
-    if (IsTrailByte(text[1]) && cp >= 0x80 && IsValidCodepoint(cp)) {
-      *length = 2;
-      return true;
-    }
-  } else if (len >= 3 && (b0 & 0xF0) == 0xE0) {
-    const uint32_t cp =
-        ((b0 & 0x0Fu) << 12) | ((text[1] & 0x3Fu) << 6) | (text[2] & 0x3Fu);
-    if (IsTrailByte(text[1]) && IsTrailByte(text[2]) && cp >= 0x800 &&
-        IsValidCodepoint(cp)) {
-      *length = 3;
-      return true;
-    }
-  } else if (len >= 4 && (b0 & 0xF8) == 0xF0) {
-    const uint32_t cp = ((b0 & 0x07u) << 18) | ((text[1] & 0x3Fu) << 12) |
-                        ((text[2] & 0x3Fu) << 6) | (text[3] & 0x3Fu);
-    if (IsTrailByte(text[1]) && IsTrailByte(text[2]) && IsTrailByte(text[3]) &&
-        cp >= 0x10000 && IsValidCodepoint(cp)) {
-      *length = 4;
-      return true;
-    }
-  }
-  *length = 1;
-  return false;
+  size_t pos = 0;
+  char32_t cp;
+  const bool ok = utf8::Decode(text, &pos, &cp);
+  *length = ok ? pos : 1;
+  return ok;
 }
 
 PrefixMatcher::PrefixMatcher(const std::vector<std::string>& symbols) {

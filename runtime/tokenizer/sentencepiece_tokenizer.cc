@@ -8,10 +8,8 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <queue>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,9 +23,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "base/file_util.h"
+#include "base/status_macros.h"
 #include "runtime/tokenizer/sentencepiece_model.h"
 #include "runtime/tokenizer/sentencepiece_normalizer.h"
-#include "base/status_macros.h"
 
 namespace edgesplit {
 namespace {
@@ -566,17 +565,12 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> ParseSentencePieceTokenizer(
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(
     const std::string& model_path) {
   std::error_code ec;
-  std::ifstream in(model_path, std::ios::binary);
-  if (!std::filesystem::is_regular_file(model_path, ec) || !in) {
+  if (!std::filesystem::is_regular_file(model_path, ec)) {
     return absl::NotFoundError(
         absl::StrCat(model_path, ": cannot open SentencePiece model"));
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    return absl::DataLossError(absl::StrCat(model_path, ": read failed"));
-  }
-  return ParseSentencePieceTokenizer(ss.str(), model_path);
+  ES_ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path));
+  return ParseSentencePieceTokenizer(bytes, model_path);
 }
 
 }  // namespace edgesplit

@@ -24,10 +24,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/file_util.h"
+#include "base/status_macros.h"
 #include "runtime/tokenizer/sentencepiece_model.h"
 #include "runtime/tokenizer/sentencepiece_normalizer.h"
 #include "runtime/tokenizer/sentencepiece_tokenizer.h"
-#include "base/status_macros.h"
 
 namespace edgesplit {
 namespace {
@@ -224,45 +225,6 @@ class BpeTrainer {
   std::priority_queue<HeapEntry, std::vector<HeapEntry>, Lower> heap_{
       Lower{this}};
 };
-
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view contents) {
-  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  auto fail = [&](absl::string_view what) {
-    const int err = errno;
-    unlink(tmp.c_str());
-    return absl::ErrnoToStatus(err, absl::StrCat(path, ": ", what));
-  };
-  const int fd =
-      open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    const int err = errno;
-    return absl::ErrnoToStatus(err,
-                               absl::StrCat(path, ": cannot create ", tmp));
-  }
-  size_t written = 0;
-  while (written < contents.size()) {
-    const ssize_t n =
-        write(fd, contents.data() + written, contents.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const absl::Status s = fail("write failed");
-      close(fd);
-      return s;
-    }
-    written += static_cast<size_t>(n);
-  }
-  // fsync before rename, so that a crash leaves the old file or the whole
-  // new one, never a truncated model.
-  if (fsync(fd) != 0) {
-    const absl::Status s = fail("fsync failed");
-    close(fd);
-    return s;
-  }
-  if (close(fd) != 0) return fail("close failed");
-  if (rename(tmp.c_str(), path.c_str()) != 0) return fail("rename failed");
-  return absl::OkStatus();
-}
 
 }  // namespace
 

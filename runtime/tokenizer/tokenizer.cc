@@ -5,12 +5,12 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
-#include "runtime/tokenizer/gpt2_bpe_tokenizer.h"
 #include "base/json_util.h"
-#include "runtime/model_config.h"
-#include "runtime/tokenizer/sentencepiece_tokenizer.h"
 #include "base/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "runtime/model_config.h"
+#include "runtime/tokenizer/gpt2_bpe_tokenizer.h"
+#include "runtime/tokenizer/sentencepiece_tokenizer.h"
 
 namespace edgesplit {
 namespace {

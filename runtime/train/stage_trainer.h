@@ -6,7 +6,9 @@
 // it. Base weights never require gradients; only the adapter's factors on
 // this stage's blocks do. Chaining trainers performs exactly the
 // operations of one whole-model training step, so a split step equals the
-// single-process one (tests bound losses and gradients at 1e-5).
+// single-process one (tests bound losses and gradients at 1e-5). The
+// optimizer, the loss and the checkpoints are in optimizer.h, loss.h and
+// checkpoints.h beside it.
 //
 // Not thread-safe: one trainer per stage, driven by one thread.
 #ifndef EDGESPLIT_RUNTIME_TRAIN_STAGE_TRAINER_H_
@@ -23,39 +25,16 @@
 #include "absl/status/statusor.h"
 #include "runtime/lora.h"
 #include "runtime/stage_model.h"
+#include "runtime/train/loss.h"
+#include "runtime/train/optimizer.h"
 
 namespace edgesplit {
-
-// AdamW (decoupled weight decay) with linear warm-up and cosine decay.
-struct AdamWOptions {
-  double lr = 2e-4;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 0.0;
-  int64_t warmup_steps = 0;
-  int64_t total_steps = 0;     // Cosine decay to 0 over these; 0: constant.
-  double max_grad_norm = 1.0;  // Global clipping; <= 0: none.
-
-  // The learning rate at `step` (0-based).
-  double LearningRate(int64_t step) const;
-};
-
-// Mean next-token cross-entropy: logits [T, vocab] predict labels [T]
-// (label i is the token after position i; -100 is ignored). Float32.
-absl::StatusOr<at::Tensor> CausalLmLoss(const at::Tensor& logits,
-                                        const at::Tensor& labels);
 
 struct TrainerOptions {
   // Keep only each micro-batch's input and run its forward again, with the
   // graph, at backward: activation memory of one micro-batch instead of
   // every micro-batch in flight, for one more forward.
   bool recompute = false;
-};
-
-// One trainable factor with its AdamW moments (checkpoints).
-struct FactorState {
-  at::Tensor value, m, v;
 };
 
 class StageTrainer {
@@ -146,42 +125,6 @@ class StageTrainer {
   std::map<std::string, Param> params_;
   std::map<std::string, FactorState> initial_;  // For Reset().
   std::map<uint64_t, Pending> pending_;
-};
-
-// A trainer's checkpoint: factors and AdamW moments in one safetensors
-// file ("<factor>", "<factor>.exp_avg", "<factor>.exp_avg_sq"; metadata
-// "step" = updates done). Written atomically (temporary file + rename).
-absl::Status SaveTrainerState(const std::string& path,
-                              const std::map<std::string, FactorState>& state,
-                              int64_t step);
-struct TrainerCheckpoint {
-  std::map<std::string, FactorState> state;
-  int64_t step = 0;
-};
-// Errors name the file and the tensor.
-absl::StatusOr<TrainerCheckpoint> LoadTrainerState(const std::string& path);
-
-// One stage trainer's checkpoints: <dir>/step-NNNNNNNN.safetensors, the
-// newest `keep` kept. Used alike by a server's job shard and the device's.
-// An empty `dir` keeps none. Not thread-safe (one trainer's owner).
-class TrainerCheckpoints {
- public:
-  TrainerCheckpoints(std::string dir, size_t keep)
-      : dir_(std::move(dir)), keep_(keep == 0 ? 2 : keep) {}
-
-  bool enabled() const { return !dir_.empty(); }
-  std::string Path(uint64_t step) const;
-  // Updates checkpointed, ascending (none if the directory is missing).
-  std::vector<uint64_t> Steps() const;
-  // Saves `trainer` as having done `step` updates, then prunes.
-  absl::Status Save(const StageTrainer& trainer, uint64_t step) const;
-  // Puts `trainer` back to update `step`: 0 is its initial factors, else
-  // the checkpoint (DATA_LOSS naming the file if it is not that step's).
-  absl::Status Restore(uint64_t step, StageTrainer* trainer) const;
-
- private:
-  std::string dir_;
-  size_t keep_;
 };
 
 }  // namespace edgesplit

@@ -6,7 +6,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/model_store.h"
+#include "runtime/train/checkpoints.h"
 #include "runtime/train/pipeline_schedule.h"
+#include "testing/run_schedule.h"
 #include "testing/test_models.h"
 
 namespace edgesplit {
@@ -204,7 +206,7 @@ TEST(PipelineScheduleTest, OneFOneBIsCompleteBoundedAndDeadlockFree) {
         EXPECT_LE(peak, std::min(p - s, m)) << "p=" << p << " m=" << m;
       }
       int ops = 0;
-      ASSERT_TRUE(RunSchedule(schedule, [&](int, const PipelineOp&) {
+      ASSERT_TRUE(testing::RunSchedule(schedule, [&](int, const PipelineOp&) {
                     ++ops;
                     return absl::OkStatus();
                   }).ok());
@@ -213,10 +215,10 @@ TEST(PipelineScheduleTest, OneFOneBIsCompleteBoundedAndDeadlockFree) {
   }
   // A schedule that waits for itself is reported, not hung.
   std::vector<std::vector<PipelineOp>> bad = {{{false, 0}, {true, 0}}};
-  EXPECT_EQ(
-      RunSchedule(bad, [](int, const PipelineOp&) { return absl::OkStatus(); })
-          .code(),
-      absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(testing::RunSchedule(
+                bad, [](int, const PipelineOp&) { return absl::OkStatus(); })
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(PipelineScheduleTest, OneFOneBTrainingEqualsMicroBatchesOneByOne) {
@@ -244,41 +246,41 @@ TEST(PipelineScheduleTest, OneFOneBTrainingEqualsMicroBatchesOneByOne) {
   // between the stages as they would between hops.
   std::map<std::pair<int, int>, at::Tensor> activation, gradient;
   double loss_piped = 0;
-  absl::Status s =
-      RunSchedule(OneFOneBSchedule(p, m),
-                  [&](int stage, const PipelineOp& op) -> absl::Status {
-                    StageTrainer& t = *piped.trainers[stage];
-                    const int mb = op.micro_batch;
-                    if (op.forward && stage == p - 1) {
-                      // The last stage computes the loss and its backward at
-                      // once; its backward op then only releases the gradient.
-                      StageInput in;
-                      in.hidden = activation.at({stage - 1, mb});
-                      at::Tensor g;
-                      auto loss = t.ForwardBackwardLoss(mb, in, labels[mb], &g);
-                      if (!loss.ok()) return loss.status();
-                      loss_piped += *loss;
-                      gradient[{stage, mb}] = g;
-                      return absl::OkStatus();
-                    }
-                    if (op.forward) {
-                      StageInput in;
-                      if (stage == 0) {
-                        in.tokens = tokens[mb];
-                      } else {
-                        in.hidden = activation.at({stage - 1, mb});
-                      }
-                      auto out = t.Forward(mb, in);
-                      if (!out.ok()) return out.status();
-                      activation[{stage, mb}] = *out;
-                      return absl::OkStatus();
-                    }
-                    if (stage == p - 1) return absl::OkStatus();
-                    auto g = t.Backward(mb, gradient.at({stage + 1, mb}));
-                    if (!g.ok()) return g.status();
-                    gradient[{stage, mb}] = *g;
-                    return absl::OkStatus();
-                  });
+  absl::Status s = testing::RunSchedule(
+      OneFOneBSchedule(p, m),
+      [&](int stage, const PipelineOp& op) -> absl::Status {
+        StageTrainer& t = *piped.trainers[stage];
+        const int mb = op.micro_batch;
+        if (op.forward && stage == p - 1) {
+          // The last stage computes the loss and its backward at
+          // once; its backward op then only releases the gradient.
+          StageInput in;
+          in.hidden = activation.at({stage - 1, mb});
+          at::Tensor g;
+          auto loss = t.ForwardBackwardLoss(mb, in, labels[mb], &g);
+          if (!loss.ok()) return loss.status();
+          loss_piped += *loss;
+          gradient[{stage, mb}] = g;
+          return absl::OkStatus();
+        }
+        if (op.forward) {
+          StageInput in;
+          if (stage == 0) {
+            in.tokens = tokens[mb];
+          } else {
+            in.hidden = activation.at({stage - 1, mb});
+          }
+          auto out = t.Forward(mb, in);
+          if (!out.ok()) return out.status();
+          activation[{stage, mb}] = *out;
+          return absl::OkStatus();
+        }
+        if (stage == p - 1) return absl::OkStatus();
+        auto g = t.Backward(mb, gradient.at({stage + 1, mb}));
+        if (!g.ok()) return g.status();
+        gradient[{stage, mb}] = *g;
+        return absl::OkStatus();
+      });
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_NEAR(loss_piped, loss_sequential, 1e-5);
   const auto ga = Grads(sequential), gb = Grads(piped);

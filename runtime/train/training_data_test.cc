@@ -5,8 +5,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "runtime/train/stage_trainer.h"
 #include "runtime/model_store.h"
+#include "runtime/train/stage_trainer.h"
 #include "testing/test_paths.h"
 
 namespace edgesplit {

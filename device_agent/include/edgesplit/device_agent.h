@@ -190,6 +190,43 @@ struct TrainingStepStats {
   int64_t bytes_sent = 0, bytes_received = 0;  // This device's link.
 };
 
+// Trainer::Run: the whole training loop, as `edgesplit train` runs it.
+struct TrainingRunOptions {
+  // Batches of windows as Step takes them. Update s (counted from 0) uses
+  // batches[s % batches.size()], so a resumed run replays the same data.
+  std::vector<std::vector<std::vector<int32_t>>> batches;
+  // Held-out windows for Evaluate; empty: no evaluation.
+  std::vector<std::vector<int32_t>> eval_windows;
+  int64_t steps = 100;  // Train until step() == steps.
+  // With TrainingOptions.checkpoint_dir: every shard saves after every
+  // `checkpoint_every` updates (0: none between) and after the last.
+  int64_t checkpoint_every = 50;
+  // Evaluate before the first update, then after every `eval_every`
+  // updates and after the last (0: only before the first).
+  int64_t eval_every = 50;
+  // Failed steps (a hop went away) resumed from the newest checkpoint every
+  // shard holds, in all, before Run gives up with the step's error.
+  int max_resumes = 5;
+  absl::Duration resume_timeout = absl::Minutes(2);
+};
+
+// Each may be empty. They run on Run's thread, between steps.
+struct TrainingRunCallbacks {
+  std::function<void(const TrainingStepStats&)> on_step;
+  std::function<void(int64_t step, double held_out_loss)> on_eval;
+  // Update `step` + 1 failed with `error`; Run resumes next.
+  std::function<void(int64_t step, const absl::Status& error)> on_failure;
+  // Resumed: training continues after update `step`.
+  std::function<void(int64_t step)> on_resume;
+};
+
+struct TrainingRunResult {
+  int64_t step = 0;    // Updates done (== steps).
+  double loss = 0;     // The last update's (0 if Run had none to do).
+  int64_t tokens = 0;  // Trained on by this Run (replays count again).
+  int resumes = 0;
+};
+
 class EDGESPLIT_EXPORT Trainer {
  public:
   ~Trainer();
@@ -219,6 +256,13 @@ class EDGESPLIT_EXPORT Trainer {
   // Writes the whole trained adapter (every hop's shard and this device's)
   // as a PEFT adapter directory.
   absl::Status Export(const std::string& dir);
+  // Trains from step() to `run.steps`: checkpoints, evaluations and (sfl)
+  // device-adapter averaging every TrainingOptions.average_every updates
+  // at their cadence, resuming after failed steps. INVALID_ARGUMENT for no
+  // batches; otherwise the first error it cannot resume from.
+  absl::StatusOr<TrainingRunResult> Run(
+      const TrainingRunOptions& run,
+      const TrainingRunCallbacks& callbacks = {});
 
   int64_t step() const;
   std::string route() const;

@@ -16,9 +16,9 @@
 #include "absl/strings/match.h"
 #include "runtime/tokenizer/protobuf_wire.h"
 #include "runtime/tokenizer/sentencepiece_model.h"
+#include "runtime/tokenizer/sentencepiece_tokenizer.h"
 #include "runtime/tokenizer/spm_reference/sentencepiece_reference_lib.h"
 #include "runtime/tokenizer/spm_reference/sentencepiece_reference_util.h"
-#include "runtime/tokenizer/sentencepiece_tokenizer.h"
 
 namespace edgesplit {
 namespace sptest {

@@ -19,9 +19,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "runtime/tokenizer/sentencepiece_model.h"
+#include "runtime/tokenizer/sentencepiece_tokenizer.h"
 #include "runtime/tokenizer/spm_reference/sentencepiece_reference_lib.h"
 #include "runtime/tokenizer/spm_reference/sentencepiece_reference_util.h"
-#include "runtime/tokenizer/sentencepiece_tokenizer.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace edgesplit {

@@ -14,6 +14,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "base/file_util.h"
 #include "runtime/tokenizer/sentencepiece_tokenizer.h"
 
 namespace edgesplit {
@@ -108,10 +109,9 @@ std::string RealModelPath() {
 }
 
 std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  auto bytes = edgesplit::ReadFile(path);
+  if (!bytes.ok()) ADD_FAILURE() << bytes.status();
+  return bytes.value_or("");
 }
 
 std::vector<std::string> SplitLines(const std::string& text) {

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Checks the project's ABSL_GUARDED_BY / ABSL_EXCLUSIVE_LOCKS_REQUIRED
+annotations with clang's thread-safety analysis.
+
+The analysis runs in clang's semantic pass, so `-fsyntax-only` over every
+translation unit of the (GCC) build's compile_commands.json checks all of
+them — including the LibTorch-linked edge server, which holds most of the
+annotations — at the cost of parsing, not of a second full build.
+
+Usage: scripts/clang_thread_safety.py [BUILD_DIR [FILE...]]
+  BUILD_DIR defaults to build; FILEs (paths from the repository root)
+  restrict the check to those translation units.
+Exit status 1 when any file has a warning (warnings are errors here).
+"""
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+CLANG = os.environ.get("CLANGXX", "clang++")
+# GCC-only or output-related arguments that do not apply to a syntax check.
+DROP_WITH_VALUE = {"-o", "-include", "-MF", "-MT", "-MQ"}
+DROP = {"-c", "-MD", "-MMD", "-Winvalid-pch", "-Wno-error=invalid-pch"}
+
+
+def clang_command(entry):
+    args = shlex.split(entry["command"])[1:]
+    out = [CLANG]
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in DROP_WITH_VALUE:
+            skip = True
+            continue
+        if arg in DROP or arg == entry["file"]:
+            continue
+        out.append(arg)
+    out += ["-fsyntax-only", "-Wthread-safety",
+            "-Werror", "-Wno-unknown-warning-option", entry["file"]]
+    return out
+
+
+def main():
+    build = sys.argv[1] if len(sys.argv) > 1 else "build"
+    with open(os.path.join(build, "compile_commands.json")) as f:
+        entries = json.load(f)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # The project's own C++ sources; generated Protobuf code and CUDA files
+    # (compiled by nvcc) are not ours to check.
+    own = [e for e in entries
+           if e["file"].startswith(root + "/")
+           and not e["file"].startswith(os.path.abspath(build) + "/")
+           and e["file"].endswith(".cc")]
+    only = {os.path.join(root, f) for f in sys.argv[2:]}
+    if only:
+        own = [e for e in own if e["file"] in only]
+    start = time.time()
+
+    def run(entry):
+        p = subprocess.run(clang_command(entry), cwd=entry["directory"],
+                           capture_output=True, text=True)
+        return entry["file"], p.returncode, p.stderr
+
+    failed = 0
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for path, code, err in pool.map(run, own):
+            if code != 0:
+                failed += 1
+                sys.stderr.write(f"--- {os.path.relpath(path, root)}\n{err}")
+    print(f"clang thread-safety analysis: {len(own)} files, {failed} failed, "
+          f"{time.time() - start:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
