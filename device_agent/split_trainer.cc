@@ -164,147 +164,153 @@ absl::Status SplitTrainer::Restore(uint64_t step) {
   return absl::OkStatus();
 }
 
+struct SplitTrainer::StepState {
+  explicit StepState(const std::vector<at::Tensor>& w)
+      : windows(w),
+        scale(1.0 / static_cast<double>(w.size())),
+        ids(w.size()),
+        forwards(w.size()),
+        backwards(w.size()) {}
+  const std::vector<at::Tensor>& windows;
+  const double scale;  // Each micro-batch's share of the step's loss.
+  std::vector<uint64_t> ids;
+  std::vector<Future> forwards, backwards;
+  int next_backward = 0;  // Backward requests are sent in order.
+  double loss_sum = 0;
+  int64_t tokens = 0;
+};
+
+absl::Status SplitTrainer::SendForward(StepState& s, int mb) {
+  const at::Tensor& w = s.windows[mb];
+  if (w.dim() != 1 || w.size(0) < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("micro-batch ", mb, ": a window needs at least 2 tokens"));
+  }
+  const int64_t n = w.size(0) - 1;
+  s.ids[mb] = next_micro_batch_++;
+  StageInput in;
+  in.tokens = w.slice(0, 0, n).to(at::kLong);
+  // A frozen device keeps no graph and runs no backward.
+  ES_ASSIGN_OR_RETURN(at::Tensor h, device_trains_
+                                        ? local_trainer_->Forward(s.ids[mb], in)
+                                        : local_trainer_->Evaluate(in));
+  v1::StageRequest req;
+  v1::ForwardRequest* f = req.mutable_forward();
+  f->set_step(s.ids[mb]);
+  f->set_train(true);
+  f->set_loss_scale(s.scale);
+  ES_RETURN_IF_ERROR(wire::Encode(h, options_.codec, f->mutable_hidden()));
+  if (head_ == nullptr) AddLabels(w, f);
+  s.forwards[mb] = Send(std::move(req));
+  return absl::OkStatus();
+}
+
+// With labels the backward request needs nothing here and goes out right
+// behind the forward: every hop then runs it as soon as the hop after it
+// answers, overlapping with the next micro-batches' forwards. U-shaped, it
+// waits for the forward's hidden states and runs the head and loss here
+// first.
+absl::Status SplitTrainer::SendBackward(StepState& s, int mb) {
+  v1::StageRequest req;
+  req.mutable_backward()->set_step(s.ids[mb]);
+  if (head_ != nullptr) {
+    const at::Tensor& w = s.windows[mb];
+    const int64_t n = w.size(0) - 1;
+    absl::StatusOr<v1::StageResponse> fr = s.forwards[mb].get();
+    if (!fr.ok()) return fr.status();
+    bytes_received_ += static_cast<int64_t>(fr->ByteSizeLong());
+    if (!fr->has_forward()) return Unexpected(*fr, "a forward result");
+    ES_ASSIGN_OR_RETURN(
+        at::Tensor hidden,
+        wire::Decode(fr->forward().output(), local_->config().hidden_size,
+                     "forward.output"));
+    StageInput in;
+    in.hidden = hidden;
+    at::Tensor labels = w.slice(0, 1, n + 1).to(at::kLong);
+    ES_ASSIGN_OR_RETURN(double loss, head_trainer_->ForwardLoss(
+                                         s.ids[mb], in, labels, s.scale));
+    ES_ASSIGN_OR_RETURN(at::Tensor g,
+                        head_trainer_->Backward(s.ids[mb], at::Tensor()));
+    ES_RETURN_IF_ERROR(wire::Encode(
+        g, options_.codec, req.mutable_backward()->mutable_grad_output()));
+    s.loss_sum += loss;
+    s.tokens += (labels != -100).sum().item<int64_t>();
+  }
+  s.backwards[mb] = Send(std::move(req));
+  ++s.next_backward;
+  return absl::OkStatus();
+}
+
+absl::Status SplitTrainer::PumpBackwards(StepState& s, int upto) {
+  while (s.next_backward < upto &&
+         s.forwards[s.next_backward].wait_for(std::chrono::seconds(0)) ==
+             std::future_status::ready) {
+    ES_RETURN_IF_ERROR(SendBackward(s, s.next_backward));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SplitTrainer::FinishBackward(StepState& s, int mb) {
+  while (s.next_backward <= mb) {
+    ES_RETURN_IF_ERROR(SendBackward(s, s.next_backward));
+  }
+  if (head_ == nullptr) {
+    absl::StatusOr<v1::StageResponse> fr = s.forwards[mb].get();
+    if (!fr.ok()) return fr.status();
+    bytes_received_ += static_cast<int64_t>(fr->ByteSizeLong());
+    if (!fr->has_forward() || !fr->forward().has_loss()) {
+      return absl::InternalError("the last hop returned no loss");
+    }
+    s.loss_sum += fr->forward().loss().loss();
+    s.tokens += fr->forward().loss().tokens();
+  }
+  absl::StatusOr<v1::StageResponse> br = s.backwards[mb].get();
+  if (!br.ok()) return br.status();
+  bytes_received_ += static_cast<int64_t>(br->ByteSizeLong());
+  if (!br->has_backward()) return Unexpected(*br, "a backward result");
+  if (!device_trains_) return absl::OkStatus();
+  ES_ASSIGN_OR_RETURN(at::Tensor g, wire::Decode(br->backward().grad_input(),
+                                                 local_->config().hidden_size,
+                                                 "backward.grad_input"));
+  return local_trainer_->Backward(s.ids[mb], g).status();
+}
+
 absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
     const std::vector<at::Tensor>& windows) {
   const int m = static_cast<int>(windows.size());
   if (m == 0) return absl::InvalidArgumentError("a step needs micro-batches");
   const int p = static_cast<int>(options_.route.size()) + 1;
-  const bool u_shaped = head_ != nullptr;
   const int64_t sent0 = bytes_sent_, received0 = bytes_received_;
-  const double scale = 1.0 / m;
-  std::vector<uint64_t> ids(m);
-  std::vector<Future> forwards(m);
-  double loss_sum = 0;
-  int64_t tokens = 0;
-
-  auto forward = [&](int mb) -> absl::Status {
-    const at::Tensor& w = windows[mb];
-    if (w.dim() != 1 || w.size(0) < 2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "micro-batch ", mb, ": a window needs at least 2 tokens"));
-    }
-    const int64_t n = w.size(0) - 1;
-    ids[mb] = next_micro_batch_++;
-    StageInput in;
-    in.tokens = w.slice(0, 0, n).to(at::kLong);
-    // A frozen device keeps no graph and runs no backward.
-    ES_ASSIGN_OR_RETURN(at::Tensor h, device_trains_
-                                          ? local_trainer_->Forward(ids[mb], in)
-                                          : local_trainer_->Evaluate(in));
-    v1::StageRequest req;
-    v1::ForwardRequest* f = req.mutable_forward();
-    f->set_step(ids[mb]);
-    f->set_train(true);
-    f->set_loss_scale(scale);
-    ES_RETURN_IF_ERROR(wire::Encode(h, options_.codec, f->mutable_hidden()));
-    if (!u_shaped) AddLabels(w, f);
-    forwards[mb] = Send(std::move(req));
-    return absl::OkStatus();
-  };
-
-  // Sends micro-batch mb's backward request. With labels it needs nothing
-  // here and goes out right behind the forward: every hop then runs it as
-  // soon as the hop after it answers, overlapping with the next
-  // micro-batches' forwards. U-shaped, it waits for the forward's hidden
-  // states and runs the head and loss here first.
-  std::vector<Future> backwards(m);
-  int next_backward = 0;  // Backward requests are sent in order.
-  auto send_backward = [&](int mb) -> absl::Status {
-    v1::StageRequest req;
-    req.mutable_backward()->set_step(ids[mb]);
-    if (u_shaped) {
-      const at::Tensor& w = windows[mb];
-      const int64_t n = w.size(0) - 1;
-      absl::StatusOr<v1::StageResponse> fr = forwards[mb].get();
-      if (!fr.ok()) return fr.status();
-      bytes_received_ += static_cast<int64_t>(fr->ByteSizeLong());
-      if (!fr->has_forward()) return Unexpected(*fr, "a forward result");
-      ES_ASSIGN_OR_RETURN(
-          at::Tensor hidden,
-          wire::Decode(fr->forward().output(), local_->config().hidden_size,
-                       "forward.output"));
-      StageInput in;
-      in.hidden = hidden;
-      at::Tensor labels = w.slice(0, 1, n + 1).to(at::kLong);
-      ES_ASSIGN_OR_RETURN(
-          double loss, head_trainer_->ForwardLoss(ids[mb], in, labels, scale));
-      ES_ASSIGN_OR_RETURN(at::Tensor g,
-                          head_trainer_->Backward(ids[mb], at::Tensor()));
-      ES_RETURN_IF_ERROR(wire::Encode(
-          g, options_.codec, req.mutable_backward()->mutable_grad_output()));
-      loss_sum += loss;
-      tokens += (labels != -100).sum().item<int64_t>();
-    }
-    backwards[mb] = Send(std::move(req));
-    ++next_backward;
-    return absl::OkStatus();
-  };
-  // U-shaped: sends the backwards whose forward results are in.
-  auto pump = [&](int upto) -> absl::Status {
-    while (next_backward < upto &&
-           forwards[next_backward].wait_for(std::chrono::seconds(0)) ==
-               std::future_status::ready) {
-      ES_RETURN_IF_ERROR(send_backward(next_backward));
-    }
-    return absl::OkStatus();
-  };
-  // This device's backward of mb, once its gradient is back.
-  auto backward = [&](int mb) -> absl::Status {
-    while (next_backward <= mb) {
-      ES_RETURN_IF_ERROR(send_backward(next_backward));
-    }
-    if (!u_shaped) {
-      absl::StatusOr<v1::StageResponse> fr = forwards[mb].get();
-      if (!fr.ok()) return fr.status();
-      bytes_received_ += static_cast<int64_t>(fr->ByteSizeLong());
-      if (!fr->has_forward() || !fr->forward().has_loss()) {
-        return absl::InternalError("the last hop returned no loss");
-      }
-      loss_sum += fr->forward().loss().loss();
-      tokens += fr->forward().loss().tokens();
-    }
-    absl::StatusOr<v1::StageResponse> br = backwards[mb].get();
-    if (!br.ok()) return br.status();
-    bytes_received_ += static_cast<int64_t>(br->ByteSizeLong());
-    if (!br->has_backward()) return Unexpected(*br, "a backward result");
-    if (device_trains_) {
-      ES_ASSIGN_OR_RETURN(
-          at::Tensor g,
-          wire::Decode(br->backward().grad_input(),
-                       local_->config().hidden_size, "backward.grad_input"));
-      ES_RETURN_IF_ERROR(local_trainer_->Backward(ids[mb], g).status());
-    }
-    return absl::OkStatus();
-  };
-
+  StepState s(windows);
   // This device is stage 0 of p and runs its part in 1F1B order (p
   // forwards, then one backward and one forward): at most p micro-batches
   // are in flight anywhere. The servers run requests as they arrive.
   const std::vector<std::vector<PipelineOp>> schedule = OneFOneBSchedule(p, m);
   for (const PipelineOp& op : schedule[0]) {
-    absl::Status s;
+    const int mb = op.micro_batch;
+    absl::Status st;
     if (op.forward) {
-      s = forward(op.micro_batch);
-      if (s.ok()) {
-        s = u_shaped ? pump(op.micro_batch + 1) : send_backward(op.micro_batch);
+      st = SendForward(s, mb);
+      if (st.ok()) {
+        st = head_ != nullptr ? PumpBackwards(s, mb + 1) : SendBackward(s, mb);
       }
     } else {
-      s = backward(op.micro_batch);
+      st = FinishBackward(s, mb);
     }
-    if (!s.ok()) {
+    if (!st.ok()) {
       local_trainer_->Abort();
       if (head_trainer_) head_trainer_->Abort();
-      return s;
+      return st;
     }
   }
   SplitStepStats stats;
   stats.step = static_cast<int64_t>(step_);
-  stats.loss = loss_sum / m;
-  stats.tokens = tokens;
+  stats.loss = s.loss_sum / m;
+  stats.tokens = s.tokens;
   stats.bytes_sent = bytes_sent_ - sent0;
   stats.bytes_received = bytes_received_ - received0;
   last_loss_ = stats.loss;
-  last_tokens_ = tokens;
+  last_tokens_ = s.tokens;
   return stats;
 }
 

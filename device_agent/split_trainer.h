@@ -105,9 +105,19 @@ class SplitTrainer {
 
  private:
   using Future = std::shared_future<absl::StatusOr<v1::StageResponse>>;
+  // One ForwardBackward's micro-batches in flight (defined in the .cc).
+  struct StepState;
   SplitTrainer() = default;
   Future Send(v1::StageRequest request);
   absl::StatusOr<v1::StageResponse> Call(v1::StageRequest request);
+  // ForwardBackward's parts, on micro-batch `mb` of `s`: this device's
+  // forward sent on; the backward request sent (U-shaped: after the head's
+  // loss and backward here); U-shaped, the backwards whose forward results
+  // are in, up to `upto`; this device's backward once its gradient is back.
+  absl::Status SendForward(StepState& s, int mb);
+  absl::Status SendBackward(StepState& s, int mb);
+  absl::Status PumpBackwards(StepState& s, int upto);
+  absl::Status FinishBackward(StepState& s, int mb);
 
   StageModel* local_ = nullptr;
   StageModel* head_ = nullptr;

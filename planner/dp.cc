@@ -47,49 +47,65 @@ std::vector<Assignment> ToRanges(const CostModel& m,
   return out;
 }
 
-}  // namespace
+// SolveSetDp's state: the Held-Karp table over server subsets and the best
+// plan found. The latency and bottleneck objectives share the table and
+// the path walk; each has its own search for block counts.
+class SetDp {
+ public:
+  SetDp(const CostModel& m, Objective objective)
+      : m_(m),
+        servers_(m.servers()),
+        s_(static_cast<int>(servers_.size())),
+        L_(m.num_blocks()),
+        latency_(objective != Objective::kThroughput),
+        u_(m.u_shaped()),
+        dev_(m.device()),
+        d_(m.device_index()),
+        full_(size_t{1} << s_),
+        best_(full_ * s_, kInf),
+        parent_(full_ * s_, -1),
+        edge_(s_ * s_),
+        counts_(s_ + 1) {}
 
-std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective,
-                                   double bound) {
-  const std::vector<int>& servers = m.servers();
-  const int s = static_cast<int>(servers.size());
-  const int L = m.num_blocks();
-  const bool latency = objective != Objective::kThroughput;
-  const bool u = m.u_shaped();
-  const NodeCost& dev = m.device();
-  const int d = m.device_index();
-  if (s == 0 || m.min_device_blocks() > m.max_device_blocks()) return {};
-  const size_t full = size_t{1} << s;
+  std::vector<Assignment> Solve(double bound) {
+    InitPaths();
+    const bool found = latency_ ? SolveLatency(bound) : SolveBottleneck(bound);
+    if (!found || best_cost_ == kInf || best_last_ < 0) return {};
+    return Ranges();
+  }
 
+ private:
   // Held-Karp: best path from the device through exactly `mask`, ending at
   // server v: summed link latency, or the slowest link (bottleneck).
-  std::vector<double> best(full * s, kInf);
-  std::vector<int8_t> parent(full * s, -1);
-  std::vector<double> edge(s * s);
-  for (int v = 0; v < s; ++v) {
-    for (int w = 0; w < s; ++w) {
-      edge[v * s + w] = latency ? m.LinkLatency(servers[v], servers[w])
-                                : m.LinkOccupancy(servers[v], servers[w]);
+  void InitPaths() {
+    for (int v = 0; v < s_; ++v) {
+      for (int w = 0; w < s_; ++w) {
+        edge_[v * s_ + w] = latency_
+                                ? m_.LinkLatency(servers_[v], servers_[w])
+                                : m_.LinkOccupancy(servers_[v], servers_[w]);
+      }
+      best_[(size_t{1} << v) * s_ + v] =
+          latency_ ? m_.LinkLatency(d_, servers_[v])
+                   : m_.LinkOccupancy(d_, servers_[v]);
     }
-    best[(size_t{1} << v) * s + v] =
-        latency ? m.LinkLatency(d, servers[v]) : m.LinkOccupancy(d, servers[v]);
   }
+
   // Pull form: row `mask` reads the rows of its subsets one smaller, which
   // keeps the writes in one cache line pair (the table is 2^S x S).
-  auto compute_row = [&](size_t mask) {
+  void ComputeRow(size_t mask) {
     if ((mask & (mask - 1)) == 0) return;  // Single servers: set above.
-    double* row = &best[mask * s];
-    int8_t* prow = &parent[mask * s];
+    double* row = &best_[mask * s_];
+    int8_t* prow = &parent_[mask * s_];
     for (size_t ws = mask; ws != 0; ws &= ws - 1) {
       const int w = __builtin_ctzll(ws);
       const size_t prev = mask & ~(size_t{1} << w);
-      const double* from = &best[prev * s];
+      const double* from = &best_[prev * s_];
       double c_best = kInf;
       int8_t p_best = -1;
       for (size_t vs = prev; vs != 0; vs &= vs - 1) {
         const int v = __builtin_ctzll(vs);
-        const double e = edge[v * s + w];
-        const double c = latency ? from[v] + e : std::max(from[v], e);
+        const double e = edge_[v * s_ + w];
+        const double c = latency_ ? from[v] + e : std::max(from[v], e);
         if (c < c_best) {
           c_best = c;
           p_best = static_cast<int8_t>(v);
@@ -98,262 +114,308 @@ std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective,
       row[w] = c_best;
       prow[w] = p_best;
     }
-  };
-  if (!latency) {
-    for (size_t mask = 1; mask < full; ++mask) compute_row(mask);
   }
 
-  std::vector<int> counts(s + 1);  // Block counts; [s] is the device.
-  std::vector<int> best_counts;
-  size_t best_mask = 0;
-  int best_last = -1;
-  double best_cost = latency ? bound : kInf;
+  // ---- Latency.
+  double PerBlock(int i) const {
+    return i == s_ ? dev_.lat_per_block : m_.node(servers_[i]).lat_per_block;
+  }
 
-  if (latency) {
-    // Fill order: cheapest per block first (device included as index s).
-    std::vector<int> order(s + 1);
-    for (int i = 0; i <= s; ++i) order[i] = i;
-    auto per_block = [&](int i) {
-      return i == s ? dev.lat_per_block : m.node(servers[i]).lat_per_block;
-    };
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int a, int b) { return per_block(a) < per_block(b); });
-    // Greedy fill: minimums first (device min, one block per server), the
-    // rest to the cheapest nodes with room. Optimal for linear costs.
-    auto fill = [&](size_t mask, int head_on) -> double {
-      int rem = L - m.min_device_blocks();
-      double cost = 0;
-      for (int i = 0; i < s; ++i) {
-        if (!(mask >> i & 1)) continue;
-        const NodeCost& c = m.node(servers[i]);
-        const int cap = i == head_on ? c.cap_head : c.cap;
-        if (cap < 1) return kInf;
-        counts[i] = 1;
-        --rem;
-        cost += c.lat_fixed + c.lat_per_block;
-      }
-      counts[s] = m.min_device_blocks();
-      cost += dev.lat_fixed + dev.lat_per_block * counts[s];
-      if (rem < 0) return kInf;
-      for (int i : order) {
-        if (rem == 0) break;
-        int room;
-        if (i == s) {
-          room = m.max_device_blocks() - counts[s];
-        } else {
-          if (!(mask >> i & 1)) continue;
-          const NodeCost& c = m.node(servers[i]);
-          room = (i == head_on ? c.cap_head : c.cap) - 1;
-        }
-        const int take = std::min(rem, std::max(room, 0));
-        counts[i] += take;
-        rem -= take;
-        cost += take * per_block(i);
-      }
-      return rem == 0 ? cost : kInf;
-    };
-    // No plan's compute costs less than filling the blocks cheapest-first
-    // into every node's room (the device's minimum first), as if no server
-    // needed a block of its own: a lower bound for any mask.
-    double fill_floor = m.min_device_blocks() * dev.lat_per_block;
-    {
-      int rem = L - m.min_device_blocks();
-      for (int i : order) {
-        if (rem <= 0) break;
-        const int room = i == s ? m.max_device_blocks() - m.min_device_blocks()
-                                : std::max(m.node(servers[i]).cap, 0);
-        const int take = std::min(rem, std::max(room, 0));
-        fill_floor += take * per_block(i);
-        rem -= take;
-      }
-      if (rem > 0) return {};  // The blocks fit nowhere.
+  // Greedy fill into counts_: minimums first (device min, one block per
+  // server), the rest to the cheapest nodes with room. Optimal for linear
+  // costs. The compute latency, or kInf when the blocks do not fit.
+  double Fill(size_t mask, int head_on) {
+    int rem = L_ - m_.min_device_blocks();
+    double cost = 0;
+    for (int i = 0; i < s_; ++i) {
+      if (!(mask >> i & 1)) continue;
+      const NodeCost& c = m_.node(servers_[i]);
+      const int cap = i == head_on ? c.cap_head : c.cap;
+      if (cap < 1) return kInf;
+      counts_[i] = 1;
+      --rem;
+      cost += c.lat_fixed + c.lat_per_block;
     }
-    std::vector<int> base_counts(s + 1);
+    counts_[s_] = m_.min_device_blocks();
+    cost += dev_.lat_fixed + dev_.lat_per_block * counts_[s_];
+    if (rem < 0) return kInf;
+    for (int i : order_) {
+      if (rem == 0) break;
+      int room;
+      if (i == s_) {
+        room = m_.max_device_blocks() - counts_[s_];
+      } else {
+        if (!(mask >> i & 1)) continue;
+        const NodeCost& c = m_.node(servers_[i]);
+        room = (i == head_on ? c.cap_head : c.cap) - 1;
+      }
+      const int take = std::min(rem, std::max(room, 0));
+      counts_[i] += take;
+      rem -= take;
+      cost += take * PerBlock(i);
+    }
+    return rem == 0 ? cost : kInf;
+  }
+
+  // No plan's compute costs less than filling the blocks cheapest-first
+  // into every node's room (the device's minimum first), as if no server
+  // needed a block of its own: a lower bound for any mask. kInf when the
+  // blocks fit nowhere.
+  double FillFloor() const {
+    double floor = m_.min_device_blocks() * dev_.lat_per_block;
+    int rem = L_ - m_.min_device_blocks();
+    for (int i : order_) {
+      if (rem <= 0) break;
+      const int room = i == s_ ? m_.max_device_blocks() - m_.min_device_blocks()
+                               : std::max(m_.node(servers_[i]).cap, 0);
+      const int take = std::min(rem, std::max(room, 0));
+      floor += take * PerBlock(i);
+      rem -= take;
+    }
+    return rem > 0 ? kInf : floor;
+  }
+
+  bool SolveLatency(double bound) {
+    best_cost_ = bound;
+    // Fill order: cheapest per block first (device included as index s).
+    order_.resize(s_ + 1);
+    for (int i = 0; i <= s_; ++i) order_[i] = i;
+    std::stable_sort(order_.begin(), order_.end(),
+                     [&](int a, int b) { return PerBlock(a) < PerBlock(b); });
+    const double fill_floor = FillFloor();
+    if (fill_floor == kInf) return false;
     // One pass: a subset's row is complete before any superset's, so each
     // mask is priced right after its paths are known, and paths that
     // cannot beat the best plan so far (costs only grow along a path) are
     // cut: a branch and bound inside Held-Karp.
-    for (size_t mask = 1; mask < full; ++mask) {
-      compute_row(mask);
+    for (size_t mask = 1; mask < full_; ++mask) {
+      ComputeRow(mask);
       double path_floor = kInf;
       for (size_t vs = mask; vs != 0; vs &= vs - 1) {
         const int v = __builtin_ctzll(vs);
-        double& h = best[mask * s + v];
-        if (h + fill_floor >= best_cost) h = kInf;
+        double& h = best_[mask * s_ + v];
+        if (h + fill_floor >= best_cost_) h = kInf;
         path_floor = std::min(path_floor, h);
       }
-      if (path_floor == kInf) continue;
-      const double base = fill(mask, -1);
-      if (base == kInf) continue;
-      base_counts = counts;
-      for (int v = 0; v < s; ++v) {
-        if (!(mask >> v & 1) || best[mask * s + v] == kInf) continue;
-        double cost = base;
-        const NodeCost& c = m.node(servers[v]);
-        if (!u) {
-          cost += c.lat_head;
-          // The head's memory may leave the last node less room.
-          if (base_counts[v] > c.cap_head) cost = fill(mask, v) + c.lat_head;
-        }
-        cost += best[mask * s + v];
-        if (Better(cost, best_cost)) {
-          best_cost = cost;
-          best_mask = mask;
-          best_last = v;
-          best_counts = (!u && base_counts[v] > c.cap_head)
-                            ? (fill(mask, v), counts)
-                            : base_counts;
-        }
+      if (path_floor != kInf) PriceMask(mask);
+    }
+    return true;
+  }
+
+  // Every last server of `mask`'s paths, with the head there (or U-shaped,
+  // on the device): keeps the best plan.
+  void PriceMask(size_t mask) {
+    const double base = Fill(mask, -1);
+    if (base == kInf) return;
+    const std::vector<int> base_counts = counts_;
+    for (int v = 0; v < s_; ++v) {
+      if (!(mask >> v & 1) || best_[mask * s_ + v] == kInf) continue;
+      double cost = base;
+      const NodeCost& c = m_.node(servers_[v]);
+      // The head's memory may leave the last node less room.
+      const bool refill = !u_ && base_counts[v] > c.cap_head;
+      if (!u_) cost = (refill ? Fill(mask, v) : base) + c.lat_head;
+      cost += best_[mask * s_ + v];
+      if (Better(cost, best_cost_)) {
+        best_cost_ = cost;
+        best_mask_ = mask;
+        best_last_ = v;
+        best_counts_ = refill ? (Fill(mask, v), counts_) : base_counts;
       }
     }
-  } else {
-    // Bottleneck: feasibility is monotone in the bound B, so binary-search
-    // B over every value a stage or link can take.
-    auto fits = [](double bound, double fixed, double per, int cap) {
-      if (bound < fixed - 1e-12) return -1;
-      if (per <= 0) return cap;
-      const double k = std::floor((bound - fixed) / per + 1e-9);
-      return static_cast<int>(std::min<double>(cap, k));
-    };
-    // The best path bottleneck through each mask, whatever its last node.
-    std::vector<double> path_min(full, kInf);
-    for (size_t mask = 1; mask < full; ++mask) {
-      for (int v = 0; v < s; ++v) {
-        path_min[mask] = std::min(path_min[mask], best[mask * s + v]);
-      }
+  }
+
+  // ---- Bottleneck: feasibility is monotone in the bound B, so
+  // binary-search B over every value a stage or link can take.
+  static int Fits(double bound, double fixed, double per, int cap) {
+    if (bound < fixed - 1e-12) return -1;
+    if (per <= 0) return cap;
+    const double k = std::floor((bound - fixed) / per + 1e-9);
+    return static_cast<int>(std::min<double>(cap, k));
+  }
+
+  // Whether some plan's every stage and link takes at most `bound`;
+  // `record` keeps its mask and last server.
+  bool Feasible(double bound, bool record) {
+    dev_room_ = std::min(m_.max_device_blocks(),
+                         Fits(bound, dev_.tp_fixed, dev_.tp_per_block, L_));
+    if (dev_room_ < m_.min_device_blocks()) return false;
+    for (int v = 0; v < s_; ++v) {
+      const NodeCost& c = m_.node(servers_[v]);
+      room_[v] = Fits(bound, c.tp_fixed, c.tp_per_block, c.cap);
+      room_head_[v] =
+          u_ ? room_[v]
+             : Fits(bound, c.tp_fixed + c.tp_head, c.tp_per_block, c.cap_head);
     }
-    std::vector<int> room(s), room_head(s);
-    std::vector<int> sum(full);
-    std::vector<uint8_t> all_ok(full);
-    int dev_room = 0;
-    auto feasible = [&](double bound, bool record) -> bool {
-      dev_room = std::min(m.max_device_blocks(),
-                          fits(bound, dev.tp_fixed, dev.tp_per_block, L));
-      if (dev_room < m.min_device_blocks()) return false;
-      for (int v = 0; v < s; ++v) {
-        const NodeCost& c = m.node(servers[v]);
-        room[v] = fits(bound, c.tp_fixed, c.tp_per_block, c.cap);
-        room_head[v] =
-            u ? room[v]
-              : fits(bound, c.tp_fixed + c.tp_head, c.tp_per_block, c.cap_head);
+    sum_[0] = dev_room_;
+    all_ok_[0] = 1;
+    for (size_t mask = 1; mask < full_; ++mask) {
+      const int low = __builtin_ctzll(mask);
+      const size_t rest = mask & (mask - 1);
+      all_ok_[mask] = all_ok_[rest] && room_[low] >= 1;
+      sum_[mask] = sum_[rest] + std::max(room_[low], 0);
+      // Cheap necessary conditions first: every member fits a block, the
+      // room adds up, and some path through the mask is within the bound.
+      if (!all_ok_[mask] || sum_[mask] < L_ ||
+          path_min_[mask] > bound + 1e-12 ||
+          __builtin_popcountll(mask) + m_.min_device_blocks() > L_) {
+        continue;
       }
-      sum[0] = dev_room;
-      all_ok[0] = 1;
-      for (size_t mask = 1; mask < full; ++mask) {
-        const int low = __builtin_ctzll(mask);
-        const size_t rest = mask & (mask - 1);
-        all_ok[mask] = all_ok[rest] && room[low] >= 1;
-        sum[mask] = sum[rest] + std::max(room[low], 0);
-        // Cheap necessary conditions first: every member fits a block, the
-        // room adds up, and some path through the mask is within the bound.
-        if (!all_ok[mask] || sum[mask] < L || path_min[mask] > bound + 1e-12 ||
-            __builtin_popcountll(mask) + m.min_device_blocks() > L) {
-          continue;
-        }
-        for (size_t vs = mask; vs != 0; vs &= vs - 1) {
-          const int v = __builtin_ctzll(vs);
-          if (best[mask * s + v] > bound + 1e-12) continue;
-          if (room_head[v] < 1) continue;
-          if (sum[mask] - room[v] + room_head[v] >= L) {
-            if (record) {
-              best_mask = mask;
-              best_last = v;
-            }
-            return true;
+      for (size_t vs = mask; vs != 0; vs &= vs - 1) {
+        const int v = __builtin_ctzll(vs);
+        if (best_[mask * s_ + v] > bound + 1e-12) continue;
+        if (room_head_[v] < 1) continue;
+        if (sum_[mask] - room_[v] + room_head_[v] >= L_) {
+          if (record) {
+            best_mask_ = mask;
+            best_last_ = v;
           }
+          return true;
         }
       }
-      return false;
-    };
-    std::vector<double> candidates;
-    for (int k = 0; k <= std::max(m.max_device_blocks(), 0); ++k) {
-      candidates.push_back(dev.tp_fixed + k * dev.tp_per_block);
     }
-    for (int v = 0; v < s; ++v) {
-      const NodeCost& c = m.node(servers[v]);
+    return false;
+  }
+
+  // Every value a stage or link can take, below `bound`, ascending.
+  std::vector<double> Candidates(double bound) const {
+    std::vector<double> out;
+    for (int k = 0; k <= std::max(m_.max_device_blocks(), 0); ++k) {
+      out.push_back(dev_.tp_fixed + k * dev_.tp_per_block);
+    }
+    for (int v = 0; v < s_; ++v) {
+      const NodeCost& c = m_.node(servers_[v]);
       for (int k = 1; k <= c.cap; ++k) {
-        candidates.push_back(c.tp_fixed + k * c.tp_per_block);
-        if (!u && k <= c.cap_head) {
-          candidates.push_back(c.tp_fixed + c.tp_head + k * c.tp_per_block);
+        out.push_back(c.tp_fixed + k * c.tp_per_block);
+        if (!u_ && k <= c.cap_head) {
+          out.push_back(c.tp_fixed + c.tp_head + k * c.tp_per_block);
         }
       }
-      for (int w = 0; w < s; ++w) {
-        if (w != v)
-          candidates.push_back(m.LinkOccupancy(servers[v], servers[w]));
+      for (int w = 0; w < s_; ++w) {
+        if (w != v) out.push_back(m_.LinkOccupancy(servers_[v], servers_[w]));
       }
-      candidates.push_back(m.LinkOccupancy(d, servers[v]));
+      out.push_back(m_.LinkOccupancy(d_, servers_[v]));
     }
-    std::sort(candidates.begin(), candidates.end());
-    candidates.erase(std::unique(candidates.begin(), candidates.end()),
-                     candidates.end());
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
     // Only bounds that beat what the other head placement achieved.
-    while (!candidates.empty() &&
-           (candidates.back() == kInf || candidates.back() >= bound))
-      candidates.pop_back();
+    while (!out.empty() && (out.back() == kInf || out.back() >= bound)) {
+      out.pop_back();
+    }
+    return out;
+  }
+
+  bool SolveBottleneck(double bound) {
+    for (size_t mask = 1; mask < full_; ++mask) ComputeRow(mask);
+    // The best path bottleneck through each mask, whatever its last node.
+    path_min_.assign(full_, kInf);
+    for (size_t mask = 1; mask < full_; ++mask) {
+      for (int v = 0; v < s_; ++v) {
+        path_min_[mask] = std::min(path_min_[mask], best_[mask * s_ + v]);
+      }
+    }
+    room_.assign(s_, 0);
+    room_head_.assign(s_, 0);
+    sum_.assign(full_, 0);
+    all_ok_.assign(full_, 0);
+    const std::vector<double> candidates = Candidates(bound);
     size_t lo = 0, hi = candidates.size();  // First feasible in [lo, hi).
     while (lo < hi) {
       const size_t mid = (lo + hi) / 2;
-      if (feasible(candidates[mid], false)) {
+      if (Feasible(candidates[mid], false)) {
         hi = mid;
       } else {
         lo = mid + 1;
       }
     }
-    if (lo == candidates.size()) return {};
-    const double bound = candidates[lo];
-    feasible(bound, true);
-    best_cost = bound;
-    // Block counts within the bound: minimums, then the fastest nodes.
-    best_counts.assign(s + 1, 0);
-    best_counts[s] = m.min_device_blocks();
-    int rem = L - best_counts[s];
-    std::vector<int> limit(s + 1);
-    limit[s] = dev_room;
-    for (int v = 0; v < s; ++v) {
-      if (!(best_mask >> v & 1)) continue;
-      best_counts[v] = 1;
-      --rem;
-      limit[v] = v == best_last ? room_head[v] : room[v];
-    }
+    if (lo == candidates.size()) return false;
+    best_cost_ = candidates[lo];
+    Feasible(best_cost_, true);
+    return BottleneckCounts();
+  }
+
+  // Block counts within the bound: minimums, then the fastest nodes.
+  bool BottleneckCounts() {
+    best_counts_.assign(s_ + 1, 0);
+    best_counts_[s_] = m_.min_device_blocks();
+    int rem = L_ - best_counts_[s_];
+    std::vector<int> limit(s_ + 1);
+    limit[s_] = dev_room_;
     std::vector<int> order;
-    for (int v = 0; v < s; ++v) {
-      if (best_mask >> v & 1) order.push_back(v);
+    for (int v = 0; v < s_; ++v) {
+      if (!(best_mask_ >> v & 1)) continue;
+      best_counts_[v] = 1;
+      --rem;
+      limit[v] = v == best_last_ ? room_head_[v] : room_[v];
+      order.push_back(v);
     }
-    order.push_back(s);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-      const double pa =
-          a == s ? dev.tp_per_block : m.node(servers[a]).tp_per_block;
-      const double pb =
-          b == s ? dev.tp_per_block : m.node(servers[b]).tp_per_block;
-      return pa < pb;
-    });
+    order.push_back(s_);
+    auto per = [&](int i) {
+      return i == s_ ? dev_.tp_per_block : m_.node(servers_[i]).tp_per_block;
+    };
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return per(a) < per(b); });
     for (int i : order) {
-      const int take = std::min(rem, std::max(limit[i] - best_counts[i], 0));
-      best_counts[i] += take;
+      const int take = std::min(rem, std::max(limit[i] - best_counts_[i], 0));
+      best_counts_[i] += take;
       rem -= take;
     }
-    if (rem != 0) return {};  // Unreachable: feasible() said it fits.
+    return rem == 0;  // Always: Feasible() said it fits.
   }
-  if (best_cost == kInf || best_last < 0) return {};
 
-  // Walk the Held-Karp parents back to the device.
-  std::vector<int> path;  // Server indices, last first.
-  size_t mask = best_mask;
-  int v = best_last;
-  while (v >= 0) {
-    path.push_back(v);
-    const int p = parent[mask * s + v];
-    mask &= ~(size_t{1} << v);
-    v = p;
+  // Walks the Held-Karp parents back to the device.
+  std::vector<Assignment> Ranges() const {
+    std::vector<int> path;  // Server indices, last first.
+    size_t mask = best_mask_;
+    int v = best_last_;
+    while (v >= 0) {
+      path.push_back(v);
+      const int p = parent_[mask * s_ + v];
+      mask &= ~(size_t{1} << v);
+      v = p;
+    }
+    std::reverse(path.begin(), path.end());
+    std::vector<int> nodes = {d_};
+    std::vector<int> blocks = {best_counts_[s_]};
+    for (int i : path) {
+      nodes.push_back(servers_[i]);
+      blocks.push_back(best_counts_[i]);
+    }
+    return ToRanges(m_, nodes, blocks);
   }
-  std::reverse(path.begin(), path.end());
-  std::vector<int> nodes = {d};
-  std::vector<int> blocks = {best_counts[s]};
-  for (int i : path) {
-    nodes.push_back(servers[i]);
-    blocks.push_back(best_counts[i]);
+
+  const CostModel& m_;
+  const std::vector<int>& servers_;
+  const int s_, L_;
+  const bool latency_, u_;
+  const NodeCost& dev_;
+  const int d_;
+  const size_t full_;
+  std::vector<double> best_;
+  std::vector<int8_t> parent_;
+  std::vector<double> edge_;
+  std::vector<int> counts_;  // Fill's block counts; [s_] is the device.
+  std::vector<int> order_;   // Latency: nodes cheapest per block first.
+  // The best plan: its server set, last server, block counts and cost.
+  std::vector<int> best_counts_;
+  size_t best_mask_ = 0;
+  int best_last_ = -1;
+  double best_cost_ = kInf;
+  // Bottleneck search, per bound tried.
+  std::vector<double> path_min_;
+  std::vector<int> room_, room_head_, sum_;
+  std::vector<uint8_t> all_ok_;
+  int dev_room_ = 0;
+};
+
+}  // namespace
+
+std::vector<Assignment> SolveSetDp(const CostModel& m, Objective objective,
+                                   double bound) {
+  if (m.servers().empty() || m.min_device_blocks() > m.max_device_blocks()) {
+    return {};
   }
-  return ToRanges(m, nodes, blocks);
+  return SetDp(m, objective).Solve(bound);
 }
 
 double RangeDpWork(const CostModel& m) {
