@@ -7,15 +7,36 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/worker_thread.h"
 #include "edge_server/session_handler.h"
+#include "proto/protocol.h"
 
 namespace edgesplit {
 namespace testing {
+
+// An open request for session `id` of model "tiny" (fp32) along the route
+// a [1, 3), b [3, 4): the two in-process servers the session tests chain.
+inline v1::StageRequest TwoHopOpenRequest(const std::string& id) {
+  v1::StageRequest r;
+  auto* o = r.mutable_open();
+  o->set_protocol_version(kProtocolVersion);
+  o->set_session_id(id);
+  o->set_model_id("tiny");
+  o->set_codec(v1::CODEC_FP32);
+  for (auto [node, first, last] :
+       {std::make_tuple("a", 1, 3), std::make_tuple("b", 3, 4)}) {
+    auto* hop = o->add_route();
+    hop->set_node(node);
+    hop->set_first_block(first);
+    hop->set_last_block(last);
+  }
+  return r;
+}
 
 // Collects a handler's responses. Thread-safe.
 class FakeTransport : public SessionTransport {

@@ -19,6 +19,7 @@ namespace {
 using testing::FakeTransport;
 using ::testing::HasSubstr;
 using testing::InProcessFactory;
+using testing::TwoHopOpenRequest;
 
 class SessionHandlerTest : public ::testing::Test {
  protected:
@@ -45,22 +46,7 @@ class SessionHandlerTest : public ::testing::Test {
     device_ = std::move(*device);
   }
 
-  v1::StageRequest OpenRequest() {
-    v1::StageRequest r;
-    auto* o = r.mutable_open();
-    o->set_protocol_version(kProtocolVersion);
-    o->set_session_id("s1");
-    o->set_model_id("tiny");
-    o->set_codec(v1::CODEC_FP32);
-    for (auto [node, first, last] :
-         {std::make_tuple("a", 1, 3), std::make_tuple("b", 3, 4)}) {
-      auto* hop = o->add_route();
-      hop->set_node(node);
-      hop->set_first_block(first);
-      hop->set_last_block(last);
-    }
-    return r;
-  }
+  v1::StageRequest OpenRequest() { return TwoHopOpenRequest("s1"); }
 
   std::string dir_;
   std::unique_ptr<ModelStore> store_;

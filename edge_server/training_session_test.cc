@@ -69,20 +69,8 @@ class TrainingSessionTest : public ::testing::Test {
   }
 
   v1::StageRequest Open(const v1::TrainingSpec& spec, const char* id) {
-    v1::StageRequest r;
-    auto* o = r.mutable_open();
-    o->set_protocol_version(kProtocolVersion);
-    o->set_session_id(id);
-    o->set_model_id("tiny");
-    o->set_codec(v1::CODEC_FP32);
-    *o->mutable_training() = spec;
-    for (auto [node, first, last] :
-         {std::make_tuple("a", 1, 3), std::make_tuple("b", 3, 4)}) {
-      auto* hop = o->add_route();
-      hop->set_node(node);
-      hop->set_first_block(first);
-      hop->set_last_block(last);
-    }
+    v1::StageRequest r = testing::TwoHopOpenRequest(id);
+    *r.mutable_open()->mutable_training() = spec;
     return r;
   }
 
