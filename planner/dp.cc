@@ -207,20 +207,21 @@ class SetDp {
   void PriceMask(size_t mask) {
     const double base = Fill(mask, -1);
     if (base == kInf) return;
-    const std::vector<int> base_counts = counts_;
+    base_counts_ = counts_;  // Reused: no allocation per mask.
     for (int v = 0; v < s_; ++v) {
       if (!(mask >> v & 1) || best_[mask * s_ + v] == kInf) continue;
       double cost = base;
       const NodeCost& c = m_.node(servers_[v]);
       // The head's memory may leave the last node less room.
-      const bool refill = !u_ && base_counts[v] > c.cap_head;
+      // Fill(mask, v) leaves its counts in counts_ for the check below.
+      const bool refill = !u_ && base_counts_[v] > c.cap_head;
       if (!u_) cost = (refill ? Fill(mask, v) : base) + c.lat_head;
       cost += best_[mask * s_ + v];
       if (Better(cost, best_cost_)) {
         best_cost_ = cost;
         best_mask_ = mask;
         best_last_ = v;
-        best_counts_ = refill ? (Fill(mask, v), counts_) : base_counts;
+        best_counts_ = refill ? counts_ : base_counts_;
       }
     }
   }
@@ -394,8 +395,9 @@ class SetDp {
   std::vector<double> best_;
   std::vector<int8_t> parent_;
   std::vector<double> edge_;
-  std::vector<int> counts_;  // Fill's block counts; [s_] is the device.
-  std::vector<int> order_;   // Latency: nodes cheapest per block first.
+  std::vector<int> counts_;       // Fill's block counts; [s_] is the device.
+  std::vector<int> base_counts_;  // PriceMask: Fill's without the head.
+  std::vector<int> order_;        // Latency: nodes cheapest per block first.
   // The best plan: its server set, last server, block counts and cost.
   std::vector<int> best_counts_;
   size_t best_mask_ = 0;

@@ -2,11 +2,10 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/file_util.h"
 #include "base/json_util.h"
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
@@ -312,10 +311,8 @@ absl::Status LoraAdapter::SavePeft(const std::string& dir) const {
     j["layers_to_transform"] = nullptr;
   }
   {
-    const std::string path = dir + "/adapter_config.json";
-    std::ofstream out(path);
-    out << j.dump(2) << "\n";
-    if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
+    ES_RETURN_IF_ERROR(
+        WriteFileAtomically(dir + "/adapter_config.json", j.dump(2) + "\n"));
   }
   SafetensorsWriter writer;
   std::vector<at::Tensor> keep;  // Bytes must live until Write().

@@ -1,11 +1,11 @@
 #include "runtime/model_init.h"
 
 #include <filesystem>
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "base/file_util.h"
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "runtime/safetensors.h"
@@ -43,14 +43,6 @@ constexpr const char* kTokenizerCorpus[] = {
     "too, with commas, colons: and dashes - everywhere.",
 };
 
-absl::Status WriteText(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-  out.close();
-  if (!out) return absl::InternalError(absl::StrCat(path, ": write failed"));
-  return absl::OkStatus();
-}
-
 absl::Status WriteLlamaTokenizer(const std::string& dir,
                                  const ModelConfig& config) {
   std::vector<std::string> corpus;
@@ -66,7 +58,7 @@ absl::Status WriteLlamaTokenizer(const std::string& dir,
              {"bos_token", "<s>"},
              {"eos_token", "</s>"},
              {"unk_token", "<unk>"}};
-  return WriteText(dir + "/tokenizer_config.json", tc.dump(2) + "\n");
+  return WriteFileAtomically(dir + "/tokenizer_config.json", tc.dump(2) + "\n");
 }
 
 }  // namespace
@@ -142,12 +134,12 @@ absl::Status InitModel(const ModelInitOptions& options) {
         absl::StrCat(dir, ": cannot create: ", ec.message()));
   }
   ES_RETURN_IF_ERROR(
-      WriteText(dir + "/config.json", ModelConfigToJson(config)));
+      WriteFileAtomically(dir + "/config.json", ModelConfigToJson(config)));
   json gen = {{"bos_token_id", config.bos_token_id},
               {"eos_token_id", config.eos_token_id},
               {"do_sample", false}};
   ES_RETURN_IF_ERROR(
-      WriteText(dir + "/generation_config.json", gen.dump(2) + "\n"));
+      WriteFileAtomically(dir + "/generation_config.json", gen.dump(2) + "\n"));
 
   StageSpec all;
   all.blocks = {0, config.num_layers};
@@ -224,8 +216,8 @@ absl::Status InitModel(const ModelInitOptions& options) {
   if (options.max_shard_bytes > 0) {
     json index = {{"metadata", {{"total_size", total}}},
                   {"weight_map", weight_map}};
-    ES_RETURN_IF_ERROR(
-        WriteText(dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
+    ES_RETURN_IF_ERROR(WriteFileAtomically(
+        dir + "/model.safetensors.index.json", index.dump(2) + "\n"));
   }
 
   if (config.arch == Arch::kGpt2) return WriteByteLevelGpt2Tokenizer(dir);

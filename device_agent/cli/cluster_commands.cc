@@ -1,9 +1,9 @@
 #include "device_agent/cli/cluster_commands.h"
 
 #include <filesystem>
-#include <fstream>
 
 #include "absl/strings/str_format.h"
+#include "base/file_util.h"
 #include "base/status_macros.h"
 #include "controller/auto_plan.h"
 #include "controller/cluster_file.h"
@@ -69,9 +69,7 @@ absl::Status PlanCommand(const Args& a, std::ostream& out, std::ostream& err) {
       r.device_joules);
   if (a.Has("out")) {
     const std::string path = a.String("out");
-    std::ofstream f(path);
-    f << PlanToYaml(plan);
-    if (!f.good()) return absl::InternalError("cannot write " + path);
+    ES_RETURN_IF_ERROR(WriteFileAtomically(path, PlanToYaml(plan)));
     err << "wrote " << path << "\n";
   }
   return absl::OkStatus();

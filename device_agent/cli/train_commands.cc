@@ -102,9 +102,6 @@ absl::StatusOr<TrainingOptions> ParseTrainingOptions(const Args& a,
     ES_RETURN_IF_ERROR(ParseBlocks(a.String("train-blocks"), &o));
   }
   ES_ASSIGN_OR_RETURN(o.freeze_ratio, a.Double("freeze-ratio", -1));
-  if (average_every < 1) {
-    return absl::InvalidArgumentError("--average-every must be positive");
-  }
   return o;
 }
 
@@ -179,7 +176,7 @@ absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
   ES_ASSIGN_OR_RETURN(int64_t log_every, a.Int("log-every", 10));
   ES_ASSIGN_OR_RETURN(double held_out, a.Double("held-out", 0.1));
   if (run.steps < 1 || batch_tokens < 2 || seq < 1 || run.eval_every < 0 ||
-      run.checkpoint_every < 0 || log_every < 1) {
+      run.checkpoint_every < 0 || log_every < 1 || o.average_every < 1) {
     return absl::InvalidArgumentError(
         "--steps, --batch-tokens, --seq-len, --log-every and "
         "--average-every must be positive; --eval-every and "

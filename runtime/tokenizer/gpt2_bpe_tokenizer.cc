@@ -2,13 +2,9 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <climits>
 #include <cstdint>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <queue>
 #include <string>
@@ -21,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/utf8.h"
 #include "re2/re2.h"
@@ -648,29 +645,6 @@ absl::StatusOr<std::string> Gpt2BpeTokenizer::Decode(
   return out;
 }
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    const int err = errno;
-    return absl::Status(
-        absl::ErrnoToStatusCode(err),
-        absl::StrCat(path, ": cannot open: ", std::strerror(err)));
-  }
-  std::string data;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) data.append(buf, n);
-  const bool failed = std::ferror(f);
-  const int err = errno;
-  std::fclose(f);
-  if (failed) {
-    return absl::Status(
-        absl::ErrnoToStatusCode(err),
-        absl::StrCat(path, ": cannot read: ", std::strerror(err)));
-  }
-  return data;
-}
-
 // JSON string literal for a vocab token, ASCII-only like GPT-2's
 // encoder.json.
 std::string JsonQuote(absl::string_view utf8) {
@@ -694,19 +668,6 @@ std::string JsonQuote(absl::string_view utf8) {
   }
   out.push_back('"');
   return out;
-}
-
-absl::Status WriteTextFile(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (out) out.write(text.data(), static_cast<std::streamsize>(text.size()));
-  if (out) out.close();
-  if (!out) {
-    const int err = errno;
-    return absl::Status(
-        absl::ErrnoToStatusCode(err),
-        absl::StrCat(path, ": cannot write: ", std::strerror(err)));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -744,8 +705,8 @@ absl::Status WriteByteLevelGpt2Tokenizer(const std::string& dir) {
     absl::StrAppend(&vocab, "  ", JsonQuote(token), ": ", id, ",\n");
   }
   absl::StrAppend(&vocab, "  \"<|endoftext|>\": 256\n}\n");
-  ES_RETURN_IF_ERROR(WriteTextFile(dir + "/vocab.json", vocab));
-  return WriteTextFile(dir + "/merges.txt", "#version: 0.2\n");
+  ES_RETURN_IF_ERROR(WriteFileAtomically(dir + "/vocab.json", vocab));
+  return WriteFileAtomically(dir + "/merges.txt", "#version: 0.2\n");
 }
 
 }  // namespace edgesplit

@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <numeric>
 #include <random>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "base/file_util.h"
 #include "base/json_util.h"
 #include "base/status_macros.h"
 
@@ -30,12 +30,15 @@ absl::StatusOr<std::vector<std::string>> ReadDocuments(
         absl::StrCat(path, ": ", size, " bytes is more than the limit of ",
                      options.max_bytes));
   }
-  std::ifstream in(path);
+  ES_ASSIGN_OR_RETURN(const std::string text, ReadFile(path));
+  std::vector<absl::string_view> lines = absl::StrSplit(text, '\n');
+  if (!lines.empty() && lines.back().empty()) lines.pop_back();
   std::vector<std::string> docs;
-  std::string line;
   if (EndsWith(path, ".jsonl")) {
-    for (int64_t n = 1; std::getline(in, line); ++n) {
+    for (size_t i = 0; i < lines.size(); ++i) {
+      const absl::string_view line = lines[i];
       if (absl::StripAsciiWhitespace(line).empty()) continue;
+      const int64_t n = static_cast<int64_t>(i) + 1;
       const std::string where = absl::StrCat(path, ":", n);
       ES_ASSIGN_OR_RETURN(nlohmann::json j, ParseUntrustedJson(line, where));
       if (!j.is_object() || !j.contains("text") || !j["text"].is_string()) {
@@ -46,7 +49,7 @@ absl::StatusOr<std::vector<std::string>> ReadDocuments(
     }
   } else {
     std::string doc;
-    while (std::getline(in, line)) {
+    for (absl::string_view line : lines) {
       if (absl::StripAsciiWhitespace(line).empty()) {
         if (!doc.empty()) docs.push_back(std::move(doc));
         doc.clear();
