@@ -14,6 +14,8 @@
 #include "absl/time/time.h"
 #include "base/worker_thread.h"
 #include "edge_server/session_handler.h"
+#include "edge_server/stage_host.h"
+#include "edge_server/training_job.h"
 #include "proto/protocol.h"
 
 namespace edgesplit {
@@ -135,6 +137,41 @@ class InProcessFactory : public NextHopFactory {
     if (it == envs.end()) return absl::UnavailableError("no such node");
     return std::unique_ptr<NextHop>(new InProcessHop(it->second));
   }
+};
+
+// The two in-process servers TwoHopOpenRequest routes through: a [1, 3)
+// and b [3, 4) + head of model "tiny" at `dir`, chained by `factory`. With
+// a `jobs_root`, each also hosts training jobs (under jobs_root/<name>).
+class TwoHopServers {
+ public:
+  absl::Status Load(const std::string& dir, const std::string& jobs_root = "") {
+    for (auto [name, spec] :
+         {std::make_pair("a", StageSpec{{1, 3}, false, false}),
+          std::make_pair("b", StageSpec{{3, 4}, false, true})}) {
+      StageHostOptions o;
+      o.node = name;
+      hosts_[name] = std::make_unique<StageHost>(o);
+      absl::Status s = hosts_[name]->Load("tiny", dir, spec);
+      if (!s.ok()) return s;
+      SessionEnv env;
+      env.host = hosts_[name].get();
+      env.next_hops = &factory;
+      if (!jobs_root.empty()) {
+        jobs_[name] = std::make_unique<TrainingJobs>(jobs_root + "/" + name);
+        env.jobs = jobs_[name].get();
+      }
+      factory.envs[name] = env;
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  // Declared first: sessions made through `factory` go before them.
+  std::map<std::string, std::unique_ptr<StageHost>> hosts_;
+  std::map<std::string, std::unique_ptr<TrainingJobs>> jobs_;
+
+ public:
+  InProcessFactory factory;
 };
 
 }  // namespace testing

@@ -18,8 +18,8 @@ namespace {
 
 using testing::FakeTransport;
 using ::testing::HasSubstr;
-using testing::InProcessFactory;
 using testing::TwoHopOpenRequest;
+using testing::TwoHopServers;
 
 class SessionHandlerTest : public ::testing::Test {
  protected:
@@ -29,18 +29,7 @@ class SessionHandlerTest : public ::testing::Test {
     ASSERT_TRUE(store.ok());
     store_ = std::move(*store);
     // Device [0,1) here; server a [1,3); server b [3,4) + head.
-    for (auto [name, spec] :
-         {std::make_pair("a", StageSpec{{1, 3}, false, false}),
-          std::make_pair("b", StageSpec{{3, 4}, false, true})}) {
-      StageHostOptions o;
-      o.node = name;
-      hosts_[name] = std::make_unique<StageHost>(o);
-      ASSERT_TRUE(hosts_[name]->Load("tiny", dir_, spec).ok());
-      SessionEnv env;
-      env.host = hosts_[name].get();
-      env.next_hops = &factory_;
-      factory_.envs[name] = env;
-    }
+    ASSERT_TRUE(servers_.Load(dir_).ok());
     auto device = StageModel::Load(*store_, {{0, 1}, true, false});
     ASSERT_TRUE(device.ok());
     device_ = std::move(*device);
@@ -50,14 +39,13 @@ class SessionHandlerTest : public ::testing::Test {
 
   std::string dir_;
   std::unique_ptr<ModelStore> store_;
-  std::map<std::string, std::unique_ptr<StageHost>> hosts_;
-  InProcessFactory factory_;
+  TwoHopServers servers_;
   std::unique_ptr<StageModel> device_;
 };
 
 TEST_F(SessionHandlerTest, ChainEqualsMonolithic) {
   FakeTransport t;
-  auto h = std::make_shared<SessionHandler>(factory_.envs["a"], &t,
+  auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
                                             absl::InfiniteFuture());
   h->OnRequest(OpenRequest());
   auto opened = t.Await(0);
@@ -104,7 +92,7 @@ class BadRequestTest : public SessionHandlerTest {
   // Opens a session on "b" alone and sends `forward`; returns the status.
   absl::Status SendBad(const v1::Tensor& hidden, uint64_t step = 0) {
     FakeTransport t;
-    auto h = std::make_shared<SessionHandler>(factory_.envs["b"], &t,
+    auto h = std::make_shared<SessionHandler>(servers_.factory.envs["b"], &t,
                                               absl::InfiniteFuture());
     v1::StageRequest open = OpenRequest();
     open.mutable_open()->mutable_route()->DeleteSubrange(0, 1);
@@ -149,7 +137,7 @@ TEST_F(BadRequestTest, MalformedTensorsAreInvalidArgument) {
 TEST_F(BadRequestTest, BadOpensAreRejected) {
   auto open_status = [&](std::function<void(v1::OpenSession*)> edit) {
     FakeTransport t;
-    auto h = std::make_shared<SessionHandler>(factory_.envs["a"], &t,
+    auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
                                               absl::InfiniteFuture());
     v1::StageRequest r = OpenRequest();
     edit(r.mutable_open());
@@ -182,9 +170,9 @@ namespace edgesplit {
 namespace {
 
 TEST_F(SessionHandlerTest, IdleSessionsExpire) {
-  StageServiceImpl service(factory_.envs["b"]);
+  StageServiceImpl service(servers_.factory.envs["b"]);
   FakeTransport t;
-  auto h = std::make_shared<SessionHandler>(factory_.envs["b"], &t,
+  auto h = std::make_shared<SessionHandler>(servers_.factory.envs["b"], &t,
                                             absl::InfiniteFuture());
   v1::StageRequest open = OpenRequest();
   open.mutable_open()->mutable_route()->DeleteSubrange(0, 1);

@@ -21,7 +21,6 @@ namespace {
 
 using testing::FakeTransport;
 using ::testing::HasSubstr;
-using testing::InProcessFactory;
 
 v1::TrainingSpec Spec(const std::string& job, uint32_t devices) {
   v1::TrainingSpec s;
@@ -50,21 +49,7 @@ class TrainingSessionTest : public ::testing::Test {
   void SetUp() override {
     dir_ = testing::TinyModel(Arch::kLlama);
     store_ = *ModelStore::Open(dir_);
-    for (auto [name, spec] :
-         {std::make_pair("a", StageSpec{{1, 3}, false, false}),
-          std::make_pair("b", StageSpec{{3, 4}, false, true})}) {
-      StageHostOptions o;
-      o.node = name;
-      hosts_[name] = std::make_unique<StageHost>(o);
-      ASSERT_TRUE(hosts_[name]->Load("tiny", dir_, spec).ok());
-      jobs_[name] = std::make_unique<TrainingJobs>(
-          testing::TempDir(std::string("jobs_") + name));
-      SessionEnv env;
-      env.host = hosts_[name].get();
-      env.next_hops = &factory_;
-      env.jobs = jobs_[name].get();
-      factory_.envs[name] = env;
-    }
+    ASSERT_TRUE(servers_.Load(dir_, testing::TempDir("jobs")).ok());
     device_ = *StageModel::Load(*store_, {{0, 1}, true, false});
   }
 
@@ -117,9 +102,7 @@ class TrainingSessionTest : public ::testing::Test {
 
   std::string dir_;
   std::unique_ptr<ModelStore> store_;
-  std::map<std::string, std::unique_ptr<StageHost>> hosts_;
-  std::map<std::string, std::unique_ptr<TrainingJobs>> jobs_;
-  InProcessFactory factory_;
+  testing::TwoHopServers servers_;
   std::unique_ptr<StageModel> device_;
 };
 
@@ -139,7 +122,7 @@ TEST_F(TrainingSessionTest, SplitStepsEqualSingleProcess) {
   const AdamWOptions adamw = AdamWFor(spec.optimizer());
 
   FakeTransport t;
-  auto h = std::make_shared<SessionHandler>(factory_.envs["a"], &t,
+  auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
                                             absl::InfiniteFuture());
   h->OnRequest(Open(spec, "s1"));
   auto opened = t.Await(0);
@@ -200,7 +183,7 @@ TEST_F(TrainingSessionTest, SplitStepsEqualSingleProcess) {
 // initial factors on every hop.
 TEST_F(TrainingSessionTest, ExportAndRestoreTravelTheChain) {
   FakeTransport t;
-  auto h = std::make_shared<SessionHandler>(factory_.envs["a"], &t,
+  auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
                                             absl::InfiniteFuture());
   h->OnRequest(Open(Spec("restore", 1), "s1"));
   ASSERT_TRUE(t.Await(0).ok());
@@ -246,9 +229,9 @@ TEST_F(TrainingSessionTest, ExportAndRestoreTravelTheChain) {
 TEST_F(TrainingSessionTest, StepWaitsAtTheBarrierForEveryDevice) {
   const v1::TrainingSpec spec = Spec("barrier", 2);
   FakeTransport t1, t2;
-  auto h1 = std::make_shared<SessionHandler>(factory_.envs["a"], &t1,
+  auto h1 = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t1,
                                              absl::InfiniteFuture());
-  auto h2 = std::make_shared<SessionHandler>(factory_.envs["a"], &t2,
+  auto h2 = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t2,
                                              absl::InfiniteFuture());
   h1->OnRequest(Open(spec, "d1"));
   h2->OnRequest(Open(spec, "d2"));
@@ -281,7 +264,7 @@ TEST_F(TrainingSessionTest, BadInputEndsOnlyItsSession) {
   const v1::TrainingSpec spec = Spec("bad", 1);
   auto status_of = [&](std::function<void(SessionHandler&)> send) {
     FakeTransport t;
-    auto h = std::make_shared<SessionHandler>(factory_.envs["a"], &t,
+    auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
                                               absl::InfiniteFuture());
     h->OnRequest(Open(spec, "bad"));
     EXPECT_TRUE(t.Await(0).ok());
@@ -315,7 +298,7 @@ TEST_F(TrainingSessionTest, BadInputEndsOnlyItsSession) {
 
   // Training requests on an inference session.
   FakeTransport t;
-  auto h = std::make_shared<SessionHandler>(factory_.envs["a"], &t,
+  auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
                                             absl::InfiniteFuture());
   v1::StageRequest open = Open(spec, "inference");
   open.mutable_open()->clear_training();
@@ -328,7 +311,7 @@ TEST_F(TrainingSessionTest, BadInputEndsOnlyItsSession) {
 
   // The job still completes a whole step.
   FakeTransport ok;
-  auto good = std::make_shared<SessionHandler>(factory_.envs["a"], &ok,
+  auto good = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &ok,
                                                absl::InfiniteFuture());
   good->OnRequest(Open(spec, "good"));
   ASSERT_TRUE(ok.Await(0).ok());
