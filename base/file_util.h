@@ -20,7 +20,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // the old file or the whole new one, never a torn file: written to a
 // temporary beside it, fsync'd, renamed over `path`, then the directory is
 // fsync'd so the rename itself is durable. On error the temporary is gone
-// and `path` is untouched.
+// and `path` is untouched. The temporary is named after the process:
+// callers serialise concurrent writes to one path.
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::Span<const absl::string_view> pieces);
 inline absl::Status WriteFileAtomically(const std::string& path,
