@@ -1,12 +1,18 @@
-// Single-process prefill and decode throughput against the memory-bandwidth
-// floor: decoding one token reads every weight once, so tokens/s can't beat
-// (GEMV bandwidth) / (weight bytes read per token). Prints a Markdown table,
-// with weights computed from the file mapping and from private copies.
+// Prefill and decode throughput against the machine's read bandwidth, per
+// weight type. Decoding one token reads every weight once, so tokens/s
+// cannot beat (read bandwidth) / (weight bytes read per token): the
+// "floor" column. The bandwidth is measured with a plain streaming read
+// (kernels/cpu/read_bandwidth.h), not with a matmul, so a slow matmul
+// cannot hide behind its own floor. Also: GEMV bandwidth of the kernels
+// against LibTorch's ops, and batched decode (B sessions per step) against
+// one session at the same context length.
 //
 //   decode_bench [--threads 2] [--models gpt2-small,llama-1b,real]
-//                [--dir build/bench_models] [--prefill 128] [--decode 32]
+//                [--weights f32,q8_0,q4_0] [--dir build/bench_models]
+//                [--prefill 128] [--decode 32] [--batch 16]
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -16,11 +22,12 @@
 
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
+#include "kernels/cpu/gemv.h"
+#include "kernels/cpu/read_bandwidth.h"
 #include "runtime/generator.h"
 #include "runtime/model_init.h"
 #include "runtime/model_store.h"
 #include "runtime/threading.h"
-#include "runtime/weight_layout.h"
 
 namespace edgesplit {
 namespace {
@@ -31,155 +38,226 @@ double Seconds(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Bandwidth of the decode path's own op (at::linear on one row) over a
-// weight matrix far larger than the caches.
-double GemvBandwidth() {
-  at::Tensor w = at::randn({8192, 4096});
-  at::Tensor x = at::randn({1, 4096});
-  at::Tensor y = at::linear(x, w);
+template <typename F>
+double BestBandwidth(int64_t bytes, F&& f) {
+  f();
   double best = 0;
   for (int rep = 0; rep < 5; ++rep) {
     auto t0 = Clock::now();
-    for (int i = 0; i < 10; ++i) y = at::linear(x, w);
-    best = std::max(best, 10.0 * w.nbytes() / Seconds(t0));
+    for (int i = 0; i < 5; ++i) f();
+    best = std::max(best, 5.0 * bytes / Seconds(t0));
   }
   return best;
 }
 
-// Bytes of weights one decode step reads: every block and the head; of
-// the embeddings only one row (negligible).
-int64_t WeightBytesPerToken(const ModelConfig& c) {
-  const int64_t elem = 4;  // fp32 compute.
-  int64_t params = c.num_layers * c.ParamsPerBlock() + c.HeadParams();
-  if (c.tie_word_embeddings) params += c.vocab_size * c.hidden_size;
-  return params * elem;
+// GEMV bandwidth of each way to multiply one row by a 8192 x 4096 matrix.
+void PrintGemvTable(double read_bw) {
+  const int64_t out = 8192, in = 4096;
+  at::Tensor w = at::randn({out, in});
+  at::Tensor x = at::randn({1, in});
+  at::Tensor y = at::empty({1, out});
+  std::printf(
+      "| GEMV 8192x4096, 1 row | GB/s of weights | of read bandwidth |\n"
+      "|---|---|---|\n");
+  auto row = [&](const std::string& name, double bw) {
+    std::printf("| %s | %.1f | %.0f%% |\n", name.c_str(), bw / 1e9,
+                100 * bw / read_bw);
+  };
+  row("at::linear (OpenBLAS sgemm)",
+      BestBandwidth(w.nbytes(), [&] { y = at::linear(x, w); }));
+  row("at::mv (OpenBLAS sgemv)",
+      BestBandwidth(w.nbytes(), [&] { y = at::mv(w, x[0]); }));
+  for (kernels::WeightType t :
+       {kernels::WeightType::kF32, kernels::WeightType::kQ8_0,
+        kernels::WeightType::kQ4_0}) {
+    auto lw = MakeLinearWeight(w, t, "bench");
+    if (!lw.ok()) continue;
+    row(std::string("kernels::Gemv ") + kernels::WeightTypeName(t) + " (" +
+            kernels::IsaName(kernels::ActiveIsa()) + ")",
+        BestBandwidth(lw->Bytes(), [&] { y = LinearForward(*lw, x, {}); }));
+  }
+  std::printf("\n");
 }
 
-struct Timing {
-  double prefill_tps = 0, decode_tps = 0;
+// Bytes one decode step reads: the stage's weights less the embedding
+// table, of which one row is read (unless it is also the float head).
+int64_t BytesPerToken(const StageModel& stage) {
+  const ModelConfig& c = stage.config();
+  int64_t table = c.vocab_size * c.hidden_size * 4;
+  if (c.arch == Arch::kGpt2) table += c.max_positions * c.hidden_size * 4;
+  return stage.WeightBytes() - table;
+}
+
+struct Result {
+  double prefill = 0, decode = 0, batch = 0, single_short = 0;
 };
 
-// Best-of-`reps` prefill and decode throughput of one pipeline.
-absl::StatusOr<Timing> Time(const LocalPipeline& pipeline,
-                            const std::vector<int32_t>& prompt, int decode,
-                            int reps) {
-  double best_prefill = 1e30, best_decode = 1e30;
-  for (int rep = 0; rep < reps; ++rep) {
+absl::StatusOr<Result> Measure(const LocalPipeline& pipeline,
+                               const std::vector<int32_t>& prompt, int decode,
+                               int batch) {
+  Result r;
+  // Prefill and decode of one session after the full prompt.
+  {
     auto seq = pipeline.NewSequence();
     auto t0 = Clock::now();
     ES_ASSIGN_OR_RETURN(std::vector<float> logits, seq->Forward(prompt));
-    best_prefill = std::min(best_prefill, Seconds(t0));
-    int32_t next = 0;
+    r.prefill = prompt.size() / Seconds(t0);
     t0 = Clock::now();
     for (int i = 0; i < decode; ++i) {
-      next = static_cast<int32_t>(
+      int32_t next = static_cast<int32_t>(
           std::max_element(logits.begin(), logits.end()) - logits.begin());
       ES_ASSIGN_OR_RETURN(logits, seq->Forward({&next, 1}));
     }
-    best_decode = std::min(best_decode, Seconds(t0));
+    r.decode = decode / Seconds(t0);
   }
-  return Timing{prompt.size() / best_prefill, decode / best_decode};
+  // `batch` sessions after a short prompt each, stepped together, against
+  // one session stepped alone from the same context length.
+  const StageModel& stage = *pipeline.stages().front();
+  const int64_t short_len = std::min<int64_t>(32, prompt.size());
+  at::Tensor prompt_t = at::tensor(
+      std::vector<int64_t>(prompt.begin(), prompt.begin() + short_len));
+  for (int b : {1, batch}) {
+    std::vector<std::unique_ptr<SequenceKvCache>> caches;
+    for (int i = 0; i < b; ++i) {
+      caches.push_back(stage.NewCache(nullptr));
+      StageInput in;
+      in.sequences = {{caches.back().get(), short_len}};
+      in.tokens = prompt_t;
+      in.last_token_only = true;
+      ES_RETURN_IF_ERROR(stage.Forward(in).status());
+    }
+    StageInput step;
+    for (auto& c : caches) step.sequences.push_back({c.get(), 1});
+    step.last_token_only = true;
+    step.tokens = at::full({b}, 7, at::kLong);
+    auto t0 = Clock::now();
+    for (int i = 0; i < decode; ++i) {
+      ES_ASSIGN_OR_RETURN(at::Tensor logits, stage.Forward(step));
+      step.tokens = logits.argmax(-1);
+    }
+    (b == 1 ? r.single_short : r.batch) = double(b) * decode / Seconds(t0);
+  }
+  return r;
 }
 
-// Measures the model with weights memory-mapped and copied, interleaving
-// the two so machine noise hits both alike, plus the GEMV bandwidth.
-int MeasureModel(const std::string& name, const std::string& dir, int prefill,
-                 int decode) {
+int MeasureModel(const std::string& name, const std::string& dir,
+                 kernels::WeightType weights, double read_bw, int prefill,
+                 int decode, int batch) {
   auto store = ModelStore::Open(dir);
   if (!store.ok()) {
     std::cerr << name << ": " << store.status() << "\n";
     return 1;
   }
   const ModelConfig& c = (*store)->config();
-  StageOptions mapped_opts, copied_opts;
-  copied_opts.copy_weights = true;
-  auto mapped = LocalPipeline::Load(**store, {}, mapped_opts);
-  auto copied = LocalPipeline::Load(**store, {}, copied_opts);
-  if (!mapped.ok() || !copied.ok()) {
-    std::cerr << name << ": load failed\n";
-    return 1;
+  StageOptions so;
+  so.copy_weights = true;
+  so.weights = weights;
+  auto pipeline = LocalPipeline::Load(**store, {}, so);
+  if (!pipeline.ok()) {
+    std::cerr << name << " " << kernels::WeightTypeName(weights) << ": "
+              << pipeline.status() << "\n";
+    return 0;  // e.g. a width no block format divides: reported, not fatal.
+  }
+  const StageModel& stage = *(*pipeline)->stages().front();
+  int64_t per_token = BytesPerToken(stage);
+  if (c.tie_word_embeddings && weights == kernels::WeightType::kF32) {
+    per_token += c.vocab_size * c.hidden_size * 4;  // The table is the head.
   }
   std::vector<int32_t> prompt(prefill);
   for (int i = 0; i < prefill; ++i) prompt[i] = (i * 7919 + 13) % c.vocab_size;
-  Timing best[2];
-  double bw = 0;
+  Result best;
   for (int round = 0; round < 3; ++round) {
-    bw = std::max(bw, GemvBandwidth());
-    for (int m = 0; m < 2; ++m) {
-      auto t = Time(m == 0 ? **mapped : **copied, prompt, decode, 1);
-      if (!t.ok()) {
-        std::cerr << name << ": " << t.status() << "\n";
-        return 1;
-      }
-      best[m].prefill_tps = std::max(best[m].prefill_tps, t->prefill_tps);
-      best[m].decode_tps = std::max(best[m].decode_tps, t->decode_tps);
+    auto r = Measure(**pipeline, prompt, decode, batch);
+    if (!r.ok()) {
+      std::cerr << name << ": " << r.status() << "\n";
+      return 1;
     }
+    best.prefill = std::max(best.prefill, r->prefill);
+    best.decode = std::max(best.decode, r->decode);
+    best.batch = std::max(best.batch, r->batch);
+    best.single_short = std::max(best.single_short, r->single_short);
   }
-  const double floor_tps = bw / WeightBytesPerToken(c);
-  for (int m = 0; m < 2; ++m) {
-    std::printf("| %s | %.1fM | %s | %.1f | %.2f | %.2f | %.0f%% |\n",
-                name.c_str(), c.TotalParams() / 1e6,
-                m == 0 ? "mapped" : "copied", best[m].prefill_tps,
-                best[m].decode_tps, floor_tps,
-                100.0 * best[m].decode_tps / floor_tps);
-  }
+  const double floor_tps = read_bw / per_token;
+  std::printf(
+      "| %s | %s | %.1f | %.1f | %.2f | %.2f | %.0f%% | %.1f | %.1fx |\n",
+      name.c_str(), kernels::WeightTypeName(weights),
+      stage.WeightBytes() / 1048576.0, best.prefill, best.decode, floor_tps,
+      100.0 * best.decode / floor_tps, best.batch,
+      best.batch / best.single_short);
   std::fflush(stdout);
   return 0;
 }
 
+absl::StatusOr<std::string> ModelDir(const std::string& name,
+                                     const std::string& dir) {
+  if (name == "real") return std::string("../shared/models/stories260K");
+  ModelInitOptions o;
+  o.arch = name.rfind("gpt2-", 0) == 0 ? Arch::kGpt2 : Arch::kLlama;
+  o.preset = name.substr(name.find('-') + 1);
+  o.out_dir = dir + "/" + name;
+  if (!std::filesystem::exists(o.out_dir + "/config.json")) {
+    std::cerr << "writing " << name << " to " << o.out_dir << "\n";
+    ES_RETURN_IF_ERROR(InitModel(o));
+  }
+  return o.out_dir;
+}
+
 int Main(int argc, char** argv) {
-  int threads = 2, prefill = 128, decode = 32;
-  std::string models = "gpt2-small,llama-1b,real";
+  int threads = 2, prefill = 128, decode = 32, batch = 16;
+  std::string models = "gpt2-small,llama-1b,real", weights = "f32,q8_0,q4_0";
   std::string dir = "build/bench_models";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];
-    if (f == "--threads")
+    if (f == "--threads") {
       threads = std::stoi(v);
-    else if (f == "--models")
+    } else if (f == "--models") {
       models = v;
-    else if (f == "--dir")
+    } else if (f == "--weights") {
+      weights = v;
+    } else if (f == "--dir") {
       dir = v;
-    else if (f == "--prefill")
+    } else if (f == "--prefill") {
       prefill = std::stoi(v);
-    else if (f == "--decode")
+    } else if (f == "--decode") {
       decode = std::stoi(v);
-    else {
+    } else if (f == "--batch") {
+      batch = std::stoi(v);
+    } else {
       std::cerr << "unknown flag " << f << "\n";
       return 2;
     }
   }
   SetComputeThreads(threads);
+  const double read_bw = kernels::MeasureReadBandwidth();
   std::printf(
-      "threads: %d; GEMV bandwidth = best at::linear over a 128 MiB "
-      "fp32 matrix, measured between runs; floor = bandwidth / "
-      "weight bytes per token\n\n",
-      threads);
+      "threads: %d; kernels: %s; read bandwidth (streaming read of 512 MiB): "
+      "%.1f GB/s\n\n",
+      threads, kernels::IsaName(kernels::ActiveIsa()), read_bw / 1e9);
+  PrintGemvTable(read_bw);
   std::printf(
-      "| model | params | weights | prefill tok/s (%d) | decode "
-      "tok/s | floor tok/s | decode / floor |\n"
-      "|---|---|---|---|---|---|---|\n",
-      prefill);
+      "floor = read bandwidth / weight bytes read per token; batch: %d "
+      "sessions stepped together vs one alone, both after 32 prompt tokens\n\n"
+      "| model | weights | MiB | prefill tok/s (%d) | decode tok/s | floor "
+      "tok/s | decode / floor | batch-%d tok/s | batch / one |\n"
+      "|---|---|---|---|---|---|---|---|---|\n",
+      batch, prefill, batch);
   for (absl::string_view m : absl::StrSplit(models, ',')) {
-    std::string name(m), path;
-    if (name == "real") {
-      path = "../shared/models/stories260K";
-    } else {
-      const bool gpt2 = name.rfind("gpt2-", 0) == 0;
-      ModelInitOptions o;
-      o.arch = gpt2 ? Arch::kGpt2 : Arch::kLlama;
-      o.preset = name.substr(name.find('-') + 1);
-      o.out_dir = dir + "/" + name;
-      path = o.out_dir;
-      if (!std::filesystem::exists(path + "/config.json")) {
-        std::cerr << "writing " << name << " to " << path << "\n";
-        absl::Status s = InitModel(o);
-        if (!s.ok()) {
-          std::cerr << s << "\n";
-          return 1;
-        }
+    auto path = ModelDir(std::string(m), dir);
+    if (!path.ok()) {
+      std::cerr << path.status() << "\n";
+      return 1;
+    }
+    for (absl::string_view wname : absl::StrSplit(weights, ',')) {
+      auto w = kernels::ParseWeightType(wname);
+      if (!w) {
+        std::cerr << "unknown weight type " << wname << "\n";
+        return 2;
+      }
+      if (MeasureModel(std::string(m), *path, *w, read_bw, prefill, decode,
+                       batch) != 0) {
+        return 1;
       }
     }
-    if (MeasureModel(name, path, prefill, decode) != 0) return 1;
   }
   return 0;
 }

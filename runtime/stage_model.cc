@@ -18,12 +18,7 @@ using Block = StageModel::Block;
 
 at::Tensor ApplyLinear(const Linear& l, const at::Tensor& x,
                        const LoraAdapter* adapter) {
-  at::Tensor y;
-  if (l.conv1d) {
-    y = l.b.defined() ? at::addmm(l.b, x, l.w) : at::mm(x, l.w);
-  } else {
-    y = at::linear(x, l.w, l.b);
-  }
+  at::Tensor y = LinearForward(l.w, x, l.b);
   if (adapter != nullptr) {
     if (const LoraFactors* f = adapter->Find(l.module)) {
       at::Tensor delta = at::linear(at::linear(x, f->a.to(x.scalar_type())),
@@ -94,6 +89,17 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
   return outs.size() == 1 ? outs[0] : at::cat(outs, 0);
 }
 
+bool NeedsGrad(const StageInput& input, const LoraAdapter* adapter) {
+  if (!at::GradMode::is_enabled()) return false;
+  if (input.hidden.defined() && input.hidden.requires_grad()) return true;
+  if (adapter != nullptr) {
+    for (const auto& [module, f] : adapter->modules()) {
+      if (f.a.requires_grad() || f.b.requires_grad()) return true;
+    }
+  }
+  return false;
+}
+
 absl::StatusOr<at::Tensor> Take(WeightMap& w, const std::string& name) {
   auto it = w.find(name);
   if (it == w.end()) {
@@ -108,6 +114,13 @@ absl::StatusOr<at::Tensor> Take(WeightMap& w, const std::string& name) {
 absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
     const ModelStore& store, const StageSpec& spec,
     const StageOptions& options) {
+  if (options.weights != kernels::WeightType::kF32 &&
+      options.dtype != at::kFloat) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kernels::WeightTypeName(options.weights),
+                     " weights compute in float32; the stage dtype is ",
+                     c10::toString(options.dtype)));
+  }
   ES_ASSIGN_OR_RETURN(
       WeightMap w,
       store.LoadStageWeights(spec, options.dtype, options.copy_weights));
@@ -131,9 +144,11 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
       if (gpt2) {
         ES_ASSIGN_OR_RETURN(m->final_b_, Take(w, p + "ln_f.bias"));
       }
-      ES_ASSIGN_OR_RETURN(
-          m->head_w_, Take(w, c.tie_word_embeddings ? TokenEmbeddingName(c, p)
-                                                    : "lm_head.weight"));
+      const std::string head_name =
+          c.tie_word_embeddings ? TokenEmbeddingName(c, p) : "lm_head.weight";
+      ES_ASSIGN_OR_RETURN(at::Tensor head, Take(w, head_name));
+      ES_ASSIGN_OR_RETURN(m->head_,
+                          MakeLinearWeight(head, options.weights, head_name));
     }
     absl::MutexLock lock(&m->mu_);
     for (int64_t b = spec.blocks.first; b < spec.blocks.last; ++b) {
@@ -159,8 +174,10 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
             gpt2 ? p + lm.module.substr(sizeof("transformer.") - 1) : lm.module;
         Linear l;
         l.module = lm.module;
-        l.conv1d = lm.conv1d;
-        ES_ASSIGN_OR_RETURN(l.w, Take(w, base + ".weight"));
+        ES_ASSIGN_OR_RETURN(at::Tensor weight, Take(w, base + ".weight"));
+        if (lm.conv1d) weight = weight.t().contiguous();
+        ES_ASSIGN_OR_RETURN(
+            l.w, MakeLinearWeight(weight, options.weights, base + ".weight"));
         if (w.count(base + ".bias") > 0) l.b = w[base + ".bias"];
         block.linears.push_back(std::move(l));
       }
@@ -253,6 +270,9 @@ absl::StatusOr<at::Tensor> StageModel::Forward(const StageInput& input) const {
     for (const SequenceSlice& s : input.sequences) {
       ES_RETURN_IF_ERROR(s.cache->Reserve(s.cache->length() + s.num_tokens));
     }
+    // Without anything to differentiate, skip autograd's bookkeeping (a
+    // measurable share of a small model's decode step).
+    c10::InferenceMode no_autograd(!NeedsGrad(input, adapter));
     at::Tensor out = ForwardLocked(input, adapter);
     for (const SequenceSlice& s : input.sequences)
       s.cache->Commit(s.num_tokens);
@@ -329,7 +349,7 @@ at::Tensor StageModel::ForwardLocked(const StageInput& in,
   }
   x = gpt2 ? at::layer_norm(x, {H}, final_w_, final_b_, c.norm_eps)
            : RmsNorm(x, final_w_, c.norm_eps);
-  return at::linear(x, head_w_).to(at::kFloat);
+  return LinearForward(head_, x, at::Tensor()).to(at::kFloat);
 }
 
 absl::Status StageModel::AttachAdapter(std::shared_ptr<LoraAdapter> adapter) {
@@ -362,6 +382,12 @@ absl::Status StageModel::MergeAdapter(const std::string& name) {
         absl::StrCat("adapter \"", name, "\" is not attached"));
   }
   const LoraAdapter& adapter = *it->second;
+  if (options_.weights != kernels::WeightType::kF32) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot merge adapter \"", name, "\" into ",
+                     kernels::WeightTypeName(options_.weights),
+                     " weights: apply it unmerged"));
+  }
   // Compute every merged weight first and swap them in only when all
   // succeeded: a half-merged stage would apply the adapter twice.
   std::vector<std::pair<Linear*, at::Tensor>> merged;
@@ -375,16 +401,14 @@ absl::Status StageModel::MergeAdapter(const std::string& name) {
             if (f == nullptr) continue;
             at::Tensor delta =
                 at::matmul(f->b, f->a) * adapter.scaling();  // [out, in]
-            if (l.conv1d) delta = delta.t();
             // Base weights may be a read-only mapping: merge into a new tensor.
             merged.emplace_back(
-                &l,
-                (l.w.to(at::kFloat) + delta).to(options_.dtype).contiguous());
+                &l, (l.w.Dense() + delta).to(options_.dtype).contiguous());
           }
         }
         return absl::OkStatus();
       }));
-  for (auto& [linear, w] : merged) linear->w = std::move(w);
+  for (auto& [linear, w] : merged) linear->w.dense = std::move(w);
   adapters_.erase(it);
   return absl::OkStatus();
 }
@@ -399,14 +423,19 @@ int64_t StageModel::WeightBytes() const {
   add(wpe_);
   add(final_w_);
   add(final_b_);
-  if (!(spec_.embedding && config_.tie_word_embeddings)) add(head_w_);
+  // A tied head shares the embedding's float tensor; quantized, it is its
+  // own copy.
+  if (spec_.head && !(spec_.embedding && config_.tie_word_embeddings &&
+                      head_.type == kernels::WeightType::kF32)) {
+    bytes += head_.Bytes();
+  }
   for (const Block& b : blocks_) {
     add(b.norm1_w);
     add(b.norm1_b);
     add(b.norm2_w);
     add(b.norm2_b);
     for (const Linear& l : b.linears) {
-      add(l.w);
+      bytes += l.w.Bytes();
       add(l.b);
     }
   }

@@ -19,7 +19,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "kernels/cpu/quant_blocks.h"
 #include "runtime/kv_cache.h"
+#include "runtime/linear_weight.h"
 #include "runtime/lora.h"
 #include "runtime/model_config.h"
 #include "runtime/model_store.h"
@@ -32,6 +34,11 @@ struct StageOptions {
   // read-only file mapping. Costs RAM and load time; anonymous memory can
   // be backed by transparent huge pages (fewer TLB misses when decoding).
   bool copy_weights = false;
+  // How the blocks' linear weights and the LM head are held: kF32 keeps the
+  // checkpoint's values in `dtype`; q8_0 / q4_0 quantize them at load
+  // (GGUF blocks, computed in float32: `dtype` must be kFloat).
+  // Embeddings and norms stay in `dtype`.
+  kernels::WeightType weights = kernels::WeightType::kF32;
 };
 
 // `num_tokens` new tokens of one sequence, whose cache on this stage is
@@ -75,6 +82,8 @@ class StageModel {
   absl::Status DetachAdapter(const std::string& name);
   // Folds an attached adapter into (a private copy of) the base weights and
   // detaches it: afterwards the base model computes what the adapter did.
+  // FAILED_PRECONDITION on quantized weights (the merge would be rounded
+  // to the block grid: apply the adapter unmerged instead).
   absl::Status MergeAdapter(const std::string& name);
 
   const ModelConfig& config() const { return config_; }
@@ -85,9 +94,10 @@ class StageModel {
 
   // Implementation types, public for the .cc's free functions.
   struct Linear {
-    at::Tensor w;  // [out, in], or [in, out] when conv1d.
-    at::Tensor b;  // Undefined when absent.
-    bool conv1d = false;
+    // [out, in]; GPT-2's Conv1D weights ([in, out] in the checkpoint) are
+    // transposed into a private copy at load.
+    LinearWeight w;
+    at::Tensor b;        // Undefined when absent.
     std::string module;  // PEFT module path.
   };
   struct Block {
@@ -110,7 +120,7 @@ class StageModel {
   StageOptions options_;
   at::Tensor wte_, wpe_;          // Embeddings (first stage).
   at::Tensor final_w_, final_b_;  // Final norm (last stage).
-  at::Tensor head_w_;             // LM head [vocab, hidden] (last stage).
+  LinearWeight head_;             // LM head [vocab, hidden] (last stage).
   // RoPE inverse frequencies [head_dim / 2] (Llama). cos/sin are computed
   // per step from the positions: no table sized by an untrusted config.
   at::Tensor rope_inv_freq_;

@@ -5,6 +5,8 @@
 
 #include <thread>
 
+#include "kernels/cpu/compute_pool.h"
+
 namespace edgesplit {
 
 std::chrono::nanoseconds EmulateSlowdown(
@@ -32,6 +34,8 @@ int SetComputeThreads(int threads) {
   } else {
     at::set_num_threads(threads);
   }
+  // The decode GEMVs run on the kernels' own pool (see compute_pool.h).
+  kernels::SetKernelThreads(threads);
   return threads;
 }
 

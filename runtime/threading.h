@@ -4,7 +4,9 @@
 // against each other. Measured on the 1.1B model with 2 cores: decode at
 // 128 tokens of context took 400 ms/token with both pools at 2 threads and
 // 249 ms/token (the bandwidth floor) with OpenBLAS at 2 and OpenMP at 1.
-// So matmuls get the threads and ATen's intra-op pool stays at one.
+// So matmuls get the threads and ATen's intra-op pool stays at one. The
+// decode GEMVs (kernels/cpu) run on the kernels' pool of the same size:
+// between two GEMMs OpenBLAS's workers spin briefly and then yield.
 #ifndef EDGESPLIT_RUNTIME_THREADING_H_
 #define EDGESPLIT_RUNTIME_THREADING_H_
 

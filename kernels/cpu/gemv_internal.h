@@ -1,0 +1,45 @@
+// Per-instruction-set GEMV kernels behind gemv.h; each table lives in a
+// translation unit compiled with that set's -m flags.
+#ifndef EDGESPLIT_KERNELS_CPU_GEMV_INTERNAL_H_
+#define EDGESPLIT_KERNELS_CPU_GEMV_INTERNAL_H_
+
+#include <cstdint>
+
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/quant_blocks.h"
+
+namespace edgesplit::kernels::internal {
+
+// Rows of x quantized to Q8_0 for the quantized kernels, with each block's
+// scale as float (exact: fp16 widens exactly) and the sum of its codes
+// (Q4_0 kernels multiply the unsigned nibbles and subtract 8 * sum).
+struct QuantizedRows {
+  const BlockQ8_0* q;
+  const float* d;
+  const int32_t* sum;
+};
+
+// y[r * ldy + o] for o in [o0, o1) and r in [0, rows). `w` row o starts at
+// w + o * row_bytes. For f32, x is float [rows, in]; for the quantized
+// types it is a QuantizedRows of [rows, in / 32] blocks.
+using GemvFn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t in,
+                        const void* x, int64_t rows, float* y, int64_t ldy,
+                        int64_t o0, int64_t o1);
+
+// The sum of n words: the streaming read that measures read bandwidth.
+using SumFn = uint64_t (*)(const uint64_t* p, int64_t n);
+
+struct GemvKernels {
+  GemvFn f32, q8_0, q4_0;
+  SumFn sum_u64;
+};
+
+const GemvKernels& KernelsFor(Isa isa);
+
+extern const GemvKernels kScalarKernels;
+extern const GemvKernels kAvx2Kernels;
+extern const GemvKernels kAvx512Kernels;
+
+}  // namespace edgesplit::kernels::internal
+
+#endif  // EDGESPLIT_KERNELS_CPU_GEMV_INTERNAL_H_

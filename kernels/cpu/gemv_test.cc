@@ -1,0 +1,196 @@
+#include "kernels/cpu/gemv.h"
+
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/compute_pool.h"
+#include "kernels/scalar_codecs.h"
+
+namespace edgesplit::kernels {
+namespace {
+
+struct Matrix {
+  WeightType type;
+  int64_t out, in;
+  std::vector<uint8_t> bytes;
+  WeightView view() const { return {type, bytes.data(), out, in}; }
+};
+
+Matrix Make(WeightType type, const std::vector<float>& w, int64_t out,
+            int64_t in) {
+  Matrix m{type, out, in, {}};
+  const int64_t rb = RowBytes(type, in);
+  m.bytes.resize(static_cast<size_t>(rb * out));
+  for (int64_t o = 0; o < out; ++o) {
+    QuantizeRow(type, w.data() + o * in, in, m.bytes.data() + o * rb);
+  }
+  return m;
+}
+
+std::vector<float> Random(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+// The exact product in double of what the kernels compute: the weights as
+// stored, and for quantized weights x's rows as Q8_0 blocks. Also returns
+// the sum of |terms| (the scale of the rounding error).
+void Reference(const Matrix& m, const std::vector<float>& x, int64_t rows,
+               std::vector<double>* y, std::vector<double>* mag) {
+  y->assign(static_cast<size_t>(rows * m.out), 0.0);
+  mag->assign(y->size(), 0.0);
+  std::vector<float> w(static_cast<size_t>(m.in)), xr(w.size());
+  const int64_t rb = RowBytes(m.type, m.in);
+  for (int64_t o = 0; o < m.out; ++o) {
+    DequantizeRow(m.type, m.bytes.data() + o * rb, m.in, w.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      if (m.type == WeightType::kF32) {
+        std::memcpy(xr.data(), x.data() + r * m.in, m.in * 4);
+      } else {
+        std::vector<BlockQ8_0> q(static_cast<size_t>(m.in / 32));
+        QuantizeRowQ8_0(x.data() + r * m.in, m.in, q.data());
+        DequantizeRowQ8_0(q.data(), m.in, xr.data());
+      }
+      for (int64_t i = 0; i < m.in; ++i) {
+        const double t = static_cast<double>(w[i]) * xr[i];
+        (*y)[r * m.out + o] += t;
+        (*mag)[r * m.out + o] += std::fabs(t);
+      }
+    }
+  }
+}
+
+struct Shape {
+  int64_t out, in, rows;
+};
+
+class GemvTest : public ::testing::TestWithParam<WeightType> {};
+
+// Every variant this CPU has, on odd shapes, against the exact product:
+// float summation over n terms errs by at most n * eps * sum|terms|
+// (recursive summation, Higham's gamma_n); quantized types sum per-block
+// products in float (one term per block).
+TEST_P(GemvTest, EveryVariantMatchesTheExactProduct) {
+  const WeightType type = GetParam();
+  std::vector<Shape> shapes = {{1, 32, 1},     {7, 64, 3},  {37, 96, 5},
+                               {64, 1024, 16}, {9, 320, 4}, {130, 256, 2}};
+  if (type == WeightType::kF32) {
+    shapes.push_back({13, 33, 2});
+    shapes.push_back({5, 7, 9});
+    shapes.push_back({17, 100, 1});
+  }
+  for (const Shape& s : shapes) {
+    Matrix m = Make(type, Random(s.out * s.in, 1), s.out, s.in);
+    std::vector<float> x = Random(s.rows * s.in, 2);
+    std::vector<double> want, mag;
+    Reference(m, x, s.rows, &want, &mag);
+    const double terms = type == WeightType::kF32 ? s.in : s.in / 32 + 1;
+    for (Isa isa : SupportedIsas()) {
+      std::vector<float> y(static_cast<size_t>(s.rows * s.out), NAN);
+      GemvOn(isa, m.view(), x.data(), s.rows, y.data(), 0, s.out);
+      for (size_t i = 0; i < y.size(); ++i) {
+        ASSERT_LE(std::fabs(y[i] - want[i]), 2 * terms * FLT_EPSILON * mag[i])
+            << IsaName(isa) << " " << s.out << "x" << s.in << " rows " << s.rows
+            << " at " << i;
+      }
+    }
+  }
+}
+
+// With every scale exactly 1 and small integer values, all products and
+// partial sums are exact in float, so each variant's integer dot products
+// must agree with the exact integer result bit for bit.
+TEST_P(GemvTest, IntegerDotProductsAreExactOnEveryVariant) {
+  const WeightType type = GetParam();
+  const int64_t out = 24, in = 256, rows = 6;
+  std::mt19937 rng(3);
+  const int wmax = type == WeightType::kQ4_0 ? 8 : 127;
+  std::uniform_int_distribution<int> wd(-wmax + 1, wmax - 1), xd(-127, 127);
+  std::vector<float> w(out * in), x(rows * in);
+  for (float& v : w) v = static_cast<float>(wd(rng));
+  for (float& v : x) v = static_cast<float>(xd(rng));
+  // One extreme per block pins the scale to 1: +-127 for Q8_0, -8 for Q4_0.
+  for (int64_t i = 0; i < out * in; i += 32) {
+    w[i] = type == WeightType::kQ4_0 ? -8.0f : 127.0f;
+  }
+  for (int64_t i = 0; i < rows * in; i += 32) x[i] = -127.0f;
+  Matrix m = Make(type, w, out, in);
+  for (Isa isa : SupportedIsas()) {
+    std::vector<float> y(rows * out);
+    GemvOn(isa, m.view(), x.data(), rows, y.data(), 0, out);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t o = 0; o < out; ++o) {
+        int64_t exact = 0;
+        for (int64_t i = 0; i < in; ++i) {
+          exact += static_cast<int64_t>(w[o * in + i]) *
+                   static_cast<int64_t>(x[r * in + i]);
+        }
+        ASSERT_EQ(y[r * out + o], static_cast<float>(exact))
+            << IsaName(isa) << " r" << r << " o" << o;
+      }
+    }
+  }
+}
+
+// The threaded entry point computes each output exactly as the active
+// variant does on one thread (chunking never splits a dot product).
+TEST_P(GemvTest, ThreadedEqualsSingleThreadBitForBit) {
+  const WeightType type = GetParam();
+  const int64_t out = 1000, in = 512, rows = 5;
+  Matrix m = Make(type, Random(out * in, 4), out, in);
+  std::vector<float> x = Random(rows * in, 5);
+  std::vector<float> one(rows * out), many(rows * out);
+  GemvOn(ActiveIsa(), m.view(), x.data(), rows, one.data(), 0, out);
+  SetKernelThreads(3);
+  Gemv(m.view(), x.data(), rows, many.data());
+  SetKernelThreads(1);
+  EXPECT_EQ(0, std::memcmp(one.data(), many.data(), one.size() * 4));
+}
+
+TEST_P(GemvTest, ForcedVariantIsUsedAndUnsupportedOnesAreRefused) {
+  const WeightType type = GetParam();
+  const int64_t out = 40, in = 128;
+  Matrix m = Make(type, Random(out * in, 6), out, in);
+  std::vector<float> x = Random(in, 7), a(out), b(out);
+  for (Isa isa : SupportedIsas()) {
+    ASSERT_TRUE(ForceIsa(isa).ok());
+    EXPECT_EQ(ActiveIsa(), isa);
+    Gemv(m.view(), x.data(), 1, a.data());
+    GemvOn(isa, m.view(), x.data(), 1, b.data(), 0, out);
+    EXPECT_EQ(a, b) << IsaName(isa);
+  }
+  ASSERT_TRUE(ForceIsa(BestIsa()).ok());
+  if (BestIsa() != Isa::kAvx512) {
+    EXPECT_FALSE(ForceIsa(Isa::kAvx512).ok());
+  }
+}
+
+TEST_P(GemvTest, DequantizeRowsMatchesRowByRow) {
+  const WeightType type = GetParam();
+  Matrix m = Make(type, Random(100 * 64, 8), 100, 64);
+  std::vector<float> slice(30 * 64), row(64);
+  DequantizeRows(m.view(), 50, 80, slice.data());
+  for (int64_t o = 50; o < 80; ++o) {
+    DequantizeRow(type, m.bytes.data() + o * RowBytes(type, 64), 64,
+                  row.data());
+    EXPECT_EQ(0, std::memcmp(row.data(), slice.data() + (o - 50) * 64, 256));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, GemvTest,
+                         ::testing::Values(WeightType::kF32, WeightType::kQ8_0,
+                                           WeightType::kQ4_0),
+                         [](const auto& info) {
+                           return std::string(WeightTypeName(info.param));
+                         });
+
+}  // namespace
+}  // namespace edgesplit::kernels

@@ -1,0 +1,165 @@
+#include "runtime/linear_weight.h"
+
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/compute_pool.h"
+#include "kernels/cpu/gemv.h"
+
+namespace edgesplit {
+namespace {
+
+kernels::WeightView View(const LinearWeight& w) {
+  const void* data = w.type == kernels::WeightType::kF32
+                         ? w.dense.data_ptr()
+                         : static_cast<const void*>(w.blocks.data_ptr());
+  return {w.type, data, w.out, w.in};
+}
+
+// Rows of dequantized weights per GEMM slice during prefill: large enough
+// for GEMM to run at speed, small enough that the float copy stays far
+// below the quantized matrix itself.
+constexpr int64_t kSliceRows = 256;
+
+at::Tensor QuantizedGemm(const LinearWeight& w, const at::Tensor& x) {
+  const int64_t rows = x.size(0);
+  at::Tensor y = at::empty({rows, w.out}, at::kFloat);
+  at::Tensor slice = at::empty({std::min(kSliceRows, w.out), w.in}, at::kFloat);
+  const kernels::WeightView view = View(w);
+  for (int64_t o = 0; o < w.out; o += kSliceRows) {
+    const int64_t n = std::min(kSliceRows, w.out - o);
+    at::Tensor s = slice.narrow(0, 0, n);
+    kernels::DequantizeRows(view, o, o + n, s.data_ptr<float>());
+    y.narrow(1, o, n).copy_(at::mm(x, s.t()));
+  }
+  return y;
+}
+
+}  // namespace
+
+int64_t LinearWeight::Bytes() const {
+  return dense.defined() ? dense.nbytes() : blocks.nbytes();
+}
+
+at::Tensor LinearWeight::Dense() const {
+  if (type == kernels::WeightType::kF32) return dense.to(at::kFloat);
+  at::Tensor out_t = at::empty({out, in}, at::kFloat);
+  kernels::DequantizeRows(View(*this), 0, out, out_t.data_ptr<float>());
+  return out_t;
+}
+
+absl::StatusOr<LinearWeight> MakeLinearWeight(const at::Tensor& w,
+                                              kernels::WeightType type,
+                                              const std::string& name) {
+  LinearWeight lw;
+  lw.type = type;
+  lw.out = w.size(0);
+  lw.in = w.size(1);
+  if (type == kernels::WeightType::kF32 || !kernels::CheckCols(type, lw.in)) {
+    // A width the blocks do not divide stays exact (as llama.cpp falls back
+    // to another type for such tensors); Bytes() shows what it costs.
+    lw.type = kernels::WeightType::kF32;
+    lw.dense = w.contiguous();
+    return lw;
+  }
+  at::Tensor wf = w.to(at::kFloat).contiguous();
+  if (!at::isfinite(wf).all().item<bool>()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "weight \"", name, "\" holds inf or NaN: cannot quantize it"));
+  }
+  const int64_t row_bytes = kernels::RowBytes(type, lw.in);
+  lw.blocks = at::empty({lw.out * row_bytes}, at::kByte);
+  const float* src = wf.data_ptr<float>();
+  uint8_t* dst = lw.blocks.data_ptr<uint8_t>();
+  kernels::ParallelFor(lw.out, 64, [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) {
+      kernels::QuantizeRow(type, src + o * lw.in, lw.in, dst + o * row_bytes);
+    }
+  });
+  return lw;
+}
+
+namespace {
+
+// y = x W^T (+ bias) without autograd, by the fastest path for the shape.
+at::Tensor ForwardNoGrad(const LinearWeight& w, const at::Tensor& x,
+                         const at::Tensor& bias) {
+  const bool quantized = w.type != kernels::WeightType::kF32;
+  const int64_t rows = x.size(0);
+  if (x.scalar_type() == at::kFloat &&
+      (quantized || w.dense.scalar_type() == at::kFloat) &&
+      rows <= kGemvMaxRows) {
+    at::Tensor xc = x.contiguous();
+    at::Tensor y = at::empty({rows, w.out}, at::kFloat);
+    kernels::Gemv(View(w), xc.data_ptr<float>(), rows, y.data_ptr<float>());
+    return bias.defined() ? y.add_(bias) : y;
+  }
+  if (quantized) {
+    at::Tensor y = QuantizedGemm(w, x.to(at::kFloat).contiguous());
+    return bias.defined() ? y.add_(bias) : y;
+  }
+  return at::linear(x, w.dense, bias);
+}
+
+// The same product under autograd: the forward takes the same path as
+// without it (so a forward gives the same numbers whether or not a
+// backward follows: recomputation and evaluation agree with training),
+// and the backward is grad_x = grad_y W, with quantized weights
+// dequantized slice by slice (QLoRA: the frozen base costs its blocks,
+// never a float copy).
+struct LinearFunction : torch::autograd::Function<LinearFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx,
+                            const at::Tensor& x, int64_t weight_address) {
+    ctx->saved_data["w"] = weight_address;
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return ForwardNoGrad(*Weight(weight_address), x, at::Tensor());
+  }
+  static torch::autograd::variable_list backward(
+      torch::autograd::AutogradContext* ctx,
+      torch::autograd::variable_list grad) {
+    const LinearWeight& w = *Weight(ctx->saved_data["w"].toInt());
+    const at::Tensor& gy = grad[0];
+    at::Tensor gx;
+    if (w.type == kernels::WeightType::kF32) {
+      gx = at::mm(gy, w.dense.to(gy.scalar_type()));
+    } else {
+      gx = at::zeros({gy.size(0), w.in}, at::kFloat);
+      at::Tensor slice =
+          at::empty({std::min(kSliceRows, w.out), w.in}, at::kFloat);
+      at::Tensor gyf = gy.to(at::kFloat);
+      for (int64_t o = 0; o < w.out; o += kSliceRows) {
+        const int64_t n = std::min(kSliceRows, w.out - o);
+        at::Tensor s = slice.narrow(0, 0, n);
+        kernels::DequantizeRows(View(w), o, o + n, s.data_ptr<float>());
+        gx.addmm_(gyf.narrow(1, o, n), s);
+      }
+    }
+    return {gx, at::Tensor()};
+  }
+  // The weight lives in its StageModel, which outlives every graph built
+  // through it (trainers hold the stage); autograd's saved state holds
+  // only IValues, hence the address.
+  static const LinearWeight* Weight(int64_t address) {
+    return reinterpret_cast<const LinearWeight*>(address);
+  }
+};
+
+}  // namespace
+
+at::Tensor LinearForward(const LinearWeight& w, const at::Tensor& x,
+                         const at::Tensor& bias) {
+  if (x.requires_grad() && at::GradMode::is_enabled()) {
+    const bool gemv =
+        w.type != kernels::WeightType::kF32 ||
+        (x.scalar_type() == at::kFloat && w.dense.scalar_type() == at::kFloat &&
+         x.size(0) <= kGemvMaxRows);
+    if (!gemv) return at::linear(x, w.dense, bias);
+    at::Tensor y = LinearFunction::apply(x, reinterpret_cast<int64_t>(&w));
+    return bias.defined() ? y + bias : y;
+  }
+  return ForwardNoGrad(w, x, bias);
+}
+
+}  // namespace edgesplit
