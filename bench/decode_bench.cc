@@ -140,9 +140,18 @@ absl::StatusOr<Result> Measure(const LocalPipeline& pipeline,
   return r;
 }
 
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Three rounds, each measuring the read bandwidth right before the decode
+// it is compared with (this machine's bandwidth moves with its
+// neighbours); medians are printed. The ATen-only path (decode_kernels =
+// false: at::linear, unfused ops) runs in the same rounds as "before".
 int MeasureModel(const std::string& name, const std::string& dir,
-                 kernels::WeightType weights, double read_bw, int prefill,
-                 int decode, int batch) {
+                 kernels::WeightType weights, int prefill, int decode,
+                 int batch) {
   auto store = ModelStore::Open(dir);
   if (!store.ok()) {
     std::cerr << name << ": " << store.status() << "\n";
@@ -153,10 +162,12 @@ int MeasureModel(const std::string& name, const std::string& dir,
   so.copy_weights = true;
   so.weights = weights;
   auto pipeline = LocalPipeline::Load(**store, {}, so);
-  if (!pipeline.ok()) {
+  so.decode_kernels = false;
+  auto aten = LocalPipeline::Load(**store, {}, so);
+  if (!pipeline.ok() || !aten.ok()) {
     std::cerr << name << " " << kernels::WeightTypeName(weights) << ": "
-              << pipeline.status() << "\n";
-    return 0;  // e.g. a width no block format divides: reported, not fatal.
+              << pipeline.status() << " " << aten.status() << "\n";
+    return 1;
   }
   const StageModel& stage = *(*pipeline)->stages().front();
   int64_t per_token = BytesPerToken(stage);
@@ -165,25 +176,35 @@ int MeasureModel(const std::string& name, const std::string& dir,
   }
   std::vector<int32_t> prompt(prefill);
   for (int i = 0; i < prefill; ++i) prompt[i] = (i * 7919 + 13) % c.vocab_size;
-  Result best;
+  std::vector<double> prefill_tps, decode_tps, floor_tps, ratio, batch_tps,
+      batch_ratio, aten_prefill, aten_decode, aten_batch_ratio;
   for (int round = 0; round < 3; ++round) {
+    const double bw = kernels::MeasureReadBandwidth(int64_t{256} << 20, 2);
     auto r = Measure(**pipeline, prompt, decode, batch);
-    if (!r.ok()) {
-      std::cerr << name << ": " << r.status() << "\n";
+    auto a = Measure(**aten, prompt, decode, batch);
+    if (!r.ok() || !a.ok()) {
+      std::cerr << name << ": " << r.status() << " " << a.status() << "\n";
       return 1;
     }
-    best.prefill = std::max(best.prefill, r->prefill);
-    best.decode = std::max(best.decode, r->decode);
-    best.batch = std::max(best.batch, r->batch);
-    best.single_short = std::max(best.single_short, r->single_short);
+    prefill_tps.push_back(r->prefill);
+    decode_tps.push_back(r->decode);
+    floor_tps.push_back(bw / per_token);
+    ratio.push_back(r->decode / (bw / per_token));
+    batch_tps.push_back(r->batch);
+    batch_ratio.push_back(r->batch / r->single_short);
+    aten_prefill.push_back(a->prefill);
+    aten_decode.push_back(a->decode);
+    aten_batch_ratio.push_back(a->batch / a->single_short);
   }
-  const double floor_tps = read_bw / per_token;
   std::printf(
-      "| %s | %s | %.1f | %.1f | %.2f | %.2f | %.0f%% | %.1f | %.1fx |\n",
+      "| %s | %s | %.1f | %.1f (%.1f) | %.2f (%.2f) | %.1fx | %.2f | %.0f%% | "
+      "%.1f | %.1fx (%.1fx) |\n",
       name.c_str(), kernels::WeightTypeName(weights),
-      stage.WeightBytes() / 1048576.0, best.prefill, best.decode, floor_tps,
-      100.0 * best.decode / floor_tps, best.batch,
-      best.batch / best.single_short);
+      stage.WeightBytes() / 1048576.0, Median(prefill_tps),
+      Median(aten_prefill), Median(decode_tps), Median(aten_decode),
+      Median(decode_tps) / Median(aten_decode), Median(floor_tps),
+      100.0 * Median(ratio), Median(batch_tps), Median(batch_ratio),
+      Median(aten_batch_ratio));
   std::fflush(stdout);
   return 0;
 }
@@ -235,11 +256,13 @@ int Main(int argc, char** argv) {
       threads, kernels::IsaName(kernels::ActiveIsa()), read_bw / 1e9);
   PrintGemvTable(read_bw);
   std::printf(
-      "floor = read bandwidth / weight bytes read per token; batch: %d "
-      "sessions stepped together vs one alone, both after 32 prompt tokens\n\n"
-      "| model | weights | MiB | prefill tok/s (%d) | decode tok/s | floor "
-      "tok/s | decode / floor | batch-%d tok/s | batch / one |\n"
-      "|---|---|---|---|---|---|---|---|---|\n",
+      "floor = read bandwidth (measured just before each round) / weight "
+      "bytes read per token; batch: %d sessions stepped together vs one "
+      "alone, both after 32 prompt tokens; (parentheses): the ATen-only "
+      "path (StageOptions::decode_kernels = false); medians of 3 rounds\n\n"
+      "| model | weights | MiB | prefill tok/s (%d) | decode tok/s | decode "
+      "speed-up | floor tok/s | decode / floor | batch-%d tok/s | batch / "
+      "one |\n|---|---|---|---|---|---|---|---|---|---|\n",
       batch, prefill, batch);
   for (absl::string_view m : absl::StrSplit(models, ',')) {
     auto path = ModelDir(std::string(m), dir);
@@ -253,8 +276,8 @@ int Main(int argc, char** argv) {
         std::cerr << "unknown weight type " << wname << "\n";
         return 2;
       }
-      if (MeasureModel(std::string(m), *path, *w, read_bw, prefill, decode,
-                       batch) != 0) {
+      if (MeasureModel(std::string(m), *path, *w, prefill, decode, batch) !=
+          0) {
         return 1;
       }
     }

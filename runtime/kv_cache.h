@@ -68,6 +68,11 @@ class SequenceKvCache {
   // positions [0, length() + n). Requires Reserve(length() + n) first.
   std::pair<at::Tensor, at::Tensor> Append(int64_t layer, const at::Tensor& k,
                                            const at::Tensor& v);
+  // The storage of `layer`'s keys or values, [num_kv_heads, capacity,
+  // head_dim] contiguous: the fused decode path writes new positions and
+  // reads [0, length() + n) in place (after Reserve, like Append).
+  const at::Tensor& key_storage(int64_t layer) const { return k_[layer]; }
+  const at::Tensor& value_storage(int64_t layer) const { return v_[layer]; }
   // Makes the n appended positions part of the sequence.
   void Commit(int64_t n);
   // Forgets positions >= `length` (rollback, e.g. rejected draft tokens).

@@ -11,12 +11,7 @@
 namespace edgesplit {
 namespace {
 
-kernels::WeightView View(const LinearWeight& w) {
-  const void* data = w.type == kernels::WeightType::kF32
-                         ? w.dense.data_ptr()
-                         : static_cast<const void*>(w.blocks.data_ptr());
-  return {w.type, data, w.out, w.in};
-}
+kernels::WeightView View(const LinearWeight& w) { return w.View(); }
 
 // Rows of dequantized weights per GEMM slice during prefill: large enough
 // for GEMM to run at speed, small enough that the float copy stays far
@@ -39,6 +34,13 @@ at::Tensor QuantizedGemm(const LinearWeight& w, const at::Tensor& x) {
 
 }  // namespace
 
+kernels::WeightView LinearWeight::View() const {
+  const void* data = type == kernels::WeightType::kF32
+                         ? dense.data_ptr()
+                         : static_cast<const void*>(blocks.data_ptr());
+  return {type, data, out, in};
+}
+
 int64_t LinearWeight::Bytes() const {
   return dense.defined() ? dense.nbytes() : blocks.nbytes();
 }
@@ -46,7 +48,7 @@ int64_t LinearWeight::Bytes() const {
 at::Tensor LinearWeight::Dense() const {
   if (type == kernels::WeightType::kF32) return dense.to(at::kFloat);
   at::Tensor out_t = at::empty({out, in}, at::kFloat);
-  kernels::DequantizeRows(View(*this), 0, out, out_t.data_ptr<float>());
+  kernels::DequantizeRows(View(), 0, out, out_t.data_ptr<float>());
   return out_t;
 }
 
@@ -85,10 +87,10 @@ namespace {
 
 // y = x W^T (+ bias) without autograd, by the fastest path for the shape.
 at::Tensor ForwardNoGrad(const LinearWeight& w, const at::Tensor& x,
-                         const at::Tensor& bias) {
+                         const at::Tensor& bias, bool gemv = true) {
   const bool quantized = w.type != kernels::WeightType::kF32;
   const int64_t rows = x.size(0);
-  if (x.scalar_type() == at::kFloat &&
+  if (gemv && x.scalar_type() == at::kFloat &&
       (quantized || w.dense.scalar_type() == at::kFloat) &&
       rows <= kGemvMaxRows) {
     at::Tensor xc = x.contiguous();
@@ -111,10 +113,11 @@ at::Tensor ForwardNoGrad(const LinearWeight& w, const at::Tensor& x,
 // never a float copy).
 struct LinearFunction : torch::autograd::Function<LinearFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx,
-                            const at::Tensor& x, int64_t weight_address) {
+                            const at::Tensor& x, int64_t weight_address,
+                            bool gemv) {
     ctx->saved_data["w"] = weight_address;
     at::AutoDispatchBelowADInplaceOrView guard;
-    return ForwardNoGrad(*Weight(weight_address), x, at::Tensor());
+    return ForwardNoGrad(*Weight(weight_address), x, at::Tensor(), gemv);
   }
   static torch::autograd::variable_list backward(
       torch::autograd::AutogradContext* ctx,
@@ -136,7 +139,7 @@ struct LinearFunction : torch::autograd::Function<LinearFunction> {
         gx.addmm_(gyf.narrow(1, o, n), s);
       }
     }
-    return {gx, at::Tensor()};
+    return {gx, at::Tensor(), at::Tensor()};
   }
   // The weight lives in its StageModel, which outlives every graph built
   // through it (trainers hold the stage); autograd's saved state holds
@@ -149,17 +152,18 @@ struct LinearFunction : torch::autograd::Function<LinearFunction> {
 }  // namespace
 
 at::Tensor LinearForward(const LinearWeight& w, const at::Tensor& x,
-                         const at::Tensor& bias) {
+                         const at::Tensor& bias, bool use_kernels) {
   if (x.requires_grad() && at::GradMode::is_enabled()) {
     const bool gemv =
         w.type != kernels::WeightType::kF32 ||
-        (x.scalar_type() == at::kFloat && w.dense.scalar_type() == at::kFloat &&
-         x.size(0) <= kGemvMaxRows);
+        (use_kernels && x.scalar_type() == at::kFloat &&
+         w.dense.scalar_type() == at::kFloat && x.size(0) <= kGemvMaxRows);
     if (!gemv) return at::linear(x, w.dense, bias);
-    at::Tensor y = LinearFunction::apply(x, reinterpret_cast<int64_t>(&w));
+    at::Tensor y =
+        LinearFunction::apply(x, reinterpret_cast<int64_t>(&w), use_kernels);
     return bias.defined() ? y + bias : y;
   }
-  return ForwardNoGrad(w, x, bias);
+  return ForwardNoGrad(w, x, bias, use_kernels);
 }
 
 }  // namespace edgesplit

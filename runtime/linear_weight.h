@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "kernels/cpu/gemv.h"
 #include "kernels/cpu/quant_blocks.h"
 
 namespace edgesplit {
@@ -36,6 +37,8 @@ struct LinearWeight {
   at::Tensor blocks;
 
   int64_t Bytes() const;
+  // The weight as the GEMV kernels read it (float32 or blocks).
+  kernels::WeightView View() const;
   // The weight as a float32 [out, in] tensor (a view of `dense` when the
   // stage computes in float32, else a new tensor).
   at::Tensor Dense() const;
@@ -50,8 +53,10 @@ absl::StatusOr<LinearWeight> MakeLinearWeight(const at::Tensor& w,
                                               const std::string& name);
 
 // y = x W^T (+ bias): x [rows, in] in the stage dtype; y [rows, out].
+// `use_kernels` false keeps to ATen ops (the reference path tests and
+// benchmarks compare with; quantized weights are then dequantized).
 at::Tensor LinearForward(const LinearWeight& w, const at::Tensor& x,
-                         const at::Tensor& bias);
+                         const at::Tensor& bias, bool use_kernels = true);
 
 }  // namespace edgesplit
 

@@ -17,8 +17,8 @@ using Linear = StageModel::Linear;
 using Block = StageModel::Block;
 
 at::Tensor ApplyLinear(const Linear& l, const at::Tensor& x,
-                       const LoraAdapter* adapter) {
-  at::Tensor y = LinearForward(l.w, x, l.b);
+                       const LoraAdapter* adapter, bool use_kernels) {
+  at::Tensor y = LinearForward(l.w, x, l.b, use_kernels);
   if (adapter != nullptr) {
     if (const LoraFactors* f = adapter->Find(l.module)) {
       at::Tensor delta = at::linear(at::linear(x, f->a.to(x.scalar_type())),
@@ -273,7 +273,9 @@ absl::StatusOr<at::Tensor> StageModel::Forward(const StageInput& input) const {
     // Without anything to differentiate, skip autograd's bookkeeping (a
     // measurable share of a small model's decode step).
     c10::InferenceMode no_autograd(!NeedsGrad(input, adapter));
-    at::Tensor out = ForwardLocked(input, adapter);
+    at::Tensor out = CanRunFused(input, adapter)
+                         ? ForwardFused(input, adapter)
+                         : ForwardLocked(input, adapter);
     for (const SequenceSlice& s : input.sequences)
       s.cache->Commit(s.num_tokens);
     return out;
@@ -284,6 +286,7 @@ at::Tensor StageModel::ForwardLocked(const StageInput& in,
                                      const LoraAdapter* adapter) const {
   const ModelConfig& c = config_;
   const bool gpt2 = c.arch == Arch::kGpt2;
+  const bool use_kernels = options_.decode_kernels;
   // Absolute position of every row.
   std::vector<int64_t> pos;
   for (const SequenceSlice& s : in.sequences) {
@@ -314,27 +317,31 @@ at::Tensor StageModel::ForwardLocked(const StageInput& in,
     const auto& L = b.linears;
     if (gpt2) {
       at::Tensor h = at::layer_norm(x, {H}, b.norm1_w, b.norm1_b, c.norm_eps);
-      at::Tensor qkv = ApplyLinear(L[0], h, adapter);
+      at::Tensor qkv = ApplyLinear(L[0], h, adapter, use_kernels);
       at::Tensor q = qkv.narrow(1, 0, H).view({T, nh, d});
       at::Tensor k = qkv.narrow(1, H, H).view({T, nh, d});
       at::Tensor v = qkv.narrow(1, 2 * H, H).view({T, nh, d});
       at::Tensor a = Attention(q, k, v, in.sequences, li, nkv);
-      x = x + ApplyLinear(L[1], a, adapter);
+      x = x + ApplyLinear(L[1], a, adapter, use_kernels);
       h = at::layer_norm(x, {H}, b.norm2_w, b.norm2_b, c.norm_eps);
-      h = at::gelu(ApplyLinear(L[2], h, adapter), "tanh");
-      x = x + ApplyLinear(L[3], h, adapter);
+      h = at::gelu(ApplyLinear(L[2], h, adapter, use_kernels), "tanh");
+      x = x + ApplyLinear(L[3], h, adapter, use_kernels);
     } else {
       at::Tensor h = RmsNorm(x, b.norm1_w, c.norm_eps);
-      at::Tensor q = ApplyLinear(L[0], h, adapter).view({T, nh, d});
-      at::Tensor k = ApplyLinear(L[1], h, adapter).view({T, nkv, d});
-      at::Tensor v = ApplyLinear(L[2], h, adapter).view({T, nkv, d});
+      at::Tensor q =
+          ApplyLinear(L[0], h, adapter, use_kernels).view({T, nh, d});
+      at::Tensor k =
+          ApplyLinear(L[1], h, adapter, use_kernels).view({T, nkv, d});
+      at::Tensor v =
+          ApplyLinear(L[2], h, adapter, use_kernels).view({T, nkv, d});
       q = ApplyRope(q, cos, sin);
       k = ApplyRope(k, cos, sin);
       at::Tensor a = Attention(q, k, v, in.sequences, li, nkv);
-      x = x + ApplyLinear(L[3], a, adapter);
+      x = x + ApplyLinear(L[3], a, adapter, use_kernels);
       h = RmsNorm(x, b.norm2_w, c.norm_eps);
-      at::Tensor g = at::silu(ApplyLinear(L[4], h, adapter));
-      x = x + ApplyLinear(L[6], g * ApplyLinear(L[5], h, adapter), adapter);
+      at::Tensor g = at::silu(ApplyLinear(L[4], h, adapter, use_kernels));
+      x = x + ApplyLinear(L[6], g * ApplyLinear(L[5], h, adapter, use_kernels),
+                          adapter, use_kernels);
     }
   }
   if (!spec_.head) return x;
@@ -349,7 +356,7 @@ at::Tensor StageModel::ForwardLocked(const StageInput& in,
   }
   x = gpt2 ? at::layer_norm(x, {H}, final_w_, final_b_, c.norm_eps)
            : RmsNorm(x, final_w_, c.norm_eps);
-  return LinearForward(head_, x, at::Tensor()).to(at::kFloat);
+  return LinearForward(head_, x, at::Tensor(), use_kernels).to(at::kFloat);
 }
 
 absl::Status StageModel::AttachAdapter(std::shared_ptr<LoraAdapter> adapter) {

@@ -39,6 +39,11 @@ struct StageOptions {
   // (GGUF blocks, computed in float32: `dtype` must be kFloat).
   // Embeddings and norms stay in `dtype`.
   kernels::WeightType weights = kernels::WeightType::kF32;
+  // Decode-sized steps (up to kGemvMaxRows rows, float32, no gradient;
+  // inference adapters included) run fused on raw buffers with the GEMV
+  // kernels. false keeps every step on ATen ops (at::linear): the reference
+  // path tests and benchmarks compare against.
+  bool decode_kernels = true;
 };
 
 // `num_tokens` new tokens of one sequence, whose cache on this stage is
@@ -114,6 +119,11 @@ class StageModel {
                            const LoraAdapter* adapter) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status ValidateInput(const StageInput& input) const;
+  // The fused decode path (stage_model_fused.cc).
+  bool CanRunFused(const StageInput& input, const LoraAdapter* adapter) const;
+  at::Tensor ForwardFused(const StageInput& input,
+                          const LoraAdapter* adapter) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   ModelConfig config_;
   StageSpec spec_;

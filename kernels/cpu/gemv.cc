@@ -80,11 +80,13 @@ void Gemv(const WeightView& w, const float* x, int64_t rows, float* y) {
   const void* xin = PrepareInput(w.type, x, rows, w.in);
   const int64_t row_bytes = RowBytes(w.type, w.in);
   const auto* base = static_cast<const uint8_t*>(w.data);
-  // Chunks of at least 64 KiB of weights (the claim is an atomic add; far
-  // smaller chunks would make it and the y cache lines shared at chunk
-  // edges show), in whole 8-row tiles.
-  int64_t grain =
-      std::max<int64_t>(1, (64 << 10) / std::max<int64_t>(row_bytes, 1));
+  // A few long chunks per thread: each is one sequential stream the
+  // prefetchers follow, and a thread that falls behind still leaves work
+  // to share. At least 64 KiB each (the claim is an atomic add, and y's
+  // cache lines are shared at chunk edges), in whole 8-row tiles.
+  const int64_t min_rows = (64 << 10) / std::max<int64_t>(row_bytes, 1);
+  int64_t grain = std::max<int64_t>(
+      {1, min_rows, (w.out + 4 * KernelThreads() - 1) / (4 * KernelThreads())});
   grain = (grain + 7) / 8 * 8;
   ParallelFor(w.out, grain, [&](int64_t o0, int64_t o1) {
     fn(base, row_bytes, w.in, xin, rows, y, w.out, o0, o1);

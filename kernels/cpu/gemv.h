@@ -39,7 +39,8 @@ struct WeightView {
 void Gemv(const WeightView& w, const float* x, int64_t rows, float* y);
 
 // Same on one given variant, on the calling thread only, over output rows
-// [o0, o1) (y still has `out` columns). For tests and benchmarks.
+// [o0, o1) (y still has `out` columns): for products too small to share
+// (attention scores), and for tests comparing variants.
 void GemvOn(Isa isa, const WeightView& w, const float* x, int64_t rows,
             float* y, int64_t o0, int64_t o1);
 

@@ -11,6 +11,7 @@ namespace edgesplit::kernels::internal {
 namespace {
 
 constexpr int64_t kTile = 8;  // Weight rows per cache tile.
+constexpr int64_t kPrefetchBytes = 2048;
 
 // A tile of OW weight rows against R rows of x: OW * R accumulators, each
 // loaded vector feeding R (or OW) FMAs, so batched rows stay compute-bound
@@ -29,6 +30,10 @@ inline void TileF32(const float* w, int64_t wstride, const float* x, int64_t in,
     for (int r = 0; r < R; ++r)
       xv[r] = _mm512_maskz_loadu_ps(m, x + r * in + i);
     for (int a = 0; a < OW; ++a) {
+      // Ahead of the hardware prefetcher, which stops at page boundaries.
+      _mm_prefetch(
+          reinterpret_cast<const char*>(w + a * wstride + i) + kPrefetchBytes,
+          _MM_HINT_T0);
       const __m512 wv = _mm512_maskz_loadu_ps(m, w + a * wstride + i);
       for (int r = 0; r < R; ++r)
         acc[a][r] = _mm512_fmadd_ps(wv, xv[r], acc[a][r]);
@@ -103,6 +108,9 @@ uint64_t SumU64(const uint64_t* p, int64_t n) {
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
     for (int k = 0; k < 4; ++k) {
+      _mm_prefetch(
+          reinterpret_cast<const char*>(p + i + 8 * k) + kPrefetchBytes,
+          _MM_HINT_T0);
       acc[k] = _mm512_add_epi64(acc[k], _mm512_loadu_si512(p + i + 8 * k));
     }
   }

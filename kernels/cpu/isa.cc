@@ -2,10 +2,22 @@
 
 #include <atomic>
 
+#if EDGESPLIT_X86_KERNELS
+#include <cpuid.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 
 namespace edgesplit::kernels {
 namespace {
+
+#if EDGESPLIT_X86_KERNELS
+// CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports has no "f16c").
+bool HasF16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & (1u << 29)) != 0;
+}
+#endif
 
 Isa DetectIsa() {
 #if EDGESPLIT_X86_KERNELS
@@ -15,11 +27,11 @@ Isa DetectIsa() {
   // Ice Lake and later and on Zen 4; requiring the set keeps one variant.
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512vnni")) {
+      __builtin_cpu_supports("avx512vnni") && HasF16c()) {
     return Isa::kAvx512;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c")) {
+      HasF16c()) {
     return Isa::kAvx2;
   }
 #endif

@@ -1,0 +1,315 @@
+// StageModel's fused path for decode-sized batches: the whole step on raw
+// float buffers, one loop per operation (norms, RoPE, attention against the
+// KV cache, SwiGLU/GELU), the linear layers through kernels::Gemv. It does
+// what ForwardLocked does with ATen ops, without ~30 dispatches per block
+// (a small model's decode step is otherwise mostly dispatch overhead), and
+// with the same float32 arithmetic up to summation order (tests bound the
+// difference at 1e-5).
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/compute_pool.h"
+#include "kernels/cpu/gemv.h"
+#include "runtime/stage_model.h"
+
+namespace edgesplit {
+namespace {
+
+using Linear = StageModel::Linear;
+
+// y [rows, out] = x [rows, in] W^T + b, plus the adapter's
+// scaling * (x A^T) B^T when it has factors for this module (added as the
+// ATen path adds it: y + scaling * delta).
+void Project(const Linear& l, const LoraAdapter* adapter, const float* x,
+             int64_t rows, float* y) {
+  kernels::Gemv(l.w.View(), x, rows, y);
+  const int64_t out = l.w.out;
+  if (l.b.defined()) {
+    const float* b = l.b.data_ptr<float>();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t o = 0; o < out; ++o) y[r * out + o] += b[o];
+    }
+  }
+  const LoraFactors* f = adapter ? adapter->Find(l.module) : nullptr;
+  if (f == nullptr) return;
+  const int64_t rank = f->a.size(0);
+  thread_local std::vector<float> low, delta;
+  low.resize(static_cast<size_t>(rows * rank));
+  delta.resize(static_cast<size_t>(rows * out));
+  kernels::Gemv(
+      {kernels::WeightType::kF32, f->a.data_ptr<float>(), rank, l.w.in}, x,
+      rows, low.data());
+  kernels::Gemv({kernels::WeightType::kF32, f->b.data_ptr<float>(), out, rank},
+                low.data(), rows, delta.data());
+  const float scaling = static_cast<float>(adapter->scaling());
+  for (int64_t i = 0; i < rows * out; ++i) y[i] += scaling * delta[i];
+}
+
+// As Hugging Face's LlamaRMSNorm in float32: w * (x * rsqrt(mean(x^2) + eps)).
+void RmsNormRows(const float* x, const float* w, int64_t rows, int64_t n,
+                 double eps, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float ss = 0.0f;
+    for (int64_t i = 0; i < n; ++i) ss += xr[i] * xr[i];
+    const float inv =
+        1.0f / std::sqrt(ss / static_cast<float>(n) + static_cast<float>(eps));
+    float* yr = y + r * n;
+    for (int64_t i = 0; i < n; ++i) yr[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+void LayerNormRows(const float* x, const float* w, const float* b, int64_t rows,
+                   int64_t n, double eps, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * n;
+    float mean = 0.0f;
+    for (int64_t i = 0; i < n; ++i) mean += xr[i];
+    mean /= static_cast<float>(n);
+    float var = 0.0f;
+    for (int64_t i = 0; i < n; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    var /= static_cast<float>(n);
+    const float inv = 1.0f / std::sqrt(var + static_cast<float>(eps));
+    float* yr = y + r * n;
+    for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
+  }
+}
+
+// rotate_half RoPE on `heads` heads of one row at position `pos`.
+void Rope(float* x, int64_t heads, int64_t d, int64_t pos,
+          const float* inv_freq) {
+  const int64_t half = d / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float f = static_cast<float>(pos) * inv_freq[i];
+    const float c = std::cos(f), s = std::sin(f);
+    for (int64_t h = 0; h < heads; ++h) {
+      float* xh = x + h * d;
+      const float a = xh[i], b = xh[i + half];
+      xh[i] = a * c - b * s;
+      xh[i + half] = b * c + a * s;
+    }
+  }
+}
+
+// Causal attention of one sequence's n new rows (at positions past..past+n)
+// against its cache: q [n, nh * d] (row stride qs), keys and values
+// [nkv, capacity, d]; out [n, nh * d]. The scores of a group of query heads
+// against one KV head are a GEMV over the cached keys (the kernels' dot
+// products, not a serial float reduction per key).
+void AttendSequence(const float* q, int64_t qs, int64_t n, int64_t past,
+                    const float* keys, const float* values, int64_t capacity,
+                    int64_t nh, int64_t nkv, int64_t d, float* out,
+                    std::vector<float>& scores) {
+  const int64_t group = nh / nkv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const kernels::Isa isa = kernels::ActiveIsa();
+  scores.resize(static_cast<size_t>(group * (past + n)));
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t len = past + t + 1;  // Keys this query sees.
+    for (int64_t g = 0; g < nkv; ++g) {
+      const float* kg = keys + g * capacity * d;
+      const float* vg = values + g * capacity * d;
+      // Query heads g * group .. (g + 1) * group - 1 are contiguous in q.
+      const float* qg = q + t * qs + g * group * d;
+      kernels::GemvOn(isa, {kernels::WeightType::kF32, kg, len, d}, qg, group,
+                      scores.data(), 0, len);
+      for (int64_t a = 0; a < group; ++a) {
+        float* sc = scores.data() + a * len;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < len; ++j) {
+          sc[j] *= scale;
+          mx = std::max(mx, sc[j]);
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < len; ++j) {
+          sc[j] = std::exp(sc[j] - mx);
+          sum += sc[j];
+        }
+        const float inv = 1.0f / sum;
+        float* oh = out + t * nh * d + (g * group + a) * d;
+        std::fill(oh, oh + d, 0.0f);
+        for (int64_t j = 0; j < len; ++j) {
+          const float p = sc[j] * inv;
+          const float* vj = vg + j * d;
+          for (int64_t i = 0; i < d; ++i) oh[i] += p * vj[i];
+        }
+      }
+    }
+  }
+}
+
+// Per-thread scratch reused across steps (no allocation per token once
+// warm).
+struct Scratch {
+  std::vector<float> x, h, qkv, att, proj, mlp_a, mlp_b, scores;
+};
+
+float* Sized(std::vector<float>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+}  // namespace
+
+bool StageModel::CanRunFused(const StageInput& in,
+                             const LoraAdapter* adapter) const {
+  if (!options_.decode_kernels || options_.dtype != at::kFloat) return false;
+  if (at::GradMode::is_enabled() && in.hidden.defined() &&
+      in.hidden.requires_grad()) {
+    return false;
+  }
+  if (adapter != nullptr) {
+    // Inference adapters only: float, contiguous, nothing to differentiate.
+    for (const auto& [module, f] : adapter->modules()) {
+      for (const at::Tensor* t : {&f.a, &f.b}) {
+        if (t->scalar_type() != at::kFloat || !t->is_contiguous() ||
+            t->requires_grad()) {
+          return false;
+        }
+      }
+    }
+  }
+  int64_t rows = 0;
+  for (const SequenceSlice& s : in.sequences) rows += s.num_tokens;
+  return rows <= kGemvMaxRows;
+}
+
+at::Tensor StageModel::ForwardFused(const StageInput& in,
+                                    const LoraAdapter* adapter) const {
+  const ModelConfig& c = config_;
+  const bool gpt2 = c.arch == Arch::kGpt2;
+  const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads,
+                d = c.head_dim, I = c.intermediate_size;
+  int64_t T = 0;
+  for (const SequenceSlice& s : in.sequences) T += s.num_tokens;
+  thread_local Scratch sc;
+  float* x = Sized(sc.x, T * H);
+  if (spec_.embedding) {
+    at::Tensor ids = in.tokens.contiguous();
+    const int64_t* id = ids.data_ptr<int64_t>();
+    const float* wte = wte_.data_ptr<float>();
+    int64_t row = 0;
+    for (const SequenceSlice& s : in.sequences) {
+      for (int64_t i = 0; i < s.num_tokens; ++i, ++row) {
+        std::memcpy(x + row * H, wte + id[row] * H, H * sizeof(float));
+        if (gpt2) {
+          const float* pe =
+              wpe_.data_ptr<float>() + (s.cache->length() + i) * H;
+          for (int64_t j = 0; j < H; ++j) x[row * H + j] += pe[j];
+        }
+      }
+    }
+  } else {
+    at::Tensor hidden = in.hidden.to(at::kFloat).contiguous();
+    std::memcpy(x, hidden.data_ptr<float>(), T * H * sizeof(float));
+  }
+  const int64_t qkv_width = gpt2 ? 3 * H : (nh + 2 * nkv) * d;
+  float* h = Sized(sc.h, T * H);
+  float* qkv = Sized(sc.qkv, T * qkv_width);
+  float* att = Sized(sc.att, T * nh * d);
+  float* proj = Sized(sc.proj, T * H);
+  float* ma = Sized(sc.mlp_a, T * (gpt2 ? 4 * H : I));
+  float* mb = Sized(sc.mlp_b, T * (gpt2 ? 4 * H : I));
+  const float* inv_freq =
+      rope_inv_freq_.defined() ? rope_inv_freq_.data_ptr<float>() : nullptr;
+  for (size_t li = 0; li < blocks_.size(); ++li) {
+    const Block& b = blocks_[li];
+    const auto& L = b.linears;
+    float *q, *k, *v;
+    if (gpt2) {
+      LayerNormRows(x, b.norm1_w.data_ptr<float>(), b.norm1_b.data_ptr<float>(),
+                    T, H, c.norm_eps, h);
+      Project(L[0], adapter, h, T, qkv);  // [T, 3H]: q | k | v per row.
+      q = qkv, k = qkv + H, v = qkv + 2 * H;
+    } else {
+      RmsNormRows(x, b.norm1_w.data_ptr<float>(), T, H, c.norm_eps, h);
+      // q, k and v as [T, width] blocks of one buffer.
+      q = qkv, k = q + T * nh * d, v = k + T * nkv * d;
+      Project(L[0], adapter, h, T, q);
+      Project(L[1], adapter, h, T, k);
+      Project(L[2], adapter, h, T, v);
+    }
+    const int64_t q_stride = gpt2 ? 3 * H : nh * d;
+    const int64_t kv_stride = gpt2 ? 3 * H : nkv * d;
+    int64_t row = 0;
+    for (const SequenceSlice& s : in.sequences) {
+      const int64_t past = s.cache->length();
+      at::Tensor keys = s.cache->key_storage(li);
+      at::Tensor values = s.cache->value_storage(li);
+      const int64_t cap = keys.size(1);
+      float* kc = keys.data_ptr<float>();
+      float* vc = values.data_ptr<float>();
+      for (int64_t t = 0; t < s.num_tokens; ++t) {
+        float* qr = q + (row + t) * q_stride;
+        float* kr = k + (row + t) * kv_stride;
+        const float* vr = v + (row + t) * kv_stride;
+        if (!gpt2) {
+          Rope(qr, nh, d, past + t, inv_freq);
+          Rope(kr, nkv, d, past + t, inv_freq);
+        }
+        for (int64_t g = 0; g < nkv; ++g) {
+          std::memcpy(kc + (g * cap + past + t) * d, kr + g * d, d * 4);
+          std::memcpy(vc + (g * cap + past + t) * d, vr + g * d, d * 4);
+        }
+      }
+      AttendSequence(q + row * q_stride, q_stride, s.num_tokens, past, kc, vc,
+                     cap, nh, nkv, d, att + row * nh * d, sc.scores);
+      row += s.num_tokens;
+    }
+    Project(L[gpt2 ? 1 : 3], adapter, att, T, proj);
+    for (int64_t i = 0; i < T * H; ++i) x[i] += proj[i];
+    if (gpt2) {
+      LayerNormRows(x, b.norm2_w.data_ptr<float>(), b.norm2_b.data_ptr<float>(),
+                    T, H, c.norm_eps, h);
+      Project(L[2], adapter, h, T, ma);
+      // GELU, tanh approximation (GPT-2's gelu_new).
+      const float k0 = std::sqrt(2.0f / static_cast<float>(M_PI));
+      for (int64_t i = 0; i < T * 4 * H; ++i) {
+        const float z = ma[i];
+        ma[i] = 0.5f * z * (1.0f + std::tanh(k0 * (z + 0.044715f * z * z * z)));
+      }
+      Project(L[3], adapter, ma, T, proj);
+    } else {
+      RmsNormRows(x, b.norm2_w.data_ptr<float>(), T, H, c.norm_eps, h);
+      Project(L[4], adapter, h, T, ma);
+      Project(L[5], adapter, h, T, mb);
+      for (int64_t i = 0; i < T * I; ++i) {
+        const float g = ma[i];
+        ma[i] = g / (1.0f + std::exp(-g)) * mb[i];  // SiLU(gate) * up.
+      }
+      Project(L[6], adapter, ma, T, proj);
+    }
+    for (int64_t i = 0; i < T * H; ++i) x[i] += proj[i];
+  }
+  if (!spec_.head) {
+    at::Tensor out = at::empty({T, H}, at::kFloat);
+    std::memcpy(out.data_ptr<float>(), x, T * H * sizeof(float));
+    return out;
+  }
+  // Rows whose logits are wanted: every row, or each sequence's last.
+  int64_t rows = T;
+  if (in.last_token_only) {
+    rows = 0;
+    int64_t offset = 0;
+    for (const SequenceSlice& s : in.sequences) {
+      offset += s.num_tokens;
+      std::memmove(x + rows * H, x + (offset - 1) * H, H * sizeof(float));
+      ++rows;
+    }
+  }
+  if (gpt2) {
+    LayerNormRows(x, final_w_.data_ptr<float>(), final_b_.data_ptr<float>(),
+                  rows, H, c.norm_eps, h);
+  } else {
+    RmsNormRows(x, final_w_.data_ptr<float>(), rows, H, c.norm_eps, h);
+  }
+  at::Tensor logits = at::empty({rows, head_.out}, at::kFloat);
+  kernels::Gemv(head_.View(), h, rows, logits.data_ptr<float>());
+  return logits;
+}
+
+}  // namespace edgesplit
