@@ -12,6 +12,7 @@
 #include "device_agent/remote_sequence.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "kernels/cpu/quant_blocks.h"
 #include "proto/grpc_status.h"
 #include "proto/probe.h"
 #include "proto/stage_stream.h"
@@ -268,6 +269,11 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   ES_ASSIGN_OR_RETURN(impl->codec, wire::ParseCodec(options.codec));
+  if (!kernels::ParseWeightType(options.weights)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DeviceAgentOptions.weights \"", options.weights,
+                     "\" is not one of f32, q8_0, q4_0"));
+  }
   SetComputeThreads(options.threads);
   // Averaged adapters (split federated learning) can exceed gRPC's 4 MiB.
   grpc::ChannelArguments args;

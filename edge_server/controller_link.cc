@@ -235,6 +235,7 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
     }
     ProfileOptions po;
     po.copy_weights = options_.copy_weights;
+    po.weights = options_.weights;
     auto measured = ProfileCompute(m.model_path(), po);
     if (!measured.ok()) {
       std::cerr << "edgesplit-server " << options_.node << ": profiling "

@@ -35,6 +35,7 @@ struct ControllerLinkOptions {
   // (one block timed) and links to the named peers (Probe RPCs).
   bool profile = true;
   bool copy_weights = true;
+  kernels::WeightType weights = kernels::WeightType::kF32;  // Profiled.
 };
 
 class ControllerLink {

@@ -44,6 +44,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     lo.memory_bytes = s->options_.memory_bytes;
     lo.kv_budget_bytes = s->options_.host.kv_budget_bytes;
     lo.copy_weights = s->options_.host.stage.copy_weights;
+    lo.weights = s->options_.host.stage.weights;
     lo.profile = s->options_.profile;
     StageServiceImpl* service = s->service_.get();
     s->link_ = std::make_unique<ControllerLink>(

@@ -4,6 +4,7 @@
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/yaml_util.h"
+#include "kernels/cpu/quant_blocks.h"
 
 namespace edgesplit {
 
@@ -25,6 +26,10 @@ absl::Status ServerConfig::Validate() const {
     return bad("session_idle_timeout_s", "must be positive");
   }
   if (threads < 0) return bad("threads", "must be >= 0");
+  if (!kernels::ParseWeightType(weights)) {
+    return bad("weights",
+               absl::StrCat("\"", weights, "\" is not one of f32, q8_0, q4_0"));
+  }
   return absl::OkStatus();
 }
 
@@ -54,6 +59,9 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   ES_ASSIGN_OR_RETURN(int64_t threads, r.Int(root, "threads", 0));
   c.threads = static_cast<int>(threads);
   ES_ASSIGN_OR_RETURN(c.copy_weights, r.Bool(root, "copy_weights", true));
+  if (root["weights"]) {
+    ES_ASSIGN_OR_RETURN(c.weights, r.String(root, "weights", false));
+  }
   if (root["checkpoint_dir"]) {
     ES_ASSIGN_OR_RETURN(c.checkpoint_dir,
                         r.String(root, "checkpoint_dir", false));

@@ -46,6 +46,7 @@ absl::StatusOr<ComputeMeasurement> ProfileCompute(
   const int64_t n = config.num_layers;
   StageOptions so;
   so.copy_weights = options.copy_weights;
+  so.weights = options.weights;
   // Block 0 without the embedding: its input is hidden states, as on every
   // server stage.
   ES_ASSIGN_OR_RETURN(auto block,

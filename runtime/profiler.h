@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "kernels/cpu/quant_blocks.h"
 
 namespace edgesplit {
 
@@ -28,6 +29,8 @@ struct ProfileOptions {
   // Pause before each timed decode step (see TimeSteps in profiler.cc).
   std::chrono::microseconds idle_between_steps{5000};
   bool copy_weights = true;
+  // Weight type the stages will run with (their speed differs by type).
+  kernels::WeightType weights = kernels::WeightType::kF32;
 };
 
 // Loads block 0, the embedding and the head of the model in `model_dir` (only

@@ -45,6 +45,8 @@ struct ClusterOptions {
   std::map<std::string, LinkSpec> peer_links;
   bool profile = true;  // Servers measure compute and links.
   std::string default_link = "{mbit_s: 1000, rtt_ms: 1}";
+  // Weight type every server runs its stages with.
+  kernels::WeightType weights = kernels::WeightType::kF32;
 };
 
 struct ClusterPlan {
@@ -125,6 +127,7 @@ class Cluster {
       EdgeServerOptions o;
       o.host.node = n;
       o.host.kv_budget_bytes = options.kv_budget_bytes;
+      o.host.stage.weights = options.weights;
       o.controller = c->controller_address_;
       o.session_idle_timeout = absl::Seconds(60);
       o.profile = options.profile;

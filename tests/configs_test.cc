@@ -109,6 +109,15 @@ TEST(ConfigsTest, ServerConfigErrorsNameTheField) {
   auto d = ParseServerConfig("name: device\n", "s.yaml");
   ASSERT_TRUE(d.ok());
   EXPECT_NE(d->Validate().message().find("reserved"), std::string::npos);
+  auto q = ParseServerConfig("name: a\nweights: q4_0\n", "s.yaml");
+  ASSERT_TRUE(q.ok());
+  EXPECT_TRUE(q->Validate().ok());
+  EXPECT_EQ(q->weights, "q4_0");
+  auto bad = ParseServerConfig("name: a\nweights: q3_k\n", "s.yaml");
+  ASSERT_TRUE(bad.ok());
+  EXPECT_NE(bad->Validate().message().find("weights"), std::string::npos)
+      << bad->Validate();
+  EXPECT_NE(bad->Validate().message().find("q3_k"), std::string::npos);
 }
 
 }  // namespace

@@ -178,6 +178,46 @@ TEST_F(SplitInferenceTest, ThirtyTwoConcurrentSessions) {
   }
 }
 
+// Split equals whole per weight type: servers and the device quantize
+// their own blocks at load, and the tokens are those of the same quantized
+// model in one process.
+TEST(SplitQuantizedTest, GreedyTokensEqualMonolithicPerWeightType) {
+  for (kernels::WeightType type :
+       {kernels::WeightType::kQ8_0, kernels::WeightType::kQ4_0}) {
+    testing::ClusterOptions options;
+    options.weights = type;
+    const std::string llama = testing::TinyModel(Arch::kLlama);
+    auto c = Cluster::Start(
+        testing::TempDir(
+            absl::StrCat("cluster-", kernels::WeightTypeName(type))),
+        {{"real-q",
+          RealModel(),
+          false,
+          {{"device", 0, 1}, {"a", 1, 3}, {"b", 3, 5}}},
+         {"llama-q", llama, true, {{"device", 0, 1}, {"a", 1, 4}}}},
+        options);
+    ASSERT_TRUE(c.ok()) << c.status();
+    DeviceAgentOptions o;
+    o.controller = (*c)->controller_address();
+    o.weights = kernels::WeightTypeName(type);
+    auto agent = DeviceAgent::Connect(o);
+    ASSERT_TRUE(agent.ok()) << agent.status();
+    for (auto [id, dir] :
+         {std::pair<std::string, std::string>{"real-q", RealModel()},
+          {"llama-q", llama}}) {
+      auto session = (*agent)->OpenSession(id);
+      ASSERT_TRUE(session.ok()) << session.status();
+      auto stats = (*session)->Generate("Once upon a time", Greedy(24));
+      ASSERT_TRUE(stats.ok()) << stats.status();
+      auto want =
+          testing::MonolithicGreedy(dir, "Once upon a time", 24, true, type);
+      ASSERT_TRUE(want.ok());
+      EXPECT_EQ(stats->tokens, *want)
+          << id << " " << kernels::WeightTypeName(type);
+    }
+  }
+}
+
 TEST(SplitFailureTest, DeadHopIsUnavailableNamingTheNode) {
   std::vector<ClusterPlan> plans = {
       {"real",

@@ -28,10 +28,13 @@ inline SamplingOptions GreedyTokens(int n) {
 // must produce. Stops at EOS when `stop_at_eos`.
 inline absl::StatusOr<std::vector<int32_t>> MonolithicGreedy(
     const std::string& dir, const std::string& prompt, int n,
-    bool stop_at_eos = true) {
+    bool stop_at_eos = true,
+    kernels::WeightType weights = kernels::WeightType::kF32) {
   ES_ASSIGN_OR_RETURN(auto store, ModelStore::Open(dir));
   ES_ASSIGN_OR_RETURN(auto tok, store->LoadTokenizer());
-  ES_ASSIGN_OR_RETURN(auto pipeline, LocalPipeline::Load(*store, {}));
+  StageOptions so;
+  so.weights = weights;
+  ES_ASSIGN_OR_RETURN(auto pipeline, LocalPipeline::Load(*store, {}, so));
   auto seq = pipeline->NewSequence();
   GenerationOptions o;
   o.sampling.temperature = 0;

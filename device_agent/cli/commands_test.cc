@@ -58,6 +58,13 @@ TEST(CommandsTest, GreedyOnTheRealModelStreamsTheStory) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, StartsWith(", there was a little girl named Lily."));
   EXPECT_THAT(r.err, HasSubstr("prompt tokens: 5"));
+  // Quantized at load: the same story as long as greedy choices agree
+  // (q8_0 agrees on 98.9% of next tokens, see quantized_stage_test).
+  r = RunCli({"generate", "--model", model, "--prompt", "Once upon a time",
+              "--temperature", "0", "--max-new-tokens", "8", "--weights",
+              "q8_0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, StartsWith(", there was a little girl"));
 }
 
 TEST(CommandsTest, BadUsageIsReported) {
@@ -73,6 +80,9 @@ TEST(CommandsTest, BadUsageIsReported) {
   r = RunCli({"generate", "--model", "/x", "--prompt", "x", "--top-p", "2"});
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("top_p"));
+  r = RunCli({"generate", "--model", "/x", "--prompt", "x", "--weights", "q5"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--weights \"q5\""));
   r = RunCli({"model", "init", "--arch", "bert", "--preset", "tiny", "--out",
               "/tmp/x"});
   EXPECT_EQ(r.code, 2);
