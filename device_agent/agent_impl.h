@@ -123,7 +123,9 @@ struct DeviceAgent::Impl {
     }
     ProfileOptions po;
     po.copy_weights = options.copy_weights;
-    po.weights = *kernels::ParseWeightType(options.weights);
+    if (!options.weights.empty()) {
+      po.weights = kernels::ParseWeightType(options.weights);
+    }
     auto compute = ProfileCompute(dir, po);
     if (!compute.ok()) return;  // Unpriced: the controller plans without it.
     const double slow = std::max(options.compute_slowdown, 1.0);
@@ -191,7 +193,9 @@ struct DeviceAgent::Impl {
     ES_ASSIGN_OR_RETURN(m->store, ModelStore::Open(dir));
     StageOptions so;
     so.copy_weights = options.copy_weights;
-    so.weights = *kernels::ParseWeightType(options.weights);
+    if (!options.weights.empty()) {
+      so.weights = kernels::ParseWeightType(options.weights);
+    }
     ES_ASSIGN_OR_RETURN(
         m->local,
         StageModel::Load(*m->store, {{first, last}, true, false}, so));

@@ -269,7 +269,7 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   ES_ASSIGN_OR_RETURN(impl->codec, wire::ParseCodec(options.codec));
-  if (!kernels::ParseWeightType(options.weights)) {
+  if (!options.weights.empty() && !kernels::ParseWeightType(options.weights)) {
     return absl::InvalidArgumentError(
         absl::StrCat("DeviceAgentOptions.weights \"", options.weights,
                      "\" is not one of f32, q8_0, q4_0"));

@@ -8,6 +8,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -35,7 +36,7 @@ struct ControllerLinkOptions {
   // (one block timed) and links to the named peers (Probe RPCs).
   bool profile = true;
   bool copy_weights = true;
-  kernels::WeightType weights = kernels::WeightType::kF32;  // Profiled.
+  std::optional<kernels::WeightType> weights;  // Profiled as run.
 };
 
 class ControllerLink {

@@ -63,7 +63,9 @@ int main(int argc, char** argv) {
   o.host.kv_budget_bytes = config->kv_budget_bytes;
   o.host.max_batch_tokens = config->max_batch_tokens;
   o.host.stage.copy_weights = config->copy_weights;
-  o.host.stage.weights = *edgesplit::kernels::ParseWeightType(config->weights);
+  if (!config->weights.empty()) {
+    o.host.stage.weights = edgesplit::kernels::ParseWeightType(config->weights);
+  }
   o.listen = config->listen;
   o.session_idle_timeout = config->session_idle_timeout;
   o.controller = config->controller;

@@ -26,7 +26,7 @@ absl::Status ServerConfig::Validate() const {
     return bad("session_idle_timeout_s", "must be positive");
   }
   if (threads < 0) return bad("threads", "must be >= 0");
-  if (!kernels::ParseWeightType(weights)) {
+  if (!weights.empty() && !kernels::ParseWeightType(weights)) {
     return bad("weights",
                absl::StrCat("\"", weights, "\" is not one of f32, q8_0, q4_0"));
   }

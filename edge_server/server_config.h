@@ -12,8 +12,8 @@
 //   drain_deadline_s: 10
 //   threads: 0               # compute threads; 0 = all cores
 //   copy_weights: true
-//   weights: f32             # f32 | q8_0 | q4_0: quantized at load (GGUF
-//                            # blocks), computed in float32
+//   weights: q4_0            # f32 | q8_0 | q4_0 (GGUF blocks, quantized at
+//                            # load); default: as the checkpoint stores them
 //   checkpoint_dir: checkpoints   # training checkpoints ("" = none)
 #ifndef EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
 #define EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
@@ -39,7 +39,7 @@ struct ServerConfig {
   absl::Duration drain_deadline = absl::Seconds(10);
   int threads = 0;
   bool copy_weights = true;
-  std::string weights = "f32";
+  std::string weights;  // "" = as stored.
   std::string checkpoint_dir = "checkpoints";
 
   absl::Status Validate() const;  // Errors name the file and field.

@@ -249,6 +249,33 @@ int64_t ModelConfig::TotalParams() const {
   return EmbeddingParams() + num_layers * ParamsPerBlock() + HeadParams();
 }
 
+// quantization_config: only edgesplit's own (GGUF blocks) is understood;
+// other methods (GPTQ, AWQ, bitsandbytes...) store weights differently
+// and are refused by name rather than misread.
+absl::StatusOr<std::string> ParseQuantization(const json& root,
+                                              absl::string_view source) {
+  auto it = root.find("quantization_config");
+  if (it == root.end() || it->is_null()) return std::string();
+  FieldReader q(*it, source);
+  if (!it->is_object()) {
+    return q.Error("quantization_config",
+                   absl::StrCat("expected an object, got ", DescribeJson(*it)));
+  }
+  ES_ASSIGN_OR_RETURN(std::string method, q.String("quant_method", ""));
+  if (method != "edgesplit") {
+    return q.Error("quantization_config.quant_method",
+                   absl::StrCat("\"", method,
+                                "\" is not supported (only \"edgesplit\", "
+                                "written by `edgesplit model quantize`)"));
+  }
+  ES_ASSIGN_OR_RETURN(std::string weights, q.String("weights", ""));
+  if (weights != "q8_0" && weights != "q4_0") {
+    return q.Error("quantization_config.weights",
+                   absl::StrCat("\"", weights, "\" is not q8_0 or q4_0"));
+  }
+  return weights;
+}
+
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
                                              absl::string_view source) {
   ES_ASSIGN_OR_RETURN(json root, ParseUntrustedJson(json_text, source));
@@ -268,6 +295,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text,
   ES_ASSIGN_OR_RETURN(c.bos_token_id, r.TokenId("bos_token_id"));
   ES_ASSIGN_OR_RETURN(c.eos_token_id, r.TokenId("eos_token_id"));
   ES_ASSIGN_OR_RETURN(c.torch_dtype, r.String("torch_dtype", "float32"));
+  ES_ASSIGN_OR_RETURN(c.quantized_weights, ParseQuantization(root, source));
   absl::Status valid = c.Validate();
   if (!valid.ok()) {
     return absl::InvalidArgumentError(
@@ -314,6 +342,10 @@ std::string ModelConfigToJson(const ModelConfig& c) {
   if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
   if (c.eos_token_id >= 0) j["eos_token_id"] = c.eos_token_id;
   j["torch_dtype"] = c.torch_dtype.empty() ? "float32" : c.torch_dtype;
+  if (!c.quantized_weights.empty()) {
+    j["quantization_config"] = {{"quant_method", "edgesplit"},
+                                {"weights", c.quantized_weights}};
+  }
   return j.dump(2) + "\n";
 }
 

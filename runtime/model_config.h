@@ -39,6 +39,10 @@ struct ModelConfig {
   int64_t bos_token_id = -1;  // -1: none.
   int64_t eos_token_id = -1;
   std::string torch_dtype;  // Informational: checkpoints carry their dtype.
+  // "q8_0" / "q4_0" for a directory written by `edgesplit model quantize`
+  // (config.json quantization_config {quant_method: "edgesplit", weights}):
+  // its block linears are stored as GGUF blocks. "" otherwise.
+  std::string quantized_weights;
 
   // Checks ranges and divisibility; messages name the config.json field.
   absl::Status Validate() const;

@@ -19,9 +19,38 @@ namespace fs = std::filesystem;
 
 constexpr char kSingleFile[] = "model.safetensors";
 constexpr char kIndexFile[] = "model.safetensors.index.json";
+constexpr char kBlocksKey[] = "edgesplit.weights.";
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// A weight stored as GGUF blocks: uint8 [rows, rows' block bytes], where
+// rows is either dimension of the shape the config implies (GPT-2's
+// Conv1D weights are stored transposed, as [out, in] rows).
+absl::StatusOr<at::Tensor> LoadBlocks(
+    const std::shared_ptr<const SafetensorsFile>& file, const TensorInfo& info,
+    const WeightSpec& w, kernels::WeightType type) {
+  auto bad = [&](absl::string_view what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file->path(), ": tensor \"", w.name, "\" (",
+                     kernels::WeightTypeName(type), " blocks of a ",
+                     ShapeString(w.shape), " weight) ", what));
+  };
+  if (info.dtype != DType::kU8) {
+    return bad(absl::StrCat("has dtype ", DTypeName(info.dtype), ", not U8"));
+  }
+  if (w.shape.size() != 2 || info.shape.size() != 2) {
+    return bad(absl::StrCat("has shape ", ShapeString(info.shape)));
+  }
+  const int64_t rows = info.shape[0];
+  const int64_t cols = rows == w.shape[0] ? w.shape[1] : w.shape[0];
+  if ((rows != w.shape[0] && rows != w.shape[1]) ||
+      !kernels::CheckCols(type, cols) ||
+      info.shape[1] != kernels::RowBytes(type, cols)) {
+    return bad(absl::StrCat("has shape ", ShapeString(info.shape)));
+  }
+  return TensorFromSafetensors(file, info, at::kByte);
 }
 
 }  // namespace
@@ -120,6 +149,13 @@ absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(const StageSpec& spec,
       return absl::NotFoundError(
           absl::StrCat(file->path(), ": missing tensor \"", w.name, "\""));
     }
+    ES_ASSIGN_OR_RETURN(std::optional<kernels::WeightType> blocks,
+                        StoredBlocks(w.name));
+    if (blocks) {
+      ES_ASSIGN_OR_RETURN(at::Tensor t, LoadBlocks(file, *info, w, *blocks));
+      out[w.name] = copy ? t.clone() : t;
+      continue;
+    }
     if (info->shape != w.shape) {
       return absl::InvalidArgumentError(
           absl::StrCat(file->path(), ": tensor \"", w.name, "\" has shape ",
@@ -143,6 +179,22 @@ absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(const StageSpec& spec,
     out[w.name] = std::move(t);
   }
   return out;
+}
+
+absl::StatusOr<std::optional<kernels::WeightType>> ModelStore::StoredBlocks(
+    const std::string& tensor) const {
+  ES_ASSIGN_OR_RETURN(std::string shard, ShardOf(tensor));
+  ES_ASSIGN_OR_RETURN(auto file, Shard(shard));
+  auto it = file->metadata().find(absl::StrCat(kBlocksKey, tensor));
+  if (it == file->metadata().end()) return std::nullopt;
+  std::optional<kernels::WeightType> type =
+      kernels::ParseWeightType(it->second);
+  if (!type || *type == kernels::WeightType::kF32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file->path(), ": metadata \"", it->first, "\" = \"",
+                     it->second, "\" is not a block type (q8_0, q4_0)"));
+  }
+  return type;
 }
 
 absl::StatusOr<int64_t> ModelStore::StoredBytes(

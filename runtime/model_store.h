@@ -11,12 +11,14 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "kernels/cpu/quant_blocks.h"
 #include "runtime/model_config.h"
 #include "runtime/safetensors.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -41,12 +43,20 @@ class ModelStore {
   // Reads and validates every tensor of `spec` (present, shape the config
   // implies, floating dtype), converted to `dtype` (zero-copy when equal).
   // `copy` forces private copies instead of zero-copy views of the mapping.
+  // A weight stored as GGUF blocks (StoredBlocks) comes back as its uint8
+  // [rows, row bytes] block matrix, validated against the shape the config
+  // implies, never converted.
   absl::StatusOr<WeightMap> LoadStageWeights(const StageSpec& spec,
                                              at::ScalarType dtype,
                                              bool copy = false) const;
   // Bytes the checkpoint stores for the given tensors.
   absl::StatusOr<int64_t> StoredBytes(
       const std::vector<WeightSpec>& weights) const;
+  // The block type of a weight `model quantize` stored as GGUF blocks
+  // (safetensors metadata "edgesplit.weights.<name>"), or nullopt for a
+  // plain tensor. INVALID_ARGUMENT names the file for an unknown type.
+  absl::StatusOr<std::optional<kernels::WeightType>> StoredBlocks(
+      const std::string& tensor) const;
   // Names of the shard files that were opened so far (for tests).
   std::vector<std::string> OpenedShards() const;
 

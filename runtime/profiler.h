@@ -6,6 +6,7 @@
 #define EDGESPLIT_RUNTIME_PROFILER_H_
 
 #include <chrono>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -30,7 +31,7 @@ struct ProfileOptions {
   std::chrono::microseconds idle_between_steps{5000};
   bool copy_weights = true;
   // Weight type the stages will run with (their speed differs by type).
-  kernels::WeightType weights = kernels::WeightType::kF32;
+  std::optional<kernels::WeightType> weights;  // As StageOptions::weights.
 };
 
 // Loads block 0, the embedding and the head of the model in `model_dir` (only

@@ -109,25 +109,80 @@ absl::StatusOr<at::Tensor> Take(WeightMap& w, const std::string& name) {
   return it->second;
 }
 
+// The type the stage holds its linear weights in: as asked, else as the
+// checkpoint stores them.
+absl::StatusOr<kernels::WeightType> EffectiveWeights(
+    const ModelConfig& c, const StageOptions& options) {
+  kernels::WeightType t = kernels::WeightType::kF32;
+  if (options.weights) {
+    t = *options.weights;
+  } else if (!c.quantized_weights.empty()) {
+    t = *kernels::ParseWeightType(c.quantized_weights);  // Validated.
+  }
+  if (t != kernels::WeightType::kF32 && options.dtype != at::kFloat) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kernels::WeightTypeName(t),
+                     " weights compute in float32; the stage dtype is ",
+                     c10::toString(options.dtype)));
+  }
+  return t;
+}
+
+// The linear weight `name` (config shape `shape`) as `want`, [out, in]:
+// from the checkpoint's blocks when it stores blocks (converted if another
+// type is asked for), else from its float tensor (GPT-2's Conv1D [in, out]
+// transposed).
+absl::StatusOr<LinearWeight> LoadLinear(const ModelStore& store, WeightMap& w,
+                                        const std::string& name,
+                                        const std::vector<int64_t>& shape,
+                                        bool conv1d, kernels::WeightType want) {
+  ES_ASSIGN_OR_RETURN(at::Tensor t, Take(w, name));
+  if (t.scalar_type() != at::kByte) {
+    return MakeLinearWeight(conv1d ? t.t().contiguous() : t, want, name);
+  }
+  ES_ASSIGN_OR_RETURN(std::optional<kernels::WeightType> stored,
+                      store.StoredBlocks(name));
+  if (!stored || shape.size() != 2) {
+    return absl::InternalError(name + ": bytes without a block type");
+  }
+  const int64_t out = conv1d ? shape[1] : shape[0];
+  const int64_t in = conv1d ? shape[0] : shape[1];
+  // The store checked the block matrix against the shape; its rows must
+  // also be the layer's outputs.
+  if (t.size(0) != out) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(store.dir(), ": blocks of \"", name, "\" have ", t.size(0),
+                     " rows; the layer has ", out, " outputs"));
+  }
+  LinearWeight lw;
+  lw.type = *stored;
+  lw.out = out;
+  lw.in = in;
+  lw.blocks = t.contiguous();
+  if (want == *stored) return lw;
+  return MakeLinearWeight(lw.Dense(), want, name);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
     const ModelStore& store, const StageSpec& spec,
     const StageOptions& options) {
-  if (options.weights != kernels::WeightType::kF32 &&
-      options.dtype != at::kFloat) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kernels::WeightTypeName(options.weights),
-                     " weights compute in float32; the stage dtype is ",
-                     c10::toString(options.dtype)));
-  }
+  ES_ASSIGN_OR_RETURN(const kernels::WeightType weights,
+                      EffectiveWeights(store.config(), options));
   ES_ASSIGN_OR_RETURN(
       WeightMap w,
       store.LoadStageWeights(spec, options.dtype, options.copy_weights));
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const WeightSpec& ws :
+       StageWeights(store.config(), spec, store.gpt2_prefix())) {
+    shapes[ws.name] = ws.shape;
+  }
   std::unique_ptr<StageModel> m(new StageModel());
   m->config_ = store.config();
   m->spec_ = spec;
   m->options_ = options;
+  m->weights_ = weights;
   const ModelConfig& c = m->config_;
   const std::string& p = store.gpt2_prefix();
   const bool gpt2 = c.arch == Arch::kGpt2;
@@ -146,9 +201,9 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
       }
       const std::string head_name =
           c.tie_word_embeddings ? TokenEmbeddingName(c, p) : "lm_head.weight";
-      ES_ASSIGN_OR_RETURN(at::Tensor head, Take(w, head_name));
-      ES_ASSIGN_OR_RETURN(m->head_,
-                          MakeLinearWeight(head, options.weights, head_name));
+      ES_ASSIGN_OR_RETURN(
+          m->head_,
+          LoadLinear(store, w, head_name, shapes[head_name], false, weights));
     }
     absl::MutexLock lock(&m->mu_);
     for (int64_t b = spec.blocks.first; b < spec.blocks.last; ++b) {
@@ -174,10 +229,9 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
             gpt2 ? p + lm.module.substr(sizeof("transformer.") - 1) : lm.module;
         Linear l;
         l.module = lm.module;
-        ES_ASSIGN_OR_RETURN(at::Tensor weight, Take(w, base + ".weight"));
-        if (lm.conv1d) weight = weight.t().contiguous();
+        const std::string name = base + ".weight";
         ES_ASSIGN_OR_RETURN(
-            l.w, MakeLinearWeight(weight, options.weights, base + ".weight"));
+            l.w, LoadLinear(store, w, name, shapes[name], lm.conv1d, weights));
         if (w.count(base + ".bias") > 0) l.b = w[base + ".bias"];
         block.linears.push_back(std::move(l));
       }
@@ -389,11 +443,10 @@ absl::Status StageModel::MergeAdapter(const std::string& name) {
         absl::StrCat("adapter \"", name, "\" is not attached"));
   }
   const LoraAdapter& adapter = *it->second;
-  if (options_.weights != kernels::WeightType::kF32) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot merge adapter \"", name, "\" into ",
-                     kernels::WeightTypeName(options_.weights),
-                     " weights: apply it unmerged"));
+  if (weights_ != kernels::WeightType::kF32) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot merge adapter \"", name, "\" into ",
+        kernels::WeightTypeName(weights_), " weights: apply it unmerged"));
   }
   // Compute every merged weight first and swap them in only when all
   // succeeded: a half-merged stage would apply the adapter twice.

@@ -13,6 +13,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,11 +35,13 @@ struct StageOptions {
   // read-only file mapping. Costs RAM and load time; anonymous memory can
   // be backed by transparent huge pages (fewer TLB misses when decoding).
   bool copy_weights = false;
-  // How the blocks' linear weights and the LM head are held: kF32 keeps the
-  // checkpoint's values in `dtype`; q8_0 / q4_0 quantize them at load
-  // (GGUF blocks, computed in float32: `dtype` must be kFloat).
-  // Embeddings and norms stay in `dtype`.
-  kernels::WeightType weights = kernels::WeightType::kF32;
+  // How the blocks' linear weights and the LM head are held. Unset: as the
+  // checkpoint stores them (float, or the blocks `edgesplit model quantize`
+  // wrote). kF32: float in `dtype` (blocks are dequantized). q8_0 / q4_0:
+  // GGUF blocks, quantized at load from float (or converted from other
+  // blocks), computed in float32 (`dtype` must be kFloat). Embeddings and
+  // norms stay in `dtype`.
+  std::optional<kernels::WeightType> weights;
   // Decode-sized steps (up to kGemvMaxRows rows, float32, no gradient;
   // inference adapters included) run fused on raw buffers with the GEMV
   // kernels. false keeps every step on ATen ops (at::linear): the reference
@@ -94,6 +97,8 @@ class StageModel {
   const ModelConfig& config() const { return config_; }
   const StageSpec& spec() const { return spec_; }
   at::ScalarType dtype() const { return options_.dtype; }
+  // The weight type the linear layers are held in (see StageOptions).
+  kernels::WeightType weights() const { return weights_; }
   // Bytes of weights this stage holds (as computed in, not as stored).
   int64_t WeightBytes() const;
 
@@ -128,6 +133,7 @@ class StageModel {
   ModelConfig config_;
   StageSpec spec_;
   StageOptions options_;
+  kernels::WeightType weights_ = kernels::WeightType::kF32;
   at::Tensor wte_, wpe_;          // Embeddings (first stage).
   at::Tensor final_w_, final_b_;  // Final norm (last stage).
   LinearWeight head_;             // LM head [vocab, hidden] (last stage).

@@ -46,7 +46,7 @@ struct ClusterOptions {
   bool profile = true;  // Servers measure compute and links.
   std::string default_link = "{mbit_s: 1000, rtt_ms: 1}";
   // Weight type every server runs its stages with.
-  kernels::WeightType weights = kernels::WeightType::kF32;
+  std::optional<kernels::WeightType> weights;
 };
 
 struct ClusterPlan {

@@ -51,10 +51,10 @@ struct DeviceAgentOptions {
   absl::Duration generation_timeout = absl::Minutes(10);
   // Copy weights into memory (fast) rather than compute from the mapping.
   bool copy_weights = true;
-  // Weights of the device's own blocks: "f32" (as the model stores them),
-  // or "q8_0" / "q4_0", quantized at load (about 3.8x / 7x smaller, an
-  // approximation whose measured quality is in docs; never the default).
-  std::string weights = "f32";
+  // Weights of the device's own blocks: "" as the model directory stores
+  // them; "f32"; or "q8_0" / "q4_0", quantized at load (about 3.8x / 7x
+  // smaller; an approximation whose measured quality the README states).
+  std::string weights;
   // Measure this device's compute (one block and the head of each model,
   // once) and its link to the first hop, and report both to the controller
   // with the next session, so automatic plans price the device right.
