@@ -13,6 +13,18 @@ namespace {
 
 kernels::WeightView View(const LinearWeight& w) { return w.View(); }
 
+// Rows [o, o + n) of `w` as floats, on the calling thread: between two
+// GEMMs, waking the kernel pool would leave its workers spinning on the
+// cores OpenBLAS is about to use.
+void DequantizeSlice(const LinearWeight& w, int64_t o, int64_t n, float* out) {
+  const int64_t row_bytes = kernels::RowBytes(w.type, w.in);
+  const uint8_t* base = w.blocks.data_ptr<uint8_t>();
+  for (int64_t r = 0; r < n; ++r) {
+    kernels::DequantizeRow(w.type, base + (o + r) * row_bytes, w.in,
+                           out + r * w.in);
+  }
+}
+
 // Rows of dequantized weights per GEMM slice during prefill: large enough
 // for GEMM to run at speed, small enough that the float copy stays far
 // below the quantized matrix itself.
@@ -22,11 +34,10 @@ at::Tensor QuantizedGemm(const LinearWeight& w, const at::Tensor& x) {
   const int64_t rows = x.size(0);
   at::Tensor y = at::empty({rows, w.out}, at::kFloat);
   at::Tensor slice = at::empty({std::min(kSliceRows, w.out), w.in}, at::kFloat);
-  const kernels::WeightView view = View(w);
   for (int64_t o = 0; o < w.out; o += kSliceRows) {
     const int64_t n = std::min(kSliceRows, w.out - o);
     at::Tensor s = slice.narrow(0, 0, n);
-    kernels::DequantizeRows(view, o, o + n, s.data_ptr<float>());
+    DequantizeSlice(w, o, n, s.data_ptr<float>());
     y.narrow(1, o, n).copy_(at::mm(x, s.t()));
   }
   return y;
@@ -135,7 +146,7 @@ struct LinearFunction : torch::autograd::Function<LinearFunction> {
       for (int64_t o = 0; o < w.out; o += kSliceRows) {
         const int64_t n = std::min(kSliceRows, w.out - o);
         at::Tensor s = slice.narrow(0, 0, n);
-        kernels::DequantizeRows(View(w), o, o + n, s.data_ptr<float>());
+        DequantizeSlice(w, o, n, s.data_ptr<float>());
         gx.addmm_(gyf.narrow(1, o, n), s);
       }
     }
