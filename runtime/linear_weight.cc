@@ -96,20 +96,26 @@ absl::StatusOr<LinearWeight> MakeLinearWeight(const at::Tensor& w,
 
 namespace {
 
+// Whether y = x W^T goes through the GEMV kernels (with or without
+// autograd: one decision, so both give the same numbers).
+bool OnGemv(const LinearWeight& w, const at::Tensor& x, bool use_kernels) {
+  return use_kernels && x.scalar_type() == at::kFloat &&
+         (w.type != kernels::WeightType::kF32 ||
+          w.dense.scalar_type() == at::kFloat) &&
+         x.size(0) <= kGemvMaxRows;
+}
+
 // y = x W^T (+ bias) without autograd, by the fastest path for the shape.
 at::Tensor ForwardNoGrad(const LinearWeight& w, const at::Tensor& x,
-                         const at::Tensor& bias, bool gemv = true) {
-  const bool quantized = w.type != kernels::WeightType::kF32;
+                         const at::Tensor& bias, bool use_kernels) {
   const int64_t rows = x.size(0);
-  if (gemv && x.scalar_type() == at::kFloat &&
-      (quantized || w.dense.scalar_type() == at::kFloat) &&
-      rows <= kGemvMaxRows) {
+  if (OnGemv(w, x, use_kernels)) {
     at::Tensor xc = x.contiguous();
     at::Tensor y = at::empty({rows, w.out}, at::kFloat);
     kernels::Gemv(View(w), xc.data_ptr<float>(), rows, y.data_ptr<float>());
     return bias.defined() ? y.add_(bias) : y;
   }
-  if (quantized) {
+  if (w.type != kernels::WeightType::kF32) {
     at::Tensor y = QuantizedGemm(w, x.to(at::kFloat).contiguous());
     return bias.defined() ? y.add_(bias) : y;
   }
@@ -165,11 +171,10 @@ struct LinearFunction : torch::autograd::Function<LinearFunction> {
 at::Tensor LinearForward(const LinearWeight& w, const at::Tensor& x,
                          const at::Tensor& bias, bool use_kernels) {
   if (x.requires_grad() && at::GradMode::is_enabled()) {
-    const bool gemv =
-        w.type != kernels::WeightType::kF32 ||
-        (use_kernels && x.scalar_type() == at::kFloat &&
-         w.dense.scalar_type() == at::kFloat && x.size(0) <= kGemvMaxRows);
-    if (!gemv) return at::linear(x, w.dense, bias);
+    // Float weights off the kernels: at::linear differentiates itself.
+    if (w.type == kernels::WeightType::kF32 && !OnGemv(w, x, use_kernels)) {
+      return at::linear(x, w.dense, bias);
+    }
     at::Tensor y =
         LinearFunction::apply(x, reinterpret_cast<int64_t>(&w), use_kernels);
     return bias.defined() ? y + bias : y;

@@ -19,22 +19,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Checkpoint names of the linear weights to quantize, each with whether it
-// is a GPT-2 Conv1D ([in, out]) weight.
+// Checkpoint names of the weights to quantize (block linears, an untied
+// head), each with whether it is a GPT-2 Conv1D ([in, out]) weight. A tied
+// head is the embedding table, which lookups need as floats.
 std::map<std::string, bool> QuantizableWeights(const ModelConfig& c,
                                                const std::string& prefix) {
   std::map<std::string, bool> out;
-  const bool gpt2 = c.arch == Arch::kGpt2;
-  for (int64_t b = 0; b < c.num_layers; ++b) {
-    for (const LinearModule& lm : BlockLinearModules(c, b)) {
-      const std::string base =
-          gpt2 ? prefix + lm.module.substr(sizeof("transformer.") - 1)
-               : lm.module;
-      out[base + ".weight"] = lm.conv1d;
-    }
+  for (const LinearModule& lm :
+       StageMatrixWeights(c, {{0, c.num_layers}, false, true})) {
+    out[LinearWeightName(c, lm, prefix)] = lm.conv1d;
   }
-  // A tied head is the embedding table, which lookups need as floats.
-  if (!c.tie_word_embeddings) out["lm_head.weight"] = false;
   return out;
 }
 

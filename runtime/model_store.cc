@@ -25,30 +25,27 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-// A weight stored as GGUF blocks: uint8 [rows, rows' block bytes], where
-// rows is either dimension of the shape the config implies (GPT-2's
-// Conv1D weights are stored transposed, as [out, in] rows).
+// A weight stored as GGUF blocks: uint8 [out, out-row bytes] (GPT-2's
+// Conv1D weights too, as their transpose's rows). `lm` is the matrix the
+// name belongs to, or null when it is no linear weight.
 absl::StatusOr<at::Tensor> LoadBlocks(
     const std::shared_ptr<const SafetensorsFile>& file, const TensorInfo& info,
-    const WeightSpec& w, kernels::WeightType type) {
+    const std::string& name, const LinearModule* lm, kernels::WeightType type) {
   auto bad = [&](absl::string_view what) {
     return absl::InvalidArgumentError(
-        absl::StrCat(file->path(), ": tensor \"", w.name, "\" (",
-                     kernels::WeightTypeName(type), " blocks of a ",
-                     ShapeString(w.shape), " weight) ", what));
+        absl::StrCat(file->path(), ": tensor \"", name, "\" (",
+                     kernels::WeightTypeName(type), " blocks) ", what));
   };
+  if (lm == nullptr) return bad("is not a linear layer's weight");
   if (info.dtype != DType::kU8) {
     return bad(absl::StrCat("has dtype ", DTypeName(info.dtype), ", not U8"));
   }
-  if (w.shape.size() != 2 || info.shape.size() != 2) {
-    return bad(absl::StrCat("has shape ", ShapeString(info.shape)));
-  }
-  const int64_t rows = info.shape[0];
-  const int64_t cols = rows == w.shape[0] ? w.shape[1] : w.shape[0];
-  if ((rows != w.shape[0] && rows != w.shape[1]) ||
-      !kernels::CheckCols(type, cols) ||
-      info.shape[1] != kernels::RowBytes(type, cols)) {
-    return bad(absl::StrCat("has shape ", ShapeString(info.shape)));
+  const std::vector<int64_t> want = {lm->out_features,
+                                     kernels::RowBytes(type, lm->in_features)};
+  if (!kernels::CheckCols(type, lm->in_features) || info.shape != want) {
+    return bad(absl::StrCat("has shape ", ShapeString(info.shape), "; a [",
+                            lm->out_features, ", ", lm->in_features,
+                            "] weight needs ", ShapeString(want)));
   }
   return TensorFromSafetensors(file, info, at::kByte);
 }
@@ -139,6 +136,11 @@ absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(const StageSpec& spec,
                                                        at::ScalarType dtype,
                                                        bool copy) const {
   ES_RETURN_IF_ERROR(ValidateStageSpec(config_, spec));
+  std::map<std::string, LinearModule> matrices;
+  for (LinearModule& lm : StageMatrixWeights(config_, spec)) {
+    std::string name = LinearWeightName(config_, lm, gpt2_prefix_);
+    matrices.emplace(std::move(name), std::move(lm));
+  }
   WeightMap out;
   for (const WeightSpec& w : StageWeights(config_, spec, gpt2_prefix_)) {
     if (out.count(w.name) > 0) continue;
@@ -152,7 +154,11 @@ absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(const StageSpec& spec,
     ES_ASSIGN_OR_RETURN(std::optional<kernels::WeightType> blocks,
                         StoredBlocks(w.name));
     if (blocks) {
-      ES_ASSIGN_OR_RETURN(at::Tensor t, LoadBlocks(file, *info, w, *blocks));
+      auto m = matrices.find(w.name);
+      ES_ASSIGN_OR_RETURN(
+          at::Tensor t,
+          LoadBlocks(file, *info, w.name,
+                     m == matrices.end() ? nullptr : &m->second, *blocks));
       out[w.name] = copy ? t.clone() : t;
       continue;
     }

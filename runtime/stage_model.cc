@@ -128,36 +128,25 @@ absl::StatusOr<kernels::WeightType> EffectiveWeights(
   return t;
 }
 
-// The linear weight `name` (config shape `shape`) as `want`, [out, in]:
-// from the checkpoint's blocks when it stores blocks (converted if another
-// type is asked for), else from its float tensor (GPT-2's Conv1D [in, out]
-// transposed).
+// The weight `name` of the [out, in] matrix `lm` as `want`: from the
+// checkpoint's blocks when it stores blocks (the store checked their
+// shape; converted if another type is asked for), else from its float
+// tensor (GPT-2's Conv1D [in, out] transposed).
 absl::StatusOr<LinearWeight> LoadLinear(const ModelStore& store, WeightMap& w,
                                         const std::string& name,
-                                        const std::vector<int64_t>& shape,
-                                        bool conv1d, kernels::WeightType want) {
+                                        const LinearModule& lm,
+                                        kernels::WeightType want) {
   ES_ASSIGN_OR_RETURN(at::Tensor t, Take(w, name));
   if (t.scalar_type() != at::kByte) {
-    return MakeLinearWeight(conv1d ? t.t().contiguous() : t, want, name);
+    return MakeLinearWeight(lm.conv1d ? t.t().contiguous() : t, want, name);
   }
   ES_ASSIGN_OR_RETURN(std::optional<kernels::WeightType> stored,
                       store.StoredBlocks(name));
-  if (!stored || shape.size() != 2) {
-    return absl::InternalError(name + ": bytes without a block type");
-  }
-  const int64_t out = conv1d ? shape[1] : shape[0];
-  const int64_t in = conv1d ? shape[0] : shape[1];
-  // The store checked the block matrix against the shape; its rows must
-  // also be the layer's outputs.
-  if (t.size(0) != out) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(store.dir(), ": blocks of \"", name, "\" have ", t.size(0),
-                     " rows; the layer has ", out, " outputs"));
-  }
+  if (!stored) return absl::InternalError(name + ": bytes without a type");
   LinearWeight lw;
   lw.type = *stored;
-  lw.out = out;
-  lw.in = in;
+  lw.out = lm.out_features;
+  lw.in = lm.in_features;
   lw.blocks = t.contiguous();
   if (want == *stored) return lw;
   return MakeLinearWeight(lw.Dense(), want, name);
@@ -173,11 +162,6 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
   ES_ASSIGN_OR_RETURN(
       WeightMap w,
       store.LoadStageWeights(spec, options.dtype, options.copy_weights));
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (const WeightSpec& ws :
-       StageWeights(store.config(), spec, store.gpt2_prefix())) {
-    shapes[ws.name] = ws.shape;
-  }
   std::unique_ptr<StageModel> m(new StageModel());
   m->config_ = store.config();
   m->spec_ = spec;
@@ -201,9 +185,9 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
       }
       const std::string head_name =
           c.tie_word_embeddings ? TokenEmbeddingName(c, p) : "lm_head.weight";
-      ES_ASSIGN_OR_RETURN(
-          m->head_,
-          LoadLinear(store, w, head_name, shapes[head_name], false, weights));
+      const LinearModule head{"", "", c.hidden_size, c.vocab_size, false};
+      ES_ASSIGN_OR_RETURN(m->head_,
+                          LoadLinear(store, w, head_name, head, weights));
     }
     absl::MutexLock lock(&m->mu_);
     for (int64_t b = spec.blocks.first; b < spec.blocks.last; ++b) {
@@ -223,16 +207,14 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
                             Take(w, bp + "post_attention_layernorm.weight"));
       }
       for (const LinearModule& lm : BlockLinearModules(c, b)) {
-        // Checkpoint name of the module's weight (GPT-2 prefix may differ
-        // from PEFT's "transformer.").
-        std::string base =
-            gpt2 ? p + lm.module.substr(sizeof("transformer.") - 1) : lm.module;
+        const std::string name = LinearWeightName(c, lm, p);
         Linear l;
         l.module = lm.module;
-        const std::string name = base + ".weight";
-        ES_ASSIGN_OR_RETURN(
-            l.w, LoadLinear(store, w, name, shapes[name], lm.conv1d, weights));
-        if (w.count(base + ".bias") > 0) l.b = w[base + ".bias"];
+        ES_ASSIGN_OR_RETURN(l.w, LoadLinear(store, w, name, lm, weights));
+        // "<module>.bias" beside "<module>.weight".
+        const std::string bias =
+            name.substr(0, name.size() - sizeof("weight") + 1) + "bias";
+        if (w.count(bias) > 0) l.b = w[bias];
         block.linears.push_back(std::move(l));
       }
       m->blocks_.push_back(std::move(block));

@@ -1,5 +1,6 @@
 #include "runtime/weight_layout.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace edgesplit {
@@ -121,6 +122,31 @@ std::vector<LinearModule> BlockLinearModules(const ModelConfig& c,
           {p + "mlp.gate_proj", "gate_proj", h, i, false},
           {p + "mlp.up_proj", "up_proj", h, i, false},
           {p + "mlp.down_proj", "down_proj", i, h, false}};
+}
+
+std::string LinearWeightName(const ModelConfig& c, const LinearModule& lm,
+                             const std::string& gpt2_prefix) {
+  // PEFT names GPT-2 modules "transformer.h..." whatever the checkpoint's
+  // own prefix is.
+  constexpr absl::string_view kPeft = "transformer.";
+  if (c.arch == Arch::kGpt2 && absl::StartsWith(lm.module, kPeft)) {
+    return absl::StrCat(gpt2_prefix, lm.module.substr(kPeft.size()), ".weight");
+  }
+  return lm.module + ".weight";
+}
+
+std::vector<LinearModule> StageMatrixWeights(const ModelConfig& c,
+                                             const StageSpec& spec) {
+  std::vector<LinearModule> out;
+  for (int64_t b = spec.blocks.first; b < spec.blocks.last; ++b) {
+    for (LinearModule& lm : BlockLinearModules(c, b)) {
+      out.push_back(std::move(lm));
+    }
+  }
+  if (spec.head && !c.tie_word_embeddings) {
+    out.push_back({"lm_head", "lm_head", c.hidden_size, c.vocab_size, false});
+  }
+  return out;
 }
 
 }  // namespace edgesplit

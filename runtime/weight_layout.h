@@ -58,6 +58,16 @@ struct LinearModule {
 std::vector<LinearModule> BlockLinearModules(const ModelConfig& config,
                                              int64_t block);
 
+// Checkpoint name of a block linear's weight: the module path under the
+// checkpoint's GPT-2 prefix ("transformer." or ""), plus ".weight".
+std::string LinearWeightName(const ModelConfig& config, const LinearModule& lm,
+                             const std::string& gpt2_prefix);
+
+// The weights of `spec` that are [out, in] matrices a stage may hold as
+// blocks: its blocks' linears, and an untied head ("lm_head.weight").
+std::vector<LinearModule> StageMatrixWeights(const ModelConfig& config,
+                                             const StageSpec& spec);
+
 }  // namespace edgesplit
 
 #endif  // EDGESPLIT_RUNTIME_WEIGHT_LAYOUT_H_

@@ -85,8 +85,9 @@ void Gemv(const WeightView& w, const float* x, int64_t rows, float* y) {
   // to share. At least 64 KiB each (the claim is an atomic add, and y's
   // cache lines are shared at chunk edges), in whole 8-row tiles.
   const int64_t min_rows = (64 << 10) / std::max<int64_t>(row_bytes, 1);
-  int64_t grain = std::max<int64_t>(
-      {1, min_rows, (w.out + 4 * KernelThreads() - 1) / (4 * KernelThreads())});
+  const int64_t chunks = 4 * KernelThreads();
+  int64_t grain =
+      std::max<int64_t>({1, min_rows, (w.out + chunks - 1) / chunks});
   grain = (grain + 7) / 8 * 8;
   ParallelFor(w.out, grain, [&](int64_t o0, int64_t o1) {
     fn(base, row_bytes, w.in, xin, rows, y, w.out, o0, o1);
