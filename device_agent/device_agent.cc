@@ -272,7 +272,7 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
   if (!options.weights.empty() && !kernels::ParseWeightType(options.weights)) {
     return absl::InvalidArgumentError(
         absl::StrCat("DeviceAgentOptions.weights \"", options.weights,
-                     "\" is not one of f32, q8_0, q4_0"));
+                     "\" is not one of ", kernels::WeightTypeList()));
   }
   SetComputeThreads(options.threads);
   // Averaged adapters (split federated learning) can exceed gRPC's 4 MiB.

@@ -27,8 +27,8 @@ absl::Status ServerConfig::Validate() const {
   }
   if (threads < 0) return bad("threads", "must be >= 0");
   if (!weights.empty() && !kernels::ParseWeightType(weights)) {
-    return bad("weights",
-               absl::StrCat("\"", weights, "\" is not one of f32, q8_0, q4_0"));
+    return bad("weights", absl::StrCat("\"", weights, "\" is not one of ",
+                                       kernels::WeightTypeList()));
   }
   return absl::OkStatus();
 }

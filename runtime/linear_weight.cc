@@ -70,6 +70,13 @@ absl::StatusOr<LinearWeight> MakeLinearWeight(const at::Tensor& w,
   lw.type = type;
   lw.out = w.size(0);
   lw.in = w.size(1);
+  // K formats need rows of 256; narrower ones fall back as llama.cpp does
+  // (to the 32-weight type of about the same size).
+  if (!kernels::CheckCols(type, lw.in)) {
+    if (type == kernels::WeightType::kQ4_K) type = kernels::WeightType::kQ4_0;
+    if (type == kernels::WeightType::kQ6_K) type = kernels::WeightType::kQ8_0;
+    lw.type = type;
+  }
   if (type == kernels::WeightType::kF32 || !kernels::CheckCols(type, lw.in)) {
     // A width the blocks do not divide stays exact (as llama.cpp falls back
     // to another type for such tensors); Bytes() shows what it costs.

@@ -45,9 +45,10 @@ struct LinearWeight {
 };
 
 // Makes the weight from `w` [out, in] (any floating dtype). Quantized types
-// need a float32 stage dtype; a weight whose `in` is not a multiple of 32
-// stays unquantized (type kF32). Non-finite weights are refused for
-// quantization, with an error naming `name`.
+// need a float32 stage dtype. A weight whose `in` is not a multiple of 256
+// falls back from Q4_K to Q4_0 and from Q6_K to Q8_0 (as llama.cpp does);
+// one whose `in` is not a multiple of 32 stays unquantized (type kF32).
+// Non-finite weights are refused for quantization, with an error naming `name`.
 absl::StatusOr<LinearWeight> MakeLinearWeight(const at::Tensor& w,
                                               kernels::WeightType type,
                                               const std::string& name);

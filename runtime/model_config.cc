@@ -269,9 +269,13 @@ absl::StatusOr<std::string> ParseQuantization(const json& root,
                                 "written by `edgesplit model quantize`)"));
   }
   ES_ASSIGN_OR_RETURN(std::string weights, q.String("weights", ""));
-  if (weights != "q8_0" && weights != "q4_0") {
-    return q.Error("quantization_config.weights",
-                   absl::StrCat("\"", weights, "\" is not q8_0 or q4_0"));
+  // The block types of kernels/cpu/quant_blocks.h (this library does not
+  // link the kernels; model_store checks each tensor's type again).
+  if (weights != "q8_0" && weights != "q4_0" && weights != "q4_k" &&
+      weights != "q6_k") {
+    return q.Error(
+        "quantization_config.weights",
+        absl::StrCat("\"", weights, "\" is not one of q8_0, q4_0, q4_k, q6_k"));
   }
   return weights;
 }

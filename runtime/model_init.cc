@@ -64,8 +64,8 @@ absl::Status WriteLlamaTokenizer(const std::string& dir,
 }  // namespace
 
 std::vector<std::string> PresetNames(Arch arch) {
-  return arch == Arch::kGpt2 ? std::vector<std::string>{"tiny", "small"}
-                             : std::vector<std::string>{"tiny", "1b"};
+  return arch == Arch::kGpt2 ? std::vector<std::string>{"tiny", "mini", "small"}
+                             : std::vector<std::string>{"tiny", "mini", "1b"};
 }
 
 absl::StatusOr<ModelConfig> PresetConfig(Arch arch, absl::string_view preset) {
@@ -81,6 +81,9 @@ absl::StatusOr<ModelConfig> PresetConfig(Arch arch, absl::string_view preset) {
     if (preset == "tiny") {
       c.hidden_size = 64, c.num_layers = 4, c.num_heads = 4;
       c.intermediate_size = 256, c.vocab_size = 512, c.max_positions = 256;
+    } else if (preset == "mini") {
+      c.hidden_size = 256, c.num_layers = 4, c.num_heads = 4;
+      c.intermediate_size = 512, c.vocab_size = 512, c.max_positions = 256;
     } else if (preset == "small") {
       c.hidden_size = 768, c.num_layers = 12, c.num_heads = 12;
       c.intermediate_size = 3072, c.vocab_size = 50257;
@@ -99,6 +102,12 @@ absl::StatusOr<ModelConfig> PresetConfig(Arch arch, absl::string_view preset) {
       c.hidden_size = 64, c.num_layers = 4, c.num_heads = 4;
       c.num_kv_heads = 2, c.head_dim = 16, c.intermediate_size = 176;
       c.vocab_size = 512, c.max_positions = 512, c.tie_word_embeddings = true;
+    } else if (preset == "mini") {
+      // Every width a multiple of 256: the narrowest model whose linears
+      // all hold K-format super-blocks.
+      c.hidden_size = 256, c.num_layers = 4, c.num_heads = 4;
+      c.num_kv_heads = 2, c.head_dim = 64, c.intermediate_size = 512;
+      c.vocab_size = 512, c.max_positions = 512, c.tie_word_embeddings = false;
     } else if (preset == "1b") {
       // Llama-3.2-1B's shape with a 32k vocabulary: 1.1B parameters.
       c.hidden_size = 2048, c.num_layers = 16, c.num_heads = 32;

@@ -25,7 +25,9 @@ struct ModelInitOptions {
   int64_t max_shard_bytes = 0;
 };
 
-// Presets: gpt2 "tiny", "small" (124M); llama "tiny", "1b" (~1.1B).
+// Presets: gpt2 "tiny", "mini", "small" (124M); llama "tiny", "mini",
+// "1b" (~1.1B). "mini" (hidden 256, 4 blocks) has every linear width a
+// multiple of 256, so the K block formats cover it whole.
 absl::StatusOr<ModelConfig> PresetConfig(Arch arch, absl::string_view preset);
 std::vector<std::string> PresetNames(Arch arch);
 

@@ -63,8 +63,9 @@ absl::Status CopyTokenizerFiles(const std::string& from,
 }  // namespace
 
 absl::StatusOr<QuantizeReport> QuantizeModel(const QuantizeOptions& options) {
-  if (options.type == kernels::WeightType::kF32) {
-    return absl::InvalidArgumentError("--type must be q8_0 or q4_0");
+  if (!kernels::IsBlockType(options.type)) {
+    return absl::InvalidArgumentError(
+        "--type must be a block type (q8_0, q4_0, q4_k, q6_k)");
   }
   std::error_code ec;
   if (options.out_dir.empty() ||

@@ -1,17 +1,17 @@
 // `edgesplit model quantize`: a model directory whose block linears (and an
-// untied LM head) are stored as GGUF blocks (Q8_0 or Q4_0), so a device or
-// server loads and keeps 3.8x / 7x fewer bytes and never holds the float
-// weights at all.
+// untied LM head) are stored as GGUF blocks (Q8_0, Q4_0, Q4_K or Q6_K), so
+// a device or server loads and keeps 3.8x to 7x fewer bytes and never holds
+// the float weights at all.
 //
 // Layout (documented in README): model.safetensors where each quantized
 // weight "X.weight" of logical shape [out, in] is a U8 tensor
 // [out, out-row bytes] holding the GGUF blocks row by row (GPT-2's Conv1D
 // weights, [in, out] in the checkpoint, are stored as their transpose's
-// rows), with header metadata "edgesplit.weights.X.weight" = "q8_0" or
-// "q4_0"; every other tensor unchanged; config.json with
-// quantization_config {quant_method: "edgesplit", weights: ...}; the
-// tokenizer files copied. A weight whose `in` is not a multiple of 32
-// stays float (as llama.cpp falls back for such tensors).
+// rows), with header metadata "edgesplit.weights.X.weight" = its block
+// type ("q8_0", "q4_0", "q4_k", "q6_k"); every other tensor unchanged;
+// config.json with quantization_config {quant_method: "edgesplit",
+// weights: ...}; the tokenizer files copied. A weight whose `in` the type's
+// blocks do not divide falls back as MakeLinearWeight says.
 #ifndef EDGESPLIT_RUNTIME_MODEL_QUANTIZE_H_
 #define EDGESPLIT_RUNTIME_MODEL_QUANTIZE_H_
 

@@ -195,10 +195,10 @@ absl::StatusOr<std::optional<kernels::WeightType>> ModelStore::StoredBlocks(
   if (it == file->metadata().end()) return std::nullopt;
   std::optional<kernels::WeightType> type =
       kernels::ParseWeightType(it->second);
-  if (!type || *type == kernels::WeightType::kF32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(file->path(), ": metadata \"", it->first, "\" = \"",
-                     it->second, "\" is not a block type (q8_0, q4_0)"));
+  if (!type || !kernels::IsBlockType(*type)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file->path(), ": metadata \"", it->first, "\" = \"", it->second,
+        "\" is not a block type (q8_0, q4_0, q4_k, q6_k)"));
   }
   return type;
 }

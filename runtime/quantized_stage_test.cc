@@ -1,7 +1,7 @@
-// Stages with quantized weights (q8_0, q4_0): split equals whole per weight
-// type, decode equals the same computation one token at a time, gradients
-// flow through the frozen quantized base (QLoRA), and the real model's
-// perplexity bounds what quantization costs.
+// Stages with quantized weights (q8_0, q4_0, q4_k, q6_k): split equals whole
+// per weight type, decode equals the same computation one token at a time,
+// gradients flow through the frozen quantized base (QLoRA), and the real
+// model's perplexity bounds what quantization costs.
 #include <cmath>
 #include <memory>
 #include <string>
@@ -25,6 +25,12 @@ namespace {
 
 using kernels::WeightType;
 
+// The K formats need widths of 256: they run on the "mini" preset.
+const std::string& Model(Arch arch, WeightType type) {
+  return testing::TinyModel(
+      arch, 0, kernels::BlockWeights(type) == 256 ? "mini" : "tiny");
+}
+
 StageOptions Quantized(WeightType t) {
   StageOptions o;
   o.weights = t;
@@ -38,7 +44,7 @@ class QuantizedStageTest
 // prompt and decode, and the same greedy tokens.
 TEST_P(QuantizedStageTest, SplitEqualsWholePerWeightType) {
   const auto [arch, type] = GetParam();
-  auto store = ModelStore::Open(testing::TinyModel(arch));
+  auto store = ModelStore::Open(Model(arch, type));
   ASSERT_TRUE(store.ok());
   auto whole = LocalPipeline::Load(**store, {}, Quantized(type));
   auto split = LocalPipeline::Load(**store, {1, 3}, Quantized(type));
@@ -70,7 +76,7 @@ TEST_P(QuantizedStageTest, SplitEqualsWholePerWeightType) {
 // bytes, and its logits stay close to the float model's.
 TEST_P(QuantizedStageTest, HoldsFewerBytesAndStaysCloseToFloat) {
   const auto [arch, type] = GetParam();
-  auto store = ModelStore::Open(testing::TinyModel(arch));
+  auto store = ModelStore::Open(Model(arch, type));
   ASSERT_TRUE(store.ok());
   auto f32 = LocalPipeline::Load(**store, {});
   auto q = LocalPipeline::Load(**store, {}, Quantized(type));
@@ -82,8 +88,11 @@ TEST_P(QuantizedStageTest, HoldsFewerBytesAndStaysCloseToFloat) {
   auto lq = (*q)->NewSequence()->ForwardAll(prompt);
   ASSERT_TRUE(lf.ok() && lq.ok());
   const double rel = ((*lf - *lq).norm() / lf->norm()).item<double>();
-  EXPECT_GT(rel, 0.0);                                     // It is quantized...
-  EXPECT_LT(rel, type == WeightType::kQ8_0 ? 0.02 : 0.2);  // ...and close.
+  EXPECT_GT(rel, 0.0);  // It is quantized...
+  // ...and close: measured 1% (q8_0), 4-5% (q6_k), 9-12% (q4_*).
+  EXPECT_LT(rel, type == WeightType::kQ8_0   ? 0.02
+                 : type == WeightType::kQ6_K ? 0.07
+                                             : 0.2);
 }
 
 // An adapter applies unmerged over quantized weights (and changes the
@@ -91,7 +100,7 @@ TEST_P(QuantizedStageTest, HoldsFewerBytesAndStaysCloseToFloat) {
 // compute dtype.
 TEST_P(QuantizedStageTest, AdaptersApplyUnmergedAndMergingIsRefused) {
   const auto [arch, type] = GetParam();
-  auto store = ModelStore::Open(testing::TinyModel(arch));
+  auto store = ModelStore::Open(Model(arch, type));
   ASSERT_TRUE(store.ok());
   auto q = LocalPipeline::Load(**store, {}, Quantized(type));
   ASSERT_TRUE(q.ok());
@@ -123,7 +132,8 @@ TEST_P(QuantizedStageTest, AdaptersApplyUnmergedAndMergingIsRefused) {
 INSTANTIATE_TEST_SUITE_P(
     Types, QuantizedStageTest,
     ::testing::Combine(::testing::Values(Arch::kGpt2, Arch::kLlama),
-                       ::testing::Values(WeightType::kQ8_0, WeightType::kQ4_0)),
+                       ::testing::Values(WeightType::kQ8_0, WeightType::kQ4_0,
+                                         WeightType::kQ4_K, WeightType::kQ6_K)),
     [](const auto& info) {
       return absl::StrCat(ArchName(std::get<0>(info.param)), "_",
                           kernels::WeightTypeName(std::get<1>(info.param)));
@@ -167,9 +177,37 @@ TEST(LinearWeightTest, NonFiniteWeightsAreRefusedNamingTheTensor) {
   EXPECT_EQ(odd->type, WeightType::kF32);
 }
 
-// Perplexity of the real model on held-out stories, per weight type. The
-// bound for q8_0 is the (+0.5%); q4_0's is what was measured
-// (see the closing note) plus margin.
+// Half weights load as f16 (float32 compute, GEMV on the halves) and stay
+// within half precision of float; a float16 compute dtype, which the CPU
+// cannot run, is refused at load rather than failing at the first forward.
+TEST(HalfWeightsTest, F16WeightsComputeInFloatAndF16ComputeIsRefused) {
+  auto store = ModelStore::Open(testing::TinyModel(Arch::kLlama));
+  ASSERT_TRUE(store.ok());
+  auto f32 = LocalPipeline::Load(**store, {});
+  auto f16 = LocalPipeline::Load(**store, {1}, Quantized(WeightType::kF16));
+  ASSERT_TRUE(f32.ok() && f16.ok()) << f16.status();
+  EXPECT_LT((*f16)->stages()[0]->WeightBytes(),
+            (*f32)->stages()[0]->WeightBytes() * 0.8);
+  std::vector<int32_t> prompt = {5, 17, 99, 3, 250, 41, 7};
+  auto lf = (*f32)->NewSequence()->ForwardAll(prompt);
+  auto lh = (*f16)->NewSequence()->ForwardAll(prompt);
+  ASSERT_TRUE(lf.ok() && lh.ok());
+  const double rel = ((*lf - *lh).norm() / lf->norm()).item<double>();
+  EXPECT_GT(rel, 0.0);
+  EXPECT_LT(rel, 2e-3);
+  StageOptions half;
+  half.dtype = at::kHalf;
+  auto bad = LocalPipeline::Load(**store, {}, half);
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("float16"), std::string::npos);
+}
+
+// Perplexity of the real model on held-out stories, per weight type and
+// compute dtype. The bound for q8_0 is the (+0.5%); the others are
+// what was measured (see the closing note) plus margin. stories260K's
+// widths (64, 172) hold no 256-weight super-block, so q4_k and q6_k fall
+// back to q4_0 and q8_0 here (as llama.cpp does): their rows show that
+// fallback; the K formats' own error is bounded in quant_kblocks_test.
 TEST(QuantizedQualityTest, RealModelPerplexityPerWeightType) {
   const std::string dir = testing::SharedDir() + "/models/stories260K";
   auto store = ModelStore::Open(dir);
@@ -188,12 +226,33 @@ TEST(QuantizedQualityTest, RealModelPerplexityPerWeightType) {
     ids->insert(ids->end(), piece->begin(), piece->end());
   }
   SetComputeThreads(1);  // ATen's and OpenBLAS's pools would both spin.
+  struct Variant {
+    const char* name;
+    StageOptions options;
+    double max_increase;  // Relative perplexity increase allowed.
+    double min_agreement;
+  };
+  auto with = [](at::ScalarType dtype, WeightType w) {
+    StageOptions o;
+    o.dtype = dtype;
+    o.weights = w;
+    return o;
+  };
+  const std::vector<Variant> variants = {
+      {"f32", with(at::kFloat, WeightType::kF32), 0, 1},
+      {"f16", with(at::kFloat, WeightType::kF16), 0.001, 0.99},
+      {"bf16", with(at::kBFloat16, WeightType::kF32), 0.01, 0.95},
+      {"q8_0", with(at::kFloat, WeightType::kQ8_0), 0.005, 0.95},
+      {"q6_k", with(at::kFloat, WeightType::kQ6_K), 0.005, 0.95},
+      {"q4_0", with(at::kFloat, WeightType::kQ4_0), 0.15, 0.8},
+      {"q4_k", with(at::kFloat, WeightType::kQ4_K), 0.15, 0.8},
+  };
   // Windows of 256 tokens take the prefill path (GEMM over dequantized
   // slices, float activations); windows of 32 the decode path (fused, GEMV
   // over the blocks with Q8_0 activations): both are measured and bounded.
   for (const int64_t window : {256, 32}) {
-    auto perplexity = [&](WeightType t, std::vector<int32_t>* greedy) {
-      auto p = LocalPipeline::Load(**store, {}, Quantized(t));
+    auto perplexity = [&](const StageOptions& o, std::vector<int32_t>* greedy) {
+      auto p = LocalPipeline::Load(**store, {}, o);
       EXPECT_TRUE(p.ok()) << p.status();
       double nll = 0;
       int64_t n = 0;
@@ -203,7 +262,7 @@ TEST(QuantizedQualityTest, RealModelPerplexityPerWeightType) {
                                 ids->begin() + start + window);
         auto logits = (*p)->NewSequence()->ForwardAll(in);
         EXPECT_TRUE(logits.ok());
-        at::Tensor lp = at::log_softmax(*logits, -1);
+        at::Tensor lp = at::log_softmax(logits->to(at::kFloat), -1);
         std::vector<int64_t> next(ids->begin() + start + 1,
                                   ids->begin() + start + window + 1);
         nll -= lp.gather(1, at::tensor(next).unsqueeze(1)).sum().item<double>();
@@ -214,23 +273,22 @@ TEST(QuantizedQualityTest, RealModelPerplexityPerWeightType) {
       }
       return std::exp(nll / n);
     };
-    std::vector<int32_t> g32, g8, g4;
-    const double p32 = perplexity(WeightType::kF32, &g32);
-    const double p8 = perplexity(WeightType::kQ8_0, &g8);
-    const double p4 = perplexity(WeightType::kQ4_0, &g4);
-    auto agree = [&](const std::vector<int32_t>& g) {
+    std::vector<int32_t> g32;
+    const double p32 = perplexity(variants[0].options, &g32);
+    for (const Variant& v : variants) {
+      std::vector<int32_t> g;
+      const double p = perplexity(v.options, &g);
       int same = 0;
       for (size_t i = 0; i < g.size(); ++i) same += g[i] == g32[i];
-      return static_cast<double>(same) / g.size();
-    };
-    std::printf(
-        "window %ld: perplexity f32 %.4f, q8_0 %.4f (%+.2f%%, greedy "
-        "agreement %.1f%%), q4_0 %.4f (%+.2f%%, %.1f%%) over %zu tokens\n",
-        static_cast<long>(window), p32, p8, 100 * (p8 / p32 - 1),
-        100 * agree(g8), p4, 100 * (p4 / p32 - 1), 100 * agree(g4), g32.size());
-    EXPECT_LT(p8 / p32 - 1, 0.005) << window;
-    EXPECT_LT(p4 / p32 - 1, 0.15) << window;
-    EXPECT_GT(agree(g8), 0.95) << window;
+      const double agree = static_cast<double>(same) / g.size();
+      std::printf(
+          "window %ld %-5s perplexity %.4f (%+.2f%%), greedy agreement "
+          "%.1f%% over %zu tokens\n",
+          static_cast<long>(window), v.name, p, 100 * (p / p32 - 1),
+          100 * agree, g.size());
+      EXPECT_LE(p / p32 - 1, v.max_increase) << v.name << " " << window;
+      EXPECT_GE(agree, v.min_agreement) << v.name << " " << window;
+    }
   }
 }
 

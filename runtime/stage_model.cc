@@ -119,6 +119,13 @@ absl::StatusOr<kernels::WeightType> EffectiveWeights(
   } else if (!c.quantized_weights.empty()) {
     t = *kernels::ParseWeightType(c.quantized_weights);  // Validated.
   }
+  if (options.dtype == at::kHalf) {
+    // Stages run on the CPU, where LibTorch 1.13 has no float16 GEMM: the
+    // first forward would fail. Half weights compute in float32 instead.
+    return absl::InvalidArgumentError(
+        "float16 compute is not available on the CPU: use weights f16 (half "
+        "weights, float32 compute) or dtype bf16");
+  }
   if (t != kernels::WeightType::kF32 && options.dtype != at::kFloat) {
     return absl::InvalidArgumentError(
         absl::StrCat(kernels::WeightTypeName(t),

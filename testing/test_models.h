@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "gtest/gtest.h"
@@ -15,17 +16,19 @@ namespace edgesplit {
 namespace testing {
 
 // Writes (once per process) a tiny random model of `arch`; returns its dir.
-inline const std::string& TinyModel(Arch arch, int64_t shard_bytes = 0) {
-  static std::map<std::pair<Arch, int64_t>, std::string> dirs;
-  auto key = std::make_pair(arch, shard_bytes);
+// `preset` "mini" gives widths of 256 (for the K block formats).
+inline const std::string& TinyModel(Arch arch, int64_t shard_bytes = 0,
+                                    const std::string& preset = "tiny") {
+  static std::map<std::tuple<Arch, int64_t, std::string>, std::string> dirs;
+  auto key = std::make_tuple(arch, shard_bytes, preset);
   auto it = dirs.find(key);
   if (it != dirs.end()) return it->second;
   ModelInitOptions o;
   o.arch = arch;
-  o.preset = "tiny";
+  o.preset = preset;
   o.seed = 1234;
   o.max_shard_bytes = shard_bytes;
-  o.out_dir = TempDir(std::string(ArchName(arch)) + "_tiny_" +
+  o.out_dir = TempDir(std::string(ArchName(arch)) + "_" + preset + "_" +
                       std::to_string(shard_bytes));
   absl::Status s = InitModel(o);
   if (!s.ok()) {

@@ -32,23 +32,26 @@ commands:
   model init --arch {gpt2,llama} --preset NAME --out DIR [--seed N]
              [--dtype f32|f16|bf16] [--shard-mb MB]
       Write a randomly initialised model in Hugging Face layout.
-      Presets: gpt2 tiny, small (124M); llama tiny, 1b (1.1B).
+      Presets: gpt2 tiny, mini, small (124M); llama tiny, mini, 1b (1.1B).
   model info DIR
       Print architecture, parameter count and bytes per block.
-  model quantize --model DIR --out DIR --type q8_0|q4_0
+  model quantize --model DIR --out DIR --type q8_0|q4_0|q4_k|q6_k
       Write a copy whose block linears (and untied head) are GGUF blocks:
-      about 3.8x (q8_0) / 7x (q4_0) fewer bytes to load and read per token.
+      about 3.8x (q8_0) / 7x (q4_0, q4_k) / 4.9x (q6_k) fewer bytes to load
+      and read per token. K types need rows of 256 (narrower ones fall back
+      to q4_0 / q8_0, as llama.cpp does).
       Every command loads it as it is; --weights converts on load.
   generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
            [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]
-           [--adapter DIR] [--split B1,B2,...] [--dtype f32|f16|bf16]
-           [--weights f32|q8_0|q4_0] [--threads N] [--mmap-weights]
+           [--adapter DIR] [--split B1,B2,...] [--dtype f32|bf16]
+           [--weights f32|q8_0|q4_0|q4_k|q6_k] [--threads N]
+           [--mmap-weights]
       Stream the continuation of TEXT to stdout; statistics to stderr.
       --temperature 0 is greedy decoding. --split runs the model as a local
       pipeline cut before the given blocks (same result as unsplit).
       Weights are copied into memory (fastest decode); --mmap-weights
       computes from the read-only file mapping instead (less memory).
-      --weights q8_0 or q4_0 quantizes the blocks and head at load (GGUF
+      --weights q8_0, q4_0, ... quantizes the blocks and head at load (GGUF
       block formats; about 3.8x / 7x fewer bytes to read per token; an
       approximation: +0.04% / +12% perplexity on stories260K).
   generate --controller HOST:PORT --model-id ID --prompt TEXT
@@ -123,9 +126,9 @@ absl::Status ModelQuantize(const Args& a, std::ostream& err) {
   ES_ASSIGN_OR_RETURN(o.out_dir, a.RequiredString("out"));
   ES_ASSIGN_OR_RETURN(std::string type, a.RequiredString("type"));
   auto t = kernels::ParseWeightType(type);
-  if (!t || *t == kernels::WeightType::kF32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--type \"", type, "\" is not q8_0 or q4_0"));
+  if (!t || !kernels::IsBlockType(*t)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--type \"", type, "\" is not one of q8_0, q4_0, q4_k, q6_k"));
   }
   o.type = *t;
   ES_ASSIGN_OR_RETURN(QuantizeReport r, QuantizeModel(o));
@@ -211,8 +214,8 @@ absl::StatusOr<std::optional<kernels::WeightType>> ParseWeights(const Args& a) {
   const std::string name = a.String("weights", "");
   auto t = kernels::ParseWeightType(name);
   if (!t) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--weights \"", name, "\" is not one of f32, q8_0, q4_0"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--weights \"", name, "\" is not one of ", kernels::WeightTypeList()));
   }
   return t;
 }

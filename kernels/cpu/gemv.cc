@@ -39,6 +39,12 @@ internal::GemvFn FnFor(const internal::GemvKernels& k, WeightType type) {
       return k.q8_0;
     case WeightType::kQ4_0:
       return k.q4_0;
+    case WeightType::kQ4_K:
+      return k.q4_k;
+    case WeightType::kQ6_K:
+      return k.q6_k;
+    case WeightType::kF16:
+      return k.f16;
     case WeightType::kF32:
       break;
   }
@@ -46,10 +52,10 @@ internal::GemvFn FnFor(const internal::GemvKernels& k, WeightType type) {
 }
 
 // x's rows as Q8_0 blocks in a per-thread buffer (reused across calls), or
-// x itself for float weights.
+// x itself for float and half weights.
 const void* PrepareInput(WeightType type, const float* x, int64_t rows,
                          int64_t in) {
-  if (type == WeightType::kF32) return x;
+  if (!IsBlockType(type)) return x;
   thread_local std::vector<BlockQ8_0> xq;
   thread_local std::vector<float> d;
   thread_local std::vector<int32_t> sum;

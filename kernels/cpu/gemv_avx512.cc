@@ -122,7 +122,12 @@ uint64_t SumU64(const uint64_t* p, int64_t n) {
 
 }  // namespace
 
-const GemvKernels kAvx512Kernels = {GemvF32, GemvQ<BlockQ8_0>, GemvQ<BlockQ4_0>,
+const GemvKernels kAvx512Kernels = {GemvF32,
+                                    GemvQ<BlockQ8_0>,
+                                    GemvQ<BlockQ4_0>,
+                                    GemvQ<BlockQ4_K>,
+                                    GemvQ<BlockQ6_K>,
+                                    GemvF16,
                                     SumU64};
 
 }  // namespace edgesplit::kernels::internal

@@ -20,8 +20,8 @@ struct QuantizedRows {
 };
 
 // y[r * ldy + o] for o in [o0, o1) and r in [0, rows). `w` row o starts at
-// w + o * row_bytes. For f32, x is float [rows, in]; for the quantized
-// types it is a QuantizedRows of [rows, in / 32] blocks.
+// w + o * row_bytes. For f32 and f16, x is float [rows, in]; for the
+// quantized types it is a QuantizedRows of [rows, in / 32] blocks.
 using GemvFn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t in,
                         const void* x, int64_t rows, float* y, int64_t ldy,
                         int64_t o0, int64_t o1);
@@ -30,7 +30,7 @@ using GemvFn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t in,
 using SumFn = uint64_t (*)(const uint64_t* p, int64_t n);
 
 struct GemvKernels {
-  GemvFn f32, q8_0, q4_0;
+  GemvFn f32, q8_0, q4_0, q4_k, q6_k, f16;
   SumFn sum_u64;
 };
 

@@ -60,6 +60,86 @@ void GemvQ(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
   }
 }
 
+// Q4_K: per sub-block j of 32, d * sc_j * (q . x) - dmin * m_j * sum(x),
+// each scaled by x's block scale.
+void GemvQ4K(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
+             int64_t rows, float* y, int64_t ldy, int64_t o0, int64_t o1) {
+  const int64_t nb = in / kBlockSize;
+  const QuantizedRows& xq = *static_cast<const QuantizedRows*>(x);
+  for (int64_t o = o0; o < o1; ++o) {
+    const BlockQ4_K* wb = reinterpret_cast<const BlockQ4_K*>(w + o * row_bytes);
+    for (int64_t r = 0; r < rows; ++r) {
+      float acc = 0.0f;
+      for (int64_t s = 0; s < nb / 8; ++s) {
+        const float d = Fp16BitsToFp32(wb[s].d);
+        const float dmin = Fp16BitsToFp32(wb[s].dmin);
+        for (int j = 0; j < 8; ++j) {
+          const int64_t b = r * nb + s * 8 + j;
+          const uint8_t* q = wb[s].qs + 32 * (j / 2);
+          const int shift = 4 * (j % 2);
+          int32_t dot = 0;
+          for (int l = 0; l < 32; ++l) {
+            dot += ((q[l] >> shift) & 15) * xq.q[b].qs[l];
+          }
+          int sc, m;
+          Q4KScaleMin(wb[s].scales, j, &sc, &m);
+          acc += xq.d[b] * (d * sc * static_cast<float>(dot) -
+                            dmin * m * static_cast<float>(xq.sum[b]));
+        }
+      }
+      y[r * ldy + o] = acc;
+    }
+  }
+}
+
+// Q6_K: per 16 weights d * scale_g * ((q - 32) . x).
+void GemvQ6K(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
+             int64_t rows, float* y, int64_t ldy, int64_t o0, int64_t o1) {
+  const int64_t nb = in / kBlockSize;
+  const QuantizedRows& xq = *static_cast<const QuantizedRows*>(x);
+  for (int64_t o = o0; o < o1; ++o) {
+    const BlockQ6_K* wb = reinterpret_cast<const BlockQ6_K*>(w + o * row_bytes);
+    for (int64_t r = 0; r < rows; ++r) {
+      float acc = 0.0f;
+      for (int64_t s = 0; s < nb / 8; ++s) {
+        const float d = Fp16BitsToFp32(wb[s].d);
+        for (int c = 0; c < 8; ++c) {
+          const int64_t b = r * nb + s * 8 + c;
+          const int half = c / 4, part = c % 4;
+          const uint8_t* ql = wb[s].ql + 64 * half + 32 * (part % 2);
+          const uint8_t* qh = wb[s].qh + 32 * half;
+          const int8_t* sc = wb[s].scales + 8 * half + 2 * part;
+          int32_t dot[2] = {0, 0};
+          for (int l = 0; l < 32; ++l) {
+            const int lo = part < 2 ? ql[l] & 0xF : ql[l] >> 4;
+            const int q = (lo | (((qh[l] >> (2 * part)) & 3) << 4)) - 32;
+            dot[l / 16] += q * xq.q[b].qs[l];
+          }
+          acc += xq.d[b] * d *
+                 (sc[0] * static_cast<float>(dot[0]) +
+                  sc[1] * static_cast<float>(dot[1]));
+        }
+      }
+      y[r * ldy + o] = acc;
+    }
+  }
+}
+
+void GemvF16(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
+             int64_t rows, float* y, int64_t ldy, int64_t o0, int64_t o1) {
+  const float* xf = static_cast<const float*>(x);
+  for (int64_t o = o0; o < o1; ++o) {
+    const auto* wr = reinterpret_cast<const uint16_t*>(w + o * row_bytes);
+    for (int64_t r = 0; r < rows; ++r) {
+      float acc = 0.0f;
+      for (int64_t i = 0; i < in; ++i) {
+        acc += Fp16BitsToFp32(wr[i]) * xf[r * in + i];
+      }
+      y[r * ldy + o] = acc;
+    }
+  }
+}
+
 uint64_t SumU64(const uint64_t* p, int64_t n) {
   uint64_t s = 0;
   for (int64_t i = 0; i < n; ++i) s += p[i];
@@ -69,6 +149,7 @@ uint64_t SumU64(const uint64_t* p, int64_t n) {
 }  // namespace
 
 const GemvKernels kScalarKernels = {GemvF32, GemvQ<BlockQ8_0>, GemvQ<BlockQ4_0>,
+                                    GemvQ4K, GemvQ6K,          GemvF16,
                                     SumU64};
 
 }  // namespace edgesplit::kernels::internal

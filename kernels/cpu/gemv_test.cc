@@ -40,9 +40,13 @@ std::vector<float> Random(int64_t n, uint32_t seed) {
   return v;
 }
 
+bool IsK(WeightType type) { return BlockWeights(type) == kSuperBlockSize; }
+
 // The exact product in double of what the kernels compute: the weights as
 // stored, and for quantized weights x's rows as Q8_0 blocks. Also returns
-// the sum of |terms| (the scale of the rounding error).
+// the sum of |terms| (the scale of the rounding error); Q4_K's kernels sum
+// d * sc * q and dmin * m separately, each at most the sub-block's largest
+// |w| more than w, so its terms count 2 * max|w| more.
 void Reference(const Matrix& m, const std::vector<float>& x, int64_t rows,
                std::vector<double>* y, std::vector<double>* mag) {
   y->assign(static_cast<size_t>(rows * m.out), 0.0);
@@ -51,8 +55,17 @@ void Reference(const Matrix& m, const std::vector<float>& x, int64_t rows,
   const int64_t rb = RowBytes(m.type, m.in);
   for (int64_t o = 0; o < m.out; ++o) {
     DequantizeRow(m.type, m.bytes.data() + o * rb, m.in, w.data());
+    std::vector<double> extra(w.size(), 0.0);
+    if (IsK(m.type)) {
+      for (int64_t i = 0; i < m.in; i += 32) {
+        double amax = 0;
+        for (int j = 0; j < 32; ++j)
+          amax = std::max<double>(amax, std::fabs(w[i + j]));
+        for (int j = 0; j < 32; ++j) extra[i + j] = 2 * amax;
+      }
+    }
     for (int64_t r = 0; r < rows; ++r) {
-      if (m.type == WeightType::kF32) {
+      if (!IsBlockType(m.type)) {
         std::memcpy(xr.data(), x.data() + r * m.in, m.in * 4);
       } else {
         std::vector<BlockQ8_0> q(static_cast<size_t>(m.in / 32));
@@ -62,7 +75,7 @@ void Reference(const Matrix& m, const std::vector<float>& x, int64_t rows,
       for (int64_t i = 0; i < m.in; ++i) {
         const double t = static_cast<double>(w[i]) * xr[i];
         (*y)[r * m.out + o] += t;
-        (*mag)[r * m.out + o] += std::fabs(t);
+        (*mag)[r * m.out + o] += std::fabs(t) + extra[i] * std::fabs(xr[i]);
       }
     }
   }
@@ -82,7 +95,11 @@ TEST_P(GemvTest, EveryVariantMatchesTheExactProduct) {
   const WeightType type = GetParam();
   std::vector<Shape> shapes = {{1, 32, 1},     {7, 64, 3},  {37, 96, 5},
                                {64, 1024, 16}, {9, 320, 4}, {130, 256, 2}};
-  if (type == WeightType::kF32) {
+  if (IsK(type)) {
+    shapes = {{1, 256, 1},    {7, 512, 3}, {37, 768, 5},
+              {64, 1024, 16}, {9, 256, 4}, {130, 256, 2}};
+  }
+  if (!IsBlockType(type)) {
     shapes.push_back({13, 33, 2});
     shapes.push_back({5, 7, 9});
     shapes.push_back({17, 100, 1});
@@ -92,7 +109,9 @@ TEST_P(GemvTest, EveryVariantMatchesTheExactProduct) {
     std::vector<float> x = Random(s.rows * s.in, 2);
     std::vector<double> want, mag;
     Reference(m, x, s.rows, &want, &mag);
-    const double terms = type == WeightType::kF32 ? s.in : s.in / 32 + 1;
+    const double terms = !IsBlockType(type) ? s.in
+                         : IsK(type)        ? s.in / 16 + 1
+                                            : s.in / 32 + 1;
     for (Isa isa : SupportedIsas()) {
       std::vector<float> y(static_cast<size_t>(s.rows * s.out), NAN);
       GemvOn(isa, m.view(), x.data(), s.rows, y.data(), 0, s.out);
@@ -110,6 +129,7 @@ TEST_P(GemvTest, EveryVariantMatchesTheExactProduct) {
 // must agree with the exact integer result bit for bit.
 TEST_P(GemvTest, IntegerDotProductsAreExactOnEveryVariant) {
   const WeightType type = GetParam();
+  if (IsK(type)) GTEST_SKIP() << "KBlocksIntegerDotProductsAreExact covers it";
   const int64_t out = 24, in = 256, rows = 6;
   std::mt19937 rng(3);
   const int wmax = type == WeightType::kQ4_0 ? 8 : 127;
@@ -157,7 +177,7 @@ TEST_P(GemvTest, ThreadedEqualsSingleThreadBitForBit) {
 
 TEST_P(GemvTest, ForcedVariantIsUsedAndUnsupportedOnesAreRefused) {
   const WeightType type = GetParam();
-  const int64_t out = 40, in = 128;
+  const int64_t out = 40, in = 256;
   Matrix m = Make(type, Random(out * in, 6), out, in);
   std::vector<float> x = Random(in, 7), a(out), b(out);
   for (Isa isa : SupportedIsas()) {
@@ -175,19 +195,73 @@ TEST_P(GemvTest, ForcedVariantIsUsedAndUnsupportedOnesAreRefused) {
 
 TEST_P(GemvTest, DequantizeRowsMatchesRowByRow) {
   const WeightType type = GetParam();
-  Matrix m = Make(type, Random(100 * 64, 8), 100, 64);
-  std::vector<float> slice(30 * 64), row(64);
+  Matrix m = Make(type, Random(100 * 256, 8), 100, 256);
+  std::vector<float> slice(30 * 256), row(256);
   DequantizeRows(m.view(), 50, 80, slice.data());
   for (int64_t o = 50; o < 80; ++o) {
-    DequantizeRow(type, m.bytes.data() + o * RowBytes(type, 64), 64,
+    DequantizeRow(type, m.bytes.data() + o * RowBytes(type, 256), 256,
                   row.data());
-    EXPECT_EQ(0, std::memcmp(row.data(), slice.data() + (o - 50) * 64, 256));
+    EXPECT_EQ(0, std::memcmp(row.data(), slice.data() + (o - 50) * 256, 1024));
+  }
+}
+
+// K blocks built by hand with unit scales (d = dmin = 1, every sub-block
+// scale 1, Q4_K's mins 8) and random codes: weights are small integers, so
+// every variant's result must equal the exact integer product.
+TEST(GemvKTest, KBlocksIntegerDotProductsAreExact) {
+  const int64_t out = 20, in = 512, rows = 5;
+  std::mt19937 rng(9);
+  std::uniform_int_distribution<int> byte(0, 255), xd(-127, 127);
+  std::vector<float> x(rows * in);
+  for (float& v : x) v = static_cast<float>(xd(rng));
+  for (int64_t i = 0; i < rows * in; i += 32) x[i] = -127.0f;  // dx = 1.
+  for (WeightType type : {WeightType::kQ4_K, WeightType::kQ6_K}) {
+    Matrix m{type, out, in, std::vector<uint8_t>(RowBytes(type, in) * out)};
+    for (uint8_t& b : m.bytes) b = static_cast<uint8_t>(byte(rng));
+    const uint16_t one = Fp32ToFp16Bits(1.0f);
+    for (int64_t s = 0; s < out * in / 256; ++s) {
+      if (type == WeightType::kQ4_K) {
+        auto* b = reinterpret_cast<BlockQ4_K*>(m.bytes.data()) + s;
+        b->d = b->dmin = one;
+        // sc = 1, m = 8 for sub-blocks 0..7 (high bits of 4..7 are zero).
+        for (int j = 0; j < 4; ++j) {
+          b->scales[j] = 1;
+          b->scales[j + 4] = 8;
+          b->scales[j + 8] = 1 | (8 << 4);
+        }
+      } else {
+        auto* b = reinterpret_cast<BlockQ6_K*>(m.bytes.data()) + s;
+        b->d = one;
+        for (int8_t& sc : b->scales)
+          sc = static_cast<int8_t>(byte(rng) % 5 - 2);
+      }
+    }
+    std::vector<float> w(in);
+    for (Isa isa : SupportedIsas()) {
+      std::vector<float> y(rows * out);
+      GemvOn(isa, m.view(), x.data(), rows, y.data(), 0, out);
+      for (int64_t o = 0; o < out; ++o) {
+        DequantizeRow(type, m.bytes.data() + o * RowBytes(type, in), in,
+                      w.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          int64_t exact = 0;
+          for (int64_t i = 0; i < in; ++i) {
+            exact += static_cast<int64_t>(w[i]) *
+                     static_cast<int64_t>(x[r * in + i]);
+          }
+          ASSERT_EQ(y[r * out + o], static_cast<float>(exact))
+              << WeightTypeName(type) << " " << IsaName(isa) << " r" << r
+              << " o" << o;
+        }
+      }
+    }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, GemvTest,
                          ::testing::Values(WeightType::kF32, WeightType::kQ8_0,
-                                           WeightType::kQ4_0),
+                                           WeightType::kQ4_0, WeightType::kQ4_K,
+                                           WeightType::kQ6_K, WeightType::kF16),
                          [](const auto& info) {
                            return std::string(WeightTypeName(info.param));
                          });

@@ -28,31 +28,64 @@ const char* WeightTypeName(WeightType type) {
       return "q8_0";
     case WeightType::kQ4_0:
       return "q4_0";
+    case WeightType::kQ4_K:
+      return "q4_k";
+    case WeightType::kQ6_K:
+      return "q6_k";
+    case WeightType::kF16:
+      return "f16";
   }
   return "?";
 }
 
 std::optional<WeightType> ParseWeightType(absl::string_view name) {
   for (WeightType t :
-       {WeightType::kF32, WeightType::kQ8_0, WeightType::kQ4_0}) {
+       {WeightType::kF32, WeightType::kQ8_0, WeightType::kQ4_0,
+        WeightType::kQ4_K, WeightType::kQ6_K, WeightType::kF16}) {
     if (name == WeightTypeName(t)) return t;
   }
   return std::nullopt;
 }
 
+const char* WeightTypeList() { return "f32, f16, q8_0, q4_0, q4_k, q6_k"; }
+
+bool IsBlockType(WeightType type) {
+  return type != WeightType::kF32 && type != WeightType::kF16;
+}
+
+int64_t BlockWeights(WeightType type) {
+  switch (type) {
+    case WeightType::kF32:
+    case WeightType::kF16:
+      return 1;
+    case WeightType::kQ8_0:
+    case WeightType::kQ4_0:
+      return kBlockSize;
+    case WeightType::kQ4_K:
+    case WeightType::kQ6_K:
+      return kSuperBlockSize;
+  }
+  return 1;
+}
+
 bool CheckCols(WeightType type, int64_t cols) {
-  if (cols < 0) return false;
-  return type == WeightType::kF32 || cols % kBlockSize == 0;
+  return cols >= 0 && cols % BlockWeights(type) == 0;
 }
 
 int64_t RowBytes(WeightType type, int64_t cols) {
   switch (type) {
     case WeightType::kF32:
       return cols * 4;
+    case WeightType::kF16:
+      return cols * 2;
     case WeightType::kQ8_0:
       return cols / kBlockSize * static_cast<int64_t>(sizeof(BlockQ8_0));
     case WeightType::kQ4_0:
       return cols / kBlockSize * static_cast<int64_t>(sizeof(BlockQ4_0));
+    case WeightType::kQ4_K:
+      return cols / kSuperBlockSize * static_cast<int64_t>(sizeof(BlockQ4_K));
+    case WeightType::kQ6_K:
+      return cols / kSuperBlockSize * static_cast<int64_t>(sizeof(BlockQ6_K));
   }
   return 0;
 }
@@ -123,6 +156,15 @@ void QuantizeRow(WeightType type, const float* x, int64_t n, void* dst) {
       return QuantizeRowQ8_0(x, n, static_cast<BlockQ8_0*>(dst));
     case WeightType::kQ4_0:
       return QuantizeRowQ4_0(x, n, static_cast<BlockQ4_0*>(dst));
+    case WeightType::kQ4_K:
+      return QuantizeRowQ4_K(x, n, static_cast<BlockQ4_K*>(dst));
+    case WeightType::kQ6_K:
+      return QuantizeRowQ6_K(x, n, static_cast<BlockQ6_K*>(dst));
+    case WeightType::kF16: {
+      auto* h = static_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) h[i] = Fp32ToFp16Bits(x[i]);
+      return;
+    }
   }
 }
 
@@ -135,6 +177,15 @@ void DequantizeRow(WeightType type, const void* src, int64_t n, float* y) {
       return DequantizeRowQ8_0(static_cast<const BlockQ8_0*>(src), n, y);
     case WeightType::kQ4_0:
       return DequantizeRowQ4_0(static_cast<const BlockQ4_0*>(src), n, y);
+    case WeightType::kQ4_K:
+      return DequantizeRowQ4_K(static_cast<const BlockQ4_K*>(src), n, y);
+    case WeightType::kQ6_K:
+      return DequantizeRowQ6_K(static_cast<const BlockQ6_K*>(src), n, y);
+    case WeightType::kF16: {
+      const auto* h = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) y[i] = Fp16BitsToFp32(h[i]);
+      return;
+    }
   }
 }
 
