@@ -4,11 +4,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/json_util.h"
 #include "base/status_macros.h"
+#include "kernels/cpu/gemv.h"
 #include "nlohmann/json.hpp"
+#include "runtime/gguf_model.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {
@@ -50,12 +53,62 @@ absl::StatusOr<at::Tensor> LoadBlocks(
   return TensorFromSafetensors(file, info, at::kByte);
 }
 
+// A block tensor that is no linear weight (a GGUF file's quantized token
+// embeddings): dequantized to the float [rows, cols] table the stage
+// indexes, in `dtype`.
+absl::StatusOr<at::Tensor> DequantizeTable(const SafetensorsFile& file,
+                                           const TensorInfo& info,
+                                           const WeightSpec& w,
+                                           kernels::WeightType type,
+                                           at::ScalarType dtype) {
+  if (w.shape.size() != 2 ||
+      info.shape != std::vector<int64_t>{w.shape[0],
+                                         kernels::RowBytes(type, w.shape[1])} ||
+      !kernels::CheckCols(type, w.shape[1])) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file.path(), ": tensor \"", w.name, "\" (",
+        kernels::WeightTypeName(type), " blocks) has shape ",
+        ShapeString(info.shape), " but config implies ", ShapeString(w.shape)));
+  }
+  return TorchCall(w.name, [&]() -> absl::StatusOr<at::Tensor> {
+    at::Tensor out = at::empty(w.shape, at::kFloat);
+    kernels::DequantizeRows(
+        {type, file.Data(info).data(), w.shape[0], w.shape[1]}, 0, w.shape[0],
+        out.data_ptr<float>());
+    return out.to(dtype);
+  });
+}
+
+// Undoes llama.cpp's per-head row permutation of q_proj / k_proj (a copy:
+// the rows move, float or blocks alike).
+absl::StatusOr<at::Tensor> UnpermuteRows(const at::Tensor& t, int64_t heads,
+                                         const std::string& name) {
+  const int64_t rows = t.size(0);
+  if (heads <= 0 || rows % heads != 0 || (rows / heads) % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor \"", name, "\": ", rows,
+                     " rows do not split into ", heads, " heads of even size"));
+  }
+  return TorchCall(name, [&]() -> absl::StatusOr<at::Tensor> {
+    std::vector<int64_t> index(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      index[r] = UnpermuteRowIndex(r, rows, heads);
+    }
+    return t.index_select(0, at::tensor(index)).contiguous();
+  });
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Open(
     const std::string& dir) {
+  std::error_code ec;
+  if (absl::EndsWith(dir, ".gguf") && fs::is_regular_file(dir, ec)) {
+    return OpenGguf(dir);
+  }
   if (!fs::is_directory(dir)) {
-    return absl::NotFoundError(absl::StrCat(dir, ": not a model directory"));
+    return absl::NotFoundError(
+        absl::StrCat(dir, ": not a model directory (or a .gguf file)"));
   }
   std::unique_ptr<ModelStore> store(new ModelStore());
   store->dir_ = dir;
@@ -100,6 +153,23 @@ absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::Open(
       store->weight_map_.count("transformer.wte.weight") > 0) {
     store->gpt2_prefix_ = "transformer.";
   }
+  return store;
+}
+
+absl::StatusOr<std::unique_ptr<ModelStore>> ModelStore::OpenGguf(
+    const std::string& path) {
+  ES_ASSIGN_OR_RETURN(GgufModel m, ImportGguf(path));
+  std::unique_ptr<ModelStore> store(new ModelStore());
+  store->dir_ = path;
+  store->config_ = m.config;
+  store->gguf_ = m.file;
+  store->unpermute_heads_ = std::move(m.unpermute_heads);
+  const std::string shard = fs::path(path).filename().string();
+  for (const TensorInfo& t : m.view->tensors()) {
+    store->weight_map_[t.name] = shard;
+  }
+  absl::MutexLock lock(&store->mu_);
+  store->shards_[shard] = m.view;  // Never opened by path.
   return store;
 }
 
@@ -155,11 +225,17 @@ absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(const StageSpec& spec,
                         StoredBlocks(w.name));
     if (blocks) {
       auto m = matrices.find(w.name);
+      if (m == matrices.end() && gguf_ != nullptr) {
+        ES_ASSIGN_OR_RETURN(out[w.name],
+                            DequantizeTable(*file, *info, w, *blocks, dtype));
+        continue;
+      }
       ES_ASSIGN_OR_RETURN(
           at::Tensor t,
           LoadBlocks(file, *info, w.name,
                      m == matrices.end() ? nullptr : &m->second, *blocks));
       out[w.name] = copy ? t.clone() : t;
+      ES_RETURN_IF_ERROR(Unpermute(w.name, &out[w.name]));
       continue;
     }
     if (info->shape != w.shape) {
@@ -183,6 +259,7 @@ absl::StatusOr<WeightMap> ModelStore::LoadStageWeights(const StageSpec& spec,
       }));
     }
     out[w.name] = std::move(t);
+    ES_RETURN_IF_ERROR(Unpermute(w.name, &out[w.name]));
   }
   return out;
 }
@@ -219,7 +296,16 @@ absl::StatusOr<int64_t> ModelStore::StoredBytes(
   return total;
 }
 
+absl::Status ModelStore::Unpermute(const std::string& name,
+                                   at::Tensor* t) const {
+  auto it = unpermute_heads_.find(name);
+  if (it == unpermute_heads_.end()) return absl::OkStatus();
+  ES_ASSIGN_OR_RETURN(*t, UnpermuteRows(*t, it->second, name));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> ModelStore::LoadTokenizer() const {
+  if (gguf_ != nullptr) return LoadGgufTokenizer(*gguf_);
   return edgesplit::LoadTokenizer(dir_, config_);
 }
 

@@ -1,5 +1,6 @@
 // A Hugging Face model directory: config.json, model.safetensors (or shards
-// listed in model.safetensors.index.json) and tokenizer files.
+// listed in model.safetensors.index.json) and tokenizer files; or a GGUF
+// file (a path ending in .gguf, gguf_model.h), seen as the same checkpoint.
 //
 // Opening reads config.json and the index only. LoadStageWeights() opens just
 // the shards holding the requested tensors and touches just those tensors'
@@ -19,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/cpu/quant_blocks.h"
+#include "runtime/gguf.h"
 #include "runtime/model_config.h"
 #include "runtime/safetensors.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -35,7 +37,9 @@ class ModelStore {
   static absl::StatusOr<std::unique_ptr<ModelStore>> Open(
       const std::string& dir);
 
+  // The directory, or the .gguf file's path.
   const std::string& dir() const { return dir_; }
+  bool is_gguf() const { return gguf_ != nullptr; }
   const ModelConfig& config() const { return config_; }
   // "transformer." or "" for GPT-2 checkpoints (see weight_layout.h).
   const std::string& gpt2_prefix() const { return gpt2_prefix_; }
@@ -64,6 +68,10 @@ class ModelStore {
 
  private:
   ModelStore() = default;
+  static absl::StatusOr<std::unique_ptr<ModelStore>> OpenGguf(
+      const std::string& path);
+  // Undoes a GGUF file's q/k row permutation of `name`, if it has one.
+  absl::Status Unpermute(const std::string& name, at::Tensor* t) const;
   absl::StatusOr<std::shared_ptr<const SafetensorsFile>> Shard(
       const std::string& file) const;
   // Shard file holding `tensor`, or NOT_FOUND naming the tensor.
@@ -74,6 +82,10 @@ class ModelStore {
   std::string gpt2_prefix_;
   // Tensor name -> shard file name (relative to dir_).
   std::map<std::string, std::string> weight_map_;
+  // GGUF only: the file (metadata, tokenizer) and the q/k tensors to
+  // un-permute, with their head counts.
+  std::shared_ptr<const GgufFile> gguf_;
+  std::map<std::string, int64_t> unpermute_heads_;
 
   mutable absl::Mutex mu_;
   mutable std::map<std::string, std::shared_ptr<const SafetensorsFile>> shards_

@@ -1,10 +1,5 @@
 #include "runtime/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -13,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/file_util.h"
 #include "base/json_util.h"
+#include "base/mapped_file.h"
 #include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -170,39 +166,15 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(
 
 absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(
     const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::NotFoundError(
-        absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
-  }
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return absl::InternalError(
-        absl::StrCat(path, ": cannot stat: ", std::strerror(err)));
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  ES_ASSIGN_OR_RETURN(std::shared_ptr<const MappedFile> map,
+                      MappedFile::Open(path));
+  const uint64_t size = map->size();
   if (size < 8) {
-    ::close(fd);
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": file too short for a safetensors header (", size, " bytes)"));
   }
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int mmap_errno = errno;  // close() may overwrite it.
-  ::close(fd);
-  if (map == MAP_FAILED) {
-    return absl::InternalError(
-        absl::StrCat(path, ": mmap failed: ", std::strerror(mmap_errno)));
-  }
-  // From here the destructor unmaps.
-  std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
-  file->path_ = path;
-  file->map_ = static_cast<const uint8_t*>(map);
-  file->map_size_ = size;
-
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | file->map_[i];
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | map->data()[i];
   if (header_len > size - 8) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": header length ", header_len,
@@ -213,18 +185,43 @@ absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(
         path, ": header length ", header_len, " exceeds the limit of ",
         kMaxSafetensorsHeaderBytes, " bytes"));
   }
-  absl::string_view text(reinterpret_cast<const char*>(file->map_ + 8),
+  absl::string_view text(reinterpret_cast<const char*>(map->data() + 8),
                          header_len);
-  file->data_ = file->map_ + 8 + header_len;
   ES_ASSIGN_OR_RETURN(
-      file->header_, ParseSafetensorsHeader(text, size - 8 - header_len, path));
-  return std::shared_ptr<const SafetensorsFile>(std::move(file));
+      SafetensorsHeader header,
+      ParseSafetensorsHeader(text, size - 8 - header_len, path));
+  return FromMapping(path, std::move(header), std::move(map), 8 + header_len);
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) {
-    ::munmap(const_cast<uint8_t*>(map_), map_size_);
+absl::StatusOr<std::shared_ptr<const SafetensorsFile>>
+SafetensorsFile::FromMapping(std::string path, SafetensorsHeader header,
+                             std::shared_ptr<const MappedFile> map,
+                             uint64_t data_offset) {
+  if (data_offset > map->size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": data section starts past the end of the file"));
   }
+  const uint64_t data_size = map->size() - data_offset;
+  std::sort(
+      header.tensors.begin(), header.tensors.end(),
+      [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
+  for (size_t i = 0; i < header.tensors.size(); ++i) {
+    const TensorInfo& t = header.tensors[i];
+    if (t.begin > t.end || t.end > data_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor \"", t.name, "\" lies outside the data"));
+    }
+    if (i > 0 && header.tensors[i - 1].name == t.name) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": duplicate tensor \"", t.name, "\""));
+    }
+  }
+  std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
+  file->path_ = std::move(path);
+  file->header_ = std::move(header);
+  file->data_ = map->data() + data_offset;
+  file->map_ = std::move(map);
+  return std::shared_ptr<const SafetensorsFile>(std::move(file));
 }
 
 const TensorInfo* SafetensorsFile::Find(absl::string_view name) const {

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "base/mapped_file.h"
 #include "runtime/dtype.h"
 
 namespace edgesplit {
@@ -56,7 +57,13 @@ class SafetensorsFile {
  public:
   static absl::StatusOr<std::shared_ptr<const SafetensorsFile>> Open(
       const std::string& path);
-  ~SafetensorsFile();
+  // The same view over tensors another format stores (GGUF import): the
+  // tensors of `header` live at `data_offset` + their offsets in `map`.
+  // Fails, naming `path`, when one lies outside the file or two share a
+  // name; the tensors may come in any order.
+  static absl::StatusOr<std::shared_ptr<const SafetensorsFile>> FromMapping(
+      std::string path, SafetensorsHeader header,
+      std::shared_ptr<const MappedFile> map, uint64_t data_offset);
 
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -76,8 +83,7 @@ class SafetensorsFile {
 
   std::string path_;
   SafetensorsHeader header_;
-  const uint8_t* map_ = nullptr;
-  size_t map_size_ = 0;
+  std::shared_ptr<const MappedFile> map_;
   const uint8_t* data_ = nullptr;  // Start of the data section.
 };
 

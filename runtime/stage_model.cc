@@ -137,12 +137,14 @@ absl::StatusOr<kernels::WeightType> EffectiveWeights(
 
 // The weight `name` of the [out, in] matrix `lm` as `want`: from the
 // checkpoint's blocks when it stores blocks (the store checked their
-// shape; converted if another type is asked for), else from its float
-// tensor (GPT-2's Conv1D [in, out] transposed).
+// shape; kept as stored unless `options.weights` asks for a type, so a GGUF
+// file's mix of types stays as it is), else from its float tensor (GPT-2's
+// Conv1D [in, out] transposed).
 absl::StatusOr<LinearWeight> LoadLinear(const ModelStore& store, WeightMap& w,
                                         const std::string& name,
                                         const LinearModule& lm,
-                                        kernels::WeightType want) {
+                                        kernels::WeightType want,
+                                        const StageOptions& options) {
   ES_ASSIGN_OR_RETURN(at::Tensor t, Take(w, name));
   if (t.scalar_type() != at::kByte) {
     return MakeLinearWeight(lm.conv1d ? t.t().contiguous() : t, want, name);
@@ -155,7 +157,7 @@ absl::StatusOr<LinearWeight> LoadLinear(const ModelStore& store, WeightMap& w,
   lw.out = lm.out_features;
   lw.in = lm.in_features;
   lw.blocks = t.contiguous();
-  if (want == *stored) return lw;
+  if (want == *stored || !options.weights) return lw;
   return MakeLinearWeight(lw.Dense(), want, name);
 }
 
@@ -193,8 +195,8 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
       const std::string head_name =
           c.tie_word_embeddings ? TokenEmbeddingName(c, p) : "lm_head.weight";
       const LinearModule head{"", "", c.hidden_size, c.vocab_size, false};
-      ES_ASSIGN_OR_RETURN(m->head_,
-                          LoadLinear(store, w, head_name, head, weights));
+      ES_ASSIGN_OR_RETURN(
+          m->head_, LoadLinear(store, w, head_name, head, weights, options));
     }
     absl::MutexLock lock(&m->mu_);
     for (int64_t b = spec.blocks.first; b < spec.blocks.last; ++b) {
@@ -217,7 +219,8 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
         const std::string name = LinearWeightName(c, lm, p);
         Linear l;
         l.module = lm.module;
-        ES_ASSIGN_OR_RETURN(l.w, LoadLinear(store, w, name, lm, weights));
+        ES_ASSIGN_OR_RETURN(l.w,
+                            LoadLinear(store, w, name, lm, weights, options));
         // "<module>.bias" beside "<module>.weight".
         const std::string bias =
             name.substr(0, name.size() - sizeof("weight") + 1) + "bias";

@@ -33,7 +33,7 @@ commands:
              [--dtype f32|f16|bf16] [--shard-mb MB]
       Write a randomly initialised model in Hugging Face layout.
       Presets: gpt2 tiny, mini, small (124M); llama tiny, mini, 1b (1.1B).
-  model info DIR
+  model info DIR|FILE.gguf
       Print architecture, parameter count and bytes per block.
   model quantize --model DIR --out DIR --type q8_0|q4_0|q4_k|q6_k
       Write a copy whose block linears (and untied head) are GGUF blocks:
@@ -41,10 +41,11 @@ commands:
       and read per token. K types need rows of 256 (narrower ones fall back
       to q4_0 / q8_0, as llama.cpp does).
       Every command loads it as it is; --weights converts on load.
-  generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T]
-           [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]
+  generate --model DIR|FILE.gguf --prompt TEXT [--max-new-tokens N]
+           [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R]
+           [--seed S]
            [--adapter DIR] [--split B1,B2,...] [--dtype f32|bf16]
-           [--weights f32|q8_0|q4_0|q4_k|q6_k] [--threads N]
+           [--weights f32|f16|q8_0|q4_0|q4_k|q6_k] [--threads N]
            [--mmap-weights]
       Stream the continuation of TEXT to stdout; statistics to stderr.
       --temperature 0 is greedy decoding. --split runs the model as a local
@@ -54,6 +55,8 @@ commands:
       --weights q8_0, q4_0, ... quantizes the blocks and head at load (GGUF
       block formats; about 3.8x / 7x fewer bytes to read per token; an
       approximation: +0.04% / +12% perplexity on stories260K).
+      A .gguf file (llama.cpp, Llama family) runs as it is: its tensors
+      keep their types; the tokenizer comes from its metadata.
   generate --controller HOST:PORT --model-id ID --prompt TEXT
            [--codec fp32|fp16|bf16|int8] [--model-dir DIR] [--adapter NAME]
            [same sampling flags]

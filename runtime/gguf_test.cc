@@ -1,0 +1,534 @@
+// GGUF import against GGUF files written here from known values by an
+// independent writer (this file's GgufWriter, which follows the format
+// description and llama.cpp's converter, not gguf.cc): the same weights
+// give the same logits and token ids as the safetensors model, and bad
+// files fail with errors naming the file and the key or tensor.
+#include "runtime/gguf.h"
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/file_util.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/quant_blocks.h"
+#include "runtime/generator.h"
+#include "runtime/gguf_model.h"
+#include "runtime/model_quantize.h"
+#include "runtime/model_store.h"
+#include "runtime/safetensors.h"
+#include "runtime/tokenizer/sentencepiece_model.h"
+#include "testing/test_models.h"
+#include "testing/test_paths.h"
+
+namespace edgesplit {
+namespace {
+
+using kernels::WeightType;
+
+class GgufWriter {
+ public:
+  void KvString(const std::string& key, const std::string& v) {
+    Key(key, 8);
+    Str(&kv_, v);
+  }
+  void KvU32(const std::string& key, uint32_t v) {
+    Key(key, 4);
+    Put(&kv_, v);
+  }
+  void KvF32(const std::string& key, float v) {
+    Key(key, 6);
+    Put(&kv_, v);
+  }
+  void KvBool(const std::string& key, bool v) {
+    Key(key, 7);
+    Put(&kv_, static_cast<uint8_t>(v));
+  }
+  void KvStrings(const std::string& key, const std::vector<std::string>& v) {
+    Key(key, 9);
+    Put(&kv_, uint32_t{8});
+    Put(&kv_, static_cast<uint64_t>(v.size()));
+    for (const std::string& s : v) Str(&kv_, s);
+  }
+  template <typename T>
+  void KvArray(const std::string& key, uint32_t elem_type,
+               const std::vector<T>& v) {
+    Key(key, 9);
+    Put(&kv_, elem_type);
+    Put(&kv_, static_cast<uint64_t>(v.size()));
+    for (const T& x : v) Put(&kv_, x);
+  }
+  // ne innermost first, as GGUF stores them.
+  void Tensor(const std::string& name, std::vector<uint64_t> ne, uint32_t type,
+              std::string bytes) {
+    tensors_.push_back({name, std::move(ne), type, std::move(bytes)});
+  }
+  std::string Build(uint64_t alignment = 32) const {
+    std::string out;
+    Put(&out, uint32_t{0x46554747});
+    Put(&out, uint32_t{3});
+    Put(&out, static_cast<uint64_t>(tensors_.size()));
+    Put(&out, n_kv_);
+    out += kv_;
+    uint64_t offset = 0;
+    std::vector<uint64_t> offsets;
+    for (const T& t : tensors_) {
+      Str(&out, t.name);
+      Put(&out, static_cast<uint32_t>(t.ne.size()));
+      for (uint64_t n : t.ne) Put(&out, n);
+      Put(&out, t.type);
+      Put(&out, offset);
+      offsets.push_back(offset);
+      offset =
+          (offset + t.bytes.size() + alignment - 1) / alignment * alignment;
+    }
+    out.resize((out.size() + alignment - 1) / alignment * alignment, '\0');
+    const size_t data = out.size();
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      out.resize(data + offsets[i], '\0');
+      out += tensors_[i].bytes;
+    }
+    return out;
+  }
+
+ private:
+  struct T {
+    std::string name;
+    std::vector<uint64_t> ne;
+    uint32_t type;
+    std::string bytes;
+  };
+  template <typename V>
+  static void Put(std::string* out, V v) {
+    out->append(reinterpret_cast<const char*>(&v), sizeof(v));
+  }
+  static void Str(std::string* out, const std::string& s) {
+    Put(out, static_cast<uint64_t>(s.size()));
+    *out += s;
+  }
+  void Key(const std::string& key, uint32_t type) {
+    Str(&kv_, key);
+    Put(&kv_, type);
+    ++n_kv_;
+  }
+  std::string kv_;
+  uint64_t n_kv_ = 0;
+  std::vector<T> tensors_;
+};
+
+// llama.cpp's converter: within each head, rows (j, i) -> (i, j).
+std::string PermuteRows(const std::string& rows_bytes, int64_t rows,
+                        int64_t heads) {
+  const size_t row = rows_bytes.size() / rows;
+  const int64_t hd = rows / heads, half = hd / 2;
+  std::string out;
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t i = 0; i < half; ++i) {
+      for (int64_t j = 0; j < 2; ++j) {
+        out += rows_bytes.substr((h * hd + j * half + i) * row, row);
+      }
+    }
+  }
+  return out;
+}
+
+std::string GgufName(const std::string& hf) {
+  const std::pair<const char*, const char*> names[] = {
+      {"input_layernorm.weight", "attn_norm.weight"},
+      {"self_attn.q_proj.weight", "attn_q.weight"},
+      {"self_attn.k_proj.weight", "attn_k.weight"},
+      {"self_attn.v_proj.weight", "attn_v.weight"},
+      {"self_attn.o_proj.weight", "attn_output.weight"},
+      {"post_attention_layernorm.weight", "ffn_norm.weight"},
+      {"mlp.gate_proj.weight", "ffn_gate.weight"},
+      {"mlp.up_proj.weight", "ffn_up.weight"},
+      {"mlp.down_proj.weight", "ffn_down.weight"}};
+  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+  if (hf == "model.norm.weight") return "output_norm.weight";
+  if (hf == "lm_head.weight") return "output.weight";
+  const std::string layers = "model.layers.";
+  const size_t dot = hf.find('.', layers.size());
+  const std::string block = hf.substr(layers.size(), dot - layers.size());
+  for (const auto& [h, g] : names) {
+    if (hf.substr(dot + 1) == h) return "blk." + block + "." + g;
+  }
+  ADD_FAILURE() << "no GGUF name for " << hf;
+  return "";
+}
+
+uint32_t GgmlTypeOf(WeightType t) {
+  switch (t) {
+    case WeightType::kQ8_0:
+      return 8;
+    case WeightType::kQ4_0:
+      return 2;
+    case WeightType::kQ4_K:
+      return 12;
+    case WeightType::kQ6_K:
+      return 14;
+    default:
+      return 0;
+  }
+}
+
+std::string Bytes(const at::Tensor& t) {
+  at::Tensor c = t.contiguous();
+  return std::string(static_cast<const char*>(c.data_ptr()), c.nbytes());
+}
+
+void WriteHyperParameters(const ModelConfig& c, GgufWriter* w) {
+  w->KvString("general.architecture", "llama");
+  w->KvU32("general.alignment", 32);
+  w->KvU32("llama.context_length", static_cast<uint32_t>(c.max_positions));
+  w->KvU32("llama.embedding_length", static_cast<uint32_t>(c.hidden_size));
+  w->KvU32("llama.block_count", static_cast<uint32_t>(c.num_layers));
+  w->KvU32("llama.feed_forward_length",
+           static_cast<uint32_t>(c.intermediate_size));
+  w->KvU32("llama.attention.head_count", static_cast<uint32_t>(c.num_heads));
+  w->KvU32("llama.attention.head_count_kv",
+           static_cast<uint32_t>(c.num_kv_heads));
+  w->KvU32("llama.rope.dimension_count", static_cast<uint32_t>(c.head_dim));
+  w->KvF32("llama.attention.layer_norm_rms_epsilon",
+           static_cast<float>(c.norm_eps));
+  w->KvF32("llama.rope.freq_base", static_cast<float>(c.rope_theta));
+}
+
+// The weights of the model in `dir` as a GGUF file: float tensors as F32
+// (or F16 when `f16`), block tensors as they are stored, q/k rows permuted.
+// `quantize` (optional) names a block type to quantize a float tensor to
+// here (kF32: keep it).
+std::string WriteGguf(
+    const std::string& dir, const std::string& out, bool f16 = false,
+    bool tokenizer = true,
+    std::function<WeightType(const std::string&)> quantize = nullptr) {
+  auto store = ModelStore::Open(dir);
+  EXPECT_TRUE(store.ok()) << store.status();
+  const ModelConfig& c = (*store)->config();
+  auto weights =
+      (*store)->LoadStageWeights({{0, c.num_layers}, true, true}, at::kFloat);
+  EXPECT_TRUE(weights.ok()) << weights.status();
+  GgufWriter w;
+  WriteHyperParameters(c, &w);
+  if (tokenizer) {
+    auto proto_bytes = ReadFile(dir + "/tokenizer.model");
+    EXPECT_TRUE(proto_bytes.ok());
+    auto proto = spm::ParseModelProto(*proto_bytes, "tokenizer.model");
+    EXPECT_TRUE(proto.ok());
+    std::vector<std::string> tokens;
+    std::vector<float> scores;
+    std::vector<int32_t> types;
+    for (const spm::ModelPiece& p : proto->pieces) {
+      tokens.push_back(p.piece);
+      scores.push_back(p.score);
+      types.push_back(static_cast<int32_t>(p.type));
+    }
+    w.KvString("tokenizer.ggml.model", "llama");
+    w.KvStrings("tokenizer.ggml.tokens", tokens);
+    w.KvArray("tokenizer.ggml.scores", 6, scores);
+    w.KvArray("tokenizer.ggml.token_type", 5, types);
+    w.KvU32("tokenizer.ggml.bos_token_id", 1);
+    w.KvU32("tokenizer.ggml.eos_token_id", 2);
+    w.KvU32("tokenizer.ggml.unknown_token_id", 0);
+    w.KvBool("tokenizer.ggml.add_bos_token", true);
+  }
+  for (const auto& [name, t] : *weights) {
+    auto blocks = (*store)->StoredBlocks(name);
+    EXPECT_TRUE(blocks.ok());
+    std::vector<uint64_t> ne;
+    uint32_t type = 0;
+    std::string bytes;
+    int64_t rows = t.size(0), cols = t.dim() == 2 ? t.size(1) : 0;
+    if (blocks->has_value()) {
+      type = GgmlTypeOf(**blocks);
+      bytes = Bytes(t);
+      // The logical width: down_proj reads the MLP; the rest the model.
+      cols = name.find("down_proj") != std::string::npos ? c.intermediate_size
+                                                         : c.hidden_size;
+    } else if (quantize && quantize(name) != WeightType::kF32) {
+      const WeightType q = quantize(name);
+      type = GgmlTypeOf(q);
+      const int64_t rb = kernels::RowBytes(q, cols);
+      bytes.resize(rows * rb);
+      at::Tensor f = t.contiguous();
+      for (int64_t r = 0; r < rows; ++r) {
+        kernels::QuantizeRow(q, f.data_ptr<float>() + r * cols, cols,
+                             &bytes[r * rb]);
+      }
+    } else if (f16 && t.dim() == 2) {
+      type = 1;
+      bytes = Bytes(t.to(at::kHalf));
+    } else {
+      bytes = Bytes(t);
+    }
+    ne = t.dim() == 2 ? std::vector<uint64_t>{static_cast<uint64_t>(cols),
+                                              static_cast<uint64_t>(rows)}
+                      : std::vector<uint64_t>{static_cast<uint64_t>(rows)};
+    if (name.find("q_proj") != std::string::npos) {
+      bytes = PermuteRows(bytes, rows, c.num_heads);
+    } else if (name.find("k_proj") != std::string::npos) {
+      bytes = PermuteRows(bytes, rows, c.num_kv_heads);
+    }
+    w.Tensor(GgufName(name), ne, type, bytes);
+  }
+  EXPECT_TRUE(WriteFileAtomically(out, w.Build()).ok());
+  return out;
+}
+
+at::Tensor Logits(const std::string& model, const std::vector<int32_t>& ids,
+                  StageOptions o = {}, std::vector<int64_t> cuts = {}) {
+  auto store = ModelStore::Open(model);
+  EXPECT_TRUE(store.ok()) << store.status();
+  auto p = LocalPipeline::Load(**store, cuts, o);
+  EXPECT_TRUE(p.ok()) << p.status();
+  auto l = (*p)->NewSequence()->ForwardAll(ids);
+  EXPECT_TRUE(l.ok()) << l.status();
+  return *l;
+}
+
+const std::string& Stories() {
+  static const std::string dir = testing::SharedDir() + "/models/stories260K";
+  return dir;
+}
+
+// The real model as F32 GGUF: the same logits bit for bit (q/k rows
+// un-permuted exactly), whole and split, the same hyper-parameters, and a
+// tokenizer from the GGUF keys that encodes and decodes as tokenizer.model.
+TEST(GgufTest, RealModelAsF32GgufMatchesSafetensors) {
+  const std::string path =
+      WriteGguf(Stories(), testing::TempDir("stories_f32") + ".gguf");
+  auto store = ModelStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_TRUE((*store)->is_gguf());
+  auto ref = ModelStore::Open(Stories());
+  ASSERT_TRUE(ref.ok());
+  const ModelConfig& a = (*store)->config();
+  const ModelConfig& b = (*ref)->config();
+  EXPECT_EQ(a.hidden_size, b.hidden_size);
+  EXPECT_EQ(a.num_kv_heads, b.num_kv_heads);
+  EXPECT_EQ(a.intermediate_size, b.intermediate_size);
+  EXPECT_EQ(a.vocab_size, b.vocab_size);
+  EXPECT_EQ(a.tie_word_embeddings, b.tie_word_embeddings);
+  EXPECT_EQ(a.quantized_weights, "");
+  auto tok = (*store)->LoadTokenizer();
+  auto ref_tok = (*ref)->LoadTokenizer();
+  ASSERT_TRUE(tok.ok() && ref_tok.ok()) << tok.status();
+  auto text =
+      ReadFile(testing::SharedDir() + "/data/tinystories_valid_sample.txt");
+  ASSERT_TRUE(text.ok());
+  const std::string sample = text->substr(0, 3000);
+  auto ids = (*tok)->EncodePrompt(sample);
+  auto ref_ids = (*ref_tok)->EncodePrompt(sample);
+  ASSERT_TRUE(ids.ok() && ref_ids.ok());
+  EXPECT_EQ(*ids, *ref_ids);
+  EXPECT_EQ(*(*tok)->Decode(*ids), *(*ref_tok)->Decode(*ids));
+  std::vector<int32_t> prompt(ids->begin(), ids->begin() + 40);
+  const at::Tensor want = Logits(Stories(), prompt);
+  EXPECT_TRUE(at::equal(Logits(path, prompt), want));
+  EXPECT_TRUE(at::equal(Logits(path, prompt, {}, {2, 4}), want));
+}
+
+// F16 tensors load as float (exact widening): the same logits bit for bit
+// as a safetensors copy of the model whose 2-D tensors are F16.
+TEST(GgufTest, F16TensorsEqualAnF16Checkpoint) {
+  const std::string path = WriteGguf(
+      Stories(), testing::TempDir("stories_f16") + ".gguf", /*f16=*/true);
+  const std::string dir = testing::TempDir("stories_f16_dir");
+  auto src = ModelStore::Open(Stories());
+  ASSERT_TRUE(src.ok());
+  const ModelConfig& c = (*src)->config();
+  auto weights =
+      (*src)->LoadStageWeights({{0, c.num_layers}, true, true}, at::kFloat);
+  ASSERT_TRUE(weights.ok());
+  SafetensorsWriter writer;
+  std::vector<at::Tensor> keep;
+  for (const auto& [name, t] : *weights) {
+    keep.push_back(t.dim() == 2 ? t.to(at::kHalf).contiguous() : t);
+    ASSERT_TRUE(writer
+                    .Add(name, t.dim() == 2 ? DType::kF16 : DType::kF32,
+                         t.sizes().vec(),
+                         {static_cast<const uint8_t*>(keep.back().data_ptr()),
+                          static_cast<size_t>(keep.back().nbytes())})
+                    .ok());
+  }
+  ASSERT_TRUE(writer.Write(dir + "/model.safetensors").ok());
+  auto config = ReadFile(Stories() + "/config.json");
+  ASSERT_TRUE(config.ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/config.json", *config).ok());
+  std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 259, 1};
+  const at::Tensor want = Logits(dir, prompt);
+  EXPECT_TRUE(at::equal(Logits(path, prompt), want));
+  EXPECT_FALSE(at::equal(want, Logits(Stories(), prompt)));
+}
+
+// A quantized model as GGUF blocks (q/k block rows permuted): the same
+// logits as the quantized directory it came from, every tensor loaded as
+// stored, whole and split.
+TEST(GgufTest, QuantizedBlocksMatchTheQuantizedDirectory) {
+  for (WeightType type : {WeightType::kQ8_0, WeightType::kQ4_K}) {
+    QuantizeOptions q;
+    q.model_dir = testing::TinyModel(Arch::kLlama, 0, "mini");
+    q.out_dir =
+        testing::TempDir(absl::StrCat("gguf_src_", WeightTypeName(type)));
+    q.type = type;
+    ASSERT_TRUE(QuantizeModel(q).ok());
+    const std::string path =
+        WriteGguf(q.out_dir, q.out_dir + ".gguf", false, /*tokenizer=*/false);
+    auto store = ModelStore::Open(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    EXPECT_EQ((*store)->config().quantized_weights, WeightTypeName(type));
+    auto stored =
+        (*store)->StoredBlocks("model.layers.2.self_attn.k_proj.weight");
+    ASSERT_TRUE(stored.ok() && stored->has_value());
+    EXPECT_EQ(**stored, type);
+    std::vector<int32_t> prompt = {5, 17, 99, 3, 250, 41};
+    const at::Tensor want = Logits(q.out_dir, prompt);
+    EXPECT_TRUE(at::equal(Logits(path, prompt), want)) << WeightTypeName(type);
+    EXPECT_TRUE(at::equal(Logits(path, prompt, {}, {1, 3}), want));
+    // No tokenizer keys: the model runs, the tokenizer is refused clearly.
+    auto tok = (*store)->LoadTokenizer();
+    EXPECT_EQ(tok.status().code(), absl::StatusCode::kNotFound);
+    EXPECT_NE(tok.status().message().find("tokenizer.ggml.model"),
+              std::string::npos);
+  }
+}
+
+// llama.cpp's usual mix (Q4_K with Q6_K, quantized token embeddings): each
+// tensor loads as stored, the embeddings dequantized to a float table;
+// split equals whole and the logits stay near the float model's.
+TEST(GgufTest, MixedBlockTypesLoadAsStored) {
+  const std::string& dir = testing::TinyModel(Arch::kLlama, 0, "mini");
+  auto pick = [](const std::string& name) {
+    if (name == "model.embed_tokens.weight") return WeightType::kQ8_0;
+    if (name.find("down_proj") != std::string::npos) return WeightType::kQ6_K;
+    if (name.find("norm") != std::string::npos) return WeightType::kF32;
+    return WeightType::kQ4_K;
+  };
+  const std::string path =
+      WriteGguf(dir, testing::TempDir("mixed") + ".gguf", false, false, pick);
+  auto store = ModelStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->config().quantized_weights, "q4_k");
+  auto down = (*store)->StoredBlocks("model.layers.1.mlp.down_proj.weight");
+  ASSERT_TRUE(down.ok() && down->has_value());
+  EXPECT_EQ(**down, WeightType::kQ6_K);
+  std::vector<int32_t> prompt = {5, 17, 99, 3, 250, 41};
+  const at::Tensor whole = Logits(path, prompt);
+  EXPECT_TRUE(at::equal(Logits(path, prompt, {}, {1, 2, 3}), whole));
+  const at::Tensor f32 = Logits(dir, prompt);
+  const double rel = ((whole - f32).norm() / f32.norm()).item<double>();
+  EXPECT_GT(rel, 0.0);
+  EXPECT_LT(rel, 0.2);
+  // Asking for one type converts every linear to it.
+  StageOptions q8;
+  q8.weights = WeightType::kQ8_0;
+  EXPECT_FALSE(at::equal(Logits(path, prompt, q8), whole));
+}
+
+// One good file, then one corruption at a time: each fails with an error
+// naming the file and what is wrong, and nothing crashes (ASan runs this).
+TEST(GgufTest, MalformedFilesFailWithClearErrors) {
+  GgufWriter w;
+  w.KvString("general.architecture", "llama");
+  w.Tensor("token_embd.weight", {32, 4}, 0, std::string(32 * 4 * 4, '\0'));
+  const std::string good = w.Build();
+  ASSERT_TRUE(GgufFile::ParseBytes(good, "good.gguf").ok());
+  auto expect_error = [](const std::string& bytes, const std::string& what) {
+    auto f = GgufFile::ParseBytes(bytes, "bad.gguf");
+    ASSERT_FALSE(f.ok()) << what;
+    EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument) << what;
+    EXPECT_NE(f.status().message().find("bad.gguf"), std::string::npos);
+    EXPECT_NE(f.status().message().find(what), std::string::npos)
+        << f.status().message();
+  };
+  for (size_t n : {0, 3, 10, 30, 60, 100}) {
+    expect_error(good.substr(0, n), "");
+  }
+  std::string s = good;
+  s[0] = 'X';
+  expect_error(s, "bad magic");
+  s = good;
+  s[4] = 9;
+  expect_error(s, "version 9");
+  // The tensor's type field: after the header, the key and the tensor name.
+  const size_t type_at = good.find("token_embd.weight") + 17 + 4 + 16;
+  s = good;
+  s[type_at] = 13;  // Q5_K.
+  expect_error(s, "ggml type 13");
+  s = good;
+  s[type_at + 4] = 1;  // Offset 1: misaligned.
+  expect_error(s, "not aligned");
+  s = good;
+  s[type_at + 5] = 1;  // Offset 256: past the data.
+  expect_error(s, "runs past the end");
+  s = good;
+  s[type_at - 16] = 33;  // Rows of 33 in a Q8_0 tensor would not divide...
+  s[type_at] = 8;
+  expect_error(s, "not a multiple of 32");
+  s = good;
+  s[good.find("token_embd.weight") + 17] = 5;  // Five dimensions.
+  expect_error(s, "5 dimensions");
+  // A string length past the end of the file.
+  s = good;
+  s[31] = 0x7F;  // The first key's length, high byte.
+  expect_error(s, "runs past the end");
+  // An array claiming more elements than the file holds.
+  GgufWriter a;
+  a.KvArray("x", 4, std::vector<uint32_t>{1, 2});
+  s = a.Build();
+  const size_t count_at = s.find('x') + 1 + 4 + 4;
+  s[count_at + 7] = 0x10;
+  expect_error(s, "more than the file holds");
+  // Import-level errors name the tensor or key.
+  GgufWriter m;
+  m.KvString("general.architecture", "gpt2");
+  const std::string p1 = testing::TempDir("bad_arch") + ".gguf";
+  ASSERT_TRUE(WriteFileAtomically(p1, m.Build()).ok());
+  auto store = ModelStore::Open(p1);
+  EXPECT_NE(store.status().message().find("general.architecture"),
+            std::string::npos);
+  GgufWriter r;
+  WriteHyperParameters((*ModelStore::Open(Stories()))->config(), &r);
+  r.Tensor("token_embd.weight", {64, 512}, 0, std::string(64 * 512 * 4, '\0'));
+  r.Tensor("rope_freqs.weight", {4}, 0, std::string(16, '\0'));
+  const std::string p2 = testing::TempDir("bad_tensor") + ".gguf";
+  ASSERT_TRUE(WriteFileAtomically(p2, r.Build()).ok());
+  store = ModelStore::Open(p2);
+  EXPECT_NE(store.status().message().find("rope_freqs.weight"),
+            std::string::npos)
+      << store.status();
+}
+
+// A q/k tensor whose shape disagrees with the keys is refused naming it.
+TEST(GgufTest, ShapeMismatchNamesTheTensor) {
+  const std::string path =
+      WriteGguf(Stories(), testing::TempDir("stories_shape") + ".gguf");
+  auto bytes = ReadFile(path);
+  ASSERT_TRUE(bytes.ok());
+  // llama.feed_forward_length 172 -> 160: every ffn tensor disagrees.
+  std::string s = *bytes;
+  const size_t at = s.find("llama.feed_forward_length") + 25 + 4;
+  uint32_t v = 160;
+  std::memcpy(&s[at], &v, 4);
+  const std::string bad = testing::TempDir("stories_badshape") + ".gguf";
+  ASSERT_TRUE(WriteFileAtomically(bad, s).ok());
+  auto store = ModelStore::Open(bad);
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto p = LocalPipeline::Load(**store, {});
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(p.status().message().find(bad), std::string::npos) << p.status();
+  EXPECT_NE(p.status().message().find("mlp"), std::string::npos) << p.status();
+}
+
+TEST(GgufTest, UnpermuteInvertsTheConvertersPermutation) {
+  // 2 heads of 4 rows: GGUF rows (h, i, j) hold HF rows (h, j, i).
+  const int64_t want[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+  for (int64_t r = 0; r < 8; ++r)
+    EXPECT_EQ(UnpermuteRowIndex(r, 8, 2), want[r]);
+}
+
+}  // namespace
+}  // namespace edgesplit
