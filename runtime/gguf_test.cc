@@ -1,8 +1,8 @@
 // GGUF import against GGUF files written here from known values by an
-// independent writer (this file's GgufWriter, which follows the format
+// independent writer (testing/gguf_writer.h, which follows the format
 // description and llama.cpp's converter, not gguf.cc): the same weights
-// give the same logits and token ids as the safetensors model, and bad
-// files fail with errors naming the file and the key or tensor.
+// give the same logits and token ids as the safetensors model. Malformed
+// files: gguf_parse_test.cc (run under ASan).
 #include "runtime/gguf.h"
 
 #include <cmath>
@@ -22,6 +22,7 @@
 #include "runtime/model_store.h"
 #include "runtime/safetensors.h"
 #include "runtime/tokenizer/sentencepiece_model.h"
+#include "testing/gguf_writer.h"
 #include "testing/test_models.h"
 #include "testing/test_paths.h"
 
@@ -29,96 +30,7 @@ namespace edgesplit {
 namespace {
 
 using kernels::WeightType;
-
-class GgufWriter {
- public:
-  void KvString(const std::string& key, const std::string& v) {
-    Key(key, 8);
-    Str(&kv_, v);
-  }
-  void KvU32(const std::string& key, uint32_t v) {
-    Key(key, 4);
-    Put(&kv_, v);
-  }
-  void KvF32(const std::string& key, float v) {
-    Key(key, 6);
-    Put(&kv_, v);
-  }
-  void KvBool(const std::string& key, bool v) {
-    Key(key, 7);
-    Put(&kv_, static_cast<uint8_t>(v));
-  }
-  void KvStrings(const std::string& key, const std::vector<std::string>& v) {
-    Key(key, 9);
-    Put(&kv_, uint32_t{8});
-    Put(&kv_, static_cast<uint64_t>(v.size()));
-    for (const std::string& s : v) Str(&kv_, s);
-  }
-  template <typename T>
-  void KvArray(const std::string& key, uint32_t elem_type,
-               const std::vector<T>& v) {
-    Key(key, 9);
-    Put(&kv_, elem_type);
-    Put(&kv_, static_cast<uint64_t>(v.size()));
-    for (const T& x : v) Put(&kv_, x);
-  }
-  // ne innermost first, as GGUF stores them.
-  void Tensor(const std::string& name, std::vector<uint64_t> ne, uint32_t type,
-              std::string bytes) {
-    tensors_.push_back({name, std::move(ne), type, std::move(bytes)});
-  }
-  std::string Build(uint64_t alignment = 32) const {
-    std::string out;
-    Put(&out, uint32_t{0x46554747});
-    Put(&out, uint32_t{3});
-    Put(&out, static_cast<uint64_t>(tensors_.size()));
-    Put(&out, n_kv_);
-    out += kv_;
-    uint64_t offset = 0;
-    std::vector<uint64_t> offsets;
-    for (const T& t : tensors_) {
-      Str(&out, t.name);
-      Put(&out, static_cast<uint32_t>(t.ne.size()));
-      for (uint64_t n : t.ne) Put(&out, n);
-      Put(&out, t.type);
-      Put(&out, offset);
-      offsets.push_back(offset);
-      offset =
-          (offset + t.bytes.size() + alignment - 1) / alignment * alignment;
-    }
-    out.resize((out.size() + alignment - 1) / alignment * alignment, '\0');
-    const size_t data = out.size();
-    for (size_t i = 0; i < tensors_.size(); ++i) {
-      out.resize(data + offsets[i], '\0');
-      out += tensors_[i].bytes;
-    }
-    return out;
-  }
-
- private:
-  struct T {
-    std::string name;
-    std::vector<uint64_t> ne;
-    uint32_t type;
-    std::string bytes;
-  };
-  template <typename V>
-  static void Put(std::string* out, V v) {
-    out->append(reinterpret_cast<const char*>(&v), sizeof(v));
-  }
-  static void Str(std::string* out, const std::string& s) {
-    Put(out, static_cast<uint64_t>(s.size()));
-    *out += s;
-  }
-  void Key(const std::string& key, uint32_t type) {
-    Str(&kv_, key);
-    Put(&kv_, type);
-    ++n_kv_;
-  }
-  std::string kv_;
-  uint64_t n_kv_ = 0;
-  std::vector<T> tensors_;
-};
+using testing::GgufWriter;
 
 // llama.cpp's converter: within each head, rows (j, i) -> (i, j).
 std::string PermuteRows(const std::string& rows_bytes, int64_t rows,
@@ -428,80 +340,6 @@ TEST(GgufTest, MixedBlockTypesLoadAsStored) {
   EXPECT_FALSE(at::equal(Logits(path, prompt, q8), whole));
 }
 
-// One good file, then one corruption at a time: each fails with an error
-// naming the file and what is wrong, and nothing crashes (ASan runs this).
-TEST(GgufTest, MalformedFilesFailWithClearErrors) {
-  GgufWriter w;
-  w.KvString("general.architecture", "llama");
-  w.Tensor("token_embd.weight", {32, 4}, 0, std::string(32 * 4 * 4, '\0'));
-  const std::string good = w.Build();
-  ASSERT_TRUE(GgufFile::ParseBytes(good, "good.gguf").ok());
-  auto expect_error = [](const std::string& bytes, const std::string& what) {
-    auto f = GgufFile::ParseBytes(bytes, "bad.gguf");
-    ASSERT_FALSE(f.ok()) << what;
-    EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument) << what;
-    EXPECT_NE(f.status().message().find("bad.gguf"), std::string::npos);
-    EXPECT_NE(f.status().message().find(what), std::string::npos)
-        << f.status().message();
-  };
-  for (size_t n : {0, 3, 10, 30, 60, 100}) {
-    expect_error(good.substr(0, n), "");
-  }
-  std::string s = good;
-  s[0] = 'X';
-  expect_error(s, "bad magic");
-  s = good;
-  s[4] = 9;
-  expect_error(s, "version 9");
-  // The tensor's type field: after the header, the key and the tensor name.
-  const size_t type_at = good.find("token_embd.weight") + 17 + 4 + 16;
-  s = good;
-  s[type_at] = 13;  // Q5_K.
-  expect_error(s, "ggml type 13");
-  s = good;
-  s[type_at + 4] = 1;  // Offset 1: misaligned.
-  expect_error(s, "not aligned");
-  s = good;
-  s[type_at + 5] = 1;  // Offset 256: past the data.
-  expect_error(s, "runs past the end");
-  s = good;
-  s[type_at - 16] = 33;  // Rows of 33 in a Q8_0 tensor would not divide...
-  s[type_at] = 8;
-  expect_error(s, "not a multiple of 32");
-  s = good;
-  s[good.find("token_embd.weight") + 17] = 5;  // Five dimensions.
-  expect_error(s, "5 dimensions");
-  // A string length past the end of the file.
-  s = good;
-  s[31] = 0x7F;  // The first key's length, high byte.
-  expect_error(s, "runs past the end");
-  // An array claiming more elements than the file holds.
-  GgufWriter a;
-  a.KvArray("x", 4, std::vector<uint32_t>{1, 2});
-  s = a.Build();
-  const size_t count_at = s.find('x') + 1 + 4 + 4;
-  s[count_at + 7] = 0x10;
-  expect_error(s, "more than the file holds");
-  // Import-level errors name the tensor or key.
-  GgufWriter m;
-  m.KvString("general.architecture", "gpt2");
-  const std::string p1 = testing::TempDir("bad_arch") + ".gguf";
-  ASSERT_TRUE(WriteFileAtomically(p1, m.Build()).ok());
-  auto store = ModelStore::Open(p1);
-  EXPECT_NE(store.status().message().find("general.architecture"),
-            std::string::npos);
-  GgufWriter r;
-  WriteHyperParameters((*ModelStore::Open(Stories()))->config(), &r);
-  r.Tensor("token_embd.weight", {64, 512}, 0, std::string(64 * 512 * 4, '\0'));
-  r.Tensor("rope_freqs.weight", {4}, 0, std::string(16, '\0'));
-  const std::string p2 = testing::TempDir("bad_tensor") + ".gguf";
-  ASSERT_TRUE(WriteFileAtomically(p2, r.Build()).ok());
-  store = ModelStore::Open(p2);
-  EXPECT_NE(store.status().message().find("rope_freqs.weight"),
-            std::string::npos)
-      << store.status();
-}
-
 // A q/k tensor whose shape disagrees with the keys is refused naming it.
 TEST(GgufTest, ShapeMismatchNamesTheTensor) {
   const std::string path =
@@ -521,13 +359,6 @@ TEST(GgufTest, ShapeMismatchNamesTheTensor) {
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find(bad), std::string::npos) << p.status();
   EXPECT_NE(p.status().message().find("mlp"), std::string::npos) << p.status();
-}
-
-TEST(GgufTest, UnpermuteInvertsTheConvertersPermutation) {
-  // 2 heads of 4 rows: GGUF rows (h, i, j) hold HF rows (h, j, i).
-  const int64_t want[8] = {0, 2, 1, 3, 4, 6, 5, 7};
-  for (int64_t r = 0; r < 8; ++r)
-    EXPECT_EQ(UnpermuteRowIndex(r, 8, 2), want[r]);
 }
 
 }  // namespace
