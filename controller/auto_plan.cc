@@ -212,6 +212,13 @@ absl::StatusOr<PlanConfig> PlanAutomatically(
     stage.node = s.node == planner::kDevice ? kDeviceNode : s.node;
     stage.first_block = s.first_block;
     stage.last_block = s.last_block;
+    // A pinned stage keeps the weight type the plan file gave it.
+    for (const PlanStageConfig& pinned : spec.stages) {
+      if (pinned.node == stage.node && pinned.first_block == s.first_block &&
+          pinned.last_block == s.last_block) {
+        stage.weights = pinned.weights;
+      }
+    }
     plan.stages.push_back(stage);
   }
   if (predictions != nullptr) *predictions = *std::move(solved);

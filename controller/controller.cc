@@ -293,6 +293,7 @@ v1::Plan Controller::ToProto(const PlanConfig& plan, uint64_t version) {
     ps->set_node(s.node);
     ps->set_first_block(s.first_block);
     ps->set_last_block(s.last_block);
+    ps->set_weights(s.weights);
   }
   return p;
 }

@@ -102,9 +102,26 @@ absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
     }
     stage.first_block = b[0];
     stage.last_block = b[1];
+    ES_ASSIGN_OR_RETURN(stage.weights, r.String(s, "weights", false));
+    if (!stage.weights.empty() && PlanWeightBytes(stage.weights) == 0) {
+      return r.Error(s["weights"], field + ".weights",
+                     absl::StrCat("\"", stage.weights,
+                                  "\" is not one of f32, f16, q8_0, q6_k, "
+                                  "q4_k, q4_0"));
+    }
     plan.stages.push_back(std::move(stage));
   }
   return plan;
+}
+
+double PlanWeightBytes(const std::string& weights) {
+  if (weights.empty() || weights == "f32") return 4;
+  if (weights == "f16") return 2;
+  if (weights == "q8_0") return 34.0 / 32;
+  if (weights == "q6_k") return 210.0 / 256;
+  if (weights == "q4_k") return 144.0 / 256;
+  if (weights == "q4_0") return 18.0 / 32;
+  return 0;
 }
 
 absl::StatusOr<PlanConfig> LoadPlanFile(const std::string& path) {
@@ -207,7 +224,8 @@ absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
           params += model.vocab_size * model.hidden_size;
         }
       }
-      const int64_t bytes = params * 4;  // Servers compute in fp32.
+      const int64_t bytes = static_cast<int64_t>(static_cast<double>(params) *
+                                                 PlanWeightBytes(s.weights));
       if (it->second.memory_bytes > 0 && bytes > it->second.memory_bytes) {
         return err(
             s, i,

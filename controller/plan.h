@@ -10,6 +10,10 @@
 //       blocks: [0, 1]     # [first, last): blocks 0 .. last-1
 //     - node: server-a
 //       blocks: [1, 3]
+//       weights: q4_0      # optional: this stage's weight type (f32, f16,
+//                          # q8_0, q6_k, q4_k, q4_0), converted on load
+//                          # from the model's one copy; default: the
+//                          # node's own setting
 //     - node: server-b
 //       blocks: [3, 5]
 //
@@ -51,7 +55,8 @@ struct PlanStageConfig {
   std::string node;
   int64_t first_block = 0;
   int64_t last_block = 0;
-  int line = 0;  // Where the stage is in the file (1-based).
+  std::string weights;  // "" = the node's own setting.
+  int line = 0;         // Where the stage is in the file (1-based).
 };
 
 // The `planner:` section of an automatic plan.
@@ -89,11 +94,18 @@ absl::StatusOr<PlanConfig> LoadPlanFile(const std::string& path);
 
 // Checks: stages contiguous from block 0 to the model's last, the first on
 // the device, nodes known and not repeated, and each node's weights fit
-// its memory (fp32, as servers compute).
+// its memory at the stage's weight type (fp32 when the plan leaves it to
+// the node).
 absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
                           const std::map<std::string, NodeConfig>& nodes);
 // For automatic plans: pinned stages name known nodes and lie within the
 // model (the planner checks the rest).
+// Bytes per weight of a plan's weight type ("" counts as f32): 4, 2, 34/32
+// (q8_0), 210/256 (q6_k), 144/256 (q4_k), 18/32 (q4_0); 0 for an unknown
+// name. The controller links no kernels: tests keep this in step with
+// kernels::RowBytes.
+double PlanWeightBytes(const std::string& weights);
+
 absl::Status ValidateAutomaticPlan(
     const PlanConfig& plan, const ModelConfig& model,
     const std::map<std::string, NodeConfig>& nodes);

@@ -2,6 +2,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/quant_blocks.h"
 
 namespace edgesplit {
 namespace {
@@ -23,7 +24,10 @@ ModelConfig SixBlocks() {
 }
 
 std::map<std::string, NodeConfig> Nodes() {
-  return {{"a", {"a", 0}}, {"b", {"b", 0}}, {"small", {"small", 1000}}};
+  return {{"a", {"a", 0}},
+          {"b", {"b", 0}},
+          {"small", {"small", 1000}},
+          {"mid", {"mid", 200000}}};
 }
 
 absl::Status Check(const std::string& stages, bool u_shaped = false) {
@@ -88,6 +92,45 @@ TEST(PlanTest, NodesAndMemory) {
       "  - {node: a, blocks: [2, 4]}\n"
       "  - {node: a, blocks: [4, 6]}\n");
   EXPECT_THAT(s.message(), HasSubstr("appears twice"));
+}
+
+// A stage's weight type travels with it, and the memory check counts the
+// stage at that type: blocks [2, 6) and the head are ~154k weights, 618 kB
+// in f32 but 87 kB in q4_0, against a node with 200 kB.
+TEST(PlanTest, PerStageWeightTypes) {
+  const std::string stages =
+      "  - {node: device, blocks: [0, 2], weights: q8_0}\n"
+      "  - {node: mid, blocks: [2, 6]";
+  auto plan = ParsePlanYaml(
+      "model: {id: m, path: x}\nstages:\n" + stages + ", weights: q4_0}\n",
+      "p.yaml");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->stages[0].weights, "q8_0");
+  EXPECT_EQ(plan->stages[1].weights, "q4_0");
+  EXPECT_TRUE(Check(stages + ", weights: q4_0}\n").ok());
+  EXPECT_THAT(Check(stages + "}\n").message(),
+              HasSubstr("node \"mid\" has 200000 bytes of memory"));
+  EXPECT_THAT(Check(stages + ", weights: f16}\n").message(),
+              HasSubstr("need 308864"));
+  auto bad = ParsePlanYaml(
+      "model: {id: m, path: x}\nstages:\n" + stages + ", weights: q3_k}\n",
+      "p.yaml");
+  EXPECT_THAT(bad.status().message(),
+              HasSubstr("p.yaml:4: field \"stages[1].weights\""));
+  EXPECT_THAT(bad.status().message(), HasSubstr("\"q3_k\" is not one of"));
+}
+
+// The controller's bytes per weight equal the kernels' block sizes.
+TEST(PlanTest, WeightBytesMatchTheBlockFormats) {
+  for (const char* name : {"f32", "f16", "q8_0", "q6_k", "q4_k", "q4_0"}) {
+    auto type = kernels::ParseWeightType(name);
+    ASSERT_TRUE(type.has_value()) << name;
+    EXPECT_EQ(PlanWeightBytes(name) * 1024,
+              static_cast<double>(kernels::RowBytes(*type, 1024)))
+        << name;
+  }
+  EXPECT_EQ(PlanWeightBytes(""), 4);
+  EXPECT_EQ(PlanWeightBytes("q5_k"), 0);
 }
 
 TEST(PlanTest, MalformedYaml) {

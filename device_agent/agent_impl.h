@@ -48,14 +48,19 @@ struct LocalModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
+// The weight type a route's plan gives the device stage (its first).
+inline std::string DeviceStageWeights(const v1::OpenSessionResponse& r) {
+  return r.plan().stages_size() > 0 ? r.plan().stages(0).weights() : "";
+}
+
 struct DeviceAgent::Impl {
   DeviceAgentOptions options;
   v1::Codec codec = v1::CODEC_FP32;
   std::unique_ptr<v1::ControllerService::Stub> controller;
   StageStubCache stubs{wire::MaxMessageBytes()};
   absl::Mutex mu;
-  // (model directory, device blocks first, last, U-shaped)
-  using Key = std::tuple<std::string, int64_t, int64_t, bool>;
+  // (model directory, device blocks first, last, U-shaped, weight type)
+  using Key = std::tuple<std::string, int64_t, int64_t, bool, std::string>;
   std::map<Key, std::shared_ptr<LocalModel>> models ABSL_GUARDED_BY(mu);
 
   // What the next OpenSession reports (report_profile).
@@ -180,10 +185,14 @@ struct DeviceAgent::Impl {
     (void)controller->CloseSession(&ctx, req, &resp);
   }
 
-  absl::StatusOr<std::shared_ptr<LocalModel>> Load(const std::string& dir,
-                                                   int64_t first, int64_t last,
-                                                   bool u_shaped) {
-    const Key key(dir, first, last, u_shaped);
+  // The device's blocks of a route; `plan_weights` is the plan's weight
+  // type for the device stage ("" = options.weights).
+  absl::StatusOr<std::shared_ptr<LocalModel>> Load(
+      const std::string& dir, int64_t first, int64_t last, bool u_shaped,
+      const std::string& plan_weights = "") {
+    const std::string weights =
+        plan_weights.empty() ? options.weights : plan_weights;
+    const Key key(dir, first, last, u_shaped, weights);
     {
       absl::MutexLock lock(&mu);
       auto it = models.find(key);
@@ -193,8 +202,13 @@ struct DeviceAgent::Impl {
     ES_ASSIGN_OR_RETURN(m->store, ModelStore::Open(dir));
     StageOptions so;
     so.copy_weights = options.copy_weights;
-    if (!options.weights.empty()) {
-      so.weights = kernels::ParseWeightType(options.weights);
+    if (!weights.empty()) {
+      so.weights = kernels::ParseWeightType(weights);
+      if (!so.weights) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the plan's device weight type \"", weights,
+                         "\" is not one of ", kernels::WeightTypeList()));
+      }
     }
     ES_ASSIGN_OR_RETURN(
         m->local,

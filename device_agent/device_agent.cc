@@ -46,8 +46,9 @@ struct Session::Impl {
     // The route and the local model change together, or not at all: a
     // device running other blocks than its route assumes would compute
     // nonsense with the right shapes.
-    auto loaded = agent->Load(ModelDir(r), r.device_first_block(),
-                              r.device_last_block(), r.plan().u_shaped());
+    auto loaded =
+        agent->Load(ModelDir(r), r.device_first_block(), r.device_last_block(),
+                    r.plan().u_shaped(), DeviceStageWeights(r));
     if (!loaded.ok()) {
       CloseOnController(r.session_id());
       return loaded.status();

@@ -174,8 +174,9 @@ struct Trainer::Impl {
           "): training resumes only on the split its checkpoints have"));
     }
     ES_ASSIGN_OR_RETURN(
-        model, agent->Load(ModelDir(r), r.device_first_block(),
-                           r.device_last_block(), r.plan().u_shaped()));
+        model,
+        agent->Load(ModelDir(r), r.device_first_block(), r.device_last_block(),
+                    r.plan().u_shaped(), DeviceStageWeights(r)));
     if (spec.job_id().empty()) {
       ES_RETURN_IF_ERROR(MakeSpec(model->store->config()));
       ES_RETURN_IF_ERROR(SaveSpec());

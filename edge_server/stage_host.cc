@@ -3,17 +3,29 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "kernels/cpu/quant_blocks.h"
 
 namespace edgesplit {
 
 absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::LoadStage(
-    const std::string& model_id, const std::string& path,
-    const StageSpec& spec) const {
+    const std::string& model_id, const std::string& path, const StageSpec& spec,
+    const std::string& weights) const {
   auto stage = std::make_shared<HostedStage>();
   stage->model_id = model_id;
+  stage->weights = weights;
+  StageOptions so = options_.stage;
+  if (!weights.empty()) {
+    // Plans come from the controller: an unknown name is an error, not a
+    // crash.
+    so.weights = kernels::ParseWeightType(weights);
+    if (!so.weights) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the plan's weight type \"", weights,
+                       "\" is not one of ", kernels::WeightTypeList()));
+    }
+  }
   ES_ASSIGN_OR_RETURN(stage->store, ModelStore::Open(path));
-  ES_ASSIGN_OR_RETURN(stage->model,
-                      StageModel::Load(*stage->store, spec, options_.stage));
+  ES_ASSIGN_OR_RETURN(stage->model, StageModel::Load(*stage->store, spec, so));
   stage->batcher = std::make_unique<Batcher>(
       stage->model.get(), options_.max_batch_tokens, slowdown_);
   stage->slowdown = slowdown_;
@@ -42,17 +54,20 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans) {
       spec.embedding = false;  // The device always embeds.
       spec.head = i + 1 == plan.stages_size() && !plan.u_shaped();
       {
-        // Same blocks, same head placement: keep the loaded stage. A plan
-        // that moved the head (U-shaped or not) needs the other one.
+        // Same blocks, head placement and weight type: keep the loaded
+        // stage. A plan that moved the head (U-shaped or not) or changed
+        // the precision needs the other one.
         absl::MutexLock lock(&mu_);
         auto it = stages_.find(key);
         if (it != stages_.end() &&
-            it->second->model->spec().head == spec.head) {
+            it->second->model->spec().head == spec.head &&
+            it->second->weights == ps.weights()) {
           next[key] = it->second;
           continue;
         }
       }
-      auto stage = LoadStage(plan.model_id(), plan.model_path(), spec);
+      auto stage =
+          LoadStage(plan.model_id(), plan.model_path(), spec, ps.weights());
       if (!stage.ok()) {
         errors.push_back(absl::StrCat("model ", plan.model_id(), " blocks [",
                                       ps.first_block(), ", ", ps.last_block(),

@@ -27,6 +27,7 @@ namespace edgesplit {
 // A loaded stage. Shared by the host and the sessions using it.
 struct HostedStage {
   std::string model_id;
+  std::string weights;  // The plan's weight type ("" = the server's own).
   std::unique_ptr<ModelStore> store;
   std::unique_ptr<StageModel> model;
   std::unique_ptr<Batcher> batcher;  // Destroyed before `model`.
@@ -90,9 +91,10 @@ class StageHost {
 
  private:
   using Key = std::tuple<std::string, int64_t, int64_t>;
+  // `weights`: the plan's weight type for the stage ("" = options_).
   absl::StatusOr<std::shared_ptr<HostedStage>> LoadStage(
       const std::string& model_id, const std::string& path,
-      const StageSpec& spec) const;
+      const StageSpec& spec, const std::string& weights = "") const;
 
   const StageHostOptions options_;
   KvBudget budget_{options_.kv_budget_bytes};

@@ -142,6 +142,16 @@ absl::StatusOr<GenerationResult> Generate(
 absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Load(
     const ModelStore& store, const std::vector<int64_t>& cuts,
     const StageOptions& options) {
+  return Load(store, cuts, std::vector<StageOptions>(cuts.size() + 1, options));
+}
+
+absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Load(
+    const ModelStore& store, const std::vector<int64_t>& cuts,
+    const std::vector<StageOptions>& per_stage) {
+  if (per_stage.size() != cuts.size() + 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        per_stage.size(), " stage options for ", cuts.size() + 1, " stages"));
+  }
   const int64_t n = store.config().num_layers;
   std::vector<int64_t> bounds = {0};
   for (int64_t c : cuts) {
@@ -158,7 +168,8 @@ absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Load(
     spec.blocks = {bounds[i], bounds[i + 1]};
     spec.embedding = i == 0;
     spec.head = i + 2 == bounds.size();
-    ES_ASSIGN_OR_RETURN(auto stage, StageModel::Load(store, spec, options));
+    ES_ASSIGN_OR_RETURN(auto stage,
+                        StageModel::Load(store, spec, per_stage[i]));
     p->stages_.push_back(std::move(stage));
   }
   return p;

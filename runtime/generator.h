@@ -74,6 +74,11 @@ class LocalPipeline {
   static absl::StatusOr<std::unique_ptr<LocalPipeline>> Load(
       const ModelStore& store, const std::vector<int64_t>& cuts,
       const StageOptions& options = {});
+  // Each stage with its own options (one per stage: cuts.size() + 1), e.g.
+  // a weight type per stage as a plan gives them.
+  static absl::StatusOr<std::unique_ptr<LocalPipeline>> Load(
+      const ModelStore& store, const std::vector<int64_t>& cuts,
+      const std::vector<StageOptions>& per_stage);
 
   const std::vector<std::unique_ptr<StageModel>>& stages() const {
     return stages_;

@@ -55,6 +55,8 @@ struct ClusterPlan {
   bool u_shaped = false;
   // node -> [first, last); the first entry is the device.
   std::vector<std::tuple<std::string, int64_t, int64_t>> stages;
+  // node -> the plan's weight type for its stage (absent: the node's own).
+  std::map<std::string, std::string> weights = {};
 };
 
 class Cluster {
@@ -92,8 +94,10 @@ class Cluster {
           "model: {id: ", p.model_id, ", path: ", p.model_path,
           "}\nu_shaped: ", p.u_shaped ? "true" : "false", "\nstages:\n");
       for (auto& [node, a, b] : p.stages) {
-        absl::StrAppend(&yaml, "  - {node: ", node, ", blocks: [", a, ", ", b,
-                        "]}\n");
+        auto w = p.weights.find(node);
+        absl::StrAppend(
+            &yaml, "  - {node: ", node, ", blocks: [", a, ", ", b, "]",
+            w == p.weights.end() ? "" : ", weights: " + w->second, "}\n");
       }
       const std::string file = absl::StrCat(dir, "/", p.model_id, ".yaml");
       std::ofstream(file) << yaml;

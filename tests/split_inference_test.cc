@@ -207,7 +207,7 @@ TEST(SplitQuantizedTest, GreedyTokensEqualMonolithicPerWeightType) {
           {"llama-q", llama}}) {
       auto session = (*agent)->OpenSession(id);
       ASSERT_TRUE(session.ok()) << session.status();
-      auto stats = (*session)->Generate("Once upon a time", Greedy(24));
+      auto stats = (*session)->Generate("Once upon a time", Greedy(96));
       ASSERT_TRUE(stats.ok()) << stats.status();
       auto want =
           testing::MonolithicGreedy(dir, "Once upon a time", 24, true, type);
@@ -216,6 +216,47 @@ TEST(SplitQuantizedTest, GreedyTokensEqualMonolithicPerWeightType) {
           << id << " " << kernels::WeightTypeName(type);
     }
   }
+}
+
+// A plan giving each stage its own precision (device q8_0, server a q4_0,
+// server b as it is configured: f32): the servers and the device convert
+// on load from the one float copy, and the split run equals the same
+// per-stage precisions in one process, token for token.
+TEST(SplitQuantizedTest, PerStageWeightTypesFromThePlan) {
+  ClusterPlan plan{"real-mixed",
+                   RealModel(),
+                   false,
+                   {{"device", 0, 1}, {"a", 1, 3}, {"b", 3, 5}},
+                   {{"device", "q8_0"}, {"a", "q4_0"}}};
+  auto c = Cluster::Start(testing::TempDir("cluster-mixed"), {plan});
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real-mixed");
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto stats = (*session)->Generate("Once upon a time", Greedy(96));
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  auto store = ModelStore::Open(RealModel());
+  ASSERT_TRUE(store.ok());
+  std::vector<StageOptions> per_stage(3);
+  per_stage[0].weights = kernels::WeightType::kQ8_0;
+  per_stage[1].weights = kernels::WeightType::kQ4_0;
+  auto local = LocalPipeline::Load(**store, {1, 3}, per_stage);
+  ASSERT_TRUE(local.ok()) << local.status();
+  auto tok = (*store)->LoadTokenizer();
+  ASSERT_TRUE(tok.ok());
+  GenerationOptions o;
+  o.sampling.temperature = 0;
+  o.max_new_tokens = 96;
+  o.stop_at_eos = false;
+  auto seq = (*local)->NewSequence();
+  auto want = Generate(*seq, **tok, "Once upon a time", o);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(stats->tokens, want->tokens);
+  // Mixed precision is not silently something else: it differs from f32.
+  auto f32 =
+      testing::MonolithicGreedy(RealModel(), "Once upon a time", 96, false);
+  ASSERT_TRUE(f32.ok());
+  EXPECT_NE(want->tokens, *f32);
 }
 
 TEST(SplitFailureTest, DeadHopIsUnavailableNamingTheNode) {
@@ -314,7 +355,7 @@ TEST(SplitPlanTest, ReloadMovesBlocksWithoutRestarting) {
     auto s = agent->OpenSession("real");
     ASSERT_TRUE(s.ok()) << s.status();
     route = (*s)->route();
-    stats = (*s)->Generate("Once upon a time", Greedy(24));
+    stats = (*s)->Generate("Once upon a time", Greedy(96));
     if (stats.ok()) break;
     absl::SleepFor(absl::Milliseconds(50));
   }
