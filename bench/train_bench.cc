@@ -9,14 +9,17 @@
 //     training compute sleeps `--slowdown` x as long) so p stages can run at
 //     once on this machine's cores; efficiency = T(one micro-batch at a
 //     time) / (p x T(pipelined)).
+//  4. QLoRA: weight memory and samples/s of training over
+//     a q8_0 / q4_0 base against float32, in one process.
 //
 //   train_bench [--model DIR] [--threads 1] [--steps 2] [--seq 32]
-//               [--micro-batches 4] [--slowdown 4]
+//               [--micro-batches 4] [--slowdown 4] [--sections 1234]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "device_agent/split_trainer.h"
@@ -74,10 +77,19 @@ std::vector<at::Tensor> Windows(int64_t vocab, int m, int64_t seq, int step) {
   return w;
 }
 
-// The whole model in this process: samples/s over `steps` steps.
-double Monolithic(const ModelStore& store, int steps, int m, int64_t seq) {
+struct MonoRun {
+  double samples_per_s = 0;
+  int64_t weight_bytes = 0;  // The stage's weights as held.
+};
+
+// The whole model in this process: samples/s over `steps` steps, with
+// the base weights as `weights` (QLoRA when quantized).
+MonoRun Monolithic(const ModelStore& store, int steps, int m, int64_t seq,
+                   std::optional<kernels::WeightType> weights = {}) {
   const ModelConfig& c = store.config();
-  auto model = StageModel::Load(store, {{0, c.num_layers}, true, true});
+  StageOptions so;
+  so.weights = weights;
+  auto model = StageModel::Load(store, {{0, c.num_layers}, true, true}, so);
   Check(model.status(), "load");
   const v1::TrainingSpec spec = Spec(c, "mono");
   std::shared_ptr<LoraAdapter> adapter = *LoraAdapter::Create(
@@ -100,7 +112,10 @@ double Monolithic(const ModelStore& store, int steps, int m, int64_t seq) {
     const double norm = std::sqrt((*trainer)->GradSquaredNorm());
     (*trainer)->Step(o, step, norm > 1 ? 1 / norm : 1);
   }
-  return steps * m / Seconds(start);
+  MonoRun r;
+  r.samples_per_s = steps * m / Seconds(start);
+  r.weight_bytes = (*model)->WeightBytes();
+  return r;
 }
 
 // A split over a cluster of `stages` (device first).
@@ -229,6 +244,7 @@ int main(int argc, char** argv) {
   // two machines (with more, their BLAS pools spin against each other).
   int threads = 1, steps = 2, m = 4, slowdown = 4;
   int64_t seq = 32;
+  std::string sections = "1234";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--model")
@@ -243,6 +259,8 @@ int main(int argc, char** argv) {
       m = std::stoi(v);
     else if (f == "--slowdown")
       slowdown = std::stoi(v);
+    else if (f == "--sections")
+      sections = v;
     else {
       std::cerr << "unknown flag " << f << "\n";
       return 2;
@@ -271,77 +289,103 @@ int main(int argc, char** argv) {
       " %d micro-batches x %lld tokens per step\n\n",
       model.c_str(), (long long)n, (long long)h, m, (long long)seq);
 
-  // 1. Throughput: whole vs 2 and 3 stages, interleaved.
-  const Stages two = Balanced(c, 1);
-  const Stages three = Balanced(c, 2);
-  auto s2 = StartSplit(**store, model, two, "train2", true);
-  auto s3 = StartSplit(**store, model, three, "train3", true);
-  std::vector<double> mono, t2, t3;
-  RunSplit(*s2, 1, m, seq, c.vocab_size);  // Warm-up.
-  RunSplit(*s3, 1, m, seq, c.vocab_size);
-  const int64_t a_up0 = s3->cluster->link("a")->bytes_up(),
-                a_down0 = s3->cluster->link("a")->bytes_down(),
-                b_up0 = s3->cluster->peer_link("b")->bytes_up(),
-                b_down0 = s3->cluster->peer_link("b")->bytes_down();
-  int steps3 = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    mono.push_back(Monolithic(**store, steps, m, seq));
-    t2.push_back(RunSplit(*s2, steps, m, seq, c.vocab_size));
-    t3.push_back(RunSplit(*s3, steps, m, seq, c.vocab_size));
-    steps3 += steps;
-  }
-  std::printf(
-      "| setup | samples/s (median of 3) | vs monolithic |\n"
-      "|---|---|---|\n");
-  const double base = Median(mono);
-  std::printf("| monolithic (1 process) | %.2f | 1.00 |\n", base);
-  std::printf("| 2 stages: %s | %.2f | %.2f |\n", Describe(two).c_str(),
-              Median(t2), Median(t2) / base);
-  std::printf("| 3 stages: %s | %.2f | %.2f |\n\n", Describe(three).c_str(),
-              Median(t3), Median(t3) / base);
-
-  // 2. Bytes per step per link (3 stages).
-  auto per_step = [&](int64_t now, int64_t then) {
-    return static_cast<double>(now - then) / steps3 / 1024.0;
-  };
-  const double act = static_cast<double>(m * seq * h * 4) / 1024.0;
-  std::printf(
-      "| link (3 stages, fp32) | KiB/step up | KiB/step down | "
-      "activations m x seq x hidden x 4 B |\n|---|---|---|---|\n");
-  std::printf("| device -> a | %.1f | %.1f | %.1f |\n",
-              per_step(s3->cluster->link("a")->bytes_up(), a_up0),
-              per_step(s3->cluster->link("a")->bytes_down(), a_down0), act);
-  std::printf("| a -> b | %.1f | %.1f | %.1f |\n\n",
-              per_step(s3->cluster->peer_link("b")->bytes_up(), b_up0),
-              per_step(s3->cluster->peer_link("b")->bytes_down(), b_down0),
-              act);
-  s2.reset();
-  s3.reset();
-
-  // 3. Pipeline efficiency with emulated slower servers.
-  std::printf(
-      "| servers p | micro-batches m | T one-at-a-time / step (s) | "
-      "T 1F1B / step (s) | efficiency | ideal 1-(p-1)/(m+p-1) |\n"
-      "|---|---|---|---|---|---|\n");
-  for (int p : {2, 3}) {
-    const Stages st = Balanced(c, p);
-    std::printf("| %s |||||\n", Describe(st).c_str());
-    auto s = StartSplit(**store, model, st, "pipe" + std::to_string(p), false);
-    for (const std::string& node : s->servers) {
-      s->cluster->server(node)->host()->SetComputeSlowdown(slowdown);
+  if (sections.find_first_of("12") != std::string::npos) {
+    // 1. Throughput: whole vs 2 and 3 stages, interleaved.
+    const Stages two = Balanced(c, 1);
+    const Stages three = Balanced(c, 2);
+    auto s2 = StartSplit(**store, model, two, "train2", true);
+    auto s3 = StartSplit(**store, model, three, "train3", true);
+    std::vector<double> mono, t2, t3;
+    RunSplit(*s2, 1, m, seq, c.vocab_size);  // Warm-up.
+    RunSplit(*s3, 1, m, seq, c.vocab_size);
+    const int64_t a_up0 = s3->cluster->link("a")->bytes_up(),
+                  a_down0 = s3->cluster->link("a")->bytes_down(),
+                  b_up0 = s3->cluster->peer_link("b")->bytes_up(),
+                  b_down0 = s3->cluster->peer_link("b")->bytes_down();
+    int steps3 = 0;
+    for (int rep = 0; rep < 3; ++rep) {
+      mono.push_back(Monolithic(**store, steps, m, seq).samples_per_s);
+      t2.push_back(RunSplit(*s2, steps, m, seq, c.vocab_size));
+      t3.push_back(RunSplit(*s3, steps, m, seq, c.vocab_size));
+      steps3 += steps;
     }
-    RunSplit(*s, 1, 2, seq, c.vocab_size);  // Warm-up.
-    for (int mb : {m, 2 * m}) {
-      std::vector<double> seq_t, pipe_t;
-      for (int rep = 0; rep < 2; ++rep) {
-        seq_t.push_back(mb / RunSplit(*s, 1, mb, seq, c.vocab_size, true));
-        pipe_t.push_back(mb / RunSplit(*s, 1, mb, seq, c.vocab_size));
+    std::printf(
+        "| setup | samples/s (median of 3) | vs monolithic |\n"
+        "|---|---|---|\n");
+    const double base = Median(mono);
+    std::printf("| monolithic (1 process) | %.2f | 1.00 |\n", base);
+    std::printf("| 2 stages: %s | %.2f | %.2f |\n", Describe(two).c_str(),
+                Median(t2), Median(t2) / base);
+    std::printf("| 3 stages: %s | %.2f | %.2f |\n\n", Describe(three).c_str(),
+                Median(t3), Median(t3) / base);
+
+    // 2. Bytes per step per link (3 stages).
+    auto per_step = [&](int64_t now, int64_t then) {
+      return static_cast<double>(now - then) / steps3 / 1024.0;
+    };
+    const double act = static_cast<double>(m * seq * h * 4) / 1024.0;
+    std::printf(
+        "| link (3 stages, fp32) | KiB/step up | KiB/step down | "
+        "activations m x seq x hidden x 4 B |\n|---|---|---|---|\n");
+    std::printf("| device -> a | %.1f | %.1f | %.1f |\n",
+                per_step(s3->cluster->link("a")->bytes_up(), a_up0),
+                per_step(s3->cluster->link("a")->bytes_down(), a_down0), act);
+    std::printf("| a -> b | %.1f | %.1f | %.1f |\n\n",
+                per_step(s3->cluster->peer_link("b")->bytes_up(), b_up0),
+                per_step(s3->cluster->peer_link("b")->bytes_down(), b_down0),
+                act);
+    s2.reset();
+    s3.reset();
+  }
+  if (sections.find('3') != std::string::npos) {
+    // 3. Pipeline efficiency with emulated slower servers.
+    std::printf(
+        "| servers p | micro-batches m | T one-at-a-time / step (s) | "
+        "T 1F1B / step (s) | efficiency | ideal 1-(p-1)/(m+p-1) |\n"
+        "|---|---|---|---|---|---|\n");
+    for (int p : {2, 3}) {
+      const Stages st = Balanced(c, p);
+      std::printf("| %s |||||\n", Describe(st).c_str());
+      auto s =
+          StartSplit(**store, model, st, "pipe" + std::to_string(p), false);
+      for (const std::string& node : s->servers) {
+        s->cluster->server(node)->host()->SetComputeSlowdown(slowdown);
       }
-      // The faster of two runs each (the machine's drift only slows).
-      const double ts = *std::min_element(seq_t.begin(), seq_t.end());
-      const double tp = *std::min_element(pipe_t.begin(), pipe_t.end());
-      std::printf("| %d | %d | %.2f | %.2f | %.2f | %.2f |\n", p, mb, ts, tp,
-                  ts / (p * tp), 1.0 - (p - 1.0) / (mb + p - 1.0));
+      RunSplit(*s, 1, 2, seq, c.vocab_size);  // Warm-up.
+      for (int mb : {m, 2 * m}) {
+        std::vector<double> seq_t, pipe_t;
+        for (int rep = 0; rep < 2; ++rep) {
+          seq_t.push_back(mb / RunSplit(*s, 1, mb, seq, c.vocab_size, true));
+          pipe_t.push_back(mb / RunSplit(*s, 1, mb, seq, c.vocab_size));
+        }
+        // The faster of two runs each (the machine's drift only slows).
+        const double ts = *std::min_element(seq_t.begin(), seq_t.end());
+        const double tp = *std::min_element(pipe_t.begin(), pipe_t.end());
+        std::printf("| %d | %d | %.2f | %.2f | %.2f | %.2f |\n", p, mb, ts, tp,
+                    ts / (p * tp), 1.0 - (p - 1.0) / (mb + p - 1.0));
+      }
+    }
+  }
+  if (sections.find('4') != std::string::npos) {
+    // 4. QLoRA: the same LoRA training over a frozen quantized base, in one
+    // process: weight memory and speed against float32 weights.
+    std::printf(
+        "\n| base weights | weight MiB (embeddings stay f32) | samples/s "
+        "(median of 3) | vs f32 |\n|---|---|---|---|\n");
+    double f32_rate = 0;
+    for (kernels::WeightType t :
+         {kernels::WeightType::kF32, kernels::WeightType::kQ8_0,
+          kernels::WeightType::kQ4_0}) {
+      std::vector<double> rates;
+      MonoRun last;
+      for (int rep = 0; rep < 3; ++rep) {
+        last = Monolithic(**store, steps, m, seq, t);
+        rates.push_back(last.samples_per_s);
+      }
+      const double rate = Median(rates);
+      if (t == kernels::WeightType::kF32) f32_rate = rate;
+      std::printf("| %s | %.1f | %.2f | %.2f |\n", kernels::WeightTypeName(t),
+                  last.weight_bytes / 1048576.0, rate, rate / f32_rate);
     }
   }
   return 0;

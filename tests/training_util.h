@@ -63,11 +63,13 @@ struct Reference {
   int64_t step = 0;
 
   static std::unique_ptr<Reference> Make(const std::string& dir,
-                                         const v1::TrainingSpec& spec) {
+                                         const v1::TrainingSpec& spec,
+                                         const StageOptions& options = {}) {
     auto r = std::make_unique<Reference>();
     r->store = *ModelStore::Open(dir);
     const ModelConfig& c = r->store->config();
-    r->model = *StageModel::Load(*r->store, {{0, c.num_layers}, true, true});
+    r->model =
+        *StageModel::Load(*r->store, {{0, c.num_layers}, true, true}, options);
     r->adapter = *LoraAdapter::Create(c, LoraConfigFor(spec, c),
                                       {0, c.num_layers}, spec.seed(), "ref");
     EXPECT_TRUE(r->model->AttachAdapter(r->adapter).ok());
