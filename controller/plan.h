@@ -55,8 +55,8 @@ struct PlanStageConfig {
   std::string node;
   int64_t first_block = 0;
   int64_t last_block = 0;
-  std::string weights;  // "" = the node's own setting.
-  int line = 0;         // Where the stage is in the file (1-based).
+  int line = 0;              // Where the stage is in the file (1-based).
+  std::string weights = "";  // "" = the node's own setting.
 };
 
 // The `planner:` section of an automatic plan.

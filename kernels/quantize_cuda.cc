@@ -41,28 +41,6 @@ absl::Status CheckArgs(const char* op, int64_t rows, int64_t cols,
   return absl::OkStatus();
 }
 
-#if EDGESPLIT_WITH_CUDA
-absl::Status FromCudaError(const char* op, int code) {
-  const auto err = static_cast<cudaError_t>(code);
-  if (err == cudaSuccess) return absl::OkStatus();
-  std::string message = absl::StrCat(op, ": ", cudaGetErrorName(err), ": ",
-                                     cudaGetErrorString(err));
-  switch (err) {
-    case cudaErrorInvalidValue:
-    case cudaErrorInvalidConfiguration:
-      return absl::InvalidArgumentError(message);
-    case cudaErrorMemoryAllocation:
-      return absl::ResourceExhaustedError(message);
-    case cudaErrorNoDevice:
-    case cudaErrorInsufficientDriver:
-    case cudaErrorNoKernelImageForDevice:
-      return absl::FailedPreconditionError(message);
-    default:
-      return absl::InternalError(message);
-  }
-}
-#endif
-
 }  // namespace
 
 absl::Status QuantizeInt8PerTokenCuda(const float* x, int64_t rows,
@@ -78,8 +56,8 @@ absl::Status QuantizeInt8PerTokenCuda(const float* x, int64_t rows,
   }
   if (rows == 0) return absl::OkStatus();
 #if EDGESPLIT_WITH_CUDA
-  return FromCudaError(kOp, kernels_internal::LaunchQuantizeInt8PerToken(
-                                x, rows, cols, q, scales, stream));
+  return CudaErrorStatus(kOp, kernels_internal::LaunchQuantizeInt8PerToken(
+                                  x, rows, cols, q, scales, stream));
 #else
   static_cast<void>(stream);
   return absl::InternalError("unreachable: no CUDA device in a CPU build");
@@ -97,8 +75,8 @@ absl::Status DequantizeInt8PerTokenCuda(const int8_t* q, const float* scales,
   }
   if (rows == 0 || cols == 0) return absl::OkStatus();
 #if EDGESPLIT_WITH_CUDA
-  return FromCudaError(kOp, kernels_internal::LaunchDequantizeInt8PerToken(
-                                q, scales, rows, cols, x, stream));
+  return CudaErrorStatus(kOp, kernels_internal::LaunchDequantizeInt8PerToken(
+                                  q, scales, rows, cols, x, stream));
 #else
   static_cast<void>(stream);
   return absl::InternalError("unreachable: no CUDA device in a CPU build");

@@ -207,7 +207,7 @@ TEST(SplitQuantizedTest, GreedyTokensEqualMonolithicPerWeightType) {
           {"llama-q", llama}}) {
       auto session = (*agent)->OpenSession(id);
       ASSERT_TRUE(session.ok()) << session.status();
-      auto stats = (*session)->Generate("Once upon a time", Greedy(96));
+      auto stats = (*session)->Generate("Once upon a time", Greedy(24));
       ASSERT_TRUE(stats.ok()) << stats.status();
       auto want =
           testing::MonolithicGreedy(dir, "Once upon a time", 24, true, type);
@@ -355,7 +355,7 @@ TEST(SplitPlanTest, ReloadMovesBlocksWithoutRestarting) {
     auto s = agent->OpenSession("real");
     ASSERT_TRUE(s.ok()) << s.status();
     route = (*s)->route();
-    stats = (*s)->Generate("Once upon a time", Greedy(96));
+    stats = (*s)->Generate("Once upon a time", Greedy(24));
     if (stats.ok()) break;
     absl::SleepFor(absl::Milliseconds(50));
   }
