@@ -8,7 +8,8 @@
 // one session at the same context length.
 //
 //   decode_bench [--threads 2] [--models gpt2-small,llama-1b,real]
-//                [--weights f32,q8_0,q4_0] [--dir build/bench_models]
+//                [--weights f32,f16,q8_0,q6_k,q4_k,q4_0]
+//                [--dir build/bench_models]
 //                [--prefill 128] [--decode 32] [--batch 16]
 #include <ATen/ATen.h>
 
@@ -248,7 +249,8 @@ absl::StatusOr<std::string> ModelDir(const std::string& name,
 
 int Main(int argc, char** argv) {
   int threads = 2, prefill = 128, decode = 32, batch = 16;
-  std::string models = "gpt2-small,llama-1b,real", weights = "f32,q8_0,q4_0";
+  std::string models = "gpt2-small,llama-1b,real",
+              weights = "f32,f16,q8_0,q6_k,q4_k,q4_0";
   std::string dir = "build/bench_models";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string f = argv[i], v = argv[i + 1];

@@ -100,6 +100,103 @@ inline float HSum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// Two blocks per 512-bit vpdpbusd: int32 lanes 0-7 hold block b's partial
+// sums, 8-15 block b + 1's; the blocks' offsets (-8 * sum(x) for Q4_0's
+// unsigned nibbles, -128 * sum(x) for Q8_0 codes biased to unsigned by
+// flipping their sign bit) are seeded into lanes 0 and 8, so every block's
+// integer dot product is exact, and one FMA per pair applies both scales.
+
+// [a x 8, b x 8] as floats.
+inline __m512 PairScale(float a, float b) {
+  return _mm512_castpd_ps(
+      _mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(a)),
+                         _mm256_castps_pd(_mm256_set1_ps(b)), 1));
+}
+
+// int32 lane 0 = a, lane 8 = b, the rest 0.
+inline __m512i PairSeed(int32_t a, int32_t b) {
+  return _mm512_inserti32x4(_mm512_castsi128_si512(_mm_cvtsi32_si128(a)),
+                            _mm_cvtsi32_si128(b), 2);
+}
+
+// Blocks b and b + 1 of x's row as one 512-bit vector.
+inline __m512i LoadQ8Pair(const BlockQ8_0* xb) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(LoadQ8(xb[0])),
+                            LoadQ8(xb[1]), 1);
+}
+
+template <typename Block, int R>
+inline void DotQPairs(const Block* wb, const QuantizedRows& x, int64_t nb,
+                      float* y, int64_t ldy) {
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(15), bias = _mm512_set1_epi8(-128);
+  constexpr bool kQ4 = sizeof(Block) == sizeof(BlockQ4_0);
+  constexpr int32_t kOffset = kQ4 ? -8 : -128;
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    __m512i w;
+    if constexpr (kQ4) {
+      const __m256i t = _mm256_set_m128i(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b + 1].qs)),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].qs)));
+      // 128-bit lanes [t0, t1, t0 >> 4, t1 >> 4] -> [t0, t0 >> 4, t1,
+      // t1 >> 4]: each block's low nibbles (elements 0-15), then its high.
+      const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(t),
+                                              _mm256_srli_epi16(t, 4), 1);
+      w = _mm512_and_si512(
+          _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(3, 1, 2, 0)), low4);
+    } else {
+      w = _mm512_xor_si512(
+          _mm512_inserti64x4(_mm512_castsi256_si512(LoadQ8(wb[b])),
+                             LoadQ8(wb[b + 1]), 1),
+          bias);  // w + 128 as unsigned bytes.
+    }
+    const float d0 = _cvtsh_ss(wb[b].d), d1 = _cvtsh_ss(wb[b + 1].d);
+    for (int r = 0; r < R; ++r) {
+      const int64_t xb = r * nb + b;
+      const __m512i p = _mm512_dpbusd_epi32(
+          PairSeed(kOffset * x.sum[xb], kOffset * x.sum[xb + 1]), w,
+          LoadQ8Pair(x.q + xb));
+      acc[r] = _mm512_fmadd_ps(PairScale(d0 * x.d[xb], d1 * x.d[xb + 1]),
+                               _mm512_cvtepi32_ps(p), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float s = _mm512_reduce_add_ps(acc[r]);
+    if (b < nb) {  // An odd last block, on half a vector.
+      const int64_t xb = r * nb + b;
+      __m256i w;
+      if constexpr (kQ4) {
+        const __m128i t =
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].qs));
+        w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t),
+                             _mm256_set1_epi8(15));
+      } else {
+        w = _mm256_xor_si256(LoadQ8(wb[b]), _mm256_set1_epi8(-128));
+      }
+      const __m256i p = _mm256_dpbusd_epi32(
+          _mm256_setr_epi32(kOffset * x.sum[xb], 0, 0, 0, 0, 0, 0, 0), w,
+          LoadQ8(x.q[xb]));
+      s += _cvtsh_ss(wb[b].d) * x.d[xb] * HSum(_mm256_cvtepi32_ps(p));
+    }
+    y[r * ldy] = s;
+  }
+}
+
+template <int R>
+inline void DotQ(const BlockQ8_0* wb, const QuantizedRows& x, int64_t nb,
+                 float* y, int64_t ldy) {
+  DotQPairs<BlockQ8_0, R>(wb, x, nb, y, ldy);
+}
+
+template <int R>
+inline void DotQ(const BlockQ4_0* wb, const QuantizedRows& x, int64_t nb,
+                 float* y, int64_t ldy) {
+  DotQPairs<BlockQ4_0, R>(wb, x, nb, y, ldy);
+}
+
+#define EDGESPLIT_GEMV_WIDE_Q8_Q4
 #include "kernels/cpu/gemv_quant_body.inc"  // NOLINT(build/include)
 
 uint64_t SumU64(const uint64_t* p, int64_t n) {

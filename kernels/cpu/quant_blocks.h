@@ -107,8 +107,17 @@ void QuantizeRowQ4_K(const float* x, int64_t n, BlockQ4_K* y);
 void QuantizeRowQ6_K(const float* x, int64_t n, BlockQ6_K* y);
 void DequantizeRowQ4_K(const BlockQ4_K* x, int64_t n, float* y);
 void DequantizeRowQ6_K(const BlockQ6_K* x, int64_t n, float* y);
-// Sub-block j's (0..7) 6-bit scale and min from a Q4_K block's `scales`.
-void Q4KScaleMin(const uint8_t* scales, int j, int* sc, int* m);
+// Sub-block j's (0..7) 6-bit scale and min from a Q4_K block's `scales`
+// (inline: the GEMV kernels call it per super-block).
+inline void Q4KScaleMin(const uint8_t* q, int j, int* sc, int* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
 
 // Row-generic forms: `src` holds one row of `type` (kF32: n floats).
 void QuantizeRow(WeightType type, const float* x, int64_t n, void* dst);

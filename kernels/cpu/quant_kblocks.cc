@@ -196,16 +196,6 @@ void QuantizeBlockQ6_K(const float* x, BlockQ6_K* y) {
 
 }  // namespace
 
-void Q4KScaleMin(const uint8_t* q, int j, int* sc, int* m) {
-  if (j < 4) {
-    *sc = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 void QuantizeRowQ4_K(const float* x, int64_t n, BlockQ4_K* y) {
   assert(n % kSuperBlockSize == 0);
   for (int64_t b = 0; b < n / kSuperBlockSize; ++b) {
