@@ -35,7 +35,16 @@ absl::Status ValidateProfile(const v1::ComputeProfile& c) {
   ES_RETURN_IF_ERROR(CheckValue(c.prefill_ms_per_token(), kMaxMs,
                                 at + "prefill_ms_per_token"));
   ES_RETURN_IF_ERROR(CheckValue(c.head_ms(), kMaxMs, at + "head_ms"));
+  if (!c.weights().empty() && PlanWeightBytes(c.weights()) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(at, "weights \"", c.weights(), "\" is not a weight type"));
+  }
   return CheckValue(c.overhead_ms(), kMaxMs, at + "overhead_ms");
+}
+
+std::string ComputeKey(const std::string& model_id,
+                       const std::string& weights) {
+  return weights.empty() ? model_id : absl::StrCat(model_id, "@", weights);
 }
 
 absl::Status ValidateLink(const v1::LinkProfile& l) {

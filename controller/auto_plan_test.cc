@@ -199,6 +199,44 @@ TEST_F(AutoPlanTest, PinnedStagesStayWhereTheYamlPutsThem) {
   EXPECT_EQ(s->route(1).last_block(), 5);
 }
 
+// A stage pinned with its own weight type: the controller asks that node
+// to measure the type too, and prices the stage at that type's speed once
+// it has it (until then at the node's own).
+TEST_F(AutoPlanTest, PinnedWeightTypesArePricedAtTheirMeasuredSpeed) {
+  Start(kLatency, "stages:\n  - {node: b, blocks: [3, 5], weights: q4_0}\n");
+  Register("a", 1.0);
+  v1::RegisterNodeRequest r;
+  r.set_node("b");
+  r.set_address("127.0.0.1:7b");
+  *r.add_compute() = Compute(50.0);
+  auto resp = controller_->RegisterNode(r);
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  ASSERT_EQ(resp->profile().models_size(), 1);
+  ASSERT_EQ(resp->profile().models(0).weights_size(), 1);
+  EXPECT_EQ(resp->profile().models(0).weights(0), "q4_0");
+  auto s = Open();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->plan().stages_size(), 3);
+  EXPECT_EQ(s->plan().stages(2).weights(), "q4_0");
+  const double before = s->plan().predicted_latency_ms();
+  v1::HeartbeatRequest beat;
+  beat.set_node("b");
+  v1::ComputeProfile fast = Compute(5.0);
+  fast.set_weights("q4_0");
+  *beat.add_compute() = fast;
+  ASSERT_TRUE(controller_->Heartbeat(beat).ok());
+  s = Open();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_LT(s->plan().predicted_latency_ms(), before * 0.8)
+      << before << " -> " << s->plan().predicted_latency_ms();
+  // A profile of an unknown type is refused.
+  v1::ComputeProfile bad = Compute(5.0);
+  bad.set_weights("q9_9");
+  *beat.mutable_compute(0) = bad;
+  EXPECT_EQ(controller_->Heartbeat(beat).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(AutoPlanTest, InfeasibleConstraintIsReportedWithTheFile) {
   Start("  min_device_blocks: 5\n");
   Register("a", 1.0);

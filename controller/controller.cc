@@ -207,6 +207,13 @@ bool Controller::ReplanLocked() {
                            ? cluster_.at(name).memory_bytes
                            : n.memory_bytes;
       auto c = n.compute.find(id);
+      // A stage pinned here with its own weight type is priced at that
+      // type's measured speed, once the node has measured it.
+      for (const PlanStageConfig& pinned : auto_spec.spec.stages) {
+        if (pinned.node != name || pinned.weights.empty()) continue;
+        auto typed = n.compute.find(ComputeKey(id, pinned.weights));
+        if (typed != n.compute.end()) c = typed;
+      }
       v.has_compute = c != n.compute.end();
       if (v.has_compute) v.compute = c->second;
       v.links = n.links;
@@ -269,6 +276,11 @@ v1::ProfileRequest Controller::ProfileRequestLocked(const std::string& node,
     auto* m = r.add_models();
     m->set_model_id(id);
     m->set_model_path(spec.spec.model_path);
+    for (const PlanStageConfig& pinned : spec.spec.stages) {
+      if (pinned.node == node && !pinned.weights.empty()) {
+        m->add_weights(pinned.weights);
+      }
+    }
   }
   for (const auto& [name, n] : nodes_) {
     // Dead nodes would cost every prober a timeout.
@@ -318,7 +330,9 @@ void Controller::KeepPlannedModels(
     std::map<std::string, v1::ComputeProfile>* out) const {
   // Only the models being planned: anything else would be kept for nothing.
   for (const v1::ComputeProfile& c : compute) {
-    if (specs_.count(c.model_id()) > 0) (*out)[c.model_id()] = c;
+    if (specs_.count(c.model_id()) > 0) {
+      (*out)[ComputeKey(c.model_id(), c.weights())] = c;
+    }
   }
 }
 

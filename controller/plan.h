@@ -13,7 +13,9 @@
 //       weights: q4_0      # optional: this stage's weight type (f32, f16,
 //                          # q8_0, q6_k, q4_k, q4_0), converted on load
 //                          # from the model's one copy; default: the
-//                          # node's own setting
+//                          # node's own setting. Pinned in an automatic
+//                          # plan, the node profiles the type and the
+//                          # planner prices the stage with it.
 //     - node: server-b
 //       blocks: [3, 5]
 //

@@ -174,19 +174,26 @@ absl::Status ControllerLink::RegisterOnce() {
   return s;
 }
 
+// compute_'s key: as the controller's ComputeKey (controller/auto_plan.h).
+std::string ControllerLink::ProfileKey(const std::string& model_id,
+                                       const std::string& weights) {
+  return weights.empty() ? model_id : absl::StrCat(model_id, "@", weights);
+}
+
 void ControllerLink::TrackLiveCompute() {
   constexpr int64_t kWindow = 8;       // Lone decode steps per comparison.
   constexpr double kTolerance = 1.25;  // Slower or faster by a quarter.
   const std::vector<LiveStageStats> stats = host_->LiveStats();
   absl::MutexLock lock(&profile_mu_);
   for (const LiveStageStats& s : stats) {
-    auto profile = compute_.find(s.model_id);
+    auto profile = compute_.find(ProfileKey(s.model_id, s.weights));
     if (profile == compute_.end() ||
         profile->second.decode_ms_per_block() <= 0) {
       continue;
     }
-    const std::string key = absl::StrCat(s.model_id, "/", s.first_block, "/",
-                                         s.last_block, "/", s.head);
+    const std::string key =
+        absl::StrCat(s.model_id, "/", s.first_block, "/", s.last_block, "/",
+                     s.head, "/", s.weights);
     auto& seen = live_seen_[key];
     const int64_t n = s.single_token_forwards - seen.first;
     const double ms = s.single_token_ms - seen.second;
@@ -216,7 +223,7 @@ void ControllerLink::TrackLiveCompute() {
         (ratio < kTolerance && ratio > 1 / kTolerance)) {
       continue;
     }
-    v1::ComputeProfile& updated = compute_[s.model_id];
+    v1::ComputeProfile& updated = profile->second;
     updated.set_decode_ms_per_block(updated.decode_ms_per_block() * ratio);
     updated.set_prefill_ms_per_token(updated.prefill_ms_per_token() * ratio);
     updated.set_head_ms(updated.head_ms() * ratio);
@@ -229,26 +236,37 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
   // Measured without the lock: this takes seconds.
   std::map<std::string, v1::ComputeProfile> measured_compute;
   for (const auto& m : request.models()) {
-    {
-      absl::MutexLock lock(&profile_mu_);
-      if (compute_.count(m.model_id()) > 0) continue;
+    // The node's own setting, then each type a plan pins here.
+    std::vector<std::string> types = {""};
+    types.insert(types.end(), m.weights().begin(), m.weights().end());
+    for (const std::string& type : types) {
+      const std::string key = ProfileKey(m.model_id(), type);
+      {
+        absl::MutexLock lock(&profile_mu_);
+        if (compute_.count(key) > 0 || measured_compute.count(key) > 0) {
+          continue;
+        }
+      }
+      ProfileOptions po;
+      po.copy_weights = options_.copy_weights;
+      po.weights = options_.weights;
+      if (!type.empty()) po.weights = kernels::ParseWeightType(type);
+      if (!po.weights && !type.empty()) continue;  // Not a type: skipped.
+      auto measured = ProfileCompute(m.model_path(), po);
+      if (!measured.ok()) {
+        std::cerr << "edgesplit-server " << options_.node << ": profiling "
+                  << key << ": " << measured.status().message() << "\n";
+        continue;
+      }
+      // An emulated slow machine profiles as slow as it serves.
+      const double slow = std::max(host_->compute_slowdown(), 1.0);
+      v1::ComputeProfile& c = measured_compute[key];
+      c.set_model_id(m.model_id());
+      c.set_weights(type);
+      c.set_decode_ms_per_block(measured->decode_ms_per_block * slow);
+      c.set_prefill_ms_per_token(measured->prefill_ms_per_token * slow);
+      c.set_head_ms(measured->head_ms * slow);
     }
-    ProfileOptions po;
-    po.copy_weights = options_.copy_weights;
-    po.weights = options_.weights;
-    auto measured = ProfileCompute(m.model_path(), po);
-    if (!measured.ok()) {
-      std::cerr << "edgesplit-server " << options_.node << ": profiling "
-                << m.model_id() << ": " << measured.status().message() << "\n";
-      continue;
-    }
-    // An emulated slow machine profiles as slow as it serves.
-    const double slow = std::max(host_->compute_slowdown(), 1.0);
-    v1::ComputeProfile& c = measured_compute[m.model_id()];
-    c.set_model_id(m.model_id());
-    c.set_decode_ms_per_block(measured->decode_ms_per_block * slow);
-    c.set_prefill_ms_per_token(measured->prefill_ms_per_token * slow);
-    c.set_head_ms(measured->head_ms * slow);
   }
   std::vector<v1::LinkProfile> links;
   for (const v1::Hop& peer : request.peers()) {

@@ -129,7 +129,7 @@ std::vector<LiveStageStats> StageHost::LiveStats() const {
   std::vector<LiveStageStats> out;
   for (const auto& [k, s] : stages_) {
     const BatcherStats st = s->batcher->stats();
-    out.push_back({std::get<0>(k), std::get<1>(k), std::get<2>(k),
+    out.push_back({std::get<0>(k), s->weights, std::get<1>(k), std::get<2>(k),
                    s->model->spec().head, st.single_token_forwards,
                    st.single_token_ms});
   }

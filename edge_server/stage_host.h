@@ -54,6 +54,7 @@ struct StageHostOptions {
 // What a hosted stage's forwards of lone one-token steps took so far.
 struct LiveStageStats {
   std::string model_id;
+  std::string weights;  // The plan's weight type ("" = the server's own).
   int64_t first_block = 0, last_block = 0;
   bool head = false;
   int64_t single_token_forwards = 0;

@@ -189,6 +189,55 @@ TEST(PlanningTest, ARePlanMovesARunningSessionAtATokenBoundary) {
   EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 300));
 }
 
+// A stage pinned with a weight type: its server measures that type too
+// (the controller prices the stage with it), loads the stage as that type,
+// and the session's tokens equal the same per-stage precisions in one
+// process.
+TEST(PlanningTest, ServersMeasureAndRunTheWeightTypesPinnedOnThem) {
+  ClusterOptions o;
+  o.servers = {"x", "y"};
+  o.auto_plans = {
+      AutoPlan("  objective: latency\n  min_device_blocks: 1\n"
+               "  max_device_blocks: 1\n  u_shaped: false\n",
+               "stages:\n  - {node: y, blocks: [3, 5], weights: q4_0}\n")};
+  auto c = Cluster::Start(testing::TempDir("typed"), {}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  for (absl::Time until = absl::Now() + absl::Seconds(60);;) {
+    bool typed = false;
+    const v1::ClusterStatus status = (*c)->controller()->ClusterStatus();
+    for (const auto& n : status.nodes()) {
+      for (const auto& p : n.compute()) {
+        typed |= n.node() == "y" && p.weights() == "q4_0";
+      }
+    }
+    if (typed) break;
+    ASSERT_LT(absl::Now(), until) << "y never reported a q4_0 profile";
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  ASSERT_EQ(HopNode(**session, 1), "y");
+  auto stats = (*session)->Generate(kPrompt, Greedy(40));
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  auto store = ModelStore::Open(RealModel());
+  ASSERT_TRUE(store.ok());
+  std::vector<StageOptions> per_stage(3);
+  per_stage[2].weights = kernels::WeightType::kQ4_0;
+  auto local = LocalPipeline::Load(**store, {1, 3}, per_stage);
+  ASSERT_TRUE(local.ok()) << local.status();
+  auto tok = (*store)->LoadTokenizer();
+  ASSERT_TRUE(tok.ok());
+  GenerationOptions g;
+  g.sampling.temperature = 0;
+  g.max_new_tokens = 40;
+  g.stop_at_eos = false;
+  auto seq = (*local)->NewSequence();
+  auto want = Generate(*seq, **tok, kPrompt, g);
+  ASSERT_TRUE(want.ok()) << want.status();
+  EXPECT_EQ(stats->tokens, want->tokens);
+}
+
 TEST(PlanningTest, ClusterStatusShowsTheCostGraphAndProbesAreBounded) {
   ClusterOptions o;
   o.servers = {"x", "y"};
