@@ -18,6 +18,24 @@
 namespace edgesplit::kernels {
 namespace {
 
+TEST(GemvCudaTest, RejectsBadArgumentsBeforeTouchingTheDevice) {
+  float f = 0;
+  uint8_t w[64] = {};
+  EXPECT_EQ(GemvCuda(WeightType::kQ4_K, w, 1, 32, &f, 1, &f).code(),
+            absl::StatusCode::kInvalidArgument);  // Rows of 256.
+  EXPECT_EQ(GemvCuda(WeightType::kF32, w, 1, 4, &f, 65, &f).code(),
+            absl::StatusCode::kInvalidArgument);  // Too many rows.
+  EXPECT_EQ(GemvCuda(WeightType::kF32, nullptr, 1, 4, &f, 1, &f).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DequantizeRowsCuda(WeightType::kQ8_0, w, -1, 32, &f).code(),
+            absl::StatusCode::kInvalidArgument);
+  if (!CudaDeviceAvailable()) {
+    EXPECT_EQ(GemvCuda(WeightType::kF32, w, 1, 4, &f, 1, &f).code(),
+              absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+#if EDGESPLIT_WITH_CUDA
 constexpr WeightType kTypes[] = {WeightType::kF32,  WeightType::kF16,
                                  WeightType::kQ8_0, WeightType::kQ4_0,
                                  WeightType::kQ4_K, WeightType::kQ6_K};
@@ -40,22 +58,7 @@ std::vector<uint8_t> Quantized(WeightType type, const std::vector<float>& w,
   return bytes;
 }
 
-TEST(GemvCudaTest, RejectsBadArgumentsBeforeTouchingTheDevice) {
-  float f = 0;
-  uint8_t w[64] = {};
-  EXPECT_EQ(GemvCuda(WeightType::kQ4_K, w, 1, 32, &f, 1, &f).code(),
-            absl::StatusCode::kInvalidArgument);  // Rows of 256.
-  EXPECT_EQ(GemvCuda(WeightType::kF32, w, 1, 4, &f, 65, &f).code(),
-            absl::StatusCode::kInvalidArgument);  // Too many rows.
-  EXPECT_EQ(GemvCuda(WeightType::kF32, nullptr, 1, 4, &f, 1, &f).code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(DequantizeRowsCuda(WeightType::kQ8_0, w, -1, 32, &f).code(),
-            absl::StatusCode::kInvalidArgument);
-  if (!CudaDeviceAvailable()) {
-    EXPECT_EQ(GemvCuda(WeightType::kF32, w, 1, 4, &f, 1, &f).code(),
-              absl::StatusCode::kFailedPrecondition);
-  }
-}
+#endif  // EDGESPLIT_WITH_CUDA
 
 // Against the scalar CPU kernel: the same codes and scales (the x blocks
 // come from the same scalar code), only the float summation order differs,
