@@ -18,9 +18,10 @@
 // (Q*_K: cols / 256 super-blocks); cols must be a multiple of that.
 //
 // Quantization follows ggml's reference functions (quantize_row_q8_0_ref,
-// quantize_row_q4_0_ref, quantize_row_q4_K_ref with make_qkx2_quants)
-// including fp16 rounding of the scale (nearest-even), so a file written
-// here matches one written by llama.cpp from the same fp32 values. Q6_K is
+// quantize_row_q4_0_ref; Q4_K: quantize_row_q4_K_ref's make_qkx2_quants
+// search) including fp16 rounding of the scale (nearest-even), so Q8_0 and
+// Q4_0 files match llama.cpp's from the same fp32 values (hand-computed
+// blocks in the tests; Q4_K is not checked against a llama.cpp build). Q6_K is
 // read from GGUF files; its quantizer here is a plain per-16 absmax one
 // (not ggml's search), used by tests and `model quantize --type q6_k`.
 // Everything here is scalar C++: no dispatch, no allocation, safe to call
