@@ -42,11 +42,6 @@ absl::Status ValidateProfile(const v1::ComputeProfile& c) {
   return CheckValue(c.overhead_ms(), kMaxMs, at + "overhead_ms");
 }
 
-std::string ComputeKey(const std::string& model_id,
-                       const std::string& weights) {
-  return weights.empty() ? model_id : absl::StrCat(model_id, "@", weights);
-}
-
 absl::Status ValidateLink(const v1::LinkProfile& l) {
   const std::string at = absl::StrCat("link profile to \"", l.peer(), "\": ");
   if (l.peer().empty())

@@ -34,9 +34,7 @@ struct DefaultLink {
 // Profiles come from the network: non-finite, negative or absurd values are
 // rejected (INVALID_ARGUMENT naming the field) before they reach a plan.
 absl::Status ValidateProfile(const v1::ComputeProfile& c);
-// Where a node's compute profile is kept: the model id, with "@<weights>"
-// for a profile of a weight type other than the node's own.
-std::string ComputeKey(const std::string& model_id, const std::string& weights);
+
 absl::Status ValidateLink(const v1::LinkProfile& l);
 
 // The planner solves exactly over at most this many servers.

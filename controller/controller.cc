@@ -8,6 +8,7 @@
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/yaml_util.h"
+#include "proto/protocol.h"
 
 namespace edgesplit {
 namespace {

@@ -174,19 +174,13 @@ absl::Status ControllerLink::RegisterOnce() {
   return s;
 }
 
-// compute_'s key: as the controller's ComputeKey (controller/auto_plan.h).
-std::string ControllerLink::ProfileKey(const std::string& model_id,
-                                       const std::string& weights) {
-  return weights.empty() ? model_id : absl::StrCat(model_id, "@", weights);
-}
-
 void ControllerLink::TrackLiveCompute() {
   constexpr int64_t kWindow = 8;       // Lone decode steps per comparison.
   constexpr double kTolerance = 1.25;  // Slower or faster by a quarter.
   const std::vector<LiveStageStats> stats = host_->LiveStats();
   absl::MutexLock lock(&profile_mu_);
   for (const LiveStageStats& s : stats) {
-    auto profile = compute_.find(ProfileKey(s.model_id, s.weights));
+    auto profile = compute_.find(ComputeKey(s.model_id, s.weights));
     if (profile == compute_.end() ||
         profile->second.decode_ms_per_block() <= 0) {
       continue;
@@ -240,7 +234,7 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
     std::vector<std::string> types = {""};
     types.insert(types.end(), m.weights().begin(), m.weights().end());
     for (const std::string& type : types) {
-      const std::string key = ProfileKey(m.model_id(), type);
+      const std::string key = ComputeKey(m.model_id(), type);
       {
         absl::MutexLock lock(&profile_mu_);
         if (compute_.count(key) > 0 || measured_compute.count(key) > 0) {

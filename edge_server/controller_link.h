@@ -85,11 +85,8 @@ class ControllerLink {
   v1::ProfileRequest pending_request_ ABSL_GUARDED_BY(profile_mu_);
   uint64_t pending_version_ ABSL_GUARDED_BY(profile_mu_) = 0;
   uint64_t profiled_version_ ABSL_GUARDED_BY(profile_mu_) = 0;
-  // The key of compute_: the model id, "@<weights>" for a plan's type.
-  static std::string ProfileKey(const std::string& model_id,
-                                const std::string& weights);
   std::map<std::string, v1::ComputeProfile> compute_
-      ABSL_GUARDED_BY(profile_mu_);  // By ProfileKey.
+      ABSL_GUARDED_BY(profile_mu_);  // By ComputeKey (proto/protocol.h).
   std::vector<v1::LinkProfile> links_ ABSL_GUARDED_BY(profile_mu_);
   // Reports produced and acknowledged: a beat carries compute_ and links_
   // while report_ > acked_.

@@ -334,6 +334,25 @@ TEST(GgufTest, MixedBlockTypesLoadAsStored) {
   const double rel = ((whole - f32).norm() / f32.norm()).item<double>();
   EXPECT_GT(rel, 0.0);
   EXPECT_LT(rel, 0.2);
+  // A float linear in the file stays float (not the majority block type):
+  // v_proj as F32 holds exactly its 4 - 144/256 bytes per weight more.
+  auto pick_f32_v = [&](const std::string& name) {
+    return name.find("v_proj") != std::string::npos ? WeightType::kF32
+                                                    : pick(name);
+  };
+  const std::string f32_v = WriteGguf(
+      dir, testing::TempDir("mixed_f32v") + ".gguf", false, false, pick_f32_v);
+  auto held = [](const std::string& model) {
+    auto s = ModelStore::Open(model);
+    EXPECT_TRUE(s.ok()) << s.status();
+    auto p = LocalPipeline::Load(**s, {});
+    EXPECT_TRUE(p.ok()) << p.status();
+    return (*p)->stages()[0]->WeightBytes();
+  };
+  const ModelConfig& c = (*store)->config();
+  const int64_t v_params =
+      c.num_layers * c.num_kv_heads * c.head_dim * c.hidden_size;
+  EXPECT_EQ(held(f32_v) - held(path), v_params * 4 - v_params / 256 * 144);
   // Asking for one type converts every linear to it.
   StageOptions q8;
   q8.weights = WeightType::kQ8_0;

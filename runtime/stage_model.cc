@@ -195,6 +195,8 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
       const std::string head_name =
           c.tie_word_embeddings ? TokenEmbeddingName(c, p) : "lm_head.weight";
       const LinearModule head{"", "", c.hidden_size, c.vocab_size, false};
+      // A tied head is made from the float embedding table: it takes the
+      // stage's weight type (the checkpoint's, when nothing is asked).
       ES_ASSIGN_OR_RETURN(
           m->head_, LoadLinear(store, w, head_name, head, weights, options));
     }
@@ -219,8 +221,13 @@ absl::StatusOr<std::unique_ptr<StageModel>> StageModel::Load(
         const std::string name = LinearWeightName(c, lm, p);
         Linear l;
         l.module = lm.module;
-        ES_ASSIGN_OR_RETURN(l.w,
-                            LoadLinear(store, w, name, lm, weights, options));
+        // Nothing asked: a block linear stays as stored, a float one float
+        // (a GGUF file's F16/F32 linears keep their precision; a quantized
+        // directory stores floats only where its blocks cannot go).
+        ES_ASSIGN_OR_RETURN(
+            l.w, LoadLinear(store, w, name, lm,
+                            options.weights.value_or(kernels::WeightType::kF32),
+                            options));
         // "<module>.bias" beside "<module>.weight".
         const std::string bias =
             name.substr(0, name.size() - sizeof("weight") + 1) + "bias";

@@ -220,22 +220,12 @@ TEST(PlanningTest, ServersMeasureAndRunTheWeightTypesPinnedOnThem) {
   ASSERT_EQ(HopNode(**session, 1), "y");
   auto stats = (*session)->Generate(kPrompt, Greedy(40));
   ASSERT_TRUE(stats.ok()) << stats.status();
-  auto store = ModelStore::Open(RealModel());
-  ASSERT_TRUE(store.ok());
   std::vector<StageOptions> per_stage(3);
   per_stage[2].weights = kernels::WeightType::kQ4_0;
-  auto local = LocalPipeline::Load(**store, {1, 3}, per_stage);
-  ASSERT_TRUE(local.ok()) << local.status();
-  auto tok = (*store)->LoadTokenizer();
-  ASSERT_TRUE(tok.ok());
-  GenerationOptions g;
-  g.sampling.temperature = 0;
-  g.max_new_tokens = 40;
-  g.stop_at_eos = false;
-  auto seq = (*local)->NewSequence();
-  auto want = Generate(*seq, **tok, kPrompt, g);
+  auto want =
+      testing::LocalGreedy(RealModel(), kPrompt, 40, false, {1, 3}, per_stage);
   ASSERT_TRUE(want.ok()) << want.status();
-  EXPECT_EQ(stats->tokens, want->tokens);
+  EXPECT_EQ(stats->tokens, *want);
 }
 
 TEST(PlanningTest, ClusterStatusShowsTheCostGraphAndProbesAreBounded) {

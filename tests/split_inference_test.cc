@@ -235,28 +235,18 @@ TEST(SplitQuantizedTest, PerStageWeightTypesFromThePlan) {
   ASSERT_TRUE(session.ok()) << session.status();
   auto stats = (*session)->Generate("Once upon a time", Greedy(96));
   ASSERT_TRUE(stats.ok()) << stats.status();
-  auto store = ModelStore::Open(RealModel());
-  ASSERT_TRUE(store.ok());
   std::vector<StageOptions> per_stage(3);
   per_stage[0].weights = kernels::WeightType::kQ8_0;
   per_stage[1].weights = kernels::WeightType::kQ4_0;
-  auto local = LocalPipeline::Load(**store, {1, 3}, per_stage);
-  ASSERT_TRUE(local.ok()) << local.status();
-  auto tok = (*store)->LoadTokenizer();
-  ASSERT_TRUE(tok.ok());
-  GenerationOptions o;
-  o.sampling.temperature = 0;
-  o.max_new_tokens = 96;
-  o.stop_at_eos = false;
-  auto seq = (*local)->NewSequence();
-  auto want = Generate(*seq, **tok, "Once upon a time", o);
-  ASSERT_TRUE(want.ok());
-  EXPECT_EQ(stats->tokens, want->tokens);
+  auto want = testing::LocalGreedy(RealModel(), "Once upon a time", 96, false,
+                                   {1, 3}, per_stage);
+  ASSERT_TRUE(want.ok()) << want.status();
+  EXPECT_EQ(stats->tokens, *want);
   // Mixed precision is not silently something else: it differs from f32.
   auto f32 =
       testing::MonolithicGreedy(RealModel(), "Once upon a time", 96, false);
   ASSERT_TRUE(f32.ok());
-  EXPECT_NE(want->tokens, *f32);
+  EXPECT_NE(*want, *f32);
 }
 
 TEST(SplitFailureTest, DeadHopIsUnavailableNamingTheNode) {

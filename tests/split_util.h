@@ -26,15 +26,16 @@ inline SamplingOptions GreedyTokens(int n) {
 
 // Greedy tokens of the whole model in one process: what every split of it
 // must produce. Stops at EOS when `stop_at_eos`.
-inline absl::StatusOr<std::vector<int32_t>> MonolithicGreedy(
-    const std::string& dir, const std::string& prompt, int n,
-    bool stop_at_eos = true,
-    kernels::WeightType weights = kernels::WeightType::kF32) {
+// With `cuts` and `per_stage` (one per stage): the same split in one
+// process, each stage with its own options (a plan's weight types).
+inline absl::StatusOr<std::vector<int32_t>> LocalGreedy(
+    const std::string& dir, const std::string& prompt, int n, bool stop_at_eos,
+    const std::vector<int64_t>& cuts,
+    const std::vector<StageOptions>& per_stage) {
   ES_ASSIGN_OR_RETURN(auto store, ModelStore::Open(dir));
   ES_ASSIGN_OR_RETURN(auto tok, store->LoadTokenizer());
-  StageOptions so;
-  so.weights = weights;
-  ES_ASSIGN_OR_RETURN(auto pipeline, LocalPipeline::Load(*store, {}, so));
+  ES_ASSIGN_OR_RETURN(auto pipeline,
+                      LocalPipeline::Load(*store, cuts, per_stage));
   auto seq = pipeline->NewSequence();
   GenerationOptions o;
   o.sampling.temperature = 0;
@@ -42,6 +43,15 @@ inline absl::StatusOr<std::vector<int32_t>> MonolithicGreedy(
   o.stop_at_eos = stop_at_eos;
   ES_ASSIGN_OR_RETURN(GenerationResult r, Generate(*seq, *tok, prompt, o));
   return r.tokens;
+}
+
+inline absl::StatusOr<std::vector<int32_t>> MonolithicGreedy(
+    const std::string& dir, const std::string& prompt, int n,
+    bool stop_at_eos = true,
+    kernels::WeightType weights = kernels::WeightType::kF32) {
+  StageOptions so;
+  so.weights = weights;
+  return LocalGreedy(dir, prompt, n, stop_at_eos, {}, {so});
 }
 
 }  // namespace testing
