@@ -51,10 +51,13 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 }
 
 absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::Span<const absl::string_view> pieces) {
+                                 absl::Span<const absl::string_view> pieces,
+                                 int mode) {
   const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
-  const int fd =
-      open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // O_EXCL: a stale temporary (or a link planted there) is never reused.
+  unlink(tmp.c_str());
+  const int fd = open(tmp.c_str(),
+                      O_WRONLY | O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0)
     return ErrnoError(errno, path, absl::StrCat("cannot create ", tmp));
   auto fail = [&](absl::string_view what, bool opened) {

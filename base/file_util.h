@@ -21,12 +21,16 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // temporary beside it, fsync'd, renamed over `path`, then the directory is
 // fsync'd so the rename itself is durable. On error the temporary is gone
 // and `path` is untouched. The temporary is named after the process:
-// callers serialise concurrent writes to one path.
+// callers serialise concurrent writes to one path. `mode` is the new file's
+// permission bits (before the umask): 0600 for private keys, which are then
+// never readable by others, not even for a moment.
 absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::Span<const absl::string_view> pieces);
+                                 absl::Span<const absl::string_view> pieces,
+                                 int mode = 0644);
 inline absl::Status WriteFileAtomically(const std::string& path,
-                                        absl::string_view contents) {
-  return WriteFileAtomically(path, absl::MakeConstSpan(&contents, 1));
+                                        absl::string_view contents,
+                                        int mode = 0644) {
+  return WriteFileAtomically(path, absl::MakeConstSpan(&contents, 1), mode);
 }
 
 }  // namespace edgesplit

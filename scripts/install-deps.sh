@@ -14,6 +14,8 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread libopenblas-pthread-dev
   # RPC and serialization.
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  # TLS certificates and route-grant signatures (OpenSSL 3).
+  libssl-dev
   # Core libraries.
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libsentencepiece-dev libre2-dev
   # Tests and benchmarks; clang for its thread-safety analysis and the

@@ -1,0 +1,107 @@
+// Transport security of every edgesplit channel: mutual TLS with gRPC's TLS
+// credentials, or plaintext only when explicitly configured and only on
+// loopback addresses.
+//
+// Both ends present a certificate of the cluster CA naming them
+// (security/identity.h). A client checks that the server it dialled is the
+// one it meant (the plan's node, the controller), not merely someone with a
+// cluster certificate; a server reads the caller's identity from the
+// handshake (PeerOf) and its services decide what that identity may do.
+// Certificates, keys and the CA are re-read from disk every
+// `reload_interval` (gRPC's file watcher): replacing the files rotates them
+// without a restart; handshakes after the reload use the new files, open
+// connections keep the old ones until they close. TLS 1.2 is the minimum
+// version (gRPC's TLS credentials' default; 1.3 is preferred), and with
+// `crl_dir` every handshake checks the hashed CRLs in it.
+#ifndef EDGESPLIT_SECURITY_TLS_H_
+#define EDGESPLIT_SECURITY_TLS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "base/yaml_util.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/security/tls_certificate_provider.h"
+#include "security/identity.h"
+
+namespace edgesplit {
+
+struct TlsConfig {
+  std::string ca_file;    // The cluster CA (PEM).
+  std::string cert_file;  // This process's certificate (PEM), naming it.
+  std::string key_file;   // Its private key (PEM).
+  std::string crl_dir;    // Optional: hashed CRLs (`<issuer-hash>.r0`).
+  absl::Duration reload_interval = absl::Seconds(10);
+  // Plaintext, no identities: every caller is trusted. Refused unless
+  // every address this process listens on or dials is a loopback one.
+  bool insecure = false;
+
+  // Errors name `source` and the field (tls.ca, tls.cert, ...). The files
+  // themselves are checked by TransportSecurity::Create.
+  absl::Status Validate(const std::string& source) const;
+};
+
+// Reads a daemon config's
+//   tls: {ca: ca.pem, cert: node-a.pem, key: node-a.key,
+//         crl_dir: crl, reload_s: 10}
+//   insecure: false
+// Relative paths are relative to the config file's directory.
+absl::StatusOr<TlsConfig> ParseTlsConfig(const YamlReader& reader,
+                                         const YAML::Node& root);
+
+// True for 127.0.0.0/8, ::1, localhost and unix: sockets.
+bool IsLoopbackAddress(const std::string& address);
+
+// Immutable and thread-safe once created; share it (shared_ptr).
+class TransportSecurity {
+ public:
+  // Checks the files now, so a daemon with a wrong key, an expired
+  // certificate or one from another CA fails at start with the file named,
+  // not later at its first handshake.
+  static absl::StatusOr<std::shared_ptr<const TransportSecurity>> Create(
+      const TlsConfig& config);
+
+  bool insecure() const { return config_.insecure; }
+  // This process's identity (empty in insecure mode).
+  const Identity& identity() const { return identity_; }
+  const std::string& cluster() const { return identity_.cluster; }
+
+  // For a server listening on `listen`: requires and verifies client
+  // certificates of this cluster.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+      const std::string& listen) const;
+  // For dialling `target`, which must present `peer`'s certificate.
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+      const std::string& target, const Identity& peer) const;
+  // Channel arguments for dialling `peer`: the TLS server name it answers
+  // to (its certificate's DNS name). Call before creating the channel.
+  void AddChannelArgs(const Identity& peer, grpc::ChannelArguments* args) const;
+  // Credentials and arguments together: a channel to `target` that must be
+  // `peer`, with `args` (message limits, ...) added.
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(
+      const std::string& target, const Identity& peer,
+      grpc::ChannelArguments args = {}) const;
+  // The caller of a call this process serves. Unauthenticated error if a
+  // secure call somehow carries no identity of this cluster.
+  absl::StatusOr<Peer> PeerOf(const grpc::ServerContextBase& ctx) const;
+
+ private:
+  explicit TransportSecurity(TlsConfig config) : config_(std::move(config)) {}
+
+  const TlsConfig config_;
+  Identity identity_;
+  std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider_;
+};
+
+// Insecure settings for tests that run plaintext on loopback.
+std::shared_ptr<const TransportSecurity> InsecureLoopback();
+
+// A hint appended to a failed call's status when it looks like a TLS
+// handshake failure (gRPC reports those as bare UNAVAILABLE).
+absl::Status ExplainHandshakeFailure(absl::Status status);
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_SECURITY_TLS_H_
