@@ -160,6 +160,7 @@ int Main(int argc, char** argv) {
   Controller& controller = *(*cluster)->controller();
   DeviceAgentOptions ao;
   ao.controller = (*cluster)->controller_address();
+  (*cluster)->SecureDevice("device", &ao);
   ao.compute_slowdown = 10;
   ao.link_profile_interval = absl::ZeroDuration();
   ao.generation_timeout = absl::Minutes(5);

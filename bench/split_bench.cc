@@ -162,6 +162,7 @@ int Main(int argc, char** argv) {
     }
     DeviceAgentOptions o;
     o.controller = (*cluster)->controller_address();
+    (*cluster)->SecureDevice("device", &o);
     auto agent = DeviceAgent::Connect(o);
     for (int rep = 0; rep < 5; ++rep) {
       mono = std::max(mono, MonolithicOnce(**whole, **tok, tokens));
@@ -178,6 +179,7 @@ int Main(int argc, char** argv) {
   }
   DeviceAgentOptions o;
   o.controller = (*cluster)->controller_address();
+  (*cluster)->SecureDevice("device", &o);
   auto agent = DeviceAgent::Connect(o);
 
   std::printf(

@@ -122,7 +122,7 @@ MonoRun Monolithic(const ModelStore& store, int steps, int m, int64_t seq,
 struct Split {
   std::unique_ptr<testing::Cluster> cluster;
   std::unique_ptr<StageModel> local;
-  StageStubCache stubs{256 << 20};
+  std::unique_ptr<StageStubCache> stubs;
   std::unique_ptr<SplitTrainer> trainer;
   std::vector<std::string> servers;
 };
@@ -144,6 +144,8 @@ std::unique_ptr<Split> StartSplit(const ModelStore& store,
                                    {{"m", model, false, stages}}, co);
   Check(c.status(), "cluster");
   s->cluster = *std::move(c);
+  s->stubs = std::make_unique<StageStubCache>(
+      256 << 20, s->cluster->DeviceSecurity("device"));
   const int64_t k = std::get<2>(stages[0]);
   s->local = *StageModel::Load(store, {{0, k}, true, false});
   SplitTrainerOptions so;
@@ -164,8 +166,9 @@ std::unique_ptr<Split> StartSplit(const ModelStore& store,
     h.set_last_block(b);
     so.route.push_back(h);
   }
-  auto t = SplitTrainer::Open(s->local.get(), nullptr,
-                              s->stubs.Get(so.route[0].address()), so);
+  auto t = SplitTrainer::Open(
+      s->local.get(), nullptr,
+      *s->stubs->Get(so.route[0].address(), so.route[0].node()), so);
   Check(t.status(), "open");
   s->trainer = *std::move(t);
   return s;

@@ -35,7 +35,7 @@ class AutoPlanTest : public ::testing::Test {
     Write("plan.yaml", "model: {id: stories, path: " + model_ +
                            "}\nplanner:\n" + planner_yaml + stages_yaml);
     Write("controller.yaml",
-          "listen: 127.0.0.1:0\nheartbeat_interval_ms: 100\n"
+          "listen: 127.0.0.1:0\ninsecure: true\nheartbeat_interval_ms: 100\n"
           "dead_after_missed: 3\nnodes:\n  - {name: a}\n  - {name: b}\n"
           "  - {name: c}\nplans: [plan.yaml]\n"
           "default_link: {mbit_s: 1000, rtt_ms: 1}\n");

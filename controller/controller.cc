@@ -38,6 +38,14 @@ absl::Status ControllerConfig::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": field \"dead_after_missed\": must be >= 1"));
   }
+  for (const NodeConfig& n : nodes) {
+    absl::Status s = CheckIdentityName("node name", n.name);
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": field \"nodes\": ", s.message()));
+    }
+  }
+  ES_RETURN_IF_ERROR(tls.Validate(source));
   return absl::OkStatus();
 }
 
@@ -53,6 +61,7 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
   c.heartbeat_interval = absl::Milliseconds(hb);
   ES_ASSIGN_OR_RETURN(int64_t missed, r.Int(root, "dead_after_missed", 3));
   c.dead_after_missed = static_cast<int>(missed);
+  ES_ASSIGN_OR_RETURN(c.tls, ParseTlsConfig(r, root));
   const YAML::Node nodes = root["nodes"];
   if (nodes.IsDefined() && !nodes.IsSequence()) {
     return r.Error(nodes, "nodes", "expected a list");

@@ -18,6 +18,7 @@
 #include "controller/auto_plan.h"
 #include "controller/plan.h"
 #include "edgesplit/v1/controller.pb.h"
+#include "security/tls.h"
 
 namespace edgesplit {
 
@@ -42,6 +43,8 @@ struct ControllerConfig {
   // this much better (a fraction), so measurement noise doesn't move
   // sessions back and forth; infeasible plans are always replaced.
   double replan_min_gain = 0.1;
+  // Mutual TLS of the controller's port (security/tls.h).
+  TlsConfig tls;
 
   absl::Status Validate() const;
 };
@@ -54,6 +57,8 @@ struct ControllerConfig {
 //   plans: [plans/stories-2way.yaml, ...]   # relative to this file
 //   default_link: {mbit_s: 1000, rtt_ms: 1} # until probes measure links
 //   replan_min_gain_percent: 10             # hysteresis of re-planning
+//   tls: {ca: certs/ca.pem, cert: certs/controller.pem,
+//         key: certs/controller.key}        # or insecure: true (loopback)
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
 absl::StatusOr<ControllerConfig> ParseControllerConfig(
     const std::string& text, const std::string& source);

@@ -1,5 +1,6 @@
 #include "controller/controller_service.h"
 
+#include "base/status_macros.h"
 #include "proto/grpc_status.h"
 
 namespace edgesplit {
@@ -12,6 +13,11 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* ctx,
   if (result.ok()) *response = *std::move(result);
   reactor->Finish(ToGrpcStatus(result.status()));
   return reactor;
+}
+
+template <typename T>
+absl::StatusOr<T> Fail(const absl::StatusOr<Peer>& peer) {
+  return peer.status();
 }
 
 // Streams the node's plans now and after every change until the client
@@ -71,41 +77,81 @@ class PlanWatcher : public grpc::ServerWriteReactor<v1::PlanUpdate> {
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// Finishes a refused call at once.
+class Refused : public grpc::ServerWriteReactor<v1::PlanUpdate> {
+ public:
+  explicit Refused(const absl::Status& s) { Finish(ToGrpcStatus(s)); }
+  void OnDone() override { delete this; }
+};
+
 }  // namespace
+
+absl::StatusOr<Peer> ControllerServiceImpl::Caller(
+    grpc::CallbackServerContext* ctx, Identity::Kind kind,
+    const std::string* name, const char* action) const {
+  ES_ASSIGN_OR_RETURN(Peer peer, security_->PeerOf(*ctx));
+  if (name != nullptr) {
+    ES_RETURN_IF_ERROR(CheckPeerNamed(peer, kind, *name));
+  } else {
+    ES_RETURN_IF_ERROR(CheckPeerKind(peer, kind, action));
+  }
+  return peer;
+}
 
 grpc::ServerUnaryReactor* ControllerServiceImpl::RegisterNode(
     grpc::CallbackServerContext* ctx, const v1::RegisterNodeRequest* request,
     v1::RegisterNodeResponse* response) {
+  auto peer = Caller(ctx, Identity::Kind::kNode, &request->node(), "");
+  if (!peer.ok())
+    return Reply(ctx, Fail<v1::RegisterNodeResponse>(peer), response);
   return Reply(ctx, controller_->RegisterNode(*request), response);
 }
 
 grpc::ServerUnaryReactor* ControllerServiceImpl::Heartbeat(
     grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* request,
     v1::HeartbeatResponse* response) {
+  auto peer = Caller(ctx, Identity::Kind::kNode, &request->node(), "");
+  if (!peer.ok())
+    return Reply(ctx, Fail<v1::HeartbeatResponse>(peer), response);
   return Reply(ctx, controller_->Heartbeat(*request), response);
 }
 
 grpc::ServerUnaryReactor* ControllerServiceImpl::GetPlan(
     grpc::CallbackServerContext* ctx, const v1::GetPlanRequest* request,
     v1::GetPlanResponse* response) {
+  auto peer = security_->PeerOf(*ctx);
+  if (!peer.ok()) return Reply(ctx, Fail<v1::GetPlanResponse>(peer), response);
   return Reply(ctx, controller_->GetPlan(request->model_id()), response);
 }
 
 grpc::ServerWriteReactor<v1::PlanUpdate>* ControllerServiceImpl::WatchPlan(
     grpc::CallbackServerContext* ctx, const v1::WatchPlanRequest* request) {
-  (void)ctx;
+  auto peer = Caller(ctx, Identity::Kind::kNode, &request->node(), "");
+  if (!peer.ok()) return new Refused(peer.status());
   return new PlanWatcher(controller_, request->node());
 }
 
 grpc::ServerUnaryReactor* ControllerServiceImpl::OpenSession(
     grpc::CallbackServerContext* ctx, const v1::OpenSessionRequest* request,
     v1::OpenSessionResponse* response) {
-  return Reply(ctx, controller_->OpenSession(*request), response);
+  auto peer = Caller(ctx, Identity::Kind::kDevice, nullptr, "open sessions");
+  if (!peer.ok())
+    return Reply(ctx, Fail<v1::OpenSessionResponse>(peer), response);
+  if (!peer->authenticated) {
+    return Reply(ctx, controller_->OpenSession(*request), response);
+  }
+  // The certified name, whatever the request says.
+  v1::OpenSessionRequest named = *request;
+  named.set_device(peer->identity.name);
+  return Reply(ctx, controller_->OpenSession(named), response);
 }
 
 grpc::ServerUnaryReactor* ControllerServiceImpl::CloseSession(
     grpc::CallbackServerContext* ctx, const v1::CloseSessionRequest* request,
     v1::CloseSessionResponse* response) {
+  auto peer = Caller(ctx, Identity::Kind::kDevice, nullptr, "close sessions");
+  if (!peer.ok())
+    return Reply(ctx, Fail<v1::CloseSessionResponse>(peer), response);
   absl::Status s = controller_->CloseSession(*request);
   return Reply(ctx,
                s.ok() ? absl::StatusOr<v1::CloseSessionResponse>(
@@ -118,6 +164,9 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::ReloadPlans(
     grpc::CallbackServerContext* ctx, const v1::ReloadPlansRequest* request,
     v1::ReloadPlansResponse* response) {
   (void)request;
+  auto peer = Caller(ctx, Identity::Kind::kAdmin, nullptr, "reload plans");
+  if (!peer.ok())
+    return Reply(ctx, Fail<v1::ReloadPlansResponse>(peer), response);
   return Reply(
       ctx, absl::StatusOr<v1::ReloadPlansResponse>(controller_->ReloadPlans()),
       response);
@@ -127,6 +176,8 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::GetClusterStatus(
     grpc::CallbackServerContext* ctx,
     const v1::GetClusterStatusRequest* request, v1::ClusterStatus* response) {
   (void)request;
+  auto peer = security_->PeerOf(*ctx);
+  if (!peer.ok()) return Reply(ctx, Fail<v1::ClusterStatus>(peer), response);
   return Reply(ctx,
                absl::StatusOr<v1::ClusterStatus>(controller_->ClusterStatus()),
                response);
@@ -135,6 +186,10 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::GetClusterStatus(
 grpc::ServerUnaryReactor* ControllerServiceImpl::AverageAdapters(
     grpc::CallbackServerContext* ctx, const v1::AverageAdaptersRequest* request,
     v1::AverageAdaptersResponse* response) {
+  auto peer = Caller(ctx, Identity::Kind::kDevice, &request->device(), "");
+  if (!peer.ok()) {
+    return Reply(ctx, Fail<v1::AverageAdaptersResponse>(peer), response);
+  }
   auto* reactor = ctx->DefaultReactor();
   // A round waits for its slowest device, but never past the caller's
   // deadline (nor ten minutes: shutdown waits for calls in flight).

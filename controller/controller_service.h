@@ -6,15 +6,27 @@
 #include "controller/controller.h"
 #include "controller/fed_average.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
+#include "security/tls.h"
 
 namespace edgesplit {
 
-// Thread-safe. `controller` must outlive the service.
+// Who may call what (checked against the caller's certificate; with an
+// insecure transport every caller is trusted):
+//   RegisterNode, Heartbeat, WatchPlan   the node named in the request
+//   OpenSession, CloseSession            devices
+//   AverageAdapters                      the device named in the request
+//   ReloadPlans                          admins
+//   GetPlan, GetClusterStatus            anyone of the cluster
+// A device's OpenSession `device` field is overwritten with its certified
+// name, and its `suspects` count only from devices.
+//
+// Thread-safe. `controller` and `security` must outlive the service.
 class ControllerServiceImpl final
     : public v1::ControllerService::CallbackService {
  public:
-  explicit ControllerServiceImpl(Controller* controller)
-      : controller_(controller) {}
+  ControllerServiceImpl(Controller* controller,
+                        const TransportSecurity* security)
+      : controller_(controller), security_(security) {}
 
   grpc::ServerUnaryReactor* RegisterNode(
       grpc::CallbackServerContext* ctx, const v1::RegisterNodeRequest* request,
@@ -51,7 +63,13 @@ class ControllerServiceImpl final
   void ExpireRounds(absl::Time now) { averager_.Expire(now); }
 
  private:
+  // The caller, if it is `kind` and (with `name`) named so; else why not.
+  absl::StatusOr<Peer> Caller(grpc::CallbackServerContext* ctx,
+                              Identity::Kind kind, const std::string* name,
+                              const char* action) const;
+
   Controller* const controller_;
+  const TransportSecurity* const security_;
   FedAverager averager_;
 };
 

@@ -24,7 +24,7 @@ class ControllerTest : public ::testing::Test {
                            "  - {node: a, blocks: [1, 3]}\n"
                            "  - {node: b, blocks: [3, 5]}\n");
     Write("controller.yaml",
-          "listen: 127.0.0.1:0\nheartbeat_interval_ms: 100\n"
+          "listen: 127.0.0.1:0\ninsecure: true\nheartbeat_interval_ms: 100\n"
           "dead_after_missed: 3\nnodes:\n  - {name: a, memory_mb: 64}\n"
           "  - {name: b, memory_mb: 64}\nplans: [plan.yaml]\n");
     auto config = LoadControllerConfig(dir_ + "/controller.yaml");

@@ -51,11 +51,22 @@ int main(int argc, char** argv) {
   for (const auto& id : loaded.loaded()) {
     std::cerr << "edgesplit-controller: plan loaded for model " << id << "\n";
   }
-  edgesplit::ControllerServiceImpl service(&controller);
+  auto security = edgesplit::TransportSecurity::Create(config->tls);
+  if (!security.ok()) {
+    std::cerr << "edgesplit-controller: " << security.status().message()
+              << "\n";
+    return 1;
+  }
+  auto credentials = (*security)->ServerCredentials(config->listen);
+  if (!credentials.ok()) {
+    std::cerr << "edgesplit-controller: " << credentials.status().message()
+              << "\n";
+    return 1;
+  }
+  edgesplit::ControllerServiceImpl service(&controller, security->get());
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config->listen, grpc::InsecureServerCredentials(),
-                           &port);
+  builder.AddListeningPort(config->listen, *credentials, &port);
   builder.RegisterService(&service);
   // Device adapters for averaging (split federated learning) exceed gRPC's
   // 4 MiB default on large models.
@@ -67,7 +78,11 @@ int main(int argc, char** argv) {
               << "\n";
     return 1;
   }
-  std::cerr << "edgesplit-controller: listening on port " << port << "\n";
+  std::cerr << "edgesplit-controller: listening on port " << port
+            << ((*security)->insecure()
+                    ? " (INSECURE: plaintext, no identities)"
+                    : " (mutual TLS, cluster " + (*security)->cluster() + ")")
+            << "\n";
 
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);

@@ -57,7 +57,8 @@ struct DeviceAgent::Impl {
   DeviceAgentOptions options;
   v1::Codec codec = v1::CODEC_FP32;
   std::unique_ptr<v1::ControllerService::Stub> controller;
-  StageStubCache stubs{wire::MaxMessageBytes()};
+  std::shared_ptr<const TransportSecurity> security;
+  std::unique_ptr<StageStubCache> stubs;
   absl::Mutex mu;
   // (model directory, device blocks first, last, U-shaped, weight type)
   using Key = std::tuple<std::string, int64_t, int64_t, bool, std::string>;
@@ -158,7 +159,9 @@ struct DeviceAgent::Impl {
       }
       link_measured = absl::Now();
     }
-    auto link = ProbeLink(stubs.Get(hop.address()), hop.node());
+    auto stub = stubs->Get(hop.address(), hop.node());
+    auto link = stub.ok() ? ProbeLink(*stub, hop.node())
+                          : absl::StatusOr<v1::LinkProfile>(stub.status());
     absl::MutexLock lock(&profile_mu);
     if (!link.ok()) return;
     profile.clear_links();

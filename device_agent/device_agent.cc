@@ -69,7 +69,8 @@ struct Session::Impl {
       po.rtt_probes = 1;
       po.payload_bytes = 1024;
       po.timeout = std::min(agent->options.rpc_timeout, absl::Seconds(2));
-      if (!ProbeLink(agent->stubs.Get(hop.address()), hop.node(), po).ok()) {
+      auto stub = agent->stubs->Get(hop.address(), hop.node());
+      if (!stub.ok() || !ProbeLink(*stub, hop.node(), po).ok()) {
         suspects.push_back(hop.node());
       }
     }
@@ -130,9 +131,11 @@ class Session::Impl::Rerouting : public LogitsModel {
     ro.compute_slowdown = s_->agent->options.compute_slowdown;
     on_active_(nullptr);
     ES_ASSIGN_OR_RETURN(
-        seq_,
-        RemoteSequence::Open(s_->model->local.get(), s_->model->head.get(),
-                             s_->agent->stubs.Get(ro.route[0].address()), ro));
+        v1::StageService::Stub * first,
+        s_->agent->stubs->Get(ro.route[0].address(), ro.route[0].node()));
+    ES_ASSIGN_OR_RETURN(seq_,
+                        RemoteSequence::Open(s_->model->local.get(),
+                                             s_->model->head.get(), first, ro));
     on_active_(seq_.get());
     return absl::OkStatus();
   }
@@ -275,13 +278,38 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
         absl::StrCat("DeviceAgentOptions.weights \"", options.weights,
                      "\" is not one of ", kernels::WeightTypeList()));
   }
+  TlsConfig tls;
+  tls.ca_file = options.tls.ca_file;
+  tls.cert_file = options.tls.cert_file;
+  tls.key_file = options.tls.key_file;
+  tls.insecure = options.insecure;
+  ES_ASSIGN_OR_RETURN(impl->security, TransportSecurity::Create(tls));
+  if (!impl->security->insecure()) {
+    const Identity& me = impl->security->identity();
+    if (me.kind != Identity::Kind::kDevice) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.tls.cert_file, " is the certificate of ",
+                       me.ToString(), ", not of a device"));
+    }
+    if (options.device_name != "device" && options.device_name != me.name) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "DeviceAgentOptions.device_name \"", options.device_name,
+          "\" but the certificate names device \"", me.name, "\""));
+    }
+    impl->options.device_name = me.name;
+  }
   SetComputeThreads(options.threads);
+  impl->stubs =
+      std::make_unique<StageStubCache>(wire::MaxMessageBytes(), impl->security);
   // Averaged adapters (split federated learning) can exceed gRPC's 4 MiB.
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
   args.SetMaxSendMessageSize(256 << 20);
-  impl->controller = v1::ControllerService::NewStub(grpc::CreateCustomChannel(
-      options.controller, grpc::InsecureChannelCredentials(), args));
+  ES_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                      impl->security->Dial(
+                          options.controller,
+                          ControllerIdentity(impl->security->cluster()), args));
+  impl->controller = v1::ControllerService::NewStub(channel);
   return std::unique_ptr<DeviceAgent>(new DeviceAgent(std::move(impl)));
 }
 

@@ -193,9 +193,11 @@ struct Trainer::Impl {
     so.checkpoint_dir = options.checkpoint_dir;
     trainer.reset();
     ES_ASSIGN_OR_RETURN(
+        v1::StageService::Stub * first,
+        agent->stubs->Get(so.route[0].address(), so.route[0].node()));
+    ES_ASSIGN_OR_RETURN(
         trainer,
-        SplitTrainer::Open(model->local.get(), model->head.get(),
-                           agent->stubs.Get(so.route[0].address()), so));
+        SplitTrainer::Open(model->local.get(), model->head.get(), first, so));
     std::swap(route, r);  // `r`, closed on return, is the old route now.
     if (r.session_id().empty()) std::move(close_unused).Cancel();
     server_step_seen = trainer->server_step();

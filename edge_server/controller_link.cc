@@ -34,9 +34,16 @@ ControllerLink::ControllerLink(ControllerLinkOptions options, StageHost* host,
                                std::function<int()> open_sessions)
     : options_(std::move(options)),
       host_(host),
-      open_sessions_(std::move(open_sessions)) {
-  stub_ = v1::ControllerService::NewStub(grpc::CreateChannel(
-      options_.controller, grpc::InsecureChannelCredentials()));
+      open_sessions_(std::move(open_sessions)),
+      peers_(static_cast<int>(kMaxProbeResponseBytes) + (1 << 20),
+             options_.security) {
+  auto channel = options_.security->Dial(
+      options_.controller, ControllerIdentity(options_.security->cluster()));
+  if (!channel.ok()) {
+    std::cerr << "ControllerLink: " << channel.status() << "\n";
+    std::abort();  // The caller's precondition.
+  }
+  stub_ = v1::ControllerService::NewStub(*channel);
   thread_ = std::thread([this] { Run(); });
   if (options_.profile)
     profiler_thread_ = std::thread([this] { ProfileLoop(); });
@@ -267,7 +274,9 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
     if (peer.node() == options_.node || stop_.HasBeenNotified()) continue;
     ProbeOptions po;
     po.timeout = absl::Seconds(5);
-    auto link = ProbeLink(peers_.Get(peer.address()), peer.node(), po);
+    auto stub = peers_.Get(peer.address(), peer.node());
+    auto link = stub.ok() ? ProbeLink(*stub, peer.node(), po)
+                          : absl::StatusOr<v1::LinkProfile>(stub.status());
     if (!link.ok()) {
       std::cerr << "edgesplit-server " << options_.node << ": "
                 << link.status().message() << "\n";

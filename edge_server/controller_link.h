@@ -37,11 +37,15 @@ struct ControllerLinkOptions {
   bool profile = true;
   bool copy_weights = true;
   std::optional<kernels::WeightType> weights;  // Profiled as run.
+  // Dials the controller and the peers it asks to probe.
+  std::shared_ptr<const TransportSecurity> security;
 };
 
 class ControllerLink {
  public:
   // `host` must outlive the link; `open_sessions` reports the load.
+  // `options.security` must allow dialling `options.controller` (check
+  // with ChannelCredentials first: a refusal here aborts).
   ControllerLink(ControllerLinkOptions options, StageHost* host,
                  std::function<int()> open_sessions);
   ~ControllerLink();  // Stops the thread.
@@ -103,7 +107,7 @@ class ControllerLink {
   std::map<std::string, Window> live_window_ ABSL_GUARDED_BY(profile_mu_);
   std::map<std::string, double> live_baseline_ ABSL_GUARDED_BY(profile_mu_);
   // Stubs to the peers probed; big enough for the largest probe.
-  StageStubCache peers_{static_cast<int>(kMaxProbeResponseBytes) + (1 << 20)};
+  StageStubCache peers_;
 
   std::thread profiler_thread_;
   std::thread thread_;

@@ -1,6 +1,7 @@
 #include "edge_server/grpc_next_hop.h"
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/stage_stream.h"
 
@@ -33,8 +34,9 @@ absl::StatusOr<std::unique_ptr<NextHop>> GrpcNextHopFactory::Open(
   // Servers reach each other over their backbone address when they have one.
   const std::string& address =
       hop.peer_address().empty() ? hop.address() : hop.peer_address();
-  auto stream =
-      StageStream::Start(stubs_.Get(address), deadline, hop.node(), address);
+  ES_ASSIGN_OR_RETURN(v1::StageService::Stub * stub,
+                      stubs_.Get(address, hop.node()));
+  auto stream = StageStream::Start(stub, deadline, hop.node(), address);
   return std::unique_ptr<NextHop>(new GrpcNextHop(std::move(stream)));
 }
 

@@ -18,9 +18,11 @@ namespace edgesplit {
 class GrpcNextHopFactory : public NextHopFactory {
  public:
   // Messages up to `max_message_bytes` in both directions (the servers'
-  // own limit, so full-prompt outputs pass between hops).
-  explicit GrpcNextHopFactory(int max_message_bytes)
-      : stubs_(max_message_bytes) {}
+  // own limit, so full-prompt outputs pass between hops); the next hop
+  // must prove it is the node the route names.
+  GrpcNextHopFactory(int max_message_bytes,
+                     std::shared_ptr<const TransportSecurity> security)
+      : stubs_(max_message_bytes, std::move(security)) {}
 
   absl::StatusOr<std::unique_ptr<NextHop>> Open(const v1::OpenSession& open,
                                                 absl::Time deadline) override;

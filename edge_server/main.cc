@@ -73,13 +73,22 @@ int main(int argc, char** argv) {
   o.advertise_peer = config->advertise_peer;
   o.memory_bytes = config->memory_bytes;
   o.checkpoint_dir = config->checkpoint_dir;
+  auto security = edgesplit::TransportSecurity::Create(config->tls);
+  if (!security.ok()) {
+    std::cerr << "edgesplit-server: " << security.status().message() << "\n";
+    return 1;
+  }
+  o.security = *security;
   auto server = edgesplit::EdgeServer::Start(o);
   if (!server.ok()) {
     std::cerr << "edgesplit-server: " << server.status().message() << "\n";
     return 1;
   }
   std::cerr << "edgesplit-server " << config->name << ": listening on "
-            << (*server)->address() << "\n";
+            << (*server)->address()
+            << (o.security->insecure() ? " (INSECURE: plaintext)"
+                                       : " (mutual TLS)")
+            << "\n";
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   while (!g_stop) absl::SleepFor(absl::Milliseconds(100));

@@ -1,16 +1,40 @@
 #include "edge_server/server.h"
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace edgesplit {
 
 absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     EdgeServerOptions options) {
+  if (options.security == nullptr) {
+    return absl::InvalidArgumentError("EdgeServerOptions.security is not set");
+  }
+  const TransportSecurity& security = *options.security;
+  if (!security.insecure() &&
+      !(security.identity() ==
+        NodeIdentity(security.cluster(), options.host.node))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("server ", options.host.node, " holds the certificate of ",
+                     security.identity().ToString(),
+                     "; its name and its certificate must agree"));
+  }
+  ES_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                      security.ServerCredentials(options.listen));
+  if (!options.controller.empty()) {
+    // ControllerLink's precondition: the controller may be dialled.
+    ES_RETURN_IF_ERROR(
+        security
+            .ChannelCredentials(options.controller,
+                                ControllerIdentity(security.cluster()))
+            .status());
+  }
   std::unique_ptr<EdgeServer> s(new EdgeServer(std::move(options)));
   s->host_ = std::make_unique<StageHost>(s->options_.host);
   // Activations of long prompts exceed gRPC's 4 MiB default.
   const int max_message = wire::MaxMessageBytes(s->options_.limits);
-  s->next_hops_ = std::make_unique<GrpcNextHopFactory>(max_message);
+  s->next_hops_ =
+      std::make_unique<GrpcNextHopFactory>(max_message, s->options_.security);
   SessionEnv env;
   env.host = s->host_.get();
   env.next_hops = s->next_hops_.get();
@@ -21,8 +45,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
 
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(s->options_.listen,
-                           grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(s->options_.listen, credentials, &port);
   builder.RegisterService(s->service_.get());
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
@@ -46,6 +69,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     lo.copy_weights = s->options_.host.stage.copy_weights;
     lo.weights = s->options_.host.stage.weights;
     lo.profile = s->options_.profile;
+    lo.security = s->options_.security;
     StageServiceImpl* service = s->service_.get();
     s->link_ = std::make_unique<ControllerLink>(
         lo, s->host_.get(), [service] { return service->open_sessions(); });

@@ -17,6 +17,7 @@
 #include "edge_server/stage_service.h"
 #include "edge_server/training_job.h"
 #include "grpcpp/grpcpp.h"
+#include "security/tls.h"
 
 namespace edgesplit {
 
@@ -39,6 +40,9 @@ struct EdgeServerOptions {
   // Training sessions' checkpoints (one directory per job below it); ""
   // keeps none.
   std::string checkpoint_dir;
+  // Mutual TLS (or loopback-only plaintext) of the port and of every
+  // channel this server opens. Required.
+  std::shared_ptr<const TransportSecurity> security;
 };
 // (Emulated slow servers: host.compute_slowdown, or
 // host()->SetComputeSlowdown() while running.)

@@ -26,11 +26,14 @@ absl::Status ServerConfig::Validate() const {
     return bad("session_idle_timeout_s", "must be positive");
   }
   if (threads < 0) return bad("threads", "must be >= 0");
+  if (absl::Status s = CheckIdentityName("name", name); !s.ok()) {
+    return bad("name", std::string(s.message()));
+  }
   if (!weights.empty() && !kernels::ParseWeightType(weights)) {
     return bad("weights", absl::StrCat("\"", weights, "\" is not one of ",
                                        kernels::WeightTypeList()));
   }
-  return absl::OkStatus();
+  return tls.Validate(source);
 }
 
 absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
@@ -59,6 +62,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   ES_ASSIGN_OR_RETURN(int64_t threads, r.Int(root, "threads", 0));
   c.threads = static_cast<int>(threads);
   ES_ASSIGN_OR_RETURN(c.copy_weights, r.Bool(root, "copy_weights", true));
+  ES_ASSIGN_OR_RETURN(c.tls, ParseTlsConfig(r, root));
   if (root["weights"]) {
     ES_ASSIGN_OR_RETURN(c.weights, r.String(root, "weights", false));
   }

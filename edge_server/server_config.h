@@ -15,6 +15,9 @@
 //   weights: q4_0            # f32 | q8_0 | q4_0 (GGUF blocks, quantized at
 //                            # load); default: as the checkpoint stores them
 //   checkpoint_dir: checkpoints   # training checkpoints ("" = none)
+//   tls: {ca: certs/ca.pem, cert: certs/node-server-a.pem,
+//         key: certs/node-server-a.key}   # relative to this file;
+//                            # or insecure: true (loopback addresses only)
 #ifndef EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
 #define EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
 
@@ -22,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "security/tls.h"
 
 namespace edgesplit {
 
@@ -41,6 +45,7 @@ struct ServerConfig {
   bool copy_weights = true;
   std::string weights;  // "" = as stored.
   std::string checkpoint_dir = "checkpoints";
+  TlsConfig tls;
 
   absl::Status Validate() const;  // Errors name the file and field.
 };

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "security/tls.h"
 
 namespace edgesplit {
 
@@ -19,7 +20,8 @@ absl::Status FromGrpcStatus(const grpc::Status& status,
   std::string msg = context.empty()
                         ? status.error_message()
                         : absl::StrCat(context, ": ", status.error_message());
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), msg);
+  return ExplainHandshakeFailure(
+      absl::Status(static_cast<absl::StatusCode>(status.error_code()), msg));
 }
 
 std::chrono::system_clock::time_point ToChrono(absl::Time t) {

@@ -135,15 +135,21 @@ void StageStream::Close() {
   ReleaseHoldOnce();
 }
 
-v1::StageService::Stub* StageStubCache::Get(const std::string& address) {
+absl::StatusOr<v1::StageService::Stub*> StageStubCache::Get(
+    const std::string& address, const std::string& node) {
   absl::MutexLock lock(&mu_);
-  auto& stub = stubs_[address];
+  auto& stub = stubs_[{address, node}];
   if (!stub) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(max_message_bytes_);
     args.SetMaxSendMessageSize(max_message_bytes_);
-    stub = v1::StageService::NewStub(grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(), args));
+    auto channel = security_->Dial(
+        address, NodeIdentity(security_->cluster(), node), args);
+    if (!channel.ok()) {
+      stubs_.erase({address, node});
+      return channel.status();
+    }
+    stub = v1::StageService::NewStub(*channel);
   }
   return stub.get();
 }

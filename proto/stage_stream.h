@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "edgesplit/v1/stage.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "security/tls.h"
 
 namespace edgesplit {
 
@@ -81,20 +82,27 @@ v1::StageRequest OpenRequest(const std::string& session_id,
                              const std::vector<v1::Hop>& route,
                              bool return_hidden);
 
-// StageService stubs by address, one channel each, with message limits
-// large enough for full-prompt activations. Thread-safe; stubs live as
-// long as the cache.
+// StageService stubs by address and node, one channel each, with message
+// limits large enough for full-prompt activations; the server at the
+// address must prove it is the node (its certificate). Thread-safe; stubs
+// live as long as the cache.
 class StageStubCache {
  public:
-  explicit StageStubCache(int max_message_bytes)
-      : max_message_bytes_(max_message_bytes) {}
-  v1::StageService::Stub* Get(const std::string& address);
+  StageStubCache(int max_message_bytes,
+                 std::shared_ptr<const TransportSecurity> security)
+      : max_message_bytes_(max_message_bytes), security_(std::move(security)) {}
+  // Fails only when the transport refuses the address (insecure mode and
+  // not loopback).
+  absl::StatusOr<v1::StageService::Stub*> Get(const std::string& address,
+                                              const std::string& node);
 
  private:
   const int max_message_bytes_;
+  const std::shared_ptr<const TransportSecurity> security_;
   absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<v1::StageService::Stub>> stubs_
-      ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>,
+           std::unique_ptr<v1::StageService::Stub>>
+      stubs_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace edgesplit

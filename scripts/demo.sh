@@ -20,6 +20,15 @@ if [[ ! -f $MODEL/config.json ]]; then
   "$ES" model init --arch llama --preset tiny --out "$MODEL" --seed 1
 fi
 
+# Mutual TLS: a CA and certificates for the controller, both servers, this
+# device and the operator (configs/cluster/*.yaml point at them).
+CERTS=configs/cluster/certs
+if [[ ! -f $CERTS/ca.pem ]]; then
+  "$ES" certs init --cluster demo --out "$CERTS" \
+    --nodes server-a,server-b --devices device
+fi
+export EDGESPLIT_CERTS=$CERTS  # the CLI's --certs default
+
 pids=()
 stop_cluster() {
   # SIGTERM: servers stop accepting, drain open sessions, then exit.

@@ -57,7 +57,7 @@ part "ASan + UBSan"
 # LibTorch-linked sanitizer build costs about as much as the TSan one below).
 ASAN_TESTS=(runtime_core_test gpt2_bpe_tokenizer_test
             sentencepiece_reference_test planner_test controller_test
-            kernels_test cpu_kernels_test)
+            kernels_test cpu_kernels_test security_test)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DEDGESPLIT_ASAN=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_BENCH=OFF
 cmake --build build-asan -j"$(nproc)" --target "${ASAN_TESTS[@]}"

@@ -111,6 +111,12 @@ absl::Status CheckPeerIs(const Peer& peer, const Identity& who) {
                    who.ToString(), " (", peer.identity.SpiffeId(), ")"));
 }
 
+absl::Status CheckPeerNamed(const Peer& peer, Identity::Kind kind,
+                            const std::string& name) {
+  if (!peer.authenticated) return absl::OkStatus();
+  return CheckPeerIs(peer, Make(peer.identity.cluster, kind, name));
+}
+
 absl::Status CheckPeerKind(const Peer& peer, Identity::Kind kind,
                            const std::string& action) {
   if (!peer.authenticated || peer.identity.kind == kind) {

@@ -58,6 +58,10 @@ struct Peer {
 // always may; otherwise identities must match. The error is
 // PermissionDenied naming both.
 absl::Status CheckPeerIs(const Peer& peer, const Identity& who);
+// OK when `peer` is unauthenticated or is `kind` named `name` (of its
+// own cluster): a node may only speak for itself.
+absl::Status CheckPeerNamed(const Peer& peer, Identity::Kind kind,
+                            const std::string& name);
 // OK when `peer` is unauthenticated or of `kind` (any name).
 absl::Status CheckPeerKind(const Peer& peer, Identity::Kind kind,
                            const std::string& action);

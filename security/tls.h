@@ -99,7 +99,8 @@ class TransportSecurity {
 std::shared_ptr<const TransportSecurity> InsecureLoopback();
 
 // A hint appended to a failed call's status when it looks like a TLS
-// handshake failure (gRPC reports those as bare UNAVAILABLE).
+// handshake failure (gRPC reports those as UNAVAILABLE with OpenSSL's
+// terse reason). FromGrpcStatus applies it to every call's status.
 absl::Status ExplainHandshakeFailure(absl::Status status);
 
 }  // namespace edgesplit

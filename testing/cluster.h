@@ -1,5 +1,6 @@
 // An in-process cluster on loopback for tests and benchmarks: a controller
-// and edge servers on port 0, real gRPC between them, plans written as
+// and edge servers on port 0, real gRPC between them (mutual TLS with a
+// fresh cluster CA unless ClusterOptions.tls is false), plans written as
 // YAML files.
 #ifndef EDGESPLIT_TESTING_CLUSTER_H_
 #define EDGESPLIT_TESTING_CLUSTER_H_
@@ -24,6 +25,8 @@
 #include "controller/controller_service.h"
 #include "edge_server/server.h"
 #include "grpcpp/grpcpp.h"
+#include "security/certs.h"
+#include "security/tls.h"
 #include "testing/link_emulator.h"
 
 namespace edgesplit {
@@ -47,6 +50,9 @@ struct ClusterOptions {
   std::string default_link = "{mbit_s: 1000, rtt_ms: 1}";
   // Weight type every server runs its stages with.
   std::optional<kernels::WeightType> weights;
+  // Mutual TLS everywhere (certificates in <dir>/certs, cluster "test");
+  // false: plaintext on loopback.
+  bool tls = true;
 };
 
 struct ClusterPlan {
@@ -75,16 +81,31 @@ class Cluster {
       const std::string& dir, const std::vector<ClusterPlan>& plans,
       const ClusterOptions& options) {
     auto c = std::unique_ptr<Cluster>(new Cluster());
-    std::string config = absl::StrCat(
-        "listen: 127.0.0.1:0\nheartbeat_interval_ms: ", options.heartbeat_ms,
-        "\ndead_after_missed: ", options.dead_after_missed,
-        "\ndefault_link: ", options.default_link, "\nnodes:\n");
     std::set<std::string> nodes(options.servers.begin(), options.servers.end());
     for (const ClusterPlan& p : plans) {
       for (auto& [node, a, b] : p.stages) {
         if (node != "device") nodes.insert(node);
       }
     }
+    c->tls_ = options.tls;
+    c->certs_ = dir + "/certs";
+    std::string tls_yaml = "insecure: true\n";
+    if (options.tls) {
+      ClusterCertsSpec spec;
+      spec.cluster = "test";
+      spec.nodes.assign(nodes.begin(), nodes.end());
+      spec.overwrite = true;
+      ES_RETURN_IF_ERROR(WriteClusterCerts(spec, c->certs_));
+      tls_yaml =
+          absl::StrCat("tls: {ca: ", c->certs_, "/ca.pem, cert: ", c->certs_,
+                       "/controller.pem, key: ", c->certs_,
+                       "/controller.key, reload_s: 1}\n");
+    }
+    std::string config = absl::StrCat(
+        tls_yaml,
+        "listen: 127.0.0.1:0\nheartbeat_interval_ms: ", options.heartbeat_ms,
+        "\ndead_after_missed: ", options.dead_after_missed,
+        "\ndefault_link: ", options.default_link, "\nnodes:\n");
     for (const std::string& n : nodes) {
       absl::StrAppend(&config, "  - {name: ", n, ", memory_mb: 8192}\n");
     }
@@ -116,11 +137,16 @@ class Cluster {
     if (loaded.errors_size() > 0) {
       return absl::InvalidArgumentError(loaded.errors(0));
     }
-    c->service_ = std::make_unique<ControllerServiceImpl>(c->controller_.get());
+    ES_ASSIGN_OR_RETURN(c->controller_security_,
+                        TransportSecurity::Create(cc.tls));
+    c->service_ = std::make_unique<ControllerServiceImpl>(
+        c->controller_.get(), c->controller_security_.get());
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                             &port);
+    ES_ASSIGN_OR_RETURN(
+        auto credentials,
+        c->controller_security_->ServerCredentials("127.0.0.1:0"));
+    builder.AddListeningPort("127.0.0.1:0", credentials, &port);
     builder.RegisterService(c->service_.get());
     builder.SetMaxReceiveMessageSize(kMaxControllerMessageBytes);
     builder.SetMaxSendMessageSize(kMaxControllerMessageBytes);
@@ -136,6 +162,8 @@ class Cluster {
       o.session_idle_timeout = absl::Seconds(60);
       o.profile = options.profile;
       o.checkpoint_dir = absl::StrCat(dir, "/checkpoints-", n);
+      ES_ASSIGN_OR_RETURN(o.security,
+                          TransportSecurity::Create(c->Tls("node-" + n)));
       auto device_link = options.device_links.find(n);
       auto peer_link = options.peer_links.find(n);
       if (device_link != options.device_links.end() ||
@@ -216,8 +244,74 @@ class Cluster {
   }
   Controller* controller() { return controller_.get(); }
 
+  // The TLS files of `stem` ("device-d1", "admin-operator", "node-x"),
+  // issued from the cluster CA on first use; insecure when !tls.
+  TlsConfig Tls(const std::string& stem) const {
+    TlsConfig t;
+    if (!tls_) {
+      t.insecure = true;
+      return t;
+    }
+    t.ca_file = certs_ + "/ca.pem";
+    t.cert_file = certs_ + "/" + stem + ".pem";
+    t.key_file = certs_ + "/" + stem + ".key";
+    t.reload_interval = absl::Seconds(1);
+    return t;
+  }
+  // A device's TLS settings in DeviceAgentOptions (`name`'s certificate is
+  // issued when missing).
+  template <typename DeviceOptions>
+  void SecureDevice(const std::string& name, DeviceOptions* o) const {
+    o->insecure = !tls_;
+    if (!tls_) return;
+    const TlsConfig t = Tls("device-" + name);
+    if (!std::ifstream(t.cert_file).good()) {
+      const absl::Status s =
+          IssueIntoDir(certs_, DeviceIdentity("test", name), 1, false);
+      if (!s.ok()) std::abort();  // The cluster's own CA: cannot fail.
+    }
+    o->tls.ca_file = t.ca_file;
+    o->tls.cert_file = t.cert_file;
+    o->tls.key_file = t.key_file;
+  }
+  // A channel to `address` (the node `node`, or the controller when
+  // `node` is empty) as `stem`'s holder.
+  std::shared_ptr<grpc::Channel> Dial(const std::string& stem,
+                                      const std::string& address,
+                                      const std::string& node = "") const {
+    if (tls_ && !std::ifstream(Tls(stem).cert_file).good()) {
+      std::abort();  // Issue devices with SecureDevice first.
+    }
+    auto security = TransportSecurity::Create(Tls(stem));
+    if (!security.ok()) std::abort();
+    const std::string cluster = (*security)->cluster();
+    auto channel =
+        (*security)->Dial(address, node.empty() ? ControllerIdentity(cluster)
+                                                : NodeIdentity(cluster, node));
+    if (!channel.ok()) std::abort();
+    return *channel;
+  }
+  // Device `name`'s transport security (its certificate issued if missing).
+  std::shared_ptr<const TransportSecurity> DeviceSecurity(
+      const std::string& name) const {
+    struct Files {
+      bool insecure = false;
+      struct {
+        std::string ca_file, cert_file, key_file;
+      } tls;
+    } f;
+    SecureDevice(name, &f);
+    auto s = TransportSecurity::Create(Tls("device-" + name));
+    if (!s.ok()) std::abort();
+    return *s;
+  }
+  const std::string& certs_dir() const { return certs_; }
+
  private:
   Cluster() = default;
+  bool tls_ = true;
+  std::string certs_;
+  std::shared_ptr<const TransportSecurity> controller_security_;
   std::unique_ptr<Controller> controller_;
   std::unique_ptr<ControllerServiceImpl> service_;
   std::unique_ptr<grpc::Server> grpc_;

@@ -109,9 +109,18 @@ TEST(ConfigsTest, ServerConfigErrorsNameTheField) {
   auto d = ParseServerConfig("name: device\n", "s.yaml");
   ASSERT_TRUE(d.ok());
   EXPECT_NE(d->Validate().message().find("reserved"), std::string::npos);
-  auto q = ParseServerConfig("name: a\nweights: q4_0\n", "s.yaml");
+  auto q =
+      ParseServerConfig("name: a\nweights: q4_0\ninsecure: true\n", "s.yaml");
   ASSERT_TRUE(q.ok());
-  EXPECT_TRUE(q->Validate().ok());
+  EXPECT_TRUE(q->Validate().ok()) << q->Validate();
+  // No transport security configured: refused, saying what to add.
+  auto plain = ParseServerConfig("name: a\n", "s.yaml");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_THAT(std::string(plain->Validate().message()),
+              HasSubstr("s.yaml: field \"tls\": missing"));
+  auto named = ParseServerConfig("name: a/b\ninsecure: true\n", "s.yaml");
+  EXPECT_THAT(std::string(named->Validate().message()),
+              HasSubstr("field \"name\""));
   EXPECT_EQ(q->weights, "q4_0");
   auto bad = ParseServerConfig("name: a\nweights: q3_k\n", "s.yaml");
   ASSERT_TRUE(bad.ok());

@@ -52,6 +52,7 @@ std::string AutoPlan(const std::string& planner,
 std::unique_ptr<DeviceAgent> Agent(const Cluster& c, double slowdown = 1.0) {
   DeviceAgentOptions o;
   o.controller = c.controller_address();
+  c.SecureDevice("device", &o);
   o.generation_timeout = absl::Seconds(120);
   o.compute_slowdown = slowdown;
   o.link_profile_interval = absl::ZeroDuration();
@@ -246,8 +247,8 @@ TEST(PlanningTest, ClusterStatusShowsTheCostGraphAndProbesAreBounded) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   std::ostringstream out, err;
-  ASSERT_EQ(cli::Run({"cluster", "status", "--controller",
-                      (*c)->controller_address()},
+  ASSERT_EQ(cli::Run({"cluster", "status", "--certs", (*c)->certs_dir(),
+                      "--controller", (*c)->controller_address()},
                      out, err),
             0)
       << err.str();
@@ -257,8 +258,9 @@ TEST(PlanningTest, ClusterStatusShowsTheCostGraphAndProbesAreBounded) {
   EXPECT_THAT(out.str(), HasSubstr("planned for latency"));
 
   // A probe asking for more than the limit is refused; the server serves on.
-  auto stub = v1::StageService::NewStub(grpc::CreateChannel(
-      (*c)->server("x")->address(), grpc::InsecureChannelCredentials()));
+  (*c)->DeviceSecurity("device");
+  auto stub = v1::StageService::NewStub(
+      (*c)->Dial("device-device", (*c)->server("x")->address(), "x"));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::ProbeRequest req;

@@ -42,6 +42,7 @@ std::unique_ptr<DeviceAgent> Agent(const Cluster& c,
                                    const std::string& codec = "fp32") {
   DeviceAgentOptions o;
   o.controller = c.controller_address();
+  c.SecureDevice("device", &o);
   o.codec = codec;
   o.generation_timeout = absl::Seconds(60);
   auto a = DeviceAgent::Connect(o);
@@ -199,6 +200,7 @@ TEST(SplitQuantizedTest, GreedyTokensEqualMonolithicPerWeightType) {
     ASSERT_TRUE(c.ok()) << c.status();
     DeviceAgentOptions o;
     o.controller = (*c)->controller_address();
+    (*c)->SecureDevice("device", &o);
     o.weights = kernels::WeightTypeName(type);
     auto agent = DeviceAgent::Connect(o);
     ASSERT_TRUE(agent.ok()) << agent.status();
@@ -374,8 +376,8 @@ absl::StatusOr<v1::StageResponse> Call(StageStream& s, v1::StageRequest req) {
 
 TEST_F(SplitInferenceTest, MalformedTensorFailsOnlyItsSession) {
   EdgeServer* c = cluster_->server("c");
-  auto channel =
-      grpc::CreateChannel(c->address(), grpc::InsecureChannelCredentials());
+  cluster_->DeviceSecurity("device");
+  auto channel = cluster_->Dial("device-device", c->address(), "c");
   auto stub = v1::StageService::NewStub(channel);
   // A good session through the same server, open across the bad one.
   auto agent = Agent(*cluster_);

@@ -86,9 +86,10 @@ void ExpectSplitEqualsWhole(
   so.model_id = "m";
   so.spec = spec;
   so.route = Route(**c, plan);
-  StageStubCache stubs(64 << 20);
-  auto split = SplitTrainer::Open(local->get(), head.get(),
-                                  stubs.Get(so.route[0].address()), so);
+  StageStubCache stubs(64 << 20, (*c)->DeviceSecurity("device"));
+  auto split = SplitTrainer::Open(
+      local->get(), head.get(),
+      *stubs.Get(so.route[0].address(), so.route[0].node()), so);
   ASSERT_TRUE(split.ok()) << split.status();
   // A device whose blocks are frozen runs forward only.
   EXPECT_EQ((*split)->device_trains(), first_trained == 0);
@@ -201,16 +202,16 @@ TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
   ClusterPlan plan{"m", dir, false, {{"device", 0, 1}, {"a", 1, n}}};
   auto c = Cluster::Start(testing::TempDir("train_bad"), {plan});
   ASSERT_TRUE(c.ok()) << c.status();
-  StageStubCache stubs(64 << 20);
+  StageStubCache stubs(64 << 20, (*c)->DeviceSecurity("device"));
   const std::vector<v1::Hop> route = Route(**c, plan);
   int sessions = 0;
   // Opens a training session and sends `requests`; returns the first
   // error (or OK if all were answered).
   auto run = [&](const v1::TrainingSpec& spec,
                  std::vector<v1::StageRequest> requests) -> absl::Status {
-    auto stream = StageStream::Start(stubs.Get(route[0].address()),
-                                     absl::Now() + absl::Seconds(30), "a",
-                                     route[0].address());
+    auto stream = StageStream::Start(
+        *stubs.Get(route[0].address(), route[0].node()),
+        absl::Now() + absl::Seconds(30), "a", route[0].address());
     v1::StageRequest open;
     open.mutable_open()->set_protocol_version(kProtocolVersion);
     open.mutable_open()->set_session_id(absl::StrCat("bad", sessions++));
@@ -293,9 +294,9 @@ TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
   EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("step-00000003"));
   // Inference sessions cannot send training requests.
   {
-    auto stream = StageStream::Start(stubs.Get(route[0].address()),
-                                     absl::Now() + absl::Seconds(30), "a",
-                                     route[0].address());
+    auto stream = StageStream::Start(
+        *stubs.Get(route[0].address(), route[0].node()),
+        absl::Now() + absl::Seconds(30), "a", route[0].address());
     v1::StageRequest open;
     open.mutable_open()->set_protocol_version(kProtocolVersion);
     open.mutable_open()->set_session_id("inference");
@@ -304,9 +305,9 @@ TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
     *open.mutable_open()->add_route() = route[0];
     std::promise<absl::Status> opened, refused, sneaky;
     // Nor read a training job's adapter while it changes.
-    auto other = StageStream::Start(stubs.Get(route[0].address()),
-                                    absl::Now() + absl::Seconds(30), "a",
-                                    route[0].address());
+    auto other = StageStream::Start(
+        *stubs.Get(route[0].address(), route[0].node()),
+        absl::Now() + absl::Seconds(30), "a", route[0].address());
     v1::StageRequest peek = open;
     peek.mutable_open()->set_session_id("peek");
     peek.mutable_open()->set_adapter("train:ok");
@@ -349,7 +350,7 @@ TEST(SplitTrainingModesTest, DevicesTakingTurnsEachApplyAnUpdate) {
   ClusterPlan plan{"m", dir, false, {{"device", 0, 1}, {"a", 1, n}}};
   auto c = Cluster::Start(testing::TempDir("train_sl"), {plan});
   ASSERT_TRUE(c.ok()) << c.status();
-  StageStubCache stubs(64 << 20);
+  StageStubCache stubs(64 << 20, (*c)->DeviceSecurity("device"));
   std::vector<std::unique_ptr<StageModel>> locals;
   std::vector<std::unique_ptr<SplitTrainer>> devices;
   for (int d = 0; d < 2; ++d) {
@@ -359,8 +360,9 @@ TEST(SplitTrainingModesTest, DevicesTakingTurnsEachApplyAnUpdate) {
     so.model_id = "m";
     so.spec = Spec(Arch::kGpt2, "turns", n);
     so.route = Route(**c, plan);
-    auto t = SplitTrainer::Open(locals.back().get(), nullptr,
-                                stubs.Get(so.route[0].address()), so);
+    auto t = SplitTrainer::Open(
+        locals.back().get(), nullptr,
+        *stubs.Get(so.route[0].address(), so.route[0].node()), so);
     ASSERT_TRUE(t.ok()) << t.status();
     devices.push_back(*std::move(t));
   }
@@ -380,8 +382,9 @@ TEST(SplitTrainingModesTest, DevicesTakingTurnsEachApplyAnUpdate) {
   so.model_id = "m";
   so.spec = Spec(Arch::kGpt2, "turns", n);
   so.route = Route(**c, plan);
-  auto t = SplitTrainer::Open(locals.back().get(), nullptr,
-                              stubs.Get(so.route[0].address()), so);
+  auto t = SplitTrainer::Open(
+      locals.back().get(), nullptr,
+      *stubs.Get(so.route[0].address(), so.route[0].node()), so);
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ((*t)->server_step(), 6u);
 }

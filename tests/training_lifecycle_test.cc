@@ -323,7 +323,10 @@ TEST(TrainCommandTest, TrainsResumesAndExports) {
   ClusterPlan plan{"real", dir, true, {{"device", 0, 1}, {"a", 1, 5}}};
   auto c = Cluster::Start(tmp, {plan});
   ASSERT_TRUE(c.ok()) << c.status();
-  const std::vector<std::string> common = {"--controller",
+  (*c)->DeviceSecurity("device");  // Issues device-device.pem.
+  const std::vector<std::string> common = {"--certs",
+                                           (*c)->certs_dir(),
+                                           "--controller",
                                            (*c)->controller_address(),
                                            "--model-id",
                                            "real",
@@ -367,12 +370,12 @@ TEST(TrainCommandTest, TrainsResumesAndExports) {
   // `adapter export` assembles step 30's adapter; it differs from step
   // 20's, and loads as PEFT.
   std::ostringstream out3, err3;
-  ASSERT_EQ(
-      cli::Run({"adapter", "export", "--controller", (*c)->controller_address(),
-                "--model-id", "real", "--job", "cli", "--checkpoint-dir",
-                tmp + "/ckpt", "--out", tmp + "/exported"},
-               out3, err3),
-      0)
+  ASSERT_EQ(cli::Run({"adapter", "export", "--certs", (*c)->certs_dir(),
+                      "--controller", (*c)->controller_address(), "--model-id",
+                      "real", "--job", "cli", "--checkpoint-dir", tmp + "/ckpt",
+                      "--out", tmp + "/exported"},
+                     out3, err3),
+            0)
       << err3.str();
   const double moved =
       AdapterDiff(tmp + "/first", tmp + "/exported", (*store)->config());
@@ -381,12 +384,12 @@ TEST(TrainCommandTest, TrainsResumesAndExports) {
 
   // A job that never trained here has no spec to export.
   std::ostringstream out4, err4;
-  EXPECT_EQ(
-      cli::Run({"adapter", "export", "--controller", (*c)->controller_address(),
-                "--model-id", "real", "--job", "nope", "--checkpoint-dir",
-                tmp + "/ckpt", "--out", tmp + "/none"},
-               out4, err4),
-      1);
+  EXPECT_EQ(cli::Run({"adapter", "export", "--certs", (*c)->certs_dir(),
+                      "--controller", (*c)->controller_address(), "--model-id",
+                      "real", "--job", "nope", "--checkpoint-dir",
+                      tmp + "/ckpt", "--out", tmp + "/none"},
+                     out4, err4),
+            1);
   EXPECT_THAT(err4.str(), ::testing::HasSubstr("no training spec"));
 }
 

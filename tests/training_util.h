@@ -128,6 +128,7 @@ inline std::unique_ptr<DeviceAgent> Agent(const Cluster& c,
   DeviceAgentOptions o;
   o.controller = c.controller_address();
   o.device_name = name;
+  c.SecureDevice(name, &o);
   o.report_profile = false;
   o.generation_timeout = absl::Seconds(120);
   auto a = DeviceAgent::Connect(o);

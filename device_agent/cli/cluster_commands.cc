@@ -7,6 +7,7 @@
 #include "base/status_macros.h"
 #include "controller/auto_plan.h"
 #include "controller/cluster_file.h"
+#include "device_agent/cli/security_commands.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/grpc_status.h"
@@ -77,8 +78,13 @@ absl::Status PlanCommand(const Args& a, std::ostream& out, std::ostream& err) {
 
 absl::Status ClusterStatusCommand(const Args& a, std::ostream& out) {
   ES_ASSIGN_OR_RETURN(std::string address, a.RequiredString("controller"));
-  auto stub = v1::ControllerService::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  ES_ASSIGN_OR_RETURN(TlsConfig tls, AdminTlsConfig(a));
+  ES_ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
+                      TransportSecurity::Create(tls));
+  ES_ASSIGN_OR_RETURN(
+      std::shared_ptr<grpc::Channel> channel,
+      security->Dial(address, ControllerIdentity(security->cluster())));
+  auto stub = v1::ControllerService::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(10)));
   v1::ClusterStatus status;

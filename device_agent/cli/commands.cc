@@ -9,6 +9,7 @@
 #include "base/status_macros.h"
 #include "device_agent/cli/args.h"
 #include "device_agent/cli/cluster_commands.h"
+#include "device_agent/cli/security_commands.h"
 #include "device_agent/cli/train_commands.h"
 #include "edgesplit/device_agent.h"
 #include "kernels/cpu/quant_blocks.h"
@@ -87,7 +88,22 @@ commands:
   cluster status --controller HOST:PORT
       The controller's view: nodes, measured compute and links, plans and
       their predicted latency.
+  certs init --cluster NAME --out DIR [--nodes a,b] [--devices d,e]
+             [--days N] [--force]
+      A CA and certificates for a cluster: controller, admin-operator,
+      node-<name> per server, device-<name> per device (keys 0600).
+  certs issue --dir DIR (--node N | --device N | --admin N) [--days N]
+      One more certificate from the CA in DIR.
+
+Commands that reach a cluster use mutual TLS: --certs DIR (what `certs
+init` wrote; also $EDGESPLIT_CERTS) with --device-name NAME, or
+--ca/--cert/--key FILE; --insecure for plaintext on loopback only.
 )";
+
+std::set<std::string> WithInsecure(std::set<std::string> flags) {
+  flags.insert("insecure");
+  return flags;
+}
 
 absl::StatusOr<Args> ParseFor(const std::vector<std::string>& argv,
                               const std::set<std::string>& value_flags,
@@ -236,6 +252,8 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   if (a.Has("model-dir")) o.model_dirs[model_id] = a.String("model-dir");
   ES_ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 0));
   o.threads = static_cast<int>(threads);
+  o.device_name = a.String("device-name", "device");
+  ES_RETURN_IF_ERROR(ApplyTlsFlags(a, o.device_name, &o));
   ES_ASSIGN_OR_RETURN(auto agent, DeviceAgent::Connect(o));
   ES_ASSIGN_OR_RETURN(auto session,
                       agent->OpenSession(model_id, a.String("adapter")));
@@ -348,21 +366,30 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
         ParseFor(rest, {"cluster", "model", "objective", "model-id", "out"});
     status = a.ok() ? PlanCommand(*a, out, err) : a.status();
   } else if (cmd == "cluster" && !rest.empty() && rest[0] == "status") {
-    auto a = ParseFor({rest.begin() + 1, rest.end()}, {"controller"});
+    auto a = ParseFor({rest.begin() + 1, rest.end()}, WithTls({"controller"}),
+                      kTlsBoolFlags);
     status = a.ok() ? ClusterStatusCommand(*a, out) : a.status();
+  } else if (cmd == "certs" && !rest.empty() &&
+             (rest[0] == "init" || rest[0] == "issue")) {
+    auto a = ParseFor({rest.begin() + 1, rest.end()}, CertsFlags(rest[0]),
+                      {"force"});
+    status = a.ok() ? CertsCommand(rest[0], *a, out) : a.status();
   } else if (cmd == "train") {
-    auto a = ParseFor(rest, kTrainFlags, kTrainBoolFlags);
+    auto a =
+        ParseFor(rest, WithTls(kTrainFlags), WithInsecure(kTrainBoolFlags));
     status = a.ok() ? TrainCommand(*a, out, err) : a.status();
   } else if (cmd == "adapter" && !rest.empty() && rest[0] == "export") {
-    auto a = ParseFor({rest.begin() + 1, rest.end()}, kExportFlags);
+    auto a = ParseFor({rest.begin() + 1, rest.end()}, WithTls(kExportFlags),
+                      kTlsBoolFlags);
     status = a.ok() ? AdapterExportCommand(*a, out) : a.status();
   } else if (cmd == "generate") {
     auto a = ParseFor(
         rest,
-        {"model", "prompt", "max-new-tokens", "temperature", "top-k", "top-p",
-         "repetition-penalty", "seed", "adapter", "split", "dtype", "weights",
-         "threads", "controller", "model-id", "codec", "model-dir"},
-        {"mmap-weights"});
+        WithTls({"model", "prompt", "max-new-tokens", "temperature", "top-k",
+                 "top-p", "repetition-penalty", "seed", "adapter", "split",
+                 "dtype", "weights", "threads", "controller", "model-id",
+                 "codec", "model-dir", "device-name"}),
+        {"mmap-weights", "insecure"});
     status = a.ok() ? GenerateLocal(*a, out, err) : a.status();
   } else {
     err << "edgesplit: unknown command \"" << absl::StrJoin(args, " ")

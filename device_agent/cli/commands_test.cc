@@ -92,6 +92,35 @@ TEST(CommandsTest, BadUsageIsReported) {
   EXPECT_THAT(r.err, HasSubstr("unknown preset \"huge\""));
 }
 
+TEST(CommandsTest, CertsInitAndIssueWriteAClusterAndRefuseMistakes) {
+  const std::string dir = testing::TempDir("cli_certs");
+  Result r = RunCli({"certs", "init", "--cluster", "lab", "--out", dir,
+                     "--nodes", "server-a,server-b", "--devices", "phone"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("node-server-a, node-server-b"));
+  EXPECT_THAT(r.out, HasSubstr("device-phone"));
+  // Again without --force: nothing is overwritten.
+  r = RunCli({"certs", "init", "--cluster", "lab", "--out", dir});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--force"));
+  r = RunCli({"certs", "issue", "--dir", dir, "--device", "robot"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("spiffe://lab/device/robot"));
+  r = RunCli({"certs", "issue", "--dir", dir, "--device", "a", "--node", "b"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("exactly one"));
+  r = RunCli({"certs", "issue", "--dir", dir, "--node", "bad/name"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("bad/name"));
+  // A cluster command needs credentials or an explicit --insecure.
+  r = RunCli({"cluster", "status", "--controller", "127.0.0.1:1"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--certs DIR"));
+  r = RunCli({"cluster", "status", "--controller", "10.0.0.1:1", "--insecure"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("not a loopback address"));
+}
+
 TEST(CommandsTest, PlanPrintsTheTableAndWritesAPinnablePlan) {
   const std::string dir = testing::TempDir("cli_plan");
   ASSERT_EQ(RunCli({"model", "init", "--arch", "gpt2", "--preset", "tiny",

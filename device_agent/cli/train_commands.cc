@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
+#include "device_agent/cli/security_commands.h"
 #include "edgesplit/device_agent.h"
 #include "runtime/model_store.h"
 #include "runtime/train/training_data.h"
@@ -42,6 +43,7 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> Connect(const Args& a,
   ES_ASSIGN_OR_RETURN(o.controller, a.RequiredString("controller"));
   o.codec = a.String("codec", "fp32");
   o.device_name = a.String("device-name", "device");
+  ES_RETURN_IF_ERROR(ApplyTlsFlags(a, o.device_name, &o));
   if (a.Has("model-dir")) o.model_dirs[id] = a.String("model-dir");
   ES_ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 0));
   o.threads = static_cast<int>(threads);

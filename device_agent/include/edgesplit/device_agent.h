@@ -37,8 +37,25 @@
 
 namespace edgesplit {
 
+// PEM files of a device's mutual-TLS identity, from `edgesplit certs init`
+// (or `certs issue --device NAME`). Re-read when they change on disk.
+struct TlsFiles {
+  std::string ca_file;    // The cluster CA.
+  std::string cert_file;  // This device's certificate.
+  std::string key_file;   // Its private key.
+};
+
 struct DeviceAgentOptions {
   std::string controller;  // host:port of edgesplit-controller.
+  // Every channel is mutual TLS with these files: the controller and each
+  // server prove they are who the plan says, and this device proves it is
+  // the device its certificate names.
+  TlsFiles tls;
+  // Plaintext instead, with no identities: refused unless the controller
+  // and every server are at loopback addresses. For local tests only.
+  bool insecure = false;
+  // With TLS the certificate's name is used; a different name here is an
+  // error (the default "device" always yields to the certificate's).
   std::string device_name = "device";
   // Where this device keeps each model (model id -> directory). A model
   // not listed is read from the path in the controller's plan.

@@ -1,0 +1,161 @@
+// The cost of mutual TLS on loopback, in one run: decode tokens/s of a
+// 3-hop split (device -> a -> b -> c) over TLS vs the same cluster in
+// plaintext, and the latency of opening a session (the controller call and
+// the handshakes along the route on a new connection) in both. Runs
+// alternate, best of `--reps` for throughput, median for open latency.
+//
+//   tls_bench [--model ../shared/models/stories260K] [--tokens 64]
+//             [--reps 7] [--threads 2]
+//
+// A tiny model is the worst case: the per-message cost of TLS is the same
+// for any model, and the smaller the compute the larger its share.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "edgesplit/device_agent.h"
+#include "runtime/model_store.h"
+#include "runtime/threading.h"
+#include "testing/cluster.h"
+#include "testing/test_paths.h"
+#include "tests/split_util.h"
+
+namespace edgesplit {
+namespace {
+
+struct Side {
+  std::unique_ptr<testing::Cluster> cluster;
+  double best_tps = 0;
+  std::vector<double> open_ms;    // New agent: new connections.
+  std::vector<double> reopen_ms;  // Same agent: connections reused.
+  std::unique_ptr<DeviceAgent> agent;
+};
+
+std::unique_ptr<DeviceAgent> NewAgent(const testing::Cluster& c) {
+  DeviceAgentOptions o;
+  o.controller = c.controller_address();
+  o.report_profile = false;
+  c.SecureDevice("device", &o);
+  auto a = DeviceAgent::Connect(o);
+  if (!a.ok()) {
+    std::cerr << a.status() << "\n";
+    std::exit(1);
+  }
+  return std::move(*a);
+}
+
+double Ms(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+void Round(Side* s, int tokens) {
+  // A fresh agent: its first session pays the handshakes.
+  auto fresh = NewAgent(*s->cluster);
+  auto t0 = std::chrono::steady_clock::now();
+  auto first = fresh->OpenSession("m");
+  auto t1 = std::chrono::steady_clock::now();
+  if (!first.ok()) {
+    std::cerr << first.status() << "\n";
+    std::exit(1);
+  }
+  // Handshakes happen on the first call along the route: count it.
+  auto warm = (*first)->Generate("Once", testing::GreedyTokens(1));
+  auto t2 = std::chrono::steady_clock::now();
+  if (!warm.ok()) std::exit(1);
+  s->open_ms.push_back(Ms(t1 - t0) + Ms(t2 - t1) - warm->prefill_ms);
+  t0 = std::chrono::steady_clock::now();
+  auto session = s->agent->OpenSession("m");
+  s->reopen_ms.push_back(Ms(std::chrono::steady_clock::now() - t0));
+  auto st =
+      (*session)->Generate("Once upon a time", testing::GreedyTokens(tokens));
+  if (!st.ok()) {
+    std::cerr << st.status() << "\n";
+    std::exit(1);
+  }
+  s->best_tps = std::max(s->best_tps, st->decode_tokens_per_s);
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int Main(int argc, char** argv) {
+  std::string model = "../shared/models/stories260K";
+  int tokens = 64, reps = 7, threads = 2;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string f = argv[i], v = argv[i + 1];
+    if (f == "--model") {
+      model = v;
+    } else if (f == "--tokens") {
+      tokens = std::stoi(v);
+    } else if (f == "--reps") {
+      reps = std::stoi(v);
+    } else if (f == "--threads") {
+      threads = std::stoi(v);
+    } else {
+      std::cerr << "unknown flag " << f << "\n";
+      return 2;
+    }
+  }
+  SetComputeThreads(threads);
+  model = std::filesystem::absolute(model).lexically_normal().string();
+  auto store = ModelStore::Open(model);
+  if (!store.ok()) {
+    std::cerr << store.status() << "\n";
+    return 1;
+  }
+  const int64_t n = (*store)->config().num_layers;
+  const int64_t q = std::max<int64_t>(1, n / 4);
+  const testing::ClusterPlan plan{"m",
+                                  model,
+                                  false,
+                                  {{"device", 0, q},
+                                   {"a", q, 2 * q},
+                                   {"b", 2 * q, 3 * q},
+                                   {"c", 3 * q, n}}};
+  Side tls, plain;
+  for (Side* s : {&tls, &plain}) {
+    testing::ClusterOptions o;
+    o.profile = false;
+    o.tls = s == &tls;
+    auto c = testing::Cluster::Start(
+        testing::TempDir(s == &tls ? "tls_bench_tls" : "tls_bench_plain"),
+        {plan}, o);
+    if (!c.ok()) {
+      std::cerr << c.status() << "\n";
+      return 1;
+    }
+    s->cluster = *std::move(c);
+    s->agent = NewAgent(*s->cluster);
+  }
+  for (int r = 0; r < reps; ++r) {
+    Round(&tls, tokens);
+    Round(&plain, tokens);
+  }
+  std::printf(
+      "model %s, 3 hops (device [0,%ld) a b c), %d threads, %d tokens, "
+      "loopback, one process, %d alternating rounds\n\n",
+      model.c_str(), static_cast<long>(q), threads, tokens, reps);
+  std::printf(
+      "| | mutual TLS | plaintext | TLS / plaintext |\n|---|---|---|---|\n");
+  std::printf("| decode tok/s (best) | %.1f | %.1f | %.3f |\n", tls.best_tps,
+              plain.best_tps, tls.best_tps / plain.best_tps);
+  std::printf(
+      "| session open, new connections (ms, median) | %.2f | %.2f | %.2f |\n",
+      Median(tls.open_ms), Median(plain.open_ms),
+      Median(tls.open_ms) / Median(plain.open_ms));
+  std::printf(
+      "| session open, connections reused (ms, median) | %.2f | %.2f | "
+      "%.2f |\n",
+      Median(tls.reopen_ms), Median(plain.reopen_ms),
+      Median(tls.reopen_ms) / Median(plain.reopen_ms));
+  return 0;
+}
+
+}  // namespace
+}  // namespace edgesplit
+
+int main(int argc, char** argv) { return edgesplit::Main(argc, argv); }

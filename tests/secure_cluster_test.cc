@@ -1,0 +1,246 @@
+// The cluster over mutual TLS: who may do what, refusals with a clear
+// status while the daemons keep serving, and certificate rotation under
+// running sessions. (Every other cluster test runs over TLS too; this one
+// tries what should fail.)
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "base/file_util.h"
+#include "edgesplit/device_agent.h"
+#include "edgesplit/v1/controller.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proto/grpc_status.h"
+#include "security/certs.h"
+#include "testing/cluster.h"
+#include "testing/test_models.h"
+#include "testing/test_paths.h"
+#include "tests/split_util.h"
+
+namespace edgesplit {
+namespace {
+
+using testing::Cluster;
+using testing::ClusterPlan;
+using ::testing::HasSubstr;
+
+class SecureClusterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = new std::string(testing::TinyModel(Arch::kGpt2));
+    auto c = Cluster::Start(
+        testing::TempDir("secure"),
+        {{"m", *model_, false, {{"device", 0, 1}, {"a", 1, 2}, {"b", 2, 4}}}});
+    ASSERT_TRUE(c.ok()) << c.status();
+    cluster_ = c->release();
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    delete model_;
+  }
+
+  std::unique_ptr<DeviceAgent> Agent(const std::string& name) {
+    DeviceAgentOptions o;
+    o.controller = cluster_->controller_address();
+    o.device_name = name;
+    o.report_profile = false;
+    cluster_->SecureDevice(name, &o);
+    auto a = DeviceAgent::Connect(o);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? std::move(*a) : nullptr;
+  }
+  // The controller's stub as `stem`'s holder.
+  std::unique_ptr<v1::ControllerService::Stub> Controller(
+      const std::string& stem) {
+    return v1::ControllerService::NewStub(
+        cluster_->Dial(stem, cluster_->controller_address()));
+  }
+  static grpc::ClientContext* Ctx(grpc::ClientContext* ctx) {
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    return ctx;
+  }
+  // The cluster still routes and generates, equal to the whole model.
+  void ExpectServing() {
+    auto agent = Agent("device");
+    ASSERT_NE(agent, nullptr);
+    auto s = agent->OpenSession("m");
+    ASSERT_TRUE(s.ok()) << s.status();
+    auto got = (*s)->Generate("hello", testing::GreedyTokens(6));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->tokens,
+              *testing::MonolithicGreedy(*model_, "hello", 6, false));
+  }
+
+  static Cluster* cluster_;
+  static std::string* model_;
+};
+Cluster* SecureClusterTest::cluster_ = nullptr;
+std::string* SecureClusterTest::model_ = nullptr;
+
+TEST_F(SecureClusterTest, NodesSpeakOnlyForThemselves) {
+  auto as_a = Controller("node-a");
+  v1::RegisterNodeRequest reg;
+  reg.set_node("b");  // a's certificate, b's name.
+  reg.set_address("127.0.0.1:1");
+  v1::RegisterNodeResponse reg_resp;
+  grpc::ClientContext c1;
+  grpc::Status s = as_a->RegisterNode(Ctx(&c1), reg, &reg_resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("node a, not node b"));
+
+  v1::HeartbeatRequest beat;
+  beat.set_node("b");  // Keeping another node "alive".
+  v1::HeartbeatResponse beat_resp;
+  grpc::ClientContext c2;
+  EXPECT_EQ(as_a->Heartbeat(Ctx(&c2), beat, &beat_resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  // Another node's plans are not a's to watch.
+  grpc::ClientContext c3;
+  v1::WatchPlanRequest watch;
+  watch.set_node("b");
+  auto reader = as_a->WatchPlan(Ctx(&c3), watch);
+  v1::PlanUpdate update;
+  EXPECT_FALSE(reader->Read(&update));
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  // Devices are not nodes.
+  cluster_->DeviceSecurity("mallory");
+  auto as_device = Controller("device-mallory");
+  reg.set_node("mallory");
+  grpc::ClientContext c4;
+  EXPECT_EQ(as_device->RegisterNode(Ctx(&c4), reg, &reg_resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // b's real registration stands: b still serves its blocks.
+  ExpectServing();
+}
+
+TEST_F(SecureClusterTest, OnlyAdminsReloadPlansAndOnlyDevicesOpenSessions) {
+  cluster_->DeviceSecurity("device");
+  v1::ReloadPlansResponse reload;
+  grpc::ClientContext c1;
+  grpc::Status s =
+      Controller("device-device")
+          ->ReloadPlans(Ctx(&c1), v1::ReloadPlansRequest(), &reload);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(s.error_message(), HasSubstr("may not reload plans"));
+  grpc::ClientContext c2;
+  EXPECT_TRUE(Controller("admin-operator")
+                  ->ReloadPlans(Ctx(&c2), v1::ReloadPlansRequest(), &reload)
+                  .ok());
+
+  v1::OpenSessionRequest open;
+  open.set_model_id("m");
+  v1::OpenSessionResponse route;
+  grpc::ClientContext c3;
+  EXPECT_EQ(
+      Controller("node-a")->OpenSession(Ctx(&c3), open, &route).error_code(),
+      grpc::StatusCode::PERMISSION_DENIED);
+  // A device's averaging contribution must carry its own name.
+  v1::AverageAdaptersRequest avg;
+  avg.set_job_id("j");
+  avg.set_device("someone-else");
+  avg.set_devices(2);
+  v1::AverageAdaptersResponse avg_resp;
+  grpc::ClientContext c4;
+  EXPECT_EQ(Controller("device-device")
+                ->AverageAdapters(Ctx(&c4), avg, &avg_resp)
+                .error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(SecureClusterTest, DevicesWithoutAValidCertificateAreRefused) {
+  // A certificate of another CA, named like a real device.
+  const std::string dir = testing::TempDir("foreign");
+  ClusterCertsSpec spec;
+  spec.cluster = "test";
+  spec.devices = {"device"};
+  spec.overwrite = true;
+  ASSERT_TRUE(WriteClusterCerts(spec, dir).ok());
+  DeviceAgentOptions o;
+  o.controller = cluster_->controller_address();
+  o.tls = {dir + "/ca.pem", dir + "/device-device.pem",
+           dir + "/device-device.key"};
+  o.report_profile = false;
+  auto agent = DeviceAgent::Connect(o);  // Loads: the files agree.
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  auto s = (*agent)->OpenSession("m");
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable) << s.status();
+  EXPECT_THAT(std::string(s.status().message()),
+              HasSubstr("TLS handshake failed"));
+
+  // An expired one of the right CA is refused when loaded, naming it.
+  KeyAndCert ca{*ReadFile(cluster_->certs_dir() + "/ca.key"),
+                *ReadFile(cluster_->certs_dir() + "/ca.pem")};
+  const absl::Time now = absl::Now();
+  KeyAndCert old =
+      *IssueCertificate(ca, DeviceIdentity("test", "old"),
+                        {now - absl::Hours(48), now - absl::Hours(1)});
+  ASSERT_TRUE(WriteFileAtomically(dir + "/old.pem", old.cert_pem).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir + "/old.key", old.key_pem).ok());
+  o.tls = {cluster_->certs_dir() + "/ca.pem", dir + "/old.pem",
+           dir + "/old.key"};
+  auto expired = DeviceAgent::Connect(o);
+  EXPECT_THAT(expired.status().message(), HasSubstr("expired"));
+  EXPECT_THAT(expired.status().message(), HasSubstr("old.pem"));
+
+  // A node's certificate is not a device's.
+  o.tls = {cluster_->certs_dir() + "/ca.pem",
+           cluster_->certs_dir() + "/node-a.pem",
+           cluster_->certs_dir() + "/node-a.key"};
+  EXPECT_THAT(DeviceAgent::Connect(o).status().message(),
+              HasSubstr("not of a device"));
+  // Plaintext to the TLS cluster.
+  DeviceAgentOptions plain;
+  plain.controller = cluster_->controller_address();
+  plain.insecure = true;
+  plain.report_profile = false;
+  auto p = DeviceAgent::Connect(plain);
+  ASSERT_TRUE(p.ok());
+  EXPECT_FALSE((*p)->OpenSession("m").ok());
+  ExpectServing();
+}
+
+TEST_F(SecureClusterTest, RotationServesNewSessionsWhileOpenOnesFinish) {
+  auto agent = Agent("device");
+  ASSERT_NE(agent, nullptr);
+  auto running = agent->OpenSession("m");
+  ASSERT_TRUE(running.ok()) << running.status();
+  const auto want = *testing::MonolithicGreedy(*model_, "once", 12, false);
+  auto first = (*running)->Generate("once", testing::GreedyTokens(6));
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  // b's certificate and key are replaced on disk (same name, new key).
+  const std::string stem = cluster_->certs_dir() + "/node-b";
+  const std::string before = *CertificateSerial(*ReadFile(stem + ".pem"));
+  ASSERT_TRUE(IssueIntoDir(cluster_->certs_dir(), NodeIdentity("test", "b"), 1,
+                           /*overwrite=*/true)
+                  .ok());
+  const std::string after = *CertificateSerial(*ReadFile(stem + ".pem"));
+  ASSERT_NE(before, after);
+  absl::SleepFor(absl::Milliseconds(2500));  // reload_s is 1 in tests.
+
+  // A new connection to b meets the new certificate.
+  auto stub = v1::StageService::NewStub(
+      cluster_->Dial("device-device", cluster_->server("b")->address(), "b"));
+  grpc::ClientContext ctx;
+  v1::ProbeRequest probe;
+  v1::ProbeResponse pong;
+  ASSERT_TRUE(stub->Probe(Ctx(&ctx), probe, &pong).ok());
+  auto pem =
+      ctx.auth_context()->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  ASSERT_EQ(pem.size(), 1u);
+  EXPECT_EQ(*CertificateSerial(std::string(pem[0].data(), pem[0].size())),
+            after);
+
+  // The session opened before the rotation keeps its streams (and their
+  // handshakes) and generates on, equal to the whole model.
+  auto rest = (*running)->Generate("once", testing::GreedyTokens(12));
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->tokens, want);
+  ExpectServing();  // And new sessions open.
+}
+
+}  // namespace
+}  // namespace edgesplit
