@@ -1,7 +1,8 @@
-// The cost of mutual TLS on loopback, in one run: decode tokens/s of a
-// 3-hop split (device -> a -> b -> c) over TLS vs the same cluster in
-// plaintext, and the latency of opening a session (the controller call and
-// the handshakes along the route on a new connection) in both. Runs
+// The cost of mutual TLS and route grants on loopback, in one run: decode
+// tokens/s of a 3-hop split (device -> a -> b -> c) over TLS with grants,
+// in plaintext, and in plaintext with grants; and the latency of opening a
+// session (the controller's signed route, then the streams along it with
+// every hop checking the grant) on new and on reused connections. Runs
 // alternate, best of `--reps` for throughput, median for open latency.
 //
 //   tls_bench [--model ../shared/models/stories260K] [--tokens 64]
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
 #include "edgesplit/device_agent.h"
 #include "runtime/model_store.h"
 #include "runtime/threading.h"
@@ -50,26 +52,34 @@ double Ms(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
 
-void Round(Side* s, int tokens) {
-  // A fresh agent: its first session pays the handshakes.
-  auto fresh = NewAgent(*s->cluster);
-  auto t0 = std::chrono::steady_clock::now();
-  auto first = fresh->OpenSession("m");
-  auto t1 = std::chrono::steady_clock::now();
+// Opening a session: the controller's route (and its signed grant), then
+// the session's streams opened hop by hop (handshakes on new connections,
+// grant checks at every hop) with the prompt's prefill, which is taken
+// out: what is left is the cost of opening.
+double OpenMs(DeviceAgent& agent, std::unique_ptr<Session>* out) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto session = agent.OpenSession("m");
+  if (!session.ok()) {
+    std::cerr << session.status() << "\n";
+    std::exit(1);
+  }
+  auto first = (*session)->Generate("Once", testing::GreedyTokens(1));
+  const double ms = Ms(std::chrono::steady_clock::now() - t0);
   if (!first.ok()) {
     std::cerr << first.status() << "\n";
     std::exit(1);
   }
-  // Handshakes happen on the first call along the route: count it.
-  auto warm = (*first)->Generate("Once", testing::GreedyTokens(1));
-  auto t2 = std::chrono::steady_clock::now();
-  if (!warm.ok()) std::exit(1);
-  s->open_ms.push_back(Ms(t1 - t0) + Ms(t2 - t1) - warm->prefill_ms);
-  t0 = std::chrono::steady_clock::now();
-  auto session = s->agent->OpenSession("m");
-  s->reopen_ms.push_back(Ms(std::chrono::steady_clock::now() - t0));
+  *out = *std::move(session);
+  return ms - first->prefill_ms;
+}
+
+void Round(Side* s, int tokens) {
+  std::unique_ptr<Session> session;
+  auto fresh = NewAgent(*s->cluster);
+  s->open_ms.push_back(OpenMs(*fresh, &session));
+  s->reopen_ms.push_back(OpenMs(*s->agent, &session));
   auto st =
-      (*session)->Generate("Once upon a time", testing::GreedyTokens(tokens));
+      session->Generate("Once upon a time", testing::GreedyTokens(tokens));
   if (!st.ok()) {
     std::cerr << st.status() << "\n";
     std::exit(1);
@@ -116,13 +126,22 @@ int Main(int argc, char** argv) {
                                    {"a", q, 2 * q},
                                    {"b", 2 * q, 3 * q},
                                    {"c", 3 * q, n}}};
-  Side tls, plain;
-  for (Side* s : {&tls, &plain}) {
+  // Mutual TLS with route grants (the default), plaintext without, and
+  // plaintext with grants (what verifying grants alone costs).
+  Side tls, plain, granted;
+  const std::vector<std::pair<const char*, Side*>> sides = {
+      {"mutual TLS + grants", &tls},
+      {"plaintext", &plain},
+      {"plaintext + grants", &granted}};
+  for (auto& [name, s] : sides) {
     testing::ClusterOptions o;
     o.profile = false;
     o.tls = s == &tls;
+    o.plaintext_grants = s == &granted;
     auto c = testing::Cluster::Start(
-        testing::TempDir(s == &tls ? "tls_bench_tls" : "tls_bench_plain"),
+        testing::TempDir(absl::StrCat("tls_bench_", s == &tls     ? "tls"
+                                                    : s == &plain ? "plain"
+                                                                  : "grants")),
         {plan}, o);
     if (!c.ok()) {
       std::cerr << c.status() << "\n";
@@ -132,26 +151,21 @@ int Main(int argc, char** argv) {
     s->agent = NewAgent(*s->cluster);
   }
   for (int r = 0; r < reps; ++r) {
-    Round(&tls, tokens);
-    Round(&plain, tokens);
+    for (auto& [name, s] : sides) Round(s, tokens);
   }
   std::printf(
       "model %s, 3 hops (device [0,%ld) a b c), %d threads, %d tokens, "
       "loopback, one process, %d alternating rounds\n\n",
       model.c_str(), static_cast<long>(q), threads, tokens, reps);
   std::printf(
-      "| | mutual TLS | plaintext | TLS / plaintext |\n|---|---|---|---|\n");
-  std::printf("| decode tok/s (best) | %.1f | %.1f | %.3f |\n", tls.best_tps,
-              plain.best_tps, tls.best_tps / plain.best_tps);
-  std::printf(
-      "| session open, new connections (ms, median) | %.2f | %.2f | %.2f |\n",
-      Median(tls.open_ms), Median(plain.open_ms),
-      Median(tls.open_ms) / Median(plain.open_ms));
-  std::printf(
-      "| session open, connections reused (ms, median) | %.2f | %.2f | "
-      "%.2f |\n",
-      Median(tls.reopen_ms), Median(plain.reopen_ms),
-      Median(tls.reopen_ms) / Median(plain.reopen_ms));
+      "| | decode tok/s (best) | vs plaintext | session open, new "
+      "connections (ms, median) | session open, reused connections (ms, "
+      "median) |\n|---|---|---|---|---|\n");
+  for (auto& [name, s] : sides) {
+    std::printf("| %s | %.1f | %.3f | %.2f | %.2f |\n", name, s->best_tps,
+                s->best_tps / plain.best_tps, Median(s->open_ms),
+                Median(s->reopen_ms));
+  }
   return 0;
 }
 

@@ -166,6 +166,8 @@ std::unique_ptr<Split> StartSplit(const ModelStore& store,
     h.set_last_block(b);
     so.route.push_back(h);
   }
+  so.grant = s->cluster->Grant(so.session_id, so.model_id, so.route, so.codec,
+                               false, so.spec.job_id());
   auto t = SplitTrainer::Open(
       s->local.get(), nullptr,
       *s->stubs->Get(so.route[0].address(), so.route[0].node()), so);

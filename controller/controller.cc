@@ -1,5 +1,6 @@
 #include "controller/controller.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -46,6 +47,19 @@ absl::Status ControllerConfig::Validate() const {
     }
   }
   ES_RETURN_IF_ERROR(tls.Validate(source));
+  auto bad = [&](const char* field, const std::string& what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": field \"", field, "\": ", what));
+  };
+  if (!tls.insecure && grant_key_file.empty()) {
+    return bad("grant_key",
+               "missing: with mutual TLS the controller signs every "
+               "session's route (`edgesplit certs init` writes grant.key)");
+  }
+  if (grant_ttl < absl::Seconds(1)) return bad("grant_ttl_s", "must be >= 1");
+  if (max_route_hops < 1 || max_route_hops > 1024) {
+    return bad("max_route_hops", "must be in [1, 1024]");
+  }
   return absl::OkStatus();
 }
 
@@ -62,6 +76,18 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
   ES_ASSIGN_OR_RETURN(int64_t missed, r.Int(root, "dead_after_missed", 3));
   c.dead_after_missed = static_cast<int>(missed);
   ES_ASSIGN_OR_RETURN(c.tls, ParseTlsConfig(r, root));
+  ES_ASSIGN_OR_RETURN(c.grant_key_file, r.String(root, "grant_key", false));
+  if (!c.grant_key_file.empty() &&
+      std::filesystem::path(c.grant_key_file).is_relative()) {
+    c.grant_key_file =
+        (std::filesystem::path(source).parent_path() / c.grant_key_file)
+            .string();
+  }
+  ES_ASSIGN_OR_RETURN(int64_t ttl, r.Int(root, "grant_ttl_s", 60));
+  c.grant_ttl = absl::Seconds(ttl);
+  ES_ASSIGN_OR_RETURN(int64_t hops,
+                      r.Int(root, "max_route_hops", kDefaultMaxRouteHops));
+  c.max_route_hops = static_cast<int>(std::clamp<int64_t>(hops, 0, 1 << 20));
   const YAML::Node nodes = root["nodes"];
   if (nodes.IsDefined() && !nodes.IsSequence()) {
     return r.Error(nodes, "nodes", "expected a list");
@@ -455,9 +481,17 @@ absl::StatusOr<v1::GetPlanResponse> Controller::GetPlan(
   return response;
 }
 
+absl::Status Controller::LoadGrantKey() {
+  if (config_.grant_key_file.empty()) return absl::OkStatus();
+  ES_ASSIGN_OR_RETURN(signer_,
+                      GrantSigner::FromPemFile(config_.grant_key_file));
+  return absl::OkStatus();
+}
+
 v1::PlanUpdate Controller::PlansFor(const std::string& node) {
   absl::MutexLock lock(&mu_);
   v1::PlanUpdate update;
+  if (signer_) update.set_grant_public_key(signer_->public_key());
   for (const auto& [id, plan] : plans_) {
     for (const PlanStageConfig& s : plan.stages) {
       if (s.node == node) {
@@ -556,6 +590,28 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
     return OpenSessionLocked(request);
   }();
   if (changed) NotifyWatchers();
+  if (!response.ok() || !signer_) return response;
+  // What was allowed, signed: every hop checks its OpenSession against it.
+  if (response->route_size() > config_.max_route_hops) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the route of model ", request.model_id(), " has ",
+                     response->route_size(), " hops, over max_route_hops ",
+                     config_.max_route_hops));
+  }
+  v1::RouteGrant grant;
+  grant.set_version(1);
+  grant.set_session_id(response->session_id());
+  grant.set_device(request.device());
+  grant.set_model_id(request.model_id());
+  grant.set_adapter(request.adapter());
+  grant.set_codec(request.codec());
+  *grant.mutable_route() = response->route();
+  grant.set_return_hidden(response->plan().u_shaped() ||
+                          request.return_hidden());
+  grant.set_training_job(request.training_job());
+  grant.set_expires_unix_ms(
+      absl::ToUnixMillis(clock_->Now() + config_.grant_ttl));
+  ES_ASSIGN_OR_RETURN(*response->mutable_grant(), signer_->Sign(grant));
   return response;
 }
 

@@ -18,6 +18,7 @@
 #include "controller/auto_plan.h"
 #include "controller/plan.h"
 #include "edgesplit/v1/controller.pb.h"
+#include "security/grant.h"
 #include "security/tls.h"
 
 namespace edgesplit {
@@ -45,6 +46,12 @@ struct ControllerConfig {
   double replan_min_gain = 0.1;
   // Mutual TLS of the controller's port (security/tls.h).
   TlsConfig tls;
+  // Ed25519 key signing route grants (security/grant.h); required with
+  // TLS. Grants expire after `grant_ttl` (for opening, not for sessions
+  // already open); routes longer than `max_route_hops` are refused.
+  std::string grant_key_file;
+  absl::Duration grant_ttl = absl::Seconds(60);
+  int max_route_hops = kDefaultMaxRouteHops;
 
   absl::Status Validate() const;
 };
@@ -59,6 +66,9 @@ struct ControllerConfig {
 //   replan_min_gain_percent: 10             # hysteresis of re-planning
 //   tls: {ca: certs/ca.pem, cert: certs/controller.pem,
 //         key: certs/controller.key}        # or insecure: true (loopback)
+//   grant_key: certs/grant.key              # signs route grants
+//   grant_ttl_s: 60
+//   max_route_hops: 16
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
 absl::StatusOr<ControllerConfig> ParseControllerConfig(
     const std::string& text, const std::string& source);
@@ -87,6 +97,11 @@ class Controller {
   // With the device's profile, when it sends one.
   absl::Status CloseSession(const v1::CloseSessionRequest& request);
   v1::ClusterStatus ClusterStatus();
+
+  // Loads config.grant_key_file (if set): from then on every OpenSession
+  // answer carries a signed grant and plan updates carry the public key.
+  // Call once, before serving.
+  absl::Status LoadGrantKey();
 
   uint64_t plan_version() const;
   int open_sessions() const;
@@ -150,6 +165,8 @@ class Controller {
 
   const ControllerConfig config_;
   Clock* const clock_;
+  // Set once by LoadGrantKey() before serving; immutable after.
+  std::unique_ptr<GrantSigner> signer_;
   std::map<std::string, NodeConfig> cluster_;  // From the config.
 
   mutable absl::Mutex mu_;

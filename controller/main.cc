@@ -44,6 +44,10 @@ int main(int argc, char** argv) {
   if (!listen.empty()) config->listen = listen;
 
   edgesplit::Controller controller(*config, edgesplit::RealClock());
+  if (absl::Status s = controller.LoadGrantKey(); !s.ok()) {
+    std::cerr << "edgesplit-controller: " << s.message() << "\n";
+    return 1;
+  }
   auto loaded = controller.ReloadPlans();
   for (const auto& e : loaded.errors()) {
     std::cerr << "edgesplit-controller: plan rejected: " << e << "\n";

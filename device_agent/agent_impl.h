@@ -76,9 +76,11 @@ struct DeviceAgent::Impl {
   // Asks the controller for a session of `model_id`, leaving out
   // `suspects`; retries while no plan exists yet (UNAVAILABLE) until
   // `deadline`, as nodes that are alive beat again and are planned on.
+  // `training_job`: set for a training session (the grant names it).
   absl::StatusOr<v1::OpenSessionResponse> OpenRoute(
       const std::string& model_id, const std::string& adapter,
-      const std::vector<std::string>& suspects, absl::Time deadline) {
+      const std::vector<std::string>& suspects, absl::Time deadline,
+      const std::string& training_job = "") {
     absl::Duration backoff = absl::Milliseconds(50);
     for (int attempt = 0;; ++attempt) {
       grpc::ClientContext ctx;
@@ -88,6 +90,8 @@ struct DeviceAgent::Impl {
       req.set_model_id(model_id);
       req.set_adapter(adapter);
       req.set_device(options.device_name);
+      req.set_codec(codec);
+      req.set_training_job(training_job);
       // Suspects are reported once; later attempts just wait for a plan.
       if (attempt == 0) {
         for (const std::string& n : suspects) req.add_suspects(n);

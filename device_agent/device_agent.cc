@@ -126,6 +126,7 @@ class Session::Impl::Rerouting : public LogitsModel {
     ro.model_id = s_->model_id;
     ro.adapter = s_->adapter;
     ro.codec = s_->agent->codec;
+    ro.grant = s_->route.grant();
     ro.route.assign(s_->route.route().begin(), s_->route.route().end());
     ro.deadline = deadline_;
     ro.compute_slowdown = s_->agent->options.compute_slowdown;

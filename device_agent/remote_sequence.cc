@@ -33,6 +33,7 @@ absl::StatusOr<std::unique_ptr<RemoteSequence>> RemoteSequence::Open(
       OpenRequest(options.session_id, options.model_id, options.codec,
                   options.route, head != nullptr);
   req.mutable_open()->set_adapter(options.adapter);
+  *req.mutable_open()->mutable_grant() = options.grant;
   ES_ASSIGN_OR_RETURN(v1::StageResponse r, s->Call(std::move(req)));
   if (!r.has_opened()) {
     return absl::InternalError("first hop did not confirm the session");

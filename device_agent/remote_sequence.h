@@ -31,6 +31,7 @@ struct RemoteSequenceOptions {
   std::string adapter;
   v1::Codec codec = v1::CODEC_FP32;
   std::vector<v1::Hop> route;  // The servers, in order.
+  v1::SignedGrant grant;       // The controller's, for this route.
   absl::Time deadline = absl::InfiniteFuture();
   double compute_slowdown = 1.0;  // Emulation: see DeviceAgentOptions.
 };

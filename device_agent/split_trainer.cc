@@ -88,6 +88,7 @@ absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
       OpenRequest(options.session_id, options.model_id, options.codec,
                   options.route, head != nullptr);
   *req.mutable_open()->mutable_training() = options.spec;
+  *req.mutable_open()->mutable_grant() = options.grant;
   ES_ASSIGN_OR_RETURN(v1::StageResponse r, t->Call(std::move(req)));
   if (!r.has_opened()) return Unexpected(r, "the session's confirmation");
   t->server_checkpoints_.assign(r.opened().checkpoint_steps().begin(),

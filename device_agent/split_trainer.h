@@ -32,6 +32,7 @@ struct SplitTrainerOptions {
   v1::TrainingSpec spec;
   v1::Codec codec = v1::CODEC_FP32;
   std::vector<v1::Hop> route;  // The servers, in order.
+  v1::SignedGrant grant;       // The controller's, for this route.
   absl::Time deadline = absl::InfiniteFuture();
   // Clipping: true adds this device's squared gradient norm to the chain's
   // (one global norm: split equals whole); false (devices > 1) clips the

@@ -154,8 +154,11 @@ struct Trainer::Impl {
     const int64_t old_first = route.device_first_block();
     const int64_t old_last = route.device_last_block();
     const bool had_route = route.route_size() > 0;
-    ES_ASSIGN_OR_RETURN(v1::OpenSessionResponse r,
-                        agent->OpenRoute(model_id, "", {}, deadline));
+    ES_ASSIGN_OR_RETURN(
+        v1::OpenSessionResponse r,
+        agent->OpenRoute(
+            model_id, "", {}, deadline,
+            spec.job_id().empty() ? options.job_id : spec.job_id()));
     // The controller's session record ends with this route: now if the
     // route is not taken, else when the next one replaces it (or at ~Impl).
     auto close_unused =
@@ -187,6 +190,7 @@ struct Trainer::Impl {
     so.device = agent->options.device_name;
     so.spec = spec;
     so.codec = agent->codec;
+    so.grant = r.grant();
     so.route.assign(r.route().begin(), r.route().end());
     so.deadline = absl::InfiniteFuture();
     so.global_norm = spec.devices() == 1;

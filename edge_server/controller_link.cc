@@ -304,6 +304,14 @@ absl::Status ControllerLink::WatchOnce() {
   auto reader = stub_->WatchPlan(&ctx, req);
   v1::PlanUpdate update;
   while (reader->Read(&update)) {
+    if (options_.grants != nullptr) {
+      absl::Status k = options_.grants->SetPublicKey(update.grant_public_key());
+      if (!k.ok()) {
+        std::cerr << "edgesplit-server " << options_.node
+                  << ": bad route-grant key from the controller: "
+                  << k.message() << "\n";
+      }
+    }
     std::vector<v1::Plan> plans(update.plans().begin(), update.plans().end());
     absl::Status s = host_->ApplyPlans(plans);
     if (!s.ok()) {

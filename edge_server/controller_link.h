@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "edge_server/grant_gate.h"
 #include "edge_server/stage_host.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "edgesplit/v1/stage.grpc.pb.h"
@@ -39,6 +40,8 @@ struct ControllerLinkOptions {
   std::optional<kernels::WeightType> weights;  // Profiled as run.
   // Dials the controller and the peers it asks to probe.
   std::shared_ptr<const TransportSecurity> security;
+  // Gets the controller's route-grant key with every plan update.
+  GrantGate* grants = nullptr;
 };
 
 class ControllerLink {

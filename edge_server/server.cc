@@ -41,6 +41,9 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   s->jobs_ = std::make_unique<TrainingJobs>(s->options_.checkpoint_dir);
   env.jobs = s->jobs_.get();
   env.limits = s->options_.limits;
+  s->grants_ = std::make_unique<GrantGate>(!s->options_.security->insecure());
+  env.grants = s->grants_.get();
+  env.security = s->options_.security.get();
   s->service_ = std::make_unique<StageServiceImpl>(env);
 
   grpc::ServerBuilder builder;
@@ -70,6 +73,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     lo.weights = s->options_.host.stage.weights;
     lo.profile = s->options_.profile;
     lo.security = s->options_.security;
+    lo.grants = s->grants_.get();
     StageServiceImpl* service = s->service_.get();
     s->link_ = std::make_unique<ControllerLink>(
         lo, s->host_.get(), [service] { return service->open_sessions(); });

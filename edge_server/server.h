@@ -12,6 +12,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "edge_server/controller_link.h"
+#include "edge_server/grant_gate.h"
 #include "edge_server/grpc_next_hop.h"
 #include "edge_server/stage_host.h"
 #include "edge_server/stage_service.h"
@@ -75,6 +76,7 @@ class EdgeServer {
 
   EdgeServerOptions options_;
   std::unique_ptr<StageHost> host_;
+  std::unique_ptr<GrantGate> grants_;  // Outlives service_'s sessions.
   std::unique_ptr<GrpcNextHopFactory> next_hops_;
   std::unique_ptr<TrainingJobs> jobs_;  // Outlives service_'s sessions.
   std::unique_ptr<StageServiceImpl> service_;

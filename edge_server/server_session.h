@@ -18,10 +18,12 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "edge_server/grant_gate.h"
 #include "edge_server/next_hop.h"
 #include "edge_server/stage_host.h"
 #include "edgesplit/v1/stage.pb.h"
 #include "proto/tensor_codec.h"
+#include "security/tls.h"
 
 namespace edgesplit {
 
@@ -43,6 +45,10 @@ struct SessionEnv {
   NextHopFactory* next_hops = nullptr;  // Not owned; outlives sessions.
   TrainingJobs* jobs = nullptr;  // Not owned; null: no training sessions.
   wire::TensorLimits limits;
+  // Not owned. Null: callers are not identified / opens not checked
+  // against route grants (tests of session logic).
+  const TransportSecurity* security = nullptr;
+  const GrantGate* grants = nullptr;
 };
 
 // This hop's place in the session's route, decided once at open.

@@ -41,8 +41,12 @@ absl::StatusOr<std::shared_ptr<ServerSession>> NewSession(
 }
 
 SessionHandler::SessionHandler(const SessionEnv& env,
-                               SessionTransport* transport, absl::Time deadline)
-    : env_(env), deadline_(deadline), transport_(transport) {}
+                               SessionTransport* transport, absl::Time deadline,
+                               Peer caller)
+    : env_(env),
+      deadline_(deadline),
+      caller_(std::move(caller)),
+      transport_(transport) {}
 
 std::shared_ptr<ServerSession> SessionHandler::session() const {
   absl::MutexLock lock(&mu_);
@@ -91,6 +95,10 @@ void SessionHandler::Open(const v1::OpenSession& open) {
     absl::MutexLock lock(&mu_);
     if (over_) return;
     transport = transport_;
+  }
+  if (env_.grants != nullptr) {
+    absl::Status allowed = env_.grants->Check(open, env_.host->node(), caller_);
+    if (!allowed.ok()) return Finish(allowed);
   }
   auto made = NewSession(env_, transport, deadline_, open);
   if (!made.ok()) return Finish(made.status());

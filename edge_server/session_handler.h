@@ -32,8 +32,9 @@ absl::StatusOr<std::shared_ptr<ServerSession>> NewSession(
 // handler or its OnDone(), whichever comes first.
 class SessionHandler {
  public:
+  // `caller`: who opened the stream (checked against the route grant).
   SessionHandler(const SessionEnv& env, SessionTransport* transport,
-                 absl::Time deadline);
+                 absl::Time deadline, Peer caller = {});
 
   void OnRequest(const v1::StageRequest& request);
   // The client half-closed: finish OK once the answers in flight are sent.
@@ -56,6 +57,7 @@ class SessionHandler {
 
   const SessionEnv env_;
   const absl::Time deadline_;
+  const Peer caller_;
   const absl::Time created_ = absl::Now();
   mutable absl::Mutex mu_;
   SessionTransport* transport_ ABSL_GUARDED_BY(mu_);  // Null once done.

@@ -22,8 +22,18 @@ class SessionReactor
                        "server is shutting down"));
       return;
     }
-    handler_ = std::make_shared<SessionHandler>(env, this,
-                                                FromChrono(ctx->deadline()));
+    Peer caller;
+    if (env.security != nullptr) {
+      auto peer = env.security->PeerOf(*ctx);
+      if (!peer.ok()) {
+        grpc::ServerBidiReactor<v1::StageRequest, v1::StageResponse>::Finish(
+            ToGrpcStatus(peer.status()));
+        return;
+      }
+      caller = *std::move(peer);
+    }
+    handler_ = std::make_shared<SessionHandler>(
+        env, this, FromChrono(ctx->deadline()), std::move(caller));
     service_->Add(handler_);
     StartRead(&request_);
   }

@@ -23,8 +23,8 @@ fi
 # Mutual TLS: a CA and certificates for the controller, both servers, this
 # device and the operator (configs/cluster/*.yaml point at them).
 CERTS=configs/cluster/certs
-if [[ ! -f $CERTS/ca.pem ]]; then
-  "$ES" certs init --cluster demo --out "$CERTS" \
+if [[ ! -f $CERTS/grant.key ]]; then
+  "$ES" certs init --cluster demo --out "$CERTS" --force \
     --nodes server-a,server-b --devices device
 fi
 export EDGESPLIT_CERTS=$CERTS  # the CLI's --certs default

@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
+#include "security/grant.h"
 
 namespace edgesplit {
 namespace {
@@ -367,6 +368,11 @@ absl::Status WriteClusterCerts(const ClusterCertsSpec& spec,
   ES_ASSIGN_OR_RETURN(KeyAndCert ca,
                       CreateCa(spec.cluster, ValidFor(spec.days)));
   ES_RETURN_IF_ERROR(WritePair(dir, "ca", ca, spec.overwrite));
+  // The controller's route-grant signing key (servers get the public half
+  // with their plans).
+  ES_ASSIGN_OR_RETURN(GrantKeyPair grant, NewGrantKeyPair());
+  ES_RETURN_IF_ERROR(
+      WriteFileAtomically(dir + "/grant.key", grant.private_pem, 0600));
   for (const Identity& id : ids) {
     ES_ASSIGN_OR_RETURN(KeyAndCert kc,
                         IssueCertificate(ca, id, ValidFor(spec.days)));

@@ -60,7 +60,8 @@ absl::StatusOr<std::string> CertificateSerial(const std::string& cert_pem);
 //   controller.pem controller.key
 //   node-<name>.pem .key           per server
 //   device-<name>.pem .key         per device
-//   admin.pem admin.key            for `edgesplit cluster ...`
+//   admin-operator.pem .key        for `edgesplit cluster ...`
+//   grant.key                      the controller's route-grant key
 // Keys are written 0600. Existing files are overwritten only with
 // `overwrite`.
 struct ClusterCertsSpec {

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -20,12 +21,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "base/file_util.h"
 #include "base/status_macros.h"
 #include "controller/controller.h"
 #include "controller/controller_service.h"
 #include "edge_server/server.h"
 #include "grpcpp/grpcpp.h"
 #include "security/certs.h"
+#include "security/grant.h"
 #include "security/tls.h"
 #include "testing/link_emulator.h"
 
@@ -53,6 +56,8 @@ struct ClusterOptions {
   // Mutual TLS everywhere (certificates in <dir>/certs, cluster "test");
   // false: plaintext on loopback.
   bool tls = true;
+  // Without TLS: still sign route grants (servers check those they get).
+  bool plaintext_grants = false;
 };
 
 struct ClusterPlan {
@@ -99,8 +104,18 @@ class Cluster {
       tls_yaml =
           absl::StrCat("tls: {ca: ", c->certs_, "/ca.pem, cert: ", c->certs_,
                        "/controller.pem, key: ", c->certs_,
-                       "/controller.key, reload_s: 1}\n");
+                       "/controller.key, reload_s: 1}\ngrant_key: ", c->certs_,
+                       "/grant.key\n");
+    } else if (options.plaintext_grants) {
+      // Plaintext, but the controller still signs routes and the servers
+      // check grants they are sent (for measuring what grants cost).
+      std::filesystem::create_directories(c->certs_);
+      ES_ASSIGN_OR_RETURN(GrantKeyPair pair, NewGrantKeyPair());
+      ES_RETURN_IF_ERROR(WriteFileAtomically(c->certs_ + "/grant.key",
+                                             pair.private_pem, 0600));
+      absl::StrAppend(&tls_yaml, "grant_key: ", c->certs_, "/grant.key\n");
     }
+    c->grants_ = options.tls || options.plaintext_grants;
     std::string config = absl::StrCat(
         tls_yaml,
         "listen: 127.0.0.1:0\nheartbeat_interval_ms: ", options.heartbeat_ms,
@@ -133,6 +148,7 @@ class Cluster {
     std::ofstream(config_file) << config;
     ES_ASSIGN_OR_RETURN(ControllerConfig cc, LoadControllerConfig(config_file));
     c->controller_ = std::make_unique<Controller>(cc, RealClock());
+    ES_RETURN_IF_ERROR(c->controller_->LoadGrantKey());
     auto loaded = c->controller_->ReloadPlans();
     if (loaded.errors_size() > 0) {
       return absl::InvalidArgumentError(loaded.errors(0));
@@ -305,11 +321,52 @@ class Cluster {
     if (!s.ok()) std::abort();
     return *s;
   }
+  // What the controller would grant device `device` for this session (for
+  // tests that open streams themselves); empty without TLS.
+  v1::SignedGrant Grant(const std::string& session_id,
+                        const std::string& model_id,
+                        const std::vector<v1::Hop>& route,
+                        v1::Codec codec = v1::CODEC_FP32,
+                        bool return_hidden = false,
+                        const std::string& training_job = "",
+                        const std::string& device = "device") const {
+    if (!grants_) return v1::SignedGrant();
+    v1::RouteGrant g;
+    g.set_version(1);
+    g.set_session_id(session_id);
+    g.set_device(device);
+    g.set_model_id(model_id);
+    g.set_codec(codec);
+    for (const v1::Hop& h : route) *g.add_route() = h;
+    g.set_return_hidden(return_hidden);
+    g.set_training_job(training_job);
+    g.set_expires_unix_ms(absl::ToUnixMillis(absl::Now() + absl::Hours(1)));
+    auto signer = GrantSigner::FromPemFile(certs_ + "/grant.key");
+    if (!signer.ok()) std::abort();
+    return *(*signer)->Sign(g);
+  }
+  // The grant for exactly this OpenSession (its route as given).
+  v1::SignedGrant Grant(const v1::OpenSession& open,
+                        const std::string& device = "device") const {
+    std::vector<v1::Hop> route(open.route().begin(), open.route().end());
+    v1::SignedGrant g =
+        Grant(open.session_id(), open.model_id(), route, open.codec(),
+              open.return_hidden(), open.training().job_id(), device);
+    if (!grants_ || open.adapter().empty()) return g;
+    // With an adapter: re-sign with it set.
+    v1::RouteGrant rg;
+    rg.ParseFromString(g.grant());
+    rg.set_adapter(open.adapter());
+    auto signer = GrantSigner::FromPemFile(certs_ + "/grant.key");
+    if (!signer.ok()) std::abort();
+    return *(*signer)->Sign(rg);
+  }
   const std::string& certs_dir() const { return certs_; }
 
  private:
   Cluster() = default;
   bool tls_ = true;
+  bool grants_ = true;
   std::string certs_;
   std::shared_ptr<const TransportSecurity> controller_security_;
   std::unique_ptr<Controller> controller_;

@@ -4,6 +4,7 @@
 // tries what should fail.)
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 #include "absl/strings/str_cat.h"
 #include "base/file_util.h"
@@ -12,7 +13,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/grpc_status.h"
+#include "proto/protocol.h"
+#include "proto/stage_stream.h"
 #include "security/certs.h"
+#include "security/grant.h"
 #include "testing/cluster.h"
 #include "testing/test_models.h"
 #include "testing/test_paths.h"
@@ -70,6 +74,48 @@ class SecureClusterTest : public ::testing::Test {
     ASSERT_TRUE(got.ok()) << got.status();
     EXPECT_EQ(got->tokens,
               *testing::MonolithicGreedy(*model_, "hello", 6, false));
+  }
+
+  // Opens a session stream to `node` as `stem`'s holder with `open`;
+  // returns how the server answered the open.
+  absl::Status OpenAs(const std::string& stem, const std::string& node,
+                      const v1::OpenSession& open) {
+    auto stub = v1::StageService::NewStub(
+        cluster_->Dial(stem, cluster_->server(node)->address(), node));
+    auto stream =
+        StageStream::Start(stub.get(), absl::Now() + absl::Seconds(10), node,
+                           cluster_->server(node)->address());
+    v1::StageRequest req;
+    *req.mutable_open() = open;
+    std::promise<absl::Status> done;
+    stream->Send(req, [&](absl::StatusOr<v1::StageResponse> r) {
+      done.set_value(r.status());
+    });
+    absl::Status s = done.get_future().get();
+    stream->Close();
+    return s;
+  }
+  // A real route and grant from the controller, as device "device".
+  v1::OpenSessionResponse RouteFromController() {
+    cluster_->DeviceSecurity("device");
+    v1::OpenSessionRequest req;
+    req.set_model_id("m");
+    req.set_codec(v1::CODEC_FP32);
+    v1::OpenSessionResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(
+        Controller("device-device")->OpenSession(Ctx(&ctx), req, &resp).ok());
+    return resp;
+  }
+  static v1::OpenSession OpenFor(const v1::OpenSessionResponse& r) {
+    v1::OpenSession o;
+    o.set_protocol_version(kProtocolVersion);
+    o.set_session_id(r.session_id());
+    o.set_model_id("m");
+    o.set_codec(v1::CODEC_FP32);
+    *o.mutable_route() = r.route();
+    *o.mutable_grant() = r.grant();
+    return o;
   }
 
   static Cluster* cluster_;
@@ -199,6 +245,58 @@ TEST_F(SecureClusterTest, DevicesWithoutAValidCertificateAreRefused) {
   auto p = DeviceAgent::Connect(plain);
   ASSERT_TRUE(p.ok());
   EXPECT_FALSE((*p)->OpenSession("m").ok());
+  ExpectServing();
+}
+
+TEST_F(SecureClusterTest, HopsOpenOnlyWhatTheControllerGranted) {
+  const v1::OpenSessionResponse r = RouteFromController();
+  ASSERT_FALSE(r.grant().signature().empty());
+  // The control: exactly what was granted opens (through a and b).
+  EXPECT_TRUE(OpenAs("device-device", "a", OpenFor(r)).ok());
+
+  // No grant at all.
+  v1::OpenSession open = OpenFor(r);
+  open.clear_grant();
+  absl::Status s = OpenAs("device-device", "a", open);
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("no route grant"));
+  // Forged: a grant of the same content signed by another key.
+  auto forger = GrantSigner::FromPem(NewGrantKeyPair()->private_pem, "forger");
+  v1::RouteGrant content;
+  ASSERT_TRUE(content.ParseFromString(r.grant().grant()));
+  open = OpenFor(r);
+  *open.mutable_grant() = *(*forger)->Sign(content);
+  s = OpenAs("device-device", "a", open);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("does not verify")) << s;
+  // The route edited after signing: b's hop sent elsewhere.
+  open = OpenFor(r);
+  open.mutable_route(1)->set_address(cluster_->server("a")->address());
+  s = OpenAs("device-device", "a", open);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("route[1]")) << s;
+  // A hop not in the grant appended.
+  open = OpenFor(r);
+  *open.add_route() = r.route(1);
+  s = OpenAs("device-device", "a", open);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("not a suffix")) << s;
+  // Expired (signed with the controller's own key, an hour ago).
+  auto signer = GrantSigner::FromPemFile(cluster_->certs_dir() + "/grant.key");
+  content.set_expires_unix_ms(absl::ToUnixMillis(absl::Now() - absl::Hours(1)));
+  open = OpenFor(r);
+  *open.mutable_grant() = *(*signer)->Sign(content);
+  s = OpenAs("device-device", "a", open);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("expired")) << s;
+  // Someone else using the device's grant: another device, or node b at
+  // the first hop.
+  cluster_->DeviceSecurity("eve");
+  s = OpenAs("device-eve", "a", OpenFor(r));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("only device device")) << s;
+  s = OpenAs("node-b", "a", OpenFor(r));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("only device device")) << s;
+  // The device skipping a to open b's part directly.
+  open = OpenFor(r);
+  open.mutable_route()->DeleteSubrange(0, 1);
+  s = OpenAs("device-device", "b", open);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("only node a")) << s;
   ExpectServing();
 }
 

@@ -400,6 +400,7 @@ TEST_F(SplitInferenceTest, MalformedTensorFailsOnlyItsSession) {
     hop->set_node("c");
     hop->set_first_block(4);
     hop->set_last_block(5);
+    *o->mutable_grant() = cluster_->Grant(*o);
     ASSERT_TRUE(Call(*s, open).ok());
     v1::StageRequest fwd;
     fwd.mutable_forward()->set_step(0);

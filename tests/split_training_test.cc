@@ -86,6 +86,8 @@ void ExpectSplitEqualsWhole(
   so.model_id = "m";
   so.spec = spec;
   so.route = Route(**c, plan);
+  so.grant = (*c)->Grant(so.session_id, so.model_id, so.route, so.codec,
+                         head != nullptr, so.spec.job_id());
   StageStubCache stubs(64 << 20, (*c)->DeviceSecurity("device"));
   auto split = SplitTrainer::Open(
       local->get(), head.get(),
@@ -219,6 +221,7 @@ TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
     open.mutable_open()->set_codec(v1::CODEC_FP32);
     *open.mutable_open()->add_route() = route[0];
     *open.mutable_open()->mutable_training() = spec;
+    *open.mutable_open()->mutable_grant() = (*c)->Grant(open.open());
     requests.insert(requests.begin(), open);
     absl::Status first;
     for (auto& r : requests) {
@@ -303,6 +306,7 @@ TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
     open.mutable_open()->set_model_id("m");
     open.mutable_open()->set_codec(v1::CODEC_FP32);
     *open.mutable_open()->add_route() = route[0];
+    *open.mutable_open()->mutable_grant() = (*c)->Grant(open.open());
     std::promise<absl::Status> opened, refused, sneaky;
     // Nor read a training job's adapter while it changes.
     auto other = StageStream::Start(
@@ -311,6 +315,7 @@ TEST(SplitTrainingBadInputTest, FailsTheSessionNamingTheField) {
     v1::StageRequest peek = open;
     peek.mutable_open()->set_session_id("peek");
     peek.mutable_open()->set_adapter("train:ok");
+    *peek.mutable_open()->mutable_grant() = (*c)->Grant(peek.open());
     other->Send(peek, [&](absl::StatusOr<v1::StageResponse> r) {
       sneaky.set_value(r.status());
     });
@@ -360,6 +365,8 @@ TEST(SplitTrainingModesTest, DevicesTakingTurnsEachApplyAnUpdate) {
     so.model_id = "m";
     so.spec = Spec(Arch::kGpt2, "turns", n);
     so.route = Route(**c, plan);
+    so.grant = (*c)->Grant(so.session_id, so.model_id, so.route, so.codec,
+                           false, so.spec.job_id());
     auto t = SplitTrainer::Open(
         locals.back().get(), nullptr,
         *stubs.Get(so.route[0].address(), so.route[0].node()), so);
@@ -382,6 +389,8 @@ TEST(SplitTrainingModesTest, DevicesTakingTurnsEachApplyAnUpdate) {
   so.model_id = "m";
   so.spec = Spec(Arch::kGpt2, "turns", n);
   so.route = Route(**c, plan);
+  so.grant = (*c)->Grant(so.session_id, so.model_id, so.route, so.codec, false,
+                         so.spec.job_id());
   auto t = SplitTrainer::Open(
       locals.back().get(), nullptr,
       *stubs.Get(so.route[0].address(), so.route[0].node()), so);
