@@ -38,7 +38,8 @@ class AutoPlanTest : public ::testing::Test {
           "listen: 127.0.0.1:0\ninsecure: true\nheartbeat_interval_ms: 100\n"
           "dead_after_missed: 3\nnodes:\n  - {name: a}\n  - {name: b}\n"
           "  - {name: c}\nplans: [plan.yaml]\n"
-          "default_link: {mbit_s: 1000, rtt_ms: 1}\n");
+          "default_link: {mbit_s: 1000, rtt_ms: 1}\n"
+          "suspect_reports_per_minute: 2\n");
     auto config = LoadControllerConfig(dir_ + "/controller.yaml");
     ASSERT_TRUE(config.ok()) << config.status();
     controller_ = std::make_unique<Controller>(*config, &clock_);
@@ -69,9 +70,11 @@ class AutoPlanTest : public ::testing::Test {
     ASSERT_TRUE(controller_->Heartbeat(r).ok());
   }
   absl::StatusOr<v1::OpenSessionResponse> Open(
-      std::vector<std::string> suspects = {}) {
+      std::vector<std::string> suspects = {},
+      const std::string& device = "device") {
     v1::OpenSessionRequest r;
     r.set_model_id("stories");
+    r.set_device(device);
     for (auto& s : suspects) r.add_suspects(s);
     return controller_->OpenSession(r);
   }
@@ -185,6 +188,32 @@ TEST_F(AutoPlanTest, SuspectsAreAvoidedUntilTheyBeatAgain) {
   s = Open();
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(Nodes(*s), std::vector<std::string>{"a"});
+}
+
+TEST_F(AutoPlanTest, SuspectReportsAreRateLimitedPerDevice) {
+  Start(kLatency);
+  Register("a", 1.0);
+  Register("b", 3.0);
+  auto route_after = [&](std::vector<std::string> suspects,
+                         const std::string& device) {
+    clock_.Advance(absl::Milliseconds(10));
+    Beat("a");  // a is healthy all along.
+    Beat("b");
+    clock_.Advance(absl::Milliseconds(10));
+    auto s = Open(std::move(suspects), device);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? Nodes(*s) : std::vector<std::string>{};
+  };
+  const std::vector<std::string> without_a = {"b"}, with_a = {"a"};
+  // Two reports a minute count (this config); the third is ignored.
+  EXPECT_EQ(route_after({"a"}, "d"), without_a);
+  EXPECT_EQ(route_after({"a"}, "d"), without_a);
+  EXPECT_EQ(route_after({"a"}, "d"), with_a);
+  // Per device: another one still counts.
+  EXPECT_EQ(route_after({"a"}, "e"), without_a);
+  // A minute later d counts again.
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_EQ(route_after({"a"}, "d"), without_a);
 }
 
 TEST_F(AutoPlanTest, PinnedStagesStayWhereTheYamlPutsThem) {

@@ -85,6 +85,10 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
   }
   ES_ASSIGN_OR_RETURN(int64_t ttl, r.Int(root, "grant_ttl_s", 60));
   c.grant_ttl = absl::Seconds(ttl);
+  ES_ASSIGN_OR_RETURN(int64_t reports,
+                      r.Int(root, "suspect_reports_per_minute", 6));
+  c.suspect_reports_per_minute =
+      static_cast<int>(std::clamp<int64_t>(reports, 0, 1 << 20));
   ES_ASSIGN_OR_RETURN(int64_t hops,
                       r.Int(root, "max_route_hops", kDefaultMaxRouteHops));
   c.max_route_hops = static_cast<int>(std::clamp<int64_t>(hops, 0, 1 << 20));
@@ -481,6 +485,26 @@ absl::StatusOr<v1::GetPlanResponse> Controller::GetPlan(
   return response;
 }
 
+bool Controller::CountSuspectReportLocked(const std::string& device) {
+  const absl::Time now = clock_->Now();
+  if (suspect_reports_.size() > 4096) {  // Forget devices quiet for a minute.
+    for (auto it = suspect_reports_.begin(); it != suspect_reports_.end();) {
+      const bool quiet =
+          it->second.empty() || now - it->second.back() >= absl::Minutes(1);
+      it = quiet ? suspect_reports_.erase(it) : std::next(it);
+    }
+  }
+  std::deque<absl::Time>& times = suspect_reports_[device];
+  while (!times.empty() && now - times.front() >= absl::Minutes(1)) {
+    times.pop_front();
+  }
+  if (static_cast<int>(times.size()) >= config_.suspect_reports_per_minute) {
+    return false;
+  }
+  times.push_back(now);
+  return true;
+}
+
 absl::Status Controller::LoadGrantKey() {
   if (config_.grant_key_file.empty()) return absl::OkStatus();
   ES_ASSIGN_OR_RETURN(signer_,
@@ -577,7 +601,10 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
     bool replan = false;
     if (request.has_profile())
       replan |= ApplyDeviceProfileLocked(request.profile());
+    const bool counts = request.suspects_size() > 0 &&
+                        CountSuspectReportLocked(request.device());
     for (const std::string& suspect : request.suspects()) {
+      if (!counts) break;
       auto n = nodes_.find(suspect);
       if (n != nodes_.end()) {
         n->second.suspected_at = clock_->Now();

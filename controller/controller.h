@@ -4,6 +4,7 @@
 #ifndef EDGESPLIT_CONTROLLER_CONTROLLER_H_
 #define EDGESPLIT_CONTROLLER_CONTROLLER_H_
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <random>
@@ -52,6 +53,10 @@ struct ControllerConfig {
   std::string grant_key_file;
   absl::Duration grant_ttl = absl::Seconds(60);
   int max_route_hops = kDefaultMaxRouteHops;
+  // Each device's reports of unreachable nodes (OpenSession.suspects)
+  // count at most this often per minute; more are ignored, so one device
+  // cannot keep healthy nodes out of every plan.
+  int suspect_reports_per_minute = 6;
 
   absl::Status Validate() const;
 };
@@ -69,6 +74,7 @@ struct ControllerConfig {
 //   grant_key: certs/grant.key              # signs route grants
 //   grant_ttl_s: 60
 //   max_route_hops: 16
+//   suspect_reports_per_minute: 6           # per device
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
 absl::StatusOr<ControllerConfig> ParseControllerConfig(
     const std::string& text, const std::string& source);
@@ -163,6 +169,10 @@ class Controller {
   static v1::Plan ToProto(const PlanConfig& plan, uint64_t version);
   void NotifyWatchers();
 
+  // Whether `device` may report suspects now (and counts it if so).
+  bool CountSuspectReportLocked(const std::string& device)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const ControllerConfig config_;
   Clock* const clock_;
   // Set once by LoadGrantKey() before serving; immutable after.
@@ -171,6 +181,9 @@ class Controller {
 
   mutable absl::Mutex mu_;
   std::map<std::string, Node> nodes_ ABSL_GUARDED_BY(mu_);
+  // When each device's last suspect reports counted (the last minute).
+  std::map<std::string, std::deque<absl::Time>> suspect_reports_
+      ABSL_GUARDED_BY(mu_);
   std::map<std::string, PlanConfig> plans_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::string> sessions_ ABSL_GUARDED_BY(mu_);
