@@ -4,7 +4,8 @@
 # test and the installed example app, check the locking annotations with
 # clang's thread-safety analysis, then run sanitizer builds:
 # AddressSanitizer + UBSan over the untrusted-input parsers, ThreadSanitizer
-# over the edge server and controller tests. Prints the minutes of each part.
+# over the edge server and controller tests; then libFuzzer over the
+# route-grant parser. Prints the minutes of each part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,6 +80,12 @@ regex=$(IFS='|'; echo "${TSAN_TESTS[*]}")
 (cd build-tsan && OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   ctest --output-on-failure --timeout 1800 -R "^(${regex})$")
+
+part "fuzz"
+# libFuzzer (clang, ASan + UBSan) over what servers parse from any caller,
+# 30 s per target; a crash fails the suite (scripts/fuzz.sh).
+bash scripts/fuzz.sh 30 >build/fuzz.log 2>&1 || { tail -n 40 build/fuzz.log; exit 1; }
+grep -E "^stat::number_of_executed_units|DONE" build/fuzz.log || true
 
 part "done"
 echo "all checks passed in $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s"

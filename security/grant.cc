@@ -184,8 +184,12 @@ absl::StatusOr<v1::RouteGrant> GrantVerifier::Verify(
         "route grant signature does not verify with the controller's key "
         "(forged, altered, or signed by another controller)");
   }
+  return ParseGrant(grant.grant());
+}
+
+absl::StatusOr<v1::RouteGrant> ParseGrant(const std::string& bytes) {
   v1::RouteGrant g;
-  if (!g.ParseFromString(grant.grant())) {
+  if (bytes.size() > kMaxGrantBytes || !g.ParseFromString(bytes)) {
     return absl::InvalidArgumentError("route grant is not a RouteGrant");
   }
   if (g.version() != 1) {

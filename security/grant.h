@@ -70,6 +70,11 @@ class GrantVerifier {
   std::unique_ptr<Key> key_;
 };
 
+// The grant inside signed bytes, shape-checked (version, session id, a
+// non-empty route). Verify() calls it after the signature; exposed for
+// the fuzz target, which cannot forge signatures to reach it.
+absl::StatusOr<v1::RouteGrant> ParseGrant(const std::string& bytes);
+
 // Whether `open`, arriving at node `node` from `caller` at `now`, is what
 // `grant` allows (see RouteGrant in stage.proto). An unauthenticated
 // caller (insecure transport) is not checked against the grant's names.

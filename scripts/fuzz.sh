@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan + libFuzzer) in
+# build-fuzz/ and runs each for SECONDS (default 60) from its corpus in
+# build-fuzz/corpus/<target>/.
+#   bash scripts/fuzz.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH=${1:-60}
+TARGETS=(grant_fuzz)
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DEDGESPLIT_FUZZ=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_TESTS=OFF \
+  -DEDGESPLIT_BUILD_BENCH=OFF >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target "${TARGETS[@]}"
+for t in "${TARGETS[@]}"; do
+  mkdir -p "build-fuzz/corpus/$t"
+  bin=$(find build-fuzz -type f -name "$t" -perm -u+x | head -n1)
+  "$bin" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
+    "build-fuzz/corpus/$t"
+done
