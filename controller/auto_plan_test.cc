@@ -216,6 +216,37 @@ TEST_F(AutoPlanTest, SuspectReportsAreRateLimitedPerDevice) {
   EXPECT_EQ(route_after({"a"}, "d"), without_a);
 }
 
+TEST_F(AutoPlanTest, TrainingJobsBelongToTheirDevices) {
+  Start(kLatency);
+  Register("a", 1.0);
+  auto open = [&](const std::string& device, const std::string& job,
+                  std::vector<std::string> members = {},
+                  const std::string& model = "stories") {
+    v1::OpenSessionRequest r;
+    r.set_model_id(model);
+    r.set_device(device);
+    r.set_training_job(job);
+    for (const std::string& m : members) r.add_job_members(m);
+    return controller_->OpenSession(r).status();
+  };
+  ASSERT_TRUE(open("d", "j", {"e"}).ok());  // d creates j, naming e.
+  EXPECT_TRUE(open("d", "j").ok());
+  EXPECT_TRUE(open("e", "j").ok());
+  absl::Status s = open("mallory", "j", {"mallory"});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("belongs to other devices"));
+  EXPECT_THAT(std::string(open("d", "j", {}, "other").message()),
+              HasSubstr("is of model stories"));
+  // Averaging rounds: members only.
+  EXPECT_TRUE(controller_->CheckJobMember("j", "e").ok());
+  EXPECT_EQ(controller_->CheckJobMember("j", "mallory").code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(controller_->CheckJobMember("nope", "d").code(),
+            absl::StatusCode::kNotFound);
+  // Inference sessions are not jobs.
+  EXPECT_TRUE(open("mallory", "").ok());
+}
+
 TEST_F(AutoPlanTest, PinnedStagesStayWhereTheYamlPutsThem) {
   Start(kLatency, "stages:\n  - {node: b, blocks: [3, 5]}\n");
   Register("a", 1.0);

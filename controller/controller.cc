@@ -485,6 +485,54 @@ absl::StatusOr<v1::GetPlanResponse> Controller::GetPlan(
   return response;
 }
 
+absl::Status Controller::AdmitToJobLocked(
+    const v1::OpenSessionRequest& request) {
+  const std::string& id = request.training_job();
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) {
+    if (plans_.count(request.model_id()) == 0) {
+      return absl::NotFoundError(
+          absl::StrCat("no plan for model \"", request.model_id(), "\""));
+    }
+    if (jobs_.size() >= 100000 || request.job_members_size() > 1024) {
+      return absl::ResourceExhaustedError("too many training jobs or members");
+    }
+    Job& job = jobs_[id];
+    job.model_id = request.model_id();
+    job.members.insert(request.device());
+    job.members.insert(request.job_members().begin(),
+                       request.job_members().end());
+    return absl::OkStatus();
+  }
+  if (it->second.model_id != request.model_id()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("training job \"", id, "\" is of model ",
+                     it->second.model_id, ", not ", request.model_id()));
+  }
+  if (it->second.members.count(request.device()) == 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "training job \"", id, "\" belongs to other devices; device \"",
+        request.device(), "\" was not named a member when it was created"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Controller::CheckJobMember(const std::string& job_id,
+                                        const std::string& device) const {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("no training job \"", job_id, "\" was opened here"));
+  }
+  if (it->second.members.count(device) == 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("device \"", device,
+                     "\" is not a member of training job \"", job_id, "\""));
+  }
+  return absl::OkStatus();
+}
+
 bool Controller::CountSuspectReportLocked(const std::string& device) {
   const absl::Time now = clock_->Now();
   if (suspect_reports_.size() > 4096) {  // Forget devices quiet for a minute.
@@ -613,6 +661,9 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
     }
     if (!specs_.empty()) {
       changed = replan ? ReplanLocked() : ReplanIfMembershipChangedLocked();
+    }
+    if (!request.training_job().empty()) {
+      ES_RETURN_IF_ERROR(AdmitToJobLocked(request));
     }
     return OpenSessionLocked(request);
   }();

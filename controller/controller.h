@@ -100,6 +100,10 @@ class Controller {
   absl::StatusOr<v1::OpenSessionResponse> OpenSession(
       const v1::OpenSessionRequest& request);
   absl::Status CloseSession(const std::string& session_id);
+  // OK when `device` is a member of training job `job_id` (its creator or
+  // one it named); PermissionDenied otherwise, NotFound for no such job.
+  absl::Status CheckJobMember(const std::string& job_id,
+                              const std::string& device) const;
   // With the device's profile, when it sends one.
   absl::Status CloseSession(const v1::CloseSessionRequest& request);
   v1::ClusterStatus ClusterStatus();
@@ -169,6 +173,9 @@ class Controller {
   static v1::Plan ToProto(const PlanConfig& plan, uint64_t version);
   void NotifyWatchers();
 
+  // Creates the request's training job or checks the device belongs to it.
+  absl::Status AdmitToJobLocked(const v1::OpenSessionRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether `device` may report suspects now (and counts it if so).
   bool CountSuspectReportLocked(const std::string& device)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -187,6 +194,15 @@ class Controller {
   std::map<std::string, PlanConfig> plans_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::string> sessions_ ABSL_GUARDED_BY(mu_);
+  // Training jobs by id: their model and the devices that may use them. A
+  // job belongs to the device that first opened it and the members it
+  // named; nobody else gets a grant for it (every hop checks grants), nor
+  // joins its averaging rounds.
+  struct Job {
+    std::string model_id;
+    std::set<std::string> members;
+  };
+  std::map<std::string, Job> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, AutoSpec> specs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, planner::PlanResult> predictions_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> planner_errors_ ABSL_GUARDED_BY(mu_);

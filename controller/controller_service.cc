@@ -190,6 +190,12 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::AverageAdapters(
   if (!peer.ok()) {
     return Reply(ctx, Fail<v1::AverageAdaptersResponse>(peer), response);
   }
+  // Only the job's devices join its rounds.
+  if (absl::Status m =
+          controller_->CheckJobMember(request->job_id(), request->device());
+      !m.ok()) {
+    return Reply(ctx, absl::StatusOr<v1::AverageAdaptersResponse>(m), response);
+  }
   auto* reactor = ctx->DefaultReactor();
   // A round waits for its slowest device, but never past the caller's
   // deadline (nor ten minutes: shutdown waits for calls in flight).

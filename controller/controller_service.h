@@ -14,11 +14,13 @@ namespace edgesplit {
 // insecure transport every caller is trusted):
 //   RegisterNode, Heartbeat, WatchPlan   the node named in the request
 //   OpenSession, CloseSession            devices
-//   AverageAdapters                      the device named in the request
+//   AverageAdapters                      the device named in the request,
+//                                        a member of the job
 //   ReloadPlans                          admins
 //   GetPlan, GetClusterStatus            anyone of the cluster
 // A device's OpenSession `device` field is overwritten with its certified
-// name, and its `suspects` count only from devices.
+// name, and its `suspects` count only from devices. A training job belongs
+// to the device that opened it first and the members it named.
 //
 // Thread-safe. `controller` and `security` must outlive the service.
 class ControllerServiceImpl final

@@ -80,7 +80,8 @@ struct DeviceAgent::Impl {
   absl::StatusOr<v1::OpenSessionResponse> OpenRoute(
       const std::string& model_id, const std::string& adapter,
       const std::vector<std::string>& suspects, absl::Time deadline,
-      const std::string& training_job = "") {
+      const std::string& training_job = "",
+      const std::vector<std::string>& job_members = {}) {
     absl::Duration backoff = absl::Milliseconds(50);
     for (int attempt = 0;; ++attempt) {
       grpc::ClientContext ctx;
@@ -92,6 +93,7 @@ struct DeviceAgent::Impl {
       req.set_device(options.device_name);
       req.set_codec(codec);
       req.set_training_job(training_job);
+      for (const std::string& m : job_members) req.add_job_members(m);
       // Suspects are reported once; later attempts just wait for a plan.
       if (attempt == 0) {
         for (const std::string& n : suspects) req.add_suspects(n);

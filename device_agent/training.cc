@@ -156,9 +156,9 @@ struct Trainer::Impl {
     const bool had_route = route.route_size() > 0;
     ES_ASSIGN_OR_RETURN(
         v1::OpenSessionResponse r,
-        agent->OpenRoute(
-            model_id, "", {}, deadline,
-            spec.job_id().empty() ? options.job_id : spec.job_id()));
+        agent->OpenRoute(model_id, "", {}, deadline,
+                         spec.job_id().empty() ? options.job_id : spec.job_id(),
+                         options.job_members));
     // The controller's session record ends with this route: now if the
     // route is not taken, else when the next one replaces it (or at ~Impl).
     auto close_unused =

@@ -300,6 +300,45 @@ TEST_F(SecureClusterTest, HopsOpenOnlyWhatTheControllerGranted) {
   ExpectServing();
 }
 
+TEST_F(SecureClusterTest, TrainingJobsBelongToTheirDevices) {
+  TrainingOptions o;
+  o.job_id = "mine";
+  o.rank = 4;
+  o.job_members = {"friend"};
+  auto owner = Agent("device");
+  auto t = owner->StartTraining("m", o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  // Another device may not join it, export it or roll it back: the
+  // controller grants it no session of the job.
+  auto mallory = Agent("mallory");
+  o.job_members = {"mallory"};  // Naming itself does not help.
+  auto joined = mallory->StartTraining("m", o);
+  EXPECT_EQ(joined.status().code(), absl::StatusCode::kPermissionDenied)
+      << joined.status();
+  EXPECT_THAT(std::string(joined.status().message()),
+              HasSubstr("belongs to other devices"));
+  EXPECT_FALSE(mallory
+                   ->ExportAdapter("m", "mine", testing::TempDir("mallory"),
+                                   testing::TempDir("mallory-out"))
+                   .ok());
+  // Nor join its averaging rounds.
+  v1::AverageAdaptersRequest avg;
+  avg.set_job_id("mine");
+  avg.set_device("mallory");
+  avg.set_devices(2);
+  v1::AverageAdaptersResponse avg_resp;
+  grpc::ClientContext ctx;
+  grpc::Status g =
+      Controller("device-mallory")->AverageAdapters(Ctx(&ctx), avg, &avg_resp);
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(g.error_message(), HasSubstr("not a member"));
+  // The member the owner named may.
+  o.job_members.clear();
+  auto pal_agent = Agent("friend");
+  auto pal = pal_agent->StartTraining("m", o);
+  EXPECT_TRUE(pal.ok()) << pal.status();
+}
+
 TEST_F(SecureClusterTest, RotationServesNewSessionsWhileOpenOnesFinish) {
   auto agent = Agent("device");
   ASSERT_NE(agent, nullptr);

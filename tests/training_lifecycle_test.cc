@@ -144,6 +144,7 @@ TEST(SplitFederatedTest, ThreeDevicesAverageTheirAdaptersAndLearn) {
   o.job_id = "sfl";
   o.mode = "sfl";
   o.devices = kDevices;
+  o.job_members = {"phone-0", "phone-1", "phone-2"};
   o.rank = 8;
   o.lr = 1e-2;
   o.warmup_steps = 2;

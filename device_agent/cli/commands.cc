@@ -75,11 +75,13 @@ commands:
         [--batch-tokens T] [--seq-len L] [--eval-every N] [--job ID]
         [--checkpoint-every N] [--checkpoint-dir DIR] [--out DIR]
         [--warmup N] [--seed S] [--recompute] [--device-name NAME]
+        [--job-members d1,d2]
       Split fine-tuning with LoRA: this device tokenizes FILE (text, or
       JSONL with a "text" field), keeps a held-out split, and trains with
       the servers of the model's plan (--u-shaped: labels and LM head stay
       here). Progress bar, eval lines (held-out loss, perplexity); resumes
-      from the newest checkpoint after a hop fails or on a rerun; --out
+      from the newest checkpoint after a hop fails or on a rerun; a job
+      belongs to the device that created it and its --job-members; --out
       writes the PEFT adapter.
   adapter export --controller HOST:PORT --model-id ID --job ID --out DIR
                  [--checkpoint-dir DIR]

@@ -18,18 +18,38 @@
 namespace edgesplit {
 namespace cli {
 
-const std::set<std::string> kTrainFlags = {
-    "controller",     "model-id",     "data",
-    "mode",           "steps",        "lr",
-    "rank",           "alpha",        "targets",
-    "train-blocks",   "freeze-ratio", "devices",
-    "average-every",  "batch-tokens", "seq-len",
-    "eval-every",     "eval-windows", "checkpoint-every",
-    "checkpoint-dir", "job",          "out",
-    "model-dir",      "warmup",       "seed",
-    "device-name",    "codec",        "threads",
-    "max-grad-norm",  "weight-decay", "log-every",
-    "held-out"};
+const std::set<std::string> kTrainFlags = {"controller",
+                                           "model-id",
+                                           "data",
+                                           "mode",
+                                           "steps",
+                                           "lr",
+                                           "rank",
+                                           "alpha",
+                                           "targets",
+                                           "train-blocks",
+                                           "freeze-ratio",
+                                           "devices",
+                                           "job-members",
+                                           "average-every",
+                                           "batch-tokens",
+                                           "seq-len",
+                                           "eval-every",
+                                           "eval-windows",
+                                           "checkpoint-every",
+                                           "checkpoint-dir",
+                                           "job",
+                                           "out",
+                                           "model-dir",
+                                           "warmup",
+                                           "seed",
+                                           "device-name",
+                                           "codec",
+                                           "threads",
+                                           "max-grad-norm",
+                                           "weight-decay",
+                                           "log-every",
+                                           "held-out"};
 const std::set<std::string> kTrainBoolFlags = {"u-shaped", "recompute"};
 const std::set<std::string> kExportFlags = {
     "controller", "model-id",  "job",        "checkpoint-dir",
@@ -89,6 +109,10 @@ absl::StatusOr<TrainingOptions> ParseTrainingOptions(const Args& a,
   }
   ES_ASSIGN_OR_RETURN(int64_t devices, a.Int("devices", 1));
   o.devices = static_cast<int>(devices);
+  if (a.Has("job-members")) {
+    o.job_members =
+        absl::StrSplit(a.String("job-members"), ',', absl::SkipEmpty());
+  }
   ES_ASSIGN_OR_RETURN(int64_t average_every, a.Int("average-every", 10));
   o.average_every = static_cast<int>(average_every);
   ES_ASSIGN_OR_RETURN(o.warmup_steps, a.Int("warmup", steps / 20));

@@ -170,6 +170,10 @@ struct TrainingOptions {
   // adapters: AverageDeviceAdapter).
   std::string mode = "sl";
   int devices = 1;  // psl / sfl: devices training together.
+  // Creating the job: the other devices (their certified names) that may
+  // join it. A job belongs to its creator and these; the controller grants
+  // nobody else a session of it or a place in its averaging rounds.
+  std::vector<std::string> job_members;
   int average_every = 10;
   int rank = 8;
   double alpha = 16;
