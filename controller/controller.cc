@@ -485,81 +485,6 @@ absl::StatusOr<v1::GetPlanResponse> Controller::GetPlan(
   return response;
 }
 
-absl::Status Controller::AdmitToJobLocked(
-    const v1::OpenSessionRequest& request) {
-  const std::string& id = request.training_job();
-  auto it = jobs_.find(id);
-  if (it == jobs_.end()) {
-    if (plans_.count(request.model_id()) == 0) {
-      return absl::NotFoundError(
-          absl::StrCat("no plan for model \"", request.model_id(), "\""));
-    }
-    if (jobs_.size() >= 100000 || request.job_members_size() > 1024) {
-      return absl::ResourceExhaustedError("too many training jobs or members");
-    }
-    Job& job = jobs_[id];
-    job.model_id = request.model_id();
-    job.members.insert(request.device());
-    job.members.insert(request.job_members().begin(),
-                       request.job_members().end());
-    return absl::OkStatus();
-  }
-  if (it->second.model_id != request.model_id()) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("training job \"", id, "\" is of model ",
-                     it->second.model_id, ", not ", request.model_id()));
-  }
-  if (it->second.members.count(request.device()) == 0) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "training job \"", id, "\" belongs to other devices; device \"",
-        request.device(), "\" was not named a member when it was created"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Controller::CheckJobMember(const std::string& job_id,
-                                        const std::string& device) const {
-  absl::MutexLock lock(&mu_);
-  auto it = jobs_.find(job_id);
-  if (it == jobs_.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("no training job \"", job_id, "\" was opened here"));
-  }
-  if (it->second.members.count(device) == 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("device \"", device,
-                     "\" is not a member of training job \"", job_id, "\""));
-  }
-  return absl::OkStatus();
-}
-
-bool Controller::CountSuspectReportLocked(const std::string& device) {
-  const absl::Time now = clock_->Now();
-  if (suspect_reports_.size() > 4096) {  // Forget devices quiet for a minute.
-    for (auto it = suspect_reports_.begin(); it != suspect_reports_.end();) {
-      const bool quiet =
-          it->second.empty() || now - it->second.back() >= absl::Minutes(1);
-      it = quiet ? suspect_reports_.erase(it) : std::next(it);
-    }
-  }
-  std::deque<absl::Time>& times = suspect_reports_[device];
-  while (!times.empty() && now - times.front() >= absl::Minutes(1)) {
-    times.pop_front();
-  }
-  if (static_cast<int>(times.size()) >= config_.suspect_reports_per_minute) {
-    return false;
-  }
-  times.push_back(now);
-  return true;
-}
-
-absl::Status Controller::LoadGrantKey() {
-  if (config_.grant_key_file.empty()) return absl::OkStatus();
-  ES_ASSIGN_OR_RETURN(signer_,
-                      GrantSigner::FromPemFile(config_.grant_key_file));
-  return absl::OkStatus();
-}
-
 v1::PlanUpdate Controller::PlansFor(const std::string& node) {
   absl::MutexLock lock(&mu_);
   v1::PlanUpdate update;
@@ -669,27 +594,7 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
   }();
   if (changed) NotifyWatchers();
   if (!response.ok() || !signer_) return response;
-  // What was allowed, signed: every hop checks its OpenSession against it.
-  if (response->route_size() > config_.max_route_hops) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the route of model ", request.model_id(), " has ",
-                     response->route_size(), " hops, over max_route_hops ",
-                     config_.max_route_hops));
-  }
-  v1::RouteGrant grant;
-  grant.set_version(1);
-  grant.set_session_id(response->session_id());
-  grant.set_device(request.device());
-  grant.set_model_id(request.model_id());
-  grant.set_adapter(request.adapter());
-  grant.set_codec(request.codec());
-  *grant.mutable_route() = response->route();
-  grant.set_return_hidden(response->plan().u_shaped() ||
-                          request.return_hidden());
-  grant.set_training_job(request.training_job());
-  grant.set_expires_unix_ms(
-      absl::ToUnixMillis(clock_->Now() + config_.grant_ttl));
-  ES_ASSIGN_OR_RETURN(*response->mutable_grant(), signer_->Sign(grant));
+  ES_RETURN_IF_ERROR(SignGrant(request, &*response));
   return response;
 }
 

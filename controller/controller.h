@@ -173,6 +173,9 @@ class Controller {
   static v1::Plan ToProto(const PlanConfig& plan, uint64_t version);
   void NotifyWatchers();
 
+  // Signs the grant of `response` (admission.cc).
+  absl::Status SignGrant(const v1::OpenSessionRequest& request,
+                         v1::OpenSessionResponse* response) const;
   // Creates the request's training job or checks the device belongs to it.
   absl::Status AdmitToJobLocked(const v1::OpenSessionRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
