@@ -1,12 +1,80 @@
 // Controller: who may open what. Route grants (signing what OpenSession
 // chose), training jobs' members, and the rate limit on suspect reports.
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "controller/controller.h"
 
 namespace edgesplit {
+
+absl::Status ParseDeviceAccess(const YamlReader& r, const YAML::Node& root,
+                               ControllerConfig* config) {
+  const YAML::Node devices = root["devices"];
+  if (!devices.IsDefined() || devices.IsNull()) return absl::OkStatus();
+  if (!devices.IsSequence())
+    return r.Error(devices, "devices", "expected a list");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < devices.size(); ++i) {
+    const std::string at = absl::StrCat("devices[", i, "]");
+    DeviceAccess d;
+    ES_ASSIGN_OR_RETURN(d.name, r.String(devices[i], "name"));
+    if (!seen.insert(d.name).second) {
+      return r.Error(devices[i], at + ".name", "\"" + d.name + "\" twice");
+    }
+    for (const char* field : {"models", "adapters"}) {
+      const YAML::Node list = devices[i][field];
+      std::set<std::string>& out =
+          std::string(field) == "models" ? d.models : d.adapters;
+      if (!list.IsDefined()) {
+        if (std::string(field) == "models") {
+          return r.Error(devices[i], at + ".models",
+                         "missing (a list of model ids, or [\"*\"])");
+        }
+        out.insert("*");  // Adapters: any, unless listed.
+        continue;
+      }
+      if (!list.IsSequence()) {
+        return r.Error(list, at + "." + field, "expected a list");
+      }
+      for (size_t k = 0; k < list.size(); ++k) {
+        if (!list[k].IsScalar()) {
+          return r.Error(list[k], absl::StrCat(at, ".", field, "[", k, "]"),
+                         "expected a string");
+        }
+        out.insert(list[k].Scalar());
+      }
+    }
+    config->devices.push_back(std::move(d));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Controller::AuthorizeDevice(
+    const v1::OpenSessionRequest& request) const {
+  if (config_.devices.empty()) return absl::OkStatus();
+  for (const DeviceAccess& d : config_.devices) {
+    if (d.name != request.device()) continue;
+    auto allows = [](const std::set<std::string>& s, const std::string& v) {
+      return s.count("*") > 0 || s.count(v) > 0;
+    };
+    if (!allows(d.models, request.model_id())) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "device \"", d.name, "\" may not use model \"", request.model_id(),
+          "\" (", config_.source, ": devices)"));
+    }
+    if (!request.adapter().empty() && !allows(d.adapters, request.adapter())) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "device \"", d.name, "\" may not use adapter \"", request.adapter(),
+          "\" (", config_.source, ": devices)"));
+    }
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "device \"", request.device(),
+      "\" is not in the controller's devices list (", config_.source, ")"));
+}
 
 absl::Status Controller::LoadGrantKey() {
   if (config_.grant_key_file.empty()) return absl::OkStatus();

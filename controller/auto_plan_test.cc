@@ -39,7 +39,8 @@ class AutoPlanTest : public ::testing::Test {
           "dead_after_missed: 3\nnodes:\n  - {name: a}\n  - {name: b}\n"
           "  - {name: c}\nplans: [plan.yaml]\n"
           "default_link: {mbit_s: 1000, rtt_ms: 1}\n"
-          "suspect_reports_per_minute: 2\n");
+          "suspect_reports_per_minute: 2\n" +
+              devices_yaml_);
     auto config = LoadControllerConfig(dir_ + "/controller.yaml");
     ASSERT_TRUE(config.ok()) << config.status();
     controller_ = std::make_unique<Controller>(*config, &clock_);
@@ -85,6 +86,7 @@ class AutoPlanTest : public ::testing::Test {
   }
 
   std::string dir_, model_;
+  std::string devices_yaml_;  // A `devices:` section, if the test sets one.
   ManualClock clock_;
   std::unique_ptr<Controller> controller_;
   int watch_ = 0;
@@ -245,6 +247,40 @@ TEST_F(AutoPlanTest, TrainingJobsBelongToTheirDevices) {
             absl::StatusCode::kNotFound);
   // Inference sessions are not jobs.
   EXPECT_TRUE(open("mallory", "").ok());
+}
+
+TEST_F(AutoPlanTest, DevicesUseOnlyTheModelsAndAdaptersTheyAreAllowed) {
+  devices_yaml_ =
+      "devices:\n"
+      "  - {name: d, models: [stories], adapters: [poems]}\n"
+      "  - {name: e, models: [other]}\n"
+      "  - {name: any, models: [\"*\"]}\n";
+  Start(kLatency);
+  Register("a", 1.0);
+  auto open = [&](const std::string& device, const std::string& adapter) {
+    v1::OpenSessionRequest r;
+    r.set_model_id("stories");
+    r.set_device(device);
+    r.set_adapter(adapter);
+    return controller_->OpenSession(r).status();
+  };
+  EXPECT_TRUE(open("d", "").ok());
+  EXPECT_TRUE(open("d", "poems").ok());
+  EXPECT_THAT(std::string(open("d", "secrets").message()),
+              HasSubstr("may not use adapter \"secrets\""));
+  EXPECT_THAT(std::string(open("e", "").message()),
+              HasSubstr("may not use model \"stories\""));
+  EXPECT_TRUE(open("any", "whatever").ok());
+  absl::Status s = open("stranger", "");
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("not in the controller's"));
+  // Errors in the section name the field.
+  YamlReader r("c.yaml");
+  ControllerConfig c;
+  EXPECT_THAT(std::string(ParseDeviceAccess(
+                              r, *r.Parse("devices:\n  - {name: x}\n"), &c)
+                              .message()),
+              HasSubstr("devices[0].models"));
 }
 
 TEST_F(AutoPlanTest, PinnedStagesStayWhereTheYamlPutsThem) {

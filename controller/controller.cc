@@ -85,6 +85,7 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
   }
   ES_ASSIGN_OR_RETURN(int64_t ttl, r.Int(root, "grant_ttl_s", 60));
   c.grant_ttl = absl::Seconds(ttl);
+  ES_RETURN_IF_ERROR(ParseDeviceAccess(r, root, &c));
   ES_ASSIGN_OR_RETURN(int64_t reports,
                       r.Int(root, "suspect_reports_per_minute", 6));
   c.suspect_reports_per_minute =
@@ -565,6 +566,7 @@ bool Controller::ApplyDeviceProfileLocked(const v1::DeviceProfile& p) {
 absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
     const v1::OpenSessionRequest& request) {
   ES_RETURN_IF_ERROR(CheckDeviceProfile(request.profile()));
+  ES_RETURN_IF_ERROR(AuthorizeDevice(request));
   if (request.suspects_size() > 64) {
     return absl::InvalidArgumentError("more than 64 suspects");
   }

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "base/yaml_util.h"
 #include "controller/auto_plan.h"
 #include "controller/plan.h"
 #include "edgesplit/v1/controller.pb.h"
@@ -31,6 +32,13 @@ class Clock {
   virtual absl::Time Now() = 0;
 };
 Clock* RealClock();
+
+// What one device may use (the controller's `devices:` list).
+struct DeviceAccess {
+  std::string name;
+  std::set<std::string> models;    // "*": every model.
+  std::set<std::string> adapters;  // "*": every adapter ("" = base model).
+};
 
 struct ControllerConfig {
   std::string source;  // The config file, for errors.
@@ -57,6 +65,10 @@ struct ControllerConfig {
   // count at most this often per minute; more are ignored, so one device
   // cannot keep healthy nodes out of every plan.
   int suspect_reports_per_minute = 6;
+  // Which models and adapters each device may use. Empty (no `devices:`
+  // section): every device may use every model; otherwise a device not
+  // listed may open no session.
+  std::vector<DeviceAccess> devices;
 
   absl::Status Validate() const;
 };
@@ -75,7 +87,12 @@ struct ControllerConfig {
 //   grant_ttl_s: 60
 //   max_route_hops: 16
 //   suspect_reports_per_minute: 6           # per device
+//   devices:                                # optional; absent: all may
+//     - {name: phone-1, models: [stories260K], adapters: ["*"]}
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
+// The `devices:` section (admission.cc); errors name the file, line, field.
+absl::Status ParseDeviceAccess(const YamlReader& r, const YAML::Node& root,
+                               ControllerConfig* config);
 absl::StatusOr<ControllerConfig> ParseControllerConfig(
     const std::string& text, const std::string& source);
 
@@ -176,6 +193,8 @@ class Controller {
   // Signs the grant of `response` (admission.cc).
   absl::Status SignGrant(const v1::OpenSessionRequest& request,
                          v1::OpenSessionResponse* response) const;
+  // Whether the request's device may use its model and adapter.
+  absl::Status AuthorizeDevice(const v1::OpenSessionRequest& request) const;
   // Creates the request's training job or checks the device belongs to it.
   absl::Status AdmitToJobLocked(const v1::OpenSessionRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
