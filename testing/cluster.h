@@ -280,12 +280,8 @@ class Cluster {
   void SecureDevice(const std::string& name, DeviceOptions* o) const {
     o->insecure = !tls_;
     if (!tls_) return;
+    EnsureDeviceCert(name);
     const TlsConfig t = Tls("device-" + name);
-    if (!std::ifstream(t.cert_file).good()) {
-      const absl::Status s =
-          IssueIntoDir(certs_, DeviceIdentity("test", name), 1, false);
-      if (!s.ok()) std::abort();  // The cluster's own CA: cannot fail.
-    }
     o->tls.ca_file = t.ca_file;
     o->tls.cert_file = t.cert_file;
     o->tls.key_file = t.key_file;
@@ -310,13 +306,7 @@ class Cluster {
   // Device `name`'s transport security (its certificate issued if missing).
   std::shared_ptr<const TransportSecurity> DeviceSecurity(
       const std::string& name) const {
-    struct Files {
-      bool insecure = false;
-      struct {
-        std::string ca_file, cert_file, key_file;
-      } tls;
-    } f;
-    SecureDevice(name, &f);
+    if (tls_) EnsureDeviceCert(name);
     auto s = TransportSecurity::Create(Tls("device-" + name));
     if (!s.ok()) std::abort();
     return *s;
@@ -330,40 +320,45 @@ class Cluster {
                         bool return_hidden = false,
                         const std::string& training_job = "",
                         const std::string& device = "device") const {
+    v1::OpenSession open;
+    open.set_session_id(session_id);
+    open.set_model_id(model_id);
+    open.set_codec(codec);
+    for (const v1::Hop& h : route) *open.add_route() = h;
+    open.set_return_hidden(return_hidden);
+    open.mutable_training()->set_job_id(training_job);
+    return Grant(open, device);
+  }
+  // The grant for exactly this OpenSession (its route as given).
+  v1::SignedGrant Grant(const v1::OpenSession& open,
+                        const std::string& device = "device") const {
     if (!grants_) return v1::SignedGrant();
     v1::RouteGrant g;
     g.set_version(1);
-    g.set_session_id(session_id);
+    g.set_session_id(open.session_id());
     g.set_device(device);
-    g.set_model_id(model_id);
-    g.set_codec(codec);
-    for (const v1::Hop& h : route) *g.add_route() = h;
-    g.set_return_hidden(return_hidden);
-    g.set_training_job(training_job);
+    g.set_model_id(open.model_id());
+    g.set_adapter(open.adapter());
+    g.set_codec(open.codec());
+    *g.mutable_route() = open.route();
+    g.set_return_hidden(open.return_hidden());
+    g.set_training_job(open.training().job_id());
     g.set_expires_unix_ms(absl::ToUnixMillis(absl::Now() + absl::Hours(1)));
     auto signer = GrantSigner::FromPemFile(certs_ + "/grant.key");
     if (!signer.ok()) std::abort();
     return *(*signer)->Sign(g);
   }
-  // The grant for exactly this OpenSession (its route as given).
-  v1::SignedGrant Grant(const v1::OpenSession& open,
-                        const std::string& device = "device") const {
-    std::vector<v1::Hop> route(open.route().begin(), open.route().end());
-    v1::SignedGrant g =
-        Grant(open.session_id(), open.model_id(), route, open.codec(),
-              open.return_hidden(), open.training().job_id(), device);
-    if (!grants_ || open.adapter().empty()) return g;
-    // With an adapter: re-sign with it set.
-    v1::RouteGrant rg;
-    rg.ParseFromString(g.grant());
-    rg.set_adapter(open.adapter());
-    auto signer = GrantSigner::FromPemFile(certs_ + "/grant.key");
-    if (!signer.ok()) std::abort();
-    return *(*signer)->Sign(rg);
-  }
   const std::string& certs_dir() const { return certs_; }
 
  private:
+  // Issues device `name`'s certificate from the cluster CA unless it exists.
+  void EnsureDeviceCert(const std::string& name) const {
+    if (std::ifstream(Tls("device-" + name).cert_file).good()) return;
+    const absl::Status s =
+        IssueIntoDir(certs_, DeviceIdentity("test", name), 1, false);
+    if (!s.ok()) std::abort();  // The cluster's own CA: cannot fail.
+  }
+
   Cluster() = default;
   bool tls_ = true;
   bool grants_ = true;
