@@ -11,6 +11,19 @@ namespace edgesplit {
 
 absl::Status ParseDeviceAccess(const YamlReader& r, const YAML::Node& root,
                                ControllerConfig* config) {
+  const YAML::Node revoked = root["revoked_tokens"];
+  if (revoked.IsDefined() && !revoked.IsNull()) {
+    if (!revoked.IsSequence()) {
+      return r.Error(revoked, "revoked_tokens", "expected a list of token ids");
+    }
+    for (size_t k = 0; k < revoked.size(); ++k) {
+      if (!revoked[k].IsScalar() || revoked[k].Scalar().empty()) {
+        return r.Error(revoked[k], absl::StrCat("revoked_tokens[", k, "]"),
+                       "expected a token id");
+      }
+      config->revoked_tokens.insert(revoked[k].Scalar());
+    }
+  }
   const YAML::Node devices = root["devices"];
   if (!devices.IsDefined() || devices.IsNull()) return absl::OkStatus();
   if (!devices.IsSequence())
@@ -74,6 +87,19 @@ absl::Status Controller::AuthorizeDevice(
   return absl::PermissionDeniedError(absl::StrCat(
       "device \"", request.device(),
       "\" is not in the controller's devices list (", config_.source, ")"));
+}
+
+absl::Status Controller::CheckToken(const Peer& peer) const {
+  if (peer.token_id.empty() || config_.revoked_tokens.count(peer.token_id) == 0)
+    return absl::OkStatus();
+  return absl::UnauthenticatedError(absl::StrCat(
+      "device token ", peer.token_id, " of ", peer.identity.ToString(),
+      " is revoked (", config_.source, ": revoked_tokens)"));
+}
+
+const std::string& Controller::grant_public_key() const {
+  static const std::string* const kNone = new std::string();
+  return signer_ ? signer_->public_key() : *kNone;
 }
 
 absl::Status Controller::LoadGrantKey() {

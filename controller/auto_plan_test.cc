@@ -254,7 +254,8 @@ TEST_F(AutoPlanTest, DevicesUseOnlyTheModelsAndAdaptersTheyAreAllowed) {
       "devices:\n"
       "  - {name: d, models: [stories], adapters: [poems]}\n"
       "  - {name: e, models: [other]}\n"
-      "  - {name: any, models: [\"*\"]}\n";
+      "  - {name: any, models: [\"*\"]}\n"
+      "revoked_tokens: [0badc0ffee]\n";
   Start(kLatency);
   Register("a", 1.0);
   auto open = [&](const std::string& device, const std::string& adapter) {
@@ -281,6 +282,21 @@ TEST_F(AutoPlanTest, DevicesUseOnlyTheModelsAndAdaptersTheyAreAllowed) {
                               r, *r.Parse("devices:\n  - {name: x}\n"), &c)
                               .message()),
               HasSubstr("devices[0].models"));
+  EXPECT_THAT(
+      std::string(
+          ParseDeviceAccess(r, *r.Parse("revoked_tokens: 5\n"), &c).message()),
+      HasSubstr("revoked_tokens"));
+  // Devices with a revoked token are refused; others, and certificates
+  // (no token id), are not.
+  Peer token{true, DeviceIdentity("c", "d"), "0badc0ffee"};
+  absl::Status revoked = controller_->CheckToken(token);
+  EXPECT_EQ(revoked.code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(std::string(revoked.message()),
+              HasSubstr("device token 0badc0ffee of device d is revoked"));
+  token.token_id = "5ca1ab1e";
+  EXPECT_TRUE(controller_->CheckToken(token).ok());
+  token.token_id.clear();
+  EXPECT_TRUE(controller_->CheckToken(token).ok());
 }
 
 TEST_F(AutoPlanTest, PinnedStagesStayWhereTheYamlPutsThem) {

@@ -69,6 +69,8 @@ struct ControllerConfig {
   // section): every device may use every model; otherwise a device not
   // listed may open no session.
   std::vector<DeviceAccess> devices;
+  // Ids of device tokens (security/token.h) no longer accepted.
+  std::set<std::string> revoked_tokens;
 
   absl::Status Validate() const;
 };
@@ -89,8 +91,10 @@ struct ControllerConfig {
 //   suspect_reports_per_minute: 6           # per device
 //   devices:                                # optional; absent: all may
 //     - {name: phone-1, models: [stories260K], adapters: ["*"]}
+//   revoked_tokens: [3f2a...]               # device tokens refused
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
-// The `devices:` section (admission.cc); errors name the file, line, field.
+// The `devices:` and `revoked_tokens:` sections (admission.cc); errors name the
+// file, line, field.
 absl::Status ParseDeviceAccess(const YamlReader& r, const YAML::Node& root,
                                ControllerConfig* config);
 absl::StatusOr<ControllerConfig> ParseControllerConfig(
@@ -129,6 +133,11 @@ class Controller {
   // answer carries a signed grant and plan updates carry the public key.
   // Call once, before serving.
   absl::Status LoadGrantKey();
+  // The grant key's public half ("" without one): it also checks device
+  // tokens.
+  const std::string& grant_public_key() const;
+  // Unauthenticated when `peer` came with a revoked device token.
+  absl::Status CheckToken(const Peer& peer) const;
 
   uint64_t plan_version() const;
   int open_sessions() const;

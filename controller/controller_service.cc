@@ -86,10 +86,28 @@ class Refused : public grpc::ServerWriteReactor<v1::PlanUpdate> {
 
 }  // namespace
 
+ControllerServiceImpl::ControllerServiceImpl(Controller* controller,
+                                             const TransportSecurity* security)
+    : controller_(controller), security_(security) {
+  if (security_->tokens() != nullptr) {
+    // The controller's own key, already checked when it was loaded.
+    const absl::Status s =
+        security_->tokens()->SetPublicKey(controller_->grant_public_key());
+    if (!s.ok()) std::abort();
+  }
+}
+
+absl::StatusOr<Peer> ControllerServiceImpl::Authenticated(
+    grpc::CallbackServerContext* ctx) const {
+  ES_ASSIGN_OR_RETURN(Peer peer, security_->PeerOf(*ctx));
+  ES_RETURN_IF_ERROR(controller_->CheckToken(peer));
+  return peer;
+}
+
 absl::StatusOr<Peer> ControllerServiceImpl::Caller(
     grpc::CallbackServerContext* ctx, Identity::Kind kind,
     const std::string* name, const char* action) const {
-  ES_ASSIGN_OR_RETURN(Peer peer, security_->PeerOf(*ctx));
+  ES_ASSIGN_OR_RETURN(Peer peer, Authenticated(ctx));
   if (name != nullptr) {
     ES_RETURN_IF_ERROR(CheckPeerNamed(peer, kind, *name));
   } else {
@@ -119,7 +137,7 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::Heartbeat(
 grpc::ServerUnaryReactor* ControllerServiceImpl::GetPlan(
     grpc::CallbackServerContext* ctx, const v1::GetPlanRequest* request,
     v1::GetPlanResponse* response) {
-  auto peer = security_->PeerOf(*ctx);
+  auto peer = Authenticated(ctx);
   if (!peer.ok()) return Reply(ctx, Fail<v1::GetPlanResponse>(peer), response);
   return Reply(ctx, controller_->GetPlan(request->model_id()), response);
 }
@@ -176,7 +194,7 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::GetClusterStatus(
     grpc::CallbackServerContext* ctx,
     const v1::GetClusterStatusRequest* request, v1::ClusterStatus* response) {
   (void)request;
-  auto peer = security_->PeerOf(*ctx);
+  auto peer = Authenticated(ctx);
   if (!peer.ok()) return Reply(ctx, Fail<v1::ClusterStatus>(peer), response);
   return Reply(ctx,
                absl::StatusOr<v1::ClusterStatus>(controller_->ClusterStatus()),

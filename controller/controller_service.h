@@ -18,6 +18,8 @@ namespace edgesplit {
 //                                        a member of the job
 //   ReloadPlans                          admins
 //   GetPlan, GetClusterStatus            anyone of the cluster
+// Devices may also authenticate with a bearer token (security/token.h)
+// unless the controller's revoked_tokens lists it.
 // A device's OpenSession `device` field is overwritten with its certified
 // name, and its `suspects` count only from devices. A training job belongs
 // to the device that opened it first and the members it named.
@@ -26,9 +28,10 @@ namespace edgesplit {
 class ControllerServiceImpl final
     : public v1::ControllerService::CallbackService {
  public:
+  // With device tokens on (tls.device_tokens), `controller`'s grant key
+  // (loaded before) checks them.
   ControllerServiceImpl(Controller* controller,
-                        const TransportSecurity* security)
-      : controller_(controller), security_(security) {}
+                        const TransportSecurity* security);
 
   grpc::ServerUnaryReactor* RegisterNode(
       grpc::CallbackServerContext* ctx, const v1::RegisterNodeRequest* request,
@@ -65,6 +68,8 @@ class ControllerServiceImpl final
   void ExpireRounds(absl::Time now) { averager_.Expire(now); }
 
  private:
+  // The caller, if authenticated (and its token, if any, not revoked).
+  absl::StatusOr<Peer> Authenticated(grpc::CallbackServerContext* ctx) const;
   // The caller, if it is `kind` and (with `name`) named so; else why not.
   absl::StatusOr<Peer> Caller(grpc::CallbackServerContext* ctx,
                               Identity::Kind kind, const std::string* name,

@@ -283,19 +283,23 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
   tls.ca_file = options.tls.ca_file;
   tls.cert_file = options.tls.cert_file;
   tls.key_file = options.tls.key_file;
+  tls.token_file = options.tls.token_file;
   tls.insecure = options.insecure;
   ES_ASSIGN_OR_RETURN(impl->security, TransportSecurity::Create(tls));
   if (!impl->security->insecure()) {
     const Identity& me = impl->security->identity();
     if (me.kind != Identity::Kind::kDevice) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(options.tls.cert_file, " is the certificate of ",
-                       me.ToString(), ", not of a device"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          options.tls.token_file.empty() ? options.tls.cert_file
+                                         : options.tls.token_file,
+          " is the certificate of ", me.ToString(), ", not of a device"));
     }
     if (options.device_name != "device" && options.device_name != me.name) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "DeviceAgentOptions.device_name \"", options.device_name,
-          "\" but the certificate names device \"", me.name, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("DeviceAgentOptions.device_name \"", options.device_name,
+                       "\" but the ",
+                       options.tls.token_file.empty() ? "certificate" : "token",
+                       " names device \"", me.name, "\""));
     }
     impl->options.device_name = me.name;
   }

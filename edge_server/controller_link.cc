@@ -312,6 +312,15 @@ absl::Status ControllerLink::WatchOnce() {
                   << k.message() << "\n";
       }
     }
+    if (TokenAuthority* tokens = options_.security->tokens()) {
+      // Device tokens are signed with the same key as route grants.
+      absl::Status k = tokens->SetPublicKey(update.grant_public_key());
+      if (!k.ok()) {
+        std::cerr << "edgesplit-server " << options_.node
+                  << ": bad device-token key from the controller: "
+                  << k.message() << "\n";
+      }
+    }
     std::vector<v1::Plan> plans(update.plans().begin(), update.plans().end());
     absl::Status s = host_->ApplyPlans(plans);
     if (!s.ok()) {

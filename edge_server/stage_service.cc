@@ -133,16 +133,28 @@ StageServiceImpl::StageServiceImpl(SessionEnv env) : env_(env) {}
 
 StageServiceImpl::~StageServiceImpl() = default;
 
+absl::Status StageServiceImpl::CheckCaller(
+    const grpc::ServerContextBase& ctx) const {
+  if (env_.security == nullptr) return absl::OkStatus();
+  return env_.security->PeerOf(ctx).status();
+}
+
 grpc::ServerUnaryReactor* StageServiceImpl::Handshake(
     grpc::CallbackServerContext* ctx, const v1::HandshakeRequest* request,
     v1::HandshakeResponse* response) {
   (void)request;
+  auto* reactor = ctx->DefaultReactor();
+  // Callers without a certificate (device tokens) must still prove who
+  // they are before this server answers anything.
+  if (absl::Status who = CheckCaller(*ctx); !who.ok()) {
+    reactor->Finish(ToGrpcStatus(who));
+    return reactor;
+  }
   response->set_protocol_version(kProtocolVersion);
   for (v1::Codec c : wire::SupportedCodecs()) response->add_codecs(c);
   response->add_architectures("gpt2");
   response->add_architectures("llama");
   response->set_node(env_.host->node());
-  auto* reactor = ctx->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -151,6 +163,10 @@ grpc::ServerUnaryReactor* StageServiceImpl::Probe(
     grpc::CallbackServerContext* ctx, const v1::ProbeRequest* request,
     v1::ProbeResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (absl::Status who = CheckCaller(*ctx); !who.ok()) {
+    reactor->Finish(ToGrpcStatus(who));
+    return reactor;
+  }
   if (request->response_bytes() > kMaxProbeResponseBytes) {
     reactor->Finish(grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,

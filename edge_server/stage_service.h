@@ -49,6 +49,9 @@ class StageServiceImpl final : public v1::StageService::CallbackService {
   void Remove(const SessionHandler* handler);
 
  private:
+  // OK when the caller is authenticated (always, in insecure mode).
+  absl::Status CheckCaller(const grpc::ServerContextBase& ctx) const;
+
   SessionEnv env_;
   mutable absl::Mutex mu_;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;

@@ -27,10 +27,6 @@ struct MdDeleter {
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
 using MdPtr = std::unique_ptr<EVP_MD_CTX, MdDeleter>;
 
-std::string Message(const std::string& bytes) {
-  return absl::StrCat(kDomain, bytes);
-}
-
 absl::StatusOr<std::string> RawPublic(EVP_PKEY* key) {
   std::string raw(kRawKeyBytes, '\0');
   size_t n = raw.size();
@@ -107,13 +103,9 @@ absl::StatusOr<std::unique_ptr<GrantSigner>> GrantSigner::FromPemFile(
   return FromPem(pem, path);
 }
 
-absl::StatusOr<v1::SignedGrant> GrantSigner::Sign(
-    const v1::RouteGrant& grant) const {
-  v1::SignedGrant out;
-  if (!grant.SerializeToString(out.mutable_grant())) {
-    return absl::InternalError("cannot serialise the grant");
-  }
-  const std::string msg = Message(out.grant());
+absl::StatusOr<std::string> GrantSigner::SignBytes(
+    absl::string_view domain, const std::string& bytes) const {
+  const std::string msg = absl::StrCat(domain, bytes);
   std::string sig(kSignatureBytes, '\0');
   size_t n = sig.size();
   MdPtr md(EVP_MD_CTX_new());
@@ -127,7 +119,17 @@ absl::StatusOr<v1::SignedGrant> GrantSigner::Sign(
     ERR_clear_error();
     return absl::InternalError("Ed25519 signing failed");
   }
-  out.set_signature(sig);
+  return sig;
+}
+
+absl::StatusOr<v1::SignedGrant> GrantSigner::Sign(
+    const v1::RouteGrant& grant) const {
+  v1::SignedGrant out;
+  if (!grant.SerializeToString(out.mutable_grant())) {
+    return absl::InternalError("cannot serialise the grant");
+  }
+  ES_ASSIGN_OR_RETURN(*out.mutable_signature(),
+                      SignBytes(kDomain, out.grant()));
   return out;
 }
 
@@ -152,6 +154,24 @@ absl::StatusOr<std::unique_ptr<GrantVerifier>> GrantVerifier::FromPublicKey(
   return std::unique_ptr<GrantVerifier>(new GrantVerifier(std::move(k)));
 }
 
+bool GrantVerifier::VerifyBytes(absl::string_view domain,
+                                const std::string& bytes,
+                                const std::string& signature) const {
+  if (signature.size() != kSignatureBytes) return false;
+  const std::string msg = absl::StrCat(domain, bytes);
+  MdPtr md(EVP_MD_CTX_new());
+  const bool ok =
+      md &&
+      EVP_DigestVerifyInit(md.get(), nullptr, nullptr, nullptr,
+                           key_->pkey.get()) == 1 &&
+      EVP_DigestVerify(
+          md.get(), reinterpret_cast<const unsigned char*>(signature.data()),
+          signature.size(), reinterpret_cast<const unsigned char*>(msg.data()),
+          msg.size()) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
 absl::StatusOr<v1::RouteGrant> GrantVerifier::Verify(
     const v1::SignedGrant& grant) const {
   if (grant.grant().empty()) {
@@ -167,19 +187,7 @@ absl::StatusOr<v1::RouteGrant> GrantVerifier::Verify(
         absl::StrCat("route grant signature has ", grant.signature().size(),
                      " bytes, not 64"));
   }
-  const std::string msg = Message(grant.grant());
-  MdPtr md(EVP_MD_CTX_new());
-  const bool ok =
-      md &&
-      EVP_DigestVerifyInit(md.get(), nullptr, nullptr, nullptr,
-                           key_->pkey.get()) == 1 &&
-      EVP_DigestVerify(
-          md.get(),
-          reinterpret_cast<const unsigned char*>(grant.signature().data()),
-          grant.signature().size(),
-          reinterpret_cast<const unsigned char*>(msg.data()), msg.size()) == 1;
-  ERR_clear_error();
-  if (!ok) {
+  if (!VerifyBytes(kDomain, grant.grant(), grant.signature())) {
     return absl::PermissionDeniedError(
         "route grant signature does not verify with the controller's key "
         "(forged, altered, or signed by another controller)");

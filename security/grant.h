@@ -14,6 +14,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "edgesplit/v1/stage.pb.h"
 #include "security/identity.h"
@@ -43,6 +44,10 @@ class GrantSigner {
   ~GrantSigner();
 
   absl::StatusOr<v1::SignedGrant> Sign(const v1::RouteGrant& grant) const;
+  // The Ed25519 signature of `domain` + `bytes`. Each kind of signed
+  // object has its own domain, so no signature passes for another kind.
+  absl::StatusOr<std::string> SignBytes(absl::string_view domain,
+                                        const std::string& bytes) const;
   const std::string& public_key() const { return public_raw_; }
 
  private:
@@ -63,6 +68,9 @@ class GrantVerifier {
   // checks the grant's shape (version, session id, a non-empty route).
   // PermissionDenied for a bad signature, InvalidArgument for malformed.
   absl::StatusOr<v1::RouteGrant> Verify(const v1::SignedGrant& grant) const;
+  // Whether `signature` is this key's over `domain` + `bytes`.
+  bool VerifyBytes(absl::string_view domain, const std::string& bytes,
+                   const std::string& signature) const;
 
  private:
   struct Key;

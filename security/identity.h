@@ -52,6 +52,9 @@ absl::StatusOr<Identity> ParseSpiffeId(const std::string& uri);
 struct Peer {
   bool authenticated = false;
   Identity identity;
+  // Set when a device authenticated with a bearer token (security/token.h)
+  // instead of a certificate: the token's id, for revocation.
+  std::string token_id = {};
 };
 
 // OK when `peer` may act as `who`: unauthenticated peers (insecure mode)

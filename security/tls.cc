@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
@@ -22,12 +23,21 @@ namespace gx = grpc::experimental;
 // `want`.
 class SpiffeVerifier : public gx::ExternalCertificateVerifier {
  public:
-  SpiffeVerifier(std::string cluster, std::optional<Identity> want)
-      : cluster_(std::move(cluster)), want_(std::move(want)) {}
+  // `allow_none`: a server accepting device tokens lets callers without
+  // a certificate through the handshake; PeerOf then wants a token.
+  SpiffeVerifier(std::string cluster, std::optional<Identity> want,
+                 bool allow_none = false)
+      : cluster_(std::move(cluster)),
+        want_(std::move(want)),
+        allow_none_(allow_none) {}
 
   bool Verify(gx::TlsCustomVerificationCheckRequest* request,
               std::function<void(grpc::Status)> /*callback*/,
               grpc::Status* sync_status) override {
+    if (allow_none_ && request->peer_cert().empty()) {
+      *sync_status = grpc::Status::OK;
+      return true;
+    }
     std::vector<std::string> ids;
     for (const grpc::string_ref& u : request->uri_names()) {
       if (absl::StartsWith(absl::string_view(u.data(), u.size()),
@@ -67,6 +77,7 @@ class SpiffeVerifier : public gx::ExternalCertificateVerifier {
 
   const std::string cluster_;
   const std::optional<Identity> want_;
+  const bool allow_none_;
 };
 
 std::string HostOf(const std::string& address) {
@@ -102,9 +113,20 @@ absl::Status TlsConfig::Validate(const std::string& source) const {
         absl::StrCat(source, ": field \"", field, "\": ", what));
   };
   if (insecure) {
-    if (!ca_file.empty() || !cert_file.empty() || !key_file.empty()) {
-      return bad("insecure", "true together with tls files; choose one");
+    if (!ca_file.empty() || !cert_file.empty() || !key_file.empty() ||
+        !token_file.empty() || device_tokens) {
+      return bad("insecure", "true together with tls settings; choose one");
     }
+    return absl::OkStatus();
+  }
+  if (!token_file.empty()) {
+    if (!cert_file.empty() || !key_file.empty()) {
+      return bad("tls.token", "set together with tls.cert/tls.key; choose one");
+    }
+    if (device_tokens) {
+      return bad("tls.device_tokens", "a device (tls.token) serves no calls");
+    }
+    if (ca_file.empty()) return bad("tls.ca", "missing");
     return absl::OkStatus();
   }
   if (ca_file.empty() && cert_file.empty() && key_file.empty()) {
@@ -143,6 +165,8 @@ absl::StatusOr<TlsConfig> ParseTlsConfig(const YamlReader& r,
   ES_RETURN_IF_ERROR(path("cert", &c.cert_file));
   ES_RETURN_IF_ERROR(path("key", &c.key_file));
   ES_RETURN_IF_ERROR(path("crl_dir", &c.crl_dir));
+  ES_RETURN_IF_ERROR(path("token", &c.token_file));
+  ES_ASSIGN_OR_RETURN(c.device_tokens, r.Bool(tls, "device_tokens", false));
   ES_ASSIGN_OR_RETURN(int64_t reload, r.Int(tls, "reload_s", 10));
   c.reload_interval = absl::Seconds(reload);
   return c;
@@ -160,6 +184,10 @@ TransportSecurity::Create(const TlsConfig& config) {
   std::shared_ptr<TransportSecurity> s(new TransportSecurity(config));
   if (config.insecure) return s;
   ES_ASSIGN_OR_RETURN(std::string ca, ReadFile(config.ca_file));
+  if (!config.token_file.empty()) {
+    ES_RETURN_IF_ERROR(s->LoadToken(ca));
+    return s;
+  }
   ES_ASSIGN_OR_RETURN(std::string cert, ReadFile(config.cert_file));
   ES_ASSIGN_OR_RETURN(std::string key, ReadFile(config.key_file));
   auto id = CheckCertificate(ca, cert, key);
@@ -172,7 +200,40 @@ TransportSecurity::Create(const TlsConfig& config) {
   s->provider_ = std::make_shared<gx::FileWatcherCertificateProvider>(
       config.key_file, config.cert_file, config.ca_file,
       static_cast<unsigned int>(absl::ToInt64Seconds(config.reload_interval)));
+  if (config.device_tokens) {
+    s->tokens_ = std::make_shared<TokenAuthority>(s->identity_.cluster);
+  }
   return s;
+}
+
+absl::Status TransportSecurity::LoadToken(const std::string& ca) {
+  ES_ASSIGN_OR_RETURN(std::string text, ReadFile(config_.token_file));
+  while (!text.empty() &&
+         (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) {
+    text.pop_back();
+  }
+  auto token = ParseDeviceToken(text);
+  if (!token.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_.token_file, ": ", token.status().message(),
+                     " (`edgesplit certs token` issues tokens)"));
+  }
+  auto cluster = CaCluster(ca);
+  if (!cluster.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config_.ca_file, ": ", cluster.status().message()));
+  }
+  if (*cluster != token->cluster()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config_.token_file, ": a token of cluster ", token->cluster(),
+        ", but the CA ", config_.ca_file, " is of cluster ", *cluster));
+  }
+  identity_ = DeviceIdentity(token->cluster(), token->device());
+  token_ = std::move(text);
+  provider_ = std::make_shared<gx::FileWatcherCertificateProvider>(
+      config_.ca_file,
+      static_cast<unsigned int>(absl::ToInt64Seconds(config_.reload_interval)));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>>
@@ -182,14 +243,20 @@ TransportSecurity::ServerCredentials(const std::string& listen) const {
       return RefuseInsecure("listening on", listen);
     return grpc::InsecureServerCredentials();
   }
+  if (!token_.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("a device token (", config_.token_file,
+                     ") cannot serve calls: servers need a certificate"));
+  }
   gx::TlsServerCredentialsOptions options(provider_);
   options.watch_root_certs();
   options.watch_identity_key_cert_pairs();
   options.set_cert_request_type(
-      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      tokens_ ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
+              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   options.set_certificate_verifier(
-      gx::ExternalCertificateVerifier::Create<SpiffeVerifier>(identity_.cluster,
-                                                              std::nullopt));
+      gx::ExternalCertificateVerifier::Create<SpiffeVerifier>(
+          identity_.cluster, std::nullopt, tokens_ != nullptr));
   if (!config_.crl_dir.empty()) options.set_crl_directory(config_.crl_dir);
   return gx::TlsServerCredentials(options);
 }
@@ -204,7 +271,7 @@ TransportSecurity::ChannelCredentials(const std::string& target,
   gx::TlsChannelCredentialsOptions options;
   options.set_certificate_provider(provider_);
   options.watch_root_certs();
-  options.watch_identity_key_cert_pairs();
+  if (token_.empty()) options.watch_identity_key_cert_pairs();
   // The SPIFFE check replaces host-name checks: nodes are named by the
   // plan, whatever address (or relay) they are reached at.
   options.set_check_call_host(false);
@@ -215,6 +282,11 @@ TransportSecurity::ChannelCredentials(const std::string& target,
   auto creds = gx::TlsCredentials(options);
   if (creds == nullptr) {
     return absl::InternalError("gRPC refused the TLS channel options");
+  }
+  if (!token_.empty()) {
+    // gRPC sends call credentials only over channels with privacy.
+    creds = grpc::CompositeChannelCredentials(
+        creds, grpc::AccessTokenCredentials(token_));
   }
   return creds;
 }
@@ -243,6 +315,14 @@ absl::StatusOr<Peer> TransportSecurity::PeerOf(
   std::vector<grpc::string_ref> ids =
       auth ? auth->FindPropertyValues(GRPC_PEER_SPIFFE_ID_PROPERTY_NAME)
            : std::vector<grpc::string_ref>{};
+  if (ids.empty() && tokens_ != nullptr) {
+    absl::string_view authorization;
+    auto it = ctx.client_metadata().find("authorization");
+    if (it != ctx.client_metadata().end()) {
+      authorization = absl::string_view(it->second.data(), it->second.size());
+    }
+    return tokens_->Authenticate(authorization, absl::Now());
+  }
   if (ids.size() != 1) {
     return absl::UnauthenticatedError(
         "the caller presented no edgesplit identity");

@@ -25,6 +25,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "security/identity.h"
+#include "security/token.h"
 
 namespace edgesplit {
 
@@ -34,6 +35,12 @@ struct TlsConfig {
   std::string key_file;   // Its private key (PEM).
   std::string crl_dir;    // Optional: hashed CRLs (`<issuer-hash>.r0`).
   absl::Duration reload_interval = absl::Seconds(10);
+  // A device without a certificate: its bearer token (security/token.h)
+  // instead of cert_file/key_file. Clients only; read once at Create.
+  std::string token_file;
+  // Servers: also accept callers that present no client certificate but
+  // a valid device token (they can only act as that device).
+  bool device_tokens = false;
   // Plaintext, no identities: every caller is trusted. Refused unless
   // every address this process listens on or dials is a loopback one.
   bool insecure = false;
@@ -45,7 +52,7 @@ struct TlsConfig {
 
 // Reads a daemon config's
 //   tls: {ca: ca.pem, cert: node-a.pem, key: node-a.key,
-//         crl_dir: crl, reload_s: 10}
+//         crl_dir: crl, reload_s: 10, device_tokens: false}
 //   insecure: false
 // Relative paths are relative to the config file's directory.
 absl::StatusOr<TlsConfig> ParseTlsConfig(const YamlReader& reader,
@@ -69,10 +76,12 @@ class TransportSecurity {
   const std::string& cluster() const { return identity_.cluster; }
 
   // For a server listening on `listen`: requires and verifies client
-  // certificates of this cluster.
+  // certificates of this cluster (with device_tokens: verifies those
+  // presented; PeerOf then wants a token from callers without one).
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
       const std::string& listen) const;
-  // For dialling `target`, which must present `peer`'s certificate.
+  // For dialling `target`, which must present `peer`'s certificate. A
+  // device with a token sends it on every call.
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
       const std::string& target, const Identity& peer) const;
   // Channel arguments for dialling `peer`: the TLS server name it answers
@@ -83,16 +92,24 @@ class TransportSecurity {
   absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(
       const std::string& target, const Identity& peer,
       grpc::ChannelArguments args = {}) const;
-  // The caller of a call this process serves. Unauthenticated error if a
-  // secure call somehow carries no identity of this cluster.
+  // The caller of a call this process serves: its certificate's identity
+  // or, with device_tokens, the device its token names. Unauthenticated
+  // error when a secure call carries neither (for this cluster).
   absl::StatusOr<Peer> PeerOf(const grpc::ServerContextBase& ctx) const;
+  // With device_tokens: where the controller's key goes once known (the
+  // controller's own; a server's from its plans). Null otherwise.
+  TokenAuthority* tokens() const { return tokens_.get(); }
 
  private:
   explicit TransportSecurity(TlsConfig config) : config_(std::move(config)) {}
+  // Create's second half for a device with a token and CA `ca` (PEM).
+  absl::Status LoadToken(const std::string& ca);
 
   const TlsConfig config_;
   Identity identity_;
   std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider_;
+  std::string token_;  // A device's bearer token, if it has no certificate.
+  std::shared_ptr<TokenAuthority> tokens_;
 };
 
 // Insecure settings for tests that run plaintext on loopback.

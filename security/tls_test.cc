@@ -16,9 +16,12 @@
 #include "absl/time/clock.h"
 #include "base/file_util.h"
 #include "edgesplit/v1/stage.grpc.pb.h"
+#include "gmock/gmock.h"
 #include "grpcpp/security/tls_credentials_options.h"
 #include "gtest/gtest.h"
 #include "security/certs.h"
+#include "security/grant.h"
+#include "security/token.h"
 
 namespace edgesplit {
 namespace {
@@ -324,6 +327,73 @@ TEST_F(TlsTest, LoadRefusesBadFilesNamingThem) {
   TlsConfig empty;
   EXPECT_NE(empty.Validate("x.yaml").message().find("field \"tls\""),
             std::string::npos);
+}
+
+TEST_F(TlsTest, DeviceTokensStandInForClientCertificatesWhereAllowed) {
+  auto signer = *GrantSigner::FromPem(NewGrantKeyPair()->private_pem, "k");
+  auto token_file = [&](const std::string& stem, const GrantSigner& by,
+                        const std::string& cluster) {
+    const std::string file = dir_ + "/" + stem + ".token";
+    EXPECT_TRUE(WriteFileAtomically(
+                    file, *IssueDeviceToken(by, cluster, stem, absl::Hours(1),
+                                            absl::Now()))
+                    .ok());
+    TlsConfig c;
+    c.ca_file = dir_ + "/ca.pem";
+    c.token_file = file;
+    return c;
+  };
+  const TlsConfig phone = token_file("phone", *signer, "lab");
+  auto phone_creds = [&] {
+    return *Security(phone)->ChannelCredentials(
+        address_, NodeIdentity("lab", "server-a"));
+  };
+  EXPECT_EQ(Security(phone)->identity(), DeviceIdentity("lab", "phone"));
+
+  // A server that requires certificates refuses the token's handshake.
+  StartServer(Files("node-server-a"));
+  EXPECT_EQ(Probe(phone_creds()).status().code(),
+            absl::StatusCode::kUnavailable);
+  server_->Shutdown(absl::ToChronoTime(absl::Now()));
+
+  TlsConfig config = Files("node-server-a");
+  config.device_tokens = true;
+  StartServer(config);
+  // Before the controller's key arrives no token passes.
+  EXPECT_THAT(std::string(Probe(phone_creds()).status().message()),
+              ::testing::HasSubstr("no controller key"));
+  ASSERT_TRUE(
+      server_security_->tokens()->SetPublicKey(signer->public_key()).ok());
+  auto who = Probe(phone_creds());
+  ASSERT_TRUE(who.ok()) << who.status();
+  EXPECT_EQ(*who, "spiffe://lab/device/phone");
+  // Neither certificate nor token: the handshake passes, the call not.
+  EXPECT_EQ(Probe(Raw(nullptr)).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  // Another controller's token.
+  auto other = *GrantSigner::FromPem(NewGrantKeyPair()->private_pem, "k2");
+  auto forged =
+      Security(token_file("eve", *other, "lab"))
+          ->ChannelCredentials(address_, NodeIdentity("lab", "server-a"));
+  EXPECT_EQ(Probe(*forged).status().code(), absl::StatusCode::kUnauthenticated);
+  // Certificates still count, and a foreign CA's is still refused.
+  ExpectStillServing();
+  KeyAndCert other_ca = *CreateCa("lab", ValidFor(1));
+  KeyAndCert foreign =
+      *IssueCertificate(other_ca, DeviceIdentity("lab", "d1"), ValidFor(1));
+  EXPECT_EQ(Probe(Raw(&foreign)).status().code(),
+            absl::StatusCode::kUnavailable);
+
+  // A token of another cluster does not load; nor does a token with a
+  // certificate, or a token that would serve.
+  auto prod = TransportSecurity::Create(token_file("p", *signer, "prod"));
+  EXPECT_THAT(std::string(prod.status().message()),
+              ::testing::HasSubstr("p.token: a token of cluster prod"));
+  TlsConfig both = phone;
+  both.cert_file = dir_ + "/device-d1.pem";
+  EXPECT_THAT(std::string(both.Validate("d.yaml").message()),
+              ::testing::HasSubstr("tls.token"));
+  EXPECT_FALSE(Security(phone)->ServerCredentials("127.0.0.1:0").ok());
 }
 
 TEST(InsecureTest, OnlyOnLoopback) {

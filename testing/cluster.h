@@ -30,6 +30,7 @@
 #include "security/certs.h"
 #include "security/grant.h"
 #include "security/tls.h"
+#include "security/token.h"
 #include "testing/link_emulator.h"
 
 namespace edgesplit {
@@ -58,6 +59,10 @@ struct ClusterOptions {
   bool tls = true;
   // Without TLS: still sign route grants (servers check those they get).
   bool plaintext_grants = false;
+  // The controller and servers also accept device bearer tokens.
+  bool device_tokens = false;
+  // Appended to the controller's YAML (devices:, revoked_tokens:, ...).
+  std::string controller_yaml;
 };
 
 struct ClusterPlan {
@@ -101,11 +106,11 @@ class Cluster {
       spec.nodes.assign(nodes.begin(), nodes.end());
       spec.overwrite = true;
       ES_RETURN_IF_ERROR(WriteClusterCerts(spec, c->certs_));
-      tls_yaml =
-          absl::StrCat("tls: {ca: ", c->certs_, "/ca.pem, cert: ", c->certs_,
-                       "/controller.pem, key: ", c->certs_,
-                       "/controller.key, reload_s: 1}\ngrant_key: ", c->certs_,
-                       "/grant.key\n");
+      tls_yaml = absl::StrCat(
+          "tls: {ca: ", c->certs_, "/ca.pem, cert: ", c->certs_,
+          "/controller.pem, key: ", c->certs_, "/controller.key, reload_s: 1",
+          options.device_tokens ? ", device_tokens: true" : "",
+          "}\ngrant_key: ", c->certs_, "/grant.key\n");
     } else if (options.plaintext_grants) {
       // Plaintext, but the controller still signs routes and the servers
       // check grants they are sent (for measuring what grants cost).
@@ -144,6 +149,7 @@ class Cluster {
       std::ofstream(file) << options.auto_plans[i];
       absl::StrAppend(&config, "  - ", file, "\n");
     }
+    absl::StrAppend(&config, options.controller_yaml);
     const std::string config_file = dir + "/controller.yaml";
     std::ofstream(config_file) << config;
     ES_ASSIGN_OR_RETURN(ControllerConfig cc, LoadControllerConfig(config_file));
@@ -178,8 +184,9 @@ class Cluster {
       o.session_idle_timeout = absl::Seconds(60);
       o.profile = options.profile;
       o.checkpoint_dir = absl::StrCat(dir, "/checkpoints-", n);
-      ES_ASSIGN_OR_RETURN(o.security,
-                          TransportSecurity::Create(c->Tls("node-" + n)));
+      TlsConfig tls = c->Tls("node-" + n);
+      tls.device_tokens = options.tls && options.device_tokens;
+      ES_ASSIGN_OR_RETURN(o.security, TransportSecurity::Create(tls));
       auto device_link = options.device_links.find(n);
       auto peer_link = options.peer_links.find(n);
       if (device_link != options.device_links.end() ||
@@ -285,6 +292,25 @@ class Cluster {
     o->tls.ca_file = t.ca_file;
     o->tls.cert_file = t.cert_file;
     o->tls.key_file = t.key_file;
+  }
+  // A device that authenticates with a bearer token (issued now, valid
+  // for `ttl`) instead of a certificate; returns the token's id.
+  template <typename DeviceOptions>
+  std::string TokenDevice(const std::string& name, DeviceOptions* o,
+                          absl::Duration ttl = absl::Hours(1)) const {
+    auto signer = GrantSigner::FromPemFile(certs_ + "/grant.key");
+    if (!signer.ok()) std::abort();
+    auto token = IssueDeviceToken(**signer, "test", name, ttl, absl::Now());
+    const std::string file = certs_ + "/device-" + name + ".token";
+    if (!token.ok() || !WriteFileAtomically(file, *token, 0600).ok()) {
+      std::abort();
+    }
+    o->insecure = false;
+    o->tls.ca_file = certs_ + "/ca.pem";
+    o->tls.cert_file.clear();
+    o->tls.key_file.clear();
+    o->tls.token_file = file;
+    return ParseDeviceToken(*token)->token_id();
   }
   // A channel to `address` (the node `node`, or the controller when
   // `node` is empty) as `stem`'s holder.

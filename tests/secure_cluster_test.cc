@@ -381,3 +381,101 @@ TEST_F(SecureClusterTest, RotationServesNewSessionsWhileOpenOnesFinish) {
 
 }  // namespace
 }  // namespace edgesplit
+
+namespace edgesplit {
+namespace {
+
+// Devices without certificates authenticate with bearer tokens where the
+// daemons accept them; the controller's devices: list still decides what
+// each may use.
+TEST(DeviceTokenClusterTest, TokensStandInForCertificatesWithinTheirRights) {
+  const std::string model = testing::TinyModel(Arch::kGpt2);
+  testing::ClusterOptions options;
+  options.device_tokens = true;
+  options.controller_yaml =
+      "devices:\n"
+      "  - {name: phone, models: [m]}\n"
+      "  - {name: tablet, models: [other]}\n";
+  auto cluster = Cluster::Start(
+      testing::TempDir("tokens"),
+      {{"m", model, false, {{"device", 0, 1}, {"a", 1, 2}, {"b", 2, 4}}}},
+      options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto connect = [&](const std::string& name,
+                     absl::Duration ttl = absl::Hours(1)) {
+    DeviceAgentOptions o;
+    o.controller = (*cluster)->controller_address();
+    o.report_profile = false;
+    (*cluster)->TokenDevice(name, &o, ttl);
+    auto agent = DeviceAgent::Connect(o);
+    EXPECT_TRUE(agent.ok()) << agent.status();
+    return agent.ok() ? std::move(*agent) : nullptr;
+  };
+  auto generate = [&](DeviceAgent* agent) -> absl::StatusOr<GenerationStats> {
+    ES_ASSIGN_OR_RETURN(auto session, agent->OpenSession("m"));
+    return session->Generate("hello", testing::GreedyTokens(6));
+  };
+  const std::vector<int32_t> whole =
+      *testing::MonolithicGreedy(model, "hello", 6, false);
+
+  // The phone's token takes it through the controller and both servers.
+  auto phone = connect("phone");
+  ASSERT_NE(phone, nullptr);
+  auto got = generate(phone.get());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->tokens, whole);
+
+  // A valid token for a model its device may not use.
+  auto tablet = connect("tablet");
+  ASSERT_NE(tablet, nullptr);
+  absl::Status refused = tablet->OpenSession("m").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
+  EXPECT_THAT(std::string(refused.message()),
+              HasSubstr("device \"tablet\" may not use model \"m\""));
+
+  // An expired token.
+  auto stale = connect("phone", absl::Seconds(1));
+  ASSERT_NE(stale, nullptr);
+  absl::SleepFor(absl::Milliseconds(1500));
+  refused = stale->OpenSession("m").status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnauthenticated) << refused;
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("expired"));
+
+  // Straight to a server with a good token but no grant: the token says
+  // who the device is, not what it may open.
+  DeviceAgentOptions o;
+  (*cluster)->TokenDevice("phone", &o);
+  TlsConfig tls;
+  tls.ca_file = o.tls.ca_file;
+  tls.token_file = o.tls.token_file;
+  auto security = *TransportSecurity::Create(tls);
+  EdgeServer* a = (*cluster)->server("a");
+  auto stub = v1::StageService::NewStub(
+      *security->Dial(a->address(), NodeIdentity("test", "a")));
+  auto stream = StageStream::Start(stub.get(), absl::Now() + absl::Seconds(10),
+                                   "a", a->address());
+  v1::StageRequest req;
+  req.mutable_open()->set_protocol_version(kProtocolVersion);
+  req.mutable_open()->set_session_id("s-no-grant");
+  req.mutable_open()->set_model_id("m");
+  v1::Hop* hop = req.mutable_open()->add_route();
+  hop->set_node("a");
+  hop->set_address(a->address());
+  hop->set_first_block(1);
+  hop->set_last_block(2);
+  std::promise<absl::Status> done;
+  stream->Send(req, [&](absl::StatusOr<v1::StageResponse> r) {
+    done.set_value(r.status());
+  });
+  refused = done.get_future().get();
+  stream->Close();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
+
+  // Through all of it the cluster kept serving.
+  got = generate(phone.get());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->tokens, whole);
+}
+
+}  // namespace
+}  // namespace edgesplit

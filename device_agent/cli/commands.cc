@@ -96,10 +96,15 @@ commands:
       node-<name> per server, device-<name> per device (keys 0600).
   certs issue --dir DIR (--node N | --device N | --admin N) [--days N]
       One more certificate from the CA in DIR.
+  certs token --dir DIR --device N [--days N] [--out FILE] [--force]
+      A bearer token for a device without a certificate, signed with
+      DIR/grant.key, valid 30 days unless --days (default file
+      DIR/device-N.token; prints the id to revoke it by).
 
 Commands that reach a cluster use mutual TLS: --certs DIR (what `certs
 init` wrote; also $EDGESPLIT_CERTS) with --device-name NAME, or
---ca/--cert/--key FILE; --insecure for plaintext on loopback only.
+--ca/--cert/--key FILE, or --token FILE with the CA (servers must accept
+device tokens); --insecure for plaintext on loopback only.
 )";
 
 std::set<std::string> WithInsecure(std::set<std::string> flags) {
@@ -372,7 +377,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
                       kTlsBoolFlags);
     status = a.ok() ? ClusterStatusCommand(*a, out) : a.status();
   } else if (cmd == "certs" && !rest.empty() &&
-             (rest[0] == "init" || rest[0] == "issue")) {
+             (rest[0] == "init" || rest[0] == "issue" || rest[0] == "token")) {
     auto a = ParseFor({rest.begin() + 1, rest.end()}, CertsFlags(rest[0]),
                       {"force"});
     status = a.ok() ? CertsCommand(rest[0], *a, out) : a.status();

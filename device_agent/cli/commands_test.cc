@@ -1,10 +1,13 @@
 #include "device_agent/cli/commands.h"
 
+#include <filesystem>
 #include <sstream>
 
+#include "base/file_util.h"
 #include "controller/plan.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "security/token.h"
 #include "testing/test_paths.h"
 
 namespace edgesplit {
@@ -106,6 +109,23 @@ TEST(CommandsTest, CertsInitAndIssueWriteAClusterAndRefuseMistakes) {
   r = RunCli({"certs", "issue", "--dir", dir, "--device", "robot"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("spiffe://lab/device/robot"));
+  // A bearer token for a device that keeps no key.
+  r = RunCli({"certs", "token", "--dir", dir, "--device", "kiosk"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("bearer token of device kiosk"));
+  const std::string token_file = dir + "/device-kiosk.token";
+  EXPECT_EQ(
+      std::filesystem::status(token_file).permissions() &
+          std::filesystem::perms::all,
+      std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  EXPECT_EQ(ParseDeviceToken(*ReadFile(token_file))->device(), "kiosk");
+  r = RunCli({"certs", "token", "--dir", dir, "--device", "kiosk"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--force"));
+  r = RunCli({"cluster", "status", "--controller", "127.0.0.1:1", "--certs",
+              dir, "--token", token_file, "--cert", dir + "/ca.pem"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--token together with --cert"));
   r = RunCli({"certs", "issue", "--dir", dir, "--device", "a", "--node", "b"});
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("exactly one"));

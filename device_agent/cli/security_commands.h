@@ -1,9 +1,10 @@
-// `edgesplit certs init|issue` (a cluster's CA and certificates) and the
+// `edgesplit certs init|issue|token` (a cluster's CA and certificates) and the
 // TLS flags every command that talks to a cluster takes:
 //   --certs DIR        the directory `certs init` wrote (or $EDGESPLIT_CERTS):
 //                      DIR/ca.pem and this device's device-<name>.pem/.key
 //                      (admin-operator.* for `cluster status`)
 //   --ca/--cert/--key  explicit files instead (each overrides DIR's)
+//   --token FILE       a device bearer token instead of a certificate
 //   --insecure         plaintext, loopback addresses only
 #ifndef EDGESPLIT_DEVICE_AGENT_CLI_SECURITY_COMMANDS_H_
 #define EDGESPLIT_DEVICE_AGENT_CLI_SECURITY_COMMANDS_H_
@@ -35,6 +36,7 @@ absl::StatusOr<TlsConfig> AdminTlsConfig(const Args& a);
 //            [--days N] [--force]
 // certs issue --dir DIR (--node N | --device N | --admin N) [--days N]
 //            [--force]
+// certs token --dir DIR --device N [--days N] [--out FILE] [--force]
 absl::Status CertsCommand(const std::string& sub, const Args& a,
                           std::ostream& out);
 std::set<std::string> CertsFlags(const std::string& sub);

@@ -39,10 +39,14 @@ namespace edgesplit {
 
 // PEM files of a device's mutual-TLS identity, from `edgesplit certs init`
 // (or `certs issue --device NAME`). Re-read when they change on disk.
+// Or, for a device that keeps no private key: the CA and a bearer token
+// file (`edgesplit certs token --device NAME`); servers must then accept
+// device tokens (`tls: {device_tokens: true}` in their configs).
 struct TlsFiles {
-  std::string ca_file;    // The cluster CA.
-  std::string cert_file;  // This device's certificate.
-  std::string key_file;   // Its private key.
+  std::string ca_file;          // The cluster CA.
+  std::string cert_file;        // This device's certificate.
+  std::string key_file;         // Its private key.
+  std::string token_file = {};  // Instead of cert_file and key_file.
 };
 
 struct DeviceAgentOptions {
