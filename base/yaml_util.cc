@@ -1,6 +1,7 @@
 #include "base/yaml_util.h"
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 
 namespace edgesplit {
 
@@ -25,10 +26,23 @@ absl::Status YamlReader::Error(const YAML::Node& node, const std::string& field,
       absl::StrCat(source_, ":", line, ": field \"", field, "\": ", what));
 }
 
+absl::StatusOr<YAML::Node> YamlReader::Field(const YAML::Node& parent,
+                                             const std::string& field) const {
+  // yaml-cpp throws on a subscript of a scalar (`nodes: [server-a]` where
+  // maps are expected); a null or absent parent has no fields.
+  if (!parent.IsDefined() || parent.IsNull()) return YAML::Node();
+  if (!parent.IsMap()) {
+    return Error(
+        parent, field,
+        absl::StrCat("its parent is not a map (expected {", field, ": ...})"));
+  }
+  return parent[field];
+}
+
 absl::StatusOr<std::string> YamlReader::String(const YAML::Node& parent,
                                                const std::string& field,
                                                bool required) const {
-  const YAML::Node v = parent[field];
+  ES_ASSIGN_OR_RETURN(const YAML::Node v, Field(parent, field));
   if (!v.IsDefined() || v.IsNull()) {
     if (required) return Error(parent, field, "missing");
     return std::string();
@@ -40,7 +54,7 @@ absl::StatusOr<std::string> YamlReader::String(const YAML::Node& parent,
 absl::StatusOr<int64_t> YamlReader::Int(const YAML::Node& parent,
                                         const std::string& field,
                                         int64_t fallback, bool required) const {
-  const YAML::Node v = parent[field];
+  ES_ASSIGN_OR_RETURN(const YAML::Node v, Field(parent, field));
   if (!v.IsDefined() || v.IsNull()) {
     if (required) return Error(parent, field, "missing");
     return fallback;
@@ -55,10 +69,23 @@ absl::StatusOr<int64_t> YamlReader::Int(const YAML::Node& parent,
   return out;
 }
 
+absl::StatusOr<int64_t> YamlReader::IntIn(const YAML::Node& parent,
+                                          const std::string& field,
+                                          int64_t fallback, int64_t min,
+                                          int64_t max) const {
+  ES_ASSIGN_OR_RETURN(const int64_t v, Int(parent, field, fallback));
+  if (v < min || v > max) {
+    ES_ASSIGN_OR_RETURN(const YAML::Node n, Field(parent, field));
+    return Error(n.IsDefined() ? n : parent, field,
+                 absl::StrCat("must be in [", min, ", ", max, "], got ", v));
+  }
+  return v;
+}
+
 absl::StatusOr<bool> YamlReader::Bool(const YAML::Node& parent,
                                       const std::string& field,
                                       bool fallback) const {
-  const YAML::Node v = parent[field];
+  ES_ASSIGN_OR_RETURN(const YAML::Node v, Field(parent, field));
   if (!v.IsDefined() || v.IsNull()) return fallback;
   bool out;
   if (!v.IsScalar() || !YAML::convert<bool>::decode(v, out)) {

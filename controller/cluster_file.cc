@@ -15,7 +15,7 @@ namespace {
 absl::StatusOr<double> Number(const YamlReader& r, const YAML::Node& parent,
                               const std::string& field, double fallback,
                               const std::string& path) {
-  const YAML::Node n = parent[field];
+  ES_ASSIGN_OR_RETURN(const YAML::Node n, r.Field(parent, field));
   if (!n.IsDefined()) return fallback;
   double v = 0;
   if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) ||

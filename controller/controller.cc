@@ -71,9 +71,11 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
   c.source = source;
   ES_ASSIGN_OR_RETURN(std::string listen, r.String(root, "listen", false));
   if (!listen.empty()) c.listen = listen;
-  ES_ASSIGN_OR_RETURN(int64_t hb, r.Int(root, "heartbeat_interval_ms", 1000));
+  ES_ASSIGN_OR_RETURN(int64_t hb,
+                      r.IntIn(root, "heartbeat_interval_ms", 1000, 1, 3600000));
   c.heartbeat_interval = absl::Milliseconds(hb);
-  ES_ASSIGN_OR_RETURN(int64_t missed, r.Int(root, "dead_after_missed", 3));
+  ES_ASSIGN_OR_RETURN(int64_t missed,
+                      r.IntIn(root, "dead_after_missed", 3, 1, 1000));
   c.dead_after_missed = static_cast<int>(missed);
   ES_ASSIGN_OR_RETURN(c.tls, ParseTlsConfig(r, root));
   ES_ASSIGN_OR_RETURN(c.grant_key_file, r.String(root, "grant_key", false));
@@ -83,15 +85,16 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
         (std::filesystem::path(source).parent_path() / c.grant_key_file)
             .string();
   }
-  ES_ASSIGN_OR_RETURN(int64_t ttl, r.Int(root, "grant_ttl_s", 60));
+  ES_ASSIGN_OR_RETURN(int64_t ttl, r.IntIn(root, "grant_ttl_s", 60, 1, 86400));
   c.grant_ttl = absl::Seconds(ttl);
   ES_RETURN_IF_ERROR(ParseDeviceAccess(r, root, &c));
-  ES_ASSIGN_OR_RETURN(int64_t reports,
-                      r.Int(root, "suspect_reports_per_minute", 6));
+  ES_ASSIGN_OR_RETURN(
+      int64_t reports,
+      r.IntIn(root, "suspect_reports_per_minute", 6, 0, 1 << 20));
   c.suspect_reports_per_minute =
       static_cast<int>(std::clamp<int64_t>(reports, 0, 1 << 20));
-  ES_ASSIGN_OR_RETURN(int64_t hops,
-                      r.Int(root, "max_route_hops", kDefaultMaxRouteHops));
+  ES_ASSIGN_OR_RETURN(int64_t hops, r.IntIn(root, "max_route_hops",
+                                            kDefaultMaxRouteHops, 1, 1024));
   c.max_route_hops = static_cast<int>(std::clamp<int64_t>(hops, 0, 1 << 20));
   const YAML::Node nodes = root["nodes"];
   if (nodes.IsDefined() && !nodes.IsSequence()) {
@@ -100,7 +103,8 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
   for (size_t i = 0; nodes.IsDefined() && i < nodes.size(); ++i) {
     NodeConfig n;
     ES_ASSIGN_OR_RETURN(n.name, r.String(nodes[i], "name"));
-    ES_ASSIGN_OR_RETURN(int64_t mb, r.Int(nodes[i], "memory_mb", 0));
+    ES_ASSIGN_OR_RETURN(int64_t mb,
+                        r.IntIn(nodes[i], "memory_mb", 0, 0, int64_t{1} << 30));
     if (mb < 0) return r.Error(nodes[i], "memory_mb", "must be >= 0");
     n.memory_bytes = mb << 20;
     if (n.name == kDeviceNode) {
@@ -126,8 +130,9 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
   if (link.IsDefined()) {
     if (!link.IsMap())
       return r.Error(link, "default_link", "expected {mbit_s, rtt_ms}");
-    ES_ASSIGN_OR_RETURN(int64_t mbit, r.Int(link, "mbit_s", 1000));
-    ES_ASSIGN_OR_RETURN(int64_t rtt, r.Int(link, "rtt_ms", 1));
+    ES_ASSIGN_OR_RETURN(int64_t mbit,
+                        r.IntIn(link, "mbit_s", 1000, 1, int64_t{1} << 30));
+    ES_ASSIGN_OR_RETURN(int64_t rtt, r.IntIn(link, "rtt_ms", 1, 0, 1 << 20));
     if (mbit <= 0) return r.Error(link, "default_link.mbit_s", "must be > 0");
     if (rtt < 0) return r.Error(link, "default_link.rtt_ms", "must be >= 0");
     c.default_link.bytes_per_s = mbit * 1e6 / 8;

@@ -49,17 +49,21 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   ES_ASSIGN_OR_RETURN(c.advertise_peer,
                       r.String(root, "advertise_peer", false));
   ES_ASSIGN_OR_RETURN(c.controller, r.String(root, "controller", false));
-  ES_ASSIGN_OR_RETURN(int64_t memory_mb, r.Int(root, "memory_mb", 0));
+  ES_ASSIGN_OR_RETURN(int64_t memory_mb,
+                      r.IntIn(root, "memory_mb", 0, 0, int64_t{1} << 30));
   c.memory_bytes = memory_mb << 20;
-  ES_ASSIGN_OR_RETURN(int64_t kv_mb, r.Int(root, "kv_budget_mb", 1024));
+  ES_ASSIGN_OR_RETURN(int64_t kv_mb,
+                      r.IntIn(root, "kv_budget_mb", 1024, 1, int64_t{1} << 30));
   c.kv_budget_bytes = kv_mb << 20;
   ES_ASSIGN_OR_RETURN(c.max_batch_tokens,
-                      r.Int(root, "max_batch_tokens", 4096));
-  ES_ASSIGN_OR_RETURN(int64_t idle, r.Int(root, "session_idle_timeout_s", 300));
+                      r.IntIn(root, "max_batch_tokens", 4096, 1, 1 << 24));
+  ES_ASSIGN_OR_RETURN(int64_t idle, r.IntIn(root, "session_idle_timeout_s", 300,
+                                            1, 86400 * 30));
   c.session_idle_timeout = absl::Seconds(idle);
-  ES_ASSIGN_OR_RETURN(int64_t drain, r.Int(root, "drain_deadline_s", 10));
+  ES_ASSIGN_OR_RETURN(int64_t drain,
+                      r.IntIn(root, "drain_deadline_s", 10, 0, 3600));
   c.drain_deadline = absl::Seconds(drain);
-  ES_ASSIGN_OR_RETURN(int64_t threads, r.Int(root, "threads", 0));
+  ES_ASSIGN_OR_RETURN(int64_t threads, r.IntIn(root, "threads", 0, 0, 4096));
   c.threads = static_cast<int>(threads);
   ES_ASSIGN_OR_RETURN(c.copy_weights, r.Bool(root, "copy_weights", true));
   ES_ASSIGN_OR_RETURN(c.tls, ParseTlsConfig(r, root));

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan + libFuzzer) in
 # build-fuzz/ and runs each for SECONDS (default 60) from its corpus in
-# build-fuzz/corpus/<target>/.
+# build-fuzz/corpus/<target>/, seeded from the repo's fuzz/seeds/<target>/
+# (and, for config_fuzz, the shipped configs/).
 #   bash scripts/fuzz.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
-TARGETS=(grant_fuzz token_fuzz)
+TARGETS=(grant_fuzz token_fuzz config_fuzz)
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DEDGESPLIT_FUZZ=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_TESTS=OFF \
@@ -15,6 +16,9 @@ cmake --build build-fuzz -j"$(nproc)" --target "${TARGETS[@]}"
 for t in "${TARGETS[@]}"; do
   mkdir -p "build-fuzz/corpus/$t"
   bin=$(find build-fuzz -type f -name "$t" -perm -u+x | head -n1)
+  seeds=()
+  [[ -d "fuzz/seeds/$t" ]] && seeds+=("fuzz/seeds/$t")
+  [[ $t == config_fuzz ]] && seeds+=(configs)
   "$bin" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
-    "build-fuzz/corpus/$t"
+    "build-fuzz/corpus/$t" "${seeds[@]}"
 done

@@ -167,7 +167,7 @@ absl::StatusOr<TlsConfig> ParseTlsConfig(const YamlReader& r,
   ES_RETURN_IF_ERROR(path("crl_dir", &c.crl_dir));
   ES_RETURN_IF_ERROR(path("token", &c.token_file));
   ES_ASSIGN_OR_RETURN(c.device_tokens, r.Bool(tls, "device_tokens", false));
-  ES_ASSIGN_OR_RETURN(int64_t reload, r.Int(tls, "reload_s", 10));
+  ES_ASSIGN_OR_RETURN(int64_t reload, r.IntIn(tls, "reload_s", 10, 1, 86400));
   c.reload_interval = absl::Seconds(reload);
   return c;
 }

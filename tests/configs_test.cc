@@ -1,7 +1,9 @@
 // The YAML files shipped in configs/ parse and validate: a broken example
 // is a broken product.
 #include <filesystem>
+#include <functional>
 
+#include "base/file_util.h"
 #include "controller/auto_plan.h"
 #include "controller/cluster_file.h"
 #include "controller/controller.h"
@@ -11,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "runtime/model_init.h"
 #include "testing/test_paths.h"
+#include "yaml-cpp/yaml.h"
 
 namespace edgesplit {
 namespace {
@@ -127,6 +130,128 @@ TEST(ConfigsTest, ServerConfigErrorsNameTheField) {
   EXPECT_NE(bad->Validate().message().find("weights"), std::string::npos)
       << bad->Validate();
   EXPECT_NE(bad->Validate().message().find("q3_k"), std::string::npos);
+}
+
+// Every shipped config with each of its nodes replaced by a value of the
+// wrong shape or range (a scalar where a map or list belongs, a map where
+// a number belongs, huge and negative numbers, null): each parser must
+// return an error or a config that validates or not, never throw or crash
+// (the ASan + UBSan build runs this too, catching bad shifts).
+struct Step {
+  bool is_key;
+  std::string key;
+  size_t index;
+};
+using Path = std::vector<Step>;
+
+void CollectPaths(const YAML::Node& node, Path* at, std::vector<Path>* out) {
+  if (node.IsMap()) {
+    for (const auto& kv : node) {
+      at->push_back({true, kv.first.as<std::string>(), 0});
+      out->push_back(*at);
+      CollectPaths(kv.second, at, out);
+      at->pop_back();
+    }
+  } else if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i) {
+      at->push_back({false, "", i});
+      out->push_back(*at);
+      CollectPaths(node[i], at, out);
+      at->pop_back();
+    }
+  }
+}
+
+std::string Mutated(const YAML::Node& root, const Path& path,
+                    const YAML::Node& value) {
+  YAML::Node copy = YAML::Clone(root);
+  std::vector<YAML::Node> chain = {copy};
+  for (size_t k = 0; k + 1 < path.size(); ++k) {
+    const Step& s = path[k];
+    chain.push_back(s.is_key ? chain.back()[s.key] : chain.back()[s.index]);
+  }
+  const Step& last = path.back();
+  if (last.is_key) {
+    chain.back()[last.key] = value;
+  } else {
+    chain.back()[last.index] = value;
+  }
+  YAML::Emitter e;
+  e << copy;
+  return e.c_str();
+}
+
+TEST(ConfigsTest, MisshapenConfigsAreRefusedNeverThrown) {
+  using Parser = std::function<absl::Status(const std::string&)>;
+  auto validated = [](auto parsed) -> absl::Status {
+    if (!parsed.ok()) return parsed.status();
+    return absl::OkStatus();
+  };
+  const std::vector<std::pair<std::string, Parser>> files = {
+      {"/cluster/controller.yaml",
+       [&](const std::string& t) {
+         auto c = ParseControllerConfig(t, Configs() + "/cluster/c.yaml");
+         return c.ok() ? c->Validate() : c.status();
+       }},
+      {"/cluster/server-a.yaml",
+       [&](const std::string& t) {
+         auto c = ParseServerConfig(t, Configs() + "/cluster/s.yaml");
+         return c.ok() ? c->Validate() : c.status();
+       }},
+      {"/cluster/what-if.yaml",
+       [&](const std::string& t) {
+         return validated(ParseClusterFile(t, "w.yaml"));
+       }},
+      {"/plans/stories260K.yaml",
+       [&](const std::string& t) {
+         return validated(ParsePlanYaml(t, "p.yaml"));
+       }},
+      {"/plans/examples/stories260K-mixed-precision.yaml",
+       [&](const std::string& t) {
+         return validated(ParsePlanYaml(t, "p.yaml"));
+       }},
+  };
+  const std::vector<std::string> values = {"5",
+                                           "-1",
+                                           "99999999999999999999",
+                                           "9223372036854775807",
+                                           "-9223372036854775808",
+                                           "64",
+                                           "1e308",
+                                           "{a: 1}",
+                                           "[1, 2]",
+                                           "~",
+                                           "''"};
+  int mutations = 0, refused = 0;
+  for (const auto& [file, parse] : files) {
+    const std::string text = *ReadFile(Configs() + file);
+    const YAML::Node root = YAML::Load(text);
+    std::vector<Path> paths;
+    Path at;
+    CollectPaths(root, &at, &paths);
+    ASSERT_GT(paths.size(), 3u) << file;
+    for (const Path& path : paths) {
+      for (const std::string& v : values) {
+        const std::string doc = Mutated(root, path, YAML::Load(v));
+        absl::Status s;
+        try {
+          s = parse(doc);
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << file << " mutated to\n"
+                        << doc << "\nthrew " << e.what();
+          continue;
+        }
+        ++mutations;
+        if (!s.ok()) {
+          ++refused;
+          // Refusals say where.
+          EXPECT_THAT(std::string(s.message()), HasSubstr(".yaml")) << doc;
+        }
+      }
+    }
+  }
+  std::printf("%d mutated configs, %d refused\n", mutations, refused);
+  EXPECT_GT(refused, mutations / 4);
 }
 
 }  // namespace
