@@ -19,6 +19,7 @@ namespace edgesplit {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string Configs() { return testing::SourceDir() + "/configs"; }
 
@@ -130,6 +131,22 @@ TEST(ConfigsTest, ServerConfigErrorsNameTheField) {
   EXPECT_NE(bad->Validate().message().find("weights"), std::string::npos)
       << bad->Validate();
   EXPECT_NE(bad->Validate().message().find("q3_k"), std::string::npos);
+}
+
+// A server unit that makes the file system read-only must still give the
+// server somewhere to write its training checkpoints (the default
+// checkpoint_dir is relative to the working directory).
+TEST(ConfigsTest, TheServerUnitCanWriteCheckpoints) {
+  const std::string unit = *ReadFile(
+      testing::SourceDir() + "/deploy/systemd/edgesplit-server@.service");
+  ASSERT_THAT(unit, HasSubstr("ProtectSystem=strict"));
+  EXPECT_THAT(unit, HasSubstr("\nStateDirectory=edgesplit/server-%i\n"));
+  EXPECT_THAT(unit,
+              HasSubstr("\nWorkingDirectory=/var/lib/edgesplit/server-%i\n"));
+  EXPECT_THAT(unit, Not(HasSubstr("DynamicUser=yes")));
+  auto defaults = ParseServerConfig("name: a\ninsecure: true\n", "s.yaml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->checkpoint_dir, "checkpoints");  // Relative.
 }
 
 // Every shipped config with each of its nodes replaced by a value of the

@@ -1,6 +1,7 @@
 #include "runtime/train/checkpoints.h"
 
 #include <filesystem>
+#include <iostream>
 #include <regex>
 
 #include "absl/strings/match.h"
@@ -83,7 +84,7 @@ std::string TrainerCheckpoints::Path(uint64_t step) const {
   return absl::StrFormat("%s/step-%08d.safetensors", dir_, step);
 }
 
-std::vector<uint64_t> TrainerCheckpoints::Steps() const {
+std::vector<uint64_t> TrainerCheckpoints::Files() const {
   std::vector<uint64_t> steps;
   if (dir_.empty()) return steps;
   static const std::regex kName("step-([0-9]{8})\\.safetensors");
@@ -94,6 +95,32 @@ std::vector<uint64_t> TrainerCheckpoints::Steps() const {
     if (std::regex_match(name, m, kName)) steps.push_back(std::stoull(m[1]));
   }
   std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+bool TrainerCheckpoints::Readable(uint64_t step) const {
+  // The header, the tensors' extents against the file's size, and the
+  // step it claims: what a torn or truncated write, or a file from
+  // elsewhere, gets wrong. (Bit flips inside the data pass.)
+  auto file = SafetensorsFile::Open(Path(step));
+  if (!file.ok()) return false;
+  auto it = (*file)->metadata().find("step");
+  int64_t claimed = -1;
+  return it != (*file)->metadata().end() &&
+         absl::SimpleAtoi(it->second, &claimed) &&
+         claimed == static_cast<int64_t>(step);
+}
+
+std::vector<uint64_t> TrainerCheckpoints::Steps() const {
+  std::vector<uint64_t> steps;
+  for (uint64_t step : Files()) {
+    if (Readable(step)) {
+      steps.push_back(step);
+    } else {
+      std::cerr << "edgesplit: skipping unreadable checkpoint " << Path(step)
+                << "\n";
+    }
+  }
   return steps;
 }
 
@@ -109,11 +136,21 @@ absl::Status TrainerCheckpoints::Save(const StageTrainer& trainer,
     return absl::InternalError(
         absl::StrCat(dir_, ": cannot create: ", ec.message()));
   }
+  // Written durably (fsync of file and directory) before any older one
+  // is removed.
   ES_RETURN_IF_ERROR(SaveTrainerState(Path(step), trainer.State(),
                                       static_cast<int64_t>(step)));
-  const std::vector<uint64_t> steps = Steps();
-  for (size_t i = 0; i + keep_ < steps.size(); ++i) {
-    std::filesystem::remove(Path(steps[i]), ec);
+  // Keep the newest `keep_` readable ones; unreadable files older than
+  // the one just written are of no use to anyone.
+  size_t kept = 0;
+  const std::vector<uint64_t> files = Files();
+  for (auto it = files.rbegin(); it != files.rend(); ++it) {
+    if (*it > step) continue;  // Not ours to judge (another writer's).
+    if (kept < keep_ && Readable(*it)) {
+      ++kept;
+    } else {
+      std::filesystem::remove(Path(*it), ec);
+    }
   }
   return absl::OkStatus();
 }

@@ -39,15 +39,21 @@ class TrainerCheckpoints {
 
   bool enabled() const { return !dir_.empty(); }
   std::string Path(uint64_t step) const;
-  // Updates checkpointed, ascending (none if the directory is missing).
+  // Updates checkpointed, ascending (none if the directory is missing),
+  // leaving out files that are not readable checkpoints of their step, so
+  // a corrupt newest checkpoint makes resume fall back to the one before.
   std::vector<uint64_t> Steps() const;
-  // Saves `trainer` as having done `step` updates, then prunes.
+  // Saves `trainer` as having done `step` updates (durably), then prunes
+  // to the newest `keep` readable ones.
   absl::Status Save(const StageTrainer& trainer, uint64_t step) const;
   // Puts `trainer` back to update `step`: 0 is its initial factors, else
   // the checkpoint (DATA_LOSS naming the file if it is not that step's).
   absl::Status Restore(uint64_t step, StageTrainer* trainer) const;
 
  private:
+  std::vector<uint64_t> Files() const;  // Every step-*.safetensors.
+  bool Readable(uint64_t step) const;
+
   std::string dir_;
   size_t keep_;
 };

@@ -1,6 +1,7 @@
 #include "runtime/train/stage_trainer.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 #include "gmock/gmock.h"
@@ -412,6 +413,16 @@ TEST(LoraTrainerTest, CheckpointsRoundTripAndCorruptOnesAreRefused) {
   EXPECT_EQ(dir_ckpts.Restore(1, c.trainers[0].get()).code(),
             absl::StatusCode::kNotFound);
   ASSERT_TRUE(dir_ckpts.Restore(3, c.trainers[0].get()).ok());
+  // A torn newest checkpoint is not offered: resume falls back to the one
+  // before; the next save replaces it and keeps two good ones.
+  std::filesystem::resize_file(dir_ckpts.Path(3), 100);
+  EXPECT_EQ(dir_ckpts.Steps(), (std::vector<uint64_t>{2}));
+  std::filesystem::copy_file(dir_ckpts.Path(2), dir_ckpts.Path(4));
+  EXPECT_EQ(dir_ckpts.Steps(), (std::vector<uint64_t>{2}));  // Claims 2.
+  ASSERT_TRUE(dir_ckpts.Save(*c.trainers[0], 5).ok());
+  EXPECT_EQ(dir_ckpts.Steps(), (std::vector<uint64_t>{2, 5}));
+  EXPECT_FALSE(std::filesystem::exists(dir_ckpts.Path(3)));
+  EXPECT_FALSE(std::filesystem::exists(dir_ckpts.Path(4)));
   // A checkpoint of another shape, or a truncated file, is refused with
   // the file named.
   auto wrong = loaded->state;
