@@ -86,6 +86,9 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
             .string();
   }
   ES_ASSIGN_OR_RETURN(int64_t ttl, r.IntIn(root, "grant_ttl_s", 60, 1, 86400));
+  ES_ASSIGN_OR_RETURN(int64_t grace,
+                      r.IntIn(root, "startup_grace_s", 10, 0, 3600));
+  c.startup_grace = absl::Seconds(grace);
   c.grant_ttl = absl::Seconds(ttl);
   ES_RETURN_IF_ERROR(ParseDeviceAccess(r, root, &c));
   ES_ASSIGN_OR_RETURN(
@@ -154,8 +157,12 @@ absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path) {
 }
 
 Controller::Controller(ControllerConfig config, Clock* clock)
-    : config_(std::move(config)), clock_(clock) {
+    : config_(std::move(config)),
+      clock_(clock),
+      grace_ends_(clock_->Now() + config_.startup_grace) {
   for (const NodeConfig& n : config_.nodes) cluster_[n.name] = n;
+  absl::MutexLock lock(&mu_);
+  settled_ = config_.startup_grace <= absl::ZeroDuration();
 }
 
 v1::ReloadPlansResponse Controller::ReloadPlans() {
@@ -445,6 +452,11 @@ absl::StatusOr<v1::HeartbeatResponse> Controller::Heartbeat(
     } else {
       changed = ReplanIfMembershipChangedLocked();
     }
+    if (!settled_ && n.last_seen >= grace_ends_) {
+      // Servers may retire stages no plan names from now on.
+      settled_ = true;
+      changed = true;
+    }
     uint64_t version;
     *response.mutable_profile() =
         ProfileRequestLocked(request.node(), &version);
@@ -495,6 +507,7 @@ v1::PlanUpdate Controller::PlansFor(const std::string& node) {
   absl::MutexLock lock(&mu_);
   v1::PlanUpdate update;
   if (signer_) update.set_grant_public_key(signer_->public_key());
+  update.set_keep_unlisted(!settled_);
   for (const auto& [id, plan] : plans_) {
     for (const PlanStageConfig& s : plan.stages) {
       if (s.node == node) {

@@ -71,6 +71,10 @@ struct ControllerConfig {
   std::vector<DeviceAccess> devices;
   // Ids of device tokens (security/token.h) no longer accepted.
   std::set<std::string> revoked_tokens;
+  // After (re)starting, plan updates tell servers to retire nothing for
+  // this long: automatic plans need the servers' profiles first, and an
+  // update without them would unload every stage under running sessions.
+  absl::Duration startup_grace = absl::Seconds(10);
 
   absl::Status Validate() const;
 };
@@ -92,6 +96,7 @@ struct ControllerConfig {
 //   devices:                                # optional; absent: all may
 //     - {name: phone-1, models: [stories260K], adapters: ["*"]}
 //   revoked_tokens: [3f2a...]               # device tokens refused
+//   startup_grace_s: 10                     # servers retire no stage yet
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
 // The `devices:` and `revoked_tokens:` sections (admission.cc); errors name the
 // file, line, field.
@@ -225,6 +230,10 @@ class Controller {
   std::map<std::string, PlanConfig> plans_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, std::string> sessions_ ABSL_GUARDED_BY(mu_);
+  // When the startup grace ends; until then (settled_ false) plan updates
+  // carry keep_unlisted. Heartbeats notice its end.
+  const absl::Time grace_ends_;
+  bool settled_ ABSL_GUARDED_BY(mu_) = false;
   // Training jobs by id: their model and the devices that may use them. A
   // job belongs to the device that first opened it and the members it
   // named; nobody else gets a grant for it (every hop checks grants), nor

@@ -322,7 +322,7 @@ absl::Status ControllerLink::WatchOnce() {
       }
     }
     std::vector<v1::Plan> plans(update.plans().begin(), update.plans().end());
-    absl::Status s = host_->ApplyPlans(plans);
+    absl::Status s = host_->ApplyPlans(plans, !update.keep_unlisted());
     if (!s.ok()) {
       std::cerr << "edgesplit-server " << options_.node
                 << ": some stages failed to load: " << s.message() << "\n";

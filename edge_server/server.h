@@ -60,6 +60,10 @@ class EdgeServer {
   const std::string& address() const { return address_; }
   const std::string& node() const { return options_.host.node; }
   int open_sessions() const { return service_->open_sessions(); }
+  // Plan updates applied so far (from any controller incarnation).
+  uint64_t plans_applied() const {
+    return link_ == nullptr ? 0 : link_->plans_applied();
+  }
   // Blocks until the controller's plans were applied once (or `timeout`).
   bool WaitForPlans(absl::Duration timeout) {
     return link_ == nullptr || link_->WaitForPlans(timeout);

@@ -41,7 +41,8 @@ absl::Status StageHost::Load(const std::string& model_id,
   return absl::OkStatus();
 }
 
-absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans) {
+absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans,
+                                   bool retire_unlisted) {
   std::map<Key, std::shared_ptr<HostedStage>> next;
   std::vector<std::string> errors;
   for (const v1::Plan& plan : plans) {
@@ -81,6 +82,9 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans) {
     // Sessions hold their stage through shared_ptr: dropping it here only
     // unloads it once they end.
     absl::MutexLock lock(&mu_);
+    if (!retire_unlisted) {
+      for (const auto& [key, stage] : stages_) next.emplace(key, stage);
+    }
     stages_.swap(next);
     // `next` now holds the previous stages: those not kept are retired.
     for (auto& [key, old] : next) {

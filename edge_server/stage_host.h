@@ -66,10 +66,13 @@ class StageHost {
  public:
   explicit StageHost(StageHostOptions options) : options_(std::move(options)) {}
 
-  // Loads the stages `plans` assign to this node and forgets the others.
-  // A stage that fails to load is reported and skipped (the rest still
-  // load); the previous stages stay serving.
-  absl::Status ApplyPlans(const std::vector<v1::Plan>& plans);
+  // Loads the stages `plans` assign to this node and forgets the others
+  // (with `retire_unlisted` false, keeps them: a controller that just
+  // restarted may not know every plan yet). A stage that fails to load is
+  // reported and skipped (the rest still load); the previous stages stay
+  // serving.
+  absl::Status ApplyPlans(const std::vector<v1::Plan>& plans,
+                          bool retire_unlisted = true);
 
   // The stage serving `model_id` blocks [first, last), or NOT_FOUND naming
   // what this node holds.

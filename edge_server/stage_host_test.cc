@@ -50,6 +50,11 @@ TEST(StageHostTest, PlansLoadOnlyTheirStagesAndFollowTheHead) {
   EXPECT_TRUE((*stage)->retired);
   EXPECT_FALSE((*u)->retired);
 
+  // A restarting controller's update (keep_unlisted) retires nothing.
+  ASSERT_TRUE(host.ApplyPlans({}, /*retire_unlisted=*/false).ok());
+  EXPECT_FALSE((*u)->retired);
+  EXPECT_EQ(host.Find("m", 1, 4)->get(), u->get());
+
   // No plan names the node: nothing stays loaded.
   ASSERT_TRUE(host.ApplyPlans({}).ok());
   EXPECT_TRUE((*u)->retired);

@@ -63,6 +63,9 @@ struct ClusterOptions {
   bool device_tokens = false;
   // Appended to the controller's YAML (devices:, revoked_tokens:, ...).
   std::string controller_yaml;
+  // The controller's startup grace (0: servers follow every update at
+  // once, as the tests that kill servers expect).
+  int startup_grace_s = 0;
 };
 
 struct ClusterPlan {
@@ -125,6 +128,7 @@ class Cluster {
         tls_yaml,
         "listen: 127.0.0.1:0\nheartbeat_interval_ms: ", options.heartbeat_ms,
         "\ndead_after_missed: ", options.dead_after_missed,
+        "\nstartup_grace_s: ", options.startup_grace_s,
         "\ndefault_link: ", options.default_link, "\nnodes:\n");
     for (const std::string& n : nodes) {
       absl::StrAppend(&config, "  - {name: ", n, ", memory_mb: 8192}\n");
@@ -150,31 +154,9 @@ class Cluster {
       absl::StrAppend(&config, "  - ", file, "\n");
     }
     absl::StrAppend(&config, options.controller_yaml);
-    const std::string config_file = dir + "/controller.yaml";
-    std::ofstream(config_file) << config;
-    ES_ASSIGN_OR_RETURN(ControllerConfig cc, LoadControllerConfig(config_file));
-    c->controller_ = std::make_unique<Controller>(cc, RealClock());
-    ES_RETURN_IF_ERROR(c->controller_->LoadGrantKey());
-    auto loaded = c->controller_->ReloadPlans();
-    if (loaded.errors_size() > 0) {
-      return absl::InvalidArgumentError(loaded.errors(0));
-    }
-    ES_ASSIGN_OR_RETURN(c->controller_security_,
-                        TransportSecurity::Create(cc.tls));
-    c->service_ = std::make_unique<ControllerServiceImpl>(
-        c->controller_.get(), c->controller_security_.get());
-    grpc::ServerBuilder builder;
-    int port = 0;
-    ES_ASSIGN_OR_RETURN(
-        auto credentials,
-        c->controller_security_->ServerCredentials("127.0.0.1:0"));
-    builder.AddListeningPort("127.0.0.1:0", credentials, &port);
-    builder.RegisterService(c->service_.get());
-    builder.SetMaxReceiveMessageSize(kMaxControllerMessageBytes);
-    builder.SetMaxSendMessageSize(kMaxControllerMessageBytes);
-    c->grpc_ = builder.BuildAndStart();
-    if (!c->grpc_ || port == 0) return absl::UnavailableError("controller");
-    c->controller_address_ = absl::StrCat("127.0.0.1:", port);
+    c->controller_config_ = dir + "/controller.yaml";
+    std::ofstream(c->controller_config_) << config;
+    ES_RETURN_IF_ERROR(c->StartController("127.0.0.1:0"));
     for (const std::string& n : nodes) {
       EdgeServerOptions o;
       o.host.node = n;
@@ -266,6 +248,16 @@ class Cluster {
     return absl::OkStatus();
   }
   Controller* controller() { return controller_.get(); }
+  // Stops the controller abruptly (its state is lost, as in a crash) and
+  // starts a new one from the same config on the same address. Servers
+  // reconnect by themselves.
+  absl::Status RestartController() {
+    grpc_->Shutdown(absl::ToChronoTime(absl::Now()));
+    grpc_.reset();
+    service_.reset();
+    controller_.reset();
+    return StartController(controller_address_);
+  }
 
   // The TLS files of `stem` ("device-d1", "admin-operator", "node-x"),
   // issued from the cluster CA on first use; insecure when !tls.
@@ -386,9 +378,41 @@ class Cluster {
   }
 
   Cluster() = default;
+
+  // The controller from controller_config_, listening on `address`.
+  absl::Status StartController(const std::string& address) {
+    ES_ASSIGN_OR_RETURN(ControllerConfig cc,
+                        LoadControllerConfig(controller_config_));
+    controller_ = std::make_unique<Controller>(cc, RealClock());
+    ES_RETURN_IF_ERROR(controller_->LoadGrantKey());
+    auto loaded = controller_->ReloadPlans();
+    if (loaded.errors_size() > 0) {
+      return absl::InvalidArgumentError(loaded.errors(0));
+    }
+    ES_ASSIGN_OR_RETURN(controller_security_,
+                        TransportSecurity::Create(cc.tls));
+    service_ = std::make_unique<ControllerServiceImpl>(
+        controller_.get(), controller_security_.get());
+    grpc::ServerBuilder builder;
+    int port = 0;
+    ES_ASSIGN_OR_RETURN(auto credentials,
+                        controller_security_->ServerCredentials(address));
+    builder.AddListeningPort(address, credentials, &port);
+    builder.RegisterService(service_.get());
+    builder.SetMaxReceiveMessageSize(kMaxControllerMessageBytes);
+    builder.SetMaxSendMessageSize(kMaxControllerMessageBytes);
+    grpc_ = builder.BuildAndStart();
+    if (!grpc_ || port == 0) {
+      return absl::UnavailableError(absl::StrCat("controller on ", address));
+    }
+    controller_address_ = absl::StrCat("127.0.0.1:", port);
+    return absl::OkStatus();
+  }
+
   bool tls_ = true;
   bool grants_ = true;
   std::string certs_;
+  std::string controller_config_;
   std::shared_ptr<const TransportSecurity> controller_security_;
   std::unique_ptr<Controller> controller_;
   std::unique_ptr<ControllerServiceImpl> service_;

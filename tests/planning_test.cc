@@ -106,6 +106,63 @@ TEST(PlanningTest, ServerStopMidGenerationMovesTheSessionWithSameTokens) {
   EXPECT_EQ(HopNode(**again, 0), now);
 }
 
+// A controller restart mid-generation: the new controller knows no
+// profiles yet, so its first plan updates may list nothing; during its
+// startup grace the servers keep their stages and the session goes on on
+// its route, with the same tokens.
+TEST(PlanningTest, ControllerRestartLeavesRunningSessionsAlone) {
+  ClusterOptions o;
+  o.servers = {"x", "y"};
+  o.startup_grace_s = 5;
+  o.auto_plans = {AutoPlan("  objective: latency\n  u_shaped: false\n")};
+  auto c = Cluster::Start(testing::TempDir("controller_restart"), {}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  const std::string route = (*session)->route();
+  int tokens = 0;
+  absl::Status restarted;
+  auto stats =
+      (*session)->Generate(kPrompt, Greedy(30), [&](absl::string_view) {
+        if (++tokens != 5) return;
+        std::map<std::string, uint64_t> before;
+        for (const std::string n : {"x", "y"}) {
+          before[n] = (*c)->server(n)->plans_applied();
+        }
+        restarted = (*c)->RestartController();
+        // Every server has re-registered and applied the new controller's
+        // first update before the session takes its next step.
+        for (const std::string n : {"x", "y"}) {
+          const absl::Time until = absl::Now() + absl::Seconds(20);
+          while ((*c)->server(n)->plans_applied() == before[n] &&
+                 absl::Now() < until) {
+            absl::SleepFor(absl::Milliseconds(10));
+          }
+          if ((*c)->server(n)->plans_applied() == before[n]) {
+            restarted = absl::DeadlineExceededError(n + " got no update");
+          }
+        }
+      });
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->reroutes, 0);
+  EXPECT_EQ((*session)->route(), route);
+  EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 30));
+  // Once the new controller has the profiles it plans again: new sessions
+  // open (retrying while the plan is still missing).
+  absl::StatusOr<std::unique_ptr<Session>> again;
+  for (absl::Time until = absl::Now() + absl::Seconds(30);;) {
+    again = agent->OpenSession("real");
+    if (again.ok() || absl::Now() > until) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(again.ok()) << again.status();
+  auto more = (*again)->Generate(kPrompt, Greedy(10));
+  ASSERT_TRUE(more.ok()) << more.status();
+  EXPECT_EQ(more->tokens, Monolithic(RealModel(), 10));
+}
+
 TEST(PlanningTest, LastServerStopMovesTheSession) {
   ClusterOptions o;
   o.servers = {"x", "y"};
