@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   int port = 0;
   builder.AddListeningPort(config->listen, *credentials, &port);
   builder.RegisterService(&service);
+  (*security)->ConfigureServer(&builder);
   // Device adapters for averaging (split federated learning) exceed gRPC's
   // 4 MiB default on large models.
   builder.SetMaxReceiveMessageSize(edgesplit::kMaxControllerMessageBytes);

@@ -284,6 +284,7 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
   tls.cert_file = options.tls.cert_file;
   tls.key_file = options.tls.key_file;
   tls.token_file = options.tls.token_file;
+  tls.keepalive = options.keepalive;
   tls.insecure = options.insecure;
   ES_ASSIGN_OR_RETURN(impl->security, TransportSecurity::Create(tls));
   if (!impl->security->insecure()) {

@@ -50,6 +50,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   int port = 0;
   builder.AddListeningPort(s->options_.listen, credentials, &port);
   builder.RegisterService(s->service_.get());
+  s->options_.security->ConfigureServer(&builder);
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
   s->server_ = builder.BuildAndStart();

@@ -138,6 +138,9 @@ absl::Status TlsConfig::Validate(const std::string& source) const {
   if (ca_file.empty()) return bad("tls.ca", "missing");
   if (cert_file.empty()) return bad("tls.cert", "missing");
   if (key_file.empty()) return bad("tls.key", "missing");
+  if (keepalive < absl::Milliseconds(100)) {
+    return bad("keepalive_s", "must be positive");
+  }
   if (reload_interval < absl::Seconds(1)) {
     return bad("tls.reload_s", "must be at least 1");
   }
@@ -148,6 +151,9 @@ absl::StatusOr<TlsConfig> ParseTlsConfig(const YamlReader& r,
                                          const YAML::Node& root) {
   TlsConfig c;
   ES_ASSIGN_OR_RETURN(c.insecure, r.Bool(root, "insecure", false));
+  ES_ASSIGN_OR_RETURN(int64_t keepalive,
+                      r.IntIn(root, "keepalive_s", 10, 1, 3600));
+  c.keepalive = absl::Seconds(keepalive);
   const YAML::Node tls = root["tls"];
   if (!tls.IsDefined() || tls.IsNull()) return c;
   if (!tls.IsMap()) return r.Error(tls, "tls", "expected a map");
@@ -236,6 +242,18 @@ absl::Status TransportSecurity::LoadToken(const std::string& ca) {
   return absl::OkStatus();
 }
 
+void TransportSecurity::ConfigureServer(grpc::ServerBuilder* builder) const {
+  const int ms = static_cast<int>(absl::ToInt64Milliseconds(config_.keepalive));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ms);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms);
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Clients ping at `keepalive` too; allow some jitter below it.
+  builder->AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, ms / 2);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+}
+
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>>
 TransportSecurity::ServerCredentials(const std::string& listen) const {
   if (config_.insecure) {
@@ -304,6 +322,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> TransportSecurity::Dial(
   ES_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ChannelCredentials> creds,
                       ChannelCredentials(target, peer));
   AddChannelArgs(peer, &args);
+  const int ms = static_cast<int>(absl::ToInt64Milliseconds(config_.keepalive));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ms);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   return grpc::CreateCustomChannel(target, creds, args);
 }
 

@@ -41,6 +41,13 @@ struct TlsConfig {
   // Servers: also accept callers that present no client certificate but
   // a valid device token (they can only act as that device).
   bool device_tokens = false;
+  // Liveness of every connection, both ways: a ping after this long
+  // without traffic, and a peer that does not answer within as long again
+  // is gone (its calls fail UNAVAILABLE). This is what notices a silent
+  // host (stopped, partitioned) that still holds its TCP connections open.
+  // Servers accept client pings this often and no more (abusers get
+  // GOAWAY). Not TLS, but every channel's transport setting lives here.
+  absl::Duration keepalive = absl::Seconds(10);
   // Plaintext, no identities: every caller is trusted. Refused unless
   // every address this process listens on or dials is a loopback one.
   bool insecure = false;
@@ -54,6 +61,7 @@ struct TlsConfig {
 //   tls: {ca: ca.pem, cert: node-a.pem, key: node-a.key,
 //         crl_dir: crl, reload_s: 10, device_tokens: false}
 //   insecure: false
+//   keepalive_s: 10
 // Relative paths are relative to the config file's directory.
 absl::StatusOr<TlsConfig> ParseTlsConfig(const YamlReader& reader,
                                          const YAML::Node& root);
@@ -75,6 +83,9 @@ class TransportSecurity {
   const Identity& identity() const { return identity_; }
   const std::string& cluster() const { return identity_.cluster; }
 
+  // What every server's builder needs besides credentials: keepalive
+  // pings of clients, and the policy for theirs.
+  void ConfigureServer(grpc::ServerBuilder* builder) const;
   // For a server listening on `listen`: requires and verifies client
   // certificates of this cluster (with device_tokens: verifies those
   // presented; PeerOf then wants a token from callers without one).

@@ -66,6 +66,11 @@ struct ClusterOptions {
   // The controller's startup grace (0: servers follow every update at
   // once, as the tests that kill servers expect).
   int startup_grace_s = 0;
+  // Keepalive of the controller's and servers' connections.
+  int keepalive_s = 10;
+  // Servers that reach the controller through an emulated link (so that
+  // Silence() can stop their heartbeats too).
+  std::set<std::string> controller_links;
 };
 
 struct ClusterPlan {
@@ -129,6 +134,7 @@ class Cluster {
         "listen: 127.0.0.1:0\nheartbeat_interval_ms: ", options.heartbeat_ms,
         "\ndead_after_missed: ", options.dead_after_missed,
         "\nstartup_grace_s: ", options.startup_grace_s,
+        "\nkeepalive_s: ", options.keepalive_s,
         "\ndefault_link: ", options.default_link, "\nnodes:\n");
     for (const std::string& n : nodes) {
       absl::StrAppend(&config, "  - {name: ", n, ", memory_mb: 8192}\n");
@@ -163,11 +169,18 @@ class Cluster {
       o.host.kv_budget_bytes = options.kv_budget_bytes;
       o.host.stage.weights = options.weights;
       o.controller = c->controller_address_;
+      if (options.controller_links.count(n) > 0) {
+        ES_ASSIGN_OR_RETURN(
+            c->controller_links_[n],
+            LinkEmulator::Start(c->controller_address_, LinkSpec{}));
+        o.controller = c->controller_links_[n]->address();
+      }
       o.session_idle_timeout = absl::Seconds(60);
       o.profile = options.profile;
       o.checkpoint_dir = absl::StrCat(dir, "/checkpoints-", n);
       TlsConfig tls = c->Tls("node-" + n);
       tls.device_tokens = options.tls && options.device_tokens;
+      tls.keepalive = absl::Seconds(options.keepalive_s);
       ES_ASSIGN_OR_RETURN(o.security, TransportSecurity::Create(tls));
       auto device_link = options.device_links.find(n);
       auto peer_link = options.peer_links.find(n);
@@ -222,10 +235,23 @@ class Cluster {
     return it == peer_links_.end() ? nullptr : it->second.get();
   }
 
+  // Makes `node` silent, as a stopped process is: its connections stay
+  // open but nothing more crosses its emulated links (device, peer and
+  // controller links; those it has).
+  void Silence(const std::string& node) {
+    LinkSpec silent;
+    silent.one_way_delay = absl::Hours(1);
+    for (auto* links : {&links_, &peer_links_, &controller_links_}) {
+      auto it = links->find(node);
+      if (it != links->end()) it->second->SetSpec(silent);
+    }
+  }
+
   ~Cluster() {
     servers_.clear();
     links_.clear();
     peer_links_.clear();
+    controller_links_.clear();
     if (grpc_) grpc_->Shutdown(absl::ToChronoTime(absl::Now()));
   }
 
@@ -399,6 +425,7 @@ class Cluster {
                         controller_security_->ServerCredentials(address));
     builder.AddListeningPort(address, credentials, &port);
     builder.RegisterService(service_.get());
+    controller_security_->ConfigureServer(&builder);
     builder.SetMaxReceiveMessageSize(kMaxControllerMessageBytes);
     builder.SetMaxSendMessageSize(kMaxControllerMessageBytes);
     grpc_ = builder.BuildAndStart();
@@ -422,6 +449,7 @@ class Cluster {
   std::map<std::string, EdgeServerOptions> server_options_;
   std::map<std::string, std::unique_ptr<LinkEmulator>> links_;
   std::map<std::string, std::unique_ptr<LinkEmulator>> peer_links_;
+  std::map<std::string, std::unique_ptr<LinkEmulator>> controller_links_;
 
   static absl::StatusOr<int> FreePort() {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -163,6 +163,58 @@ TEST(PlanningTest, ControllerRestartLeavesRunningSessionsAlone) {
   EXPECT_EQ(more->tokens, Monolithic(RealModel(), 10));
 }
 
+// A server that goes silent mid-generation (stopped, partitioned: its
+// connections stay open, nothing crosses them, its heartbeats stop too):
+// keepalive notices within two intervals, the session moves to the other
+// server and finishes with the same tokens.
+TEST(PlanningTest, ASilentServerIsNoticedAndRoutedAround) {
+  ClusterOptions o;
+  o.servers = {"x", "y", "z"};
+  o.keepalive_s = 1;
+  for (const std::string n : {"x", "z"}) {
+    o.device_links[n] = LinkSpec{};
+    o.peer_links[n] = LinkSpec{};
+    o.controller_links.insert(n);
+  }
+  o.auto_plans = {
+      AutoPlan("  objective: latency\n  min_device_blocks: 1\n"
+               "  max_device_blocks: 1\n  u_shaped: false\n",
+               "stages:\n  - {node: y, blocks: [3, 5]}\n")};
+  auto c = Cluster::Start(testing::TempDir("silent"), {}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  DeviceAgentOptions ao;
+  ao.controller = (*c)->controller_address();
+  (*c)->SecureDevice("device", &ao);
+  ao.keepalive = absl::Seconds(1);
+  ao.link_profile_interval = absl::ZeroDuration();
+  auto agent = DeviceAgent::Connect(ao);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  auto session = (*agent)->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  const std::string first = HopNode(**session, 0);
+  ASSERT_TRUE(first == "x" || first == "z") << (*session)->route();
+
+  int tokens = 0;
+  const absl::Time start = absl::Now();
+  absl::Time silenced;
+  auto stats =
+      (*session)->Generate(kPrompt, Greedy(40), [&](absl::string_view) {
+        if (++tokens != 8) return;
+        silenced = absl::Now();
+        (*c)->Silence(first);
+      });
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_GE(stats->reroutes, 1);
+  EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 40));
+  EXPECT_NE(HopNode(**session, 0), first);
+  // Noticed by keepalive (1 s pings, 1 s to answer), not by the
+  // generation's 120 s deadline.
+  std::printf("silent at %.1f s, generation done %.1f s later\n",
+              absl::ToDoubleSeconds(silenced - start),
+              absl::ToDoubleSeconds(absl::Now() - silenced));
+  EXPECT_LT(absl::Now() - silenced, absl::Seconds(30));
+}
+
 TEST(PlanningTest, LastServerStopMovesTheSession) {
   ClusterOptions o;
   o.servers = {"x", "y"};

@@ -68,6 +68,11 @@ struct DeviceAgentOptions {
   std::string codec = "fp32";
   int threads = 0;  // Compute threads (process-wide); 0: every core.
   absl::Duration rpc_timeout = absl::Seconds(10);  // Controller calls.
+  // Every connection is pinged after this long without traffic; a server
+  // that does not answer within as long again is taken as gone (the
+  // session moves to another route). Servers allow pings this often only
+  // if their keepalive_s is no longer.
+  absl::Duration keepalive = absl::Seconds(10);
   // Deadline of one Generate call along the whole chain.
   absl::Duration generation_timeout = absl::Minutes(10);
   // Copy weights into memory (fast) rather than compute from the mapping.
