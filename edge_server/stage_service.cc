@@ -17,17 +17,15 @@ class SessionReactor
                  grpc::CallbackServerContext* ctx, bool accepting)
       : service_(service) {
     if (!accepting) {
-      grpc::ServerBidiReactor<v1::StageRequest, v1::StageResponse>::Finish(
-          grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                       "server is shutting down"));
+      Refuse(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "server is shutting down"));
       return;
     }
     Peer caller;
     if (env.security != nullptr) {
       auto peer = env.security->PeerOf(*ctx);
       if (!peer.ok()) {
-        grpc::ServerBidiReactor<v1::StageRequest, v1::StageResponse>::Finish(
-            ToGrpcStatus(peer.status()));
+        Refuse(ToGrpcStatus(peer.status()));
         return;
       }
       caller = *std::move(peer);
@@ -109,6 +107,15 @@ class SessionReactor
   }
 
  private:
+  // Ends a stream refused before it has a handler. Through the same
+  // once-only path as every other finish: a client cancelling it now
+  // calls OnCancel, which must not finish it a second time.
+  void Refuse(const grpc::Status& status) {
+    absl::MutexLock lock(&mu_);
+    finishing_ = true;
+    final_ = status;
+    FinishLocked();
+  }
   void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finish_called_) return;
     finish_called_ = true;

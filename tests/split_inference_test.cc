@@ -309,6 +309,43 @@ TEST(SplitFailureTest, DrainLetsOpenSessionsFinish) {
   EXPECT_EQ(cut_off, 0);
 }
 
+// Streams refused while a server drains, cancelled by their clients at
+// once: each must be finished exactly once (a second Finish is a gRPC
+// assertion, i.e. a crashed server).
+TEST(SplitFailureTest, StreamsRefusedWhileDrainingMayBeCancelled) {
+  std::vector<ClusterPlan> plans = {
+      {"real", RealModel(), false, {{"device", 0, 2}, {"z", 2, 5}}}};
+  auto c = Cluster::Start(testing::TempDir("drain_cancel"), plans);
+  ASSERT_TRUE(c.ok()) << c.status();
+  (*c)->DeviceSecurity("device");
+  EdgeServer* z = (*c)->server("z");
+  auto stub = v1::StageService::NewStub(
+      (*c)->Dial("device-device", z->address(), "z"));
+  // An open session keeps the drain waiting.
+  grpc::ClientContext held;
+  held.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  auto open = stub->Session(&held);
+  std::thread drainer([&] { z->Shutdown(absl::Seconds(3)); });
+  absl::SleepFor(absl::Milliseconds(200));
+  int refused = 0;
+  for (int i = 0; i < 200; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+    auto stream = stub->Session(&ctx);
+    if (i % 2 == 0) absl::SleepFor(absl::Microseconds(50 * (i % 7)));
+    ctx.TryCancel();
+    v1::StageResponse r;
+    while (stream->Read(&r)) {
+    }
+    const grpc::Status s = stream->Finish();
+    refused += s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+               s.error_code() == grpc::StatusCode::CANCELLED;
+  }
+  held.TryCancel();
+  drainer.join();
+  EXPECT_EQ(refused, 200);
+}
+
 }  // namespace
 }  // namespace edgesplit
 
