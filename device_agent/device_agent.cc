@@ -185,6 +185,19 @@ class Session::Impl::Rerouting : public LogitsModel {
       backoff = std::min(backoff * 2, absl::Milliseconds(500));
     }
   }
+  // The first Open of a generation: a hop may have died since the
+  // controller planned the route; that reroutes like a failed step.
+  absl::Status OpenRerouting() {
+    absl::Status s = OpenWhenLoaded();
+    while (!s.ok() && Reroutable(s) &&
+           reroutes_ < s_->agent->options.max_reroutes &&
+           absl::Now() < deadline_) {
+      ++reroutes_;
+      ES_RETURN_IF_ERROR(s_->Reroute(s, deadline_));
+      s = OpenWhenLoaded();
+    }
+    return s;
+  }
   int reroutes() const { return reroutes_; }
 
  private:
@@ -226,8 +239,9 @@ absl::StatusOr<GenerationStats> Session::Generate(
                         // Cancelled while a route was opening.
                         if (active != nullptr && s.cancelled) active->Cancel();
                       });
-  // A route planned a moment ago may still be loading on its servers.
-  ES_RETURN_IF_ERROR(seq.OpenWhenLoaded());
+  // A route planned a moment ago may still be loading on its servers, or
+  // have lost a hop since.
+  ES_RETURN_IF_ERROR(seq.OpenRerouting());
   GenerationOptions g;
   g.sampling.temperature = sampling.temperature;
   g.sampling.top_k = sampling.top_k;

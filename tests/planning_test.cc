@@ -215,6 +215,27 @@ TEST(PlanningTest, ASilentServerIsNoticedAndRoutedAround) {
   EXPECT_LT(absl::Now() - silenced, absl::Seconds(30));
 }
 
+// A hop that died between the controller's route and the session's first
+// step: opening the streams fails, and the session reroutes as it would
+// mid-generation.
+TEST(PlanningTest, AHopDeadAtOpenIsRoutedAround) {
+  ClusterOptions o;
+  o.servers = {"x", "y"};
+  o.auto_plans = {AutoPlan("  objective: latency\n  u_shaped: false\n")};
+  auto c = Cluster::Start(testing::TempDir("dead_at_open"), {}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  const std::string first = HopNode(**session, 0);
+  (*c)->Kill(first);
+  auto stats = (*session)->Generate(kPrompt, Greedy(20));
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_GE(stats->reroutes, 1);
+  EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 20));
+  EXPECT_NE(HopNode(**session, 0), first);
+}
+
 TEST(PlanningTest, LastServerStopMovesTheSession) {
   ClusterOptions o;
   o.servers = {"x", "y"};

@@ -319,8 +319,8 @@ TEST(SplitFailureTest, StreamsRefusedWhileDrainingMayBeCancelled) {
   ASSERT_TRUE(c.ok()) << c.status();
   (*c)->DeviceSecurity("device");
   EdgeServer* z = (*c)->server("z");
-  auto stub = v1::StageService::NewStub(
-      (*c)->Dial("device-device", z->address(), "z"));
+  auto stub =
+      v1::StageService::NewStub((*c)->Dial("device-device", z->address(), "z"));
   // An open session keeps the drain waiting.
   grpc::ClientContext held;
   held.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
