@@ -404,6 +404,7 @@ absl::StatusOr<v1::RegisterNodeResponse> Controller::RegisterNode(
   {
     absl::MutexLock lock(&mu_);
     Node& n = nodes_[request.node()];
+    n.draining = false;  // Registered anew: serving again.
     n.address = request.address();
     n.peer_address = request.peer_address();
     n.last_seen = clock_->Now();
@@ -477,6 +478,10 @@ absl::Status Controller::CheckAlive(const std::string& node) const {
   if (it == nodes_.end()) {
     return absl::UnavailableError(
         absl::StrCat("node \"", node, "\" has not registered"));
+  }
+  if (it->second.draining) {
+    return absl::UnavailableError(
+        absl::StrCat("node \"", node, "\" is draining (shutting down)"));
   }
   const absl::Duration silent = clock_->Now() - it->second.last_seen;
   if (silent > config_.heartbeat_interval * config_.dead_after_missed) {
@@ -720,6 +725,22 @@ v1::ClusterStatus Controller::ClusterStatus() {
     *status.add_plans() = ToProtoLocked(plan);
   for (const auto& [id, e] : planner_errors_) status.add_planner_errors(e);
   return status;
+}
+
+absl::Status Controller::Drain(const std::string& node) {
+  bool changed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("node \"", node, "\" is not registered"));
+    }
+    it->second.draining = true;
+    changed = ReplanIfMembershipChangedLocked();
+  }
+  if (changed) NotifyWatchers();
+  return absl::OkStatus();
 }
 
 uint64_t Controller::plan_version() const {

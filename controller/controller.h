@@ -133,6 +133,9 @@ class Controller {
   // With the device's profile, when it sends one.
   absl::Status CloseSession(const v1::CloseSessionRequest& request);
   v1::ClusterStatus ClusterStatus();
+  // Takes `node` out of routing now (re-planning around it); NotFound if
+  // it never registered.
+  absl::Status Drain(const std::string& node);
 
   // Loads config.grant_key_file (if set): from then on every OpenSession
   // answer carries a signed grant and plan updates carry the public key.
@@ -165,6 +168,8 @@ class Controller {
     // A device could not reach it at this time: not planned on until it
     // beats again.
     absl::Time suspected_at = absl::InfinitePast();
+    // Shutting down (Drain): routed to no more until it registers again.
+    bool draining = false;
   };
   struct AutoSpec {
     PlanConfig spec;

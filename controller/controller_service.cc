@@ -190,6 +190,24 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::ReloadPlans(
       response);
 }
 
+grpc::ServerUnaryReactor* ControllerServiceImpl::Drain(
+    grpc::CallbackServerContext* ctx, const v1::DrainRequest* request,
+    v1::DrainResponse* response) {
+  auto peer = Authenticated(ctx);
+  if (peer.ok() &&
+      !(peer->authenticated && peer->identity.kind == Identity::Kind::kAdmin)) {
+    absl::Status s =
+        CheckPeerNamed(*peer, Identity::Kind::kNode, request->node());
+    if (!s.ok()) peer = s;
+  }
+  if (!peer.ok()) return Reply(ctx, Fail<v1::DrainResponse>(peer), response);
+  absl::Status s = controller_->Drain(request->node());
+  return Reply(ctx,
+               s.ok() ? absl::StatusOr<v1::DrainResponse>(v1::DrainResponse())
+                      : absl::StatusOr<v1::DrainResponse>(s),
+               response);
+}
+
 grpc::ServerUnaryReactor* ControllerServiceImpl::GetClusterStatus(
     grpc::CallbackServerContext* ctx,
     const v1::GetClusterStatusRequest* request, v1::ClusterStatus* response) {

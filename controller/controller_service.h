@@ -17,6 +17,7 @@ namespace edgesplit {
 //   AverageAdapters                      the device named in the request,
 //                                        a member of the job
 //   ReloadPlans                          admins
+//   Drain                                the node named, or admins
 //   GetPlan, GetClusterStatus            anyone of the cluster
 // Devices may also authenticate with a bearer token (security/token.h)
 // unless the controller's revoked_tokens lists it.
@@ -62,6 +63,9 @@ class ControllerServiceImpl final
       grpc::CallbackServerContext* ctx,
       const v1::AverageAdaptersRequest* request,
       v1::AverageAdaptersResponse* response) override;
+  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx,
+                                  const v1::DrainRequest* request,
+                                  v1::DrainResponse* response) override;
 
   // Fails averaging rounds whose deadline passed by `now` (the daemon's
   // tick; InfiniteFuture() at shutdown, so no call keeps it waiting).

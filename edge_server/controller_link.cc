@@ -141,6 +141,17 @@ ControllerLink::~ControllerLink() {
   if (profiler_thread_.joinable()) profiler_thread_.join();
 }
 
+absl::Status ControllerLink::Drain() {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(
+      ToChrono(absl::Now() + std::min(options_.rpc_timeout, absl::Seconds(2))));
+  v1::DrainRequest req;
+  req.set_node(options_.node);
+  v1::DrainResponse resp;
+  return FromGrpcStatus(stub_->Drain(&ctx, req, &resp),
+                        "controller " + options_.controller);
+}
+
 absl::Status ControllerLink::RegisterOnce() {
   grpc::ClientContext ctx;
   ctx.set_deadline(ToChrono(absl::Now() + options_.rpc_timeout));

@@ -55,6 +55,10 @@ class ControllerLink {
 
   // Blocks until the first plan update was applied (or `timeout`).
   bool WaitForPlans(absl::Duration timeout);
+  // Tells the controller this server is shutting down, so it routes no new
+  // session here (best effort, one short call; heartbeats stopping would
+  // tell it too, later).
+  absl::Status Drain();
   uint64_t plans_applied() const;
 
  private:

@@ -1,5 +1,7 @@
 #include "edge_server/server.h"
 
+#include <iostream>
+
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 
@@ -94,7 +96,16 @@ int EdgeServer::Shutdown(absl::Duration drain) {
   if (shut_down_.exchange(true)) return 0;
   if (server_ == nullptr) return 0;  // Start() failed before serving.
   service_->StopAccepting();
-  link_.reset();  // Stop heartbeats: the controller routes elsewhere.
+  if (link_ != nullptr) {
+    // Out of routing now, rather than after missed heartbeats.
+    absl::Status drained = link_->Drain();
+    if (!drained.ok()) {
+      std::cerr << "edgesplit-server " << options_.host.node
+                << ": could not tell the controller it drains: "
+                << drained.message() << "\n";
+    }
+  }
+  link_.reset();  // Stop heartbeats.
   const int left = service_->WaitForSessions(absl::Now() + drain);
   if (left > 0) {
     service_->CancelAll(absl::UnavailableError(absl::StrCat(

@@ -236,6 +236,37 @@ TEST(PlanningTest, AHopDeadAtOpenIsRoutedAround) {
   EXPECT_NE(HopNode(**session, 0), first);
 }
 
+// A server shutting down tells the controller, which routes new sessions
+// elsewhere at once (here heartbeats would take minutes to lapse).
+TEST(PlanningTest, ADrainingServerGetsNoNewSessions) {
+  ClusterOptions o;
+  o.servers = {"x", "y"};
+  o.dead_after_missed = 1000;
+  o.auto_plans = {AutoPlan("  objective: latency\n  u_shaped: false\n")};
+  auto c = Cluster::Start(testing::TempDir("drain_rpc"), {}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  const std::string first = HopNode(**session, 0);
+  EXPECT_EQ((*c)->server(first)->Shutdown(absl::ZeroDuration()), 0);
+  auto next = agent->OpenSession("real");
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_NE(HopNode(**next, 0), first);
+  auto stats = (*next)->Generate(kPrompt, Greedy(12));
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->reroutes, 0);
+  EXPECT_EQ(stats->tokens, Monolithic(RealModel(), 12));
+  // Registering again (a restart) makes it routable again.
+  ASSERT_TRUE((*c)->Restart(first).ok());
+  auto status = (*c)->controller()->ClusterStatus();
+  for (const auto& n : status.nodes()) {
+    if (n.node() == first) {
+      EXPECT_TRUE(n.alive()) << first;
+    }
+  }
+}
+
 TEST(PlanningTest, LastServerStopMovesTheSession) {
   ClusterOptions o;
   o.servers = {"x", "y"};
