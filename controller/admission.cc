@@ -1,9 +1,12 @@
 // Controller: who may open what. Route grants (signing what OpenSession
 // chose), training jobs' members, and the rate limit on suspect reports.
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "base/file_util.h"
+#include "base/json_util.h"
 #include "base/status_macros.h"
 #include "controller/controller.h"
 
@@ -152,6 +155,13 @@ absl::Status Controller::AdmitToJobLocked(
     job.members.insert(request.device());
     job.members.insert(request.job_members().begin(),
                        request.job_members().end());
+    // A job whose owners are not on disk could be claimed by anyone after
+    // a restart: no job without them.
+    if (absl::Status saved = SaveJobsLocked(); !saved.ok()) {
+      jobs_.erase(id);
+      return absl::UnavailableError(absl::StrCat("cannot keep training job \"",
+                                                 id, "\": ", saved.message()));
+    }
     return absl::OkStatus();
   }
   if (it->second.model_id != request.model_id()) {
@@ -164,6 +174,53 @@ absl::Status Controller::AdmitToJobLocked(
         "training job \"", id, "\" belongs to other devices; device \"",
         request.device(), "\" was not named a member when it was created"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Controller::SaveJobsLocked() const {
+  if (config_.state_dir.empty()) return absl::OkStatus();
+  nlohmann::json jobs = nlohmann::json::object();
+  for (const auto& [id, job] : jobs_) {
+    jobs[id] = {{"model", job.model_id}, {"members", job.members}};
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(config_.state_dir, ec);
+  const nlohmann::json state = {{"version", 1}, {"jobs", jobs}};
+  return WriteFileAtomically(config_.state_dir + "/jobs.json", state.dump(1),
+                             0600);
+}
+
+absl::Status Controller::LoadState() {
+  if (config_.state_dir.empty()) return absl::OkStatus();
+  const std::string path = config_.state_dir + "/jobs.json";
+  if (!std::filesystem::exists(path)) return absl::OkStatus();
+  ES_ASSIGN_OR_RETURN(nlohmann::json state, ReadUntrustedJson(path));
+  auto bad = [&](const std::string& field, const std::string& what) {
+    return absl::DataLossError(
+        absl::StrCat(path, ": field \"", field, "\": ", what));
+  };
+  if (!state.is_object() || state.value("version", 0) != 1) {
+    return bad("version", "missing or not 1");
+  }
+  const nlohmann::json& jobs = state["jobs"];
+  if (!jobs.is_object()) return bad("jobs", "expected an object");
+  std::map<std::string, Job> loaded;
+  for (const auto& [id, j] : jobs.items()) {
+    const std::string at = "jobs." + id;
+    if (!j.is_object() || !j.contains("model") || !j["model"].is_string() ||
+        !j.contains("members") || !j["members"].is_array()) {
+      return bad(at, "expected {model, members}");
+    }
+    Job job;
+    job.model_id = j["model"].get<std::string>();
+    for (const nlohmann::json& m : j["members"]) {
+      if (!m.is_string()) return bad(at + ".members", "expected names");
+      job.members.insert(m.get<std::string>());
+    }
+    loaded[id] = std::move(job);
+  }
+  absl::MutexLock lock(&mu_);
+  jobs_ = std::move(loaded);
   return absl::OkStatus();
 }
 

@@ -30,7 +30,7 @@ class AutoPlanTest : public ::testing::Test {
  protected:
   void Start(const std::string& planner_yaml,
              const std::string& stages_yaml = "") {
-    dir_ = testing::TempDir("auto_plan");
+    if (dir_.empty()) dir_ = testing::TempDir("auto_plan");
     model_ = testing::SharedDir() + "/models/stories260K";
     Write("plan.yaml", "model: {id: stories, path: " + model_ +
                            "}\nplanner:\n" + planner_yaml + stages_yaml);
@@ -39,11 +39,12 @@ class AutoPlanTest : public ::testing::Test {
           "dead_after_missed: 3\nnodes:\n  - {name: a}\n  - {name: b}\n"
           "  - {name: c}\nplans: [plan.yaml]\n"
           "default_link: {mbit_s: 1000, rtt_ms: 1}\n"
-          "suspect_reports_per_minute: 2\n" +
+          "suspect_reports_per_minute: 2\nstate_dir: state\n" +
               devices_yaml_);
     auto config = LoadControllerConfig(dir_ + "/controller.yaml");
     ASSERT_TRUE(config.ok()) << config.status();
     controller_ = std::make_unique<Controller>(*config, &clock_);
+    ASSERT_TRUE(controller_->LoadState().ok());
     watch_ = controller_->Subscribe([this] { ++notified_; });
     auto r = controller_->ReloadPlans();
     ASSERT_EQ(r.errors_size(), 0) << r.errors(0);
@@ -247,6 +248,24 @@ TEST_F(AutoPlanTest, TrainingJobsBelongToTheirDevices) {
             absl::StatusCode::kNotFound);
   // Inference sessions are not jobs.
   EXPECT_TRUE(open("mallory", "").ok());
+
+  // A restarted controller (state_dir kept) still knows j's owners: the
+  // first device to ask after the restart cannot claim it.
+  controller_->Unsubscribe(watch_);
+  controller_.reset();
+  Start(kLatency);
+  Register("a", 1.0);
+  EXPECT_THAT(std::string(open("mallory", "j", {"mallory"}).message()),
+              HasSubstr("belongs to other devices"));
+  EXPECT_TRUE(open("e", "j").ok());
+  EXPECT_TRUE(controller_->CheckJobMember("j", "d").ok());
+  // A damaged state file stops the controller with the file named.
+  Write("state/jobs.json", "{\"version\": 1, \"jobs\": {\"j\": 5}}");
+  auto config = LoadControllerConfig(dir_ + "/controller.yaml");
+  ASSERT_TRUE(config.ok());
+  Controller broken(*config, &clock_);
+  EXPECT_THAT(std::string(broken.LoadState().message()),
+              HasSubstr("state/jobs.json: field \"jobs.j\""));
 }
 
 TEST_F(AutoPlanTest, DevicesUseOnlyTheModelsAndAdaptersTheyAreAllowed) {

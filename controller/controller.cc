@@ -86,6 +86,12 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
             .string();
   }
   ES_ASSIGN_OR_RETURN(int64_t ttl, r.IntIn(root, "grant_ttl_s", 60, 1, 86400));
+  ES_ASSIGN_OR_RETURN(c.state_dir, r.String(root, "state_dir", false));
+  if (!c.state_dir.empty() &&
+      std::filesystem::path(c.state_dir).is_relative()) {
+    c.state_dir =
+        (std::filesystem::path(source).parent_path() / c.state_dir).string();
+  }
   ES_ASSIGN_OR_RETURN(int64_t grace,
                       r.IntIn(root, "startup_grace_s", 10, 0, 3600));
   c.startup_grace = absl::Seconds(grace);

@@ -75,6 +75,10 @@ struct ControllerConfig {
   // this long: automatic plans need the servers' profiles first, and an
   // update without them would unload every stage under running sessions.
   absl::Duration startup_grace = absl::Seconds(10);
+  // Where the controller keeps what must survive a restart: training jobs'
+  // owners (jobs.json). Empty: memory only, so after a restart any device
+  // may claim a job id first.
+  std::string state_dir;
 
   absl::Status Validate() const;
 };
@@ -97,6 +101,7 @@ struct ControllerConfig {
 //     - {name: phone-1, models: [stories260K], adapters: ["*"]}
 //   revoked_tokens: [3f2a...]               # device tokens refused
 //   startup_grace_s: 10                     # servers retire no stage yet
+//   state_dir: /var/lib/edgesplit/controller  # jobs' owners, kept
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
 // The `devices:` and `revoked_tokens:` sections (admission.cc); errors name the
 // file, line, field.
@@ -141,6 +146,9 @@ class Controller {
   // answer carries a signed grant and plan updates carry the public key.
   // Call once, before serving.
   absl::Status LoadGrantKey();
+  // Reads the training jobs kept in config.state_dir (if any). Call once,
+  // before serving; errors name the file and field.
+  absl::Status LoadState();
   // The grant key's public half ("" without one): it also checks device
   // tokens.
   const std::string& grant_public_key() const;
@@ -220,6 +228,8 @@ class Controller {
   // Whether `device` may report suspects now (and counts it if so).
   bool CountSuspectReportLocked(const std::string& device)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes jobs_ to state_dir/jobs.json (atomically, durably).
+  absl::Status SaveJobsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ControllerConfig config_;
   Clock* const clock_;

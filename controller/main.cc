@@ -44,8 +44,10 @@ int main(int argc, char** argv) {
   if (!listen.empty()) config->listen = listen;
 
   edgesplit::Controller controller(*config, edgesplit::RealClock());
-  if (absl::Status s = controller.LoadGrantKey(); !s.ok()) {
-    std::cerr << "edgesplit-controller: " << s.message() << "\n";
+  absl::Status loaded_keys = controller.LoadGrantKey();
+  if (loaded_keys.ok()) loaded_keys = controller.LoadState();
+  if (!loaded_keys.ok()) {
+    std::cerr << "edgesplit-controller: " << loaded_keys.message() << "\n";
     return 1;
   }
   auto loaded = controller.ReloadPlans();

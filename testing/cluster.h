@@ -134,8 +134,9 @@ class Cluster {
         "listen: 127.0.0.1:0\nheartbeat_interval_ms: ", options.heartbeat_ms,
         "\ndead_after_missed: ", options.dead_after_missed,
         "\nstartup_grace_s: ", options.startup_grace_s,
-        "\nkeepalive_s: ", options.keepalive_s,
-        "\ndefault_link: ", options.default_link, "\nnodes:\n");
+        "\nkeepalive_s: ", options.keepalive_s, "\nstate_dir: ", dir,
+        "/controller-state", "\ndefault_link: ", options.default_link,
+        "\nnodes:\n");
     for (const std::string& n : nodes) {
       absl::StrAppend(&config, "  - {name: ", n, ", memory_mb: 8192}\n");
     }
@@ -411,6 +412,7 @@ class Cluster {
                         LoadControllerConfig(controller_config_));
     controller_ = std::make_unique<Controller>(cc, RealClock());
     ES_RETURN_IF_ERROR(controller_->LoadGrantKey());
+    ES_RETURN_IF_ERROR(controller_->LoadState());
     auto loaded = controller_->ReloadPlans();
     if (loaded.errors_size() > 0) {
       return absl::InvalidArgumentError(loaded.errors(0));

@@ -144,6 +144,10 @@ TEST(ConfigsTest, TheServerUnitCanWriteCheckpoints) {
   EXPECT_THAT(unit,
               HasSubstr("\nWorkingDirectory=/var/lib/edgesplit/server-%i\n"));
   EXPECT_THAT(unit, Not(HasSubstr("DynamicUser=yes")));
+  const std::string controller_unit = *ReadFile(
+      testing::SourceDir() + "/deploy/systemd/edgesplit-controller.service");
+  EXPECT_THAT(controller_unit,
+              HasSubstr("\nStateDirectory=edgesplit/controller\n"));
   auto defaults = ParseServerConfig("name: a\ninsecure: true\n", "s.yaml");
   ASSERT_TRUE(defaults.ok());
   EXPECT_EQ(defaults->checkpoint_dir, "checkpoints");  // Relative.
