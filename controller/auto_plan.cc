@@ -175,7 +175,18 @@ absl::StatusOr<planner::Problem> BuildProblem(
   p.constraints.min_device_blocks = static_cast<int>(ps.min_device_blocks);
   p.constraints.max_device_blocks = static_cast<int>(ps.max_device_blocks);
   if (!device.has_compute) {
+    // Until the device reports its speed, it runs its minimum, or exactly
+    // the blocks a plan pins on it (not both: a fresh cluster would find
+    // no feasible plan, and the device profile that would make one is
+    // only measured once a session opens).
     p.constraints.max_device_blocks = p.constraints.min_device_blocks;
+    for (const PlanStageConfig& s : spec.stages) {
+      if (s.node != kDeviceNode) continue;
+      const int pinned = static_cast<int>(s.last_block - s.first_block);
+      p.constraints.min_device_blocks =
+          std::min(p.constraints.min_device_blocks, pinned);
+      p.constraints.max_device_blocks = pinned;
+    }
   }
   p.constraints.u_shaped = ps.u_shaped == "true"    ? planner::UShape::kYes
                            : ps.u_shaped == "false" ? planner::UShape::kNo

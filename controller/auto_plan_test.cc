@@ -318,6 +318,20 @@ TEST_F(AutoPlanTest, DevicesUseOnlyTheModelsAndAdaptersTheyAreAllowed) {
   EXPECT_TRUE(controller_->CheckToken(token).ok());
 }
 
+// A fresh cluster whose plan pins only the device's stage: feasible before
+// any device has reported its speed (it was "no feasible plan" until a
+// session opened, and none could open).
+TEST_F(AutoPlanTest, APlanPinningOnlyTheDeviceWorksBeforeItsProfile) {
+  Start(kLatency, "stages:\n  - {node: device, blocks: [0, 2]}\n");
+  Register("a", 1.0);
+  auto s = Open();
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->device_first_block(), 0);
+  EXPECT_EQ(s->device_last_block(), 2);
+  ASSERT_EQ(Nodes(*s), (std::vector<std::string>{"a"}));
+  EXPECT_EQ(s->route(0).first_block(), 2);
+}
+
 TEST_F(AutoPlanTest, PinnedStagesStayWhereTheYamlPutsThem) {
   Start(kLatency, "stages:\n  - {node: b, blocks: [3, 5]}\n");
   Register("a", 1.0);
