@@ -332,6 +332,26 @@ TEST_F(AutoPlanTest, APlanPinningOnlyTheDeviceWorksBeforeItsProfile) {
   EXPECT_EQ(s->route(0).first_block(), 2);
 }
 
+// Sessions a vanished device never closed are forgotten after the TTL.
+TEST_F(AutoPlanTest, UnclosedSessionRecordsExpire) {
+  Start(kLatency);
+  Register("a", 1.0);
+  auto first = Open();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(Open().ok());
+  EXPECT_EQ(controller_->open_sessions(), 2);
+  clock_.Advance(absl::Hours(23));
+  Beat("a");
+  ASSERT_TRUE(Open().ok());
+  EXPECT_EQ(controller_->open_sessions(), 3);  // Not yet a day old.
+  clock_.Advance(absl::Hours(2));
+  Beat("a");
+  ASSERT_TRUE(Open().ok());
+  EXPECT_EQ(controller_->open_sessions(), 2);  // The first two are gone.
+  EXPECT_EQ(controller_->CloseSession(first->session_id()).code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST_F(AutoPlanTest, PinnedStagesStayWhereTheYamlPutsThem) {
   Start(kLatency, "stages:\n  - {node: b, blocks: [3, 5]}\n");
   Register("a", 1.0);

@@ -92,6 +92,10 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
     c.state_dir =
         (std::filesystem::path(source).parent_path() / c.state_dir).string();
   }
+  ES_ASSIGN_OR_RETURN(
+      int64_t record_ttl,
+      r.IntIn(root, "session_record_ttl_s", 86400, 60, int64_t{86400} * 365));
+  c.session_record_ttl = absl::Seconds(record_ttl);
   ES_ASSIGN_OR_RETURN(int64_t grace,
                       r.IntIn(root, "startup_grace_s", 10, 0, 3600));
   c.startup_grace = absl::Seconds(grace);
@@ -665,9 +669,24 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSessionLocked(
     hop->set_first_block(s.first_block);
     hop->set_last_block(s.last_block);
   }
+  const absl::Time now = clock_->Now();
+  if (now - last_sweep_ > absl::Minutes(1)) {
+    last_sweep_ = now;
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      const bool stale = now - it->second.opened > config_.session_record_ttl;
+      it = stale ? sessions_.erase(it) : std::next(it);
+    }
+  }
+  if (sessions_.size() >= kMaxSessionRecords) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the controller holds ", sessions_.size(),
+        " open sessions, its limit; sessions not closed are forgotten after "
+        "session_record_ttl_s (",
+        absl::ToInt64Seconds(config_.session_record_ttl), ")"));
+  }
   const std::string id = absl::StrFormat("%016x", rng_());
   response.set_session_id(id);
-  sessions_[id] = request.model_id();
+  sessions_[id] = {request.model_id(), now};
   return response;
 }
 

@@ -33,6 +33,10 @@ class Clock {
 };
 Clock* RealClock();
 
+// Open-session records the controller keeps at most (about 100 bytes
+// each); opens beyond it are refused RESOURCE_EXHAUSTED.
+inline constexpr size_t kMaxSessionRecords = size_t{1} << 20;
+
 // What one device may use (the controller's `devices:` list).
 struct DeviceAccess {
   std::string name;
@@ -79,6 +83,9 @@ struct ControllerConfig {
   // owners (jobs.json). Empty: memory only, so after a restart any device
   // may claim a job id first.
   std::string state_dir;
+  // Session records (for counting and CloseSession) older than this are
+  // dropped: a device that crashed never closes its sessions.
+  absl::Duration session_record_ttl = absl::Hours(24);
 
   absl::Status Validate() const;
 };
@@ -102,6 +109,7 @@ struct ControllerConfig {
 //   revoked_tokens: [3f2a...]               # device tokens refused
 //   startup_grace_s: 10                     # servers retire no stage yet
 //   state_dir: /var/lib/edgesplit/controller  # jobs' owners, kept
+//   session_record_ttl_s: 86400             # unclosed sessions forgotten
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
 // The `devices:` and `revoked_tokens:` sections (admission.cc); errors name the
 // file, line, field.
@@ -244,7 +252,15 @@ class Controller {
       ABSL_GUARDED_BY(mu_);
   std::map<std::string, PlanConfig> plans_ ABSL_GUARDED_BY(mu_);
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<std::string, std::string> sessions_ ABSL_GUARDED_BY(mu_);
+  // Open sessions: id -> model and when the route was given. Devices that
+  // vanish never close theirs, so records older than session_record_ttl
+  // are forgotten (swept at most once a minute, on opens).
+  struct SessionRecord {
+    std::string model_id;
+    absl::Time opened;
+  };
+  std::map<std::string, SessionRecord> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_sweep_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // When the startup grace ends; until then (settled_ false) plan updates
   // carry keep_unlisted. Heartbeats notice its end.
   const absl::Time grace_ends_;
