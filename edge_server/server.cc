@@ -46,7 +46,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   s->grants_ = std::make_unique<GrantGate>(!s->options_.security->insecure());
   env.grants = s->grants_.get();
   env.security = s->options_.security.get();
-  s->service_ = std::make_unique<StageServiceImpl>(env);
+  s->service_ = std::make_unique<StageServiceImpl>(env, s->options_.admission);
 
   grpc::ServerBuilder builder;
   int port = 0;

@@ -27,6 +27,7 @@ struct EdgeServerOptions {
   std::string listen = "127.0.0.1:0";  // Port 0 picks a free port.
   absl::Duration session_idle_timeout = absl::Minutes(5);
   wire::TensorLimits limits;
+  AdmissionLimits admission;
   // The controller to register with and take plans from; empty: none
   // (stages are loaded through host()).
   std::string controller;

@@ -57,6 +57,12 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   c.kv_budget_bytes = kv_mb << 20;
   ES_ASSIGN_OR_RETURN(c.max_batch_tokens,
                       r.IntIn(root, "max_batch_tokens", 4096, 1, 1 << 24));
+  ES_ASSIGN_OR_RETURN(int64_t max_sessions,
+                      r.IntIn(root, "max_sessions", 1024, 1, 1 << 20));
+  c.max_sessions = static_cast<int>(max_sessions);
+  ES_ASSIGN_OR_RETURN(int64_t per_device,
+                      r.IntIn(root, "max_sessions_per_device", 64, 1, 1 << 20));
+  c.max_sessions_per_device = static_cast<int>(per_device);
   ES_ASSIGN_OR_RETURN(int64_t idle, r.IntIn(root, "session_idle_timeout_s", 300,
                                             1, 86400 * 30));
   c.session_idle_timeout = absl::Seconds(idle);

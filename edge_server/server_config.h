@@ -8,6 +8,8 @@
 //   memory_mb: 4096          # reported to the controller
 //   kv_budget_mb: 1024       # KV caches of all sessions together
 //   max_batch_tokens: 4096
+//   max_sessions: 1024            # streams held at once (RESOURCE_EXHAUSTED
+//   max_sessions_per_device: 64   # beyond), in all and per device
 //   session_idle_timeout_s: 300
 //   drain_deadline_s: 10
 //   threads: 0               # compute threads; 0 = all cores
@@ -39,6 +41,8 @@ struct ServerConfig {
   int64_t memory_bytes = 0;
   int64_t kv_budget_bytes = int64_t{1} << 30;
   int64_t max_batch_tokens = 4096;
+  int max_sessions = 1024;
+  int max_sessions_per_device = 64;
   absl::Duration session_idle_timeout = absl::Minutes(5);
   absl::Duration drain_deadline = absl::Seconds(10);
   int threads = 0;

@@ -178,7 +178,7 @@ TEST_F(SessionHandlerTest, IdleSessionsExpire) {
   open.mutable_open()->mutable_route()->DeleteSubrange(0, 1);
   h->OnRequest(open);
   ASSERT_TRUE(t.Await(0).ok());
-  service.Add(h);
+  ASSERT_TRUE(service.Add(h, Peer{}).ok());
   EXPECT_EQ(service.ExpireIdle(absl::Seconds(60)), 0);
   absl::SleepFor(absl::Milliseconds(30));
   EXPECT_EQ(service.ExpireIdle(absl::Milliseconds(10)), 1);

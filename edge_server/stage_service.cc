@@ -30,9 +30,14 @@ class SessionReactor
       }
       caller = *std::move(peer);
     }
-    handler_ = std::make_shared<SessionHandler>(
-        env, this, FromChrono(ctx->deadline()), std::move(caller));
-    service_->Add(handler_);
+    auto handler = std::make_shared<SessionHandler>(
+        env, this, FromChrono(ctx->deadline()), caller);
+    if (absl::Status admitted = service_->Add(handler, caller);
+        !admitted.ok()) {
+      Refuse(ToGrpcStatus(admitted));
+      return;
+    }
+    handler_ = std::move(handler);
     StartRead(&request_);
   }
 
@@ -136,7 +141,8 @@ class SessionReactor
 
 }  // namespace
 
-StageServiceImpl::StageServiceImpl(SessionEnv env) : env_(env) {}
+StageServiceImpl::StageServiceImpl(SessionEnv env, AdmissionLimits limits)
+    : env_(env), limits_(limits) {}
 
 StageServiceImpl::~StageServiceImpl() = default;
 
@@ -196,14 +202,38 @@ StageServiceImpl::Session(grpc::CallbackServerContext* ctx) {
   return new SessionReactor(this, env_, ctx, accepting);
 }
 
-void StageServiceImpl::Add(const std::shared_ptr<SessionHandler>& handler) {
+absl::Status StageServiceImpl::Add(
+    const std::shared_ptr<SessionHandler>& handler, const Peer& caller) {
+  const bool by_device =
+      caller.authenticated && caller.identity.kind == Identity::Kind::kDevice;
   absl::MutexLock lock(&mu_);
+  if (static_cast<int>(sessions_.size()) >= limits_.max_sessions) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("server ", env_.host->node(), " holds ", sessions_.size(),
+                     " sessions, its max_sessions"));
+  }
+  if (by_device) {
+    int& n = per_device_[caller.identity.name];
+    if (n >= limits_.max_sessions_per_device) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "server ", env_.host->node(), " holds ", n, " sessions of device \"",
+          caller.identity.name, "\", its max_sessions_per_device"));
+    }
+    ++n;
+    device_of_[handler.get()] = caller.identity.name;
+  }
   sessions_[handler.get()] = handler;
+  return absl::OkStatus();
 }
 
 void StageServiceImpl::Remove(const SessionHandler* handler) {
   absl::MutexLock lock(&mu_);
   sessions_.erase(handler);
+  auto it = device_of_.find(handler);
+  if (it != device_of_.end()) {
+    if (--per_device_[it->second] <= 0) per_device_.erase(it->second);
+    device_of_.erase(it);
+  }
 }
 
 void StageServiceImpl::StopAccepting() {

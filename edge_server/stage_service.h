@@ -17,10 +17,19 @@
 
 namespace edgesplit {
 
+// How many session streams one server holds at once: in all, and opened by
+// any one device (streams from other servers, which carry many devices'
+// sessions, count only in the total). Beyond either, new streams are
+// refused RESOURCE_EXHAUSTED naming the limit; open ones go on.
+struct AdmissionLimits {
+  int max_sessions = 1024;
+  int max_sessions_per_device = 64;
+};
+
 // Thread-safe.
 class StageServiceImpl final : public v1::StageService::CallbackService {
  public:
-  explicit StageServiceImpl(SessionEnv env);
+  explicit StageServiceImpl(SessionEnv env, AdmissionLimits limits = {});
   ~StageServiceImpl() override;
 
   grpc::ServerUnaryReactor* Handshake(grpc::CallbackServerContext* ctx,
@@ -44,8 +53,10 @@ class StageServiceImpl final : public v1::StageService::CallbackService {
   int ExpireIdle(absl::Duration idle);
   int open_sessions() const;
 
-  // Reactor bookkeeping (called by the reactors).
-  void Add(const std::shared_ptr<SessionHandler>& handler);
+  // Reactor bookkeeping (called by the reactors). Add refuses a stream
+  // beyond the limits.
+  absl::Status Add(const std::shared_ptr<SessionHandler>& handler,
+                   const Peer& caller);
   void Remove(const SessionHandler* handler);
 
  private:
@@ -53,7 +64,11 @@ class StageServiceImpl final : public v1::StageService::CallbackService {
   absl::Status CheckCaller(const grpc::ServerContextBase& ctx) const;
 
   SessionEnv env_;
+  const AdmissionLimits limits_;
   mutable absl::Mutex mu_;
+  // The device of each stream a device opened, and their counts.
+  std::map<const SessionHandler*, std::string> device_of_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> per_device_ ABSL_GUARDED_BY(mu_);
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   std::map<const SessionHandler*, std::weak_ptr<SessionHandler>> sessions_
       ABSL_GUARDED_BY(mu_);

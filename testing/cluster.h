@@ -66,6 +66,8 @@ struct ClusterOptions {
   // The controller's startup grace (0: servers follow every update at
   // once, as the tests that kill servers expect).
   int startup_grace_s = 0;
+  // Every server's session limits.
+  AdmissionLimits admission;
   // Keepalive of the controller's and servers' connections.
   int keepalive_s = 10;
   // Servers that reach the controller through an emulated link (so that
@@ -177,6 +179,7 @@ class Cluster {
         o.controller = c->controller_links_[n]->address();
       }
       o.session_idle_timeout = absl::Seconds(60);
+      o.admission = options.admission;
       o.profile = options.profile;
       o.checkpoint_dir = absl::StrCat(dir, "/checkpoints-", n);
       TlsConfig tls = c->Tls("node-" + n);

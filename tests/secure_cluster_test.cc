@@ -385,6 +385,74 @@ TEST_F(SecureClusterTest, RotationServesNewSessionsWhileOpenOnesFinish) {
 namespace edgesplit {
 namespace {
 
+// One device cannot hold all of a server's sessions: beyond its
+// max_sessions_per_device its streams are refused, other devices' not.
+TEST(AdmissionTest, ADeviceGetsAtMostItsShareOfAServersSessions) {
+  const std::string model = testing::TinyModel(Arch::kGpt2);
+  testing::ClusterOptions options;
+  options.admission.max_sessions_per_device = 2;
+  options.admission.max_sessions = 3;
+  auto cluster = Cluster::Start(
+      testing::TempDir("admission"),
+      {{"m", model, false, {{"device", 0, 1}, {"a", 1, 4}}}}, options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EdgeServer* a = (*cluster)->server("a");
+  // Opens a stream as `device` (its first request not sent yet: holding
+  // it open is enough) and reports how the server answered.
+  struct Held {
+    std::unique_ptr<grpc::ClientContext> ctx;
+    std::unique_ptr<v1::StageService::Stub> stub;
+    std::unique_ptr<
+        grpc::ClientReaderWriter<v1::StageRequest, v1::StageResponse>>
+        stream;
+  };
+  std::vector<Held> held;
+  auto hold = [&](const std::string& device) {
+    (*cluster)->DeviceSecurity(device);
+    Held h;
+    h.ctx = std::make_unique<grpc::ClientContext>();
+    h.ctx->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+    h.stub = v1::StageService::NewStub(
+        (*cluster)->Dial("device-" + device, a->address(), "a"));
+    h.stream = h.stub->Session(h.ctx.get());
+    held.push_back(std::move(h));
+  };
+  auto wait_open = [&](int n) {
+    for (absl::Time until = absl::Now() + absl::Seconds(10);
+         a->open_sessions() < n && absl::Now() < until;) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return a->open_sessions();
+  };
+  hold("p");
+  hold("p");
+  EXPECT_EQ(wait_open(2), 2);
+  hold("p");  // A third from p: refused.
+  v1::StageResponse r;
+  EXPECT_FALSE(held.back().stream->Read(&r));
+  grpc::Status refused = held.back().stream->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("max_sessions_per_device"));
+  held.pop_back();
+  hold("q");  // Another device: admitted, up to the server's total.
+  EXPECT_EQ(wait_open(3), 3);
+  hold("q");
+  EXPECT_FALSE(held.back().stream->Read(&r));
+  refused = held.back().stream->Finish();
+  EXPECT_THAT(refused.error_message(), HasSubstr("max_sessions"));
+  held.pop_back();
+  // Closing one of p's lets p open again.
+  held.front().ctx->TryCancel();
+  held.erase(held.begin());
+  for (absl::Time until = absl::Now() + absl::Seconds(10);
+       a->open_sessions() > 2 && absl::Now() < until;) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  hold("p");
+  EXPECT_EQ(wait_open(3), 3);
+  for (Held& h : held) h.ctx->TryCancel();
+}
+
 // Devices without certificates authenticate with bearer tokens where the
 // daemons accept them; the controller's devices: list still decides what
 // each may use.
