@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
-TARGETS=(grant_fuzz token_fuzz config_fuzz)
+TARGETS=(grant_fuzz token_fuzz config_fuzz model_files_fuzz tokenizer_fuzz)
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DEDGESPLIT_FUZZ=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_TESTS=OFF \
@@ -19,6 +19,13 @@ for t in "${TARGETS[@]}"; do
   seeds=()
   [[ -d "fuzz/seeds/$t" ]] && seeds+=("fuzz/seeds/$t")
   [[ $t == config_fuzz ]] && seeds+=(configs)
+  if [[ $t == tokenizer_fuzz && -f ../shared/models/stories260K/tokenizer.model ]]; then
+    # The real model's tokenizer, as a seed (copied into the build tree,
+    # never into the repo).
+    mkdir -p build-fuzz/seeds/tokenizer_fuzz
+    cp ../shared/models/stories260K/tokenizer.model build-fuzz/seeds/tokenizer_fuzz/
+    seeds+=(build-fuzz/seeds/tokenizer_fuzz)
+  fi
   "$bin" -max_total_time="$SECONDS_EACH" -print_final_stats=1 \
     "build-fuzz/corpus/$t" "${seeds[@]}"
 done
