@@ -1,8 +1,11 @@
 #include "edge_server/stage_host.h"
 
+#include "absl/strings/str_cat.h"
+#include "edge_server/training_job.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/test_models.h"
+#include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace {
@@ -59,6 +62,57 @@ TEST(StageHostTest, PlansLoadOnlyTheirStagesAndFollowTheHead) {
   ASSERT_TRUE(host.ApplyPlans({}).ok());
   EXPECT_TRUE((*u)->retired);
   EXPECT_EQ(host.Find("m", 1, 4).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A server full of jobs nobody uses (junk ids, finished runs) makes room
+// for a new one; jobs held by sessions are never forgotten.
+TEST(TrainingJobsTest, IdleJobsWhoseStateIsSafeMakeRoom) {
+  const std::string dir = testing::TinyModel(Arch::kLlama);
+  StageHostOptions o;
+  o.node = "s";
+  StageHost host(o);
+  ASSERT_TRUE(host.ApplyPlans({TwoStagePlan(dir, false)}).ok());
+  auto stage = host.Find("m", 1, 4);
+  ASSERT_TRUE(stage.ok()) << stage.status();
+  TrainingJobs jobs(testing::TempDir("jobs_room"));
+  auto spec = [](const std::string& id) {
+    v1::TrainingSpec s;
+    s.set_job_id(id);
+    s.set_rank(2);
+    s.set_alpha(4);
+    s.add_target_modules("q_proj");
+    s.set_first_trained_block(1);
+    s.set_last_trained_block(4);
+    s.set_seed(1);
+    s.set_devices(1);
+    s.mutable_optimizer()->set_lr(1e-3);
+    s.mutable_optimizer()->set_beta1(0.9);
+    s.mutable_optimizer()->set_beta2(0.999);
+    s.mutable_optimizer()->set_eps(1e-8);
+    return s;
+  };
+  std::vector<std::shared_ptr<TrainingJob>> held;
+  for (size_t i = 0; i < kMaxTrainingJobs; ++i) {
+    auto j = jobs.Get(spec(absl::StrCat("junk", i)), "m", *stage);
+    ASSERT_TRUE(j.ok()) << j.status();
+    if (i % 2 == 0) held.push_back(*j);  // Half are in use.
+  }
+  // Full: the new job takes the place of an idle one.
+  auto fresh = jobs.Get(spec("fresh"), "m", *stage);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  held.push_back(*fresh);
+  // Only held jobs left: the next is refused, naming why.
+  for (size_t i = 0; i < kMaxTrainingJobs / 2; ++i) {
+    auto j = jobs.Get(spec(absl::StrCat("more", i)), "m", *stage);
+    if (!j.ok()) break;
+    held.push_back(*j);
+  }
+  auto refused = jobs.Get(spec("one-too-many"), "m", *stage);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  // A held job is still the same object (never forgotten).
+  auto again = jobs.Get(spec("junk0"), "m", *stage);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->get(), held.front().get());
 }
 
 }  // namespace

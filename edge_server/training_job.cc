@@ -1,5 +1,6 @@
 #include "edge_server/training_job.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -253,9 +254,10 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJobs::Get(
           "seed, devices or recompute differ): use another job id"));
     }
     it->second->SetOptimizer(spec.optimizer());
+    last_used_[key] = absl::Now();
     return it->second;
   }
-  if (jobs_.size() >= kMaxTrainingJobs) {
+  if (jobs_.size() >= kMaxTrainingJobs && !EvictOneLocked()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("this server runs ", jobs_.size(),
                      " training jobs (the most it "
@@ -265,7 +267,33 @@ absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJobs::Get(
   ES_ASSIGN_OR_RETURN(
       auto job, TrainingJob::Create(spec, std::move(stage), checkpoint_root_));
   jobs_[key] = job;
+  last_used_[key] = absl::Now();
   return job;
+}
+
+bool TrainingJobs::EvictOneLocked() {
+  const Key* victim = nullptr;
+  absl::Time oldest = absl::InfiniteFuture();
+  for (const auto& [key, job] : jobs_) {
+    if (job.use_count() > 1) continue;  // A session still holds it.
+    const uint64_t step = job->step();
+    if (step != 0) {
+      const std::vector<uint64_t> saved = job->CheckpointSteps();
+      if (std::find(saved.begin(), saved.end(), step) == saved.end()) {
+        continue;  // Updates only in memory: forgetting would lose them.
+      }
+    }
+    const absl::Time used = last_used_[key];
+    if (used < oldest) {
+      oldest = used;
+      victim = &key;
+    }
+  }
+  if (victim == nullptr) return false;
+  const Key gone = *victim;
+  jobs_.erase(gone);
+  last_used_.erase(gone);
+  return true;
 }
 
 }  // namespace edgesplit

@@ -130,7 +130,10 @@ class TrainingJob : public std::enable_shared_from_this<TrainingJob> {
 
 // A server's jobs, by (job id, model id, first block, last block).
 // Thread-safe. Jobs live until the server stops (their state is in memory
-// and, checkpointed, on disk).
+// and, checkpointed, on disk), or until room is needed for a new one: then
+// the least recently used job that no session holds and whose state is on
+// disk (or never changed) is forgotten; opened again, it restores from its
+// checkpoint as after a server restart.
 inline constexpr size_t kMaxTrainingJobs = 64;
 
 class TrainingJobs {
@@ -149,7 +152,11 @@ class TrainingJobs {
   using Key = std::tuple<std::string, std::string, int64_t, int64_t>;
   const std::string checkpoint_root_;
   absl::Mutex mu_;
+  // Forgets one job as described above; false if none may go.
+  bool EvictOneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   std::map<Key, std::shared_ptr<TrainingJob>> jobs_ ABSL_GUARDED_BY(mu_);
+  std::map<Key, absl::Time> last_used_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace edgesplit
