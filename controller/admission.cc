@@ -100,9 +100,8 @@ absl::Status Controller::CheckToken(const Peer& peer) const {
       " is revoked (", config_.source, ": revoked_tokens)"));
 }
 
-const std::string& Controller::grant_public_key() const {
-  static const std::string* const kNone = new std::string();
-  return signer_ ? signer_->public_key() : *kNone;
+std::string Controller::grant_public_key() const {
+  return signer_ ? signer_->public_key() : std::string();
 }
 
 absl::Status Controller::LoadGrantKey() {

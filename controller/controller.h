@@ -159,7 +159,7 @@ class Controller {
   absl::Status LoadState();
   // The grant key's public half ("" without one): it also checks device
   // tokens.
-  const std::string& grant_public_key() const;
+  std::string grant_public_key() const;
   // Unauthenticated when `peer` came with a revoked device token.
   absl::Status CheckToken(const Peer& peer) const;
 

@@ -144,9 +144,7 @@ class Session::Impl::Rerouting : public LogitsModel {
   absl::StatusOr<std::vector<float>> Forward(
       absl::Span<const int32_t> tokens) override {
     auto logits = seq_->Forward(tokens);
-    while (!logits.ok() && Reroutable(logits.status()) &&
-           reroutes_ < s_->agent->options.max_reroutes &&
-           absl::Now() < deadline_) {
+    while (MayReroute(logits.status())) {
       ++reroutes_;
       // End the failed route's sessions first: replaying on the same
       // servers must not find their KV budget held by the old caches.
@@ -189,9 +187,7 @@ class Session::Impl::Rerouting : public LogitsModel {
   // controller planned the route; that reroutes like a failed step.
   absl::Status OpenRerouting() {
     absl::Status s = OpenWhenLoaded();
-    while (!s.ok() && Reroutable(s) &&
-           reroutes_ < s_->agent->options.max_reroutes &&
-           absl::Now() < deadline_) {
+    while (MayReroute(s)) {
       ++reroutes_;
       ES_RETURN_IF_ERROR(s_->Reroute(s, deadline_));
       s = OpenWhenLoaded();
@@ -201,6 +197,14 @@ class Session::Impl::Rerouting : public LogitsModel {
   int reroutes() const { return reroutes_; }
 
  private:
+  // Whether `failure` is one a new route may cure, with reroutes and time
+  // left for another.
+  bool MayReroute(const absl::Status& failure) const {
+    return !failure.ok() && Reroutable(failure) &&
+           reroutes_ < s_->agent->options.max_reroutes &&
+           absl::Now() < deadline_;
+  }
+
   Session::Impl* const s_;
   const absl::Time deadline_;
   std::function<void(RemoteSequence*)> on_active_;

@@ -315,22 +315,19 @@ absl::Status ControllerLink::WatchOnce() {
   auto reader = stub_->WatchPlan(&ctx, req);
   v1::PlanUpdate update;
   while (reader->Read(&update)) {
-    if (options_.grants != nullptr) {
-      absl::Status k = options_.grants->SetPublicKey(update.grant_public_key());
-      if (!k.ok()) {
-        std::cerr << "edgesplit-server " << options_.node
-                  << ": bad route-grant key from the controller: "
-                  << k.message() << "\n";
-      }
+    // One controller key checks route grants and device tokens alike.
+    const std::string& key = update.grant_public_key();
+    absl::Status k = options_.grants != nullptr
+                         ? options_.grants->SetPublicKey(key)
+                         : absl::OkStatus();
+    if (TokenAuthority* tokens = options_.security->tokens();
+        k.ok() && tokens) {
+      k = tokens->SetPublicKey(key);
     }
-    if (TokenAuthority* tokens = options_.security->tokens()) {
-      // Device tokens are signed with the same key as route grants.
-      absl::Status k = tokens->SetPublicKey(update.grant_public_key());
-      if (!k.ok()) {
-        std::cerr << "edgesplit-server " << options_.node
-                  << ": bad device-token key from the controller: "
-                  << k.message() << "\n";
-      }
+    if (!k.ok()) {
+      std::cerr << "edgesplit-server " << options_.node
+                << ": bad grant key from the controller: " << k.message()
+                << "\n";
     }
     std::vector<v1::Plan> plans(update.plans().begin(), update.plans().end());
     absl::Status s = host_->ApplyPlans(plans, !update.keep_unlisted());

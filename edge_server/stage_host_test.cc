@@ -26,11 +26,15 @@ v1::Plan TwoStagePlan(const std::string& dir, bool u_shaped) {
   return p;
 }
 
+StageHostOptions OnNodeS() {
+  StageHostOptions o;
+  o.node = "s";  // The server TwoStagePlan puts blocks [1, 4) on.
+  return o;
+}
+
 TEST(StageHostTest, PlansLoadOnlyTheirStagesAndFollowTheHead) {
   const std::string dir = testing::TinyModel(Arch::kLlama);
-  StageHostOptions o;
-  o.node = "s";
-  StageHost host(o);
+  StageHost host(OnNodeS());
   ASSERT_TRUE(host.ApplyPlans({TwoStagePlan(dir, false)}).ok());
   auto stage = host.Find("m", 1, 4);
   ASSERT_TRUE(stage.ok()) << stage.status();
@@ -68,9 +72,7 @@ TEST(StageHostTest, PlansLoadOnlyTheirStagesAndFollowTheHead) {
 // for a new one; jobs held by sessions are never forgotten.
 TEST(TrainingJobsTest, IdleJobsWhoseStateIsSafeMakeRoom) {
   const std::string dir = testing::TinyModel(Arch::kLlama);
-  StageHostOptions o;
-  o.node = "s";
-  StageHost host(o);
+  StageHost host(OnNodeS());
   ASSERT_TRUE(host.ApplyPlans({TwoStagePlan(dir, false)}).ok());
   auto stage = host.Find("m", 1, 4);
   ASSERT_TRUE(stage.ok()) << stage.status();
