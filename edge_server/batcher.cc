@@ -1,5 +1,6 @@
 #include "edge_server/batcher.h"
 
+#include <algorithm>
 #include <chrono>
 #include <utility>
 
@@ -103,7 +104,7 @@ void Batcher::Run(std::shared_ptr<State> state, const StageModel* stage,
       state->stats.items += batch.size();
       state->last_batch = batch.size();
     }
-    Execute(stage, batch, *state);
+    Execute(stage, batch, max_batch_tokens, *state);
     // `batch` (and what its callbacks held) is released here, possibly
     // destroying the Batcher: only `state` is used after this point.
   }
@@ -130,8 +131,41 @@ absl::StatusOr<at::Tensor> Batcher::Forward(const StageModel* stage,
   });
 }
 
+absl::StatusOr<at::Tensor> Batcher::ForwardChunked(const StageModel* stage,
+                                                   BatchItem& item,
+                                                   int64_t chunk) {
+  // The KV cache makes chunk after chunk the same computation as one
+  // forward (each chunk attends to what the cache holds), while the
+  // attention scores of a chunk are only chunk x (past + chunk).
+  const int64_t n = item.input.size(0);
+  const int64_t start = item.cache->length();
+  const at::Tensor whole = item.input;
+  std::vector<at::Tensor> outs;
+  absl::StatusOr<at::Tensor> out;
+  for (int64_t first = 0; first < n; first += chunk) {
+    const int64_t rows = std::min(chunk, n - first);
+    std::vector<BatchItem> one(1);
+    one[0].cache = item.cache;
+    one[0].input = whole.narrow(0, first, rows);
+    one[0].adapter = item.adapter;
+    // Only the last chunk's last row matters when that is all asked for.
+    one[0].last_token_only = item.last_token_only;
+    out = Forward(stage, one);
+    if (!out.ok()) {
+      // As an unchunked forward would: the cache holds none of it.
+      item.cache->Truncate(start);
+      return out;
+    }
+    if (!item.last_token_only) outs.push_back(*out);
+  }
+  if (item.last_token_only) return out;
+  return TorchCall(
+      "Batcher::ForwardChunked",
+      [&]() -> absl::StatusOr<at::Tensor> { return at::cat(outs, 0); });
+}
+
 void Batcher::Execute(const StageModel* stage, std::vector<BatchItem>& items,
-                      State& state) {
+                      int64_t max_batch_tokens, State& state) {
   // Every forward finishes before any callback runs: a callback may end
   // the stage's life.
   const bool head = stage->spec().head;
@@ -141,7 +175,12 @@ void Batcher::Execute(const StageModel* stage, std::vector<BatchItem>& items,
   std::vector<absl::StatusOr<at::Tensor>> results;
   const bool single_token = items.size() == 1 && items[0].input.size(0) == 1;
   const auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<at::Tensor> out = Forward(stage, items);
+  // A lone item longer than the token budget (a long prompt) runs in
+  // chunks of the budget: the budget bounds a forward's memory too.
+  absl::StatusOr<at::Tensor> out =
+      items.size() == 1 && items[0].input.size(0) > max_batch_tokens
+          ? ForwardChunked(stage, items[0], max_batch_tokens)
+          : Forward(stage, items);
   auto spent = std::chrono::steady_clock::now() - t0;
   spent += EmulateSlowdown(t0, state.slowdown ? state.slowdown->load() : 1.0);
   if (single_token && out.ok()) {

@@ -46,7 +46,9 @@ struct BatcherStats {
 // them into a batch of one and a batch of the rest, forever. So when fewer
 // items are queued than the previous forward held, the worker waits a
 // little for the rest (kGatherStep per arrival, kGatherMax in all); a lone
-// session never waits.
+// session never waits. A forward holds at most `max_batch_tokens` rows: a
+// longer prompt runs alone, in chunks of that many (chunked prefill), so
+// one request never needs more activation or attention memory than that.
 //
 // A done callback may drop the last reference to whatever owns the batcher:
 // destroyed from its own worker thread, the batcher's WorkerThread detaches
@@ -80,9 +82,14 @@ class Batcher {
   // one session's error (say, its KV budget) fails only that session.
   // Touches `stage` only before the first done callback runs.
   static void Execute(const StageModel* stage, std::vector<BatchItem>& items,
-                      State& state);
+                      int64_t max_batch_tokens, State& state);
   static absl::StatusOr<at::Tensor> Forward(const StageModel* stage,
                                             std::vector<BatchItem>& items);
+  // One item in forwards of at most `chunk` rows each; on failure the
+  // item's cache is back where it was.
+  static absl::StatusOr<at::Tensor> ForwardChunked(const StageModel* stage,
+                                                   BatchItem& item,
+                                                   int64_t chunk);
 
   std::shared_ptr<State> state_;
   WorkerThread worker_;  // Runs Run(state_, ...).

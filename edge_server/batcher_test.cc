@@ -96,5 +96,68 @@ TEST_F(BatcherTest, FailureIsIsolatedToItsSession) {
   EXPECT_EQ(bad->length(), 0);
 }
 
+// Runs `input` through a batcher with a budget of `max_tokens` rows.
+absl::StatusOr<at::Tensor> RunOne(const StageModel* stage, int64_t max_tokens,
+                                  SequenceKvCache* cache, at::Tensor input,
+                                  bool last_token_only) {
+  Batcher batcher(stage, max_tokens);
+  absl::Notification done;
+  absl::StatusOr<at::Tensor> out;
+  BatchItem item;
+  item.cache = cache;
+  item.input = std::move(input);
+  item.last_token_only = last_token_only;
+  item.done = [&](absl::StatusOr<at::Tensor> r) {
+    out = std::move(r);
+    done.Notify();
+  };
+  batcher.Submit(std::move(item));
+  done.WaitForNotification();
+  return out;
+}
+
+// A prompt longer than max_batch_tokens runs in chunks (bounded activation
+// and attention memory) and gives what one forward gives.
+TEST_F(BatcherTest, LongPromptRunsInChunksEqualToOneForward) {
+  const int64_t H = store_->config().hidden_size;
+  const at::Tensor prompt = at::randn({37, H});
+  for (bool last_only : {false, true}) {
+    auto whole_cache = stage_->NewCache(nullptr);
+    auto want =
+        RunOne(stage_.get(), 1024, whole_cache.get(), prompt, last_only);
+    ASSERT_TRUE(want.ok()) << want.status();
+    auto chunked_cache = stage_->NewCache(nullptr);
+    auto got = RunOne(stage_.get(), 8, chunked_cache.get(), prompt, last_only);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->sizes(), want->sizes()) << last_only;
+    EXPECT_LE((*got - *want).abs().max().item<double>(), 1e-5) << last_only;
+    EXPECT_EQ(chunked_cache->length(), 37);
+    // The next decode step sees the same cache.
+    const at::Tensor next = at::randn({1, H});
+    auto a = RunOne(stage_.get(), 1024, whole_cache.get(), next, true);
+    auto b = RunOne(stage_.get(), 8, chunked_cache.get(), next, true);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_LE((*a - *b).abs().max().item<double>(), 1e-5) << last_only;
+  }
+}
+
+// A chunk that fails (here the KV budget, after two chunks fitted) leaves
+// the cache as it was before the prompt, as a single forward would.
+TEST_F(BatcherTest, FailedChunkRollsBackTheWholePrompt) {
+  const int64_t H = store_->config().hidden_size;
+  auto probe = stage_->NewCache(nullptr);
+  ASSERT_TRUE(probe->Reserve(16).ok());
+  KvBudget budget(probe->reserved_bytes());  // 16 tokens' worth.
+  auto cache = stage_->NewCache(&budget);
+  auto out = RunOne(stage_.get(), 8, cache.get(), at::randn({30, H}), true);
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted)
+      << out.status();
+  EXPECT_EQ(cache->length(), 0);
+  // The session goes on with what fits.
+  auto ok = RunOne(stage_.get(), 8, cache.get(), at::randn({12, H}), true);
+  EXPECT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(cache->length(), 12);
+}
+
 }  // namespace
 }  // namespace edgesplit

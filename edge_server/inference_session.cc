@@ -59,6 +59,11 @@ void InferenceSession::Forward(const v1::ForwardRequest& forward) {
   auto input = wire::Decode(forward.hidden(), stage.model->config().hidden_size,
                             "forward.hidden", env_.limits);
   if (!input.ok()) return End(input.status());
+  if (env_.pending_inputs != nullptr) {
+    auto charge = env_.pending_inputs->Take(input->nbytes());
+    if (!charge.ok()) return End(charge.status());
+    p.charge = std::make_shared<UsageBudget::Charge>(*std::move(charge));
+  }
   p.request = forward;
   p.request.clear_hidden();  // Decoded; don't keep the bytes twice.
   p.input = *std::move(input);

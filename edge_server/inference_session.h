@@ -36,6 +36,10 @@ class InferenceSession : public ServerSession {
     v1::ForwardRequest request;
     at::Tensor input;
     std::chrono::steady_clock::time_point received;
+    // The input's share of the server's max_pending_input_bytes, given
+    // back when the request is done with (shared: Pending is copied into
+    // the batcher's std::function).
+    std::shared_ptr<UsageBudget::Charge> charge;
   };
 
   void Forward(const v1::ForwardRequest& forward);

@@ -62,8 +62,7 @@ int main(int argc, char** argv) {
   o.host.node = config->name;
   o.host.kv_budget_bytes = config->kv_budget_bytes;
   o.host.max_batch_tokens = config->max_batch_tokens;
-  o.admission.max_sessions = config->max_sessions;
-  o.admission.max_sessions_per_device = config->max_sessions_per_device;
+  o.admission = config->admission;
   o.host.stage.copy_weights = config->copy_weights;
   if (!config->weights.empty()) {
     o.host.stage.weights = edgesplit::kernels::ParseWeightType(config->weights);

@@ -46,6 +46,13 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   s->grants_ = std::make_unique<GrantGate>(!s->options_.security->insecure());
   env.grants = s->grants_.get();
   env.security = s->options_.security.get();
+  const AdmissionLimits& limits = s->options_.admission;
+  s->pending_inputs_ = UsageBudget::Create("max_pending_input_bytes", "bytes",
+                                           limits.max_pending_input_bytes);
+  s->kept_tokens_ = UsageBudget::Create("max_kept_training_tokens", "tokens",
+                                        limits.max_kept_training_tokens);
+  env.pending_inputs = s->pending_inputs_;
+  env.kept_training_tokens = s->kept_tokens_;
   s->service_ = std::make_unique<StageServiceImpl>(env, s->options_.admission);
 
   grpc::ServerBuilder builder;
@@ -55,6 +62,13 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   s->options_.security->ConfigureServer(&builder);
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             limits.max_concurrent_streams);
+  if (limits.grpc_memory_bytes > 0) {
+    grpc::ResourceQuota quota("edgesplit-server");
+    quota.Resize(static_cast<size_t>(limits.grpc_memory_bytes));
+    builder.SetResourceQuota(quota);
+  }
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || port == 0) {
     return absl::UnavailableError(

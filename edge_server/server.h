@@ -61,6 +61,10 @@ class EdgeServer {
   const std::string& address() const { return address_; }
   const std::string& node() const { return options_.host.node; }
   int open_sessions() const { return service_->open_sessions(); }
+  // Usage against the admission limits (see admission.h).
+  const StageServiceImpl& service() const { return *service_; }
+  int64_t pending_input_bytes() const { return pending_inputs_->used(); }
+  int64_t kept_training_tokens() const { return kept_tokens_->used(); }
   // Plan updates applied so far (from any controller incarnation).
   uint64_t plans_applied() const {
     return link_ == nullptr ? 0 : link_->plans_applied();
@@ -84,6 +88,8 @@ class EdgeServer {
   std::unique_ptr<GrantGate> grants_;  // Outlives service_'s sessions.
   std::unique_ptr<GrpcNextHopFactory> next_hops_;
   std::unique_ptr<TrainingJobs> jobs_;  // Outlives service_'s sessions.
+  std::shared_ptr<UsageBudget> pending_inputs_;
+  std::shared_ptr<UsageBudget> kept_tokens_;
   std::unique_ptr<StageServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<ControllerLink> link_;

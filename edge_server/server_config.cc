@@ -59,10 +59,25 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
                       r.IntIn(root, "max_batch_tokens", 4096, 1, 1 << 24));
   ES_ASSIGN_OR_RETURN(int64_t max_sessions,
                       r.IntIn(root, "max_sessions", 1024, 1, 1 << 20));
-  c.max_sessions = static_cast<int>(max_sessions);
+  c.admission.max_sessions = static_cast<int>(max_sessions);
   ES_ASSIGN_OR_RETURN(int64_t per_device,
                       r.IntIn(root, "max_sessions_per_device", 64, 1, 1 << 20));
-  c.max_sessions_per_device = static_cast<int>(per_device);
+  c.admission.max_sessions_per_device = static_cast<int>(per_device);
+  ES_ASSIGN_OR_RETURN(int64_t unsent_mb,
+                      r.IntIn(root, "max_unsent_mb", 64, 1, 1 << 20));
+  c.admission.max_unsent_bytes = unsent_mb << 20;
+  ES_ASSIGN_OR_RETURN(int64_t input_mb,
+                      r.IntIn(root, "max_pending_input_mb", 1024, 1, 1 << 24));
+  c.admission.max_pending_input_bytes = input_mb << 20;
+  ES_ASSIGN_OR_RETURN(
+      c.admission.max_kept_training_tokens,
+      r.IntIn(root, "max_kept_training_tokens", 1 << 20, 1, int64_t{1} << 40));
+  ES_ASSIGN_OR_RETURN(int64_t streams, r.IntIn(root, "max_concurrent_streams",
+                                               2048, 1, 1 << 20));
+  c.admission.max_concurrent_streams = static_cast<int>(streams);
+  ES_ASSIGN_OR_RETURN(int64_t grpc_mb,
+                      r.IntIn(root, "grpc_memory_mb", 0, 0, 1 << 24));
+  c.admission.grpc_memory_bytes = grpc_mb << 20;
   ES_ASSIGN_OR_RETURN(int64_t idle, r.IntIn(root, "session_idle_timeout_s", 300,
                                             1, 86400 * 30));
   c.session_idle_timeout = absl::Seconds(idle);

@@ -10,6 +10,11 @@
 //   max_batch_tokens: 4096
 //   max_sessions: 1024            # streams held at once (RESOURCE_EXHAUSTED
 //   max_sessions_per_device: 64   # beyond), in all and per device
+//   max_unsent_mb: 64             # per stream; beyond, reading pauses
+//   max_pending_input_mb: 1024    # decoded inputs queued, all sessions
+//   max_kept_training_tokens: 1048576  # activations kept for backwards
+//   max_concurrent_streams: 2048  # HTTP/2, per connection
+//   grpc_memory_mb: 0             # gRPC resource quota; 0 = its default
 //   session_idle_timeout_s: 300
 //   drain_deadline_s: 10
 //   threads: 0               # compute threads; 0 = all cores
@@ -27,6 +32,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "edge_server/admission.h"
 #include "security/tls.h"
 
 namespace edgesplit {
@@ -41,8 +47,7 @@ struct ServerConfig {
   int64_t memory_bytes = 0;
   int64_t kv_budget_bytes = int64_t{1} << 30;
   int64_t max_batch_tokens = 4096;
-  int max_sessions = 1024;
-  int max_sessions_per_device = 64;
+  AdmissionLimits admission;
   absl::Duration session_idle_timeout = absl::Minutes(5);
   absl::Duration drain_deadline = absl::Seconds(10);
   int threads = 0;

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "edge_server/admission.h"
 #include "edge_server/grant_gate.h"
 #include "edge_server/next_hop.h"
 #include "edge_server/stage_host.h"
@@ -49,6 +50,9 @@ struct SessionEnv {
   // against route grants (tests of session logic).
   const TransportSecurity* security = nullptr;
   const GrantGate* grants = nullptr;
+  // Server-wide budgets (admission.h); null: unlimited.
+  std::shared_ptr<UsageBudget> pending_inputs;        // bytes
+  std::shared_ptr<UsageBudget> kept_training_tokens;  // tokens
 };
 
 // This hop's place in the session's route, decided once at open.

@@ -189,5 +189,32 @@ TEST_F(SessionHandlerTest, IdleSessionsExpire) {
   EXPECT_EQ(service.open_sessions(), 0);
 }
 
+// Decoded inputs waiting for compute are capped per server: an input that
+// would exceed max_pending_input_bytes ends its session RESOURCE_EXHAUSTED
+// naming the limit; smaller ones still run, and every byte comes back.
+TEST_F(BadRequestTest, PendingInputsAreCappedPerServer) {
+  auto budget = UsageBudget::Create("max_pending_input_bytes", "bytes", 1024);
+  servers_.factory.envs["b"].pending_inputs = budget;
+  const int64_t H = store_->config().hidden_size;  // 64 floats: 256 bytes.
+  auto send = [&](int64_t rows) {
+    v1::Tensor t;
+    EXPECT_TRUE(wire::Encode(at::ones({rows, H}), v1::CODEC_FP32, &t).ok());
+    return SendBad(t);
+  };
+  absl::Status big = send(5);  // 1280 bytes.
+  EXPECT_EQ(big.code(), absl::StatusCode::kResourceExhausted) << big;
+  EXPECT_THAT(big.message(), HasSubstr("max_pending_input_bytes (1024"));
+  // A 4-row input fits: its session answers (and then ends as the client
+  // vanishes, which SendBad reports as CANCELLED or OK).
+  absl::Status fits = send(4);
+  EXPECT_NE(fits.code(), absl::StatusCode::kResourceExhausted) << fits;
+  // Given back once the step is done with (just after its answer).
+  for (absl::Time until = absl::Now() + absl::Seconds(10);
+       budget->used() > 0 && absl::Now() < until;) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  EXPECT_EQ(budget->used(), 0);
+}
+
 }  // namespace
 }  // namespace edgesplit

@@ -2,12 +2,18 @@
 
 #include <deque>
 
+#include "edge_server/inference_session.h"
 #include "proto/grpc_status.h"
 #include "proto/probe.h"
 #include "proto/tensor_codec.h"
 
 namespace edgesplit {
 namespace {
+
+// Requests of one stream read and not yet answered: the server reads no
+// more until one is answered. Below InferenceSession's pending limit, so a
+// client pipelining its requests is slowed, never ended.
+constexpr int kMaxUnansweredRequests = static_cast<int>(kMaxPendingRequests);
 
 class SessionReactor
     : public grpc::ServerBidiReactor<v1::StageRequest, v1::StageResponse>,
@@ -38,6 +44,7 @@ class SessionReactor
       return;
     }
     handler_ = std::move(handler);
+    max_unsent_bytes_ = service_->limits().max_unsent_bytes;
     StartRead(&request_);
   }
 
@@ -45,10 +52,14 @@ class SessionReactor
   void Send(const v1::StageResponse& response) override {
     absl::MutexLock lock(&mu_);
     if (finishing_) return;
-    writes_.push_back(response);
+    const int64_t bytes = static_cast<int64_t>(response.ByteSizeLong());
+    writes_.push_back({response, bytes});
+    AddUnsentLocked(bytes);
+    if (unanswered_ > 0) --unanswered_;
+    MaybeResumeReadingLocked();
     if (!writing_) {
       writing_ = true;
-      StartWrite(&writes_.front());
+      StartWrite(&writes_.front().response);
     }
   }
   void Finish(const absl::Status& status) override {
@@ -59,7 +70,7 @@ class SessionReactor
     if (!status.ok() && writes_.size() > 1) {
       // An error ends the session now: drop answers not yet on the wire
       // (keep the one in flight; gRPC owns it until OnWriteDone).
-      writes_.erase(writes_.begin() + 1, writes_.end());
+      DropUnsentLocked(1);
     }
     // Responses already queued go out first.
     if (!writing_) FinishLocked();
@@ -73,15 +84,29 @@ class SessionReactor
       handler_->OnClientDone();
       return;
     }
+    {
+      absl::MutexLock lock(&mu_);
+      ++unanswered_;  // Every request gets one answer (or ends the stream).
+    }
     handler_->OnRequest(request_);
     absl::MutexLock lock(&mu_);
-    if (!finishing_) StartRead(&request_);
+    if (finishing_) return;
+    if (!MayReadLocked()) {
+      // The client sends faster than it is answered, or does not read its
+      // answers: read its next request once they are out (Send,
+      // OnWriteDone), so neither its requests nor its answers pile up here
+      // (and a pipelining client never meets a session's pending limit).
+      read_paused_ = true;
+      return;
+    }
+    StartRead(&request_);
   }
   void OnWriteDone(bool ok) override {
     absl::MutexLock lock(&mu_);
+    AddUnsentLocked(-writes_.front().bytes);
     writes_.pop_front();
     if (!ok) {
-      writes_.clear();
+      DropUnsentLocked(0);
       writing_ = false;
       if (!finishing_) {
         finishing_ = true;
@@ -90,8 +115,9 @@ class SessionReactor
       FinishLocked();
       return;
     }
+    MaybeResumeReadingLocked();
     if (!writes_.empty()) {
-      StartWrite(&writes_.front());
+      StartWrite(&writes_.front().response);
     } else {
       writing_ = false;
       if (finishing_) FinishLocked();
@@ -104,6 +130,10 @@ class SessionReactor
     Finish(absl::CancelledError("session cancelled"));
   }
   void OnDone() override {
+    {
+      absl::MutexLock lock(&mu_);
+      DropUnsentLocked(0);
+    }
     if (handler_) {
       handler_->OnDone();
       service_->Remove(handler_.get());
@@ -121,6 +151,27 @@ class SessionReactor
     final_ = status;
     FinishLocked();
   }
+  bool MayReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return unsent_bytes_ <= max_unsent_bytes_ &&
+           unanswered_ < kMaxUnansweredRequests;
+  }
+  void MaybeResumeReadingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (read_paused_ && !finishing_ && MayReadLocked()) {
+      read_paused_ = false;
+      StartRead(&request_);
+    }
+  }
+  void AddUnsentLocked(int64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    unsent_bytes_ += bytes;
+    service_->AddUnsent(bytes);
+  }
+  // Forgets the answers queued after the first `keep`.
+  void DropUnsentLocked(size_t keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (writes_.size() > keep) {
+      AddUnsentLocked(-writes_.back().bytes);
+      writes_.pop_back();
+    }
+  }
   void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finish_called_) return;
     finish_called_ = true;
@@ -132,7 +183,15 @@ class SessionReactor
   std::shared_ptr<SessionHandler> handler_;
   v1::StageRequest request_;
   absl::Mutex mu_;
-  std::deque<v1::StageResponse> writes_ ABSL_GUARDED_BY(mu_);
+  struct Unsent {
+    v1::StageResponse response;
+    int64_t bytes;
+  };
+  std::deque<Unsent> writes_ ABSL_GUARDED_BY(mu_);
+  int64_t unsent_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t max_unsent_bytes_ = 0;  // Set before the first read.
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  int unanswered_ ABSL_GUARDED_BY(mu_) = 0;  // Requests read, not answered.
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
@@ -239,6 +298,13 @@ void StageServiceImpl::Remove(const SessionHandler* handler) {
 void StageServiceImpl::StopAccepting() {
   absl::MutexLock lock(&mu_);
   accepting_ = false;
+}
+
+void StageServiceImpl::AddUnsent(int64_t bytes) {
+  const int64_t now = unsent_bytes_.fetch_add(bytes) + bytes;
+  int64_t peak = peak_unsent_bytes_.load();
+  while (now > peak && !peak_unsent_bytes_.compare_exchange_weak(peak, now)) {
+  }
 }
 
 int StageServiceImpl::open_sessions() const {

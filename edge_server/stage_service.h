@@ -5,6 +5,7 @@
 #ifndef EDGESPLIT_EDGE_SERVER_STAGE_SERVICE_H_
 #define EDGESPLIT_EDGE_SERVER_STAGE_SERVICE_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -12,19 +13,11 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "edge_server/admission.h"
 #include "edge_server/session_handler.h"
 #include "edgesplit/v1/stage.grpc.pb.h"
 
 namespace edgesplit {
-
-// How many session streams one server holds at once: in all, and opened by
-// any one device (streams from other servers, which carry many devices'
-// sessions, count only in the total). Beyond either, new streams are
-// refused RESOURCE_EXHAUSTED naming the limit; open ones go on.
-struct AdmissionLimits {
-  int max_sessions = 1024;
-  int max_sessions_per_device = 64;
-};
 
 // Thread-safe.
 class StageServiceImpl final : public v1::StageService::CallbackService {
@@ -52,12 +45,18 @@ class StageServiceImpl final : public v1::StageService::CallbackService {
   // Ends sessions idle for longer than `idle`; returns how many.
   int ExpireIdle(absl::Duration idle);
   int open_sessions() const;
+  // Answers queued on all streams and not yet on the wire, now and at
+  // most since start (bytes).
+  int64_t unsent_bytes() const { return unsent_bytes_.load(); }
+  int64_t peak_unsent_bytes() const { return peak_unsent_bytes_.load(); }
+  const AdmissionLimits& limits() const { return limits_; }
 
   // Reactor bookkeeping (called by the reactors). Add refuses a stream
   // beyond the limits.
   absl::Status Add(const std::shared_ptr<SessionHandler>& handler,
                    const Peer& caller);
   void Remove(const SessionHandler* handler);
+  void AddUnsent(int64_t bytes);
 
  private:
   // OK when the caller is authenticated (always, in insecure mode).
@@ -65,6 +64,8 @@ class StageServiceImpl final : public v1::StageService::CallbackService {
 
   SessionEnv env_;
   const AdmissionLimits limits_;
+  std::atomic<int64_t> unsent_bytes_{0};
+  std::atomic<int64_t> peak_unsent_bytes_{0};
   mutable absl::Mutex mu_;
   // The device of each stream a device opened, and their counts.
   std::map<const SessionHandler*, std::string> device_of_ ABSL_GUARDED_BY(mu_);

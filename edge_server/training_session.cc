@@ -78,6 +78,7 @@ void TrainingSession::RespondAt(uint64_t seq, v1::StageResponse response) {
 bool TrainingSession::IdleLocked() const { return next_answer_ == next_seq_; }
 
 void TrainingSession::OnEndLocked() {
+  kept_.clear();
   job_->LeaveBarriers(prefix_);
   // Its micro-batches in flight will never see their backward. (The
   // gradients it already accumulated stay in the shard until the job's next
@@ -153,6 +154,13 @@ void TrainingSession::Forward(uint64_t seq, const v1::ForwardRequest& forward) {
   if (!at::isfinite(*input).all().item<bool>()) {
     return End(absl::InvalidArgumentError("forward.hidden: non-finite values"));
   }
+  if (forward.train() && env_.kept_training_tokens != nullptr) {
+    // What this hop keeps for the backward, until that arrives.
+    auto charge = env_.kept_training_tokens->Take(rows);
+    if (!charge.ok()) return End(charge.status());
+    absl::MutexLock lock(&mu_);
+    kept_[forward.step()] = *std::move(charge);
+  }
   const auto received = std::chrono::steady_clock::now();
   job_->Submit([self = Self(), seq, forward, input = *std::move(input), labels,
                 labelled, received]() mutable {
@@ -227,6 +235,10 @@ void TrainingSession::Backward(uint64_t seq,
     self->job_->Submit([self, seq, codec, step, grad]() {
       if (self->Over()) return;
       auto g = self->job_->Backward(self->Key(step), grad);
+      {
+        absl::MutexLock lock(&self->mu_);
+        self->kept_.erase(step);  // The job freed the micro-batch.
+      }
       if (!g.ok()) return self->End(g.status());
       v1::StageResponse response;
       response.mutable_backward()->set_step(step);

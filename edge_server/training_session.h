@@ -62,6 +62,10 @@ class TrainingSession : public ServerSession {
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_answer_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, v1::StageResponse> answers_ ABSL_GUARDED_BY(mu_);
+  // Shares of the server's max_kept_training_tokens, by micro-batch: taken
+  // by a training forward, given back by its backward (or the session's
+  // end).
+  std::map<uint64_t, UsageBudget::Charge> kept_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace edgesplit

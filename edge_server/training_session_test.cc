@@ -325,5 +325,47 @@ TEST_F(TrainingSessionTest, BadInputEndsOnlyItsSession) {
   good->OnDone();
 }
 
+// Activations kept for backwards are capped per server: a forward beyond
+// max_kept_training_tokens ends its session RESOURCE_EXHAUSTED naming the
+// limit; backwards and the session's end give the tokens back.
+TEST_F(TrainingSessionTest, KeptActivationsAreCappedPerServer) {
+  std::map<std::string, std::shared_ptr<UsageBudget>> kept;
+  for (auto& [name, env] : servers_.factory.envs) {
+    kept[name] = UsageBudget::Create("max_kept_training_tokens", "tokens", 20);
+    env.kept_training_tokens = kept[name];
+  }
+  FakeTransport t;
+  auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
+                                            absl::InfiniteFuture());
+  h->OnRequest(Open(Spec("kept", 1), "kept"));
+  ASSERT_TRUE(t.Await(0).ok());
+  const auto w = Windows(3, 4);  // 6, 8 and 10 tokens.
+  h->OnRequest(Forward(0, w[0], 0.5));
+  h->OnRequest(Forward(1, w[1], 0.5));
+  ASSERT_TRUE(t.Await(2).ok());
+  EXPECT_EQ(kept["a"]->used(), 14);
+  EXPECT_EQ(kept["b"]->used(), 14);
+  h->OnRequest(Backward(0));
+  ASSERT_TRUE(t.Await(3).ok());
+  EXPECT_EQ(kept["a"]->used(), 8);
+  EXPECT_EQ(kept["b"]->used(), 8);
+  h->OnRequest(Forward(2, w[2], 0.5));  // 18 of 20.
+  ASSERT_TRUE(t.Await(4).ok());
+  h->OnRequest(Forward(3, w[0], 0.5));  // 24: refused.
+  auto refused = t.Await(5);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted)
+      << refused.status();
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("max_kept_training_tokens (20"));
+  h->OnDone();
+  for (absl::Time until = absl::Now() + absl::Seconds(10);
+       (kept["a"]->used() > 0 || kept["b"]->used() > 0) &&
+       absl::Now() < until;) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(kept["a"]->used(), 0);
+  EXPECT_EQ(kept["b"]->used(), 0);
+}
+
 }  // namespace
 }  // namespace edgesplit

@@ -133,6 +133,36 @@ TEST(ConfigsTest, ServerConfigErrorsNameTheField) {
   EXPECT_NE(bad->Validate().message().find("q3_k"), std::string::npos);
 }
 
+TEST(ConfigsTest, ServerAdmissionLimits) {
+  auto c = ParseServerConfig(
+      "name: a\ninsecure: true\nmax_sessions: 10\nmax_sessions_per_device: 2\n"
+      "max_unsent_mb: 3\nmax_pending_input_mb: 5\n"
+      "max_kept_training_tokens: 7000\nmax_concurrent_streams: 99\n"
+      "grpc_memory_mb: 256\n",
+      "s.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->admission.max_sessions, 10);
+  EXPECT_EQ(c->admission.max_sessions_per_device, 2);
+  EXPECT_EQ(c->admission.max_unsent_bytes, 3 << 20);
+  EXPECT_EQ(c->admission.max_pending_input_bytes, 5 << 20);
+  EXPECT_EQ(c->admission.max_kept_training_tokens, 7000);
+  EXPECT_EQ(c->admission.max_concurrent_streams, 99);
+  EXPECT_EQ(c->admission.grpc_memory_bytes, int64_t{256} << 20);
+  auto d = ParseServerConfig("name: a\ninsecure: true\n", "s.yaml");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->admission.max_unsent_bytes, AdmissionLimits().max_unsent_bytes);
+  for (const std::string bad :
+       {"max_unsent_mb: 0", "max_pending_input_mb: -1",
+        "max_concurrent_streams: 0", "grpc_memory_mb: 99999999999"}) {
+    auto e = ParseServerConfig("name: a\n" + bad + "\n", "s.yaml");
+    EXPECT_FALSE(e.ok()) << bad;
+    const std::string field = bad.substr(0, bad.find(':'));
+    EXPECT_THAT(std::string(e.status().message()),
+                HasSubstr("field \"" + field + "\""))
+        << e.status();
+  }
+}
+
 // A server unit that makes the file system read-only must still give the
 // server somewhere to write its training checkpoints (the default
 // checkpoint_dir is relative to the working directory).

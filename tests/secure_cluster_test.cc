@@ -453,6 +453,118 @@ TEST(AdmissionTest, ADeviceGetsAtMostItsShareOfAServersSessions) {
   for (Held& h : held) h.ctx->TryCancel();
 }
 
+// max_concurrent_streams bounds what one connection may open at once: a
+// second call on the connection waits until the first stream ends.
+TEST(AdmissionTest, ConcurrentStreamsPerConnectionAreBounded) {
+  const std::string model = testing::TinyModel(Arch::kLlama);
+  testing::ClusterOptions options;
+  options.admission.max_concurrent_streams = 1;
+  auto cluster = Cluster::Start(
+      testing::TempDir("streams"),
+      {{"m", model, false, {{"device", 0, 1}, {"a", 1, 4}}}}, options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EdgeServer* a = (*cluster)->server("a");
+  (*cluster)->DeviceSecurity("p");
+  auto stub = v1::StageService::NewStub(
+      (*cluster)->Dial("device-p", a->address(), "a"));
+  auto handshake = [&](absl::Duration wait) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + wait));
+    v1::HandshakeRequest req;
+    v1::HandshakeResponse resp;
+    return stub->Handshake(&ctx, req, &resp).error_code();
+  };
+  ASSERT_EQ(handshake(absl::Seconds(10)), grpc::StatusCode::OK);
+  grpc::ClientContext held;
+  held.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  auto stream = stub->Session(&held);
+  for (absl::Time until = absl::Now() + absl::Seconds(10);
+       a->open_sessions() < 1 && absl::Now() < until;) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(a->open_sessions(), 1);
+  EXPECT_EQ(handshake(absl::Milliseconds(500)),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  held.TryCancel();
+  EXPECT_EQ(handshake(absl::Seconds(10)), grpc::StatusCode::OK);
+}
+
+// A client that does not read its answers cannot make a server hold them:
+// past max_unsent_bytes the server stops reading that stream until they
+// drain, and once the client reads again every answer arrives, in order
+// (the burst of requests buffered meanwhile is read as it is answered, not
+// refused for exceeding the session's pending limit).
+TEST(AdmissionTest, UnreadAnswersPauseTheStreamAndNothingIsLost) {
+  const std::string model = testing::TinyModel(Arch::kLlama);
+  testing::ClusterOptions options;
+  options.admission.max_unsent_bytes = 4096;
+  auto cluster = Cluster::Start(
+      testing::TempDir("unsent"),
+      {{"m", model, false, {{"device", 0, 1}, {"a", 1, 4}}}}, options);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  EdgeServer* a = (*cluster)->server("a");
+  auto device = (*cluster)->DeviceSecurity("p");
+  // The client's window stays at 64 KiB (no bandwidth probing growing it),
+  // so unread answers back up into the server.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 10);
+  auto channel =
+      device->Dial(a->address(), NodeIdentity(device->cluster(), "a"), args);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  auto stub = v1::StageService::NewStub(*channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto stream = stub->Session(&ctx);
+  v1::Hop hop;
+  hop.set_node("a");
+  hop.set_first_block(1);
+  hop.set_last_block(4);
+  v1::StageRequest open =
+      OpenRequest("unread", "m", v1::CODEC_FP32, {hop}, false);
+  *open.mutable_open()->mutable_grant() = (*cluster)->Grant(open.open(), "p");
+  ASSERT_TRUE(stream->Write(open));
+  v1::StageResponse r;
+  ASSERT_TRUE(stream->Read(&r));
+  ASSERT_TRUE(r.has_opened()) << r.DebugString();
+  // 32 forwards of 16 rows, each answered with 16 x 512 logits (32 KiB),
+  // paced so the server keeps up: unread, 1 MiB of answers.
+  constexpr int kSteps = 32;
+  std::thread writer([&] {
+    for (int i = 0; i < kSteps; ++i) {
+      v1::StageRequest f;
+      f.mutable_forward()->set_step(i);
+      EXPECT_TRUE(wire::Encode(at::randn({16, 64}), v1::CODEC_FP32,
+                               f.mutable_forward()->mutable_hidden())
+                      .ok());
+      if (!stream->Write(f)) return;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    stream->WritesDone();
+  });
+  // Long enough for the writer to be done or stuck behind the paused reads.
+  absl::SleepFor(absl::Seconds(2));
+  const int64_t answer = 16 * 512 * 4;
+  // Unpaused the server would hold ~1 MiB less what the transport buffers
+  // (the client's window); paused, the limit plus what requests already
+  // read add (at most a session's pending forwards and the one computing).
+  EXPECT_LE(a->service().peak_unsent_bytes(), 4096 + 9 * (answer + 1024));
+  EXPECT_GT(a->service().peak_unsent_bytes(), 0);
+  for (int i = 0; i < kSteps; ++i) {
+    if (!stream->Read(&r)) {
+      writer.join();
+      FAIL() << "answer " << i << ": " << stream->Finish().error_message();
+    }
+    ASSERT_TRUE(r.has_forward()) << i;
+    EXPECT_EQ(r.forward().step(), static_cast<uint64_t>(i));
+  }
+  writer.join();
+  EXPECT_FALSE(stream->Read(&r));
+  grpc::Status done = stream->Finish();
+  EXPECT_TRUE(done.ok()) << done.error_message();
+  EXPECT_EQ(a->service().unsent_bytes(), 0);
+}
+
 // Devices without certificates authenticate with bearer tokens where the
 // daemons accept them; the controller's devices: list still decides what
 // each may use.
