@@ -96,6 +96,12 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
       int64_t record_ttl,
       r.IntIn(root, "session_record_ttl_s", 86400, 60, int64_t{86400} * 365));
   c.session_record_ttl = absl::Seconds(record_ttl);
+  ES_ASSIGN_OR_RETURN(int64_t fed_mb,
+                      r.IntIn(root, "fed_memory_mb", 1024, 1, 1 << 24));
+  c.fed_memory_bytes = fed_mb << 20;
+  ES_ASSIGN_OR_RETURN(int64_t round_s,
+                      r.IntIn(root, "fed_round_timeout_s", 600, 1, 86400));
+  c.fed_round_timeout = absl::Seconds(round_s);
   ES_ASSIGN_OR_RETURN(int64_t grace,
                       r.IntIn(root, "startup_grace_s", 10, 0, 3600));
   c.startup_grace = absl::Seconds(grace);
@@ -369,6 +375,7 @@ v1::Plan Controller::ToProto(const PlanConfig& plan, uint64_t version) {
     ps->set_first_block(s.first_block);
     ps->set_last_block(s.last_block);
     ps->set_weights(s.weights);
+    for (const std::string& n : s.standby) ps->add_standby(n);
   }
   return p;
 }
@@ -525,7 +532,8 @@ v1::PlanUpdate Controller::PlansFor(const std::string& node) {
   update.set_keep_unlisted(!settled_);
   for (const auto& [id, plan] : plans_) {
     for (const PlanStageConfig& s : plan.stages) {
-      if (s.node == node) {
+      if (s.node == node || std::find(s.standby.begin(), s.standby.end(),
+                                      node) != s.standby.end()) {
         *update.add_plans() = ToProtoLocked(plan);
         break;
       }
@@ -651,8 +659,14 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSessionLocked(
   response.set_device_last_block(plan.stages[0].last_block);
   for (size_t i = 1; i < plan.stages.size(); ++i) {
     const PlanStageConfig& s = plan.stages[i];
-    ES_RETURN_IF_ERROR(CheckAlive(s.node));
-    if (!UsableLocked(s.node)) {
+    // The pinned node, or else the first standby that can take its place.
+    std::string node = s.node;
+    for (auto sb = s.standby.begin();
+         !UsableLocked(node) && sb != s.standby.end(); ++sb) {
+      if (UsableLocked(*sb)) node = *sb;
+    }
+    ES_RETURN_IF_ERROR(CheckAlive(node));
+    if (!UsableLocked(node)) {
       // A pinned plan has no way around it; an automatic one may once the
       // live nodes among the suspects beat again.
       return absl::Status(
@@ -663,9 +677,9 @@ absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSessionLocked(
                        err != planner_errors_.end() ? ": " + err->second : ""));
     }
     v1::Hop* hop = response.add_route();
-    hop->set_node(s.node);
-    hop->set_address(nodes_[s.node].address);
-    hop->set_peer_address(nodes_[s.node].peer_address);
+    hop->set_node(node);
+    hop->set_address(nodes_[node].address);
+    hop->set_peer_address(nodes_[node].peer_address);
     hop->set_first_block(s.first_block);
     hop->set_last_block(s.last_block);
   }

@@ -86,6 +86,11 @@ struct ControllerConfig {
   // Session records (for counting and CloseSession) older than this are
   // dropped: a device that crashed never closes its sessions.
   absl::Duration session_record_ttl = absl::Hours(24);
+  // Federated averaging: adapters held by rounds still waiting for devices,
+  // all rounds together (beyond: RESOURCE_EXHAUSTED), and how long a round
+  // waits for its slowest device.
+  int64_t fed_memory_bytes = int64_t{1} << 30;
+  absl::Duration fed_round_timeout = absl::Minutes(10);
 
   absl::Status Validate() const;
 };
@@ -110,6 +115,8 @@ struct ControllerConfig {
 //   startup_grace_s: 10                     # servers retire no stage yet
 //   state_dir: /var/lib/edgesplit/controller  # jobs' owners, kept
 //   session_record_ttl_s: 86400             # unclosed sessions forgotten
+//   fed_memory_mb: 1024                     # adapters waiting in rounds
+//   fed_round_timeout_s: 600                # a round waits this long
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
 // The `devices:` and `revoked_tokens:` sections (admission.cc); errors name the
 // file, line, field.
@@ -122,6 +129,7 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
 class Controller {
  public:
   Controller(ControllerConfig config, Clock* clock);
+  const ControllerConfig& config() const { return config_; }
 
   // (Re)reads every plan file. Valid plans replace the running ones of
   // their model; an invalid file is reported (naming file, line, field)

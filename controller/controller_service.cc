@@ -88,7 +88,9 @@ class Refused : public grpc::ServerWriteReactor<v1::PlanUpdate> {
 
 ControllerServiceImpl::ControllerServiceImpl(Controller* controller,
                                              const TransportSecurity* security)
-    : controller_(controller), security_(security) {
+    : controller_(controller),
+      security_(security),
+      averager_(controller->config().fed_memory_bytes) {
   if (security_->tokens() != nullptr) {
     // The controller's own key, already checked when it was loaded.
     const absl::Status s =
@@ -234,9 +236,10 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::AverageAdapters(
   }
   auto* reactor = ctx->DefaultReactor();
   // A round waits for its slowest device, but never past the caller's
-  // deadline (nor ten minutes: shutdown waits for calls in flight).
-  const absl::Time deadline = std::min(absl::FromChrono(ctx->deadline()),
-                                       absl::Now() + absl::Minutes(10));
+  // deadline (nor fed_round_timeout_s: what it holds stays bounded in time).
+  const absl::Time deadline =
+      std::min(absl::FromChrono(ctx->deadline()),
+               absl::Now() + controller_->config().fed_round_timeout);
   averager_.Submit(
       *request, deadline,
       [reactor, response](absl::StatusOr<v1::AverageAdaptersResponse> r) {

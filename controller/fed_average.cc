@@ -113,9 +113,31 @@ void FedAverager::Submit(const v1::AverageAdaptersRequest& request,
   {
     absl::MutexLock lock(&mu_);
     ExpireLocked(absl::Now(), &expired);
-    Round& round = rounds_[{request.job_id(), request.round()}];
+    const int64_t bytes = static_cast<int64_t>(request.ByteSizeLong());
+    const Key key{request.job_id(), request.round()};
+    const bool known = rounds_.count(key) > 0;
+    absl::Status refused;
+    if (bytes > max_bytes_ - held_bytes_) {
+      if (!known) {
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "averaging rounds hold ", held_bytes_, " bytes of adapters; ",
+            bytes, " more would exceed the controller's ", limit_name_, " (",
+            max_bytes_, " bytes)"));
+      } else {
+        refused = absl::ResourceExhaustedError(absl::StrCat(
+            "round ", request.round(), " of job ", request.job_id(),
+            ": this adapter's ", bytes,
+            " bytes would exceed the "
+            "controller's ",
+            limit_name_, " (", max_bytes_, " bytes, ", held_bytes_, " held)"));
+      }
+    }
+    Round& round = rounds_[key];
     if (round.devices == 0) round.devices = request.devices();
-    if (round.devices != request.devices()) {
+    if (!refused.ok()) {
+      if (!known) rounds_.erase(key);
+      result = refused;
+    } else if (round.devices != request.devices()) {
       result = Bad(request, absl::StrCat("devices: ", request.devices(),
                                          " but the round has ", round.devices));
     } else if (!round.by_device.emplace(request.device(), request).second) {
@@ -125,6 +147,8 @@ void FedAverager::Submit(const v1::AverageAdaptersRequest& request,
     } else {
       round.deadline = std::min(round.deadline, deadline);
       round.waiting.push_back(std::move(done));
+      round.bytes += bytes;
+      held_bytes_ += bytes;
       if (round.by_device.size() < round.devices) {
         done = nullptr;
       } else {
@@ -132,7 +156,8 @@ void FedAverager::Submit(const v1::AverageAdaptersRequest& request,
         for (const auto& [name, r] : round.by_device) all.push_back(&r);
         result = AverageFactors(all);
         ready = std::move(round.waiting);
-        rounds_.erase({request.job_id(), request.round()});
+        held_bytes_ -= round.bytes;
+        rounds_.erase(key);
         done = nullptr;
       }
     }
@@ -168,6 +193,7 @@ void FedAverager::ExpireLocked(absl::Time now,
   for (auto it = rounds_.begin(); it != rounds_.end();) {
     if (it->second.deadline <= now) {
       out->push_back(std::move(it->second.waiting));
+      held_bytes_ -= it->second.bytes;
       it = rounds_.erase(it);
     } else {
       ++it;

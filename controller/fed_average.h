@@ -52,6 +52,16 @@ class FedAverager {
  public:
   using Done = std::function<void(absl::StatusOr<v1::AverageAdaptersResponse>)>;
 
+  // Rounds hold at most `max_bytes` of submitted adapters together; a
+  // submission beyond is refused RESOURCE_EXHAUSTED naming `limit_name`.
+  explicit FedAverager(int64_t max_bytes = int64_t{1} << 30,
+                       std::string limit_name = "fed_memory_mb")
+      : max_bytes_(max_bytes), limit_name_(std::move(limit_name)) {}
+  int64_t held_bytes() const {
+    absl::MutexLock lock(&mu_);
+    return held_bytes_;
+  }
+
   // Adds a device's adapter to its round; when the round has `devices`
   // submissions every caller's `done` gets the average. A round not
   // complete by the earliest caller's `deadline` fails for everyone
@@ -68,14 +78,18 @@ class FedAverager {
     absl::Time deadline = absl::InfiniteFuture();
     std::map<std::string, v1::AverageAdaptersRequest> by_device;
     std::vector<Done> waiting;
+    int64_t bytes = 0;  // Of by_device's requests.
   };
   using Key = std::pair<std::string, uint64_t>;  // (job, round)
   // Removes the expired rounds; their callbacks go to `out`.
   void ExpireLocked(absl::Time now, std::vector<std::vector<Done>>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  absl::Mutex mu_;
+  const int64_t max_bytes_;
+  const std::string limit_name_;
+  mutable absl::Mutex mu_;
   std::map<Key, Round> rounds_ ABSL_GUARDED_BY(mu_);
+  int64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace edgesplit

@@ -191,5 +191,41 @@ TEST(FedAverageTest, RoundsWaitForEveryDeviceAndRefuseBadInput) {
   EXPECT_EQ(got[0].status().code(), absl::StatusCode::kDeadlineExceeded);
 }
 
+// Rounds hold at most fed_memory_mb of adapters together: a submission
+// beyond is refused naming the limit; expired and completed rounds give
+// their bytes back.
+TEST(FedAverageTest, RoundsTogetherHoldAtMostTheirMemoryLimit) {
+  std::mt19937 rng(2);
+  const Matrix a = Random(4, 8, rng), b = Random(8, 4, rng);
+  auto in_job = [&](const std::string& job, const std::string& device) {
+    auto r = Request(device, 1, a, b);
+    r.set_job_id(job);
+    r.set_devices(2);
+    return r;
+  };
+  const int64_t one = static_cast<int64_t>(in_job("j1", "d0").ByteSizeLong());
+  FedAverager avg(one * 5 / 2);  // Room for two adapters.
+  std::vector<absl::StatusOr<v1::AverageAdaptersResponse>> got;
+  auto done = [&](absl::StatusOr<v1::AverageAdaptersResponse> r) {
+    got.push_back(std::move(r));
+  };
+  const absl::Time later = absl::Now() + absl::Minutes(1);
+  avg.Submit(in_job("j1", "d0"), later, done);
+  avg.Submit(in_job("j2", "d0"), absl::Now() + absl::Milliseconds(1), done);
+  EXPECT_EQ(avg.held_bytes(), 2 * one);
+  avg.Submit(in_job("j3", "d0"), later, done);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(got[0].status().message(), HasSubstr("fed_memory_mb"));
+  avg.Expire(absl::Now() + absl::Seconds(1));  // j2 never completes.
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(avg.held_bytes(), one);
+  avg.Submit(in_job("j1", "d1"), later, done);  // Completes j1.
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_TRUE(got[2].ok()) << got[2].status();
+  EXPECT_TRUE(got[3].ok()) << got[3].status();
+  EXPECT_EQ(avg.held_bytes(), 0);
+}
+
 }  // namespace
 }  // namespace edgesplit

@@ -109,6 +109,17 @@ absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
                                   "\" is not one of f32, f16, q8_0, q6_k, "
                                   "q4_k, q4_0"));
     }
+    if (const YAML::Node sb = s["standby"]; sb.IsDefined()) {
+      if (!sb.IsSequence()) {
+        return r.Error(sb, field + ".standby", "expected a list of nodes");
+      }
+      for (size_t k = 0; k < sb.size(); ++k) {
+        if (!sb[k].IsScalar() || sb[k].Scalar().empty()) {
+          return r.Error(sb, field + ".standby", "expected node names");
+        }
+        stage.standby.push_back(sb[k].Scalar());
+      }
+    }
     plan.stages.push_back(std::move(stage));
   }
   return plan;
@@ -138,6 +149,11 @@ absl::Status ValidateAutomaticPlan(
       return absl::InvalidArgumentError(absl::StrCat(
           plan.source, ":", s.line, ": field \"stages[", i, "]\": ", what));
     };
+    if (!s.standby.empty()) {
+      return err(
+          "standby nodes are for pinned plans (the planner routes around "
+          "lost nodes itself)");
+    }
     if (s.node != kDeviceNode && nodes.count(s.node) == 0) {
       return err(absl::StrCat("unknown node \"", s.node,
                               "\" (not in the cluster's nodes)"));
@@ -206,6 +222,21 @@ absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
     if (!seen.insert(s.node).second) {
       return err(s, i, absl::StrCat("node \"", s.node, "\" appears twice"));
     }
+    if (!s.standby.empty() && (i == 0 || plan.automatic)) {
+      return err(s, i,
+                 i == 0 ? "the device's stage has no standby"
+                        : "standby nodes are for pinned plans (the planner "
+                          "routes around lost nodes itself)");
+    }
+    std::set<std::string> standby;
+    for (const std::string& n : s.standby) {
+      if (n == s.node || n == kDeviceNode || !standby.insert(n).second) {
+        return err(s, i,
+                   absl::StrCat("standby \"", n,
+                                "\" is the stage's node, the device or "
+                                "listed twice"));
+      }
+    }
     if (i > 0) {
       auto it = nodes.find(s.node);
       if (it == nodes.end()) {
@@ -232,8 +263,32 @@ absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
             absl::StrCat("node \"", s.node, "\" has ", it->second.memory_bytes,
                          " bytes of memory but ", range, " need ", bytes));
       }
+      for (const std::string& n : s.standby) {
+        auto sb = nodes.find(n);
+        if (sb == nodes.end()) {
+          return err(s, i,
+                     absl::StrCat("unknown standby node \"", n,
+                                  "\" (not in the cluster's nodes)"));
+        }
+        if (sb->second.memory_bytes > 0 && bytes > sb->second.memory_bytes) {
+          return err(
+              s, i,
+              absl::StrCat("standby \"", n, "\" has ", sb->second.memory_bytes,
+                           " bytes of memory but ", range, " need ", bytes));
+        }
+      }
     }
     expected = s.last_block;
+  }
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    for (const std::string& n : plan.stages[i].standby) {
+      if (seen.count(n) > 0) {
+        // A route would pass the same node twice.
+        return err(plan.stages[i], i,
+                   absl::StrCat("standby \"", n,
+                                "\" already runs another stage of this plan"));
+      }
+    }
   }
   if (expected != model.num_layers) {
     const PlanStageConfig& s = plan.stages.back();

@@ -18,6 +18,10 @@
 //                          # planner prices the stage with it.
 //     - node: server-b
 //       blocks: [3, 5]
+//       standby: [server-c]  # optional: nodes that load the stage too and
+//                            # take server-b's place in new routes and
+//                            # reroutes while it is down, draining or
+//                            # suspected (first usable one, in order)
 //
 // Or let the controller plan it from measured profiles, pinning some
 // stages (or none) and leaving the rest to the planner:
@@ -59,6 +63,9 @@ struct PlanStageConfig {
   int64_t last_block = 0;
   int line = 0;              // Where the stage is in the file (1-based).
   std::string weights = "";  // "" = the node's own setting.
+  // Pinned server stages: nodes that load the stage too and stand in for
+  // `node` while it is unusable (in this order).
+  std::vector<std::string> standby = {};
 };
 
 // The `planner:` section of an automatic plan.

@@ -94,6 +94,40 @@ TEST(PlanTest, NodesAndMemory) {
   EXPECT_THAT(s.message(), HasSubstr("appears twice"));
 }
 
+// Standby nodes: parsed per server stage, checked like the stage's node
+// (known, memory), never the device, the stage's node, a node of another
+// stage, or in an automatic plan.
+TEST(PlanTest, StandbyNodes) {
+  auto plan = ParsePlanYaml(
+      "model: {id: m, path: /m}\nstages:\n"
+      "  - {node: device, blocks: [0, 2]}\n"
+      "  - {node: a, blocks: [2, 6], standby: [b]}\n",
+      "p.yaml");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->stages[1].standby, (std::vector<std::string>{"b"}));
+  EXPECT_TRUE(ValidatePlan(*plan, SixBlocks(), Nodes()).ok());
+  const std::string head =
+      "  - {node: device, blocks: [0, 2]}\n  - {node: a, blocks: [2, 4]}\n";
+  for (const auto& [stages, message] :
+       std::vector<std::pair<std::string, std::string>>{
+           {head + "  - {node: b, blocks: [4, 6], standby: [ghost]}\n",
+            "unknown standby node \"ghost\""},
+           {head + "  - {node: b, blocks: [4, 6], standby: [small]}\n",
+            "standby \"small\" has 1000 bytes"},
+           {head + "  - {node: b, blocks: [4, 6], standby: [a]}\n",
+            "already runs another stage"},
+           {head + "  - {node: b, blocks: [4, 6], standby: [b]}\n",
+            "is the stage's node"},
+           {"  - {node: device, blocks: [0, 2], standby: [a]}\n"
+            "  - {node: b, blocks: [2, 6]}\n",
+            "the device's stage has no standby"},
+           {head + "  - {node: b, blocks: [4, 6], standby: mid}\n",
+            "stages[2].standby"}}) {
+    EXPECT_THAT(std::string(Check(stages).message()), HasSubstr(message))
+        << stages;
+  }
+}
+
 // A stage's weight type travels with it, and the memory check counts the
 // stage at that type: blocks [2, 6) and the head are ~154k weights, 618 kB
 // in f32 but 87 kB in q4_0, against a node with 200 kB.

@@ -57,6 +57,18 @@ struct DeviceAgent::Impl {
   DeviceAgentOptions options;
   v1::Codec codec = v1::CODEC_FP32;
   std::unique_ptr<v1::ControllerService::Stub> controller;
+  std::shared_ptr<grpc::Channel> controller_channel;
+
+  // The last route the controller gave for each (model, adapter), reused
+  // for new sessions while the controller cannot be reached.
+  struct CachedRoute {
+    v1::OpenSessionResponse response;
+    absl::Time issued;
+    int reused = 0;
+  };
+  absl::Mutex routes_mu;
+  std::map<std::pair<std::string, std::string>, CachedRoute> cached_routes
+      ABSL_GUARDED_BY(routes_mu);
   std::shared_ptr<const TransportSecurity> security;
   std::unique_ptr<StageStubCache> stubs;
   absl::Mutex mu;
@@ -114,7 +126,17 @@ struct DeviceAgent::Impl {
       if (s.ok() && resp.route_size() == 0) {
         return absl::InternalError("controller returned an empty route");
       }
-      if (s.ok()) return resp;
+      if (s.ok()) {
+        if (training_job.empty()) {
+          absl::MutexLock lock(&routes_mu);
+          cached_routes[{model_id, adapter}] = {resp, absl::Now(), 0};
+        }
+        return resp;
+      }
+      if (training_job.empty() && suspects.empty()) {
+        auto cached = CachedRouteFor(model_id, adapter, s);
+        if (cached.ok()) return cached;
+      }
       // UNAVAILABLE: no plan without the suspects yet. Others are final.
       if (s.code() != absl::StatusCode::kUnavailable ||
           absl::Now() + backoff >= deadline || suspects.empty()) {
@@ -123,6 +145,41 @@ struct DeviceAgent::Impl {
       absl::SleepFor(backoff);
       backoff = std::min(backoff * 2, absl::Milliseconds(500));
     }
+  }
+
+  // While the controller cannot be reached (`failure` is a transport
+  // error and the channel is not connected), the model's last route if it
+  // was issued within cached_route_ttl and its grant is still valid, as a
+  // new session below the cached one (grants admit "<id>/..." sessions).
+  absl::StatusOr<v1::OpenSessionResponse> CachedRouteFor(
+      const std::string& model_id, const std::string& adapter,
+      const absl::Status& failure) {
+    const bool unreachable =
+        (failure.code() == absl::StatusCode::kUnavailable ||
+         failure.code() == absl::StatusCode::kDeadlineExceeded) &&
+        controller_channel != nullptr &&
+        controller_channel->GetState(false) != GRPC_CHANNEL_READY;
+    if (!unreachable || options.cached_route_ttl <= absl::ZeroDuration()) {
+      return failure;
+    }
+    absl::MutexLock lock(&routes_mu);
+    auto it = cached_routes.find({model_id, adapter});
+    const absl::Time now = absl::Now();
+    if (it == cached_routes.end() ||
+        now - it->second.issued > options.cached_route_ttl) {
+      return failure;
+    }
+    v1::OpenSessionResponse r = it->second.response;
+    if (!r.grant().grant().empty()) {
+      v1::RouteGrant g;
+      if (!g.ParseFromString(r.grant().grant()) ||
+          absl::FromUnixMillis(g.expires_unix_ms()) <= now) {
+        return failure;
+      }
+    }
+    r.set_session_id(
+        absl::StrCat(r.session_id(), "/cached-", ++it->second.reused));
+    return r;
   }
 
   // Measures this device once per model (compute, and the link to the

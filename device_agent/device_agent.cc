@@ -334,6 +334,7 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
                           options.controller,
                           ControllerIdentity(impl->security->cluster()), args));
   impl->controller = v1::ControllerService::NewStub(channel);
+  impl->controller_channel = channel;
   return std::unique_ptr<DeviceAgent>(new DeviceAgent(std::move(impl)));
 }
 

@@ -127,8 +127,22 @@ SplitTrainer::Future SplitTrainer::Send(v1::StageRequest request) {
   return f;
 }
 
+absl::StatusOr<v1::StageResponse> SplitTrainer::Await(const Future& f) {
+  const auto until = std::chrono::steady_clock::now() +
+                     absl::ToChronoNanoseconds(options_.answer_timeout);
+  if (f.wait_until(until) == std::future_status::timeout) {
+    // Cancels the chain hop by hop; every answer still owed fails.
+    if (stream_) stream_->Close();
+    return absl::DeadlineExceededError(absl::StrCat(
+        "training session ", options_.session_id, ": no answer from ",
+        options_.route.empty() ? "the route" : options_.route[0].node(),
+        "'s route within ", absl::FormatDuration(options_.answer_timeout)));
+  }
+  return f.get();
+}
+
 absl::StatusOr<v1::StageResponse> SplitTrainer::Call(v1::StageRequest request) {
-  absl::StatusOr<v1::StageResponse> r = Send(std::move(request)).get();
+  absl::StatusOr<v1::StageResponse> r = Await(Send(std::move(request)));
   if (r.ok()) bytes_received_ += static_cast<int64_t>(r->ByteSizeLong());
   return r;
 }
@@ -217,7 +231,7 @@ absl::Status SplitTrainer::SendBackward(StepState& s, int mb) {
   if (head_ != nullptr) {
     const at::Tensor& w = s.windows[mb];
     const int64_t n = w.size(0) - 1;
-    absl::StatusOr<v1::StageResponse> fr = s.forwards[mb].get();
+    absl::StatusOr<v1::StageResponse> fr = Await(s.forwards[mb]);
     if (!fr.ok()) return fr.status();
     bytes_received_ += static_cast<int64_t>(fr->ByteSizeLong());
     if (!fr->has_forward()) return Unexpected(*fr, "a forward result");
@@ -256,7 +270,7 @@ absl::Status SplitTrainer::FinishBackward(StepState& s, int mb) {
     ES_RETURN_IF_ERROR(SendBackward(s, s.next_backward));
   }
   if (head_ == nullptr) {
-    absl::StatusOr<v1::StageResponse> fr = s.forwards[mb].get();
+    absl::StatusOr<v1::StageResponse> fr = Await(s.forwards[mb]);
     if (!fr.ok()) return fr.status();
     bytes_received_ += static_cast<int64_t>(fr->ByteSizeLong());
     if (!fr->has_forward() || !fr->forward().has_loss()) {
@@ -265,7 +279,7 @@ absl::Status SplitTrainer::FinishBackward(StepState& s, int mb) {
     s.loss_sum += fr->forward().loss().loss();
     s.tokens += fr->forward().loss().tokens();
   }
-  absl::StatusOr<v1::StageResponse> br = s.backwards[mb].get();
+  absl::StatusOr<v1::StageResponse> br = Await(s.backwards[mb]);
   if (!br.ok()) return br.status();
   bytes_received_ += static_cast<int64_t>(br->ByteSizeLong());
   if (!br->has_backward()) return Unexpected(*br, "a backward result");
@@ -364,7 +378,7 @@ absl::StatusOr<std::pair<double, int64_t>> SplitTrainer::Evaluate(
   size_t read = 0;
   auto read_one = [&]() -> absl::Status {
     const size_t i = read++;
-    absl::StatusOr<v1::StageResponse> r = results[i].get();
+    absl::StatusOr<v1::StageResponse> r = Await(results[i]);
     if (!r.ok()) return r.status();
     if (!r->has_forward()) return Unexpected(*r, "a forward result");
     const int64_t n = windows[i].size(0) - 1;

@@ -34,6 +34,11 @@ struct SplitTrainerOptions {
   std::vector<v1::Hop> route;  // The servers, in order.
   v1::SignedGrant grant;       // The controller's, for this route.
   absl::Time deadline = absl::InfiniteFuture();
+  // The longest wait for any one answer (a hop that accepts requests but
+  // never answers: stuck, overloaded). Past it the session is closed and
+  // the operation fails DEADLINE_EXCEEDED, which callers resume from like
+  // a lost hop.
+  absl::Duration answer_timeout = absl::Minutes(5);
   // Clipping: true adds this device's squared gradient norm to the chain's
   // (one global norm: split equals whole); false (devices > 1) clips the
   // device's adapter by its own norm and the servers' by theirs.
@@ -111,6 +116,9 @@ class SplitTrainer {
   SplitTrainer() = default;
   Future Send(v1::StageRequest request);
   absl::StatusOr<v1::StageResponse> Call(v1::StageRequest request);
+  // `f`'s answer, or DEADLINE_EXCEEDED (closing the session) when none
+  // comes within options_.answer_timeout.
+  absl::StatusOr<v1::StageResponse> Await(const Future& f);
   // ForwardBackward's parts, on micro-batch `mb` of `s`: this device's
   // forward sent on; the backward request sent (U-shaped: after the head's
   // loss and backward here); U-shaped, the backwards whose forward results

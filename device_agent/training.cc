@@ -193,6 +193,7 @@ struct Trainer::Impl {
     so.grant = r.grant();
     so.route.assign(r.route().begin(), r.route().end());
     so.deadline = absl::InfiniteFuture();
+    so.answer_timeout = options.answer_timeout;
     so.global_norm = spec.devices() == 1;
     so.checkpoint_dir = options.checkpoint_dir;
     trainer.reset();

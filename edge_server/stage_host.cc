@@ -1,5 +1,7 @@
 #include "edge_server/stage_host.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
@@ -48,7 +50,11 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans,
   for (const v1::Plan& plan : plans) {
     for (int i = 0; i < plan.stages_size(); ++i) {
       const v1::PlanStage& ps = plan.stages(i);
-      if (ps.node() != options_.node) continue;
+      if (ps.node() != options_.node &&
+          std::find(ps.standby().begin(), ps.standby().end(), options_.node) ==
+              ps.standby().end()) {
+        continue;
+      }
       const Key key(plan.model_id(), ps.first_block(), ps.last_block());
       StageSpec spec;
       spec.blocks = {ps.first_block(), ps.last_block()};

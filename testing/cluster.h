@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "controller/controller.h"
@@ -83,6 +84,8 @@ struct ClusterPlan {
   std::vector<std::tuple<std::string, int64_t, int64_t>> stages;
   // node -> the plan's weight type for its stage (absent: the node's own).
   std::map<std::string, std::string> weights = {};
+  // node -> standby nodes for its stage (started as servers too).
+  std::map<std::string, std::vector<std::string>> standby = {};
 };
 
 class Cluster {
@@ -105,6 +108,9 @@ class Cluster {
     for (const ClusterPlan& p : plans) {
       for (auto& [node, a, b] : p.stages) {
         if (node != "device") nodes.insert(node);
+      }
+      for (const auto& [node, standby] : p.standby) {
+        nodes.insert(standby.begin(), standby.end());
       }
     }
     c->tls_ = options.tls;
@@ -149,9 +155,14 @@ class Cluster {
           "}\nu_shaped: ", p.u_shaped ? "true" : "false", "\nstages:\n");
       for (auto& [node, a, b] : p.stages) {
         auto w = p.weights.find(node);
+        auto sb = p.standby.find(node);
         absl::StrAppend(
             &yaml, "  - {node: ", node, ", blocks: [", a, ", ", b, "]",
-            w == p.weights.end() ? "" : ", weights: " + w->second, "}\n");
+            w == p.weights.end() ? "" : ", weights: " + w->second,
+            sb == p.standby.end()
+                ? ""
+                : ", standby: [" + absl::StrJoin(sb->second, ", ") + "]",
+            "}\n");
       }
       const std::string file = absl::StrCat(dir, "/", p.model_id, ".yaml");
       std::ofstream(file) << yaml;
@@ -251,6 +262,15 @@ class Cluster {
     }
   }
 
+  // Undoes Silence() for connections made from now on. Data already sent
+  // into the silence stays there: keepalive ends those connections.
+  void Unsilence(const std::string& node) {
+    for (auto* links : {&links_, &peer_links_, &controller_links_}) {
+      auto it = links->find(node);
+      if (it != links->end()) it->second->SetSpec(LinkSpec{});
+    }
+  }
+
   ~Cluster() {
     servers_.clear();
     links_.clear();
@@ -282,11 +302,15 @@ class Cluster {
   // starts a new one from the same config on the same address. Servers
   // reconnect by themselves.
   absl::Status RestartController() {
-    grpc_->Shutdown(absl::ToChronoTime(absl::Now()));
+    StopController();
+    return StartController(controller_address_);
+  }
+  // The controller gone (as a crashed one): its port refuses connections.
+  void StopController() {
+    if (grpc_) grpc_->Shutdown(absl::ToChronoTime(absl::Now()));
     grpc_.reset();
     service_.reset();
     controller_.reset();
-    return StartController(controller_address_);
   }
 
   // The TLS files of `stem` ("device-d1", "admin-operator", "node-x"),

@@ -38,12 +38,14 @@ SamplingOptions Greedy(int n) {
   return s;
 }
 
-std::unique_ptr<DeviceAgent> Agent(const Cluster& c,
-                                   const std::string& codec = "fp32") {
+std::unique_ptr<DeviceAgent> Agent(
+    const Cluster& c, const std::string& codec = "fp32",
+    absl::Duration cached_route_ttl = absl::Seconds(60)) {
   DeviceAgentOptions o;
   o.controller = c.controller_address();
   c.SecureDevice("device", &o);
   o.codec = codec;
+  o.cached_route_ttl = cached_route_ttl;
   o.generation_timeout = absl::Seconds(60);
   auto a = DeviceAgent::Connect(o);
   EXPECT_TRUE(a.ok()) << a.status();
@@ -280,6 +282,67 @@ TEST(SplitFailureTest, DeadHopIsUnavailableNamingTheNode) {
   auto again = agent->OpenSession("real");
   EXPECT_EQ(again.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(again.status().message(), HasSubstr("\"y\""));
+}
+
+// A pinned plan may name standby nodes per stage: they load the stage too,
+// and when the pinned node dies mid-generation the session reroutes
+// through the standby with the same tokens; new sessions go there too.
+TEST(SplitFailureTest, StandbyTakesOverAPinnedStage) {
+  ClusterPlan plan{
+      "real", RealModel(), false, {{"device", 0, 1}, {"x", 1, 3}, {"y", 3, 5}}};
+  plan.standby["y"] = {"w"};
+  auto c = Cluster::Start(testing::TempDir("standby"), {plan});
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c);
+  auto session = agent->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_THAT((*session)->route(), HasSubstr("y [3, 5)"));
+  int tokens = 0;
+  auto stats = (*session)->Generate("Once upon a time", Greedy(40),
+                                    [&](absl::string_view) {
+                                      if (++tokens == 5) (*c)->Kill("y");
+                                    });
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->reroutes, 1);
+  EXPECT_EQ(stats->tokens, Monolithic(RealModel(), "Once upon a time", 40));
+  EXPECT_THAT((*session)->route(), HasSubstr("w [3, 5)"));
+  auto again = agent->OpenSession("real");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_THAT((*again)->route(), HasSubstr("w [3, 5)"));
+}
+
+// While the controller is down, running sessions go on and new ones
+// reuse the model's last route (its grant admits sessions below its id)
+// for cached_route_ttl; a device that caches nothing is refused.
+TEST(SplitFailureTest, NewSessionsUseTheCachedRouteWhileTheControllerIsDown) {
+  std::vector<ClusterPlan> plans = {
+      {"real",
+       RealModel(),
+       false,
+       {{"device", 0, 1}, {"x", 1, 3}, {"y", 3, 5}}}};
+  auto c = Cluster::Start(testing::TempDir("cached_route"), plans);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto caching = Agent(**c);
+  auto forgetful = Agent(**c, "fp32", absl::ZeroDuration());
+  auto first = caching->OpenSession("real");
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(forgetful->OpenSession("real").ok());
+  const auto want = Monolithic(RealModel(), "Once upon a time", 24);
+  (*c)->StopController();
+  auto running = (*first)->Generate("Once upon a time", Greedy(24));
+  ASSERT_TRUE(running.ok()) << running.status();
+  EXPECT_EQ(running->tokens, want);
+  for (int i = 0; i < 2; ++i) {
+    auto cached = caching->OpenSession("real");
+    ASSERT_TRUE(cached.ok()) << cached.status();
+    EXPECT_NE((*cached)->session_id(), (*first)->session_id());
+    auto stats = (*cached)->Generate("Once upon a time", Greedy(24));
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(stats->tokens, want);
+  }
+  auto refused = forgetful->OpenSession("real");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable)
+      << refused.status();
 }
 
 TEST(SplitFailureTest, DrainLetsOpenSessionsFinish) {

@@ -124,6 +124,43 @@ TEST(SplitTrainingResumeTest, StageKilledMidTrainingResumesFromCheckpoint) {
   EXPECT_LE(AdapterDiff(straight, resumed, config), 1e-6);
 }
 
+// A hop that keeps its connections alive but stops answering (b's peer
+// link silenced: with keepalive at 10 s nothing notices for 20 s) fails
+// the step DEADLINE_EXCEEDED after the answer timeout, which Run treats as
+// a lost hop (it resumes).
+TEST(SplitTrainingResumeTest, UnansweredStepFailsAfterTheAnswerTimeout) {
+  const std::string dir = testing::TinyModel(Arch::kGpt2);
+  auto store = ModelStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const ModelConfig& config = (*store)->config();
+  const std::string tmp = testing::TempDir("train_stuck");
+  testing::ClusterOptions options;
+  options.peer_links["b"] = testing::LinkSpec{};
+  auto c = Cluster::Start(
+      tmp,
+      {{"m",
+        dir,
+        false,
+        {{"device", 0, 1}, {"a", 1, 2}, {"b", 2, config.num_layers}}}},
+      options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto agent = Agent(**c, "phone");
+  TrainingOptions o;
+  o.job_id = "stuck";
+  o.rank = 4;
+  o.answer_timeout = absl::Seconds(1);
+  auto t = agent->StartTraining("m", o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  const auto batch = ToWindows(RandomWindows(config.vocab_size, 2, 1));
+  ASSERT_TRUE((*t)->Step(batch).ok());
+  (*c)->Silence("b");
+  auto stuck = (*t)->Step(batch);
+  EXPECT_EQ(stuck.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << stuck.status();
+  EXPECT_THAT(std::string(stuck.status().message()),
+              ::testing::HasSubstr("no answer"));
+}
+
 TEST(SplitFederatedTest, ThreeDevicesAverageTheirAdaptersAndLearn) {
   const std::string dir = RealModel();
   auto store = ModelStore::Open(dir);

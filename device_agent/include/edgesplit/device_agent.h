@@ -103,6 +103,12 @@ struct DeviceAgentOptions {
   // generation continues at the same token. At most this many times per
   // Generate call.
   int max_reroutes = 3;
+  // While the controller cannot be reached (restarting, partitioned), new
+  // sessions of a model reuse the route the controller last gave for it,
+  // if issued within this long and its route grant has not expired
+  // (grant_ttl_s on the controller); 0: never. Running sessions never need
+  // the controller.
+  absl::Duration cached_route_ttl = absl::Seconds(60);
 };
 
 struct SamplingOptions {
@@ -212,6 +218,11 @@ struct TrainingOptions {
   // checkpoint saves every shard; Resume restores the newest all share.
   std::string checkpoint_dir;
   int keep_checkpoints = 2;
+  // A step (or evaluation, restore, export) fails DEADLINE_EXCEEDED when
+  // the route leaves a request unanswered this long (a stuck or overloaded
+  // hop that still keeps its connection alive); Run resumes after it as
+  // after a lost hop.
+  absl::Duration answer_timeout = absl::Minutes(5);
 };
 
 struct TrainingStepStats {
