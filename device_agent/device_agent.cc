@@ -1,5 +1,6 @@
 #include "edgesplit/device_agent.h"
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <set>
@@ -145,6 +146,7 @@ class Session::Impl::Rerouting : public LogitsModel {
       absl::Span<const int32_t> tokens) override {
     auto logits = seq_->Forward(tokens);
     while (MayReroute(logits.status())) {
+      PaceReroute();
       ++reroutes_;
       // End the failed route's sessions first: replaying on the same
       // servers must not find their KV budget held by the old caches.
@@ -188,6 +190,7 @@ class Session::Impl::Rerouting : public LogitsModel {
   absl::Status OpenRerouting() {
     absl::Status s = OpenWhenLoaded();
     while (MayReroute(s)) {
+      PaceReroute();
       ++reroutes_;
       ES_RETURN_IF_ERROR(s_->Reroute(s, deadline_));
       s = OpenWhenLoaded();
@@ -197,6 +200,15 @@ class Session::Impl::Rerouting : public LogitsModel {
   int reroutes() const { return reroutes_; }
 
  private:
+  // Reroutes after the first wait a little, doubling (100 ms .. 2 s): a
+  // node that just restarted heartbeats, so the controller routes through
+  // it again before the connections to it are back.
+  void PaceReroute() const {
+    if (reroutes_ == 0) return;
+    const int doublings = std::min(reroutes_ - 1, 5);
+    absl::SleepFor(
+        std::min(absl::Milliseconds(100) * (1 << doublings), absl::Seconds(2)));
+  }
   // Whether `failure` is one a new route may cure, with reroutes and time
   // left for another.
   bool MayReroute(const absl::Status& failure) const {

@@ -327,6 +327,13 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> TransportSecurity::Dial(
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ms);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // A restarted peer is reachable again within a second: gRPC's default
+  // backoff grows to two minutes, during which every call on the channel
+  // fails at once with the last connect error, so a device rerouting onto
+  // a server that just came back burned its reroutes in milliseconds.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   return grpc::CreateCustomChannel(target, creds, args);
 }
 
