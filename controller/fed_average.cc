@@ -115,29 +115,13 @@ void FedAverager::Submit(const v1::AverageAdaptersRequest& request,
     ExpireLocked(absl::Now(), &expired);
     const int64_t bytes = static_cast<int64_t>(request.ByteSizeLong());
     const Key key{request.job_id(), request.round()};
-    const bool known = rounds_.count(key) > 0;
-    absl::Status refused;
     if (bytes > max_bytes_ - held_bytes_) {
-      if (!known) {
-        refused = absl::ResourceExhaustedError(absl::StrCat(
-            "averaging rounds hold ", held_bytes_, " bytes of adapters; ",
-            bytes, " more would exceed the controller's ", limit_name_, " (",
-            max_bytes_, " bytes)"));
-      } else {
-        refused = absl::ResourceExhaustedError(absl::StrCat(
-            "round ", request.round(), " of job ", request.job_id(),
-            ": this adapter's ", bytes,
-            " bytes would exceed the "
-            "controller's ",
-            limit_name_, " (", max_bytes_, " bytes, ", held_bytes_, " held)"));
-      }
-    }
-    Round& round = rounds_[key];
-    if (round.devices == 0) round.devices = request.devices();
-    if (!refused.ok()) {
-      if (!known) rounds_.erase(key);
-      result = refused;
-    } else if (round.devices != request.devices()) {
+      result = absl::ResourceExhaustedError(absl::StrCat(
+          "round ", request.round(), " of job ", request.job_id(), ": ", bytes,
+          " more bytes of adapters would exceed the controller's ", limit_name_,
+          " (", max_bytes_, " bytes, ", held_bytes_, " held)"));
+    } else if (Round& round = rounds_[key];
+               round.devices != 0 && round.devices != request.devices()) {
       result = Bad(request, absl::StrCat("devices: ", request.devices(),
                                          " but the round has ", round.devices));
     } else if (!round.by_device.emplace(request.device(), request).second) {
@@ -145,6 +129,7 @@ void FedAverager::Submit(const v1::AverageAdaptersRequest& request,
           absl::StrCat("device \"", request.device(), "\" already sent round ",
                        request.round(), " of job ", request.job_id()));
     } else {
+      round.devices = request.devices();
       round.deadline = std::min(round.deadline, deadline);
       round.waiting.push_back(std::move(done));
       round.bytes += bytes;

@@ -25,6 +25,7 @@
 #include "runtime/profiler.h"
 #include "runtime/stage_model.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "security/grant.h"
 
 namespace edgesplit {
 
@@ -171,9 +172,8 @@ struct DeviceAgent::Impl {
     }
     v1::OpenSessionResponse r = it->second.response;
     if (!r.grant().grant().empty()) {
-      v1::RouteGrant g;
-      if (!g.ParseFromString(r.grant().grant()) ||
-          absl::FromUnixMillis(g.expires_unix_ms()) <= now) {
+      auto g = ParseGrant(r.grant().grant());
+      if (!g.ok() || absl::FromUnixMillis(g->expires_unix_ms()) <= now) {
         return failure;
       }
     }

@@ -256,20 +256,12 @@ class Cluster {
   void Silence(const std::string& node) {
     LinkSpec silent;
     silent.one_way_delay = absl::Hours(1);
-    for (auto* links : {&links_, &peer_links_, &controller_links_}) {
-      auto it = links->find(node);
-      if (it != links->end()) it->second->SetSpec(silent);
-    }
+    SetNodeLinks(node, silent);
   }
 
   // Undoes Silence() for connections made from now on. Data already sent
   // into the silence stays there: keepalive ends those connections.
-  void Unsilence(const std::string& node) {
-    for (auto* links : {&links_, &peer_links_, &controller_links_}) {
-      auto it = links->find(node);
-      if (it != links->end()) it->second->SetSpec(LinkSpec{});
-    }
-  }
+  void Unsilence(const std::string& node) { SetNodeLinks(node, LinkSpec{}); }
 
   ~Cluster() {
     servers_.clear();
@@ -423,6 +415,13 @@ class Cluster {
   const std::string& certs_dir() const { return certs_; }
 
  private:
+  // Every emulated link `node` has (device, peer, controller) to `spec`.
+  void SetNodeLinks(const std::string& node, const LinkSpec& spec) {
+    for (auto* links : {&links_, &peer_links_, &controller_links_}) {
+      auto it = links->find(node);
+      if (it != links->end()) it->second->SetSpec(spec);
+    }
+  }
   // Issues device `name`'s certificate from the cluster CA unless it exists.
   void EnsureDeviceCert(const std::string& name) const {
     if (std::ifstream(Tls("device-" + name).cert_file).good()) return;
