@@ -4,8 +4,8 @@
 # test and the installed example app, check the locking annotations with
 # clang's thread-safety analysis, then run sanitizer builds:
 # AddressSanitizer + UBSan over the untrusted-input parsers, ThreadSanitizer
-# over the edge server and controller tests; then libFuzzer over the
-# route-grant parser. Prints the minutes of each part.
+# over the edge server and controller tests; then every libFuzzer target
+# (scripts/fuzz.sh) for 30 s. Prints the minutes of each part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
