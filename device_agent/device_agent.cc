@@ -10,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
 #include "device_agent/agent_impl.h"
+#include "device_agent/drafts.h"
 #include "device_agent/remote_sequence.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -21,6 +22,7 @@
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
 #include "runtime/profiler.h"
+#include "runtime/speculative.h"
 #include "runtime/threading.h"
 
 namespace edgesplit {
@@ -31,6 +33,7 @@ struct Session::Impl {
   v1::OpenSessionResponse route;
   std::string model_id, adapter;
   int generation = 0;
+  DraftCache drafts;  // The last speculative draft model loaded.
 
   class Rerouting;  // Below: a LogitsModel that survives route changes.
 
@@ -144,26 +147,42 @@ class Session::Impl::Rerouting : public LogitsModel {
 
   absl::StatusOr<std::vector<float>> Forward(
       absl::Span<const int32_t> tokens) override {
-    auto logits = seq_->Forward(tokens);
-    while (MayReroute(logits.status())) {
-      PaceReroute();
-      ++reroutes_;
-      // End the failed route's sessions first: replaying on the same
-      // servers must not find their KV budget held by the old caches.
-      seq_->Cancel();
-      ES_RETURN_IF_ERROR(s_->Reroute(logits.status(), deadline_));
-      absl::Status opened = OpenWhenLoaded();
-      if (!opened.ok()) {
-        logits = opened;
-        continue;
-      }
+    auto logits = Rerouted<std::vector<float>>(seq_->Forward(tokens), [&] {
       std::vector<int32_t> replay = history_;
       replay.insert(replay.end(), tokens.begin(), tokens.end());
-      logits = seq_->Forward(replay);
-    }
-    if (logits.ok())
+      return seq_->Forward(replay);
+    });
+    if (logits.ok()) {
       history_.insert(history_.end(), tokens.begin(), tokens.end());
+    }
     return logits;
+  }
+  // Speculative verification, rerouted like Forward: the new route
+  // replays the verified history, then verifies `tokens` again.
+  absl::StatusOr<at::Tensor> ForwardAll(
+      absl::Span<const int32_t> tokens) override {
+    auto logits = Rerouted<at::Tensor>(
+        seq_->ForwardAll(tokens), [&]() -> absl::StatusOr<at::Tensor> {
+          if (!history_.empty()) {
+            ES_RETURN_IF_ERROR(seq_->Forward(history_).status());
+          }
+          return seq_->ForwardAll(tokens);
+        });
+    if (logits.ok()) {
+      history_.insert(history_.end(), tokens.begin(), tokens.end());
+    }
+    return logits;
+  }
+  absl::Status Rollback(int64_t positions) override {
+    if (positions < 0 || positions > static_cast<int64_t>(history_.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("rollback of ", positions,
+                                                     " positions, but the "
+                                                     "sequence holds ",
+                                                     history_.size()));
+    }
+    ES_RETURN_IF_ERROR(seq_->Rollback(positions));
+    history_.resize(history_.size() - positions);
+    return absl::OkStatus();
   }
   int64_t context_length() const override { return seq_->context_length(); }
 
@@ -208,6 +227,24 @@ class Session::Impl::Rerouting : public LogitsModel {
     const int doublings = std::min(reroutes_ - 1, 5);
     absl::SleepFor(
         std::min(absl::Milliseconds(100) * (1 << doublings), absl::Seconds(2)));
+  }
+  // `result` of a step on the current route; after a failure a new route
+  // may cure, the step `again` on a new route (whose KV caches it must
+  // rebuild from history_), as often as reroutes and time allow.
+  template <typename T>
+  absl::StatusOr<T> Rerouted(absl::StatusOr<T> result,
+                             const std::function<absl::StatusOr<T>()>& again) {
+    while (MayReroute(result.status())) {
+      PaceReroute();
+      ++reroutes_;
+      // End the failed route's sessions first: replaying on the same
+      // servers must not find their KV budget held by the old caches.
+      seq_->Cancel();
+      ES_RETURN_IF_ERROR(s_->Reroute(result.status(), deadline_));
+      absl::Status opened = OpenWhenLoaded();
+      result = opened.ok() ? again() : absl::StatusOr<T>(opened);
+    }
+    return result;
   }
   // Whether `failure` is one a new route may cure, with reroutes and time
   // left for another.
@@ -266,8 +303,28 @@ absl::StatusOr<GenerationStats> Session::Generate(
   g.sampling.seed = sampling.seed;
   g.max_new_tokens = sampling.max_new_tokens;
   g.stop_at_eos = sampling.stop_at_eos;
-  auto generated =
-      edgesplit::Generate(seq, *s.model->tokenizer, prompt, g, on_text);
+  const SpeculativeOptions& spec = sampling.speculative;
+  SpeculativeStats spec_stats;
+  absl::StatusOr<GenerationResult> generated;
+  if (spec.draft.empty()) {
+    generated =
+        edgesplit::Generate(seq, *s.model->tokenizer, prompt, g, on_text);
+  } else {
+    ES_ASSIGN_OR_RETURN(
+        std::unique_ptr<Drafter> drafter,
+        MakeDrafter(spec.draft, s.ModelDir(), s.model->store->config(),
+                    sampling.repetition_penalty, &s.drafts));
+    SpeculationParams params;
+    params.max_draft = spec.max_draft;
+    params.adaptive = spec.adaptive;
+    generated = GenerateText(*s.model->tokenizer, prompt, on_text,
+                             [&](absl::Span<const int32_t> ids, int32_t eos,
+                                 const std::function<void(int32_t)>& on_token) {
+                               return GenerateSpeculativeIds(
+                                   seq, *drafter, ids, g, params, eos, on_token,
+                                   &spec_stats);
+                             });
+  }
   {
     absl::MutexLock lock(&s.mu);
     if (s.cancelled) return absl::CancelledError("generation cancelled");
@@ -285,6 +342,13 @@ absl::StatusOr<GenerationStats> Session::Generate(
   const double steps = std::max<int64_t>(last.steps(), 1);
   stats.device_ms_per_step = last.local_ms() / steps;
   stats.bytes_sent = last.bytes_sent();
+  stats.bytes_received = last.bytes_received();
+  stats.steps = static_cast<int32_t>(
+      spec.draft.empty() ? std::max<int64_t>(last.steps() - 1, 0)
+                         : spec_stats.rounds);
+  stats.draft_steps = static_cast<int32_t>(spec_stats.draft_rounds);
+  stats.drafted_tokens = spec_stats.drafted;
+  stats.accepted_tokens = spec_stats.accepted;
   stats.stopped_at_eos = r.stopped_at_eos;
   stats.reroutes = seq.reroutes();
   for (const HopStats& h : last.hop_stats()) {

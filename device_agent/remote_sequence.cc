@@ -1,5 +1,6 @@
 #include "device_agent/remote_sequence.h"
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -69,6 +70,45 @@ void RemoteSequence::Slowdown(std::chrono::steady_clock::time_point start) {
 
 absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
     absl::Span<const int32_t> tokens) {
+  ES_ASSIGN_OR_RETURN(at::Tensor logits, Run(tokens, /*last_only=*/true));
+  if (logits.size(0) != 1) {
+    return absl::InternalError("expected the last token's logits only");
+  }
+  at::Tensor row = logits[0].contiguous();
+  const float* p = row.data_ptr<float>();
+  return std::vector<float>(p, p + row.numel());
+}
+
+absl::StatusOr<at::Tensor> RemoteSequence::ForwardAll(
+    absl::Span<const int32_t> tokens) {
+  ES_ASSIGN_OR_RETURN(at::Tensor logits, Run(tokens, /*last_only=*/false));
+  if (logits.size(0) != static_cast<int64_t>(tokens.size())) {
+    return absl::InternalError(absl::StrCat("route answered ", logits.size(0),
+                                            " rows of logits for ",
+                                            tokens.size(), " tokens"));
+  }
+  return logits;
+}
+
+absl::Status RemoteSequence::Rollback(int64_t positions) {
+  const int64_t held = local_cache_->length();
+  if (positions < 0 || positions > held) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rollback of ", positions,
+                     " positions, but the sequence holds ", held));
+  }
+  // Here at once; on the servers with the next step.
+  local_cache_->Truncate(held - positions);
+  if (head_cache_) {
+    head_cache_->Truncate(head_cache_->length() -
+                          std::min(positions, head_cache_->length()));
+  }
+  pending_rollback_ += positions;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
+                                               bool last_only) {
   using Clock = std::chrono::steady_clock;
   auto t0 = Clock::now();
   // Local part: embedding and the device's blocks.
@@ -85,7 +125,8 @@ absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
   v1::StageRequest req;
   v1::ForwardRequest* fwd = req.mutable_forward();
   fwd->set_step(step_);
-  fwd->set_last_token_only(true);
+  fwd->set_last_token_only(last_only);
+  fwd->set_rollback(static_cast<uint32_t>(pending_rollback_));
   ES_RETURN_IF_ERROR(
       wire::Encode(hidden, options_.codec, fwd->mutable_hidden()));
   bytes_sent_ += fwd->hidden().data().size() + fwd->hidden().scales().size();
@@ -98,10 +139,12 @@ absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
     return response.status();
   }
   ++step_;
+  pending_rollback_ = 0;
   if (!response->has_forward()) {
     return absl::InternalError("route sent no forward result");
   }
   const v1::ForwardResult& result = response->forward();
+  bytes_received_ += static_cast<int64_t>(result.output().ByteSizeLong());
   for (int i = 0;
        i < result.timings_size() && i < static_cast<int>(hop_stats_.size());
        ++i) {
@@ -117,7 +160,7 @@ absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
     StageInput hin;
     hin.sequences = {{head_cache_.get(), h.size(0)}};
     hin.hidden = h;
-    hin.last_token_only = true;
+    hin.last_token_only = last_only;
     const auto h0 = Clock::now();
     ES_ASSIGN_OR_RETURN(logits, head_->Forward(hin));
     Slowdown(h0);
@@ -125,12 +168,7 @@ absl::StatusOr<std::vector<float>> RemoteSequence::Forward(
     ES_ASSIGN_OR_RETURN(
         logits, wire::Decode(result.output(), c.vocab_size, "forward result"));
   }
-  if (logits.size(0) != 1) {
-    return absl::InternalError("expected the last token's logits only");
-  }
-  at::Tensor row = logits[0].contiguous();
-  const float* p = row.data_ptr<float>();
-  return std::vector<float>(p, p + row.numel());
+  return logits;
 }
 
 }  // namespace edgesplit

@@ -49,6 +49,11 @@ class RemoteSequence : public LogitsModel {
 
   absl::StatusOr<std::vector<float>> Forward(
       absl::Span<const int32_t> tokens) override;
+  // Every row's logits (speculative verification). Rollback forgets
+  // positions here at once and on every hop with the next step.
+  absl::StatusOr<at::Tensor> ForwardAll(
+      absl::Span<const int32_t> tokens) override;
+  absl::Status Rollback(int64_t positions) override;
   // Closes the stream (thread-safe): every hop ends the session, and the
   // call in flight and later ones fail with CANCELLED.
   void Cancel() { stream_->Close(); }
@@ -58,11 +63,16 @@ class RemoteSequence : public LogitsModel {
   const std::vector<HopStats>& hop_stats() const { return hop_stats_; }
   double local_ms() const { return local_ms_; }
   int64_t bytes_sent() const { return bytes_sent_; }
+  // Answers' payloads (logits or hidden states) received.
+  int64_t bytes_received() const { return bytes_received_; }
   int64_t steps() const { return static_cast<int64_t>(step_); }
 
  private:
   RemoteSequence() = default;
   absl::StatusOr<v1::StageResponse> Call(v1::StageRequest request);
+  // One step: logits of the last row or of every row.
+  absl::StatusOr<at::Tensor> Run(absl::Span<const int32_t> tokens,
+                                 bool last_only);
   // Emulated slow device: sleeps (slowdown - 1) x the time since `start`.
   void Slowdown(std::chrono::steady_clock::time_point start);
 
@@ -76,6 +86,8 @@ class RemoteSequence : public LogitsModel {
   std::vector<HopStats> hop_stats_;
   double local_ms_ = 0;
   int64_t bytes_sent_ = 0;
+  int64_t bytes_received_ = 0;
+  int64_t pending_rollback_ = 0;  // Sent with the next step.
 };
 
 }  // namespace edgesplit

@@ -1,5 +1,6 @@
 #include "edge_server/inference_session.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -67,17 +68,26 @@ void InferenceSession::Forward(const v1::ForwardRequest& forward) {
   p.request = forward;
   p.request.clear_hidden();  // Decoded; don't keep the bytes twice.
   p.input = *std::move(input);
+  absl::Status refused;
   {
     absl::MutexLock lock(&mu_);
-    if (queue_.size() < kMaxPendingRequests) {
+    const int64_t rollback = forward.rollback();
+    if (rollback > positions_) {
+      refused = absl::InvalidArgumentError(absl::StrCat(
+          "forward step ", forward.step(), ": rollback of ", rollback,
+          " positions, but the session holds ", positions_));
+    } else if (queue_.size() >= kMaxPendingRequests) {
+      refused = absl::ResourceExhaustedError(
+          absl::StrCat("more than ", kMaxPendingRequests,
+                       " forward requests pending on this session"));
+    } else {
+      positions_ += p.input.size(0) - rollback;
       queue_.push_back(std::move(p));
       SubmitLocked();
       return;
     }
   }
-  End(absl::ResourceExhaustedError(
-      absl::StrCat("more than ", kMaxPendingRequests,
-                   " forward requests pending on this session")));
+  End(refused);
 }
 
 void InferenceSession::SubmitLocked() {
@@ -85,6 +95,11 @@ void InferenceSession::SubmitLocked() {
   computing_ = true;
   Pending p = std::move(queue_.front());
   queue_.pop_front();
+  // Nothing computes on this cache now; positions_ kept the rollback
+  // within what the earlier steps left in it.
+  if (const int64_t n = p.request.rollback(); n > 0) {
+    cache_->Truncate(cache_->length() - std::min(n, cache_->length()));
+  }
   BatchItem item;
   item.cache = cache_.get();
   item.input = p.input;
@@ -152,6 +167,7 @@ void InferenceSession::PassOn(const Pending& p, const at::Tensor& out,
   v1::ForwardRequest* fwd = req.mutable_forward();
   fwd->set_step(step);
   fwd->set_last_token_only(p.request.last_token_only());
+  fwd->set_rollback(p.request.rollback());
   absl::Status s = wire::Encode(out, hop_.codec, fwd->mutable_hidden());
   if (!s.ok()) return End(s);
   std::weak_ptr<InferenceSession> weak =

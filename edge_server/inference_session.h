@@ -59,6 +59,9 @@ class InferenceSession : public ServerSession {
   // Freed when the session ends, or when the forward running then returns.
   std::unique_ptr<SequenceKvCache> cache_ ABSL_GUARDED_BY(mu_);
   uint64_t next_step_ ABSL_GUARDED_BY(mu_) = 0;
+  // Positions the cache will hold once every queued request has run: a
+  // request's rollback may not exceed what it finds.
+  int64_t positions_ ABSL_GUARDED_BY(mu_) = 0;
   // Requests waiting for this session's previous forward on this stage.
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   bool computing_ ABSL_GUARDED_BY(mu_) = false;

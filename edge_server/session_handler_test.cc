@@ -87,6 +87,53 @@ TEST_F(SessionHandlerTest, ChainEqualsMonolithic) {
   h->OnDone();
 }
 
+// Speculative verification's rollback: after 5 rows, a step that rolls
+// back 2 positions and adds 2 rows gives every row the logits of the
+// sequence with the rejected rows never fed, on both hops (the middle hop
+// passes the rollback on). A rollback past what the session holds is
+// refused naming it.
+TEST_F(SessionHandlerTest, RollbackForgetsRejectedRowsOnEveryHop) {
+  FakeTransport t;
+  auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
+                                            absl::InfiniteFuture());
+  h->OnRequest(OpenRequest());
+  ASSERT_TRUE(t.Await(0).ok());
+  auto device_cache = device_->NewCache(nullptr);
+  auto send = [&](uint64_t step, const std::vector<int32_t>& tokens,
+                  uint32_t rollback) -> absl::StatusOr<at::Tensor> {
+    device_cache->Truncate(device_cache->length() - rollback);
+    StageInput in;
+    in.sequences = {{device_cache.get(), static_cast<int64_t>(tokens.size())}};
+    in.tokens = at::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()),
+                           at::kLong);
+    auto hidden = device_->Forward(in);
+    if (!hidden.ok()) return hidden.status();
+    v1::StageRequest req;
+    req.mutable_forward()->set_step(step);
+    req.mutable_forward()->set_rollback(rollback);
+    EXPECT_TRUE(wire::Encode(*hidden, v1::CODEC_FP32,
+                             req.mutable_forward()->mutable_hidden())
+                    .ok());
+    h->OnRequest(req);
+    auto r = t.Await(step + 1);
+    if (!r.ok()) return r.status();
+    return wire::Decode(r->forward().output(), 0, "logits");
+  };
+  ASSERT_TRUE(send(0, {5, 9, 13, 2, 7}, 0).ok());
+  auto got = send(1, {4, 11}, 2);  // Keeps 5 9 13, then 4 11.
+  ASSERT_TRUE(got.ok()) << got.status();
+  auto whole = LocalPipeline::Load(*store_, {});
+  ASSERT_TRUE(whole.ok());
+  auto want = (*whole)->NewSequence()->ForwardAll({5, 9, 13, 4, 11});
+  ASSERT_TRUE(want.ok());
+  EXPECT_LE(((*got) - want->slice(0, 3, 5)).abs().max().item<double>(), 1e-5);
+  auto refused = send(2, {1}, 6);  // The session holds 5.
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("rollback of 6 positions, but the session holds 5"));
+  h->OnDone();
+}
+
 class BadRequestTest : public SessionHandlerTest {
  protected:
   // Opens a session on "b" alone and sends `forward`; returns the status.

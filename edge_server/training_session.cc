@@ -106,6 +106,11 @@ void TrainingSession::ConfirmOpen(v1::SessionOpened* mine,
 
 void TrainingSession::Forward(uint64_t seq, const v1::ForwardRequest& forward) {
   if (Over()) return;
+  if (forward.rollback() != 0) {
+    return End(absl::InvalidArgumentError(
+        "forward.rollback: training micro-batches keep no KV cache to roll "
+        "back"));
+  }
   const ModelConfig& config = hop_.stage->model->config();
   const bool loss_here = hop_.role == HopRole::kLastWithHead;
   auto input = wire::Decode(forward.hidden(), config.hidden_size,

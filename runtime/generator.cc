@@ -63,11 +63,9 @@ class TextStream {
 
 }  // namespace
 
-absl::StatusOr<GenerationResult> GenerateIds(
-    LogitsModel& model, absl::Span<const int32_t> prompt_ids,
-    const GenerationOptions& options, int32_t eos_id,
-    const std::function<void(int32_t)>& on_token) {
-  ES_RETURN_IF_ERROR(options.sampling.Validate());
+absl::StatusOr<int64_t> MaxNewTokens(const LogitsModel& model,
+                                     absl::Span<const int32_t> prompt_ids,
+                                     const GenerationOptions& options) {
   if (prompt_ids.empty()) {
     return absl::InvalidArgumentError("prompt has no tokens");
   }
@@ -77,12 +75,20 @@ absl::StatusOr<GenerationResult> GenerateIds(
         absl::StrCat("prompt of ", prompt_ids.size(),
                      " tokens exceeds the model's context of ", context_len));
   }
-  // Every generated token but the last is fed back: stop cleanly when the
-  // context is full instead of failing and losing the text so far.
+  // Stop cleanly when the context is full instead of failing and losing
+  // the text so far.
   const int64_t room =
       context_len - static_cast<int64_t>(prompt_ids.size()) + 1;
-  const int32_t max_new =
-      static_cast<int32_t>(std::min<int64_t>(options.max_new_tokens, room));
+  return std::min<int64_t>(options.max_new_tokens, room);
+}
+
+absl::StatusOr<GenerationResult> GenerateIds(
+    LogitsModel& model, absl::Span<const int32_t> prompt_ids,
+    const GenerationOptions& options, int32_t eos_id,
+    const std::function<void(int32_t)>& on_token) {
+  ES_RETURN_IF_ERROR(options.sampling.Validate());
+  ES_ASSIGN_OR_RETURN(const int64_t max_new,
+                      MaxNewTokens(model, prompt_ids, options));
   GenerationResult result;
   result.prompt_ids.assign(prompt_ids.begin(), prompt_ids.end());
   std::vector<int32_t> context = result.prompt_ids;
@@ -91,7 +97,7 @@ absl::StatusOr<GenerationResult> GenerateIds(
   ES_ASSIGN_OR_RETURN(std::vector<float> logits, model.Forward(prompt_ids));
   result.prefill_seconds = Since(t0);
   t0 = std::chrono::steady_clock::now();
-  for (int32_t i = 0; i < max_new; ++i) {
+  for (int64_t i = 0; i < max_new; ++i) {
     const int32_t next = sampler.Sample(logits, context);
     if (options.stop_at_eos && next == eos_id && eos_id >= 0) {
       result.stopped_at_eos = true;
@@ -110,10 +116,33 @@ absl::StatusOr<GenerationResult> GenerateIds(
   return result;
 }
 
+absl::StatusOr<at::Tensor> LogitsModel::ForwardAll(
+    absl::Span<const int32_t> tokens) {
+  (void)tokens;
+  return absl::UnimplementedError("this model does not verify drafts");
+}
+
+absl::Status LogitsModel::Rollback(int64_t positions) {
+  (void)positions;
+  return absl::UnimplementedError("this model does not roll back");
+}
+
 absl::StatusOr<GenerationResult> Generate(
     LogitsModel& model, const Tokenizer& tokenizer, absl::string_view prompt,
     const GenerationOptions& options,
     const std::function<void(absl::string_view)>& on_text) {
+  return GenerateText(tokenizer, prompt, on_text,
+                      [&](absl::Span<const int32_t> prompt_ids, int32_t eos_id,
+                          const std::function<void(int32_t)>& on_token) {
+                        return GenerateIds(model, prompt_ids, options, eos_id,
+                                           on_token);
+                      });
+}
+
+absl::StatusOr<GenerationResult> GenerateText(
+    const Tokenizer& tokenizer, absl::string_view prompt,
+    const std::function<void(absl::string_view)>& on_text,
+    const IdGenerator& generate_ids) {
   ES_ASSIGN_OR_RETURN(std::vector<int32_t> prompt_ids,
                       tokenizer.EncodePrompt(prompt));
   TextStream stream(tokenizer, prompt_ids, on_text);
@@ -121,9 +150,8 @@ absl::StatusOr<GenerationResult> Generate(
   auto on_token = [&](int32_t id) {
     if (stream_status.ok()) stream_status = stream.Add(id);
   };
-  ES_ASSIGN_OR_RETURN(
-      GenerationResult result,
-      GenerateIds(model, prompt_ids, options, tokenizer.eos_id(), on_token));
+  ES_ASSIGN_OR_RETURN(GenerationResult result,
+                      generate_ids(prompt_ids, tokenizer.eos_id(), on_token));
   ES_RETURN_IF_ERROR(stream_status);
   ES_RETURN_IF_ERROR(stream.Finish());
   // The continuation: decode(prompt + generated) minus decode(prompt), which
@@ -257,6 +285,18 @@ absl::StatusOr<std::vector<float>> LocalPipeline::Sequence::Forward(
 absl::StatusOr<at::Tensor> LocalPipeline::Sequence::ForwardAll(
     absl::Span<const int32_t> tokens) {
   return Run(tokens, /*last_only=*/false);
+}
+
+absl::Status LocalPipeline::Sequence::Rollback(int64_t positions) {
+  if (positions < 0 || positions > length()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rollback of ", positions,
+                     " positions, but the sequence "
+                     "holds ",
+                     length()));
+  }
+  for (auto& c : caches_) c->Truncate(c->length() - positions);
+  return absl::OkStatus();
 }
 
 }  // namespace edgesplit

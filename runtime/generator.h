@@ -30,6 +30,17 @@ class LogitsModel {
       absl::Span<const int32_t> tokens) = 0;
   // The most tokens a sequence may hold (the model's context).
   virtual int64_t context_length() const = 0;
+
+  // Speculative decoding's verification (models that support it; the
+  // defaults answer UNIMPLEMENTED). ForwardAll appends `tokens` like
+  // Forward and returns every row's logits, [tokens.size(), vocab] float32:
+  // row i predicts the token after tokens[i].
+  virtual absl::StatusOr<at::Tensor> ForwardAll(
+      absl::Span<const int32_t> tokens);
+  // Forgets the last `positions` tokens of the sequence (rejected drafts);
+  // at most as many as it holds. A remote model may apply it with its next
+  // forward.
+  virtual absl::Status Rollback(int64_t positions);
 };
 
 struct GenerationOptions {
@@ -48,6 +59,13 @@ struct GenerationResult {
   double decode_seconds = 0;  // All decode steps after the first token.
 };
 
+// How many tokens a generation from `prompt_ids` may add: the options'
+// maximum, or fewer where the model's context ends (every generated token
+// but the last is fed back). Errors for an empty or too long prompt.
+absl::StatusOr<int64_t> MaxNewTokens(const LogitsModel& model,
+                                     absl::Span<const int32_t> prompt_ids,
+                                     const GenerationOptions& options);
+
 // Generates from token ids. `on_token` (optional) sees each new id.
 absl::StatusOr<GenerationResult> GenerateIds(
     LogitsModel& model, absl::Span<const int32_t> prompt_ids,
@@ -60,6 +78,17 @@ absl::StatusOr<GenerationResult> Generate(
     LogitsModel& model, const Tokenizer& tokenizer, absl::string_view prompt,
     const GenerationOptions& options,
     const std::function<void(absl::string_view)>& on_text = nullptr);
+
+// Generate's text side around any way of generating ids (GenerateIds, or
+// speculative decoding): tokenizes the prompt, streams the text, decodes
+// the continuation.
+using IdGenerator = std::function<absl::StatusOr<GenerationResult>(
+    absl::Span<const int32_t> prompt_ids, int32_t eos_id,
+    const std::function<void(int32_t)>& on_token)>;
+absl::StatusOr<GenerationResult> GenerateText(
+    const Tokenizer& tokenizer, absl::string_view prompt,
+    const std::function<void(absl::string_view)>& on_text,
+    const IdGenerator& generate_ids);
 
 // The stages of one split, run in one process in order. Thread-safe for
 // distinct sequences.
@@ -93,8 +122,10 @@ class LocalPipeline {
    public:
     absl::StatusOr<std::vector<float>> Forward(
         absl::Span<const int32_t> tokens) override;
-    // All tokens' logits [n, vocab] (for tests comparing full recompute).
-    absl::StatusOr<at::Tensor> ForwardAll(absl::Span<const int32_t> tokens);
+    // All tokens' logits [n, vocab].
+    absl::StatusOr<at::Tensor> ForwardAll(
+        absl::Span<const int32_t> tokens) override;
+    absl::Status Rollback(int64_t positions) override;
     int64_t length() const { return caches_.front()->length(); }
     int64_t context_length() const override {
       return pipeline_->config().max_positions;

@@ -114,6 +114,58 @@ TEST_F(SplitInferenceTest, GreedyTokensEqualMonolithic) {
   }
 }
 
+// Speculative decoding through the split: greedy tokens identical to the
+// monolithic model's for every draft kind (prompt lookup, a q8_0 copy of
+// the model itself, and a random model sharing the vocabulary: a draft
+// that is nearly always wrong) over 3-hop and U-shaped plans of both
+// architectures. Wrong rollbacks on any hop would change the tokens.
+TEST_F(SplitInferenceTest, SpeculativeGreedyEqualsMonolithic) {
+  auto agent = Agent(*cluster_);
+  const std::string poor = testing::TinyModel(Arch::kLlama);
+  struct Case {
+    std::string model_id, dir, prompt;
+  };
+  const std::vector<Case> cases = {
+      {"real-3hop", RealModel(), "Once upon a time"},
+      {"real-u", RealModel(), "Lily and Ben"},
+      {"gpt2-3hop", testing::TinyModel(Arch::kGpt2), "Hello there"},
+      {"llama-u", testing::TinyModel(Arch::kLlama), "The robot"},
+  };
+  for (const Case& c : cases) {
+    const std::vector<int32_t> want = Monolithic(c.dir, c.prompt, 48);
+    for (const std::string draft : {"lookup", "self:q8_0", poor.c_str()}) {
+      auto session = agent->OpenSession(c.model_id);
+      ASSERT_TRUE(session.ok()) << c.model_id << ": " << session.status();
+      SamplingOptions s = Greedy(48);
+      s.speculative.draft = draft;
+      auto stats = (*session)->Generate(c.prompt, s);
+      ASSERT_TRUE(stats.ok())
+          << c.model_id << " " << draft << ": " << stats.status();
+      EXPECT_EQ(stats->tokens, want) << c.model_id << " " << draft;
+      std::printf(
+          "%s, draft %s: %d steps for %zu tokens, %lld of %lld "
+          "accepted\n",
+          c.model_id.c_str(), draft == poor ? "poor" : draft.c_str(),
+          stats->steps, stats->tokens.size(),
+          static_cast<long long>(stats->accepted_tokens),
+          static_cast<long long>(stats->drafted_tokens));
+      if (draft == "self:q8_0" && c.dir == RealModel()) {
+        EXPECT_GT(stats->accepted_tokens, stats->drafted_tokens / 2);
+        EXPECT_LT(stats->steps, 48 / 2);
+      }
+    }
+  }
+  auto session = agent->OpenSession("real-3hop");
+  ASSERT_TRUE(session.ok());
+  SamplingOptions s = Greedy(8);
+  s.speculative.draft = "/no/such/model";
+  EXPECT_THAT(std::string((*session)->Generate("x", s).status().message()),
+              HasSubstr("draft \"/no/such/model\""));
+  s.speculative.draft = "self:q4_k";
+  EXPECT_THAT(std::string((*session)->Generate("x", s).status().message()),
+              HasSubstr("self:q8_0 or self:q4_0"));
+}
+
 TEST_F(SplitInferenceTest, RealModelWritesItsStoryThroughThreeHops) {
   auto agent = Agent(*cluster_);
   auto session = agent->OpenSession("real-3hop");

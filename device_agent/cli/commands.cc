@@ -11,6 +11,7 @@
 #include "device_agent/cli/cluster_commands.h"
 #include "device_agent/cli/security_commands.h"
 #include "device_agent/cli/train_commands.h"
+#include "device_agent/drafts.h"
 #include "edgesplit/device_agent.h"
 #include "kernels/cpu/quant_blocks.h"
 #include "runtime/generator.h"
@@ -18,6 +19,7 @@
 #include "runtime/model_init.h"
 #include "runtime/model_quantize.h"
 #include "runtime/model_store.h"
+#include "runtime/speculative.h"
 #include "runtime/threading.h"
 #include "runtime/torch_util.h"
 #include "runtime/weight_layout.h"
@@ -63,6 +65,13 @@ commands:
            [same sampling flags]
       The same, split across this device and the edge servers the
       controller's plan names. Statistics include per-hop latency.
+  generate ... --draft lookup|self:q8_0|self:q4_0|DIR [--draft-max K]
+           [--draft-fixed]
+      Speculative decoding (greedy, --temperature 0): a draft here proposes
+      up to K tokens (default 8; adaptive unless --draft-fixed), the model
+      (or the split route) checks them in one step; output is identical to
+      plain decoding. lookup copies from the context, self:TYPE is the
+      model quantized, DIR a small model with the same tokenizer.
   plan --cluster FILE --model DIR [--objective latency|throughput|energy]
        [--model-id ID] [--out PLAN.yaml]
       What-if: the optimal split of the model over the cluster described in
@@ -246,6 +255,29 @@ absl::StatusOr<std::optional<kernels::WeightType>> ParseWeights(const Args& a) {
   return t;
 }
 
+absl::StatusOr<SpeculationParams> ParseSpeculation(const Args& a) {
+  SpeculationParams p;
+  ES_ASSIGN_OR_RETURN(int64_t k, a.Int("draft-max", p.max_draft));
+  if (k < 1 || k > kMaxDraftTokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--draft-max ", k, " is not in [1, ", kMaxDraftTokens, "]"));
+  }
+  p.max_draft = static_cast<int>(k);
+  p.adaptive = !a.Has("draft-fixed");
+  return p;
+}
+
+std::string SpeculationLine(const std::string& draft, int64_t steps,
+                            size_t tokens, int64_t draft_steps, int64_t drafted,
+                            int64_t accepted) {
+  return absl::StrFormat(
+      "speculative (%s): %d steps for %d tokens (%.2f tokens/step), %d with "
+      "drafts; %d of %d draft tokens accepted (%.0f%%)\n",
+      draft, steps, tokens,
+      steps > 0 ? static_cast<double>(tokens) / (steps + 1) : 0.0, draft_steps,
+      accepted, drafted, drafted > 0 ? 100.0 * accepted / drafted : 0.0);
+}
+
 absl::Status GenerateRemote(const Args& a, std::ostream& out,
                             std::ostream& err) {
   ES_ASSIGN_OR_RETURN(std::string model_id, a.RequiredString("model-id"));
@@ -271,6 +303,10 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   s.repetition_penalty = g.sampling.repetition_penalty;
   s.seed = g.sampling.seed;
   s.max_new_tokens = g.max_new_tokens;
+  ES_ASSIGN_OR_RETURN(SpeculationParams spec, ParseSpeculation(a));
+  s.speculative.draft = a.String("draft", "");
+  s.speculative.max_draft = spec.max_draft;
+  s.speculative.adaptive = spec.adaptive;
   ES_ASSIGN_OR_RETURN(
       GenerationStats st,
       session->Generate(a.String("prompt"), s, [&](absl::string_view text) {
@@ -281,10 +317,16 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   out.flush();
   err << absl::StrFormat(
       "route: %s\nprompt tokens: %d, new tokens: %d, prefill: %.1f ms, "
-      "decode: %.1f tokens/s, device: %.2f ms/step, sent: %d bytes%s\n",
+      "decode: %.1f tokens/s, device: %.2f ms/step, sent: %d bytes, "
+      "received: %d bytes%s\n",
       session->route(), st.prompt_tokens, st.tokens.size(), st.prefill_ms,
       st.decode_tokens_per_s, st.device_ms_per_step, st.bytes_sent,
-      st.stopped_at_eos ? ", stopped at EOS" : "");
+      st.bytes_received, st.stopped_at_eos ? ", stopped at EOS" : "");
+  if (!s.speculative.draft.empty()) {
+    err << SpeculationLine(s.speculative.draft, st.steps, st.tokens.size(),
+                           st.draft_steps, st.drafted_tokens,
+                           st.accepted_tokens);
+  }
   for (const HopLatency& h : st.hops) {
     err << absl::StrFormat(
         "  hop %s: %.2f ms/step compute, %.2f ms/step "
@@ -323,11 +365,31 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
     ES_RETURN_IF_ERROR(pipeline->AttachAdapter(std::move(adapter)));
   }
   auto seq = pipeline->NewSequence(nullptr, adapter_name);
-  ES_ASSIGN_OR_RETURN(GenerationResult r, Generate(*seq, *tokenizer, prompt, g,
-                                                   [&](absl::string_view text) {
-                                                     out << text;
-                                                     out.flush();
-                                                   }));
+  auto on_text = [&](absl::string_view text) {
+    out << text;
+    out.flush();
+  };
+  const std::string draft = a.String("draft", "");
+  ES_ASSIGN_OR_RETURN(SpeculationParams spec, ParseSpeculation(a));
+  SpeculativeStats spec_stats;
+  DraftCache draft_cache;
+  std::unique_ptr<Drafter> drafter;
+  if (!draft.empty()) {
+    ES_ASSIGN_OR_RETURN(
+        drafter, MakeDrafter(draft, model_dir, store->config(),
+                             g.sampling.repetition_penalty, &draft_cache));
+  }
+  ES_ASSIGN_OR_RETURN(
+      GenerationResult r,
+      drafter == nullptr
+          ? Generate(*seq, *tokenizer, prompt, g, on_text)
+          : GenerateText(*tokenizer, prompt, on_text,
+                         [&](absl::Span<const int32_t> ids, int32_t eos,
+                             const std::function<void(int32_t)>& on_token) {
+                           return GenerateSpeculativeIds(*seq, *drafter, ids, g,
+                                                         spec, eos, on_token,
+                                                         &spec_stats);
+                         }));
   out << "\n";
   out.flush();
   const double decode_tps =
@@ -339,6 +401,11 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
       r.prompt_ids.size() / std::max(r.prefill_seconds, 1e-9), decode_tps,
       r.stopped_at_eos ? ", stopped at EOS" : "",
       r.stopped_at_context ? ", stopped: context full" : "");
+  if (drafter != nullptr) {
+    err << SpeculationLine(draft, spec_stats.rounds, r.tokens.size(),
+                           spec_stats.draft_rounds, spec_stats.drafted,
+                           spec_stats.accepted);
+  }
   return absl::OkStatus();
 }
 
@@ -390,13 +457,28 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
                       kTlsBoolFlags);
     status = a.ok() ? AdapterExportCommand(*a, out) : a.status();
   } else if (cmd == "generate") {
-    auto a = ParseFor(
-        rest,
-        WithTls({"model", "prompt", "max-new-tokens", "temperature", "top-k",
-                 "top-p", "repetition-penalty", "seed", "adapter", "split",
-                 "dtype", "weights", "threads", "controller", "model-id",
-                 "codec", "model-dir", "device-name"}),
-        {"mmap-weights", "insecure"});
+    auto a = ParseFor(rest,
+                      WithTls({"model",
+                               "prompt",
+                               "max-new-tokens",
+                               "temperature",
+                               "top-k",
+                               "top-p",
+                               "repetition-penalty",
+                               "seed",
+                               "adapter",
+                               "split",
+                               "dtype",
+                               "weights",
+                               "threads",
+                               "controller",
+                               "model-id",
+                               "codec",
+                               "model-dir",
+                               "device-name",
+                               "draft",
+                               "draft-max"}),
+                      {"mmap-weights", "insecure", "draft-fixed"});
     status = a.ok() ? GenerateLocal(*a, out, err) : a.status();
   } else {
     err << "edgesplit: unknown command \"" << absl::StrJoin(args, " ")

@@ -111,6 +111,21 @@ struct DeviceAgentOptions {
   absl::Duration cached_route_ttl = absl::Seconds(60);
 };
 
+// Speculative decoding: a draft on this device proposes up to `max_draft`
+// tokens, the route runs them as one step and keeps the longest prefix it
+// agrees with plus its own next token, so one round trip yields several
+// tokens. Output is identical to plain decoding. Greedy sampling only
+// (temperature 0) for now.
+struct SpeculativeOptions {
+  // "": off. "lookup": prompt lookup (copies what followed the latest
+  // earlier occurrence of the last few tokens; no model). "self:q8_0" /
+  // "self:q4_0": the whole model on this device with quantized weights.
+  // Otherwise a model directory: a small model with the same tokenizer.
+  std::string draft;
+  int max_draft = 8;     // 1..32 tokens per step.
+  bool adaptive = true;  // k grows while drafts are accepted, else shrinks.
+};
+
 struct SamplingOptions {
   float temperature = 1.0f;  // 0: greedy.
   int32_t top_k = 0;
@@ -119,6 +134,7 @@ struct SamplingOptions {
   uint64_t seed = 0;
   int32_t max_new_tokens = 64;
   bool stop_at_eos = true;
+  SpeculativeOptions speculative;  // Off unless a draft is named.
 };
 
 struct HopLatency {
@@ -138,6 +154,14 @@ struct GenerationStats {
   bool stopped_at_eos = false;
   std::vector<HopLatency> hops;  // In route order (the last route).
   int32_t reroutes = 0;          // Routes changed mid-generation.
+  int64_t bytes_received = 0;    // Answers (logits or hidden states).
+  // Speculative decoding: steps after the prefill, those that carried
+  // drafts, draft tokens sent and accepted (acceptance rate = accepted /
+  // drafted; tokens per step = tokens / steps).
+  int32_t steps = 0;
+  int32_t draft_steps = 0;
+  int64_t drafted_tokens = 0;
+  int64_t accepted_tokens = 0;
 };
 
 class EDGESPLIT_EXPORT Session {

@@ -1,0 +1,108 @@
+// Speculative decoding: a cheap draft proposes the next k tokens, the
+// target model (here, or split across edge servers) runs them as one
+// multi-row step, and the longest prefix of the draft the target agrees
+// with is kept, plus the target's own next token. Over a link each
+// verification round trip then yields up to k + 1 tokens instead of one.
+//
+// Exactness: tokens are chosen from the target's logits of each row by the
+// same Sampler plain decoding uses, so greedy output (temperature 0,
+// repetition penalty included) is identical to GenerateIds' whatever the
+// draft proposes; a draft only changes how many rounds it takes. Sampling
+// with temperature > 0 is refused for now (it needs rejection sampling to
+// keep the target's distribution).
+#ifndef EDGESPLIT_RUNTIME_SPECULATIVE_H_
+#define EDGESPLIT_RUNTIME_SPECULATIVE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "runtime/generator.h"
+
+namespace edgesplit {
+
+// The most draft tokens one verification step may carry.
+inline constexpr int kMaxDraftTokens = 32;
+
+// Proposes tokens. Not thread-safe: one sequence at a time.
+class Drafter {
+ public:
+  virtual ~Drafter() = default;
+  // Up to `k` tokens likely to follow `context` (the prompt and every
+  // verified token); fewer, or none, when it has no guess.
+  virtual absl::StatusOr<std::vector<int32_t>> Draft(
+      absl::Span<const int32_t> context, int k) = 0;
+  virtual std::string Describe() const = 0;
+};
+
+// Prompt lookup (n-gram copy, no model): finds the latest earlier
+// occurrence of the context's last n tokens, n from `max_ngram` down to
+// `min_ngram`, and proposes what followed it. Pays on text that repeats
+// its context (summaries, extraction, code edits, repetitive stories).
+class PromptLookupDrafter : public Drafter {
+ public:
+  explicit PromptLookupDrafter(int max_ngram = 3, int min_ngram = 1)
+      : max_ngram_(max_ngram), min_ngram_(min_ngram) {}
+  absl::StatusOr<std::vector<int32_t>> Draft(absl::Span<const int32_t> context,
+                                             int k) override;
+  std::string Describe() const override;
+
+ private:
+  const int max_ngram_;
+  const int min_ngram_;
+};
+
+// A draft model run here: a small model with the target's tokenizer, or
+// the target itself with quantized weights ("self-speculation"). Greedy
+// from its own KV cache, which follows the verified context: each round
+// rolls it back to what the context and its cache share.
+class ModelDrafter : public Drafter {
+ public:
+  // `pipeline` must outlive the drafter. `repetition_penalty` as the
+  // target samples with (drafts that mirror the target are accepted more).
+  ModelDrafter(const LocalPipeline* pipeline, std::string description,
+               float repetition_penalty = 1.0f);
+  absl::StatusOr<std::vector<int32_t>> Draft(absl::Span<const int32_t> context,
+                                             int k) override;
+  std::string Describe() const override { return description_; }
+
+ private:
+  std::unique_ptr<LocalPipeline::Sequence> seq_;
+  const std::string description_;
+  const float repetition_penalty_;
+  std::vector<int32_t> fed_;  // What seq_'s cache holds.
+};
+
+struct SpeculationParams {
+  // Draft tokens per verification step, at most (1..kMaxDraftTokens).
+  int max_draft = 8;
+  // Adapt k to the acceptance so far: +2 after a round that accepted every
+  // draft token, -1 (down to 1) after one that did not (Hugging Face's
+  // heuristic schedule). false: always max_draft.
+  bool adaptive = true;
+};
+
+struct SpeculativeStats {
+  int64_t rounds = 0;        // Target steps after the prefill.
+  int64_t draft_rounds = 0;  // Of those, steps that carried draft tokens.
+  int64_t drafted = 0;       // Draft tokens sent for verification.
+  int64_t accepted = 0;      // Of those, kept.
+  double draft_seconds = 0;  // Spent drafting.
+  std::vector<int> k;        // The draft size of each draft round.
+};
+
+// GenerateIds with a draft: same options, same result for greedy
+// decoding. `target` must implement ForwardAll and Rollback.
+absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
+    LogitsModel& target, Drafter& drafter, absl::Span<const int32_t> prompt_ids,
+    const GenerationOptions& options, const SpeculationParams& speculative,
+    int32_t eos_id, const std::function<void(int32_t)>& on_token,
+    SpeculativeStats* stats);
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_RUNTIME_SPECULATIVE_H_

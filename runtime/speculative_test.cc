@@ -1,0 +1,199 @@
+// Speculative decoding in one process: greedy output equals plain greedy
+// decoding for every kind of draft (prompt lookup, the real model's own
+// q8_0 copy, a draft that is always wrong), the target's KV cache after
+// the rollbacks equals a plain run's, and bad options are refused.
+#include "runtime/speculative.h"
+
+#include <ATen/ATen.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "runtime/model_store.h"
+#include "testing/test_models.h"
+#include "testing/test_paths.h"
+
+namespace edgesplit {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::string RealModel() { return testing::SharedDir() + "/models/stories260K"; }
+
+TEST(PromptLookupDrafterTest, CopiesWhatFollowedTheLatestMatch) {
+  PromptLookupDrafter d(/*max_ngram=*/2, /*min_ngram=*/1);
+  // "5 6" occurs at 1 and (latest) at 5; what followed the latest: 9 5.
+  const std::vector<int32_t> ctx = {4, 5, 6, 7, 8, 5, 6, 9, 5, 6};
+  EXPECT_THAT(*d.Draft(ctx, 3), ElementsAre(9, 5, 6));
+  EXPECT_THAT(*d.Draft(ctx, 1), ElementsAre(9));
+  // Only a 1-gram matches: the latest earlier 3 was followed by 1.
+  EXPECT_THAT(*d.Draft({3, 1, 2, 3}, 4), ElementsAre(1, 2, 3));
+  EXPECT_TRUE(d.Draft({1, 2, 3}, 4)->empty());  // Nothing repeats.
+}
+
+// Proposes tokens the target never picks (its own top choice, shifted).
+class WrongDrafter : public Drafter {
+ public:
+  explicit WrongDrafter(int32_t vocab) : vocab_(vocab) {}
+  absl::StatusOr<std::vector<int32_t>> Draft(absl::Span<const int32_t> context,
+                                             int k) override {
+    std::vector<int32_t> out;
+    for (int i = 0; i < k; ++i) {
+      out.push_back((context.back() * 7 + i + 1) % vocab_);
+    }
+    return out;
+  }
+  std::string Describe() const override { return "wrong"; }
+
+ private:
+  const int32_t vocab_;
+};
+
+class SpeculativeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = ModelStore::Open(RealModel());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    auto target = LocalPipeline::Load(*store_, {});
+    ASSERT_TRUE(target.ok()) << target.status();
+    target_ = *std::move(target);
+    StageOptions q8;
+    q8.weights = kernels::WeightType::kQ8_0;
+    auto draft = LocalPipeline::Load(*store_, {}, q8);
+    ASSERT_TRUE(draft.ok()) << draft.status();
+    draft_ = *std::move(draft);
+    auto tok = store_->LoadTokenizer();
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    tokenizer_ = *std::move(tok);
+    eos_ = tokenizer_->eos_id();
+    auto ids = tokenizer_->EncodePrompt(
+        "Once upon a time, there was a little girl named Lily. She loved to "
+        "play with her ball. One day, Lily");
+    ASSERT_TRUE(ids.ok());
+    prompt_ = *ids;
+  }
+
+  GenerationOptions Greedy(float penalty = 1.0f) {
+    GenerationOptions o;
+    o.sampling.temperature = 0;
+    o.sampling.repetition_penalty = penalty;
+    o.max_new_tokens = 80;
+    return o;
+  }
+
+  // Plain greedy tokens, and the logits after feeding the last one to the
+  // sequence it leaves behind.
+  std::pair<std::vector<int32_t>, at::Tensor> Plain(
+      const GenerationOptions& o) {
+    auto seq = target_->NewSequence();
+    auto r = GenerateIds(*seq, prompt_, o, eos_);
+    EXPECT_TRUE(r.ok()) << r.status();
+    auto next = seq->ForwardAll({&r->tokens.back(), 1});
+    EXPECT_TRUE(next.ok());
+    return {r->tokens, *next};
+  }
+
+  // Greedy with `drafter`; checks tokens and the cache against Plain.
+  SpeculativeStats ExpectSameAsPlain(Drafter& drafter,
+                                     const GenerationOptions& o,
+                                     SpeculationParams so = {}) {
+    auto [want, want_next] = Plain(o);
+    auto seq = target_->NewSequence();
+    SpeculativeStats stats;
+    auto r = GenerateSpeculativeIds(*seq, drafter, prompt_, o, so, eos_,
+                                    nullptr, &stats);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return stats;
+    EXPECT_EQ(r->tokens, want) << drafter.Describe();
+    EXPECT_EQ(seq->length(),
+              static_cast<int64_t>(prompt_.size() + want.size() - 1));
+    auto next = seq->ForwardAll({&r->tokens.back(), 1});
+    EXPECT_TRUE(next.ok());
+    if (next.ok()) {
+      EXPECT_LE((*next - want_next).abs().max().item<double>(), 1e-5);
+    }
+    std::printf(
+        "%s: %lld rounds for %zu tokens, %lld of %lld drafted "
+        "accepted\n",
+        drafter.Describe().c_str(), static_cast<long long>(stats.rounds),
+        want.size(), static_cast<long long>(stats.accepted),
+        static_cast<long long>(stats.drafted));
+    return stats;
+  }
+
+  std::unique_ptr<ModelStore> store_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  int32_t eos_ = -1;
+  std::unique_ptr<LocalPipeline> target_, draft_;
+  std::vector<int32_t> prompt_;
+};
+
+TEST_F(SpeculativeTest, PromptLookupIsExact) {
+  PromptLookupDrafter d;
+  SpeculativeStats s = ExpectSameAsPlain(d, Greedy());
+  EXPECT_GT(s.draft_rounds, 0);
+  PromptLookupDrafter again;
+  ExpectSameAsPlain(again, Greedy(/*penalty=*/1.3f));
+}
+
+TEST_F(SpeculativeTest, QuantizedSelfDraftIsExactAndMostlyAccepted) {
+  ModelDrafter d(draft_.get(), "q8_0 self-draft");
+  SpeculativeStats s = ExpectSameAsPlain(d, Greedy());
+  // A q8_0 copy agrees with its fp32 model on nearly every greedy token.
+  EXPECT_GT(s.accepted, s.drafted * 8 / 10);
+  EXPECT_LT(s.rounds, 80 / 2);
+  ModelDrafter fixed(draft_.get(), "q8_0 self-draft, k = 8 fixed");
+  SpeculationParams so;
+  so.adaptive = false;
+  ExpectSameAsPlain(fixed, Greedy(), so);
+}
+
+TEST_F(SpeculativeTest, AlwaysWrongDraftStillGivesTheSameTokens) {
+  WrongDrafter d(store_->config().vocab_size);
+  SpeculativeStats s = ExpectSameAsPlain(d, Greedy());
+  EXPECT_LE(s.accepted, s.drafted / 10);
+  // Adaptive k shrinks to one draft token per round.
+  ASSERT_FALSE(s.k.empty());
+  EXPECT_EQ(s.k.back(), 1);
+}
+
+TEST_F(SpeculativeTest, StopsAtTheContextAndAtEosLikePlain) {
+  GenerationOptions o = Greedy();
+  o.max_new_tokens = 100000;  // Runs into the model's 512 positions.
+  o.stop_at_eos = false;
+  ModelDrafter d(draft_.get(), "q8_0 self-draft");
+  auto seq = target_->NewSequence();
+  auto r =
+      GenerateSpeculativeIds(*seq, d, prompt_, o, {}, eos_, nullptr, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto plain_seq = target_->NewSequence();
+  auto plain = GenerateIds(*plain_seq, prompt_, o, eos_);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(r->stopped_at_context);
+  EXPECT_EQ(r->tokens.size(), plain->tokens.size());
+  EXPECT_EQ(r->tokens, plain->tokens);
+}
+
+TEST_F(SpeculativeTest, BadOptionsAreRefused) {
+  PromptLookupDrafter d;
+  auto seq = target_->NewSequence();
+  for (int k : {0, kMaxDraftTokens + 1}) {
+    SpeculationParams so;
+    so.max_draft = k;
+    auto r = GenerateSpeculativeIds(*seq, d, prompt_, Greedy(), so, -1, nullptr,
+                                    nullptr);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("max_draft"));
+  }
+  GenerationOptions hot = Greedy();
+  hot.sampling.temperature = 0.8f;
+  auto r =
+      GenerateSpeculativeIds(*seq, d, prompt_, hot, {}, -1, nullptr, nullptr);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("greedily"));
+  EXPECT_EQ(seq->Rollback(1).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace edgesplit
