@@ -313,7 +313,7 @@ absl::StatusOr<GenerationStats> Session::Generate(
     ES_ASSIGN_OR_RETURN(
         std::unique_ptr<Drafter> drafter,
         MakeDrafter(spec.draft, s.ModelDir(), s.model->store->config(),
-                    sampling.repetition_penalty, &s.drafts));
+                    g.sampling, &s.drafts));
     SpeculationParams params;
     params.max_draft = spec.max_draft;
     params.adaptive = spec.adaptive;

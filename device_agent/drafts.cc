@@ -11,7 +11,8 @@ namespace edgesplit {
 
 absl::StatusOr<std::unique_ptr<Drafter>> MakeDrafter(
     const std::string& spec, const std::string& model_dir,
-    const ModelConfig& target, float repetition_penalty, DraftCache* cache) {
+    const ModelConfig& target, const SamplingParams& sampling,
+    DraftCache* cache) {
   if (spec == "lookup") return std::make_unique<PromptLookupDrafter>();
   const std::string key = absl::StrCat(spec, "|", model_dir);
   if (cache->key != key) {
@@ -51,8 +52,7 @@ absl::StatusOr<std::unique_ptr<Drafter>> MakeDrafter(
     cache->store = *std::move(store);
     cache->key = key;
   }
-  return std::make_unique<ModelDrafter>(cache->pipeline.get(), spec,
-                                        repetition_penalty);
+  return std::make_unique<ModelDrafter>(cache->pipeline.get(), spec, sampling);
 }
 
 }  // namespace edgesplit

@@ -23,10 +23,12 @@ struct DraftCache {
 
 // `spec`: "lookup", "self:q8_0", "self:q4_0" (the target at `model_dir`,
 // quantized at load) or a model directory, whose vocabulary must be the
-// target's (`target`). Errors name the spec.
+// target's (`target`); it samples with the target's `sampling`. Errors
+// name the spec.
 absl::StatusOr<std::unique_ptr<Drafter>> MakeDrafter(
     const std::string& spec, const std::string& model_dir,
-    const ModelConfig& target, float repetition_penalty, DraftCache* cache);
+    const ModelConfig& target, const SamplingParams& sampling,
+    DraftCache* cache);
 
 }  // namespace edgesplit
 

@@ -35,11 +35,31 @@ class Sampler {
   int32_t Sample(absl::Span<const float> logits,
                  absl::Span<const int32_t> context);
 
+  // The distribution Sample draws from, over the whole vocabulary (zero
+  // outside top-k / top-p; one-hot at Sample's choice when greedy).
+  void Distribution(absl::Span<const float> logits,
+                    absl::Span<const int32_t> context,
+                    std::vector<float>* probs);
+  // A draw from `weights` (non-negative, not all zero; normalised here)
+  // with this sampler's RNG; the last positive index if rounding runs out.
+  int32_t Draw(absl::Span<const float> weights);
+  // A uniform draw from [0, 1) with this sampler's RNG.
+  double Uniform();
+  const SamplingParams& params() const { return params_; }
+
  private:
+  // work_ = logits after the repetition penalty.
+  void Penalize(absl::Span<const float> logits,
+                absl::Span<const int32_t> context);
+  // After Penalize, temperature > 0: the candidates in order_[0, keep)
+  // with unnormalised probabilities probs_[0, keep); returns keep.
+  int32_t Candidates();
+
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<float> work_;
   std::vector<int32_t> order_;
+  std::vector<double> probs_;
 };
 
 }  // namespace edgesplit

@@ -20,8 +20,9 @@ double Since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<int32_t>> PromptLookupDrafter::Draft(
+absl::StatusOr<Draft> PromptLookupDrafter::Propose(
     absl::Span<const int32_t> context, int k) {
+  Draft out;
   const int64_t size = static_cast<int64_t>(context.size());
   for (int n = max_ngram_; n >= std::max(min_ngram_, 1); --n) {
     if (size <= n) continue;
@@ -31,11 +32,11 @@ absl::StatusOr<std::vector<int32_t>> PromptLookupDrafter::Draft(
       if (!std::equal(tail.begin(), tail.end(), context.begin() + i)) continue;
       const int64_t from = i + n;
       const int64_t take = std::min<int64_t>(k, size - from);
-      return std::vector<int32_t>(context.begin() + from,
-                                  context.begin() + from + take);
+      out.tokens.assign(context.begin() + from, context.begin() + from + take);
+      return out;
     }
   }
-  return std::vector<int32_t>();
+  return out;
 }
 
 std::string PromptLookupDrafter::Describe() const {
@@ -43,15 +44,25 @@ std::string PromptLookupDrafter::Describe() const {
                       ")");
 }
 
+namespace {
+
+SamplingParams DraftSampling(SamplingParams p) {
+  p.seed = p.seed * 0x9E3779B97F4A7C15ull + 1;  // Its own stream.
+  return p;
+}
+
+}  // namespace
+
 ModelDrafter::ModelDrafter(const LocalPipeline* pipeline,
-                           std::string description, float repetition_penalty)
+                           std::string description,
+                           const SamplingParams& sampling)
     : seq_(pipeline->NewSequence()),
       description_(std::move(description)),
-      repetition_penalty_(repetition_penalty) {}
+      sampler_(DraftSampling(sampling)) {}
 
-absl::StatusOr<std::vector<int32_t>> ModelDrafter::Draft(
-    absl::Span<const int32_t> context, int k) {
-  std::vector<int32_t> out;
+absl::StatusOr<Draft> ModelDrafter::Propose(absl::Span<const int32_t> context,
+                                            int k) {
+  Draft out;
   const int64_t size = static_cast<int64_t>(context.size());
   if (k <= 0 || size == 0) return out;
   // Its context is the draft model's too: draft only what fits.
@@ -71,14 +82,18 @@ absl::StatusOr<std::vector<int32_t>> ModelDrafter::Draft(
   ES_ASSIGN_OR_RETURN(std::vector<float> logits,
                       seq_->Forward(context.subspan(common)));
   fed_.insert(fed_.end(), context.begin() + common, context.end());
-  SamplingParams greedy;
-  greedy.temperature = 0;
-  greedy.repetition_penalty = repetition_penalty_;
-  Sampler sampler(greedy);
+  const bool greedy = sampler_.params().temperature == 0;
   std::vector<int32_t> seen(context.begin(), context.end());
   for (int i = 0; i < k; ++i) {
-    const int32_t t = sampler.Sample(logits, seen);
-    out.push_back(t);
+    int32_t t;
+    if (greedy) {
+      t = sampler_.Sample(logits, seen);
+    } else {
+      out.probs.emplace_back();
+      sampler_.Distribution(logits, seen, &out.probs.back());
+      t = sampler_.Draw(out.probs.back());
+    }
+    out.tokens.push_back(t);
     seen.push_back(t);
     if (i + 1 == k) break;
     ES_ASSIGN_OR_RETURN(logits, seq_->Forward({&t, 1}));
@@ -87,18 +102,36 @@ absl::StatusOr<std::vector<int32_t>> ModelDrafter::Draft(
   return out;
 }
 
+namespace {
+
+// Verifies one row's draft token `d` (drawn from `q`; null: a point mass)
+// against the target's distribution `p`. Returns d when it is kept, else
+// a draw from the residual max(0, p - q).
+int32_t Verify(Sampler& sampler, std::vector<float>& p, const float* q,
+               int32_t d, bool* kept) {
+  const double pd = d >= 0 && d < static_cast<int32_t>(p.size()) ? p[d] : 0;
+  const double qd = q != nullptr ? q[d] : 1.0;
+  // p(d) >= q(d) keeps it for sure (and without a draw: greedy decoding
+  // stays deterministic); else with probability p(d) / q(d).
+  *kept = pd > 0 && (pd >= qd || sampler.Uniform() < pd / qd);
+  if (*kept) return d;
+  double mass = 0;
+  for (size_t x = 0; x < p.size(); ++x) {
+    p[x] = std::max(0.0f, p[x] - (q != nullptr ? q[x] : (x == size_t(d))));
+    mass += p[x];
+  }
+  // p == q would have kept d; rounding alone can empty the residual.
+  return mass > 0 ? sampler.Draw(p) : d;
+}
+
+}  // namespace
+
 absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
     LogitsModel& target, Drafter& drafter, absl::Span<const int32_t> prompt_ids,
     const GenerationOptions& options, const SpeculationParams& speculative,
     int32_t eos_id, const std::function<void(int32_t)>& on_token,
     SpeculativeStats* stats) {
   ES_RETURN_IF_ERROR(options.sampling.Validate());
-  if (options.sampling.temperature != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "speculative decoding samples greedily only for now (temperature 0, "
-        "got ",
-        options.sampling.temperature, ")"));
-  }
   if (speculative.max_draft < 1 || speculative.max_draft > kMaxDraftTokens) {
     return absl::InvalidArgumentError(
         absl::StrCat("speculative max_draft ", speculative.max_draft,
@@ -135,6 +168,7 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
   bool over = max_new <= 0 || emit(sampler.Sample(logits, context));
   int k = speculative.adaptive ? std::min(4, speculative.max_draft)
                                : speculative.max_draft;
+  std::vector<float> p;
   while (!over) {
     // The target holds every context token but the last (`next`).
     const int32_t next = context.back();
@@ -142,24 +176,31 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
         max_new - static_cast<int64_t>(result.tokens.size());
     const int64_t fits = std::min<int64_t>(
         {k, remaining - 1, context_len - static_cast<int64_t>(context.size())});
-    std::vector<int32_t> draft;
+    Draft draft;
     if (fits > 0) {
       const auto d0 = std::chrono::steady_clock::now();
       ES_ASSIGN_OR_RETURN(draft,
-                          drafter.Draft(context, static_cast<int>(fits)));
+                          drafter.Propose(context, static_cast<int>(fits)));
       st.draft_seconds += Since(d0);
-      if (static_cast<int64_t>(draft.size()) > fits) draft.resize(fits);
+      if (static_cast<int64_t>(draft.tokens.size()) > fits) {
+        draft.tokens.resize(fits);
+      }
+      if (!draft.probs.empty() && draft.probs.size() < draft.tokens.size()) {
+        return absl::InternalError(absl::StrCat(
+            drafter.Describe(), " proposed ", draft.tokens.size(),
+            " tokens with ", draft.probs.size(), " distributions"));
+      }
     }
     ++st.rounds;
-    if (draft.empty()) {
+    if (draft.tokens.empty()) {
       ES_ASSIGN_OR_RETURN(logits, target.Forward({&next, 1}));
       over = emit(sampler.Sample(logits, context));
       continue;
     }
     std::vector<int32_t> rows = {next};
-    rows.insert(rows.end(), draft.begin(), draft.end());
+    rows.insert(rows.end(), draft.tokens.begin(), draft.tokens.end());
     ES_ASSIGN_OR_RETURN(at::Tensor all, target.ForwardAll(rows));
-    const int64_t m = static_cast<int64_t>(draft.size());
+    const int64_t m = static_cast<int64_t>(draft.tokens.size());
     if (all.dim() != 2 || all.size(0) != m + 1 ||
         all.scalar_type() != at::kFloat) {
       return absl::InternalError(absl::StrCat(
@@ -167,6 +208,13 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
           all.dim() > 0 ? all.size(0) : 0, " rows for ", m + 1, " rows"));
     }
     const int64_t vocab = all.size(1);
+    for (size_t i = 0; i < draft.probs.size(); ++i) {
+      if (static_cast<int64_t>(draft.probs[i].size()) != vocab) {
+        return absl::InternalError(absl::StrCat(
+            drafter.Describe(), ": a draft distribution over ",
+            draft.probs[i].size(), " tokens, the model has ", vocab));
+      }
+    }
     all = all.contiguous();
     const float* rows_logits = all.data_ptr<float>();
     ++st.draft_rounds;
@@ -174,11 +222,18 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
     st.k.push_back(static_cast<int>(m));
     int64_t accepted = 0;
     for (int64_t i = 0; i <= m && !over; ++i) {
-      const int32_t t = sampler.Sample(
-          absl::Span<const float>(rows_logits + i * vocab, vocab), context);
-      const bool agrees = i < m && t == draft[i];
+      const absl::Span<const float> row(rows_logits + i * vocab, vocab);
+      if (i == m) {  // Every draft token kept: one more from the last row.
+        over = emit(sampler.Sample(row, context));
+        break;
+      }
+      sampler.Distribution(row, context, &p);
+      bool kept = false;
+      const int32_t t = Verify(
+          sampler, p, draft.probs.empty() ? nullptr : draft.probs[i].data(),
+          draft.tokens[i], &kept);
       over = emit(t);
-      if (!agrees) break;
+      if (!kept) break;
       ++accepted;
     }
     st.accepted += accepted;

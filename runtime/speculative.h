@@ -4,12 +4,15 @@
 // with is kept, plus the target's own next token. Over a link each
 // verification round trip then yields up to k + 1 tokens instead of one.
 //
-// Exactness: tokens are chosen from the target's logits of each row by the
-// same Sampler plain decoding uses, so greedy output (temperature 0,
-// repetition penalty included) is identical to GenerateIds' whatever the
-// draft proposes; a draft only changes how many rounds it takes. Sampling
-// with temperature > 0 is refused for now (it needs rejection sampling to
-// keep the target's distribution).
+// Exactness: each row's token distribution is the target's, processed by
+// the same Sampler plain decoding uses (penalty, temperature, top-k,
+// top-p). A draft token d drawn from q is kept with probability
+// min(1, p(d) / q(d)); the first one rejected is replaced by a draw from
+// the residual max(0, p - q) (normalised), and when all are kept one more
+// token comes from the last row's p (Leviathan et al. 2023; Chen et al.
+// 2023). Every emitted token is then distributed exactly as plain
+// sampling's. Greedy decoding is the case where p is one-hot: the output
+// is identical to GenerateIds' token for token, whatever the draft.
 #ifndef EDGESPLIT_RUNTIME_SPECULATIVE_H_
 #define EDGESPLIT_RUNTIME_SPECULATIVE_H_
 
@@ -22,11 +25,20 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "runtime/generator.h"
+#include "runtime/sampling.h"
 
 namespace edgesplit {
 
 // The most draft tokens one verification step may carry.
 inline constexpr int kMaxDraftTokens = 32;
+
+// What a drafter proposes.
+struct Draft {
+  std::vector<int32_t> tokens;
+  // The distribution (vocabulary-sized) each token was drawn from; empty
+  // when the tokens are proposed deterministically (a point mass each).
+  std::vector<std::vector<float>> probs;
+};
 
 // Proposes tokens. Not thread-safe: one sequence at a time.
 class Drafter {
@@ -34,8 +46,8 @@ class Drafter {
   virtual ~Drafter() = default;
   // Up to `k` tokens likely to follow `context` (the prompt and every
   // verified token); fewer, or none, when it has no guess.
-  virtual absl::StatusOr<std::vector<int32_t>> Draft(
-      absl::Span<const int32_t> context, int k) = 0;
+  virtual absl::StatusOr<Draft> Propose(absl::Span<const int32_t> context,
+                                        int k) = 0;
   virtual std::string Describe() const = 0;
 };
 
@@ -47,8 +59,8 @@ class PromptLookupDrafter : public Drafter {
  public:
   explicit PromptLookupDrafter(int max_ngram = 3, int min_ngram = 1)
       : max_ngram_(max_ngram), min_ngram_(min_ngram) {}
-  absl::StatusOr<std::vector<int32_t>> Draft(absl::Span<const int32_t> context,
-                                             int k) override;
+  absl::StatusOr<Draft> Propose(absl::Span<const int32_t> context,
+                                int k) override;
   std::string Describe() const override;
 
  private:
@@ -57,23 +69,24 @@ class PromptLookupDrafter : public Drafter {
 };
 
 // A draft model run here: a small model with the target's tokenizer, or
-// the target itself with quantized weights ("self-speculation"). Greedy
-// from its own KV cache, which follows the verified context: each round
-// rolls it back to what the context and its cache share.
+// the target itself with quantized weights ("self-speculation"). It
+// samples with the target's parameters (greedy when the target is) from
+// its own KV cache, which follows the verified context: each round rolls
+// it back to what the context and its cache share.
 class ModelDrafter : public Drafter {
  public:
-  // `pipeline` must outlive the drafter. `repetition_penalty` as the
-  // target samples with (drafts that mirror the target are accepted more).
+  // `pipeline` must outlive the drafter. `sampling`: the target's (its
+  // seed is varied: the draft's draws are its own).
   ModelDrafter(const LocalPipeline* pipeline, std::string description,
-               float repetition_penalty = 1.0f);
-  absl::StatusOr<std::vector<int32_t>> Draft(absl::Span<const int32_t> context,
-                                             int k) override;
+               const SamplingParams& sampling);
+  absl::StatusOr<Draft> Propose(absl::Span<const int32_t> context,
+                                int k) override;
   std::string Describe() const override { return description_; }
 
  private:
   std::unique_ptr<LocalPipeline::Sequence> seq_;
   const std::string description_;
-  const float repetition_penalty_;
+  Sampler sampler_;
   std::vector<int32_t> fed_;  // What seq_'s cache holds.
 };
 
@@ -95,8 +108,9 @@ struct SpeculativeStats {
   std::vector<int> k;        // The draft size of each draft round.
 };
 
-// GenerateIds with a draft: same options, same result for greedy
-// decoding. `target` must implement ForwardAll and Rollback.
+// GenerateIds with a draft: same options; the same tokens when greedy,
+// the same distribution when sampling. `target` must implement ForwardAll
+// and Rollback.
 absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
     LogitsModel& target, Drafter& drafter, absl::Span<const int32_t> prompt_ids,
     const GenerationOptions& options, const SpeculationParams& speculative,

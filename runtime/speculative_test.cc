@@ -6,6 +6,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+#include <map>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/model_store.h"
@@ -24,22 +27,23 @@ TEST(PromptLookupDrafterTest, CopiesWhatFollowedTheLatestMatch) {
   PromptLookupDrafter d(/*max_ngram=*/2, /*min_ngram=*/1);
   // "5 6" occurs at 1 and (latest) at 5; what followed the latest: 9 5.
   const std::vector<int32_t> ctx = {4, 5, 6, 7, 8, 5, 6, 9, 5, 6};
-  EXPECT_THAT(*d.Draft(ctx, 3), ElementsAre(9, 5, 6));
-  EXPECT_THAT(*d.Draft(ctx, 1), ElementsAre(9));
+  EXPECT_THAT(d.Propose(ctx, 3)->tokens, ElementsAre(9, 5, 6));
+  EXPECT_THAT(d.Propose(ctx, 1)->tokens, ElementsAre(9));
   // Only a 1-gram matches: the latest earlier 3 was followed by 1.
-  EXPECT_THAT(*d.Draft({3, 1, 2, 3}, 4), ElementsAre(1, 2, 3));
-  EXPECT_TRUE(d.Draft({1, 2, 3}, 4)->empty());  // Nothing repeats.
+  EXPECT_THAT(d.Propose({3, 1, 2, 3}, 4)->tokens, ElementsAre(1, 2, 3));
+  EXPECT_TRUE(d.Propose({1, 2, 3}, 4)->tokens.empty());  // Nothing repeats.
+  EXPECT_TRUE(d.Propose({1, 2, 3}, 4)->probs.empty());   // Point masses.
 }
 
 // Proposes tokens the target never picks (its own top choice, shifted).
 class WrongDrafter : public Drafter {
  public:
   explicit WrongDrafter(int32_t vocab) : vocab_(vocab) {}
-  absl::StatusOr<std::vector<int32_t>> Draft(absl::Span<const int32_t> context,
-                                             int k) override {
-    std::vector<int32_t> out;
+  absl::StatusOr<Draft> Propose(absl::Span<const int32_t> context,
+                                int k) override {
+    Draft out;
     for (int i = 0; i < k; ++i) {
-      out.push_back((context.back() * 7 + i + 1) % vocab_);
+      out.tokens.push_back((context.back() * 7 + i + 1) % vocab_);
     }
     return out;
   }
@@ -138,12 +142,13 @@ TEST_F(SpeculativeTest, PromptLookupIsExact) {
 }
 
 TEST_F(SpeculativeTest, QuantizedSelfDraftIsExactAndMostlyAccepted) {
-  ModelDrafter d(draft_.get(), "q8_0 self-draft");
+  ModelDrafter d(draft_.get(), "q8_0 self-draft", Greedy().sampling);
   SpeculativeStats s = ExpectSameAsPlain(d, Greedy());
   // A q8_0 copy agrees with its fp32 model on nearly every greedy token.
   EXPECT_GT(s.accepted, s.drafted * 8 / 10);
   EXPECT_LT(s.rounds, 80 / 2);
-  ModelDrafter fixed(draft_.get(), "q8_0 self-draft, k = 8 fixed");
+  ModelDrafter fixed(draft_.get(), "q8_0 self-draft, k = 8 fixed",
+                     Greedy().sampling);
   SpeculationParams so;
   so.adaptive = false;
   ExpectSameAsPlain(fixed, Greedy(), so);
@@ -162,7 +167,7 @@ TEST_F(SpeculativeTest, StopsAtTheContextAndAtEosLikePlain) {
   GenerationOptions o = Greedy();
   o.max_new_tokens = 100000;  // Runs into the model's 512 positions.
   o.stop_at_eos = false;
-  ModelDrafter d(draft_.get(), "q8_0 self-draft");
+  ModelDrafter d(draft_.get(), "q8_0 self-draft", Greedy().sampling);
   auto seq = target_->NewSequence();
   auto r =
       GenerateSpeculativeIds(*seq, d, prompt_, o, {}, eos_, nullptr, nullptr);
@@ -173,6 +178,110 @@ TEST_F(SpeculativeTest, StopsAtTheContextAndAtEosLikePlain) {
   EXPECT_TRUE(r->stopped_at_context);
   EXPECT_EQ(r->tokens.size(), plain->tokens.size());
   EXPECT_EQ(r->tokens, plain->tokens);
+}
+
+// Sampling keeps the target's distribution exactly. For the first three
+// tokens after the prompt (temperature 0.8, top-k 6) the exact joint
+// probabilities p(t1) p(t2|t1) p(t3|t1 t2) come from the target's own
+// distributions; 4000 seeded speculative runs with k = 2 (t2 and t3 are
+// both verified draft positions) are checked against them with a
+// chi-squared test (cells with expected count >= 5, the rest pooled;
+// critical value at p = 1e-4, Wilson-Hilferty). Two drafts: the q8_0
+// model sampling at temperature 1.6 (a flatter q than the target's p: a
+// wrong residual would show), and the same model greedy (point masses).
+TEST_F(SpeculativeTest, SamplingKeepsTheTargetsDistribution) {
+  GenerationOptions o;
+  o.sampling.temperature = 0.8f;
+  o.sampling.top_k = 6;
+  // Four tokens with k = 2: t2 and t3 are both verified draft positions
+  // (t4, the bonus token, is not checked).
+  o.max_new_tokens = 4;
+  o.stop_at_eos = false;
+  // Exact joint distribution of the first three tokens.
+  std::map<std::vector<int32_t>, double> exact;
+  Sampler probe(o.sampling);
+  std::vector<float> p1, p2, p3;
+  auto dist = [&](const std::vector<int32_t>& ctx, std::vector<float>* p) {
+    auto seq = target_->NewSequence();
+    auto logits = seq->Forward(ctx);
+    ASSERT_TRUE(logits.ok());
+    probe.Distribution(*logits, ctx, p);
+  };
+  std::vector<int32_t> ctx = prompt_;
+  dist(ctx, &p1);
+  for (int32_t a = 0; a < static_cast<int32_t>(p1.size()); ++a) {
+    if (p1[a] == 0) continue;
+    ctx.push_back(a);
+    dist(ctx, &p2);
+    for (int32_t b = 0; b < static_cast<int32_t>(p2.size()); ++b) {
+      if (p2[b] == 0) continue;
+      ctx.push_back(b);
+      dist(ctx, &p3);
+      for (int32_t c = 0; c < static_cast<int32_t>(p3.size()); ++c) {
+        if (p3[c] > 0) exact[{a, b, c}] = double{p1[a]} * p2[b] * p3[c];
+      }
+      ctx.pop_back();
+    }
+    ctx.pop_back();
+  }
+  constexpr int kRuns = 4000;
+  for (float draft_temperature : {1.6f, 0.0f}) {
+    std::map<std::vector<int32_t>, int> seen;
+    int64_t accepted = 0, drafted = 0;
+    for (int run = 0; run < kRuns; ++run) {
+      GenerationOptions g = o;
+      g.sampling.seed = 1000 + run;
+      SamplingParams dp = g.sampling;
+      dp.temperature = draft_temperature;
+      ModelDrafter d(draft_.get(), "q8_0", dp);
+      SpeculationParams sp;
+      sp.max_draft = 2;
+      sp.adaptive = false;
+      SpeculativeStats stats;
+      auto seq = target_->NewSequence();
+      auto r =
+          GenerateSpeculativeIds(*seq, d, prompt_, g, sp, -1, nullptr, &stats);
+      ASSERT_TRUE(r.ok()) << r.status();
+      ASSERT_EQ(r->tokens.size(), 4u);
+      ++seen[{r->tokens.begin(), r->tokens.begin() + 3}];
+      accepted += stats.accepted;
+      drafted += stats.drafted;
+    }
+    double chi2 = 0, rest_expected = 0, rest_seen = 0;
+    int cells = 0;
+    for (const auto& [tokens, p] : exact) {
+      const double e = p * kRuns;
+      auto it = seen.find(tokens);
+      const double n = it == seen.end() ? 0 : it->second;
+      if (it != seen.end()) seen.erase(it);
+      if (e < 5) {
+        rest_expected += e;
+        rest_seen += n;
+        continue;
+      }
+      chi2 += (n - e) * (n - e) / e;
+      ++cells;
+    }
+    // Triples outside the exact support must never occur.
+    EXPECT_TRUE(seen.empty()) << seen.size() << " impossible triples";
+    if (rest_expected > 0) {
+      chi2 += (rest_seen - rest_expected) * (rest_seen - rest_expected) /
+              rest_expected;
+      ++cells;
+    }
+    const double df = cells - 1;
+    const double z = 3.719;  // Upper 1e-4 quantile of N(0, 1).
+    const double v = 2.0 / (9.0 * df);
+    const double critical = df * std::pow(1 - v + z * std::sqrt(v), 3);
+    std::printf(
+        "draft temperature %.1f: chi2 %.1f over %d cells (critical "
+        "%.1f), %lld of %lld draft tokens accepted\n",
+        draft_temperature, chi2, cells, critical,
+        static_cast<long long>(accepted), static_cast<long long>(drafted));
+    EXPECT_GT(cells, 10);
+    EXPECT_LT(chi2, critical) << "draft temperature " << draft_temperature;
+    EXPECT_GT(accepted, drafted / 4);  // The drafts mattered.
+  }
 }
 
 TEST_F(SpeculativeTest, BadOptionsAreRefused) {
@@ -186,12 +295,12 @@ TEST_F(SpeculativeTest, BadOptionsAreRefused) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(r.status().message()), HasSubstr("max_draft"));
   }
-  GenerationOptions hot = Greedy();
-  hot.sampling.temperature = 0.8f;
+  GenerationOptions bad = Greedy();
+  bad.sampling.top_p = 0;
   auto r =
-      GenerateSpeculativeIds(*seq, d, prompt_, hot, {}, -1, nullptr, nullptr);
+      GenerateSpeculativeIds(*seq, d, prompt_, bad, {}, -1, nullptr, nullptr);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(r.status().message()), HasSubstr("greedily"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("top_p"));
   EXPECT_EQ(seq->Rollback(1).code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -11,6 +11,7 @@
 #include "proto/tensor_codec.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
+#include "runtime/speculative.h"
 #include "testing/cluster.h"
 #include "testing/test_models.h"
 #include "tests/split_util.h"
@@ -155,8 +156,39 @@ TEST_F(SplitInferenceTest, SpeculativeGreedyEqualsMonolithic) {
       }
     }
   }
+  // Sampling through the split draws what the same speculative sampling
+  // draws in one process (same seeds, logits equal within 1e-5).
   auto session = agent->OpenSession("real-3hop");
   ASSERT_TRUE(session.ok());
+  SamplingOptions hot = Greedy(48);
+  hot.temperature = 0.8f;
+  hot.top_k = 20;
+  hot.seed = 7;
+  hot.speculative.draft = "self:q8_0";
+  auto sampled = (*session)->Generate("Once upon a time", hot);
+  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  {
+    auto store = ModelStore::Open(RealModel());
+    ASSERT_TRUE(store.ok());
+    auto tok = (*store)->LoadTokenizer();
+    auto whole = LocalPipeline::Load(**store, {});
+    StageOptions q8;
+    q8.weights = kernels::WeightType::kQ8_0;
+    auto draft = LocalPipeline::Load(**store, {}, q8);
+    ASSERT_TRUE(tok.ok() && whole.ok() && draft.ok());
+    GenerationOptions g;
+    g.sampling.temperature = hot.temperature;
+    g.sampling.top_k = hot.top_k;
+    g.sampling.seed = hot.seed;
+    g.max_new_tokens = 48;
+    ModelDrafter drafter(draft->get(), "q8_0", g.sampling);
+    auto seq = (*whole)->NewSequence();
+    auto want = GenerateSpeculativeIds(
+        *seq, drafter, *(*tok)->EncodePrompt("Once upon a time"), g, {},
+        (*tok)->eos_id(), nullptr, nullptr);
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_EQ(sampled->tokens, want->tokens);
+  }
   SamplingOptions s = Greedy(8);
   s.speculative.draft = "/no/such/model";
   EXPECT_THAT(std::string((*session)->Generate("x", s).status().message()),

@@ -67,11 +67,12 @@ commands:
       controller's plan names. Statistics include per-hop latency.
   generate ... --draft lookup|self:q8_0|self:q4_0|DIR [--draft-max K]
            [--draft-fixed]
-      Speculative decoding (greedy, --temperature 0): a draft here proposes
-      up to K tokens (default 8; adaptive unless --draft-fixed), the model
-      (or the split route) checks them in one step; output is identical to
-      plain decoding. lookup copies from the context, self:TYPE is the
-      model quantized, DIR a small model with the same tokenizer.
+      Speculative decoding: a draft here proposes up to K tokens (default
+      8; adaptive unless --draft-fixed), the model (or the split route)
+      checks them in one step. Greedy output is identical to plain
+      decoding; sampled output has the same distribution (rejection
+      sampling). lookup copies from the context, self:TYPE is the model
+      quantized, DIR a small model with the same tokenizer.
   plan --cluster FILE --model DIR [--objective latency|throughput|energy]
        [--model-id ID] [--out PLAN.yaml]
       What-if: the optimal split of the model over the cluster described in
@@ -375,9 +376,8 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
   DraftCache draft_cache;
   std::unique_ptr<Drafter> drafter;
   if (!draft.empty()) {
-    ES_ASSIGN_OR_RETURN(
-        drafter, MakeDrafter(draft, model_dir, store->config(),
-                             g.sampling.repetition_penalty, &draft_cache));
+    ES_ASSIGN_OR_RETURN(drafter, MakeDrafter(draft, model_dir, store->config(),
+                                             g.sampling, &draft_cache));
   }
   ES_ASSIGN_OR_RETURN(
       GenerationResult r,

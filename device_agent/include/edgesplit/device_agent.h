@@ -114,8 +114,8 @@ struct DeviceAgentOptions {
 // Speculative decoding: a draft on this device proposes up to `max_draft`
 // tokens, the route runs them as one step and keeps the longest prefix it
 // agrees with plus its own next token, so one round trip yields several
-// tokens. Output is identical to plain decoding. Greedy sampling only
-// (temperature 0) for now.
+// tokens. Greedy output is identical to plain decoding; sampled output has
+// exactly plain sampling's distribution (rejection sampling).
 struct SpeculativeOptions {
   // "": off. "lookup": prompt lookup (copies what followed the latest
   // earlier occurrence of the last few tokens; no model). "self:q8_0" /
