@@ -168,6 +168,11 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
   bool over = max_new <= 0 || emit(sampler.Sample(logits, context));
   int k = speculative.adaptive ? std::min(4, speculative.max_draft)
                                : speculative.max_draft;
+  // Adaptive only: a running acceptance rate; while it is poor, rounds go
+  // without drafts (plain decoding) for a pause that doubles each time
+  // drafting fails again, so a useless draft costs a probe now and then.
+  double acceptance = 1.0;
+  int pause = 0, pause_length = 4;
   std::vector<float> p;
   while (!over) {
     // The target holds every context token but the last (`next`).
@@ -177,7 +182,9 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
     const int64_t fits = std::min<int64_t>(
         {k, remaining - 1, context_len - static_cast<int64_t>(context.size())});
     Draft draft;
-    if (fits > 0) {
+    if (pause > 0) {
+      --pause;
+    } else if (fits > 0) {
       const auto d0 = std::chrono::steady_clock::now();
       ES_ASSIGN_OR_RETURN(draft,
                           drafter.Propose(context, static_cast<int>(fits)));
@@ -244,6 +251,14 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
     if (speculative.adaptive) {
       k = accepted == m ? std::min(k + 2, speculative.max_draft)
                         : std::max(k - 1, 1);
+      acceptance = 0.7 * acceptance + 0.3 * accepted / m;
+      if (acceptance < 0.25) {
+        pause = pause_length;
+        pause_length = std::min(pause_length * 2, 64);
+        acceptance = 0.5;  // The probe after the pause decides afresh.
+      } else if (accepted > 0) {
+        pause_length = 4;
+      }
     }
   }
   result.decode_seconds = Since(t0);

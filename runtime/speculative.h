@@ -95,7 +95,9 @@ struct SpeculationParams {
   int max_draft = 8;
   // Adapt k to the acceptance so far: +2 after a round that accepted every
   // draft token, -1 (down to 1) after one that did not (Hugging Face's
-  // heuristic schedule). false: always max_draft.
+  // heuristic schedule); while the running acceptance rate stays under
+  // 25%, steps go without drafts for 4, 8, ... 64 steps between probes.
+  // false: always max_draft.
   bool adaptive = true;
 };
 

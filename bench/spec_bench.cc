@@ -1,0 +1,196 @@
+// Speculative decoding through the split over emulated device links, in
+// one run (ratios against plain split decoding on the same link):
+// decode tokens/s with a q8_0 and a q4_0 self-draft, prompt lookup on a
+// repetitive text and a deliberately poor draft (a random model sharing
+// the vocabulary), greedy and (q8_0) sampled; acceptance rate, tokens per
+// verification step, bytes per token up and down.
+//
+//   spec_bench [--model ../shared/models/stories260K] [--tokens 128]
+//              [--reps 3] [--threads 1]
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "edgesplit/device_agent.h"
+#include "runtime/model_init.h"
+#include "runtime/model_store.h"
+#include "runtime/threading.h"
+#include "testing/cluster.h"
+#include "testing/test_paths.h"
+
+namespace edgesplit {
+namespace {
+
+const char kStory[] =
+    "Once upon a time, there was a little girl named Lily. She loved to "
+    "play with her red ball in the park.";
+const char kPlainPrompt[] = "Once upon a time";
+
+struct Link {
+  const char* name;
+  double rtt_ms, mbit_s;
+};
+
+struct Run {
+  double tps = 0;  // Median over the repetitions.
+  GenerationStats stats;
+};
+
+Run Measure(DeviceAgent& agent, const std::string& prompt,
+            const SamplingOptions& s, int reps) {
+  std::vector<double> tps;
+  Run out;
+  for (int r = 0; r < reps; ++r) {
+    auto session = agent.OpenSession("m");
+    if (!session.ok()) {
+      std::cerr << session.status() << "\n";
+      std::exit(1);
+    }
+    auto st = (*session)->Generate(prompt, s);
+    if (!st.ok()) {
+      std::cerr << s.speculative.draft << ": " << st.status() << "\n";
+      std::exit(1);
+    }
+    tps.push_back(st->decode_tokens_per_s);
+    out.stats = *st;
+  }
+  std::sort(tps.begin(), tps.end());
+  out.tps = tps[tps.size() / 2];
+  return out;
+}
+
+int Main(int argc, char** argv) {
+  std::string model = testing::SharedDir() + "/models/stories260K";
+  int tokens = 128, reps = 3, threads = 1;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string f = argv[i], v = argv[i + 1];
+    if (f == "--model") {
+      model = v;
+    } else if (f == "--tokens") {
+      tokens = std::stoi(v);
+    } else if (f == "--reps") {
+      reps = std::stoi(v);
+    } else if (f == "--threads") {
+      threads = std::stoi(v);
+    } else {
+      std::cerr << "unknown flag " << f << "\n";
+      return 2;
+    }
+  }
+  SetComputeThreads(threads);
+  model = std::filesystem::absolute(model).lexically_normal().string();
+  auto store = ModelStore::Open(model);
+  if (!store.ok()) {
+    std::cerr << store.status() << "\n";
+    return 1;
+  }
+  const ModelConfig& config = (*store)->config();
+  const int64_t n = config.num_layers;
+  // The poor draft: a random model with the same vocabulary.
+  const std::string tmp = testing::TempDir("spec_bench");
+  ModelInitOptions poor;
+  poor.arch = Arch::kLlama;
+  poor.preset = "tiny";
+  poor.out_dir = tmp + "/poor";
+  if (!InitModel(poor).ok()) return 1;
+  std::string repetitive = kStory;
+  repetitive += " ";
+  repetitive += kStory;
+  repetitive += " Once upon a time, there was";
+
+  struct Draft {
+    const char* name;
+    std::string draft;
+    bool repetitive_prompt;
+  };
+  const std::vector<Draft> drafts = {
+      {"q8_0 self-draft", "self:q8_0", false},
+      {"q4_0 self-draft", "self:q4_0", false},
+      {"prompt lookup", "lookup", true},
+      {"poor draft", poor.out_dir, false},
+  };
+  std::printf(
+      "model %s, %d tokens, median of %d, device [0, 1) -> a [1, %lld) -> "
+      "b [%lld, %lld) + head; servers 1 ms apart\n",
+      model.c_str(), tokens, reps, static_cast<long long>(n / 2),
+      static_cast<long long>(n / 2), static_cast<long long>(n));
+  std::printf("%-10s %-22s %9s %9s %7s %8s %9s %8s %8s\n", "link", "draft",
+              "tok/s", "plain", "ratio", "accept", "tok/step", "up B/t",
+              "down B/t");
+  for (const Link& link :
+       {Link{"30ms/20M", 30, 20}, Link{"10ms/100M", 10, 100}}) {
+    testing::ClusterOptions options;
+    const double bytes_per_s = link.mbit_s * 1e6 / 8;
+    options.device_links["a"] = testing::LinkSpec{
+        bytes_per_s, bytes_per_s, absl::Microseconds(link.rtt_ms * 500)};
+    options.peer_links["b"] = testing::LinkSpec{0, 0, absl::Microseconds(500)};
+    auto c = testing::Cluster::Start(
+        testing::TempDir(absl::StrCat("spec_bench_", link.rtt_ms)),
+        {{"m",
+          model,
+          false,
+          {{"device", 0, 1}, {"a", 1, n / 2}, {"b", n / 2, n}}}},
+        options);
+    if (!c.ok()) {
+      std::cerr << c.status() << "\n";
+      return 1;
+    }
+    DeviceAgentOptions o;
+    o.controller = (*c)->controller_address();
+    (*c)->SecureDevice("device", &o);
+    o.threads = threads;
+    o.generation_timeout = absl::Minutes(10);
+    auto agent = DeviceAgent::Connect(o);
+    if (!agent.ok()) {
+      std::cerr << agent.status() << "\n";
+      return 1;
+    }
+    for (bool sampled : {false, true}) {
+      SamplingOptions s;
+      s.temperature = sampled ? 0.8f : 0.0f;
+      s.top_k = sampled ? 40 : 0;
+      s.seed = 11;
+      s.max_new_tokens = tokens;
+      s.stop_at_eos = false;
+      const Run plain = Measure(**agent, kPlainPrompt, s, reps);
+      const Run plain_rep = Measure(**agent, repetitive, s, reps);
+      for (const Draft& d : drafts) {
+        if (sampled && d.draft != "self:q8_0") continue;
+        SamplingOptions sd = s;
+        sd.speculative.draft = d.draft;
+        const std::string& prompt =
+            d.repetitive_prompt ? repetitive : std::string(kPlainPrompt);
+        const Run base = d.repetitive_prompt ? plain_rep : plain;
+        const Run r = Measure(**agent, prompt, sd, reps);
+        const GenerationStats& st = r.stats;
+        const double toks = static_cast<double>(st.tokens.size());
+        std::printf(
+            "%-10s %-22s %9.1f %9.1f %6.2fx %7.0f%% %9.2f %8.0f %8.0f\n",
+            link.name,
+            (std::string(d.name) + (sampled ? ", T=0.8" : "")).c_str(), r.tps,
+            base.tps, r.tps / base.tps,
+            st.drafted_tokens > 0
+                ? 100.0 * st.accepted_tokens / st.drafted_tokens
+                : 0.0,
+            toks / std::max(st.steps + 1, 1), st.bytes_sent / toks,
+            st.bytes_received / toks);
+      }
+      const GenerationStats& p = plain.stats;
+      std::printf("%-10s %-22s %9.1f %9s %7s %8s %9.2f %8.0f %8.0f\n",
+                  link.name, sampled ? "plain, T=0.8" : "plain", plain.tps, "",
+                  "", "", p.tokens.size() / std::max(p.steps + 1.0, 1.0),
+                  p.bytes_sent / static_cast<double>(p.tokens.size()),
+                  p.bytes_received / static_cast<double>(p.tokens.size()));
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace edgesplit
+
+int main(int argc, char** argv) { return edgesplit::Main(argc, argv); }
