@@ -6,7 +6,7 @@
 // verification step, bytes per token up and down.
 //
 //   spec_bench [--model ../shared/models/stories260K] [--tokens 128]
-//              [--reps 3] [--threads 1]
+//              [--reps 5] [--threads 1]
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -35,37 +35,55 @@ struct Link {
   double rtt_ms, mbit_s;
 };
 
-struct Run {
-  double tps = 0;  // Median over the repetitions.
-  GenerationStats stats;
+GenerationStats Once(DeviceAgent& agent, const std::string& prompt,
+                     const SamplingOptions& s) {
+  auto session = agent.OpenSession("m");
+  if (!session.ok()) {
+    std::cerr << session.status() << "\n";
+    std::exit(1);
+  }
+  auto st = (*session)->Generate(prompt, s);
+  if (!st.ok()) {
+    std::cerr << s.speculative.draft << ": " << st.status() << "\n";
+    std::exit(1);
+  }
+  return *st;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Plain and speculative generations alternate, `reps` pairs; medians of
+// each one's tokens/s and of the per-pair ratios (the emulated link and
+// this VM drift between minutes, not within a pair).
+struct Pair {
+  double plain_tps = 0, tps = 0, ratio = 0;
+  GenerationStats plain, stats;  // The last of each.
 };
 
-Run Measure(DeviceAgent& agent, const std::string& prompt,
-            const SamplingOptions& s, int reps) {
-  std::vector<double> tps;
-  Run out;
+Pair Measure(DeviceAgent& agent, const std::string& prompt,
+             const SamplingOptions& plain, const SamplingOptions& spec,
+             int reps) {
+  std::vector<double> a, b, ratio;
+  Pair out;
   for (int r = 0; r < reps; ++r) {
-    auto session = agent.OpenSession("m");
-    if (!session.ok()) {
-      std::cerr << session.status() << "\n";
-      std::exit(1);
-    }
-    auto st = (*session)->Generate(prompt, s);
-    if (!st.ok()) {
-      std::cerr << s.speculative.draft << ": " << st.status() << "\n";
-      std::exit(1);
-    }
-    tps.push_back(st->decode_tokens_per_s);
-    out.stats = *st;
+    out.plain = Once(agent, prompt, plain);
+    out.stats = Once(agent, prompt, spec);
+    a.push_back(out.plain.decode_tokens_per_s);
+    b.push_back(out.stats.decode_tokens_per_s);
+    ratio.push_back(b.back() / a.back());
   }
-  std::sort(tps.begin(), tps.end());
-  out.tps = tps[tps.size() / 2];
+  out.plain_tps = Median(a);
+  out.tps = Median(b);
+  out.ratio = Median(ratio);
   return out;
 }
 
 int Main(int argc, char** argv) {
   std::string model = testing::SharedDir() + "/models/stories260K";
-  int tokens = 128, reps = 3, threads = 1;
+  int tokens = 128, reps = 5, threads = 1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i], v = argv[i + 1];
     if (f == "--model") {
@@ -114,13 +132,16 @@ int Main(int argc, char** argv) {
       {"poor draft", poor.out_dir, false},
   };
   std::printf(
-      "model %s, %d tokens, median of %d, device [0, 1) -> a [1, %lld) -> "
+      "model %s, %d tokens, median of %d pairs, device [0, 1) -> a [1, %lld) "
+      "-> "
       "b [%lld, %lld) + head; servers 1 ms apart\n",
       model.c_str(), tokens, reps, static_cast<long long>(n / 2),
       static_cast<long long>(n / 2), static_cast<long long>(n));
-  std::printf("%-10s %-22s %9s %9s %7s %8s %9s %8s %8s\n", "link", "draft",
+  std::printf("%-10s %-22s %9s %9s %7s %8s %9s %11s %11s\n", "link", "draft",
               "tok/s", "plain", "ratio", "accept", "tok/step", "up B/t",
               "down B/t");
+  std::printf("%-10s %-22s %9s %9s %7s %8s %9s %11s %11s\n", "", "", "", "", "",
+              "", "", "spec/plain", "spec/plain");
   for (const Link& link :
        {Link{"30ms/20M", 30, 20}, Link{"10ms/100M", 10, 100}}) {
     testing::ClusterOptions options;
@@ -156,35 +177,30 @@ int Main(int argc, char** argv) {
       s.seed = 11;
       s.max_new_tokens = tokens;
       s.stop_at_eos = false;
-      const Run plain = Measure(**agent, kPlainPrompt, s, reps);
-      const Run plain_rep = Measure(**agent, repetitive, s, reps);
       for (const Draft& d : drafts) {
         if (sampled && d.draft != "self:q8_0") continue;
         SamplingOptions sd = s;
         sd.speculative.draft = d.draft;
-        const std::string& prompt =
+        const std::string prompt =
             d.repetitive_prompt ? repetitive : std::string(kPlainPrompt);
-        const Run base = d.repetitive_prompt ? plain_rep : plain;
-        const Run r = Measure(**agent, prompt, sd, reps);
+        const Pair r = Measure(**agent, prompt, s, sd, reps);
         const GenerationStats& st = r.stats;
+        const GenerationStats& p = r.plain;
         const double toks = static_cast<double>(st.tokens.size());
+        const double plain_toks = static_cast<double>(p.tokens.size());
         std::printf(
-            "%-10s %-22s %9.1f %9.1f %6.2fx %7.0f%% %9.2f %8.0f %8.0f\n",
+            "%-10s %-22s %9.1f %9.1f %6.2fx %7.0f%% %9.2f %6.0f/%-4.0f "
+            "%6.0f/%-4.0f\n",
             link.name,
             (std::string(d.name) + (sampled ? ", T=0.8" : "")).c_str(), r.tps,
-            base.tps, r.tps / base.tps,
+            r.plain_tps, r.ratio,
             st.drafted_tokens > 0
                 ? 100.0 * st.accepted_tokens / st.drafted_tokens
                 : 0.0,
             toks / std::max(st.steps + 1, 1), st.bytes_sent / toks,
-            st.bytes_received / toks);
+            p.bytes_sent / plain_toks, st.bytes_received / toks,
+            p.bytes_received / plain_toks);
       }
-      const GenerationStats& p = plain.stats;
-      std::printf("%-10s %-22s %9.1f %9s %7s %8s %9.2f %8.0f %8.0f\n",
-                  link.name, sampled ? "plain, T=0.8" : "plain", plain.tps, "",
-                  "", "", p.tokens.size() / std::max(p.steps + 1.0, 1.0),
-                  p.bytes_sent / static_cast<double>(p.tokens.size()),
-                  p.bytes_received / static_cast<double>(p.tokens.size()));
     }
   }
   return 0;

@@ -34,6 +34,9 @@ struct Session::Impl {
   std::string model_id, adapter;
   int generation = 0;
   DraftCache drafts;  // The last speculative draft model loaded.
+  // This generation decodes greedily without a penalty: the route answers
+  // token ids instead of logits.
+  bool argmax_only = false;
 
   class Rerouting;  // Below: a LogitsModel that survives route changes.
 
@@ -134,6 +137,7 @@ class Session::Impl::Rerouting : public LogitsModel {
     ro.route.assign(s_->route.route().begin(), s_->route.route().end());
     ro.deadline = deadline_;
     ro.compute_slowdown = s_->agent->options.compute_slowdown;
+    ro.argmax_only = s_->argmax_only;
     on_active_(nullptr);
     ES_ASSIGN_OR_RETURN(
         v1::StageService::Stub * first,
@@ -285,6 +289,7 @@ absl::StatusOr<GenerationStats> Session::Generate(
     absl::MutexLock lock(&s.mu);
     s.cancelled = false;
   }
+  s.argmax_only = sampling.temperature == 0 && sampling.repetition_penalty == 1;
   Impl::Rerouting seq(&s, absl::Now() + s.agent->options.generation_timeout,
                       [&s](RemoteSequence* active) {
                         absl::MutexLock lock(&s.mu);

@@ -127,6 +127,8 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
   fwd->set_step(step_);
   fwd->set_last_token_only(last_only);
   fwd->set_rollback(static_cast<uint32_t>(pending_rollback_));
+  const bool argmax_only = options_.argmax_only && head_ == nullptr;
+  fwd->set_argmax_only(argmax_only);
   ES_RETURN_IF_ERROR(
       wire::Encode(hidden, options_.codec, fwd->mutable_hidden()));
   bytes_sent_ += fwd->hidden().data().size() + fwd->hidden().scales().size();
@@ -144,7 +146,7 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
     return absl::InternalError("route sent no forward result");
   }
   const v1::ForwardResult& result = response->forward();
-  bytes_received_ += static_cast<int64_t>(result.output().ByteSizeLong());
+  bytes_received_ += static_cast<int64_t>(result.ByteSizeLong());
   for (int i = 0;
        i < result.timings_size() && i < static_cast<int>(hop_stats_.size());
        ++i) {
@@ -153,6 +155,27 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
   }
   const ModelConfig& c = local_->config();
   at::Tensor logits;
+  if (argmax_only) {
+    const int64_t rows = last_only ? 1 : static_cast<int64_t>(tokens.size());
+    if (result.tokens_size() != rows) {
+      return absl::InternalError(
+          absl::StrCat("route answered ", result.tokens_size(),
+                       " token ids for ", rows, " rows"));
+    }
+    return TorchCall("one-hot answer", [&]() -> absl::StatusOr<at::Tensor> {
+      at::Tensor one_hot = at::zeros({rows, c.vocab_size}, at::kFloat);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int32_t id = result.tokens(static_cast<int>(r));
+        if (id < 0 || id >= c.vocab_size) {
+          return absl::InternalError(absl::StrCat("route answered token id ",
+                                                  id, " (vocabulary ",
+                                                  c.vocab_size, ")"));
+        }
+        one_hot[r][id] = 1.0f;
+      }
+      return one_hot;
+    });
+  }
   if (head_ != nullptr) {
     ES_ASSIGN_OR_RETURN(
         at::Tensor h,

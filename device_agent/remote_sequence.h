@@ -34,6 +34,11 @@ struct RemoteSequenceOptions {
   v1::SignedGrant grant;       // The controller's, for this route.
   absl::Time deadline = absl::InfiniteFuture();
   double compute_slowdown = 1.0;  // Emulation: see DeviceAgentOptions.
+  // Greedy decoding without a repetition penalty needs only each row's
+  // top token: the last hop answers ids, not logits (ignored when the
+  // head runs here, U-shaped). The logits this sequence returns are then
+  // one-hot at those ids, which greedy sampling picks alike.
+  bool argmax_only = false;
 };
 
 // Not thread-safe: one generation at a time.

@@ -7,6 +7,22 @@
 #include "edge_server/batcher.h"
 
 namespace edgesplit {
+namespace {
+
+// Each row's highest logit's index, ties to the lowest (as greedy
+// sampling on the device picks).
+void ArgmaxRows(const at::Tensor& logits, v1::ForwardResult* result) {
+  const at::Tensor l = logits.to(at::kFloat).contiguous();
+  const int64_t rows = l.size(0), vocab = l.size(1);
+  const float* p = l.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = p + r * vocab;
+    result->add_tokens(
+        static_cast<int32_t>(std::max_element(row, row + vocab) - row));
+  }
+}
+
+}  // namespace
 
 InferenceSession::InferenceSession(const SessionEnv& env,
                                    SessionTransport* transport,
@@ -149,11 +165,20 @@ void InferenceSession::Answer(const Pending& p, at::Tensor out,
   v1::StageResponse response;
   v1::ForwardResult* result = response.mutable_forward();
   result->set_step(p.request.step());
-  // Logits travel as fp32 (a lossy codec could change the sampled token);
-  // hidden states of a U-shaped split use the session's codec.
-  absl::Status s = wire::Encode(out, hidden ? hop_.codec : v1::CODEC_FP32,
-                                result->mutable_output());
-  if (!s.ok()) return End(s);
+  if (p.request.argmax_only()) {
+    if (hidden) {
+      return End(absl::InvalidArgumentError(
+          "forward.argmax_only: this route ends with hidden states (U-shaped), "
+          "not logits"));
+    }
+    ArgmaxRows(out, result);
+  } else {
+    // Logits travel as fp32 (a lossy codec could change the sampled
+    // token); hidden states of a U-shaped split use the session's codec.
+    absl::Status s = wire::Encode(out, hidden ? hop_.codec : v1::CODEC_FP32,
+                                  result->mutable_output());
+    if (!s.ok()) return End(s);
+  }
   timing.set_total_ms(MillisSince(p.received));
   *result->add_timings() = std::move(timing);
   Respond(response);
@@ -168,6 +193,7 @@ void InferenceSession::PassOn(const Pending& p, const at::Tensor& out,
   fwd->set_step(step);
   fwd->set_last_token_only(p.request.last_token_only());
   fwd->set_rollback(p.request.rollback());
+  fwd->set_argmax_only(p.request.argmax_only());
   absl::Status s = wire::Encode(out, hop_.codec, fwd->mutable_hidden());
   if (!s.ok()) return End(s);
   std::weak_ptr<InferenceSession> weak =

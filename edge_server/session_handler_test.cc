@@ -134,6 +134,45 @@ TEST_F(SessionHandlerTest, RollbackForgetsRejectedRowsOnEveryHop) {
   h->OnDone();
 }
 
+// Greedy answers: ids of each row's top logit, not the logits (passed on
+// by the middle hop); equal to the argmax of the logits a plain request
+// gets.
+TEST_F(SessionHandlerTest, ArgmaxOnlyAnswersTokenIds) {
+  auto device_cache = device_->NewCache(nullptr);
+  StageInput in;
+  in.sequences = {{device_cache.get(), 4}};
+  in.tokens = at::tensor(std::vector<int64_t>{5, 9, 13, 2}, at::kLong);
+  auto hidden = device_->Forward(in);
+  ASSERT_TRUE(hidden.ok());
+  std::vector<v1::StageResponse> answers;
+  for (bool argmax_only : {false, true}) {
+    FakeTransport t;
+    auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
+                                              absl::InfiniteFuture());
+    h->OnRequest(OpenRequest());
+    ASSERT_TRUE(t.Await(0).ok());
+    v1::StageRequest req;
+    req.mutable_forward()->set_argmax_only(argmax_only);
+    ASSERT_TRUE(wire::Encode(*hidden, v1::CODEC_FP32,
+                             req.mutable_forward()->mutable_hidden())
+                    .ok());
+    h->OnRequest(req);
+    auto r = t.Await(1);
+    ASSERT_TRUE(r.ok()) << r.status();
+    answers.push_back(*r);
+    h->OnDone();
+  }
+  auto logits = wire::Decode(answers[0].forward().output(), 0, "logits");
+  ASSERT_TRUE(logits.ok());
+  const v1::ForwardResult& ids = answers[1].forward();
+  EXPECT_FALSE(ids.has_output());
+  ASSERT_EQ(ids.tokens_size(), 4);
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(ids.tokens(r), (*logits)[r].argmax().item<int64_t>());
+  }
+  EXPECT_LT(answers[1].ByteSizeLong() * 20, answers[0].ByteSizeLong());
+}
+
 class BadRequestTest : public SessionHandlerTest {
  protected:
   // Opens a session on "b" alone and sends `forward`; returns the status.

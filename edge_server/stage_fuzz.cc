@@ -149,6 +149,15 @@ void WriteSeeds(const std::string& dir) {
          close});
   write("two_hops_decode", 1 | 2,
         {Forward(0, 4, false), Forward(1, 1, false), Forward(2, 1, false)});
+  // Speculative verification: all rows' greedy ids, then a step that
+  // rolls back two rejected rows.
+  v1::StageRequest verify = Forward(1, 4, false);
+  verify.mutable_forward()->set_last_token_only(false);
+  verify.mutable_forward()->set_argmax_only(true);
+  v1::StageRequest after = Forward(2, 2, false);
+  after.mutable_forward()->set_rollback(2);
+  after.mutable_forward()->set_argmax_only(true);
+  write("speculative_steps", 1 | 2, {Forward(0, 3, false), verify, after});
   v1::StageRequest backward, step, exported, restore;
   backward.mutable_backward()->set_step(0);
   step.mutable_optimizer_step()->set_step(0);

@@ -106,10 +106,9 @@ void TrainingSession::ConfirmOpen(v1::SessionOpened* mine,
 
 void TrainingSession::Forward(uint64_t seq, const v1::ForwardRequest& forward) {
   if (Over()) return;
-  if (forward.rollback() != 0) {
+  if (forward.rollback() != 0 || forward.argmax_only()) {
     return End(absl::InvalidArgumentError(
-        "forward.rollback: training micro-batches keep no KV cache to roll "
-        "back"));
+        "forward.rollback and forward.argmax_only are for inference sessions"));
   }
   const ModelConfig& config = hop_.stage->model->config();
   const bool loss_here = hop_.role == HopRole::kLastWithHead;
