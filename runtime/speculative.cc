@@ -192,6 +192,13 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
       if (static_cast<int64_t>(draft.tokens.size()) > fits) {
         draft.tokens.resize(fits);
       }
+      for (int32_t t : draft.tokens) {
+        if (t < 0 || t >= static_cast<int32_t>(logits.size())) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              drafter.Describe(), " proposed token ", t,
+              ", outside the model's vocabulary of ", logits.size()));
+        }
+      }
       if (!draft.probs.empty() && draft.probs.size() < draft.tokens.size()) {
         return absl::InternalError(absl::StrCat(
             drafter.Describe(), " proposed ", draft.tokens.size(),

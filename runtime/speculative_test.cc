@@ -286,6 +286,15 @@ TEST_F(SpeculativeTest, SamplingKeepsTheTargetsDistribution) {
   }
 }
 
+// A drafter whose ids the model does not have.
+class OutOfVocabularyDrafter : public Drafter {
+ public:
+  absl::StatusOr<Draft> Propose(absl::Span<const int32_t>, int k) override {
+    return Draft{std::vector<int32_t>(k, 512), {}};
+  }
+  std::string Describe() const override { return "oov"; }
+};
+
 TEST_F(SpeculativeTest, BadOptionsAreRefused) {
   PromptLookupDrafter d;
   auto seq = target_->NewSequence();
@@ -304,6 +313,13 @@ TEST_F(SpeculativeTest, BadOptionsAreRefused) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("top_p"));
   EXPECT_EQ(seq->Rollback(1).code(), absl::StatusCode::kInvalidArgument);
+  OutOfVocabularyDrafter oov;
+  r = GenerateSpeculativeIds(*seq, oov, prompt_, Greedy(), {}, -1, nullptr,
+                             nullptr);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("oov proposed token 512, outside the model's "
+                        "vocabulary of 512"));
 }
 
 }  // namespace
