@@ -5,7 +5,7 @@
 # clang's thread-safety analysis, then run sanitizer builds:
 # AddressSanitizer + UBSan over the untrusted-input parsers, ThreadSanitizer
 # over the edge server and controller tests; then every libFuzzer target
-# (scripts/fuzz.sh) for 30 s. Prints the minutes of each part.
+# (scripts/fuzz.sh) for 15 s. Prints the minutes of each part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,8 +83,8 @@ regex=$(IFS='|'; echo "${TSAN_TESTS[*]}")
 
 part "fuzz"
 # libFuzzer (clang, ASan + UBSan) over what servers parse from any caller,
-# 30 s per target; a crash fails the suite (scripts/fuzz.sh).
-bash scripts/fuzz.sh 30 >build/fuzz.log 2>&1 || { tail -n 40 build/fuzz.log; exit 1; }
+# 15 s per target; a crash fails the suite (scripts/fuzz.sh).
+bash scripts/fuzz.sh 15 >build/fuzz.log 2>&1 || { tail -n 40 build/fuzz.log; exit 1; }
 grep -E "^stat::number_of_executed_units|DONE" build/fuzz.log || true
 
 part "done"
