@@ -139,6 +139,9 @@ absl::StatusOr<at::Tensor> Batcher::ForwardChunked(const StageModel* stage,
   // attention scores of a chunk are only chunk x (past + chunk).
   const int64_t n = item.input.size(0);
   const int64_t start = item.cache->length();
+  // Only a stage with the head answers the last row alone; others pass
+  // every row's hidden state on (the next hop's cache needs them all).
+  const bool last_only = item.last_token_only && stage->spec().head;
   const at::Tensor whole = item.input;
   std::vector<at::Tensor> outs;
   absl::StatusOr<at::Tensor> out;
@@ -156,9 +159,9 @@ absl::StatusOr<at::Tensor> Batcher::ForwardChunked(const StageModel* stage,
       item.cache->Truncate(start);
       return out;
     }
-    if (!item.last_token_only) outs.push_back(*out);
+    if (!last_only) outs.push_back(*out);
   }
-  if (item.last_token_only) return out;
+  if (last_only) return out;
   return TorchCall(
       "Batcher::ForwardChunked",
       [&]() -> absl::StatusOr<at::Tensor> { return at::cat(outs, 0); });

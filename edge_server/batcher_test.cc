@@ -141,6 +141,25 @@ TEST_F(BatcherTest, LongPromptRunsInChunksEqualToOneForward) {
   }
 }
 
+// A middle stage (no head) passes every row on even when the device asks
+// for the last token's logits: chunked, it must join every chunk (it
+// answered the last chunk alone, and Execute's split of the batch then
+// threw outside any handler and terminated the server).
+TEST_F(BatcherTest, MiddleStageChunksPassEveryRowOn) {
+  auto middle = StageModel::Load(*store_, {{1, 2}, false, false});
+  ASSERT_TRUE(middle.ok()) << middle.status();
+  const at::Tensor prompt = at::randn({37, store_->config().hidden_size});
+  auto whole_cache = (*middle)->NewCache(nullptr);
+  auto want = RunOne(middle->get(), 1024, whole_cache.get(), prompt, true);
+  ASSERT_TRUE(want.ok()) << want.status();
+  ASSERT_EQ(want->size(0), 37);
+  auto chunked_cache = (*middle)->NewCache(nullptr);
+  auto got = RunOne(middle->get(), 8, chunked_cache.get(), prompt, true);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->sizes(), want->sizes());
+  EXPECT_LE((*got - *want).abs().max().item<double>(), 1e-5);
+}
+
 // A chunk that fails (here the KV budget, after two chunks fitted) leaves
 // the cache as it was before the prompt, as a single forward would.
 TEST_F(BatcherTest, FailedChunkRollsBackTheWholePrompt) {
