@@ -178,12 +178,7 @@ class Session::Impl::Rerouting : public LogitsModel {
     return logits;
   }
   absl::Status Rollback(int64_t positions) override {
-    if (positions < 0 || positions > static_cast<int64_t>(history_.size())) {
-      return absl::InvalidArgumentError(absl::StrCat("rollback of ", positions,
-                                                     " positions, but the "
-                                                     "sequence holds ",
-                                                     history_.size()));
-    }
+    // The sequence's cache holds exactly history_: it checks the range.
     ES_RETURN_IF_ERROR(seq_->Rollback(positions));
     history_.resize(history_.size() - positions);
     return absl::OkStatus();

@@ -164,6 +164,7 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
     }
     return TorchCall("one-hot answer", [&]() -> absl::StatusOr<at::Tensor> {
       at::Tensor one_hot = at::zeros({rows, c.vocab_size}, at::kFloat);
+      float* p = one_hot.data_ptr<float>();  // Contiguous, fresh.
       for (int64_t r = 0; r < rows; ++r) {
         const int32_t id = result.tokens(static_cast<int>(r));
         if (id < 0 || id >= c.vocab_size) {
@@ -171,7 +172,7 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
                                                   id, " (vocabulary ",
                                                   c.vocab_size, ")"));
         }
-        one_hot[r][id] = 1.0f;
+        p[r * c.vocab_size + id] = 1.0f;
       }
       return one_hot;
     });
