@@ -3,7 +3,9 @@
 // decode tokens/s with a q8_0 and a q4_0 self-draft, prompt lookup on a
 // repetitive text and a deliberately poor draft (a random model sharing
 // the vocabulary), greedy and (q8_0) sampled; acceptance rate, tokens per
-// verification step, bytes per token up and down.
+// verification step, bytes per token up and down; and q8_0 over a plan
+// that gives the device zero blocks (the first server embeds: token ids go
+// up, the device holds only its draft).
 //
 //   spec_bench [--model ../shared/models/stories260K] [--tokens 128]
 //              [--reps 5] [--threads 1]
@@ -35,9 +37,9 @@ struct Link {
   double rtt_ms, mbit_s;
 };
 
-GenerationStats Once(DeviceAgent& agent, const std::string& prompt,
-                     const SamplingOptions& s) {
-  auto session = agent.OpenSession("m");
+GenerationStats Once(DeviceAgent& agent, const std::string& model_id,
+                     const std::string& prompt, const SamplingOptions& s) {
+  auto session = agent.OpenSession(model_id);
   if (!session.ok()) {
     std::cerr << session.status() << "\n";
     std::exit(1);
@@ -63,14 +65,14 @@ struct Pair {
   GenerationStats plain, stats;  // The last of each.
 };
 
-Pair Measure(DeviceAgent& agent, const std::string& prompt,
-             const SamplingOptions& plain, const SamplingOptions& spec,
-             int reps) {
+Pair Measure(DeviceAgent& agent, const std::string& model_id,
+             const std::string& prompt, const SamplingOptions& plain,
+             const SamplingOptions& spec, int reps) {
   std::vector<double> a, b, ratio;
   Pair out;
   for (int r = 0; r < reps; ++r) {
-    out.plain = Once(agent, prompt, plain);
-    out.stats = Once(agent, prompt, spec);
+    out.plain = Once(agent, model_id, prompt, plain);
+    out.stats = Once(agent, model_id, prompt, spec);
     a.push_back(out.plain.decode_tokens_per_s);
     b.push_back(out.stats.decode_tokens_per_s);
     ratio.push_back(b.back() / a.back());
@@ -124,19 +126,23 @@ int Main(int argc, char** argv) {
     const char* name;
     std::string draft;
     bool repetitive_prompt;
+    bool zero_device_blocks = false;  // Model "z", not "m".
   };
   const std::vector<Draft> drafts = {
       {"q8_0 self-draft", "self:q8_0", false},
       {"q4_0 self-draft", "self:q4_0", false},
       {"prompt lookup", "lookup", true},
       {"poor draft", poor.out_dir, false},
+      {"q8_0, 0 device blocks", "self:q8_0", false, true},
   };
   std::printf(
       "model %s, %d tokens, median of %d pairs, device [0, 1) -> a [1, %lld) "
       "-> "
-      "b [%lld, %lld) + head; servers 1 ms apart\n",
+      "b [%lld, %lld) + head (0 device blocks: a [0, %lld)); servers 1 ms "
+      "apart\n",
       model.c_str(), tokens, reps, static_cast<long long>(n / 2),
-      static_cast<long long>(n / 2), static_cast<long long>(n));
+      static_cast<long long>(n / 2), static_cast<long long>(n),
+      static_cast<long long>(n / 2));
   std::printf("%-10s %-22s %9s %9s %7s %8s %9s %11s %11s\n", "link", "draft",
               "tok/s", "plain", "ratio", "accept", "tok/step", "up B/t",
               "down B/t");
@@ -154,7 +160,11 @@ int Main(int argc, char** argv) {
         {{"m",
           model,
           false,
-          {{"device", 0, 1}, {"a", 1, n / 2}, {"b", n / 2, n}}}},
+          {{"device", 0, 1}, {"a", 1, n / 2}, {"b", n / 2, n}}},
+         {"z",
+          model,
+          false,
+          {{"device", 0, 0}, {"a", 0, n / 2}, {"b", n / 2, n}}}},
         options);
     if (!c.ok()) {
       std::cerr << c.status() << "\n";
@@ -183,7 +193,8 @@ int Main(int argc, char** argv) {
         sd.speculative.draft = d.draft;
         const std::string prompt =
             d.repetitive_prompt ? repetitive : std::string(kPlainPrompt);
-        const Pair r = Measure(**agent, prompt, s, sd, reps);
+        const Pair r = Measure(**agent, d.zero_device_blocks ? "z" : "m",
+                               prompt, s, sd, reps);
         const GenerationStats& st = r.stats;
         const GenerationStats& p = r.plain;
         const double toks = static_cast<double>(st.tokens.size());

@@ -249,9 +249,15 @@ absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
               ? (s.last_block - s.first_block) * model.ParamsPerBlock()
               : 0;
       const bool last = i + 1 == plan.stages.size();
+      // A server stage from block 0: the device holds zero blocks and
+      // this server embeds.
+      const bool embeds = s.first_block == 0;
+      if (embeds) params += model.EmbeddingParams();
       if (last && !plan.u_shaped) {
         params += model.HeadParams();
-        if (model.tie_word_embeddings) {
+        // A tied head is the embedding matrix (shared when this stage
+        // embeds too).
+        if (model.tie_word_embeddings && !embeds) {
           params += model.vocab_size * model.hidden_size;
         }
       }

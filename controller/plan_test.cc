@@ -1,5 +1,6 @@
 #include "controller/plan.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/quant_blocks.h"
@@ -92,6 +93,21 @@ TEST(PlanTest, NodesAndMemory) {
       "  - {node: a, blocks: [2, 4]}\n"
       "  - {node: a, blocks: [4, 6]}\n");
   EXPECT_THAT(s.message(), HasSubstr("appears twice"));
+}
+
+// Zero device blocks: valid; the first server then embeds, and its memory
+// check counts the embedding.
+TEST(PlanTest, ZeroDeviceBlocksPutTheEmbeddingOnTheFirstServer) {
+  EXPECT_TRUE(Check("  - {node: device, blocks: [0, 0]}\n"
+                    "  - {node: a, blocks: [0, 6]}\n")
+                  .ok());
+  const ModelConfig c = SixBlocks();
+  const int64_t need =
+      (6 * c.ParamsPerBlock() + c.HeadParams() + c.EmbeddingParams()) * 4;
+  EXPECT_THAT(Check("  - {node: device, blocks: [0, 0]}\n"
+                    "  - {node: mid, blocks: [0, 6]}\n")
+                  .message(),
+              HasSubstr(absl::StrCat("need ", need)));
 }
 
 // Standby nodes: parsed per server stage, checked like the stage's node

@@ -44,8 +44,10 @@ inline std::string RouteString(const v1::OpenSessionResponse& r) {
 // This device's part of a model: its stages and the tokenizer.
 struct LocalModel {
   std::unique_ptr<ModelStore> store;
-  std::unique_ptr<StageModel> local;  // Embedding + blocks [0, k).
-  std::unique_ptr<StageModel> head;   // U-shaped plans only.
+  // Embedding + blocks [0, k); null when the plan gives the device zero
+  // blocks (the first server embeds).
+  std::unique_ptr<StageModel> local;
+  std::unique_ptr<StageModel> head;  // U-shaped plans only.
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
@@ -276,9 +278,13 @@ struct DeviceAgent::Impl {
                          "\" is not one of ", kernels::WeightTypeList()));
       }
     }
-    ES_ASSIGN_OR_RETURN(
-        m->local,
-        StageModel::Load(*m->store, {{first, last}, true, false}, so));
+    // Zero device blocks: the first server embeds; the device loads no
+    // weights for the route (a U-shaped one still needs the head).
+    if (last > first) {
+      ES_ASSIGN_OR_RETURN(
+          m->local,
+          StageModel::Load(*m->store, {{first, last}, true, false}, so));
+    }
     if (u_shaped) {
       const int64_t n = m->store->config().num_layers;
       ES_ASSIGN_OR_RETURN(

@@ -142,9 +142,10 @@ class Session::Impl::Rerouting : public LogitsModel {
     ES_ASSIGN_OR_RETURN(
         v1::StageService::Stub * first,
         s_->agent->stubs->Get(ro.route[0].address(), ro.route[0].node()));
-    ES_ASSIGN_OR_RETURN(seq_,
-                        RemoteSequence::Open(s_->model->local.get(),
-                                             s_->model->head.get(), first, ro));
+    ES_ASSIGN_OR_RETURN(
+        seq_,
+        RemoteSequence::Open(s_->model->store->config(), s_->model->local.get(),
+                             s_->model->head.get(), first, ro));
     on_active_(seq_.get());
     return absl::OkStatus();
   }

@@ -13,16 +13,17 @@
 
 namespace edgesplit {
 absl::StatusOr<std::unique_ptr<RemoteSequence>> RemoteSequence::Open(
-    const StageModel* local, const StageModel* head,
+    const ModelConfig& config, const StageModel* local, const StageModel* head,
     v1::StageService::Stub* first_hop, const RemoteSequenceOptions& options) {
   if (options.route.empty()) {
     return absl::InvalidArgumentError("route has no servers");
   }
   std::unique_ptr<RemoteSequence> s(new RemoteSequence());
+  s->config_ = config;
   s->local_ = local;
   s->head_ = head;
   s->options_ = options;
-  s->local_cache_ = local->NewCache(nullptr);
+  if (local != nullptr) s->local_cache_ = local->NewCache(nullptr);
   if (head != nullptr) s->head_cache_ = head->NewCache(nullptr);
   for (const v1::Hop& hop : options.route) {
     s->hop_stats_.push_back({hop.node()});
@@ -48,9 +49,7 @@ RemoteSequence::~RemoteSequence() {
   (void)stream_->Wait();  // gRPC done with the call (see SplitTrainer).
 }
 
-int64_t RemoteSequence::context_length() const {
-  return local_->config().max_positions;
-}
+int64_t RemoteSequence::context_length() const { return config_.max_positions; }
 
 absl::StatusOr<v1::StageResponse> RemoteSequence::Call(
     v1::StageRequest request) {
@@ -91,14 +90,15 @@ absl::StatusOr<at::Tensor> RemoteSequence::ForwardAll(
 }
 
 absl::Status RemoteSequence::Rollback(int64_t positions) {
-  const int64_t held = local_cache_->length();
+  const int64_t held = positions_;
   if (positions < 0 || positions > held) {
     return absl::InvalidArgumentError(
         absl::StrCat("rollback of ", positions,
                      " positions, but the sequence holds ", held));
   }
   // Here at once; on the servers with the next step.
-  local_cache_->Truncate(held - positions);
+  positions_ -= positions;
+  if (local_cache_) local_cache_->Truncate(positions_);
   if (head_cache_) {
     head_cache_->Truncate(head_cache_->length() -
                           std::min(positions, head_cache_->length()));
@@ -107,11 +107,14 @@ absl::Status RemoteSequence::Rollback(int64_t positions) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
-                                               bool last_only) {
-  using Clock = std::chrono::steady_clock;
-  auto t0 = Clock::now();
-  // Local part: embedding and the device's blocks.
+absl::Status RemoteSequence::RunLocal(absl::Span<const int32_t> tokens,
+                                      v1::ForwardRequest* fwd) {
+  if (local_ == nullptr) {
+    // Zero device blocks: the first hop embeds (and checks the ids).
+    fwd->mutable_tokens()->Add(tokens.begin(), tokens.end());
+    bytes_sent_ += static_cast<int64_t>(tokens.size() * sizeof(int32_t));
+    return absl::OkStatus();
+  }
   StageInput in;
   in.sequences = {{local_cache_.get(), static_cast<int64_t>(tokens.size())}};
   ES_RETURN_IF_ERROR(TorchCall("device stage", [&]() -> absl::Status {
@@ -119,9 +122,18 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
                            at::kLong);
     return absl::OkStatus();
   }));
-  const int64_t before = local_cache_->length();
   ES_ASSIGN_OR_RETURN(at::Tensor hidden, local_->Forward(in));
-  Slowdown(t0);
+  ES_RETURN_IF_ERROR(
+      wire::Encode(hidden, options_.codec, fwd->mutable_hidden()));
+  bytes_sent_ += fwd->hidden().data().size() + fwd->hidden().scales().size();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
+                                               bool last_only) {
+  using Clock = std::chrono::steady_clock;
+  auto t0 = Clock::now();
+  const int64_t before = positions_;
   v1::StageRequest req;
   v1::ForwardRequest* fwd = req.mutable_forward();
   fwd->set_step(step_);
@@ -129,19 +141,22 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
   fwd->set_rollback(static_cast<uint32_t>(pending_rollback_));
   const bool argmax_only = options_.argmax_only && head_ == nullptr;
   fwd->set_argmax_only(argmax_only);
-  ES_RETURN_IF_ERROR(
-      wire::Encode(hidden, options_.codec, fwd->mutable_hidden()));
-  bytes_sent_ += fwd->hidden().data().size() + fwd->hidden().scales().size();
+  if (absl::Status s = RunLocal(tokens, fwd); !s.ok()) {
+    // The local cache did not advance (StageModel::Forward's contract).
+    return s;
+  }
+  Slowdown(t0);
   local_ms_ +=
       std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   auto response = Call(std::move(req));
   if (!response.ok()) {
     // The servers did not advance: keep the local cache in step with them.
-    local_cache_->Truncate(before);
+    if (local_cache_) local_cache_->Truncate(before);
     return response.status();
   }
   ++step_;
   pending_rollback_ = 0;
+  positions_ = before + static_cast<int64_t>(tokens.size());
   if (!response->has_forward()) {
     return absl::InternalError("route sent no forward result");
   }
@@ -153,7 +168,7 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
     hop_stats_[i].compute_ms += result.timings(i).compute_ms();
     hop_stats_[i].total_ms += result.timings(i).total_ms();
   }
-  const ModelConfig& c = local_->config();
+  const ModelConfig& c = config_;
   at::Tensor logits;
   if (argmax_only) {
     const int64_t rows = last_only ? 1 : static_cast<int64_t>(tokens.size());

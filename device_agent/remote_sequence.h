@@ -1,7 +1,8 @@
 // A sequence split between this device and a chain of edge servers: the
 // embedding and blocks [0, k) run here, the rest on the route; in a
 // U-shaped split the final norm and LM head run here too, so outputs (and,
-// in training, labels) never leave the device.
+// in training, labels) never leave the device. A plan may give the device
+// zero blocks: then the first server embeds and only token ids go up.
 #ifndef EDGESPLIT_DEVICE_AGENT_REMOTE_SEQUENCE_H_
 #define EDGESPLIT_DEVICE_AGENT_REMOTE_SEQUENCE_H_
 
@@ -44,12 +45,14 @@ struct RemoteSequenceOptions {
 // Not thread-safe: one generation at a time.
 class RemoteSequence : public LogitsModel {
  public:
-  // `local` runs the embedding and the device's blocks; `head` (U-shaped
+  // `local` runs the embedding and the device's blocks (null: the device
+  // holds zero blocks and the route's first hop embeds); `head` (U-shaped
   // only, else null) runs the final norm and LM head. Both must outlive the
   // sequence. Opens the session along the whole route before returning.
   static absl::StatusOr<std::unique_ptr<RemoteSequence>> Open(
-      const StageModel* local, const StageModel* head,
-      v1::StageService::Stub* first_hop, const RemoteSequenceOptions& options);
+      const ModelConfig& config, const StageModel* local,
+      const StageModel* head, v1::StageService::Stub* first_hop,
+      const RemoteSequenceOptions& options);
   ~RemoteSequence() override;
 
   absl::StatusOr<std::vector<float>> Forward(
@@ -78,9 +81,14 @@ class RemoteSequence : public LogitsModel {
   // One step: logits of the last row or of every row.
   absl::StatusOr<at::Tensor> Run(absl::Span<const int32_t> tokens,
                                  bool last_only);
+  // The device's part of a step: hidden states into `fwd` (or, with zero
+  // device blocks, the token ids).
+  absl::Status RunLocal(absl::Span<const int32_t> tokens,
+                        v1::ForwardRequest* fwd);
   // Emulated slow device: sleeps (slowdown - 1) x the time since `start`.
   void Slowdown(std::chrono::steady_clock::time_point start);
 
+  ModelConfig config_;
   const StageModel* local_ = nullptr;
   const StageModel* head_ = nullptr;
   std::unique_ptr<SequenceKvCache> local_cache_;
@@ -93,6 +101,7 @@ class RemoteSequence : public LogitsModel {
   int64_t bytes_sent_ = 0;
   int64_t bytes_received_ = 0;
   int64_t pending_rollback_ = 0;  // Sent with the next step.
+  int64_t positions_ = 0;  // Held by the route (after pending_rollback_).
 };
 
 }  // namespace edgesplit

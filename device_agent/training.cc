@@ -200,6 +200,14 @@ struct Trainer::Impl {
     ES_ASSIGN_OR_RETURN(
         v1::StageService::Stub * first,
         agent->stubs->Get(so.route[0].address(), so.route[0].node()));
+    if (model->local == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job \"", spec.job_id(), "\": the plan for model ",
+          r.plan().model_id(),
+          " gives the device zero blocks; split training needs at least one "
+          "(min_device_blocks: 1 in the plan's planner section, or a device "
+          "stage with blocks)"));
+    }
     ES_ASSIGN_OR_RETURN(
         trainer,
         SplitTrainer::Open(model->local.get(), model->head.get(), first, so));

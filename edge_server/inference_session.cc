@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "edge_server/batcher.h"
+#include "runtime/torch_util.h"
 
 namespace edgesplit {
 namespace {
@@ -20,6 +21,44 @@ void ArgmaxRows(const at::Tensor& logits, v1::ForwardResult* result) {
     result->add_tokens(
         static_cast<int32_t>(std::max_element(row, row + vocab) - row));
   }
+}
+
+// The step's rows: token ids on a stage that embeds (the device holds
+// zero blocks), hidden states elsewhere.
+absl::StatusOr<at::Tensor> DecodeInput(const v1::ForwardRequest& forward,
+                                       const StageModel& model,
+                                       const wire::TensorLimits& limits) {
+  if (!model.spec().embedding) {
+    if (forward.tokens_size() > 0) {
+      return absl::InvalidArgumentError(
+          "forward.tokens: this hop does not embed (its stage starts after "
+          "block 0); send hidden states");
+    }
+    return wire::Decode(forward.hidden(), model.config().hidden_size,
+                        "forward.hidden", limits);
+  }
+  if (forward.has_hidden()) {
+    return absl::InvalidArgumentError(
+        "forward.hidden: this hop embeds (the device holds zero blocks); "
+        "send token ids in forward.tokens");
+  }
+  const int64_t n = forward.tokens_size();
+  if (n == 0 || n > limits.max_rows) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "forward.tokens: ", n, " ids (1 to ", limits.max_rows, " per step)"));
+  }
+  const int64_t vocab = model.config().vocab_size;
+  std::vector<int64_t> ids(forward.tokens().begin(), forward.tokens().end());
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forward.tokens[", i, "]: id ", ids[i],
+                       " outside the vocabulary of ", vocab));
+    }
+  }
+  return TorchCall("forward.tokens", [&]() -> absl::StatusOr<at::Tensor> {
+    return at::tensor(ids, at::kLong);
+  });
 }
 
 }  // namespace
@@ -73,8 +112,7 @@ void InferenceSession::Forward(const v1::ForwardRequest& forward) {
   }
   Pending p;
   p.received = std::chrono::steady_clock::now();
-  auto input = wire::Decode(forward.hidden(), stage.model->config().hidden_size,
-                            "forward.hidden", env_.limits);
+  auto input = DecodeInput(forward, *stage.model, env_.limits);
   if (!input.ok()) return End(input.status());
   if (env_.pending_inputs != nullptr) {
     auto charge = env_.pending_inputs->Take(input->nbytes());
@@ -83,6 +121,7 @@ void InferenceSession::Forward(const v1::ForwardRequest& forward) {
   }
   p.request = forward;
   p.request.clear_hidden();  // Decoded; don't keep the bytes twice.
+  p.request.clear_tokens();
   p.input = *std::move(input);
   absl::Status refused;
   {

@@ -29,6 +29,12 @@ absl::StatusOr<std::shared_ptr<ServerSession>> NewSession(
     return absl::FailedPreconditionError(
         absl::StrCat(env.host->node(), " does not serve training sessions"));
   }
+  if (hop->stage->model->spec().embedding) {
+    return absl::FailedPreconditionError(
+        "training needs the device to hold at least one block (this hop "
+        "embeds: the plan gives the device zero blocks, so the training "
+        "text would travel as token ids)");
+  }
   if (hop->role == HopRole::kLastWithHead && open.return_hidden()) {
     return absl::InvalidArgumentError(
         "return_hidden with the LM head here: a U-shaped training route "

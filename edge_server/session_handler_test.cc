@@ -8,10 +8,12 @@
 #include "absl/synchronization/notification.h"
 #include "edge_server/session_fakes.h"
 #include "edge_server/stage_service.h"
+#include "edge_server/training_job.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/generator.h"
 #include "testing/test_models.h"
+#include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace {
@@ -300,6 +302,119 @@ TEST_F(BadRequestTest, PendingInputsAreCappedPerServer) {
     absl::SleepFor(absl::Milliseconds(2));
   }
   EXPECT_EQ(budget->used(), 0);
+}
+
+}  // namespace
+}  // namespace edgesplit
+
+namespace edgesplit {
+namespace {
+
+// A plan that gives the device zero blocks: the one server holds [0, 4),
+// the embedding and the head, and takes token ids. Its logits equal the
+// monolithic model's; hidden states, ids out of the vocabulary, ids sent
+// to a hop that does not embed and training sessions are refused, each
+// naming why.
+class ZeroDeviceBlocksTest : public SessionHandlerTest {
+ protected:
+  void SetUp() override {
+    SessionHandlerTest::SetUp();
+    StageHostOptions o;
+    o.node = "whole";
+    host_ = std::make_unique<StageHost>(o);
+    ASSERT_TRUE(host_->Load("tiny", dir_, StageSpec{{0, 4}, true, true}).ok());
+    jobs_ = std::make_unique<TrainingJobs>(testing::TempDir("zero_jobs"));
+    env_.host = host_.get();
+    env_.next_hops = &servers_.factory;
+    env_.jobs = jobs_.get();
+  }
+  v1::StageRequest Open(bool training = false) {
+    v1::StageRequest r = OpenRequest();
+    auto* o = r.mutable_open();
+    o->clear_route();
+    auto* hop = o->add_route();
+    hop->set_node("whole");
+    hop->set_first_block(0);
+    hop->set_last_block(4);
+    if (training) o->mutable_training()->set_job_id("j");
+    return r;
+  }
+  // Opens a session, sends `forward` as step 0; the answer or the error.
+  absl::StatusOr<v1::StageResponse> Step(const v1::ForwardRequest& forward) {
+    FakeTransport t;
+    auto h = std::make_shared<SessionHandler>(env_, &t, absl::InfiniteFuture());
+    h->OnRequest(Open());
+    auto opened = t.Await(0);
+    if (!opened.ok()) return opened.status();
+    v1::StageRequest req;
+    *req.mutable_forward() = forward;
+    h->OnRequest(req);
+    auto r = t.Await(1);
+    h->OnDone();
+    return r;
+  }
+  std::unique_ptr<StageHost> host_;
+  std::unique_ptr<TrainingJobs> jobs_;
+  SessionEnv env_;
+};
+
+TEST_F(ZeroDeviceBlocksTest, TokenIdsGoUpAndLogitsEqualMonolithic) {
+  const std::vector<int32_t> tokens = {5, 9, 13, 2, 7};
+  v1::ForwardRequest f;
+  f.mutable_tokens()->Add(tokens.begin(), tokens.end());
+  auto r = Step(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto logits = wire::Decode(r->forward().output(), 0, "logits");
+  ASSERT_TRUE(logits.ok()) << logits.status();
+  auto whole = LocalPipeline::Load(*store_, {});
+  ASSERT_TRUE(whole.ok());
+  auto want = (*whole)->NewSequence()->ForwardAll(tokens);
+  ASSERT_TRUE(want.ok());
+  EXPECT_LE(((*logits) - *want).abs().max().item<double>(), 1e-5);
+}
+
+TEST_F(ZeroDeviceBlocksTest, WrongInputsAndTrainingAreRefused) {
+  v1::ForwardRequest hidden;
+  ASSERT_TRUE(wire::Encode(at::ones({1, store_->config().hidden_size}),
+                           v1::CODEC_FP32, hidden.mutable_hidden())
+                  .ok());
+  auto r = Step(hidden);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("forward.hidden: this hop embeds"));
+  v1::ForwardRequest oov;
+  oov.add_tokens(3);
+  oov.add_tokens(store_->config().vocab_size);
+  r = Step(oov);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("forward.tokens[1]: id 512 outside the vocabulary"));
+  EXPECT_THAT(std::string(Step(v1::ForwardRequest()).status().message()),
+              HasSubstr("forward.tokens: 0 ids"));
+
+  // Ids to a hop whose stage starts after block 0.
+  FakeTransport t;
+  auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
+                                            absl::InfiniteFuture());
+  h->OnRequest(OpenRequest());
+  ASSERT_TRUE(t.Await(0).ok());
+  v1::StageRequest ids;
+  ids.mutable_forward()->add_tokens(4);
+  h->OnRequest(ids);
+  (void)t.Await(1);
+  h->OnDone();
+  EXPECT_THAT(std::string(t.status().message()),
+              HasSubstr("forward.tokens: this hop does not embed"));
+
+  FakeTransport tt;
+  auto th = std::make_shared<SessionHandler>(env_, &tt, absl::InfiniteFuture());
+  th->OnRequest(Open(/*training=*/true));
+  (void)tt.Await(0);
+  th->OnDone();
+  EXPECT_EQ(tt.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(
+      std::string(tt.status().message()),
+      HasSubstr("training needs the device to hold at least one block"));
 }
 
 }  // namespace

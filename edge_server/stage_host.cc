@@ -58,7 +58,9 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans,
       const Key key(plan.model_id(), ps.first_block(), ps.last_block());
       StageSpec spec;
       spec.blocks = {ps.first_block(), ps.last_block()};
-      spec.embedding = false;  // The device always embeds.
+      // A server stage can start at block 0 only when the plan gives the
+      // device zero blocks: then this hop embeds and takes token ids.
+      spec.embedding = ps.first_block() == 0;
       spec.head = i + 1 == plan.stages_size() && !plan.u_shaped();
       {
         // Same blocks, head placement and weight type: keep the loaded

@@ -68,6 +68,23 @@ TEST(StageHostTest, PlansLoadOnlyTheirStagesAndFollowTheHead) {
   EXPECT_EQ(host.Find("m", 1, 4).status().code(), absl::StatusCode::kNotFound);
 }
 
+// A plan giving the device zero blocks: the server's stage starts at
+// block 0 and embeds (token ids come to it); the same blocks after a
+// device block would not.
+TEST(StageHostTest, AStageFromBlockZeroEmbeds) {
+  const std::string dir = testing::TinyModel(Arch::kLlama);
+  StageHost host(OnNodeS());
+  v1::Plan plan = TwoStagePlan(dir, false);
+  plan.mutable_stages(0)->set_last_block(0);
+  plan.mutable_stages(1)->set_first_block(0);
+  ASSERT_TRUE(host.ApplyPlans({plan, TwoStagePlan(dir, false)}).ok());
+  auto whole = host.Find("m", 0, 4);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_TRUE((*whole)->model->spec().embedding);
+  EXPECT_TRUE((*whole)->model->spec().head);
+  EXPECT_FALSE((*host.Find("m", 1, 4))->model->spec().embedding);
+}
+
 // A server full of jobs nobody uses (junk ids, finished runs) makes room
 // for a new one; jobs held by sessions are never forgotten.
 TEST(TrainingJobsTest, IdleJobsWhoseStateIsSafeMakeRoom) {

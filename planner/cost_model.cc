@@ -33,8 +33,8 @@ int BlocksThatFit(int64_t memory, int64_t extra, int64_t per_block,
 
 }  // namespace
 
-CostModel::CostModel(const Problem& problem, bool u_shaped)
-    : problem_(problem), u_shaped_(u_shaped) {
+CostModel::CostModel(const Problem& problem, bool u_shaped, bool zero_device)
+    : problem_(problem), u_shaped_(u_shaped), zero_device_(zero_device) {
   const ModelSpec& model = problem.model;
   const RequestShape& r = problem.request;
   const double batch = r.batch, prompt = r.prompt_tokens;
@@ -66,7 +66,11 @@ CostModel::CostModel(const Problem& problem, bool u_shaped)
     c.tp_fixed = n.overhead_ms;
     c.tp_head = HeadMs(n, micro);
     c.bytes_per_block = per_block;
-    c.extra_bytes = c.device ? model.embed_bytes : 0;
+    // The embedding is the device's, or with zero device blocks the first
+    // server's. Which server is first is the DP's choice, so every server
+    // keeps room for it: conservative, as a cap is per node, not per place
+    // in the chain.
+    c.extra_bytes = c.device != zero_device ? model.embed_bytes : 0;
     c.head_bytes = model.head_bytes;
     c.cap = BlocksThatFit(n.memory_bytes, c.extra_bytes, per_block, num_blocks);
     c.cap_head = BlocksThatFit(n.memory_bytes, c.extra_bytes + c.head_bytes,
@@ -88,6 +92,12 @@ CostModel::CostModel(const Problem& problem, bool u_shaped)
   max_dev_ = nodes_[device_].cap;
   if (k.max_device_blocks >= 0)
     max_dev_ = std::min(max_dev_, k.max_device_blocks);
+  if (zero_device) {
+    // min > max (no plan) when the constraints want device blocks.
+    max_dev_ = std::min(max_dev_, 0);
+  } else {
+    min_dev_ = std::max(min_dev_, 1);
+  }
 
   const double ret_bytes =
       u_shaped ? model.activation_bytes : model.logits_bytes;
@@ -100,7 +110,9 @@ CostModel::CostModel(const Problem& problem, bool u_shaped)
   link_tp_.assign(n_ * n_, kInf);
   link_dec_.assign(n_ * n_, kInf);
   link_pre_.assign(n_ * n_, kInf);
+  up_bytes_per_token_ = zero_device ? kTokenIdBytes : model.activation_bytes;
   dec_fwd_bytes_ = static_cast<int64_t>(batch * model.activation_bytes);
+  dev_fwd_bytes_ = static_cast<int64_t>(batch * up_bytes_per_token_);
   dec_ret_bytes_ = static_cast<int64_t>(batch * ret_bytes);
   for (int a = 0; a < n_; ++a) {
     for (int b = 0; b < n_; ++b) {
@@ -109,7 +121,9 @@ CostModel::CostModel(const Problem& problem, bool u_shaped)
       if (a == b || fwd == nullptr || back == nullptr) continue;
       const double ms_per_byte_fwd = 1e3 / fwd->bytes_per_s;
       const double ms_per_byte_back = 1e3 / back->bytes_per_s;
-      const double act = model.activation_bytes;
+      const double act = a == device_
+                             ? up_bytes_per_token_
+                             : static_cast<double>(model.activation_bytes);
       link_pre_[a * n_ + b] = fwd->rtt_ms +
                               prompt * batch * act * ms_per_byte_fwd +
                               batch * ret_bytes * ms_per_byte_back;
@@ -141,7 +155,7 @@ double CostModel::DeviceJoules(int k0) const {
     flops += model.head_flops_per_token * r.batch * r.output_tokens;
   const double ret = u_shaped_ ? model.activation_bytes : model.logits_bytes;
   const double bits =
-      8.0 * (rows_in * model.activation_bytes +
+      8.0 * (rows_in * up_bytes_per_token_ +
              static_cast<double>(r.batch) * r.output_tokens * ret);
   return d.joules_per_flop * flops + d.joules_per_bit * bits;
 }
@@ -180,7 +194,7 @@ PlanResult CostModel::Predict(const std::vector<Assignment>& ranges) const {
       p.bottleneck_ms = std::max(p.bottleneck_ms, LinkOccupancy(prev, v));
       StagePlan& before = p.stages.back();
       before.transfer_ms = LinkDecodeMs(prev, v);
-      before.bytes_to_next = dec_fwd_bytes_;
+      before.bytes_to_next = prev == device_ ? dev_fwd_bytes_ : dec_fwd_bytes_;
       before.bytes_from_next = dec_ret_bytes_;
     }
     p.stages.push_back(std::move(s));

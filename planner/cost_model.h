@@ -36,12 +36,21 @@ struct NodeCost {
   int64_t bytes_per_block = 0, extra_bytes = 0, head_bytes = 0;
 };
 
+// Bytes per token id the device sends when it holds zero blocks (a
+// packed varint of an id below 2^21 is at most 3; 4 is the int32 bound).
+inline constexpr double kTokenIdBytes = 4;
+
 class CostModel {
  public:
-  // `problem` must be valid and outlive the model.
-  CostModel(const Problem& problem, bool u_shaped);
+  // `problem` must be valid and outlive the model. `zero_device`: the
+  // plans where the device holds no block; the first server then embeds,
+  // and only token ids go up the device's link. Else the device embeds and
+  // holds at least one block. A plan is one or the other, so the planner
+  // solves each and keeps the better.
+  CostModel(const Problem& problem, bool u_shaped, bool zero_device);
 
   bool u_shaped() const { return u_shaped_; }
+  bool zero_device() const { return zero_device_; }
   int num_blocks() const { return problem_.model.num_blocks; }
   const NodeCost& device() const { return nodes_[device_]; }
   int device_index() const { return device_; }
@@ -73,11 +82,15 @@ class CostModel {
  private:
   const Problem& problem_;
   const bool u_shaped_;
+  const bool zero_device_;
   int n_ = 0, device_ = 0, min_dev_ = 0, max_dev_ = 0;
   std::vector<NodeCost> nodes_;
   std::vector<int> servers_;
   std::vector<double> link_lat_, link_tp_, link_dec_, link_pre_;
-  int64_t dec_fwd_bytes_ = 0, dec_ret_bytes_ = 0;
+  // Per decode step: bytes to the next hop (from the device: token ids
+  // when it holds zero blocks) and back.
+  int64_t dec_fwd_bytes_ = 0, dev_fwd_bytes_ = 0, dec_ret_bytes_ = 0;
+  double up_bytes_per_token_ = 0;  // On the device's link.
 };
 
 // The two exact solvers (dp.cc). Both return the optimal plan's ranges for

@@ -129,31 +129,61 @@ absl::Status CheckPins(const Problem& p) {
   return absl::OkStatus();
 }
 
-// `bound`: see SolveSetDp; NOT_FOUND when no plan beats it.
+// Which device placements the constraints allow: zero blocks (the first
+// server embeds) and / or some blocks (the device embeds).
+std::vector<bool> ZeroDeviceChoices(const Problem& p) {
+  const Constraints& k = p.constraints;
+  int64_t pinned = -1;  // The device's pinned block count, if pinned.
+  for (const PinnedStage& s : k.pinned) {
+    if (s.node == kDevice) pinned = s.last_block - s.first_block;
+  }
+  std::vector<bool> out;
+  if (k.min_device_blocks == 0 && pinned <= 0) out.push_back(true);
+  if (k.max_device_blocks != 0 && pinned != 0) out.push_back(false);
+  return out;
+}
+
+// Both placements of the device for one head placement; `bound`: see
+// SolveSetDp; NOT_FOUND when no plan beats it.
 absl::StatusOr<PlanResult> SolveFixedShape(const Problem& p, bool u_shaped,
                                            Objective objective,
                                            double bound = internal::kInf) {
-  CostModel m(p, u_shaped);
-  std::vector<Assignment> ranges;
-  if (!p.constraints.pinned.empty()) {
-    if (internal::RangeDpWork(m) > kMaxRangeDpWork) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "a partly pinned plan over ", m.servers().size(), " servers and ",
-          p.model.num_blocks,
-          " blocks is too large to solve exactly; pin every stage or fewer "
-          "servers"));
+  absl::StatusOr<PlanResult> best =
+      absl::NotFoundError("no plan beats the bound");
+  absl::Status infeasible = absl::OkStatus();
+  for (bool zero : ZeroDeviceChoices(p)) {
+    CostModel m(p, u_shaped, zero);
+    std::vector<Assignment> ranges;
+    if (!p.constraints.pinned.empty()) {
+      if (internal::RangeDpWork(m) > kMaxRangeDpWork) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "a partly pinned plan over ", m.servers().size(), " servers and ",
+            p.model.num_blocks,
+            " blocks is too large to solve exactly; pin every stage or fewer "
+            "servers"));
+      }
+      ranges = internal::SolveRangeDp(m, objective, p.constraints.pinned);
+    } else {
+      const double b =
+          best.ok() ? std::min(bound, best->objective_value) : bound;
+      ranges = internal::SolveSetDp(m, objective, b);
+      if (ranges.empty() && b < internal::kInf) continue;
     }
-    ranges = internal::SolveRangeDp(m, objective, p.constraints.pinned);
-  } else {
-    ranges = internal::SolveSetDp(m, objective, bound);
-    if (ranges.empty() && bound < internal::kInf) {
-      return absl::NotFoundError("no plan beats the bound");
+    if (ranges.empty()) {
+      // The device-embeds placement explains best (it is the usual one),
+      // unless the device cannot hold a block at all.
+      if (infeasible.ok() || (!zero && m.device().cap >= 1)) {
+        infeasible = ExplainInfeasible(p, m);
+      }
+      continue;
     }
+    PlanResult r = m.Predict(ranges);
+    r.objective_value = ObjectiveOf(r, objective);
+    if (!best.ok() || r.objective_value < best->objective_value) best = r;
   }
-  if (ranges.empty()) return ExplainInfeasible(p, m);
-  PlanResult r = m.Predict(ranges);
-  r.objective_value = ObjectiveOf(r, objective);
-  return r;
+  if (best.ok() || bound < internal::kInf) return best;
+  if (!infeasible.ok()) return infeasible;
+  return Infeasible("the device-block constraints leave no placement");
 }
 
 std::vector<bool> Shapes(UShape u) {
@@ -246,7 +276,9 @@ absl::StatusOr<PlanResult> Evaluate(const Problem& problem,
                                     const std::vector<Assignment>& ranges,
                                     bool u_shaped) {
   if (absl::Status s = problem.Validate(); !s.ok()) return s;
-  CostModel m(problem, u_shaped);
+  const bool zero =
+      !ranges.empty() && ranges[0].first_block == ranges[0].last_block;
+  CostModel m(problem, u_shaped, zero);
   const int L = problem.model.num_blocks;
   if (ranges.size() < 2) {
     return absl::InvalidArgumentError("a plan needs the device and a server");
@@ -353,9 +385,11 @@ absl::StatusOr<PlanResult> Solve(const Problem& problem) {
   };
   std::vector<Option> options;
   for (bool u : shapes) {
-    CostModel m(problem, u);
-    for (int k = m.min_device_blocks(); k <= m.max_device_blocks(); ++k) {
-      options.push_back({m.DeviceJoules(k), k, u});
+    for (bool zero : ZeroDeviceChoices(problem)) {
+      CostModel m(problem, u, zero);
+      for (int k = m.min_device_blocks(); k <= m.max_device_blocks(); ++k) {
+        options.push_back({m.DeviceJoules(k), k, u});
+      }
     }
   }
   std::stable_sort(

@@ -46,8 +46,10 @@ struct ModelSpec {
   // Bytes per token the last server returns: logits (vocab x 4).
   int64_t logits_bytes = 0;
   int64_t block_bytes = 0;  // Weights of one block (all blocks are equal).
-  int64_t embed_bytes = 0;  // Embedding, always on the device.
-  int64_t head_bytes = 0;   // Final norm + LM head, on the head's node.
+  // Embedding: on the device, or on the first server when the device
+  // holds zero blocks (then token ids, not activations, go up).
+  int64_t embed_bytes = 0;
+  int64_t head_bytes = 0;  // Final norm + LM head, on the head's node.
   int64_t kv_bytes_per_token_per_block = 0;
   double block_flops_per_token = 0;  // Energy only.
   double head_flops_per_token = 0;   // Energy only.

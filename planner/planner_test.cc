@@ -170,10 +170,11 @@ TEST(PlannerTest, BothDpsAgreeWithoutPins) {
   for (int trial = 0; trial < 300; ++trial) {
     SCOPED_TRACE(trial);
     Problem p = RandomProblem(rng);
-    for (bool u : {false, true}) {
+    for (int shape = 0; shape < 4; ++shape) {
+      const bool u = shape & 1, zero = shape & 2;
       for (Objective o : {Objective::kLatency, Objective::kThroughput}) {
         p.objective = o;
-        internal::CostModel m(p, u);
+        internal::CostModel m(p, u, zero);
         auto a = internal::SolveSetDp(m, o);
         auto b = internal::SolveRangeDp(m, o, {});
         ASSERT_EQ(a.empty(), b.empty());
@@ -298,14 +299,56 @@ TEST(PlannerTest, SlowUplinkMovesTheCutTowardsTheDevice) {
   ASSERT_TRUE(slow.ok()) << slow.status();
   EXPECT_TRUE(slow->u_shaped);
   EXPECT_EQ(slow->stages[0].last_block, 0);
-  // The uplink carries the same activation at every cut, so shrinking it
-  // moves nothing: the device still keeps as few blocks as it may.
+  // Only the cut before block 0 sends token ids instead of activations:
+  // a slow uplink keeps the device at zero blocks.
   for (LinkSpec& l : p.links) {
     if (l.from == kDevice) l.bytes_per_s = 125e3;
   }
   auto slow_up = Solve(p);
   ASSERT_TRUE(slow_up.ok()) << slow_up.status();
   EXPECT_EQ(slow_up->stages[0].last_block, 0);
+}
+
+// Zero device blocks: the first server embeds, so the device needs no
+// memory for the embedding and sends 4-byte token ids; min_device_blocks
+// (privacy) rules the placement out.
+TEST(PlannerTest, ZeroDeviceBlocksSendTokenIds) {
+  Problem p = Simple();
+  p.constraints.u_shaped = UShape::kNo;
+  p.nodes[0].memory_bytes = int64_t{100} << 20;  // Not even the embedding.
+  auto r = Solve(p);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stages[0].last_block, 0);
+  EXPECT_EQ(r->stages[0].bytes_to_next, internal::kTokenIdBytes);
+  EXPECT_EQ(r->stages[0].memory_bytes, 0);
+  // The first server holds the embedding beside its blocks.
+  const StagePlan& first = r->stages[1];
+  EXPECT_EQ(first.memory_bytes,
+            (first.last_block - first.first_block) * p.model.block_bytes +
+                p.model.embed_bytes +
+                (r->stages.size() == 2 ? p.model.head_bytes : 0));
+  p.constraints.min_device_blocks = 1;
+  EXPECT_THAT(Solve(p).status().message(),
+              HasSubstr("do not hold the embedding"));
+  // With room, the privacy floor gives the device one block, and the
+  // activation goes up.
+  p.nodes[0].memory_bytes = int64_t{4} << 30;
+  r = Solve(p);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stages[0].last_block, 1);
+  EXPECT_EQ(r->stages[0].bytes_to_next, p.model.activation_bytes);
+  // Energy: the device's radio bits are 4 bytes per token at zero blocks.
+  p.constraints.min_device_blocks = 0;
+  p.objective = Objective::kEnergy;
+  p.nodes[0].joules_per_bit = 1e-8;
+  r = Solve(p);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stages[0].last_block, 0);
+  const double tokens = p.request.prompt_tokens + p.request.output_tokens - 1;
+  EXPECT_NEAR(
+      r->device_joules,
+      1e-8 * 8 * (tokens * 4 + p.request.output_tokens * p.model.logits_bytes),
+      1e-12);
 }
 
 TEST(PlannerTest, EnergyKeepsTheMinimumOnTheDevice) {

@@ -75,6 +75,12 @@ class SplitInferenceTest : public ::testing::Test {
          false,
          {{"device", 0, 1}, {"c", 1, 2}, {"a", 2, 3}, {"b", 3, 4}}},
         {"llama-u", llama, true, {{"device", 0, 2}, {"b", 2, 4}}},
+        // Zero device blocks: the first server embeds; token ids go up.
+        {"real-zero",
+         real,
+         false,
+         {{"device", 0, 0}, {"a", 0, 2}, {"b", 2, 5}}},
+        {"gpt2-zero-u", gpt2, true, {{"device", 0, 0}, {"c", 0, 4}}},
     };
     auto c = Cluster::Start(testing::TempDir("cluster"), plans);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -100,6 +106,8 @@ TEST_F(SplitInferenceTest, GreedyTokensEqualMonolithic) {
       {"gpt2-3hop", testing::TinyModel(Arch::kGpt2), "Hello there"},
       {"llama-3hop", testing::TinyModel(Arch::kLlama), "Hello there"},
       {"llama-u", testing::TinyModel(Arch::kLlama), "The robot"},
+      {"real-zero", RealModel(), "Once upon a time"},
+      {"gpt2-zero-u", testing::TinyModel(Arch::kGpt2), "Hello there"},
   };
   for (const Case& c : cases) {
     auto session = agent->OpenSession(c.model_id);
@@ -112,6 +120,13 @@ TEST_F(SplitInferenceTest, GreedyTokensEqualMonolithic) {
     EXPECT_EQ(stats->tokens, Monolithic(c.dir, c.prompt, 32)) << c.model_id;
     EXPECT_EQ(streamed, stats->text);
     EXPECT_FALSE(stats->hops.empty());
+    // Each fed token goes up once: as its id with zero device blocks, else
+    // as a hidden state (64 floats for every model here).
+    // (Stopping at EOS feeds the last kept token too.)
+    const int64_t fed = stats->prompt_tokens + stats->tokens.size() -
+                        (stats->stopped_at_eos ? 0 : 1);
+    const bool zero = c.model_id.find("zero") != std::string::npos;
+    EXPECT_EQ(stats->bytes_sent, fed * (zero ? 4 : 64 * 4)) << c.model_id;
   }
 }
 
@@ -131,6 +146,8 @@ TEST_F(SplitInferenceTest, SpeculativeGreedyEqualsMonolithic) {
       {"real-u", RealModel(), "Lily and Ben"},
       {"gpt2-3hop", testing::TinyModel(Arch::kGpt2), "Hello there"},
       {"llama-u", testing::TinyModel(Arch::kLlama), "The robot"},
+      {"real-zero", RealModel(), "The little dog"},
+      {"gpt2-zero-u", testing::TinyModel(Arch::kGpt2), "Hello there"},
   };
   for (const Case& c : cases) {
     const std::vector<int32_t> want = Monolithic(c.dir, c.prompt, 48);

@@ -407,10 +407,23 @@ TEST(SplitTrainingExportTest, RefusesToRollBackUncheckpointedUpdates) {
   const int64_t n = (*store)->config().num_layers;
   const std::string tmp = testing::TempDir("train_export");
   ClusterPlan plan{"m", dir, false, {{"device", 0, 1}, {"a", 1, n}}};
-  auto c = Cluster::Start(tmp, {plan});
+  ClusterPlan zero{"z", dir, false, {{"device", 0, 0}, {"a", 0, n}}};
+  auto c = Cluster::Start(tmp, {plan, zero});
   ASSERT_TRUE(c.ok()) << c.status();
   auto agent = Agent(**c, "phone");
   TrainingOptions o;
+  // A plan giving the device zero blocks cannot train (the text would go
+  // up as token ids): refused before anything is sent.
+  o.job_id = "zero";
+  {
+    auto z = agent->StartTraining("z", o);
+    const auto w =
+        ToWindows(RandomWindows((*store)->config().vocab_size, 2, 1));
+    absl::Status zs = z.ok() ? (*z)->Step(w).status() : z.status();
+    EXPECT_EQ(zs.code(), absl::StatusCode::kFailedPrecondition) << zs;
+    EXPECT_THAT(std::string(zs.message()),
+                ::testing::HasSubstr("gives the device zero blocks"));
+  }
   o.job_id = "half";
   o.checkpoint_dir = tmp + "/ckpt";
   auto t = agent->StartTraining("m", o);

@@ -150,7 +150,9 @@ struct GenerationStats {
   double prefill_ms = 0;
   double decode_tokens_per_s = 0;
   double device_ms_per_step = 0;  // Embedding + local blocks + encoding.
-  int64_t bytes_sent = 0;         // Activations sent to the first hop.
+  // Sent to the first hop: activations, or token ids (4 bytes each) when
+  // the plan gives the device zero blocks.
+  int64_t bytes_sent = 0;
   bool stopped_at_eos = false;
   std::vector<HopLatency> hops;  // In route order (the last route).
   int32_t reroutes = 0;          // Routes changed mid-generation.
