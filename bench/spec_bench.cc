@@ -143,10 +143,10 @@ int Main(int argc, char** argv) {
       model.c_str(), tokens, reps, static_cast<long long>(n / 2),
       static_cast<long long>(n / 2), static_cast<long long>(n),
       static_cast<long long>(n / 2));
-  std::printf("%-10s %-22s %9s %9s %7s %8s %9s %11s %11s\n", "link", "draft",
+  std::printf("%-10s %-30s %9s %9s %7s %8s %9s %11s %11s\n", "link", "draft",
               "tok/s", "plain", "ratio", "accept", "tok/step", "up B/t",
               "down B/t");
-  std::printf("%-10s %-22s %9s %9s %7s %8s %9s %11s %11s\n", "", "", "", "", "",
+  std::printf("%-10s %-30s %9s %9s %7s %8s %9s %11s %11s\n", "", "", "", "", "",
               "", "", "spec/plain", "spec/plain");
   for (const Link& link :
        {Link{"30ms/20M", 30, 20}, Link{"10ms/100M", 10, 100}}) {
@@ -200,7 +200,7 @@ int Main(int argc, char** argv) {
         const double toks = static_cast<double>(st.tokens.size());
         const double plain_toks = static_cast<double>(p.tokens.size());
         std::printf(
-            "%-10s %-22s %9.1f %9.1f %6.2fx %7.0f%% %9.2f %6.0f/%-4.0f "
+            "%-10s %-30s %9.1f %9.1f %6.2fx %7.0f%% %9.2f %6.0f/%-4.0f "
             "%6.0f/%-4.0f\n",
             link.name,
             (std::string(d.name) + (sampled ? ", T=0.8" : "")).c_str(), r.tps,

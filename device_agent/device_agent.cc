@@ -178,6 +178,21 @@ class Session::Impl::Rerouting : public LogitsModel {
     }
     return logits;
   }
+  absl::StatusOr<CheckedDraft> ForwardChecked(
+      absl::Span<const int32_t> tokens, const DraftCheck& check) override {
+    auto checked = Rerouted<CheckedDraft>(
+        seq_->ForwardChecked(tokens, check),
+        [&]() -> absl::StatusOr<CheckedDraft> {
+          if (!history_.empty()) {
+            ES_RETURN_IF_ERROR(seq_->Forward(history_).status());
+          }
+          return seq_->ForwardChecked(tokens, check);
+        });
+    if (checked.ok()) {
+      history_.insert(history_.end(), tokens.begin(), tokens.end());
+    }
+    return checked;
+  }
   absl::Status Rollback(int64_t positions) override {
     // The sequence's cache holds exactly history_: it checks the range.
     ES_RETURN_IF_ERROR(seq_->Rollback(positions));

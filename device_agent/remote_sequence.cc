@@ -129,8 +129,29 @@ absl::Status RemoteSequence::RunLocal(absl::Span<const int32_t> tokens,
   return absl::OkStatus();
 }
 
+absl::StatusOr<CheckedDraft> RemoteSequence::ForwardChecked(
+    absl::Span<const int32_t> tokens, const DraftCheck& check) {
+  if (head_ != nullptr) return LogitsModel::ForwardChecked(tokens, check);
+  const int64_t k = static_cast<int64_t>(tokens.size()) - 1;
+  ES_RETURN_IF_ERROR(check.Validate(k));
+  CheckedDraft out;
+  ES_ASSIGN_OR_RETURN(at::Tensor row,
+                      Run(tokens, /*last_only=*/false, &check, &out.accepted));
+  if (row.size(0) != 1 || out.accepted < 0 || out.accepted > k) {
+    return absl::InternalError(absl::StrCat(
+        "route kept ", out.accepted, " of ", k, " drafts and answered ",
+        row.size(0), " rows of logits (one expected)"));
+  }
+  row = row.contiguous();
+  const float* p = row.data_ptr<float>();
+  out.logits.assign(p, p + row.numel());
+  return out;
+}
+
 absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
-                                               bool last_only) {
+                                               bool last_only,
+                                               const DraftCheck* check,
+                                               int64_t* accepted) {
   using Clock = std::chrono::steady_clock;
   auto t0 = Clock::now();
   const int64_t before = positions_;
@@ -139,8 +160,19 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
   fwd->set_step(step_);
   fwd->set_last_token_only(last_only);
   fwd->set_rollback(static_cast<uint32_t>(pending_rollback_));
-  const bool argmax_only = options_.argmax_only && head_ == nullptr;
+  const bool argmax_only =
+      options_.argmax_only && head_ == nullptr && check == nullptr;
   fwd->set_argmax_only(argmax_only);
+  if (check != nullptr) {
+    v1::DraftCheck* dc = fwd->mutable_draft_check();
+    dc->set_temperature(check->params.temperature);
+    dc->set_top_k(check->params.top_k);
+    dc->set_top_p(check->params.top_p);
+    dc->mutable_draft_probs()->Add(check->draft_probs.begin(),
+                                   check->draft_probs.end());
+    dc->mutable_uniforms()->Add(check->uniforms.begin(), check->uniforms.end());
+    dc->mutable_draft_tokens()->Add(tokens.begin() + 1, tokens.end());
+  }
   if (absl::Status s = RunLocal(tokens, fwd); !s.ok()) {
     // The local cache did not advance (StageModel::Forward's contract).
     return s;
@@ -169,6 +201,7 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
     hop_stats_[i].total_ms += result.timings(i).total_ms();
   }
   const ModelConfig& c = config_;
+  if (accepted != nullptr) *accepted = result.accepted();
   at::Tensor logits;
   if (argmax_only) {
     const int64_t rows = last_only ? 1 : static_cast<int64_t>(tokens.size());

@@ -62,6 +62,10 @@ class RemoteSequence : public LogitsModel {
   absl::StatusOr<at::Tensor> ForwardAll(
       absl::Span<const int32_t> tokens) override;
   absl::Status Rollback(int64_t positions) override;
+  // The route's last server checks the drafts and answers one row (the
+  // default, through ForwardAll, when the head runs here: U-shaped).
+  absl::StatusOr<CheckedDraft> ForwardChecked(absl::Span<const int32_t> tokens,
+                                              const DraftCheck& check) override;
   // Closes the stream (thread-safe): every hop ends the session, and the
   // call in flight and later ones fail with CANCELLED.
   void Cancel() { stream_->Close(); }
@@ -78,9 +82,12 @@ class RemoteSequence : public LogitsModel {
  private:
   RemoteSequence() = default;
   absl::StatusOr<v1::StageResponse> Call(v1::StageRequest request);
-  // One step: logits of the last row or of every row.
+  // One step: logits of the last row or of every row; with `check`, of
+  // the row after the drafts the last server kept (`*accepted`).
   absl::StatusOr<at::Tensor> Run(absl::Span<const int32_t> tokens,
-                                 bool last_only);
+                                 bool last_only,
+                                 const DraftCheck* check = nullptr,
+                                 int64_t* accepted = nullptr);
   // The device's part of a step: hidden states into `fwd` (or, with zero
   // device blocks, the token ids).
   absl::Status RunLocal(absl::Span<const int32_t> tokens,

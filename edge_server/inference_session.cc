@@ -4,7 +4,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "edge_server/batcher.h"
+#include "runtime/draft_check.h"
 #include "runtime/torch_util.h"
 
 namespace edgesplit {
@@ -61,6 +63,61 @@ absl::StatusOr<at::Tensor> DecodeInput(const v1::ForwardRequest& forward,
   });
 }
 
+// A step's draft check off the wire, validated for its rows: the token
+// before the drafts and then one row per draft.
+absl::StatusOr<DraftCheck> ReadDraftCheck(const v1::ForwardRequest& forward,
+                                          int64_t rows, int64_t vocab) {
+  const v1::DraftCheck& dc = forward.draft_check();
+  if (forward.argmax_only() || forward.last_token_only()) {
+    return absl::InvalidArgumentError(
+        "forward.draft_check: every row's logits are checked; not with "
+        "argmax_only or last_token_only");
+  }
+  if (dc.draft_tokens_size() != rows - 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "forward.draft_check.draft_tokens: ", dc.draft_tokens_size(),
+        " for a step of ", rows, " rows (one per row after the first)"));
+  }
+  for (int i = 0; i < dc.draft_tokens_size(); ++i) {
+    if (dc.draft_tokens(i) < 0 || dc.draft_tokens(i) >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "forward.draft_check.draft_tokens[", i, "]: id ", dc.draft_tokens(i),
+          " outside the vocabulary of ", vocab));
+    }
+  }
+  DraftCheck check;
+  check.params.temperature = dc.temperature();
+  check.params.top_k = dc.top_k();
+  check.params.top_p = dc.top_p();
+  check.draft_probs.assign(dc.draft_probs().begin(), dc.draft_probs().end());
+  check.uniforms.assign(dc.uniforms().begin(), dc.uniforms().end());
+  if (absl::Status s = check.Validate(rows - 1); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward.draft_check: ", s.message()));
+  }
+  return check;
+}
+
+// The head hop's answer to a checked step: how many drafts it keeps and
+// the logits of the row after them.
+absl::Status AnswerChecked(const at::Tensor& logits,
+                           const v1::ForwardRequest& request,
+                           v1::ForwardResult* result) {
+  return TorchCall("draft check", [&]() -> absl::Status {
+    const at::Tensor l = logits.to(at::kFloat).contiguous();
+    ES_ASSIGN_OR_RETURN(DraftCheck check,
+                        ReadDraftCheck(request, l.size(0), l.size(1)));
+    const std::vector<int32_t> drafts(
+        request.draft_check().draft_tokens().begin(),
+        request.draft_check().draft_tokens().end());
+    const int64_t kept =
+        AcceptDraft(l.data_ptr<float>(), l.size(1), drafts, check);
+    result->set_accepted(static_cast<uint32_t>(kept));
+    return wire::Encode(l.narrow(0, kept, 1), v1::CODEC_FP32,
+                        result->mutable_output());
+  });
+}
+
 }  // namespace
 
 InferenceSession::InferenceSession(const SessionEnv& env,
@@ -114,6 +171,17 @@ void InferenceSession::Forward(const v1::ForwardRequest& forward) {
   p.received = std::chrono::steady_clock::now();
   auto input = DecodeInput(forward, *stage.model, env_.limits);
   if (!input.ok()) return End(input.status());
+  if (forward.has_draft_check()) {
+    // Checked before computing: the check needs the head's logits.
+    if (hop_.role == HopRole::kLastHidden) {
+      return End(absl::InvalidArgumentError(
+          "forward.draft_check: this route ends with hidden states "
+          "(U-shaped); the device checks its drafts"));
+    }
+    auto check = ReadDraftCheck(forward, input->size(0),
+                                stage.model->config().vocab_size);
+    if (!check.ok()) return End(check.status());
+  }
   if (env_.pending_inputs != nullptr) {
     auto charge = env_.pending_inputs->Take(input->nbytes());
     if (!charge.ok()) return End(charge.status());
@@ -211,6 +279,9 @@ void InferenceSession::Answer(const Pending& p, at::Tensor out,
           "not logits"));
     }
     ArgmaxRows(out, result);
+  } else if (p.request.has_draft_check()) {
+    absl::Status s = AnswerChecked(out, p.request, result);
+    if (!s.ok()) return End(s);
   } else {
     // Logits travel as fp32 (a lossy codec could change the sampled
     // token); hidden states of a U-shaped split use the session's codec.
@@ -233,6 +304,9 @@ void InferenceSession::PassOn(const Pending& p, const at::Tensor& out,
   fwd->set_last_token_only(p.request.last_token_only());
   fwd->set_rollback(p.request.rollback());
   fwd->set_argmax_only(p.request.argmax_only());
+  if (p.request.has_draft_check()) {
+    *fwd->mutable_draft_check() = p.request.draft_check();
+  }
   absl::Status s = wire::Encode(out, hop_.codec, fwd->mutable_hidden());
   if (!s.ok()) return End(s);
   std::weak_ptr<InferenceSession> weak =

@@ -11,6 +11,7 @@
 #include "edge_server/training_job.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/draft_check.h"
 #include "runtime/generator.h"
 #include "testing/test_models.h"
 #include "testing/test_paths.h"
@@ -173,6 +174,98 @@ TEST_F(SessionHandlerTest, ArgmaxOnlyAnswersTokenIds) {
     EXPECT_EQ(ids.tokens(r), (*logits)[r].argmax().item<int64_t>());
   }
   EXPECT_LT(answers[1].ByteSizeLong() * 20, answers[0].ByteSizeLong());
+}
+
+// Sampled speculative verification checked on the head hop (through the
+// middle hop): it answers how many drafts it keeps and that row's logits
+// only, as AcceptDraft on the monolithic model's logits decides. Checks a
+// hop cannot run, or that do not fit the step, are refused.
+TEST_F(SessionHandlerTest, DraftCheckAnswersAcceptedAndOneRow) {
+  const std::vector<int32_t> rows = {5, 9, 13, 2, 7};
+  auto whole = LocalPipeline::Load(*store_, {});
+  ASSERT_TRUE(whole.ok());
+  auto all = (*whole)->NewSequence()->ForwardAll(rows);
+  ASSERT_TRUE(all.ok());
+  const at::Tensor want = all->contiguous();
+  auto device_cache = device_->NewCache(nullptr);
+  StageInput in;
+  in.sequences = {{device_cache.get(), 5}};
+  in.tokens =
+      at::tensor(std::vector<int64_t>(rows.begin(), rows.end()), at::kLong);
+  auto hidden = device_->Forward(in);
+  ASSERT_TRUE(hidden.ok());
+  auto send = [&](v1::StageRequest open, v1::ForwardRequest f) {
+    FakeTransport t;
+    auto h = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t,
+                                              absl::InfiniteFuture());
+    h->OnRequest(open);
+    EXPECT_TRUE(t.Await(0).ok());
+    EXPECT_TRUE(wire::Encode(*hidden, v1::CODEC_FP32, f.mutable_hidden()).ok());
+    v1::StageRequest req;
+    *req.mutable_forward() = f;
+    h->OnRequest(req);
+    auto r = t.Await(1);
+    h->OnDone();
+    return r;
+  };
+  DraftCheck check;
+  check.params.temperature = 0.8f;
+  check.params.top_k = 20;
+  check.draft_probs = {0.9f, 0.05f, 0.3f, 0.5f};
+  for (const std::vector<double>& uniforms :
+       {std::vector<double>{0.1, 0.2, 0.3, 0.4},
+        std::vector<double>{0.0, 0.0, 0.0, 0.0},
+        std::vector<double>{0.99, 0.99, 0.99, 0.99}}) {
+    check.uniforms = uniforms;
+    v1::ForwardRequest f;
+    v1::DraftCheck* dc = f.mutable_draft_check();
+    dc->set_temperature(0.8f);
+    dc->set_top_k(20);
+    dc->set_top_p(1.0f);
+    dc->mutable_draft_probs()->Add(check.draft_probs.begin(),
+                                   check.draft_probs.end());
+    dc->mutable_uniforms()->Add(uniforms.begin(), uniforms.end());
+    dc->mutable_draft_tokens()->Add(rows.begin() + 1, rows.end());
+    auto r = send(OpenRequest(), f);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const int64_t kept = AcceptDraft(want.data_ptr<float>(), want.size(1),
+                                     absl::MakeSpan(rows).subspan(1), check);
+    EXPECT_EQ(r->forward().accepted(), kept);
+    auto row = wire::Decode(r->forward().output(), 0, "row");
+    ASSERT_TRUE(row.ok()) << row.status();
+    ASSERT_EQ(row->size(0), 1);
+    EXPECT_LE((*row - want.narrow(0, kept, 1)).abs().max().item<double>(),
+              1e-5);
+  }
+  // Refused: with argmax_only; a draft token count that is not the rows
+  // after the first; a uniform out of range; a route ending with hidden
+  // states (U-shaped: the device checks).
+  v1::ForwardRequest good;
+  v1::DraftCheck* dc = good.mutable_draft_check();
+  dc->set_temperature(0.8f);
+  dc->set_top_p(1.0f);
+  for (int i = 1; i < 5; ++i) {
+    dc->add_draft_probs(0.5f);
+    dc->add_uniforms(0.5);
+    dc->add_draft_tokens(rows[i]);
+  }
+  v1::ForwardRequest f = good;
+  f.set_argmax_only(true);
+  EXPECT_THAT(std::string(send(OpenRequest(), f).status().message()),
+              HasSubstr("not with argmax_only or last_token_only"));
+  f = good;
+  f.mutable_draft_check()->add_draft_tokens(3);
+  EXPECT_THAT(std::string(send(OpenRequest(), f).status().message()),
+              HasSubstr("draft_tokens: 5 for a step of 5 rows"));
+  f = good;
+  f.mutable_draft_check()->set_uniforms(2, -0.5);
+  EXPECT_THAT(std::string(send(OpenRequest(), f).status().message()),
+              HasSubstr("uniforms[2] = -0.5 is not in [0, 1)"));
+  v1::StageRequest u_open = OpenRequest();
+  u_open.mutable_open()->mutable_route()->RemoveLast();
+  u_open.mutable_open()->set_return_hidden(true);
+  EXPECT_THAT(std::string(send(u_open, good).status().message()),
+              HasSubstr("ends with hidden states"));
 }
 
 class BadRequestTest : public SessionHandlerTest {

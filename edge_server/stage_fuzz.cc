@@ -1,13 +1,16 @@
 // libFuzzer target for the stage service's request handler: what any
 // caller of StageService.Session can send a server. Two in-process servers
 // of a tiny Llama model (a [1, 3), b [3, 4) + head, chained as in
-// session_fakes.h) take a stream of requests from each input; the handler
+// session_fakes.h), and a third, z, holding the whole model from its
+// embedding (a plan giving the device zero blocks: it takes token ids),
+// take a stream of requests from each input; the handler
 // must answer or end the stream with an error, never crash, never answer
 // more than it was asked, and finish once the client half-closes.
 //
 // Input: [flags][u16 little-endian length L][L bytes: a StageRequest]...
 // flags & 1: a well-formed open precedes the input's requests (& 2: on
-// the route a -> b, else b alone; & 4: with a training spec), so mutations
+// the route a -> b, & 8: on z alone, else b alone; & 4: with a training
+// spec), so mutations
 // reach the forward, backward and step paths; otherwise the first request
 // must open the session itself. Seeds: fuzz/seeds/stage_fuzz, written by
 // running the target with STAGE_FUZZ_WRITE_SEEDS=<dir> (scripts/fuzz.sh
@@ -39,6 +42,7 @@ constexpr int64_t kHidden = 64;  // The tiny preset's width.
 struct Fixture {
   std::string root;
   testing::TwoHopServers servers;
+  std::unique_ptr<StageHost> z;  // [0, 4): embeds, and the head.
   std::shared_ptr<UsageBudget> pending =
       UsageBudget::Create("max_pending_input_mb", "bytes", 8 << 20);
   std::shared_ptr<UsageBudget> kept =
@@ -61,6 +65,15 @@ Fixture& Get() {
     o.out_dir = f->root + "/model";
     if (!InitModel(o).ok()) std::abort();
     if (!f->servers.Load(o.out_dir).ok()) std::abort();
+    StageHostOptions zo;
+    zo.node = "z";
+    f->z = std::make_unique<StageHost>(zo);
+    if (!f->z->Load("tiny", o.out_dir, StageSpec{{0, 4}, true, true}).ok()) {
+      std::abort();
+    }
+    SessionEnv z_env = f->servers.factory.envs["b"];
+    z_env.host = f->z.get();
+    f->servers.factory.envs["z"] = z_env;
     for (auto& [name, env] : f->servers.factory.envs) {
       env.limits.max_rows = 64;
       env.limits.max_cols = 1024;
@@ -73,9 +86,15 @@ Fixture& Get() {
   return *f;
 }
 
-v1::StageRequest Open(bool two_hops, bool training, const std::string& id) {
+v1::StageRequest Open(bool two_hops, bool training, const std::string& id,
+                      bool zero_device = false) {
   v1::StageRequest r = testing::TwoHopOpenRequest(id);
   if (!two_hops) r.mutable_open()->mutable_route()->DeleteSubrange(0, 1);
+  if (zero_device) {
+    v1::Hop* hop = r.mutable_open()->mutable_route(0);
+    hop->set_node("z");
+    hop->set_first_block(0);
+  }
   if (training) {
     v1::TrainingSpec* s = r.mutable_open()->mutable_training();
     s->set_job_id("fuzz");
@@ -158,6 +177,22 @@ void WriteSeeds(const std::string& dir) {
   after.mutable_forward()->set_rollback(2);
   after.mutable_forward()->set_argmax_only(true);
   write("speculative_steps", 1 | 2, {Forward(0, 3, false), verify, after});
+  // Sampled: the head hop checks three drafts and answers one row.
+  v1::StageRequest checked = Forward(1, 4, false);
+  checked.mutable_forward()->set_last_token_only(false);
+  v1::DraftCheck* dc = checked.mutable_forward()->mutable_draft_check();
+  dc->set_temperature(0.8f);
+  dc->set_top_k(20);
+  dc->set_top_p(0.9f);
+  for (int i = 0; i < 3; ++i) {
+    dc->add_draft_probs(0.25f * (i + 1));
+    dc->add_uniforms(0.3 * i);
+    dc->add_draft_tokens(5 + i);
+  }
+  v1::StageRequest after_checked = Forward(2, 1, false);
+  after_checked.mutable_forward()->set_rollback(1);
+  write("checked_speculative_steps", 1 | 2,
+        {Forward(0, 3, false), checked, after_checked});
   v1::StageRequest backward, step, exported, restore;
   backward.mutable_backward()->set_step(0);
   step.mutable_optimizer_step()->set_step(0);
@@ -167,6 +202,18 @@ void WriteSeeds(const std::string& dir) {
         {Forward(0, 5, true), backward, step, exported, Forward(1, 3, false),
          restore});
   write("train_two_hops", 1 | 2 | 4, {Forward(0, 4, true), backward, step});
+  // Zero device blocks: token ids to z, then a checked speculative step.
+  auto ids = [](uint64_t step, std::vector<int32_t> tokens) {
+    v1::StageRequest r;
+    r.mutable_forward()->set_step(step);
+    r.mutable_forward()->mutable_tokens()->Add(tokens.begin(), tokens.end());
+    return r;
+  };
+  v1::StageRequest z_checked = ids(1, {4, 8, 9, 10});
+  *z_checked.mutable_forward()->mutable_draft_check() =
+      checked.forward().draft_check();
+  write("zero_device_steps", 1 | 8,
+        {ids(0, {1, 2, 3}), z_checked, ids(2, {7})});
 }
 
 }  // namespace
@@ -196,12 +243,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string jobs_dir = f.root + "/jobs/" + std::to_string(inputs % 8);
   std::filesystem::remove_all(jobs_dir);
   TrainingJobs jobs(jobs_dir);
-  const bool two_hops = flags & 2;
-  SessionEnv env = f.servers.factory.envs[two_hops ? "a" : "b"];
+  const bool two_hops = flags & 2, zero_device = !two_hops && (flags & 8);
+  SessionEnv env =
+      f.servers.factory.envs[two_hops ? "a" : (zero_device ? "z" : "b")];
   env.jobs = &jobs;
   f.servers.factory.envs["b"].jobs = &jobs;  // The second hop's.
-  if (flags & 1)
-    requests.insert(requests.begin(), Open(two_hops, flags & 4, id));
+  if (flags & 1) {
+    requests.insert(requests.begin(),
+                    Open(two_hops, flags & 4, id, zero_device));
+  }
 
   testing::FakeTransport t;
   auto h = std::make_shared<SessionHandler>(env, &t, absl::InfiniteFuture());

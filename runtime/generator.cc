@@ -127,6 +127,27 @@ absl::Status LogitsModel::Rollback(int64_t positions) {
   return absl::UnimplementedError("this model does not roll back");
 }
 
+absl::StatusOr<CheckedDraft> LogitsModel::ForwardChecked(
+    absl::Span<const int32_t> tokens, const DraftCheck& check) {
+  const int64_t k = static_cast<int64_t>(tokens.size()) - 1;
+  ES_RETURN_IF_ERROR(check.Validate(k));
+  ES_ASSIGN_OR_RETURN(at::Tensor all, ForwardAll(tokens));
+  if (all.dim() != 2 || all.size(0) != k + 1 ||
+      all.scalar_type() != at::kFloat) {
+    return absl::InternalError(absl::StrCat(
+        "verification returned ", all.dim(), "-d logits of ",
+        all.dim() > 0 ? all.size(0) : 0, " rows for ", k + 1, " rows"));
+  }
+  all = all.contiguous();
+  const int64_t vocab = all.size(1);
+  const float* rows = all.data_ptr<float>();
+  CheckedDraft out;
+  out.accepted = AcceptDraft(rows, vocab, tokens.subspan(1), check);
+  out.logits.assign(rows + out.accepted * vocab,
+                    rows + (out.accepted + 1) * vocab);
+  return out;
+}
+
 absl::StatusOr<GenerationResult> Generate(
     LogitsModel& model, const Tokenizer& tokenizer, absl::string_view prompt,
     const GenerationOptions& options,

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/draft_check.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model_store.h"
 #include "runtime/sampling.h"
@@ -41,6 +42,13 @@ class LogitsModel {
   // at most as many as it holds. A remote model may apply it with its next
   // forward.
   virtual absl::Status Rollback(int64_t positions);
+  // Sampled verification: appends `tokens` (the token before the drafts,
+  // then the drafts) like ForwardAll and runs AcceptDraft on the rows
+  // where the logits are. The default does both here through ForwardAll;
+  // a split model lets its last server check, which then answers one row
+  // of logits instead of every row's.
+  virtual absl::StatusOr<CheckedDraft> ForwardChecked(
+      absl::Span<const int32_t> tokens, const DraftCheck& check);
 };
 
 struct GenerationOptions {

@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "runtime/draft_check.h"
+#include "runtime/draft_length.h"
 #include "runtime/sampling.h"
 
 namespace edgesplit {
@@ -104,17 +106,10 @@ absl::StatusOr<Draft> ModelDrafter::Propose(absl::Span<const int32_t> context,
 
 namespace {
 
-// Verifies one row's draft token `d` (drawn from `q`; null: a point mass)
-// against the target's distribution `p`. Returns d when it is kept, else
-// a draw from the residual max(0, p - q).
-int32_t Verify(Sampler& sampler, std::vector<float>& p, const float* q,
-               int32_t d, bool* kept) {
-  const double pd = d >= 0 && d < static_cast<int32_t>(p.size()) ? p[d] : 0;
-  const double qd = q != nullptr ? q[d] : 1.0;
-  // p(d) >= q(d) keeps it for sure (and without a draw: greedy decoding
-  // stays deterministic); else with probability p(d) / q(d).
-  *kept = pd > 0 && (pd >= qd || sampler.Uniform() < pd / qd);
-  if (*kept) return d;
+// A draw from the residual max(0, p - q) after draft token `d` (drawn
+// from `q`; null: a point mass) was rejected; `p` is overwritten.
+int32_t Residual(Sampler& sampler, std::vector<float>& p, const float* q,
+                 int32_t d) {
   double mass = 0;
   for (size_t x = 0; x < p.size(); ++x) {
     p[x] = std::max(0.0f, p[x] - (q != nullptr ? q[x] : (x == size_t(d))));
@@ -123,6 +118,173 @@ int32_t Verify(Sampler& sampler, std::vector<float>& p, const float* q,
   // p == q would have kept d; rounding alone can empty the residual.
   return mass > 0 ? sampler.Draw(p) : d;
 }
+
+// The draft, checked: at most `fits` tokens, inside the vocabulary, with a
+// distribution per token when it has any.
+absl::StatusOr<Draft> ProposeChecked(Drafter& drafter,
+                                     absl::Span<const int32_t> context,
+                                     int64_t fits, int64_t vocab) {
+  ES_ASSIGN_OR_RETURN(Draft draft,
+                      drafter.Propose(context, static_cast<int>(fits)));
+  if (static_cast<int64_t>(draft.tokens.size()) > fits) {
+    draft.tokens.resize(fits);
+  }
+  for (int32_t t : draft.tokens) {
+    if (t < 0 || t >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(drafter.Describe(), " proposed token ", t,
+                       ", outside the model's vocabulary of ", vocab));
+    }
+  }
+  if (!draft.probs.empty() && draft.probs.size() < draft.tokens.size()) {
+    return absl::InternalError(
+        absl::StrCat(drafter.Describe(), " proposed ", draft.tokens.size(),
+                     " tokens with ", draft.probs.size(), " distributions"));
+  }
+  for (size_t i = 0; i < draft.tokens.size() && i < draft.probs.size(); ++i) {
+    if (static_cast<int64_t>(draft.probs[i].size()) != vocab) {
+      return absl::InternalError(absl::StrCat(
+          drafter.Describe(), ": a draft distribution over ",
+          draft.probs[i].size(), " tokens, the model has ", vocab));
+    }
+  }
+  return draft;
+}
+
+// One speculative generation's state: the loop of GenerateSpeculativeIds.
+class SpeculativeRun {
+ public:
+  SpeculativeRun(LogitsModel& target, const GenerationOptions& options,
+                 int32_t eos_id, int64_t max_new,
+                 const std::function<void(int32_t)>& on_token,
+                 GenerationResult& result)
+      : target_(target),
+        options_(options),
+        eos_id_(eos_id),
+        max_new_(max_new),
+        on_token_(on_token),
+        result_(result),
+        sampler_(options.sampling),
+        context_(result.prompt_ids) {}
+
+  Sampler& sampler() { return sampler_; }
+  const std::vector<int32_t>& context() const { return context_; }
+  int64_t remaining() const {
+    return max_new_ - static_cast<int64_t>(result_.tokens.size());
+  }
+
+  // Takes a chosen token; true when generation is over.
+  bool Emit(int32_t t) {
+    if (options_.stop_at_eos && t == eos_id_ && eos_id_ >= 0) {
+      result_.stopped_at_eos = true;
+      return true;
+    }
+    result_.tokens.push_back(t);
+    context_.push_back(t);
+    if (on_token_) on_token_(t);
+    if (static_cast<int64_t>(result_.tokens.size()) == max_new_) {
+      result_.stopped_at_context = max_new_ < options_.max_new_tokens;
+      return true;
+    }
+    return false;
+  }
+
+  // Feeds `rows` (the last token, then the drafts) and emits the kept
+  // drafts and one token of the target's. Returns how many were kept.
+  absl::StatusOr<int64_t> Verify(const std::vector<int32_t>& rows,
+                                 const Draft& draft, int64_t vocab,
+                                 bool* over) {
+    const int64_t m = static_cast<int64_t>(rows.size()) - 1;
+    // Sampling draws each draft token's uniform up front, wherever the
+    // check runs, so a seeded run's tokens never depend on that.
+    std::vector<double> u(m, 0.0);
+    if (options_.sampling.temperature > 0) {
+      for (double& x : u) x = sampler_.Uniform();
+    }
+    if (options_.sampling.temperature > 0 &&
+        options_.sampling.repetition_penalty == 1.0f) {
+      return VerifyChecked(rows, draft, vocab, u, over);
+    }
+    ES_ASSIGN_OR_RETURN(at::Tensor all, target_.ForwardAll(rows));
+    if (all.dim() != 2 || all.size(0) != m + 1 || all.size(1) != vocab ||
+        all.scalar_type() != at::kFloat) {
+      return absl::InternalError(absl::StrCat(
+          "verification returned ", all.dim(), "-d logits of ",
+          all.dim() > 0 ? all.size(0) : 0, " rows for ", m + 1, " rows"));
+    }
+    all = all.contiguous();
+    const float* logits = all.data_ptr<float>();
+    int64_t accepted = 0;
+    for (int64_t i = 0; i <= m && !*over; ++i) {
+      const absl::Span<const float> row(logits + i * vocab, vocab);
+      if (i == m) {  // Every draft token kept: one more from the last row.
+        *over = Emit(sampler_.Sample(row, context_));
+        break;
+      }
+      sampler_.Distribution(row, context_, &p_);
+      const int32_t d = draft.tokens[i];
+      const double pd = p_[d];
+      const float* q = QRow(draft, i);
+      const double qd = q != nullptr ? q[d] : 1.0;
+      // AcceptDraft's rule (greedy never needs u: p(d) is 0 or 1).
+      const bool kept = pd > 0 && (pd >= qd || u[i] < pd / qd);
+      *over = Emit(kept ? d : Residual(sampler_, p_, q, d));
+      if (!kept) break;
+      ++accepted;
+    }
+    return accepted;
+  }
+
+ private:
+  static const float* QRow(const Draft& draft, int64_t i) {
+    return draft.probs.empty() ? nullptr : draft.probs[i].data();
+  }
+
+  // Sampling without a penalty: the target checks where its logits are (a
+  // split route: on its last server) and answers one row.
+  absl::StatusOr<int64_t> VerifyChecked(const std::vector<int32_t>& rows,
+                                        const Draft& draft, int64_t vocab,
+                                        const std::vector<double>& u,
+                                        bool* over) {
+    const int64_t m = static_cast<int64_t>(rows.size()) - 1;
+    DraftCheck check;
+    check.params = options_.sampling;
+    check.uniforms = u;
+    for (int64_t i = 0; i < m; ++i) {
+      const float* q = QRow(draft, i);
+      check.draft_probs.push_back(q != nullptr ? q[draft.tokens[i]] : 1.0f);
+    }
+    ES_ASSIGN_OR_RETURN(CheckedDraft c, target_.ForwardChecked(rows, check));
+    if (c.accepted < 0 || c.accepted > m ||
+        static_cast<int64_t>(c.logits.size()) != vocab) {
+      return absl::InternalError(
+          absl::StrCat("checked verification kept ", c.accepted, " of ", m,
+                       " drafts and answered ", c.logits.size(), " logits"));
+    }
+    for (int64_t i = 0; i < c.accepted && !*over; ++i) {
+      *over = Emit(draft.tokens[i]);
+    }
+    if (*over) return c.accepted;
+    if (c.accepted == m) {
+      *over = Emit(sampler_.Sample(c.logits, context_));
+    } else {
+      sampler_.Distribution(c.logits, context_, &p_);
+      *over = Emit(Residual(sampler_, p_, QRow(draft, c.accepted),
+                            draft.tokens[c.accepted]));
+    }
+    return c.accepted;
+  }
+
+  LogitsModel& target_;
+  const GenerationOptions& options_;
+  const int32_t eos_id_;
+  const int64_t max_new_;
+  const std::function<void(int32_t)>& on_token_;
+  GenerationResult& result_;
+  Sampler sampler_;
+  std::vector<int32_t> context_;
+  std::vector<float> p_;
+};
 
 }  // namespace
 
@@ -144,129 +306,54 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
   const int64_t context_len = target.context_length();
   GenerationResult result;
   result.prompt_ids.assign(prompt_ids.begin(), prompt_ids.end());
-  std::vector<int32_t> context = result.prompt_ids;
-  Sampler sampler(options.sampling);
+  SpeculativeRun run(target, options, eos_id, max_new, on_token, result);
   auto t0 = std::chrono::steady_clock::now();
   ES_ASSIGN_OR_RETURN(std::vector<float> logits, target.Forward(prompt_ids));
   result.prefill_seconds = Since(t0);
   t0 = std::chrono::steady_clock::now();
-  // Takes a chosen token; true when generation is over.
-  auto emit = [&](int32_t t) {
-    if (options.stop_at_eos && t == eos_id && eos_id >= 0) {
-      result.stopped_at_eos = true;
-      return true;
-    }
-    result.tokens.push_back(t);
-    context.push_back(t);
-    if (on_token) on_token(t);
-    if (static_cast<int64_t>(result.tokens.size()) == max_new) {
-      result.stopped_at_context = max_new < options.max_new_tokens;
-      return true;
-    }
-    return false;
-  };
-  bool over = max_new <= 0 || emit(sampler.Sample(logits, context));
-  int k = speculative.adaptive ? std::min(4, speculative.max_draft)
-                               : speculative.max_draft;
-  // Adaptive only: a running acceptance rate; while it is poor, rounds go
-  // without drafts (plain decoding) for a pause that doubles each time
-  // drafting fails again, so a useless draft costs a probe now and then.
-  double acceptance = 1.0;
-  int pause = 0, pause_length = 4;
-  std::vector<float> p;
+  const int64_t vocab = static_cast<int64_t>(logits.size());
+  bool over =
+      max_new <= 0 || run.Emit(run.sampler().Sample(logits, run.context()));
+  DraftLengthPolicy policy(speculative.max_draft);
   while (!over) {
     // The target holds every context token but the last (`next`).
-    const int32_t next = context.back();
-    const int64_t remaining =
-        max_new - static_cast<int64_t>(result.tokens.size());
+    const int32_t next = run.context().back();
+    const int k = speculative.adaptive ? policy.Next() : speculative.max_draft;
     const int64_t fits = std::min<int64_t>(
-        {k, remaining - 1, context_len - static_cast<int64_t>(context.size())});
+        {k, run.remaining() - 1,
+         context_len - static_cast<int64_t>(run.context().size())});
     Draft draft;
-    if (pause > 0) {
-      --pause;
-    } else if (fits > 0) {
+    double draft_seconds = 0;
+    if (fits > 0) {
       const auto d0 = std::chrono::steady_clock::now();
       ES_ASSIGN_OR_RETURN(draft,
-                          drafter.Propose(context, static_cast<int>(fits)));
-      st.draft_seconds += Since(d0);
-      if (static_cast<int64_t>(draft.tokens.size()) > fits) {
-        draft.tokens.resize(fits);
-      }
-      for (int32_t t : draft.tokens) {
-        if (t < 0 || t >= static_cast<int32_t>(logits.size())) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              drafter.Describe(), " proposed token ", t,
-              ", outside the model's vocabulary of ", logits.size()));
-        }
-      }
-      if (!draft.probs.empty() && draft.probs.size() < draft.tokens.size()) {
-        return absl::InternalError(absl::StrCat(
-            drafter.Describe(), " proposed ", draft.tokens.size(),
-            " tokens with ", draft.probs.size(), " distributions"));
-      }
+                          ProposeChecked(drafter, run.context(), fits, vocab));
+      draft_seconds = Since(d0);
+      st.draft_seconds += draft_seconds;
     }
     ++st.rounds;
+    const auto v0 = std::chrono::steady_clock::now();
     if (draft.tokens.empty()) {
       ES_ASSIGN_OR_RETURN(logits, target.Forward({&next, 1}));
-      over = emit(sampler.Sample(logits, context));
+      policy.OnPlain(Since(v0));
+      over = run.Emit(run.sampler().Sample(logits, run.context()));
       continue;
     }
     std::vector<int32_t> rows = {next};
     rows.insert(rows.end(), draft.tokens.begin(), draft.tokens.end());
-    ES_ASSIGN_OR_RETURN(at::Tensor all, target.ForwardAll(rows));
     const int64_t m = static_cast<int64_t>(draft.tokens.size());
-    if (all.dim() != 2 || all.size(0) != m + 1 ||
-        all.scalar_type() != at::kFloat) {
-      return absl::InternalError(absl::StrCat(
-          "verification returned ", all.dim(), "-d logits of ",
-          all.dim() > 0 ? all.size(0) : 0, " rows for ", m + 1, " rows"));
-    }
-    const int64_t vocab = all.size(1);
-    for (size_t i = 0; i < draft.probs.size(); ++i) {
-      if (static_cast<int64_t>(draft.probs[i].size()) != vocab) {
-        return absl::InternalError(absl::StrCat(
-            drafter.Describe(), ": a draft distribution over ",
-            draft.probs[i].size(), " tokens, the model has ", vocab));
-      }
-    }
-    all = all.contiguous();
-    const float* rows_logits = all.data_ptr<float>();
     ++st.draft_rounds;
     st.drafted += m;
     st.k.push_back(static_cast<int>(m));
-    int64_t accepted = 0;
-    for (int64_t i = 0; i <= m && !over; ++i) {
-      const absl::Span<const float> row(rows_logits + i * vocab, vocab);
-      if (i == m) {  // Every draft token kept: one more from the last row.
-        over = emit(sampler.Sample(row, context));
-        break;
-      }
-      sampler.Distribution(row, context, &p);
-      bool kept = false;
-      const int32_t t = Verify(
-          sampler, p, draft.probs.empty() ? nullptr : draft.probs[i].data(),
-          draft.tokens[i], &kept);
-      over = emit(t);
-      if (!kept) break;
-      ++accepted;
-    }
+    ES_ASSIGN_OR_RETURN(const int64_t accepted,
+                        run.Verify(rows, draft, vocab, &over));
     st.accepted += accepted;
+    policy.OnDraft(static_cast<int>(m), static_cast<int>(accepted),
+                   draft_seconds, Since(v0));
     if (over) break;
     // Rows after the last accepted draft token fed positions that the
     // target's choice replaced.
     if (accepted < m) ES_RETURN_IF_ERROR(target.Rollback(m - accepted));
-    if (speculative.adaptive) {
-      k = accepted == m ? std::min(k + 2, speculative.max_draft)
-                        : std::max(k - 1, 1);
-      acceptance = 0.7 * acceptance + 0.3 * accepted / m;
-      if (acceptance < 0.25) {
-        pause = pause_length;
-        pause_length = std::min(pause_length * 2, 64);
-        acceptance = 0.5;  // The probe after the pause decides afresh.
-      } else if (accepted > 0) {
-        pause_length = 4;
-      }
-    }
   }
   result.decode_seconds = Since(t0);
   return result;

@@ -11,6 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "runtime/draft_length.h"
 #include "runtime/model_store.h"
 #include "testing/test_models.h"
 #include "testing/test_paths.h"
@@ -146,7 +147,10 @@ TEST_F(SpeculativeTest, QuantizedSelfDraftIsExactAndMostlyAccepted) {
   SpeculativeStats s = ExpectSameAsPlain(d, Greedy());
   // A q8_0 copy agrees with its fp32 model on nearly every greedy token.
   EXPECT_GT(s.accepted, s.drafted * 8 / 10);
-  EXPECT_LT(s.rounds, 80 / 2);
+  // (How many rounds drafted depends on measured timings here, where a
+  // draft as slow as the model rarely pays: the policy's choices are
+  // tested on fixed numbers below.)
+  EXPECT_LT(s.rounds, 80);
   ModelDrafter fixed(draft_.get(), "q8_0 self-draft, k = 8 fixed",
                      Greedy().sampling);
   SpeculationParams so;
@@ -158,10 +162,8 @@ TEST_F(SpeculativeTest, AlwaysWrongDraftStillGivesTheSameTokens) {
   WrongDrafter d(store_->config().vocab_size);
   SpeculativeStats s = ExpectSameAsPlain(d, Greedy());
   EXPECT_LE(s.accepted, s.drafted / 10);
-  // Adaptive k shrinks to one draft token per round, and most rounds go
-  // without drafts (probes double their spacing).
+  // Most rounds go without drafts (probes double their spacing).
   ASSERT_FALSE(s.k.empty());
-  EXPECT_EQ(s.k.back(), 1);
   EXPECT_LT(s.draft_rounds, s.rounds / 4);
 }
 
@@ -200,34 +202,46 @@ TEST_F(SpeculativeTest, SamplingKeepsTheTargetsDistribution) {
   o.max_new_tokens = 4;
   o.stop_at_eos = false;
   // Exact joint distribution of the first three tokens.
-  std::map<std::vector<int32_t>, double> exact;
-  Sampler probe(o.sampling);
-  std::vector<float> p1, p2, p3;
-  auto dist = [&](const std::vector<int32_t>& ctx, std::vector<float>* p) {
-    auto seq = target_->NewSequence();
-    auto logits = seq->Forward(ctx);
-    ASSERT_TRUE(logits.ok());
-    probe.Distribution(*logits, ctx, p);
-  };
-  std::vector<int32_t> ctx = prompt_;
-  dist(ctx, &p1);
-  for (int32_t a = 0; a < static_cast<int32_t>(p1.size()); ++a) {
-    if (p1[a] == 0) continue;
-    ctx.push_back(a);
-    dist(ctx, &p2);
-    for (int32_t b = 0; b < static_cast<int32_t>(p2.size()); ++b) {
-      if (p2[b] == 0) continue;
-      ctx.push_back(b);
-      dist(ctx, &p3);
-      for (int32_t c = 0; c < static_cast<int32_t>(p3.size()); ++c) {
-        if (p3[c] > 0) exact[{a, b, c}] = double{p1[a]} * p2[b] * p3[c];
+  auto joint = [&](const SamplingParams& sp) {
+    std::map<std::vector<int32_t>, double> exact;
+    Sampler probe(sp);
+    std::vector<float> p1, p2, p3;
+    auto dist = [&](const std::vector<int32_t>& ctx, std::vector<float>* p) {
+      auto seq = target_->NewSequence();
+      auto logits = seq->Forward(ctx);
+      ASSERT_TRUE(logits.ok());
+      probe.Distribution(*logits, ctx, p);
+    };
+    std::vector<int32_t> ctx = prompt_;
+    dist(ctx, &p1);
+    for (int32_t a = 0; a < static_cast<int32_t>(p1.size()); ++a) {
+      if (p1[a] == 0) continue;
+      ctx.push_back(a);
+      dist(ctx, &p2);
+      for (int32_t b = 0; b < static_cast<int32_t>(p2.size()); ++b) {
+        if (p2[b] == 0) continue;
+        ctx.push_back(b);
+        dist(ctx, &p3);
+        for (int32_t c = 0; c < static_cast<int32_t>(p3.size()); ++c) {
+          if (p3[c] > 0) exact[{a, b, c}] = double{p1[a]} * p2[b] * p3[c];
+        }
+        ctx.pop_back();
       }
       ctx.pop_back();
     }
-    ctx.pop_back();
-  }
+    return exact;
+  };
   constexpr int kRuns = 4000;
-  for (float draft_temperature : {1.6f, 0.0f}) {
+  // Without a penalty the check runs through ForwardChecked (where a split
+  // route's last server runs it); with one, on every row's logits here.
+  struct Config {
+    float draft_temperature, penalty;
+  };
+  for (const Config& config :
+       {Config{1.6f, 1.0f}, Config{0.0f, 1.0f}, Config{1.6f, 1.3f}}) {
+    const float draft_temperature = config.draft_temperature;
+    o.sampling.repetition_penalty = config.penalty;
+    const std::map<std::vector<int32_t>, double> exact = joint(o.sampling);
     std::map<std::vector<int32_t>, int> seen;
     int64_t accepted = 0, drafted = 0;
     for (int run = 0; run < kRuns; ++run) {
@@ -276,14 +290,106 @@ TEST_F(SpeculativeTest, SamplingKeepsTheTargetsDistribution) {
     const double v = 2.0 / (9.0 * df);
     const double critical = df * std::pow(1 - v + z * std::sqrt(v), 3);
     std::printf(
-        "draft temperature %.1f: chi2 %.1f over %d cells (critical "
-        "%.1f), %lld of %lld draft tokens accepted\n",
-        draft_temperature, chi2, cells, critical,
+        "draft temperature %.1f, penalty %.1f: chi2 %.1f over %d cells "
+        "(critical %.1f), %lld of %lld draft tokens accepted\n",
+        draft_temperature, config.penalty, chi2, cells, critical,
         static_cast<long long>(accepted), static_cast<long long>(drafted));
     EXPECT_GT(cells, 10);
-    EXPECT_LT(chi2, critical) << "draft temperature " << draft_temperature;
+    EXPECT_LT(chi2, critical) << "draft temperature " << draft_temperature
+                              << ", penalty " << config.penalty;
     EXPECT_GT(accepted, drafted / 4);  // The drafts mattered.
   }
+}
+
+// The acceptance rule on numbers worked by hand: three equal logits at
+// temperature 1 give p = 1/3 everywhere; a draft probability of 1/2 keeps
+// a token with chance 2/3; p >= q keeps it whatever the uniform.
+TEST(DraftCheckTest, AcceptsByTheRatioAndRefusesBadChecks) {
+  const std::vector<float> logits(3 * 3, 0.0f);  // 3 rows, vocab 3.
+  DraftCheck c;
+  c.params.temperature = 1.0f;
+  c.draft_probs = {0.5f, 0.5f};
+  c.uniforms = {0.6, 0.7};
+  ASSERT_TRUE(c.Validate(2).ok());
+  EXPECT_EQ(AcceptDraft(logits.data(), 3, {1, 2}, c), 1);  // 0.7 >= 2/3.
+  c.uniforms = {0.6, 0.6};
+  EXPECT_EQ(AcceptDraft(logits.data(), 3, {1, 2}, c), 2);
+  c.draft_probs = {0.25f, 0.5f};
+  c.uniforms = {0.99, 0.9};
+  EXPECT_EQ(AcceptDraft(logits.data(), 3, {1, 2}, c), 1);
+  // top_k 1 leaves only each row's top token, 0 here: p(1) = 0, p(0) = 1.
+  c.params.top_k = 1;
+  const std::vector<float> peaked = {1, 0, 0, 1, 0, 0, 1, 0, 0};
+  EXPECT_EQ(AcceptDraft(peaked.data(), 3, {1, 2}, c), 0);
+  EXPECT_EQ(AcceptDraft(peaked.data(), 3, {0, 0}, c), 2);
+
+  auto message = [](const DraftCheck& bad, int64_t k) {
+    return std::string(bad.Validate(k).message());
+  };
+  DraftCheck bad = c;
+  EXPECT_THAT(message(bad, 3), HasSubstr("2 draft probabilities and 2 "
+                                         "uniforms for 3 draft tokens"));
+  bad.uniforms[1] = 1.0;
+  EXPECT_THAT(message(bad, 2), HasSubstr("uniforms[1] = 1 is not in [0, 1)"));
+  bad = c;
+  bad.draft_probs[0] = 0;
+  EXPECT_THAT(message(bad, 2), HasSubstr("draft_probs[0] = 0 is not in"));
+  bad = c;
+  bad.params.temperature = 0;
+  EXPECT_THAT(message(bad, 2), HasSubstr("temperature must be > 0"));
+  bad = c;
+  bad.params.repetition_penalty = 1.2f;
+  EXPECT_THAT(message(bad, 2), HasSubstr("repetition_penalty must be 1"));
+  bad = c;
+  bad.params.top_p = 2;
+  EXPECT_THAT(message(bad, 2), HasSubstr("top_p"));
+}
+
+// The draft length follows the measured economics: long drafts when the
+// round trip dominates and drafts are kept; short ones when drafting
+// costs what a round trip does; none (with probes) when nothing is kept.
+TEST(DraftLengthPolicyTest, PicksTheMostTokensPerSecond) {
+  DraftLengthPolicy fresh(8);
+  EXPECT_EQ(fresh.Next(), 8);  // Nothing measured: drafts are free.
+
+  DraftLengthPolicy radio(8);  // 30 ms round trips, 0.1 ms per draft token.
+  for (int i = 0; i < 30; ++i) {
+    radio.OnPlain(0.030);
+    radio.OnDraft(8, i % 5 == 0 ? 6 : 8, 0.0008, 0.0305);
+  }
+  EXPECT_GT(radio.acceptance(), 0.9);
+  EXPECT_NEAR(radio.RoundSeconds(1), 0.030, 1e-4);
+  EXPECT_NEAR(radio.RoundSeconds(9), 0.0305, 1e-4);
+  EXPECT_EQ(radio.Next(), 8);
+
+  // A fast link and a slow draft, 60% acceptance: T = 5 ms, d = 2 ms per
+  // token; tokens per second peak at k = 1 (1.6 / 7 ms against 1 / 5 ms
+  // plain and 1.96 / 9 ms at k = 2).
+  DraftLengthPolicy slow(8);
+  for (int i = 0; i < 60; ++i) {
+    slow.OnDraft(4, i % 2 == 0 ? 3 : 0, 0.008, 0.005);
+  }
+  EXPECT_NEAR(slow.acceptance(), 0.6, 0.03);
+  EXPECT_NEAR(slow.draft_seconds_per_token(), 0.002, 1e-9);
+  EXPECT_EQ(slow.Best(), 1);
+
+  // Nothing kept: plain steps, with one probe after 4, then 8 rounds.
+  DraftLengthPolicy poor(8);
+  int rounds = 0, k = poor.Next();
+  for (; k > 0 && rounds < 100; ++rounds, k = poor.Next()) {
+    poor.OnDraft(k, 0, 0.0002 * k, 0.030 + 0.0001 * k);
+  }
+  EXPECT_LT(rounds, 40);
+  std::vector<int> next;
+  for (int i = 0; i < 14; ++i) {
+    next.push_back(poor.Next());
+    if (next.back() == 0) {
+      poor.OnPlain(0.030);
+    } else {
+      poor.OnDraft(next.back(), 0, 0.0002 * next.back(), 0.0304);
+    }
+  }
+  EXPECT_THAT(next, ElementsAre(0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0));
 }
 
 // A drafter whose ids the model does not have.

@@ -174,16 +174,19 @@ TEST_F(SplitInferenceTest, SpeculativeGreedyEqualsMonolithic) {
     }
   }
   // Sampling through the split draws what the same speculative sampling
-  // draws in one process (same seeds, logits equal within 1e-5).
-  auto session = agent->OpenSession("real-3hop");
-  ASSERT_TRUE(session.ok());
+  // draws in one process (same seeds, logits equal within 1e-5), whether
+  // the last server checks the drafts (3-hop, zero device blocks) or the
+  // device does (U-shaped). A server-side check answers one row of logits
+  // per step, not one per draft.
   SamplingOptions hot = Greedy(48);
   hot.temperature = 0.8f;
   hot.top_k = 20;
   hot.seed = 7;
   hot.speculative.draft = "self:q8_0";
-  auto sampled = (*session)->Generate("Once upon a time", hot);
-  ASSERT_TRUE(sampled.ok()) << sampled.status();
+  // A fixed k: adaptive k follows timings, and with it which draws a
+  // seeded run makes.
+  hot.speculative.adaptive = false;
+  std::vector<int32_t> want;
   {
     auto store = ModelStore::Open(RealModel());
     ASSERT_TRUE(store.ok());
@@ -200,12 +203,30 @@ TEST_F(SplitInferenceTest, SpeculativeGreedyEqualsMonolithic) {
     g.max_new_tokens = 48;
     ModelDrafter drafter(draft->get(), "q8_0", g.sampling);
     auto seq = (*whole)->NewSequence();
-    auto want = GenerateSpeculativeIds(
-        *seq, drafter, *(*tok)->EncodePrompt("Once upon a time"), g, {},
+    SpeculationParams fixed;
+    fixed.max_draft = hot.speculative.max_draft;
+    fixed.adaptive = false;
+    auto local = GenerateSpeculativeIds(
+        *seq, drafter, *(*tok)->EncodePrompt("Once upon a time"), g, fixed,
         (*tok)->eos_id(), nullptr, nullptr);
-    ASSERT_TRUE(want.ok()) << want.status();
-    EXPECT_EQ(sampled->tokens, want->tokens);
+    ASSERT_TRUE(local.ok()) << local.status();
+    want = local->tokens;
   }
+  for (const char* id : {"real-3hop", "real-zero", "real-u"}) {
+    auto hs = agent->OpenSession(id);
+    ASSERT_TRUE(hs.ok()) << id << ": " << hs.status();
+    auto sampled = (*hs)->Generate("Once upon a time", hot);
+    ASSERT_TRUE(sampled.ok()) << id << ": " << sampled.status();
+    EXPECT_EQ(sampled->tokens, want) << id;
+    EXPECT_GT(sampled->accepted_tokens, 0) << id;
+    if (std::string(id) != "real-u") {
+      // Per answer: one row of 512 fp32 logits and a little framing.
+      EXPECT_LT(sampled->bytes_received, (sampled->steps + 1) * (512 * 4 + 400))
+          << id;
+    }
+  }
+  auto session = agent->OpenSession("real-3hop");
+  ASSERT_TRUE(session.ok());
   SamplingOptions s = Greedy(8);
   s.speculative.draft = "/no/such/model";
   EXPECT_THAT(std::string((*session)->Generate("x", s).status().message()),

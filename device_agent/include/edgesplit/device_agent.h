@@ -122,8 +122,12 @@ struct SpeculativeOptions {
   // "self:q4_0": the whole model on this device with quantized weights.
   // Otherwise a model directory: a small model with the same tokenizer.
   std::string draft;
-  int max_draft = 8;     // 1..32 tokens per step.
-  bool adaptive = true;  // k grows while drafts are accepted, else shrinks.
+  int max_draft = 8;  // 1..32 tokens per step.
+  // Each step's k follows the measured acceptance rate, round trips and
+  // drafting cost (0: a plain step when drafting does not pay). Greedy
+  // output never depends on k; a seeded sampled run repeats exactly only
+  // with adaptive false (k, and so which draws are made, follows timings).
+  bool adaptive = true;
 };
 
 struct SamplingOptions {
