@@ -128,13 +128,19 @@ int Main(int argc, char** argv) {
     bool repetitive_prompt;
     bool zero_device_blocks = false;  // Model "z", not "m".
   };
-  const std::vector<Draft> drafts = {
+  std::vector<Draft> drafts = {
       {"q8_0 self-draft", "self:q8_0", false},
       {"q4_0 self-draft", "self:q4_0", false},
       {"prompt lookup", "lookup", true},
       {"poor draft", poor.out_dir, false},
       {"q8_0, 0 device blocks", "self:q8_0", false, true},
   };
+  if (config.vocab_size != 512) {
+    // The random draft has the tiny preset's 512 tokens.
+    std::printf("(no poor draft: the model's vocabulary is %lld tokens)\n",
+                static_cast<long long>(config.vocab_size));
+    drafts.erase(drafts.begin() + 3);
+  }
   std::printf(
       "model %s, %d tokens, median of %d pairs, device [0, 1) -> a [1, %lld) "
       "-> "

@@ -171,6 +171,11 @@ void InferenceSession::Forward(const v1::ForwardRequest& forward) {
   p.received = std::chrono::steady_clock::now();
   auto input = DecodeInput(forward, *stage.model, env_.limits);
   if (!input.ok()) return End(input.status());
+  if (forward.argmax_only() && hop_.role == HopRole::kLastHidden) {
+    return End(absl::InvalidArgumentError(
+        "forward.argmax_only: this route ends with hidden states (U-shaped), "
+        "not logits"));
+  }
   if (forward.has_draft_check()) {
     // Checked before computing: the check needs the head's logits.
     if (hop_.role == HopRole::kLastHidden) {
@@ -272,12 +277,7 @@ void InferenceSession::Answer(const Pending& p, at::Tensor out,
   v1::StageResponse response;
   v1::ForwardResult* result = response.mutable_forward();
   result->set_step(p.request.step());
-  if (p.request.argmax_only()) {
-    if (hidden) {
-      return End(absl::InvalidArgumentError(
-          "forward.argmax_only: this route ends with hidden states (U-shaped), "
-          "not logits"));
-    }
+  if (p.request.argmax_only()) {  // Not U-shaped: refused at receipt.
     ArgmaxRows(out, result);
   } else if (p.request.has_draft_check()) {
     absl::Status s = AnswerChecked(out, p.request, result);

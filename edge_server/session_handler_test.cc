@@ -265,7 +265,11 @@ TEST_F(SessionHandlerTest, DraftCheckAnswersAcceptedAndOneRow) {
   u_open.mutable_open()->mutable_route()->RemoveLast();
   u_open.mutable_open()->set_return_hidden(true);
   EXPECT_THAT(std::string(send(u_open, good).status().message()),
-              HasSubstr("ends with hidden states"));
+              HasSubstr("draft_check: this route ends with hidden states"));
+  v1::ForwardRequest ids;
+  ids.set_argmax_only(true);
+  EXPECT_THAT(std::string(send(u_open, ids).status().message()),
+              HasSubstr("argmax_only: this route ends with hidden states"));
 }
 
 class BadRequestTest : public SessionHandlerTest {
