@@ -127,6 +127,7 @@ int Main(int argc, char** argv) {
     std::string draft;
     bool repetitive_prompt;
     bool zero_device_blocks = false;  // Model "z", not "m".
+    float skip = 0;  // Uncertainty skip threshold (approximate).
   };
   std::vector<Draft> drafts = {
       {"q8_0 self-draft", "self:q8_0", false},
@@ -134,6 +135,7 @@ int Main(int argc, char** argv) {
       {"prompt lookup", "lookup", true},
       {"poor draft", poor.out_dir, false},
       {"q8_0, 0 device blocks", "self:q8_0", false, true},
+      {"q8_0, skip >= 0.6 (approx.)", "self:q8_0", false, false, 0.6f},
   };
   if (config.vocab_size != 512) {
     // The random draft has the tiny preset's 512 tokens.
@@ -197,6 +199,7 @@ int Main(int argc, char** argv) {
         if (sampled && d.draft != "self:q8_0") continue;
         SamplingOptions sd = s;
         sd.speculative.draft = d.draft;
+        sd.speculative.skip_threshold = d.skip;
         const std::string prompt =
             d.repetitive_prompt ? repetitive : std::string(kPlainPrompt);
         const Pair r = Measure(**agent, d.zero_device_blocks ? "z" : "m",
@@ -217,6 +220,13 @@ int Main(int argc, char** argv) {
             toks / std::max(st.steps + 1, 1), st.bytes_sent / toks,
             p.bytes_sent / plain_toks, st.bytes_received / toks,
             p.bytes_received / plain_toks);
+        if (d.skip > 0) {
+          std::printf(
+              "%-10s   %.0f%% of tokens unverified; verification would have "
+              "kept %.1f%% of them; %d target steps (plain %d)\n",
+              "", 100.0 * st.skipped_tokens / toks, 100.0 * st.skip_agreement,
+              st.steps, p.steps);
+        }
       }
     }
   }

@@ -333,6 +333,7 @@ absl::StatusOr<GenerationStats> Session::Generate(
     SpeculationParams params;
     params.max_draft = spec.max_draft;
     params.adaptive = spec.adaptive;
+    params.skip_threshold = spec.skip_threshold;
     generated = GenerateText(*s.model->tokenizer, prompt, on_text,
                              [&](absl::Span<const int32_t> ids, int32_t eos,
                                  const std::function<void(int32_t)>& on_token) {
@@ -365,6 +366,12 @@ absl::StatusOr<GenerationStats> Session::Generate(
   stats.draft_steps = static_cast<int32_t>(spec_stats.draft_rounds);
   stats.drafted_tokens = spec_stats.drafted;
   stats.accepted_tokens = spec_stats.accepted;
+  stats.draft_lengths.assign(spec_stats.k.begin(), spec_stats.k.end());
+  stats.skipped_tokens = spec_stats.skipped;
+  stats.skip_agreement =
+      spec_stats.skipped_checked > 0
+          ? spec_stats.skipped_agreement / spec_stats.skipped_checked
+          : 0.0;
   stats.stopped_at_eos = r.stopped_at_eos;
   stats.reroutes = seq.reroutes();
   for (const HopStats& h : last.hop_stats()) {

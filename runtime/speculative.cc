@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -47,6 +48,15 @@ std::string PromptLookupDrafter::Describe() const {
 }
 
 namespace {
+
+// softmax(logits)[t] at temperature 1.
+float Softmax1(const std::vector<float>& logits, int32_t t) {
+  const float top = *std::max_element(logits.begin(), logits.end());
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l - top));
+  return static_cast<float>(std::exp(static_cast<double>(logits[t] - top)) /
+                            sum);
+}
 
 SamplingParams DraftSampling(SamplingParams p) {
   p.seed = p.seed * 0x9E3779B97F4A7C15ull + 1;  // Its own stream.
@@ -96,6 +106,7 @@ absl::StatusOr<Draft> ModelDrafter::Propose(absl::Span<const int32_t> context,
       t = sampler_.Draw(out.probs.back());
     }
     out.tokens.push_back(t);
+    out.confidence.push_back(Softmax1(logits, t));
     seen.push_back(t);
     if (i + 1 == k) break;
     ES_ASSIGN_OR_RETURN(logits, seq_->Forward({&t, 1}));
@@ -189,31 +200,30 @@ class SpeculativeRun {
     return false;
   }
 
-  // Feeds `rows` (the last token, then the drafts) and emits the kept
-  // drafts and one token of the target's. Returns how many were kept.
+  // Feeds `rows` (the tokens emitted but not yet fed, then the drafts)
+  // and emits the kept drafts and one token of the target's. Returns how
+  // many were kept. `unverified[j]`: the draft probability of rows[j] when
+  // it was emitted unverified (uncertainty skip), else < 0.
   absl::StatusOr<int64_t> Verify(const std::vector<int32_t>& rows,
+                                 const std::vector<float>& unverified,
                                  const Draft& draft, int64_t vocab,
                                  bool* over) {
-    const int64_t m = static_cast<int64_t>(rows.size()) - 1;
+    const int64_t m = static_cast<int64_t>(draft.tokens.size());
+    const int64_t at = static_cast<int64_t>(unverified.size()) - 1;
     // Sampling draws each draft token's uniform up front, wherever the
     // check runs, so a seeded run's tokens never depend on that.
     std::vector<double> u(m, 0.0);
     if (options_.sampling.temperature > 0) {
       for (double& x : u) x = sampler_.Uniform();
     }
-    if (options_.sampling.temperature > 0 &&
+    if (at == 0 && options_.sampling.temperature > 0 &&
         options_.sampling.repetition_penalty == 1.0f) {
       return VerifyChecked(rows, draft, vocab, u, over);
     }
-    ES_ASSIGN_OR_RETURN(at::Tensor all, target_.ForwardAll(rows));
-    if (all.dim() != 2 || all.size(0) != m + 1 || all.size(1) != vocab ||
-        all.scalar_type() != at::kFloat) {
-      return absl::InternalError(absl::StrCat(
-          "verification returned ", all.dim(), "-d logits of ",
-          all.dim() > 0 ? all.size(0) : 0, " rows for ", m + 1, " rows"));
-    }
-    all = all.contiguous();
+    ES_ASSIGN_OR_RETURN(at::Tensor all, AllRows(rows, vocab));
     const float* logits = all.data_ptr<float>();
+    Agreement(logits, vocab, rows, unverified);
+    logits += at * vocab;
     int64_t accepted = 0;
     for (int64_t i = 0; i <= m && !*over; ++i) {
       const absl::Span<const float> row(logits + i * vocab, vocab);
@@ -235,7 +245,53 @@ class SpeculativeRun {
     return accepted;
   }
 
+  // A round without drafts after unverified tokens: feeds them all and
+  // emits the target's next token.
+  absl::Status Feed(const std::vector<int32_t>& rows,
+                    const std::vector<float>& unverified, int64_t vocab,
+                    bool* over) {
+    ES_ASSIGN_OR_RETURN(at::Tensor all, AllRows(rows, vocab));
+    const float* logits = all.data_ptr<float>();
+    Agreement(logits, vocab, rows, unverified);
+    const int64_t last = static_cast<int64_t>(rows.size()) - 1;
+    *over = Emit(sampler_.Sample(
+        {logits + last * vocab, static_cast<size_t>(vocab)}, context_));
+    return absl::OkStatus();
+  }
+
+  int64_t skipped_checked() const { return skipped_checked_; }
+  double skipped_agreement() const { return skipped_agreement_; }
+
  private:
+  absl::StatusOr<at::Tensor> AllRows(const std::vector<int32_t>& rows,
+                                     int64_t vocab) {
+    ES_ASSIGN_OR_RETURN(at::Tensor all, target_.ForwardAll(rows));
+    const int64_t n = static_cast<int64_t>(rows.size());
+    if (all.dim() != 2 || all.size(0) != n || all.size(1) != vocab ||
+        all.scalar_type() != at::kFloat) {
+      return absl::InternalError(absl::StrCat(
+          "verification returned ", all.dim(), "-d logits of ",
+          all.dim() > 0 ? all.size(0) : 0, " rows for ", n, " rows"));
+    }
+    return all.contiguous();
+  }
+
+  // Uncertainty skip's quality: for each token emitted unverified, the
+  // chance verification would have kept it, min(1, p(d) / q(d)) (greedy:
+  // 1 when it is the target's choice, else 0).
+  void Agreement(const float* logits, int64_t vocab,
+                 const std::vector<int32_t>& rows,
+                 const std::vector<float>& unverified) {
+    for (size_t j = 1; j < unverified.size(); ++j) {
+      if (unverified[j] < 0) continue;
+      sampler_.Distribution(
+          {logits + (j - 1) * vocab, static_cast<size_t>(vocab)}, context_,
+          &p_);
+      skipped_agreement_ += std::min(1.0, double{p_[rows[j]]} / unverified[j]);
+      ++skipped_checked_;
+    }
+  }
+
   static const float* QRow(const Draft& draft, int64_t i) {
     return draft.probs.empty() ? nullptr : draft.probs[i].data();
   }
@@ -284,7 +340,43 @@ class SpeculativeRun {
   Sampler sampler_;
   std::vector<int32_t> context_;
   std::vector<float> p_;
+  int64_t skipped_checked_ = 0;
+  double skipped_agreement_ = 0;
 };
+
+// Uncertainty skip (off when `threshold` is 0): emits the draft's leading
+// tokens whose draft probability reaches `threshold` at once, unverified,
+// and leaves the rest in `draft`. Returns how many it emitted.
+absl::StatusOr<int64_t> SkipConfident(float threshold, Draft* draft,
+                                      SpeculativeRun* run,
+                                      std::vector<int32_t>* pending,
+                                      std::vector<float>* unverified,
+                                      bool* over) {
+  if (threshold <= 0 || draft->tokens.empty()) return 0;
+  const int64_t m = static_cast<int64_t>(draft->tokens.size());
+  if (static_cast<int64_t>(draft->confidence.size()) < m) {
+    return absl::InvalidArgumentError(
+        "the uncertainty skip needs a draft model's probabilities (prompt "
+        "lookup has none)");
+  }
+  int64_t n = 0;
+  while (n < m && !*over && draft->confidence[n] >= threshold) {
+    const int32_t d = draft->tokens[n];
+    pending->push_back(d);
+    // The chance verification would keep d is min(1, p(d) / q(d)), q the
+    // distribution d was drawn from (a point mass when greedy).
+    unverified->push_back(draft->probs.empty() ? 1.0f : draft->probs[n][d]);
+    *over = run->Emit(d);
+    ++n;
+  }
+  draft->tokens.erase(draft->tokens.begin(), draft->tokens.begin() + n);
+  if (!draft->probs.empty()) {
+    draft->probs.erase(draft->probs.begin(), draft->probs.begin() + n);
+  }
+  draft->confidence.erase(draft->confidence.begin(),
+                          draft->confidence.begin() + n);
+  return n;
+}
 
 }  // namespace
 
@@ -298,6 +390,11 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
     return absl::InvalidArgumentError(
         absl::StrCat("speculative max_draft ", speculative.max_draft,
                      " is not in [1, ", kMaxDraftTokens, "]"));
+  }
+  if (!(speculative.skip_threshold >= 0 && speculative.skip_threshold <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("speculative skip_threshold ", speculative.skip_threshold,
+                     " is not in [0, 1]"));
   }
   ES_ASSIGN_OR_RETURN(const int64_t max_new,
                       MaxNewTokens(target, prompt_ids, options));
@@ -315,9 +412,12 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
   bool over =
       max_new <= 0 || run.Emit(run.sampler().Sample(logits, run.context()));
   DraftLengthPolicy policy(speculative.max_draft);
+  // Tokens emitted but not yet fed to the target: the last one, and those
+  // the uncertainty skip emitted unverified (with their draft probability;
+  // -1 for the others).
+  std::vector<int32_t> pending = {run.context().back()};
+  std::vector<float> unverified = {-1.0f};
   while (!over) {
-    // The target holds every context token but the last (`next`).
-    const int32_t next = run.context().back();
     const int k = speculative.adaptive ? policy.Next() : speculative.max_draft;
     const int64_t fits = std::min<int64_t>(
         {k, run.remaining() - 1,
@@ -331,30 +431,52 @@ absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
       draft_seconds = Since(d0);
       st.draft_seconds += draft_seconds;
     }
+    ES_ASSIGN_OR_RETURN(const int64_t skipped,
+                        SkipConfident(speculative.skip_threshold, &draft, &run,
+                                      &pending, &unverified, &over));
+    st.skipped += skipped;
+    if (over) break;
+    // Drafts all confident: draft on without a round trip (up to a bound
+    // on what waits to be fed).
+    if (skipped > 0 && draft.tokens.empty() &&
+        static_cast<int64_t>(pending.size()) < kMaxDraftTokens) {
+      continue;
+    }
     ++st.rounds;
     const auto v0 = std::chrono::steady_clock::now();
     if (draft.tokens.empty()) {
-      ES_ASSIGN_OR_RETURN(logits, target.Forward({&next, 1}));
-      policy.OnPlain(Since(v0));
-      over = run.Emit(run.sampler().Sample(logits, run.context()));
-      continue;
+      if (pending.size() > 1) {
+        ES_RETURN_IF_ERROR(run.Feed(pending, unverified, vocab, &over));
+      } else {
+        ES_ASSIGN_OR_RETURN(logits, target.Forward(pending));
+        policy.OnPlain(Since(v0));
+        over = run.Emit(run.sampler().Sample(logits, run.context()));
+      }
+    } else {
+      std::vector<int32_t> rows = pending;
+      rows.insert(rows.end(), draft.tokens.begin(), draft.tokens.end());
+      const int64_t m = static_cast<int64_t>(draft.tokens.size());
+      ++st.draft_rounds;
+      st.drafted += m;
+      st.k.push_back(static_cast<int>(m));
+      ES_ASSIGN_OR_RETURN(const int64_t accepted,
+                          run.Verify(rows, unverified, draft, vocab, &over));
+      st.accepted += accepted;
+      if (pending.size() == 1) {
+        policy.OnDraft(static_cast<int>(m), static_cast<int>(accepted),
+                       draft_seconds, Since(v0));
+      }
+      // Rows after the last accepted draft token fed positions that the
+      // target's choice replaced.
+      if (!over && accepted < m) {
+        ES_RETURN_IF_ERROR(target.Rollback(m - accepted));
+      }
     }
-    std::vector<int32_t> rows = {next};
-    rows.insert(rows.end(), draft.tokens.begin(), draft.tokens.end());
-    const int64_t m = static_cast<int64_t>(draft.tokens.size());
-    ++st.draft_rounds;
-    st.drafted += m;
-    st.k.push_back(static_cast<int>(m));
-    ES_ASSIGN_OR_RETURN(const int64_t accepted,
-                        run.Verify(rows, draft, vocab, &over));
-    st.accepted += accepted;
-    policy.OnDraft(static_cast<int>(m), static_cast<int>(accepted),
-                   draft_seconds, Since(v0));
-    if (over) break;
-    // Rows after the last accepted draft token fed positions that the
-    // target's choice replaced.
-    if (accepted < m) ES_RETURN_IF_ERROR(target.Rollback(m - accepted));
+    pending = {run.context().back()};
+    unverified = {-1.0f};
   }
+  st.skipped_checked = run.skipped_checked();
+  st.skipped_agreement = run.skipped_agreement();
   result.decode_seconds = Since(t0);
   return result;
 }

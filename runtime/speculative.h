@@ -38,6 +38,10 @@ struct Draft {
   // The distribution (vocabulary-sized) each token was drawn from; empty
   // when the tokens are proposed deterministically (a point mass each).
   std::vector<std::vector<float>> probs;
+  // A draft model's own probability of each token (softmax of its logits
+  // at temperature 1): the uncertainty skip's signal. Empty without a
+  // model (prompt lookup).
+  std::vector<float> confidence;
 };
 
 // Proposes tokens. Not thread-safe: one sequence at a time.
@@ -99,6 +103,13 @@ struct SpeculationParams {
   // drafting does not pay, plain steps run for 4, 8, ... 64 rounds between
   // probes. false: always max_draft.
   bool adaptive = true;
+  // Uncertainty skip (U-HLM), approximate and off at 0: a draft token
+  // whose draft probability reaches this is emitted at once without
+  // verification (the target still gets it, with the next round that
+  // goes to it, and never checks it); rounds whose drafts are all that
+  // confident make no round trip. Needs a draft model. Its quality is
+  // reported (SpeculativeStats::skipped_agreement).
+  float skip_threshold = 0;
 };
 
 struct SpeculativeStats {
@@ -108,6 +119,12 @@ struct SpeculativeStats {
   int64_t accepted = 0;      // Of those, kept.
   double draft_seconds = 0;  // Spent drafting.
   std::vector<int> k;        // The draft size of each draft round.
+  // Uncertainty skip: tokens emitted unverified; of those the target saw
+  // later, how many, and the sum of the chance verification would have
+  // kept each, min(1, p/q) (greedy: whether it was the target's choice).
+  int64_t skipped = 0;
+  int64_t skipped_checked = 0;
+  double skipped_agreement = 0;
 };
 
 // GenerateIds with a draft: same options; the same tokens when greedy,

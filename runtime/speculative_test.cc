@@ -301,6 +301,66 @@ TEST_F(SpeculativeTest, SamplingKeepsTheTargetsDistribution) {
   }
 }
 
+// Uncertainty skip (approximate): confident draft tokens go out at once,
+// unverified (rounds whose drafts are all confident reach no target);
+// the reported
+// agreement is how often greedy verification would have kept them,
+// checked here against the plain greedy tokens: the output equals plain
+// decoding up to the first token verification would have changed.
+TEST_F(SpeculativeTest, UncertaintySkipEmitsConfidentDraftsUnverified) {
+  const GenerationOptions o = Greedy();
+  const std::vector<int32_t> plain = Plain(o).first;
+  SpeculationParams sp;
+  sp.adaptive = false;
+  SpeculativeStats verified;
+  {
+    ModelDrafter d(draft_.get(), "q8_0", o.sampling);
+    auto seq = target_->NewSequence();
+    ASSERT_TRUE(GenerateSpeculativeIds(*seq, d, prompt_, o, sp, eos_, nullptr,
+                                       &verified)
+                    .ok());
+  }
+  sp.skip_threshold = 0.4f;
+  ModelDrafter d(draft_.get(), "q8_0", o.sampling);
+  auto seq = target_->NewSequence();
+  SpeculativeStats st;
+  auto r = GenerateSpeculativeIds(*seq, d, prompt_, o, sp, eos_, nullptr, &st);
+  ASSERT_TRUE(r.ok()) << r.status();
+  size_t same = 0;
+  while (same < plain.size() && same < r->tokens.size() &&
+         plain[same] == r->tokens[same]) {
+    ++same;
+  }
+  const double agreement =
+      st.skipped_checked > 0 ? st.skipped_agreement / st.skipped_checked : 0;
+  std::printf(
+      "skip 0.4: %lld of %zu tokens unverified, agreement %.3f; %lld rounds "
+      "(verified: %lld); equal to plain for %zu tokens\n",
+      static_cast<long long>(st.skipped), r->tokens.size(), agreement,
+      static_cast<long long>(st.rounds),
+      static_cast<long long>(verified.rounds), same);
+  EXPECT_GT(st.skipped, 0);
+  EXPECT_GT(st.skipped_checked, 0);
+  EXPECT_LE(st.rounds, verified.rounds);
+  // An unverified token greedy verification would have replaced makes the
+  // output leave plain decoding's.
+  if (agreement < 1.0) {
+    EXPECT_LT(same, plain.size());
+  }
+  EXPECT_GT(agreement, 0.5);
+
+  PromptLookupDrafter lookup;
+  auto fresh = target_->NewSequence();
+  auto refused =
+      GenerateSpeculativeIds(*fresh, lookup, prompt_, o, sp, eos_, nullptr, {});
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("needs a draft model's probabilities"));
+  sp.skip_threshold = 1.5f;
+  refused = GenerateSpeculativeIds(*seq, d, prompt_, o, sp, eos_, nullptr, {});
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("skip_threshold 1.5 is not in [0, 1]"));
+}
+
 // The acceptance rule on numbers worked by hand: three equal logits at
 // temperature 1 give p = 1/3 everywhere; a draft probability of 1/2 keeps
 // a token with chance 2/3; p >= q keeps it whatever the uniform.
@@ -396,7 +456,7 @@ TEST(DraftLengthPolicyTest, PicksTheMostTokensPerSecond) {
 class OutOfVocabularyDrafter : public Drafter {
  public:
   absl::StatusOr<Draft> Propose(absl::Span<const int32_t>, int k) override {
-    return Draft{std::vector<int32_t>(k, 512), {}};
+    return Draft{std::vector<int32_t>(k, 512), {}, {}};
   }
   std::string Describe() const override { return "oov"; }
 };

@@ -66,13 +66,16 @@ commands:
       The same, split across this device and the edge servers the
       controller's plan names. Statistics include per-hop latency.
   generate ... --draft lookup|self:q8_0|self:q4_0|DIR [--draft-max K]
-           [--draft-fixed]
+           [--draft-fixed] [--draft-skip P]
       Speculative decoding: a draft here proposes up to K tokens (default
       8; adaptive unless --draft-fixed), the model (or the split route)
       checks them in one step. Greedy output is identical to plain
       decoding; sampled output has the same distribution (rejection
       sampling). lookup copies from the context, self:TYPE is the model
       quantized, DIR a small model with the same tokenizer.
+      --draft-skip P (approximate, off by default): draft tokens the draft
+      model gives probability >= P are emitted at once, unverified; the
+      statistics say how often verification would have kept them.
   plan --cluster FILE --model DIR [--objective latency|throughput|energy]
        [--model-id ID] [--out PLAN.yaml]
       What-if: the optimal split of the model over the cluster described in
@@ -265,18 +268,48 @@ absl::StatusOr<SpeculationParams> ParseSpeculation(const Args& a) {
   }
   p.max_draft = static_cast<int>(k);
   p.adaptive = !a.Has("draft-fixed");
+  ES_ASSIGN_OR_RETURN(double skip, a.Double("draft-skip", 0.0));
+  if (!(skip >= 0 && skip <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--draft-skip ", skip, " is not in [0, 1]"));
+  }
+  p.skip_threshold = static_cast<float>(skip);
   return p;
 }
 
-std::string SpeculationLine(const std::string& draft, int64_t steps,
-                            size_t tokens, int64_t draft_steps, int64_t drafted,
-                            int64_t accepted) {
-  return absl::StrFormat(
+// What a speculative generation did, for stderr.
+struct SpeculationSummary {
+  int64_t steps = 0, draft_steps = 0, drafted = 0, accepted = 0;
+  size_t tokens = 0;
+  std::vector<int> k;  // Per step with drafts.
+  int64_t skipped = 0;
+  double agreement = 0;  // Mean, over skipped tokens.
+};
+
+std::string SpeculationLines(const std::string& draft,
+                             const SpeculationSummary& s) {
+  std::string out = absl::StrFormat(
       "speculative (%s): %d steps for %d tokens (%.2f tokens/step), %d with "
       "drafts; %d of %d draft tokens accepted (%.0f%%)\n",
-      draft, steps, tokens,
-      steps > 0 ? static_cast<double>(tokens) / (steps + 1) : 0.0, draft_steps,
-      accepted, drafted, drafted > 0 ? 100.0 * accepted / drafted : 0.0);
+      draft, s.steps, s.tokens,
+      s.steps > 0 ? static_cast<double>(s.tokens) / (s.steps + 1) : 0.0,
+      s.draft_steps, s.accepted, s.drafted,
+      s.drafted > 0 ? 100.0 * s.accepted / s.drafted : 0.0);
+  if (!s.k.empty()) {
+    constexpr size_t kShown = 32;
+    std::vector<int> shown(s.k.begin(),
+                           s.k.begin() + std::min(s.k.size(), kShown));
+    absl::StrAppend(&out,
+                    "  k per step with drafts: ", absl::StrJoin(shown, " "),
+                    s.k.size() > kShown ? " ..." : "", "\n");
+  }
+  if (s.skipped > 0) {
+    absl::StrAppend(
+        &out, absl::StrFormat("  uncertainty skip: %d tokens unverified; "
+                              "verification would have kept %.1f%% of them\n",
+                              s.skipped, 100.0 * s.agreement));
+  }
+  return out;
 }
 
 absl::Status GenerateRemote(const Args& a, std::ostream& out,
@@ -308,6 +341,7 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   s.speculative.draft = a.String("draft", "");
   s.speculative.max_draft = spec.max_draft;
   s.speculative.adaptive = spec.adaptive;
+  s.speculative.skip_threshold = spec.skip_threshold;
   ES_ASSIGN_OR_RETURN(
       GenerationStats st,
       session->Generate(a.String("prompt"), s, [&](absl::string_view text) {
@@ -318,15 +352,27 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   out.flush();
   err << absl::StrFormat(
       "route: %s\nprompt tokens: %d, new tokens: %d, prefill: %.1f ms, "
-      "decode: %.1f tokens/s, device: %.2f ms/step, sent: %d bytes, "
-      "received: %d bytes%s\n",
+      "decode: %.1f tokens/s, device: %.2f ms/step, sent: %d bytes "
+      "(%.0f/token), received: %d bytes (%.0f/token)%s\n",
       session->route(), st.prompt_tokens, st.tokens.size(), st.prefill_ms,
       st.decode_tokens_per_s, st.device_ms_per_step, st.bytes_sent,
-      st.bytes_received, st.stopped_at_eos ? ", stopped at EOS" : "");
+      static_cast<double>(st.bytes_sent) /
+          std::max<size_t>(st.tokens.size(), 1),
+      st.bytes_received,
+      static_cast<double>(st.bytes_received) /
+          std::max<size_t>(st.tokens.size(), 1),
+      st.stopped_at_eos ? ", stopped at EOS" : "");
   if (!s.speculative.draft.empty()) {
-    err << SpeculationLine(s.speculative.draft, st.steps, st.tokens.size(),
-                           st.draft_steps, st.drafted_tokens,
-                           st.accepted_tokens);
+    SpeculationSummary sum;
+    sum.steps = st.steps;
+    sum.tokens = st.tokens.size();
+    sum.draft_steps = st.draft_steps;
+    sum.drafted = st.drafted_tokens;
+    sum.accepted = st.accepted_tokens;
+    sum.k.assign(st.draft_lengths.begin(), st.draft_lengths.end());
+    sum.skipped = st.skipped_tokens;
+    sum.agreement = st.skip_agreement;
+    err << SpeculationLines(s.speculative.draft, sum);
   }
   for (const HopLatency& h : st.hops) {
     err << absl::StrFormat(
@@ -402,9 +448,19 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
       r.stopped_at_eos ? ", stopped at EOS" : "",
       r.stopped_at_context ? ", stopped: context full" : "");
   if (drafter != nullptr) {
-    err << SpeculationLine(draft, spec_stats.rounds, r.tokens.size(),
-                           spec_stats.draft_rounds, spec_stats.drafted,
-                           spec_stats.accepted);
+    SpeculationSummary sum;
+    sum.steps = spec_stats.rounds;
+    sum.tokens = r.tokens.size();
+    sum.draft_steps = spec_stats.draft_rounds;
+    sum.drafted = spec_stats.drafted;
+    sum.accepted = spec_stats.accepted;
+    sum.k = spec_stats.k;
+    sum.skipped = spec_stats.skipped;
+    sum.agreement =
+        spec_stats.skipped_checked > 0
+            ? spec_stats.skipped_agreement / spec_stats.skipped_checked
+            : 0.0;
+    err << SpeculationLines(draft, sum);
   }
   return absl::OkStatus();
 }
@@ -477,7 +533,8 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
                                "model-dir",
                                "device-name",
                                "draft",
-                               "draft-max"}),
+                               "draft-max",
+                               "draft-skip"}),
                       {"mmap-weights", "insecure", "draft-fixed"});
     status = a.ok() ? GenerateLocal(*a, out, err) : a.status();
   } else {

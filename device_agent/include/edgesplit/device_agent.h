@@ -128,6 +128,11 @@ struct SpeculativeOptions {
   // output never depends on k; a seeded sampled run repeats exactly only
   // with adaptive false (k, and so which draws are made, follows timings).
   bool adaptive = true;
+  // Uncertainty skip, approximate, 0 = off: draft tokens whose draft
+  // probability reaches this are emitted at once, never verified (a draft
+  // model only). GenerationStats reports how often verification would
+  // have kept them.
+  float skip_threshold = 0;
 };
 
 struct SamplingOptions {
@@ -168,6 +173,11 @@ struct GenerationStats {
   int32_t draft_steps = 0;
   int64_t drafted_tokens = 0;
   int64_t accepted_tokens = 0;
+  std::vector<int32_t> draft_lengths;  // k of each step with drafts.
+  // Uncertainty skip: tokens emitted unverified, and the mean chance that
+  // verification would have kept one (over those the route saw later).
+  int64_t skipped_tokens = 0;
+  double skip_agreement = 0;
 };
 
 class EDGESPLIT_EXPORT Session {
