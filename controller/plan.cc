@@ -179,9 +179,11 @@ absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
   };
   if (plan.stages.front().node != kDeviceNode) {
     return err(plan.stages.front(), 0,
-               absl::StrCat("the first stage must run on node \"", kDeviceNode,
-                            "\" (it embeds the tokens), not \"",
-                            plan.stages.front().node, "\""));
+               absl::StrCat(
+                   "the first stage must run on node \"", kDeviceNode,
+                   "\" (it holds the text and embeds it, or sends token ids), "
+                   "not \"",
+                   plan.stages.front().node, "\""));
   }
   if (plan.stages.size() < 2) {
     return err(plan.stages.front(), 0, "a plan needs at least one server");
@@ -250,19 +252,21 @@ absl::Status ValidatePlan(const PlanConfig& plan, const ModelConfig& model,
               : 0;
       const bool last = i + 1 == plan.stages.size();
       // A server stage from block 0: the device holds zero blocks and
-      // this server embeds.
+      // this server embeds. The embedding stays float32 whatever the
+      // weight type.
       const bool embeds = s.first_block == 0;
-      if (embeds) params += model.EmbeddingParams();
+      const bool f32 = PlanWeightBytes(s.weights) == 4;
       if (last && !plan.u_shaped) {
         params += model.HeadParams();
-        // A tied head is the embedding matrix (shared when this stage
-        // embeds too).
-        if (model.tie_word_embeddings && !embeds) {
+        // A tied head is the embedding matrix: shared with a float32
+        // embedding here, else its own copy at the weight type.
+        if (model.tie_word_embeddings && !(embeds && f32)) {
           params += model.vocab_size * model.hidden_size;
         }
       }
       const int64_t bytes = static_cast<int64_t>(static_cast<double>(params) *
-                                                 PlanWeightBytes(s.weights));
+                                                 PlanWeightBytes(s.weights)) +
+                            (embeds ? model.EmbeddingParams() * 4 : 0);
       if (it->second.memory_bytes > 0 && bytes > it->second.memory_bytes) {
         return err(
             s, i,

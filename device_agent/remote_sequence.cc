@@ -174,7 +174,8 @@ absl::StatusOr<at::Tensor> RemoteSequence::Run(absl::Span<const int32_t> tokens,
     dc->mutable_draft_tokens()->Add(tokens.begin() + 1, tokens.end());
   }
   if (absl::Status s = RunLocal(tokens, fwd); !s.ok()) {
-    // The local cache did not advance (StageModel::Forward's contract).
+    // The forward may have advanced the local cache before encoding failed.
+    if (local_cache_) local_cache_->Truncate(before);
     return s;
   }
   Slowdown(t0);

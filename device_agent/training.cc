@@ -176,6 +176,13 @@ struct Trainer::Impl {
           r.device_last_block(),
           "): training resumes only on the split its checkpoints have"));
     }
+    if (r.device_last_block() == r.device_first_block()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the plan for model ", r.plan().model_id(),
+          " gives the device zero blocks; split training needs at least one "
+          "(min_device_blocks: 1 in the plan's planner section, or a device "
+          "stage with blocks)"));
+    }
     ES_ASSIGN_OR_RETURN(
         model,
         agent->Load(ModelDir(r), r.device_first_block(), r.device_last_block(),
@@ -200,14 +207,6 @@ struct Trainer::Impl {
     ES_ASSIGN_OR_RETURN(
         v1::StageService::Stub * first,
         agent->stubs->Get(so.route[0].address(), so.route[0].node()));
-    if (model->local == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "job \"", spec.job_id(), "\": the plan for model ",
-          r.plan().model_id(),
-          " gives the device zero blocks; split training needs at least one "
-          "(min_device_blocks: 1 in the plan's planner section, or a device "
-          "stage with blocks)"));
-    }
     ES_ASSIGN_OR_RETURN(
         trainer,
         SplitTrainer::Open(model->local.get(), model->head.get(), first, so));

@@ -73,10 +73,21 @@ absl::StatusOr<DraftCheck> ReadDraftCheck(const v1::ForwardRequest& forward,
         "forward.draft_check: every row's logits are checked; not with "
         "argmax_only or last_token_only");
   }
-  if (dc.draft_tokens_size() != rows - 1) {
+  if (rows - 1 > kMaxDraftTokens) {
+    // Checked first: each checked row costs a pass over the vocabulary on
+    // the stage's batcher thread.
+    return absl::InvalidArgumentError(
+        absl::StrCat("forward.draft_check: a step of ", rows, " rows checks ",
+                     rows - 1, " drafts (at most ", kMaxDraftTokens, ")"));
+  }
+  if (dc.draft_tokens_size() != rows - 1 || dc.draft_probs_size() != rows - 1 ||
+      dc.uniforms_size() != rows - 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "forward.draft_check.draft_tokens: ", dc.draft_tokens_size(),
-        " for a step of ", rows, " rows (one per row after the first)"));
+        "forward.draft_check: ", dc.draft_tokens_size(), " draft_tokens, ",
+        dc.draft_probs_size(), " draft_probs and ", dc.uniforms_size(),
+        " uniforms for a step of ", rows,
+        " rows (one each per row after "
+        "the first)"));
   }
   for (int i = 0; i < dc.draft_tokens_size(); ++i) {
     if (dc.draft_tokens(i) < 0 || dc.draft_tokens(i) >= vocab) {

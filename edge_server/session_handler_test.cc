@@ -256,7 +256,8 @@ TEST_F(SessionHandlerTest, DraftCheckAnswersAcceptedAndOneRow) {
   f = good;
   f.mutable_draft_check()->add_draft_tokens(3);
   EXPECT_THAT(std::string(send(OpenRequest(), f).status().message()),
-              HasSubstr("draft_tokens: 5 for a step of 5 rows"));
+              HasSubstr("5 draft_tokens, 4 draft_probs and 4 uniforms for a "
+                        "step of 5 rows"));
   f = good;
   f.mutable_draft_check()->set_uniforms(2, -0.5);
   EXPECT_THAT(std::string(send(OpenRequest(), f).status().message()),
@@ -488,6 +489,21 @@ TEST_F(ZeroDeviceBlocksTest, WrongInputsAndTrainingAreRefused) {
               HasSubstr("forward.tokens[1]: id 512 outside the vocabulary"));
   EXPECT_THAT(std::string(Step(v1::ForwardRequest()).status().message()),
               HasSubstr("forward.tokens: 0 ids"));
+  // A checked step carries at most kMaxDraftTokens drafts: each costs the
+  // stage's batcher a pass over the vocabulary.
+  v1::ForwardRequest many;
+  v1::DraftCheck* dc = many.mutable_draft_check();
+  dc->set_temperature(1.0f);
+  dc->set_top_p(1.0f);
+  many.add_tokens(1);
+  for (int i = 0; i <= kMaxDraftTokens; ++i) {
+    many.add_tokens(3);
+    dc->add_draft_tokens(3);
+    dc->add_draft_probs(1e-6f);
+    dc->add_uniforms(0);
+  }
+  EXPECT_THAT(std::string(Step(many).status().message()),
+              HasSubstr("checks 33 drafts (at most 32)"));
 
   // Ids to a hop whose stage starts after block 0.
   FakeTransport t;

@@ -181,8 +181,12 @@ PlanResult CostModel::Predict(const std::vector<Assignment>& ranges) const {
         k * c.pre_block + spec.overhead_ms + (s.head ? c.head_pre : 0);
     s.decode_ms =
         k * c.dec_block + spec.overhead_ms + (s.head ? c.head_dec : 0);
+    // Caps keep the embedding's room on every server (see the
+    // constructor); the plan puts it on the first only.
+    const int64_t extra =
+        zero_device_ && !c.device && i != 1 ? 0 : c.extra_bytes;
     s.memory_bytes =
-        k * c.bytes_per_block + c.extra_bytes + (s.head ? c.head_bytes : 0);
+        k * c.bytes_per_block + extra + (s.head ? c.head_bytes : 0);
     const double stage_tp =
         k * c.tp_per_block + spec.overhead_ms + (s.head ? c.tp_head : 0);
     p.bottleneck_ms = std::max(p.bottleneck_ms, stage_tp);

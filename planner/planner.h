@@ -5,13 +5,14 @@
 // the controller feeds it measured profiles, `edgesplit plan` feeds it a
 // cluster file, tests feed it random instances.
 //
-// Cost model. The device always embeds the tokens and runs blocks
-// [0, k0); servers follow as a path, each running a non-empty contiguous
+// Cost model. The device embeds the tokens and runs blocks [0, k0), or,
+// with k0 = 0, holds no block and sends token ids: the first server
+// embeds. Servers follow as a path, each running a non-empty contiguous
 // range; the final norm + LM head run on the last server, or on the device
 // in a U-shaped plan. Every block emits the same activation (hidden_size
-// per token), so the bytes crossing a cut do not depend on where it is;
-// results travel back along the path (that is how the stage streams
-// work: each hop answers its caller).
+// per token), so the bytes crossing a cut do not depend on where it is,
+// except the cut before block 0 (token ids); results travel back along the
+// path (that is how the stage streams work: each hop answers its caller).
 //   * Latency (interactive): prefill + (output_tokens - 1) x decode step,
 //     each the sum of compute on every stage, one-way transfers with half
 //     an RTT each way on every link, and a fixed overhead per server hop.

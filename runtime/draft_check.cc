@@ -19,6 +19,10 @@ absl::Status DraftCheck::Validate(int64_t drafts) const {
   if (params.repetition_penalty != 1.0f) {
     return bad("repetition_penalty must be 1 (the penalty needs the context)");
   }
+  if (drafts < 0 || drafts > kMaxDraftTokens) {
+    return bad(
+        absl::StrCat(drafts, " draft tokens (at most ", kMaxDraftTokens, ")"));
+  }
   if (static_cast<int64_t>(draft_probs.size()) != drafts ||
       static_cast<int64_t>(uniforms.size()) != drafts) {
     return bad(absl::StrCat(draft_probs.size(), " draft probabilities and ",

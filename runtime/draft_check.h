@@ -16,6 +16,9 @@
 
 namespace edgesplit {
 
+// The most draft tokens one verification step may carry.
+inline constexpr int kMaxDraftTokens = 32;
+
 // Draft token i (of k) is kept when p_i(d_i) > 0 and either
 // p_i(d_i) >= q_i or uniforms[i] < p_i(d_i) / q_i, where p_i is the
 // target's sampling distribution at row i (temperature, top-k, top-p of

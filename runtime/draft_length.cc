@@ -36,8 +36,9 @@ int DraftLengthPolicy::Best() const {
   for (int k = 0; k <= max_draft_; ++k) {
     const double tokens = (1 - std::pow(a, k + 1)) / (1 - a);
     const double cost = RoundSeconds(k + 1) + draft_per_token_ * k;
-    // Before any timing, cost 0: more drafts are never worse.
-    const double rate = cost > 0 ? tokens / cost : tokens;
+    // Before any timing more drafts are never worse; after, a round costs
+    // something even where the fitted line runs to zero.
+    const double rate = w_ > 0 ? tokens / std::max(cost, 1e-9) : tokens;
     if (rate > best_rate * (1 + 1e-9)) {
       best = k;
       best_rate = rate;

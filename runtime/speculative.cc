@@ -282,11 +282,15 @@ class SpeculativeRun {
   void Agreement(const float* logits, int64_t vocab,
                  const std::vector<int32_t>& rows,
                  const std::vector<float>& unverified) {
-    for (size_t j = 1; j < unverified.size(); ++j) {
+    // context_ ends with rows[0 .. unverified.size()); row j - 1 saw the
+    // context up to rows[j - 1] (what a repetition penalty looks at).
+    const size_t ahead = unverified.size();
+    for (size_t j = 1; j < ahead; ++j) {
       if (unverified[j] < 0) continue;
+      const absl::Span<const int32_t> seen(context_.data(),
+                                           context_.size() - (ahead - j));
       sampler_.Distribution(
-          {logits + (j - 1) * vocab, static_cast<size_t>(vocab)}, context_,
-          &p_);
+          {logits + (j - 1) * vocab, static_cast<size_t>(vocab)}, seen, &p_);
       skipped_agreement_ += std::min(1.0, double{p_[rows[j]]} / unverified[j]);
       ++skipped_checked_;
     }

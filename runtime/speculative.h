@@ -29,9 +29,6 @@
 
 namespace edgesplit {
 
-// The most draft tokens one verification step may carry.
-inline constexpr int kMaxDraftTokens = 32;
-
 // What a drafter proposes.
 struct Draft {
   std::vector<int32_t> tokens;

@@ -403,6 +403,8 @@ TEST(DraftCheckTest, AcceptsByTheRatioAndRefusesBadChecks) {
   bad = c;
   bad.params.top_p = 2;
   EXPECT_THAT(message(bad, 2), HasSubstr("top_p"));
+  EXPECT_THAT(message(c, kMaxDraftTokens + 1),
+              HasSubstr("33 draft tokens (at most 32)"));
 }
 
 // The draft length follows the measured economics: long drafts when the
