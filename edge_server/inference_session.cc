@@ -113,16 +113,18 @@ absl::StatusOr<DraftCheck> ReadDraftCheck(const v1::ForwardRequest& forward,
 // the logits of the row after them.
 absl::Status AnswerChecked(const at::Tensor& logits,
                            const v1::ForwardRequest& request,
-                           v1::ForwardResult* result) {
+                           const DraftCheck& check, v1::ForwardResult* result) {
   return TorchCall("draft check", [&]() -> absl::Status {
     const at::Tensor l = logits.to(at::kFloat).contiguous();
-    ES_ASSIGN_OR_RETURN(DraftCheck check,
-                        ReadDraftCheck(request, l.size(0), l.size(1)));
-    const std::vector<int32_t> drafts(
-        request.draft_check().draft_tokens().begin(),
-        request.draft_check().draft_tokens().end());
+    const auto& drafts = request.draft_check().draft_tokens();
+    if (l.size(0) != drafts.size() + 1) {
+      return absl::InternalError(absl::StrCat("draft check: ", l.size(0),
+                                              " rows of logits for ",
+                                              drafts.size(), " drafts"));
+    }
     const int64_t kept =
-        AcceptDraft(l.data_ptr<float>(), l.size(1), drafts, check);
+        AcceptDraft(l.data_ptr<float>(), l.size(1),
+                    absl::MakeConstSpan(drafts.data(), drafts.size()), check);
     result->set_accepted(static_cast<uint32_t>(kept));
     return wire::Encode(l.narrow(0, kept, 1), v1::CODEC_FP32,
                         result->mutable_output());
@@ -197,6 +199,7 @@ void InferenceSession::Forward(const v1::ForwardRequest& forward) {
     auto check = ReadDraftCheck(forward, input->size(0),
                                 stage.model->config().vocab_size);
     if (!check.ok()) return End(check.status());
+    p.check = *std::move(check);
   }
   if (env_.pending_inputs != nullptr) {
     auto charge = env_.pending_inputs->Take(input->nbytes());
@@ -290,8 +293,8 @@ void InferenceSession::Answer(const Pending& p, at::Tensor out,
   result->set_step(p.request.step());
   if (p.request.argmax_only()) {  // Not U-shaped: refused at receipt.
     ArgmaxRows(out, result);
-  } else if (p.request.has_draft_check()) {
-    absl::Status s = AnswerChecked(out, p.request, result);
+  } else if (p.check.has_value()) {
+    absl::Status s = AnswerChecked(out, p.request, *p.check, result);
     if (!s.ok()) return End(s);
   } else {
     // Logits travel as fp32 (a lossy codec could change the sampled

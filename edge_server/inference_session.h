@@ -11,10 +11,12 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "edge_server/server_session.h"
+#include "runtime/draft_check.h"
 #include "runtime/kv_cache.h"
 
 namespace edgesplit {
@@ -40,6 +42,9 @@ class InferenceSession : public ServerSession {
     // back when the request is done with (shared: Pending is copied into
     // the batcher's std::function).
     std::shared_ptr<UsageBudget::Charge> charge;
+    // A checked speculative step's check, read (and validated) once, at
+    // receipt.
+    std::optional<DraftCheck> check;
   };
 
   void Forward(const v1::ForwardRequest& forward);

@@ -55,7 +55,7 @@ int64_t AcceptDraft(const float* logits, int64_t vocab,
     const int32_t d = drafts[i];
     const double pd = d >= 0 && d < vocab ? p[d] : 0;
     const double qd = check.draft_probs[i];
-    if (!(pd > 0 && (pd >= qd || check.uniforms[i] < pd / qd))) return i;
+    if (!KeepDraft(pd, qd, check.uniforms[i])) return i;
   }
   return k;
 }

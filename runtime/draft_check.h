@@ -35,6 +35,13 @@ struct DraftCheck {
   absl::Status Validate(int64_t drafts) const;
 };
 
+// The rule above for one draft token: p(d), q(d) and its uniform u. Every
+// check (AcceptDraft, and the device's own when a repetition penalty
+// keeps it local) decides with this one function.
+inline bool KeepDraft(double pd, double qd, double u) {
+  return pd > 0 && (pd >= qd || u < pd / qd);
+}
+
 // What a checked verification answers.
 struct CheckedDraft {
   int64_t accepted = 0;  // Leading draft tokens kept.

@@ -236,8 +236,8 @@ class SpeculativeRun {
       const double pd = p_[d];
       const float* q = QRow(draft, i);
       const double qd = q != nullptr ? q[d] : 1.0;
-      // AcceptDraft's rule (greedy never needs u: p(d) is 0 or 1).
-      const bool kept = pd > 0 && (pd >= qd || u[i] < pd / qd);
+      // Greedy never needs u: p(d) is 0 or 1.
+      const bool kept = KeepDraft(pd, qd, u[i]);
       *over = Emit(kept ? d : Residual(sampler_, p_, q, d));
       if (!kept) break;
       ++accepted;
