@@ -20,6 +20,7 @@
 #include "proto/stage_stream.h"
 #include "proto/tensor_codec.h"
 #include "runtime/generator.h"
+#include "runtime/lora.h"
 #include "runtime/model_store.h"
 #include "runtime/profiler.h"
 #include "runtime/speculative.h"
@@ -32,6 +33,10 @@ struct Session::Impl {
   std::shared_ptr<LocalModel> model;
   v1::OpenSessionResponse route;
   std::string model_id, adapter;
+  // The named adapter, whole (a stage uses only its own blocks' modules,
+  // so it serves whatever blocks a re-plan gives this device); null
+  // without one or without DeviceAgentOptions::adapter_dir.
+  std::shared_ptr<const LoraAdapter> lora;
   int generation = 0;
   DraftCache drafts;  // The last speculative draft model loaded.
   // This generation decodes greedily without a penalty: the route answers
@@ -138,6 +143,16 @@ class Session::Impl::Rerouting : public LogitsModel {
     ro.deadline = deadline_;
     ro.compute_slowdown = s_->agent->options.compute_slowdown;
     ro.argmax_only = s_->argmax_only;
+    ro.local_adapter = s_->lora.get();
+    if (!s_->adapter.empty() && s_->model->local != nullptr &&
+        s_->lora == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("adapter \"", s_->adapter,
+                       "\": this device runs blocks of the model "
+                       "and needs the adapter's part for them; set adapter_dir "
+                       "(--adapter-dir) to a directory holding ",
+                       s_->adapter, "/"));
+    }
     on_active_(nullptr);
     ES_ASSIGN_OR_RETURN(
         v1::StageService::Stub * first,
@@ -454,6 +469,14 @@ absl::StatusOr<std::unique_ptr<Session>> DeviceAgent::OpenSession(
   s->model_id = model_id;
   s->adapter = adapter;
   ES_RETURN_IF_ERROR(s->Adopt(std::move(resp)));
+  if (!adapter.empty() && !impl_->options.adapter_dir.empty()) {
+    ES_RETURN_IF_ERROR(ValidateAdapterName(adapter));
+    ES_ASSIGN_OR_RETURN(
+        std::unique_ptr<LoraAdapter> lora,
+        LoraAdapter::LoadPeft(impl_->options.adapter_dir + "/" + adapter,
+                              s->model->store->config(), adapter));
+    s->lora = std::move(lora);
+  }
   impl_->ProfileModel(model_id, s->ModelDir());
   impl_->ProfileLink(s->route.route(0));
   return std::unique_ptr<Session>(new Session(std::move(s)));

@@ -117,6 +117,9 @@ absl::Status RemoteSequence::RunLocal(absl::Span<const int32_t> tokens,
   }
   StageInput in;
   in.sequences = {{local_cache_.get(), static_cast<int64_t>(tokens.size())}};
+  if (options_.local_adapter != nullptr) {
+    in.sequence_adapters = {options_.local_adapter};
+  }
   ES_RETURN_IF_ERROR(TorchCall("device stage", [&]() -> absl::Status {
     in.tokens = at::tensor(std::vector<int64_t>(tokens.begin(), tokens.end()),
                            at::kLong);

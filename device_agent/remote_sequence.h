@@ -40,6 +40,9 @@ struct RemoteSequenceOptions {
   // head runs here, U-shaped). The logits this sequence returns are then
   // one-hot at those ids, which greedy sampling picks alike.
   bool argmax_only = false;
+  // The session's LoRA adapter for the device's blocks (null: none). Not
+  // owned; outlives the sequence.
+  const LoraAdapter* local_adapter = nullptr;
 };
 
 // Not thread-safe: one generation at a time.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <utility>
 
 #include "runtime/threading.h"
@@ -84,14 +85,13 @@ void Batcher::Run(std::shared_ptr<State> state, const StageModel* stage,
       }
       if (state->stopping) return;
       // Take the oldest item and every queued item that can share its
-      // forward (same adapter and output shape), up to the token budget.
+      // forward (same output shape), up to the token budget.
       auto& queue = state->queue;
       int64_t tokens = 0;
-      const std::string adapter = queue.front().adapter;
       const bool last_only = queue.front().last_token_only;
       for (auto it = queue.begin(); it != queue.end();) {
         const int64_t n = it->input.size(0);
-        if (it->adapter == adapter && it->last_token_only == last_only &&
+        if (it->last_token_only == last_only &&
             (batch.empty() || tokens + n <= max_batch_tokens)) {
           tokens += n;
           batch.push_back(std::move(*it));
@@ -104,6 +104,12 @@ void Batcher::Run(std::shared_ptr<State> state, const StageModel* stage,
       state->stats.items += batch.size();
       state->last_batch = batch.size();
     }
+    // Each adapter's rows together: one run per adapter in the forward.
+    std::stable_sort(batch.begin(), batch.end(),
+                     [](const BatchItem& a, const BatchItem& b) {
+                       return std::less<const LoraAdapter*>()(a.adapter.get(),
+                                                              b.adapter.get());
+                     });
     Execute(stage, batch, max_batch_tokens, *state);
     // `batch` (and what its callbacks held) is released here, possibly
     // destroying the Batcher: only `state` is used after this point.
@@ -126,7 +132,14 @@ absl::StatusOr<at::Tensor> Batcher::Forward(const StageModel* stage,
       in.hidden = cat;
     }
     in.last_token_only = items[0].last_token_only;
-    in.adapter = items[0].adapter;
+    for (const BatchItem& item : items) {
+      if (item.adapter != nullptr) {
+        for (const BatchItem& i : items) {
+          in.sequence_adapters.push_back(i.adapter.get());
+        }
+        break;
+      }
+    }
     return stage->Forward(in);
   });
 }

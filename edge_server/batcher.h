@@ -25,7 +25,9 @@ struct BatchItem {
   SequenceKvCache* cache = nullptr;  // The session's cache on this stage.
   at::Tensor input;  // int64 tokens [n] (first stage) or hidden [n, H].
   bool last_token_only = false;
-  std::string adapter;
+  // The session's LoRA adapter (its part on this stage), or null. Items of
+  // different adapters share a forward (see StageInput::sequence_adapters).
+  std::shared_ptr<const LoraAdapter> adapter;
   // Called once, on the batcher thread, with this item's rows of the
   // output or an error. Must not block for long.
   std::function<void(absl::StatusOr<at::Tensor>)> done;
@@ -46,9 +48,12 @@ struct BatcherStats {
 // them into a batch of one and a batch of the rest, forever. So when fewer
 // items are queued than the previous forward held, the worker waits a
 // little for the rest (kGatherStep per arrival, kGatherMax in all); a lone
-// session never waits. A forward holds at most `max_batch_tokens` rows: a
-// longer prompt runs alone, in chunks of that many (chunked prefill), so
-// one request never needs more activation or attention memory than that.
+// session never waits. Sessions of different LoRA adapters share a
+// forward: its items are ordered by adapter so each adapter's rows form
+// one run (one segment of the mixed-adapter kernel). A forward holds at most
+// `max_batch_tokens` rows: a longer prompt runs alone, in chunks of that many
+// (chunked prefill), so one request never needs more activation or attention
+// memory than that.
 //
 // A done callback may drop the last reference to whatever owns the batcher:
 // destroyed from its own worker thread, the batcher's WorkerThread detaches

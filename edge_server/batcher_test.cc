@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "runtime/model_store.h"
@@ -64,6 +65,71 @@ TEST_F(BatcherTest, BatchedEqualsAloneAndMerges) {
     auto want = stage_->Forward(in);
     ASSERT_TRUE(want.ok());
     EXPECT_LE((outs[i] - *want).abs().max().item<double>(), 1e-5) << i;
+  }
+}
+
+// Sessions of different LoRA adapters (and none) share forwards and each
+// gets what it would get alone with its adapter.
+TEST_F(BatcherTest, MixedAdaptersShareForwardsAndEqualAlone) {
+  const int n = 12;
+  const int64_t H = store_->config().hidden_size;
+  std::vector<std::shared_ptr<const LoraAdapter>> adapters = {nullptr};
+  for (int64_t rank : {4, 16}) {
+    LoraConfig c;
+    c.r = rank;
+    c.alpha = 2.0 * static_cast<double>(rank);
+    c.target_modules = {"q_proj", "v_proj", "down_proj"};
+    auto a = LoraAdapter::Create(store_->config(), c, {2, 4},
+                                 static_cast<uint64_t>(rank),
+                                 absl::StrCat("r", rank), /*zero_b=*/false);
+    ASSERT_TRUE(a.ok());
+    adapters.push_back(std::move(*a));
+  }
+  std::vector<at::Tensor> inputs;
+  std::vector<std::unique_ptr<SequenceKvCache>> caches, alone_caches;
+  for (int i = 0; i < n; ++i) {
+    inputs.push_back(at::randn({1 + i % 2, H}));
+    caches.push_back(stage_->NewCache(nullptr));
+    alone_caches.push_back(stage_->NewCache(nullptr));
+  }
+  std::vector<at::Tensor> outs(n);
+  {
+    Batcher batcher(stage_.get(), 1024);
+    std::vector<absl::Notification> done(n);
+    for (int i = 0; i < n; ++i) {
+      BatchItem item;
+      item.cache = caches[i].get();
+      item.input = inputs[i];
+      item.last_token_only = true;
+      item.adapter = adapters[i % 3];
+      item.done = [&, i](absl::StatusOr<at::Tensor> r) {
+        ASSERT_TRUE(r.ok()) << r.status();
+        outs[i] = *r;
+        done[i].Notify();
+      };
+      batcher.Submit(std::move(item));
+    }
+    for (auto& d : done) d.WaitForNotification();
+    EXPECT_LT(batcher.stats().forwards, n);
+  }
+  for (int i = 0; i < n; ++i) {
+    StageInput in;
+    in.sequences = {{alone_caches[i].get(), inputs[i].size(0)}};
+    in.hidden = inputs[i];
+    in.last_token_only = true;
+    in.sequence_adapters = {adapters[i % 3].get()};
+    auto want = stage_->Forward(in);
+    ASSERT_TRUE(want.ok());
+    EXPECT_LE((outs[i] - *want).abs().max().item<double>(), 1e-5) << i;
+    if (i % 3 != 0) {
+      // The adapter mattered.
+      in.sequence_adapters.clear();
+      in.sequences = {{stage_->NewCache(nullptr).release(), inputs[i].size(0)}};
+      std::unique_ptr<SequenceKvCache> owned(in.sequences[0].cache);
+      auto base = stage_->Forward(in);
+      ASSERT_TRUE(base.ok());
+      EXPECT_GT((outs[i] - *base).abs().max().item<double>(), 1e-4) << i;
+    }
   }
 }
 

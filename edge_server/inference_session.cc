@@ -246,7 +246,7 @@ void InferenceSession::SubmitLocked() {
   item.cache = cache_.get();
   item.input = p.input;
   item.last_token_only = p.request.last_token_only();
-  item.adapter = hop_.adapter;
+  item.adapter = hop_.lora;
   const auto started = std::chrono::steady_clock::now();
   // The callback owns a reference: the cache outlives the batch item.
   auto self = std::static_pointer_cast<InferenceSession>(shared_from_this());

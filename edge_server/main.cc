@@ -62,6 +62,8 @@ int main(int argc, char** argv) {
   o.host.node = config->name;
   o.host.kv_budget_bytes = config->kv_budget_bytes;
   o.host.max_batch_tokens = config->max_batch_tokens;
+  o.host.adapters.dir = config->adapter_dir;
+  o.host.adapters.memory_bytes = config->adapter_cache_bytes;
   o.admission = config->admission;
   o.host.stage.copy_weights = config->copy_weights;
   if (!config->weights.empty()) {

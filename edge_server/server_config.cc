@@ -91,6 +91,12 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   if (root["weights"]) {
     ES_ASSIGN_OR_RETURN(c.weights, r.String(root, "weights", false));
   }
+  if (root["adapter_dir"]) {
+    ES_ASSIGN_OR_RETURN(c.adapter_dir, r.String(root, "adapter_dir", false));
+  }
+  ES_ASSIGN_OR_RETURN(int64_t adapter_mb, r.IntIn(root, "adapter_cache_mb", 256,
+                                                  1, int64_t{1} << 30));
+  c.adapter_cache_bytes = adapter_mb << 20;
   if (root["checkpoint_dir"]) {
     ES_ASSIGN_OR_RETURN(c.checkpoint_dir,
                         r.String(root, "checkpoint_dir", false));

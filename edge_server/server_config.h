@@ -54,6 +54,11 @@ struct ServerConfig {
   bool copy_weights = true;
   std::string weights;  // "" = as stored.
   std::string checkpoint_dir = "checkpoints";
+  // LoRA adapters sessions may name: PEFT directories <adapter_dir>/<name>
+  // ("" = none), up to adapter_cache_bytes of them kept in memory per
+  // hosted stage.
+  std::string adapter_dir;
+  int64_t adapter_cache_bytes = int64_t{256} << 20;
   TlsConfig tls;
 
   absl::Status Validate() const;  // Errors name the file and field.

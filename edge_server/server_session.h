@@ -69,6 +69,10 @@ struct OpenedHop {
   HopRole role = HopRole::kMiddle;
   v1::Codec codec = v1::CODEC_FP32;
   std::string adapter;
+  // An inference session's adapter: its part on this stage (from the
+  // stage's AdapterCache, set by NewSession), held for the session's
+  // lifetime; null for the base model.
+  std::shared_ptr<const LoraAdapter> lora;
 };
 
 // Checks `open` against this server (protocol, route, stage, codec, head)

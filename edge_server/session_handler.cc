@@ -22,6 +22,17 @@ absl::StatusOr<std::shared_ptr<ServerSession>> NewSession(
           "\" is a training job's (it changes while it trains): export it "
           "and load the PEFT adapter instead"));
     }
+    if (!hop->adapter.empty()) {
+      // This stage's part of the adapter, from memory or this server's
+      // adapter directory (a miss reads it from disk on this thread).
+      auto lora = hop->stage->adapters->Get(hop->adapter);
+      if (!lora.ok()) {
+        return absl::Status(
+            lora.status().code(),
+            absl::StrCat(env.host->node(), ": ", lora.status().message()));
+      }
+      hop->lora = *std::move(lora);
+    }
     return std::make_shared<InferenceSession>(env, transport, deadline,
                                               *std::move(hop));
   }

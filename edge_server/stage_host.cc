@@ -28,6 +28,8 @@ absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::LoadStage(
   }
   ES_ASSIGN_OR_RETURN(stage->store, ModelStore::Open(path));
   ES_ASSIGN_OR_RETURN(stage->model, StageModel::Load(*stage->store, spec, so));
+  stage->adapters = std::make_unique<AdapterCache>(
+      stage->model->config(), spec.blocks, options_.adapters);
   stage->batcher = std::make_unique<Batcher>(
       stage->model.get(), options_.max_batch_tokens, slowdown_);
   stage->slowdown = slowdown_;
@@ -142,8 +144,8 @@ std::vector<LiveStageStats> StageHost::LiveStats() const {
   for (const auto& [k, s] : stages_) {
     const BatcherStats st = s->batcher->stats();
     out.push_back({std::get<0>(k), s->weights, std::get<1>(k), std::get<2>(k),
-                   s->model->spec().head, st.single_token_forwards,
-                   st.single_token_ms});
+                   s->model->spec().head, s->adapters->stats(),
+                   st.single_token_forwards, st.single_token_ms});
   }
   return out;
 }

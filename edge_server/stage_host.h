@@ -16,6 +16,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "edge_server/adapter_cache.h"
 #include "edge_server/batcher.h"
 #include "edgesplit/v1/controller.pb.h"
 #include "runtime/kv_cache.h"
@@ -31,6 +32,9 @@ struct HostedStage {
   std::unique_ptr<ModelStore> store;
   std::unique_ptr<StageModel> model;
   std::unique_ptr<Batcher> batcher;  // Destroyed before `model`.
+  // The adapters inference sessions of this stage name (never null once
+  // loaded).
+  std::unique_ptr<AdapterCache> adapters;
   // Emulated slower machine (shared with the host; never null once
   // loaded): training compute sleeps as the batcher does.
   std::shared_ptr<std::atomic<double>> slowdown;
@@ -46,6 +50,7 @@ struct StageHostOptions {
   int64_t max_batch_tokens = 4096;
   int64_t kv_budget_bytes = int64_t{1} << 30;  // Shared by all sessions.
   StageOptions stage;
+  AdapterCacheOptions adapters;  // Per hosted stage.
   // Emulation of a slower machine (forwards take this many times as long);
   // SetComputeSlowdown changes it while serving.
   double compute_slowdown = 1.0;
@@ -57,6 +62,7 @@ struct LiveStageStats {
   std::string weights;  // The plan's weight type ("" = the server's own).
   int64_t first_block = 0, last_block = 0;
   bool head = false;
+  AdapterCacheStats adapters;
   int64_t single_token_forwards = 0;
   double single_token_ms = 0;
 };

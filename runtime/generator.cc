@@ -227,6 +227,8 @@ absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Load(
 absl::Status LocalPipeline::AttachAdapter(
     std::shared_ptr<LoraAdapter> adapter) {
   for (auto& s : stages_) ES_RETURN_IF_ERROR(s->AttachAdapter(adapter));
+  absl::MutexLock lock(&mu_);
+  adapters_[adapter->name()] = std::move(adapter);
   return absl::OkStatus();
 }
 
@@ -245,15 +247,31 @@ absl::StatusOr<at::Tensor> LocalPipeline::RunStages(
   if (seqs.size() != tokens.size() || seqs.empty()) {
     return absl::InvalidArgumentError("one token list per sequence");
   }
+  bool mixed = false;
   for (const Sequence* s : seqs) {
     if (s->pipeline_ != this) {
       return absl::InvalidArgumentError("sequence belongs to another pipeline");
     }
-    // One forward applies one adapter; callers group sequences by adapter.
-    if (s->adapter_ != seqs[0]->adapter_) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("a batch mixes adapters \"", seqs[0]->adapter_,
-                       "\" and \"", s->adapter_, "\""));
+    mixed = mixed || s->adapter_ != seqs[0]->adapter_;
+  }
+  // A batch of several adapters names one per sequence (held here for the
+  // call); a batch of one names it for all (training's path).
+  std::vector<std::shared_ptr<LoraAdapter>> held;
+  std::vector<const LoraAdapter*> per_sequence;
+  if (mixed) {
+    absl::MutexLock lock(&mu_);
+    for (const Sequence* s : seqs) {
+      if (s->adapter_.empty()) {
+        per_sequence.push_back(nullptr);
+        continue;
+      }
+      auto it = adapters_.find(s->adapter_);
+      if (it == adapters_.end()) {
+        return absl::NotFoundError(
+            absl::StrCat("adapter \"", s->adapter_, "\" is not attached"));
+      }
+      held.push_back(it->second);
+      per_sequence.push_back(it->second.get());
     }
   }
   return TorchCall("LocalPipeline", [&]() -> absl::StatusOr<at::Tensor> {
@@ -274,7 +292,11 @@ absl::StatusOr<at::Tensor> LocalPipeline::RunStages(
         in.hidden = x;
       }
       in.last_token_only = last_only;
-      in.adapter = seqs[0]->adapter_;
+      if (mixed) {
+        in.sequence_adapters = per_sequence;
+      } else {
+        in.adapter = seqs[0]->adapter_;
+      }
       auto out = stages_[si]->Forward(in);
       if (!out.ok()) {
         // A later stage failing must not leave earlier stages advanced.

@@ -5,11 +5,14 @@
 #define EDGESPLIT_RUNTIME_GENERATOR_H_
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "runtime/draft_check.h"
 #include "runtime/kv_cache.h"
@@ -123,6 +126,7 @@ class LocalPipeline {
   const ModelConfig& config() const { return stages_.front()->config(); }
 
   // Attaches an adapter to every stage (each uses its own blocks' part).
+  // Sequences of different adapters (and none) may share a batch.
   absl::Status AttachAdapter(std::shared_ptr<LoraAdapter> adapter);
 
   // A sequence: one cache per stage. `budget` may be null.
@@ -160,6 +164,11 @@ class LocalPipeline {
       absl::Span<const absl::Span<const int32_t>> tokens, bool last_only) const;
 
   std::vector<std::unique_ptr<StageModel>> stages_;
+  mutable absl::Mutex mu_;
+  // What AttachAdapter attached, by name: a batch mixing adapters passes
+  // them to the stages per sequence.
+  std::map<std::string, std::shared_ptr<LoraAdapter>> adapters_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace edgesplit

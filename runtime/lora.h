@@ -88,6 +88,11 @@ class LoraAdapter {
   std::map<std::string, LoraFactors> modules_;
 };
 
+// Adapter names travel in requests and name directories: letters, digits,
+// '.', '_', '-' (not starting with '.'), at most 128 characters;
+// INVALID_ARGUMENT otherwise.
+absl::Status ValidateAdapterName(const std::string& name);
+
 // Whether PEFT's target_modules matching selects `module`.
 bool LoraTargets(const LoraConfig& config, const std::string& module,
                  int64_t block);

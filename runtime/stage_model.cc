@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -16,17 +17,36 @@ namespace {
 using Linear = StageModel::Linear;
 using Block = StageModel::Block;
 
+at::Tensor LoraDelta(const LoraFactors& f, const at::Tensor& x) {
+  return at::linear(at::linear(x, f.a.to(x.scalar_type())),
+                    f.b.to(x.scalar_type()));
+}
+
+// y = x W^T + b, plus each adapter run's scaling * delta on its rows
+// (module `index` of the stage). Out of place, so gradients flow through
+// the training path's single run as through the mixed case.
 at::Tensor ApplyLinear(const Linear& l, const at::Tensor& x,
-                       const LoraAdapter* adapter, bool use_kernels) {
+                       const StageModel::AdapterRuns& runs, size_t index,
+                       bool use_kernels) {
   at::Tensor y = LinearForward(l.w, x, l.b, use_kernels);
-  if (adapter != nullptr) {
-    if (const LoraFactors* f = adapter->Find(l.module)) {
-      at::Tensor delta = at::linear(at::linear(x, f->a.to(x.scalar_type())),
-                                    f->b.to(x.scalar_type()));
-      y = at::add(y, delta, adapter->scaling());
+  std::vector<at::Tensor> pieces;
+  int64_t done = 0;  // Rows of y already in `pieces`.
+  for (const StageModel::AdapterRun& run : runs) {
+    const LoraFactors* f = run.factors[index];
+    if (f == nullptr) continue;
+    const double scaling = run.adapter->scaling();
+    if (run.rows == y.size(0)) {
+      return at::add(y, LoraDelta(*f, x), scaling);  // One adapter for all.
     }
+    if (run.begin > done) pieces.push_back(y.narrow(0, done, run.begin - done));
+    pieces.push_back(at::add(y.narrow(0, run.begin, run.rows),
+                             LoraDelta(*f, x.narrow(0, run.begin, run.rows)),
+                             scaling));
+    done = run.begin + run.rows;
   }
-  return y;
+  if (pieces.empty()) return y;
+  if (done < y.size(0)) pieces.push_back(y.narrow(0, done, y.size(0) - done));
+  return at::cat(pieces, 0);
 }
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& w, double eps) {
@@ -89,12 +109,14 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k,
   return outs.size() == 1 ? outs[0] : at::cat(outs, 0);
 }
 
-bool NeedsGrad(const StageInput& input, const LoraAdapter* adapter) {
+bool NeedsGrad(const StageInput& input, const StageModel::AdapterRuns& runs) {
   if (!at::GradMode::is_enabled()) return false;
   if (input.hidden.defined() && input.hidden.requires_grad()) return true;
-  if (adapter != nullptr) {
-    for (const auto& [module, f] : adapter->modules()) {
-      if (f.a.requires_grad() || f.b.requires_grad()) return true;
+  for (const StageModel::AdapterRun& run : runs) {
+    for (const LoraFactors* f : run.factors) {
+      if (f != nullptr && (f->a.requires_grad() || f->b.requires_grad())) {
+        return true;
+      }
     }
   }
   return false;
@@ -310,33 +332,96 @@ absl::StatusOr<at::Tensor> StageModel::Forward(const StageInput& input) const {
   return TorchCall("StageModel::Forward", [&]() -> absl::StatusOr<at::Tensor> {
     ES_RETURN_IF_ERROR(ValidateInput(input));
     absl::ReaderMutexLock lock(&mu_);
-    const LoraAdapter* adapter = nullptr;
-    if (!input.adapter.empty()) {
-      auto it = adapters_.find(input.adapter);
-      if (it == adapters_.end()) {
-        return absl::NotFoundError(absl::StrCat(
-            "adapter \"", input.adapter, "\" is not loaded on this stage"));
-      }
-      adapter = it->second.get();
-    }
+    ES_ASSIGN_OR_RETURN(AdapterRuns runs, ResolveAdapters(input));
     // Reserve every cache first: a budget failure must change nothing.
     for (const SequenceSlice& s : input.sequences) {
       ES_RETURN_IF_ERROR(s.cache->Reserve(s.cache->length() + s.num_tokens));
     }
     // Without anything to differentiate, skip autograd's bookkeeping (a
     // measurable share of a small model's decode step).
-    c10::InferenceMode no_autograd(!NeedsGrad(input, adapter));
-    at::Tensor out = CanRunFused(input, adapter)
-                         ? ForwardFused(input, adapter)
-                         : ForwardLocked(input, adapter);
+    c10::InferenceMode no_autograd(!NeedsGrad(input, runs));
+    at::Tensor out = CanRunFused(input, runs) ? ForwardFused(input, runs)
+                                              : ForwardLocked(input, runs);
     for (const SequenceSlice& s : input.sequences)
       s.cache->Commit(s.num_tokens);
     return out;
   });
 }
 
+absl::StatusOr<StageModel::AdapterRuns> StageModel::ResolveAdapters(
+    const StageInput& in) const {
+  const LoraAdapter* all = nullptr;
+  if (!in.adapter.empty()) {
+    if (!in.sequence_adapters.empty()) {
+      return absl::InvalidArgumentError(
+          "a batch names one adapter for all and one per sequence");
+    }
+    auto it = adapters_.find(in.adapter);
+    if (it == adapters_.end()) {
+      return absl::NotFoundError(absl::StrCat(
+          "adapter \"", in.adapter, "\" is not loaded on this stage"));
+    }
+    all = it->second.get();
+  } else if (!in.sequence_adapters.empty() &&
+             in.sequence_adapters.size() != in.sequences.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(in.sequence_adapters.size(), " sequence adapters for ",
+                     in.sequences.size(), " sequences"));
+  }
+  AdapterRuns runs;
+  int64_t row = 0;
+  for (size_t i = 0; i < in.sequences.size(); ++i) {
+    const LoraAdapter* a = all != nullptr ? all
+                           : in.sequence_adapters.empty()
+                               ? nullptr
+                               : in.sequence_adapters[i];
+    const int64_t n = in.sequences[i].num_tokens;
+    if (a != nullptr && !runs.empty() && runs.back().adapter == a &&
+        runs.back().begin + runs.back().rows == row) {
+      runs.back().rows += n;  // Same adapter as the previous sequence.
+    } else if (a != nullptr) {
+      runs.push_back({row, n, a, {}});
+    }
+    row += n;
+  }
+  for (size_t r = 0; r < runs.size(); ++r) {
+    AdapterRun& run = runs[r];
+    // An adapter met before in this batch: its factors are resolved.
+    for (size_t p = 0; p < r && run.factors.empty(); ++p) {
+      if (runs[p].adapter == run.adapter) run.factors = runs[p].factors;
+    }
+    if (!run.factors.empty()) continue;
+    for (const Block& b : blocks_) {
+      for (const Linear& l : b.linears) {
+        const LoraFactors* f = run.adapter->Find(l.module);
+        if (f != nullptr &&
+            (f->a.dim() != 2 || f->b.dim() != 2 || f->a.size(0) < 1 ||
+             f->a.size(1) != l.w.in || f->b.size(0) != l.w.out ||
+             f->b.size(1) != f->a.size(0) ||
+             !at::isFloatingType(f->a.scalar_type()) ||
+             !at::isFloatingType(f->b.scalar_type()))) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "adapter \"", run.adapter->name(), "\" does not fit module ",
+              l.module, " [", l.w.out, ", ", l.w.in, "] of this stage"));
+        }
+        run.factors.push_back(f);
+      }
+    }
+  }
+  // An adapter with nothing on this stage's blocks changes none of its rows.
+  runs.erase(
+      std::remove_if(runs.begin(), runs.end(),
+                     [](const AdapterRun& run) {
+                       return std::all_of(
+                           run.factors.begin(), run.factors.end(),
+                           [](const LoraFactors* f) { return f == nullptr; });
+                     }),
+      runs.end());
+  return runs;
+}
+
 at::Tensor StageModel::ForwardLocked(const StageInput& in,
-                                     const LoraAdapter* adapter) const {
+                                     const AdapterRuns& runs) const {
   const ModelConfig& c = config_;
   const bool gpt2 = c.arch == Arch::kGpt2;
   const bool use_kernels = options_.decode_kernels;
@@ -368,33 +453,32 @@ at::Tensor StageModel::ForwardLocked(const StageInput& in,
   for (size_t li = 0; li < blocks_.size(); ++li) {
     const Block& b = blocks_[li];
     const auto& L = b.linears;
+    auto linear = [&](size_t i, const at::Tensor& input) {
+      return ApplyLinear(L[i], input, runs, li * L.size() + i, use_kernels);
+    };
     if (gpt2) {
       at::Tensor h = at::layer_norm(x, {H}, b.norm1_w, b.norm1_b, c.norm_eps);
-      at::Tensor qkv = ApplyLinear(L[0], h, adapter, use_kernels);
+      at::Tensor qkv = linear(0, h);
       at::Tensor q = qkv.narrow(1, 0, H).view({T, nh, d});
       at::Tensor k = qkv.narrow(1, H, H).view({T, nh, d});
       at::Tensor v = qkv.narrow(1, 2 * H, H).view({T, nh, d});
       at::Tensor a = Attention(q, k, v, in.sequences, li, nkv);
-      x = x + ApplyLinear(L[1], a, adapter, use_kernels);
+      x = x + linear(1, a);
       h = at::layer_norm(x, {H}, b.norm2_w, b.norm2_b, c.norm_eps);
-      h = at::gelu(ApplyLinear(L[2], h, adapter, use_kernels), "tanh");
-      x = x + ApplyLinear(L[3], h, adapter, use_kernels);
+      h = at::gelu(linear(2, h), "tanh");
+      x = x + linear(3, h);
     } else {
       at::Tensor h = RmsNorm(x, b.norm1_w, c.norm_eps);
-      at::Tensor q =
-          ApplyLinear(L[0], h, adapter, use_kernels).view({T, nh, d});
-      at::Tensor k =
-          ApplyLinear(L[1], h, adapter, use_kernels).view({T, nkv, d});
-      at::Tensor v =
-          ApplyLinear(L[2], h, adapter, use_kernels).view({T, nkv, d});
+      at::Tensor q = linear(0, h).view({T, nh, d});
+      at::Tensor k = linear(1, h).view({T, nkv, d});
+      at::Tensor v = linear(2, h).view({T, nkv, d});
       q = ApplyRope(q, cos, sin);
       k = ApplyRope(k, cos, sin);
       at::Tensor a = Attention(q, k, v, in.sequences, li, nkv);
-      x = x + ApplyLinear(L[3], a, adapter, use_kernels);
+      x = x + linear(3, a);
       h = RmsNorm(x, b.norm2_w, c.norm_eps);
-      at::Tensor g = at::silu(ApplyLinear(L[4], h, adapter, use_kernels));
-      x = x + ApplyLinear(L[6], g * ApplyLinear(L[5], h, adapter, use_kernels),
-                          adapter, use_kernels);
+      at::Tensor g = at::silu(linear(4, h));
+      x = x + linear(6, g * linear(5, h));
     }
   }
   if (!spec_.head) return x;

@@ -64,7 +64,17 @@ struct StageInput {
   // On a stage with the head: logits of each sequence's last token only
   // ([num_sequences, vocab]) instead of every token's ([T, vocab]).
   bool last_token_only = false;
-  std::string adapter;  // LoRA adapter to apply; "" for the base model.
+  // An attached LoRA adapter (AttachAdapter) every sequence uses; "" for
+  // none. Training names its adapter here (gradients flow into it).
+  std::string adapter;
+  // Or one adapter per sequence (null: the base model), so sessions of
+  // different adapters share a batch: the shared weights are read once
+  // and each run of rows adds its own adapter's low-rank delta
+  // (kernels/cpu/lora_sgmv.h). Empty, or one per sequence; not with
+  // `adapter`. Not owned: the caller keeps them alive during Forward and
+  // does not mutate them; factors that do not fit this stage's modules
+  // are refused (INVALID_ARGUMENT), never read out of bounds.
+  std::vector<const LoraAdapter*> sequence_adapters;
 };
 
 class StageModel {
@@ -84,8 +94,9 @@ class StageModel {
   // A cache for one sequence on this stage; `budget` may be null.
   std::unique_ptr<SequenceKvCache> NewCache(KvBudget* budget) const;
 
-  // LoRA adapters. Several may be attached; each Forward() picks one. The
-  // stage uses only the adapter's modules inside its block range.
+  // LoRA adapters. Several may be attached; each Forward() picks one (or
+  // takes one per sequence, StageInput::sequence_adapters). The stage uses
+  // only the adapter's modules inside its block range.
   absl::Status AttachAdapter(std::shared_ptr<LoraAdapter> adapter);
   absl::Status DetachAdapter(const std::string& name);
   // Folds an attached adapter into (a private copy of) the base weights and
@@ -117,17 +128,32 @@ class StageModel {
     // GPT-2 c_attn, attn.c_proj, c_fc, mlp.c_proj.
     std::vector<Linear> linears;
   };
+  // The LoRA branch of one forward: consecutive rows [begin, begin + rows)
+  // that use one adapter, its factors looked up (and shape-checked) once
+  // per linear module of the stage: factors[block * linears + i], null
+  // where the adapter leaves the module alone.
+  struct AdapterRun {
+    int64_t begin = 0, rows = 0;
+    const LoraAdapter* adapter = nullptr;
+    std::vector<const LoraFactors*> factors;
+  };
+  using AdapterRuns = std::vector<AdapterRun>;
 
  private:
   StageModel() = default;
   at::Tensor ForwardLocked(const StageInput& input,
-                           const LoraAdapter* adapter) const
+                           const AdapterRuns& runs) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status ValidateInput(const StageInput& input) const;
+  // The adapters' runs of rows of `input`, adapters without a module on
+  // this stage left out; NOT_FOUND / INVALID_ARGUMENT for an adapter that
+  // is not attached or does not fit.
+  absl::StatusOr<AdapterRuns> ResolveAdapters(const StageInput& input) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // The fused decode path (stage_model_fused.cc).
-  bool CanRunFused(const StageInput& input, const LoraAdapter* adapter) const;
+  bool CanRunFused(const StageInput& input, const AdapterRuns& runs) const;
   at::Tensor ForwardFused(const StageInput& input,
-                          const LoraAdapter* adapter) const
+                          const AdapterRuns& runs) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
   ModelConfig config_;

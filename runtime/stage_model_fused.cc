@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/compute_pool.h"
 #include "kernels/cpu/gemv.h"
+#include "kernels/cpu/lora_sgmv.h"
 #include "runtime/stage_model.h"
 
 namespace edgesplit {
@@ -21,11 +22,11 @@ namespace {
 
 using Linear = StageModel::Linear;
 
-// y [rows, out] = x [rows, in] W^T + b, plus the adapter's
-// scaling * (x A^T) B^T when it has factors for this module (added as the
-// ATen path adds it: y + scaling * delta).
-void Project(const Linear& l, const LoraAdapter* adapter, const float* x,
-             int64_t rows, float* y) {
+// y [rows, out] = x [rows, in] W^T + b, plus each adapter run's
+// scaling * (x A^T) B^T on its rows (module `index` of the stage), added
+// as the ATen path adds it: y + scaling * delta.
+void Project(const Linear& l, const StageModel::AdapterRuns& runs, size_t index,
+             const float* x, int64_t rows, float* y) {
   kernels::Gemv(l.w.View(), x, rows, y);
   const int64_t out = l.w.out;
   if (l.b.defined()) {
@@ -34,19 +35,17 @@ void Project(const Linear& l, const LoraAdapter* adapter, const float* x,
       for (int64_t o = 0; o < out; ++o) y[r * out + o] += b[o];
     }
   }
-  const LoraFactors* f = adapter ? adapter->Find(l.module) : nullptr;
-  if (f == nullptr) return;
-  const int64_t rank = f->a.size(0);
-  thread_local std::vector<float> low, delta;
-  low.resize(static_cast<size_t>(rows * rank));
-  delta.resize(static_cast<size_t>(rows * out));
-  kernels::Gemv(
-      {kernels::WeightType::kF32, f->a.data_ptr<float>(), rank, l.w.in}, x,
-      rows, low.data());
-  kernels::Gemv({kernels::WeightType::kF32, f->b.data_ptr<float>(), out, rank},
-                low.data(), rows, delta.data());
-  const float scaling = static_cast<float>(adapter->scaling());
-  for (int64_t i = 0; i < rows * out; ++i) y[i] += scaling * delta[i];
+  thread_local std::vector<kernels::LoraSegment> segments;
+  segments.clear();
+  for (const StageModel::AdapterRun& run : runs) {
+    const LoraFactors* f = run.factors[index];
+    if (f == nullptr) continue;
+    segments.push_back({run.begin, run.rows, f->a.data_ptr<float>(),
+                        f->b.data_ptr<float>(), f->a.size(0),
+                        static_cast<float>(run.adapter->scaling())});
+  }
+  kernels::LoraSgmv(segments.data(), static_cast<int64_t>(segments.size()), x,
+                    l.w.in, out, y);
 }
 
 // As Hugging Face's LlamaRMSNorm in float32: w * (x * rsqrt(mean(x^2) + eps)).
@@ -156,16 +155,17 @@ float* Sized(std::vector<float>& v, int64_t n) {
 }  // namespace
 
 bool StageModel::CanRunFused(const StageInput& in,
-                             const LoraAdapter* adapter) const {
+                             const AdapterRuns& runs) const {
   if (!options_.decode_kernels || options_.dtype != at::kFloat) return false;
   if (at::GradMode::is_enabled() && in.hidden.defined() &&
       in.hidden.requires_grad()) {
     return false;
   }
-  if (adapter != nullptr) {
-    // Inference adapters only: float, contiguous, nothing to differentiate.
-    for (const auto& [module, f] : adapter->modules()) {
-      for (const at::Tensor* t : {&f.a, &f.b}) {
+  // Inference adapters only: float, contiguous, nothing to differentiate.
+  for (const AdapterRun& run : runs) {
+    for (const LoraFactors* f : run.factors) {
+      if (f == nullptr) continue;
+      for (const at::Tensor* t : {&f->a, &f->b}) {
         if (t->scalar_type() != at::kFloat || !t->is_contiguous() ||
             t->requires_grad()) {
           return false;
@@ -179,7 +179,7 @@ bool StageModel::CanRunFused(const StageInput& in,
 }
 
 at::Tensor StageModel::ForwardFused(const StageInput& in,
-                                    const LoraAdapter* adapter) const {
+                                    const AdapterRuns& runs) const {
   const ModelConfig& c = config_;
   const bool gpt2 = c.arch == Arch::kGpt2;
   const int64_t H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads,
@@ -219,19 +219,22 @@ at::Tensor StageModel::ForwardFused(const StageInput& in,
   for (size_t li = 0; li < blocks_.size(); ++li) {
     const Block& b = blocks_[li];
     const auto& L = b.linears;
+    auto project = [&](size_t i, const float* input, float* output) {
+      Project(L[i], runs, li * L.size() + i, input, T, output);
+    };
     float *q, *k, *v;
     if (gpt2) {
       LayerNormRows(x, b.norm1_w.data_ptr<float>(), b.norm1_b.data_ptr<float>(),
                     T, H, c.norm_eps, h);
-      Project(L[0], adapter, h, T, qkv);  // [T, 3H]: q | k | v per row.
+      project(0, h, qkv);  // [T, 3H]: q | k | v per row.
       q = qkv, k = qkv + H, v = qkv + 2 * H;
     } else {
       RmsNormRows(x, b.norm1_w.data_ptr<float>(), T, H, c.norm_eps, h);
       // q, k and v as [T, width] blocks of one buffer.
       q = qkv, k = q + T * nh * d, v = k + T * nkv * d;
-      Project(L[0], adapter, h, T, q);
-      Project(L[1], adapter, h, T, k);
-      Project(L[2], adapter, h, T, v);
+      project(0, h, q);
+      project(1, h, k);
+      project(2, h, v);
     }
     const int64_t q_stride = gpt2 ? 3 * H : nh * d;
     const int64_t kv_stride = gpt2 ? 3 * H : nkv * d;
@@ -260,28 +263,28 @@ at::Tensor StageModel::ForwardFused(const StageInput& in,
                      cap, nh, nkv, d, att + row * nh * d, sc.scores);
       row += s.num_tokens;
     }
-    Project(L[gpt2 ? 1 : 3], adapter, att, T, proj);
+    project(gpt2 ? 1 : 3, att, proj);
     for (int64_t i = 0; i < T * H; ++i) x[i] += proj[i];
     if (gpt2) {
       LayerNormRows(x, b.norm2_w.data_ptr<float>(), b.norm2_b.data_ptr<float>(),
                     T, H, c.norm_eps, h);
-      Project(L[2], adapter, h, T, ma);
+      project(2, h, ma);
       // GELU, tanh approximation (GPT-2's gelu_new).
       const float k0 = std::sqrt(2.0f / static_cast<float>(M_PI));
       for (int64_t i = 0; i < T * 4 * H; ++i) {
         const float z = ma[i];
         ma[i] = 0.5f * z * (1.0f + std::tanh(k0 * (z + 0.044715f * z * z * z)));
       }
-      Project(L[3], adapter, ma, T, proj);
+      project(3, ma, proj);
     } else {
       RmsNormRows(x, b.norm2_w.data_ptr<float>(), T, H, c.norm_eps, h);
-      Project(L[4], adapter, h, T, ma);
-      Project(L[5], adapter, h, T, mb);
+      project(4, h, ma);
+      project(5, h, mb);
       for (int64_t i = 0; i < T * I; ++i) {
         const float g = ma[i];
         ma[i] = g / (1.0f + std::exp(-g)) * mb[i];  // SiLU(gate) * up.
       }
-      Project(L[6], adapter, ma, T, proj);
+      project(6, ma, proj);
     }
     for (int64_t i = 0; i < T * H; ++i) x[i] += proj[i];
   }

@@ -74,6 +74,8 @@ struct ClusterOptions {
   // Servers that reach the controller through an emulated link (so that
   // Silence() can stop their heartbeats too).
   std::set<std::string> controller_links;
+  // Every server's adapter directory (AdapterCacheOptions::dir).
+  std::string adapter_dir;
 };
 
 struct ClusterPlan {
@@ -182,6 +184,7 @@ class Cluster {
       o.host.node = n;
       o.host.kv_budget_bytes = options.kv_budget_bytes;
       o.host.stage.weights = options.weights;
+      o.host.adapters.dir = options.adapter_dir;
       o.controller = c->controller_address_;
       if (options.controller_links.count(n) > 0) {
         ES_ASSIGN_OR_RETURN(

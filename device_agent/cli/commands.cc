@@ -61,10 +61,13 @@ commands:
       A .gguf file (llama.cpp, Llama family) runs as it is: its tensors
       keep their types; the tokenizer comes from its metadata.
   generate --controller HOST:PORT --model-id ID --prompt TEXT
-           [--codec fp32|fp16|bf16|int8] [--model-dir DIR] [--adapter NAME]
-           [same sampling flags]
+           [--codec fp32|fp16|bf16|int8] [--model-dir DIR]
+           [--adapter NAME --adapter-dir DIR] [same sampling flags]
       The same, split across this device and the edge servers the
       controller's plan names. Statistics include per-hop latency.
+      --adapter names a LoRA adapter the servers hold (their adapter_dir);
+      the device applies its blocks' part from DIR/NAME. Sessions of
+      different adapters share the servers' batches and base weights.
   generate ... --draft lookup|self:q8_0|self:q4_0|DIR [--draft-max K]
            [--draft-fixed] [--draft-skip P]
       Speculative decoding: a draft here proposes up to K tokens (default
@@ -323,6 +326,7 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   o.copy_weights = !a.Has("mmap-weights");
   o.weights = a.String("weights", "");
   if (a.Has("model-dir")) o.model_dirs[model_id] = a.String("model-dir");
+  o.adapter_dir = a.String("adapter-dir", "");
   ES_ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 0));
   o.threads = static_cast<int>(threads);
   o.device_name = a.String("device-name", "device");
@@ -523,6 +527,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
                                "repetition-penalty",
                                "seed",
                                "adapter",
+                               "adapter-dir",
                                "split",
                                "dtype",
                                "weights",

@@ -64,6 +64,11 @@ struct DeviceAgentOptions {
   // Where this device keeps each model (model id -> directory). A model
   // not listed is read from the path in the controller's plan.
   std::map<std::string, std::string> model_dirs;
+  // LoRA adapters sessions may name (OpenSession's `adapter`): PEFT
+  // directories <adapter_dir>/<name>. The device applies the adapter's
+  // part on its own blocks (the servers apply theirs), so a session with
+  // an adapter needs it here unless the plan gives the device no blocks.
+  std::string adapter_dir;
   // Activation codec on the wire: "fp32", "fp16", "bf16" or "int8".
   std::string codec = "fp32";
   int threads = 0;  // Compute threads (process-wide); 0: every core.
