@@ -26,8 +26,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/file_util.h"
 #include "base/status_macros.h"
+#include "delivery/blob_service.h"
 #include "edge_server/adapter_cache.h"
+#include "edge_server/adapter_fetcher.h"
+#include "grpcpp/grpcpp.h"
 #include "runtime/lora.h"
 #include "runtime/model_init.h"
 #include "runtime/model_store.h"
@@ -167,6 +171,64 @@ absl::Status DecodeTable(const std::string& name, const std::string& path,
   return absl::OkStatus();
 }
 
+// A peer serving blobs over loopback gRPC (plaintext, no emulated link),
+// and an AdapterSource fetching from it into a fresh blob store: the
+// server-side path of an adapter that comes from a peer.
+class LoopbackPeer : public AdapterSource {
+ public:
+  static absl::StatusOr<std::unique_ptr<LoopbackPeer>> Start(
+      const std::string& dir, const std::string& adapter_dir,
+      v1::RegisteredAdapter adapter) {
+    auto p = std::unique_ptr<LoopbackPeer>(new LoopbackPeer());
+    p->dir_ = dir;
+    ES_ASSIGN_OR_RETURN(p->served_, BlobStore::Open(dir + "/served"));
+    for (v1::AdapterFile& f : *adapter.mutable_files()) {
+      ES_ASSIGN_OR_RETURN(std::string bytes,
+                          ReadFile(adapter_dir + "/" + f.name()));
+      ES_ASSIGN_OR_RETURN(*f.mutable_blob(), p->served_->Put(bytes));
+      f.set_bytes(static_cast<int64_t>(bytes.size()));
+    }
+    p->adapter_ = std::move(adapter);
+    p->service_ = std::make_unique<BlobServiceImpl>(
+        p->served_.get(),
+        [](grpc::CallbackServerContext*) { return absl::OkStatus(); });
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                             &port);
+    builder.RegisterService(p->service_.get());
+    p->server_ = builder.BuildAndStart();
+    if (p->server_ == nullptr) return absl::UnavailableError("no server");
+    p->channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                                      grpc::InsecureChannelCredentials());
+    return p;
+  }
+  ~LoopbackPeer() override {
+    if (server_) server_->Shutdown();
+  }
+  absl::Status Materialize(const std::string&, const std::string&,
+                           const std::string& dir) override {
+    ES_ASSIGN_OR_RETURN(
+        auto store, BlobStore::Open(absl::StrCat(dir_, "/fetched", ++round_)));
+    BlobFetcher fetcher(store.get());
+    GrpcBlobSource peer("peer", channel_);
+    BlobSource* sources[] = {&peer};
+    AdapterFetchStats stats;
+    return MaterializeFromSources(adapter_, sources, fetcher, *store, dir,
+                                  &stats);
+  }
+
+ private:
+  LoopbackPeer() = default;
+  std::string dir_;
+  int round_ = 0;
+  std::unique_ptr<BlobStore> served_;
+  v1::RegisteredAdapter adapter_;
+  std::unique_ptr<BlobServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
 // Cold vs warm time to first token: AdapterCache::Get + a 32-token
 // prefill with the adapter, on a fresh cache per cold sample.
 absl::Status FirstTokenTable(const std::string& name, const std::string& path,
@@ -195,19 +257,43 @@ absl::Status FirstTokenTable(const std::string& name, const std::string& path,
     ES_RETURN_IF_ERROR(stage->Forward(in).status());
     return Seconds(t0) * 1e3;
   };
-  std::vector<double> cold, warm;
+  v1::RegisteredAdapter registered;
+  registered.set_model_id(name);
+  registered.set_name("cold");
+  registered.add_files()->set_name("adapter_config.json");
+  registered.add_files()->set_name("adapter_model.safetensors");
+  ES_ASSIGN_OR_RETURN(
+      auto peer, LoopbackPeer::Start(dir + "/peer-" + name, adapters + "/cold",
+                                     registered));
+  std::vector<double> cold, warm, fetched;
   for (int r = 0; r < rounds; ++r) {
-    AdapterCache cache(c, {0, c.num_layers}, {adapters, int64_t{1} << 30});
+    AdapterCacheOptions local;
+    local.dir = adapters;
+    local.memory_bytes = int64_t{1} << 30;
+    AdapterCache cache(c, {0, c.num_layers}, local);
     ES_ASSIGN_OR_RETURN(double ms, first_token(cache));
     cold.push_back(ms);
     ES_ASSIGN_OR_RETURN(ms, first_token(cache));
     warm.push_back(ms);
+    // An empty adapter directory: the adapter comes from the peer.
+    const std::string empty = absl::StrCat(dir, "/empty-", name, "-", r);
+    std::filesystem::remove_all(empty);
+    std::filesystem::create_directories(empty);
+    AdapterCacheOptions from_peer;
+    from_peer.dir = empty;
+    from_peer.memory_bytes = int64_t{1} << 30;
+    from_peer.source = peer.get();
+    from_peer.model_id = name;
+    AdapterCache remote(c, {0, c.num_layers}, from_peer);
+    ES_ASSIGN_OR_RETURN(ms, first_token(remote));
+    fetched.push_back(ms);
   }
   std::printf(
-      "| %s | %.1f | %.2f | %.2f | %.2f |\n", name.c_str(),
+      "| %s | %.1f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", name.c_str(),
       std::filesystem::file_size(adapters + "/cold/adapter_model.safetensors") /
           1048576.0,
-      Median(warm), Median(cold), Median(cold) / Median(warm));
+      Median(warm), Median(cold), Median(cold) / Median(warm), Median(fetched),
+      Median(fetched) / Median(warm));
   return absl::OkStatus();
 }
 
@@ -259,9 +345,11 @@ int Main(int argc, char** argv) {
   std::printf(
       "\ntime to first token (adapter lookup + %d-token prefill), adapter on "
       "every linear, rank %d; cold: read from the adapter directory (local "
-      "disk, page cache warm) by a fresh AdapterCache; medians of %d\n\n"
-      "| model | adapter MiB | warm ms | cold ms | cold / warm |\n"
-      "|---|---|---|---|---|\n",
+      "disk, page cache warm) by a fresh AdapterCache; peer: fetched from a "
+      "peer's BlobService over loopback gRPC (chunked, SHA-256 verified, "
+      "written out, then read); medians of %d\n\n"
+      "| model | adapter MiB | warm ms | cold (disk) ms | disk / warm | cold "
+      "(peer) ms | peer / warm |\n|---|---|---|---|---|---|---|\n",
       kPrompt, kRank, rounds);
   for (const auto& [m, path] : paths) {
     if (absl::Status s = FirstTokenTable(m, path, dir, rounds); !s.ok()) {

@@ -147,6 +147,14 @@ class Controller {
   absl::StatusOr<v1::OpenSessionResponse> OpenSession(
       const v1::OpenSessionRequest& request);
   absl::Status CloseSession(const std::string& session_id);
+  // The usable ones of `nodes` (not `from`) with their peer addresses,
+  // nearest to `from` first: by the round trip `from` measured to each,
+  // unmeasured ones last (by name). Where a server fetches blobs from.
+  std::vector<std::pair<std::string, std::string>> PeersNearestTo(
+      const std::string& from, const std::vector<std::string>& nodes) const;
+  // OK when the `devices:` section lets request.device() use its model
+  // and adapter (or there is no such section).
+  absl::Status AuthorizeDevice(const v1::OpenSessionRequest& request) const;
   // OK when `device` is a member of training job `job_id` (its creator or
   // one it named); PermissionDenied otherwise, NotFound for no such job.
   absl::Status CheckJobMember(const std::string& job_id,
@@ -237,7 +245,6 @@ class Controller {
   absl::Status SignGrant(const v1::OpenSessionRequest& request,
                          v1::OpenSessionResponse* response) const;
   // Whether the request's device may use its model and adapter.
-  absl::Status AuthorizeDevice(const v1::OpenSessionRequest& request) const;
   // Creates the request's training job or checks the device belongs to it.
   absl::Status AdmitToJobLocked(const v1::OpenSessionRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -8,6 +8,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "controller/adapter_service.h"
 #include "controller/controller.h"
 #include "controller/controller_service.h"
 #include "grpcpp/grpcpp.h"
@@ -70,10 +71,20 @@ int main(int argc, char** argv) {
     return 1;
   }
   edgesplit::ControllerServiceImpl service(&controller, security->get());
+  auto registry = edgesplit::AdapterRegistry::Open(config->state_dir);
+  if (!registry.ok()) {
+    std::cerr << "edgesplit-controller: " << registry.status().message()
+              << "\n";
+    return 1;
+  }
+  edgesplit::AdapterServiceImpl adapters(&controller, registry->get(),
+                                         security->get());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config->listen, *credentials, &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&adapters);
+  builder.RegisterService(adapters.blob_service());
   (*security)->ConfigureServer(&builder);
   // Device adapters for averaging (split federated learning) exceed gRPC's
   // 4 MiB default on large models.

@@ -80,6 +80,7 @@ struct DeviceAgent::Impl {
   std::map<Key, std::shared_ptr<LocalModel>> models ABSL_GUARDED_BY(mu);
 
   // What the next OpenSession reports (report_profile).
+  absl::Mutex adapter_mu;  // One adapter download at a time.
   absl::Mutex profile_mu;
   v1::DeviceProfile profile ABSL_GUARDED_BY(profile_mu);
   std::set<std::string> profiled ABSL_GUARDED_BY(profile_mu);  // Model ids.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <tuple>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
+#include "device_agent/adapter_download.h"
 #include "device_agent/agent_impl.h"
 #include "device_agent/drafts.h"
 #include "device_agent/remote_sequence.h"
@@ -471,10 +473,20 @@ absl::StatusOr<std::unique_ptr<Session>> DeviceAgent::OpenSession(
   ES_RETURN_IF_ERROR(s->Adopt(std::move(resp)));
   if (!adapter.empty() && !impl_->options.adapter_dir.empty()) {
     ES_RETURN_IF_ERROR(ValidateAdapterName(adapter));
+    const std::string dir = impl_->options.adapter_dir + "/" + adapter;
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec)) {
+      // Fetched from the cluster (registered adapters), one at a time.
+      absl::MutexLock lock(&impl_->adapter_mu);
+      if (!std::filesystem::is_directory(dir, ec)) {
+        ES_RETURN_IF_ERROR(DownloadAdapter(
+            impl_->controller_channel, impl_->options.device_name, model_id,
+            adapter, impl_->options.adapter_dir, impl_->options.rpc_timeout));
+      }
+    }
     ES_ASSIGN_OR_RETURN(
         std::unique_ptr<LoraAdapter> lora,
-        LoraAdapter::LoadPeft(impl_->options.adapter_dir + "/" + adapter,
-                              s->model->store->config(), adapter));
+        LoraAdapter::LoadPeft(dir, s->model->store->config(), adapter));
     s->lora = std::move(lora);
   }
   impl_->ProfileModel(model_id, s->ModelDir());

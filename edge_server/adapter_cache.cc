@@ -55,8 +55,12 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> AdapterCache::Load(
   const std::string dir = options_.dir + "/" + name;
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat("adapter \"", name, "\" is not in ", options_.dir));
+    if (options_.source == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat("adapter \"", name, "\" is not in ", options_.dir));
+    }
+    ES_RETURN_IF_ERROR(
+        options_.source->Materialize(options_.model_id, name, options_.dir));
   }
   ES_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> whole,
                       LoraAdapter::LoadPeft(dir, model_, name));

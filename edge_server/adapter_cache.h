@@ -6,8 +6,10 @@
 // stage's blocks, and kept in an LRU of adapters under a byte budget;
 // evicting one only drops it from memory (the directory is the spill tier,
 // and a later request reads it again: a miss costs one load, never a
-// refusal). Sessions hold their adapter (shared_ptr) for their lifetime,
-// so an evicted adapter still in use stays alive until its sessions end.
+// refusal). An adapter the directory lacks may come from an AdapterSource
+// (the cluster: fetched once into the directory). Sessions hold their adapter
+// (shared_ptr) for their lifetime, so an evicted adapter still in use stays
+// alive until its sessions end.
 #ifndef EDGESPLIT_EDGE_SERVER_ADAPTER_CACHE_H_
 #define EDGESPLIT_EDGE_SERVER_ADAPTER_CACHE_H_
 
@@ -25,9 +27,25 @@
 
 namespace edgesplit {
 
+// Where adapters missing from the directory come from (the seam tests
+// replace; ClusterAdapterSource in adapter_fetcher.h fetches them from
+// peers and the controller).
+class AdapterSource {
+ public:
+  virtual ~AdapterSource() = default;
+  // Makes <dir>/<name> a PEFT directory holding adapter `name` of
+  // `model_id`, or fails naming why.
+  virtual absl::Status Materialize(const std::string& model_id,
+                                   const std::string& name,
+                                   const std::string& dir) = 0;
+};
+
 struct AdapterCacheOptions {
   std::string dir;  // Adapter directories <dir>/<name>; "" = none.
   int64_t memory_bytes = int64_t{256} << 20;  // Adapters kept in memory.
+  // On a miss in `dir`: fetch it from here (null: none). Not owned.
+  AdapterSource* source = nullptr;
+  std::string model_id;  // The stage's model, for `source`.
 };
 
 struct AdapterCacheStats {

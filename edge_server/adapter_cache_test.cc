@@ -10,6 +10,13 @@
 namespace edgesplit {
 namespace {
 
+AdapterCacheOptions Options(std::string dir, int64_t bytes) {
+  AdapterCacheOptions o;
+  o.dir = std::move(dir);
+  o.memory_bytes = bytes;
+  return o;
+}
+
 using ::edgesplit::testing::TempDir;
 using ::testing::HasSubstr;
 
@@ -44,7 +51,7 @@ class AdapterCacheTest : public ::testing::Test {
 
 TEST_F(AdapterCacheTest, LoadsOnceKeepsTheStagesBlocksAndEvictsLeastRecent) {
   // Room for two adapters' parts.
-  AdapterCache cache(config_, {2, 4}, {dir_, 2 * PartBytes()});
+  AdapterCache cache(config_, {2, 4}, Options(dir_, 2 * PartBytes()));
   auto a = cache.Get("a");
   ASSERT_TRUE(a.ok()) << a.status();
   for (const auto& [module, f] : (*a)->modules()) {
@@ -81,7 +88,7 @@ TEST_F(AdapterCacheTest, LoadsOnceKeepsTheStagesBlocksAndEvictsLeastRecent) {
 }
 
 TEST_F(AdapterCacheTest, AnAdapterLargerThanTheBudgetIsServedButNotKept) {
-  AdapterCache cache(config_, {0, 4}, {dir_, 16});
+  AdapterCache cache(config_, {0, 4}, Options(dir_, 16));
   auto a = cache.Get("a");
   ASSERT_TRUE(a.ok());
   EXPECT_FALSE((*a)->modules().empty());
@@ -89,7 +96,7 @@ TEST_F(AdapterCacheTest, AnAdapterLargerThanTheBudgetIsServedButNotKept) {
 }
 
 TEST_F(AdapterCacheTest, BadNamesAndMissingAdaptersAreClearErrors) {
-  AdapterCache cache(config_, {0, 4}, {dir_, 1 << 20});
+  AdapterCache cache(config_, {0, 4}, Options(dir_, 1 << 20));
   for (const char* bad : {"../a", "", ".hidden", "a/b", "train:job"}) {
     EXPECT_EQ(cache.Get(bad).status().code(),
               absl::StatusCode::kInvalidArgument)
@@ -98,7 +105,7 @@ TEST_F(AdapterCacheTest, BadNamesAndMissingAdaptersAreClearErrors) {
   auto missing = cache.Get("zzz").status();
   EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.message(), HasSubstr("\"zzz\" is not in"));
-  AdapterCache none(config_, {0, 4}, {"", 1 << 20});
+  AdapterCache none(config_, {0, 4}, Options("", 1 << 20));
   EXPECT_THAT(none.Get("a").status().message(),
               HasSubstr("no adapter directory"));
   // An adapter for another model is refused naming its file.

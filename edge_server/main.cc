@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   o.advertise_peer = config->advertise_peer;
   o.memory_bytes = config->memory_bytes;
   o.checkpoint_dir = config->checkpoint_dir;
+  o.blob_dir = config->blob_dir;
   auto security = edgesplit::TransportSecurity::Create(config->tls);
   if (!security.ok()) {
     std::cerr << "edgesplit-server: " << security.status().message() << "\n";

@@ -32,6 +32,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
             .status());
   }
   std::unique_ptr<EdgeServer> s(new EdgeServer(std::move(options)));
+  ES_RETURN_IF_ERROR(s->StartAdapterDelivery());
   s->host_ = std::make_unique<StageHost>(s->options_.host);
   // Activations of long prompts exceed gRPC's 4 MiB default.
   const int max_message = wire::MaxMessageBytes(s->options_.limits);
@@ -59,6 +60,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   int port = 0;
   builder.AddListeningPort(s->options_.listen, credentials, &port);
   builder.RegisterService(s->service_.get());
+  if (s->blobs_ != nullptr) builder.RegisterService(s->blobs_.get());
   s->options_.security->ConfigureServer(&builder);
   builder.SetMaxReceiveMessageSize(max_message);
   builder.SetMaxSendMessageSize(max_message);
@@ -104,6 +106,26 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     }
   });
   return s;
+}
+
+absl::Status EdgeServer::StartAdapterDelivery() {
+  const std::string& dir = options_.host.adapters.dir;
+  if (options_.controller.empty() || dir.empty()) return absl::OkStatus();
+  ES_ASSIGN_OR_RETURN(
+      adapters_,
+      ClusterAdapterSource::Create(
+          options_.host.node, options_.controller,
+          options_.blob_dir.empty() ? dir + "/.blobs" : options_.blob_dir,
+          options_.security));
+  options_.host.adapters.source = adapters_.get();
+  const TransportSecurity* security = options_.security.get();
+  blobs_ = std::make_unique<BlobServiceImpl>(
+      &adapters_->store(),
+      [security](grpc::CallbackServerContext* ctx) -> absl::Status {
+        ES_ASSIGN_OR_RETURN(Peer peer, security->PeerOf(*ctx));
+        return CheckPeerKind(peer, Identity::Kind::kNode, "read blobs");
+      });
+  return absl::OkStatus();
 }
 
 int EdgeServer::Shutdown(absl::Duration drain) {

@@ -11,6 +11,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "delivery/blob_service.h"
+#include "edge_server/adapter_fetcher.h"
 #include "edge_server/controller_link.h"
 #include "edge_server/grant_gate.h"
 #include "edge_server/grpc_next_hop.h"
@@ -42,6 +44,11 @@ struct EdgeServerOptions {
   // Training sessions' checkpoints (one directory per job below it); ""
   // keeps none.
   std::string checkpoint_dir;
+  // Blobs of adapters fetched from the cluster (host.adapters.dir's
+  // ".blobs" when empty); with a controller and an adapter directory, a
+  // session's adapter missing here is fetched from peers or the controller
+  // and served to peers in turn (BlobService on this server's port).
+  std::string blob_dir;
   // Mutual TLS (or loopback-only plaintext) of the port and of every
   // channel this server opens. Required.
   std::shared_ptr<const TransportSecurity> security;
@@ -57,6 +64,9 @@ class EdgeServer {
   ~EdgeServer();  // Shutdown(0) if still running.
 
   StageHost* host() { return host_.get(); }
+  // What this server fetched from the cluster; null without a controller
+  // or an adapter directory.
+  const ClusterAdapterSource* adapter_source() const { return adapters_.get(); }
   // "127.0.0.1:<port>" actually bound.
   const std::string& address() const { return address_; }
   const std::string& node() const { return options_.host.node; }
@@ -82,8 +92,13 @@ class EdgeServer {
  private:
   explicit EdgeServer(EdgeServerOptions options)
       : options_(std::move(options)) {}
+  // With a controller and an adapter directory: the adapter source that
+  // fetches from the cluster, and the BlobService serving what it holds.
+  absl::Status StartAdapterDelivery();
 
   EdgeServerOptions options_;
+  std::unique_ptr<ClusterAdapterSource> adapters_;  // Outlives host_.
+  std::unique_ptr<BlobServiceImpl> blobs_;
   std::unique_ptr<StageHost> host_;
   std::unique_ptr<GrantGate> grants_;  // Outlives service_'s sessions.
   std::unique_ptr<GrpcNextHopFactory> next_hops_;

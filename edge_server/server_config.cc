@@ -94,6 +94,9 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   if (root["adapter_dir"]) {
     ES_ASSIGN_OR_RETURN(c.adapter_dir, r.String(root, "adapter_dir", false));
   }
+  if (root["blob_dir"]) {
+    ES_ASSIGN_OR_RETURN(c.blob_dir, r.String(root, "blob_dir", false));
+  }
   ES_ASSIGN_OR_RETURN(int64_t adapter_mb, r.IntIn(root, "adapter_cache_mb", 256,
                                                   1, int64_t{1} << 30));
   c.adapter_cache_bytes = adapter_mb << 20;

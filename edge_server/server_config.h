@@ -59,6 +59,8 @@ struct ServerConfig {
   // hosted stage.
   std::string adapter_dir;
   int64_t adapter_cache_bytes = int64_t{256} << 20;
+  // Blobs of adapters fetched from the cluster ("" = <adapter_dir>/.blobs).
+  std::string blob_dir;
   TlsConfig tls;
 
   absl::Status Validate() const;  // Errors name the file and field.

@@ -28,8 +28,10 @@ absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::LoadStage(
   }
   ES_ASSIGN_OR_RETURN(stage->store, ModelStore::Open(path));
   ES_ASSIGN_OR_RETURN(stage->model, StageModel::Load(*stage->store, spec, so));
-  stage->adapters = std::make_unique<AdapterCache>(
-      stage->model->config(), spec.blocks, options_.adapters);
+  AdapterCacheOptions ao = options_.adapters;
+  ao.model_id = model_id;
+  stage->adapters =
+      std::make_unique<AdapterCache>(stage->model->config(), spec.blocks, ao);
   stage->batcher = std::make_unique<Batcher>(
       stage->model.get(), options_.max_batch_tokens, slowdown_);
   stage->slowdown = slowdown_;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/adapter_name.h"
 #include "runtime/model_config.h"
 
 namespace edgesplit {
@@ -87,11 +88,6 @@ class LoraAdapter {
   LoraConfig config_;
   std::map<std::string, LoraFactors> modules_;
 };
-
-// Adapter names travel in requests and name directories: letters, digits,
-// '.', '_', '-' (not starting with '.'), at most 128 characters;
-// INVALID_ARGUMENT otherwise.
-absl::Status ValidateAdapterName(const std::string& name);
 
 // Whether PEFT's target_modules matching selects `module`.
 bool LoraTargets(const LoraConfig& config, const std::string& module,

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
 TARGETS=(grant_fuzz token_fuzz config_fuzz model_files_fuzz tokenizer_fuzz wire_fuzz
-         peft_fuzz stage_fuzz)
+         peft_fuzz stage_fuzz registry_fuzz)
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DEDGESPLIT_FUZZ=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_TESTS=OFF \

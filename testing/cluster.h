@@ -22,8 +22,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
+#include "controller/adapter_service.h"
 #include "controller/controller.h"
 #include "controller/controller_service.h"
 #include "edge_server/server.h"
@@ -74,7 +76,8 @@ struct ClusterOptions {
   // Servers that reach the controller through an emulated link (so that
   // Silence() can stop their heartbeats too).
   std::set<std::string> controller_links;
-  // Every server's adapter directory (AdapterCacheOptions::dir).
+  // Every server's adapter directory (AdapterCacheOptions::dir); "{node}"
+  // becomes the server's name.
   std::string adapter_dir;
 };
 
@@ -184,7 +187,8 @@ class Cluster {
       o.host.node = n;
       o.host.kv_budget_bytes = options.kv_budget_bytes;
       o.host.stage.weights = options.weights;
-      o.host.adapters.dir = options.adapter_dir;
+      o.host.adapters.dir =
+          absl::StrReplaceAll(options.adapter_dir, {{"{node}", n}});
       o.controller = c->controller_address_;
       if (options.controller_links.count(n) > 0) {
         ES_ASSIGN_OR_RETURN(
@@ -304,6 +308,8 @@ class Cluster {
   void StopController() {
     if (grpc_) grpc_->Shutdown(absl::ToChronoTime(absl::Now()));
     grpc_.reset();
+    adapter_service_.reset();
+    registry_.reset();
     service_.reset();
     controller_.reset();
   }
@@ -450,12 +456,17 @@ class Cluster {
                         TransportSecurity::Create(cc.tls));
     service_ = std::make_unique<ControllerServiceImpl>(
         controller_.get(), controller_security_.get());
+    ES_ASSIGN_OR_RETURN(registry_, AdapterRegistry::Open(cc.state_dir));
+    adapter_service_ = std::make_unique<AdapterServiceImpl>(
+        controller_.get(), registry_.get(), controller_security_.get());
     grpc::ServerBuilder builder;
     int port = 0;
     ES_ASSIGN_OR_RETURN(auto credentials,
                         controller_security_->ServerCredentials(address));
     builder.AddListeningPort(address, credentials, &port);
     builder.RegisterService(service_.get());
+    builder.RegisterService(adapter_service_.get());
+    builder.RegisterService(adapter_service_->blob_service());
     controller_security_->ConfigureServer(&builder);
     builder.SetMaxReceiveMessageSize(kMaxControllerMessageBytes);
     builder.SetMaxSendMessageSize(kMaxControllerMessageBytes);
@@ -474,6 +485,8 @@ class Cluster {
   std::shared_ptr<const TransportSecurity> controller_security_;
   std::unique_ptr<Controller> controller_;
   std::unique_ptr<ControllerServiceImpl> service_;
+  std::unique_ptr<AdapterRegistry> registry_;
+  std::unique_ptr<AdapterServiceImpl> adapter_service_;
   std::unique_ptr<grpc::Server> grpc_;
   std::string controller_address_;
   std::map<std::string, std::unique_ptr<EdgeServer>> servers_;

@@ -3,11 +3,14 @@
 // whose batches mix them, and each generates exactly what the whole model
 // with its adapter generates in one process.
 #include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/file_util.h"
+#include "device_agent/cli/commands.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "runtime/generator.h"
@@ -160,6 +163,95 @@ TEST_F(AdapterServingTest, UnknownOrMissingAdaptersAreClearErrors) {
   }
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
   EXPECT_THAT(s.message(), HasSubstr("adapter_dir"));
+}
+
+// An adapter registered with the controller reaches servers that never
+// had it: the first fetches it from the controller, the next from the
+// nearest peer holding it, each verified by SHA-256; the device downloads
+// its blocks' part from the controller; the split output equals the whole
+// model with the adapter.
+TEST(AdapterDeliveryTest, ARegisteredAdapterTravelsFromPeerToPeer) {
+  const std::string dir = testing::TempDir("adapter_delivery");
+  auto store = ModelStore::Open(RealModel());
+  ASSERT_TRUE(store.ok());
+  const ModelConfig& config = (*store)->config();
+  LoraConfig lc;
+  lc.r = 8;
+  lc.alpha = 4;
+  lc.target_modules = {"q_proj", "v_proj", "down_proj"};
+  auto adapter = LoraAdapter::Create(config, lc, {0, config.num_layers}, 11,
+                                     "gamma", /*zero_b=*/false);
+  ASSERT_TRUE(adapter.ok());
+  ASSERT_TRUE((*adapter)->SavePeft(dir + "/src/gamma").ok());
+  testing::ClusterOptions options;
+  options.adapter_dir = dir + "/servers/{node}";
+  std::vector<ClusterPlan> plans = {
+      {"real-3hop",
+       RealModel(),
+       false,
+       {{"device", 0, 1}, {"a", 1, 2}, {"b", 2, 4}, {"c", 4, 5}}}};
+  auto c = Cluster::Start(testing::TempDir("adapter_delivery_cluster"), plans,
+                          options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  DeviceAgentOptions o;
+  o.controller = (*c)->controller_address();
+  (*c)->SecureDevice("device", &o);
+  o.adapter_dir = dir + "/device";
+  auto agent = DeviceAgent::Connect(o);
+  ASSERT_TRUE(agent.ok());
+  // Not registered yet: the first hop says so.
+  auto early = (*agent)->OpenSession("real-3hop", "gamma");
+  absl::Status s = early.status();
+  if (early.ok()) {
+    s = (*early)->Generate(kPrompt, testing::GreedyTokens(2), {}).status();
+  }
+  EXPECT_THAT(s.message(), HasSubstr("not registered"));
+
+  std::ostringstream out, err;
+  ASSERT_EQ(
+      cli::Run({"adapter", "register", "--certs", (*c)->certs_dir(),
+                "--controller", (*c)->controller_address(), "--model-id",
+                "real-3hop", "--name", "gamma", "--dir", dir + "/src/gamma"},
+               out, err),
+      0)
+      << err.str();
+  auto session = (*agent)->OpenSession("real-3hop", "gamma");
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto stats =
+      (*session)->Generate(kPrompt, testing::GreedyTokens(kTokens), {});
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->tokens, WholeWithAdapter(dir + "/src/gamma"));
+
+  // Each server holds the same bytes; a took them from the controller, b
+  // and c from a peer.
+  for (const char* node : {"a", "b", "c"}) {
+    for (const char* file :
+         {"adapter_config.json", "adapter_model.safetensors"}) {
+      auto want = ReadFile(dir + "/src/gamma/" + file);
+      auto got =
+          ReadFile(absl::StrCat(dir, "/servers/", node, "/gamma/", file));
+      ASSERT_TRUE(want.ok() && got.ok()) << node << " " << file;
+      EXPECT_TRUE(*want == *got) << node << " " << file;
+    }
+  }
+  auto from = [&](const char* node) {
+    return (*c)->server(node)->adapter_source()->stats().blobs_from;
+  };
+  EXPECT_EQ(from("a"), (std::map<std::string, int64_t>{{"controller", 2}}));
+  EXPECT_EQ(from("b"), (std::map<std::string, int64_t>{{"a", 2}}));
+  EXPECT_EQ(from("c").count("controller"), 0u);
+  auto device_copy = ReadFile(dir + "/device/gamma/adapter_model.safetensors");
+  ASSERT_TRUE(device_copy.ok());
+  EXPECT_TRUE(*device_copy ==
+              *ReadFile(dir + "/src/gamma/adapter_model.safetensors"));
+  std::ostringstream listed, err2;
+  ASSERT_EQ(cli::Run({"adapter", "list", "--certs", (*c)->certs_dir(),
+                      "--controller", (*c)->controller_address()},
+                     listed, err2),
+            0)
+      << err2.str();
+  EXPECT_THAT(listed.str(), HasSubstr("gamma"));
+  EXPECT_THAT(listed.str(), HasSubstr("a,b,c"));
 }
 
 }  // namespace

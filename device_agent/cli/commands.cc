@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
+#include "device_agent/cli/adapter_commands.h"
 #include "device_agent/cli/args.h"
 #include "device_agent/cli/cluster_commands.h"
 #include "device_agent/cli/security_commands.h"
@@ -99,6 +100,13 @@ commands:
       from the newest checkpoint after a hop fails or on a rerun; a job
       belongs to the device that created it and its --job-members; --out
       writes the PEFT adapter.
+  adapter register --controller HOST:PORT --model-id ID --name NAME
+                   --dir DIR
+      Upload a PEFT adapter directory to the controller's registry (admin
+      certificates): servers missing NAME fetch it from the nearest server
+      holding it, or from the controller, and verify it by SHA-256.
+  adapter list --controller HOST:PORT [--model-id ID]
+      Registered adapters, their size and which servers hold them.
   adapter export --controller HOST:PORT --model-id ID --job ID --out DIR
                  [--checkpoint-dir DIR]
       One PEFT adapter (adapter_config.json + adapter_model.safetensors)
@@ -512,6 +520,15 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
     auto a =
         ParseFor(rest, WithTls(kTrainFlags), WithInsecure(kTrainBoolFlags));
     status = a.ok() ? TrainCommand(*a, out, err) : a.status();
+  } else if (cmd == "adapter" && !rest.empty() && rest[0] == "register") {
+    auto a = ParseFor({rest.begin() + 1, rest.end()},
+                      WithTls({"controller", "model-id", "name", "dir"}),
+                      kTlsBoolFlags);
+    status = a.ok() ? AdapterRegisterCommand(*a, out) : a.status();
+  } else if (cmd == "adapter" && !rest.empty() && rest[0] == "list") {
+    auto a = ParseFor({rest.begin() + 1, rest.end()},
+                      WithTls({"controller", "model-id"}), kTlsBoolFlags);
+    status = a.ok() ? AdapterListCommand(*a, out) : a.status();
   } else if (cmd == "adapter" && !rest.empty() && rest[0] == "export") {
     auto a = ParseFor({rest.begin() + 1, rest.end()}, WithTls(kExportFlags),
                       kTlsBoolFlags);

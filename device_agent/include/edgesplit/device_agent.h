@@ -67,7 +67,9 @@ struct DeviceAgentOptions {
   // LoRA adapters sessions may name (OpenSession's `adapter`): PEFT
   // directories <adapter_dir>/<name>. The device applies the adapter's
   // part on its own blocks (the servers apply theirs), so a session with
-  // an adapter needs it here unless the plan gives the device no blocks.
+  // an adapter needs it here unless the plan gives the device no blocks;
+  // one registered with the controller and missing here is downloaded
+  // into it (verified by SHA-256) when a session first names it.
   std::string adapter_dir;
   // Activation codec on the wire: "fp32", "fp16", "bf16" or "int8".
   std::string codec = "fp32";

@@ -1,0 +1,126 @@
+#include "controller/adapter_service.h"
+
+#include "base/status_macros.h"
+#include "proto/grpc_status.h"
+
+namespace edgesplit {
+namespace {
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx,
+                                 const absl::Status& s) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+}  // namespace
+
+AdapterServiceImpl::AdapterServiceImpl(const Controller* controller,
+                                       AdapterRegistry* registry,
+                                       const TransportSecurity* security)
+    : controller_(controller), registry_(registry), security_(security) {
+  blobs_ = std::make_unique<BlobServiceImpl>(
+      registry_->enabled() ? registry_->store() : nullptr,
+      [this](grpc::CallbackServerContext* ctx) -> absl::Status {
+        ES_RETURN_IF_ERROR(Authenticated(ctx));
+        if (!registry_->enabled()) {
+          return absl::NotFoundError("this controller keeps no blobs");
+        }
+        return absl::OkStatus();
+      });
+}
+
+absl::Status AdapterServiceImpl::Authenticated(
+    grpc::CallbackServerContext* ctx) const {
+  ES_ASSIGN_OR_RETURN(Peer peer, security_->PeerOf(*ctx));
+  return controller_->CheckToken(peer);
+}
+
+absl::Status AdapterServiceImpl::Caller(grpc::CallbackServerContext* ctx,
+                                        Identity::Kind kind,
+                                        const std::string* name,
+                                        const char* action) const {
+  ES_ASSIGN_OR_RETURN(Peer peer, security_->PeerOf(*ctx));
+  ES_RETURN_IF_ERROR(controller_->CheckToken(peer));
+  return name != nullptr ? CheckPeerNamed(peer, kind, *name)
+                         : CheckPeerKind(peer, kind, action);
+}
+
+grpc::ServerUnaryReactor* AdapterServiceImpl::PutBlob(
+    grpc::CallbackServerContext* ctx, const v1::PutBlobRequest* request,
+    v1::PutBlobResponse* response) {
+  absl::Status s = Caller(ctx, Identity::Kind::kAdmin, nullptr, "upload");
+  if (s.ok()) {
+    auto r = registry_->PutBlob(*request);
+    s = r.status();
+    if (r.ok()) *response = *std::move(r);
+  }
+  return Finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* AdapterServiceImpl::RegisterAdapter(
+    grpc::CallbackServerContext* ctx, const v1::RegisterAdapterRequest* request,
+    v1::RegisterAdapterResponse*) {
+  absl::Status s =
+      Caller(ctx, Identity::Kind::kAdmin, nullptr, "register adapters");
+  if (s.ok()) s = registry_->Register(request->adapter());
+  return Finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* AdapterServiceImpl::ListAdapters(
+    grpc::CallbackServerContext* ctx, const v1::ListAdaptersRequest* request,
+    v1::ListAdaptersResponse* response) {
+  absl::Status s = Authenticated(ctx);
+  if (s.ok()) *response = registry_->List(request->model_id());
+  return Finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* AdapterServiceImpl::ResolveAdapter(
+    grpc::CallbackServerContext* ctx, const v1::ResolveAdapterRequest* request,
+    v1::ResolveAdapterResponse* response) {
+  absl::Status s = Authenticated(ctx);
+  auto peer = security_->PeerOf(*ctx);
+  const bool device = s.ok() && peer.ok() && peer->authenticated &&
+                      peer->identity.kind == Identity::Kind::kDevice;
+  if (s.ok() && device) {
+    // A device fetching its blocks' part: from the controller only (peers
+    // serve servers), and only what its access rules let it use.
+    v1::OpenSessionRequest use;
+    use.set_device(peer->identity.name);
+    use.set_model_id(request->model_id());
+    use.set_adapter(request->name());
+    s = controller_->AuthorizeDevice(use);
+  } else if (s.ok()) {
+    s = Caller(ctx, Identity::Kind::kNode, &request->node(), "");
+  }
+  if (s.ok()) {
+    auto a = registry_->Find(request->model_id(), request->name());
+    s = a.status();
+    if (a.ok()) {
+      std::vector<std::string> holders(a->holders().begin(),
+                                       a->holders().end());
+      if (device) holders.clear();
+      for (const auto& [node, address] :
+           controller_->PeersNearestTo(request->node(), holders)) {
+        v1::BlobHolder* h = response->add_peers();
+        h->set_node(node);
+        h->set_address(address);
+      }
+      *response->mutable_adapter() = *std::move(a);
+    }
+  }
+  return Finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* AdapterServiceImpl::ReportHeld(
+    grpc::CallbackServerContext* ctx, const v1::ReportHeldRequest* request,
+    v1::ReportHeldResponse*) {
+  absl::Status s = Caller(ctx, Identity::Kind::kNode, &request->node(), "");
+  if (s.ok()) {
+    s = registry_->AddHolder(request->model_id(), request->name(),
+                             request->node());
+  }
+  return Finish(ctx, s);
+}
+
+}  // namespace edgesplit

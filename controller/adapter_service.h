@@ -1,0 +1,66 @@
+// gRPC glue of the controller's adapter registry and blob store (callback
+// API). Logic lives in AdapterRegistry.
+//
+// Who may call what (checked against the caller's certificate; with an
+// insecure transport every caller is trusted):
+//   PutBlob, RegisterAdapter            admins
+//   ResolveAdapter                      the node named in the request, or a
+//                                       device its `devices:` rules allow
+//                                       the adapter (no peers for devices)
+//   ReportHeld                          the node named in the request
+//   ListAdapters, BlobService.ReadBlob  anyone of the cluster
+#ifndef EDGESPLIT_CONTROLLER_ADAPTER_SERVICE_H_
+#define EDGESPLIT_CONTROLLER_ADAPTER_SERVICE_H_
+
+#include <memory>
+
+#include "controller/adapter_registry.h"
+#include "controller/controller.h"
+#include "delivery/blob_service.h"
+#include "edgesplit/v1/delivery.grpc.pb.h"
+#include "security/tls.h"
+
+namespace edgesplit {
+
+// Thread-safe. `controller`, `registry` and `security` outlive it.
+class AdapterServiceImpl final : public v1::AdapterRegistry::CallbackService {
+ public:
+  AdapterServiceImpl(const Controller* controller, AdapterRegistry* registry,
+                     const TransportSecurity* security);
+
+  // The controller's BlobService (the registered originals); register it
+  // on the same server.
+  BlobServiceImpl* blob_service() { return blobs_.get(); }
+
+  grpc::ServerUnaryReactor* PutBlob(grpc::CallbackServerContext* ctx,
+                                    const v1::PutBlobRequest* request,
+                                    v1::PutBlobResponse* response) override;
+  grpc::ServerUnaryReactor* RegisterAdapter(
+      grpc::CallbackServerContext* ctx,
+      const v1::RegisterAdapterRequest* request,
+      v1::RegisterAdapterResponse* response) override;
+  grpc::ServerUnaryReactor* ListAdapters(
+      grpc::CallbackServerContext* ctx, const v1::ListAdaptersRequest* request,
+      v1::ListAdaptersResponse* response) override;
+  grpc::ServerUnaryReactor* ResolveAdapter(
+      grpc::CallbackServerContext* ctx,
+      const v1::ResolveAdapterRequest* request,
+      v1::ResolveAdapterResponse* response) override;
+  grpc::ServerUnaryReactor* ReportHeld(
+      grpc::CallbackServerContext* ctx, const v1::ReportHeldRequest* request,
+      v1::ReportHeldResponse* response) override;
+
+ private:
+  absl::Status Authenticated(grpc::CallbackServerContext* ctx) const;
+  absl::Status Caller(grpc::CallbackServerContext* ctx, Identity::Kind kind,
+                      const std::string* name, const char* action) const;
+
+  const Controller* const controller_;
+  AdapterRegistry* const registry_;
+  const TransportSecurity* const security_;
+  std::unique_ptr<BlobServiceImpl> blobs_;
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_CONTROLLER_ADAPTER_SERVICE_H_

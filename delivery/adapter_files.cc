@@ -1,0 +1,59 @@
+#include "delivery/adapter_files.h"
+
+#include <filesystem>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/file_util.h"
+#include "base/status_macros.h"
+#include "runtime/adapter_name.h"
+
+namespace edgesplit {
+
+absl::Status MaterializeFromSources(const v1::RegisteredAdapter& adapter,
+                                    absl::Span<BlobSource* const> sources,
+                                    BlobFetcher& fetcher, BlobStore& store,
+                                    const std::string& dir,
+                                    AdapterFetchStats* stats) {
+  const std::string& name = adapter.name();
+  ES_RETURN_IF_ERROR(ValidateAdapterName(name));  // It names a directory.
+  // Fetch every file first, then write the directory: a reader never sees
+  // half an adapter.
+  std::vector<std::pair<std::string, std::string>> files;  // name, bytes
+  for (const v1::AdapterFile& f : adapter.files()) {
+    if (f.name() != "adapter_config.json" &&
+        f.name() != "adapter_model.safetensors") {
+      return absl::DataLossError(
+          absl::StrCat("adapter ", name, ": unexpected file ", f.name()));
+    }
+    ES_ASSIGN_OR_RETURN(FetchResult got, fetcher.Fetch(f.blob(), sources));
+    stats->bytes_received += got.bytes_received;
+    if (!got.source.empty()) ++stats->blobs_from[got.source];
+    ES_ASSIGN_OR_RETURN(std::string bytes, store.ReadVerified(f.blob()));
+    files.emplace_back(f.name(), std::move(bytes));
+  }
+  // Written beside it and renamed into place (no adapter name starts with
+  // '.'), so the directory holds both files or does not exist.
+  const std::string target = dir + "/" + name;
+  const std::string staging = dir + "/." + name + ".partial";
+  std::error_code ec;
+  std::filesystem::remove_all(staging, ec);
+  std::filesystem::create_directories(staging, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create ", staging, ": ", ec.message()));
+  }
+  for (const auto& [file, bytes] : files) {
+    ES_RETURN_IF_ERROR(WriteFileAtomically(staging + "/" + file, bytes));
+  }
+  std::filesystem::rename(staging, target, ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot move ", staging, " to ",
+                                            target, ": ", ec.message()));
+  }
+  ++stats->adapters;
+  return absl::OkStatus();
+}
+
+}  // namespace edgesplit

@@ -1,0 +1,41 @@
+// A LoRA adapter's files as content-addressed blobs: what the controller's
+// registry lists for an adapter (delivery.proto's RegisteredAdapter), and
+// turning those blobs, fetched from peers or the controller, back into the
+// PEFT directory <dir>/<name> that servers and devices load.
+#ifndef EDGESPLIT_DELIVERY_ADAPTER_FILES_H_
+#define EDGESPLIT_DELIVERY_ADAPTER_FILES_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "delivery/blob_fetcher.h"
+#include "delivery/blob_store.h"
+#include "edgesplit/v1/delivery.pb.h"
+
+namespace edgesplit {
+
+// The files a registered adapter has: a PEFT directory's two.
+inline constexpr const char* kAdapterFiles[] = {"adapter_config.json",
+                                                "adapter_model.safetensors"};
+
+struct AdapterFetchStats {
+  int64_t adapters = 0;                       // Materialized.
+  int64_t bytes_received = 0;                 // Over every attempt.
+  std::map<std::string, int64_t> blobs_from;  // Source -> blobs delivered.
+};
+
+// Fetches `adapter`'s files (each verified by its SHA-256) from `sources`
+// in order into `store`, then writes them as <dir>/<name>, all at once (a
+// staging directory renamed into place). Counts into `stats`.
+absl::Status MaterializeFromSources(const v1::RegisteredAdapter& adapter,
+                                    absl::Span<BlobSource* const> sources,
+                                    BlobFetcher& fetcher, BlobStore& store,
+                                    const std::string& dir,
+                                    AdapterFetchStats* stats);
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_DELIVERY_ADAPTER_FILES_H_

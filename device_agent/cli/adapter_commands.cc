@@ -1,0 +1,119 @@
+#include "device_agent/cli/adapter_commands.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "base/file_util.h"
+#include "base/status_macros.h"
+#include "controller/adapter_registry.h"
+#include "delivery/blob_store.h"
+#include "device_agent/cli/security_commands.h"
+#include "edgesplit/v1/delivery.grpc.pb.h"
+#include "proto/grpc_status.h"
+#include "runtime/adapter_name.h"
+#include "security/tls.h"
+
+namespace edgesplit {
+namespace cli {
+namespace {
+
+constexpr int64_t kChunk = int64_t{1} << 20;
+
+absl::StatusOr<std::unique_ptr<v1::AdapterRegistry::Stub>> Registry(
+    const Args& a, std::string* address) {
+  ES_ASSIGN_OR_RETURN(*address, a.RequiredString("controller"));
+  ES_ASSIGN_OR_RETURN(TlsConfig tls, AdminTlsConfig(a));
+  ES_ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
+                      TransportSecurity::Create(tls));
+  ES_ASSIGN_OR_RETURN(
+      std::shared_ptr<grpc::Channel> channel,
+      security->Dial(*address, ControllerIdentity(security->cluster())));
+  return v1::AdapterRegistry::NewStub(channel);
+}
+
+// Sends `bytes` as blob `id` in chunks, resuming at what the controller
+// already holds.
+absl::Status Upload(v1::AdapterRegistry::Stub& stub, const std::string& id,
+                    const std::string& bytes, const std::string& controller) {
+  int64_t offset = 0;
+  for (;;) {
+    v1::PutBlobRequest chunk;
+    chunk.set_id(id);
+    chunk.set_offset(offset);
+    const int64_t n =
+        std::min<int64_t>(kChunk, static_cast<int64_t>(bytes.size()) - offset);
+    chunk.set_data(bytes.substr(offset, n));
+    chunk.set_last(offset + n == static_cast<int64_t>(bytes.size()));
+    v1::PutBlobResponse r;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(30)));
+    ES_RETURN_IF_ERROR(FromGrpcStatus(stub.PutBlob(&ctx, chunk, &r),
+                                      "controller " + controller));
+    if (r.stored()) return absl::OkStatus();
+    offset = r.received();
+  }
+}
+
+}  // namespace
+
+absl::Status AdapterRegisterCommand(const Args& a, std::ostream& out) {
+  ES_ASSIGN_OR_RETURN(std::string model_id, a.RequiredString("model-id"));
+  ES_ASSIGN_OR_RETURN(std::string name, a.RequiredString("name"));
+  ES_ASSIGN_OR_RETURN(std::string dir, a.RequiredString("dir"));
+  ES_RETURN_IF_ERROR(ValidateAdapterName(name));
+  std::string controller;
+  ES_ASSIGN_OR_RETURN(auto stub, Registry(a, &controller));
+  v1::RegisterAdapterRequest req;
+  v1::RegisteredAdapter* adapter = req.mutable_adapter();
+  adapter->set_model_id(model_id);
+  adapter->set_name(name);
+  int64_t total = 0;
+  for (const char* file : kAdapterFiles) {
+    ES_ASSIGN_OR_RETURN(std::string bytes, ReadFile(dir + "/" + file));
+    const std::string id = Sha256Hex(bytes);
+    ES_RETURN_IF_ERROR(Upload(*stub, id, bytes, controller));
+    v1::AdapterFile* f = adapter->add_files();
+    f->set_name(file);
+    f->set_blob(id);
+    f->set_bytes(static_cast<int64_t>(bytes.size()));
+    total += f->bytes();
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(10)));
+  v1::RegisterAdapterResponse r;
+  ES_RETURN_IF_ERROR(FromGrpcStatus(stub->RegisterAdapter(&ctx, req, &r),
+                                    "controller " + controller));
+  out << "adapter " << name << " of " << model_id << " registered (" << total
+      << " bytes)\n";
+  return absl::OkStatus();
+}
+
+absl::Status AdapterListCommand(const Args& a, std::ostream& out) {
+  std::string controller;
+  ES_ASSIGN_OR_RETURN(auto stub, Registry(a, &controller));
+  v1::ListAdaptersRequest req;
+  req.set_model_id(a.String("model-id", ""));
+  v1::ListAdaptersResponse r;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(10)));
+  ES_RETURN_IF_ERROR(FromGrpcStatus(stub->ListAdapters(&ctx, req, &r),
+                                    "controller " + controller));
+  out << absl::StrFormat("%-16s %-20s %10s  %-14s %s\n", "model", "adapter",
+                         "bytes", "sha256", "held by");
+  for (const v1::RegisteredAdapter& ad : r.adapters()) {
+    int64_t bytes = 0;
+    std::string weights;
+    for (const v1::AdapterFile& f : ad.files()) {
+      bytes += f.bytes();
+      if (f.name() == kAdapterFiles[1]) weights = f.blob().substr(0, 12);
+    }
+    out << absl::StrFormat(
+        "%-16s %-20s %10d  %-14s %s\n", ad.model_id(), ad.name(), bytes,
+        weights, ad.holders().empty() ? "-" : absl::StrJoin(ad.holders(), ","));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace cli
+}  // namespace edgesplit

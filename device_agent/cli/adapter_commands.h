@@ -1,0 +1,23 @@
+// `edgesplit adapter register|list`: the controller's adapter registry.
+#ifndef EDGESPLIT_DEVICE_AGENT_CLI_ADAPTER_COMMANDS_H_
+#define EDGESPLIT_DEVICE_AGENT_CLI_ADAPTER_COMMANDS_H_
+
+#include <ostream>
+
+#include "absl/status/status.h"
+#include "device_agent/cli/args.h"
+
+namespace edgesplit {
+namespace cli {
+
+// --controller HOST:PORT --model-id ID --name NAME --dir DIR (admin TLS):
+// uploads the PEFT directory's two files (skipping blobs the controller
+// already holds) and registers them under NAME.
+absl::Status AdapterRegisterCommand(const Args& args, std::ostream& out);
+// --controller HOST:PORT [--model-id ID]
+absl::Status AdapterListCommand(const Args& args, std::ostream& out);
+
+}  // namespace cli
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_DEVICE_AGENT_CLI_ADAPTER_COMMANDS_H_

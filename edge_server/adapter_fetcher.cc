@@ -1,0 +1,96 @@
+#include "edge_server/adapter_fetcher.h"
+
+#include <filesystem>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/file_util.h"
+#include "base/status_macros.h"
+#include "delivery/blob_service.h"
+#include "edgesplit/v1/delivery.grpc.pb.h"
+#include "proto/grpc_status.h"
+#include "runtime/adapter_name.h"
+
+namespace edgesplit {
+
+absl::StatusOr<std::unique_ptr<ClusterAdapterSource>>
+ClusterAdapterSource::Create(std::string node, std::string controller,
+                             std::string blob_dir,
+                             std::shared_ptr<const TransportSecurity> security,
+                             FetchOptions fetch) {
+  auto s = std::unique_ptr<ClusterAdapterSource>(new ClusterAdapterSource());
+  s->node_ = std::move(node);
+  ES_ASSIGN_OR_RETURN(
+      s->controller_,
+      security->Dial(controller, ControllerIdentity(security->cluster())));
+  s->security_ = std::move(security);
+  ES_ASSIGN_OR_RETURN(s->store_, BlobStore::Open(std::move(blob_dir)));
+  s->fetcher_ = std::make_unique<BlobFetcher>(s->store_.get(), fetch);
+  return s;
+}
+
+absl::Status ClusterAdapterSource::Materialize(const std::string& model_id,
+                                               const std::string& name,
+                                               const std::string& dir) {
+  absl::MutexLock lock(&mu_);
+  std::error_code ec;
+  if (std::filesystem::is_directory(dir + "/" + name, ec)) {
+    return absl::OkStatus();  // Another stage of this server got it first.
+  }
+  return MaterializeLocked(model_id, name, dir);
+}
+
+absl::Status ClusterAdapterSource::MaterializeLocked(
+    const std::string& model_id, const std::string& name,
+    const std::string& dir) {
+  auto registry = v1::AdapterRegistry::NewStub(controller_);
+  v1::ResolveAdapterRequest req;
+  req.set_model_id(model_id);
+  req.set_name(name);
+  req.set_node(node_);
+  v1::ResolveAdapterResponse resolved;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(10)));
+    ES_RETURN_IF_ERROR(FromGrpcStatus(
+        registry->ResolveAdapter(&ctx, req, &resolved), "controller"));
+  }
+  // The nearest holders first, the controller's originals last.
+  std::vector<std::unique_ptr<GrpcBlobSource>> owned;
+  for (const v1::BlobHolder& peer : resolved.peers()) {
+    auto channel = security_->Dial(
+        peer.address(), NodeIdentity(security_->cluster(), peer.node()));
+    if (channel.ok()) {
+      owned.push_back(
+          std::make_unique<GrpcBlobSource>(peer.node(), *std::move(channel)));
+    }
+  }
+  owned.push_back(std::make_unique<GrpcBlobSource>("controller", controller_));
+  std::vector<BlobSource*> sources;
+  for (const auto& s : owned) sources.push_back(s.get());
+  if (resolved.adapter().name() != name ||
+      resolved.adapter().model_id() != model_id) {
+    return absl::DataLossError(absl::StrCat(
+        "the controller resolved ", model_id, "/", name, " to ",
+        resolved.adapter().model_id(), "/", resolved.adapter().name()));
+  }
+  ES_RETURN_IF_ERROR(MaterializeFromSources(resolved.adapter(), sources,
+                                            *fetcher_, *store_, dir, &stats_));
+  // Best effort: without the report, peers fetch from the controller.
+  v1::ReportHeldRequest held;
+  held.set_model_id(model_id);
+  held.set_name(name);
+  held.set_node(node_);
+  v1::ReportHeldResponse ignored;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(5)));
+  (void)registry->ReportHeld(&ctx, held, &ignored);
+  return absl::OkStatus();
+}
+
+AdapterFetchStats ClusterAdapterSource::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+}  // namespace edgesplit

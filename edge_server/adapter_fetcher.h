@@ -1,0 +1,60 @@
+// Getting an adapter this server lacks from the cluster: the controller's
+// registry says which blobs (files) make it and which servers hold them;
+// the files come from the nearest peer holding them, else from the
+// controller (delivery/blob_fetcher.h: chunked, resumable, verified by
+// SHA-256, a corrupted transfer refused and fetched again elsewhere), land
+// in this server's blob store, and are written out as the PEFT directory
+// <adapter_dir>/<name>; then the server tells the controller it holds
+// them, so the next server can fetch from it.
+#ifndef EDGESPLIT_EDGE_SERVER_ADAPTER_FETCHER_H_
+#define EDGESPLIT_EDGE_SERVER_ADAPTER_FETCHER_H_
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "delivery/adapter_files.h"
+#include "delivery/blob_fetcher.h"
+#include "delivery/blob_store.h"
+#include "edge_server/adapter_cache.h"
+#include "security/tls.h"
+
+namespace edgesplit {
+
+// Thread-safe; one materialization at a time.
+class ClusterAdapterSource : public AdapterSource {
+ public:
+  // `node`: this server's name; `controller`: the controller's address.
+  static absl::StatusOr<std::unique_ptr<ClusterAdapterSource>> Create(
+      std::string node, std::string controller, std::string blob_dir,
+      std::shared_ptr<const TransportSecurity> security,
+      FetchOptions fetch = {});
+
+  absl::Status Materialize(const std::string& model_id, const std::string& name,
+                           const std::string& dir) override;
+
+  const BlobStore& store() const { return *store_; }
+  AdapterFetchStats stats() const;
+
+ private:
+  ClusterAdapterSource() = default;
+  absl::Status MaterializeLocked(const std::string& model_id,
+                                 const std::string& name,
+                                 const std::string& dir)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  std::string node_;
+  std::shared_ptr<const TransportSecurity> security_;
+  std::shared_ptr<grpc::Channel> controller_;
+  std::unique_ptr<BlobStore> store_;
+  std::unique_ptr<BlobFetcher> fetcher_;
+  mutable absl::Mutex mu_;
+  AdapterFetchStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_EDGE_SERVER_ADAPTER_FETCHER_H_
