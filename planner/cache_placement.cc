@@ -43,6 +43,7 @@ class State {
     bytes_[n] -= Cost(n, i);
   }
   bool cached(size_t n, size_t i) const { return cached_[n][i]; }
+  bool Stored(size_t n, int block) const { return users_[n][block] > 0; }
   std::vector<std::vector<int>> ModelsAt() const {
     std::vector<std::vector<int>> out(p_.servers.size());
     for (size_t n = 0; n < out.size(); ++n) {
@@ -73,9 +74,27 @@ double Gain(const CacheProblem& p,
   return g;
 }
 
-// One greedy pass: by gain, or by gain per byte added (`per_byte`).
-std::vector<std::vector<int>> Greedy(const CacheProblem& p, bool share,
-                                     bool per_byte) {
+// Blocks each server holds under `current` (none when null).
+std::vector<std::vector<bool>> HeldBlocks(
+    const CacheProblem& p, const std::vector<std::vector<int>>* current) {
+  std::vector<std::vector<bool>> held(p.servers.size(),
+                                      std::vector<bool>(p.blocks.size()));
+  if (current == nullptr) return held;
+  for (size_t n = 0; n < current->size() && n < held.size(); ++n) {
+    for (int i : (*current)[n]) {
+      if (i < 0 || i >= static_cast<int>(p.models.size())) continue;
+      for (int b : p.models[i].blocks) held[n][b] = true;
+    }
+  }
+  return held;
+}
+
+// One greedy pass: by gain, or by gain per byte fetched (`per_byte`:
+// blocks neither stored by this pass nor held now, `held`, cost bytes; a
+// re-plan so keeps what servers hold while it still serves demand).
+std::vector<std::vector<int>> Greedy(
+    const CacheProblem& p, bool share, bool per_byte,
+    const std::vector<std::vector<bool>>& held) {
   std::vector<std::vector<int>> regions_of(p.servers.size());
   for (size_t u = 0; u < p.regions.size(); ++u) {
     for (int n : p.regions[u].servers) {
@@ -96,7 +115,12 @@ std::vector<std::vector<int>> Greedy(const CacheProblem& p, bool share,
         if (!s.Fits(n, i)) continue;
         const double g = Gain(p, covered, regions_of, n, i);
         if (g <= 0) continue;
-        const int64_t cost = s.Cost(n, i);
+        int64_t cost = share ? 0 : s.Cost(n, i);
+        for (int b : p.models[i].blocks) {
+          if (share && !held[n][b] && !s.Stored(n, b)) {
+            cost += p.blocks[b].bytes;
+          }
+        }
         const bool free = cost == 0;
         const std::pair<bool, double> score{
             per_byte && free,
@@ -113,13 +137,33 @@ std::vector<std::vector<int>> Greedy(const CacheProblem& p, bool share,
   return s.ModelsAt();
 }
 
+// Whether placement `a` beats `b`: more demand served; on a tie fewer
+// bytes to fetch from `current`, then fewer bytes stored.
+bool Better(const CacheProblem& p, bool share,
+            const std::vector<std::vector<int>>& current,
+            const std::vector<std::vector<int>>& a,
+            const std::vector<std::vector<int>>& b) {
+  const double sa = ServedDemand(p, a), sb = ServedDemand(p, b);
+  const double eps = 1e-9 * (1 + std::max(sa, sb));
+  if (sa > sb + eps) return true;
+  if (sb > sa + eps) return false;
+  const int64_t ma = TransferBytes(p, current, a),
+                mb = TransferBytes(p, current, b);
+  if (ma != mb) return ma < mb;
+  int64_t ta = 0, tb = 0;
+  for (size_t n = 0; n < a.size(); ++n) ta += StoredBytes(p, a[n], share);
+  for (size_t n = 0; n < b.size(); ++n) tb += StoredBytes(p, b[n], share);
+  return ta < tb;
+}
+
 // Exhaustive search over every (server, model) pair in or out.
 class Exact {
  public:
-  Exact(const CacheProblem& p, bool share) : p_(p), s_(p, share) {}
+  Exact(const CacheProblem& p, bool share,
+        std::vector<std::vector<int>> current)
+      : p_(p), share_(share), current_(std::move(current)), s_(p, share) {}
   std::vector<std::vector<int>> Solve() {
     best_ = s_.ModelsAt();
-    best_served_ = ServedDemand(p_, best_);
     Visit(0);
     return best_;
   }
@@ -129,8 +173,7 @@ class Exact {
     const size_t models = p_.models.size();
     if (pair == p_.servers.size() * models) {
       std::vector<std::vector<int>> at = s_.ModelsAt();
-      const double served = ServedDemand(p_, at);
-      if (served > best_served_) best_served_ = served, best_ = std::move(at);
+      if (Better(p_, share_, current_, at, best_)) best_ = std::move(at);
       return;
     }
     const size_t n = pair / models, i = pair % models;
@@ -142,9 +185,10 @@ class Exact {
     Visit(pair + 1);
   }
   const CacheProblem& p_;
+  const bool share_;
+  const std::vector<std::vector<int>> current_;
   State s_;
   std::vector<std::vector<int>> best_;
-  double best_served_ = 0;
 };
 
 double TotalDemand(const CacheProblem& p) {
@@ -258,18 +302,39 @@ absl::StatusOr<CachePlacement> PlaceCaches(
   if (absl::Status s = problem.Validate(); !s.ok()) return s;
   const bool share = options.share_blocks;
   CachePlacement out;
+  std::vector<std::vector<int>> current(problem.servers.size());
+  if (options.current != nullptr) {
+    for (size_t n = 0; n < current.size() && n < options.current->size(); ++n) {
+      for (int i : (*options.current)[n]) {
+        if (i >= 0 && i < static_cast<int>(problem.models.size())) {
+          current[n].push_back(i);
+        }
+      }
+    }
+  }
   const size_t pairs = problem.servers.size() * problem.models.size();
   if (pairs <= static_cast<size_t>(options.exact_max_pairs)) {
-    out.models_at = Exact(problem, share).Solve();
+    out.models_at = Exact(problem, share, current).Solve();
     out.exact = true;
   } else {
-    auto by_gain = Greedy(problem, share, false);
-    auto by_ratio = Greedy(problem, share, true);
-    out.models_at =
-        ServedDemand(problem, by_ratio) > ServedDemand(problem, by_gain)
-            ? std::move(by_ratio)
-            : std::move(by_gain);
+    // By gain; by gain per byte stored; and, re-planning, by gain per
+    // byte fetched (what servers hold costs nothing to keep).
+    const auto none = HeldBlocks(problem, nullptr);
+    std::vector<std::vector<std::vector<int>>> passes = {
+        Greedy(problem, share, false, none),
+        Greedy(problem, share, true, none)};
+    if (options.current != nullptr) {
+      passes.push_back(
+          Greedy(problem, share, true, HeldBlocks(problem, &current)));
+    }
+    out.models_at = passes[0];
+    for (size_t k = 1; k < passes.size(); ++k) {
+      if (Better(problem, share, current, passes[k], out.models_at)) {
+        out.models_at = passes[k];
+      }
+    }
   }
+  out.moved_bytes = TransferBytes(problem, current, out.models_at);
   for (const auto& at : out.models_at) {
     out.bytes_at.push_back(StoredBytes(problem, at, share));
   }

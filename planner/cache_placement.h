@@ -13,10 +13,11 @@
 // The objective (demand served) is monotone submodular in the set of
 // (server, model) pairs, but shared blocks make the storage constraint
 // non-linear. PlaceCaches solves small instances exactly (search over
-// every per-server subset) and larger ones with the better of two greedy
-// passes (largest gain, and largest gain per byte added), each adding the
-// feasible (server, model) pair that is best by its rule until none adds
-// demand. Pure computation: no I/O, thread-compatible.
+// every per-server subset) and larger ones with the best of greedy passes
+// (largest gain; largest gain per byte stored; re-planning, largest gain
+// per byte fetched), each adding the feasible (server, model) pair that is
+// best by its rule until none adds demand. Pure computation: no I/O,
+// thread-compatible.
 #ifndef EDGESPLIT_PLANNER_CACHE_PLACEMENT_H_
 #define EDGESPLIT_PLANNER_CACHE_PLACEMENT_H_
 
@@ -67,6 +68,7 @@ struct CachePlacement {
   double served = 0;                        // Demand served.
   double hit_ratio = 0;                     // served / total demand.
   bool exact = false;                       // Proven optimal.
+  int64_t moved_bytes = 0;  // Fetched to get here from options.current.
 };
 
 struct CachePlacementOptions {
@@ -75,6 +77,12 @@ struct CachePlacementOptions {
   bool share_blocks = true;
   // Exhaustive search while (server, model) pairs <= this many.
   int exact_max_pairs = 18;
+  // Re-planning: what each server caches now (model indices; null: an
+  // empty cluster). Among placements serving the same demand the one that
+  // fetches fewer bytes wins, and the per-byte greedy pass counts only
+  // bytes a server would have to fetch, so what is held stays while it
+  // still serves demand and a popularity shift moves only what differs.
+  const std::vector<std::vector<int>>* current = nullptr;
 };
 
 absl::StatusOr<CachePlacement> PlaceCaches(

@@ -126,17 +126,30 @@ TEST(CachePlacementTest, APopularityShiftMovesOnlyAdapterBytes) {
   p.servers = {{"a", 1016}, {"b", 1016}};
   p.regions = {{"north", {5, 4, 0, 0, 0}, {0}},
                {"south", {0, 0, 3, 2, 0}, {1}}};
-  auto before = PlaceCaches(p, {});
-  ASSERT_TRUE(before.ok());
-  EXPECT_EQ(before->models_at, (std::vector<std::vector<int>>{{0, 1}, {2, 3}}));
-  // North now wants v4 most: only its adapter (8 bytes) moves to "a".
-  p.regions[0].demand = {5, 0, 0, 0, 9};
+  for (int max_pairs : {18, 0}) {  // Exact, then the greedy passes.
+    CachePlacementOptions o;
+    o.exact_max_pairs = max_pairs;
+    CacheProblem q = p;
+    auto before = PlaceCaches(q, o);
+    ASSERT_TRUE(before.ok());
+    EXPECT_EQ(before->models_at,
+              (std::vector<std::vector<int>>{{0, 1}, {2, 3}}));
+    EXPECT_EQ(before->moved_bytes, 2 * 1000 + 4 * 8);  // From nothing.
+    // North now wants v4 most: re-planned from what the servers hold, only
+    // v4's adapter (8 bytes) moves to "a"; the bases stay.
+    q.regions[0].demand = {5, 0, 0, 0, 9};
+    o.current = &before->models_at;
+    auto after = PlaceCaches(q, o);
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(after->models_at[0], (std::vector<int>{0, 4}));
+    EXPECT_EQ(after->moved_bytes, 8);
+    EXPECT_EQ(TransferBytes(q, before->models_at, after->models_at), 8);
+  }
   auto after = PlaceCaches(p, {});
   ASSERT_TRUE(after.ok());
-  EXPECT_EQ(after->models_at[0], (std::vector<int>{0, 4}));
-  EXPECT_EQ(TransferBytes(p, before->models_at, after->models_at), 8);
   // From nothing, everything is fetched: base and adapters per server.
   EXPECT_EQ(TransferBytes(p, {{}, {}}, after->models_at), 2 * 1000 + 4 * 8);
+  EXPECT_EQ(after->moved_bytes, 2 * 1000 + 4 * 8);
 }
 
 TEST(CachePlacementTest, InvalidProblemsNameWhatIsWrong) {
