@@ -29,6 +29,10 @@ if [[ ! -f $CERTS/grant.key ]]; then
 fi
 export EDGESPLIT_CERTS=$CERTS  # the CLI's --certs default
 
+# Adapters the servers fetched in an earlier run (the controller's registry
+# in its state_dir is replaced when the demo registers again).
+rm -rf /tmp/edgesplit-demo/adapters build/demo/device-adapters
+
 pids=()
 stop_cluster() {
   # SIGTERM: servers stop accepting, drain open sessions, then exit.
@@ -85,4 +89,12 @@ if [[ -f ../shared/models/stories260K/config.json ]]; then
   "$ES" generate --model ../shared/models/stories260K \
     --adapter build/demo/shakespeare-lora --prompt "ROMEO:" \
     --max-new-tokens 48 --temperature 0
+  echo "--- the same adapter registered with the controller and served by the"
+  echo "    cluster (each server fetches it, the device downloads its part):"
+  "$ES" adapter register --controller 127.0.0.1:50051 --model-id stories260K \
+    --name shakespeare --dir build/demo/shakespeare-lora
+  "$ES" generate --controller 127.0.0.1:50051 --model-id stories260K \
+    --adapter shakespeare --adapter-dir build/demo/device-adapters \
+    --prompt "ROMEO:" --max-new-tokens 48 --temperature 0
+  "$ES" adapter list --controller 127.0.0.1:50051
 fi
