@@ -191,7 +191,9 @@ class LoopbackPeer : public AdapterSource {
     p->adapter_ = std::move(adapter);
     p->service_ = std::make_unique<BlobServiceImpl>(
         p->served_.get(),
-        [](grpc::CallbackServerContext*) { return absl::OkStatus(); });
+        [](grpc::CallbackServerContext*, const v1::ReadBlobRequest&) {
+          return absl::OkStatus();
+        });
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),

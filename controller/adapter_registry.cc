@@ -16,7 +16,8 @@ absl::StatusOr<std::unique_ptr<AdapterRegistry>> AdapterRegistry::Open(
   if (state_dir.empty()) return r;
   ES_ASSIGN_OR_RETURN(r->store_, BlobStore::Open(state_dir + "/blobs"));
   r->path_ = state_dir + "/adapters.pb";
-  if (!std::filesystem::exists(r->path_)) return r;
+  std::error_code ec;
+  if (!std::filesystem::exists(r->path_, ec)) return r;
   ES_ASSIGN_OR_RETURN(std::string bytes, ReadFile(r->path_));
   v1::ListAdaptersResponse saved;
   if (!saved.ParseFromString(bytes)) {
@@ -25,7 +26,10 @@ absl::StatusOr<std::unique_ptr<AdapterRegistry>> AdapterRegistry::Open(
   absl::MutexLock lock(&r->mu_);
   for (const v1::RegisteredAdapter& a : saved.adapters()) {
     if (absl::Status s = r->CheckLocked(a); !s.ok()) {
-      return absl::DataLossError(absl::StrCat(r->path_, ": ", s.message()));
+      // One adapter whose blobs went missing must not keep the controller
+      // from starting: it is left out (and reported).
+      r->skipped_.push_back(absl::StrCat(r->path_, ": ", s.message()));
+      continue;
     }
     r->adapters_[{a.model_id(), a.name()}] = a;
   }
@@ -48,6 +52,13 @@ absl::StatusOr<v1::PutBlobResponse> AdapterRegistry::PutBlob(
     return response;
   }
   absl::MutexLock lock(&mu_);  // One writer per partial file.
+  const int64_t have = store_->PartialSize(chunk.id());
+  if (chunk.offset() != have) {
+    // Not where the upload stands (a client resuming, or a stale retry):
+    // nothing appended; the client continues from `received`.
+    response.set_received(have);
+    return response;
+  }
   ES_RETURN_IF_ERROR(
       store_->AppendPartial(chunk.id(), chunk.offset(), chunk.data()));
   response.set_received(store_->PartialSize(chunk.id()));
@@ -94,8 +105,41 @@ absl::Status AdapterRegistry::Register(const v1::RegisteredAdapter& adapter) {
   ES_RETURN_IF_ERROR(CheckLocked(adapter));
   v1::RegisteredAdapter a = adapter;
   a.clear_holders();
-  adapters_[{a.model_id(), a.name()}] = std::move(a);
-  return SaveLocked();
+  auto it = adapters_.find({a.model_id(), a.name()});
+  if (it != adapters_.end()) {
+    // Names are immutable: servers and devices keep what they fetched by
+    // name, so new content under an old name would mix versions along one
+    // route. The same files again are fine.
+    v1::RegisteredAdapter same = it->second;
+    same.clear_holders();
+    if (same.SerializeAsString() == a.SerializeAsString()) {
+      return absl::OkStatus();
+    }
+    return absl::AlreadyExistsError(absl::StrCat(
+        "adapter \"", a.name(), "\" of model ", a.model_id(),
+        " is registered with other files; register the new version under a "
+        "new name"));
+  }
+  auto next = adapters_;
+  next[{a.model_id(), a.name()}] = std::move(a);
+  ES_RETURN_IF_ERROR(SaveLocked(next));
+  adapters_ = std::move(next);
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<std::string, std::string>>
+AdapterRegistry::AdaptersWithBlob(const std::string& id) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [key, a] : adapters_) {
+    for (const v1::AdapterFile& f : a.files()) {
+      if (f.blob() == id) {
+        out.push_back(key);
+        break;
+      }
+    }
+  }
+  return out;
 }
 
 v1::ListAdaptersResponse AdapterRegistry::List(
@@ -136,13 +180,15 @@ absl::Status AdapterRegistry::AddHolder(const std::string& model_id,
   if (std::find(holders.begin(), holders.end(), node) != holders.end()) {
     return absl::OkStatus();
   }
+  // Holders are a hint (a lost one means a fetch from the controller):
+  // kept in memory even if the save fails.
   a->add_holders(node);
-  return SaveLocked();
+  return SaveLocked(adapters_);
 }
 
-absl::Status AdapterRegistry::SaveLocked() const {
+absl::Status AdapterRegistry::SaveLocked(const Adapters& adapters) const {
   v1::ListAdaptersResponse all;
-  for (const auto& [key, a] : adapters_) *all.add_adapters() = a;
+  for (const auto& [key, a] : adapters) *all.add_adapters() = a;
   return WriteFileAtomically(path_, all.SerializeAsString(), 0600);
 }
 

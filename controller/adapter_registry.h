@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -35,9 +36,16 @@ class AdapterRegistry {
   // A chunk of an upload; see AdapterRegistry.PutBlob in delivery.proto.
   absl::StatusOr<v1::PutBlobResponse> PutBlob(const v1::PutBlobRequest& chunk);
   // Names valid, exactly the two PEFT files, each blob stored with its
-  // size; replaces an adapter of the same model and name (its holders are
-  // forgotten: they hold the old files).
+  // size. Names are immutable: the same files again are OK, other files
+  // under a registered name ALREADY_EXISTS (servers and devices keep what
+  // they fetched by name; a new version takes a new name).
   absl::Status Register(const v1::RegisteredAdapter& adapter);
+  // The (model, name) of every adapter one of whose files is blob `id`.
+  std::vector<std::pair<std::string, std::string>> AdaptersWithBlob(
+      const std::string& id) const;
+  // Entries of the saved registry Open left out (their blobs are missing
+  // or changed), one message each, for the daemon's log.
+  const std::vector<std::string>& skipped() const { return skipped_; }
   v1::ListAdaptersResponse List(const std::string& model_id) const;
   absl::StatusOr<v1::RegisteredAdapter> Find(const std::string& model_id,
                                              const std::string& name);
@@ -51,7 +59,11 @@ class AdapterRegistry {
  private:
   AdapterRegistry() = default;
   absl::Status Enabled() const;
-  absl::Status SaveLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  using Adapters =
+      std::map<std::pair<std::string, std::string>, v1::RegisteredAdapter>;
+  // Writes `adapters` (the registry as it is to be) to path_.
+  absl::Status SaveLocked(const Adapters& adapters) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckLocked(const v1::RegisteredAdapter& adapter) const;
   absl::StatusOr<v1::RegisteredAdapter*> FindLocked(const std::string& model_id,
                                                     const std::string& name)
@@ -60,9 +72,8 @@ class AdapterRegistry {
   std::string path_;  // adapters.pb
   std::unique_ptr<BlobStore> store_;
   mutable absl::Mutex mu_;
-  // By (model, name).
-  std::map<std::pair<std::string, std::string>, v1::RegisteredAdapter> adapters_
-      ABSL_GUARDED_BY(mu_);
+  Adapters adapters_ ABSL_GUARDED_BY(mu_);  // By (model, name).
+  std::vector<std::string> skipped_;        // Set by Open only.
 };
 
 }  // namespace edgesplit

@@ -1,5 +1,6 @@
 #include "controller/adapter_service.h"
 
+#include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "proto/grpc_status.h"
 
@@ -21,12 +22,9 @@ AdapterServiceImpl::AdapterServiceImpl(const Controller* controller,
     : controller_(controller), registry_(registry), security_(security) {
   blobs_ = std::make_unique<BlobServiceImpl>(
       registry_->enabled() ? registry_->store() : nullptr,
-      [this](grpc::CallbackServerContext* ctx) -> absl::Status {
-        ES_RETURN_IF_ERROR(Authenticated(ctx));
-        if (!registry_->enabled()) {
-          return absl::NotFoundError("this controller keeps no blobs");
-        }
-        return absl::OkStatus();
+      [this](grpc::CallbackServerContext* ctx,
+             const v1::ReadBlobRequest& request) {
+        return MayRead(ctx, request.id());
       });
 }
 
@@ -34,6 +32,28 @@ absl::Status AdapterServiceImpl::Authenticated(
     grpc::CallbackServerContext* ctx) const {
   ES_ASSIGN_OR_RETURN(Peer peer, security_->PeerOf(*ctx));
   return controller_->CheckToken(peer);
+}
+
+absl::Status AdapterServiceImpl::MayRead(grpc::CallbackServerContext* ctx,
+                                         const std::string& blob) const {
+  ES_ASSIGN_OR_RETURN(Peer peer, security_->PeerOf(*ctx));
+  ES_RETURN_IF_ERROR(controller_->CheckToken(peer));
+  if (!registry_->enabled()) {
+    return absl::NotFoundError("this controller keeps no blobs");
+  }
+  if (!peer.authenticated || peer.identity.kind != Identity::Kind::kDevice) {
+    return absl::OkStatus();  // Servers, admins (and insecure loopback).
+  }
+  // A device reads only the files of adapters its rules let it use.
+  for (const auto& [model, name] : registry_->AdaptersWithBlob(blob)) {
+    v1::OpenSessionRequest use;
+    use.set_device(peer.identity.name);
+    use.set_model_id(model);
+    use.set_adapter(name);
+    if (controller_->AuthorizeDevice(use).ok()) return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "device \"", peer.identity.name, "\" may not read blob ", blob));
 }
 
 absl::Status AdapterServiceImpl::Caller(grpc::CallbackServerContext* ctx,
@@ -71,6 +91,11 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::ListAdapters(
     grpc::CallbackServerContext* ctx, const v1::ListAdaptersRequest* request,
     v1::ListAdaptersResponse* response) {
   absl::Status s = Authenticated(ctx);
+  auto peer = security_->PeerOf(*ctx);
+  if (s.ok() && peer.ok() && peer->authenticated &&
+      peer->identity.kind == Identity::Kind::kDevice) {
+    s = absl::PermissionDeniedError("devices may not list adapters");
+  }
   if (s.ok()) *response = registry_->List(request->model_id());
   return Finish(ctx, s);
 }

@@ -8,7 +8,9 @@
 //                                       device its `devices:` rules allow
 //                                       the adapter (no peers for devices)
 //   ReportHeld                          the node named in the request
-//   ListAdapters, BlobService.ReadBlob  anyone of the cluster
+//   ListAdapters                        servers and admins
+//   BlobService.ReadBlob                servers and admins; a device only
+//                                       the files of adapters it may use
 #ifndef EDGESPLIT_CONTROLLER_ADAPTER_SERVICE_H_
 #define EDGESPLIT_CONTROLLER_ADAPTER_SERVICE_H_
 
@@ -54,6 +56,8 @@ class AdapterServiceImpl final : public v1::AdapterRegistry::CallbackService {
   absl::Status Authenticated(grpc::CallbackServerContext* ctx) const;
   absl::Status Caller(grpc::CallbackServerContext* ctx, Identity::Kind kind,
                       const std::string* name, const char* action) const;
+  absl::Status MayRead(grpc::CallbackServerContext* ctx,
+                       const std::string& blob) const;
 
   const Controller* const controller_;
   AdapterRegistry* const registry_;

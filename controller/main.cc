@@ -77,6 +77,9 @@ int main(int argc, char** argv) {
               << "\n";
     return 1;
   }
+  for (const std::string& skipped : (*registry)->skipped()) {
+    std::cerr << "edgesplit-controller: adapter left out: " << skipped << "\n";
+  }
   edgesplit::AdapterServiceImpl adapters(&controller, registry->get(),
                                          security->get());
   grpc::ServerBuilder builder;

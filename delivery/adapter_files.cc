@@ -1,5 +1,8 @@
 #include "delivery/adapter_files.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <filesystem>
 #include <utility>
 #include <vector>
@@ -27,7 +30,14 @@ absl::Status MaterializeFromSources(const v1::RegisteredAdapter& adapter,
       return absl::DataLossError(
           absl::StrCat("adapter ", name, ": unexpected file ", f.name()));
     }
-    ES_ASSIGN_OR_RETURN(FetchResult got, fetcher.Fetch(f.blob(), sources));
+    for (const auto& [have, unused] : files) {
+      if (have == f.name()) {
+        return absl::DataLossError(
+            absl::StrCat("adapter ", name, ": file ", have, " twice"));
+      }
+    }
+    ES_ASSIGN_OR_RETURN(FetchResult got,
+                        fetcher.Fetch(f.blob(), sources, f.bytes()));
     stats->bytes_received += got.bytes_received;
     if (!got.source.empty()) ++stats->blobs_from[got.source];
     ES_ASSIGN_OR_RETURN(std::string bytes, store.ReadVerified(f.blob()));
@@ -36,7 +46,15 @@ absl::Status MaterializeFromSources(const v1::RegisteredAdapter& adapter,
   // Written beside it and renamed into place (no adapter name starts with
   // '.'), so the directory holds both files or does not exist.
   const std::string target = dir + "/" + name;
-  const std::string staging = dir + "/." + name + ".partial";
+  if (files.size() != 2) {
+    return absl::DataLossError(
+        absl::StrCat("adapter ", name, " has ", files.size(), " files, not 2"));
+  }
+  // Unique per process and call: another process (or thread) materializing
+  // into the same directory never removes this one's staging.
+  static std::atomic<int64_t> counter{0};
+  const std::string staging =
+      absl::StrCat(dir, "/.", name, ".partial.", getpid(), ".", ++counter);
   std::error_code ec;
   std::filesystem::remove_all(staging, ec);
   std::filesystem::create_directories(staging, ec);

@@ -7,13 +7,18 @@
 namespace edgesplit {
 
 absl::StatusOr<FetchResult> BlobFetcher::Fetch(
-    const std::string& id, absl::Span<BlobSource* const> sources) {
+    const std::string& id, absl::Span<BlobSource* const> sources,
+    int64_t expected_bytes) {
   ES_RETURN_IF_ERROR(ValidateBlobId(id));
   absl::MutexLock lock(&mu_);
   FetchResult result;
   if (store_->Has(id)) return result;
   for (BlobSource* source : sources) {
-    absl::Status s = FetchFrom(id, *source, result);
+    const bool resumed = store_->PartialSize(id) > 0;
+    absl::Status s = FetchFrom(id, *source, expected_bytes, result);
+    if (resumed && s.code() == absl::StatusCode::kDataLoss) {
+      s = FetchFrom(id, *source, expected_bytes, result);  // From 0 now.
+    }
     if (s.ok()) {
       result.source = source->name();
       return result;
@@ -27,6 +32,7 @@ absl::StatusOr<FetchResult> BlobFetcher::Fetch(
 }
 
 absl::Status BlobFetcher::FetchFrom(const std::string& id, BlobSource& source,
+                                    int64_t expected_bytes,
                                     FetchResult& result) {
   int64_t offset = store_->PartialSize(id);  // Resume where we stopped.
   int64_t total = -1;
@@ -44,6 +50,7 @@ absl::Status BlobFetcher::FetchFrom(const std::string& id, BlobSource& source,
     }
     const std::string& chunk = *read;
     if (claimed < 0 || claimed > options_.max_blob_bytes ||
+        (expected_bytes >= 0 && claimed != expected_bytes) ||
         (total >= 0 && claimed != total) ||
         offset + static_cast<int64_t>(chunk.size()) > claimed ||
         static_cast<int64_t>(chunk.size()) > options_.chunk_bytes) {

@@ -54,15 +54,20 @@ class BlobFetcher {
   explicit BlobFetcher(BlobStore* store, FetchOptions options = {})
       : store_(store), options_(options) {}
 
-  // Ensures blob `id` is in the store, trying `sources` in order.
-  // UNAVAILABLE naming every source's failure when none delivered it.
+  // Ensures blob `id` is in the store, trying `sources` in order; with
+  // `expected_bytes` >= 0 (what a registry says), a source claiming another
+  // size is refused at once. A source whose bytes fail the hash after
+  // resuming someone else's partial download is tried again from the
+  // start (the bad bytes may not be its own). UNAVAILABLE naming every
+  // source's failure when none delivered it.
   absl::StatusOr<FetchResult> Fetch(const std::string& id,
-                                    absl::Span<BlobSource* const> sources);
+                                    absl::Span<BlobSource* const> sources,
+                                    int64_t expected_bytes = -1);
 
  private:
   // One source: resume, read chunk by chunk, commit (hash check).
   absl::Status FetchFrom(const std::string& id, BlobSource& source,
-                         FetchResult& result)
+                         int64_t expected_bytes, FetchResult& result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   BlobStore* const store_;

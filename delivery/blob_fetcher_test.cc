@@ -118,6 +118,32 @@ TEST_F(BlobFetcherTest, AnInterruptedDownloadResumesFromAnotherSource) {
   EXPECT_EQ(*store_->ReadVerified(id_), bytes_);
 }
 
+TEST_F(BlobFetcherTest, ABadPartialFromOnePeerDoesNotFailTheNext) {
+  // peer-1 sends a corrupted first 3 KiB and drops; peer-2 resumes from
+  // there, the hash fails, and peer-2 is asked again from the start.
+  FakeSource bad("peer-1", id_, bytes_), good("peer-2", id_, bytes_);
+  bad.Corrupt(100);
+  bad.FailAfter(3);
+  BlobFetcher fetcher(store_.get(), Small());
+  BlobSource* sources[] = {&bad, &good};
+  auto r = fetcher.Fetch(id_, sources, 10000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->source, "peer-2");
+  EXPECT_EQ(r->bytes_received, 3072 + (10000 - 3072) + 10000);
+  EXPECT_EQ(*store_->ReadVerified(id_), bytes_);
+}
+
+TEST_F(BlobFetcherTest, TheExpectedSizeRefusesALiarAtOnce) {
+  FakeSource liar("peer-1", id_, Bytes(20000)), good("origin", id_, bytes_);
+  BlobFetcher fetcher(store_.get(), Small());
+  BlobSource* sources[] = {&liar, &good};
+  auto r = fetcher.Fetch(id_, sources, 10000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->source, "origin");
+  EXPECT_EQ(liar.reads(), 1);           // One answer, then refused...
+  EXPECT_EQ(r->bytes_received, 10000);  // ...and none of its bytes kept.
+}
+
 TEST_F(BlobFetcherTest, NoSourceOrBadIdsAreClearErrors) {
   FakeSource lost("peer-1", id_, bytes_);
   lost.FailAfter(0);

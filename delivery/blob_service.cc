@@ -29,7 +29,7 @@ grpc::ServerUnaryReactor* BlobServiceImpl::ReadBlob(
     grpc::CallbackServerContext* ctx, const v1::ReadBlobRequest* request,
     v1::ReadBlobResponse* response) {
   auto* reactor = ctx->DefaultReactor();
-  absl::Status s = authorize_(ctx);
+  absl::Status s = authorize_(ctx, *request);
   if (s.ok()) {
     auto r = ServeReadBlob(*store_, *request);
     if (r.ok()) {

@@ -26,9 +26,9 @@ absl::StatusOr<v1::ReadBlobResponse> ServeReadBlob(
 
 class BlobServiceImpl final : public v1::BlobService::CallbackService {
  public:
-  // Who may read (e.g. cluster members only); OK to allow the call.
-  using Authorize =
-      std::function<absl::Status(grpc::CallbackServerContext* ctx)>;
+  // Who may read what (e.g. servers only); OK to allow the call.
+  using Authorize = std::function<absl::Status(
+      grpc::CallbackServerContext* ctx, const v1::ReadBlobRequest& request)>;
   // `store` must outlive the service. Thread-safe.
   BlobServiceImpl(const BlobStore* store, Authorize authorize)
       : store_(store), authorize_(std::move(authorize)) {}

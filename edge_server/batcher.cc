@@ -104,12 +104,18 @@ void Batcher::Run(std::shared_ptr<State> state, const StageModel* stage,
       state->stats.items += batch.size();
       state->last_batch = batch.size();
     }
-    // Each adapter's rows together: one run per adapter in the forward.
-    std::stable_sort(batch.begin(), batch.end(),
-                     [](const BatchItem& a, const BatchItem& b) {
-                       return std::less<const LoraAdapter*>()(a.adapter.get(),
-                                                              b.adapter.get());
-                     });
+    // Each adapter's rows together: one run per adapter in the forward,
+    // in an order that does not depend on where adapters sit in memory
+    // (base first, then by name).
+    std::stable_sort(
+        batch.begin(), batch.end(), [](const BatchItem& a, const BatchItem& b) {
+          auto key = [](const BatchItem& i) {
+            return std::make_pair(i.adapter != nullptr, i.adapter
+                                                            ? i.adapter->name()
+                                                            : std::string());
+          };
+          return key(a) < key(b);
+        });
     Execute(stage, batch, max_batch_tokens, *state);
     // `batch` (and what its callbacks held) is released here, possibly
     // destroying the Batcher: only `state` is used after this point.

@@ -121,7 +121,8 @@ absl::Status EdgeServer::StartAdapterDelivery() {
   const TransportSecurity* security = options_.security.get();
   blobs_ = std::make_unique<BlobServiceImpl>(
       &adapters_->store(),
-      [security](grpc::CallbackServerContext* ctx) -> absl::Status {
+      [security](grpc::CallbackServerContext* ctx,
+                 const v1::ReadBlobRequest&) -> absl::Status {
         ES_ASSIGN_OR_RETURN(Peer peer, security->PeerOf(*ctx));
         return CheckPeerKind(peer, Identity::Kind::kNode, "read blobs");
       });

@@ -30,8 +30,8 @@ absl::Status LoraSgmvCuda(const LoraSegment* segments, int64_t count,
   int64_t total_rows = 0;
   for (int64_t s = 0; s < count; ++s) {
     const LoraSegment& g = segments[s];
-    if (g.rows < 0 || g.row_begin < 0 || g.rank < 1 ||
-        g.rank > kLoraCudaMaxRank) {
+    if (g.rows < 0 || g.rows > kLoraCudaMaxRows || g.row_begin < 0 ||
+        g.rank < 1 || g.rank > kLoraCudaMaxRank) {
       return absl::InvalidArgumentError(absl::StrCat(
           kOp, ": segment ", s, " has rows ", g.rows, " from ", g.row_begin,
           " and rank ", g.rank, " (1 to ", kLoraCudaMaxRank, ")"));

@@ -24,8 +24,7 @@ namespace edgesplit::kernels {
 
 // Segments per call (one kernel argument holds them all).
 inline constexpr int64_t kLoraCudaMaxSegments = 32;
-// Rank per segment (the shrink's per-row results live in registers of
-// one block).
+// Rank per segment (bounds the expand's per-thread loop).
 inline constexpr int64_t kLoraCudaMaxRank = 128;
 // Rows over all segments (the expand's grid height).
 inline constexpr int64_t kLoraCudaMaxRows = 65535;

@@ -29,9 +29,11 @@ if [[ ! -f $CERTS/grant.key ]]; then
 fi
 export EDGESPLIT_CERTS=$CERTS  # the CLI's --certs default
 
-# Adapters the servers fetched in an earlier run (the controller's registry
-# in its state_dir is replaced when the demo registers again).
-rm -rf /tmp/edgesplit-demo/adapters build/demo/device-adapters
+# Adapters from an earlier run: what the servers fetched and the
+# controller's registry (names are immutable; the demo registers again).
+rm -rf /tmp/edgesplit-demo/adapters build/demo/device-adapters \
+  /tmp/edgesplit-demo/controller-state/blobs \
+  /tmp/edgesplit-demo/controller-state/adapters.pb
 
 pids=()
 stop_cluster() {

@@ -58,7 +58,7 @@ part "ASan + UBSan"
 # LibTorch-linked sanitizer build costs about as much as the TSan one below).
 ASAN_TESTS=(runtime_core_test gpt2_bpe_tokenizer_test
             sentencepiece_reference_test planner_test controller_test
-            kernels_test cpu_kernels_test security_test)
+            kernels_test cpu_kernels_test security_test delivery_test)
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DEDGESPLIT_ASAN=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_BENCH=OFF
 cmake --build build-asan -j"$(nproc)" --target "${ASAN_TESTS[@]}"
@@ -67,7 +67,7 @@ regex=$(IFS='|'; echo "${ASAN_TESTS[*]}")
 
 part "TSan"
 TSAN_TESTS=(tsan_shim_test tsan_canary edge_server_test controller_test
-            cpu_kernels_test)
+            cpu_kernels_test delivery_test)
 # Release: -O3 with -g1 line tables (EDGESPLIT_TSAN adds them). Warnings
 # are not errors here: instrumentation changes what GCC's flow analysis
 # sees (a false maybe-uninitialized); the Release build enforces them.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "base/file_util.h"
@@ -33,11 +34,17 @@ absl::StatusOr<std::unique_ptr<v1::AdapterRegistry::Stub>> Registry(
 }
 
 // Sends `bytes` as blob `id` in chunks, resuming at what the controller
-// already holds.
+// already holds (it answers a chunk at another offset with its size).
 absl::Status Upload(v1::AdapterRegistry::Stub& stub, const std::string& id,
                     const std::string& bytes, const std::string& controller) {
+  const int64_t size = static_cast<int64_t>(bytes.size());
   int64_t offset = 0;
-  for (;;) {
+  for (int calls = 0;; ++calls) {
+    if (calls > 2 * (size / kChunk + 2)) {
+      return absl::AbortedError(absl::StrCat("controller ", controller,
+                                             ": the upload of ", id,
+                                             " makes no progress"));
+    }
     v1::PutBlobRequest chunk;
     chunk.set_id(id);
     chunk.set_offset(offset);
@@ -51,6 +58,11 @@ absl::Status Upload(v1::AdapterRegistry::Stub& stub, const std::string& id,
     ES_RETURN_IF_ERROR(FromGrpcStatus(stub.PutBlob(&ctx, chunk, &r),
                                       "controller " + controller));
     if (r.stored()) return absl::OkStatus();
+    if (r.received() < 0 || r.received() > size) {
+      return absl::DataLossError(
+          absl::StrCat("controller ", controller, " holds ", r.received(),
+                       " bytes of ", id, ", which has ", size));
+    }
     offset = r.received();
   }
 }
