@@ -28,29 +28,38 @@ AdapterServiceImpl::AdapterServiceImpl(const Controller* controller,
       });
 }
 
-absl::Status AdapterServiceImpl::Authenticated(
+absl::StatusOr<Peer> AdapterServiceImpl::Authenticated(
     grpc::CallbackServerContext* ctx) const {
   ES_ASSIGN_OR_RETURN(Peer peer, security_->PeerOf(*ctx));
-  return controller_->CheckToken(peer);
+  ES_RETURN_IF_ERROR(controller_->CheckToken(peer));
+  return peer;
+}
+
+bool AdapterServiceImpl::IsDevice(const Peer& peer) {
+  return peer.authenticated && peer.identity.kind == Identity::Kind::kDevice;
+}
+
+absl::Status AdapterServiceImpl::DeviceMayUse(const Peer& peer,
+                                              const std::string& model_id,
+                                              const std::string& name) const {
+  v1::OpenSessionRequest use;
+  use.set_device(peer.identity.name);
+  use.set_model_id(model_id);
+  use.set_adapter(name);
+  return controller_->AuthorizeDevice(use);
 }
 
 absl::Status AdapterServiceImpl::MayRead(grpc::CallbackServerContext* ctx,
                                          const std::string& blob) const {
-  ES_ASSIGN_OR_RETURN(Peer peer, security_->PeerOf(*ctx));
-  ES_RETURN_IF_ERROR(controller_->CheckToken(peer));
+  ES_ASSIGN_OR_RETURN(Peer peer, Authenticated(ctx));
   if (!registry_->enabled()) {
     return absl::NotFoundError("this controller keeps no blobs");
   }
-  if (!peer.authenticated || peer.identity.kind != Identity::Kind::kDevice) {
-    return absl::OkStatus();  // Servers, admins (and insecure loopback).
-  }
-  // A device reads only the files of adapters its rules let it use.
+  // Servers and admins (and insecure loopback) read any blob; a device
+  // only the files of adapters its rules let it use.
+  if (!IsDevice(peer)) return absl::OkStatus();
   for (const auto& [model, name] : registry_->AdaptersWithBlob(blob)) {
-    v1::OpenSessionRequest use;
-    use.set_device(peer.identity.name);
-    use.set_model_id(model);
-    use.set_adapter(name);
-    if (controller_->AuthorizeDevice(use).ok()) return absl::OkStatus();
+    if (DeviceMayUse(peer, model, name).ok()) return absl::OkStatus();
   }
   return absl::PermissionDeniedError(absl::StrCat(
       "device \"", peer.identity.name, "\" may not read blob ", blob));
@@ -60,8 +69,7 @@ absl::Status AdapterServiceImpl::Caller(grpc::CallbackServerContext* ctx,
                                         Identity::Kind kind,
                                         const std::string* name,
                                         const char* action) const {
-  ES_ASSIGN_OR_RETURN(Peer peer, security_->PeerOf(*ctx));
-  ES_RETURN_IF_ERROR(controller_->CheckToken(peer));
+  ES_ASSIGN_OR_RETURN(Peer peer, Authenticated(ctx));
   return name != nullptr ? CheckPeerNamed(peer, kind, *name)
                          : CheckPeerKind(peer, kind, action);
 }
@@ -90,10 +98,9 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::RegisterAdapter(
 grpc::ServerUnaryReactor* AdapterServiceImpl::ListAdapters(
     grpc::CallbackServerContext* ctx, const v1::ListAdaptersRequest* request,
     v1::ListAdaptersResponse* response) {
-  absl::Status s = Authenticated(ctx);
-  auto peer = security_->PeerOf(*ctx);
-  if (s.ok() && peer.ok() && peer->authenticated &&
-      peer->identity.kind == Identity::Kind::kDevice) {
+  absl::StatusOr<Peer> peer = Authenticated(ctx);
+  absl::Status s = peer.status();
+  if (s.ok() && IsDevice(*peer)) {
     s = absl::PermissionDeniedError("devices may not list adapters");
   }
   if (s.ok()) *response = registry_->List(request->model_id());
@@ -103,20 +110,15 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::ListAdapters(
 grpc::ServerUnaryReactor* AdapterServiceImpl::ResolveAdapter(
     grpc::CallbackServerContext* ctx, const v1::ResolveAdapterRequest* request,
     v1::ResolveAdapterResponse* response) {
-  absl::Status s = Authenticated(ctx);
-  auto peer = security_->PeerOf(*ctx);
-  const bool device = s.ok() && peer.ok() && peer->authenticated &&
-                      peer->identity.kind == Identity::Kind::kDevice;
-  if (s.ok() && device) {
+  absl::StatusOr<Peer> peer = Authenticated(ctx);
+  absl::Status s = peer.status();
+  const bool device = s.ok() && IsDevice(*peer);
+  if (device) {
     // A device fetching its blocks' part: from the controller only (peers
     // serve servers), and only what its access rules let it use.
-    v1::OpenSessionRequest use;
-    use.set_device(peer->identity.name);
-    use.set_model_id(request->model_id());
-    use.set_adapter(request->name());
-    s = controller_->AuthorizeDevice(use);
+    s = DeviceMayUse(*peer, request->model_id(), request->name());
   } else if (s.ok()) {
-    s = Caller(ctx, Identity::Kind::kNode, &request->node(), "");
+    s = CheckPeerNamed(*peer, Identity::Kind::kNode, request->node());
   }
   if (s.ok()) {
     auto a = registry_->Find(request->model_id(), request->name());

@@ -53,7 +53,12 @@ class AdapterServiceImpl final : public v1::AdapterRegistry::CallbackService {
       v1::ReportHeldResponse* response) override;
 
  private:
-  absl::Status Authenticated(grpc::CallbackServerContext* ctx) const;
+  // The caller, its token checked.
+  absl::StatusOr<Peer> Authenticated(grpc::CallbackServerContext* ctx) const;
+  static bool IsDevice(const Peer& peer);
+  // The controller's `devices:` rules for this device, model and adapter.
+  absl::Status DeviceMayUse(const Peer& peer, const std::string& model_id,
+                            const std::string& name) const;
   absl::Status Caller(grpc::CallbackServerContext* ctx, Identity::Kind kind,
                       const std::string* name, const char* action) const;
   absl::Status MayRead(grpc::CallbackServerContext* ctx,

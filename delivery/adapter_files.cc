@@ -10,9 +10,34 @@
 #include "absl/strings/str_cat.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
+#include "edgesplit/v1/delivery.grpc.pb.h"
+#include "proto/grpc_status.h"
 #include "runtime/adapter_name.h"
 
 namespace edgesplit {
+
+absl::StatusOr<v1::ResolveAdapterResponse> ResolveAdapter(
+    const std::shared_ptr<grpc::Channel>& controller,
+    const std::string& model_id, const std::string& name,
+    const std::string& node, absl::Duration timeout) {
+  auto registry = v1::AdapterRegistry::NewStub(controller);
+  v1::ResolveAdapterRequest req;
+  req.set_model_id(model_id);
+  req.set_name(name);
+  req.set_node(node);
+  v1::ResolveAdapterResponse resolved;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(ToChrono(absl::Now() + timeout));
+  ES_RETURN_IF_ERROR(FromGrpcStatus(
+      registry->ResolveAdapter(&ctx, req, &resolved), "controller"));
+  if (resolved.adapter().name() != name ||
+      resolved.adapter().model_id() != model_id) {
+    return absl::DataLossError(absl::StrCat(
+        "the controller resolved ", model_id, "/", name, " to ",
+        resolved.adapter().model_id(), "/", resolved.adapter().name()));
+  }
+  return resolved;
+}
 
 absl::Status MaterializeFromSources(const v1::RegisteredAdapter& adapter,
                                     absl::Span<BlobSource* const> sources,
@@ -25,8 +50,7 @@ absl::Status MaterializeFromSources(const v1::RegisteredAdapter& adapter,
   // half an adapter.
   std::vector<std::pair<std::string, std::string>> files;  // name, bytes
   for (const v1::AdapterFile& f : adapter.files()) {
-    if (f.name() != "adapter_config.json" &&
-        f.name() != "adapter_model.safetensors") {
+    if (f.name() != kAdapterFiles[0] && f.name() != kAdapterFiles[1]) {
       return absl::DataLossError(
           absl::StrCat("adapter ", name, ": unexpected file ", f.name()));
     }

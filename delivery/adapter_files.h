@@ -7,13 +7,16 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 
-#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "delivery/blob_fetcher.h"
 #include "delivery/blob_store.h"
 #include "edgesplit/v1/delivery.pb.h"
+#include "grpcpp/grpcpp.h"
 
 namespace edgesplit {
 
@@ -26,6 +29,14 @@ struct AdapterFetchStats {
   int64_t bytes_received = 0;                 // Over every attempt.
   std::map<std::string, int64_t> blobs_from;  // Source -> blobs delivered.
 };
+
+// Asks the controller's AdapterRegistry (over `controller`) where adapter
+// `name` of `model_id` comes from, on behalf of `node` (a server, or a
+// device's name), and checks the answer is the adapter asked for.
+absl::StatusOr<v1::ResolveAdapterResponse> ResolveAdapter(
+    const std::shared_ptr<grpc::Channel>& controller,
+    const std::string& model_id, const std::string& name,
+    const std::string& node, absl::Duration timeout);
 
 // Fetches `adapter`'s files (each verified by its SHA-256) from `sources`
 // in order into `store`, then writes them as <dir>/<name>, all at once (a

@@ -43,18 +43,9 @@ absl::Status ClusterAdapterSource::Materialize(const std::string& model_id,
 absl::Status ClusterAdapterSource::MaterializeLocked(
     const std::string& model_id, const std::string& name,
     const std::string& dir) {
-  auto registry = v1::AdapterRegistry::NewStub(controller_);
-  v1::ResolveAdapterRequest req;
-  req.set_model_id(model_id);
-  req.set_name(name);
-  req.set_node(node_);
-  v1::ResolveAdapterResponse resolved;
-  {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(10)));
-    ES_RETURN_IF_ERROR(FromGrpcStatus(
-        registry->ResolveAdapter(&ctx, req, &resolved), "controller"));
-  }
+  ES_ASSIGN_OR_RETURN(
+      v1::ResolveAdapterResponse resolved,
+      ResolveAdapter(controller_, model_id, name, node_, absl::Seconds(10)));
   // The nearest holders first, the controller's originals last.
   std::vector<std::unique_ptr<GrpcBlobSource>> owned;
   for (const v1::BlobHolder& peer : resolved.peers()) {
@@ -68,12 +59,6 @@ absl::Status ClusterAdapterSource::MaterializeLocked(
   owned.push_back(std::make_unique<GrpcBlobSource>("controller", controller_));
   std::vector<BlobSource*> sources;
   for (const auto& s : owned) sources.push_back(s.get());
-  if (resolved.adapter().name() != name ||
-      resolved.adapter().model_id() != model_id) {
-    return absl::DataLossError(absl::StrCat(
-        "the controller resolved ", model_id, "/", name, " to ",
-        resolved.adapter().model_id(), "/", resolved.adapter().name()));
-  }
   ES_RETURN_IF_ERROR(MaterializeFromSources(resolved.adapter(), sources,
                                             *fetcher_, *store_, dir, &stats_));
   // Best effort: without the report, peers fetch from the controller.
@@ -82,6 +67,7 @@ absl::Status ClusterAdapterSource::MaterializeLocked(
   held.set_name(name);
   held.set_node(node_);
   v1::ReportHeldResponse ignored;
+  auto registry = v1::AdapterRegistry::NewStub(controller_);
   grpc::ClientContext ctx;
   ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(5)));
   (void)registry->ReportHeld(&ctx, held, &ignored);

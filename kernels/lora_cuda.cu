@@ -54,8 +54,7 @@ __global__ void ShrinkKernel(Table t, const float* __restrict__ x, int64_t in,
 // One thread per (segment row, output column): y += scaling * low . B[o].
 __global__ void ExpandKernel(Table t, const float* __restrict__ low,
                              int64_t out, float* __restrict__ y) {
-  const int64_t o =
-      static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t g_row = blockIdx.y;
   if (o >= out || g_row >= t.row_at[t.count]) return;
   const int s = SegmentOf(t.row_at, t.count, g_row);
