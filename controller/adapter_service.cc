@@ -16,10 +16,16 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx,
 
 }  // namespace
 
-AdapterServiceImpl::AdapterServiceImpl(const Controller* controller,
+AdapterServiceImpl::AdapterServiceImpl(Controller* controller,
                                        AdapterRegistry* registry,
-                                       const TransportSecurity* security)
-    : controller_(controller), registry_(registry), security_(security) {
+                                       const TransportSecurity* security,
+                                       AdapterPlacementConfig placement,
+                                       const AdapterDemand* demand)
+    : controller_(controller),
+      registry_(registry),
+      security_(security),
+      placement_config_(std::move(placement)),
+      demand_(demand) {
   blobs_ = std::make_unique<BlobServiceImpl>(
       registry_->enabled() ? registry_->store() : nullptr,
       [this](grpc::CallbackServerContext* ctx,
@@ -146,6 +152,62 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::ReportHeld(
   if (s.ok()) {
     s = registry_->AddHolder(request->model_id(), request->name(),
                              request->node());
+  }
+  return Finish(ctx, s);
+}
+
+absl::StatusOr<v1::AdapterPlacement> AdapterServiceImpl::Placement(
+    absl::Time now) {
+  if (!placement_config_.enabled()) {
+    return absl::FailedPreconditionError(
+        "adapter placement is off (no adapter_placement: storage in the "
+        "controller config)");
+  }
+  if (!registry_->enabled()) {
+    return absl::FailedPreconditionError(
+        "adapter placement needs the adapter registry (state_dir)");
+  }
+  absl::MutexLock lock(&placement_mu_);
+  if (placement_.has_value() && now - placed_at_ < placement_config_.interval) {
+    return *placement_;
+  }
+  AdapterPlacementInput input;
+  input.config = placement_config_;
+  v1::ListAdaptersResponse listed = registry_->List("");
+  input.adapters.assign(listed.adapters().begin(), listed.adapters().end());
+  ES_ASSIGN_OR_RETURN(v1::GetPlanResponse plans, controller_->GetPlan(""));
+  input.model_servers = ModelServers(plans);
+  if (demand_ != nullptr) input.demand = demand_->At(now);
+  for (const auto& [key, requests] : placement_config_.what_if) {
+    input.demand[key] += requests;
+  }
+  ES_ASSIGN_OR_RETURN(v1::AdapterPlacement placed, PlaceAdapters(input));
+  placement_ = placed;
+  placed_at_ = now;
+  return placed;
+}
+
+grpc::ServerUnaryReactor* AdapterServiceImpl::GetPlacement(
+    grpc::CallbackServerContext* ctx, const v1::GetPlacementRequest* request,
+    v1::AdapterPlacement* response) {
+  absl::StatusOr<Peer> peer = Authenticated(ctx);
+  absl::Status s = peer.status();
+  if (s.ok() && IsDevice(*peer)) {
+    s = absl::PermissionDeniedError("devices may not read the placement");
+  }
+  absl::StatusOr<v1::AdapterPlacement> placed =
+      s.ok() ? Placement(absl::Now()) : absl::StatusOr<v1::AdapterPlacement>(s);
+  s = placed.status();
+  if (placed.ok()) {
+    *response = *std::move(placed);
+    if (!request->node().empty()) {
+      // Only the asking server's row (the totals stay).
+      auto* servers = response->mutable_servers();
+      for (int i = servers->size() - 1; i >= 0; --i) {
+        if ((*servers)[i].node() != request->node())
+          servers->DeleteSubrange(i, 1);
+      }
+    }
   }
   return Finish(ctx, s);
 }

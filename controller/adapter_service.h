@@ -9,13 +9,16 @@
 //                                       the adapter (no peers for devices)
 //   ReportHeld                          the node named in the request
 //   ListAdapters                        servers and admins
+//   GetPlacement                        servers and admins
 //   BlobService.ReadBlob                servers and admins; a device only
 //                                       the files of adapters it may use
 #ifndef EDGESPLIT_CONTROLLER_ADAPTER_SERVICE_H_
 #define EDGESPLIT_CONTROLLER_ADAPTER_SERVICE_H_
 
 #include <memory>
+#include <optional>
 
+#include "controller/adapter_placement.h"
 #include "controller/adapter_registry.h"
 #include "controller/controller.h"
 #include "delivery/blob_service.h"
@@ -24,11 +27,21 @@
 
 namespace edgesplit {
 
-// Thread-safe. `controller`, `registry` and `security` outlive it.
+// Thread-safe. `controller`, `registry`, `security` and `demand` outlive
+// it; `demand` (null: what-if counts only) is where session opens are
+// counted (ControllerServiceImpl::set_adapter_demand).
 class AdapterServiceImpl final : public v1::AdapterRegistry::CallbackService {
  public:
-  AdapterServiceImpl(const Controller* controller, AdapterRegistry* registry,
-                     const TransportSecurity* security);
+  AdapterServiceImpl(Controller* controller, AdapterRegistry* registry,
+                     const TransportSecurity* security,
+                     AdapterPlacementConfig placement = {},
+                     const AdapterDemand* demand = nullptr);
+
+  // Which adapters each server should cache, placed again from the demand
+  // at `now` when the last placement is older than the config's interval
+  // (placements in between are the same answer). FAILED_PRECONDITION when
+  // placement or the registry is off.
+  absl::StatusOr<v1::AdapterPlacement> Placement(absl::Time now);
 
   // The controller's BlobService (the registered originals); register it
   // on the same server.
@@ -51,6 +64,9 @@ class AdapterServiceImpl final : public v1::AdapterRegistry::CallbackService {
   grpc::ServerUnaryReactor* ReportHeld(
       grpc::CallbackServerContext* ctx, const v1::ReportHeldRequest* request,
       v1::ReportHeldResponse* response) override;
+  grpc::ServerUnaryReactor* GetPlacement(
+      grpc::CallbackServerContext* ctx, const v1::GetPlacementRequest* request,
+      v1::AdapterPlacement* response) override;
 
  private:
   // The caller, its token checked.
@@ -64,10 +80,15 @@ class AdapterServiceImpl final : public v1::AdapterRegistry::CallbackService {
   absl::Status MayRead(grpc::CallbackServerContext* ctx,
                        const std::string& blob) const;
 
-  const Controller* const controller_;
+  Controller* const controller_;
   AdapterRegistry* const registry_;
   const TransportSecurity* const security_;
+  const AdapterPlacementConfig placement_config_;
+  const AdapterDemand* const demand_;
   std::unique_ptr<BlobServiceImpl> blobs_;
+  absl::Mutex placement_mu_;
+  std::optional<v1::AdapterPlacement> placement_ ABSL_GUARDED_BY(placement_mu_);
+  absl::Time placed_at_ ABSL_GUARDED_BY(placement_mu_);
 };
 
 }  // namespace edgesplit

@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/yaml_util.h"
+#include "controller/adapter_placement.h"
 #include "controller/auto_plan.h"
 #include "controller/plan.h"
 #include "edgesplit/v1/controller.pb.h"
@@ -91,6 +92,8 @@ struct ControllerConfig {
   // waits for its slowest device.
   int64_t fed_memory_bytes = int64_t{1} << 30;
   absl::Duration fed_round_timeout = absl::Minutes(10);
+  // Which adapters each server caches (controller/adapter_placement.h).
+  AdapterPlacementConfig adapter_placement;
 
   absl::Status Validate() const;
 };
@@ -117,6 +120,7 @@ struct ControllerConfig {
 //   session_record_ttl_s: 86400             # unclosed sessions forgotten
 //   fed_memory_mb: 1024                     # adapters waiting in rounds
 //   fed_round_timeout_s: 600                # a round waits this long
+//   adapter_placement: {server_storage_mb: 512}  # adapter_placement.h
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
 // The `devices:` and `revoked_tokens:` sections (admission.cc); errors name the
 // file, line, field.

@@ -158,12 +158,26 @@ grpc::ServerUnaryReactor* ControllerServiceImpl::OpenSession(
   if (!peer.ok())
     return Reply(ctx, Fail<v1::OpenSessionResponse>(peer), response);
   if (!peer->authenticated) {
-    return Reply(ctx, controller_->OpenSession(*request), response);
+    auto opened = controller_->OpenSession(*request);
+    if (opened.ok()) CountOpened(*request);
+    return Reply(ctx, std::move(opened), response);
   }
   // The certified name, whatever the request says.
   v1::OpenSessionRequest named = *request;
   named.set_device(peer->identity.name);
-  return Reply(ctx, controller_->OpenSession(named), response);
+  auto opened = controller_->OpenSession(named);
+  if (opened.ok()) CountOpened(named);
+  return Reply(ctx, std::move(opened), response);
+}
+
+void ControllerServiceImpl::CountOpened(
+    const v1::OpenSessionRequest& request) const {
+  // Training sessions train their own adapter; the base needs no caching.
+  if (demand_ == nullptr || !request.training_job().empty() ||
+      request.adapter().empty()) {
+    return;
+  }
+  demand_->Record(request.model_id(), request.adapter(), absl::Now());
 }
 
 grpc::ServerUnaryReactor* ControllerServiceImpl::CloseSession(

@@ -3,6 +3,7 @@
 #ifndef EDGESPLIT_CONTROLLER_CONTROLLER_SERVICE_H_
 #define EDGESPLIT_CONTROLLER_CONTROLLER_SERVICE_H_
 
+#include "controller/adapter_placement.h"
 #include "controller/controller.h"
 #include "controller/fed_average.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
@@ -71,6 +72,11 @@ class ControllerServiceImpl final
   // tick; InfiniteFuture() at shutdown, so no call keeps it waiting).
   void ExpireRounds(absl::Time now) { averager_.Expire(now); }
 
+  // Counts every inference session opened with an adapter in `demand`
+  // (adapter placement's input). Call before serving; `demand` outlives
+  // the service.
+  void set_adapter_demand(AdapterDemand* demand) { demand_ = demand; }
+
  private:
   // The caller, if authenticated (and its token, if any, not revoked).
   absl::StatusOr<Peer> Authenticated(grpc::CallbackServerContext* ctx) const;
@@ -79,9 +85,13 @@ class ControllerServiceImpl final
                               Identity::Kind kind, const std::string* name,
                               const char* action) const;
 
+  // Counts the session `request` opened (adapter demand).
+  void CountOpened(const v1::OpenSessionRequest& request) const;
+
   Controller* const controller_;
   const TransportSecurity* const security_;
   FedAverager averager_;
+  AdapterDemand* demand_ = nullptr;  // Set before serving; not owned.
 };
 
 }  // namespace edgesplit

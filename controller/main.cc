@@ -71,6 +71,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   edgesplit::ControllerServiceImpl service(&controller, security->get());
+  edgesplit::AdapterDemand demand(config->adapter_placement.half_life);
+  service.set_adapter_demand(&demand);
   auto registry = edgesplit::AdapterRegistry::Open(config->state_dir);
   if (!registry.ok()) {
     std::cerr << "edgesplit-controller: " << registry.status().message()
@@ -81,7 +83,8 @@ int main(int argc, char** argv) {
     std::cerr << "edgesplit-controller: adapter left out: " << skipped << "\n";
   }
   edgesplit::AdapterServiceImpl adapters(&controller, registry->get(),
-                                         security->get());
+                                         security->get(),
+                                         config->adapter_placement, &demand);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config->listen, *credentials, &port);

@@ -1,6 +1,8 @@
 // libFuzzer target for the adapter registry's network handlers: PutBlob
 // chunks, RegisterAdapter, ResolveAdapter / ReportHeld lookups and
-// BlobService.ReadBlob, each fed a request parsed from the input, against
+// BlobService.ReadBlob, and the adapter placement over what the registry
+// then holds (demand and storage from the input), each fed a request
+// parsed from the input, against
 // one registry (on a temporary state_dir) that is reopened from disk now
 // and then (the persisted file is read back and re-validated). Errors are
 // fine; crashes (ASan, UBSan) and escaping exceptions are not.
@@ -10,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "controller/adapter_placement.h"
 #include "controller/adapter_registry.h"
 #include "delivery/blob_service.h"
 
@@ -40,7 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       registry = std::move(*r);
     }
-    const uint8_t op = data[0] % 5;
+    const uint8_t op = data[0] % 6;
     const void* body = data + 1;
     const int n = static_cast<int>(size - 1);
     switch (op) {
@@ -67,6 +70,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (req.ParseFromArray(body, n)) {
           (void)edgesplit::ServeReadBlob(*registry->store(), req);
         }
+        break;
+      }
+      case 4: {
+        // Placement of the registered adapters on a two-hop route, with
+        // demand and storage from the input (a GetPlacementRequest's node
+        // picks the per-server storage).
+        edgesplit::AdapterPlacementInput in;
+        const auto listed = registry->List("");
+        in.adapters.assign(listed.adapters().begin(), listed.adapters().end());
+        in.config.server_storage_bytes = int64_t{1} << (size % 40);
+        for (const auto& a : in.adapters) {
+          in.model_servers[a.model_id()] = {"a", "b"};
+          in.demand[{a.model_id(), a.name()}] =
+              static_cast<double>(data[(a.name().size() + 1) % size]);
+        }
+        (void)edgesplit::PlaceAdapters(in);
         break;
       }
       default:

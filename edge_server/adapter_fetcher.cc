@@ -74,6 +74,43 @@ absl::Status ClusterAdapterSource::MaterializeLocked(
   return absl::OkStatus();
 }
 
+absl::StatusOr<int> ClusterAdapterSource::Prefetch(const std::string& dir) {
+  v1::GetPlacementRequest request;
+  request.set_node(node_);
+  v1::AdapterPlacement placement;
+  {
+    auto registry = v1::AdapterRegistry::NewStub(controller_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(10)));
+    absl::Status s =
+        FromGrpcStatus(registry->GetPlacement(&ctx, request, &placement));
+    if (absl::IsFailedPrecondition(s)) return 0;  // Placement is off.
+    ES_RETURN_IF_ERROR(s);
+  }
+  int fetched = 0;
+  absl::Status first_error;
+  for (const v1::ServerPlacement& server : placement.servers()) {
+    if (server.node() != node_) continue;
+    for (const v1::PlacedAdapter& a : server.adapters()) {
+      // Names become paths: never trust them further than the registry's
+      // own rule.
+      absl::Status s = ValidateAdapterName(a.name());
+      std::error_code ec;
+      if (s.ok() && std::filesystem::is_directory(dir + "/" + a.name(), ec)) {
+        continue;
+      }
+      if (s.ok()) s = Materialize(a.model_id(), a.name(), dir);
+      if (s.ok()) {
+        ++fetched;
+      } else if (first_error.ok()) {
+        first_error = s;
+      }
+    }
+  }
+  if (!first_error.ok()) return first_error;
+  return fetched;
+}
+
 AdapterFetchStats ClusterAdapterSource::stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;

@@ -36,6 +36,14 @@ class ClusterAdapterSource : public AdapterSource {
   absl::Status Materialize(const std::string& model_id, const std::string& name,
                            const std::string& dir) override;
 
+  // Fetches into `dir` each adapter the controller's placement
+  // (GetPlacement) gives this server and `dir` lacks, so the first session
+  // naming it finds it on disk. Returns how many it fetched; 0 when the
+  // controller places none (placement off). An adapter that fails to
+  // fetch is skipped (the next round tries again); the first such error is
+  // returned after the others were tried.
+  absl::StatusOr<int> Prefetch(const std::string& dir);
+
   const BlobStore& store() const { return *store_; }
   AdapterFetchStats stats() const;
 

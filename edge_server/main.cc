@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   o.memory_bytes = config->memory_bytes;
   o.checkpoint_dir = config->checkpoint_dir;
   o.blob_dir = config->blob_dir;
+  o.adapter_prefetch_interval = config->adapter_prefetch_interval;
   auto security = edgesplit::TransportSecurity::Create(config->tls);
   if (!security.ok()) {
     std::cerr << "edgesplit-server: " << security.status().message() << "\n";

@@ -105,6 +105,24 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
       self->service_->ExpireIdle(self->options_.session_idle_timeout);
     }
   });
+  if (s->adapters_ != nullptr &&
+      s->options_.adapter_prefetch_interval > absl::ZeroDuration()) {
+    s->prefetcher_ = std::thread([self] {
+      // The first round right away: a (re)started server fills its cache
+      // before sessions ask.
+      absl::Duration wait = absl::ZeroDuration();
+      while (!self->stop_.WaitForNotificationWithTimeout(wait)) {
+        wait = self->options_.adapter_prefetch_interval;
+        auto fetched =
+            self->adapters_->Prefetch(self->options_.host.adapters.dir);
+        if (!fetched.ok()) {
+          std::cerr << "edgesplit-server " << self->node()
+                    << ": adapter prefetch: " << fetched.status().message()
+                    << "\n";
+        }
+      }
+    });
+  }
   return s;
 }
 
@@ -151,6 +169,7 @@ int EdgeServer::Shutdown(absl::Duration drain) {
   server_->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
   stop_.Notify();
   if (reaper_.joinable()) reaper_.join();
+  if (prefetcher_.joinable()) prefetcher_.join();
   return left;
 }
 

@@ -49,6 +49,10 @@ struct EdgeServerOptions {
   // session's adapter missing here is fetched from peers or the controller
   // and served to peers in turn (BlobService on this server's port).
   std::string blob_dir;
+  // How often the server asks the controller which adapters it should
+  // cache (its adapter placement) and prefetches those it lacks; zero:
+  // never (adapters arrive with their first session only).
+  absl::Duration adapter_prefetch_interval = absl::Seconds(30);
   // Mutual TLS (or loopback-only plaintext) of the port and of every
   // channel this server opens. Required.
   std::shared_ptr<const TransportSecurity> security;
@@ -111,6 +115,7 @@ class EdgeServer {
   std::string address_;
   absl::Notification stop_;
   std::thread reaper_;
+  std::thread prefetcher_;  // With adapter delivery and an interval.
   std::atomic<bool> shut_down_{false};
 };
 

@@ -100,6 +100,10 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   ES_ASSIGN_OR_RETURN(int64_t adapter_mb, r.IntIn(root, "adapter_cache_mb", 256,
                                                   1, int64_t{1} << 30));
   c.adapter_cache_bytes = adapter_mb << 20;
+  ES_ASSIGN_OR_RETURN(
+      int64_t prefetch_s,
+      r.IntIn(root, "adapter_prefetch_interval_s", 30, 0, 86400));
+  c.adapter_prefetch_interval = absl::Seconds(prefetch_s);
   if (root["checkpoint_dir"]) {
     ES_ASSIGN_OR_RETURN(c.checkpoint_dir,
                         r.String(root, "checkpoint_dir", false));

@@ -61,6 +61,9 @@ struct ServerConfig {
   int64_t adapter_cache_bytes = int64_t{256} << 20;
   // Blobs of adapters fetched from the cluster ("" = <adapter_dir>/.blobs).
   std::string blob_dir;
+  // How often to prefetch the adapters the controller places here (0: no
+  // prefetching).
+  absl::Duration adapter_prefetch_interval = absl::Seconds(30);
   TlsConfig tls;
 
   absl::Status Validate() const;  // Errors name the file and field.

@@ -4,15 +4,24 @@
 # build-fuzz/corpus/<target>/, seeded from the repo's fuzz/seeds/<target>/
 # (and, for config_fuzz, the shipped configs/).
 #   bash scripts/fuzz.sh [SECONDS]
+#   bash scripts/fuzz.sh --list        the targets, one per line
+#   bash scripts/fuzz.sh --configure   configure build-fuzz only
+# build-fuzz is configured with the tests too: scripts/test.sh builds the
+# ASan + UBSan tests in the same tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_EACH=${1:-60}
 TARGETS=(grant_fuzz token_fuzz config_fuzz model_files_fuzz tokenizer_fuzz wire_fuzz
          peft_fuzz stage_fuzz registry_fuzz)
+if [[ ${1:-} == --list ]]; then
+  printf '%s\n' "${TARGETS[@]}"
+  exit 0
+fi
 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-  -DEDGESPLIT_FUZZ=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_TESTS=OFF \
-  -DEDGESPLIT_BUILD_BENCH=OFF >/dev/null
+  -DEDGESPLIT_FUZZ=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_BENCH=OFF \
+  >/dev/null
+[[ ${1:-} == --configure ]] && exit 0
+SECONDS_EACH=${1:-60}
 cmake --build build-fuzz -j"$(nproc)" --target "${TARGETS[@]}"
 for t in "${TARGETS[@]}"; do
   mkdir -p "build-fuzz/corpus/$t"

@@ -2,10 +2,11 @@
 # The whole test suite on a fresh Debian 12 machine: install dependencies,
 # check formatting, build everything (Release, -Werror), run every CTest
 # test and the installed example app, check the locking annotations with
-# clang's thread-safety analysis, then run sanitizer builds:
-# AddressSanitizer + UBSan over the untrusted-input parsers, ThreadSanitizer
-# over the edge server and controller tests; then every libFuzzer target
-# (scripts/fuzz.sh) for 15 s. Prints the minutes of each part.
+# clang's thread-safety analysis, then run sanitizer builds: one clang build
+# for AddressSanitizer + UBSan over the untrusted-input parsers and for the
+# libFuzzer targets, ThreadSanitizer over the edge server and controller
+# tests; then every libFuzzer target (scripts/fuzz.sh) for 15 s. Prints the
+# minutes of each part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,20 +51,25 @@ if [[ $code != 2 ]]; then
 fi
 echo "example app built and ran against the installed package"
 
-part "clang thread-safety analysis"
-python3 scripts/clang_thread_safety.py build
-
-part "ASan + UBSan"
-# The untrusted-input parsers and the CPU kernels (no LibTorch: a
-# LibTorch-linked sanitizer build costs about as much as the TSan one below).
+part "clang: ASan + UBSan tests, libFuzzer targets"
+# One clang build (build-fuzz: ASan + UBSan + libFuzzer coverage, and
+# -Wthread-safety -Werror) for the sanitizer tests of the untrusted-input
+# parsers and CPU kernels (no LibTorch: a LibTorch-linked sanitizer build
+# costs about as much as the TSan one below) and for the fuzz targets, so
+# the libraries they share compile once.
 ASAN_TESTS=(runtime_core_test gpt2_bpe_tokenizer_test
             sentencepiece_reference_test planner_test controller_test
             kernels_test cpu_kernels_test security_test delivery_test)
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DEDGESPLIT_ASAN=ON -DEDGESPLIT_WITH_CUDA=OFF -DEDGESPLIT_BUILD_BENCH=OFF
-cmake --build build-asan -j"$(nproc)" --target "${ASAN_TESTS[@]}"
+mapfile -t FUZZ_TARGETS < <(bash scripts/fuzz.sh --list)
+bash scripts/fuzz.sh --configure
+cmake --build build-fuzz -j"$(nproc)" \
+  --target "${ASAN_TESTS[@]}" "${FUZZ_TARGETS[@]}"
 regex=$(IFS='|'; echo "${ASAN_TESTS[*]}")
-(cd build-asan && ctest --output-on-failure -R "^(npm_|${regex})")
+(cd build-fuzz && ctest --output-on-failure -R "^(npm_|${regex})")
+
+part "clang thread-safety analysis"
+# The translation units the clang build compiled were checked there.
+python3 scripts/clang_thread_safety.py --skip-built-in build-fuzz build
 
 part "TSan"
 TSAN_TESTS=(tsan_shim_test tsan_canary edge_server_test controller_test
@@ -83,7 +89,7 @@ regex=$(IFS='|'; echo "${TSAN_TESTS[*]}")
 
 part "fuzz"
 # libFuzzer (clang, ASan + UBSan) over what servers parse from any caller,
-# 15 s per target; a crash fails the suite (scripts/fuzz.sh).
+# 15 s per target (built above); a crash fails the suite (scripts/fuzz.sh).
 bash scripts/fuzz.sh 15 >build/fuzz.log 2>&1 || { tail -n 40 build/fuzz.log; exit 1; }
 grep -E "^stat::number_of_executed_units|DONE" build/fuzz.log || true
 

@@ -79,6 +79,8 @@ struct ClusterOptions {
   // Every server's adapter directory (AdapterCacheOptions::dir); "{node}"
   // becomes the server's name.
   std::string adapter_dir;
+  // EdgeServerOptions::adapter_prefetch_interval of every server.
+  absl::Duration adapter_prefetch_interval = absl::Seconds(30);
 };
 
 struct ClusterPlan {
@@ -189,6 +191,7 @@ class Cluster {
       o.host.stage.weights = options.weights;
       o.host.adapters.dir =
           absl::StrReplaceAll(options.adapter_dir, {{"{node}", n}});
+      o.adapter_prefetch_interval = options.adapter_prefetch_interval;
       o.controller = c->controller_address_;
       if (options.controller_links.count(n) > 0) {
         ES_ASSIGN_OR_RETURN(
@@ -297,6 +300,7 @@ class Cluster {
     return absl::OkStatus();
   }
   Controller* controller() { return controller_.get(); }
+  AdapterServiceImpl* adapter_service() { return adapter_service_.get(); }
   // Stops the controller abruptly (its state is lost, as in a crash) and
   // starts a new one from the same config on the same address. Servers
   // reconnect by themselves.
@@ -311,6 +315,7 @@ class Cluster {
     adapter_service_.reset();
     registry_.reset();
     service_.reset();
+    adapter_demand_.reset();
     controller_.reset();
   }
 
@@ -456,9 +461,13 @@ class Cluster {
                         TransportSecurity::Create(cc.tls));
     service_ = std::make_unique<ControllerServiceImpl>(
         controller_.get(), controller_security_.get());
+    adapter_demand_ =
+        std::make_unique<AdapterDemand>(cc.adapter_placement.half_life);
+    service_->set_adapter_demand(adapter_demand_.get());
     ES_ASSIGN_OR_RETURN(registry_, AdapterRegistry::Open(cc.state_dir));
     adapter_service_ = std::make_unique<AdapterServiceImpl>(
-        controller_.get(), registry_.get(), controller_security_.get());
+        controller_.get(), registry_.get(), controller_security_.get(),
+        cc.adapter_placement, adapter_demand_.get());
     grpc::ServerBuilder builder;
     int port = 0;
     ES_ASSIGN_OR_RETURN(auto credentials,
@@ -484,6 +493,7 @@ class Cluster {
   std::string controller_config_;
   std::shared_ptr<const TransportSecurity> controller_security_;
   std::unique_ptr<Controller> controller_;
+  std::unique_ptr<AdapterDemand> adapter_demand_;  // Outlives the services.
   std::unique_ptr<ControllerServiceImpl> service_;
   std::unique_ptr<AdapterRegistry> registry_;
   std::unique_ptr<AdapterServiceImpl> adapter_service_;

@@ -2,6 +2,7 @@
 // different adapters (and none) run at once through the same servers,
 // whose batches mix them, and each generates exactly what the whole model
 // with its adapter generates in one process.
+#include <filesystem>
 #include <map>
 #include <sstream>
 #include <string>
@@ -30,6 +31,17 @@ constexpr char kPrompt[] = "Once upon a time";
 constexpr int kTokens = 24;
 
 std::string RealModel() { return testing::SharedDir() + "/models/stories260K"; }
+
+// Runs `edgesplit <args> --certs ... --controller ...` as the cluster's
+// admin; its output, or a test failure naming its error.
+std::string AdminCli(Cluster& c, std::vector<std::string> args) {
+  args.insert(args.end(), {"--certs", c.certs_dir(), "--controller",
+                           c.controller_address()});
+  std::ostringstream out, err;
+  const int code = cli::Run(args, out, err);
+  EXPECT_EQ(code, 0) << err.str();
+  return out.str();
+}
 
 // Greedy tokens of the whole model with `adapter_dir` attached ("" = none).
 std::vector<int32_t> WholeWithAdapter(const std::string& adapter_dir) {
@@ -207,14 +219,8 @@ TEST(AdapterDeliveryTest, ARegisteredAdapterTravelsFromPeerToPeer) {
   }
   EXPECT_THAT(s.message(), HasSubstr("not registered"));
 
-  std::ostringstream out, err;
-  ASSERT_EQ(
-      cli::Run({"adapter", "register", "--certs", (*c)->certs_dir(),
-                "--controller", (*c)->controller_address(), "--model-id",
-                "real-3hop", "--name", "gamma", "--dir", dir + "/src/gamma"},
-               out, err),
-      0)
-      << err.str();
+  AdminCli(**c, {"adapter", "register", "--model-id", "real-3hop", "--name",
+                 "gamma", "--dir", dir + "/src/gamma"});
   auto session = (*agent)->OpenSession("real-3hop", "gamma");
   ASSERT_TRUE(session.ok()) << session.status();
   auto stats =
@@ -244,14 +250,115 @@ TEST(AdapterDeliveryTest, ARegisteredAdapterTravelsFromPeerToPeer) {
   ASSERT_TRUE(device_copy.ok());
   EXPECT_TRUE(*device_copy ==
               *ReadFile(dir + "/src/gamma/adapter_model.safetensors"));
-  std::ostringstream listed, err2;
-  ASSERT_EQ(cli::Run({"adapter", "list", "--certs", (*c)->certs_dir(),
-                      "--controller", (*c)->controller_address()},
-                     listed, err2),
-            0)
-      << err2.str();
-  EXPECT_THAT(listed.str(), HasSubstr("gamma"));
-  EXPECT_THAT(listed.str(), HasSubstr("a,b,c"));
+  const std::string listed = AdminCli(**c, {"adapter", "list"});
+  EXPECT_THAT(listed, HasSubstr("gamma"));
+  EXPECT_THAT(listed, HasSubstr("a,b,c"));
+}
+
+// The controller counts sessions per adapter, places adapters on the
+// servers of their model's route within each server's adapter storage, and
+// the servers prefetch what it places there before any session asks.
+TEST(AdapterDeliveryTest, PlacedAdaptersArePrefetchedBeforeSessionsAsk) {
+  const std::string dir = testing::TempDir("adapter_placement");
+  auto store = ModelStore::Open(RealModel());
+  ASSERT_TRUE(store.ok());
+  const ModelConfig& config = (*store)->config();
+  LoraConfig lc;
+  lc.r = 4;
+  lc.target_modules = {"q_proj", "v_proj"};
+  for (const auto& [name, seed] :
+       std::vector<std::pair<std::string, int>>{{"hot", 3}, {"cold", 4}}) {
+    auto a = LoraAdapter::Create(config, lc, {0, config.num_layers}, seed, name,
+                                 /*zero_b=*/false);
+    ASSERT_TRUE(a.ok());
+    ASSERT_TRUE((*a)->SavePeft(dir + "/src/" + name).ok());
+  }
+  testing::ClusterOptions options;
+  options.adapter_dir = dir + "/servers/{node}";
+  options.adapter_prefetch_interval = absl::Milliseconds(100);
+  // "cold" is expected (what-if demand) though nobody asked for it yet.
+  options.controller_yaml = R"(
+adapter_placement:
+  server_storage_mb: 1
+  interval_s: 0
+  what_if: [{model: real-2hop, adapter: cold, requests: 5}]
+)";
+  std::vector<ClusterPlan> plans = {
+      {"real-2hop",
+       RealModel(),
+       false,
+       {{"device", 0, 1}, {"a", 1, 3}, {"b", 3, 5}}}};
+  auto c = Cluster::Start(testing::TempDir("adapter_placement_cluster"), plans,
+                          options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  for (const char* name : {"hot", "cold"}) {
+    std::ostringstream out, err;
+    ASSERT_EQ(
+        cli::Run({"adapter", "register", "--certs", (*c)->certs_dir(),
+                  "--controller", (*c)->controller_address(), "--model-id",
+                  "real-2hop", "--name", name, "--dir", dir + "/src/" + name},
+                 out, err),
+        0)
+        << err.str();
+  }
+  // Both servers fetch "cold" by themselves.
+  auto has = [&](const char* node, const char* name) {
+    return std::filesystem::exists(absl::StrCat(
+        dir, "/servers/", node, "/", name, "/", "adapter_model.safetensors"));
+  };
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while ((!has("a", "cold") || !has("b", "cold")) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(has("a", "cold") && has("b", "cold"));
+  EXPECT_FALSE(has("a", "hot"));  // Nobody asked: not placed.
+
+  DeviceAgentOptions o;
+  o.controller = (*c)->controller_address();
+  (*c)->SecureDevice("device", &o);
+  o.adapter_dir = dir + "/device";
+  auto agent = DeviceAgent::Connect(o);
+  ASSERT_TRUE(agent.ok());
+  auto fetched = [&] {
+    int64_t n = 0;
+    for (const char* node : {"a", "b"}) {
+      for (const auto& [from, blobs] :
+           (*c)->server(node)->adapter_source()->stats().blobs_from) {
+        n += blobs;
+      }
+    }
+    return n;
+  };
+  // A session on the prefetched adapter fetches nothing more.
+  const int64_t before = fetched();
+  {
+    auto session = (*agent)->OpenSession("real-2hop", "cold");
+    ASSERT_TRUE(session.ok()) << session.status();
+    auto stats =
+        (*session)->Generate(kPrompt, testing::GreedyTokens(kTokens), {});
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(stats->tokens, WholeWithAdapter(dir + "/src/cold"));
+  }
+  EXPECT_EQ(fetched(), before);
+  // Sessions are counted: "hot" is placed too now (both fit in 1 MiB).
+  for (int i = 0; i < 2; ++i) {
+    auto session = (*agent)->OpenSession("real-2hop", "hot");
+    ASSERT_TRUE(session.ok()) << session.status();
+  }
+  auto placed = (*c)->adapter_service()->Placement(absl::Now());
+  ASSERT_TRUE(placed.ok()) << placed.status();
+  ASSERT_EQ(placed->servers_size(), 2);
+  for (const v1::ServerPlacement& server : placed->servers()) {
+    ASSERT_EQ(server.adapters_size(), 2) << server.node();
+    EXPECT_LE(server.stored_bytes(), server.capacity_bytes());
+    EXPECT_LT(server.stored_bytes(), server.independent_bytes());
+  }
+  EXPECT_EQ(placed->hit_ratio(), 1);
+  const std::string shown = AdminCli(**c, {"adapter", "placement"});
+  EXPECT_THAT(shown, HasSubstr("real-2hop:cold,real-2hop:hot"));
+  EXPECT_THAT(shown, HasSubstr("demand real-2hop:hot 2.00"));
+  EXPECT_THAT(AdminCli(**c, {"cluster", "status"}),
+              HasSubstr("adapter placement: hit ratio 1.000"));
 }
 
 }  // namespace

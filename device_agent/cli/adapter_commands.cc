@@ -127,5 +127,42 @@ absl::Status AdapterListCommand(const Args& a, std::ostream& out) {
   return absl::OkStatus();
 }
 
+void PrintAdapterPlacement(const v1::AdapterPlacement& p, std::ostream& out) {
+  out << absl::StrFormat(
+      "adapter placement: hit ratio %.3f (held now %.3f), %d bytes to "
+      "move%s\n",
+      p.hit_ratio(), p.held_hit_ratio(), p.moved_bytes(),
+      p.exact() ? ", optimal" : "");
+  out << absl::StrFormat("  %-14s %12s %12s %12s  %s\n", "server", "stored",
+                         "apart", "capacity", "adapters");
+  for (const v1::ServerPlacement& s : p.servers()) {
+    std::vector<std::string> names;
+    for (const v1::PlacedAdapter& a : s.adapters()) {
+      names.push_back(a.model_id() + ":" + a.name());
+    }
+    out << absl::StrFormat("  %-14s %12d %12d %12d  %s\n", s.node(),
+                           s.stored_bytes(), s.independent_bytes(),
+                           s.capacity_bytes(),
+                           names.empty() ? "-" : absl::StrJoin(names, ","));
+  }
+  for (const v1::AdapterRequests& d : p.demand()) {
+    out << absl::StrFormat("  demand %s:%s %.2f\n", d.model_id(), d.name(),
+                           d.requests());
+  }
+}
+
+absl::Status AdapterPlacementCommand(const Args& a, std::ostream& out) {
+  std::string controller;
+  ES_ASSIGN_OR_RETURN(auto stub, Registry(a, &controller));
+  v1::AdapterPlacement placement;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(10)));
+  ES_RETURN_IF_ERROR(FromGrpcStatus(
+      stub->GetPlacement(&ctx, v1::GetPlacementRequest(), &placement),
+      "controller " + controller));
+  PrintAdapterPlacement(placement, out);
+  return absl::OkStatus();
+}
+
 }  // namespace cli
 }  // namespace edgesplit

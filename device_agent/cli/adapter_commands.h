@@ -1,4 +1,5 @@
-// `edgesplit adapter register|list`: the controller's adapter registry.
+// `edgesplit adapter register|list|placement`: the controller's adapter
+// registry.
 #ifndef EDGESPLIT_DEVICE_AGENT_CLI_ADAPTER_COMMANDS_H_
 #define EDGESPLIT_DEVICE_AGENT_CLI_ADAPTER_COMMANDS_H_
 
@@ -6,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "device_agent/cli/args.h"
+#include "edgesplit/v1/delivery.pb.h"
 
 namespace edgesplit {
 namespace cli {
@@ -16,6 +18,11 @@ namespace cli {
 absl::Status AdapterRegisterCommand(const Args& args, std::ostream& out);
 // --controller HOST:PORT [--model-id ID]
 absl::Status AdapterListCommand(const Args& args, std::ostream& out);
+// --controller HOST:PORT: the controller's adapter placement.
+absl::Status AdapterPlacementCommand(const Args& args, std::ostream& out);
+// Prints a placement (also under `cluster status`).
+void PrintAdapterPlacement(const v1::AdapterPlacement& placement,
+                           std::ostream& out);
 
 }  // namespace cli
 }  // namespace edgesplit

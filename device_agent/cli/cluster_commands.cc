@@ -7,8 +7,10 @@
 #include "base/status_macros.h"
 #include "controller/auto_plan.h"
 #include "controller/cluster_file.h"
+#include "device_agent/cli/adapter_commands.h"
 #include "device_agent/cli/security_commands.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
+#include "edgesplit/v1/delivery.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/grpc_status.h"
 #include "runtime/model_config.h"
@@ -143,6 +145,19 @@ absl::Status ClusterStatusCommand(const Args& a, std::ostream& out) {
   }
   for (const std::string& e : status.planner_errors())
     out << "  error: " << e << "\n";
+  // The adapter placement, where the controller makes one.
+  auto registry = v1::AdapterRegistry::NewStub(channel);
+  grpc::ClientContext placement_ctx;
+  placement_ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(10)));
+  v1::AdapterPlacement placement;
+  absl::Status placed = FromGrpcStatus(registry->GetPlacement(
+      &placement_ctx, v1::GetPlacementRequest(), &placement));
+  if (placed.ok()) {
+    out << "\n";
+    PrintAdapterPlacement(placement, out);
+  } else if (!absl::IsFailedPrecondition(placed)) {
+    out << "\nadapter placement: " << placed.message() << "\n";
+  }
   return absl::OkStatus();
 }
 

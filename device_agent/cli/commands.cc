@@ -107,6 +107,10 @@ commands:
       holding it, or from the controller, and verify it by SHA-256.
   adapter list --controller HOST:PORT [--model-id ID]
       Registered adapters, their size and which servers hold them.
+  adapter placement --controller HOST:PORT
+      Which adapters each server caches (the controller's placement from
+      counted demand; servers prefetch them), hit ratio, bytes stored vs
+      stored apart, bytes to move.
   adapter export --controller HOST:PORT --model-id ID --job ID --out DIR
                  [--checkpoint-dir DIR]
       One PEFT adapter (adapter_config.json + adapter_model.safetensors)
@@ -529,6 +533,10 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
     auto a = ParseFor({rest.begin() + 1, rest.end()},
                       WithTls({"controller", "model-id"}), kTlsBoolFlags);
     status = a.ok() ? AdapterListCommand(*a, out) : a.status();
+  } else if (cmd == "adapter" && !rest.empty() && rest[0] == "placement") {
+    auto a = ParseFor({rest.begin() + 1, rest.end()}, WithTls({"controller"}),
+                      kTlsBoolFlags);
+    status = a.ok() ? AdapterPlacementCommand(*a, out) : a.status();
   } else if (cmd == "adapter" && !rest.empty() && rest[0] == "export") {
     auto a = ParseFor({rest.begin() + 1, rest.end()}, WithTls(kExportFlags),
                       kTlsBoolFlags);
