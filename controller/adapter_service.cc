@@ -67,6 +67,11 @@ absl::Status AdapterServiceImpl::MayRead(grpc::CallbackServerContext* ctx,
   for (const auto& [model, name] : registry_->AdaptersWithBlob(blob)) {
     if (DeviceMayUse(peer, model, name).ok()) return absl::OkStatus();
   }
+  if (copies_ != nullptr) {
+    for (const std::string& model : copies_->ModelsWithBlob(blob)) {
+      if (DeviceMayUse(peer, model, "").ok()) return absl::OkStatus();
+    }
+  }
   return absl::PermissionDeniedError(absl::StrCat(
       "device \"", peer.identity.name, "\" may not read blob ", blob));
 }
@@ -152,6 +157,39 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::ReportHeld(
   if (s.ok()) {
     s = registry_->AddHolder(request->model_id(), request->name(),
                              request->node());
+  }
+  return Finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* AdapterServiceImpl::RegisterModelCopy(
+    grpc::CallbackServerContext* ctx,
+    const v1::RegisterModelCopyRequest* request,
+    v1::RegisterModelCopyResponse*) {
+  absl::Status s =
+      Caller(ctx, Identity::Kind::kAdmin, nullptr, "register model copies");
+  if (s.ok() && copies_ == nullptr) {
+    s = absl::FailedPreconditionError("this controller keeps no model copies");
+  }
+  // Reads every part back once (the whole copy) on this thread.
+  if (s.ok()) s = copies_->Register(request->copy());
+  return Finish(ctx, s);
+}
+
+grpc::ServerUnaryReactor* AdapterServiceImpl::ResolveModelCopy(
+    grpc::CallbackServerContext* ctx,
+    const v1::ResolveModelCopyRequest* request, v1::ModelCopy* response) {
+  absl::StatusOr<Peer> peer = Authenticated(ctx);
+  absl::Status s = peer.status();
+  if (s.ok() && IsDevice(*peer)) {
+    s = DeviceMayUse(*peer, request->model_id(), "");
+  }
+  if (s.ok() && copies_ == nullptr) {
+    s = absl::FailedPreconditionError("this controller keeps no model copies");
+  }
+  if (s.ok()) {
+    auto copy = copies_->Find(request->model_id(), request->name());
+    s = copy.status();
+    if (copy.ok()) *response = *std::move(copy);
   }
   return Finish(ctx, s);
 }

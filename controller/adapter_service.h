@@ -10,8 +10,12 @@
 //   ReportHeld                          the node named in the request
 //   ListAdapters                        servers and admins
 //   GetPlacement                        servers and admins
+//   RegisterModelCopy                   admins
+//   ResolveModelCopy                    servers, admins, devices their
+//                                       `devices:` rules allow the model
 //   BlobService.ReadBlob                servers and admins; a device only
-//                                       the files of adapters it may use
+//                                       the files of adapters and the parts
+//                                       of model copies it may use
 #ifndef EDGESPLIT_CONTROLLER_ADAPTER_SERVICE_H_
 #define EDGESPLIT_CONTROLLER_ADAPTER_SERVICE_H_
 
@@ -21,6 +25,7 @@
 #include "controller/adapter_placement.h"
 #include "controller/adapter_registry.h"
 #include "controller/controller.h"
+#include "controller/model_copies.h"
 #include "delivery/blob_service.h"
 #include "edgesplit/v1/delivery.grpc.pb.h"
 #include "security/tls.h"
@@ -36,6 +41,10 @@ class AdapterServiceImpl final : public v1::AdapterRegistry::CallbackService {
                      const TransportSecurity* security,
                      AdapterPlacementConfig placement = {},
                      const AdapterDemand* demand = nullptr);
+
+  // Serves `copies` too (RegisterModelCopy, ResolveModelCopy); call before
+  // serving. `copies` outlives the service.
+  void set_model_copies(ModelCopyRegistry* copies) { copies_ = copies; }
 
   // Which adapters each server should cache, placed again from the demand
   // at `now` when the last placement is older than the config's interval
@@ -67,6 +76,14 @@ class AdapterServiceImpl final : public v1::AdapterRegistry::CallbackService {
   grpc::ServerUnaryReactor* GetPlacement(
       grpc::CallbackServerContext* ctx, const v1::GetPlacementRequest* request,
       v1::AdapterPlacement* response) override;
+  grpc::ServerUnaryReactor* RegisterModelCopy(
+      grpc::CallbackServerContext* ctx,
+      const v1::RegisterModelCopyRequest* request,
+      v1::RegisterModelCopyResponse* response) override;
+  grpc::ServerUnaryReactor* ResolveModelCopy(
+      grpc::CallbackServerContext* ctx,
+      const v1::ResolveModelCopyRequest* request,
+      v1::ModelCopy* response) override;
 
  private:
   // The caller, its token checked.
@@ -85,6 +102,7 @@ class AdapterServiceImpl final : public v1::AdapterRegistry::CallbackService {
   const TransportSecurity* const security_;
   const AdapterPlacementConfig placement_config_;
   const AdapterDemand* const demand_;
+  ModelCopyRegistry* copies_ = nullptr;  // Set before serving.
   std::unique_ptr<BlobServiceImpl> blobs_;
   absl::Mutex placement_mu_;
   std::optional<v1::AdapterPlacement> placement_ ABSL_GUARDED_BY(placement_mu_);

@@ -82,9 +82,19 @@ int main(int argc, char** argv) {
   for (const std::string& skipped : (*registry)->skipped()) {
     std::cerr << "edgesplit-controller: adapter left out: " << skipped << "\n";
   }
+  auto copies = edgesplit::ModelCopyRegistry::Open(config->state_dir);
+  if (!copies.ok()) {
+    std::cerr << "edgesplit-controller: " << copies.status().message() << "\n";
+    return 1;
+  }
+  for (const std::string& skipped : (*copies)->skipped()) {
+    std::cerr << "edgesplit-controller: model copy left out: " << skipped
+              << "\n";
+  }
   edgesplit::AdapterServiceImpl adapters(&controller, registry->get(),
                                          security->get(),
                                          config->adapter_placement, &demand);
+  adapters.set_model_copies(copies->get());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config->listen, *credentials, &port);

@@ -1,11 +1,12 @@
 // libFuzzer target for the adapter registry's network handlers: PutBlob
-// chunks, RegisterAdapter, ResolveAdapter / ReportHeld lookups and
-// BlobService.ReadBlob, and the adapter placement over what the registry
-// then holds (demand and storage from the input), each fed a request
-// parsed from the input, against
-// one registry (on a temporary state_dir) that is reopened from disk now
-// and then (the persisted file is read back and re-validated). Errors are
-// fine; crashes (ASan, UBSan) and escaping exceptions are not.
+// chunks, RegisterAdapter, ResolveAdapter / ReportHeld lookups,
+// BlobService.ReadBlob, model copies (RegisterModelCopy, and splitting a
+// file into parts) and the adapter placement over what the registry then
+// holds (demand and storage from the input). Each is fed a request parsed
+// from the input, against one registry (on a temporary state_dir) that is
+// reopened from disk now and then (the persisted files are read back and
+// re-validated). Errors are fine; crashes (ASan, UBSan) and escaping
+// exceptions are not.
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
@@ -14,7 +15,9 @@
 
 #include "controller/adapter_placement.h"
 #include "controller/adapter_registry.h"
+#include "controller/model_copies.h"
 #include "delivery/blob_service.h"
+#include "delivery/model_pack.h"
 
 namespace {
 
@@ -32,6 +35,7 @@ std::string StateDir() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static std::unique_ptr<edgesplit::AdapterRegistry> registry;
+  static std::unique_ptr<edgesplit::ModelCopyRegistry> copies;
   if (size < 1 || size > (64 << 10)) return 0;
   try {
     if (registry == nullptr || data[0] == 0xff) {
@@ -42,8 +46,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::abort();
       }
       registry = std::move(*r);
+      auto m = edgesplit::ModelCopyRegistry::Open(StateDir());
+      if (!m.ok()) std::abort();  // Its own file must read back too.
+      copies = std::move(*m);
     }
-    const uint8_t op = data[0] % 6;
+    const uint8_t op = data[0] % 8;
     const void* body = data + 1;
     const int n = static_cast<int>(size - 1);
     switch (op) {
@@ -86,6 +93,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
               static_cast<double>(data[(a.name().size() + 1) % size]);
         }
         (void)edgesplit::PlaceAdapters(in);
+        break;
+      }
+      case 5: {
+        edgesplit::v1::ModelCopy req;
+        if (req.ParseFromArray(body, n)) {
+          (void)copies->Register(req);
+          (void)copies->Find(req.model_id(), req.name());
+        }
+        break;
+      }
+      case 6: {
+        // A file being split into parts (safetensors: header and tensors).
+        const absl::string_view bytes(reinterpret_cast<const char*>(body),
+                                      static_cast<size_t>(n));
+        size_t total = 0;
+        for (absl::string_view part :
+             edgesplit::SplitModelFile("x.safetensors", bytes)) {
+          total += part.size();
+        }
+        if (total != bytes.size()) std::abort();  // Parts must tile it.
         break;
       }
       default:

@@ -313,6 +313,7 @@ class Cluster {
     if (grpc_) grpc_->Shutdown(absl::ToChronoTime(absl::Now()));
     grpc_.reset();
     adapter_service_.reset();
+    model_copies_.reset();
     registry_.reset();
     service_.reset();
     adapter_demand_.reset();
@@ -468,6 +469,8 @@ class Cluster {
     adapter_service_ = std::make_unique<AdapterServiceImpl>(
         controller_.get(), registry_.get(), controller_security_.get(),
         cc.adapter_placement, adapter_demand_.get());
+    ES_ASSIGN_OR_RETURN(model_copies_, ModelCopyRegistry::Open(cc.state_dir));
+    adapter_service_->set_model_copies(model_copies_.get());
     grpc::ServerBuilder builder;
     int port = 0;
     ES_ASSIGN_OR_RETURN(auto credentials,
@@ -496,6 +499,7 @@ class Cluster {
   std::unique_ptr<AdapterDemand> adapter_demand_;  // Outlives the services.
   std::unique_ptr<ControllerServiceImpl> service_;
   std::unique_ptr<AdapterRegistry> registry_;
+  std::unique_ptr<ModelCopyRegistry> model_copies_;
   std::unique_ptr<AdapterServiceImpl> adapter_service_;
   std::unique_ptr<grpc::Server> grpc_;
   std::string controller_address_;

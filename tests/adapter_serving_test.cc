@@ -361,5 +361,64 @@ adapter_placement:
               HasSubstr("adapter placement: hit ratio 1.000"));
 }
 
+// Model copies (a quantized copy for devices) registered with the
+// controller reach a device whose rules allow the model, part by part and
+// verified; a second copy fetches only the parts the first lacks.
+TEST(AdapterDeliveryTest, ModelCopiesReachDevicesTheirRulesAllow) {
+  const std::string dir = testing::TempDir("model_copies_e2e");
+  std::ostringstream out, err;
+  ASSERT_EQ(cli::Run({"model", "quantize", "--model", RealModel(), "--out",
+                      dir + "/q8", "--type", "q8_0"},
+                     out, err),
+            0)
+      << err.str();
+  testing::ClusterOptions options;
+  options.controller_yaml = R"(
+devices: [{name: phone, models: [real-2hop], adapters: ["*"]}]
+)";
+  std::vector<ClusterPlan> plans = {
+      {"real-2hop", RealModel(), false, {{"device", 0, 2}, {"a", 2, 5}}}};
+  auto c =
+      Cluster::Start(testing::TempDir("model_copies_cluster"), plans, options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  AdminCli(**c, {"model", "register", "--model-id", "real-2hop", "--name",
+                 "fp32", "--dir", RealModel()});
+  AdminCli(**c, {"model", "register", "--model-id", "real-2hop", "--name",
+                 "q8_0", "--dir", dir + "/q8"});
+  AdminCli(**c, {"model", "register", "--model-id", "other", "--name", "q8_0",
+                 "--dir", dir + "/q8"});
+  DeviceAgentOptions phone;
+  (*c)->SecureDevice("phone", &phone);  // Issues its certificate.
+  auto fetch = [&](const std::string& model, const std::string& name,
+                   std::string* printed) {
+    std::ostringstream o, e;
+    const int code =
+        cli::Run({"model", "fetch", "--certs", (*c)->certs_dir(),
+                  "--controller", (*c)->controller_address(), "--device",
+                  "phone", "--model-id", model, "--name", name, "--out",
+                  absl::StrCat(dir, "/phone/", model, "-", name)},
+                 o, e);
+    *printed = o.str() + e.str();
+    return code;
+  };
+  std::string printed;
+  ASSERT_EQ(fetch("real-2hop", "fp32", &printed), 0) << printed;
+  ASSERT_EQ(fetch("real-2hop", "q8_0", &printed), 0) << printed;
+  // The quantized copy shares the config and tokenizer with fp32.
+  EXPECT_THAT(printed, ::testing::Not(HasSubstr(", 0 already held")));
+  for (const auto& entry : std::filesystem::directory_iterator(dir + "/q8")) {
+    const std::string file = entry.path().filename().string();
+    auto want = ReadFile(entry.path().string());
+    auto got = ReadFile(dir + "/phone/real-2hop-q8_0/" + file);
+    ASSERT_TRUE(want.ok() && got.ok()) << file;
+    EXPECT_TRUE(*want == *got) << file;
+  }
+  EXPECT_TRUE(ModelStore::Open(dir + "/phone/real-2hop-q8_0").ok());
+  // The phone may not use model "other": neither its copy nor its parts.
+  EXPECT_NE(fetch("other", "q8_0", &printed), 0);
+  EXPECT_THAT(printed, HasSubstr("phone"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/phone/other-q8_0"));
+}
+
 }  // namespace
 }  // namespace edgesplit

@@ -1,6 +1,7 @@
 #include "device_agent/cli/adapter_commands.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -8,7 +9,9 @@
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "controller/adapter_registry.h"
+#include "delivery/blob_service.h"
 #include "delivery/blob_store.h"
+#include "delivery/model_pack.h"
 #include "device_agent/cli/security_commands.h"
 #include "edgesplit/v1/delivery.grpc.pb.h"
 #include "proto/grpc_status.h"
@@ -21,22 +24,39 @@ namespace {
 
 constexpr int64_t kChunk = int64_t{1} << 20;
 
-absl::StatusOr<std::unique_ptr<v1::AdapterRegistry::Stub>> Registry(
+// The controller's channel, as the admin (or with --device NAME, as that
+// device).
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ControllerChannel(
     const Args& a, std::string* address) {
   ES_ASSIGN_OR_RETURN(*address, a.RequiredString("controller"));
-  ES_ASSIGN_OR_RETURN(TlsConfig tls, AdminTlsConfig(a));
+  TlsConfig tls;
+  if (a.Has("device")) {
+    DeviceAgentOptions o;
+    ES_RETURN_IF_ERROR(ApplyTlsFlags(a, a.String("device"), &o));
+    tls.ca_file = o.tls.ca_file;
+    tls.cert_file = o.tls.cert_file;
+    tls.key_file = o.tls.key_file;
+    tls.token_file = o.tls.token_file;
+    tls.insecure = o.insecure;
+  } else {
+    ES_ASSIGN_OR_RETURN(tls, AdminTlsConfig(a));
+  }
   ES_ASSIGN_OR_RETURN(std::shared_ptr<const TransportSecurity> security,
                       TransportSecurity::Create(tls));
-  ES_ASSIGN_OR_RETURN(
-      std::shared_ptr<grpc::Channel> channel,
-      security->Dial(*address, ControllerIdentity(security->cluster())));
+  return security->Dial(*address, ControllerIdentity(security->cluster()));
+}
+
+absl::StatusOr<std::unique_ptr<v1::AdapterRegistry::Stub>> Registry(
+    const Args& a, std::string* address) {
+  ES_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                      ControllerChannel(a, address));
   return v1::AdapterRegistry::NewStub(channel);
 }
 
 // Sends `bytes` as blob `id` in chunks, resuming at what the controller
 // already holds (it answers a chunk at another offset with its size).
 absl::Status Upload(v1::AdapterRegistry::Stub& stub, const std::string& id,
-                    const std::string& bytes, const std::string& controller) {
+                    absl::string_view bytes, const std::string& controller) {
   const int64_t size = static_cast<int64_t>(bytes.size());
   int64_t offset = 0;
   for (int calls = 0;; ++calls) {
@@ -50,7 +70,7 @@ absl::Status Upload(v1::AdapterRegistry::Stub& stub, const std::string& id,
     chunk.set_offset(offset);
     const int64_t n =
         std::min<int64_t>(kChunk, static_cast<int64_t>(bytes.size()) - offset);
-    chunk.set_data(bytes.substr(offset, n));
+    chunk.set_data(std::string(bytes.substr(offset, n)));
     chunk.set_last(offset + n == static_cast<int64_t>(bytes.size()));
     v1::PutBlobResponse r;
     grpc::ClientContext ctx;
@@ -124,6 +144,63 @@ absl::Status AdapterListCommand(const Args& a, std::ostream& out) {
         "%-16s %-20s %10d  %-14s %s\n", ad.model_id(), ad.name(), bytes,
         weights, ad.holders().empty() ? "-" : absl::StrJoin(ad.holders(), ","));
   }
+  return absl::OkStatus();
+}
+
+absl::Status ModelRegisterCommand(const Args& a, std::ostream& out) {
+  ES_ASSIGN_OR_RETURN(std::string model_id, a.RequiredString("model-id"));
+  ES_ASSIGN_OR_RETURN(std::string name, a.RequiredString("name"));
+  ES_ASSIGN_OR_RETURN(std::string dir, a.RequiredString("dir"));
+  ES_ASSIGN_OR_RETURN(PackedModel packed, PackModelDir(dir, model_id, name));
+  std::string controller;
+  ES_ASSIGN_OR_RETURN(auto stub, Registry(a, &controller));
+  int64_t total = 0;
+  for (const auto& [id, bytes] : packed.parts) {
+    ES_RETURN_IF_ERROR(Upload(*stub, id, bytes, controller));
+    total += static_cast<int64_t>(bytes.size());
+  }
+  v1::RegisterModelCopyRequest req;
+  *req.mutable_copy() = packed.copy;
+  grpc::ClientContext ctx;
+  // The controller reads every part back before answering.
+  ctx.set_deadline(ToChrono(absl::Now() + absl::Minutes(10)));
+  v1::RegisterModelCopyResponse r;
+  ES_RETURN_IF_ERROR(FromGrpcStatus(stub->RegisterModelCopy(&ctx, req, &r),
+                                    "controller " + controller));
+  out << "model copy " << name << " of " << model_id << " registered ("
+      << packed.copy.files_size() << " files, " << packed.parts.size()
+      << " distinct parts, " << total << " bytes)\n";
+  return absl::OkStatus();
+}
+
+absl::Status ModelFetchCommand(const Args& a, std::ostream& out) {
+  ES_ASSIGN_OR_RETURN(std::string model_id, a.RequiredString("model-id"));
+  ES_ASSIGN_OR_RETURN(std::string name, a.RequiredString("name"));
+  ES_ASSIGN_OR_RETURN(std::string out_dir, a.RequiredString("out"));
+  std::error_code ec;
+  const std::filesystem::path target = std::filesystem::absolute(out_dir, ec);
+  // Beside the copies, so a second copy of the model reuses the parts it
+  // shares with the first.
+  const std::string blob_dir = a.String(
+      "blob-dir", (target.parent_path() / ".edgesplit-blobs").string());
+  std::string controller;
+  ES_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                      ControllerChannel(a, &controller));
+  ES_ASSIGN_OR_RETURN(
+      v1::ModelCopy copy,
+      ResolveModelCopy(channel, model_id, name, absl::Seconds(10)));
+  ES_ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> store,
+                      BlobStore::Open(blob_dir));
+  BlobFetcher fetcher(store.get());
+  GrpcBlobSource source("controller", channel);
+  BlobSource* sources[] = {&source};
+  ModelFetchStats stats;
+  ES_RETURN_IF_ERROR(
+      MaterializeModelCopy(copy, sources, fetcher, *store, out_dir, &stats));
+  out << "model copy " << name << " of " << model_id << " written to "
+      << out_dir << ": " << stats.parts_fetched << " parts fetched ("
+      << stats.bytes_received << " bytes), " << stats.parts_held
+      << " already held\n";
   return absl::OkStatus();
 }
 

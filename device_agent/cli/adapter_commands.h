@@ -1,4 +1,5 @@
-// `edgesplit adapter register|list|placement`: the controller's adapter
+// `edgesplit adapter register|list|placement` and `edgesplit model
+// register|fetch`: the controller's adapter
 // registry.
 #ifndef EDGESPLIT_DEVICE_AGENT_CLI_ADAPTER_COMMANDS_H_
 #define EDGESPLIT_DEVICE_AGENT_CLI_ADAPTER_COMMANDS_H_
@@ -18,6 +19,16 @@ namespace cli {
 absl::Status AdapterRegisterCommand(const Args& args, std::ostream& out);
 // --controller HOST:PORT [--model-id ID]
 absl::Status AdapterListCommand(const Args& args, std::ostream& out);
+// --controller HOST:PORT --model-id ID --name NAME --dir DIR (admin TLS):
+// uploads a model directory's parts (delivery/model_pack.h) and registers
+// them as model copy NAME.
+absl::Status ModelRegisterCommand(const Args& args, std::ostream& out);
+// --controller HOST:PORT --model-id ID --name NAME --out DIR
+// [--blob-dir DIR] [--device NAME]: writes model copy NAME as DIR, fetching
+// only the parts not already in the blob directory (default: .edgesplit-
+// blobs beside DIR); as the admin, or as device NAME (its `devices:` rules
+// must allow the model).
+absl::Status ModelFetchCommand(const Args& args, std::ostream& out);
 // --controller HOST:PORT: the controller's adapter placement.
 absl::Status AdapterPlacementCommand(const Args& args, std::ostream& out);
 // Prints a placement (also under `cluster status`).

@@ -107,6 +107,14 @@ commands:
       holding it, or from the controller, and verify it by SHA-256.
   adapter list --controller HOST:PORT [--model-id ID]
       Registered adapters, their size and which servers hold them.
+  model register --controller HOST:PORT --model-id ID --name NAME --dir DIR
+      Upload a model directory (e.g. a quantized copy, or a fine-tuned
+      variant) to the controller as copy NAME: each safetensors tensor is
+      its own content-addressed part, so copies share unchanged tensors.
+  model fetch --controller HOST:PORT --model-id ID --name NAME --out DIR
+           [--device NAME] [--blob-dir DIR]
+      Write copy NAME as DIR, fetching (resumable, verified) only parts not
+      already held; --device fetches as that device (its certificate).
   adapter placement --controller HOST:PORT
       Which adapters each server caches (the controller's placement from
       counted demand; servers prefetch them), hit ratio, bytes stored vs
@@ -533,6 +541,17 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
     auto a = ParseFor({rest.begin() + 1, rest.end()},
                       WithTls({"controller", "model-id"}), kTlsBoolFlags);
     status = a.ok() ? AdapterListCommand(*a, out) : a.status();
+  } else if (cmd == "model" && !rest.empty() && rest[0] == "register") {
+    auto a = ParseFor({rest.begin() + 1, rest.end()},
+                      WithTls({"controller", "model-id", "name", "dir"}),
+                      kTlsBoolFlags);
+    status = a.ok() ? ModelRegisterCommand(*a, out) : a.status();
+  } else if (cmd == "model" && !rest.empty() && rest[0] == "fetch") {
+    auto a = ParseFor({rest.begin() + 1, rest.end()},
+                      WithTls({"controller", "model-id", "name", "out",
+                               "blob-dir", "device"}),
+                      kTlsBoolFlags);
+    status = a.ok() ? ModelFetchCommand(*a, out) : a.status();
   } else if (cmd == "adapter" && !rest.empty() && rest[0] == "placement") {
     auto a = ParseFor({rest.begin() + 1, rest.end()}, WithTls({"controller"}),
                       kTlsBoolFlags);

@@ -1,0 +1,119 @@
+#include "controller/model_copies.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "base/file_util.h"
+#include "base/status_macros.h"
+#include "delivery/model_pack.h"
+#include "delivery/sha256.h"
+
+namespace edgesplit {
+
+absl::StatusOr<std::unique_ptr<ModelCopyRegistry>> ModelCopyRegistry::Open(
+    const std::string& state_dir) {
+  auto r = std::unique_ptr<ModelCopyRegistry>(new ModelCopyRegistry());
+  if (state_dir.empty()) return r;
+  ES_ASSIGN_OR_RETURN(r->store_, BlobStore::Open(state_dir + "/blobs"));
+  r->path_ = state_dir + "/models.pb";
+  std::error_code ec;
+  if (!std::filesystem::exists(r->path_, ec)) return r;
+  ES_ASSIGN_OR_RETURN(std::string bytes, ReadFile(r->path_));
+  v1::ModelCopies saved;
+  if (!saved.ParseFromString(bytes)) {
+    return absl::DataLossError(absl::StrCat(r->path_, ": not a registry"));
+  }
+  absl::MutexLock lock(&r->mu_);
+  for (const v1::ModelCopy& c : saved.copies()) {
+    if (absl::Status s = r->Check(c); !s.ok()) {
+      // One copy whose parts went missing must not stop the controller.
+      r->skipped_.push_back(absl::StrCat(r->path_, ": ", s.message()));
+      continue;
+    }
+    r->copies_[{c.model_id(), c.name()}] = c;
+    r->IndexLocked(c);
+  }
+  return r;
+}
+
+absl::Status ModelCopyRegistry::Enabled() const {
+  if (store_ != nullptr) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      "this controller has no state_dir: it keeps no model copies");
+}
+
+absl::Status ModelCopyRegistry::Check(const v1::ModelCopy& copy) const {
+  ES_RETURN_IF_ERROR(ValidateModelCopy(copy));
+  for (const v1::ModelFile& f : copy.files()) {
+    Sha256 hash;
+    for (const v1::BlobPart& p : f.parts()) {
+      auto size = store_->Size(p.blob());
+      if (!size.ok() || *size != p.bytes()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("model copy ", copy.model_id(), "/", copy.name(),
+                         ": part ", p.blob(), " of ", f.path(),
+                         " is not uploaded with ", p.bytes(), " bytes"));
+      }
+      ES_ASSIGN_OR_RETURN(std::string bytes, store_->ReadVerified(p.blob()));
+      hash.Update(bytes);
+    }
+    if (hash.Hex() != f.sha256()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("model copy ", copy.model_id(), "/", copy.name(), ": ",
+                       f.path(), "'s parts do not hash to its sha256"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ModelCopyRegistry::IndexLocked(const v1::ModelCopy& copy) {
+  for (const v1::ModelFile& f : copy.files()) {
+    for (const v1::BlobPart& p : f.parts()) {
+      by_blob_[p.blob()].insert(copy.model_id());
+    }
+  }
+}
+
+absl::Status ModelCopyRegistry::Register(const v1::ModelCopy& copy) {
+  ES_RETURN_IF_ERROR(Enabled());
+  // Reads every part once: outside the lock, so lookups go on meanwhile.
+  ES_RETURN_IF_ERROR(Check(copy));
+  absl::MutexLock lock(&mu_);
+  auto it = copies_.find({copy.model_id(), copy.name()});
+  if (it != copies_.end()) {
+    if (it->second.SerializeAsString() == copy.SerializeAsString()) {
+      return absl::OkStatus();
+    }
+    return absl::AlreadyExistsError(absl::StrCat(
+        "model copy \"", copy.name(), "\" of model ", copy.model_id(),
+        " is registered with other files; register it under a new name"));
+  }
+  v1::ModelCopies all;
+  for (const auto& [key, c] : copies_) *all.add_copies() = c;
+  *all.add_copies() = copy;
+  ES_RETURN_IF_ERROR(WriteFileAtomically(path_, all.SerializeAsString(), 0600));
+  copies_[{copy.model_id(), copy.name()}] = copy;
+  IndexLocked(copy);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ModelCopy> ModelCopyRegistry::Find(
+    const std::string& model_id, const std::string& name) const {
+  ES_RETURN_IF_ERROR(Enabled());
+  absl::MutexLock lock(&mu_);
+  auto it = copies_.find({model_id, name});
+  if (it == copies_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        "model copy \"", name, "\" of model ", model_id, " is not registered"));
+  }
+  return it->second;
+}
+
+std::set<std::string> ModelCopyRegistry::ModelsWithBlob(
+    const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = by_blob_.find(id);
+  return it == by_blob_.end() ? std::set<std::string>() : it->second;
+}
+
+}  // namespace edgesplit
