@@ -89,7 +89,18 @@ double AdapterDemand::Decay(absl::Duration elapsed) const {
 void AdapterDemand::Record(const std::string& model_id, const std::string& name,
                            absl::Time now) {
   absl::MutexLock lock(&mu_);
-  Count& c = counts_[{model_id, name}];
+  const AdapterKey key{model_id, name};
+  if (counts_.size() >= max_entries_ && counts_.count(key) == 0) {
+    for (auto it = counts_.begin(); it != counts_.end();) {
+      if (it->second.value * Decay(now - it->second.at) < 0.01) {
+        it = counts_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (counts_.size() >= max_entries_) return;
+  }
+  Count& c = counts_[key];
   if (c.value > 0) c.value *= Decay(now - c.at);
   c.value += 1;
   c.at = now;
@@ -109,12 +120,15 @@ std::map<std::string, std::vector<std::string>> ModelServers(
   std::map<std::string, std::vector<std::string>> out;
   for (const v1::Plan& plan : plans.plans()) {
     std::vector<std::string>& servers = out[plan.model_id()];
-    for (const v1::PlanStage& stage : plan.stages()) {
-      if (stage.node() == "device") continue;
-      if (std::find(servers.begin(), servers.end(), stage.node()) ==
-          servers.end()) {
-        servers.push_back(stage.node());
+    auto add = [&servers](const std::string& node) {
+      if (node != "device" &&
+          std::find(servers.begin(), servers.end(), node) == servers.end()) {
+        servers.push_back(node);
       }
+    };
+    for (const v1::PlanStage& stage : plan.stages()) {
+      add(stage.node());
+      for (const std::string& standby : stage.standby()) add(standby);
     }
   }
   return out;
@@ -212,8 +226,12 @@ absl::StatusOr<v1::AdapterPlacement> PlaceAdapters(
     server->set_independent_bytes(
         planner::StoredBytes(x.problem, placed.models_at[s], false));
   }
+  std::set<AdapterKey> placeable;
+  for (const v1::RegisteredAdapter* a : x.adapters) {
+    placeable.insert({a->model_id(), a->name()});
+  }
   for (const auto& [key, requests] : input.demand) {
-    if (requests <= 0) continue;
+    if (requests <= 0 || placeable.count(key) == 0) continue;
     v1::AdapterRequests* d = out.add_demand();
     d->set_model_id(key.first);
     d->set_name(key.second);

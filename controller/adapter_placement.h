@@ -61,11 +61,17 @@ struct AdapterPlacementConfig {
 absl::StatusOr<AdapterPlacementConfig> ParseAdapterPlacementConfig(
     const YamlReader& r, const YAML::Node& root);
 
-// Requests per adapter, each decaying by half every `half_life`.
+// Requests per adapter, each decaying by half every `half_life`. Names
+// come from devices (any name a device opens a session with), so at most
+// kMaxAdapterDemand are kept: when full, counts that faded below 0.01 are
+// dropped, and a new name that still finds no room is not counted.
 // Thread-safe.
+inline constexpr size_t kMaxAdapterDemand = 1 << 16;
 class AdapterDemand {
  public:
-  explicit AdapterDemand(absl::Duration half_life) : half_life_(half_life) {}
+  explicit AdapterDemand(absl::Duration half_life,
+                         size_t max_entries = kMaxAdapterDemand)
+      : half_life_(half_life), max_entries_(max_entries) {}
   void Record(const std::string& model_id, const std::string& name,
               absl::Time now);
   std::map<AdapterKey, double> At(absl::Time now) const;
@@ -78,6 +84,7 @@ class AdapterDemand {
   double Decay(absl::Duration elapsed) const;
 
   const absl::Duration half_life_;
+  const size_t max_entries_;
   mutable absl::Mutex mu_;
   std::map<AdapterKey, Count> counts_ ABSL_GUARDED_BY(mu_);
 };
@@ -92,12 +99,14 @@ struct AdapterPlacementInput {
 };
 
 // Pure: the placement of `input.adapters` over the servers. Demand for
-// adapters not registered, and models without a plan, are left out.
+// adapters not registered, and models without a plan, are left out (of
+// the placement and of its demand list).
 absl::StatusOr<v1::AdapterPlacement> PlaceAdapters(
     const AdapterPlacementInput& input);
 
-// The servers of each plan's route (hops other than the device), from a
-// GetPlan answer.
+// The servers of each plan's route (hops other than the device, and their
+// standbys, which take a hop's place after a failure), from a GetPlan
+// answer.
 std::map<std::string, std::vector<std::string>> ModelServers(
     const v1::GetPlanResponse& plans);
 

@@ -70,6 +70,8 @@ TEST(AdapterPlacementTest, EveryHopOfARouteCachesTheMostRequestedThatFit) {
   EXPECT_TRUE(placed->exact());
   EXPECT_EQ(placed->held_hit_ratio(), 0);
   EXPECT_EQ(placed->moved_bytes(), 2 * 2010 + 510);
+  // Demand is listed for what can be placed only.
+  EXPECT_EQ(placed->demand_size(), 4);
 }
 
 TEST(AdapterPlacementTest, APopularityShiftMovesOnlyTheAdapterThatChanged) {
@@ -101,6 +103,19 @@ TEST(AdapterPlacementTest, DemandFadesByHalfEveryHalfLife) {
   demand.Record("m", "x", t0 + absl::Minutes(10));
   EXPECT_NEAR((demand.At(t0 + absl::Minutes(20))[{"m", "x"}]), 1.5, 1e-12);
   EXPECT_EQ(demand.At(t0).count({"m", "y"}), 0u);
+}
+
+TEST(AdapterPlacementTest, DemandKeepsABoundedNumberOfNames) {
+  // Devices choose the names: a flood of new ones must not grow the table.
+  AdapterDemand demand(absl::Minutes(1), /*max_entries=*/3);
+  const absl::Time t0 = absl::FromUnixSeconds(1000000);
+  for (const char* name : {"a", "b", "c", "d"}) demand.Record("m", name, t0);
+  EXPECT_EQ(demand.At(t0).size(), 3u);
+  EXPECT_EQ(demand.At(t0).count({"m", "d"}), 0u);
+  // Once the old counts faded, new names find room.
+  demand.Record("m", "d", t0 + absl::Minutes(10));
+  EXPECT_EQ(demand.At(t0 + absl::Minutes(10)).count({"m", "d"}), 1u);
+  EXPECT_LE(demand.At(t0).size(), 3u);
 }
 
 TEST(AdapterPlacementTest, ConfigSectionParsesAndErrorsNameTheField) {

@@ -232,6 +232,10 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::GetPlacement(
   absl::Status s = peer.status();
   if (s.ok() && IsDevice(*peer)) {
     s = absl::PermissionDeniedError("devices may not read the placement");
+  } else if (s.ok() && peer->authenticated &&
+             peer->identity.kind == Identity::Kind::kNode) {
+    // A server reads its own row (admins read any, or all).
+    s = CheckPeerNamed(*peer, Identity::Kind::kNode, request->node());
   }
   absl::StatusOr<v1::AdapterPlacement> placed =
       s.ok() ? Placement(absl::Now()) : absl::StatusOr<v1::AdapterPlacement>(s);
@@ -239,7 +243,9 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::GetPlacement(
   if (placed.ok()) {
     *response = *std::move(placed);
     if (!request->node().empty()) {
-      // Only the asking server's row (the totals stay).
+      // Only the asking server's row (the totals stay; the demand list,
+      // one entry per adapter, is for operators).
+      response->clear_demand();
       auto* servers = response->mutable_servers();
       for (int i = servers->size() - 1; i >= 0; --i) {
         if ((*servers)[i].node() != request->node())

@@ -2,6 +2,7 @@
 
 #include "base/status_macros.h"
 #include "proto/grpc_status.h"
+#include "runtime/adapter_name.h"
 
 namespace edgesplit {
 namespace {
@@ -174,7 +175,8 @@ void ControllerServiceImpl::CountOpened(
     const v1::OpenSessionRequest& request) const {
   // Training sessions train their own adapter; the base needs no caching.
   if (demand_ == nullptr || !request.training_job().empty() ||
-      request.adapter().empty()) {
+      request.adapter().empty() ||
+      !ValidateAdapterName(request.adapter()).ok()) {
     return;
   }
   demand_->Record(request.model_id(), request.adapter(), absl::Now());

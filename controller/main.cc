@@ -72,7 +72,9 @@ int main(int argc, char** argv) {
   }
   edgesplit::ControllerServiceImpl service(&controller, security->get());
   edgesplit::AdapterDemand demand(config->adapter_placement.half_life);
-  service.set_adapter_demand(&demand);
+  if (config->adapter_placement.enabled()) {
+    service.set_adapter_demand(&demand);
+  }
   auto registry = edgesplit::AdapterRegistry::Open(config->state_dir);
   if (!registry.ok()) {
     std::cerr << "edgesplit-controller: " << registry.status().message()

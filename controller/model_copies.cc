@@ -25,7 +25,9 @@ absl::StatusOr<std::unique_ptr<ModelCopyRegistry>> ModelCopyRegistry::Open(
   }
   absl::MutexLock lock(&r->mu_);
   for (const v1::ModelCopy& c : saved.copies()) {
-    if (absl::Status s = r->Check(c); !s.ok()) {
+    // Sizes only: the files were hashed when registered (and every reader
+    // checks parts and files again), so a start does not read every copy.
+    if (absl::Status s = r->Check(c, /*hash=*/false); !s.ok()) {
       // One copy whose parts went missing must not stop the controller.
       r->skipped_.push_back(absl::StrCat(r->path_, ": ", s.message()));
       continue;
@@ -42,10 +44,10 @@ absl::Status ModelCopyRegistry::Enabled() const {
       "this controller has no state_dir: it keeps no model copies");
 }
 
-absl::Status ModelCopyRegistry::Check(const v1::ModelCopy& copy) const {
+absl::Status ModelCopyRegistry::Check(const v1::ModelCopy& copy,
+                                      bool hash) const {
   ES_RETURN_IF_ERROR(ValidateModelCopy(copy));
   for (const v1::ModelFile& f : copy.files()) {
-    Sha256 hash;
     for (const v1::BlobPart& p : f.parts()) {
       auto size = store_->Size(p.blob());
       if (!size.ok() || *size != p.bytes()) {
@@ -54,10 +56,16 @@ absl::Status ModelCopyRegistry::Check(const v1::ModelCopy& copy) const {
                          ": part ", p.blob(), " of ", f.path(),
                          " is not uploaded with ", p.bytes(), " bytes"));
       }
-      ES_ASSIGN_OR_RETURN(std::string bytes, store_->ReadVerified(p.blob()));
-      hash.Update(bytes);
     }
-    if (hash.Hex() != f.sha256()) {
+    if (!hash) continue;
+    // Streamed: a part may be gigabytes.
+    Sha256 whole;
+    for (const v1::BlobPart& p : f.parts()) {
+      ES_RETURN_IF_ERROR(
+          StreamBlob(*store_, p.blob(), p.bytes(),
+                     [&](absl::string_view piece) { whole.Update(piece); }));
+    }
+    if (whole.Hex() != f.sha256()) {
       return absl::InvalidArgumentError(
           absl::StrCat("model copy ", copy.model_id(), "/", copy.name(), ": ",
                        f.path(), "'s parts do not hash to its sha256"));
@@ -76,17 +84,26 @@ void ModelCopyRegistry::IndexLocked(const v1::ModelCopy& copy) {
 
 absl::Status ModelCopyRegistry::Register(const v1::ModelCopy& copy) {
   ES_RETURN_IF_ERROR(Enabled());
-  // Reads every part once: outside the lock, so lookups go on meanwhile.
-  ES_RETURN_IF_ERROR(Check(copy));
-  absl::MutexLock lock(&mu_);
-  auto it = copies_.find({copy.model_id(), copy.name()});
-  if (it != copies_.end()) {
+  auto known = [&]() -> absl::StatusOr<bool> {
+    absl::MutexLock lock(&mu_);
+    auto it = copies_.find({copy.model_id(), copy.name()});
+    if (it == copies_.end()) return false;
     if (it->second.SerializeAsString() == copy.SerializeAsString()) {
-      return absl::OkStatus();
+      return true;
     }
     return absl::AlreadyExistsError(absl::StrCat(
         "model copy \"", copy.name(), "\" of model ", copy.model_id(),
         " is registered with other files; register it under a new name"));
+  };
+  ES_ASSIGN_OR_RETURN(bool registered, known());
+  if (registered) return absl::OkStatus();
+  // Reads every part once, outside the lock (lookups go on meanwhile).
+  ES_RETURN_IF_ERROR(Check(copy, /*hash=*/true));
+  absl::MutexLock lock(&mu_);
+  if (copies_.count({copy.model_id(), copy.name()}) > 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("model copy \"", copy.name(), "\" of model ",
+                     copy.model_id(), " was registered meanwhile"));
   }
   v1::ModelCopies all;
   for (const auto& [key, c] : copies_) *all.add_copies() = c;

@@ -47,8 +47,9 @@ class ModelCopyRegistry {
  private:
   ModelCopyRegistry() = default;
   absl::Status Enabled() const;
-  // Parts present with their sizes, files hashing right.
-  absl::Status Check(const v1::ModelCopy& copy) const;
+  // Valid, parts present with their sizes, and (with `hash`) files
+  // hashing right.
+  absl::Status Check(const v1::ModelCopy& copy, bool hash) const;
   void IndexLocked(const v1::ModelCopy& copy)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -40,7 +41,7 @@ std::vector<absl::string_view> SplitModelFile(const std::string& path,
   for (const TensorInfo& t : header->tensors) tensors.push_back(&t);
   std::sort(tensors.begin(), tensors.end(),
             [](const TensorInfo* a, const TensorInfo* b) {
-              return a->begin < b->begin;
+              return std::tie(a->begin, a->end) < std::tie(b->begin, b->end);
             });
   // Only a data section the tensors tile exactly is rebuilt from them.
   uint64_t at = 0;
@@ -150,7 +151,8 @@ absl::Status ValidateModelCopy(const v1::ModelCopy& copy) {
     int64_t sum = 0;
     for (const v1::BlobPart& p : f.parts()) {
       ES_RETURN_IF_ERROR(ValidateBlobId(p.blob()));
-      if (p.bytes() < 0 || p.bytes() > (int64_t{1} << 42) - sum) {
+      if (p.bytes() < 0 || p.bytes() > kMaxPartBytes ||
+          p.bytes() > (int64_t{1} << 50) - sum) {
         return absl::InvalidArgumentError(absl::StrCat(
             what, ": file ", f.path(), ": a part of ", p.bytes(), " bytes"));
       }
@@ -165,10 +167,35 @@ absl::Status ValidateModelCopy(const v1::ModelCopy& copy) {
   return absl::OkStatus();
 }
 
+absl::Status StreamBlob(const BlobStore& store, const std::string& id,
+                        int64_t bytes,
+                        const std::function<void(absl::string_view)>& sink) {
+  std::ifstream in(store.PathOf(id), std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("no blob ", id));
+  Sha256 hash;
+  std::string buf(size_t{1} << 20, '\0');
+  int64_t seen = 0;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto n = static_cast<size_t>(in.gcount());
+    if (n == 0) break;
+    seen += static_cast<int64_t>(n);
+    if (seen > bytes) break;
+    const absl::string_view piece(buf.data(), n);
+    hash.Update(piece);
+    sink(piece);
+  }
+  if (seen != bytes || hash.Hex() != id) {
+    return absl::DataLossError(absl::StrCat("blob ", id, " on disk is not the ",
+                                            bytes, " bytes that hash to it"));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
-// Writes `file` below `root` from the store's verified parts, checking
-// the whole file's hash and size.
+// Writes `file` below `root` from the store's parts, streamed (a part may
+// be gigabytes), checking each part's and the whole file's hash.
 absl::Status WriteModelFile(const v1::ModelFile& file, BlobStore& store,
                             const std::string& root) {
   const fs::path target = fs::path(root) / file.path();
@@ -181,14 +208,11 @@ absl::Status WriteModelFile(const v1::ModelFile& file, BlobStore& store,
   }
   Sha256 hash;
   for (const v1::BlobPart& p : file.parts()) {
-    ES_ASSIGN_OR_RETURN(std::string bytes, store.ReadVerified(p.blob()));
-    if (static_cast<int64_t>(bytes.size()) != p.bytes()) {
-      return absl::DataLossError(absl::StrCat(file.path(), ": part ", p.blob(),
-                                              " has ", bytes.size(),
-                                              " bytes, not ", p.bytes()));
-    }
-    hash.Update(bytes);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    ES_RETURN_IF_ERROR(
+        StreamBlob(store, p.blob(), p.bytes(), [&](absl::string_view piece) {
+          hash.Update(piece);
+          out.write(piece.data(), static_cast<std::streamsize>(piece.size()));
+        }));
   }
   out.close();
   if (!out) {
@@ -210,7 +234,15 @@ absl::Status MaterializeModelCopy(const v1::ModelCopy& copy,
                                   ModelFetchStats* stats) {
   ES_RETURN_IF_ERROR(ValidateModelCopy(copy));
   std::error_code ec;
-  if (fs::exists(out_dir, ec)) {
+  // "dir/" names dir (its staging goes beside it, not inside).
+  std::string trimmed = out_dir;
+  while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+  const fs::path target =
+      fs::absolute(fs::path(trimmed).lexically_normal(), ec);
+  if (target.filename().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("bad output ", out_dir));
+  }
+  if (fs::exists(target, ec)) {
     return absl::AlreadyExistsError(absl::StrCat(out_dir, " exists"));
   }
   std::set<std::string> done;
@@ -231,7 +263,6 @@ absl::Status MaterializeModelCopy(const v1::ModelCopy& copy,
   // Unique per process and call, beside the target and renamed into
   // place: a reader sees the whole copy or none.
   static std::atomic<int64_t> counter{0};
-  const fs::path target = fs::absolute(out_dir, ec);
   const std::string staging = absl::StrCat(
       target.parent_path().string(), "/.", target.filename().string(),
       ".partial.", getpid(), ".", ++counter);

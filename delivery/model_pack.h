@@ -14,6 +14,7 @@
 #define EDGESPLIT_DELIVERY_MODEL_PACK_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -34,6 +35,8 @@ namespace edgesplit {
 // for whoever fetches it).
 inline constexpr int kMaxModelFiles = 4096;
 inline constexpr int kMaxPartsPerFile = 1 << 20;
+// A part's largest size: what BlobFetcher accepts (FetchOptions).
+inline constexpr int64_t kMaxPartBytes = int64_t{16} << 30;
 
 // The parts of a file's `bytes` (views into it): a safetensors file whose
 // tensors tile its data section is its header (length and JSON) and then
@@ -62,6 +65,13 @@ absl::Status ValidateModelFilePath(const std::string& path);
 // part ids, sizes (parts add up to each file) and counts; INVALID_ARGUMENT
 // naming the file otherwise.
 absl::Status ValidateModelCopy(const v1::ModelCopy& copy);
+
+// Reads blob `id` (of `bytes` bytes) from `store` in 1 MiB pieces into
+// `sink`, checking its size and SHA-256 on the way; DATA_LOSS otherwise
+// (the pieces already passed to `sink` are then not to be trusted).
+absl::Status StreamBlob(const BlobStore& store, const std::string& id,
+                        int64_t bytes,
+                        const std::function<void(absl::string_view)>& sink);
 
 struct ModelFetchStats {
   int64_t parts_fetched = 0;   // Came over the network.

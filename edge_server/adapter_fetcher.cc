@@ -74,7 +74,8 @@ absl::Status ClusterAdapterSource::MaterializeLocked(
   return absl::OkStatus();
 }
 
-absl::StatusOr<int> ClusterAdapterSource::Prefetch(const std::string& dir) {
+absl::StatusOr<int> ClusterAdapterSource::Prefetch(
+    const std::string& dir, const std::function<bool()>& stopped) {
   v1::GetPlacementRequest request;
   request.set_node(node_);
   v1::AdapterPlacement placement;
@@ -92,6 +93,7 @@ absl::StatusOr<int> ClusterAdapterSource::Prefetch(const std::string& dir) {
   for (const v1::ServerPlacement& server : placement.servers()) {
     if (server.node() != node_) continue;
     for (const v1::PlacedAdapter& a : server.adapters()) {
+      if (stopped && stopped()) return fetched;
       // Names become paths: never trust them further than the registry's
       // own rule.
       absl::Status s = ValidateAdapterName(a.name());

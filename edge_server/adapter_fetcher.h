@@ -9,6 +9,7 @@
 #ifndef EDGESPLIT_EDGE_SERVER_ADAPTER_FETCHER_H_
 #define EDGESPLIT_EDGE_SERVER_ADAPTER_FETCHER_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -41,8 +42,10 @@ class ClusterAdapterSource : public AdapterSource {
   // naming it finds it on disk. Returns how many it fetched; 0 when the
   // controller places none (placement off). An adapter that fails to
   // fetch is skipped (the next round tries again); the first such error is
-  // returned after the others were tried.
-  absl::StatusOr<int> Prefetch(const std::string& dir);
+  // returned after the others were tried. Stops before the next adapter
+  // once `stopped()` (null: never) is true.
+  absl::StatusOr<int> Prefetch(const std::string& dir,
+                               const std::function<bool()>& stopped = nullptr);
 
   const BlobStore& store() const { return *store_; }
   AdapterFetchStats stats() const;

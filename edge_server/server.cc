@@ -111,10 +111,11 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
       // The first round right away: a (re)started server fills its cache
       // before sessions ask.
       absl::Duration wait = absl::ZeroDuration();
-      while (!self->stop_.WaitForNotificationWithTimeout(wait)) {
+      while (!self->prefetch_stop_.WaitForNotificationWithTimeout(wait)) {
         wait = self->options_.adapter_prefetch_interval;
-        auto fetched =
-            self->adapters_->Prefetch(self->options_.host.adapters.dir);
+        auto fetched = self->adapters_->Prefetch(
+            self->options_.host.adapters.dir,
+            [self] { return self->prefetch_stop_.HasBeenNotified(); });
         if (!fetched.ok()) {
           std::cerr << "edgesplit-server " << self->node()
                     << ": adapter prefetch: " << fetched.status().message()
@@ -150,6 +151,7 @@ absl::Status EdgeServer::StartAdapterDelivery() {
 int EdgeServer::Shutdown(absl::Duration drain) {
   if (shut_down_.exchange(true)) return 0;
   if (server_ == nullptr) return 0;  // Start() failed before serving.
+  prefetch_stop_.Notify();
   service_->StopAccepting();
   if (link_ != nullptr) {
     // Out of routing now, rather than after missed heartbeats.

@@ -116,6 +116,9 @@ class EdgeServer {
   absl::Notification stop_;
   std::thread reaper_;
   std::thread prefetcher_;  // With adapter delivery and an interval.
+  // Set first thing in Shutdown: the prefetcher stops between adapters
+  // rather than fetching through the drain.
+  absl::Notification prefetch_stop_;
   std::atomic<bool> shut_down_{false};
 };
 

@@ -58,6 +58,41 @@ def object_path(entry):
     return None
 
 
+def defines(entry):
+    """The -D macros of an entry's command, as a set."""
+    args = shlex.split(entry["command"])
+    out = set()
+    for i, arg in enumerate(args):
+        if arg == "-D" and i + 1 < len(args):
+            out.add(args[i + 1])
+        elif arg.startswith("-D"):
+            out.add(arg[2:])
+    return frozenset(out)
+
+
+def macros_matter(path, root, differing):
+    """Whether a macro of `differing` ("NAME=VALUE") is named in the file
+    or in a project header it includes (one level deep)."""
+    names = {d.split("=", 1)[0] for d in differing}
+    if not names:
+        return False
+    files = [path]
+    with open(path, errors="replace") as f:
+        text = f.read()
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith('#include "'):
+            header = os.path.join(root, line.split('"')[1])
+            if os.path.exists(header):
+                files.append(header)
+    for name in files:
+        with open(name, errors="replace") as f:
+            body = f.read()
+        if any(n in body for n in names):
+            return True
+    return False
+
+
 def main():
     argv = sys.argv[1:]
     clang_build = None
@@ -78,9 +113,19 @@ def main():
         own = [e for e in own if e["file"] in only]
     skipped = 0
     if clang_build:
-        # Same CMake tree, so the same target directories and object names.
-        checked = [e for e in own if object_path(e) and os.path.exists(
-            os.path.join(clang_build, object_path(e)))]
+        # Same CMake tree, so the same target directories and object names;
+        # a unit counts as checked only where it was compiled with the same
+        # macros (a CUDA-less clang build leaves #if EDGESPLIT_WITH_CUDA
+        # regions unchecked).
+        with open(os.path.join(clang_build, "compile_commands.json")) as f:
+            clang_defines = {object_path(e): defines(e) for e in json.load(f)}
+        checked = [e for e in own if object_path(e)
+                   and object_path(e) in clang_defines
+                   and not macros_matter(
+                       e["file"], root,
+                       clang_defines[object_path(e)] ^ defines(e))
+                   and os.path.exists(os.path.join(clang_build,
+                                                   object_path(e)))]
         skipped = len(checked)
         own = [e for e in own if e not in checked]
     start = time.time()

@@ -60,7 +60,8 @@ part "clang: ASan + UBSan tests, libFuzzer targets"
 ASAN_TESTS=(runtime_core_test gpt2_bpe_tokenizer_test
             sentencepiece_reference_test planner_test controller_test
             kernels_test cpu_kernels_test security_test delivery_test)
-mapfile -t FUZZ_TARGETS < <(bash scripts/fuzz.sh --list)
+fuzz_list=$(bash scripts/fuzz.sh --list)  # set -e sees a failure here.
+mapfile -t FUZZ_TARGETS <<<"$fuzz_list"
 bash scripts/fuzz.sh --configure
 cmake --build build-fuzz -j"$(nproc)" \
   --target "${ASAN_TESTS[@]}" "${FUZZ_TARGETS[@]}"

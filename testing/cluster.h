@@ -464,7 +464,9 @@ class Cluster {
         controller_.get(), controller_security_.get());
     adapter_demand_ =
         std::make_unique<AdapterDemand>(cc.adapter_placement.half_life);
-    service_->set_adapter_demand(adapter_demand_.get());
+    if (cc.adapter_placement.enabled()) {
+      service_->set_adapter_demand(adapter_demand_.get());
+    }
     ES_ASSIGN_OR_RETURN(registry_, AdapterRegistry::Open(cc.state_dir));
     adapter_service_ = std::make_unique<AdapterServiceImpl>(
         controller_.get(), registry_.get(), controller_security_.get(),

@@ -178,7 +178,10 @@ absl::Status ModelFetchCommand(const Args& a, std::ostream& out) {
   ES_ASSIGN_OR_RETURN(std::string name, a.RequiredString("name"));
   ES_ASSIGN_OR_RETURN(std::string out_dir, a.RequiredString("out"));
   std::error_code ec;
-  const std::filesystem::path target = std::filesystem::absolute(out_dir, ec);
+  std::string trimmed = out_dir;
+  while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+  const std::filesystem::path target =
+      std::filesystem::absolute(trimmed, ec).lexically_normal();
   // Beside the copies, so a second copy of the model reuses the parts it
   // shares with the first.
   const std::string blob_dir = a.String(
