@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGETS=(grant_fuzz token_fuzz config_fuzz model_files_fuzz tokenizer_fuzz wire_fuzz
-         peft_fuzz stage_fuzz registry_fuzz)
+         peft_fuzz stage_fuzz registry_fuzz budget_fuzz)
 if [[ ${1:-} == --list ]]; then
   printf '%s\n' "${TARGETS[@]}"
   exit 0

@@ -59,7 +59,8 @@ part "clang: ASan + UBSan tests, libFuzzer targets"
 # the libraries they share compile once.
 ASAN_TESTS=(runtime_core_test gpt2_bpe_tokenizer_test
             sentencepiece_reference_test planner_test controller_test
-            kernels_test cpu_kernels_test security_test delivery_test)
+            kernels_test cpu_kernels_test security_test delivery_test
+            privacy_test)
 fuzz_list=$(bash scripts/fuzz.sh --list)  # set -e sees a failure here.
 mapfile -t FUZZ_TARGETS <<<"$fuzz_list"
 bash scripts/fuzz.sh --configure
