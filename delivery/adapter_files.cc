@@ -1,8 +1,5 @@
 #include "delivery/adapter_files.h"
 
-#include <unistd.h>
-
-#include <atomic>
 #include <filesystem>
 #include <utility>
 #include <vector>
@@ -10,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
+#include "delivery/publish_dir.h"
 #include "edgesplit/v1/delivery.grpc.pb.h"
 #include "proto/grpc_status.h"
 #include "runtime/adapter_name.h"
@@ -74,26 +72,12 @@ absl::Status MaterializeFromSources(const v1::RegisteredAdapter& adapter,
     return absl::DataLossError(
         absl::StrCat("adapter ", name, " has ", files.size(), " files, not 2"));
   }
-  // Unique per process and call: another process (or thread) materializing
-  // into the same directory never removes this one's staging.
-  static std::atomic<int64_t> counter{0};
-  const std::string staging =
-      absl::StrCat(dir, "/.", name, ".partial.", getpid(), ".", ++counter);
-  std::error_code ec;
-  std::filesystem::remove_all(staging, ec);
-  std::filesystem::create_directories(staging, ec);
-  if (ec) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create ", staging, ": ", ec.message()));
-  }
-  for (const auto& [file, bytes] : files) {
-    ES_RETURN_IF_ERROR(WriteFileAtomically(staging + "/" + file, bytes));
-  }
-  std::filesystem::rename(staging, target, ec);
-  if (ec) {
-    return absl::InternalError(absl::StrCat("cannot move ", staging, " to ",
-                                            target, ": ", ec.message()));
-  }
+  ES_RETURN_IF_ERROR(PublishDirectory(target, [&](const std::string& staging) {
+    for (const auto& [file, bytes] : files) {
+      ES_RETURN_IF_ERROR(WriteFileAtomically(staging + "/" + file, bytes));
+    }
+    return absl::OkStatus();
+  }));
   ++stats->adapters;
   return absl::OkStatus();
 }

@@ -16,19 +16,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// SHA-256 of a file, read in 1 MiB pieces.
-absl::StatusOr<std::string> HashFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  Sha256 h;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    h.Update(absl::string_view(buf.data(), static_cast<size_t>(in.gcount())));
-  }
-  return h.Hex();
-}
-
 }  // namespace
 
 std::string Sha256Hex(absl::string_view bytes) {
@@ -145,7 +132,7 @@ absl::Status BlobStore::AppendPartial(absl::string_view id, int64_t offset,
 
 absl::Status BlobStore::CommitPartial(absl::string_view id) {
   ES_RETURN_IF_ERROR(ValidateBlobId(id));
-  ES_ASSIGN_OR_RETURN(std::string got, HashFile(PartialPath(id)));
+  ES_ASSIGN_OR_RETURN(std::string got, Sha256OfFile(PartialPath(id)));
   if (got != id) {
     DropPartial(id);
     return absl::DataLossError(absl::StrCat(

@@ -1,9 +1,6 @@
 #include "delivery/model_pack.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
+#include "delivery/publish_dir.h"
 #include "delivery/sha256.h"
 #include "edgesplit/v1/delivery.grpc.pb.h"
 #include "proto/grpc_status.h"
@@ -170,22 +168,12 @@ absl::Status ValidateModelCopy(const v1::ModelCopy& copy) {
 absl::Status StreamBlob(const BlobStore& store, const std::string& id,
                         int64_t bytes,
                         const std::function<void(absl::string_view)>& sink) {
-  std::ifstream in(store.PathOf(id), std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("no blob ", id));
-  Sha256 hash;
-  std::string buf(size_t{1} << 20, '\0');
-  int64_t seen = 0;
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const auto n = static_cast<size_t>(in.gcount());
-    if (n == 0) break;
-    seen += static_cast<int64_t>(n);
-    if (seen > bytes) break;
-    const absl::string_view piece(buf.data(), n);
-    hash.Update(piece);
-    sink(piece);
-  }
-  if (seen != bytes || hash.Hex() != id) {
+  // The size first: a file longer than registered is never read whole.
+  auto size = store.Size(id);
+  absl::StatusOr<std::string> hash = size.ok() && *size == bytes
+                                         ? Sha256OfFile(store.PathOf(id), sink)
+                                         : absl::StatusOr<std::string>("");
+  if (!hash.ok() || *hash != id) {
     return absl::DataLossError(absl::StrCat("blob ", id, " on disk is not the ",
                                             bytes, " bytes that hash to it"));
   }
@@ -260,32 +248,13 @@ absl::Status MaterializeModelCopy(const v1::ModelCopy& copy,
       if (!got.source.empty()) ++stats->parts_from[got.source];
     }
   }
-  // Unique per process and call, beside the target and renamed into
-  // place: a reader sees the whole copy or none.
-  static std::atomic<int64_t> counter{0};
-  const std::string staging = absl::StrCat(
-      target.parent_path().string(), "/.", target.filename().string(),
-      ".partial.", getpid(), ".", ++counter);
-  fs::remove_all(staging, ec);
-  fs::create_directories(staging, ec);
-  if (ec) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create ", staging, ": ", ec.message()));
-  }
-  for (const v1::ModelFile& f : copy.files()) {
-    absl::Status s = WriteModelFile(f, store, staging);
-    if (!s.ok()) {
-      fs::remove_all(staging, ec);
-      return s;
+  // A reader sees the whole copy or none.
+  return PublishDirectory(target.string(), [&](const std::string& staging) {
+    for (const v1::ModelFile& f : copy.files()) {
+      ES_RETURN_IF_ERROR(WriteModelFile(f, store, staging));
     }
-  }
-  fs::rename(staging, target, ec);
-  if (ec) {
-    fs::remove_all(staging, ec);
-    return absl::InternalError(
-        absl::StrCat("cannot move ", staging, " to ", out_dir));
-  }
-  return absl::OkStatus();
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<v1::ModelCopy> ResolveModelCopy(

@@ -3,9 +3,11 @@
 #ifndef EDGESPLIT_DELIVERY_SHA256_H_
 #define EDGESPLIT_DELIVERY_SHA256_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "openssl/evp.h"
 
@@ -37,6 +39,13 @@ class Sha256 {
  private:
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
 };
+
+// SHA-256 of the file at `path`, read in 1 MiB pieces, each also passed to
+// `sink` when given (so a copy and its check take one read). NOT_FOUND
+// when it cannot be opened.
+absl::StatusOr<std::string> Sha256OfFile(
+    const std::string& path,
+    const std::function<void(absl::string_view)>& sink = nullptr);
 
 }  // namespace edgesplit
 
