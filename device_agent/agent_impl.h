@@ -17,6 +17,7 @@
 #include "edgesplit/device_agent.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "privacy/budget.h"
 #include "proto/grpc_status.h"
 #include "proto/probe.h"
 #include "proto/stage_stream.h"
@@ -74,6 +75,8 @@ struct DeviceAgent::Impl {
       ABSL_GUARDED_BY(routes_mu);
   std::shared_ptr<const TransportSecurity> security;
   std::unique_ptr<StageStubCache> stubs;
+  // options.privacy_budget_file's budget; null without one.
+  std::unique_ptr<privacy::PrivacyBudget> privacy_budget;
   absl::Mutex mu;
   // (model directory, device blocks first, last, U-shaped, weight type)
   using Key = std::tuple<std::string, int64_t, int64_t, bool, std::string>;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -17,6 +18,7 @@
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "kernels/cpu/quant_blocks.h"
+#include "privacy/row_noise.h"
 #include "proto/grpc_status.h"
 #include "proto/probe.h"
 #include "proto/stage_stream.h"
@@ -146,6 +148,7 @@ class Session::Impl::Rerouting : public LogitsModel {
     ro.compute_slowdown = s_->agent->options.compute_slowdown;
     ro.argmax_only = s_->argmax_only;
     ro.local_adapter = s_->lora.get();
+    ro.privatizer = privatizer_;
     if (!s_->adapter.empty() && s_->model->local != nullptr &&
         s_->lora == nullptr) {
       return absl::FailedPreconditionError(
@@ -249,6 +252,12 @@ class Session::Impl::Rerouting : public LogitsModel {
     return s;
   }
   int reroutes() const { return reroutes_; }
+  // Every row sent from now on, on this route and the next, goes through
+  // `privatizer` (not owned; outlives this).
+  void set_privatizer(privacy::SequencePrivatizer* privatizer) {
+    privatizer_ = privatizer;
+    if (seq_) seq_->set_privatizer(privatizer);
+  }
 
  private:
   // Reroutes after the first wait a little, doubling (100 ms .. 2 s): a
@@ -292,7 +301,86 @@ class Session::Impl::Rerouting : public LogitsModel {
   std::unique_ptr<RemoteSequence> seq_;
   std::vector<int32_t> history_;
   int reroutes_ = 0;
+  privacy::SequencePrivatizer* privatizer_ = nullptr;
 };
+
+namespace {
+
+// INVALID_ARGUMENT / FAILED_PRECONDITION for privacy settings this
+// generation cannot honour; OK when privacy is off.
+absl::Status CheckPrivacy(const SamplingOptions& sampling,
+                          bool device_has_blocks) {
+  const PrivacyOptions& p = sampling.privacy;
+  if (p.epsilon == 0) return absl::OkStatus();
+  if (!(p.epsilon > 0) || !std::isfinite(p.epsilon)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("privacy epsilon ", p.epsilon, " is not > 0"));
+  }
+  if (!(p.delta > 0 && p.delta < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("privacy delta ", p.delta, " is not in (0, 1)"));
+  }
+  if (!(p.clip > 0) || !std::isfinite(p.clip)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "privacy clip ", p.clip,
+        " is not > 0: it bounds the L2 norm of each activation row sent "
+        "(--privacy-clip)"));
+  }
+  if (!sampling.speculative.draft.empty()) {
+    return absl::InvalidArgumentError(
+        "privacy with speculative decoding: the rows of rejected drafts "
+        "would be releases too; turn one of them off");
+  }
+  if (!device_has_blocks) {
+    return absl::FailedPreconditionError(
+        "privacy needs the device to run at least one block: the plan gives "
+        "it none, so token ids would leave the device, and those cannot be "
+        "noised");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+namespace {
+
+// The privacy of one generation: calibrated for every row it may send
+// (the prompt and each new token but the last, within the context),
+// charged to the device's budget before any row leaves.
+struct PrivateGeneration {
+  std::unique_ptr<privacy::SequencePrivatizer> privatizer;
+  double epsilon = 0;
+  double budget_spent = 0;
+
+  absl::Status Start(privacy::PrivacyBudget* budget, const PrivacyOptions& p,
+                     const ModelConfig& config, int64_t prompt_rows,
+                     int32_t max_new_tokens) {
+    const int64_t most = std::max(
+        prompt_rows, std::min<int64_t>(config.max_positions,
+                                       prompt_rows + max_new_tokens - 1));
+    ES_ASSIGN_OR_RETURN(double sigma,
+                        privacy::RowNoiseForEpsilon(p.epsilon, p.delta, most));
+    privacy::RdpAccountant spent;
+    ES_ASSIGN_OR_RETURN(std::vector<double> rdp,
+                        privacy::RowsRdp(most, sigma, spent.orders()));
+    ES_RETURN_IF_ERROR(spent.Add(rdp));
+    ES_ASSIGN_OR_RETURN(privacy::EpsilonAt eps, spent.Epsilon(p.delta));
+    epsilon = eps.epsilon;
+    if (budget != nullptr) {
+      ES_ASSIGN_OR_RETURN(std::vector<double> charged,
+                          privacy::RowsRdp(most, sigma, budget->orders()));
+      ES_ASSIGN_OR_RETURN(privacy::EpsilonAt total, budget->Charge(charged));
+      budget_spent = total.epsilon;
+    }
+    ES_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseSource> noise,
+                        privacy::NoiseSource::Secure());
+    privatizer = std::make_unique<privacy::SequencePrivatizer>(
+        config.hidden_size, p.clip, sigma, most, std::move(noise));
+    return absl::OkStatus();
+  }
+};
+
+}  // namespace
 
 Session::Session(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Session::~Session() = default;
@@ -317,6 +405,7 @@ absl::StatusOr<GenerationStats> Session::Generate(
     absl::MutexLock lock(&s.mu);
     s.cancelled = false;
   }
+  ES_RETURN_IF_ERROR(CheckPrivacy(sampling, s.model->local != nullptr));
   s.argmax_only = sampling.temperature == 0 && sampling.repetition_penalty == 1;
   Impl::Rerouting seq(&s, absl::Now() + s.agent->options.generation_timeout,
                       [&s](RemoteSequence* active) {
@@ -339,9 +428,22 @@ absl::StatusOr<GenerationStats> Session::Generate(
   const SpeculativeOptions& spec = sampling.speculative;
   SpeculativeStats spec_stats;
   absl::StatusOr<GenerationResult> generated;
+  PrivateGeneration private_gen;
   if (spec.draft.empty()) {
-    generated =
-        edgesplit::Generate(seq, *s.model->tokenizer, prompt, g, on_text);
+    generated = GenerateText(
+        *s.model->tokenizer, prompt, on_text,
+        [&](absl::Span<const int32_t> ids, int32_t eos,
+            const std::function<void(int32_t)>& on_token)
+            -> absl::StatusOr<GenerationResult> {
+          if (sampling.privacy.epsilon > 0) {
+            ES_RETURN_IF_ERROR(private_gen.Start(
+                s.agent->privacy_budget.get(), sampling.privacy,
+                s.model->store->config(), static_cast<int64_t>(ids.size()),
+                sampling.max_new_tokens));
+            seq.set_privatizer(private_gen.privatizer.get());
+          }
+          return GenerateIds(seq, ids, g, eos, on_token);
+        });
   } else {
     ES_ASSIGN_OR_RETURN(
         std::unique_ptr<Drafter> drafter,
@@ -391,6 +493,14 @@ absl::StatusOr<GenerationStats> Session::Generate(
           : 0.0;
   stats.stopped_at_eos = r.stopped_at_eos;
   stats.reroutes = seq.reroutes();
+  if (private_gen.privatizer != nullptr) {
+    stats.privacy_epsilon = private_gen.epsilon;
+    stats.privacy_delta = sampling.privacy.delta;
+    stats.noise_multiplier = private_gen.privatizer->sigma();
+    stats.private_rows = private_gen.privatizer->released_rows();
+    stats.clipped_rows = private_gen.privatizer->clipped_rows();
+    stats.budget_epsilon_spent = private_gen.budget_spent;
+  }
   for (const HopStats& h : last.hop_stats()) {
     stats.hops.push_back({h.node, h.compute_ms / steps, h.total_ms / steps});
   }
@@ -437,6 +547,13 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
                        " names device \"", me.name, "\""));
     }
     impl->options.device_name = me.name;
+  }
+  if (!options.privacy_budget_file.empty()) {
+    ES_ASSIGN_OR_RETURN(
+        impl->privacy_budget,
+        privacy::PrivacyBudget::Open(options.privacy_budget_file,
+                                     options.privacy_budget_epsilon,
+                                     options.privacy_budget_delta));
   }
   SetComputeThreads(options.threads);
   impl->stubs =

@@ -126,6 +126,15 @@ absl::Status RemoteSequence::RunLocal(absl::Span<const int32_t> tokens,
     return absl::OkStatus();
   }));
   ES_ASSIGN_OR_RETURN(at::Tensor hidden, local_->Forward(in));
+  if (options_.privatizer != nullptr) {
+    // A private copy: the noise must reach the wire, never the local state.
+    ES_RETURN_IF_ERROR(TorchCall("privacy", [&]() -> absl::Status {
+      hidden = hidden.to(at::kFloat).contiguous().clone();
+      return absl::OkStatus();
+    }));
+    ES_RETURN_IF_ERROR(options_.privatizer->Privatize(
+        positions_, tokens, hidden.data_ptr<float>()));
+  }
   ES_RETURN_IF_ERROR(
       wire::Encode(hidden, options_.codec, fwd->mutable_hidden()));
   bytes_sent_ += fwd->hidden().data().size() + fwd->hidden().scales().size();

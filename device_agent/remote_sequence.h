@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "edgesplit/v1/stage.grpc.pb.h"
+#include "privacy/row_noise.h"
 #include "proto/stage_stream.h"
 #include "runtime/generator.h"
 #include "runtime/stage_model.h"
@@ -43,6 +44,10 @@ struct RemoteSequenceOptions {
   // The session's LoRA adapter for the device's blocks (null: none). Not
   // owned; outlives the sequence.
   const LoraAdapter* local_adapter = nullptr;
+  // Differential privacy: every row of hidden states sent goes through it
+  // (clipped and noised, or its earlier release replayed) before it is
+  // encoded. Null: sent as computed. Not owned; outlives the sequence.
+  privacy::SequencePrivatizer* privatizer = nullptr;
 };
 
 // Not thread-safe: one generation at a time.
@@ -72,6 +77,11 @@ class RemoteSequence : public LogitsModel {
   // Closes the stream (thread-safe): every hop ends the session, and the
   // call in flight and later ones fail with CANCELLED.
   void Cancel() { stream_->Close(); }
+  // Rows sent from the next step on go through `privatizer` (see
+  // RemoteSequenceOptions::privatizer).
+  void set_privatizer(privacy::SequencePrivatizer* privatizer) {
+    options_.privatizer = privatizer;
+  }
   int64_t context_length() const override;
 
   // Per-hop timings summed over the steps so far, in route order.

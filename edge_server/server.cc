@@ -54,6 +54,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
                                         limits.max_kept_training_tokens);
   env.pending_inputs = s->pending_inputs_;
   env.kept_training_tokens = s->kept_tokens_;
+  env.request_tap = s->options_.request_tap;
   s->service_ = std::make_unique<StageServiceImpl>(env, s->options_.admission);
 
   grpc::ServerBuilder builder;

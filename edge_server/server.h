@@ -56,6 +56,8 @@ struct EdgeServerOptions {
   // Mutual TLS (or loopback-only plaintext) of the port and of every
   // channel this server opens. Required.
   std::shared_ptr<const TransportSecurity> security;
+  // SessionEnv::request_tap (tests).
+  std::function<void(const v1::StageRequest&)> request_tap;
 };
 // (Emulated slow servers: host.compute_slowdown, or
 // host()->SetComputeSlowdown() while running.)

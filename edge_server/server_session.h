@@ -53,6 +53,11 @@ struct SessionEnv {
   // Server-wide budgets (admission.h); null: unlimited.
   std::shared_ptr<UsageBudget> pending_inputs;        // bytes
   std::shared_ptr<UsageBudget> kept_training_tokens;  // tokens
+  // Sees every request a stream brings, before it is handled (on the
+  // stream's gRPC thread; must be thread-safe). Empty: none. For tests
+  // that check what crosses the wire (e.g. that a private device noised
+  // its activations before they left it).
+  std::function<void(const v1::StageRequest&)> request_tap;
 };
 
 // This hop's place in the session's route, decided once at open.

@@ -81,6 +81,7 @@ absl::Time SessionHandler::last_activity() const {
 }
 
 void SessionHandler::OnRequest(const v1::StageRequest& request) {
+  if (env_.request_tap) env_.request_tap(request);
   auto s = session();
   if (s) {
     if (s->Over()) return;

@@ -81,6 +81,9 @@ struct ClusterOptions {
   std::string adapter_dir;
   // EdgeServerOptions::adapter_prefetch_interval of every server.
   absl::Duration adapter_prefetch_interval = absl::Seconds(30);
+  // Sees every stage request each server receives (node, request), on
+  // gRPC threads: must be thread-safe.
+  std::function<void(const std::string&, const v1::StageRequest&)> request_tap;
 };
 
 struct ClusterPlan {
@@ -192,6 +195,10 @@ class Cluster {
       o.host.adapters.dir =
           absl::StrReplaceAll(options.adapter_dir, {{"{node}", n}});
       o.adapter_prefetch_interval = options.adapter_prefetch_interval;
+      if (options.request_tap) {
+        o.request_tap = [tap = options.request_tap,
+                         n](const v1::StageRequest& r) { tap(n, r); };
+      }
       o.controller = c->controller_address_;
       if (options.controller_links.count(n) > 0) {
         ES_ASSIGN_OR_RETURN(

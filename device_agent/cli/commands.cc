@@ -80,6 +80,15 @@ commands:
       --draft-skip P (approximate, off by default): draft tokens the draft
       model gives probability >= P are emitted at once, unverified; the
       statistics say how often verification would have kept them.
+  generate --controller ... --privacy-epsilon E --privacy-clip C
+           [--privacy-delta D] [--privacy-budget FILE
+           --privacy-budget-epsilon LIMIT]
+      Differential privacy (approximate: noise changes the output): each
+      activation row this device sends is clipped to L2 norm C and gets
+      Gaussian noise, calibrated so the whole generation is (E, D)-DP
+      towards the servers (D default 1e-5). --privacy-budget keeps the
+      epsilon spent across runs in FILE and refuses a generation that would
+      take it past LIMIT. Not with --draft.
   plan --cluster FILE --model DIR [--objective latency|throughput|energy]
        [--model-id ID] [--out PLAN.yaml]
       What-if: the optimal split of the model over the cluster described in
@@ -350,6 +359,13 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   ES_ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 0));
   o.threads = static_cast<int>(threads);
   o.device_name = a.String("device-name", "device");
+  o.privacy_budget_file = a.String("privacy-budget", "");
+  ES_ASSIGN_OR_RETURN(o.privacy_budget_epsilon,
+                      a.Double("privacy-budget-epsilon", 0.0));
+  if (!o.privacy_budget_file.empty() && !(o.privacy_budget_epsilon > 0)) {
+    return absl::InvalidArgumentError(
+        "--privacy-budget needs --privacy-budget-epsilon > 0 (the limit)");
+  }
   ES_RETURN_IF_ERROR(ApplyTlsFlags(a, o.device_name, &o));
   ES_ASSIGN_OR_RETURN(auto agent, DeviceAgent::Connect(o));
   ES_ASSIGN_OR_RETURN(auto session,
@@ -366,6 +382,9 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   s.speculative.max_draft = spec.max_draft;
   s.speculative.adaptive = spec.adaptive;
   s.speculative.skip_threshold = spec.skip_threshold;
+  ES_ASSIGN_OR_RETURN(s.privacy.epsilon, a.Double("privacy-epsilon", 0.0));
+  ES_ASSIGN_OR_RETURN(s.privacy.delta, a.Double("privacy-delta", 1e-5));
+  ES_ASSIGN_OR_RETURN(s.privacy.clip, a.Double("privacy-clip", 0.0));
   ES_ASSIGN_OR_RETURN(
       GenerationStats st,
       session->Generate(a.String("prompt"), s, [&](absl::string_view text) {
@@ -397,6 +416,18 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
     sum.skipped = st.skipped_tokens;
     sum.agreement = st.skip_agreement;
     err << SpeculationLines(s.speculative.draft, sum);
+  }
+  if (st.private_rows > 0) {
+    err << absl::StrFormat(
+        "privacy: epsilon %.3g at delta %g (noise multiplier %.3g, clip %g); "
+        "%d rows sent, %d clipped%s\n",
+        st.privacy_epsilon, st.privacy_delta, st.noise_multiplier,
+        s.privacy.clip, st.private_rows, st.clipped_rows,
+        o.privacy_budget_file.empty()
+            ? ""
+            : absl::StrFormat("; budget: epsilon %.3g of %g spent",
+                              st.budget_epsilon_spent,
+                              o.privacy_budget_epsilon));
   }
   for (const HopLatency& h : st.hops) {
     err << absl::StrFormat(
@@ -583,7 +614,12 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
                                "device-name",
                                "draft",
                                "draft-max",
-                               "draft-skip"}),
+                               "draft-skip",
+                               "privacy-epsilon",
+                               "privacy-delta",
+                               "privacy-clip",
+                               "privacy-budget",
+                               "privacy-budget-epsilon"}),
                       {"mmap-weights", "insecure", "draft-fixed"});
     status = a.ok() ? GenerateLocal(*a, out, err) : a.status();
   } else {

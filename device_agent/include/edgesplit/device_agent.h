@@ -116,6 +116,32 @@ struct DeviceAgentOptions {
   // (grant_ttl_s on the controller); 0: never. Running sessions never need
   // the controller.
   absl::Duration cached_route_ttl = absl::Seconds(60);
+  // The user's privacy budget across generations (PrivacyOptions): the
+  // Rényi DP spent so far, kept in this file (created if absent) so it
+  // survives restarts; a generation whose noise would bring the total past
+  // (privacy_budget_epsilon, privacy_budget_delta) is refused before
+  // anything leaves the device. "": no budget kept (each generation is
+  // still bounded by its own epsilon).
+  std::string privacy_budget_file;
+  double privacy_budget_epsilon = 0;  // > 0 with a budget file.
+  double privacy_budget_delta = 1e-5;
+};
+
+// Differential privacy of what this device sends (docs/privacy.md): each
+// activation row leaving the device (one per token) is clipped to L2 norm
+// `clip` and gets Gaussian noise calibrated so that the whole generation
+// -- prompt and continuation, every row it may send -- is (epsilon,
+// delta)-DP towards the servers: they cannot tell this text from any
+// other of the same length beyond what epsilon allows. Approximate: the
+// noise changes what the servers compute, so outputs degrade as epsilon
+// falls (measured in bench/privacy_bench). Off unless epsilon > 0.
+struct PrivacyOptions {
+  double epsilon = 0;   // Per Generate call; 0: off.
+  double delta = 1e-5;  // In (0, 1).
+  // Required with epsilon: rows longer than this are scaled down to it; the
+  // noise scales with it. Near the typical row norm at the cut keeps the
+  // most signal (`edgesplit generate` prints the norms it clipped).
+  double clip = 0;
 };
 
 // Speculative decoding: a draft on this device proposes up to `max_draft`
@@ -151,6 +177,10 @@ struct SamplingOptions {
   int32_t max_new_tokens = 64;
   bool stop_at_eos = true;
   SpeculativeOptions speculative;  // Off unless a draft is named.
+  // Noise on what leaves the device; not with speculative decoding
+  // (rejected drafts would be releases too) or a plan that gives this
+  // device no blocks (token ids cannot be noised).
+  PrivacyOptions privacy;
 };
 
 struct HopLatency {
@@ -185,6 +215,16 @@ struct GenerationStats {
   // verification would have kept one (over those the route saw later).
   int64_t skipped_tokens = 0;
   double skip_agreement = 0;
+  // With PrivacyOptions: the (epsilon, delta) this generation spent (what
+  // its noise was calibrated for: every row it could have sent), the noise
+  // multiplier (noise stddev / clip), the rows sent and how many of them
+  // were clipped, and the budget's total after it (0 without a budget).
+  double privacy_epsilon = 0;
+  double privacy_delta = 0;
+  double noise_multiplier = 0;
+  int64_t private_rows = 0;
+  int64_t clipped_rows = 0;
+  double budget_epsilon_spent = 0;
 };
 
 class EDGESPLIT_EXPORT Session {
