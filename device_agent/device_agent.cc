@@ -360,12 +360,7 @@ struct PrivateGeneration {
                                        prompt_rows + max_new_tokens - 1));
     ES_ASSIGN_OR_RETURN(double sigma,
                         privacy::RowNoiseForEpsilon(p.epsilon, p.delta, most));
-    privacy::RdpAccountant spent;
-    ES_ASSIGN_OR_RETURN(std::vector<double> rdp,
-                        privacy::RowsRdp(most, sigma, spent.orders()));
-    ES_RETURN_IF_ERROR(spent.Add(rdp));
-    ES_ASSIGN_OR_RETURN(privacy::EpsilonAt eps, spent.Epsilon(p.delta));
-    epsilon = eps.epsilon;
+    ES_ASSIGN_OR_RETURN(epsilon, privacy::RowsEpsilon(most, sigma, p.delta));
     if (budget != nullptr) {
       ES_ASSIGN_OR_RETURN(std::vector<double> charged,
                           privacy::RowsRdp(most, sigma, budget->orders()));

@@ -19,6 +19,25 @@ absl::Status Unexpected(const v1::StageResponse& r, absl::string_view want) {
                                           " where ", want, " was due"));
 }
 
+// `rows` ([n, hidden]) as sent with privacy: a private float copy, through
+// `release` (the privatizer's Activations or Gradients for the window).
+template <typename Release>
+absl::StatusOr<at::Tensor> Privatized(const at::Tensor& rows,
+                                      const at::Tensor& window,
+                                      Release release) {
+  at::Tensor copy;
+  std::string key;
+  ES_RETURN_IF_ERROR(TorchCall("privacy", [&]() -> absl::Status {
+    copy = rows.detach().to(at::kFloat).contiguous().clone();
+    const at::Tensor ids = window.to(at::kLong).contiguous();
+    key = privacy::TrainingPrivatizer::Key(
+        {ids.data_ptr<int64_t>(), static_cast<size_t>(ids.numel())});
+    return absl::OkStatus();
+  }));
+  ES_RETURN_IF_ERROR(release(key, copy.data_ptr<float>(), copy.size(0)));
+  return copy;
+}
+
 // The window's next-token labels (its ids after the first) on `f`.
 void AddLabels(const at::Tensor& window, v1::ForwardRequest* f) {
   const at::Tensor labels = window.slice(0, 1).to(at::kLong).contiguous();
@@ -65,6 +84,23 @@ absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
   to.recompute = options.spec.recompute();
   // Frozen (no factors on the device's blocks), it only runs forwards.
   t->device_trains_ = !t->local_adapter_->modules().empty();
+  if (options.privatizer != nullptr) {
+    // Labels would leave the device in plain, or the device's activations
+    // would depend on every window it trained on (its factors), not on
+    // the one they are released for.
+    if (head == nullptr) {
+      return absl::FailedPreconditionError(
+          "private training needs a U-shaped plan: otherwise the labels -- "
+          "the text itself -- go to the last server (u_shaped, --u-shaped)");
+    }
+    if (t->device_trains_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "private training needs this device's blocks [", b.first, ", ",
+          b.last,
+          ") frozen (first_trained_block, --train-blocks or --freeze-ratio): "
+          "trained, their activations would carry every earlier window"));
+    }
+  }
   ES_ASSIGN_OR_RETURN(t->local_trainer_,
                       StageTrainer::Create(local, t->local_adapter_, to));
   if (head != nullptr) {
@@ -95,6 +131,15 @@ absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
                                 r.opened().checkpoint_steps().end());
   t->server_step_ = r.opened().job_step();
   return t;
+}
+
+absl::StatusOr<at::Tensor> SplitTrainer::Sendable(const at::Tensor& h,
+                                                  const at::Tensor& window) {
+  if (options_.privatizer == nullptr) return h;
+  return Privatized(h, window,
+                    [&](const std::string& key, float* d, int64_t rows) {
+                      return options_.privatizer->Activations(key, d, rows);
+                    });
 }
 
 SplitTrainer::~SplitTrainer() {
@@ -214,6 +259,7 @@ absl::Status SplitTrainer::SendForward(StepState& s, int mb) {
   f->set_step(s.ids[mb]);
   f->set_train(true);
   f->set_loss_scale(s.scale);
+  ES_ASSIGN_OR_RETURN(h, Sendable(h, w));
   ES_RETURN_IF_ERROR(wire::Encode(h, options_.codec, f->mutable_hidden()));
   if (head_ == nullptr) AddLabels(w, f);
   s.forwards[mb] = Send(std::move(req));
@@ -246,6 +292,13 @@ absl::Status SplitTrainer::SendBackward(StepState& s, int mb) {
                                          s.ids[mb], in, labels, s.scale));
     ES_ASSIGN_OR_RETURN(at::Tensor g,
                         head_trainer_->Backward(s.ids[mb], at::Tensor()));
+    if (options_.privatizer != nullptr) {
+      ES_ASSIGN_OR_RETURN(
+          g,
+          Privatized(g, w, [&](const std::string& key, float* d, int64_t rows) {
+            return options_.privatizer->Gradients(key, d, rows);
+          }));
+    }
     ES_RETURN_IF_ERROR(wire::Encode(
         g, options_.codec, req.mutable_backward()->mutable_grad_output()));
     s.loss_sum += loss;
@@ -410,6 +463,7 @@ absl::StatusOr<std::pair<double, int64_t>> SplitTrainer::Evaluate(
     StageInput in;
     in.tokens = w.slice(0, 0, n).to(at::kLong);
     ES_ASSIGN_OR_RETURN(at::Tensor h, local_trainer_->Evaluate(in));
+    ES_ASSIGN_OR_RETURN(h, Sendable(h, w));
     v1::StageRequest req;
     v1::ForwardRequest* f = req.mutable_forward();
     f->set_step(next_micro_batch_++);

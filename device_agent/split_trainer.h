@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "edgesplit/v1/stage.grpc.pb.h"
+#include "privacy/training_privatizer.h"
 #include "proto/stage_stream.h"
 #include "runtime/stage_model.h"
 #include "runtime/train/checkpoints.h"
@@ -45,6 +46,10 @@ struct SplitTrainerOptions {
   bool global_norm = true;
   // Where this device keeps its shard's checkpoints ("" none).
   std::string checkpoint_dir;
+  // Private training (U-shaped, device blocks frozen): every activation and
+  // gradient row sent goes through it. Null: sent as computed. Not owned;
+  // outlives the trainer.
+  privacy::TrainingPrivatizer* privatizer = nullptr;
 };
 
 struct SplitStepStats {
@@ -127,6 +132,10 @@ class SplitTrainer {
   absl::Status SendBackward(StepState& s, int mb);
   absl::Status PumpBackwards(StepState& s, int upto);
   absl::Status FinishBackward(StepState& s, int mb);
+  // The activations `h` of `window` as they may leave the device: through
+  // the privatizer (its release for the window), else `h` itself.
+  absl::StatusOr<at::Tensor> Sendable(const at::Tensor& h,
+                                      const at::Tensor& window);
 
   StageModel* local_ = nullptr;
   StageModel* head_ = nullptr;

@@ -2,6 +2,7 @@
 // and restored from the newest common checkpoint after failures, with
 // federated averaging through the controller and PEFT export.
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <thread>
 
@@ -9,6 +10,8 @@
 #include "base/file_util.h"
 #include "device_agent/agent_impl.h"
 #include "device_agent/split_trainer.h"
+#include "privacy/row_noise.h"
+#include "privacy/training_privatizer.h"
 #include "proto/training_spec.h"
 #include "runtime/lora.h"
 #include "runtime/weight_layout.h"
@@ -62,7 +65,12 @@ struct Trainer::Impl {
   std::shared_ptr<LocalModel> model;
   std::unique_ptr<SplitTrainer> trainer;
   int attempt = 0;
-  bool export_only = false;       // ExportAdapter: never roll a job back.
+  bool export_only = false;  // ExportAdapter: never roll a job back.
+  // Private training (options.privacy): made with the first route;
+  // calibrated by Run, which alone may release (in_private_run).
+  std::unique_ptr<privacy::TrainingPrivatizer> privatizer;
+  bool in_private_run = false;
+  double privacy_epsilon = 0;
   uint64_t server_step_seen = 0;  // The least advanced hop's updates.
 
   std::string ModelDir(const v1::OpenSessionResponse& r) const {
@@ -191,7 +199,15 @@ struct Trainer::Impl {
       ES_RETURN_IF_ERROR(MakeSpec(model->store->config()));
       ES_RETURN_IF_ERROR(SaveSpec());
     }
+    if (options.privacy.epsilon > 0 && privatizer == nullptr) {
+      ES_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseSource> noise,
+                          privacy::NoiseSource::Secure());
+      privatizer = std::make_unique<privacy::TrainingPrivatizer>(
+          model->store->config().hidden_size, options.privacy.clip,
+          options.privacy.grad_clip, std::move(noise));
+    }
     SplitTrainerOptions so;
+    so.privatizer = privatizer.get();
     so.session_id = absl::StrCat(r.session_id(), "/train/", attempt++);
     so.model_id = model_id;
     so.device = agent->options.device_name;
@@ -230,6 +246,50 @@ struct Trainer::Impl {
     return s;
   }
 
+  // Private runs: the noise for the run's releases from step `from` to
+  // run.steps (and its evaluations), charged to the budget before any.
+  absl::Status CalibratePrivacy(const TrainingRunOptions& run, int64_t from,
+                                TrainingRunResult* result) {
+    const PrivacyOptions& p = options.privacy;
+    std::map<std::string, int64_t> uses, rows;
+    auto key = [](const std::vector<int32_t>& w) {
+      const std::vector<int64_t> ids(w.begin(), w.end());
+      return privacy::TrainingPrivatizer::Key(ids);
+    };
+    for (int64_t s = from; s < run.steps; ++s) {
+      for (const auto& w : run.batches[s % run.batches.size()]) {
+        const std::string k = key(w);
+        ++uses[k];
+        rows[k] = static_cast<int64_t>(w.size()) - 1;
+      }
+    }
+    // A resumed step sends its windows' gradients again: one replay each.
+    if (run.max_resumes > 0) {
+      for (auto& [k, u] : uses) ++u;
+    }
+    int64_t most = 1;
+    for (const auto& [k, u] : uses) most = std::max(most, rows[k] * (1 + u));
+    for (const auto& w : run.eval_windows) {
+      most = std::max(most, static_cast<int64_t>(w.size()) - 1);
+    }
+    ES_ASSIGN_OR_RETURN(double sigma,
+                        privacy::RowNoiseForEpsilon(p.epsilon, p.delta, most));
+    if (agent->privacy_budget != nullptr) {
+      ES_ASSIGN_OR_RETURN(
+          std::vector<double> rdp,
+          privacy::RowsRdp(most, sigma, agent->privacy_budget->orders()));
+      ES_ASSIGN_OR_RETURN(privacy::EpsilonAt total,
+                          agent->privacy_budget->Charge(rdp));
+      result->budget_epsilon_spent = total.epsilon;
+    }
+    ES_RETURN_IF_ERROR(privatizer->Calibrate(sigma, std::move(uses)));
+    ES_ASSIGN_OR_RETURN(privacy_epsilon,
+                        privacy::RowsEpsilon(most, sigma, p.delta));
+    result->privacy_epsilon = privacy_epsilon;
+    result->noise_multiplier = sigma;
+    return absl::OkStatus();
+  }
+
   // Open, retried while hops are unreachable or still loading.
   absl::Status OpenRetrying(absl::Duration timeout) {
     const absl::Time until = absl::Now() + timeout;
@@ -257,10 +317,50 @@ absl::StatusOr<std::vector<int32_t>> Trainer::Tokenize(
   return impl_->model->tokenizer->Encode(text);
 }
 
+namespace {
+
+absl::Status PrivateOutsideRun() {
+  return absl::FailedPreconditionError(
+      "private training runs through Trainer::Run, which calibrates the "
+      "noise for the whole run");
+}
+
+// INVALID_ARGUMENT for privacy settings training cannot honour.
+absl::Status CheckTrainingPrivacy(const TrainingOptions& o) {
+  const PrivacyOptions& p = o.privacy;
+  if (p.epsilon == 0) return absl::OkStatus();
+  auto bad = [](const std::string& why) {
+    return absl::InvalidArgumentError("TrainingOptions.privacy: " + why);
+  };
+  if (!(p.epsilon > 0) || !std::isfinite(p.epsilon)) {
+    return bad(absl::StrCat("epsilon ", p.epsilon, " is not > 0"));
+  }
+  if (!(p.delta > 0 && p.delta < 1)) {
+    return bad(absl::StrCat("delta ", p.delta, " is not in (0, 1)"));
+  }
+  if (!(p.clip > 0) || !(p.grad_clip > 0) || !std::isfinite(p.clip) ||
+      !std::isfinite(p.grad_clip)) {
+    return bad(absl::StrCat("clip ", p.clip, " and grad_clip ", p.grad_clip,
+                            " must be > 0 (--privacy-clip, "
+                            "--privacy-grad-clip)"));
+  }
+  if (!o.u_shaped) {
+    return absl::FailedPreconditionError(
+        "private training needs u_shaped (--u-shaped): otherwise the labels "
+        "-- the text itself -- go to the last server");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<TrainingStepStats> Trainer::Step(
     const std::vector<std::vector<int32_t>>& windows, bool checkpoint) {
   if (!impl_->trainer) {
     return absl::FailedPreconditionError("the trainer failed: call Resume");
+  }
+  if (impl_->privatizer != nullptr && !impl_->in_private_run) {
+    return PrivateOutsideRun();
   }
   ES_ASSIGN_OR_RETURN(std::vector<at::Tensor> w, Windows(windows));
   const auto start = std::chrono::steady_clock::now();
@@ -293,6 +393,9 @@ absl::StatusOr<double> Trainer::Evaluate(
   if (!impl_->trainer) {
     return absl::FailedPreconditionError("the trainer failed: call Resume");
   }
+  if (impl_->privatizer != nullptr && !impl_->in_private_run) {
+    return PrivateOutsideRun();
+  }
   ES_ASSIGN_OR_RETURN(std::vector<at::Tensor> w, Windows(windows));
   auto r = impl_->trainer->Evaluate(w);
   if (!r.ok()) {
@@ -322,6 +425,11 @@ absl::StatusOr<TrainingRunResult> Trainer::Run(
   };
   TrainingRunResult result;
   result.step = step();
+  if (impl_->privatizer != nullptr) {
+    ES_RETURN_IF_ERROR(impl_->CalibratePrivacy(run, result.step, &result));
+    impl_->in_private_run = true;
+  }
+  absl::Cleanup end_private = [this] { impl_->in_private_run = false; };
   ES_RETURN_IF_ERROR(evaluate(result.step));
   int64_t since_average = 0;  // Windows trained since the last sfl round.
   while (result.step < run.steps) {
@@ -357,7 +465,16 @@ absl::StatusOr<TrainingRunResult> Trainer::Run(
       ES_RETURN_IF_ERROR(evaluate(result.step));
     }
   }
+  result.privacy_epsilon_spent = privacy_epsilon_spent();
   return result;
+}
+
+double Trainer::privacy_epsilon_spent() const {
+  const privacy::TrainingPrivatizer* p = impl_->privatizer.get();
+  if (p == nullptr || !p->calibrated()) return 0;
+  auto e = privacy::RowsEpsilon(p->max_window_rows(), p->sigma(),
+                                impl_->options.privacy.delta);
+  return e.ok() ? *e : INFINITY;
 }
 
 absl::StatusOr<int64_t> Trainer::Resume(absl::Duration timeout) {
@@ -459,6 +576,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> DeviceAgent::StartTraining(
   impl->agent = impl_.get();
   impl->model_id = model_id;
   impl->options = options;
+  ES_RETURN_IF_ERROR(CheckTrainingPrivacy(options));
   ES_RETURN_IF_ERROR(impl->OpenRetrying(impl_->options.rpc_timeout));
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }

@@ -128,6 +128,16 @@ absl::StatusOr<std::vector<double>> RowsRdp(int64_t rows, double sigma,
   return rdp;
 }
 
+absl::StatusOr<double> RowsEpsilon(int64_t rows, double sigma, double delta) {
+  if (rows == 0) return 0.0;
+  RdpAccountant spent;
+  ES_ASSIGN_OR_RETURN(std::vector<double> rdp,
+                      RowsRdp(rows, sigma, spent.orders()));
+  ES_RETURN_IF_ERROR(spent.Add(rdp));
+  ES_ASSIGN_OR_RETURN(EpsilonAt e, spent.Epsilon(delta));
+  return e.epsilon;
+}
+
 absl::StatusOr<double> RowNoiseForEpsilon(double epsilon, double delta,
                                           int64_t rows) {
   if (rows < 1) {

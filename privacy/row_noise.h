@@ -77,6 +77,10 @@ absl::StatusOr<std::vector<double>> RowsRdp(
     int64_t rows, double sigma,
     const std::vector<double>& orders = DefaultOrders());
 
+// The epsilon at `delta` of `rows` rows released with multiplier `sigma`
+// (0 for no rows).
+absl::StatusOr<double> RowsEpsilon(int64_t rows, double sigma, double delta);
+
 // The noise multiplier with which `rows` released rows stay within
 // (epsilon, delta).
 absl::StatusOr<double> RowNoiseForEpsilon(double epsilon, double delta,

@@ -6,8 +6,10 @@
 // refused before anything is sent.
 #include <cmath>
 #include <filesystem>
+#include <sstream>
 
 #include "absl/synchronization/mutex.h"
+#include "device_agent/cli/commands.h"
 #include "edgesplit/device_agent.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -96,24 +98,9 @@ class PrivateInferenceTest : public ::testing::Test {
     auto tok = (*store)->LoadTokenizer();
     auto ids = (*tok)->EncodePrompt(prompt);
     EXPECT_TRUE(ids.ok());
-    std::vector<int64_t> all(ids->begin(), ids->end());
+    std::vector<int32_t> all = *ids;
     all.insert(all.end(), generated.begin(), generated.end());
-    all.pop_back();
-    auto stage = StageModel::Load(**store, {{0, 1}, true, false});
-    EXPECT_TRUE(stage.ok()) << stage.status();
-    auto cache = (*stage)->NewCache(nullptr);
-    StageInput in;
-    in.sequences = {{cache.get(), static_cast<int64_t>(all.size())}};
-    in.tokens = at::tensor(all, at::kLong);
-    auto h = (*stage)->Forward(in);
-    EXPECT_TRUE(h.ok()) << h.status();
-    std::vector<std::vector<float>> rows;
-    for (int64_t i = 0; i < h->size(0); ++i) {
-      at::Tensor row = (*h)[i].contiguous();
-      rows.emplace_back(row.data_ptr<float>(),
-                        row.data_ptr<float>() + row.numel());
-    }
-    return rows;
+    return testing::DeviceStageRows(RealModel(), 1, all);
   }
 
   static Cluster* cluster_;
@@ -236,6 +223,35 @@ TEST_F(PrivateInferenceTest, TheBudgetPersistsAndRefuses) {
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_GT(stats->budget_epsilon_spent, first);
   EXPECT_LE(stats->budget_epsilon_spent, 8);
+}
+
+TEST_F(PrivateInferenceTest, TheCliReportsEpsilonAndKeepsTheBudget) {
+  const std::string file = testing::TempDir("cli_budget") + "/budget.json";
+  auto generate = [&](const std::string& epsilon, std::string* err) {
+    std::ostringstream out, e;
+    const int code =
+        cli::Run({"generate", "--controller", cluster_->controller_address(),
+                  "--insecure", "--model-id", "real-2way", "--prompt",
+                  "Once upon a time", "--max-new-tokens", "8",
+                  "--privacy-epsilon", epsilon, "--privacy-clip", "3",
+                  "--privacy-budget", file, "--privacy-budget-epsilon", "10"},
+                 out, e);
+    *err = e.str();
+    return code;
+  };
+  std::string err;
+  ASSERT_EQ(generate("8", &err), 0) << err;
+  EXPECT_THAT(err, HasSubstr("privacy: epsilon 8 at delta 1e-05"));
+  EXPECT_THAT(err, HasSubstr("budget: epsilon 8 of 10 spent"));
+  EXPECT_EQ(generate("8", &err), 1);
+  EXPECT_THAT(err, HasSubstr("privacy budget exhausted"));
+  std::ostringstream out, e;
+  EXPECT_EQ(
+      cli::Run({"generate", "--controller", "127.0.0.1:1", "--insecure",
+                "--model-id", "m", "--prompt", "x", "--privacy-budget", file},
+               out, e),
+      2);
+  EXPECT_THAT(e.str(), HasSubstr("--privacy-budget-epsilon"));
 }
 
 TEST_F(PrivateInferenceTest, SettingsThatCannotBeHonouredAreRefused) {

@@ -11,6 +11,7 @@
 #include "edgesplit/device_agent.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
+#include "runtime/stage_model.h"
 
 namespace edgesplit {
 namespace testing {
@@ -52,6 +53,30 @@ inline absl::StatusOr<std::vector<int32_t>> MonolithicGreedy(
   StageOptions so;
   so.weights = weights;
   return LocalGreedy(dir, prompt, n, stop_at_eos, {}, {so});
+}
+
+// The rows a device running the embedding and blocks [0, `blocks`) of the
+// model in `dir` computes for `ids` minus the last (its inputs; the last id
+// is only ever a label or the final sample), one vector per row.
+inline std::vector<std::vector<float>> DeviceStageRows(
+    const std::string& dir, int64_t blocks, const std::vector<int32_t>& ids) {
+  std::vector<std::vector<float>> rows;
+  auto store = ModelStore::Open(dir);
+  if (!store.ok() || ids.size() < 2) return rows;
+  auto stage = StageModel::Load(**store, {{0, blocks}, true, false});
+  if (!stage.ok()) return rows;
+  auto cache = (*stage)->NewCache(nullptr);
+  StageInput in;
+  in.sequences = {{cache.get(), static_cast<int64_t>(ids.size()) - 1}};
+  in.tokens =
+      at::tensor(std::vector<int64_t>(ids.begin(), ids.end() - 1), at::kLong);
+  auto h = (*stage)->Forward(in);
+  if (!h.ok()) return rows;
+  for (int64_t i = 0; i < h->size(0); ++i) {
+    at::Tensor r = (*h)[i].to(at::kFloat).contiguous();
+    rows.emplace_back(r.data_ptr<float>(), r.data_ptr<float>() + r.numel());
+  }
+  return rows;
 }
 
 }  // namespace testing

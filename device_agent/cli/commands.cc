@@ -102,6 +102,9 @@ commands:
         [--checkpoint-every N] [--checkpoint-dir DIR] [--out DIR]
         [--warmup N] [--seed S] [--recompute] [--device-name NAME]
         [--job-members d1,d2]
+        [--privacy-epsilon E --privacy-clip C --privacy-grad-clip G
+         [--privacy-delta D] [--privacy-budget FILE
+         --privacy-budget-epsilon LIMIT]]
       Split fine-tuning with LoRA: this device tokenizes FILE (text, or
       JSONL with a "text" field), keeps a held-out split, and trains with
       the servers of the model's plan (--u-shaped: labels and LM head stay
@@ -109,6 +112,11 @@ commands:
       from the newest checkpoint after a hop fails or on a rerun; a job
       belongs to the device that created it and its --job-members; --out
       writes the PEFT adapter.
+      --privacy-epsilon (with --u-shaped and the device's blocks frozen:
+      --train-blocks K:N from the first server block K): every activation row (clipped to C, released
+      once per window) and gradient row (clipped to G, per use) sent is
+      noised so the run is (E, D)-DP per training window; eval lines show
+      the epsilon spent. Approximate: the servers learn from noisy rows.
   adapter register --controller HOST:PORT --model-id ID --name NAME
                    --dir DIR
       Upload a PEFT adapter directory to the controller's registry (admin
@@ -359,18 +367,16 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   ES_ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 0));
   o.threads = static_cast<int>(threads);
   o.device_name = a.String("device-name", "device");
-  o.privacy_budget_file = a.String("privacy-budget", "");
-  ES_ASSIGN_OR_RETURN(o.privacy_budget_epsilon,
-                      a.Double("privacy-budget-epsilon", 0.0));
-  if (!o.privacy_budget_file.empty() && !(o.privacy_budget_epsilon > 0)) {
+  SamplingOptions s;
+  ES_RETURN_IF_ERROR(ApplyPrivacyFlags(a, &o, &s.privacy));
+  if (s.privacy.grad_clip != 0) {
     return absl::InvalidArgumentError(
-        "--privacy-budget needs --privacy-budget-epsilon > 0 (the limit)");
+        "--privacy-grad-clip is for train (gradients), not generate");
   }
   ES_RETURN_IF_ERROR(ApplyTlsFlags(a, o.device_name, &o));
   ES_ASSIGN_OR_RETURN(auto agent, DeviceAgent::Connect(o));
   ES_ASSIGN_OR_RETURN(auto session,
                       agent->OpenSession(model_id, a.String("adapter")));
-  SamplingOptions s;
   s.temperature = g.sampling.temperature;
   s.top_k = g.sampling.top_k;
   s.top_p = g.sampling.top_p;
@@ -382,9 +388,6 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   s.speculative.max_draft = spec.max_draft;
   s.speculative.adaptive = spec.adaptive;
   s.speculative.skip_threshold = spec.skip_threshold;
-  ES_ASSIGN_OR_RETURN(s.privacy.epsilon, a.Double("privacy-epsilon", 0.0));
-  ES_ASSIGN_OR_RETURN(s.privacy.delta, a.Double("privacy-delta", 1e-5));
-  ES_ASSIGN_OR_RETURN(s.privacy.clip, a.Double("privacy-clip", 0.0));
   ES_ASSIGN_OR_RETURN(
       GenerationStats st,
       session->Generate(a.String("prompt"), s, [&](absl::string_view text) {
@@ -618,6 +621,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
                                "privacy-epsilon",
                                "privacy-delta",
                                "privacy-clip",
+                               "privacy-grad-clip",
                                "privacy-budget",
                                "privacy-budget-epsilon"}),
                       {"mmap-weights", "insecure", "draft-fixed"});

@@ -49,7 +49,31 @@ const std::set<std::string> kTrainFlags = {"controller",
                                            "max-grad-norm",
                                            "weight-decay",
                                            "log-every",
-                                           "held-out"};
+                                           "held-out",
+                                           "privacy-epsilon",
+                                           "privacy-delta",
+                                           "privacy-clip",
+                                           "privacy-grad-clip",
+                                           "privacy-budget",
+                                           "privacy-budget-epsilon"};
+
+absl::Status ApplyPrivacyFlags(const Args& a, DeviceAgentOptions* agent,
+                               PrivacyOptions* privacy) {
+  agent->privacy_budget_file = a.String("privacy-budget", "");
+  ES_ASSIGN_OR_RETURN(agent->privacy_budget_epsilon,
+                      a.Double("privacy-budget-epsilon", 0.0));
+  if (!agent->privacy_budget_file.empty() &&
+      !(agent->privacy_budget_epsilon > 0)) {
+    return absl::InvalidArgumentError(
+        "--privacy-budget needs --privacy-budget-epsilon > 0 (the limit)");
+  }
+  if (privacy == nullptr) return absl::OkStatus();
+  ES_ASSIGN_OR_RETURN(privacy->epsilon, a.Double("privacy-epsilon", 0.0));
+  ES_ASSIGN_OR_RETURN(privacy->delta, a.Double("privacy-delta", 1e-5));
+  ES_ASSIGN_OR_RETURN(privacy->clip, a.Double("privacy-clip", 0.0));
+  ES_ASSIGN_OR_RETURN(privacy->grad_clip, a.Double("privacy-grad-clip", 0.0));
+  return absl::OkStatus();
+}
 const std::set<std::string> kTrainBoolFlags = {"u-shaped", "recompute"};
 const std::set<std::string> kExportFlags = {
     "controller", "model-id",  "job",        "checkpoint-dir",
@@ -69,6 +93,7 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> Connect(const Args& a,
   o.threads = static_cast<int>(threads);
   // Training sessions are long; averaging rounds wait for other devices.
   o.generation_timeout = absl::Hours(24);
+  ES_RETURN_IF_ERROR(ApplyPrivacyFlags(a, &o, nullptr));
   return DeviceAgent::Connect(o);
 }
 
@@ -128,6 +153,8 @@ absl::StatusOr<TrainingOptions> ParseTrainingOptions(const Args& a,
     ES_RETURN_IF_ERROR(ParseBlocks(a.String("train-blocks"), &o));
   }
   ES_ASSIGN_OR_RETURN(o.freeze_ratio, a.Double("freeze-ratio", -1));
+  DeviceAgentOptions unused;
+  ES_RETURN_IF_ERROR(ApplyPrivacyFlags(a, &unused, &o.privacy));
   return o;
 }
 
@@ -166,11 +193,13 @@ class Progress {
     }
   }
 
-  void Eval(int64_t step, double loss) {
+  // `epsilon` < 0: not private.
+  void Eval(int64_t step, double loss, double epsilon) {
     err_ << absl::StrFormat(
         "%seval step %d: held-out loss %.4f, perplexity "
-        "%.2f\n",
-        tty_ ? "\n" : "", step, loss, std::exp(loss));
+        "%.2f%s\n",
+        tty_ ? "\n" : "", step, loss, std::exp(loss),
+        epsilon < 0 ? "" : absl::StrFormat(", privacy epsilon %.3g", epsilon));
   }
 
   void Finish() {
@@ -242,7 +271,9 @@ absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
   TrainingRunCallbacks callbacks;
   callbacks.on_step = [&](const TrainingStepStats& st) { progress.Step(st); };
   callbacks.on_eval = [&](int64_t step, double loss) {
-    progress.Eval(step, loss);
+    progress.Eval(
+        step, loss,
+        o.privacy.epsilon > 0 ? trainer->privacy_epsilon_spent() : -1);
   };
   callbacks.on_failure = [&](int64_t step, const absl::Status& error) {
     err << "\nstep " << step + 1 << " failed (" << error.message()
@@ -259,6 +290,17 @@ absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
   }
   out << absl::StrFormat("trained %s to step %d, last loss %.4f\n", o.job_id,
                          result.step, result.loss);
+  if (o.privacy.epsilon > 0) {
+    out << absl::StrFormat(
+        "privacy: epsilon %.3g at delta %g per training window (calibrated "
+        "for %.3g; noise multiplier %.3g)%s\n",
+        result.privacy_epsilon_spent, o.privacy.delta, result.privacy_epsilon,
+        result.noise_multiplier,
+        result.budget_epsilon_spent > 0
+            ? absl::StrFormat("; budget: epsilon %.3g spent",
+                              result.budget_epsilon_spent)
+            : "");
+  }
   return absl::OkStatus();
 }
 

@@ -10,12 +10,19 @@
 
 #include "absl/status/status.h"
 #include "device_agent/cli/args.h"
+#include "edgesplit/device_agent.h"
 
 namespace edgesplit {
 namespace cli {
 
 // The flags each command takes (values, then booleans).
 extern const std::set<std::string> kTrainFlags, kTrainBoolFlags;
+
+// --privacy-epsilon, --privacy-delta, --privacy-clip, --privacy-grad-clip
+// into `privacy`; --privacy-budget FILE and --privacy-budget-epsilon LIMIT
+// into `agent` (generate and train take them).
+absl::Status ApplyPrivacyFlags(const Args& a, DeviceAgentOptions* agent,
+                               PrivacyOptions* privacy);
 extern const std::set<std::string> kExportFlags;
 
 // Progress (a bar on a terminal, else one line per --log-every steps) and

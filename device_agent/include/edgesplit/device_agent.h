@@ -142,6 +142,10 @@ struct PrivacyOptions {
   // noise scales with it. Near the typical row norm at the cut keeps the
   // most signal (`edgesplit generate` prints the norms it clipped).
   double clip = 0;
+  // Training only (TrainingOptions::privacy; U-shaped, device blocks
+  // frozen): the L2 bound of each gradient row sent back to the last
+  // server, which the noise scales with too. Required there.
+  double grad_clip = 0;
 };
 
 // Speculative decoding: a draft on this device proposes up to `max_draft`
@@ -310,6 +314,16 @@ struct TrainingOptions {
   // hop that still keeps its connection alive); Run resumes after it as
   // after a lost hop.
   absl::Duration answer_timeout = absl::Minutes(5);
+  // Private training (approximate: the servers learn from noisy rows):
+  // each training window is an example, and everything the servers
+  // receive about it -- its activations at the cut (released once, resent
+  // on later uses) and, per use, the gradients of the head's loss -- is
+  // clipped and noised so the whole Run is (epsilon, delta)-DP per window.
+  // Needs u_shaped (labels stay here) and this device's blocks frozen;
+  // privacy runs through Run only (it calibrates for the run's steps), one
+  // private Run per trainer. Charged to DeviceAgentOptions'
+  // privacy budget when it has one.
+  PrivacyOptions privacy;
 };
 
 struct TrainingStepStats {
@@ -357,6 +371,13 @@ struct TrainingRunResult {
   double loss = 0;     // The last update's (0 if Run had none to do).
   int64_t tokens = 0;  // Trained on by this Run (replays count again).
   int resumes = 0;
+  // Private runs: the epsilon (at TrainingOptions::privacy.delta) the run
+  // was calibrated for, what the most exposed window spent, the noise
+  // multiplier, and the budget's total after the run's charge (0 without).
+  double privacy_epsilon = 0;
+  double privacy_epsilon_spent = 0;
+  double noise_multiplier = 0;
+  double budget_epsilon_spent = 0;
 };
 
 class EDGESPLIT_EXPORT Trainer {
@@ -397,6 +418,9 @@ class EDGESPLIT_EXPORT Trainer {
       const TrainingRunCallbacks& callbacks = {});
 
   int64_t step() const;
+  // Private runs: the epsilon spent so far by the most exposed window (0
+  // before a private Run).
+  double privacy_epsilon_spent() const;
   std::string route() const;
   // Where this device reads the model (its tokenizer and config).
   std::string model_dir() const;

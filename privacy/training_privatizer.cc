@@ -1,0 +1,101 @@
+#include "privacy/training_privatizer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace edgesplit::privacy {
+namespace {
+
+absl::Status Uncalibrated() {
+  return absl::FailedPreconditionError(
+      "privacy: no release before the noise is calibrated for the run");
+}
+
+}  // namespace
+
+TrainingPrivatizer::TrainingPrivatizer(int64_t cols, double clip,
+                                       double grad_clip,
+                                       std::unique_ptr<NoiseSource> noise)
+    : cols_(cols),
+      clip_(clip),
+      grad_clip_(grad_clip),
+      noise_(std::move(noise)) {}
+
+std::string TrainingPrivatizer::Key(absl::Span<const int64_t> ids) {
+  return std::string(reinterpret_cast<const char*>(ids.data()),
+                     ids.size() * sizeof(int64_t));
+}
+
+absl::Status TrainingPrivatizer::Calibrate(
+    double sigma, std::map<std::string, int64_t> gradient_uses) {
+  if (calibrated()) {
+    return absl::FailedPreconditionError(
+        "privacy: this training session's noise is already calibrated (one "
+        "private run per session)");
+  }
+  if (!(sigma > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("privacy: noise multiplier ", sigma, " is not > 0"));
+  }
+  sigma_ = sigma;
+  allowed_uses_ = std::move(gradient_uses);
+  return absl::OkStatus();
+}
+
+int64_t TrainingPrivatizer::window_rows(const std::string& window) const {
+  auto it = windows_.find(window);
+  return it == windows_.end() ? 0 : it->second.rows;
+}
+
+void TrainingPrivatizer::Count(Window& w, int64_t rows) {
+  w.rows += rows;
+  max_window_rows_ = std::max(max_window_rows_, w.rows);
+}
+
+absl::Status TrainingPrivatizer::Activations(const std::string& window,
+                                             float* data, int64_t rows) {
+  if (!calibrated()) return Uncalibrated();
+  Window& w = windows_[window];
+  const size_t n = static_cast<size_t>(rows * cols_);
+  if (w.activations.empty()) {
+    ClipRows(data, rows, cols_, clip_);
+    AddGaussianNoise(data, rows * cols_, sigma_ * clip_, *noise_);
+    w.activations.assign(data, data + n);
+    Count(w, rows);
+    return absl::OkStatus();
+  }
+  if (w.activations.size() != n) {
+    // Same ids, other shape: cannot happen with one model; refuse rather
+    // than release anew.
+    return absl::FailedPreconditionError(
+        absl::StrCat("privacy: a window's activations were released with ",
+                     w.activations.size(), " values, now ", n, " are due"));
+  }
+  std::memcpy(data, w.activations.data(), n * sizeof(float));
+  return absl::OkStatus();
+}
+
+absl::Status TrainingPrivatizer::Gradients(const std::string& window,
+                                           float* data, int64_t rows) {
+  if (!calibrated()) return Uncalibrated();
+  auto allowed = allowed_uses_.find(window);
+  Window& w = windows_[window];
+  const int64_t may = allowed == allowed_uses_.end() ? 0 : allowed->second;
+  if (w.gradient_uses >= may) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "privacy: a training window's gradients were released ",
+        w.gradient_uses,
+        " times, as often as the run's noise was calibrated "
+        "for; another release would exceed the privacy the run promised "
+        "(start a new run: it is charged to the budget again)"));
+  }
+  ClipRows(data, rows, cols_, grad_clip_);
+  AddGaussianNoise(data, rows * cols_, sigma_ * grad_clip_, *noise_);
+  ++w.gradient_uses;
+  Count(w, rows);
+  return absl::OkStatus();
+}
+
+}  // namespace edgesplit::privacy

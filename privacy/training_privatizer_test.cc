@@ -1,0 +1,83 @@
+#include "privacy/training_privatizer.h"
+
+#include <cmath>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace edgesplit::privacy {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Window(int64_t first) {
+  std::vector<int64_t> ids = {first, first + 1, first + 2};
+  return TrainingPrivatizer::Key(ids);
+}
+
+TEST(TrainingPrivatizerTest, ReleasesActivationsOnceAndCountsGradientUses) {
+  const int cols = 8, rows = 2;
+  TrainingPrivatizer p(cols, 1.0, 0.5, NoiseSource::Seeded(5));
+  std::vector<float> x(rows * cols, 3.0f);
+  // Nothing before calibration.
+  EXPECT_EQ(p.Activations(Window(1), x.data(), rows).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(x, std::vector<float>(rows * cols, 3.0f));
+  ASSERT_TRUE(p.Calibrate(2.0, {{Window(1), 2}}).ok());
+  EXPECT_FALSE(p.Calibrate(3.0, {}).ok());  // Once.
+
+  std::vector<float> first = x;
+  ASSERT_TRUE(p.Activations(Window(1), first.data(), rows).ok());
+  EXPECT_NE(first, x);
+  EXPECT_EQ(p.window_rows(Window(1)), rows);
+  // Later uses (epochs, replays, evaluation) resend the release: no cost.
+  std::vector<float> again(rows * cols, -7.0f);
+  ASSERT_TRUE(p.Activations(Window(1), again.data(), rows).ok());
+  EXPECT_EQ(again, first);
+  EXPECT_EQ(p.window_rows(Window(1)), rows);
+
+  // Gradients: each use a release, as many as allowed.
+  for (int use = 0; use < 2; ++use) {
+    std::vector<float> g(rows * cols, 1.0f);
+    ASSERT_TRUE(p.Gradients(Window(1), g.data(), rows).ok());
+    EXPECT_NE(g, std::vector<float>(rows * cols, 1.0f));
+  }
+  EXPECT_EQ(p.window_rows(Window(1)), 3 * rows);
+  EXPECT_EQ(p.max_window_rows(), 3 * rows);
+  std::vector<float> g(rows * cols, 1.0f);
+  absl::Status s = p.Gradients(Window(1), g.data(), rows);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(s.message(), HasSubstr("released 2 times"));
+  EXPECT_EQ(g, std::vector<float>(rows * cols, 1.0f));  // Untouched.
+  // A window not in the run's plan gets no gradient release at all.
+  EXPECT_FALSE(p.Gradients(Window(9), g.data(), rows).ok());
+  // Other windows are counted apart.
+  std::vector<float> y(rows * cols, 0.1f);
+  ASSERT_TRUE(p.Activations(Window(2), y.data(), rows).ok());
+  EXPECT_EQ(p.window_rows(Window(2)), rows);
+  EXPECT_EQ(p.max_window_rows(), 3 * rows);
+}
+
+TEST(TrainingPrivatizerTest, ClipsEachKindToItsBoundWithScaledNoise) {
+  const int cols = 512, rows = 64;
+  const double clip = 4.0, grad_clip = 0.25, sigma = 0.8;
+  TrainingPrivatizer p(cols, clip, grad_clip, NoiseSource::Seeded(8));
+  std::vector<float> zeros(rows * cols, 0.0f);
+  std::map<std::string, int64_t> uses = {{Window(1), 1}};
+  ASSERT_TRUE(p.Calibrate(sigma, uses).ok());
+  auto rms = [&](const std::vector<float>& v) {
+    double sq = 0;
+    for (float x : v) sq += double{x} * x;
+    return std::sqrt(sq / v.size());
+  };
+  std::vector<float> a = zeros, g = zeros;
+  ASSERT_TRUE(p.Activations(Window(1), a.data(), rows).ok());
+  ASSERT_TRUE(p.Gradients(Window(1), g.data(), rows).ok());
+  // Zero rows: what arrives is pure noise of stddev sigma x the bound.
+  EXPECT_NEAR(rms(a), sigma * clip, 0.02 * sigma * clip);
+  EXPECT_NEAR(rms(g), sigma * grad_clip, 0.02 * sigma * grad_clip);
+}
+
+}  // namespace
+}  // namespace edgesplit::privacy
