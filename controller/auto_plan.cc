@@ -222,6 +222,7 @@ absl::StatusOr<PlanConfig> PlanAutomatically(
   plan.u_shaped = solved->u_shaped;
   plan.automatic = true;
   plan.planner = spec.planner;
+  plan.privacy = spec.privacy;
   for (const planner::StagePlan& s : solved->stages) {
     PlanStageConfig stage;
     stage.node = s.node == planner::kDevice ? kDeviceNode : s.node;

@@ -371,6 +371,10 @@ v1::Plan Controller::ToProto(const PlanConfig& plan, uint64_t version) {
   p.set_version(version);
   p.set_u_shaped(plan.u_shaped);
   p.set_source(plan.source);
+  if (plan.privacy.max_epsilon > 0) {
+    p.mutable_privacy()->set_max_epsilon(plan.privacy.max_epsilon);
+    p.mutable_privacy()->set_max_delta(plan.privacy.max_delta);
+  }
   for (const PlanStageConfig& s : plan.stages) {
     v1::PlanStage* ps = p.add_stages();
     ps->set_node(s.node);

@@ -1,5 +1,6 @@
 #include "controller/plan.h"
 
+#include <cmath>
 #include <filesystem>
 #include <set>
 
@@ -9,6 +10,50 @@
 #include "base/yaml_util.h"
 
 namespace edgesplit {
+
+namespace {
+
+// A positive finite number at parent[field], if present.
+absl::Status PositiveNumber(const YamlReader& r, const YAML::Node& parent,
+                            const char* field, double* value) {
+  const YAML::Node n = parent[field];
+  if (!n.IsDefined()) return absl::OkStatus();
+  double v = 0;
+  if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) ||
+      !std::isfinite(v) || !(v > 0)) {
+    return r.Error(n, std::string("privacy.") + field, "expected a number > 0");
+  }
+  *value = v;
+  return absl::OkStatus();
+}
+
+absl::Status ParsePrivacy(const YamlReader& r, const YAML::Node& root,
+                          PlanPrivacy* privacy) {
+  const YAML::Node p = root["privacy"];
+  if (!p.IsDefined()) return absl::OkStatus();
+  if (!p.IsMap()) {
+    return r.Error(p, "privacy", "expected a mapping (max_epsilon, max_delta)");
+  }
+  for (const auto& kv : p) {
+    const std::string key = kv.first.as<std::string>("");
+    if (key != "max_epsilon" && key != "max_delta") {
+      return r.Error(kv.first, "privacy." + key,
+                     "unknown field (max_epsilon, max_delta)");
+    }
+  }
+  if (!p["max_epsilon"].IsDefined()) {
+    return r.Error(p, "privacy.max_epsilon", "missing");
+  }
+  ES_RETURN_IF_ERROR(
+      PositiveNumber(r, p, "max_epsilon", &privacy->max_epsilon));
+  ES_RETURN_IF_ERROR(PositiveNumber(r, p, "max_delta", &privacy->max_delta));
+  if (privacy->max_delta >= 1) {
+    return r.Error(p["max_delta"], "privacy.max_delta", "must be < 1");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
                                          const std::string& source) {
@@ -30,6 +75,7 @@ absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
             .string();
   }
   ES_ASSIGN_OR_RETURN(plan.u_shaped, r.Bool(root, "u_shaped", false));
+  ES_RETURN_IF_ERROR(ParsePrivacy(r, root, &plan.privacy));
   const YAML::Node planner = root["planner"];
   if (planner.IsDefined()) {
     if (!planner.IsMap())

@@ -39,6 +39,11 @@
 //   stages:                  # optional: pinned stages
 //     - {node: server-a, blocks: [2, 4]}
 //
+// Either kind may require privacy of every session (the device agent
+// refuses generations and training runs without it):
+//
+//   privacy: {max_epsilon: 8, max_delta: 1e-5}
+//
 // Parsing yields typed structs; Validate() checks them against the model's
 // config.json and the cluster's nodes. Every error names the file, line
 // and field.
@@ -80,6 +85,12 @@ struct PlannerSettings {
   std::string u_shaped = "auto";  // "true", "false" or "auto".
 };
 
+// The plan's `privacy:` section; max_epsilon 0: none required.
+struct PlanPrivacy {
+  double max_epsilon = 0;
+  double max_delta = 1e-5;
+};
+
 struct PlanConfig {
   std::string source;  // The file.
   std::string model_id;
@@ -90,6 +101,7 @@ struct PlanConfig {
   std::vector<PlanStageConfig> stages;
   bool automatic = false;
   PlannerSettings planner;
+  PlanPrivacy privacy;
 };
 
 struct NodeConfig {

@@ -183,6 +183,39 @@ TEST(PlanTest, WeightBytesMatchTheBlockFormats) {
   EXPECT_EQ(PlanWeightBytes("q5_k"), 0);
 }
 
+TEST(PlanTest, PrivacyFloor) {
+  const std::string base =
+      "model: {id: m, path: x}\nstages: [{node: device, blocks: [0, 1]}]\n";
+  auto plan = ParsePlanYaml(base, "p.yaml");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->privacy.max_epsilon, 0);  // None unless asked.
+  plan = ParsePlanYaml(base + "privacy: {max_epsilon: 8}\n", "p.yaml");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->privacy.max_epsilon, 8);
+  EXPECT_EQ(plan->privacy.max_delta, 1e-5);
+  plan = ParsePlanYaml(base + "privacy: {max_epsilon: 2.5, max_delta: 1e-6}\n",
+                       "p.yaml");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->privacy.max_epsilon, 2.5);
+  EXPECT_EQ(plan->privacy.max_delta, 1e-6);
+  for (const auto& [yaml, error] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"privacy: 8\n", "field \"privacy\": expected a mapping"},
+           {"privacy: {max_delta: 1e-5}\n",
+            "field \"privacy.max_epsilon\": missing"},
+           {"privacy: {max_epsilon: -1}\n",
+            "field \"privacy.max_epsilon\": expected a number > 0"},
+           {"privacy: {max_epsilon: nan}\n", "privacy.max_epsilon"},
+           {"privacy: {max_epsilon: 8, max_delta: 1}\n",
+            "field \"privacy.max_delta\": must be < 1"},
+           {"privacy: {max_epsilon: 8, epsilon: 1}\n",
+            "field \"privacy.epsilon\": unknown field"}}) {
+    auto bad = ParsePlanYaml(base + yaml, "p.yaml");
+    EXPECT_THAT(bad.status().message(), HasSubstr(error)) << yaml;
+    EXPECT_THAT(bad.status().message(), HasSubstr("p.yaml:")) << yaml;
+  }
+}
+
 TEST(PlanTest, MalformedYaml) {
   EXPECT_THAT(ParsePlanYaml("model: [", "p.yaml").status().message(),
               HasSubstr("p.yaml:"));

@@ -52,6 +52,27 @@ struct LocalModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
+// FAILED_PRECONDITION unless `privacy` meets the floor the operator set in
+// the plan of `r` (its `privacy:` section; none: OK). The device enforces
+// it: the servers cannot tell noise from signal.
+inline absl::Status CheckPlanPrivacy(const v1::OpenSessionResponse& r,
+                                     const PrivacyOptions& privacy) {
+  const v1::PrivacyRequirement& need = r.plan().privacy();
+  if (need.max_epsilon() <= 0) return absl::OkStatus();
+  if (privacy.epsilon > 0 && privacy.epsilon <= need.max_epsilon() &&
+      privacy.delta <= need.max_delta()) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the plan of model ", r.plan().model_id(), " (", r.plan().source(),
+      ") requires privacy with epsilon <= ", need.max_epsilon(),
+      " at delta <= ", need.max_delta(), "; this ",
+      privacy.epsilon > 0 ? absl::StrCat("asks for epsilon ", privacy.epsilon,
+                                         " at delta ", privacy.delta)
+                          : std::string("has privacy off"),
+      " (PrivacyOptions, --privacy-epsilon)"));
+}
+
 // The weight type a route's plan gives the device stage (its first).
 inline std::string DeviceStageWeights(const v1::OpenSessionResponse& r) {
   return r.plan().stages_size() > 0 ? r.plan().stages(0).weights() : "";

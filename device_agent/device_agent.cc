@@ -401,6 +401,7 @@ absl::StatusOr<GenerationStats> Session::Generate(
     s.cancelled = false;
   }
   ES_RETURN_IF_ERROR(CheckPrivacy(sampling, s.model->local != nullptr));
+  ES_RETURN_IF_ERROR(CheckPlanPrivacy(s.route, sampling.privacy));
   s.argmax_only = sampling.temperature == 0 && sampling.repetition_penalty == 1;
   Impl::Rerouting seq(&s, absl::Now() + s.agent->options.generation_timeout,
                       [&s](RemoteSequence* active) {

@@ -171,6 +171,8 @@ struct Trainer::Impl {
     // route is not taken, else when the next one replaces it (or at ~Impl).
     auto close_unused =
         absl::MakeCleanup([this, &r] { agent->CloseRoute(r.session_id()); });
+    // (An export sends the servers nothing of this device's data.)
+    if (!export_only) ES_RETURN_IF_ERROR(CheckPlanPrivacy(r, options.privacy));
     if (options.u_shaped && !r.plan().u_shaped()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "u_shaped training needs a U-shaped plan; the plan of ", model_id,

@@ -96,6 +96,8 @@ struct ClusterPlan {
   std::map<std::string, std::string> weights = {};
   // node -> standby nodes for its stage (started as servers too).
   std::map<std::string, std::vector<std::string>> standby = {};
+  // Appended to the plan's YAML (e.g. a `privacy:` section).
+  std::string extra_yaml = "";
 };
 
 class Cluster {
@@ -174,6 +176,7 @@ class Cluster {
                 : ", standby: [" + absl::StrJoin(sb->second, ", ") + "]",
             "}\n");
       }
+      absl::StrAppend(&yaml, p.extra_yaml);
       const std::string file = absl::StrCat(dir, "/", p.model_id, ".yaml");
       std::ofstream(file) << yaml;
       absl::StrAppend(&config, "  - ", file, "\n");

@@ -265,6 +265,10 @@ TEST(ConfigsTest, MisshapenConfigsAreRefusedNeverThrown) {
        [&](const std::string& t) {
          return validated(ParsePlanYaml(t, "p.yaml"));
        }},
+      {"/plans/examples/stories260K-private.yaml",
+       [&](const std::string& t) {
+         return validated(ParsePlanYaml(t, "p.yaml"));
+       }},
   };
   const std::vector<std::string> values = {"5",
                                            "-1",

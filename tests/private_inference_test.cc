@@ -67,6 +67,14 @@ class PrivateInferenceTest : public ::testing::Test {
     std::vector<ClusterPlan> plans = {
         {"real-2way", RealModel(), false, {{"device", 0, 1}, {"a", 1, 5}}},
         {"real-zero", RealModel(), false, {{"device", 0, 0}, {"a", 0, 5}}},
+        // The operator requires privacy of every session.
+        {"real-floor",
+         RealModel(),
+         false,
+         {{"device", 0, 1}, {"a", 1, 5}},
+         {},
+         {},
+         "privacy: {max_epsilon: 8, max_delta: 1e-5}\n"},
     };
     auto c = Cluster::Start(testing::TempDir("private"), plans, o);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -252,6 +260,30 @@ TEST_F(PrivateInferenceTest, TheCliReportsEpsilonAndKeepsTheBudget) {
                out, e),
       2);
   EXPECT_THAT(e.str(), HasSubstr("--privacy-budget-epsilon"));
+}
+
+TEST_F(PrivateInferenceTest, ThePlansPrivacyFloorIsEnforced) {
+  auto agent = Agent();
+  auto session = agent->OpenSession("real-floor");
+  ASSERT_TRUE(session.ok()) << session.status();
+  tap_->Take();
+  SamplingOptions s = testing::GreedyTokens(4);
+  auto refused = (*session)->Generate("Once upon a time", s);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("requires privacy with epsilon <= 8 at delta <= "
+                        "1e-05; this has privacy off"));
+  s.privacy.epsilon = 9;
+  s.privacy.clip = 3;
+  refused = (*session)->Generate("Once upon a time", s);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("asks for epsilon 9"));
+  EXPECT_TRUE(tap_->Take().empty());
+  s.privacy.epsilon = 8;
+  auto stats = (*session)->Generate("Once upon a time", s);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_LE(stats->privacy_epsilon, 8);
+  EXPECT_FALSE(tap_->Take().empty());
 }
 
 TEST_F(PrivateInferenceTest, SettingsThatCannotBeHonouredAreRefused) {

@@ -74,6 +74,13 @@ class PrivateTrainingTest : public ::testing::Test {
          true,
          {{"device", 0, 1}, {"a", 1, 3}, {"b", 3, 5}}},
         {"real-2way", RealModel(), false, {{"device", 0, 1}, {"a", 1, 5}}},
+        {"real-floor",
+         RealModel(),
+         true,
+         {{"device", 0, 1}, {"a", 1, 5}},
+         {},
+         {},
+         "privacy: {max_epsilon: 4}\n"},
     };
     auto c = Cluster::Start(testing::TempDir("private_train"), plans, o);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -216,6 +223,14 @@ TEST_F(PrivateTrainingTest, SettingsThatCannotBeHonouredAreRefused) {
   r = agent->StartTraining("real-u", t);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("frozen"));
+  // The operator's floor: epsilon 8 is not private enough for real-floor.
+  r = agent->StartTraining("real-floor", Private("floor-refused"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("requires privacy with epsilon <= 4"));
+  t = Private("floor-ok");
+  t.privacy.epsilon = 4;
+  EXPECT_TRUE(agent->StartTraining("real-floor", t).ok());
   t = Private("refused");
   t.privacy.grad_clip = 0;
   r = agent->StartTraining("real-u", t);
