@@ -37,6 +37,34 @@ absl::StatusOr<v1::ResolveAdapterResponse> ResolveAdapter(
   return resolved;
 }
 
+absl::StatusOr<std::string> FetchedAdaptersDir(const std::string& adapter_dir,
+                                               const std::string& model_id) {
+  bool ok = !model_id.empty() && model_id.size() <= 128 && model_id[0] != '.';
+  for (char c : model_id) {
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-');
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model id \"", model_id.substr(0, 128),
+                     "\" cannot name an adapter directory (letters, digits, "
+                     "'.', '_', '-'; at most 128; not starting with '.')"));
+  }
+  return absl::StrCat(adapter_dir, "/.cluster/", model_id);
+}
+
+absl::StatusOr<std::string> FindAdapterDir(const std::string& adapter_dir,
+                                           const std::string& model_id,
+                                           const std::string& name) {
+  ES_ASSIGN_OR_RETURN(std::string fetched,
+                      FetchedAdaptersDir(adapter_dir, model_id));
+  std::error_code ec;
+  for (std::string dir : {fetched + "/" + name, adapter_dir + "/" + name}) {
+    if (std::filesystem::is_directory(dir, ec)) return dir;
+  }
+  return std::string();
+}
+
 absl::Status MaterializeFromSources(const v1::RegisteredAdapter& adapter,
                                     absl::Span<BlobSource* const> sources,
                                     BlobFetcher& fetcher, BlobStore& store,

@@ -38,6 +38,22 @@ absl::StatusOr<v1::ResolveAdapterResponse> ResolveAdapter(
     const std::string& model_id, const std::string& name,
     const std::string& node, absl::Duration timeout);
 
+// Where adapters of `model_id` fetched from the cluster live under an
+// adapter directory: <adapter_dir>/.cluster/<model_id>/<name>. No adapter
+// name starts with '.', so this never meets a directory an operator put
+// there, and two models' adapters of one name stay apart. INVALID_ARGUMENT
+// for a model id that is no safe path component.
+absl::StatusOr<std::string> FetchedAdaptersDir(const std::string& adapter_dir,
+                                               const std::string& model_id);
+
+// Where a session's adapter `name` of `model_id` is read from: the copy
+// fetched from the cluster if there is one, else the operator's
+// <adapter_dir>/<name>; "" when neither exists (fetch it into
+// FetchedAdaptersDir). `name` must be valid (ValidateAdapterName).
+absl::StatusOr<std::string> FindAdapterDir(const std::string& adapter_dir,
+                                           const std::string& model_id,
+                                           const std::string& name);
+
 // Fetches `adapter`'s files (each verified by its SHA-256) from `sources`
 // in order into `store`, then writes them as <dir>/<name>, all at once (a
 // staging directory renamed into place). Counts into `stats`.

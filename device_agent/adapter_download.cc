@@ -11,7 +11,7 @@ absl::Status DownloadAdapter(const std::shared_ptr<grpc::Channel>& controller,
                              const std::string& model_id,
                              const std::string& name,
                              const std::string& adapter_dir,
-                             absl::Duration timeout) {
+                             const std::string& into, absl::Duration timeout) {
   ES_ASSIGN_OR_RETURN(
       v1::ResolveAdapterResponse resolved,
       ResolveAdapter(controller, model_id, name, device, timeout));
@@ -23,7 +23,7 @@ absl::Status DownloadAdapter(const std::shared_ptr<grpc::Channel>& controller,
   BlobSource* sources[] = {&origin};
   AdapterFetchStats stats;
   return MaterializeFromSources(resolved.adapter(), sources, fetcher, *store,
-                                adapter_dir, &stats);
+                                into, &stats);
 }
 
 }  // namespace edgesplit

@@ -1,7 +1,8 @@
 // A device fetching the LoRA adapter a session names when its adapter_dir
 // lacks it: the controller's registry resolves the name (checking the
 // device's access rules), and its files come from the controller's
-// BlobService, verified by SHA-256, into <adapter_dir>/<name>.
+// BlobService, verified by SHA-256, into <into>/<name> (the agent passes
+// FetchedAdaptersDir(adapter_dir, model_id)).
 #ifndef EDGESPLIT_DEVICE_AGENT_ADAPTER_DOWNLOAD_H_
 #define EDGESPLIT_DEVICE_AGENT_ADAPTER_DOWNLOAD_H_
 
@@ -20,7 +21,7 @@ absl::Status DownloadAdapter(const std::shared_ptr<grpc::Channel>& controller,
                              const std::string& model_id,
                              const std::string& name,
                              const std::string& adapter_dir,
-                             absl::Duration timeout);
+                             const std::string& into, absl::Duration timeout);
 
 }  // namespace edgesplit
 

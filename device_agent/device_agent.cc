@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
+#include "delivery/adapter_files.h"
 #include "device_agent/adapter_download.h"
 #include "device_agent/agent_impl.h"
 #include "device_agent/drafts.h"
@@ -586,15 +587,20 @@ absl::StatusOr<std::unique_ptr<Session>> DeviceAgent::OpenSession(
   ES_RETURN_IF_ERROR(s->Adopt(std::move(resp)));
   if (!adapter.empty() && !impl_->options.adapter_dir.empty()) {
     ES_RETURN_IF_ERROR(ValidateAdapterName(adapter));
-    const std::string dir = impl_->options.adapter_dir + "/" + adapter;
-    std::error_code ec;
-    if (!std::filesystem::is_directory(dir, ec)) {
+    const std::string& base = impl_->options.adapter_dir;
+    ES_ASSIGN_OR_RETURN(std::string dir,
+                        FindAdapterDir(base, model_id, adapter));
+    if (dir.empty()) {
       // Fetched from the cluster (registered adapters), one at a time.
       absl::MutexLock lock(&impl_->adapter_mu);
-      if (!std::filesystem::is_directory(dir, ec)) {
+      ES_ASSIGN_OR_RETURN(dir, FindAdapterDir(base, model_id, adapter));
+      if (dir.empty()) {
+        ES_ASSIGN_OR_RETURN(std::string fetched,
+                            FetchedAdaptersDir(base, model_id));
         ES_RETURN_IF_ERROR(DownloadAdapter(
             impl_->controller_channel, impl_->options.device_name, model_id,
-            adapter, impl_->options.adapter_dir, impl_->options.rpc_timeout));
+            adapter, base, fetched, impl_->options.rpc_timeout));
+        dir = fetched + "/" + adapter;
       }
     }
     ES_ASSIGN_OR_RETURN(

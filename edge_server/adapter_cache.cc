@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "delivery/adapter_files.h"
 
 namespace edgesplit {
 
@@ -52,15 +53,21 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> AdapterCache::Load(
     return absl::NotFoundError(absl::StrCat(
         "adapter \"", name, "\": this server has no adapter directory"));
   }
-  const std::string dir = options_.dir + "/" + name;
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) {
+  ES_ASSIGN_OR_RETURN(std::string dir,
+                      FindAdapterDir(options_.dir, options_.model_id, name));
+  if (dir.empty()) {
     if (options_.source == nullptr) {
       return absl::NotFoundError(
           absl::StrCat("adapter \"", name, "\" is not in ", options_.dir));
     }
     ES_RETURN_IF_ERROR(
         options_.source->Materialize(options_.model_id, name, options_.dir));
+    ES_ASSIGN_OR_RETURN(dir,
+                        FindAdapterDir(options_.dir, options_.model_id, name));
+    if (dir.empty()) {
+      return absl::InternalError(absl::StrCat(
+          "adapter \"", name, "\" was fetched but is not in ", options_.dir));
+    }
   }
   ES_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> whole,
                       LoraAdapter::LoadPeft(dir, model_, name));

@@ -33,15 +33,18 @@ namespace edgesplit {
 class AdapterSource {
  public:
   virtual ~AdapterSource() = default;
-  // Makes <dir>/<name> a PEFT directory holding adapter `name` of
-  // `model_id`, or fails naming why.
+  // Makes adapter `name` of `model_id` a PEFT directory FindAdapterDir
+  // finds under `dir` (fetched copies go to
+  // FetchedAdaptersDir(dir, model_id)/<name>), or fails naming why.
   virtual absl::Status Materialize(const std::string& model_id,
                                    const std::string& name,
                                    const std::string& dir) = 0;
 };
 
 struct AdapterCacheOptions {
-  std::string dir;  // Adapter directories <dir>/<name>; "" = none.
+  // Adapter directories: <dir>/.cluster/<model_id>/<name> (fetched),
+  // else <dir>/<name> (the operator's); "" = none.
+  std::string dir;
   int64_t memory_bytes = int64_t{256} << 20;  // Adapters kept in memory.
   // On a miss in `dir`: fetch it from here (null: none). Not owned.
   AdapterSource* source = nullptr;

@@ -33,10 +33,9 @@ absl::Status ClusterAdapterSource::Materialize(const std::string& model_id,
                                                const std::string& name,
                                                const std::string& dir) {
   absl::MutexLock lock(&mu_);
-  std::error_code ec;
-  if (std::filesystem::is_directory(dir + "/" + name, ec)) {
-    return absl::OkStatus();  // Another stage of this server got it first.
-  }
+  ES_ASSIGN_OR_RETURN(std::string held, FindAdapterDir(dir, model_id, name));
+  // Another stage of this server got it first, or the operator put it there.
+  if (!held.empty()) return absl::OkStatus();
   return MaterializeLocked(model_id, name, dir);
 }
 
@@ -59,8 +58,9 @@ absl::Status ClusterAdapterSource::MaterializeLocked(
   owned.push_back(std::make_unique<GrpcBlobSource>("controller", controller_));
   std::vector<BlobSource*> sources;
   for (const auto& s : owned) sources.push_back(s.get());
-  ES_RETURN_IF_ERROR(MaterializeFromSources(resolved.adapter(), sources,
-                                            *fetcher_, *store_, dir, &stats_));
+  ES_ASSIGN_OR_RETURN(std::string fetched, FetchedAdaptersDir(dir, model_id));
+  ES_RETURN_IF_ERROR(MaterializeFromSources(
+      resolved.adapter(), sources, *fetcher_, *store_, fetched, &stats_));
   // Best effort: without the report, peers fetch from the controller.
   v1::ReportHeldRequest held;
   held.set_model_id(model_id);
@@ -97,10 +97,11 @@ absl::StatusOr<int> ClusterAdapterSource::Prefetch(
       // Names become paths: never trust them further than the registry's
       // own rule.
       absl::Status s = ValidateAdapterName(a.name());
-      std::error_code ec;
-      if (s.ok() && std::filesystem::is_directory(dir + "/" + a.name(), ec)) {
-        continue;
-      }
+      absl::StatusOr<std::string> held =
+          s.ok() ? FindAdapterDir(dir, a.model_id(), a.name())
+                 : absl::StatusOr<std::string>(s);
+      if (held.ok() && !held->empty()) continue;
+      s = held.status();
       if (s.ok()) s = Materialize(a.model_id(), a.name(), dir);
       if (s.ok()) {
         ++fetched;

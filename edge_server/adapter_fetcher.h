@@ -4,8 +4,9 @@
 // controller (delivery/blob_fetcher.h: chunked, resumable, verified by
 // SHA-256, a corrupted transfer refused and fetched again elsewhere), land
 // in this server's blob store, and are written out as the PEFT directory
-// <adapter_dir>/<name>; then the server tells the controller it holds
-// them, so the next server can fetch from it.
+// <adapter_dir>/.cluster/<model_id>/<name> (FetchedAdaptersDir: two
+// models' adapters of one name never meet); then the server tells the
+// controller it holds them, so the next server can fetch from it.
 #ifndef EDGESPLIT_EDGE_SERVER_ADAPTER_FETCHER_H_
 #define EDGESPLIT_EDGE_SERVER_ADAPTER_FETCHER_H_
 

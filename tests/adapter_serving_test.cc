@@ -201,7 +201,9 @@ TEST(AdapterDeliveryTest, ARegisteredAdapterTravelsFromPeerToPeer) {
       {"real-3hop",
        RealModel(),
        false,
-       {{"device", 0, 1}, {"a", 1, 2}, {"b", 2, 4}, {"c", 4, 5}}}};
+       {{"device", 0, 1}, {"a", 1, 2}, {"b", 2, 4}, {"c", 4, 5}}},
+      // Another model id on the same servers, with its own "gamma".
+      {"real-twin", RealModel(), false, {{"device", 0, 1}, {"a", 1, 5}}}};
   auto c = Cluster::Start(testing::TempDir("adapter_delivery_cluster"), plans,
                           options);
   ASSERT_TRUE(c.ok()) << c.status();
@@ -234,8 +236,8 @@ TEST(AdapterDeliveryTest, ARegisteredAdapterTravelsFromPeerToPeer) {
     for (const char* file :
          {"adapter_config.json", "adapter_model.safetensors"}) {
       auto want = ReadFile(dir + "/src/gamma/" + file);
-      auto got =
-          ReadFile(absl::StrCat(dir, "/servers/", node, "/gamma/", file));
+      auto got = ReadFile(absl::StrCat(dir, "/servers/", node,
+                                       "/.cluster/real-3hop/gamma/", file));
       ASSERT_TRUE(want.ok() && got.ok()) << node << " " << file;
       EXPECT_TRUE(*want == *got) << node << " " << file;
     }
@@ -246,13 +248,32 @@ TEST(AdapterDeliveryTest, ARegisteredAdapterTravelsFromPeerToPeer) {
   EXPECT_EQ(from("a"), (std::map<std::string, int64_t>{{"controller", 2}}));
   EXPECT_EQ(from("b"), (std::map<std::string, int64_t>{{"a", 2}}));
   EXPECT_EQ(from("c").count("controller"), 0u);
-  auto device_copy = ReadFile(dir + "/device/gamma/adapter_model.safetensors");
+  auto device_copy = ReadFile(
+      dir + "/device/.cluster/real-3hop/gamma/adapter_model.safetensors");
   ASSERT_TRUE(device_copy.ok());
   EXPECT_TRUE(*device_copy ==
               *ReadFile(dir + "/src/gamma/adapter_model.safetensors"));
   const std::string listed = AdminCli(**c, {"adapter", "list"});
   EXPECT_THAT(listed, HasSubstr("gamma"));
   EXPECT_THAT(listed, HasSubstr("a,b,c"));
+
+  // Another model's adapter of the same name is another adapter: server a
+  // and the device, which already hold real-3hop's gamma, fetch and serve
+  // real-twin's own.
+  auto twin = LoraAdapter::Create(config, lc, {0, config.num_layers}, 12,
+                                  "gamma", /*zero_b=*/false);
+  ASSERT_TRUE(twin.ok());
+  ASSERT_TRUE((*twin)->SavePeft(dir + "/src/twin-gamma").ok());
+  AdminCli(**c, {"adapter", "register", "--model-id", "real-twin", "--name",
+                 "gamma", "--dir", dir + "/src/twin-gamma"});
+  auto twin_session = (*agent)->OpenSession("real-twin", "gamma");
+  ASSERT_TRUE(twin_session.ok()) << twin_session.status();
+  auto twin_stats =
+      (*twin_session)->Generate(kPrompt, testing::GreedyTokens(kTokens), {});
+  ASSERT_TRUE(twin_stats.ok()) << twin_stats.status();
+  const auto twin_want = WholeWithAdapter(dir + "/src/twin-gamma");
+  EXPECT_EQ(twin_stats->tokens, twin_want);
+  EXPECT_NE(twin_want, WholeWithAdapter(dir + "/src/gamma"));
 }
 
 // The controller counts sessions per adapter, places adapters on the
@@ -304,8 +325,9 @@ adapter_placement:
   }
   // Both servers fetch "cold" by themselves.
   auto has = [&](const char* node, const char* name) {
-    return std::filesystem::exists(absl::StrCat(
-        dir, "/servers/", node, "/", name, "/", "adapter_model.safetensors"));
+    return std::filesystem::exists(absl::StrCat(dir, "/servers/", node,
+                                                "/.cluster/real-2hop/", name,
+                                                "/adapter_model.safetensors"));
   };
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   while ((!has("a", "cold") || !has("b", "cold")) && absl::Now() < deadline) {
