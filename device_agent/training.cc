@@ -14,6 +14,7 @@
 #include "privacy/training_privatizer.h"
 #include "proto/training_spec.h"
 #include "runtime/lora.h"
+#include "runtime/torch_util.h"
 #include "runtime/weight_layout.h"
 
 namespace edgesplit {
@@ -71,6 +72,99 @@ struct Trainer::Impl {
   std::unique_ptr<privacy::TrainingPrivatizer> privatizer;
   bool in_private_run = false;
   double privacy_epsilon = 0;
+  // options.averaging_privacy, once Run calibrated it: the noise, the
+  // rounds it allows and those sent, and the last average adopted (what
+  // updates are measured from: public, unlike the device's own factors).
+  double average_sigma = 0;
+  int64_t average_rounds_allowed = 0, average_rounds_sent = 0;
+  std::unique_ptr<privacy::NoiseSource> average_noise;
+  AdapterTensors average_reference;
+
+  bool Private() const {
+    return privatizer != nullptr || options.averaging_privacy.epsilon > 0;
+  }
+
+  // averaging_privacy: the noise for the run's averaging rounds from step
+  // `from` (an allowance of one more when failed steps may be replayed),
+  // charged to the budget first. Runs start at update 0: later factors
+  // are no public reference.
+  absl::Status CalibrateAveraging(const TrainingRunOptions& run, int64_t from,
+                                  TrainingRunResult* result) {
+    const PrivacyOptions& p = options.averaging_privacy;
+    if (average_sigma > 0) {
+      return absl::FailedPreconditionError(
+          "averaging privacy: one private run per training session");
+    }
+    if (from != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "averaging privacy: the run starts at update ", from,
+          "; it must start at 0 (the device's trained factors are not a "
+          "public reference for its updates): use a new job"));
+    }
+    int64_t rounds = 0;
+    for (int64_t s = from + 1; s <= run.steps; ++s) {
+      rounds += s % options.average_every == 0;
+    }
+    if (rounds == 0) return absl::OkStatus();
+    if (run.max_resumes > 0) ++rounds;
+    ES_ASSIGN_OR_RETURN(
+        double sigma, privacy::RowNoiseForEpsilon(p.epsilon, p.delta, rounds));
+    if (agent->privacy_budget != nullptr) {
+      ES_ASSIGN_OR_RETURN(
+          std::vector<double> rdp,
+          privacy::RowsRdp(rounds, sigma, agent->privacy_budget->orders()));
+      ES_ASSIGN_OR_RETURN(privacy::EpsilonAt total,
+                          agent->privacy_budget->Charge(rdp));
+      result->budget_epsilon_spent = total.epsilon;
+    }
+    ES_ASSIGN_OR_RETURN(average_noise, privacy::NoiseSource::Secure());
+    average_sigma = sigma;
+    average_rounds_allowed = rounds;
+    average_reference = trainer->DeviceFactors();
+    ES_ASSIGN_OR_RETURN(result->averaging_epsilon,
+                        privacy::RowsEpsilon(rounds, sigma, p.delta));
+    result->averaging_noise_multiplier = sigma;
+    return absl::OkStatus();
+  }
+
+  // The device's factors as one private averaging round sends them: the
+  // reference plus the update clipped to the clip as a whole, noised.
+  absl::StatusOr<AdapterTensors> NoisyUpload(const AdapterTensors& factors) {
+    if (average_rounds_sent >= average_rounds_allowed) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "averaging privacy: ", average_rounds_sent,
+          " rounds sent, as many as the run's noise was calibrated for"));
+    }
+    const double clip = options.averaging_privacy.clip;
+    return TorchCall(
+        "averaging privacy", [&]() -> absl::StatusOr<AdapterTensors> {
+          AdapterTensors update;
+          double sq = 0;
+          for (const auto& [name, f] : factors) {
+            auto ref = average_reference.find(name);
+            if (ref == average_reference.end() ||
+                ref->second.sizes() != f.sizes()) {
+              return absl::InternalError("device factor " + name +
+                                         " has no reference");
+            }
+            update[name] = (f.to(at::kFloat) - ref->second.to(at::kFloat))
+                               .contiguous()
+                               .clone();
+            sq += update[name].pow(2).sum().item<double>();
+          }
+          const double scale =
+              std::min(1.0, clip / std::max(std::sqrt(sq), 1e-30));
+          AdapterTensors out;
+          for (auto& [name, u] : update) {
+            u.mul_(scale);
+            privacy::AddGaussianNoise(u.data_ptr<float>(), u.numel(),
+                                      average_sigma * clip, *average_noise);
+            out[name] = average_reference[name].to(at::kFloat) + u;
+          }
+          ++average_rounds_sent;
+          return out;
+        });
+  }
   uint64_t server_step_seen = 0;  // The least advanced hop's updates.
 
   std::string ModelDir(const v1::OpenSessionResponse& r) const {
@@ -328,7 +422,32 @@ absl::Status PrivateOutsideRun() {
 }
 
 // INVALID_ARGUMENT for privacy settings training cannot honour.
+absl::Status CheckAveragingPrivacy(const TrainingOptions& o) {
+  const PrivacyOptions& p = o.averaging_privacy;
+  if (p.epsilon == 0) return absl::OkStatus();
+  auto bad = [](const std::string& why) {
+    return absl::InvalidArgumentError("TrainingOptions.averaging_privacy: " +
+                                      why);
+  };
+  if (!(p.epsilon > 0) || !std::isfinite(p.epsilon)) {
+    return bad(absl::StrCat("epsilon ", p.epsilon, " is not > 0"));
+  }
+  if (!(p.delta > 0 && p.delta < 1)) {
+    return bad(absl::StrCat("delta ", p.delta, " is not in (0, 1)"));
+  }
+  if (!(p.clip > 0) || !std::isfinite(p.clip)) {
+    return bad(absl::StrCat("clip ", p.clip,
+                            " must be > 0 (the update's L2 bound, "
+                            "--average-privacy-clip)"));
+  }
+  if (o.mode != "sfl") {
+    return bad("mode \"" + o.mode + "\" averages nothing (sfl does)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckTrainingPrivacy(const TrainingOptions& o) {
+  ES_RETURN_IF_ERROR(CheckAveragingPrivacy(o));
   const PrivacyOptions& p = o.privacy;
   if (p.epsilon == 0) return absl::OkStatus();
   auto bad = [](const std::string& why) {
@@ -361,9 +480,7 @@ absl::StatusOr<TrainingStepStats> Trainer::Step(
   if (!impl_->trainer) {
     return absl::FailedPreconditionError("the trainer failed: call Resume");
   }
-  if (impl_->privatizer != nullptr && !impl_->in_private_run) {
-    return PrivateOutsideRun();
-  }
+  if (impl_->Private() && !impl_->in_private_run) return PrivateOutsideRun();
   ES_ASSIGN_OR_RETURN(std::vector<at::Tensor> w, Windows(windows));
   const auto start = std::chrono::steady_clock::now();
   auto fb = impl_->trainer->ForwardBackward(w);
@@ -429,8 +546,11 @@ absl::StatusOr<TrainingRunResult> Trainer::Run(
   result.step = step();
   if (impl_->privatizer != nullptr) {
     ES_RETURN_IF_ERROR(impl_->CalibratePrivacy(run, result.step, &result));
-    impl_->in_private_run = true;
   }
+  if (o.averaging_privacy.epsilon > 0) {
+    ES_RETURN_IF_ERROR(impl_->CalibrateAveraging(run, result.step, &result));
+  }
+  impl_->in_private_run = impl_->Private();
   absl::Cleanup end_private = [this] { impl_->in_private_run = false; };
   ES_RETURN_IF_ERROR(evaluate(result.step));
   int64_t since_average = 0;  // Windows trained since the last sfl round.
@@ -468,6 +588,7 @@ absl::StatusOr<TrainingRunResult> Trainer::Run(
     }
   }
   result.privacy_epsilon_spent = privacy_epsilon_spent();
+  result.private_rounds = impl_->average_rounds_sent;
   return result;
 }
 
@@ -495,7 +616,12 @@ absl::Status Trainer::AverageDeviceAdapter(double samples) {
   req.set_devices(static_cast<uint32_t>(impl_->options.devices));
   req.set_device(impl_->agent->options.device_name);
   req.set_samples(samples);
-  for (const auto& [name, t] : impl_->trainer->DeviceFactors()) {
+  AdapterTensors factors = impl_->trainer->DeviceFactors();
+  if (impl_->options.averaging_privacy.epsilon > 0) {
+    if (!impl_->in_private_run) return PrivateOutsideRun();
+    ES_ASSIGN_OR_RETURN(factors, impl_->NoisyUpload(factors));
+  }
+  for (const auto& [name, t] : factors) {
     v1::NamedTensor* nt = req.add_factors();
     nt->set_name(name);
     ES_RETURN_IF_ERROR(wire::Encode(t, v1::CODEC_FP32, nt->mutable_tensor()));
@@ -512,7 +638,9 @@ absl::Status Trainer::AverageDeviceAdapter(double samples) {
     ES_ASSIGN_OR_RETURN(averaged[t.name()],
                         wire::Decode(t.tensor(), 0, t.name()));
   }
-  return impl_->trainer->SetDeviceFactors(averaged);
+  ES_RETURN_IF_ERROR(impl_->trainer->SetDeviceFactors(averaged));
+  if (impl_->average_sigma > 0) impl_->average_reference = averaged;
+  return absl::OkStatus();
 }
 
 absl::Status Trainer::Export(const std::string& dir) {

@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "privacy/row_noise.h"
 #include "proto/tensor_codec.h"
+#include "runtime/lora.h"
 #include "runtime/model_store.h"
 #include "runtime/stage_model.h"
 #include "testing/cluster.h"
@@ -211,6 +212,83 @@ TEST_F(PrivateTrainingTest, TheServerReceivesOnlyNoisedRowsAndEpsilonIsKept) {
               HasSubstr("already calibrated"));
 }
 
+// The device's factors after a Run of `t` (one update, one averaging
+// round) on real-2way, by PEFT module name, and the servers' too.
+std::map<std::string, at::Tensor> Trained(DeviceAgent& agent,
+                                          const TrainingOptions& t,
+                                          const std::vector<int32_t>& window,
+                                          TrainingRunResult* result) {
+  std::map<std::string, at::Tensor> out;
+  auto trainer = agent.StartTraining("real-2way", t);
+  EXPECT_TRUE(trainer.ok()) << trainer.status();
+  if (!trainer.ok()) return out;
+  TrainingRunOptions run;
+  run.batches = {{window}};
+  run.steps = 1;
+  auto r = (*trainer)->Run(run);
+  EXPECT_TRUE(r.ok()) << r.status();
+  if (r.ok()) *result = *r;
+  const std::string dir = testing::TempDir("avg_" + t.job_id);
+  EXPECT_TRUE((*trainer)->Export(dir).ok());
+  auto store = ModelStore::Open(RealModel());
+  auto adapter = LoraAdapter::LoadPeft(dir, (*store)->config(), "x");
+  EXPECT_TRUE(adapter.ok()) << adapter.status();
+  if (!adapter.ok()) return out;
+  for (const auto& [name, f] : (*adapter)->modules()) {
+    out[name + ".A"] = f.a;
+    out[name + ".B"] = f.b;
+  }
+  return out;
+}
+
+TEST_F(PrivateTrainingTest, AveragingUploadsAreClippedAndNoisedPerDevice) {
+  auto agent = Agent();
+  auto ids = agent->StartTraining("real-2way", [] {
+    TrainingOptions t;
+    t.job_id = "tokenizer-only";
+    return t;
+  }());
+  ASSERT_TRUE(ids.ok());
+  auto window = (*ids)->Tokenize("Once upon a time, there was a little girl.");
+  ASSERT_TRUE(window.ok());
+  TrainingOptions t;
+  t.mode = "sfl";
+  t.devices = 1;
+  t.average_every = 1;
+  t.rank = 4;
+  t.seed = 5;
+  t.lr = 1e-3;
+  t.job_id = "avg-plain";
+  TrainingRunResult plain_result, noisy_result;
+  auto plain = Trained(*agent, t, *window, &plain_result);
+  t.job_id = "avg-private";
+  t.averaging_privacy.epsilon = 8;
+  t.averaging_privacy.clip = 0.5;  // Above the update's norm: not clipped.
+  auto noisy = Trained(*agent, t, *window, &noisy_result);
+  ASSERT_EQ(plain.size(), noisy.size());
+  ASSERT_FALSE(plain.empty());
+  // One round sent (an allowance of one more, for a replay).
+  EXPECT_EQ(noisy_result.private_rounds, 1);
+  auto sigma = privacy::RowNoiseForEpsilon(8, 1e-5, 2);
+  ASSERT_TRUE(sigma.ok());
+  EXPECT_NEAR(noisy_result.averaging_noise_multiplier, *sigma, 1e-9);
+  EXPECT_LE(noisy_result.averaging_epsilon, 8);
+  // The servers' factors are the same update in both runs; the device's
+  // block 0 factors differ by the upload's noise, of stddev sigma x clip.
+  double sq = 0, n = 0;
+  for (const auto& [name, want] : plain) {
+    const at::Tensor diff = noisy[name] - want;
+    if (name.find("layers.0.") == std::string::npos) {
+      EXPECT_LT(diff.abs().max().item<double>(), 1e-6) << name;
+      continue;
+    }
+    sq += diff.pow(2).sum().item<double>();
+    n += diff.numel();
+  }
+  ASSERT_GT(n, 1000);
+  EXPECT_NEAR(std::sqrt(sq / n), *sigma * 0.5, 0.05 * *sigma * 0.5);
+}
+
 TEST_F(PrivateTrainingTest, SettingsThatCannotBeHonouredAreRefused) {
   auto agent = Agent();
   TrainingOptions t = Private("refused");
@@ -231,6 +309,12 @@ TEST_F(PrivateTrainingTest, SettingsThatCannotBeHonouredAreRefused) {
   t = Private("floor-ok");
   t.privacy.epsilon = 4;
   EXPECT_TRUE(agent->StartTraining("real-floor", t).ok());
+  TrainingOptions sl;
+  sl.job_id = "refused-sl";
+  sl.averaging_privacy.epsilon = 8;
+  sl.averaging_privacy.clip = 1;
+  r = agent->StartTraining("real-2way", sl);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("averages nothing"));
   t = Private("refused");
   t.privacy.grad_clip = 0;
   r = agent->StartTraining("real-u", t);

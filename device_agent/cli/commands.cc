@@ -105,6 +105,7 @@ commands:
         [--privacy-epsilon E --privacy-clip C --privacy-grad-clip G
          [--privacy-delta D] [--privacy-budget FILE
          --privacy-budget-epsilon LIMIT]]
+        [--average-privacy-epsilon E --average-privacy-clip U]
       Split fine-tuning with LoRA: this device tokenizes FILE (text, or
       JSONL with a "text" field), keeps a held-out split, and trains with
       the servers of the model's plan (--u-shaped: labels and LM head stay
@@ -117,6 +118,9 @@ commands:
       once per window) and gradient row (clipped to G, per use) sent is
       noised so the run is (E, D)-DP per training window; eval lines show
       the epsilon spent. Approximate: the servers learn from noisy rows.
+      --average-privacy-epsilon (sfl): each adapter update sent for
+      averaging is clipped to norm U and noised: user-level (E, D)-DP over
+      the run's rounds towards the controller and the other devices.
   adapter register --controller HOST:PORT --model-id ID --name NAME
                    --dir DIR
       Upload a PEFT adapter directory to the controller's registry (admin

@@ -55,7 +55,9 @@ const std::set<std::string> kTrainFlags = {"controller",
                                            "privacy-clip",
                                            "privacy-grad-clip",
                                            "privacy-budget",
-                                           "privacy-budget-epsilon"};
+                                           "privacy-budget-epsilon",
+                                           "average-privacy-epsilon",
+                                           "average-privacy-clip"};
 
 absl::Status ApplyPrivacyFlags(const Args& a, DeviceAgentOptions* agent,
                                PrivacyOptions* privacy) {
@@ -155,6 +157,11 @@ absl::StatusOr<TrainingOptions> ParseTrainingOptions(const Args& a,
   ES_ASSIGN_OR_RETURN(o.freeze_ratio, a.Double("freeze-ratio", -1));
   DeviceAgentOptions unused;
   ES_RETURN_IF_ERROR(ApplyPrivacyFlags(a, &unused, &o.privacy));
+  ES_ASSIGN_OR_RETURN(o.averaging_privacy.epsilon,
+                      a.Double("average-privacy-epsilon", 0.0));
+  ES_ASSIGN_OR_RETURN(o.averaging_privacy.clip,
+                      a.Double("average-privacy-clip", 0.0));
+  o.averaging_privacy.delta = o.privacy.delta;
   return o;
 }
 
@@ -290,6 +297,13 @@ absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
   }
   out << absl::StrFormat("trained %s to step %d, last loss %.4f\n", o.job_id,
                          result.step, result.loss);
+  if (o.averaging_privacy.epsilon > 0) {
+    out << absl::StrFormat(
+        "averaging privacy: epsilon %.3g at delta %g per device over %d "
+        "rounds sent (noise multiplier %.3g)\n",
+        result.averaging_epsilon, o.averaging_privacy.delta,
+        result.private_rounds, result.averaging_noise_multiplier);
+  }
   if (o.privacy.epsilon > 0) {
     out << absl::StrFormat(
         "privacy: epsilon %.3g at delta %g per training window (calibrated "

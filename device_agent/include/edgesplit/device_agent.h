@@ -324,6 +324,14 @@ struct TrainingOptions {
   // private Run per trainer. Charged to DeviceAgentOptions'
   // privacy budget when it has one.
   PrivacyOptions privacy;
+  // sfl: user-level DP of the adapters this device sends for averaging
+  // (the average reaches the controller and every other device of the
+  // job): each round's update (factors minus the last average) is clipped
+  // to L2 norm `clip` as a whole and gets Gaussian noise calibrated so all
+  // of the Run's rounds together are (epsilon, delta)-DP for everything
+  // this device trained on. Through Run only; charged to the budget.
+  // Approximate: noise slows what averaging shares. Off unless epsilon > 0.
+  PrivacyOptions averaging_privacy;
 };
 
 struct TrainingStepStats {
@@ -378,6 +386,11 @@ struct TrainingRunResult {
   double privacy_epsilon_spent = 0;
   double noise_multiplier = 0;
   double budget_epsilon_spent = 0;
+  // averaging_privacy: the run's user-level epsilon (calibrated for its
+  // rounds), the noise multiplier, and the rounds sent.
+  double averaging_epsilon = 0;
+  double averaging_noise_multiplier = 0;
+  int64_t private_rounds = 0;
 };
 
 class EDGESPLIT_EXPORT Trainer {
