@@ -56,13 +56,16 @@ absl::StatusOr<std::string> FetchedAdaptersDir(const std::string& adapter_dir,
 absl::StatusOr<std::string> FindAdapterDir(const std::string& adapter_dir,
                                            const std::string& model_id,
                                            const std::string& name) {
-  ES_ASSIGN_OR_RETURN(std::string fetched,
-                      FetchedAdaptersDir(adapter_dir, model_id));
   std::error_code ec;
-  for (std::string dir : {fetched + "/" + name, adapter_dir + "/" + name}) {
-    if (std::filesystem::is_directory(dir, ec)) return dir;
+  if (!model_id.empty()) {  // No model (tests of a bare stage): no fetches.
+    ES_ASSIGN_OR_RETURN(std::string fetched,
+                        FetchedAdaptersDir(adapter_dir, model_id));
+    if (std::filesystem::is_directory(fetched + "/" + name, ec)) {
+      return fetched + "/" + name;
+    }
   }
-  return std::string();
+  const std::string placed = adapter_dir + "/" + name;
+  return std::filesystem::is_directory(placed, ec) ? placed : std::string();
 }
 
 absl::Status MaterializeFromSources(const v1::RegisteredAdapter& adapter,

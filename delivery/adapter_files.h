@@ -49,7 +49,8 @@ absl::StatusOr<std::string> FetchedAdaptersDir(const std::string& adapter_dir,
 // Where a session's adapter `name` of `model_id` is read from: the copy
 // fetched from the cluster if there is one, else the operator's
 // <adapter_dir>/<name>; "" when neither exists (fetch it into
-// FetchedAdaptersDir). `name` must be valid (ValidateAdapterName).
+// FetchedAdaptersDir). `name` must be valid (ValidateAdapterName); an
+// empty `model_id` looks at the operator's directory only.
 absl::StatusOr<std::string> FindAdapterDir(const std::string& adapter_dir,
                                            const std::string& model_id,
                                            const std::string& name);
