@@ -1,7 +1,12 @@
 #include "delivery/adapter_files.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
+#include "base/file_util.h"
+#include "delivery/publish_dir.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/test_paths.h"
@@ -36,6 +41,26 @@ TEST(AdapterDirsTest, FetchedCopiesArePerModelAndWinOverPlacedOnes) {
                 HasSubstr("cannot name an adapter directory"));
   }
   EXPECT_FALSE(FindAdapterDir(dir, "../up", "x").ok());
+}
+
+TEST(PublishDirectoryTest, SweepsStagingOfDeadWritersOnly) {
+  namespace fs = std::filesystem;
+  const std::string dir = testing::TempDir("publish_sweep");
+  const std::string dead = dir + "/.t.partial.999999999.1";  // No such pid.
+  const std::string live = absl::StrCat(dir, "/.t.partial.1.3");  // init.
+  const std::string mine = absl::StrCat(dir, "/.t.partial.", getpid(), ".9");
+  const std::string other = dir + "/.u.partial.999999999.1";  // Not t's.
+  for (const std::string& d : {dead, live, mine, other}) {
+    fs::create_directories(d);
+  }
+  ASSERT_TRUE(PublishDirectory(dir + "/t", [](const std::string& staging) {
+                return WriteFileAtomically(staging + "/f", "x");
+              }).ok());
+  EXPECT_TRUE(fs::exists(dir + "/t/f"));
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(mine));
+  EXPECT_TRUE(fs::exists(other));
 }
 
 }  // namespace

@@ -1,14 +1,46 @@
 #include "delivery/publish_dir.h"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <filesystem>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace edgesplit {
+namespace {
+
+// Removes ".<leaf>.partial.<pid>.<n>" beside `target` left by processes
+// that died mid-publish (their pid no longer runs); a live writer's
+// staging directory, ours included, is never touched.
+void SweepStaleStaging(const std::filesystem::path& target) {
+  namespace fs = std::filesystem;
+  const std::string prefix =
+      absl::StrCat(".", target.filename().string(), ".partial.");
+  std::error_code ec;
+  fs::directory_iterator it(target.parent_path(), ec);
+  if (ec) return;
+  for (const fs::directory_entry& e : it) {
+    const std::string name = e.path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = name.substr(prefix.size());
+    int64_t pid = 0;
+    if (!absl::SimpleAtoi(rest.substr(0, rest.find('.')), &pid) || pid <= 0) {
+      continue;
+    }
+    if (pid == getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 ||
+        errno != ESRCH) {
+      continue;  // Ours, or a process that still runs (or can't be told).
+    }
+    fs::remove_all(e.path(), ec);
+  }
+}
+
+}  // namespace
 
 absl::Status PublishDirectory(
     const std::string& target,
@@ -19,6 +51,7 @@ absl::Status PublishDirectory(
   const std::string staging =
       absl::StrCat(t.parent_path().string(), "/.", t.filename().string(),
                    ".partial.", getpid(), ".", ++counter);
+  SweepStaleStaging(t);
   std::error_code ec;
   fs::remove_all(staging, ec);
   fs::create_directories(staging, ec);
