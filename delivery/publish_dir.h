@@ -14,9 +14,9 @@ namespace edgesplit {
 // beside `target` (unique per process and call, so concurrent writers never
 // remove each other's), then renames it to `target`. On any failure the
 // staging directory is removed and `target` left as it was. Staging
-// directories of `target` left by processes that died are removed first. `target` must
-// have a file name (no trailing '/') and, on POSIX, not be a non-empty
-// directory.
+// directories of `target` left by processes that died are removed first.
+// `target` must have a file name (no trailing '/') and, on POSIX, not be a
+// non-empty directory.
 absl::Status PublishDirectory(
     const std::string& target,
     const std::function<absl::Status(const std::string& staging)>& fill);
