@@ -8,6 +8,7 @@
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "delivery/publish_dir.h"
+#include "delivery/sha256.h"
 #include "edgesplit/v1/delivery.grpc.pb.h"
 #include "proto/grpc_status.h"
 #include "runtime/adapter_name.h"
@@ -39,18 +40,21 @@ absl::StatusOr<v1::ResolveAdapterResponse> ResolveAdapter(
 
 absl::StatusOr<std::string> FetchedAdaptersDir(const std::string& adapter_dir,
                                                const std::string& model_id) {
-  bool ok = !model_id.empty() && model_id.size() <= 128 && model_id[0] != '.';
-  for (char c : model_id) {
-    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-');
-  }
-  if (!ok) {
+  if (model_id.empty()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("model id \"", model_id.substr(0, 128),
-                     "\" cannot name an adapter directory (letters, digits, "
-                     "'.', '_', '-'; at most 128; not starting with '.')"));
+        "an empty model id cannot name an adapter directory");
   }
-  return absl::StrCat(adapter_dir, "/.cluster/", model_id);
+  bool safe = model_id.size() <= 128 && model_id[0] != '.';
+  for (char c : model_id) {
+    safe = safe && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-');
+  }
+  if (safe) return absl::StrCat(adapter_dir, "/.cluster/", model_id);
+  // Any other id ("org/model", long ones) by its hash: '%' never starts a
+  // safe id, so the two kinds never meet.
+  Sha256 h;
+  h.Update(model_id);
+  return absl::StrCat(adapter_dir, "/.cluster/%", h.Hex());
 }
 
 absl::StatusOr<std::string> FindAdapterDir(const std::string& adapter_dir,

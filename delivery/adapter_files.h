@@ -39,10 +39,11 @@ absl::StatusOr<v1::ResolveAdapterResponse> ResolveAdapter(
     const std::string& node, absl::Duration timeout);
 
 // Where adapters of `model_id` fetched from the cluster live under an
-// adapter directory: <adapter_dir>/.cluster/<model_id>/<name>. No adapter
-// name starts with '.', so this never meets a directory an operator put
-// there, and two models' adapters of one name stay apart. INVALID_ARGUMENT
-// for a model id that is no safe path component.
+// adapter directory: <adapter_dir>/.cluster/<model_id>/<name> (a model id
+// that is no safe path component -- "org/model", over 128 bytes -- by
+// its SHA-256 instead: .cluster/%<hex>). No adapter name starts with '.',
+// so this never meets a directory an operator put there, and two models'
+// adapters of one name stay apart. INVALID_ARGUMENT for an empty id.
 absl::StatusOr<std::string> FetchedAdaptersDir(const std::string& adapter_dir,
                                                const std::string& model_id);
 

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "base/file_util.h"
@@ -13,8 +14,6 @@
 
 namespace edgesplit {
 namespace {
-
-using ::testing::HasSubstr;
 
 TEST(AdapterDirsTest, FetchedCopiesArePerModelAndWinOverPlacedOnes) {
   const std::string dir = testing::TempDir("adapter_dirs");
@@ -33,14 +32,20 @@ TEST(AdapterDirsTest, FetchedCopiesArePerModelAndWinOverPlacedOnes) {
   EXPECT_EQ(*FindAdapterDir(dir, "model-b", "x"), dir + "/x");
   std::filesystem::remove_all(dir + "/x");
   EXPECT_EQ(*FindAdapterDir(dir, "model-b", "x"), "");
-  // Model ids become paths: never outside the directory.
-  for (const char* bad : {"../up", ".hidden", "a/b", ""}) {
-    auto s = FetchedAdaptersDir(dir, bad);
-    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
-    EXPECT_THAT(std::string(s.status().message()),
-                HasSubstr("cannot name an adapter directory"));
+  // Model ids become paths: never outside the directory, and other ids
+  // (org/model) by their hash, each its own.
+  std::set<std::string> seen;
+  for (const char* id : {"../up", ".hidden", "a/b", "org/model"}) {
+    auto d = FetchedAdaptersDir(dir, id);
+    ASSERT_TRUE(d.ok()) << id;
+    EXPECT_EQ(d->rfind(dir + "/.cluster/%", 0), 0u) << *d;
+    EXPECT_EQ(d->find('/', dir.size() + 10), std::string::npos) << *d;
+    EXPECT_TRUE(seen.insert(*d).second);
   }
-  EXPECT_FALSE(FindAdapterDir(dir, "../up", "x").ok());
+  EXPECT_FALSE(FetchedAdaptersDir(dir, "").ok());
+  // The operator's copy still serves such a model.
+  std::filesystem::create_directories(dir + "/y");
+  EXPECT_EQ(*FindAdapterDir(dir, "org/model", "y"), dir + "/y");
 }
 
 TEST(PublishDirectoryTest, SweepsStagingOfDeadWritersOnly) {
@@ -50,7 +55,9 @@ TEST(PublishDirectoryTest, SweepsStagingOfDeadWritersOnly) {
   const std::string live = absl::StrCat(dir, "/.t.partial.1.3");  // init.
   const std::string mine = absl::StrCat(dir, "/.t.partial.", getpid(), ".9");
   const std::string other = dir + "/.u.partial.999999999.1";  // Not t's.
-  for (const std::string& d : {dead, live, mine, other}) {
+  // Target "t.partial.9"'s staging, not "t"'s.
+  const std::string longer = dir + "/.t.partial.9.partial.999999999.1";
+  for (const std::string& d : {dead, live, mine, other, longer}) {
     fs::create_directories(d);
   }
   ASSERT_TRUE(PublishDirectory(dir + "/t", [](const std::string& staging) {
@@ -61,6 +68,7 @@ TEST(PublishDirectoryTest, SweepsStagingOfDeadWritersOnly) {
   EXPECT_TRUE(fs::exists(live));
   EXPECT_TRUE(fs::exists(mine));
   EXPECT_TRUE(fs::exists(other));
+  EXPECT_TRUE(fs::exists(longer));
 }
 
 }  // namespace

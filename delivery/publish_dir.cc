@@ -16,7 +16,9 @@ namespace {
 
 // Removes ".<leaf>.partial.<pid>.<n>" beside `target` left by processes
 // that died mid-publish (their pid no longer runs); a live writer's
-// staging directory, ours included, is never touched.
+// staging directory, ours included, is never touched. Assumes the
+// directory is local to this host and pid namespace (as adapter and
+// model directories are).
 void SweepStaleStaging(const std::filesystem::path& target) {
   namespace fs = std::filesystem;
   const std::string prefix =
@@ -27,9 +29,15 @@ void SweepStaleStaging(const std::filesystem::path& target) {
   for (const fs::directory_entry& e : it) {
     const std::string name = e.path().filename().string();
     if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    // Exactly "<pid>.<n>": target "a" must not take "a.partial.5"'s
+    // staging for its own.
     const std::string rest = name.substr(prefix.size());
-    int64_t pid = 0;
-    if (!absl::SimpleAtoi(rest.substr(0, rest.find('.')), &pid) || pid <= 0) {
+    const size_t dot = rest.find('.');
+    int64_t pid = 0, n = 0;
+    if (dot == std::string::npos ||
+        !absl::SimpleAtoi(rest.substr(0, dot), &pid) ||
+        !absl::SimpleAtoi(rest.substr(dot + 1), &n) || pid <= 0 ||
+        rest.find_first_not_of("0123456789.") != std::string::npos) {
       continue;
     }
     if (pid == getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 ||

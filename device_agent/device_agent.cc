@@ -136,7 +136,33 @@ class Session::Impl::Rerouting : public LogitsModel {
       : s_(session), deadline_(deadline), on_active_(std::move(on_active)) {}
   ~Rerouting() override { on_active_(nullptr); }
 
+  // A private generation: every route it opens, the first included, must
+  // keep the device on the blocks it has now (the released rows are of
+  // that cut), give it at least one, and meet the plan's floor. Not owned.
+  void RequirePrivacy(const PrivacyOptions* privacy) {
+    privacy_ = privacy;
+    private_blocks_ = {s_->route.device_first_block(),
+                       s_->route.device_last_block()};
+  }
+
+  absl::Status CheckPrivateRoute() const {
+    if (privacy_ == nullptr) return absl::OkStatus();
+    const std::pair<int64_t, int64_t> blocks = {s_->route.device_first_block(),
+                                                s_->route.device_last_block()};
+    if (s_->model->local == nullptr || blocks != private_blocks_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a private generation cannot move to a route that gives this "
+          "device blocks [",
+          blocks.first, ", ", blocks.second, ") instead of [",
+          private_blocks_.first, ", ", private_blocks_.second,
+          "): its released rows are of the old cut, and with no blocks "
+          "token ids would leave the device"));
+    }
+    return CheckPlanPrivacy(s_->route, *privacy_);
+  }
+
   absl::Status Open() {
+    ES_RETURN_IF_ERROR(CheckPrivateRoute());
     RemoteSequenceOptions ro;
     // One stream session per attempt: fresh KV caches along the route.
     ro.session_id = absl::StrCat(s_->route.session_id(), "/", s_->generation++);
@@ -303,6 +329,8 @@ class Session::Impl::Rerouting : public LogitsModel {
   std::vector<int32_t> history_;
   int reroutes_ = 0;
   privacy::SequencePrivatizer* privatizer_ = nullptr;
+  const PrivacyOptions* privacy_ = nullptr;
+  std::pair<int64_t, int64_t> private_blocks_;
 };
 
 namespace {
@@ -356,20 +384,27 @@ struct PrivateGeneration {
   absl::Status Start(privacy::PrivacyBudget* budget, const PrivacyOptions& p,
                      const ModelConfig& config, int64_t prompt_rows,
                      int32_t max_new_tokens) {
+    if (prompt_rows > config.max_positions) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt of ", prompt_rows, " tokens exceeds the model's ",
+          config.max_positions, " positions"));
+    }
     const int64_t most = std::max(
         prompt_rows, std::min<int64_t>(config.max_positions,
                                        prompt_rows + max_new_tokens - 1));
     ES_ASSIGN_OR_RETURN(double sigma,
                         privacy::RowNoiseForEpsilon(p.epsilon, p.delta, most));
     ES_ASSIGN_OR_RETURN(epsilon, privacy::RowsEpsilon(most, sigma, p.delta));
+    // Everything that may fail before the charge: a refused generation
+    // spends nothing.
+    ES_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseSource> noise,
+                        privacy::NoiseSource::Secure());
     if (budget != nullptr) {
       ES_ASSIGN_OR_RETURN(std::vector<double> charged,
                           privacy::RowsRdp(most, sigma, budget->orders()));
       ES_ASSIGN_OR_RETURN(privacy::EpsilonAt total, budget->Charge(charged));
       budget_spent = total.epsilon;
     }
-    ES_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseSource> noise,
-                        privacy::NoiseSource::Secure());
     privatizer = std::make_unique<privacy::SequencePrivatizer>(
         config.hidden_size, p.clip, sigma, most, std::move(noise));
     return absl::OkStatus();
@@ -404,6 +439,8 @@ absl::StatusOr<GenerationStats> Session::Generate(
   ES_RETURN_IF_ERROR(CheckPrivacy(sampling, s.model->local != nullptr));
   ES_RETURN_IF_ERROR(CheckPlanPrivacy(s.route, sampling.privacy));
   s.argmax_only = sampling.temperature == 0 && sampling.repetition_penalty == 1;
+  // Declared before the sequence that points to its privatizer.
+  PrivateGeneration private_gen;
   Impl::Rerouting seq(&s, absl::Now() + s.agent->options.generation_timeout,
                       [&s](RemoteSequence* active) {
                         absl::MutexLock lock(&s.mu);
@@ -411,6 +448,7 @@ absl::StatusOr<GenerationStats> Session::Generate(
                         // Cancelled while a route was opening.
                         if (active != nullptr && s.cancelled) active->Cancel();
                       });
+  if (sampling.privacy.epsilon > 0) seq.RequirePrivacy(&sampling.privacy);
   // A route planned a moment ago may still be loading on its servers, or
   // have lost a hop since.
   ES_RETURN_IF_ERROR(seq.OpenRerouting());
@@ -425,7 +463,6 @@ absl::StatusOr<GenerationStats> Session::Generate(
   const SpeculativeOptions& spec = sampling.speculative;
   SpeculativeStats spec_stats;
   absl::StatusOr<GenerationResult> generated;
-  PrivateGeneration private_gen;
   if (spec.draft.empty()) {
     generated = GenerateText(
         *s.model->tokenizer, prompt, on_text,

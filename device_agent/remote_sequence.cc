@@ -110,6 +110,11 @@ absl::Status RemoteSequence::Rollback(int64_t positions) {
 absl::Status RemoteSequence::RunLocal(absl::Span<const int32_t> tokens,
                                       v1::ForwardRequest* fwd) {
   if (local_ == nullptr) {
+    if (options_.privatizer != nullptr) {
+      return absl::FailedPreconditionError(
+          "privacy: this route gives the device no blocks, so token ids would "
+          "leave it un-noised");
+    }
     // Zero device blocks: the first hop embeds (and checks the ids).
     fwd->mutable_tokens()->Add(tokens.begin(), tokens.end());
     bytes_sent_ += static_cast<int64_t>(tokens.size() * sizeof(int32_t));
@@ -129,6 +134,12 @@ absl::Status RemoteSequence::RunLocal(absl::Span<const int32_t> tokens,
   if (options_.privatizer != nullptr) {
     // A private copy: the noise must reach the wire, never the local state.
     ES_RETURN_IF_ERROR(TorchCall("privacy", [&]() -> absl::Status {
+      if (hidden.dim() != 2 ||
+          hidden.size(0) != static_cast<int64_t>(tokens.size()) ||
+          hidden.size(1) != config_.hidden_size) {
+        return absl::InternalError(
+            "device stage output is not [tokens, hidden]");
+      }
       hidden = hidden.to(at::kFloat).contiguous().clone();
       return absl::OkStatus();
     }));

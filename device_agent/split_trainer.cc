@@ -23,11 +23,15 @@ absl::Status Unexpected(const v1::StageResponse& r, absl::string_view want) {
 // `release` (the privatizer's Activations or Gradients for the window).
 template <typename Release>
 absl::StatusOr<at::Tensor> Privatized(const at::Tensor& rows,
-                                      const at::Tensor& window,
+                                      const at::Tensor& window, int64_t cols,
                                       Release release) {
   at::Tensor copy;
   std::string key;
   ES_RETURN_IF_ERROR(TorchCall("privacy", [&]() -> absl::Status {
+    if (rows.dim() != 2 || rows.size(0) != window.size(0) - 1 ||
+        rows.size(1) != cols) {
+      return absl::InternalError("rows to privatize are not [tokens, hidden]");
+    }
     copy = rows.detach().to(at::kFloat).contiguous().clone();
     const at::Tensor ids = window.to(at::kLong).contiguous();
     key = privacy::TrainingPrivatizer::Key(
@@ -136,7 +140,7 @@ absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
 absl::StatusOr<at::Tensor> SplitTrainer::Sendable(const at::Tensor& h,
                                                   const at::Tensor& window) {
   if (options_.privatizer == nullptr) return h;
-  return Privatized(h, window,
+  return Privatized(h, window, local_->config().hidden_size,
                     [&](const std::string& key, float* d, int64_t rows) {
                       return options_.privatizer->Activations(key, d, rows);
                     });
@@ -294,10 +298,10 @@ absl::Status SplitTrainer::SendBackward(StepState& s, int mb) {
                         head_trainer_->Backward(s.ids[mb], at::Tensor()));
     if (options_.privatizer != nullptr) {
       ES_ASSIGN_OR_RETURN(
-          g,
-          Privatized(g, w, [&](const std::string& key, float* d, int64_t rows) {
-            return options_.privatizer->Gradients(key, d, rows);
-          }));
+          g, Privatized(g, w, local_->config().hidden_size,
+                        [&](const std::string& key, float* d, int64_t rows) {
+                          return options_.privatizer->Gradients(key, d, rows);
+                        }));
     }
     ES_RETURN_IF_ERROR(wire::Encode(
         g, options_.codec, req.mutable_backward()->mutable_grad_output()));
@@ -390,7 +394,10 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ApplyStep(bool checkpoint) {
   v1::StageRequest req;
   v1::OptimizerStep* s = req.mutable_optimizer_step();
   s->set_step(step_);
-  s->set_upstream_sq_norm(options_.global_norm ? device_sq : 0.0);
+  // Private training sends no norm of its own (the device is frozen, so it
+  // is 0 anyway; a data-dependent scalar would leave un-noised).
+  s->set_upstream_sq_norm(
+      options_.global_norm && options_.privatizer == nullptr ? device_sq : 0.0);
   s->set_checkpoint(checkpoint);
   ES_ASSIGN_OR_RETURN(v1::StageResponse r, Call(std::move(req)));
   if (!r.has_step()) return Unexpected(r, "an optimizer step's result");

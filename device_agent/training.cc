@@ -64,12 +64,13 @@ struct Trainer::Impl {
   v1::TrainingSpec spec;
   v1::OpenSessionResponse route;
   std::shared_ptr<LocalModel> model;
+  // Private training (options.privacy): made with the first route;
+  // calibrated by Run, which alone may release (in_private_run). Declared
+  // before the trainer that points to it.
+  std::unique_ptr<privacy::TrainingPrivatizer> privatizer;
   std::unique_ptr<SplitTrainer> trainer;
   int attempt = 0;
   bool export_only = false;  // ExportAdapter: never roll a job back.
-  // Private training (options.privacy): made with the first route;
-  // calibrated by Run, which alone may release (in_private_run).
-  std::unique_ptr<privacy::TrainingPrivatizer> privatizer;
   bool in_private_run = false;
   double privacy_epsilon = 0;
   // options.averaging_privacy, once Run calibrated it: the noise, the
@@ -84,54 +85,11 @@ struct Trainer::Impl {
     return privatizer != nullptr || options.averaging_privacy.epsilon > 0;
   }
 
-  // averaging_privacy: the noise for the run's averaging rounds from step
-  // `from` (an allowance of one more when failed steps may be replayed),
-  // charged to the budget first. Runs start at update 0: later factors
-  // are no public reference.
-  absl::Status CalibrateAveraging(const TrainingRunOptions& run, int64_t from,
-                                  TrainingRunResult* result) {
-    const PrivacyOptions& p = options.averaging_privacy;
-    if (average_sigma > 0) {
-      return absl::FailedPreconditionError(
-          "averaging privacy: one private run per training session");
-    }
-    if (from != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "averaging privacy: the run starts at update ", from,
-          "; it must start at 0 (the device's trained factors are not a "
-          "public reference for its updates): use a new job"));
-    }
-    int64_t rounds = 0;
-    for (int64_t s = from + 1; s <= run.steps; ++s) {
-      rounds += s % options.average_every == 0;
-    }
-    if (rounds == 0) return absl::OkStatus();
-    if (run.max_resumes > 0) ++rounds;
-    ES_ASSIGN_OR_RETURN(
-        double sigma, privacy::RowNoiseForEpsilon(p.epsilon, p.delta, rounds));
-    if (agent->privacy_budget != nullptr) {
-      ES_ASSIGN_OR_RETURN(
-          std::vector<double> rdp,
-          privacy::RowsRdp(rounds, sigma, agent->privacy_budget->orders()));
-      ES_ASSIGN_OR_RETURN(privacy::EpsilonAt total,
-                          agent->privacy_budget->Charge(rdp));
-      result->budget_epsilon_spent = total.epsilon;
-    }
-    ES_ASSIGN_OR_RETURN(average_noise, privacy::NoiseSource::Secure());
-    average_sigma = sigma;
-    average_rounds_allowed = rounds;
-    average_reference = trainer->DeviceFactors();
-    ES_ASSIGN_OR_RETURN(result->averaging_epsilon,
-                        privacy::RowsEpsilon(rounds, sigma, p.delta));
-    result->averaging_noise_multiplier = sigma;
-    return absl::OkStatus();
-  }
-
   // The device's factors as one private averaging round sends them: the
   // reference plus the update clipped to the clip as a whole, noised.
   absl::StatusOr<AdapterTensors> NoisyUpload(const AdapterTensors& factors) {
     if (average_rounds_sent >= average_rounds_allowed) {
-      return absl::FailedPreconditionError(absl::StrCat(
+      return absl::ResourceExhaustedError(absl::StrCat(
           "averaging privacy: ", average_rounds_sent,
           " rounds sent, as many as the run's noise was calibrated for"));
     }
@@ -342,47 +300,125 @@ struct Trainer::Impl {
     return s;
   }
 
-  // Private runs: the noise for the run's releases from step `from` to
-  // run.steps (and its evaluations), charged to the budget before any.
-  absl::Status CalibratePrivacy(const TrainingRunOptions& run, int64_t from,
-                                TrainingRunResult* result) {
-    const PrivacyOptions& p = options.privacy;
-    std::map<std::string, int64_t> uses, rows;
+  // What a private run may release and the noise for it.
+  struct ReleasePlan {
+    double sigma = 0;
+    int64_t releases = 0;  // Of the most exposed unit (rows, or rounds).
+    std::map<std::string, privacy::TrainingPrivatizer::Allowance> allowed;
+  };
+
+  // The cut (options.privacy): every window of the run's steps from `from`
+  // and of its evaluations, each window's gradient uses (plus one replay
+  // when failed steps may be resumed), calibrated for the most exposed.
+  absl::StatusOr<ReleasePlan> PlanCutPrivacy(const TrainingRunOptions& run,
+                                             int64_t from) const {
+    if (privatizer->calibrated()) {
+      return absl::FailedPreconditionError(
+          "privacy: one private run per training session (start a new one: "
+          "it is charged to the budget again)");
+    }
+    ReleasePlan plan;
     auto key = [](const std::vector<int32_t>& w) {
       const std::vector<int64_t> ids(w.begin(), w.end());
       return privacy::TrainingPrivatizer::Key(ids);
     };
     for (int64_t s = from; s < run.steps; ++s) {
       for (const auto& w : run.batches[s % run.batches.size()]) {
-        const std::string k = key(w);
-        ++uses[k];
-        rows[k] = static_cast<int64_t>(w.size()) - 1;
+        auto& a = plan.allowed[key(w)];
+        a.rows = static_cast<int64_t>(w.size()) - 1;
+        ++a.gradient_uses;
       }
     }
-    // A resumed step sends its windows' gradients again: one replay each.
     if (run.max_resumes > 0) {
-      for (auto& [k, u] : uses) ++u;
+      for (auto& [k, a] : plan.allowed) ++a.gradient_uses;
     }
-    int64_t most = 1;
-    for (const auto& [k, u] : uses) most = std::max(most, rows[k] * (1 + u));
     for (const auto& w : run.eval_windows) {
-      most = std::max(most, static_cast<int64_t>(w.size()) - 1);
+      plan.allowed[key(w)].rows = static_cast<int64_t>(w.size()) - 1;
     }
-    ES_ASSIGN_OR_RETURN(double sigma,
-                        privacy::RowNoiseForEpsilon(p.epsilon, p.delta, most));
+    plan.releases = 1;
+    for (const auto& [k, a] : plan.allowed) {
+      plan.releases = std::max(plan.releases, a.rows * (1 + a.gradient_uses));
+    }
+    const PrivacyOptions& p = options.privacy;
+    ES_ASSIGN_OR_RETURN(plan.sigma, privacy::RowNoiseForEpsilon(
+                                        p.epsilon, p.delta, plan.releases));
+    return plan;
+  }
+
+  // Averaging (options.averaging_privacy): the run's rounds from `from`
+  // (plus one replay). Runs start at update 0: later factors are no public
+  // reference for the updates.
+  absl::StatusOr<ReleasePlan> PlanAveragingPrivacy(
+      const TrainingRunOptions& run, int64_t from) const {
+    if (average_sigma > 0) {
+      return absl::FailedPreconditionError(
+          "averaging privacy: one private run per training session");
+    }
+    if (from != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "averaging privacy: the run starts at update ", from,
+          "; it must start at 0 (the device's trained factors are not a "
+          "public reference for its updates): use a new job"));
+    }
+    ReleasePlan plan;
+    for (int64_t s = from + 1; s <= run.steps; ++s) {
+      plan.releases += s % options.average_every == 0;
+    }
+    if (plan.releases == 0) return plan;
+    if (run.max_resumes > 0) ++plan.releases;
+    const PrivacyOptions& p = options.averaging_privacy;
+    ES_ASSIGN_OR_RETURN(plan.sigma, privacy::RowNoiseForEpsilon(
+                                        p.epsilon, p.delta, plan.releases));
+    return plan;
+  }
+
+  // Both plans, then one charge to the budget, then the noise fixed: a
+  // refused run spends nothing.
+  absl::Status StartPrivateRun(const TrainingRunOptions& run, int64_t from,
+                               TrainingRunResult* result) {
+    ReleasePlan cut, avg;
+    if (privatizer != nullptr) {
+      ES_ASSIGN_OR_RETURN(cut, PlanCutPrivacy(run, from));
+    }
+    std::unique_ptr<privacy::NoiseSource> noise;
+    if (options.averaging_privacy.epsilon > 0) {
+      ES_ASSIGN_OR_RETURN(avg, PlanAveragingPrivacy(run, from));
+      ES_ASSIGN_OR_RETURN(noise, privacy::NoiseSource::Secure());
+    }
     if (agent->privacy_budget != nullptr) {
-      ES_ASSIGN_OR_RETURN(
-          std::vector<double> rdp,
-          privacy::RowsRdp(most, sigma, agent->privacy_budget->orders()));
+      const std::vector<double>& orders = agent->privacy_budget->orders();
+      std::vector<double> rdp(orders.size(), 0.0);
+      for (const ReleasePlan* plan : {&cut, &avg}) {
+        if (plan->releases == 0 || plan->sigma == 0) continue;
+        ES_ASSIGN_OR_RETURN(
+            std::vector<double> more,
+            privacy::RowsRdp(plan->releases, plan->sigma, orders));
+        for (size_t i = 0; i < rdp.size(); ++i) rdp[i] += more[i];
+      }
       ES_ASSIGN_OR_RETURN(privacy::EpsilonAt total,
                           agent->privacy_budget->Charge(rdp));
       result->budget_epsilon_spent = total.epsilon;
     }
-    ES_RETURN_IF_ERROR(privatizer->Calibrate(sigma, std::move(uses)));
-    ES_ASSIGN_OR_RETURN(privacy_epsilon,
-                        privacy::RowsEpsilon(most, sigma, p.delta));
-    result->privacy_epsilon = privacy_epsilon;
-    result->noise_multiplier = sigma;
+    if (privatizer != nullptr) {
+      ES_RETURN_IF_ERROR(
+          privatizer->Calibrate(cut.sigma, std::move(cut.allowed)));
+      ES_ASSIGN_OR_RETURN(
+          privacy_epsilon,
+          privacy::RowsEpsilon(cut.releases, cut.sigma, options.privacy.delta));
+      result->privacy_epsilon = privacy_epsilon;
+      result->noise_multiplier = cut.sigma;
+    }
+    if (avg.releases > 0) {
+      average_noise = std::move(noise);
+      average_sigma = avg.sigma;
+      average_rounds_allowed = avg.releases;
+      average_reference = trainer->DeviceFactors();
+      ES_ASSIGN_OR_RETURN(
+          result->averaging_epsilon,
+          privacy::RowsEpsilon(avg.releases, avg.sigma,
+                               options.averaging_privacy.delta));
+      result->averaging_noise_multiplier = avg.sigma;
+    }
     return absl::OkStatus();
   }
 
@@ -544,11 +580,8 @@ absl::StatusOr<TrainingRunResult> Trainer::Run(
   };
   TrainingRunResult result;
   result.step = step();
-  if (impl_->privatizer != nullptr) {
-    ES_RETURN_IF_ERROR(impl_->CalibratePrivacy(run, result.step, &result));
-  }
-  if (o.averaging_privacy.epsilon > 0) {
-    ES_RETURN_IF_ERROR(impl_->CalibrateAveraging(run, result.step, &result));
+  if (impl_->Private()) {
+    ES_RETURN_IF_ERROR(impl_->StartPrivateRun(run, result.step, &result));
   }
   impl_->in_private_run = impl_->Private();
   absl::Cleanup end_private = [this] { impl_->in_private_run = false; };
@@ -564,6 +597,9 @@ absl::StatusOr<TrainingRunResult> Trainer::Run(
          s + 1 == run.steps);
     auto st = Step(batch, checkpoint);
     if (!st.ok()) {
+      // An allowance used up (privacy, budget) is final: resuming would
+      // only be refused again, or release more.
+      if (absl::IsResourceExhausted(st.status())) return st.status();
       // A hop went away: continue from the newest checkpoint every shard
       // holds (the step index picks the same batches again).
       if (++result.resumes > run.max_resumes) return st.status();

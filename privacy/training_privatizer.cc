@@ -17,10 +17,12 @@ absl::Status Uncalibrated() {
 
 TrainingPrivatizer::TrainingPrivatizer(int64_t cols, double clip,
                                        double grad_clip,
-                                       std::unique_ptr<NoiseSource> noise)
+                                       std::unique_ptr<NoiseSource> noise,
+                                       int64_t max_bytes)
     : cols_(cols),
       clip_(clip),
       grad_clip_(grad_clip),
+      max_bytes_(max_bytes),
       noise_(std::move(noise)) {}
 
 std::string TrainingPrivatizer::Key(absl::Span<const int64_t> ids) {
@@ -29,7 +31,7 @@ std::string TrainingPrivatizer::Key(absl::Span<const int64_t> ids) {
 }
 
 absl::Status TrainingPrivatizer::Calibrate(
-    double sigma, std::map<std::string, int64_t> gradient_uses) {
+    double sigma, std::map<std::string, Allowance> allowed) {
   if (calibrated()) {
     return absl::FailedPreconditionError(
         "privacy: this training session's noise is already calibrated (one "
@@ -40,7 +42,7 @@ absl::Status TrainingPrivatizer::Calibrate(
         absl::StrCat("privacy: noise multiplier ", sigma, " is not > 0"));
   }
   sigma_ = sigma;
-  allowed_uses_ = std::move(gradient_uses);
+  allowed_ = std::move(allowed);
   return absl::OkStatus();
 }
 
@@ -57,21 +59,29 @@ void TrainingPrivatizer::Count(Window& w, int64_t rows) {
 absl::Status TrainingPrivatizer::Activations(const std::string& window,
                                              float* data, int64_t rows) {
   if (!calibrated()) return Uncalibrated();
+  auto allowed = allowed_.find(window);
+  if (allowed == allowed_.end() || allowed->second.rows != rows) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "privacy: a window of ", rows,
+        " rows the run's noise was not calibrated for (only the run's "
+        "training and evaluation windows may be sent)"));
+  }
   Window& w = windows_[window];
   const size_t n = static_cast<size_t>(rows * cols_);
   if (w.activations.empty()) {
+    const int64_t bytes = static_cast<int64_t>(n * sizeof(float));
+    if (kept_bytes_ + bytes > max_bytes_) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "privacy: the released activations kept for resending would pass ",
+          max_bytes_ >> 20,
+          " MiB; train on fewer or shorter windows per private run"));
+    }
+    kept_bytes_ += bytes;
     ClipRows(data, rows, cols_, clip_);
     AddGaussianNoise(data, rows * cols_, sigma_ * clip_, *noise_);
     w.activations.assign(data, data + n);
     Count(w, rows);
     return absl::OkStatus();
-  }
-  if (w.activations.size() != n) {
-    // Same ids, other shape: cannot happen with one model; refuse rather
-    // than release anew.
-    return absl::FailedPreconditionError(
-        absl::StrCat("privacy: a window's activations were released with ",
-                     w.activations.size(), " values, now ", n, " are due"));
   }
   std::memcpy(data, w.activations.data(), n * sizeof(float));
   return absl::OkStatus();
@@ -80,16 +90,20 @@ absl::Status TrainingPrivatizer::Activations(const std::string& window,
 absl::Status TrainingPrivatizer::Gradients(const std::string& window,
                                            float* data, int64_t rows) {
   if (!calibrated()) return Uncalibrated();
-  auto allowed = allowed_uses_.find(window);
+  auto allowed = allowed_.find(window);
+  if (allowed == allowed_.end() || allowed->second.rows != rows) {
+    return absl::FailedPreconditionError(
+        "privacy: gradients of a window the run's noise was not calibrated "
+        "for");
+  }
   Window& w = windows_[window];
-  const int64_t may = allowed == allowed_uses_.end() ? 0 : allowed->second;
-  if (w.gradient_uses >= may) {
-    return absl::FailedPreconditionError(absl::StrCat(
+  if (w.gradient_uses >= allowed->second.gradient_uses) {
+    return absl::ResourceExhaustedError(absl::StrCat(
         "privacy: a training window's gradients were released ",
         w.gradient_uses,
-        " times, as often as the run's noise was calibrated "
-        "for; another release would exceed the privacy the run promised "
-        "(start a new run: it is charged to the budget again)"));
+        " times, as often as the run's noise was calibrated for; another "
+        "release would exceed the privacy the run promised (start a new "
+        "run: it is charged to the budget again)"));
   }
   ClipRows(data, rows, cols_, grad_clip_);
   AddGaussianNoise(data, rows * cols_, sigma_ * grad_clip_, *noise_);

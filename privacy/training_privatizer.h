@@ -15,8 +15,10 @@
 // and noised with multiplier sigma; as for inference (row_noise.h) a row
 // of sensitivity 2·clip costs SampledGaussianRdp(1, σ/2, α). A window with
 // n rows used u times releases n·(1 + u) rows; a run is calibrated for the
-// most any window will release, and a release past a window's allowance is
-// refused (FAILED_PRECONDITION), never made silently.
+// most any window will release, and a release past a window's allowance
+// (or of a window the run did not plan) is refused, never made silently:
+// RESOURCE_EXHAUSTED when an allowance is used up, FAILED_PRECONDITION
+// otherwise.
 //
 // Not thread-safe: the training thread owns it.
 #ifndef EDGESPLIT_PRIVACY_TRAINING_PRIVATIZER_H_
@@ -36,14 +38,22 @@ namespace edgesplit::privacy {
 
 class TrainingPrivatizer {
  public:
+  // `max_bytes`: the most released activations kept (they are resent on
+  // later uses); a release past it is refused (RESOURCE_EXHAUSTED).
   TrainingPrivatizer(int64_t cols, double clip, double grad_clip,
-                     std::unique_ptr<NoiseSource> noise);
+                     std::unique_ptr<NoiseSource> noise,
+                     int64_t max_bytes = int64_t{1} << 30);
 
-  // Fixes the noise multiplier and how many gradient releases each window
-  // may make (windows not listed: none). Once: FAILED_PRECONDITION after
-  // the first. Every release before it is refused.
+  // What the run was calibrated for, per window key.
+  struct Allowance {
+    int64_t rows = 0;           // Its activation rows (its length).
+    int64_t gradient_uses = 0;  // Gradient releases it may make.
+  };
+  // Fixes the noise multiplier and the windows that may release (no
+  // other). Once: FAILED_PRECONDITION after the first; every release
+  // before it is refused.
   absl::Status Calibrate(double sigma,
-                         std::map<std::string, int64_t> gradient_uses);
+                         std::map<std::string, Allowance> allowed);
   bool calibrated() const { return sigma_ > 0; }
 
   // The activation rows ([rows, cols], row-major) of the window whose token
@@ -73,11 +83,13 @@ class TrainingPrivatizer {
 
   const int64_t cols_;
   const double clip_, grad_clip_;
+  const int64_t max_bytes_;
   double sigma_ = 0;
   std::unique_ptr<NoiseSource> noise_;
   std::map<std::string, Window> windows_;
-  std::map<std::string, int64_t> allowed_uses_;
+  std::map<std::string, Allowance> allowed_;
   int64_t max_window_rows_ = 0;
+  int64_t kept_bytes_ = 0;
 };
 
 }  // namespace edgesplit::privacy

@@ -24,7 +24,8 @@ TEST(TrainingPrivatizerTest, ReleasesActivationsOnceAndCountsGradientUses) {
   EXPECT_EQ(p.Activations(Window(1), x.data(), rows).code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(x, std::vector<float>(rows * cols, 3.0f));
-  ASSERT_TRUE(p.Calibrate(2.0, {{Window(1), 2}}).ok());
+  ASSERT_TRUE(
+      p.Calibrate(2.0, {{Window(1), {rows, 2}}, {Window(2), {rows, 0}}}).ok());
   EXPECT_FALSE(p.Calibrate(3.0, {}).ok());  // Once.
 
   std::vector<float> first = x;
@@ -47,11 +48,18 @@ TEST(TrainingPrivatizerTest, ReleasesActivationsOnceAndCountsGradientUses) {
   EXPECT_EQ(p.max_window_rows(), 3 * rows);
   std::vector<float> g(rows * cols, 1.0f);
   absl::Status s = p.Gradients(Window(1), g.data(), rows);
-  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(s.message(), HasSubstr("released 2 times"));
   EXPECT_EQ(g, std::vector<float>(rows * cols, 1.0f));  // Untouched.
-  // A window not in the run's plan gets no gradient release at all.
-  EXPECT_FALSE(p.Gradients(Window(9), g.data(), rows).ok());
+  // A window not in the run's plan gets no release at all, nor one of
+  // another length.
+  EXPECT_EQ(p.Gradients(Window(9), g.data(), rows).code(),
+            absl::StatusCode::kFailedPrecondition);
+  std::vector<float> other(rows * cols, 1.0f);
+  EXPECT_EQ(p.Activations(Window(9), other.data(), rows).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(p.Activations(Window(2), other.data(), 1).ok());
+  EXPECT_EQ(other, std::vector<float>(rows * cols, 1.0f));
   // Other windows are counted apart.
   std::vector<float> y(rows * cols, 0.1f);
   ASSERT_TRUE(p.Activations(Window(2), y.data(), rows).ok());
@@ -64,8 +72,7 @@ TEST(TrainingPrivatizerTest, ClipsEachKindToItsBoundWithScaledNoise) {
   const double clip = 4.0, grad_clip = 0.25, sigma = 0.8;
   TrainingPrivatizer p(cols, clip, grad_clip, NoiseSource::Seeded(8));
   std::vector<float> zeros(rows * cols, 0.0f);
-  std::map<std::string, int64_t> uses = {{Window(1), 1}};
-  ASSERT_TRUE(p.Calibrate(sigma, uses).ok());
+  ASSERT_TRUE(p.Calibrate(sigma, {{Window(1), {rows, 1}}}).ok());
   auto rms = [&](const std::vector<float>& v) {
     double sq = 0;
     for (float x : v) sq += double{x} * x;
@@ -77,6 +84,23 @@ TEST(TrainingPrivatizerTest, ClipsEachKindToItsBoundWithScaledNoise) {
   // Zero rows: what arrives is pure noise of stddev sigma x the bound.
   EXPECT_NEAR(rms(a), sigma * clip, 0.02 * sigma * clip);
   EXPECT_NEAR(rms(g), sigma * grad_clip, 0.02 * sigma * grad_clip);
+}
+
+TEST(TrainingPrivatizerTest, KeptReleasesAreBounded) {
+  const int cols = 4, rows = 8;  // 128 bytes per window.
+  TrainingPrivatizer p(cols, 1.0, 1.0, NoiseSource::Seeded(2),
+                       /*max_bytes=*/300);
+  ASSERT_TRUE(p.Calibrate(1.0, {{Window(1), {rows, 0}},
+                                {Window(2), {rows, 0}},
+                                {Window(3), {rows, 0}}})
+                  .ok());
+  std::vector<float> x(rows * cols, 0.5f);
+  EXPECT_TRUE(p.Activations(Window(1), x.data(), rows).ok());
+  EXPECT_TRUE(p.Activations(Window(2), x.data(), rows).ok());
+  absl::Status s = p.Activations(Window(3), x.data(), rows);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(p.window_rows(Window(3)), 0);
+  EXPECT_TRUE(p.Activations(Window(1), x.data(), rows).ok());  // Kept.
 }
 
 }  // namespace

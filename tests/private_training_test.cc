@@ -209,7 +209,7 @@ TEST_F(PrivateTrainingTest, TheServerReceivesOnlyNoisedRowsAndEpsilonIsKept) {
   TrainingRunOptions more = run;
   more.steps = 4;
   EXPECT_THAT(std::string((*trainer)->Run(more).status().message()),
-              HasSubstr("already calibrated"));
+              HasSubstr("one private run per training session"));
 }
 
 // The device's factors after a Run of `t` (one update, one averaging

@@ -448,6 +448,14 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
 absl::Status GenerateLocal(const Args& a, std::ostream& out,
                            std::ostream& err) {
   if (a.Has("controller")) return GenerateRemote(a, out, err);
+  for (const char* f : {"privacy-epsilon", "privacy-clip", "privacy-budget"}) {
+    if (a.Has(f)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", f,
+          " applies to split generation (--controller): a local one "
+          "sends nothing"));
+    }
+  }
   ES_ASSIGN_OR_RETURN(std::string model_dir, a.RequiredString("model"));
   if (!a.Has("prompt")) return absl::InvalidArgumentError("missing --prompt");
   const std::string prompt = a.String("prompt");

@@ -86,6 +86,10 @@ TEST(CommandsTest, BadUsageIsReported) {
   r = RunCli({"generate", "--model", "/x", "--prompt", "x", "--weights", "q5"});
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("--weights \"q5\""));
+  r = RunCli(
+      {"generate", "--model", "/x", "--prompt", "x", "--privacy-epsilon", "8"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("applies to split generation"));
   r = RunCli({"model", "init", "--arch", "bert", "--preset", "tiny", "--out",
               "/tmp/x"});
   EXPECT_EQ(r.code, 2);

@@ -121,7 +121,9 @@ struct DeviceAgentOptions {
   // survives restarts; a generation whose noise would bring the total past
   // (privacy_budget_epsilon, privacy_budget_delta) is refused before
   // anything leaves the device. "": no budget kept (each generation is
-  // still bounded by its own epsilon).
+  // still bounded by its own epsilon). Each charge counts in its own unit
+  // (a generation's text, a training window, a device's averaging
+  // updates): see docs/privacy.md.
   std::string privacy_budget_file;
   double privacy_budget_epsilon = 0;  // > 0 with a budget file.
   double privacy_budget_delta = 1e-5;
