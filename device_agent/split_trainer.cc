@@ -19,6 +19,13 @@ absl::Status Unexpected(const v1::StageResponse& r, absl::string_view want) {
                                           " where ", want, " was due"));
 }
 
+// The privacy mechanisms' key of a window (its token ids).
+std::string WindowKey(const at::Tensor& window) {
+  const at::Tensor ids = window.to(at::kLong).contiguous();
+  return privacy::TrainingPrivatizer::Key(
+      {ids.data_ptr<int64_t>(), static_cast<size_t>(ids.numel())});
+}
+
 // `rows` ([n, hidden]) as sent with privacy: a private float copy, through
 // `release` (the privatizer's Activations or Gradients for the window).
 template <typename Release>
@@ -33,9 +40,7 @@ absl::StatusOr<at::Tensor> Privatized(const at::Tensor& rows,
       return absl::InternalError("rows to privatize are not [tokens, hidden]");
     }
     copy = rows.detach().to(at::kFloat).contiguous().clone();
-    const at::Tensor ids = window.to(at::kLong).contiguous();
-    key = privacy::TrainingPrivatizer::Key(
-        {ids.data_ptr<int64_t>(), static_cast<size_t>(ids.numel())});
+    key = WindowKey(window);
     return absl::OkStatus();
   }));
   ES_RETURN_IF_ERROR(release(key, copy.data_ptr<float>(), copy.size(0)));
@@ -47,6 +52,45 @@ void AddLabels(const at::Tensor& window, v1::ForwardRequest* f) {
   const at::Tensor labels = window.slice(0, 1).to(at::kLong).contiguous();
   const int64_t* l = labels.data_ptr<int64_t>();
   f->mutable_labels()->Add(l, l + labels.numel());
+}
+
+// The privacy settings this split can honour.
+absl::Status CheckPrivacy(const SplitTrainerOptions& o, BlockRange device,
+                          bool device_trains, bool u_shaped) {
+  if (o.privatizer != nullptr && !u_shaped) {
+    // Labels would leave the device in plain.
+    return absl::FailedPreconditionError(
+        "private training needs a U-shaped plan: otherwise the labels -- "
+        "the text itself -- go to the last server (u_shaped, --u-shaped)");
+  }
+  if (o.privatizer != nullptr && device_trains && o.dp_sgd == nullptr) {
+    // The device's activations would depend on every window it trained on
+    // (its factors), not only on the one they are released for.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "private training needs this device's blocks [", device.first, ", ",
+        device.last,
+        ") frozen (first_trained_block, --train-blocks or --freeze-ratio) "
+        "or trained with device privacy (DP-SGD, --device-privacy-epsilon): "
+        "otherwise their activations carry every earlier window"));
+  }
+  if (o.dp_sgd == nullptr) return absl::OkStatus();
+  if (!device_trains) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device privacy (DP-SGD) needs trained blocks on this device; its "
+        "blocks [",
+        device.first, ", ", device.last, ") are frozen"));
+  }
+  const int64_t first = std::max(o.spec.first_trained_block(), device.last);
+  if (o.privatizer == nullptr && first < o.spec.last_trained_block()) {
+    // The servers' factors would learn from this device's raw data, and
+    // the device's gradients read them: no guarantee would hold.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "device privacy (DP-SGD) with servers that train (blocks ", first,
+        " to ", o.spec.last_trained_block(),
+        ") needs cut privacy too (privacy, --privacy-epsilon), or train "
+        "only this device's blocks (--train-blocks)"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -88,23 +132,8 @@ absl::StatusOr<std::unique_ptr<SplitTrainer>> SplitTrainer::Open(
   to.recompute = options.spec.recompute();
   // Frozen (no factors on the device's blocks), it only runs forwards.
   t->device_trains_ = !t->local_adapter_->modules().empty();
-  if (options.privatizer != nullptr) {
-    // Labels would leave the device in plain, or the device's activations
-    // would depend on every window it trained on (its factors), not on
-    // the one they are released for.
-    if (head == nullptr) {
-      return absl::FailedPreconditionError(
-          "private training needs a U-shaped plan: otherwise the labels -- "
-          "the text itself -- go to the last server (u_shaped, --u-shaped)");
-    }
-    if (t->device_trains_) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "private training needs this device's blocks [", b.first, ", ",
-          b.last,
-          ") frozen (first_trained_block, --train-blocks or --freeze-ratio): "
-          "trained, their activations would carry every earlier window"));
-    }
-  }
+  ES_RETURN_IF_ERROR(
+      CheckPrivacy(options, b, t->device_trains_, head != nullptr));
   ES_ASSIGN_OR_RETURN(t->local_trainer_,
                       StageTrainer::Create(local, t->local_adapter_, to));
   if (head != nullptr) {
@@ -218,6 +247,7 @@ absl::Status SplitTrainer::Restore(uint64_t step) {
     ES_RETURN_IF_ERROR(checkpoints_->Restore(step, local_trainer_.get()));
   }
   if (head_trainer_) head_trainer_->Abort();
+  if (options_.dp_sgd != nullptr) options_.dp_sgd->Abort();
   v1::StageRequest req;
   req.mutable_restore()->set_step(step);
   ES_ASSIGN_OR_RETURN(v1::StageResponse r, Call(std::move(req)));
@@ -344,7 +374,18 @@ absl::Status SplitTrainer::FinishBackward(StepState& s, int mb) {
   ES_ASSIGN_OR_RETURN(at::Tensor g, wire::Decode(br->backward().grad_input(),
                                                  local_->config().hidden_size,
                                                  "backward.grad_input"));
-  return local_trainer_->Backward(s.ids[mb], g).status();
+  ES_RETURN_IF_ERROR(local_trainer_->Backward(s.ids[mb], g).status());
+  if (options_.dp_sgd == nullptr) return absl::OkStatus();
+  // Micro-batch mb is one window: the gradients now held are its own.
+  std::vector<float> own;
+  std::string key;
+  ES_RETURN_IF_ERROR(TorchCall("device privacy", [&]() -> absl::Status {
+    own = local_trainer_->FlatGradients();
+    key = WindowKey(s.windows[mb]);
+    return absl::OkStatus();
+  }));
+  local_trainer_->ZeroGrad();
+  return options_.dp_sgd->AddExample(key, own, s.scale);
 }
 
 absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
@@ -372,6 +413,7 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
     if (!st.ok()) {
       local_trainer_->Abort();
       if (head_trainer_) head_trainer_->Abort();
+      if (options_.dp_sgd != nullptr) options_.dp_sgd->Abort();
       return st;
     }
   }
@@ -388,21 +430,30 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ForwardBackward(
 
 absl::StatusOr<SplitStepStats> SplitTrainer::ApplyStep(bool checkpoint) {
   const int64_t sent0 = bytes_sent_, received0 = bytes_received_;
+  // DP-SGD: the step's clipped sum, noised, is the device's gradient.
+  const bool dp_sgd = options_.dp_sgd != nullptr && device_trains_;
+  if (dp_sgd) {
+    ES_ASSIGN_OR_RETURN(std::vector<float> g, options_.dp_sgd->Release());
+    ES_RETURN_IF_ERROR(local_trainer_->SetFlatGradients(g));
+  }
   double device_sq = 0;
   device_sq += local_trainer_->GradSquaredNorm();
   if (head_trainer_) device_sq += head_trainer_->GradSquaredNorm();
   v1::StageRequest req;
   v1::OptimizerStep* s = req.mutable_optimizer_step();
   s->set_step(step_);
-  // Private training sends no norm of its own (the device is frozen, so it
-  // is 0 anyway; a data-dependent scalar would leave un-noised).
-  s->set_upstream_sq_norm(
-      options_.global_norm && options_.privatizer == nullptr ? device_sq : 0.0);
+  // Private training sends no norm of its own (a data-dependent scalar
+  // would leave un-noised), nor does DP-SGD take one back (the servers'
+  // norms depend on the batch).
+  const bool own_norm = options_.privatizer == nullptr && !dp_sgd;
+  s->set_upstream_sq_norm(options_.global_norm && own_norm ? device_sq : 0.0);
   s->set_checkpoint(checkpoint);
   ES_ASSIGN_OR_RETURN(v1::StageResponse r, Call(std::move(req)));
   if (!r.has_step()) return Unexpected(r, "an optimizer step's result");
   double scale = r.step().grad_scale();
-  if (!options_.global_norm) {
+  if (dp_sgd) {
+    scale = 1;  // Clipped per window already.
+  } else if (!options_.global_norm) {
     const double norm = std::sqrt(device_sq);
     scale = adamw_.max_grad_norm > 0 && norm > adamw_.max_grad_norm
                 ? adamw_.max_grad_norm / norm

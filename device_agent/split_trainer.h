@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "edgesplit/v1/stage.grpc.pb.h"
+#include "privacy/dp_sgd.h"
 #include "privacy/training_privatizer.h"
 #include "proto/stage_stream.h"
 #include "runtime/stage_model.h"
@@ -46,10 +47,16 @@ struct SplitTrainerOptions {
   bool global_norm = true;
   // Where this device keeps its shard's checkpoints ("" none).
   std::string checkpoint_dir;
-  // Private training (U-shaped, device blocks frozen): every activation and
-  // gradient row sent goes through it. Null: sent as computed. Not owned;
-  // outlives the trainer.
+  // Private training (U-shaped; device blocks frozen, or trained with
+  // dp_sgd): every activation and gradient row sent goes through it. Null:
+  // sent as computed. Not owned; outlives the trainer.
   privacy::TrainingPrivatizer* privatizer = nullptr;
+  // DP-SGD of this device's factors: each window's gradient is clipped and
+  // each update's sum noised by it, and the device's update takes no scale
+  // from the servers' norms (nor sends its own). Needs trained device
+  // blocks, and servers that learn only from noised rows (privatizer) or
+  // train nothing. Null: off. Not owned; outlives the trainer.
+  privacy::DpSgd* dp_sgd = nullptr;
 };
 
 struct SplitStepStats {

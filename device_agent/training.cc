@@ -10,6 +10,7 @@
 #include "base/file_util.h"
 #include "device_agent/agent_impl.h"
 #include "device_agent/split_trainer.h"
+#include "privacy/dp_sgd.h"
 #include "privacy/row_noise.h"
 #include "privacy/training_privatizer.h"
 #include "proto/training_spec.h"
@@ -46,6 +47,32 @@ absl::StatusOr<std::vector<at::Tensor>> Windows(
   return out;
 }
 
+// How often Run trains on each window (by TrainingPrivatizer::Key) in its
+// steps from `from`.
+std::map<std::string, int64_t> WindowUses(const TrainingRunOptions& run,
+                                          int64_t from) {
+  std::map<std::string, int64_t> uses;
+  for (int64_t s = from; s < run.steps; ++s) {
+    for (const auto& w : run.batches[s % run.batches.size()]) {
+      const std::vector<int64_t> ids(w.begin(), w.end());
+      ++uses[privacy::TrainingPrivatizer::Key(ids)];
+    }
+  }
+  return uses;
+}
+
+// How many evaluations Run makes from update `from` (before the first,
+// every eval_every and after the last; none without eval windows).
+int64_t Evaluations(const TrainingRunOptions& run, int64_t from) {
+  if (run.eval_windows.empty()) return 0;
+  int64_t n = 1;
+  if (run.eval_every == 0) return n;
+  for (int64_t s = from + 1; s <= run.steps; ++s) {
+    n += s % run.eval_every == 0 || s == run.steps;
+  }
+  return n;
+}
+
 }  // namespace
 
 struct Trainer::Impl {
@@ -68,6 +95,9 @@ struct Trainer::Impl {
   // calibrated by Run, which alone may release (in_private_run). Declared
   // before the trainer that points to it.
   std::unique_ptr<privacy::TrainingPrivatizer> privatizer;
+  // options.device_privacy (DP-SGD of the device's factors): made with the
+  // first route, calibrated by Run. Before the trainer too.
+  std::unique_ptr<privacy::DpSgd> dp_sgd;
   std::unique_ptr<SplitTrainer> trainer;
   int attempt = 0;
   bool export_only = false;  // ExportAdapter: never roll a job back.
@@ -82,7 +112,8 @@ struct Trainer::Impl {
   AdapterTensors average_reference;
 
   bool Private() const {
-    return privatizer != nullptr || options.averaging_privacy.epsilon > 0;
+    return privatizer != nullptr || dp_sgd != nullptr ||
+           options.averaging_privacy.epsilon > 0;
   }
 
   // The device's factors as one private averaging round sends them: the
@@ -260,8 +291,15 @@ struct Trainer::Impl {
           model->store->config().hidden_size, options.privacy.clip,
           options.privacy.grad_clip, std::move(noise));
     }
+    if (options.device_privacy.epsilon > 0 && dp_sgd == nullptr) {
+      ES_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseSource> noise,
+                          privacy::NoiseSource::Secure());
+      dp_sgd = std::make_unique<privacy::DpSgd>(options.device_privacy.clip,
+                                                std::move(noise));
+    }
     SplitTrainerOptions so;
     so.privatizer = privatizer.get();
+    so.dp_sgd = dp_sgd.get();
     so.session_id = absl::StrCat(r.session_id(), "/train/", attempt++);
     so.model_id = model_id;
     so.device = agent->options.device_name;
@@ -322,24 +360,51 @@ struct Trainer::Impl {
       const std::vector<int64_t> ids(w.begin(), w.end());
       return privacy::TrainingPrivatizer::Key(ids);
     };
-    for (int64_t s = from; s < run.steps; ++s) {
-      for (const auto& w : run.batches[s % run.batches.size()]) {
-        auto& a = plan.allowed[key(w)];
-        a.rows = static_cast<int64_t>(w.size()) - 1;
-        ++a.gradient_uses;
-      }
+    const int64_t replays = run.max_resumes > 0 ? 1 : 0;
+    for (const auto& [k, uses] : WindowUses(run, from)) {
+      auto& a = plan.allowed[k];
+      a.rows = static_cast<int64_t>(k.size() / sizeof(int64_t)) - 1;
+      a.gradient_uses = uses + replays;
     }
-    if (run.max_resumes > 0) {
-      for (auto& [k, a] : plan.allowed) ++a.gradient_uses;
-    }
+    // Device blocks trained under DP-SGD: every send is a fresh release
+    // (each training use, each evaluation).
+    const bool fresh = dp_sgd != nullptr;
+    const int64_t evals = Evaluations(run, from) + replays;
     for (const auto& w : run.eval_windows) {
-      plan.allowed[key(w)].rows = static_cast<int64_t>(w.size()) - 1;
+      auto& a = plan.allowed[key(w)];
+      a.rows = static_cast<int64_t>(w.size()) - 1;
+      if (fresh) a.activation_uses += evals;
     }
     plan.releases = 1;
-    for (const auto& [k, a] : plan.allowed) {
-      plan.releases = std::max(plan.releases, a.rows * (1 + a.gradient_uses));
+    for (auto& [k, a] : plan.allowed) {
+      if (fresh) a.activation_uses += a.gradient_uses;
+      const int64_t sends = fresh ? a.activation_uses : 1;
+      plan.releases =
+          std::max(plan.releases, a.rows * (sends + a.gradient_uses));
     }
     const PrivacyOptions& p = options.privacy;
+    ES_ASSIGN_OR_RETURN(plan.sigma, privacy::RowNoiseForEpsilon(
+                                        p.epsilon, p.delta, plan.releases));
+    return plan;
+  }
+
+  // DP-SGD (options.device_privacy): each window's uses in the run's steps
+  // from `from` (plus one replay), calibrated for the most used.
+  absl::StatusOr<ReleasePlan> PlanDeviceDpSgd(
+      const TrainingRunOptions& run, int64_t from,
+      std::map<std::string, int64_t>* uses) const {
+    if (dp_sgd->calibrated()) {
+      return absl::FailedPreconditionError(
+          "device privacy: one private run per training session");
+    }
+    ReleasePlan plan;
+    *uses = WindowUses(run, from);
+    for (auto& [k, u] : *uses) {
+      u += run.max_resumes > 0 ? 1 : 0;
+      plan.releases = std::max(plan.releases, u);
+    }
+    if (plan.releases == 0) return plan;
+    const PrivacyOptions& p = options.device_privacy;
     ES_ASSIGN_OR_RETURN(plan.sigma, privacy::RowNoiseForEpsilon(
                                         p.epsilon, p.delta, plan.releases));
     return plan;
@@ -376,9 +441,13 @@ struct Trainer::Impl {
   // refused run spends nothing.
   absl::Status StartPrivateRun(const TrainingRunOptions& run, int64_t from,
                                TrainingRunResult* result) {
-    ReleasePlan cut, avg;
+    ReleasePlan cut, avg, sgd;
     if (privatizer != nullptr) {
       ES_ASSIGN_OR_RETURN(cut, PlanCutPrivacy(run, from));
+    }
+    std::map<std::string, int64_t> sgd_uses;
+    if (dp_sgd != nullptr) {
+      ES_ASSIGN_OR_RETURN(sgd, PlanDeviceDpSgd(run, from, &sgd_uses));
     }
     std::unique_ptr<privacy::NoiseSource> noise;
     if (options.averaging_privacy.epsilon > 0) {
@@ -388,7 +457,7 @@ struct Trainer::Impl {
     if (agent->privacy_budget != nullptr) {
       const std::vector<double>& orders = agent->privacy_budget->orders();
       std::vector<double> rdp(orders.size(), 0.0);
-      for (const ReleasePlan* plan : {&cut, &avg}) {
+      for (const ReleasePlan* plan : {&cut, &avg, &sgd}) {
         if (plan->releases == 0 || plan->sigma == 0) continue;
         ES_ASSIGN_OR_RETURN(
             std::vector<double> more,
@@ -407,6 +476,13 @@ struct Trainer::Impl {
           privacy::RowsEpsilon(cut.releases, cut.sigma, options.privacy.delta));
       result->privacy_epsilon = privacy_epsilon;
       result->noise_multiplier = cut.sigma;
+    }
+    if (sgd.releases > 0) {
+      ES_RETURN_IF_ERROR(dp_sgd->Calibrate(sgd.sigma, std::move(sgd_uses)));
+      ES_ASSIGN_OR_RETURN(result->device_epsilon,
+                          privacy::RowsEpsilon(sgd.releases, sgd.sigma,
+                                               options.device_privacy.delta));
+      result->device_noise_multiplier = sgd.sigma;
     }
     if (avg.releases > 0) {
       average_noise = std::move(noise);
@@ -482,8 +558,29 @@ absl::Status CheckAveragingPrivacy(const TrainingOptions& o) {
   return absl::OkStatus();
 }
 
+absl::Status CheckDevicePrivacy(const TrainingOptions& o) {
+  const PrivacyOptions& p = o.device_privacy;
+  if (p.epsilon == 0) return absl::OkStatus();
+  auto bad = [](const std::string& why) {
+    return absl::InvalidArgumentError("TrainingOptions.device_privacy: " + why);
+  };
+  if (!(p.epsilon > 0) || !std::isfinite(p.epsilon)) {
+    return bad(absl::StrCat("epsilon ", p.epsilon, " is not > 0"));
+  }
+  if (!(p.delta > 0 && p.delta < 1)) {
+    return bad(absl::StrCat("delta ", p.delta, " is not in (0, 1)"));
+  }
+  if (!(p.clip > 0) || !std::isfinite(p.clip)) {
+    return bad(absl::StrCat("clip ", p.clip,
+                            " must be > 0 (each window's gradient L2 bound, "
+                            "--device-privacy-clip)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckTrainingPrivacy(const TrainingOptions& o) {
   ES_RETURN_IF_ERROR(CheckAveragingPrivacy(o));
+  ES_RETURN_IF_ERROR(CheckDevicePrivacy(o));
   const PrivacyOptions& p = o.privacy;
   if (p.epsilon == 0) return absl::OkStatus();
   auto bad = [](const std::string& why) {
@@ -625,6 +722,10 @@ absl::StatusOr<TrainingRunResult> Trainer::Run(
   }
   result.privacy_epsilon_spent = privacy_epsilon_spent();
   result.private_rounds = impl_->average_rounds_sent;
+  if (impl_->dp_sgd != nullptr) {
+    result.device_clipped = impl_->dp_sgd->clipped();
+    result.device_examples = impl_->dp_sgd->examples();
+  }
   return result;
 }
 

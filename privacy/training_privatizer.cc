@@ -67,6 +67,19 @@ absl::Status TrainingPrivatizer::Activations(const std::string& window,
         "training and evaluation windows may be sent)"));
   }
   Window& w = windows_[window];
+  if (allowed->second.activation_uses > 0) {
+    if (w.activation_uses >= allowed->second.activation_uses) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "privacy: a training window's activations were released ",
+          w.activation_uses,
+          " times, as often as the run's noise was calibrated for"));
+    }
+    ClipRows(data, rows, cols_, clip_);
+    AddGaussianNoise(data, rows * cols_, sigma_ * clip_, *noise_);
+    ++w.activation_uses;
+    Count(w, rows);
+    return absl::OkStatus();
+  }
   const size_t n = static_cast<size_t>(rows * cols_);
   if (w.activations.empty()) {
     const int64_t bytes = static_cast<int64_t>(n * sizeof(float));

@@ -1,20 +1,23 @@
-// The device's mechanism for private split training (U-shaped, device
-// blocks frozen). The privacy unit is one training window (an example):
-// two datasets that differ in one window must be hard to tell apart from
-// everything the servers receive.
+// The device's mechanism for private split training (U-shaped; device
+// blocks frozen or trained under DP-SGD). The privacy unit is one training
+// window (an example): two datasets that differ in one window must be hard to
+// tell apart from everything the servers receive.
 //
 // What a window releases:
-//  * its activation rows at the cut: the frozen device blocks compute them
+//  * its activation rows at the cut: frozen device blocks compute them
 //    from the window alone, so they are clipped, noised and released once;
 //    every later use (epochs, replays after a failure, evaluation) resends
-//    that release, which costs nothing more;
+//    that release, which costs nothing more. Device blocks trained under
+//    DP-SGD (dp_sgd.h) compute them from the window and factors that are
+//    themselves private, so each use is a fresh release, counted;
 //  * per use, the gradient rows of the head's loss (U-shaped: the labels
 //    stay here) with respect to the last server's output: those depend on
 //    the servers' current state, so each use is a new release.
 // Every row is clipped (activations to `clip`, gradients to `grad_clip`)
 // and noised with multiplier sigma; as for inference (row_noise.h) a row
 // of sensitivity 2·clip costs SampledGaussianRdp(1, σ/2, α). A window with
-// n rows used u times releases n·(1 + u) rows; a run is calibrated for the
+// n rows used u times releases n·(1 + u) rows (n·2u when its activations
+// are fresh); a run is calibrated for the
 // most any window will release, and a release past a window's allowance
 // (or of a window the run did not plan) is refused, never made silently:
 // RESOURCE_EXHAUSTED when an allowance is used up, FAILED_PRECONDITION
@@ -48,6 +51,10 @@ class TrainingPrivatizer {
   struct Allowance {
     int64_t rows = 0;           // Its activation rows (its length).
     int64_t gradient_uses = 0;  // Gradient releases it may make.
+    // 0: the device's blocks are frozen, so the activations are released
+    // once and resent. > 0: they train (under DP-SGD, dp_sgd.h), so each
+    // send is computed afresh and is a new release; at most this many.
+    int64_t activation_uses = 0;
   };
   // Fixes the noise multiplier and the windows that may release (no
   // other). Once: FAILED_PRECONDITION after the first; every release
@@ -78,6 +85,7 @@ class TrainingPrivatizer {
     std::vector<float> activations;  // The release; empty until made.
     int64_t rows = 0;                // Released so far, all kinds.
     int64_t gradient_uses = 0;
+    int64_t activation_uses = 0;  // Fresh releases made (see Allowance).
   };
   void Count(Window& w, int64_t rows);
 

@@ -103,5 +103,26 @@ TEST(TrainingPrivatizerTest, KeptReleasesAreBounded) {
   EXPECT_TRUE(p.Activations(Window(1), x.data(), rows).ok());  // Kept.
 }
 
+// Trained device blocks (DP-SGD): every send is a fresh, counted release.
+TEST(TrainingPrivatizerTest, FreshActivationsAreNewReleasesEachUse) {
+  const int cols = 4, rows = 3;
+  TrainingPrivatizer p(cols, 1.0, 1.0, NoiseSource::Seeded(9));
+  TrainingPrivatizer::Allowance a;
+  a.rows = rows;
+  a.activation_uses = 2;
+  ASSERT_TRUE(p.Calibrate(1.5, {{Window(1), a}}).ok());
+  const std::vector<float> x(rows * cols, 0.25f);
+  std::vector<float> first = x, second = x;
+  ASSERT_TRUE(p.Activations(Window(1), first.data(), rows).ok());
+  ASSERT_TRUE(p.Activations(Window(1), second.data(), rows).ok());
+  EXPECT_NE(first, x);
+  EXPECT_NE(second, first);  // Fresh noise, not the earlier release.
+  EXPECT_EQ(p.window_rows(Window(1)), 2 * rows);
+  std::vector<float> third = x;
+  EXPECT_EQ(p.Activations(Window(1), third.data(), rows).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(third, x);  // Nothing released.
+}
+
 }  // namespace
 }  // namespace edgesplit::privacy

@@ -1,13 +1,17 @@
-// Private split fine-tuning end to end (U-shaped, device block frozen):
+// Private split fine-tuning end to end (U-shaped; device block frozen, or
+// trained under DP-SGD):
 // what the first server receives -- activations and the gradients of the
 // device's loss -- is noised, never the rows the device computed; a
 // window's activations are released once and resent on later uses; the
 // run reports the epsilon it was calibrated for and spent; settings that
 // cannot be honoured are refused.
 #include <cmath>
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include "absl/synchronization/mutex.h"
+#include "device_agent/cli/commands.h"
 #include "edgesplit/device_agent.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -289,6 +293,135 @@ TEST_F(PrivateTrainingTest, AveragingUploadsAreClippedAndNoisedPerDevice) {
   EXPECT_NEAR(std::sqrt(sq / n), *sigma * 0.5, 0.05 * *sigma * 0.5);
 }
 
+// DP-SGD lets private training train the device's block: its activations
+// are computed afresh from private factors, so each send is a new release;
+// the run's charge composes the cut's and DP-SGD's.
+TEST_F(PrivateTrainingTest, DeviceBlocksTrainUnderDpSgdWithFreshReleases) {
+  DeviceAgentOptions ao;
+  ao.controller = cluster_->controller_address();
+  ao.insecure = true;
+  ao.privacy_budget_file = testing::TempDir("dp_budget") + "/budget.json";
+  ao.privacy_budget_epsilon = 1000;
+  auto agent = DeviceAgent::Connect(ao);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  TrainingOptions t = Private("dp-sgd-job");
+  t.first_trained_block = 0;  // The device's block trains.
+  t.device_privacy.epsilon = 8;
+  t.device_privacy.clip = 0.05;
+  auto trainer = (*agent)->StartTraining("real-u", t);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  auto ids = (*trainer)->Tokenize(
+      "Once upon a time, there was a little girl named Lily. She loved to "
+      "play outside in the park with her friends and her dog.");
+  ASSERT_TRUE(ids.ok());
+  const std::vector<int32_t> w0(ids->begin(), ids->begin() + 17);
+  const std::vector<int32_t> w1(ids->begin() + 17, ids->begin() + 34);
+  TrainingRunOptions run;
+  run.batches = {{w0}, {w1}};
+  run.steps = 3;  // w0 is used twice, w1 once.
+  run.eval_windows = {w1};
+  run.eval_every = 3;  // Before the first update and after the last.
+  run.checkpoint_every = 0;
+  {
+    absl::MutexLock lock(&received_->mu);
+    received_->train_forwards.clear();
+    received_->eval_forwards.clear();
+    received_->gradients.clear();
+  }
+  auto result = (*trainer)->Run(run);
+  ASSERT_TRUE(result.ok()) << result.status();
+  // DP-SGD: w0's 2 uses + 1 replay allowance.
+  auto dp_sigma = privacy::RowNoiseForEpsilon(8, 1e-5, 3);
+  ASSERT_TRUE(dp_sigma.ok());
+  EXPECT_NEAR(result->device_noise_multiplier, *dp_sigma, 1e-9);
+  EXPECT_LE(result->device_epsilon, 8);
+  EXPECT_EQ(result->device_examples, 3);
+  // The cut, fresh releases: w1 (16 rows) sends 1 + 1 replay training
+  // forwards and 2 + 1 evaluations, and 2 gradient releases: 16 x 7 rows.
+  auto cut_sigma = privacy::RowNoiseForEpsilon(8, 1e-5, 16 * 7);
+  ASSERT_TRUE(cut_sigma.ok());
+  EXPECT_NEAR(result->noise_multiplier, *cut_sigma, 1e-9);
+  // One charge: both mechanisms composed.
+  auto rdp = privacy::RowsRdp(16 * 7, *cut_sigma, privacy::DefaultOrders());
+  auto more = privacy::RowsRdp(3, *dp_sigma, privacy::DefaultOrders());
+  ASSERT_TRUE(rdp.ok() && more.ok());
+  for (size_t i = 0; i < rdp->size(); ++i) (*rdp)[i] += (*more)[i];
+  auto total = privacy::EpsilonFromRdp(privacy::DefaultOrders(), *rdp, 1e-5);
+  ASSERT_TRUE(total.ok());
+  EXPECT_NEAR(result->budget_epsilon_spent, total->epsilon, 1e-9);
+  EXPECT_GT(total->epsilon, 8);
+
+  absl::MutexLock lock(&received_->mu);
+  ASSERT_EQ(received_->train_forwards.size(), 3u);
+  ASSERT_EQ(received_->eval_forwards.size(), 2u);
+  // Every send is a fresh release: w0's two uses differ, as do w1's
+  // training send and evaluations.
+  EXPECT_NE(received_->train_forwards[0], received_->train_forwards[2]);
+  EXPECT_NE(received_->eval_forwards[0], received_->train_forwards[1]);
+  EXPECT_NE(received_->eval_forwards[0], received_->eval_forwards[1]);
+  const Rows raw = testing::DeviceStageRows(RealModel(), 1, w0);
+  const Rows& got = received_->train_forwards[0];
+  ASSERT_EQ(got.size(), raw.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    for (size_t j = 0; j < got[i].size(); ++j) {
+      ASSERT_NE(got[i][j], raw[i][j]) << "row " << i << " left unnoised";
+    }
+  }
+}
+
+TEST_F(PrivateTrainingTest, TheCliTrainsPrivatelyAndReportsEachEpsilon) {
+  const std::string tmp = testing::TempDir("private_cli");
+  {
+    std::ofstream text(tmp + "/text.txt");
+    for (int i = 0; i < 8; ++i) {
+      text << "Once upon a time, there was a little girl named Lily. She "
+              "loved to play outside in the park with her friends. "
+           << i << "\n";
+    }
+  }
+  std::ostringstream out, err;
+  const int code = cli::Run({"train",
+                             "--controller",
+                             cluster_->controller_address(),
+                             "--insecure",
+                             "--model-id",
+                             "real-u",
+                             "--data",
+                             tmp + "/text.txt",
+                             "--checkpoint-dir",
+                             tmp + "/ckpt",
+                             "--job",
+                             "cli-private",
+                             "--seq-len",
+                             "16",
+                             "--batch-tokens",
+                             "32",
+                             "--steps",
+                             "2",
+                             "--eval-every",
+                             "0",
+                             "--u-shaped",
+                             "--privacy-epsilon",
+                             "8",
+                             "--privacy-clip",
+                             "3",
+                             "--privacy-grad-clip",
+                             "0.01",
+                             "--device-privacy-epsilon",
+                             "8",
+                             "--device-privacy-clip",
+                             "0.05",
+                             "--privacy-budget",
+                             tmp + "/budget.json",
+                             "--privacy-budget-epsilon",
+                             "1000"},
+                            out, err);
+  ASSERT_EQ(code, 0) << err.str();
+  EXPECT_THAT(out.str(), HasSubstr("device privacy (DP-SGD): epsilon"));
+  EXPECT_THAT(out.str(), HasSubstr("privacy: epsilon"));
+  EXPECT_THAT(out.str(), HasSubstr("privacy budget: epsilon"));
+}
+
 TEST_F(PrivateTrainingTest, SettingsThatCannotBeHonouredAreRefused) {
   auto agent = Agent();
   TrainingOptions t = Private("refused");
@@ -320,6 +453,22 @@ TEST_F(PrivateTrainingTest, SettingsThatCannotBeHonouredAreRefused) {
   r = agent->StartTraining("real-u", t);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("grad_clip 0"));
+  // DP-SGD on a frozen device, and beside servers that learn from raw rows.
+  t = Private("refused-dp-frozen");
+  t.device_privacy.epsilon = 8;
+  t.device_privacy.clip = 1;
+  r = agent->StartTraining("real-u", t);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("are frozen"));
+  TrainingOptions d;
+  d.job_id = "refused-dp-raw";
+  d.device_privacy.epsilon = 8;
+  d.device_privacy.clip = 1;
+  r = agent->StartTraining("real-2way", d);
+  EXPECT_THAT(std::string(r.status().message()),
+              HasSubstr("needs cut privacy too"));
+  d.device_privacy.clip = 0;
+  r = agent->StartTraining("real-2way", d);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

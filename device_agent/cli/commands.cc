@@ -106,6 +106,7 @@ commands:
          [--privacy-delta D] [--privacy-budget FILE
          --privacy-budget-epsilon LIMIT]]
         [--average-privacy-epsilon E --average-privacy-clip U]
+        [--device-privacy-epsilon E --device-privacy-clip C]
       Split fine-tuning with LoRA: this device tokenizes FILE (text, or
       JSONL with a "text" field), keeps a held-out split, and trains with
       the servers of the model's plan (--u-shaped: labels and LM head stay
@@ -121,6 +122,10 @@ commands:
       --average-privacy-epsilon (sfl): each adapter update sent for
       averaging is clipped to norm U and noised: user-level (E, D)-DP over
       the run's rounds towards the controller and the other devices.
+      --device-privacy-epsilon: DP-SGD of this device's own factors (each
+      window's gradient clipped to C, each update noised); with
+      --privacy-epsilon the device's blocks may then train, without it
+      only they may (--train-blocks 0:K).
   adapter register --controller HOST:PORT --model-id ID --name NAME
                    --dir DIR
       Upload a PEFT adapter directory to the controller's registry (admin

@@ -57,7 +57,9 @@ const std::set<std::string> kTrainFlags = {"controller",
                                            "privacy-budget",
                                            "privacy-budget-epsilon",
                                            "average-privacy-epsilon",
-                                           "average-privacy-clip"};
+                                           "average-privacy-clip",
+                                           "device-privacy-epsilon",
+                                           "device-privacy-clip"};
 
 absl::Status ApplyPrivacyFlags(const Args& a, DeviceAgentOptions* agent,
                                PrivacyOptions* privacy) {
@@ -162,6 +164,11 @@ absl::StatusOr<TrainingOptions> ParseTrainingOptions(const Args& a,
   ES_ASSIGN_OR_RETURN(o.averaging_privacy.clip,
                       a.Double("average-privacy-clip", 0.0));
   o.averaging_privacy.delta = o.privacy.delta;
+  ES_ASSIGN_OR_RETURN(o.device_privacy.epsilon,
+                      a.Double("device-privacy-epsilon", 0.0));
+  ES_ASSIGN_OR_RETURN(o.device_privacy.clip,
+                      a.Double("device-privacy-clip", 0.0));
+  o.device_privacy.delta = o.privacy.delta;
   return o;
 }
 
@@ -304,16 +311,24 @@ absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
         result.averaging_epsilon, o.averaging_privacy.delta,
         result.private_rounds, result.averaging_noise_multiplier);
   }
+  if (o.device_privacy.epsilon > 0) {
+    out << absl::StrFormat(
+        "device privacy (DP-SGD): epsilon %.3g at delta %g per training "
+        "window (noise multiplier %.3g; %d of %d window gradients clipped)\n",
+        result.device_epsilon, o.device_privacy.delta,
+        result.device_noise_multiplier, result.device_clipped,
+        result.device_examples);
+  }
   if (o.privacy.epsilon > 0) {
     out << absl::StrFormat(
         "privacy: epsilon %.3g at delta %g per training window (calibrated "
-        "for %.3g; noise multiplier %.3g)%s\n",
+        "for %.3g; noise multiplier %.3g)\n",
         result.privacy_epsilon_spent, o.privacy.delta, result.privacy_epsilon,
-        result.noise_multiplier,
-        result.budget_epsilon_spent > 0
-            ? absl::StrFormat("; budget: epsilon %.3g spent",
-                              result.budget_epsilon_spent)
-            : "");
+        result.noise_multiplier);
+  }
+  if (result.budget_epsilon_spent > 0) {
+    out << absl::StrFormat("privacy budget: epsilon %.3g spent in all\n",
+                           result.budget_epsilon_spent);
   }
   return absl::OkStatus();
 }

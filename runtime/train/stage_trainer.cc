@@ -245,4 +245,43 @@ std::map<std::string, at::Tensor> StageTrainer::Gradients() const {
   return out;
 }
 
+int64_t StageTrainer::num_params() const {
+  int64_t n = 0;
+  for (const auto& [name, p] : params_) n += p.value.numel();
+  return n;
+}
+
+std::vector<float> StageTrainer::FlatGradients() const {
+  std::vector<float> out;
+  out.reserve(static_cast<size_t>(num_params()));
+  for (const auto& [name, p] : params_) {
+    const at::Tensor g = p.value.grad();
+    if (!g.defined()) {
+      out.insert(out.end(), static_cast<size_t>(p.value.numel()), 0.0f);
+      continue;
+    }
+    const at::Tensor c = g.detach().to(at::kFloat).contiguous();
+    out.insert(out.end(), c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  }
+  return out;
+}
+
+absl::Status StageTrainer::SetFlatGradients(const std::vector<float>& flat) {
+  if (static_cast<int64_t>(flat.size()) != num_params()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("flat gradients: ", flat.size(), " values for ",
+                     num_params(), " trainable ones"));
+  }
+  at::NoGradGuard no_grad;
+  size_t offset = 0;
+  for (auto& [name, p] : params_) {
+    at::Tensor g = at::empty_like(p.value.detach());
+    std::copy(flat.begin() + offset, flat.begin() + offset + g.numel(),
+              g.data_ptr<float>());
+    offset += static_cast<size_t>(g.numel());
+    p.value.mutable_grad() = g;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace edgesplit

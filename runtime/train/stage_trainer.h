@@ -91,6 +91,13 @@ class StageTrainer {
   // The trainable factors, keyed by PEFT module path plus ".lora_A" /
   // ".lora_B".
   std::map<std::string, at::Tensor> Gradients() const;
+  // The accumulated gradients as one vector over every factor in key order
+  // (zeros where none), and setting them in that layout (DP-SGD clips and
+  // noises per window outside the trainer). Set: INVALID_ARGUMENT unless
+  // `flat` has exactly num_params() values.
+  int64_t num_params() const;
+  std::vector<float> FlatGradients() const;
+  absl::Status SetFlatGradients(const std::vector<float>& flat);
   // Factors and moments (copies), and setting them (checkpoints; every key
   // must be present with its shape).
   std::map<std::string, FactorState> State() const;

@@ -334,6 +334,16 @@ struct TrainingOptions {
   // this device trained on. Through Run only; charged to the budget.
   // Approximate: noise slows what averaging shares. Off unless epsilon > 0.
   PrivacyOptions averaging_privacy;
+  // DP-SGD of this device's own LoRA factors: each training window's
+  // gradient is clipped to L2 norm `clip`, every update's sum gets
+  // Gaussian noise, calibrated so the whole Run is (epsilon, delta)-DP per
+  // window for everything the factors reach (averaging, exports, and the
+  // activations they compute). It lets private training (privacy) train
+  // this device's blocks too; without privacy the servers must train
+  // nothing (the device's gradients would read factors learnt from raw
+  // data). Through Run only; charged to the budget (composed with the
+  // rest). Approximate: noise slows training. Off unless epsilon > 0.
+  PrivacyOptions device_privacy;
 };
 
 struct TrainingStepStats {
@@ -393,6 +403,12 @@ struct TrainingRunResult {
   double averaging_epsilon = 0;
   double averaging_noise_multiplier = 0;
   int64_t private_rounds = 0;
+  // device_privacy: the run's DP-SGD epsilon (calibrated for its most
+  // used window), the noise multiplier, and how many window gradients
+  // were clipped of all added.
+  double device_epsilon = 0;
+  double device_noise_multiplier = 0;
+  int64_t device_clipped = 0, device_examples = 0;
 };
 
 class EDGESPLIT_EXPORT Trainer {
