@@ -10,6 +10,7 @@
 #include "base/file_util.h"
 #include "device_agent/agent_impl.h"
 #include "device_agent/split_trainer.h"
+#include "device_agent/training_privacy.h"
 #include "privacy/dp_sgd.h"
 #include "privacy/row_noise.h"
 #include "privacy/training_privatizer.h"
@@ -45,32 +46,6 @@ absl::StatusOr<std::vector<at::Tensor>> Windows(
         at::tensor(std::vector<int64_t>(w.begin(), w.end()), at::kLong));
   }
   return out;
-}
-
-// How often Run trains on each window (by TrainingPrivatizer::Key) in its
-// steps from `from`.
-std::map<std::string, int64_t> WindowUses(const TrainingRunOptions& run,
-                                          int64_t from) {
-  std::map<std::string, int64_t> uses;
-  for (int64_t s = from; s < run.steps; ++s) {
-    for (const auto& w : run.batches[s % run.batches.size()]) {
-      const std::vector<int64_t> ids(w.begin(), w.end());
-      ++uses[privacy::TrainingPrivatizer::Key(ids)];
-    }
-  }
-  return uses;
-}
-
-// How many evaluations Run makes from update `from` (before the first,
-// every eval_every and after the last; none without eval windows).
-int64_t Evaluations(const TrainingRunOptions& run, int64_t from) {
-  if (run.eval_windows.empty()) return 0;
-  int64_t n = 1;
-  if (run.eval_every == 0) return n;
-  for (int64_t s = from + 1; s <= run.steps; ++s) {
-    n += s % run.eval_every == 0 || s == run.steps;
-  }
-  return n;
 }
 
 }  // namespace
@@ -356,10 +331,6 @@ struct Trainer::Impl {
           "it is charged to the budget again)");
     }
     ReleasePlan plan;
-    auto key = [](const std::vector<int32_t>& w) {
-      const std::vector<int64_t> ids(w.begin(), w.end());
-      return privacy::TrainingPrivatizer::Key(ids);
-    };
     const int64_t replays = run.max_resumes > 0 ? 1 : 0;
     for (const auto& [k, uses] : WindowUses(run, from)) {
       auto& a = plan.allowed[k];
@@ -371,7 +342,7 @@ struct Trainer::Impl {
     const bool fresh = dp_sgd != nullptr;
     const int64_t evals = Evaluations(run, from) + replays;
     for (const auto& w : run.eval_windows) {
-      auto& a = plan.allowed[key(w)];
+      auto& a = plan.allowed[WindowKey(w)];
       a.rows = static_cast<int64_t>(w.size()) - 1;
       if (fresh) a.activation_uses += evals;
     }
@@ -531,79 +502,6 @@ absl::Status PrivateOutsideRun() {
   return absl::FailedPreconditionError(
       "private training runs through Trainer::Run, which calibrates the "
       "noise for the whole run");
-}
-
-// INVALID_ARGUMENT for privacy settings training cannot honour.
-absl::Status CheckAveragingPrivacy(const TrainingOptions& o) {
-  const PrivacyOptions& p = o.averaging_privacy;
-  if (p.epsilon == 0) return absl::OkStatus();
-  auto bad = [](const std::string& why) {
-    return absl::InvalidArgumentError("TrainingOptions.averaging_privacy: " +
-                                      why);
-  };
-  if (!(p.epsilon > 0) || !std::isfinite(p.epsilon)) {
-    return bad(absl::StrCat("epsilon ", p.epsilon, " is not > 0"));
-  }
-  if (!(p.delta > 0 && p.delta < 1)) {
-    return bad(absl::StrCat("delta ", p.delta, " is not in (0, 1)"));
-  }
-  if (!(p.clip > 0) || !std::isfinite(p.clip)) {
-    return bad(absl::StrCat("clip ", p.clip,
-                            " must be > 0 (the update's L2 bound, "
-                            "--average-privacy-clip)"));
-  }
-  if (o.mode != "sfl") {
-    return bad("mode \"" + o.mode + "\" averages nothing (sfl does)");
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckDevicePrivacy(const TrainingOptions& o) {
-  const PrivacyOptions& p = o.device_privacy;
-  if (p.epsilon == 0) return absl::OkStatus();
-  auto bad = [](const std::string& why) {
-    return absl::InvalidArgumentError("TrainingOptions.device_privacy: " + why);
-  };
-  if (!(p.epsilon > 0) || !std::isfinite(p.epsilon)) {
-    return bad(absl::StrCat("epsilon ", p.epsilon, " is not > 0"));
-  }
-  if (!(p.delta > 0 && p.delta < 1)) {
-    return bad(absl::StrCat("delta ", p.delta, " is not in (0, 1)"));
-  }
-  if (!(p.clip > 0) || !std::isfinite(p.clip)) {
-    return bad(absl::StrCat("clip ", p.clip,
-                            " must be > 0 (each window's gradient L2 bound, "
-                            "--device-privacy-clip)"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckTrainingPrivacy(const TrainingOptions& o) {
-  ES_RETURN_IF_ERROR(CheckAveragingPrivacy(o));
-  ES_RETURN_IF_ERROR(CheckDevicePrivacy(o));
-  const PrivacyOptions& p = o.privacy;
-  if (p.epsilon == 0) return absl::OkStatus();
-  auto bad = [](const std::string& why) {
-    return absl::InvalidArgumentError("TrainingOptions.privacy: " + why);
-  };
-  if (!(p.epsilon > 0) || !std::isfinite(p.epsilon)) {
-    return bad(absl::StrCat("epsilon ", p.epsilon, " is not > 0"));
-  }
-  if (!(p.delta > 0 && p.delta < 1)) {
-    return bad(absl::StrCat("delta ", p.delta, " is not in (0, 1)"));
-  }
-  if (!(p.clip > 0) || !(p.grad_clip > 0) || !std::isfinite(p.clip) ||
-      !std::isfinite(p.grad_clip)) {
-    return bad(absl::StrCat("clip ", p.clip, " and grad_clip ", p.grad_clip,
-                            " must be > 0 (--privacy-clip, "
-                            "--privacy-grad-clip)"));
-  }
-  if (!o.u_shaped) {
-    return absl::FailedPreconditionError(
-        "private training needs u_shaped (--u-shaped): otherwise the labels "
-        "-- the text itself -- go to the last server");
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
