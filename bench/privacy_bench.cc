@@ -22,7 +22,9 @@
 // Shakespeare perplexity before training, after training without privacy,
 // and after training at each epsilon (per training window, δ = 1e-5) --
 // the exported adapter run without noise, and the split evaluated through
-// the noisy release -- with the share of the non-private improvement kept.
+// the noisy release -- with the share of the non-private improvement kept
+// (of the row "off" above it: "+blk0"/"+sgd" rows train the device's
+// block 0 too, "+sgd" under DP-SGD at the same epsilon per window).
 //
 //   privacy_bench [--model DIR] [--threads 2] [--rows 128]
 //                 [--attack-steps 1500] [--train-steps 60]
@@ -35,9 +37,11 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/bench_util.h"
 #include "edgesplit/device_agent.h"
 #include "privacy/row_noise.h"
 #include "runtime/lora.h"
@@ -53,22 +57,8 @@ namespace {
 
 constexpr int64_t kWindow = 128;
 
-template <typename T>
-T Must(absl::StatusOr<T> v, const char* what) {
-  if (!v.ok()) {
-    std::cerr << what << ": " << v.status() << "\n";
-    std::exit(1);
-  }
-  return *std::move(v);
-}
-
-std::string Flag(int argc, char** argv, const std::string& name,
-                 const std::string& def) {
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (argv[i] == "--" + name) return argv[i + 1];
-  }
-  return def;
-}
+using bench::Flag;
+using bench::Must;
 
 // Windows of kWindow + 1 ids (tokens and their next-token labels) from the
 // text's paragraphs, each story starting with BOS.
@@ -292,40 +282,69 @@ void TrainSection(const std::string& dir, int steps) {
       "\nsplit fine-tuning on Shakespeare: %zu windows of 64 tokens in %zu "
       "batches, %d steps (each window used ~%.0f times), LoRA rank 8 on "
       "blocks [1, %ld); held-out perplexity before: %.2f\n"
-      "  %-8s %-8s %-10s %-14s %-12s %-10s\n",
+      "  %-12s %-8s %-10s %-14s %-12s %-10s\n",
       data.train.size(), run.batches.size(), steps,
       double(steps) / run.batches.size(),
       static_cast<long>(store->config().num_layers), before, "epsilon", "sigma",
       "eps spent", "after (clean)", "via noise", "kept");
+  // Rows: the cut's epsilon; with "+ block 0" the device's block trains
+  // too, under DP-SGD at the same epsilon per window (clip: about the
+  // median per-window gradient norm of its factors, measured once).
+  struct Row {
+    double eps;
+    bool device_trains;
+  };
   double improvement = 0;
-  for (double eps : {0.0, 1000.0, 100.0, 32.0, 8.0}) {
+  for (const Row& row : std::vector<Row>{{0, false},
+                                         {1000, false},
+                                         {100, false},
+                                         {32, false},
+                                         {8, false},
+                                         {0, true},
+                                         {100, true},
+                                         {32, true},
+                                         {8, true}}) {
+    const double eps = row.eps;
     TrainingOptions t;
-    t.job_id = absl::StrCat("bench-", eps);
+    t.job_id = absl::StrCat("bench-", eps, row.device_trains ? "-dev" : "");
     t.u_shaped = true;
-    t.first_trained_block = 1;
+    t.first_trained_block = row.device_trains ? 0 : 1;
     t.rank = 8;
     t.lr = 3e-3;
     t.total_steps = steps;
     t.privacy.epsilon = eps;
     t.privacy.clip = 3.4;  // About the median row norm at this cut.
     t.privacy.grad_clip = 0.01;
+    if (row.device_trains && eps > 0) {
+      t.device_privacy.epsilon = eps;
+      t.device_privacy.clip = 0.05;
+    }
     auto trainer = Must(agent->StartTraining("u", t), "start training");
     double via_noise = 0;
     TrainingRunCallbacks cb;
     cb.on_eval = [&](int64_t, double loss) { via_noise = std::exp(loss); };
     auto r = Must(trainer->Run(run, cb), "run");
-    const std::string out = absl::StrCat(tmp, "/adapter-", eps);
+    const std::string out = absl::StrCat(tmp, "/adapter-", t.job_id);
     if (auto s = trainer->Export(out); !s.ok()) {
       std::cerr << "export: " << s << "\n";
       std::exit(1);
     }
     const double after = CleanPerplexity(*store, data.held_out, out);
     if (eps == 0) improvement = before - after;
-    std::printf("  %-8s %-8.3g %-10.3g %-14.2f %-12.2f %-10s\n",
-                eps == 0 ? "off" : absl::StrCat(eps).c_str(),
-                r.noise_multiplier, r.privacy_epsilon_spent, after, via_noise,
-                absl::StrFormat("%.0f%%", 100 * (before - after) / improvement)
-                    .c_str());
+    std::string label = eps == 0 ? "off" : absl::StrCat(eps);
+    if (row.device_trains) {
+      label += eps == 0 ? " +blk0" : " +sgd";
+    }
+    std::printf(
+        "  %-12s %-8.3g %-10.3g %-14.2f %-12.2f %-10s %s\n", label.c_str(),
+        r.noise_multiplier, r.privacy_epsilon_spent, after, via_noise,
+        absl::StrFormat("%.0f%%", 100 * (before - after) / improvement).c_str(),
+        row.device_trains && eps > 0
+            ? absl::StrFormat("DP-SGD sigma %.3g, %d/%d clipped",
+                              r.device_noise_multiplier, r.device_clipped,
+                              r.device_examples)
+                  .c_str()
+            : "");
     std::fflush(stdout);
   }
 }

@@ -102,6 +102,7 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
   ES_ASSIGN_OR_RETURN(int64_t round_s,
                       r.IntIn(root, "fed_round_timeout_s", 600, 1, 86400));
   c.fed_round_timeout = absl::Seconds(round_s);
+  ES_ASSIGN_OR_RETURN(c.fed_selection, ParseFedSelection(r, root));
   ES_ASSIGN_OR_RETURN(c.adapter_placement,
                       ParseAdapterPlacementConfig(r, root));
   ES_ASSIGN_OR_RETURN(int64_t grace,

@@ -19,6 +19,7 @@
 #include "base/yaml_util.h"
 #include "controller/adapter_placement.h"
 #include "controller/auto_plan.h"
+#include "controller/fed_average.h"
 #include "controller/plan.h"
 #include "edgesplit/v1/controller.pb.h"
 #include "security/grant.h"
@@ -92,6 +93,8 @@ struct ControllerConfig {
   // waits for its slowest device.
   int64_t fed_memory_bytes = int64_t{1} << 30;
   absl::Duration fed_round_timeout = absl::Minutes(10);
+  // Which devices' adapters each round averages (fed_average.h).
+  FedSelection fed_selection;
   // Which adapters each server caches (controller/adapter_placement.h).
   AdapterPlacementConfig adapter_placement;
 
@@ -120,6 +123,8 @@ struct ControllerConfig {
 //   session_record_ttl_s: 86400             # unclosed sessions forgotten
 //   fed_memory_mb: 1024                     # adapters waiting in rounds
 //   fed_round_timeout_s: 600                # a round waits this long
+//   fed_selection: {per_round: 2}           # average the 2 least noisy /
+//                                           # fastest devices (0: all)
 //   adapter_placement: {server_storage_mb: 512}  # adapter_placement.h
 absl::StatusOr<ControllerConfig> LoadControllerConfig(const std::string& path);
 // The `devices:` and `revoked_tokens:` sections (admission.cc); errors name the

@@ -91,7 +91,8 @@ ControllerServiceImpl::ControllerServiceImpl(Controller* controller,
                                              const TransportSecurity* security)
     : controller_(controller),
       security_(security),
-      averager_(controller->config().fed_memory_bytes) {
+      averager_(controller->config().fed_memory_bytes, "fed_memory_mb",
+                controller->config().fed_selection) {
   if (security_->tokens() != nullptr) {
     // The controller's own key, already checked when it was loaded.
     const absl::Status s =

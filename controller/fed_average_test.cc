@@ -3,6 +3,7 @@
 #include <cstring>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -225,6 +226,200 @@ TEST(FedAverageTest, RoundsTogetherHoldAtMostTheirMemoryLimit) {
   EXPECT_TRUE(got[2].ok()) << got[2].status();
   EXPECT_TRUE(got[3].ok()) << got[3].status();
   EXPECT_EQ(avg.held_bytes(), 0);
+}
+
+// fed_selection: after the first round (every device) the controller
+// averages only the `per_round` cheapest devices by their reported noise
+// and pace; the round completes without waiting for the rest, which send
+// no factors and adopt the same average when they come.
+TEST(FedAverageTest, SelectionAveragesTheQuietAndFastAndSparesTheRest) {
+  std::mt19937 rng(3);
+  std::vector<Matrix> a, b;
+  for (int d = 0; d < 3; ++d) {
+    a.push_back(Random(2, 3, rng));
+    b.push_back(Random(3, 2, rng));
+  }
+  auto req = [&](int d, uint64_t round, double noise, double seconds,
+                 bool factors = true) {
+    auto r = Request(absl::StrCat("d", d), 1.0 + d, a[d], b[d]);
+    r.set_round(round);
+    r.set_noise_std(noise);
+    r.set_seconds_per_window(seconds);
+    r.set_participants(round >= 2 ? 2 : 0);  // As each answer said.
+    if (!factors) {                          // Sat the round out.
+      r.clear_factors();
+      r.set_samples(0);
+      r.set_sat_out(true);
+    }
+    return r;
+  };
+  FedAverager avg(int64_t{1} << 30, "fed_memory_mb", FedSelection{2, 1.0, 1.0});
+  std::vector<absl::StatusOr<v1::AverageAdaptersResponse>> got;
+  auto done = [&](absl::StatusOr<v1::AverageAdaptersResponse> r) {
+    got.push_back(std::move(r));
+  };
+  const absl::Time later = absl::Now() + absl::Minutes(1);
+  // Round 1: every device trains (nothing was known); d2 adds much noise.
+  for (int d = 0; d < 3; ++d)
+    avg.Submit(req(d, 1, d == 2 ? 5 : 0, 1), later, done);
+  ASSERT_EQ(got.size(), 3u);
+  ASSERT_TRUE(got[0].ok()) << got[0].status();
+  // Its reports are in with the factors: the average leaves d2 out already.
+  EXPECT_THAT(got[0]->averaged(), ::testing::ElementsAre("d0", "d1"));
+  EXPECT_THAT(got[0]->selected_next(), ::testing::ElementsAre("d0", "d1"));
+
+  // Round 2: complete once d0 and d1 sent; the mean is theirs alone.
+  got.clear();
+  avg.Submit(req(2, 2, 0, 1, /*factors=*/false), later, done);  // Quiet now.
+  EXPECT_TRUE(got.empty());
+  // Every device of a round trained with the same participants.
+  auto all = req(0, 2, 0, 1);
+  all.set_participants(0);
+  avg.Submit(all, later, done);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_THAT(got[0].status().message(),
+              HasSubstr("participants: 3 but the round has 2"));
+  got.clear();
+  avg.Submit(req(0, 2, 0, 1), later, done);
+  EXPECT_TRUE(got.empty());
+  avg.Submit(req(1, 2, 0, 1), later, done);
+  ASSERT_EQ(got.size(), 3u);  // d2 waited for the average too.
+  for (const auto& r : got) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_THAT(r->averaged(), ::testing::ElementsAre("d0", "d1"));
+    EXPECT_DOUBLE_EQ(r->samples(), 3.0);
+    const Matrix m = Get(r->factors(0));
+    EXPECT_NEAR(m[1][2], (1 * a[0][1][2] + 2 * a[1][1][2]) / 3, 1e-6);
+  }
+  EXPECT_EQ(avg.held_bytes(), 0);
+
+  // Round 3: d0 became slow (its link); d1 and d2 (quiet now) come
+  // first and get their answer; d0 comes later and gets it at once.
+  got.clear();
+  avg.Submit(req(0, 3, 0, 10), later, done);  // Still selected this round.
+  avg.Submit(req(1, 3, 0, 1), later, done);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_THAT(got[0]->selected_next(), ::testing::ElementsAre("d1", "d2"));
+  EXPECT_GT(avg.held_bytes(), 0);  // The average, kept for d2.
+  avg.Submit(req(2, 3, 0, 1, /*factors=*/false), later, done);
+  ASSERT_EQ(got.size(), 3u);
+  ASSERT_TRUE(got[2].ok()) << got[2].status();
+  EXPECT_THAT(got[2]->averaged(), ::testing::ElementsAre("d0", "d1"));
+  EXPECT_EQ(got[2]->factors(0).tensor().data(),
+            got[0]->factors(0).tensor().data());
+  EXPECT_EQ(avg.held_bytes(), 0);  // Everyone came: the round is gone.
+  got.clear();
+  avg.Submit(req(1, 4, 0, 1), later, done);
+  avg.Submit(req(2, 4, 0, 1), later, done);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_THAT(got[0]->averaged(), ::testing::ElementsAre("d1", "d2"));
+  avg.Submit(req(0, 4, 0, 10, /*factors=*/false), later, done);
+  EXPECT_EQ(got.size(), 3u);
+
+  // A new run: every device trains again (participants 0), whatever the
+  // last selection, and this round's reports choose whom to average.
+  got.clear();
+  for (int d = 0; d < 3; ++d) {
+    auto r = req(d, 1, 0, d == 0 ? 10 : 1);
+    r.set_participants(0);
+    avg.Submit(r, later, done);
+  }
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_THAT(got[0]->averaged(), ::testing::ElementsAre("d1", "d2"));
+  EXPECT_EQ(avg.held_bytes(), 0);
+}
+
+// A device sitting a round out asks at the round's start: its wait ends at
+// its own deadline (not the round's), and it may ask again.
+TEST(FedAverageTest, SittingOutWaitsUntilItsOwnDeadlineAndAsksAgain) {
+  std::mt19937 rng(5);
+  const Matrix a = Random(2, 2, rng), b = Random(2, 2, rng);
+  auto req = [&](const std::string& d, bool sat_out) {
+    auto r = Request(d, 1, a, b);
+    r.set_participants(2);
+    if (sat_out) {
+      r.clear_factors();
+      r.set_samples(0);
+      r.set_sat_out(true);
+    }
+    return r;
+  };
+  FedAverager avg(int64_t{1} << 30, "fed_memory_mb", FedSelection{2, 1, 1});
+  std::vector<absl::StatusOr<v1::AverageAdaptersResponse>> got;
+  auto done = [&](absl::StatusOr<v1::AverageAdaptersResponse> r) {
+    got.push_back(std::move(r));
+  };
+  const absl::Time now = absl::Now();
+  avg.Submit(req("d2", true), now + absl::Seconds(1), done);
+  avg.Submit(req("d0", false), now + absl::Minutes(5), done);
+  avg.Expire(now + absl::Seconds(2));  // Only d2's wait ran out.
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].status().code(), absl::StatusCode::kDeadlineExceeded);
+  avg.Submit(req("d2", true), now + absl::Minutes(5), done);  // Again.
+  EXPECT_EQ(got.size(), 1u);
+  avg.Submit(req("d1", false), now + absl::Minutes(5), done);
+  ASSERT_EQ(got.size(), 4u);
+  for (int i = 1; i < 4; ++i) {
+    ASSERT_TRUE(got[i].ok()) << got[i].status();
+    EXPECT_THAT(got[i]->averaged(), ::testing::ElementsAre("d0", "d1"));
+  }
+  EXPECT_EQ(avg.held_bytes(), 0);
+  // Sitting out where every device takes part, or with factors: refused.
+  auto bad = req("d2", true);
+  bad.set_participants(0);
+  EXPECT_THAT(ValidateAverageRequest(bad).message(), HasSubstr("sat_out"));
+  bad = req("d2", false);
+  bad.set_sat_out(true);
+  EXPECT_THAT(ValidateAverageRequest(bad).message(), HasSubstr("sat_out"));
+  bad = req("d2", false);
+  bad.set_participants(4);
+  EXPECT_THAT(ValidateAverageRequest(bad).message(),
+              HasSubstr("participants: 4"));
+}
+
+TEST(FedAverageTest, SelectionPricesNoiseAndPaceAgainstTheirMeans) {
+  std::map<std::string, std::pair<double, double>> reports = {
+      {"quiet-slow", {0, 3}}, {"noisy-fast", {2, 1}}, {"even", {1, 2}}};
+  // Means 1 and 2: costs 1.5, 2.5, 2.0 with equal weights.
+  EXPECT_THAT(SelectDevices({1, 1, 1}, reports),
+              ::testing::ElementsAre("quiet-slow"));
+  EXPECT_THAT(SelectDevices({1, 0, 1}, reports),
+              ::testing::ElementsAre("noisy-fast"));
+  EXPECT_THAT(SelectDevices({2, 1, 0}, reports),
+              ::testing::ElementsAre("even", "quiet-slow"));
+  EXPECT_THAT(SelectDevices({0, 1, 1}, reports), ::testing::IsEmpty());
+}
+
+TEST(FedAverageTest, SelectionConfigAndReportsAreChecked) {
+  YamlReader r("controller.yaml");
+  auto parse = [&](const std::string& text) {
+    auto root = r.Parse(text);
+    EXPECT_TRUE(root.ok());
+    return ParseFedSelection(r, *root);
+  };
+  auto s = parse("fed_selection: {per_round: 3, link_weight: 0.5}\n");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->per_round, 3);
+  EXPECT_EQ(s->noise_weight, 1.0);
+  EXPECT_EQ(s->link_weight, 0.5);
+  EXPECT_EQ(parse("listen: x\n")->per_round, 0);
+  for (const char* bad :
+       {"fed_selection: 3\n", "fed_selection: {per_round: -1}\n",
+        "fed_selection: {noise_weight: fast}\n",
+        "fed_selection: {link_weight: -2}\n"}) {
+    auto e = parse(bad);
+    EXPECT_FALSE(e.ok()) << bad;
+    EXPECT_THAT(e.status().message(), HasSubstr("controller.yaml")) << bad;
+    EXPECT_THAT(e.status().message(), HasSubstr("fed_selection")) << bad;
+  }
+  std::mt19937 rng(4);
+  auto q = Request("d0", 1, Random(2, 2, rng), Random(2, 2, rng));
+  q.set_seconds_per_window(-1);
+  EXPECT_THAT(ValidateAverageRequest(q).message(),
+              HasSubstr("seconds_per_window: -1"));
+  q.set_seconds_per_window(1);
+  q.set_noise_std(std::nan(""));
+  EXPECT_THAT(ValidateAverageRequest(q).message(), HasSubstr("noise_std"));
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // libFuzzer target for the adapter registry's network handlers: PutBlob
 // chunks, RegisterAdapter, ResolveAdapter / ReportHeld lookups,
 // BlobService.ReadBlob, model copies (RegisterModelCopy, and splitting a
-// file into parts) and the adapter placement over what the registry then
+// file into parts), federated averaging rounds with client selection
+// (AverageAdapters) and the adapter placement over what the registry then
 // holds (demand and storage from the input). Each is fed a request parsed
 // from the input, against one registry (on a temporary state_dir) that is
 // reopened from disk now and then (the persisted files are read back and
@@ -15,6 +16,7 @@
 
 #include "controller/adapter_placement.h"
 #include "controller/adapter_registry.h"
+#include "controller/fed_average.h"
 #include "controller/model_copies.h"
 #include "delivery/blob_service.h"
 #include "delivery/model_pack.h"
@@ -36,6 +38,9 @@ std::string StateDir() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static std::unique_ptr<edgesplit::AdapterRegistry> registry;
   static std::unique_ptr<edgesplit::ModelCopyRegistry> copies;
+  // Small: rounds fill it; selection of 2 once a job's devices reported.
+  static edgesplit::FedAverager averager(1 << 16, "fed_memory_mb",
+                                         edgesplit::FedSelection{2, 1.0, 1.0});
   if (size < 1 || size > (64 << 10)) return 0;
   try {
     if (registry == nullptr || data[0] == 0xff) {
@@ -50,7 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!m.ok()) std::abort();  // Its own file must read back too.
       copies = std::move(*m);
     }
-    const uint8_t op = data[0] % 8;
+    const uint8_t op = data[0] % 9;
     const void* body = data + 1;
     const int n = static_cast<int>(size - 1);
     switch (op) {
@@ -113,6 +118,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           total += part.size();
         }
         if (total != bytes.size()) std::abort();  // Parts must tile it.
+        break;
+      }
+      case 7: {
+        // A device's round: few jobs and devices, so rounds complete and
+        // selections form; some expire at once.
+        edgesplit::v1::AverageAdaptersRequest req;
+        if (req.ParseFromArray(body, n)) {
+          req.set_devices(req.devices() % 4);
+          req.set_round(req.round() % 3);
+          const bool expire = (data[0] & 0x80) != 0;
+          averager.Submit(
+              req, absl::Now() + absl::Milliseconds(expire ? 0 : 60000),
+              [](absl::StatusOr<edgesplit::v1::AverageAdaptersResponse>) {});
+          if (expire) averager.Expire(absl::Now());
+          if (averager.held_bytes() < 0) std::abort();
+          // Now and then every round ends: nothing may stay held.
+          if (data[size - 1] == 0x5a) {
+            averager.Expire(absl::InfiniteFuture());
+            if (averager.held_bytes() != 0) std::abort();
+          }
+        }
         break;
       }
       default:

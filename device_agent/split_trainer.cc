@@ -1,9 +1,11 @@
 #include "device_agent/split_trainer.h"
 
 #include <cmath>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "base/status_macros.h"
 #include "proto/tensor_codec.h"
 #include "proto/training_spec.h"
@@ -198,6 +200,9 @@ SplitTrainer::Future SplitTrainer::Send(v1::StageRequest request) {
       std::make_shared<std::promise<absl::StatusOr<v1::StageResponse>>>();
   Future f = promise->get_future().share();
   bytes_sent_ += static_cast<int64_t>(request.ByteSizeLong());
+  if (options_.link_delay > absl::ZeroDuration()) {
+    absl::SleepFor(options_.link_delay);
+  }
   stream_->Send(std::move(request),
                 [promise](absl::StatusOr<v1::StageResponse> r) {
                   promise->set_value(std::move(r));
@@ -256,6 +261,16 @@ absl::Status SplitTrainer::Restore(uint64_t step) {
   }
   step_ = step;
   return absl::OkStatus();
+}
+
+absl::Status SplitTrainer::CheckpointDevice(uint64_t step) {
+  if (!device_trains_ || !checkpoints_->enabled()) return absl::OkStatus();
+  return checkpoints_->Save(*local_trainer_, step);
+}
+
+void SplitTrainer::SkipTo(uint64_t step) {
+  if (step < step_) std::abort();  // The caller goes back.
+  step_ = step;
 }
 
 struct SplitTrainer::StepState {
@@ -448,6 +463,7 @@ absl::StatusOr<SplitStepStats> SplitTrainer::ApplyStep(bool checkpoint) {
   const bool own_norm = options_.privatizer == nullptr && !dp_sgd;
   s->set_upstream_sq_norm(options_.global_norm && own_norm ? device_sq : 0.0);
   s->set_checkpoint(checkpoint);
+  s->set_participants(participants_);
   ES_ASSIGN_OR_RETURN(v1::StageResponse r, Call(std::move(req)));
   if (!r.has_step()) return Unexpected(r, "an optimizer step's result");
   double scale = r.step().grad_scale();

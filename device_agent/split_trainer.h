@@ -57,6 +57,9 @@ struct SplitTrainerOptions {
   // blocks, and servers that learn only from noised rows (privatizer) or
   // train nothing. Null: off. Not owned; outlives the trainer.
   privacy::DpSgd* dp_sgd = nullptr;
+  // Emulation (DeviceAgentOptions::training_link_delay): each message
+  // waits this long before it is sent.
+  absl::Duration link_delay = absl::ZeroDuration();
 };
 
 struct SplitStepStats {
@@ -118,6 +121,15 @@ class SplitTrainer {
 
   uint64_t step() const { return step_; }
   bool device_trains() const { return device_trains_; }
+  // sfl client selection: the devices taking part in the next updates
+  // (0: the job's devices), sent with each; and, for a device left out of
+  // a round, its update count moved on to `step` (>= step()) without
+  // training, as the job's servers did with the others.
+  void set_participants(uint32_t n) { participants_ = n; }
+  void SkipTo(uint64_t step);
+  // Saves this device's shard as the checkpoint after update `step` (a
+  // device sitting updates out: its factors did not change).
+  absl::Status CheckpointDevice(uint64_t step);
   // Ends the session (every hop frees it).
   void Close();
 
@@ -158,6 +170,7 @@ class SplitTrainer {
   std::vector<uint64_t> server_checkpoints_;
   uint64_t server_step_ = 0;
   uint64_t step_ = 0;
+  uint32_t participants_ = 0;
   uint64_t next_micro_batch_ = 0;
   int64_t bytes_sent_ = 0, bytes_received_ = 0;
   double last_loss_ = 0;

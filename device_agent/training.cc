@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <thread>
+#include <utility>
 
 #include "absl/cleanup/cleanup.h"
 #include "base/file_util.h"
@@ -85,6 +86,18 @@ struct Trainer::Impl {
   int64_t average_rounds_allowed = 0, average_rounds_sent = 0;
   std::unique_ptr<privacy::NoiseSource> average_noise;
   AdapterTensors average_reference;
+  // The devices the last round's answer selected for the next (empty:
+  // all), and this device's last measured seconds per trained window.
+  std::vector<std::string> selected_next;
+  double last_pace = 0;
+  bool LeftOut() const {
+    return !selected_next.empty() &&
+           std::find(selected_next.begin(), selected_next.end(),
+                     agent->options.device_name) == selected_next.end();
+  }
+  uint32_t Participants() const {
+    return static_cast<uint32_t>(selected_next.size());
+  }
 
   bool Private() const {
     return privatizer != nullptr || dp_sgd != nullptr ||
@@ -286,6 +299,7 @@ struct Trainer::Impl {
     so.answer_timeout = options.answer_timeout;
     so.global_norm = spec.devices() == 1;
     so.checkpoint_dir = options.checkpoint_dir;
+    so.link_delay = agent->options.training_link_delay;
     trainer.reset();
     ES_ASSIGN_OR_RETURN(
         v1::StageService::Stub * first,
@@ -293,6 +307,7 @@ struct Trainer::Impl {
     ES_ASSIGN_OR_RETURN(
         trainer,
         SplitTrainer::Open(model->local.get(), model->head.get(), first, so));
+    trainer->set_participants(Participants());
     std::swap(route, r);  // `r`, closed on return, is the old route now.
     if (r.session_id().empty()) std::move(close_unused).Cancel();
     server_step_seen = trainer->server_step();
@@ -519,6 +534,9 @@ absl::StatusOr<TrainingStepStats> Trainer::Step(
     impl_->trainer.reset();
     return fb.status();
   }
+  const double exchange_ms = std::chrono::duration<double, std::milli>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count();
   auto st = impl_->trainer->ApplyStep(checkpoint);
   if (!st.ok()) {
     impl_->trainer.reset();
@@ -533,6 +551,7 @@ absl::StatusOr<TrainingStepStats> Trainer::Step(
   out.ms = std::chrono::duration<double, std::milli>(
                std::chrono::steady_clock::now() - start)
                .count();
+  out.exchange_ms = exchange_ms;
   out.bytes_sent = fb->bytes_sent + st->bytes_sent;
   out.bytes_received = fb->bytes_received + st->bytes_received;
   return out;
@@ -579,9 +598,20 @@ absl::StatusOr<TrainingRunResult> Trainer::Run(
     ES_RETURN_IF_ERROR(impl_->StartPrivateRun(run, result.step, &result));
   }
   impl_->in_private_run = impl_->Private();
-  absl::Cleanup end_private = [this] { impl_->in_private_run = false; };
+  // Every run starts with every device; the controller's selection applies
+  // from its answer to the first round (the servers' barrier holds every
+  // device to the same view).
+  impl_->selected_next.clear();
+  if (impl_->trainer) impl_->trainer->set_participants(0);
+  absl::Cleanup end_private = [this] {
+    impl_->in_private_run = false;
+    impl_->selected_next.clear();  // Step() outside a run takes part.
+    if (impl_->trainer) impl_->trainer->set_participants(0);
+  };
   ES_RETURN_IF_ERROR(evaluate(result.step));
   int64_t since_average = 0;  // Windows trained since the last sfl round.
+  absl::Duration step_time;   // And how long their steps took.
+  bool skipped_eval = false;  // Sat out past an evaluation point.
   while (result.step < run.steps) {
     const int64_t s = result.step;
     const auto& batch =
@@ -590,31 +620,66 @@ absl::StatusOr<TrainingRunResult> Trainer::Run(
         !o.checkpoint_dir.empty() &&
         ((run.checkpoint_every > 0 && (s + 1) % run.checkpoint_every == 0) ||
          s + 1 == run.steps);
-    auto st = Step(batch, checkpoint);
-    if (!st.ok()) {
-      // An allowance used up (privacy, budget) is final: resuming would
-      // only be refused again, or release more.
-      if (absl::IsResourceExhausted(st.status())) return st.status();
-      // A hop went away: continue from the newest checkpoint every shard
-      // holds (the step index picks the same batches again).
-      if (++result.resumes > run.max_resumes) return st.status();
-      if (callbacks.on_failure) callbacks.on_failure(s, st.status());
-      ES_ASSIGN_OR_RETURN(result.step, Resume(run.resume_timeout));
-      if (callbacks.on_resume) callbacks.on_resume(result.step);
-      continue;
+    if (o.mode == "sfl" && impl_->LeftOut()) {
+      // The controller's selection left this device out of the round: the
+      // others train its updates; it waits for their average.
+      if (!impl_->trainer) return absl::FailedPreconditionError("no trainer");
+      const int64_t end = std::min<int64_t>(
+          run.steps, (s / o.average_every + 1) * o.average_every);
+      // Its shard is unchanged meanwhile: checkpoints it would have saved
+      // hold the same factors (resume and export need them).
+      for (int64_t x = s + 1; x <= end; ++x) {
+        if (!o.checkpoint_dir.empty() &&
+            ((run.checkpoint_every > 0 && x % run.checkpoint_every == 0) ||
+             x == run.steps)) {
+          ES_RETURN_IF_ERROR(
+              impl_->trainer->CheckpointDevice(static_cast<uint64_t>(x)));
+        }
+      }
+      impl_->trainer->SkipTo(static_cast<uint64_t>(end));
+      skipped_eval =
+          run.eval_every > 0 && end / run.eval_every > s / run.eval_every;
+      result.step = end;
+      result.skipped += end - s;
+    } else {
+      auto st = Step(batch, checkpoint);
+      // Its own exchange with the servers, not the wait for the others.
+      if (st.ok()) step_time += absl::Milliseconds(st->exchange_ms);
+      if (!st.ok()) {
+        // An allowance used up (privacy, budget) is final: resuming would
+        // only be refused again, or release more.
+        if (absl::IsResourceExhausted(st.status())) return st.status();
+        // A hop went away: continue from the newest checkpoint every shard
+        // holds (the step index picks the same batches again).
+        if (++result.resumes > run.max_resumes) return st.status();
+        if (callbacks.on_failure) callbacks.on_failure(s, st.status());
+        ES_ASSIGN_OR_RETURN(result.step, Resume(run.resume_timeout));
+        if (callbacks.on_resume) callbacks.on_resume(result.step);
+        continue;
+      }
+      result.step = st->step;
+      result.loss = st->loss;
+      result.tokens += st->tokens;
+      since_average += static_cast<int64_t>(batch.size());
+      if (callbacks.on_step) callbacks.on_step(*st);
     }
-    result.step = st->step;
-    result.loss = st->loss;
-    result.tokens += st->tokens;
-    since_average += static_cast<int64_t>(batch.size());
-    if (callbacks.on_step) callbacks.on_step(*st);
     if (o.mode == "sfl" && result.step % o.average_every == 0) {
-      ES_RETURN_IF_ERROR(
-          AverageDeviceAdapter(static_cast<double>(since_average)));
+      // The pace of its own steps; a device that trained none this round
+      // reports its last (it is as slow as it was).
+      if (since_average > 0) {
+        impl_->last_pace = absl::ToDoubleSeconds(step_time) / since_average;
+      }
+      ES_ASSIGN_OR_RETURN(bool averaged, AverageDeviceAdapter(
+                                             static_cast<double>(since_average),
+                                             impl_->last_pace));
+      ++result.rounds;
+      result.rounds_averaged += averaged ? 1 : 0;
       since_average = 0;
+      step_time = absl::ZeroDuration();
     }
     if (run.eval_every > 0 &&
-        (result.step % run.eval_every == 0 || result.step == run.steps)) {
+        (result.step % run.eval_every == 0 || result.step == run.steps ||
+         std::exchange(skipped_eval, false))) {
       ES_RETURN_IF_ERROR(evaluate(result.step));
     }
   }
@@ -641,7 +706,8 @@ absl::StatusOr<int64_t> Trainer::Resume(absl::Duration timeout) {
   return static_cast<int64_t>(impl_->trainer->step());
 }
 
-absl::Status Trainer::AverageDeviceAdapter(double samples) {
+absl::StatusOr<bool> Trainer::AverageDeviceAdapter(double samples,
+                                                   double seconds_per_window) {
   if (!impl_->trainer) {
     return absl::FailedPreconditionError("the trainer failed: call Resume");
   }
@@ -651,23 +717,39 @@ absl::Status Trainer::AverageDeviceAdapter(double samples) {
   req.set_devices(static_cast<uint32_t>(impl_->options.devices));
   req.set_device(impl_->agent->options.device_name);
   req.set_samples(samples);
-  AdapterTensors factors = impl_->trainer->DeviceFactors();
+  req.set_seconds_per_window(seconds_per_window);
+  const bool left_out = impl_->LeftOut();
+  req.set_participants(impl_->Participants());
+  req.set_sat_out(left_out);
+  if (left_out) req.set_samples(0);
+  AdapterTensors factors;
+  if (!left_out) factors = impl_->trainer->DeviceFactors();
   if (impl_->options.averaging_privacy.epsilon > 0) {
     if (!impl_->in_private_run) return PrivateOutsideRun();
-    ES_ASSIGN_OR_RETURN(factors, impl_->NoisyUpload(factors));
+    req.set_noise_std(impl_->average_sigma *
+                      impl_->options.averaging_privacy.clip);
+    if (!left_out) {
+      ES_ASSIGN_OR_RETURN(factors, impl_->NoisyUpload(factors));
+    }
   }
   for (const auto& [name, t] : factors) {
     v1::NamedTensor* nt = req.add_factors();
     nt->set_name(name);
     ES_RETURN_IF_ERROR(wire::Encode(t, v1::CODEC_FP32, nt->mutable_tensor()));
   }
-  grpc::ClientContext ctx;
-  ctx.set_deadline(
-      ToChrono(absl::Now() + impl_->agent->options.generation_timeout));
   v1::AverageAdaptersResponse resp;
-  ES_RETURN_IF_ERROR(FromGrpcStatus(
-      impl_->agent->controller->AverageAdapters(&ctx, req, &resp),
-      absl::StrCat("controller ", impl_->agent->options.controller)));
+  // Sitting out, it asks at the round's start: when its wait runs out
+  // before the others' updates are done, it asks again (a few times).
+  for (int attempt = 0;; ++attempt) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(
+        ToChrono(absl::Now() + impl_->agent->options.generation_timeout));
+    absl::Status s = FromGrpcStatus(
+        impl_->agent->controller->AverageAdapters(&ctx, req, &resp),
+        absl::StrCat("controller ", impl_->agent->options.controller));
+    if (s.ok()) break;
+    if (!left_out || !absl::IsDeadlineExceeded(s) || attempt == 5) return s;
+  }
   AdapterTensors averaged;
   for (const v1::NamedTensor& t : resp.factors()) {
     ES_ASSIGN_OR_RETURN(averaged[t.name()],
@@ -675,7 +757,11 @@ absl::Status Trainer::AverageDeviceAdapter(double samples) {
   }
   ES_RETURN_IF_ERROR(impl_->trainer->SetDeviceFactors(averaged));
   if (impl_->average_sigma > 0) impl_->average_reference = averaged;
-  return absl::OkStatus();
+  impl_->selected_next.assign(resp.selected_next().begin(),
+                              resp.selected_next().end());
+  impl_->trainer->set_participants(impl_->Participants());
+  return std::find(resp.averaged().begin(), resp.averaged().end(),
+                   req.device()) != resp.averaged().end();
 }
 
 absl::Status Trainer::Export(const std::string& dir) {

@@ -99,14 +99,15 @@ absl::StatusOr<at::Tensor> TrainingJob::Backward(uint64_t key,
   return trainer_->Backward(key, grad);
 }
 
-double TrainingJob::SquaredNorm() const {
-  const double n = spec_.devices();
+double TrainingJob::SquaredNorm(uint32_t participants) const {
+  const double n = participants == 0 ? spec_.devices() : participants;
   return trainer_->GradSquaredNorm() / (n * n);
 }
 
 absl::StatusOr<StepOutcome> TrainingJob::ApplyStep(uint64_t step,
                                                    double total_sq_norm,
-                                                   bool checkpoint) {
+                                                   bool checkpoint,
+                                                   uint32_t participants) {
   {
     absl::MutexLock lock(&mu_);
     // Sequential split learning: devices take turns, each counting its own
@@ -137,9 +138,9 @@ absl::StatusOr<StepOutcome> TrainingJob::ApplyStep(uint64_t step,
                        ? adamw_.max_grad_norm / norm
                        : 1.0;
   out.lr = adamw_.LearningRate(static_cast<int64_t>(step));
-  // Gradients are summed over the job's devices: update with their mean.
-  trainer_->Step(adamw_, static_cast<int64_t>(step),
-                 out.grad_scale / spec_.devices());
+  // Gradients are summed over the update's devices: step with their mean.
+  const double n = participants == 0 ? spec_.devices() : participants;
+  trainer_->Step(adamw_, static_cast<int64_t>(step), out.grad_scale / n);
   {
     absl::MutexLock lock(&mu_);
     step_ = step + 1;
@@ -190,25 +191,39 @@ void TrainingJob::Export(bool gradients, v1::AdapterShard* shard) const {
   shard->set_job_step(step());
 }
 
-void TrainingJob::ArriveAtStep(uint64_t step, uint64_t prefix,
-                               std::function<void()> ready) {
+absl::Status TrainingJob::ArriveAtStep(uint64_t step, uint64_t prefix,
+                                       uint32_t participants,
+                                       std::function<void()> ready) {
+  if (participants == 0) participants = spec_.devices();
+  if (participants > spec_.devices()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("optimizer_step.participants: ", participants, " but job ",
+                     spec_.job_id(), " has ", spec_.devices(), " devices"));
+  }
   std::vector<std::function<void()>> go;
   {
     absl::MutexLock lock(&mu_);
-    auto& waiting = arrivals_[step];
-    waiting[prefix] = std::move(ready);
-    if (waiting.size() < spec_.devices()) return;
-    for (auto& [p, g] : waiting) go.push_back(std::move(g));
+    Barrier& barrier = arrivals_[step];
+    if (barrier.ready.empty()) barrier.participants = participants;
+    if (barrier.participants != participants) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "optimizer_step.participants: ", participants, " but update ", step,
+          " of job ", spec_.job_id(), " waits for ", barrier.participants));
+    }
+    barrier.ready[prefix] = std::move(ready);
+    if (barrier.ready.size() < participants) return absl::OkStatus();
+    for (auto& [p, g] : barrier.ready) go.push_back(std::move(g));
     arrivals_.erase(step);
   }
   for (auto& g : go) Submit(std::move(g));
+  return absl::OkStatus();
 }
 
 void TrainingJob::LeaveBarriers(uint64_t prefix) {
   absl::MutexLock lock(&mu_);
   for (auto it = arrivals_.begin(); it != arrivals_.end();) {
-    it->second.erase(prefix);
-    it = it->second.empty() ? arrivals_.erase(it) : std::next(it);
+    it->second.ready.erase(prefix);
+    it = it->second.ready.empty() ? arrivals_.erase(it) : std::next(it);
   }
 }
 

@@ -63,15 +63,17 @@ class TrainingJob : public std::enable_shared_from_this<TrainingJob> {
                                      double loss_scale, bool train);
   absl::StatusOr<at::Tensor> Backward(uint64_t key, const at::Tensor& grad);
   // This shard's squared gradient norm, of the gradient averaged over the
-  // job's devices.
-  double SquaredNorm() const;
+  // update's `participants` (0: the job's devices).
+  double SquaredNorm(uint32_t participants) const;
   // Update `step` with the global squared norm `total_sq_norm`: the first
   // call applies it (and saves a checkpoint when asked), later calls for
   // the same step (the job's other devices) get the same outcome. A job of
   // one device at a time (sequential split learning) applies every call as
   // its next update, whatever `step` the device counted.
+  // The update is the mean over its `participants` (0: the job's devices).
   absl::StatusOr<StepOutcome> ApplyStep(uint64_t step, double total_sq_norm,
-                                        bool checkpoint);
+                                        bool checkpoint,
+                                        uint32_t participants = 0);
   // Back to the checkpoint after `step` updates (0: the initial factors),
   // for every session of the job: their micro-batches in flight and
   // accumulated gradients go. A job already at `step` is left alone (the
@@ -85,11 +87,14 @@ class TrainingJob : public std::enable_shared_from_this<TrainingJob> {
 
   // --- Thread-safe. ---
   // Step barrier: the job's sessions (by prefix) arrive with their step;
-  // `ready` runs (on the job's thread) once `devices` distinct sessions
-  // have arrived, for each of them. A session arriving twice replaces its
-  // first arrival.
-  void ArriveAtStep(uint64_t step, uint64_t prefix,
-                    std::function<void()> ready);
+  // `ready` runs (on the job's thread) once `participants` (0: the job's
+  // devices; fewer in an sfl round the controller's client selection
+  // narrowed) distinct sessions have arrived, for each of them. A session
+  // arriving twice replaces its first arrival. INVALID_ARGUMENT (and
+  // `ready` dropped) when `participants` exceeds the job's devices or
+  // differs from the step's first arrival's.
+  absl::Status ArriveAtStep(uint64_t step, uint64_t prefix,
+                            uint32_t participants, std::function<void()> ready);
   // A session that ended leaves every barrier it waits at.
   void LeaveBarriers(uint64_t prefix);
   // Later updates use `spec` (after the tasks submitted before).
@@ -117,9 +122,11 @@ class TrainingJob : public std::enable_shared_from_this<TrainingJob> {
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;  // Updates applied.
   uint64_t next_prefix_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, StepOutcome> outcomes_ ABSL_GUARDED_BY(mu_);
-  // step -> session prefix -> its ready callback.
-  std::map<uint64_t, std::map<uint64_t, std::function<void()>>> arrivals_
-      ABSL_GUARDED_BY(mu_);
+  struct Barrier {
+    uint32_t participants = 0;
+    std::map<uint64_t, std::function<void()>> ready;  // By session prefix.
+  };
+  std::map<uint64_t, Barrier> arrivals_ ABSL_GUARDED_BY(mu_);  // By step.
 
   // The job's thread and its queue, stopped first by the destructor. The
   // last reference to a job may go inside one of its own tasks (a session

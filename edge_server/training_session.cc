@@ -302,8 +302,9 @@ void TrainingSession::Step(uint64_t seq, const v1::OptimizerStep& step) {
   // Applies the update once the chain's total is known and answers.
   auto apply = [self, seq, step](v1::StageResponse r) {
     self->job_->Submit([self, seq, step, r]() mutable {
-      auto outcome = self->job_->ApplyStep(
-          step.step(), r.step().total_sq_norm(), step.checkpoint());
+      auto outcome =
+          self->job_->ApplyStep(step.step(), r.step().total_sq_norm(),
+                                step.checkpoint(), step.participants());
       if (!outcome.ok()) return self->End(outcome.status());
       v1::StepResult* result = r.mutable_step();
       result->set_step(step.step());
@@ -316,25 +317,28 @@ void TrainingSession::Step(uint64_t seq, const v1::OptimizerStep& step) {
   // Every device of the job arrives before the norm is taken: the shard's
   // gradient then holds all their micro-batches.
   const bool last = hop_.role != HopRole::kMiddle;
-  job_->ArriveAtStep(step.step(), prefix_, [self, step, apply, last]() {
-    if (self->Over()) return;
-    const double sum = step.upstream_sq_norm() + self->job_->SquaredNorm();
-    if (last) {
-      v1::StageResponse r;
-      r.mutable_step()->set_total_sq_norm(sum);
-      return apply(std::move(r));
-    }
-    v1::StageRequest req;
-    *req.mutable_optimizer_step() = step;
-    req.mutable_optimizer_step()->set_upstream_sq_norm(sum);
-    self->ToNext(std::move(req), [self, apply](v1::StageResponse r) {
-      if (!r.has_step()) {
-        return self->End(absl::InternalError(
-            "next hop answered an optimizer step with no result"));
-      }
-      apply(std::move(r));
-    });
-  });
+  absl::Status arrived = job_->ArriveAtStep(
+      step.step(), prefix_, step.participants(), [self, step, apply, last]() {
+        if (self->Over()) return;
+        const double sum = step.upstream_sq_norm() +
+                           self->job_->SquaredNorm(step.participants());
+        if (last) {
+          v1::StageResponse r;
+          r.mutable_step()->set_total_sq_norm(sum);
+          return apply(std::move(r));
+        }
+        v1::StageRequest req;
+        *req.mutable_optimizer_step() = step;
+        req.mutable_optimizer_step()->set_upstream_sq_norm(sum);
+        self->ToNext(std::move(req), [self, apply](v1::StageResponse r) {
+          if (!r.has_step()) {
+            return self->End(absl::InternalError(
+                "next hop answered an optimizer step with no result"));
+          }
+          apply(std::move(r));
+        });
+      });
+  if (!arrived.ok()) End(arrived);
 }
 
 void TrainingSession::Restore(uint64_t seq, const v1::RestoreRequest& restore) {

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "edge_server/session_fakes.h"
 #include "edge_server/training_job.h"
@@ -256,6 +257,56 @@ TEST_F(TrainingSessionTest, StepWaitsAtTheBarrierForEveryDevice) {
   EXPECT_GT(s1->step().total_sq_norm(), 0);
   h1->OnDone();
   h2->OnDone();
+}
+
+// sfl client selection narrows a round: an update with participants 2 of
+// the job's 3 devices goes ahead once those two arrived, with the outcome
+// of a job of two devices (their mean); a count above the job's devices,
+// or unlike the update's first, ends that session naming the field.
+TEST_F(TrainingSessionTest, StepOfFewerParticipantsGoesAheadWithoutTheRest) {
+  const auto w = Windows(2, 5);
+  auto two_step = [&](const v1::TrainingSpec& spec, uint32_t participants,
+                      uint32_t second_participants) {
+    FakeTransport t1, t2;
+    auto h1 = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t1,
+                                               absl::InfiniteFuture());
+    auto h2 = std::make_shared<SessionHandler>(servers_.factory.envs["a"], &t2,
+                                               absl::InfiniteFuture());
+    h1->OnRequest(Open(spec, "d1"));
+    h2->OnRequest(Open(spec, "d2"));
+    EXPECT_TRUE(t1.Await(0).ok());
+    EXPECT_TRUE(t2.Await(0).ok());
+    for (auto [h, t, i] :
+         {std::tuple{h1.get(), &t1, 0}, std::tuple{h2.get(), &t2, 1}}) {
+      h->OnRequest(Forward(0, w[i], 0.5));
+      h->OnRequest(Backward(0));
+      EXPECT_TRUE(t->Await(2).ok());
+    }
+    v1::StageRequest step = Step(0);
+    step.mutable_optimizer_step()->set_participants(participants);
+    h1->OnRequest(step);
+    step.mutable_optimizer_step()->set_participants(second_participants);
+    h2->OnRequest(step);
+    auto s2 = t2.Await(3, absl::Seconds(3));
+    auto s1 = t1.Await(3, absl::Seconds(3));
+    h1->OnDone();
+    h2->OnDone();
+    if (!s2.ok()) return absl::StatusOr<v1::StageResponse>(t2.status());
+    if (!s1.ok()) return absl::StatusOr<v1::StageResponse>(t1.status());
+    return s1;
+  };
+  auto narrowed = two_step(Spec("three", 3), 2, 2);
+  auto pair = two_step(Spec("two", 2), 0, 0);
+  ASSERT_TRUE(narrowed.ok()) << narrowed.status();
+  ASSERT_TRUE(pair.ok()) << pair.status();
+  EXPECT_EQ(narrowed->step().SerializeAsString(),
+            pair->step().SerializeAsString());
+  auto mixed = two_step(Spec("mixed", 3), 2, 3);
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(mixed.status().message(),
+              HasSubstr("optimizer_step.participants: 3"));
+  auto over = two_step(Spec("over", 3), 4, 4);
+  EXPECT_THAT(over.status().message(), HasSubstr("has 3 devices"));
 }
 
 // Bad training input ends only its session, naming the field; the job

@@ -308,6 +308,80 @@ TEST(SplitFederatedTest, ThreeDevicesAverageTheirAdaptersAndLearn) {
   EXPECT_EQ(AdapterDiff(tmp + "/0", tmp + "/2", (*store)->config()), 0);
 }
 
+// fed_selection on the controller: after the first round it averages the
+// two devices whose uploads carry least noise (phone-2 spends a small
+// averaging budget) and leaves phone-2 out: the servers step with the
+// other two, and phone-2 adopts their average every round.
+TEST(SplitFederatedTest, SelectionLeavesTheNoisyDeviceOutOfTheAverage) {
+  const std::string dir = RealModel();
+  auto store = ModelStore::Open(dir);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const TrainingData data = Shakespeare(**store, 60000, 32);
+  ClusterPlan plan{"real", dir, false, {{"device", 0, 1}, {"a", 1, 5}}};
+  testing::ClusterOptions co;
+  co.controller_yaml = "fed_selection: {per_round: 2}\n";
+  auto c = Cluster::Start(testing::TempDir("train_sfl_select"), {plan}, co);
+  ASSERT_TRUE(c.ok()) << c.status();
+  constexpr int kDevices = 3, kSteps = 8, kEvery = 2;
+  std::vector<std::unique_ptr<DeviceAgent>> agents;
+  std::vector<std::unique_ptr<Trainer>> trainers(kDevices);
+  for (int d = 0; d < kDevices; ++d) {
+    agents.push_back(Agent(**c, absl::StrCat("phone-", d)));
+  }
+  TrainingOptions o;
+  o.job_id = "sfl-select";
+  o.mode = "sfl";
+  o.devices = kDevices;
+  o.job_members = {"phone-0", "phone-1", "phone-2"};
+  o.rank = 4;
+  o.lr = 1e-2;
+  o.total_steps = kSteps;
+  o.average_every = kEvery;
+  for (int d = 0; d < kDevices; ++d) {
+    TrainingOptions mine = o;
+    if (d == 2) {
+      mine.averaging_privacy.epsilon = 1;
+      mine.averaging_privacy.clip = 0.1;
+    }
+    auto t = agents[d]->StartTraining("real", mine);
+    ASSERT_TRUE(t.ok()) << t.status();
+    trainers[d] = *std::move(t);
+  }
+  std::vector<absl::StatusOr<TrainingRunResult>> results(
+      kDevices, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int d = 0; d < kDevices; ++d) {
+    threads.emplace_back([&, d] {
+      TrainingRunOptions run;
+      run.steps = kSteps;
+      run.max_resumes = 0;
+      for (int step = 0; step < kSteps; ++step) {
+        run.batches.push_back(
+            {data.train[(step * kDevices + d) % data.train.size()]});
+      }
+      results[d] = trainers[d]->Run(run);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int d = 0; d < kDevices; ++d) {
+    ASSERT_TRUE(results[d].ok()) << results[d].status();
+    EXPECT_EQ(results[d]->rounds, kSteps / kEvery);
+    // phone-2 trained the first round (nothing was known before it), but
+    // its noisy upload was left out of every average.
+    EXPECT_EQ(results[d]->rounds_averaged, d == 2 ? 0 : kSteps / kEvery) << d;
+    // ... and sat out the later rounds' updates (the servers stepped with
+    // the other two: the job reached every step).
+    EXPECT_EQ(results[d]->skipped, d == 2 ? kSteps - kEvery : 0) << d;
+    EXPECT_EQ(results[d]->step, kSteps);
+  }
+  EXPECT_EQ(results[2]->private_rounds, 1);  // Left out: nothing released.
+  const std::string tmp = testing::TempDir("train_sfl_select_out");
+  for (int d = 0; d < kDevices; ++d) {
+    ASSERT_TRUE(trainers[d]->Export(absl::StrCat(tmp, "/", d)).ok());
+  }
+  EXPECT_EQ(AdapterDiff(tmp + "/0", tmp + "/2", (*store)->config()), 0);
+}
+
 TEST(SplitTrainingRealModelTest, FineTunesAcrossHopsAndExportsPeft) {
   const std::string dir = RealModel();
   auto store = ModelStore::Open(dir);

@@ -304,6 +304,11 @@ absl::Status TrainCommand(const Args& a, std::ostream& out, std::ostream& err) {
   }
   out << absl::StrFormat("trained %s to step %d, last loss %.4f\n", o.job_id,
                          result.step, result.loss);
+  if (result.rounds > 0) {
+    out << absl::StrFormat(
+        "averaging: %d rounds, this device's factors in %d of them\n",
+        result.rounds, result.rounds_averaged);
+  }
   if (o.averaging_privacy.epsilon > 0) {
     out << absl::StrFormat(
         "averaging privacy: epsilon %.3g at delta %g per device over %d "

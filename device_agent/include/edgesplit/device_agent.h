@@ -104,6 +104,10 @@ struct DeviceAgentOptions {
   // Emulation: local compute takes this many times as long (the device
   // sleeps the difference); for what-if runs and tests of slow devices.
   double compute_slowdown = 1.0;
+  // Emulation: in training, every message to the first hop leaves this
+  // much later (the trainer waits first), as over a slow link; for
+  // what-if runs of client selection and tests.
+  absl::Duration training_link_delay = absl::ZeroDuration();
   // When a hop fails mid-generation, the device asks the controller for a
   // new route, leaving out the nodes that no longer answer, and re-sends
   // the prompt and the tokens so far to rebuild the KV caches there; the
@@ -353,6 +357,9 @@ struct TrainingStepStats {
   double grad_norm = 0;
   double lr = 0;
   double ms = 0;
+  // Of `ms`, the forward and backward of the windows (this device's link
+  // and the servers' compute, without the wait for a job's other devices).
+  double exchange_ms = 0;
   int64_t bytes_sent = 0, bytes_received = 0;  // This device's link.
 };
 
@@ -409,6 +416,11 @@ struct TrainingRunResult {
   double device_epsilon = 0;
   double device_noise_multiplier = 0;
   int64_t device_clipped = 0, device_examples = 0;
+  // sfl: averaging rounds this Run took part in, in how many the
+  // controller averaged this device's factors, and the updates it sat out:
+  // the controller's fed_selection may leave a noisy or slow device out of
+  // a round (the others train its updates; it adopts their average).
+  int64_t rounds = 0, rounds_averaged = 0, skipped = 0;
 };
 
 class EDGESPLIT_EXPORT Trainer {
@@ -435,8 +447,13 @@ class EDGESPLIT_EXPORT Trainer {
   absl::StatusOr<int64_t> Resume(absl::Duration timeout = absl::Minutes(1));
   // sfl: sends this device's adapter for averaging (weighted by `samples`
   // since the last round) and adopts the average; waits for the job's
-  // other devices.
-  absl::Status AverageDeviceAdapter(double samples);
+  // other devices. `seconds_per_window` (its steps' measured pace since
+  // the last round) and its averaging noise go with it for the
+  // controller's client selection; a device the last round's answer left
+  // out sends only those and adopts the average. Returns whether this
+  // device's factors were in the average.
+  absl::StatusOr<bool> AverageDeviceAdapter(double samples,
+                                            double seconds_per_window = 0);
   // Writes the whole trained adapter (every hop's shard and this device's)
   // as a PEFT adapter directory.
   absl::Status Export(const std::string& dir);
