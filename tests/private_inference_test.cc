@@ -6,6 +6,7 @@
 // refused before anything is sent.
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <sstream>
 
 #include "absl/synchronization/mutex.h"
@@ -30,6 +31,20 @@ using ::edgesplit::testing::ClusterPlan;
 using ::testing::HasSubstr;
 
 std::string RealModel() { return testing::SharedDir() + "/models/stories260K"; }
+
+// The device stage's own rows for prompt + continuation (all but the
+// last token): what a device without privacy sends.
+std::vector<std::vector<float>> DeviceRows(
+    const std::string& prompt, const std::vector<int32_t>& generated) {
+  auto store = ModelStore::Open(RealModel());
+  EXPECT_TRUE(store.ok());
+  auto tok = (*store)->LoadTokenizer();
+  auto ids = (*tok)->EncodePrompt(prompt);
+  EXPECT_TRUE(ids.ok());
+  std::vector<int32_t> all = *ids;
+  all.insert(all.end(), generated.begin(), generated.end());
+  return testing::DeviceStageRows(RealModel(), 1, all);
+}
 
 // The hidden rows of every forward the server "a" received, in order.
 class Tap {
@@ -95,20 +110,6 @@ class PrivateInferenceTest : public ::testing::Test {
     auto a = DeviceAgent::Connect(o);
     EXPECT_TRUE(a.ok()) << a.status();
     return a.ok() ? std::move(*a) : nullptr;
-  }
-
-  // The device stage's own rows for prompt + continuation (all but the
-  // last token): what a device without privacy sends.
-  static std::vector<std::vector<float>> DeviceRows(
-      const std::string& prompt, const std::vector<int32_t>& generated) {
-    auto store = ModelStore::Open(RealModel());
-    EXPECT_TRUE(store.ok());
-    auto tok = (*store)->LoadTokenizer();
-    auto ids = (*tok)->EncodePrompt(prompt);
-    EXPECT_TRUE(ids.ok());
-    std::vector<int32_t> all = *ids;
-    all.insert(all.end(), generated.begin(), generated.end());
-    return testing::DeviceStageRows(RealModel(), 1, all);
   }
 
   static Cluster* cluster_;
@@ -316,6 +317,67 @@ TEST_F(PrivateInferenceTest, SettingsThatCannotBeHonouredAreRefused) {
   EXPECT_THAT(std::string(refused.status().message()),
               HasSubstr("token ids would leave the device"));
   EXPECT_TRUE(tap_->Take().empty());
+}
+
+// A private generation whose server dies mid-way moves to the standby and
+// resends what it had released -- the same noisy rows, not new ones: no
+// position is released twice -- and the standby, like the first server,
+// never receives a row as the device computed it.
+TEST(PrivateRerouteTest, TheStandbyGetsTheSameReleaseNeverTheComputedRows) {
+  absl::Mutex mu;
+  std::map<std::string, std::vector<std::vector<float>>> received;
+  ClusterOptions o;
+  o.tls = false;
+  o.request_tap = [&](const std::string& node, const v1::StageRequest& r) {
+    if (!r.has_forward() || !r.forward().has_hidden()) return;
+    auto rows = wire::Decode(r.forward().hidden(), 0, "tapped");
+    ASSERT_TRUE(rows.ok()) << rows.status();
+    absl::MutexLock lock(&mu);
+    for (int64_t i = 0; i < rows->size(0); ++i) {
+      at::Tensor row = (*rows)[i].contiguous();
+      received[node].emplace_back(row.data_ptr<float>(),
+                                  row.data_ptr<float>() + row.numel());
+    }
+  };
+  ClusterPlan plan{"real", RealModel(), false, {{"device", 0, 1}, {"x", 1, 5}}};
+  plan.standby["x"] = {"w"};
+  auto c = Cluster::Start(testing::TempDir("private_reroute"), {plan}, o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  DeviceAgentOptions ao;
+  ao.controller = (*c)->controller_address();
+  ao.insecure = true;
+  auto agent = DeviceAgent::Connect(ao);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  auto session = (*agent)->OpenSession("real");
+  ASSERT_TRUE(session.ok()) << session.status();
+  SamplingOptions s = testing::GreedyTokens(16);
+  s.privacy.epsilon = 50;
+  s.privacy.clip = 2.0;
+  int tokens = 0;
+  auto stats =
+      (*session)->Generate("Once upon a time", s, [&](absl::string_view) {
+        if (++tokens == 5) (*c)->Kill("x");
+      });
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->reroutes, 1);
+  EXPECT_THAT((*session)->route(), HasSubstr("w [1, 5)"));
+  const auto raw = DeviceRows("Once upon a time", stats->tokens);
+  absl::MutexLock lock(&mu);
+  const auto& x = received["x"];
+  const auto& w = received["w"];
+  // The standby rebuilt its cache from the first position: every row.
+  ASSERT_EQ(w.size(), raw.size());
+  ASSERT_GT(x.size(), 0u);
+  ASSERT_LT(x.size(), raw.size());
+  EXPECT_EQ(stats->private_rows, static_cast<int64_t>(raw.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_EQ(w[i], x[i]) << "position " << i << " was released again";
+  }
+  for (size_t i = 0; i < w.size(); ++i) {
+    int64_t same = 0;
+    for (size_t j = 0; j < raw[i].size(); ++j) same += w[i][j] == raw[i][j];
+    EXPECT_EQ(same, 0) << "row " << i << " reached the standby unnoised";
+  }
 }
 
 }  // namespace
