@@ -92,7 +92,11 @@ class TrainingJob : public std::enable_shared_from_this<TrainingJob> {
   // narrowed) distinct sessions have arrived, for each of them. A session
   // arriving twice replaces its first arrival. INVALID_ARGUMENT (and
   // `ready` dropped) when `participants` exceeds the job's devices or
-  // differs from the step's first arrival's.
+  // differs from the step's first arrival's. The count comes from the job's
+  // own devices (admitted by the controller's grant): a member could step
+  // the job alone with participants 1, as it could already train it
+  // badly; a mismatch ends only the later session (the earlier ones wait
+  // out their answer timeout).
   absl::Status ArriveAtStep(uint64_t step, uint64_t prefix,
                             uint32_t participants, std::function<void()> ready);
   // A session that ended leaves every barrier it waits at.

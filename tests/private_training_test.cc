@@ -369,6 +369,48 @@ TEST_F(PrivateTrainingTest, DeviceBlocksTrainUnderDpSgdWithFreshReleases) {
   }
 }
 
+// `train --mode sfl` reports its averaging rounds and how many averaged
+// this device's factors (all, alone in its job).
+TEST_F(PrivateTrainingTest, TheCliReportsItsAveragingRounds) {
+  const std::string tmp = testing::TempDir("sfl_cli");
+  {
+    std::ofstream text(tmp + "/text.txt");
+    for (int i = 0; i < 8; ++i) {
+      text << "Once upon a time, there was a little girl named Lily. " << i
+           << "\n";
+    }
+  }
+  std::ostringstream out, err;
+  const int code = cli::Run({"train",
+                             "--controller",
+                             cluster_->controller_address(),
+                             "--insecure",
+                             "--model-id",
+                             "real-2way",
+                             "--data",
+                             tmp + "/text.txt",
+                             "--checkpoint-dir",
+                             tmp + "/ckpt",
+                             "--job",
+                             "cli-sfl",
+                             "--seq-len",
+                             "16",
+                             "--batch-tokens",
+                             "32",
+                             "--steps",
+                             "4",
+                             "--eval-every",
+                             "0",
+                             "--mode",
+                             "sfl",
+                             "--average-every",
+                             "2"},
+                            out, err);
+  ASSERT_EQ(code, 0) << err.str();
+  EXPECT_THAT(out.str(),
+              HasSubstr("averaging: 2 rounds, this device's factors in 2"));
+}
+
 TEST_F(PrivateTrainingTest, TheCliTrainsPrivatelyAndReportsEachEpsilon) {
   const std::string tmp = testing::TempDir("private_cli");
   {
