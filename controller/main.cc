@@ -12,6 +12,7 @@
 #include "controller/controller.h"
 #include "controller/controller_service.h"
 #include "grpcpp/grpcpp.h"
+#include "proto/health.h"
 
 namespace {
 
@@ -97,6 +98,7 @@ int main(int argc, char** argv) {
                                          security->get(),
                                          config->adapter_placement, &demand);
   adapters.set_model_copies(copies->get());
+  edgesplit::EnableHealthService();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config->listen, *credentials, &port);
@@ -139,6 +141,7 @@ int main(int argc, char** argv) {
     }
   }
   std::cerr << "edgesplit-controller: shutting down\n";
+  edgesplit::SetServing(server.get(), false);
   // Averaging rounds still waiting would hold their calls: fail them.
   service.ExpireRounds(absl::InfiniteFuture());
   // Stop accepting, let in-flight calls finish for up to 5 s, then cancel.

@@ -42,6 +42,8 @@ struct ControllerLinkOptions {
   std::shared_ptr<const TransportSecurity> security;
   // Gets the controller's route-grant key with every plan update.
   GrantGate* grants = nullptr;
+  // Runs (on the link's thread) after each plan update was applied.
+  std::function<void()> on_plans_applied;
 };
 
 class ControllerLink {

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "proto/health.h"
 
 namespace edgesplit {
 
@@ -57,6 +58,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   env.request_tap = s->options_.request_tap;
   s->service_ = std::make_unique<StageServiceImpl>(env, s->options_.admission);
 
+  EnableHealthService();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(s->options_.listen, credentials, &port);
@@ -77,6 +79,9 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", s->options_.listen));
   }
+  // Ready once it holds what the controller planned for it (a server
+  // without a controller loaded its stages already).
+  SetServing(s->server_.get(), s->options_.controller.empty());
   const std::string host =
       s->options_.listen.substr(0, s->options_.listen.rfind(':'));
   s->address_ = absl::StrCat(host, ":", port);
@@ -94,6 +99,10 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     lo.profile = s->options_.profile;
     lo.security = s->options_.security;
     lo.grants = s->grants_.get();
+    EdgeServer* server = s.get();
+    lo.on_plans_applied = [server] {
+      if (!server->shut_down_.load()) SetServing(server->server_.get(), true);
+    };
     StageServiceImpl* service = s->service_.get();
     s->link_ = std::make_unique<ControllerLink>(
         lo, s->host_.get(), [service] { return service->open_sessions(); });
@@ -153,6 +162,7 @@ int EdgeServer::Shutdown(absl::Duration drain) {
   if (shut_down_.exchange(true)) return 0;
   if (server_ == nullptr) return 0;  // Start() failed before serving.
   prefetch_stop_.Notify();
+  SetServing(server_.get(), false);  // Balancers and probes look away.
   service_->StopAccepting();
   if (link_ != nullptr) {
     // Out of routing now, rather than after missed heartbeats.
@@ -163,7 +173,8 @@ int EdgeServer::Shutdown(absl::Duration drain) {
                 << drained.message() << "\n";
     }
   }
-  link_.reset();  // Stop heartbeats.
+  link_.reset();                     // Stop heartbeats.
+  SetServing(server_.get(), false);  // A plan applied meanwhile set it.
   const int left = service_->WaitForSessions(absl::Now() + drain);
   if (left > 0) {
     service_->CancelAll(absl::UnavailableError(absl::StrCat(

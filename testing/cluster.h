@@ -30,6 +30,7 @@
 #include "controller/controller_service.h"
 #include "edge_server/server.h"
 #include "grpcpp/grpcpp.h"
+#include "proto/health.h"
 #include "security/certs.h"
 #include "security/grant.h"
 #include "security/tls.h"
@@ -298,11 +299,12 @@ class Cluster {
   // Stops a server abruptly (no drain), as a crash would.
   void Kill(const std::string& node) { servers_.erase(node); }
   // Starts a killed server again (same name, options and checkpoints; a
-  // new port unless emulated links fixed it) and waits for its plans.
-  absl::Status Restart(const std::string& node) {
+  // new port unless emulated links fixed it) and waits for its plans
+  // (unless `wait_for_plans` is false).
+  absl::Status Restart(const std::string& node, bool wait_for_plans = true) {
     ES_ASSIGN_OR_RETURN(auto server,
                         EdgeServer::Start(server_options_.at(node)));
-    if (!server->WaitForPlans(absl::Seconds(30))) {
+    if (wait_for_plans && !server->WaitForPlans(absl::Seconds(30))) {
       return absl::DeadlineExceededError(
           absl::StrCat("restarted server ", node, " got no plans"));
     }
@@ -483,6 +485,7 @@ class Cluster {
         cc.adapter_placement, adapter_demand_.get());
     ES_ASSIGN_OR_RETURN(model_copies_, ModelCopyRegistry::Open(cc.state_dir));
     adapter_service_->set_model_copies(model_copies_.get());
+    EnableHealthService();
     grpc::ServerBuilder builder;
     int port = 0;
     ES_ASSIGN_OR_RETURN(auto credentials,

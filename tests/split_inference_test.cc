@@ -7,6 +7,7 @@
 #include "edgesplit/device_agent.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "proto/health.h"
 #include "proto/stage_stream.h"
 #include "proto/tensor_codec.h"
 #include "runtime/generator.h"
@@ -475,9 +476,21 @@ TEST(SplitFailureTest, DrainLetsOpenSessionsFinish) {
   auto agent = Agent(**c);
   auto session = agent->OpenSession("real");
   ASSERT_TRUE(session.ok());
+  // grpc.health.v1 on both daemons' ports: serving, the server once its
+  // plan is applied...
+  (*c)->DeviceSecurity("device");
+  auto z = (*c)->Dial("device-device", (*c)->server("z")->address(), "z");
+  auto controller = (*c)->Dial("device-device", (*c)->controller_address());
+  auto serving = CheckServing(z, absl::Seconds(10));
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  EXPECT_TRUE(*serving);
+  serving = CheckServing(controller, absl::Seconds(10));
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  EXPECT_TRUE(*serving);
   std::thread drainer;
   int tokens = 0;
   int cut_off = -1;
+  absl::StatusOr<bool> while_draining = absl::UnknownError("not asked");
   auto stats = (*session)->Generate(
       "Once upon a time", Greedy(48), [&](absl::string_view) {
         if (++tokens == 3) {
@@ -486,12 +499,39 @@ TEST(SplitFailureTest, DrainLetsOpenSessionsFinish) {
           });
           // New sessions are refused while draining.
           absl::SleepFor(absl::Milliseconds(100));
+          while_draining = CheckServing(z, absl::Seconds(10));
         }
       });
   drainer.join();
+  // ...and not serving while it drains (its port still answers).
+  ASSERT_TRUE(while_draining.ok()) << while_draining.status();
+  EXPECT_FALSE(*while_draining);
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->tokens, Monolithic(RealModel(), "Once upon a time", 48));
   EXPECT_EQ(cut_off, 0);
+}
+
+// A server is not ready (grpc.health.v1 NOT_SERVING) until it applied a
+// plan from the controller: restarted while the controller is down, it
+// waits; once the controller is back it serves.
+TEST(SplitFailureTest, AServerIsReadyOnlyOnceItHoldsItsPlan) {
+  std::vector<ClusterPlan> plans = {
+      {"real", RealModel(), false, {{"device", 0, 2}, {"z", 2, 5}}}};
+  auto c = Cluster::Start(testing::TempDir("health"), plans);
+  ASSERT_TRUE(c.ok()) << c.status();
+  (*c)->DeviceSecurity("device");
+  (*c)->StopController();
+  (*c)->Kill("z");
+  ASSERT_TRUE((*c)->Restart("z", /*wait_for_plans=*/false).ok());
+  auto z = (*c)->Dial("device-device", (*c)->server("z")->address(), "z");
+  auto serving = CheckServing(z, absl::Seconds(10));
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  EXPECT_FALSE(*serving);
+  ASSERT_TRUE((*c)->RestartController().ok());
+  ASSERT_TRUE((*c)->server("z")->WaitForPlans(absl::Seconds(30)));
+  serving = CheckServing(z, absl::Seconds(10));
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  EXPECT_TRUE(*serving);
 }
 
 // Streams refused while a server drains, cancelled by their clients at
