@@ -71,6 +71,11 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
   c.source = source;
   ES_ASSIGN_OR_RETURN(std::string listen, r.String(root, "listen", false));
   if (!listen.empty()) c.listen = listen;
+  ES_ASSIGN_OR_RETURN(c.http_listen, r.String(root, "http_listen", false));
+  if (!c.http_listen.empty() && c.http_listen.find(':') == std::string::npos) {
+    return r.Error(root["http_listen"], "http_listen",
+                   absl::StrCat("\"", c.http_listen, "\" is not host:port"));
+  }
   ES_ASSIGN_OR_RETURN(int64_t hb,
                       r.IntIn(root, "heartbeat_interval_ms", 1000, 1, 3600000));
   c.heartbeat_interval = absl::Milliseconds(hb);

@@ -49,6 +49,7 @@ struct DeviceAccess {
 struct ControllerConfig {
   std::string source;  // The config file, for errors.
   std::string listen = "127.0.0.1:50051";
+  std::string http_listen;  // /healthz and /readyz (plain HTTP); "" = off.
   absl::Duration heartbeat_interval = absl::Seconds(1);
   int dead_after_missed = 3;
   std::vector<NodeConfig> nodes;
@@ -103,6 +104,7 @@ struct ControllerConfig {
 
 // Reads the controller's YAML config:
 //   listen: 127.0.0.1:50051
+//   http_listen: ""                         # /healthz, /readyz; "" = off
 //   heartbeat_interval_ms: 1000
 //   dead_after_missed: 3
 //   nodes: [{name: server-a, memory_mb: 2048}, ...]

@@ -2,6 +2,7 @@
 // Parses flags into the config, validates, starts, and on SIGTERM/SIGINT
 // stops accepting, drains calls for up to 5 s, then exits. SIGHUP reloads
 // the plan files.
+#include <atomic>
 #include <csignal>
 #include <iostream>
 #include <string>
@@ -12,6 +13,7 @@
 #include "controller/controller.h"
 #include "controller/controller_service.h"
 #include "grpcpp/grpcpp.h"
+#include "ops/ops_http.h"
 #include "proto/health.h"
 
 namespace {
@@ -122,6 +124,20 @@ int main(int argc, char** argv) {
                     : " (mutual TLS, cluster " + (*security)->cluster() + ")")
             << "\n";
 
+  std::atomic<bool> ready{true};
+  std::unique_ptr<edgesplit::OpsHttp> http;
+  if (!config->http_listen.empty()) {
+    auto h = edgesplit::OpsHttp::Start(
+        {config->http_listen, [&ready] { return ready.load(); }});
+    if (!h.ok()) {
+      std::cerr << "edgesplit-controller: " << h.status().message() << "\n";
+      return 1;
+    }
+    http = *std::move(h);
+    std::cerr << "edgesplit-controller: HTTP (probes) on port " << http->port()
+              << "\n";
+  }
+
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   std::signal(SIGHUP, OnSignal);
@@ -142,9 +158,11 @@ int main(int argc, char** argv) {
   }
   std::cerr << "edgesplit-controller: shutting down\n";
   edgesplit::SetServing(server.get(), false);
+  ready = false;
   // Averaging rounds still waiting would hold their calls: fail them.
   service.ExpireRounds(absl::InfiniteFuture());
   // Stop accepting, let in-flight calls finish for up to 5 s, then cancel.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  if (http != nullptr) http->Stop();
   return 0;
 }

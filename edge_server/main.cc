@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   o.listen = config->listen;
   o.session_idle_timeout = config->session_idle_timeout;
   o.controller = config->controller;
+  o.http_listen = config->http_listen;
   o.advertise = config->advertise;
   o.advertise_peer = config->advertise_peer;
   o.memory_bytes = config->memory_bytes;

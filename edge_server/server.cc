@@ -81,7 +81,13 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   }
   // Ready once it holds what the controller planned for it (a server
   // without a controller loaded its stages already).
-  SetServing(s->server_.get(), s->options_.controller.empty());
+  s->SetReady(s->options_.controller.empty());
+  if (!s->options_.http_listen.empty()) {
+    EdgeServer* self = s.get();
+    ES_ASSIGN_OR_RETURN(s->http_,
+                        OpsHttp::Start({s->options_.http_listen,
+                                        [self] { return self->ready(); }}));
+  }
   const std::string host =
       s->options_.listen.substr(0, s->options_.listen.rfind(':'));
   s->address_ = absl::StrCat(host, ":", port);
@@ -101,7 +107,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     lo.grants = s->grants_.get();
     EdgeServer* server = s.get();
     lo.on_plans_applied = [server] {
-      if (!server->shut_down_.load()) SetServing(server->server_.get(), true);
+      if (!server->shut_down_.load()) server->SetReady(true);
     };
     StageServiceImpl* service = s->service_.get();
     s->link_ = std::make_unique<ControllerLink>(
@@ -162,7 +168,7 @@ int EdgeServer::Shutdown(absl::Duration drain) {
   if (shut_down_.exchange(true)) return 0;
   if (server_ == nullptr) return 0;  // Start() failed before serving.
   prefetch_stop_.Notify();
-  SetServing(server_.get(), false);  // Balancers and probes look away.
+  SetReady(false);  // Balancers and probes look away.
   service_->StopAccepting();
   if (link_ != nullptr) {
     // Out of routing now, rather than after missed heartbeats.
@@ -173,8 +179,8 @@ int EdgeServer::Shutdown(absl::Duration drain) {
                 << drained.message() << "\n";
     }
   }
-  link_.reset();                     // Stop heartbeats.
-  SetServing(server_.get(), false);  // A plan applied meanwhile set it.
+  link_.reset();    // Stop heartbeats.
+  SetReady(false);  // A plan applied meanwhile set it.
   const int left = service_->WaitForSessions(absl::Now() + drain);
   if (left > 0) {
     service_->CancelAll(absl::UnavailableError(absl::StrCat(
@@ -184,7 +190,13 @@ int EdgeServer::Shutdown(absl::Duration drain) {
   stop_.Notify();
   if (reaper_.joinable()) reaper_.join();
   if (prefetcher_.joinable()) prefetcher_.join();
+  if (http_ != nullptr) http_->Stop();
   return left;
+}
+
+void EdgeServer::SetReady(bool ready) {
+  ready_.store(ready);
+  SetServing(server_.get(), ready);
 }
 
 EdgeServer::~EdgeServer() { Shutdown(absl::ZeroDuration()); }

@@ -20,6 +20,7 @@
 #include "edge_server/stage_service.h"
 #include "edge_server/training_job.h"
 #include "grpcpp/grpcpp.h"
+#include "ops/ops_http.h"
 #include "security/tls.h"
 
 namespace edgesplit {
@@ -38,6 +39,9 @@ struct EdgeServerOptions {
   // network beside the device-facing one).
   std::string advertise_peer;
   int64_t memory_bytes = 0;  // Reported to the controller.
+  // The operators' HTTP port (/healthz, /readyz: ops/ops_http.h); empty:
+  // none. Port 0 picks a free one (http_port()).
+  std::string http_listen;
   // Measure compute and links when the controller asks (see
   // ControllerLink).
   bool profile = true;
@@ -85,6 +89,11 @@ class EdgeServer {
   uint64_t plans_applied() const {
     return link_ == nullptr ? 0 : link_->plans_applied();
   }
+  // The HTTP port bound (0 without http_listen).
+  int http_port() const { return http_ == nullptr ? 0 : http_->port(); }
+  // Whether it takes new sessions: it applied its plan (or has no
+  // controller) and is not draining. As grpc.health.v1 and /readyz say.
+  bool ready() const { return ready_.load(); }
   // Blocks until the controller's plans were applied once (or `timeout`).
   bool WaitForPlans(absl::Duration timeout) {
     return link_ == nullptr || link_->WaitForPlans(timeout);
@@ -101,6 +110,8 @@ class EdgeServer {
   // With a controller and an adapter directory: the adapter source that
   // fetches from the cluster, and the BlobService serving what it holds.
   absl::Status StartAdapterDelivery();
+  // The readiness both health endpoints report.
+  void SetReady(bool ready);
 
   EdgeServerOptions options_;
   std::unique_ptr<ClusterAdapterSource> adapters_;  // Outlives host_.
@@ -122,6 +133,8 @@ class EdgeServer {
   // rather than fetching through the drain.
   absl::Notification prefetch_stop_;
   std::atomic<bool> shut_down_{false};
+  std::atomic<bool> ready_{false};
+  std::unique_ptr<OpsHttp> http_;  // Reads ready_: stopped before it goes.
 };
 
 }  // namespace edgesplit

@@ -18,6 +18,10 @@ absl::Status ServerConfig::Validate() const {
   if (listen.find(':') == std::string::npos) {
     return bad("listen", absl::StrCat("\"", listen, "\" is not host:port"));
   }
+  if (!http_listen.empty() && http_listen.find(':') == std::string::npos) {
+    return bad("http_listen",
+               absl::StrCat("\"", http_listen, "\" is not host:port"));
+  }
   if (kv_budget_bytes <= 0) return bad("kv_budget_mb", "must be positive");
   if (max_batch_tokens <= 0) {
     return bad("max_batch_tokens", "must be positive");
@@ -49,6 +53,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   ES_ASSIGN_OR_RETURN(c.advertise_peer,
                       r.String(root, "advertise_peer", false));
   ES_ASSIGN_OR_RETURN(c.controller, r.String(root, "controller", false));
+  ES_ASSIGN_OR_RETURN(c.http_listen, r.String(root, "http_listen", false));
   ES_ASSIGN_OR_RETURN(int64_t memory_mb,
                       r.IntIn(root, "memory_mb", 0, 0, int64_t{1} << 30));
   c.memory_bytes = memory_mb << 20;

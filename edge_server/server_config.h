@@ -5,6 +5,7 @@
 //   advertise: ""            # address others reach us at (default: listen)
 //   advertise_peer: ""       # address other servers use (default: advertise)
 //   controller: 127.0.0.1:50051
+//   http_listen: ""          # /healthz and /readyz (plain HTTP); "" = off
 //   memory_mb: 4096          # reported to the controller
 //   kv_budget_mb: 1024       # KV caches of all sessions together
 //   max_batch_tokens: 4096
@@ -44,6 +45,7 @@ struct ServerConfig {
   std::string advertise;
   std::string advertise_peer;
   std::string controller;
+  std::string http_listen;  // "" = no HTTP port.
   int64_t memory_bytes = 0;
   int64_t kv_budget_bytes = int64_t{1} << 30;
   int64_t max_batch_tokens = 4096;

@@ -16,6 +16,8 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   # TLS certificates and route-grant signatures (OpenSSL 3).
   libssl-dev
+  # The daemons' operator HTTP port (probes; ops/ops_http.h).
+  libcpp-httplib-dev
   # Core libraries.
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libsentencepiece-dev libre2-dev
   # Tests and benchmarks; clang for its thread-safety analysis and the

@@ -80,6 +80,8 @@ struct ClusterOptions {
   // Every server's adapter directory (AdapterCacheOptions::dir); "{node}"
   // becomes the server's name.
   std::string adapter_dir;
+  // Every server opens its HTTP port (/healthz, /readyz) on a free port.
+  bool http = false;
   // EdgeServerOptions::adapter_prefetch_interval of every server.
   absl::Duration adapter_prefetch_interval = absl::Seconds(30);
   // Sees every stage request each server receives (node, request), on
@@ -199,6 +201,7 @@ class Cluster {
       o.host.adapters.dir =
           absl::StrReplaceAll(options.adapter_dir, {{"{node}", n}});
       o.adapter_prefetch_interval = options.adapter_prefetch_interval;
+      if (options.http) o.http_listen = "127.0.0.1:0";
       if (options.request_tap) {
         o.request_tap = [tap = options.request_tap,
                          n](const v1::StageRequest& r) { tap(n, r); };

@@ -7,6 +7,7 @@
 #include "edgesplit/device_agent.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
 #include "proto/health.h"
 #include "proto/stage_stream.h"
 #include "proto/tensor_codec.h"
@@ -517,21 +518,35 @@ TEST(SplitFailureTest, DrainLetsOpenSessionsFinish) {
 TEST(SplitFailureTest, AServerIsReadyOnlyOnceItHoldsItsPlan) {
   std::vector<ClusterPlan> plans = {
       {"real", RealModel(), false, {{"device", 0, 2}, {"z", 2, 5}}}};
-  auto c = Cluster::Start(testing::TempDir("health"), plans);
+  testing::ClusterOptions co;
+  co.http = true;
+  auto c = Cluster::Start(testing::TempDir("health"), plans, co);
   ASSERT_TRUE(c.ok()) << c.status();
   (*c)->DeviceSecurity("device");
   (*c)->StopController();
   (*c)->Kill("z");
   ASSERT_TRUE((*c)->Restart("z", /*wait_for_plans=*/false).ok());
   auto z = (*c)->Dial("device-device", (*c)->server("z")->address(), "z");
+  // The same answer on the gRPC port and the HTTP one (/readyz), while
+  // /healthz says the process is alive.
+  httplib::Client http("127.0.0.1", (*c)->server("z")->http_port());
+  auto probe = [&](const char* path) {
+    auto r = http.Get(path);
+    return r ? r->status : -1;
+  };
   auto serving = CheckServing(z, absl::Seconds(10));
   ASSERT_TRUE(serving.ok()) << serving.status();
   EXPECT_FALSE(*serving);
+  EXPECT_EQ(probe("/readyz"), 503);
+  EXPECT_EQ(probe("/healthz"), 200);
   ASSERT_TRUE((*c)->RestartController().ok());
   ASSERT_TRUE((*c)->server("z")->WaitForPlans(absl::Seconds(30)));
   serving = CheckServing(z, absl::Seconds(10));
   ASSERT_TRUE(serving.ok()) << serving.status();
   EXPECT_TRUE(*serving);
+  EXPECT_EQ(probe("/readyz"), 200);
+  (*c)->server("z")->Shutdown(absl::ZeroDuration());
+  EXPECT_EQ(probe("/readyz"), -1);  // Its port closed with it.
 }
 
 // Streams refused while a server drains, cancelled by their clients at

@@ -1,0 +1,57 @@
+// A daemon's HTTP port for operators (cpp-httplib, Debian's
+// libcpp-httplib-dev): the probes load balancers and Kubernetes use,
+//   GET /healthz  200 "ok" while the process answers (liveness);
+//   GET /readyz   200 "ready" when `ready()` says so, else 503 (readiness:
+//                 an edge server before its first plan or while it
+//                 drains, a controller shutting down);
+// anything else 404. Plain HTTP without identities: it tells only
+// whether the daemon is up, nothing of its sessions or data (the gRPC
+// port carries those, with mutual TLS). Off unless a daemon's
+// `http_listen` names an address.
+#ifndef EDGESPLIT_OPS_OPS_HTTP_H_
+#define EDGESPLIT_OPS_OPS_HTTP_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace edgesplit {
+
+struct OpsHttpOptions {
+  std::string listen;           // host:port; port 0 picks a free one.
+  std::function<bool()> ready;  // Thread-safe; null: always ready.
+};
+
+// Serves on its own thread from Start() until Stop() or destruction.
+class OpsHttp {
+ public:
+  // UNAVAILABLE naming the address when it cannot listen there;
+  // INVALID_ARGUMENT for an address that is not host:port.
+  static absl::StatusOr<std::unique_ptr<OpsHttp>> Start(OpsHttpOptions options);
+  ~OpsHttp();  // Stop().
+  OpsHttp(const OpsHttp&) = delete;
+  OpsHttp& operator=(const OpsHttp&) = delete;
+
+  int port() const { return port_; }
+  // Stops serving and joins the thread; idempotent.
+  void Stop();
+
+ private:
+  OpsHttp() = default;
+
+  OpsHttpOptions options_;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_OPS_OPS_HTTP_H_
