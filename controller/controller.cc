@@ -9,6 +9,7 @@
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/yaml_util.h"
+#include "ops/ops_http.h"
 #include "proto/protocol.h"
 
 namespace edgesplit {
@@ -72,9 +73,11 @@ absl::StatusOr<ControllerConfig> ParseControllerConfig(
   ES_ASSIGN_OR_RETURN(std::string listen, r.String(root, "listen", false));
   if (!listen.empty()) c.listen = listen;
   ES_ASSIGN_OR_RETURN(c.http_listen, r.String(root, "http_listen", false));
-  if (!c.http_listen.empty() && c.http_listen.find(':') == std::string::npos) {
-    return r.Error(root["http_listen"], "http_listen",
-                   absl::StrCat("\"", c.http_listen, "\" is not host:port"));
+  if (!c.http_listen.empty()) {
+    if (auto a = ParseListenAddress(c.http_listen); !a.ok()) {
+      return r.Error(root["http_listen"], "http_listen",
+                     std::string(a.status().message()));
+    }
   }
   ES_ASSIGN_OR_RETURN(int64_t hb,
                       r.IntIn(root, "heartbeat_interval_ms", 1000, 1, 3600000));

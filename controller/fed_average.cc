@@ -161,11 +161,6 @@ absl::Status FedAverager::AddLocked(
       request.participants() == 0 ? request.devices() : request.participants();
   auto [it, created] = rounds_.try_emplace(key);
   Round& round = it->second;
-  // A refused first submission leaves no round behind.
-  auto refuse = [&, it = it, created = created](absl::Status s) {
-    if (created) rounds_.erase(it);
-    return s;
-  };
   if (created) {
     round.devices = request.devices();
     round.participants = participants;
@@ -194,10 +189,11 @@ absl::Status FedAverager::AddLocked(
   const int64_t bytes =
       request.sat_out() ? 0 : static_cast<int64_t>(request.ByteSizeLong());
   if (bytes > 0 && bytes > max_bytes_ - held_bytes_) {
-    return refuse(absl::ResourceExhaustedError(absl::StrCat(
+    if (created) rounds_.erase(it);  // A refused first leaves no round.
+    return absl::ResourceExhaustedError(absl::StrCat(
         "round ", request.round(), " of job ", request.job_id(), ": ", bytes,
         " more bytes of adapters would exceed the controller's ", limit_name_,
-        " (", max_bytes_, " bytes, ", held_bytes_, " held)")));
+        " (", max_bytes_, " bytes, ", held_bytes_, " held)"));
   }
   job.reports[request.device()] = {request.noise_std(),
                                    request.seconds_per_window()};

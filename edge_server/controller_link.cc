@@ -335,7 +335,7 @@ absl::Status ControllerLink::WatchOnce() {
       std::cerr << "edgesplit-server " << options_.node
                 << ": some stages failed to load: " << s.message() << "\n";
     }
-    if (options_.on_plans_applied) options_.on_plans_applied();
+    if (options_.on_plans_applied) options_.on_plans_applied(s);
     absl::MutexLock lock(&mu_);
     ++applied_;
   }

@@ -42,8 +42,9 @@ struct ControllerLinkOptions {
   std::shared_ptr<const TransportSecurity> security;
   // Gets the controller's route-grant key with every plan update.
   GrantGate* grants = nullptr;
-  // Runs (on the link's thread) after each plan update was applied.
-  std::function<void()> on_plans_applied;
+  // Runs (on the link's thread) after each plan update was applied, with
+  // ApplyPlans' status (not OK: some stage failed to load).
+  std::function<void(const absl::Status&)> on_plans_applied;
 };
 
 class ControllerLink {

@@ -95,6 +95,10 @@ int main(int argc, char** argv) {
             << (o.security->insecure() ? " (INSECURE: plaintext)"
                                        : " (mutual TLS)")
             << "\n";
+  if ((*server)->http_port() != 0) {
+    std::cerr << "edgesplit-server " << config->name
+              << ": HTTP (probes) on port " << (*server)->http_port() << "\n";
+  }
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   while (!g_stop) absl::SleepFor(absl::Milliseconds(100));

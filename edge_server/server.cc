@@ -79,8 +79,8 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     return absl::UnavailableError(
         absl::StrCat("cannot listen on ", s->options_.listen));
   }
-  // Ready once it holds what the controller planned for it (a server
-  // without a controller loaded its stages already).
+  // With a controller: ready once it holds what the controller planned for
+  // it. Without one, at once (its owner loads stages through host()).
   s->SetReady(s->options_.controller.empty());
   if (!s->options_.http_listen.empty()) {
     EdgeServer* self = s.get();
@@ -106,8 +106,8 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     lo.security = s->options_.security;
     lo.grants = s->grants_.get();
     EdgeServer* server = s.get();
-    lo.on_plans_applied = [server] {
-      if (!server->shut_down_.load()) server->SetReady(true);
+    lo.on_plans_applied = [server](const absl::Status& applied) {
+      server->SetReady(applied.ok());
     };
     StageServiceImpl* service = s->service_.get();
     s->link_ = std::make_unique<ControllerLink>(
@@ -168,7 +168,11 @@ int EdgeServer::Shutdown(absl::Duration drain) {
   if (shut_down_.exchange(true)) return 0;
   if (server_ == nullptr) return 0;  // Start() failed before serving.
   prefetch_stop_.Notify();
-  SetReady(false);  // Balancers and probes look away.
+  {
+    absl::MutexLock lock(&ready_mu_);
+    draining_ = true;  // Balancers and probes look away, for good.
+  }
+  SetReady(false);
   service_->StopAccepting();
   if (link_ != nullptr) {
     // Out of routing now, rather than after missed heartbeats.
@@ -179,8 +183,7 @@ int EdgeServer::Shutdown(absl::Duration drain) {
                 << drained.message() << "\n";
     }
   }
-  link_.reset();    // Stop heartbeats.
-  SetReady(false);  // A plan applied meanwhile set it.
+  link_.reset();  // Stop heartbeats.
   const int left = service_->WaitForSessions(absl::Now() + drain);
   if (left > 0) {
     service_->CancelAll(absl::UnavailableError(absl::StrCat(
@@ -195,6 +198,8 @@ int EdgeServer::Shutdown(absl::Duration drain) {
 }
 
 void EdgeServer::SetReady(bool ready) {
+  absl::MutexLock lock(&ready_mu_);
+  ready = ready && !draining_;
   ready_.store(ready);
   SetServing(server_.get(), ready);
 }

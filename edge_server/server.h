@@ -8,7 +8,9 @@
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "delivery/blob_service.h"
@@ -91,8 +93,10 @@ class EdgeServer {
   }
   // The HTTP port bound (0 without http_listen).
   int http_port() const { return http_ == nullptr ? 0 : http_->port(); }
-  // Whether it takes new sessions: it applied its plan (or has no
-  // controller) and is not draining. As grpc.health.v1 and /readyz say.
+  // Whether it takes new sessions: its last plan update loaded every stage
+  // (a server without a controller: from the start; its stages come
+  // through host()) and it is not draining. As grpc.health.v1 and /readyz
+  // say.
   bool ready() const { return ready_.load(); }
   // Blocks until the controller's plans were applied once (or `timeout`).
   bool WaitForPlans(absl::Duration timeout) {
@@ -110,7 +114,8 @@ class EdgeServer {
   // With a controller and an adapter directory: the adapter source that
   // fetches from the cluster, and the BlobService serving what it holds.
   absl::Status StartAdapterDelivery();
-  // The readiness both health endpoints report.
+  // The readiness both health endpoints report; never true again once
+  // Shutdown began.
   void SetReady(bool ready);
 
   EdgeServerOptions options_;
@@ -133,6 +138,10 @@ class EdgeServer {
   // rather than fetching through the drain.
   absl::Notification prefetch_stop_;
   std::atomic<bool> shut_down_{false};
+  // One writer at a time, so gRPC's status and ready_ agree and a plan
+  // landing during Shutdown cannot make the server ready again.
+  absl::Mutex ready_mu_;
+  bool draining_ ABSL_GUARDED_BY(ready_mu_) = false;
   std::atomic<bool> ready_{false};
   std::unique_ptr<OpsHttp> http_;  // Reads ready_: stopped before it goes.
 };

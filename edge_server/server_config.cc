@@ -5,6 +5,7 @@
 #include "base/status_macros.h"
 #include "base/yaml_util.h"
 #include "kernels/cpu/quant_blocks.h"
+#include "ops/ops_http.h"
 
 namespace edgesplit {
 
@@ -18,9 +19,10 @@ absl::Status ServerConfig::Validate() const {
   if (listen.find(':') == std::string::npos) {
     return bad("listen", absl::StrCat("\"", listen, "\" is not host:port"));
   }
-  if (!http_listen.empty() && http_listen.find(':') == std::string::npos) {
-    return bad("http_listen",
-               absl::StrCat("\"", http_listen, "\" is not host:port"));
+  if (!http_listen.empty()) {
+    if (auto a = ParseListenAddress(http_listen); !a.ok()) {
+      return bad("http_listen", std::string(a.status().message()));
+    }
   }
   if (kv_budget_bytes <= 0) return bad("kv_budget_mb", "must be positive");
   if (max_batch_tokens <= 0) {

@@ -11,12 +11,15 @@
 #ifndef EDGESPLIT_OPS_OPS_HTTP_H_
 #define EDGESPLIT_OPS_OPS_HTTP_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace httplib {
 class Server;
@@ -24,12 +27,20 @@ class Server;
 
 namespace edgesplit {
 
+// {host, port} of a daemon's http_listen ("[::1]:80" gives "::1"); an
+// error naming http_listen unless it is host:port with a port in 0-65535
+// and a host ("0.0.0.0" for every interface).
+absl::StatusOr<std::pair<std::string, int>> ParseListenAddress(
+    absl::string_view listen);
+
 struct OpsHttpOptions {
   std::string listen;           // host:port; port 0 picks a free one.
   std::function<bool()> ready;  // Thread-safe; null: always ready.
 };
 
-// Serves on its own thread from Start() until Stop() or destruction.
+// Serves from Start() until Stop() or destruction: cpp-httplib's accept
+// loop on its own thread, requests on its worker pool (at least 8
+// threads). Thread-safe.
 class OpsHttp {
  public:
   // UNAVAILABLE naming the address when it cannot listen there;
@@ -49,6 +60,8 @@ class OpsHttp {
   OpsHttpOptions options_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> exited_{false};  // The accept loop returned.
   int port_ = 0;
 };
 

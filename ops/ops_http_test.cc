@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -33,7 +34,8 @@ TEST(OpsHttpTest, LivenessAlwaysReadinessAsToldElseNotFound) {
 }
 
 TEST(OpsHttpTest, BadAddressesAreRefusedNamingTheField) {
-  for (const char* bad : {"nohost", "127.0.0.1:http", "127.0.0.1:70000"}) {
+  for (const char* bad :
+       {"nohost", "127.0.0.1:http", "127.0.0.1:70000", ":9161"}) {
     auto http = OpsHttp::Start({bad, nullptr});
     EXPECT_EQ(http.status().code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(http.status().message(), ::testing::HasSubstr("http_listen"));

@@ -1,5 +1,6 @@
 #include "proto/health.h"
 
+#include "absl/base/call_once.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -7,7 +8,11 @@
 
 namespace edgesplit {
 
-void EnableHealthService() { grpc::EnableDefaultHealthCheckService(true); }
+void EnableHealthService() {
+  // gRPC's switch is a plain global, read by BuildAndStart: set it once.
+  static absl::once_flag once;
+  absl::call_once(once, [] { grpc::EnableDefaultHealthCheckService(true); });
+}
 
 void SetServing(grpc::Server* server, bool serving) {
   if (server == nullptr) return;

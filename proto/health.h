@@ -1,8 +1,10 @@
 // Health of the daemons' gRPC ports (grpc.health.v1): each daemon serves
 // the standard health service on its own port, answering SERVING once it
-// can do its work (an edge server: after its first plan from the
-// controller is applied) and NOT_SERVING while it drains, so load
-// balancers and Kubernetes' gRPC probes stop sending it new work.
+// can do its work (an edge server: its last plan update loaded every
+// stage) and NOT_SERVING while it drains, so gRPC load balancers and
+// tools stop sending it new work. The port speaks mutual TLS: Kubernetes'
+// own gRPC probes (plaintext) cannot use it; they use the HTTP port's
+// /readyz (ops/ops_http.h).
 #ifndef EDGESPLIT_PROTO_HEALTH_H_
 #define EDGESPLIT_PROTO_HEALTH_H_
 
@@ -17,12 +19,13 @@
 namespace edgesplit {
 
 // Makes every gRPC server built after it serve grpc.health.v1.Health
-// (gRPC's built-in service; process-wide, idempotent). Call before the
-// ServerBuilder.
+// (gRPC's built-in service; process-wide, once). Call before the
+// ServerBuilder; thread-safe.
 void EnableHealthService();
 
-// Sets the whole server's status ("" and every service). No-op for a
-// server built without EnableHealthService(). Thread-safe.
+// Sets the server's status (service "", the server as a whole: the only
+// one registered). No-op for a server built without EnableHealthService().
+// Thread-safe.
 void SetServing(grpc::Server* server, bool serving);
 
 // Asks the health service behind `channel` whether `service` ("" = the

@@ -500,6 +500,9 @@ TEST(SplitFailureTest, DrainLetsOpenSessionsFinish) {
           });
           // New sessions are refused while draining.
           absl::SleepFor(absl::Milliseconds(100));
+          for (int i = 0; i < 500 && (*c)->server("z")->ready(); ++i) {
+            absl::SleepFor(absl::Milliseconds(10));  // A loaded machine.
+          }
           while_draining = CheckServing(z, absl::Seconds(10));
         }
       });
