@@ -151,15 +151,7 @@ int Main(int argc, char** argv) {
   k.noisy_clip = std::stod(Flag(argc, argv, "noisy-clip", "0.05"));
   auto store = Must(ModelStore::Open(k.model), "model");
   auto tok = Must(store->LoadTokenizer(), "tokenizer");
-  TrainingDataOptions dopt;
-  dopt.sequence_tokens = 64;
-  dopt.held_out_fraction = 0.1;
-  auto data =
-      Must(LoadTrainingData(testing::SharedDir() + "/data/tinyshakespeare.txt",
-                            *tok, dopt),
-           "Shakespeare");
-  data.train.resize(std::min<size_t>(data.train.size(), 640));
-  data.held_out.resize(std::min<size_t>(data.held_out.size(), 48));
+  auto data = bench::Shakespeare(*tok, 640, 48);
   std::printf(
       "fed_select_bench: %s, sfl of %d updates (4 windows of 64 tokens "
       "each per device), averaging every %d; phone-2 averages under "

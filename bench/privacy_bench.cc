@@ -240,15 +240,7 @@ double CleanPerplexity(const ModelStore& store,
 void TrainSection(const std::string& dir, int steps) {
   auto store = Must(ModelStore::Open(dir), "model");
   auto tok = Must(store->LoadTokenizer(), "tokenizer");
-  TrainingDataOptions dopt;
-  dopt.sequence_tokens = 64;
-  dopt.held_out_fraction = 0.1;
-  auto data =
-      Must(LoadTrainingData(testing::SharedDir() + "/data/tinyshakespeare.txt",
-                            *tok, dopt),
-           "Shakespeare");
-  data.train.resize(std::min<size_t>(data.train.size(), 256));
-  data.held_out.resize(std::min<size_t>(data.held_out.size(), 48));
+  auto data = bench::Shakespeare(*tok, 256, 48);
   const std::string tmp = testing::TempDir("privacy_bench");
   testing::ClusterOptions co;
   co.tls = false;

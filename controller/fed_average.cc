@@ -214,7 +214,7 @@ absl::Status FedAverager::AddLocked(
     round.bytes += bytes;
     held_bytes_ += bytes;
     if (round.by_device.size() == round.participants) {
-      CompleteLocked(key, round, ready, result);
+      CompleteLocked(job, round, ready, result);
     }
   }
   if (round.result.has_value() && round.answered.size() >= round.devices) {
@@ -225,9 +225,8 @@ absl::Status FedAverager::AddLocked(
 }
 
 void FedAverager::CompleteLocked(
-    const Key& key, Round& round, std::vector<Done>* ready,
+    Job& job, Round& round, std::vector<Done>* ready,
     absl::StatusOr<v1::AverageAdaptersResponse>* result) {
-  Job& job = JobLocked(key.first);
   std::vector<std::string> chosen;
   if (selection_.per_round > 0 &&
       static_cast<uint32_t>(selection_.per_round) < round.devices &&

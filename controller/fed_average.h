@@ -148,7 +148,7 @@ class FedAverager {
                          absl::StatusOr<v1::AverageAdaptersResponse>* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Averages a round whose participants all sent their factors.
-  void CompleteLocked(const Key& key, Round& round, std::vector<Done>* ready,
+  void CompleteLocked(Job& job, Round& round, std::vector<Done>* ready,
                       absl::StatusOr<v1::AverageAdaptersResponse>* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Job& JobLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
