@@ -20,13 +20,16 @@ PACKAGES=(
   libcpp-httplib-dev
   # Core libraries.
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libsentencepiece-dev libre2-dev
+  # tokenizer.json: Oniguruma (the regex engine Hugging Face's tokenizers
+  # use) and ICU (Unicode normalization and character properties).
+  libonig-dev libicu-dev
   # Tests and benchmarks; clang for its thread-safety analysis and the
   # format check (scripts/test.sh), python3 for the analysis driver.
   libgtest-dev libgmock-dev libbenchmark-dev clang clang-format python3
   # Network emulation for later cluster tests.
   iproute2
 )
-# Node.js + npm run the reference GPT-2 tokenizer (gpt-3-encoder) in tests. Some
+# Node.js + npm run the reference tokenizers (tests/js) in tests. Some
 # images ship them from NodeSource, whose nodejs conflicts with Debian's npm:
 # only install Debian's when the commands are missing.
 if ! command -v node >/dev/null; then PACKAGES+=(nodejs); fi

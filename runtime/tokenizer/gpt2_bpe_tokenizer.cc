@@ -21,52 +21,10 @@
 #include "base/status_macros.h"
 #include "base/utf8.h"
 #include "re2/re2.h"
+#include "runtime/tokenizer/byte_level.h"
 
 namespace edgesplit {
 namespace {
-
-// ---------------------------------------------------------------------------
-// bytes_to_unicode: GPT-2 spells every byte as a printable code point so its
-// vocab and merges files can be plain text. Printable Latin-1 bytes stand for
-// themselves; the other 68 bytes take U+0100.. in byte order.
-
-struct ByteMap {
-  // GPT-2's byte order: the printable bytes first, then the rest. Vocab ids
-  // 0..255 of GPT-2 follow this order.
-  std::array<uint8_t, 256> order;
-  std::array<char32_t, 256> byte_to_cp;
-  // Indexed by code point (< kCpLimit); -1 where no byte maps there.
-  static constexpr char32_t kCpLimit = 0x100 + 68;
-  std::array<int16_t, kCpLimit> cp_to_byte;
-};
-
-const ByteMap& GetByteMap() {
-  static const ByteMap* const map = [] {
-    auto* m = new ByteMap;
-    auto printable = [](int b) {
-      return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) ||
-             (b >= 0xAE && b <= 0xFF);
-    };
-    int k = 0;
-    for (int b = 0; b < 256; ++b) {
-      if (printable(b)) {
-        m->order[k++] = static_cast<uint8_t>(b);
-        m->byte_to_cp[b] = static_cast<char32_t>(b);
-      }
-    }
-    int n = 0;
-    for (int b = 0; b < 256; ++b) {
-      if (!printable(b)) {
-        m->order[k++] = static_cast<uint8_t>(b);
-        m->byte_to_cp[b] = static_cast<char32_t>(0x100 + n++);
-      }
-    }
-    m->cp_to_byte.fill(-1);
-    for (int b = 0; b < 256; ++b) m->cp_to_byte[m->byte_to_cp[b]] = b;
-    return m;
-  }();
-  return *map;
-}
 
 // ---------------------------------------------------------------------------
 // UTF-8.

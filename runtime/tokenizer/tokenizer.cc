@@ -10,6 +10,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/model_config.h"
 #include "runtime/tokenizer/gpt2_bpe_tokenizer.h"
+#include "runtime/tokenizer/hf_tokenizer.h"
 #include "runtime/tokenizer/sentencepiece_tokenizer.h"
 
 namespace edgesplit {
@@ -38,6 +39,16 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
     const std::string& dir, const ModelConfig& config) {
   std::unique_ptr<Tokenizer> tok;
   bool add_bos = false;
+  if (fs::exists(dir + "/tokenizer.json")) {
+    ES_ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> hf,
+                        LoadHfTokenizer(dir + "/tokenizer.json"));
+    // add_bos() reports what the post-processor does to a prompt.
+    ES_ASSIGN_OR_RETURN(std::vector<int32_t> empty, hf->EncodePrompt(""));
+    const auto bos = static_cast<int32_t>(config.bos_token_id);
+    hf->set_special_tokens(bos, static_cast<int32_t>(config.eos_token_id),
+                           !empty.empty() && empty.front() == bos);
+    return std::unique_ptr<Tokenizer>(std::move(hf));
+  }
   if (fs::exists(dir + "/tokenizer.model")) {
     ES_ASSIGN_OR_RETURN(tok,
                         LoadSentencePieceTokenizer(dir + "/tokenizer.model"));
@@ -51,10 +62,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
     ES_ASSIGN_OR_RETURN(
         tok, LoadGpt2BpeTokenizer(dir + "/encoder.json", dir + "/vocab.bpe"));
   } else {
-    return absl::NotFoundError(
-        absl::StrCat(dir,
-                     ": no tokenizer (expected tokenizer.model, vocab.json + "
-                     "merges.txt, or encoder.json + vocab.bpe)"));
+    return absl::NotFoundError(absl::StrCat(
+        dir,
+        ": no tokenizer (expected tokenizer.json, tokenizer.model, "
+        "vocab.json + merges.txt, or encoder.json + vocab.bpe)"));
   }
   ES_ASSIGN_OR_RETURN(json tc,
                       ReadOptionalJson(dir + "/tokenizer_config.json"));

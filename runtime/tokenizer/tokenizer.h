@@ -1,5 +1,6 @@
-// Text <-> token ids. Implementations: GPT-2 byte-level BPE
-// (gpt2_bpe_tokenizer.h) and SentencePiece (sentencepiece_tokenizer.h).
+// Text <-> token ids. Implementations: Hugging Face tokenizer.json
+// (hf_tokenizer.h), GPT-2 byte-level BPE (gpt2_bpe_tokenizer.h) and
+// SentencePiece (sentencepiece_tokenizer.h).
 #ifndef EDGESPLIT_RUNTIME_TOKENIZER_TOKENIZER_H_
 #define EDGESPLIT_RUNTIME_TOKENIZER_TOKENIZER_H_
 
@@ -39,8 +40,9 @@ class Tokenizer {
   // Whether prompts start with BOS (tokenizer_config.json add_bos_token).
   bool add_bos() const { return add_bos_; }
 
-  // Encodes a prompt as the model expects it (BOS prepended when add_bos()).
-  absl::StatusOr<std::vector<int32_t>> EncodePrompt(
+  // Encodes a prompt as the model expects it: BOS prepended when add_bos(),
+  // or, for tokenizer.json, the special tokens its post-processor adds.
+  virtual absl::StatusOr<std::vector<int32_t>> EncodePrompt(
       absl::string_view text) const;
 
   void set_special_tokens(int32_t bos, int32_t eos, bool add_bos) {
@@ -55,11 +57,13 @@ class Tokenizer {
   bool add_bos_ = false;
 };
 
-// Loads the tokenizer of a Hugging Face model directory: tokenizer.model
+// Loads the tokenizer of a Hugging Face model directory: tokenizer.json
+// (what transformers' fast tokenizers load first), else tokenizer.model
 // (SentencePiece), else vocab.json + merges.txt, else encoder.json +
-// vocab.bpe (GPT-2 BPE). BOS/EOS come from config.json, overridden by
-// tokenizer_config.json's add_bos_token. NOT_FOUND names the directory when
-// no tokenizer file is there.
+// vocab.bpe (GPT-2 BPE). BOS/EOS ids come from config.json. Whether prompts
+// start with BOS: tokenizer.json's post-processor decides; for the others,
+// tokenizer_config.json's add_bos_token (default: SentencePiece yes, GPT-2
+// no). NOT_FOUND names the directory when no tokenizer file is there.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
     const std::string& model_dir, const ModelConfig& config);
 
