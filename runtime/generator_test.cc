@@ -1,8 +1,12 @@
 #include "runtime/generator.h"
 
+#include "base/utf8.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "runtime/model_store.h"
+#include "runtime/tokenizer/byte_level.h"
+#include "runtime/tokenizer/hf_tokenizer.h"
 #include "testing/test_models.h"
 
 namespace edgesplit {
@@ -89,6 +93,98 @@ TEST(GeneratorTest, StreamedTextEqualsFinalText) {
   EXPECT_GT(chunks, 3);
   // No chunk may split a UTF-8 character: each chunk was valid on its own.
   EXPECT_EQ(streamed.find("\xEF\xBF\xBD"), std::string::npos);
+}
+
+// tokenizer.json pipelines whose decoders look at neighbouring tokens
+// (Llama 2's Strip after Fuse, Metaspace's first token, byte-level bytes of
+// one character spread over several tokens) stream the same text as they
+// decode at the end.
+std::unique_ptr<HfTokenizer> HfPipeline(bool byte_level) {
+  using json = nlohmann::json;
+  json vocab = json::object();
+  json j;
+  if (byte_level) {
+    const ByteMap& map = GetByteMap();
+    for (int b = 0; b < 256; ++b) {
+      std::string c;
+      utf8::Append(map.byte_to_cp[map.order[b]], &c);
+      vocab[c] = b;
+    }
+    vocab["\xC4\xA0t"] = 256;  // "Ġt"
+    j["added_tokens"] =
+        json::array({{{"id", 257}, {"content", "</s>"}, {"special", true}}});
+    j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}};
+    j["decoder"] = {{"type", "ByteLevel"}};
+    j["model"] = {{"type", "BPE"},
+                  {"vocab", vocab},
+                  {"merges", json::array({"\xC4\xA0 t"})}};
+  } else {
+    int id = 0;
+    for (const char* t :
+         {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "t", "h", "e",
+          "\xE2\x96\x81t", "r", "o", "b", "s", "a", "i", "d", "l"}) {
+      vocab[t] = id++;
+    }
+    for (int b = 0; b < 256; ++b) {
+      char name[8];
+      std::snprintf(name, sizeof(name), "<0x%02X>", b);
+      vocab[name] = id++;
+    }
+    j["normalizer"] = {
+        {"type", "Sequence"},
+        {"normalizers",
+         json::array({{{"type", "Prepend"}, {"prepend", "\xE2\x96\x81"}},
+                      {{"type", "Replace"},
+                       {"pattern", {{"String", " "}}},
+                       {"content", "\xE2\x96\x81"}}})}};
+    j["decoder"] = {
+        {"type", "Sequence"},
+        {"decoders", json::array({{{"type", "Replace"},
+                                   {"pattern", {{"String", "\xE2\x96\x81"}}},
+                                   {"content", " "}},
+                                  {{"type", "ByteFallback"}},
+                                  {{"type", "Fuse"}},
+                                  {{"type", "Strip"},
+                                   {"content", " "},
+                                   {"start", 1},
+                                   {"stop", 0}}})}};
+    j["model"] = {{"type", "BPE"},
+                  {"vocab", vocab},
+                  {"byte_fallback", true},
+                  {"unk_token", "<unk>"},
+                  {"merges", json::array({"\xE2\x96\x81 t"})}};
+  }
+  auto tok = HfTokenizer::Parse(j.dump(), "test tokenizer.json");
+  EXPECT_TRUE(tok.ok()) << tok.status();
+  if (!tok.ok()) return nullptr;
+  (*tok)->set_special_tokens(-1, *(*tok)->TokenToId("</s>"), false);
+  return *std::move(tok);
+}
+
+TEST(GeneratorTest, StreamedTextEqualsFinalTextWithTokenizerJson) {
+  for (bool byte_level : {true, false}) {
+    std::unique_ptr<HfTokenizer> tok = HfPipeline(byte_level);
+    ASSERT_NE(tok, nullptr);
+    auto script = tok->Encode(" the robot \xE4\xB8\x96\xE7\x95\x8C said hi");
+    ASSERT_TRUE(script.ok()) << script.status();
+    script->push_back(tok->eos_id());
+    ScriptedModel m(*script, tok->vocab_size(), 512);
+    std::string streamed;
+    int chunks = 0;
+    auto r = Generate(m, *tok, "the", Greedy(100), [&](absl::string_view t) {
+      streamed += std::string(t);
+      ++chunks;
+    });
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->stopped_at_eos);
+    // Llama 2's normalizer prepends its own space marker to the text.
+    EXPECT_EQ(r->text, std::string(byte_level ? "" : " ") +
+                           " the robot \xE4\xB8\x96\xE7\x95\x8C said hi")
+        << byte_level;
+    EXPECT_EQ(streamed, r->text) << byte_level;
+    EXPECT_GT(chunks, 3);
+    EXPECT_EQ(streamed.find("\xEF\xBF\xBD"), std::string::npos);
+  }
 }
 
 }  // namespace
