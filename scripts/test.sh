@@ -57,7 +57,7 @@ part "clang: ASan + UBSan tests, libFuzzer targets"
 # parsers and CPU kernels (no LibTorch: a LibTorch-linked sanitizer build
 # costs about as much as the TSan one below) and for the fuzz targets, so
 # the libraries they share compile once.
-ASAN_TESTS=(runtime_core_test gpt2_bpe_tokenizer_test hf_tokenizer_test
+ASAN_TESTS=(runtime_core_test gpt2_bpe_tokenizer_test hf_tokenizer_test jinja_test
             sentencepiece_reference_test planner_test controller_test
             kernels_test cpu_kernels_test security_test delivery_test
             privacy_test)
