@@ -24,6 +24,7 @@
 #include "proto/probe.h"
 #include "proto/stage_stream.h"
 #include "proto/tensor_codec.h"
+#include "runtime/chat_template.h"
 #include "runtime/generator.h"
 #include "runtime/lora.h"
 #include "runtime/model_store.h"
@@ -44,6 +45,8 @@ struct Session::Impl {
   std::shared_ptr<const LoraAdapter> lora;
   int generation = 0;
   DraftCache drafts;  // The last speculative draft model loaded.
+  // The model's chat template, loaded by the first Chat.
+  std::unique_ptr<ChatTemplate> chat_template;
   // This generation decodes greedily without a penalty: the route answers
   // token ids instead of logits.
   bool argmax_only = false;
@@ -431,6 +434,31 @@ std::string Session::route() const { return RouteString(impl_->route); }
 absl::StatusOr<GenerationStats> Session::Generate(
     absl::string_view prompt, const SamplingOptions& sampling,
     const std::function<void(absl::string_view)>& on_text) {
+  ES_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                      impl_->model->tokenizer->EncodePrompt(prompt));
+  return GenerateFrom(std::move(ids), sampling, on_text);
+}
+
+absl::StatusOr<GenerationStats> Session::Chat(
+    const std::vector<ChatMessage>& messages, const SamplingOptions& sampling,
+    const std::function<void(absl::string_view)>& on_text) {
+  Impl& s = *impl_;
+  if (s.chat_template == nullptr) {
+    ES_ASSIGN_OR_RETURN(s.chat_template, ChatTemplate::Load(s.ModelDir()));
+  }
+  std::vector<ChatTurn> turns;
+  for (const ChatMessage& m : messages) turns.push_back({m.role, m.content});
+  ES_ASSIGN_OR_RETURN(std::string text,
+                      s.chat_template->Render(turns,
+                                              /*add_generation_prompt=*/true));
+  ES_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                      s.chat_template->Encode(*s.model->tokenizer, text));
+  return GenerateFrom(std::move(ids), sampling, on_text);
+}
+
+absl::StatusOr<GenerationStats> Session::GenerateFrom(
+    std::vector<int32_t> prompt_ids, const SamplingOptions& sampling,
+    const std::function<void(absl::string_view)>& on_text) {
   Impl& s = *impl_;
   {
     absl::MutexLock lock(&s.mu);
@@ -464,8 +492,8 @@ absl::StatusOr<GenerationStats> Session::Generate(
   SpeculativeStats spec_stats;
   absl::StatusOr<GenerationResult> generated;
   if (spec.draft.empty()) {
-    generated = GenerateText(
-        *s.model->tokenizer, prompt, on_text,
+    generated = GenerateTextFromIds(
+        *s.model->tokenizer, std::move(prompt_ids), on_text,
         [&](absl::Span<const int32_t> ids, int32_t eos,
             const std::function<void(int32_t)>& on_token)
             -> absl::StatusOr<GenerationResult> {
@@ -487,13 +515,13 @@ absl::StatusOr<GenerationStats> Session::Generate(
     params.max_draft = spec.max_draft;
     params.adaptive = spec.adaptive;
     params.skip_threshold = spec.skip_threshold;
-    generated = GenerateText(*s.model->tokenizer, prompt, on_text,
-                             [&](absl::Span<const int32_t> ids, int32_t eos,
-                                 const std::function<void(int32_t)>& on_token) {
-                               return GenerateSpeculativeIds(
-                                   seq, *drafter, ids, g, params, eos, on_token,
-                                   &spec_stats);
-                             });
+    generated = GenerateTextFromIds(
+        *s.model->tokenizer, std::move(prompt_ids), on_text,
+        [&](absl::Span<const int32_t> ids, int32_t eos,
+            const std::function<void(int32_t)>& on_token) {
+          return GenerateSpeculativeIds(seq, *drafter, ids, g, params, eos,
+                                        on_token, &spec_stats);
+        });
   }
   {
     absl::MutexLock lock(&s.mu);

@@ -166,6 +166,14 @@ absl::StatusOr<GenerationResult> GenerateText(
     const IdGenerator& generate_ids) {
   ES_ASSIGN_OR_RETURN(std::vector<int32_t> prompt_ids,
                       tokenizer.EncodePrompt(prompt));
+  return GenerateTextFromIds(tokenizer, std::move(prompt_ids), on_text,
+                             generate_ids);
+}
+
+absl::StatusOr<GenerationResult> GenerateTextFromIds(
+    const Tokenizer& tokenizer, std::vector<int32_t> prompt_ids,
+    const std::function<void(absl::string_view)>& on_text,
+    const IdGenerator& generate_ids) {
   TextStream stream(tokenizer, prompt_ids, on_text);
   absl::Status stream_status;
   auto on_token = [&](int32_t id) {

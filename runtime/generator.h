@@ -100,6 +100,11 @@ absl::StatusOr<GenerationResult> GenerateText(
     const Tokenizer& tokenizer, absl::string_view prompt,
     const std::function<void(absl::string_view)>& on_text,
     const IdGenerator& generate_ids);
+// Same, from a prompt already encoded (a chat prompt: ChatTemplate::Encode).
+absl::StatusOr<GenerationResult> GenerateTextFromIds(
+    const Tokenizer& tokenizer, std::vector<int32_t> prompt_ids,
+    const std::function<void(absl::string_view)>& on_text,
+    const IdGenerator& generate_ids);
 
 // The stages of one split, run in one process in order. Thread-safe for
 // distinct sequences.

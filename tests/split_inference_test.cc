@@ -2,6 +2,8 @@
 // gRPC, port 0) + the device agent. Split must equal whole: greedy tokens
 // are identical to the monolithic model's, for both architectures, for
 // 2-way, 3-hop and U-shaped plans, and for the real model.
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "edgesplit/device_agent.h"
@@ -130,6 +132,42 @@ TEST_F(SplitInferenceTest, GreedyTokensEqualMonolithic) {
     const bool zero = c.model_id.find("zero") != std::string::npos;
     EXPECT_EQ(stats->bytes_sent, fed * (zero ? 4 : 64 * 4)) << c.model_id;
   }
+}
+
+// Session::Chat formats with the model's chat template (from the device's
+// own copy of the model) and then generates exactly as Generate does on the
+// formatted text: same tokens as the monolithic model on it.
+TEST_F(SplitInferenceTest, ChatEqualsGenerateOnTheFormattedPrompt) {
+  const std::string copy = testing::TempDir("chat_model");
+  for (const auto& entry : std::filesystem::directory_iterator(RealModel())) {
+    std::filesystem::copy(entry.path(),
+                          copy + "/" + entry.path().filename().string());
+  }
+  std::ofstream(copy + "/chat_template.jinja")
+      << "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' "
+         "%}{{ m.content }}\n{% else %}[INST] {{ m.content }} [/INST]{% "
+         "endif %}{% endfor %}";
+  DeviceAgentOptions o;
+  o.controller = cluster_->controller_address();
+  cluster_->SecureDevice("device", &o);
+  o.model_dirs["real-3hop"] = copy;
+  auto agent = DeviceAgent::Connect(o);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  auto session = (*agent)->OpenSession("real-3hop");
+  ASSERT_TRUE(session.ok()) << session.status();
+  std::string streamed;
+  auto chat = (*session)->Chat(
+      {{"system", "Tell a story."}, {"user", "Once upon a time"}}, Greedy(24),
+      [&](absl::string_view t) { streamed += std::string(t); });
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  const std::string formatted =
+      "Tell a story.\n[INST] Once upon a time [/INST]";
+  EXPECT_EQ(chat->tokens, Monolithic(RealModel(), formatted, 24));
+  EXPECT_EQ(streamed, chat->text);
+  auto plain = (*session)->Generate(formatted, Greedy(24));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(chat->tokens, plain->tokens);
+  EXPECT_EQ(chat->prompt_tokens, plain->prompt_tokens);
 }
 
 // Speculative decoding through the split: greedy tokens identical to the

@@ -15,6 +15,7 @@
 #include "device_agent/drafts.h"
 #include "edgesplit/device_agent.h"
 #include "kernels/cpu/quant_blocks.h"
+#include "runtime/chat_template.h"
 #include "runtime/generator.h"
 #include "runtime/lora.h"
 #include "runtime/model_init.h"
@@ -61,6 +62,9 @@ commands:
       approximation: +0.04% / +12% perplexity on stories260K).
       A .gguf file (llama.cpp, Llama family) runs as it is: its tensors
       keep their types; the tokenizer comes from its metadata.
+      --chat [--system TEXT] sends TEXT as the user's turn of a
+      conversation in the model's chat format (chat_template.jinja or
+      tokenizer_config.json's chat_template); the reply streams out.
   generate --controller HOST:PORT --model-id ID --prompt TEXT
            [--codec fp32|fp16|bf16|int8] [--model-dir DIR]
            [--adapter NAME --adapter-dir DIR] [same sampling flags]
@@ -397,12 +401,17 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   s.speculative.max_draft = spec.max_draft;
   s.speculative.adaptive = spec.adaptive;
   s.speculative.skip_threshold = spec.skip_threshold;
-  ES_ASSIGN_OR_RETURN(
-      GenerationStats st,
-      session->Generate(a.String("prompt"), s, [&](absl::string_view text) {
-        out << text;
-        out.flush();
-      }));
+  auto on_text = [&](absl::string_view text) {
+    out << text;
+    out.flush();
+  };
+  std::vector<ChatMessage> messages;
+  if (a.Has("system")) messages.push_back({"system", a.String("system")});
+  messages.push_back({"user", a.String("prompt")});
+  ES_ASSIGN_OR_RETURN(GenerationStats st,
+                      a.Has("chat")
+                          ? session->Chat(messages, s, on_text)
+                          : session->Generate(a.String("prompt"), s, on_text));
   out << "\n";
   out.flush();
   err << absl::StrFormat(
@@ -500,17 +509,31 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
     ES_ASSIGN_OR_RETURN(drafter, MakeDrafter(draft, model_dir, store->config(),
                                              g.sampling, &draft_cache));
   }
+  // --chat: the prompt as the user's turn in the model's chat format.
+  std::vector<int32_t> prompt_ids;
+  if (a.Has("chat")) {
+    ES_ASSIGN_OR_RETURN(auto chat, ChatTemplate::Load(model_dir));
+    std::vector<ChatTurn> turns;
+    if (a.Has("system")) turns.push_back({"system", a.String("system")});
+    turns.push_back({"user", prompt});
+    ES_ASSIGN_OR_RETURN(std::string text,
+                        chat->Render(turns, /*add_generation_prompt=*/true));
+    ES_ASSIGN_OR_RETURN(prompt_ids, chat->Encode(*tokenizer, text));
+  } else {
+    ES_ASSIGN_OR_RETURN(prompt_ids, tokenizer->EncodePrompt(prompt));
+  }
   ES_ASSIGN_OR_RETURN(
       GenerationResult r,
-      drafter == nullptr
-          ? Generate(*seq, *tokenizer, prompt, g, on_text)
-          : GenerateText(*tokenizer, prompt, on_text,
-                         [&](absl::Span<const int32_t> ids, int32_t eos,
-                             const std::function<void(int32_t)>& on_token) {
-                           return GenerateSpeculativeIds(*seq, *drafter, ids, g,
-                                                         spec, eos, on_token,
-                                                         &spec_stats);
-                         }));
+      GenerateTextFromIds(*tokenizer, std::move(prompt_ids), on_text,
+                          [&](absl::Span<const int32_t> ids, int32_t eos,
+                              const std::function<void(int32_t)>& on_token) {
+                            if (drafter == nullptr) {
+                              return GenerateIds(*seq, ids, g, eos, on_token);
+                            }
+                            return GenerateSpeculativeIds(
+                                *seq, *drafter, ids, g, spec, eos, on_token,
+                                &spec_stats);
+                          }));
   out << "\n";
   out.flush();
   const double decode_tps =
@@ -640,8 +663,9 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
                                "privacy-clip",
                                "privacy-grad-clip",
                                "privacy-budget",
-                               "privacy-budget-epsilon"}),
-                      {"mmap-weights", "insecure", "draft-fixed"});
+                               "privacy-budget-epsilon",
+                               "system"}),
+                      {"mmap-weights", "insecure", "draft-fixed", "chat"});
     status = a.ok() ? GenerateLocal(*a, out, err) : a.status();
   } else {
     err << "edgesplit: unknown command \"" << absl::StrJoin(args, " ")

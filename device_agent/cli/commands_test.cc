@@ -70,6 +70,39 @@ TEST(CommandsTest, GreedyOnTheRealModelStreamsTheStory) {
   EXPECT_THAT(r.out, StartsWith(", there was a little girl"));
 }
 
+// --chat formats the prompt with the model's chat template: with a
+// Mistral-style template on the real model, the ids are BOS + "[INST] ...
+// [/INST]", so the greedy reply equals plain generation from that text.
+TEST(CommandsTest, ChatUsesTheModelsChatTemplate) {
+  const std::string shared = testing::SharedDir() + "/models/stories260K";
+  const std::string model = testing::TempDir("cli_chat_model");
+  for (const auto& entry : std::filesystem::directory_iterator(shared)) {
+    std::filesystem::copy(entry.path(),
+                          model + "/" + entry.path().filename().string());
+  }
+  ASSERT_TRUE(WriteFileAtomically(
+                  model + "/chat_template.jinja",
+                  "{{ bos_token }}{% for m in messages %}{% if m.role == "
+                  "'system' %}{{ m.content }}\n{% else %}[INST] {{ m.content "
+                  "}} [/INST]{% endif %}{% endfor %}")
+                  .ok());
+  Result chat = RunCli({"generate", "--model", model, "--chat", "--system",
+                        "Tell a story.", "--prompt", "Once upon a time",
+                        "--temperature", "0", "--max-new-tokens", "12"});
+  ASSERT_EQ(chat.code, 0) << chat.err;
+  Result plain = RunCli({"generate", "--model", model, "--prompt",
+                         "Tell a story.\n[INST] Once upon a time [/INST]",
+                         "--temperature", "0", "--max-new-tokens", "12"});
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  EXPECT_EQ(chat.out, plain.out);
+  EXPECT_FALSE(chat.out.empty());
+  // A model without a template says so.
+  Result none = RunCli({"generate", "--model", shared, "--chat", "--prompt",
+                        "x", "--max-new-tokens", "1"});
+  EXPECT_NE(none.code, 0);
+  EXPECT_THAT(none.err, HasSubstr("has no chat template"));
+}
+
 TEST(CommandsTest, BadUsageIsReported) {
   Result r = RunCli({});
   EXPECT_EQ(r.code, 2);

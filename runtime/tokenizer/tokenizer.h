@@ -34,6 +34,10 @@ class Tokenizer {
       absl::Span<const int32_t> ids) const = 0;
   // Number of ids the tokenizer defines.
   virtual int32_t vocab_size() const = 0;
+  // Whether Encode turns special tokens written in the text ("<s>",
+  // "<|im_start|>") into their ids, as tokenizer.json does; SentencePiece
+  // and GPT-2 files encode them as plain text.
+  virtual bool encodes_special_tokens() const { return false; }
 
   int32_t bos_id() const { return bos_id_; }  // -1: none.
   int32_t eos_id() const { return eos_id_; }  // -1: none.

@@ -237,6 +237,12 @@ struct GenerationStats {
   double budget_epsilon_spent = 0;
 };
 
+// One turn of a conversation for Session::Chat.
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant".
+  std::string content;
+};
+
 class EDGESPLIT_EXPORT Session {
  public:
   ~Session();
@@ -248,6 +254,17 @@ class EDGESPLIT_EXPORT Session {
   // EXCEEDED past generation_timeout, INVALID_ARGUMENT for bad options.
   absl::StatusOr<GenerationStats> Generate(
       absl::string_view prompt, const SamplingOptions& sampling,
+      const std::function<void(absl::string_view)>& on_text = nullptr);
+
+  // Formats `messages` with the model's chat template (its
+  // chat_template.jinja or tokenizer_config.json's chat_template, rendered
+  // as transformers does) and generates the assistant's reply, streaming it
+  // to `on_text`. The prompt's special tokens are the template's own. Errors
+  // as Generate, plus NOT_FOUND when the model has no chat template and
+  // INVALID_ARGUMENT for a conversation the template refuses (e.g. roles
+  // that do not alternate), with its message.
+  absl::StatusOr<GenerationStats> Chat(
+      const std::vector<ChatMessage>& messages, const SamplingOptions& sampling,
       const std::function<void(absl::string_view)>& on_text = nullptr);
 
   // Stops a Generate in progress (from any thread, or from on_text): the
@@ -262,6 +279,9 @@ class EDGESPLIT_EXPORT Session {
   friend class DeviceAgent;
   struct Impl;
   explicit Session(std::unique_ptr<Impl> impl);
+  absl::StatusOr<GenerationStats> GenerateFrom(
+      std::vector<int32_t> prompt_ids, const SamplingOptions& sampling,
+      const std::function<void(absl::string_view)>& on_text);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -1,0 +1,127 @@
+#include "runtime/chat_template.h"
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "base/file_util.h"
+#include "base/json_util.h"
+#include "base/status_macros.h"
+
+namespace edgesplit {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// A special token as tokenizer_config.json writes it: a string, or an
+// AddedToken object {"content": ...}. "" when absent or null.
+absl::StatusOr<std::string> TokenText(const json& config, const char* field,
+                                      const std::string& source) {
+  auto it = config.find(field);
+  if (it == config.end() || it->is_null()) return std::string();
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_object() && it->contains("content") &&
+      (*it)["content"].is_string()) {
+    return (*it)["content"].get<std::string>();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(source, ": ", field,
+                   ": expected a string or {\"content\": "
+                   "...}, got ",
+                   DescribeJson(*it)));
+}
+
+// The "chat_template" field: a string, or named templates.
+absl::StatusOr<std::string> TemplateText(const json& config,
+                                         const std::string& source) {
+  const json& t = config["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array()) {
+    for (const json& named : t) {
+      if (named.is_object() && named.value("name", "") == "default" &&
+          named.contains("template") && named["template"].is_string()) {
+        return named["template"].get<std::string>();
+      }
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": chat_template: no template named \"default\""));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(source,
+                   ": chat_template: expected a string or a list of "
+                   "{\"name\", \"template\"}, got ",
+                   DescribeJson(t)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Load(
+    const std::string& dir) {
+  const std::string config_path = dir + "/tokenizer_config.json";
+  json config = json::object();
+  if (fs::exists(config_path)) {
+    ES_ASSIGN_OR_RETURN(config, ReadUntrustedJson(config_path));
+  }
+  ES_ASSIGN_OR_RETURN(std::string bos,
+                      TokenText(config, "bos_token", config_path));
+  ES_ASSIGN_OR_RETURN(std::string eos,
+                      TokenText(config, "eos_token", config_path));
+  const std::string jinja_path = dir + "/chat_template.jinja";
+  if (fs::exists(jinja_path)) {
+    ES_ASSIGN_OR_RETURN(std::string text, ReadFile(jinja_path));
+    return Parse(text, std::move(bos), std::move(eos), jinja_path);
+  }
+  if (!config.contains("chat_template") || config["chat_template"].is_null()) {
+    return absl::NotFoundError(
+        absl::StrCat(dir,
+                     ": the model has no chat template (no "
+                     "chat_template.jinja, no chat_template in "
+                     "tokenizer_config.json)"));
+  }
+  ES_ASSIGN_OR_RETURN(std::string text, TemplateText(config, config_path));
+  return Parse(text, std::move(bos), std::move(eos),
+               config_path + " chat_template");
+}
+
+absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Parse(
+    absl::string_view text, std::string bos_token, std::string eos_token,
+    std::string name) {
+  auto t = std::unique_ptr<ChatTemplate>(new ChatTemplate());
+  ES_ASSIGN_OR_RETURN(t->template_, jinja::Template::Parse(text, name));
+  t->bos_token_ = std::move(bos_token);
+  t->eos_token_ = std::move(eos_token);
+  return t;
+}
+
+absl::StatusOr<std::string> ChatTemplate::Render(
+    const std::vector<ChatTurn>& messages, bool add_generation_prompt) const {
+  jinja::Array list;
+  for (const ChatTurn& m : messages) {
+    list.push_back(jinja::Value::MakeObject(
+        {{"role", jinja::Value::String(m.role)},
+         {"content", jinja::Value::String(m.content)}}));
+  }
+  return template_->Render(
+      {{"messages", jinja::Value::MakeArray(std::move(list))},
+       {"add_generation_prompt", jinja::Value::Bool(add_generation_prompt)},
+       {"bos_token", jinja::Value::String(bos_token_)},
+       {"eos_token", jinja::Value::String(eos_token_)}});
+}
+
+absl::StatusOr<std::vector<int32_t>> ChatTemplate::Encode(
+    const Tokenizer& tokenizer, absl::string_view text) const {
+  if (tokenizer.encodes_special_tokens()) return tokenizer.Encode(text);
+  std::vector<int32_t> ids;
+  if (!bos_token_.empty() && tokenizer.bos_id() >= 0 &&
+      absl::ConsumePrefix(&text, bos_token_)) {
+    ids.push_back(tokenizer.bos_id());
+  }
+  ES_ASSIGN_OR_RETURN(std::vector<int32_t> rest, tokenizer.Encode(text));
+  ids.insert(ids.end(), rest.begin(), rest.end());
+  return ids;
+}
+
+}  // namespace edgesplit

@@ -1,0 +1,132 @@
+#include "runtime/chat_template.h"
+
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "runtime/model_config.h"
+#include "runtime/tokenizer/hf_tokenizer.h"
+#include "testing/test_paths.h"
+
+namespace edgesplit {
+namespace {
+
+using ::testing::HasSubstr;
+using json = nlohmann::json;
+
+constexpr char kLlama3[] =
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% "
+    "set content = '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% "
+    "if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif "
+    "%}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ "
+    "'<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+
+void Write(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+
+TEST(ChatTemplateTest, LoadsTheFormsModelsShip) {
+  const std::string dir = testing::TempDir("chat_template_forms");
+  // A string, with tokens written as AddedToken objects.
+  Write(dir + "/tokenizer_config.json",
+        json{{"chat_template", kLlama3},
+             {"bos_token", {{"content", "<|begin_of_text|>"}}},
+             {"eos_token", "<|eot_id|>"}}
+            .dump());
+  auto t = ChatTemplate::Load(dir);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ((*t)->bos_token(), "<|begin_of_text|>");
+  auto text = (*t)->Render({{"system", "Be brief."}, {"user", " Hi \n"}}, true);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text,
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+            "Be brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+            "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  // Named templates: "default" is used.
+  Write(
+      dir + "/tokenizer_config.json",
+      json{{"chat_template",
+            {{{"name", "tool_use"}, {"template", "tools"}},
+             {{"name", "default"}, {"template", "{{ messages[0].content }}"}}}}}
+          .dump());
+  t = ChatTemplate::Load(dir);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*(*t)->Render({{"user", "hello"}}, false), "hello");
+  // chat_template.jinja wins over the config's field.
+  Write(dir + "/chat_template.jinja", "jinja:{{ messages | length }}\n");
+  t = ChatTemplate::Load(dir);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*(*t)->Render({{"user", "a"}, {"assistant", "b"}}, false),
+            "jinja:2");
+}
+
+TEST(ChatTemplateTest, ErrorsNameTheFileAndField) {
+  const std::string dir = testing::TempDir("chat_template_errors");
+  auto none = ChatTemplate::Load(dir);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(none.status().message(), HasSubstr("no chat template"));
+  Write(dir + "/tokenizer_config.json", json{{"chat_template", 3}}.dump());
+  EXPECT_THAT(ChatTemplate::Load(dir).status().message(),
+              HasSubstr("tokenizer_config.json: chat_template: expected a "
+                        "string"));
+  Write(dir + "/tokenizer_config.json",
+        json{{"chat_template", "{% for %}"}}.dump());
+  EXPECT_THAT(ChatTemplate::Load(dir).status().message(),
+              HasSubstr("tokenizer_config.json chat_template:1: expected a "
+                        "name"));
+  Write(dir + "/tokenizer_config.json",
+        json{{"chat_template", "x"}, {"bos_token", 5}}.dump());
+  EXPECT_THAT(ChatTemplate::Load(dir).status().message(),
+              HasSubstr("bos_token: expected a string"));
+  // The template's own refusal reaches the caller.
+  auto t = ChatTemplate::Parse(
+      "{% if messages[0].role != 'user' %}{{ raise_exception('user first') "
+      "}}{% endif %}",
+      "", "", "t");
+  ASSERT_TRUE(t.ok());
+  EXPECT_THAT((*t)->Render({{"assistant", "x"}}, true).status().message(),
+              HasSubstr("user first"));
+}
+
+// The template writes BOS itself: tokenizer.json matches it as its special
+// token; SentencePiece (which would spell "<s>" out) gets the BOS id for a
+// leading bos_token. Neither adds a second BOS.
+TEST(ChatTemplateTest, EncodesTheTemplatesSpecialTokensOnce) {
+  auto t = ChatTemplate::Parse(
+      "{{ bos_token }}[INST] {{ messages[0].content "
+      "}} [/INST]",
+      "<s>", "</s>", "t");
+  ASSERT_TRUE(t.ok());
+  auto text = (*t)->Render({{"user", "Once upon a time"}}, true);
+  ASSERT_TRUE(text.ok());
+  ModelConfig config;
+  config.bos_token_id = 1;
+  config.eos_token_id = 2;
+  auto spm =
+      LoadTokenizer(testing::SharedDir() + "/models/stories260K", config);
+  ASSERT_TRUE(spm.ok()) << spm.status();
+  auto ids = (*t)->Encode(**spm, *text);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, *(*spm)->EncodePrompt("[INST] Once upon a time [/INST]"));
+  EXPECT_EQ(std::count(ids->begin(), ids->end(), 1), 1);
+
+  json j = {
+      {"added_tokens",
+       json::array({{{"id", 3}, {"content", "<s>"}, {"special", true}}})},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model",
+       {{"type", "BPE"},
+        {"vocab", {{"a", 0}, {"b", 1}}},
+        {"merges", json::array()}}}};
+  auto hf = HfTokenizer::Parse(j.dump(), "t.json");
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  auto hf_ids = (*t)->Encode(**hf, "<s>ab");
+  ASSERT_TRUE(hf_ids.ok());
+  EXPECT_EQ(*hf_ids, (std::vector<int32_t>{3, 0, 1}));
+}
+
+}  // namespace
+}  // namespace edgesplit
