@@ -4,8 +4,8 @@
 #include <utility>
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "base/file_util.h"
 #include "base/json_util.h"
 #include "base/status_macros.h"
@@ -41,7 +41,8 @@ absl::StatusOr<std::string> TemplateText(const json& config,
   if (t.is_string()) return t.get<std::string>();
   if (t.is_array()) {
     for (const json& named : t) {
-      if (named.is_object() && named.value("name", "") == "default" &&
+      if (named.is_object() && named.contains("name") &&
+          named["name"].is_string() && named["name"] == "default" &&
           named.contains("template") && named["template"].is_string()) {
         return named["template"].get<std::string>();
       }

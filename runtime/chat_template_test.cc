@@ -76,6 +76,11 @@ TEST(ChatTemplateTest, ErrorsNameTheFileAndField) {
   EXPECT_THAT(ChatTemplate::Load(dir).status().message(),
               HasSubstr("tokenizer_config.json chat_template:1: expected a "
                         "name"));
+  // A malformed named list is refused, not thrown on.
+  Write(dir + "/tokenizer_config.json",
+        json{{"chat_template", {{{"name", 1}, {"template", "x"}}}}}.dump());
+  EXPECT_THAT(ChatTemplate::Load(dir).status().message(),
+              HasSubstr("no template named \"default\""));
   Write(dir + "/tokenizer_config.json",
         json{{"chat_template", "x"}, {"bos_token", 5}}.dump());
   EXPECT_THAT(ChatTemplate::Load(dir).status().message(),

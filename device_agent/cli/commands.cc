@@ -405,6 +405,9 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
     out << text;
     out.flush();
   };
+  if (a.Has("system") && !a.Has("chat")) {
+    return absl::InvalidArgumentError("--system needs --chat");
+  }
   std::vector<ChatMessage> messages;
   if (a.Has("system")) messages.push_back({"system", a.String("system")});
   messages.push_back({"user", a.String("prompt")});
@@ -508,6 +511,9 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
   if (!draft.empty()) {
     ES_ASSIGN_OR_RETURN(drafter, MakeDrafter(draft, model_dir, store->config(),
                                              g.sampling, &draft_cache));
+  }
+  if (a.Has("system") && !a.Has("chat")) {
+    return absl::InvalidArgumentError("--system needs --chat");
   }
   // --chat: the prompt as the user's turn in the model's chat format.
   std::vector<int32_t> prompt_ids;

@@ -24,7 +24,53 @@ absl::Status CheckSize(size_t bytes) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> KeyString(const Value& key) {
+  if (key.is_array() || key.is_mapping() ||
+      key.kind() == Value::Kind::kFunction) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a ", key.TypeName(), " cannot be a dict key"));
+  }
+  return key.ToString();
+}
+
+int64_t Cost(const Value& v) {
+  if (v.is_string()) return static_cast<int64_t>(v.str().size() / 1024);
+  if (v.is_array()) return static_cast<int64_t>(v.array().size() / 64);
+  if (v.is_mapping()) return static_cast<int64_t>(v.object().size() / 64);
+  return 0;
+}
+
+int64_t Cost(const Value& v, const Args& args) {
+  int64_t cost = 1 + Cost(v);
+  for (const Value& a : args.positional) cost += Cost(a);
+  for (const auto& [k, a] : args.keyword) cost += Cost(a);
+  return cost;
+}
+
+int64_t SearchCost(const Value& v, const Args& args) {
+  if (!v.is_string()) return 0;
+  int64_t cost = 0;
+  for (const Value& a : args.positional) {
+    if (a.is_string()) {
+      cost += static_cast<int64_t>((v.str().size() + 1) * (a.str().size() + 1) /
+                                   4096);
+    }
+  }
+  return cost;
+}
+
 namespace {
+
+// Bytes of the UTF-8 character at s[i] (1 for a stray byte).
+size_t CharLength(const std::string& s, size_t i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  const size_t n = b < 0x80    ? 1
+                   : b >= 0xF0 ? 4
+                   : b >= 0xE0 ? 3
+                   : b >= 0xC0 ? 2
+                               : 1;
+  return std::min(n, s.size() - i);
+}
 
 // Python's str.strip() set when no characters are given.
 bool IsStripSpace(char c) {
@@ -34,18 +80,29 @@ bool IsStripSpace(char c) {
 
 std::string Strip(const std::string& s, bool left, bool right,
                   const std::string* chars) {
-  auto strip = [&](char c) {
-    return chars == nullptr ? IsStripSpace(c)
-                            : chars->find(c) != std::string::npos;
+  // Without `chars`, ASCII whitespace; with them, any of their characters
+  // (whole UTF-8 sequences, never single bytes of one).
+  auto strip_at = [&](size_t b, size_t n) {
+    if (chars == nullptr) return n == 1 && IsStripSpace(s[b]);
+    for (size_t k = 0; k < chars->size(); k += CharLength(*chars, k)) {
+      const size_t m = CharLength(*chars, k);
+      if (m == n && chars->compare(k, m, s, b, n) == 0) return true;
+    }
+    return false;
   };
-  size_t b = 0, e = s.size();
+  const std::vector<uint32_t> off = CodePointOffsets(s);
+  size_t first = 0, last = off.size() - 1;  // Code point indices.
   if (left) {
-    while (b < e && strip(s[b])) ++b;
+    while (first < last && strip_at(off[first], off[first + 1] - off[first])) {
+      ++first;
+    }
   }
   if (right) {
-    while (e > b && strip(s[e - 1])) --e;
+    while (last > first && strip_at(off[last - 1], off[last] - off[last - 1])) {
+      --last;
+    }
   }
-  return s.substr(b, e - b);
+  return s.substr(off[first], off[last] - off[first]);
 }
 
 std::string Title(const std::string& s) {
@@ -70,16 +127,26 @@ std::string Capitalize(const std::string& s) {
 
 }  // namespace
 
-std::vector<std::string> CodePoints(const std::string& s) {
-  std::vector<std::string> out;
+std::vector<uint32_t> CodePointOffsets(const std::string& s) {
+  std::vector<uint32_t> out;
+  out.reserve(s.size() + 1);
   for (size_t i = 0; i < s.size();) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    size_t n = b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
-    n = std::min(n, s.size() - i);
-    out.push_back(s.substr(i, n));
-    i += n;
+    out.push_back(static_cast<uint32_t>(i));
+    i += CharLength(s, i);
   }
+  out.push_back(static_cast<uint32_t>(s.size()));
   return out;
+}
+
+size_t CountCodePoints(const std::string& s) {
+  size_t n = 0;
+  for (size_t i = 0; i < s.size(); i += CharLength(s, i)) ++n;
+  return n;
+}
+
+std::string CodePoint(const std::string& s, const std::vector<uint32_t>& off,
+                      size_t i) {
+  return s.substr(off[i], off[i + 1] - off[i]);
 }
 
 absl::StatusOr<Value> Replace(const std::string& s, const std::string& from,
@@ -139,7 +206,8 @@ absl::StatusOr<Value> CallMethod(const Value& self, const std::string& m,
     }
   } else if (self.kind() == Value::Kind::kObject) {
     if (m == "get" && !p.empty()) {
-      const Value* v = self.Find(p[0].ToString());
+      ES_ASSIGN_OR_RETURN(std::string key, KeyString(p[0]));
+      const Value* v = self.Find(key);
       if (v != nullptr) return *v;
       return p.size() > 1 ? p[1] : Value::None();
     }
@@ -174,7 +242,7 @@ absl::StatusOr<Value> ApplyFilter(const std::string& f, const Value& v,
   }
   if (f == "length" || f == "count") {
     if (v.is_string()) {
-      return Value::Int(static_cast<int64_t>(CodePoints(v.str()).size()));
+      return Value::Int(static_cast<int64_t>(CountCodePoints(v.str())));
     }
     if (v.is_array()) return Value::Int(static_cast<int64_t>(v.array().size()));
     if (v.is_mapping()) {
@@ -229,9 +297,10 @@ absl::StatusOr<Value> ApplyFilter(const std::string& f, const Value& v,
       return f == "first" ? v.array().front() : v.array().back();
     }
     if (v.is_string()) {
-      const std::vector<std::string> chars = CodePoints(v.str());
-      if (chars.empty()) return Value();
-      return Value::String(f == "first" ? chars.front() : chars.back());
+      if (v.str().empty()) return Value();
+      const std::vector<uint32_t> off = CodePointOffsets(v.str());
+      return Value::String(
+          CodePoint(v.str(), off, f == "first" ? 0 : off.size() - 2));
     }
     return absl::InvalidArgumentError(absl::StrCat(f, " of a ", v.TypeName()));
   }
@@ -269,8 +338,9 @@ absl::StatusOr<Value> ApplyFilter(const std::string& f, const Value& v,
       if (v.str().size() > kMaxItems) {
         return absl::InvalidArgumentError("a list would exceed the item limit");
       }
-      for (std::string& c : CodePoints(v.str())) {
-        out.push_back(Value::String(std::move(c)));
+      const std::vector<uint32_t> off = CodePointOffsets(v.str());
+      for (size_t i = 0; i + 1 < off.size(); ++i) {
+        out.push_back(Value::String(CodePoint(v.str(), off, i)));
       }
     } else if (v.is_mapping()) {
       for (const auto& [k, x] : v.object()) out.push_back(Value::String(k));
@@ -292,9 +362,13 @@ absl::StatusOr<Value> ApplyFilter(const std::string& f, const Value& v,
       return Value::MakeArray(std::move(out));
     }
     if (v.is_string()) {
-      std::vector<std::string> chars = CodePoints(v.str());
-      std::reverse(chars.begin(), chars.end());
-      return Value::String(absl::StrJoin(chars, ""));
+      const std::vector<uint32_t> off = CodePointOffsets(v.str());
+      std::string out;
+      out.reserve(v.str().size());
+      for (size_t i = off.size() - 1; i-- > 0;) {
+        out += CodePoint(v.str(), off, i);
+      }
+      return Value::String(std::move(out));
     }
     return absl::InvalidArgumentError("reverse needs a list or string");
   }
@@ -329,7 +403,7 @@ absl::StatusOr<bool> ApplyTest(const std::string& t, const Value& v,
     return (v.int_value() % 2 != 0) == (t == "odd");
   }
   if ((t == "equalto" || t == "eq" || t == "sameas") && !a.positional.empty()) {
-    return v.Equals(a.positional[0]);
+    return v.Equals(a.positional[0]);  // StatusOr<bool>.
   }
   return absl::InvalidArgumentError(absl::StrCat("unsupported test ", t));
 }

@@ -200,6 +200,10 @@ TEST(JinjaTest, StringsCountCodePoints) {
   auto r = (*t)->Render({{"s", Value::String("a👋é世")}});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(*r, "4 👋 世 👋é a 世é👋a 4");
+  // strip(chars) strips whole characters, never a byte of one.
+  auto strip = Template::Parse("[{{ s.strip('è') }}|{{ s.rstrip('é') }}]", "t");
+  ASSERT_TRUE(strip.ok());
+  EXPECT_EQ(*(*strip)->Render({{"s", Value::String("éaé")}}), "[éaé|éa]");
 }
 
 TEST(JinjaTest, ParseErrorsNameTheTemplateAndLine) {
@@ -215,6 +219,7 @@ TEST(JinjaTest, ParseErrorsNameTheTemplateAndLine) {
            {"{{ x ! y }}", "unexpected character '!'"},
            {"{% for %}", "expected a name"},
            {"{{ a[] }}", "empty subscript"},
+           {"{% break %}", "{% break %} outside a loop"},
            {"{{ x", "ends inside a tag"},
        }) {
     auto t = Template::Parse(c.text, "t");
@@ -270,8 +275,40 @@ TEST(JinjaTest, UntrustedTemplatesAreBounded) {
     auto r = (*t)->Render({});
     EXPECT_THAT(r.status().message(), HasSubstr(c.message)) << c.text;
   }
-  auto deep = Template::Parse("{{ " + std::string(5000, '(') + "1 }}", "t");
-  EXPECT_THAT(deep.status().message(), HasSubstr("nests too deeply"));
+  // Nesting of every kind is bounded at parse time (render and
+  // destruction recurse as deep as the tree).
+  std::string ifs, chain = "{{ 1", attrs = "{{ x", filters = "{{ x";
+  for (int i = 0; i < 20000; ++i) {
+    ifs += "{% if 1 %}";
+    chain += " + 1";
+    attrs += ".a";
+    filters += " | trim";
+  }
+  for (const std::string& text :
+       {"{{ " + std::string(5000, '(') + "1 }}", ifs, chain + " }}",
+        attrs + " }}", filters + " }}"}) {
+    auto deep = Template::Parse(text, "t");
+    EXPECT_THAT(deep.status().message(), HasSubstr("nests too deeply"))
+        << text.substr(0, 40);
+  }
+  // Shared sub-lists stand for exponentially many elements: comparing or
+  // printing them stops at the budget instead of running for ages.
+  std::string shared = "{% set a = [1] %}{% set b = [1] %}";
+  for (int i = 0; i < 60; ++i) {
+    shared += "{% set a = [a, a] %}{% set b = [b, b] %}";
+  }
+  for (const auto& [tail, message] :
+       std::vector<std::pair<std::string, std::string>>{
+           {"{{ a == b }}", "comparison of values too large"},
+           {"{{ a }}", "would exceed 16 MiB"},
+           {"{{ {a: 1} }}", "list cannot be a dict key"},
+           {"{{ raise_exception(a) }}", ""}}) {
+    auto t = Template::Parse(shared + tail, "t");
+    ASSERT_TRUE(t.ok()) << t.status();
+    auto r = (*t)->Render({});
+    EXPECT_FALSE(r.ok()) << tail;
+    EXPECT_THAT(r.status().message(), HasSubstr(message)) << tail;
+  }
 }
 
 }  // namespace

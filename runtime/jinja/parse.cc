@@ -381,6 +381,8 @@ class Parser {
   }
 
   absl::StatusOr<StmtPtr> ParseStatement(const std::string& keyword, int line) {
+    DepthGuard guard(&depth_);
+    if (depth_ > kMaxDepth) return TooDeep();
     auto s = std::make_unique<Stmt>();
     s->line = line;
     if (keyword == "if") {
@@ -414,8 +416,10 @@ class Parser {
       }
       ES_RETURN_IF_ERROR(Expect(T::kCloseStmt, "", "%}"));
       std::string end;
+      ++loop_depth_;
       ES_RETURN_IF_ERROR(
           ParseBody({"else", "endfor"}, &s->bodies.emplace_back(), &end));
+      --loop_depth_;
       if (end == "else") {
         ES_RETURN_IF_ERROR(Expect(T::kCloseStmt, "", "%}"));
         ES_RETURN_IF_ERROR(
@@ -441,6 +445,9 @@ class Parser {
       return s;
     }
     if (keyword == "break" || keyword == "continue") {
+      if (loop_depth_ == 0) {
+        return Error(absl::StrCat("{% ", keyword, " %} outside a loop"));
+      }
       s->kind = keyword == "break" ? Stmt::Kind::kBreak : Stmt::Kind::kContinue;
       ES_RETURN_IF_ERROR(Expect(T::kCloseStmt, "", "%}"));
       return s;
@@ -476,7 +483,9 @@ class Parser {
 
   absl::StatusOr<ExprPtr> ParseOr() {
     ES_ASSIGN_OR_RETURN(ExprPtr a, ParseAnd());
+    int links = 0;
     while (IsName("or")) {
+      if (++links + depth_ > kMaxDepth) return TooDeep();
       ++i_;
       ES_ASSIGN_OR_RETURN(ExprPtr b, ParseAnd());
       a = Binary("or", std::move(a), std::move(b));
@@ -485,7 +494,9 @@ class Parser {
   }
   absl::StatusOr<ExprPtr> ParseAnd() {
     ES_ASSIGN_OR_RETURN(ExprPtr a, ParseNot());
+    int links = 0;
     while (IsName("and")) {
+      if (++links + depth_ > kMaxDepth) return TooDeep();
       ++i_;
       ES_ASSIGN_OR_RETURN(ExprPtr b, ParseNot());
       a = Binary("and", std::move(a), std::move(b));
@@ -504,7 +515,9 @@ class Parser {
   }
   absl::StatusOr<ExprPtr> ParseCompare() {
     ES_ASSIGN_OR_RETURN(ExprPtr a, ParseMath1());
+    int links = 0;
     while (true) {
+      if (++links + depth_ > kMaxDepth) return TooDeep();
       std::string op;
       if (Peek().type == T::kOp &&
           (Peek().value == "==" || Peek().value == "!=" ||
@@ -526,7 +539,9 @@ class Parser {
   }
   absl::StatusOr<ExprPtr> ParseMath1() {
     ES_ASSIGN_OR_RETURN(ExprPtr a, ParseConcat());
+    int links = 0;
     while (IsOp("+") || IsOp("-")) {
+      if (++links + depth_ > kMaxDepth) return TooDeep();
       const std::string op = t_[i_++].value;
       ES_ASSIGN_OR_RETURN(ExprPtr b, ParseConcat());
       a = Binary(op, std::move(a), std::move(b));
@@ -535,7 +550,9 @@ class Parser {
   }
   absl::StatusOr<ExprPtr> ParseConcat() {
     ES_ASSIGN_OR_RETURN(ExprPtr a, ParseMath2());
+    int links = 0;
     while (IsOp("~")) {
+      if (++links + depth_ > kMaxDepth) return TooDeep();
       ++i_;
       ES_ASSIGN_OR_RETURN(ExprPtr b, ParseMath2());
       a = Binary("~", std::move(a), std::move(b));
@@ -544,7 +561,9 @@ class Parser {
   }
   absl::StatusOr<ExprPtr> ParseMath2() {
     ES_ASSIGN_OR_RETURN(ExprPtr a, ParseUnary());
+    int links = 0;
     while (IsOp("*") || IsOp("/") || IsOp("//") || IsOp("%")) {
+      if (++links + depth_ > kMaxDepth) return TooDeep();
       const std::string op = t_[i_++].value;
       ES_ASSIGN_OR_RETURN(ExprPtr b, ParseUnary());
       a = Binary(op, std::move(a), std::move(b));
@@ -585,7 +604,9 @@ class Parser {
   }
 
   absl::StatusOr<ExprPtr> ParsePostfix(ExprPtr e) {
+    int links = 0;
     while (true) {
+      if (++links + depth_ > kMaxDepth) return TooDeep();
       if (IsOp(".")) {
         ++i_;
         ExprPtr a = Make(Expr::Kind::kAttr);
@@ -629,7 +650,9 @@ class Parser {
   }
 
   absl::StatusOr<ExprPtr> ParseFilters(ExprPtr e) {
+    int links = 0;
     while (true) {
+      if (++links + depth_ > kMaxDepth) return TooDeep();
       if (IsOp("|")) {
         ++i_;
         ExprPtr f = Make(Expr::Kind::kFilter);
@@ -661,10 +684,11 @@ class Parser {
     switch (tok.type) {
       case T::kString:
         ++i_;
-        e->literal = Value::String(tok.value);
-        // Adjacent string literals concatenate.
-        while (Peek().type == T::kString) {
-          e->literal = Value::String(e->literal.str() + t_[i_++].value);
+        {
+          // Adjacent string literals concatenate.
+          std::string text = tok.value;
+          while (Peek().type == T::kString) text += t_[i_++].value;
+          e->literal = Value::String(std::move(text));
         }
         return e;
       case T::kInt:
@@ -753,6 +777,7 @@ class Parser {
   const std::string& name_;
   size_t i_ = 0;
   int depth_ = 0;
+  int loop_depth_ = 0;  // Enclosing {% for %} bodies.
 };
 
 }  // namespace

@@ -119,6 +119,7 @@ class Renderer {
         ES_ASSIGN_OR_RETURN(Value v, Eval(*s.expr));
         const std::string text = v.ToString(kMaxOutput + 1);
         ES_RETURN_IF_ERROR(CheckSize(s.line, out->size() + text.size()));
+        ES_RETURN_IF_ERROR(Spend(s.line, text.size() / 1024));
         out->append(text);
         return absl::OkStatus();
       }
@@ -272,8 +273,9 @@ class Renderer {
     if (v.ok()) return v;
     return Error(line, v.status().message());
   }
-  absl::Status Spend(int line) {
-    if (++steps_ > kMaxSteps) {
+  absl::Status Spend(int line, int64_t units = 1) {
+    steps_ += units;
+    if (steps_ > kMaxSteps) {
       return Error(line, "the template runs too long (step budget spent)");
     }
     return absl::OkStatus();
@@ -321,7 +323,9 @@ absl::StatusOr<Value> Renderer::EvalExpr(const Expr& e) {
         if (v.kind() == Value::Kind::kNamespace) {
           return Error(e.line, "a namespace cannot be stored in a dict");
         }
-        d.Set(k.ToString(), std::move(v));
+        ES_ASSIGN_OR_RETURN(std::string key,
+                            WithLine(e.line, internal::KeyString(k)));
+        d.Set(key, std::move(v));
       }
       return d;
     }
@@ -343,11 +347,14 @@ absl::StatusOr<Value> Renderer::EvalExpr(const Expr& e) {
     case Expr::Kind::kFilter: {
       ES_ASSIGN_OR_RETURN(Value v, Eval(*e.a));
       ES_ASSIGN_OR_RETURN(Args a, EvalArgs(e));
+      ES_RETURN_IF_ERROR(Spend(e.line, internal::Cost(v, a)));
+      ES_RETURN_IF_ERROR(Spend(e.line, internal::SearchCost(v, a)));
       return WithLine(e.line, internal::ApplyFilter(e.name, v, a));
     }
     case Expr::Kind::kTest: {
       ES_ASSIGN_OR_RETURN(Value v, Eval(*e.a));
       ES_ASSIGN_OR_RETURN(Args a, EvalArgs(e));
+      ES_RETURN_IF_ERROR(Spend(e.line, internal::Cost(v, a)));
       ES_ASSIGN_OR_RETURN(bool r,
                           WithLine(e.line, internal::ApplyTest(e.name, v, a)));
       return Value::Bool(r != e.negated);
@@ -382,19 +389,23 @@ absl::StatusOr<Value> Renderer::EvalExpr(const Expr& e) {
 absl::StatusOr<Value> Renderer::Subscript(const Expr& e, const Value& v,
                                           const Value& key) {
   if (v.is_mapping()) {
-    const Value* f = v.Find(key.ToString());
+    ES_ASSIGN_OR_RETURN(std::string k,
+                        WithLine(e.line, internal::KeyString(key)));
+    const Value* f = v.Find(k);
     return f == nullptr ? Value() : *f;
   }
   if (v.is_array() || v.is_string()) {
     if (key.kind() == Value::Kind::kInt) {
-      const std::vector<std::string> chars = v.is_string()
-                                                 ? internal::CodePoints(v.str())
-                                                 : std::vector<std::string>();
-      const int64_t n = v.is_array() ? v.array().size() : chars.size();
+      ES_RETURN_IF_ERROR(Spend(e.line, internal::Cost(v)));
+      const std::vector<uint32_t> off =
+          v.is_string() ? internal::CodePointOffsets(v.str())
+                        : std::vector<uint32_t>();
+      const int64_t n = v.is_array() ? v.array().size() : off.size() - 1;
       int64_t i = key.int_value();
       if (i < 0) i += n;
       if (i < 0 || i >= n) return Value();
-      return v.is_array() ? v.array()[i] : Value::String(chars[i]);
+      return v.is_array() ? v.array()[i]
+                          : Value::String(internal::CodePoint(v.str(), off, i));
     }
     if (key.is_string() && key.str() == "length" && v.is_array()) {
       return Value::Int(static_cast<int64_t>(v.array().size()));
@@ -412,10 +423,11 @@ absl::StatusOr<Value> Renderer::Slice(const Expr& e, const Value& v) {
   if (!v.is_array() && !v.is_string()) {
     return Error(e.line, absl::StrCat("cannot slice a ", v.TypeName()));
   }
-  const std::vector<std::string> chars = v.is_string()
-                                             ? internal::CodePoints(v.str())
-                                             : std::vector<std::string>();
-  const int64_t n = v.is_array() ? v.array().size() : chars.size();
+  ES_RETURN_IF_ERROR(Spend(e.line, internal::Cost(v)));
+  const std::vector<uint32_t> off = v.is_string()
+                                        ? internal::CodePointOffsets(v.str())
+                                        : std::vector<uint32_t>();
+  const int64_t n = v.is_array() ? v.array().size() : off.size() - 1;
   int64_t bounds[3] = {0, n, 1};
   const Expr* parts[3] = {e.b.get(), e.c.get(), e.d.get()};
   for (int k = 0; k < 3; ++k) {
@@ -446,7 +458,7 @@ absl::StatusOr<Value> Renderer::Slice(const Expr& e, const Value& v) {
     if (v.is_array()) {
       a.push_back(v.array()[i]);
     } else {
-      s += chars[i];
+      s += internal::CodePoint(v.str(), off, i);
     }
     if (__builtin_add_overflow(i, step, &i)) break;
   }
@@ -460,8 +472,10 @@ absl::StatusOr<Value> Renderer::EvalBinary(const Expr& e) {
   if (op == "and") return l.Truthy() ? Eval(*e.b) : l;
   if (op == "or") return l.Truthy() ? l : Eval(*e.b);
   ES_ASSIGN_OR_RETURN(Value r, Eval(*e.b));
-  if (op == "==") return Value::Bool(l.Equals(r));
-  if (op == "!=") return Value::Bool(!l.Equals(r));
+  if (op == "==" || op == "!=") {
+    ES_ASSIGN_OR_RETURN(bool equal, WithLine(e.line, l.Equals(r)));
+    return Value::Bool(equal == (op == "=="));
+  }
   if (l.is_number() && r.is_number() && op != "~") {
     const bool is_float =
         l.kind() == Value::Kind::kFloat || r.kind() == Value::Kind::kFloat;
@@ -511,18 +525,27 @@ absl::StatusOr<Value> Renderer::EvalBinary(const Expr& e) {
     if (l.array().size() + r.array().size() > kMaxItems) {
       return Error(e.line, "a list would exceed the item limit");
     }
+    ES_RETURN_IF_ERROR(Spend(e.line, internal::Cost(l) + internal::Cost(r)));
     Array a = l.array();
     a.insert(a.end(), r.array().begin(), r.array().end());
     return Value::MakeArray(std::move(a));
   }
   if (r.is_array() && (op == "in" || op == "not in")) {
     bool found = false;
-    for (const Value& x : r.array()) found = found || x.Equals(l);
+    for (const Value& x : r.array()) {
+      ES_RETURN_IF_ERROR(Spend(e.line));
+      ES_ASSIGN_OR_RETURN(bool equal, WithLine(e.line, x.Equals(l)));
+      found = found || equal;
+    }
     return Value::Bool(found == (op == "in"));
   }
   if ((l.is_string() || r.is_string()) && op == "+") return Concat(e, l, r);
   if (l.is_string() && r.is_string()) {
     if (op == "in" || op == "not in") {
+      // A naive search is O(haystack * needle): charged as such.
+      ES_RETURN_IF_ERROR(
+          Spend(e.line, static_cast<int64_t>((r.str().size() + 1) *
+                                             (l.str().size() + 1) / 4096)));
       return Value::Bool(absl::StrContains(r.str(), l.str()) == (op == "in"));
     }
     if (op == "<") return Value::Bool(l.str() < r.str());
@@ -542,6 +565,7 @@ absl::StatusOr<Value> Renderer::Concat(const Expr& e, const Value& l,
   const std::string a = l.ToString(kMaxOutput + 1);
   const std::string b = r.ToString(kMaxOutput + 1);
   ES_RETURN_IF_ERROR(CheckSize(e.line, a.size() + b.size()));
+  ES_RETURN_IF_ERROR(Spend(e.line, (a.size() + b.size()) / 1024));
   return Value::String(a + b);
 }
 
@@ -551,6 +575,8 @@ absl::StatusOr<Value> Renderer::EvalCall(const Expr& e) {
     ES_ASSIGN_OR_RETURN(Value self, Eval(*e.a->a));
     if (self.is_string() || self.is_array() ||
         self.kind() == Value::Kind::kObject) {
+      ES_RETURN_IF_ERROR(Spend(e.line, internal::Cost(self, args)));
+      ES_RETURN_IF_ERROR(Spend(e.line, internal::SearchCost(self, args)));
       return WithLine(e.line, internal::CallMethod(self, e.a->name, args));
     }
   }

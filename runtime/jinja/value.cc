@@ -39,7 +39,7 @@ Value Value::Float(double d) {
 Value Value::String(std::string s) {
   Value v;
   v.kind_ = Kind::kString;
-  v.s_ = std::move(s);
+  v.s_ = std::make_shared<const std::string>(std::move(s));
   return v;
 }
 
@@ -140,7 +140,7 @@ bool Value::Truthy() const {
     case Kind::kFloat:
       return d_ != 0;
     case Kind::kString:
-      return !s_.empty();
+      return !str().empty();
     case Kind::kArray:
       return !array_->empty();
     case Kind::kObject:
@@ -233,7 +233,7 @@ void Value::AppendJson(int indent, int depth, size_t max_bytes,
       out->append(JsNumber(d_));
       return;
     case Kind::kString:
-      AppendJsonString(s_, out);
+      AppendJsonString(str(), out);
       return;
     default:
       break;
@@ -284,7 +284,7 @@ std::string Value::ToString(size_t max_bytes) const {
       }
       return JsNumber(d_);
     case Kind::kString:
-      return s_;
+      return str();
     case Kind::kFunction:
       return "[function]";
     default:
@@ -292,10 +292,26 @@ std::string Value::ToString(size_t max_bytes) const {
   }
 }
 
-bool Value::Equals(const Value& o) const { return EqualsAt(o, 0); }
+const std::string& Value::Empty() {
+  static const std::string* const empty = new std::string();
+  return *empty;
+}
 
-bool Value::EqualsAt(const Value& o, int depth) const {
-  if (depth > kMaxDepth) return false;  // A cycle (see AppendJson).
+absl::StatusOr<bool> Value::Equals(const Value& o) const {
+  int64_t budget = 1'000'000;
+  const bool equal = EqualsAt(o, 0, &budget);
+  if (budget < 0) {
+    return absl::InvalidArgumentError("a comparison of values too large");
+  }
+  return equal;
+}
+
+bool Value::EqualsAt(const Value& o, int depth, int64_t* budget) const {
+  if (--*budget < 0 || depth > kMaxDepth) return false;
+  if (kind_ == o.kind_ && array_ != nullptr && array_ == o.array_) return true;
+  if (kind_ == o.kind_ && object_ != nullptr && object_ == o.object_) {
+    return true;
+  }
   if (is_number() && o.is_number()) return number() == o.number();
   if (kind_ != o.kind_) return false;
   switch (kind_) {
@@ -305,11 +321,13 @@ bool Value::EqualsAt(const Value& o, int depth) const {
     case Kind::kBool:
       return b_ == o.b_;
     case Kind::kString:
-      return s_ == o.s_;
+      return s_ == o.s_ || str() == o.str();
     case Kind::kArray:
       if (array_->size() != o.array_->size()) return false;
       for (size_t i = 0; i < array_->size(); ++i) {
-        if (!(*array_)[i].EqualsAt((*o.array_)[i], depth + 1)) return false;
+        if (!(*array_)[i].EqualsAt((*o.array_)[i], depth + 1, budget)) {
+          return false;
+        }
       }
       return true;
     case Kind::kObject:
@@ -317,7 +335,7 @@ bool Value::EqualsAt(const Value& o, int depth) const {
       if (object_->size() != o.object_->size()) return false;
       for (const auto& [k, v] : *object_) {
         const Value* w = o.Find(k);
-        if (w == nullptr || !v.EqualsAt(*w, depth + 1)) return false;
+        if (w == nullptr || !v.EqualsAt(*w, depth + 1, budget)) return false;
       }
       return true;
     default:

@@ -74,7 +74,7 @@ class Value {
   bool bool_value() const { return b_; }
   int64_t int_value() const { return i_; }
   double number() const { return kind_ == Kind::kInt ? i_ : d_; }
-  const std::string& str() const { return s_; }
+  const std::string& str() const { return s_ != nullptr ? *s_ : Empty(); }
   Array& array() const { return *array_; }
   Object& object() const { return *object_; }
   const Function& function() const { return *function_; }
@@ -89,13 +89,17 @@ class Value {
   // Output text, as the reference engine prints it: integers plainly, whole
   // floats with ".0", booleans "true"/"false", none "null", undefined "",
   // lists and dicts as JSON.
-  // Stops early once the text passes `max_bytes` (callers compare).
-  std::string ToString(size_t max_bytes = SIZE_MAX) const;
+  // Text of lists and dicts stops early once it passes `max_bytes` (callers
+  // compare): shared sub-lists can stand for exponentially much text.
+  static constexpr size_t kMaxTextBytes = (16 << 20) + 1;
+  std::string ToString(size_t max_bytes = kMaxTextBytes) const;
   // JSON text; `indent` < 0 puts everything on one line. Stops early once
   // the text passes `max_bytes`.
-  std::string ToJson(int indent = -1, size_t max_bytes = SIZE_MAX) const;
+  std::string ToJson(int indent = -1, size_t max_bytes = kMaxTextBytes) const;
   // Equality as Jinja compares (numbers by value, containers deeply).
-  bool Equals(const Value& other) const;
+  // INVALID_ARGUMENT past a million compared elements (shared sub-lists can
+  // make a value exponentially large).
+  absl::StatusOr<bool> Equals(const Value& other) const;
   const char* TypeName() const;
   // How deeply containers nest in this value (0 for scalars).
   int depth() const { return depth_; }
@@ -104,7 +108,8 @@ class Value {
   static constexpr int kMaxDepth = 100;
   void AppendJson(int indent, int depth, size_t max_bytes,
                   std::string* out) const;
-  bool EqualsAt(const Value& other, int depth) const;
+  bool EqualsAt(const Value& other, int depth, int64_t* budget) const;
+  static const std::string& Empty();
 
   void ComputeDepth();
 
@@ -113,7 +118,7 @@ class Value {
   bool b_ = false;
   int64_t i_ = 0;
   double d_ = 0;
-  std::string s_;
+  std::shared_ptr<const std::string> s_;  // Shared: copies are O(1).
   std::shared_ptr<Array> array_;
   std::shared_ptr<Object> object_;
   std::shared_ptr<Function> function_;

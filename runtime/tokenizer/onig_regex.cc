@@ -14,6 +14,10 @@ void InitializeOnce() {
   std::call_once(once, [] {
     OnigEncoding encodings[] = {ONIG_ENCODING_UTF8};
     onig_initialize(encodings, 1);
+    // Bounds one whole search (every start position), not only one match
+    // attempt: a tokenizer.json pattern that backtracks badly fails instead
+    // of running for hours. Generous for real pre-tokenizer patterns.
+    onig_set_retry_limit_in_search(100'000'000);
   });
 }
 
@@ -53,7 +57,9 @@ absl::StatusOr<std::unique_ptr<OnigPattern>> OnigPattern::Compile(
         absl::StrCat("regular expression \"", pattern,
                      "\" does not compile: ", ErrorText(rc, &info)));
   }
-  return std::unique_ptr<OnigPattern>(new OnigPattern(regex));
+  auto p = std::unique_ptr<OnigPattern>(new OnigPattern(regex));
+  p->pattern_ = std::string(pattern);
+  return p;
 }
 
 OnigPattern::~OnigPattern() { onig_free(static_cast<::OnigRegex>(regex_)); }
@@ -75,7 +81,8 @@ absl::StatusOr<std::vector<std::pair<size_t, size_t>>> OnigPattern::FindAll(
     if (rc == ONIG_MISMATCH) break;
     if (rc < 0) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "regular expression search failed: ", ErrorText(rc, nullptr)));
+          "regular expression \"", pattern_, "\" failed on a text of ",
+          text.size(), " bytes: ", ErrorText(rc, nullptr)));
     }
     const size_t s = region->beg[0];
     const size_t e = region->end[0];

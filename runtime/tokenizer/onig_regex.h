@@ -39,7 +39,8 @@ class OnigPattern {
 
  private:
   explicit OnigPattern(void* regex) : regex_(regex) {}
-  void* regex_;  // regex_t*, owned.
+  void* regex_;          // regex_t*, owned.
+  std::string pattern_;  // For errors.
 };
 
 }  // namespace edgesplit
