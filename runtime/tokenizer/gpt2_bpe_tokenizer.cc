@@ -342,7 +342,18 @@ absl::Status Gpt2BpeTokenizer::ParseVocab(absl::string_view text,
     return absl::InvalidArgumentError(absl::StrCat(source, ": vocab is empty"));
   }
   int32_t max_id = 0;
-  for (const VocabEntry& e : entries) max_id = std::max(max_id, e.id);
+  int line = 0;
+  for (const VocabEntry& e : entries) {
+    if (e.id >= max_id) max_id = e.id, line = e.line;
+  }
+  // Ids index a dense table: a vocab's ids run 0..N-1 (gaps allowed, but
+  // not an id far past the entry count, which would cost gigabytes).
+  constexpr int64_t kMaxGap = 1 << 20;
+  if (max_id >= static_cast<int64_t>(entries.size()) + kMaxGap) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ":", line, ": id ", max_id, " is far past the ",
+                     entries.size(), " entries of the vocab"));
+  }
   id_to_bytes_.assign(static_cast<size_t>(max_id) + 1, std::string());
   RawToken raw;
   // Later duplicates win, as in JSON.parse and Python's json.

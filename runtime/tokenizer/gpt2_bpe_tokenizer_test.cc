@@ -671,6 +671,20 @@ TEST(Gpt2BpeAlgorithmTest, MatchesEncoderPyLoopOnRandomMerges) {
   }
 }
 
+// Found by tokenizer_fuzz: one id near INT32_MAX sized the id table at
+// gigabytes. Ids far past the entry count are refused, naming the line.
+TEST(Gpt2BpeAlgorithmTest, RefusesIdsFarPastTheVocab) {
+  auto tok = ParseGpt2BpeTokenizer("{\"a\": 0,\n \"b\": 400000000}", "vocab",
+                                   "#version: 0.2\n", "merges");
+  ASSERT_FALSE(tok.ok());
+  EXPECT_THAT(tok.status().message(),
+              HasSubstr("vocab:2: id 400000000 is far past the 2 entries"));
+  // Gaps within reason still load.
+  EXPECT_TRUE(ParseGpt2BpeTokenizer("{\"a\": 0, \"b\": 1000}", "vocab",
+                                    "#version: 0.2\n", "merges")
+                  .ok());
+}
+
 TEST(Gpt2BpeAlgorithmTest, MergesEveryOccurrenceLeftToRight) {
   auto tok = ParseGpt2BpeTokenizer(R"({"a": 0, "aa": 1, "aaaa": 2})", "vocab",
                                    "#version: 0.2\na a\naa aa\n", "merges");
