@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/json_util.h"
 #include "base/status_macros.h"
+#include "runtime/tokenizer/hf_json.h"
 
 namespace edgesplit {
 namespace {
@@ -15,36 +16,10 @@ using json = nlohmann::json;
 // Ids must fit in int32 with room for id_limit().
 constexpr int64_t kMaxId = (int64_t{1} << 31) - 1;
 
+// The library's field errors, under "model.".
 absl::Status FieldError(absl::string_view source, absl::string_view field,
                         absl::string_view what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(source, ": model.", field, ": ", what));
-}
-
-// An optional string field: absent or null gives "".
-absl::StatusOr<std::string> OptionalString(const json& model,
-                                           absl::string_view source,
-                                           const char* field) {
-  auto it = model.find(field);
-  if (it == model.end() || it->is_null()) return std::string();
-  if (!it->is_string()) {
-    return FieldError(
-        source, field,
-        absl::StrCat("expected a string or null, got ", DescribeJson(*it)));
-  }
-  return it->get<std::string>();
-}
-
-absl::StatusOr<bool> OptionalBool(const json& model, absl::string_view source,
-                                  const char* field) {
-  auto it = model.find(field);
-  if (it == model.end() || it->is_null()) return false;
-  if (!it->is_boolean()) {
-    return FieldError(
-        source, field,
-        absl::StrCat("expected true or false, got ", DescribeJson(*it)));
-  }
-  return it->get<bool>();
+  return hf::JsonObject(json(), source, "model").Error(field, what);
 }
 
 // A merge entry: "a b" (one space) or ["a", "b"].
@@ -77,6 +52,7 @@ absl::StatusOr<std::pair<std::string, std::string>> MergePair(
 absl::StatusOr<std::unique_ptr<HfBpe>> HfBpe::Parse(const json& model,
                                                     absl::string_view source) {
   auto bpe = std::unique_ptr<HfBpe>(new HfBpe());
+  const hf::JsonObject o(model, source, "model");
   if (auto it = model.find("dropout"); it != model.end() && !it->is_null()) {
     if (!it->is_number() || it->get<double>() != 0.0) {
       return FieldError(source, "dropout",
@@ -102,8 +78,7 @@ absl::StatusOr<std::unique_ptr<HfBpe>> HfBpe::Parse(const json& model,
   }
   bpe->id_limit_ = static_cast<int32_t>(max_id + 1);
   for (const auto& [token, id] : bpe->vocab_) bpe->tokens_[id] = token;
-  ES_ASSIGN_OR_RETURN(std::string unk,
-                      OptionalString(model, source, "unk_token"));
+  ES_ASSIGN_OR_RETURN(std::string unk, o.OptionalString("unk_token", ""));
   if (!unk.empty()) {
     auto it = bpe->vocab_.find(unk);
     if (it == bpe->vocab_.end()) {
@@ -112,16 +87,15 @@ absl::StatusOr<std::unique_ptr<HfBpe>> HfBpe::Parse(const json& model,
     }
     bpe->unk_id_ = it->second;
   }
-  ES_ASSIGN_OR_RETURN(
-      bpe->continuing_subword_prefix_,
-      OptionalString(model, source, "continuing_subword_prefix"));
+  ES_ASSIGN_OR_RETURN(bpe->continuing_subword_prefix_,
+                      o.OptionalString("continuing_subword_prefix", ""));
   ES_ASSIGN_OR_RETURN(bpe->end_of_word_suffix_,
-                      OptionalString(model, source, "end_of_word_suffix"));
-  ES_ASSIGN_OR_RETURN(bpe->fuse_unk_, OptionalBool(model, source, "fuse_unk"));
+                      o.OptionalString("end_of_word_suffix", ""));
+  ES_ASSIGN_OR_RETURN(bpe->fuse_unk_, o.OptionalBool("fuse_unk", false));
   ES_ASSIGN_OR_RETURN(bpe->byte_fallback_,
-                      OptionalBool(model, source, "byte_fallback"));
+                      o.OptionalBool("byte_fallback", false));
   ES_ASSIGN_OR_RETURN(bpe->ignore_merges_,
-                      OptionalBool(model, source, "ignore_merges"));
+                      o.OptionalBool("ignore_merges", false));
   for (int b = 0; b < 256; ++b) {
     char name[8];
     std::snprintf(name, sizeof(name), "<0x%02X>", b);
