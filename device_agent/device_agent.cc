@@ -495,8 +495,7 @@ absl::StatusOr<GenerationStats> Session::GenerateFrom(
     generated = GenerateTextFromIds(
         *s.model->tokenizer, std::move(prompt_ids), on_text,
         [&](absl::Span<const int32_t> ids, int32_t eos,
-            const std::function<void(int32_t)>& on_token)
-            -> absl::StatusOr<GenerationResult> {
+            const TokenCallback& on_token) -> absl::StatusOr<GenerationResult> {
           if (sampling.privacy.epsilon > 0) {
             ES_RETURN_IF_ERROR(private_gen.Start(
                 s.agent->privacy_budget.get(), sampling.privacy,
@@ -505,7 +504,8 @@ absl::StatusOr<GenerationStats> Session::GenerateFrom(
             seq.set_privatizer(private_gen.privatizer.get());
           }
           return GenerateIds(seq, ids, g, eos, on_token);
-        });
+        },
+        sampling.stop);
   } else {
     ES_ASSIGN_OR_RETURN(
         std::unique_ptr<Drafter> drafter,
@@ -518,10 +518,11 @@ absl::StatusOr<GenerationStats> Session::GenerateFrom(
     generated = GenerateTextFromIds(
         *s.model->tokenizer, std::move(prompt_ids), on_text,
         [&](absl::Span<const int32_t> ids, int32_t eos,
-            const std::function<void(int32_t)>& on_token) {
+            const TokenCallback& on_token) {
           return GenerateSpeculativeIds(seq, *drafter, ids, g, params, eos,
                                         on_token, &spec_stats);
-        });
+        },
+        sampling.stop);
   }
   {
     absl::MutexLock lock(&s.mu);
@@ -554,6 +555,7 @@ absl::StatusOr<GenerationStats> Session::GenerateFrom(
           ? spec_stats.skipped_agreement / spec_stats.skipped_checked
           : 0.0;
   stats.stopped_at_eos = r.stopped_at_eos;
+  stats.stopped_at_stop = r.stopped_at_stop;
   stats.reroutes = seq.reroutes();
   if (private_gen.privatizer != nullptr) {
     stats.privacy_epsilon = private_gen.epsilon;

@@ -85,7 +85,7 @@ absl::StatusOr<int64_t> MaxNewTokens(const LogitsModel& model,
 absl::StatusOr<GenerationResult> GenerateIds(
     LogitsModel& model, absl::Span<const int32_t> prompt_ids,
     const GenerationOptions& options, int32_t eos_id,
-    const std::function<void(int32_t)>& on_token) {
+    const TokenCallback& on_token) {
   ES_RETURN_IF_ERROR(options.sampling.Validate());
   ES_ASSIGN_OR_RETURN(const int64_t max_new,
                       MaxNewTokens(model, prompt_ids, options));
@@ -105,7 +105,10 @@ absl::StatusOr<GenerationResult> GenerateIds(
     }
     result.tokens.push_back(next);
     context.push_back(next);
-    if (on_token) on_token(next);
+    if (on_token && !on_token(next)) {
+      result.stopped_by_caller = true;
+      break;
+    }
     if (i + 1 == max_new) {
       result.stopped_at_context = max_new < options.max_new_tokens;
       break;
@@ -154,7 +157,7 @@ absl::StatusOr<GenerationResult> Generate(
     const std::function<void(absl::string_view)>& on_text) {
   return GenerateText(tokenizer, prompt, on_text,
                       [&](absl::Span<const int32_t> prompt_ids, int32_t eos_id,
-                          const std::function<void(int32_t)>& on_token) {
+                          const TokenCallback& on_token) {
                         return GenerateIds(model, prompt_ids, options, eos_id,
                                            on_token);
                       });
@@ -173,16 +176,29 @@ absl::StatusOr<GenerationResult> GenerateText(
 absl::StatusOr<GenerationResult> GenerateTextFromIds(
     const Tokenizer& tokenizer, std::vector<int32_t> prompt_ids,
     const std::function<void(absl::string_view)>& on_text,
-    const IdGenerator& generate_ids) {
-  TextStream stream(tokenizer, prompt_ids, on_text);
+    const IdGenerator& generate_ids, const std::vector<std::string>& stop) {
+  for (const std::string& s : stop) {
+    if (s.empty()) return absl::InvalidArgumentError("empty stop string");
+  }
+  StopStringFilter filter(stop, [&](absl::string_view text) {
+    if (on_text) on_text(text);
+  });
+  // Named: TextStream keeps a reference to it.
+  const std::function<void(absl::string_view)> to_filter =
+      [&](absl::string_view text) { filter.Add(text); };
+  TextStream stream(tokenizer, prompt_ids, to_filter);
   absl::Status stream_status;
   auto on_token = [&](int32_t id) {
     if (stream_status.ok()) stream_status = stream.Add(id);
+    return stream_status.ok() && !filter.stopped();
   };
   ES_ASSIGN_OR_RETURN(GenerationResult result,
                       generate_ids(prompt_ids, tokenizer.eos_id(), on_token));
   ES_RETURN_IF_ERROR(stream_status);
   ES_RETURN_IF_ERROR(stream.Finish());
+  filter.Finish();
+  result.stopped_at_stop = filter.stopped();
+  if (result.stopped_at_stop) result.stopped_by_caller = false;
   // The continuation: decode(prompt + generated) minus decode(prompt), which
   // keeps SentencePiece's leading space that decoding the new ids alone
   // would drop.
@@ -193,7 +209,50 @@ absl::StatusOr<GenerationResult> GenerateTextFromIds(
   result.text = full.size() >= prompt_text.size()
                     ? full.substr(prompt_text.size())
                     : std::string();
+  if (result.stopped_at_stop) {
+    size_t cut = result.text.size();
+    for (const std::string& s : stop) cut = std::min(cut, result.text.find(s));
+    result.text.resize(cut);
+  }
   return result;
+}
+
+StopStringFilter::StopStringFilter(const std::vector<std::string>& stop,
+                                   std::function<void(absl::string_view)> out)
+    : stop_(stop), out_(std::move(out)) {}
+
+bool StopStringFilter::Add(absl::string_view text) {
+  if (stopped_) return false;
+  held_.append(text.data(), text.size());
+  size_t first = std::string::npos;
+  for (const std::string& s : stop_) first = std::min(first, held_.find(s));
+  if (first != std::string::npos) {
+    if (first > 0) out_(absl::string_view(held_).substr(0, first));
+    held_.clear();
+    stopped_ = true;
+    return false;
+  }
+  // Hold back the longest tail that is a proper prefix of a stop string:
+  // the next text may complete it.
+  size_t keep = 0;
+  for (const std::string& s : stop_) {
+    for (size_t n = std::min(s.size() - 1, held_.size()); n > keep; --n) {
+      if (held_.compare(held_.size() - n, n, s, 0, n) == 0) {
+        keep = n;
+        break;
+      }
+    }
+  }
+  if (held_.size() > keep) {
+    out_(absl::string_view(held_).substr(0, held_.size() - keep));
+    held_.erase(0, held_.size() - keep);
+  }
+  return true;
+}
+
+void StopStringFilter::Finish() {
+  if (!stopped_ && !held_.empty()) out_(held_);
+  held_.clear();
 }
 
 absl::StatusOr<std::unique_ptr<LocalPipeline>> LocalPipeline::Load(

@@ -54,6 +54,10 @@ class LogitsModel {
       absl::Span<const int32_t> tokens, const DraftCheck& check);
 };
 
+// Sees each new token id as it is chosen; false ends the generation after
+// it (a stop string completed, a client went away).
+using TokenCallback = std::function<bool(int32_t)>;
+
 struct GenerationOptions {
   SamplingParams sampling;
   int32_t max_new_tokens = 64;
@@ -66,6 +70,9 @@ struct GenerationResult {
   std::string text;             // Decoded continuation.
   bool stopped_at_eos = false;
   bool stopped_at_context = false;  // The model's context is full.
+  // A stop string completed (GenerateTextFromIds): `text` ends before it.
+  bool stopped_at_stop = false;
+  bool stopped_by_caller = false;  // on_token answered false.
   double prefill_seconds = 0;
   double decode_seconds = 0;  // All decode steps after the first token.
 };
@@ -81,7 +88,7 @@ absl::StatusOr<int64_t> MaxNewTokens(const LogitsModel& model,
 absl::StatusOr<GenerationResult> GenerateIds(
     LogitsModel& model, absl::Span<const int32_t> prompt_ids,
     const GenerationOptions& options, int32_t eos_id,
-    const std::function<void(int32_t)>& on_token = nullptr);
+    const TokenCallback& on_token = nullptr);
 
 // Generates from text and streams the continuation's text as it becomes
 // complete UTF-8 (`on_text`, optional).
@@ -95,16 +102,41 @@ absl::StatusOr<GenerationResult> Generate(
 // the continuation.
 using IdGenerator = std::function<absl::StatusOr<GenerationResult>(
     absl::Span<const int32_t> prompt_ids, int32_t eos_id,
-    const std::function<void(int32_t)>& on_token)>;
+    const TokenCallback& on_token)>;
 absl::StatusOr<GenerationResult> GenerateText(
     const Tokenizer& tokenizer, absl::string_view prompt,
     const std::function<void(absl::string_view)>& on_text,
     const IdGenerator& generate_ids);
 // Same, from a prompt already encoded (a chat prompt: ChatTemplate::Encode).
+// Generation ends where the continuation's text first contains one of
+// `stop` (non-empty strings): the text before it streams and is the
+// result's text; text that may begin a stop string is held back until it
+// is known not to.
 absl::StatusOr<GenerationResult> GenerateTextFromIds(
     const Tokenizer& tokenizer, std::vector<int32_t> prompt_ids,
     const std::function<void(absl::string_view)>& on_text,
-    const IdGenerator& generate_ids);
+    const IdGenerator& generate_ids, const std::vector<std::string>& stop = {});
+
+// Streams text with stop strings cut out: Add passes text on, holding back
+// a tail that may begin a stop string; once one completes, the text before
+// it is passed on and nothing after. Not thread-safe.
+class StopStringFilter {
+ public:
+  // `stop`: non-empty strings; `out` receives the text that stays.
+  StopStringFilter(const std::vector<std::string>& stop,
+                   std::function<void(absl::string_view)> out);
+  // False once a stop string has completed (with this text or before).
+  bool Add(absl::string_view text);
+  // The end of the text: passes on what was held back (unless stopped).
+  void Finish();
+  bool stopped() const { return stopped_; }
+
+ private:
+  std::vector<std::string> stop_;
+  std::function<void(absl::string_view)> out_;
+  std::string held_;
+  bool stopped_ = false;
+};
 
 // The stages of one split, run in one process in order. Thread-safe for
 // distinct sequences.

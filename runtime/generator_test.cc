@@ -95,6 +95,84 @@ TEST(GeneratorTest, StreamedTextEqualsFinalText) {
   EXPECT_EQ(streamed.find("\xEF\xBF\xBD"), std::string::npos);
 }
 
+// Stop strings: generation ends at the token that completes one; the
+// streamed and returned text end before it, even when it spans tokens.
+TEST(GeneratorTest, StopsAtAStopStringSpanningTokens) {
+  auto store = ModelStore::Open(testing::TinyModel(Arch::kLlama));
+  ASSERT_TRUE(store.ok());
+  auto tok = (*store)->LoadTokenizer();
+  ASSERT_TRUE(tok.ok());
+  auto ids = (*tok)->Encode("the robot said hello to the robot");
+  ASSERT_TRUE(ids.ok());
+  ASSERT_GT(ids->size(), 4u);
+  std::vector<int32_t> script = *ids;
+  script.push_back(2);
+  for (const std::vector<std::string>& stop :
+       std::vector<std::vector<std::string>>{{"said h"}, {"zzz", "d hel"}}) {
+    ScriptedModel m(script, (*store)->config().vocab_size, 512);
+    std::string streamed;
+    GenerationOptions g = Greedy(100);
+    auto r = GenerateTextFromIds(
+        **tok, *(*tok)->EncodePrompt("Once"),
+        [&](absl::string_view t) { streamed += std::string(t); },
+        [&](absl::Span<const int32_t> p, int32_t eos,
+            const TokenCallback& on_token) {
+          return GenerateIds(m, p, g, eos, on_token);
+        },
+        stop);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const std::string want =
+        stop.size() == 1 ? " the robot " : " the robot sai";
+    EXPECT_EQ(r->text, want);
+    EXPECT_EQ(streamed, want);
+    EXPECT_TRUE(r->stopped_at_stop);
+    EXPECT_FALSE(r->stopped_at_eos);
+    // It stopped at the token that completed the stop string, not later.
+    EXPECT_LT(r->tokens.size(), script.size() - 3);
+  }
+  // No stop string in the text: everything streams, held-back tails too.
+  ScriptedModel m(script, (*store)->config().vocab_size, 512);
+  std::string streamed;
+  auto r = Generate(m, **tok, "Once", Greedy(100),
+                    [&](absl::string_view t) { streamed += std::string(t); });
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->stopped_at_stop);
+  EXPECT_EQ(streamed, " the robot said hello to the robot");
+}
+
+TEST(GeneratorTest, StopStringFilterHoldsBackOnlyPossibleStarts) {
+  std::string out;
+  StopStringFilter f({"<|im_end|>", "ab"},
+                     [&](absl::string_view t) { out += std::string(t); });
+  EXPECT_TRUE(f.Add("hello <|im"));
+  EXPECT_EQ(out, "hello ");  // "<|im" may begin the stop string.
+  EXPECT_TRUE(f.Add("_x a"));
+  EXPECT_EQ(out, "hello <|im_x ");  // "a" may begin "ab".
+  EXPECT_FALSE(f.Add("b and more"));
+  EXPECT_EQ(out, "hello <|im_x ");
+  EXPECT_TRUE(f.stopped());
+  EXPECT_FALSE(f.Add("later"));
+  f.Finish();
+  EXPECT_EQ(out, "hello <|im_x ");
+  std::string rest;
+  StopStringFilter g({"END"},
+                     [&](absl::string_view t) { rest += std::string(t); });
+  EXPECT_TRUE(g.Add("the EN"));
+  g.Finish();  // The text ended: the held-back "EN" is released.
+  EXPECT_EQ(rest, "the EN");
+  auto store = ModelStore::Open(testing::TinyModel(Arch::kLlama));
+  ASSERT_TRUE(store.ok());
+  auto tok = (*store)->LoadTokenizer();
+  ASSERT_TRUE(tok.ok());
+  auto bad = GenerateTextFromIds(
+      **tok, {1}, nullptr,
+      [](absl::Span<const int32_t>, int32_t, const TokenCallback&) {
+        return absl::StatusOr<GenerationResult>(GenerationResult{});
+      },
+      {""});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // tokenizer.json pipelines whose decoders look at neighbouring tokens
 // (Llama 2's Strip after Fuse, Metaspace's first token, byte-level bytes of
 // one character spread over several tokens) stream the same text as they

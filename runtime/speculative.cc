@@ -166,8 +166,7 @@ absl::StatusOr<Draft> ProposeChecked(Drafter& drafter,
 class SpeculativeRun {
  public:
   SpeculativeRun(LogitsModel& target, const GenerationOptions& options,
-                 int32_t eos_id, int64_t max_new,
-                 const std::function<void(int32_t)>& on_token,
+                 int32_t eos_id, int64_t max_new, const TokenCallback& on_token,
                  GenerationResult& result)
       : target_(target),
         options_(options),
@@ -192,7 +191,10 @@ class SpeculativeRun {
     }
     result_.tokens.push_back(t);
     context_.push_back(t);
-    if (on_token_) on_token_(t);
+    if (on_token_ && !on_token_(t)) {
+      result_.stopped_by_caller = true;
+      return true;
+    }
     if (static_cast<int64_t>(result_.tokens.size()) == max_new_) {
       result_.stopped_at_context = max_new_ < options_.max_new_tokens;
       return true;
@@ -339,7 +341,7 @@ class SpeculativeRun {
   const GenerationOptions& options_;
   const int32_t eos_id_;
   const int64_t max_new_;
-  const std::function<void(int32_t)>& on_token_;
+  const TokenCallback& on_token_;
   GenerationResult& result_;
   Sampler sampler_;
   std::vector<int32_t> context_;
@@ -387,8 +389,7 @@ absl::StatusOr<int64_t> SkipConfident(float threshold, Draft* draft,
 absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
     LogitsModel& target, Drafter& drafter, absl::Span<const int32_t> prompt_ids,
     const GenerationOptions& options, const SpeculationParams& speculative,
-    int32_t eos_id, const std::function<void(int32_t)>& on_token,
-    SpeculativeStats* stats) {
+    int32_t eos_id, const TokenCallback& on_token, SpeculativeStats* stats) {
   ES_RETURN_IF_ERROR(options.sampling.Validate());
   if (speculative.max_draft < 1 || speculative.max_draft > kMaxDraftTokens) {
     return absl::InvalidArgumentError(

@@ -130,8 +130,7 @@ struct SpeculativeStats {
 absl::StatusOr<GenerationResult> GenerateSpeculativeIds(
     LogitsModel& target, Drafter& drafter, absl::Span<const int32_t> prompt_ids,
     const GenerationOptions& options, const SpeculationParams& speculative,
-    int32_t eos_id, const std::function<void(int32_t)>& on_token,
-    SpeculativeStats* stats);
+    int32_t eos_id, const TokenCallback& on_token, SpeculativeStats* stats);
 
 }  // namespace edgesplit
 

@@ -10,7 +10,8 @@
 # ASan + UBSan tests in the same tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGETS=(grant_fuzz token_fuzz config_fuzz model_files_fuzz tokenizer_fuzz jinja_fuzz wire_fuzz
+TARGETS=(grant_fuzz token_fuzz config_fuzz model_files_fuzz tokenizer_fuzz jinja_fuzz
+         openai_request_fuzz wire_fuzz
          peft_fuzz stage_fuzz registry_fuzz budget_fuzz)
 if [[ ${1:-} == --list ]]; then
   printf '%s\n' "${TARGETS[@]}"

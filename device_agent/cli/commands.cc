@@ -11,6 +11,7 @@
 #include "device_agent/cli/args.h"
 #include "device_agent/cli/cluster_commands.h"
 #include "device_agent/cli/security_commands.h"
+#include "device_agent/cli/serve_command.h"
 #include "device_agent/cli/train_commands.h"
 #include "device_agent/drafts.h"
 #include "edgesplit/device_agent.h"
@@ -93,6 +94,20 @@ commands:
       towards the servers (D default 1e-5). --privacy-budget keeps the
       epsilon spent across runs in FILE and refuses a generation that would
       take it past LIMIT. Not with --draft.
+  serve --model DIR [--model-id NAME] [--adapter-dir DIR]
+        [--listen HOST:PORT] [--api-key-file FILE] [--max-concurrent N]
+        [--weights TYPE] [--dtype f32|bf16] [--threads N] [--mmap-weights]
+  serve --controller HOST:PORT --model-id ID[,ID...] [--model-dir DIR]
+        [--adapter-dir DIR] [--codec C] [TLS flags as generate]
+      An OpenAI-compatible HTTP API (default 127.0.0.1:8080): GET
+      /v1/models, POST /v1/completions and /v1/chat/completions, streamed
+      (server-sent events) or not, with max_tokens, temperature, top_p,
+      top_k, stop, seed and usage counts. "model": "ID:ADAPTER" selects a
+      LoRA adapter. Locally the model is NAME (default: the directory's
+      name); split, each request is a session of the cluster's plan and
+      requests share this device's blocks. A client that leaves a stream
+      cancels its generation. --api-key-file: requests must send
+      "Authorization: Bearer KEY". Runs until SIGINT/SIGTERM.
   plan --cluster FILE --model DIR [--objective latency|throughput|energy]
        [--model-id ID] [--out PLAN.yaml]
       What-if: the optimal split of the model over the cluster described in
@@ -532,7 +547,7 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
       GenerationResult r,
       GenerateTextFromIds(*tokenizer, std::move(prompt_ids), on_text,
                           [&](absl::Span<const int32_t> ids, int32_t eos,
-                              const std::function<void(int32_t)>& on_token) {
+                              const TokenCallback& on_token) {
                             if (drafter == nullptr) {
                               return GenerateIds(*seq, ids, g, eos, on_token);
                             }
@@ -595,6 +610,10 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
       auto a = ParseFor(sub, {});
       status = a.ok() ? ModelInfo(*a, out) : a.status();
     }
+  } else if (cmd == "serve") {
+    auto a =
+        ParseFor(rest, WithTls(kServeFlags), WithInsecure(kServeBoolFlags));
+    status = a.ok() ? ServeCommand(*a, out, err) : a.status();
   } else if (cmd == "plan") {
     auto a =
         ParseFor(rest, {"cluster", "model", "objective", "model-id", "out"});

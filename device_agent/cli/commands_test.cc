@@ -132,6 +132,30 @@ TEST(CommandsTest, BadUsageIsReported) {
   EXPECT_THAT(r.err, HasSubstr("unknown preset \"huge\""));
 }
 
+TEST(CommandsTest, ServeRefusesBadFlagsBeforeServing) {
+  const std::string model = testing::SharedDir() + "/models/stories260K";
+  struct Case {
+    std::vector<std::string> args;
+    const char* says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"serve"}, "--model DIR"},
+           {{"serve", "--model", model, "--controller", "x:1"}, "not both"},
+           {{"serve", "--model", model, "--codec", "int8"}, "--codec"},
+           {{"serve", "--model", model, "--max-concurrent", "0"},
+            "--max-concurrent 0"},
+           {{"serve", "--model", model, "--listen", "nowhere"}, "--listen"},
+           {{"serve", "--model", model, "--weights", "q9"}, "--weights"},
+           {{"serve", "--model", model, "--api-key-file", "/no/such/file"},
+            "/no/such/file"},
+           {{"serve", "--controller", "x:1"}, "--model-id"},
+       }) {
+    Result r = RunCli(c.args);
+    EXPECT_NE(r.code, 0) << c.args.size();
+    EXPECT_THAT(r.err, HasSubstr(c.says));
+  }
+}
+
 TEST(CommandsTest, CertsInitAndIssueWriteAClusterAndRefuseMistakes) {
   const std::string dir = testing::TempDir("cli_certs");
   Result r = RunCli({"certs", "init", "--cluster", "lab", "--out", dir,

@@ -186,6 +186,10 @@ struct SamplingOptions {
   uint64_t seed = 0;
   int32_t max_new_tokens = 64;
   bool stop_at_eos = true;
+  // Generation ends where the continuation's text first contains one of
+  // these (non-empty); the text before it streams and is returned, text
+  // that may begin one is held back until it cannot.
+  std::vector<std::string> stop;
   SpeculativeOptions speculative;  // Off unless a draft is named.
   // Noise on what leaves the device; not with speculative decoding
   // (rejected drafts would be releases too) or a plan that gives this
@@ -210,6 +214,7 @@ struct GenerationStats {
   // the plan gives the device zero blocks.
   int64_t bytes_sent = 0;
   bool stopped_at_eos = false;
+  bool stopped_at_stop = false;  // At one of SamplingOptions::stop.
   std::vector<HopLatency> hops;  // In route order (the last route).
   int32_t reroutes = 0;          // Routes changed mid-generation.
   int64_t bytes_received = 0;    // Answers (logits or hidden states).

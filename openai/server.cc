@@ -1,0 +1,228 @@
+#include "openai/server.h"
+
+#include <sys/socket.h>
+
+#include <iostream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "httplib.h"
+#include "ops/ops_http.h"
+
+namespace edgesplit {
+namespace openai {
+namespace {
+
+void Reply(httplib::Response& res, const absl::Status& status,
+           absl::string_view param = "") {
+  res.status = HttpStatusFor(status);
+  res.set_content(ErrorJson(status, param), "application/json");
+}
+
+void Unauthorized(httplib::Response& res) {
+  Reply(res, absl::UnauthenticatedError(
+                 "missing or wrong API key (Authorization: Bearer)"));
+}
+
+bool Authorized(const ServerOptions& o, const httplib::Request& req) {
+  if (o.api_key.empty()) return true;
+  const std::string auth = req.get_header_value("Authorization");
+  constexpr absl::string_view kBearer = "Bearer ";
+  // Same time whatever the key's first differing byte is.
+  const std::string want = absl::StrCat(kBearer, o.api_key);
+  if (auth.size() != want.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < want.size(); ++i) diff |= auth[i] ^ want[i];
+  return diff == 0;
+}
+
+// The streamed answer of one request: runs the generation inside the
+// content provider (on the request's thread), writing each piece of text
+// as an event; a failed write (the client went away) cancels it.
+void Stream(std::shared_ptr<Generation> generation,
+            std::shared_ptr<CompletionRequest> request,
+            httplib::Response& res) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [generation, request](size_t, httplib::DataSink& sink) {
+        const ResponseId id = NewResponseId(request->chat);
+        auto write = [&sink](absl::string_view event) {
+          return sink.write(event.data(), event.size());
+        };
+        if (!write(FirstChunkEvent(*request, id))) return false;
+        absl::StatusOr<CompletionResult> result;
+        // cpp-httplib runs the provider outside its handlers' try/catch:
+        // nothing may escape into its thread.
+        try {
+          result = generation->Run([&](absl::string_view text) {
+            return write(TextChunkEvent(*request, id, text));
+          });
+        } catch (const std::exception& e) {
+          result = absl::InternalError(e.what());
+        }
+        if (!result.ok()) {
+          if (result.status().code() == absl::StatusCode::kCancelled) {
+            return false;  // The client is gone: nobody to tell.
+          }
+          write(ErrorEvent(result.status()));
+        } else if (!write(FinalChunkEvents(*request, id, *result))) {
+          return false;
+        }
+        write(kDoneEvent);
+        sink.done();
+        return true;
+      });
+}
+
+// POST /v1/completions and /v1/chat/completions.
+void Complete(Backend* backend, const ServerOptions& o, bool chat,
+              const httplib::Request& req, httplib::Response& res) {
+  // Checked here rather than before routing: cpp-httplib reads the body
+  // only for routed requests, and an unread body would corrupt the
+  // connection's next request.
+  if (!Authorized(o, req)) return Unauthorized(res);
+  std::string param;
+  auto request = ParseCompletionRequest(req.body, chat, &param);
+  if (!request.ok()) return Reply(res, request.status(), param);
+  absl::StatusOr<std::unique_ptr<Generation>> generation =
+      backend->Start(*request);
+  if (!generation.ok()) {
+    const bool not_found =
+        generation.status().code() == absl::StatusCode::kNotFound;
+    return Reply(res, generation.status(), not_found ? "model" : "");
+  }
+  if (request->stream) {
+    return Stream(std::shared_ptr<Generation>(*std::move(generation)),
+                  std::make_shared<CompletionRequest>(*std::move(request)),
+                  res);
+  }
+  auto result = (*generation)->Run([](absl::string_view) { return true; });
+  if (!result.ok()) return Reply(res, result.status());
+  res.set_content(CompletionJson(*request, NewResponseId(chat), *result),
+                  "application/json");
+}
+
+// cpp-httplib 0.11 listens with a backlog of 5: a burst of clients (16
+// requests at once) overflows it and connections fail. Linux takes a second
+// listen() on the bound socket as a new backlog.
+class BacklogServer : public httplib::Server {
+ public:
+  bool Relisten(int backlog) { return ::listen(svr_sock_, backlog) == 0; }
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options,
+                                                      Backend* backend) {
+  auto address = ParseListenAddress(options.listen);
+  if (!address.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen \"", options.listen, "\" is not host:port"));
+  }
+  if (options.max_concurrent < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_concurrent ", options.max_concurrent, " is not >= 1"));
+  }
+  const auto& [host, port] = *address;
+  auto s = std::unique_ptr<Server>(new Server());
+  s->options_ = std::move(options);
+  s->backend_ = backend;
+  auto http = std::make_unique<BacklogServer>();
+  BacklogServer* backlog = http.get();
+  s->http_ = std::move(http);
+  // SO_REUSEADDR without cpp-httplib's default SO_REUSEPORT: a second
+  // server on the same port must fail, not share it.
+  s->http_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  const int threads = s->options_.max_concurrent;
+  s->http_->new_task_queue = [threads] {
+    return new httplib::ThreadPool(static_cast<size_t>(threads));
+  };
+  s->http_->set_payload_max_length(s->options_.max_body_bytes);
+  // An idle keep-alive connection holds a pool thread: not for long.
+  s->http_->set_keep_alive_timeout(2);
+  s->http_->set_read_timeout(30);
+  s->http_->set_write_timeout(30);
+  s->Route();
+  s->port_ = port == 0 ? s->http_->bind_to_any_port(host)
+                       : (s->http_->bind_to_port(host, port) ? port : -1);
+  if (s->port_ <= 0 || !backlog->Relisten(SOMAXCONN)) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", s->options_.listen));
+  }
+  Server* self = s.get();
+  s->thread_ = std::thread([self] {
+    const bool clean = self->http_->listen_after_bind();
+    if (!clean && !self->stopping_.load()) {
+      std::cerr << "edgesplit serve: " << self->options_.listen
+                << " stopped serving (accept failed)\n";
+    }
+    self->exited_.store(true);
+  });
+  return s;
+}
+
+void Server::Route() {
+  Backend* backend = backend_;
+  const ServerOptions* o = &options_;
+  http_->Get("/v1/models", [backend, o](const httplib::Request& req,
+                                        httplib::Response& res) {
+    if (!Authorized(*o, req)) return Unauthorized(res);
+    res.set_content(ModelsJson(backend->Models()), "application/json");
+  });
+  http_->Post("/v1/completions", [backend, o](const httplib::Request& req,
+                                              httplib::Response& res) {
+    Complete(backend, *o, /*chat=*/false, req, res);
+  });
+  http_->Post("/v1/chat/completions", [backend, o](const httplib::Request& req,
+                                                   httplib::Response& res) {
+    Complete(backend, *o, /*chat=*/true, req, res);
+  });
+  // Unknown paths, bodies over the limit, ...: OpenAI's error shape.
+  // cpp-httplib calls it for every status >= 400, the API's own errors
+  // too: those already have their body.
+  http_->set_error_handler(httplib::Server::HandlerWithResponse(
+      [](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty())
+          return httplib::Server::HandlerResponse::Unhandled;
+        const std::string what =
+            res.status == 404
+                ? absl::StrCat("no route ", req.method, " ", req.path)
+                : absl::StrCat("HTTP ", res.status, " for ", req.method, " ",
+                               req.path);
+        const absl::Status status =
+            res.status == 404   ? absl::NotFoundError(what)
+            : res.status == 413 ? absl::InvalidArgumentError(
+                                      absl::StrCat(what, ": body too large"))
+            : res.status < 500 ? absl::InvalidArgumentError(what)
+                               : absl::InternalError(what);
+        const int http = res.status;
+        res.set_content(ErrorJson(status), "application/json");
+        res.status = http;
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  http_->set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+        Reply(res, absl::InternalError("internal error"));
+      });
+}
+
+void Server::Stop() {
+  stopping_.store(true);
+  // cpp-httplib's stop() acts only once its loop runs: ask until it ended.
+  while (thread_.joinable() && !exited_.load()) {
+    http_->stop();
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+Server::~Server() { Stop(); }
+
+}  // namespace openai
+}  // namespace edgesplit

@@ -1,0 +1,77 @@
+// `edgesplit serve`'s HTTP server: the OpenAI API over a Backend, with
+// cpp-httplib (Debian's libcpp-httplib-dev).
+//
+//   GET  /v1/models
+//   POST /v1/completions        {"model", "prompt", ...}
+//   POST /v1/chat/completions   {"model", "messages", ...}
+//
+// "stream": true answers server-sent events; a client that goes away
+// mid-stream cancels its generation (and with it the route's chain) at the
+// next piece of text. A non-streamed request runs to its end (max_tokens,
+// EOS or a stop string): cpp-httplib 0.11 tells a handler nothing of a
+// closed connection until it writes. Errors are OpenAI's error objects
+// with 4xx/5xx; the server keeps serving.
+//
+// Threads: cpp-httplib's accept loop on a thread of its own and a pool of
+// `max_concurrent` request threads, each running one request's generation
+// to its end (more requests wait in the pool's queue).
+#ifndef EDGESPLIT_OPENAI_SERVER_H_
+#define EDGESPLIT_OPENAI_SERVER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "openai/backend.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace edgesplit {
+namespace openai {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:8080";  // host:port; port 0: any free.
+  // Connections served at once, each on a thread of the pool while it is
+  // open (an idle keep-alive one for up to 2 s); more wait in its queue.
+  int max_concurrent = 32;
+  // When set, every request must carry "Authorization: Bearer <api_key>"
+  // (401 otherwise), as OpenAI's clients send their API key.
+  std::string api_key;
+  size_t max_body_bytes = 8 << 20;
+};
+
+class Server {
+ public:
+  // `backend` is not owned and must outlive the server. UNAVAILABLE when
+  // it cannot listen; INVALID_ARGUMENT for a bad address.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(ServerOptions options,
+                                                       Backend* backend);
+  ~Server();  // Stop().
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  int port() const { return port_; }
+  // Stops accepting, waits for the requests in progress, joins. Idempotent.
+  void Stop();
+
+ private:
+  Server() = default;
+  void Route();
+
+  ServerOptions options_;
+  Backend* backend_ = nullptr;
+  std::unique_ptr<httplib::Server> http_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> exited_{false};
+  int port_ = 0;
+};
+
+}  // namespace openai
+}  // namespace edgesplit
+
+#endif  // EDGESPLIT_OPENAI_SERVER_H_
