@@ -177,6 +177,12 @@ int Main(int argc, char** argv) {
   std::printf("%-28s %12.3f %12.3f %+12.3f ms\n", "time to first token (med)",
               Median(ttft_direct), Median(ttft_http),
               Median(ttft_http) - Median(ttft_direct));
+  if (Median(ttft_direct) == 0) {
+    std::printf(
+        "  (no text streamed before the end: a random-weights model's "
+        "tokens rarely decode to whole UTF-8; time to first token "
+        "needs a trained model)\n");
+  }
   std::printf("%-28s %12.1f %12.1f %12.3f\n", "tokens/s", tps_direct, tps_http,
               tps_http / tps_direct);
 

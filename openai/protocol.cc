@@ -360,6 +360,27 @@ std::string TextChunkEvent(const CompletionRequest& req, const ResponseId& id,
   return Event(j);
 }
 
+TextEvents::TextEvents(const CompletionRequest& req, const ResponseId& id) {
+  // The event of a placeholder text, cut around it. The placeholder is a
+  // string the JSON around it cannot contain (ids and model names have no
+  // control characters left unescaped).
+  constexpr absl::string_view kMark = "\x01mark\x01";
+  const std::string whole = TextChunkEvent(req, id, kMark);
+  const std::string quoted =
+      json(std::string(kMark))
+          .dump(-1, ' ', false, json::error_handler_t::replace);
+  const size_t at = whole.find(quoted);
+  prefix_ = whole.substr(0, at);
+  suffix_ = whole.substr(at + quoted.size());
+}
+
+std::string TextEvents::Event(absl::string_view text) const {
+  return absl::StrCat(prefix_,
+                      json(std::string(text))
+                          .dump(-1, ' ', false, json::error_handler_t::replace),
+                      suffix_);
+}
+
 std::string FinalChunkEvents(const CompletionRequest& req, const ResponseId& id,
                              const CompletionResult& result) {
   json j = Envelope(req, id, /*chunk=*/true);

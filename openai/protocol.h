@@ -78,6 +78,17 @@ std::string FirstChunkEvent(const CompletionRequest& request,
                             const ResponseId& id);
 std::string TextChunkEvent(const CompletionRequest& request,
                            const ResponseId& id, absl::string_view text);
+// The same events, for one stream: the JSON around the text is made once,
+// so each piece costs only its own escaping (a stream writes one per
+// token).
+class TextEvents {
+ public:
+  TextEvents(const CompletionRequest& request, const ResponseId& id);
+  std::string Event(absl::string_view text) const;  // == TextChunkEvent.
+
+ private:
+  std::string prefix_, suffix_;
+};
 std::string FinalChunkEvents(const CompletionRequest& request,
                              const ResponseId& id,
                              const CompletionResult& result);

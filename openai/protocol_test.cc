@@ -146,6 +146,11 @@ TEST(ProtocolTest, ResponsesHaveOpenAisShape) {
   EXPECT_EQ(piece["object"], "chat.completion.chunk");
   EXPECT_EQ(piece["choices"][0]["delta"]["content"], "lo");
   EXPECT_TRUE(piece["choices"][0]["finish_reason"].is_null());
+  const TextEvents events(*chat, id);
+  for (const char* text : {"lo", "", "\"quoted\"\n\\", "\x01mark\x01",
+                           "bad \xFF utf-8", "\xE4\xB8\x96"}) {
+    EXPECT_EQ(events.Event(text), TextChunkEvent(*chat, id, text)) << text;
+  }
   const std::string last = FinalChunkEvents(*chat, id, result);
   const size_t split = last.find("\n\ndata: ") + 2;
   EXPECT_EQ(body(last.substr(0, split))["choices"][0]["finish_reason"], "stop");

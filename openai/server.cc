@@ -49,6 +49,7 @@ void Stream(std::shared_ptr<Generation> generation,
       "text/event-stream",
       [generation, request](size_t, httplib::DataSink& sink) {
         const ResponseId id = NewResponseId(request->chat);
+        const TextEvents events(*request, id);
         auto write = [&sink](absl::string_view event) {
           return sink.write(event.data(), event.size());
         };
@@ -58,7 +59,7 @@ void Stream(std::shared_ptr<Generation> generation,
         // nothing may escape into its thread.
         try {
           result = generation->Run([&](absl::string_view text) {
-            return write(TextChunkEvent(*request, id, text));
+            return write(events.Event(text));
           });
         } catch (const std::exception& e) {
           result = absl::InternalError(e.what());
