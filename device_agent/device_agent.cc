@@ -453,12 +453,14 @@ absl::StatusOr<GenerationStats> Session::Chat(
                                               /*add_generation_prompt=*/true));
   ES_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
                       s.chat_template->Encode(*s.model->tokenizer, text));
-  return GenerateFrom(std::move(ids), sampling, on_text);
+  return GenerateFrom(std::move(ids), sampling, on_text,
+                      s.chat_template->TurnEndId(*s.model->tokenizer));
 }
 
 absl::StatusOr<GenerationStats> Session::GenerateFrom(
     std::vector<int32_t> prompt_ids, const SamplingOptions& sampling,
-    const std::function<void(absl::string_view)>& on_text) {
+    const std::function<void(absl::string_view)>& on_text,
+    int32_t turn_end_id) {
   Impl& s = *impl_;
   {
     absl::MutexLock lock(&s.mu);
@@ -488,6 +490,7 @@ absl::StatusOr<GenerationStats> Session::GenerateFrom(
   g.sampling.seed = sampling.seed;
   g.max_new_tokens = sampling.max_new_tokens;
   g.stop_at_eos = sampling.stop_at_eos;
+  if (turn_end_id >= 0) g.more_eos_ids.push_back(turn_end_id);
   const SpeculativeOptions& spec = sampling.speculative;
   SpeculativeStats spec_stats;
   absl::StatusOr<GenerationResult> generated;

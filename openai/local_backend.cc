@@ -175,6 +175,10 @@ absl::StatusOr<std::unique_ptr<Generation>> LocalBackend::Start(
   g.sampling.seed = s.seed;
   g.max_new_tokens = s.max_new_tokens;
   g.stop_at_eos = s.stop_at_eos;
+  if (request.chat) {
+    const int32_t turn_end = chat_->TurnEndId(*tokenizer_);
+    if (turn_end >= 0) g.more_eos_ids.push_back(turn_end);
+  }
   ES_RETURN_IF_ERROR(g.sampling.Validate());
   auto seq = pipeline_->NewSequence(nullptr, request.adapter);
   // A prompt the context cannot hold is refused now, not mid-stream.

@@ -125,4 +125,10 @@ absl::StatusOr<std::vector<int32_t>> ChatTemplate::Encode(
   return ids;
 }
 
+int32_t ChatTemplate::TurnEndId(const Tokenizer& tokenizer) const {
+  if (eos_token_.empty() || !tokenizer.encodes_special_tokens()) return -1;
+  auto ids = tokenizer.Encode(eos_token_);
+  return ids.ok() && ids->size() == 1 ? (*ids)[0] : -1;
+}
+
 }  // namespace edgesplit

@@ -54,6 +54,14 @@ class ChatTemplate {
   absl::StatusOr<std::vector<int32_t>> Encode(const Tokenizer& tokenizer,
                                               absl::string_view text) const;
 
+  // The id that ends the assistant's turn: eos_token's, when the tokenizer
+  // matches special tokens in text (tokenizer.json) and it is one token.
+  // Chat models whose turns end with a token other than the tokenizer's
+  // EOS name it there (Llama 3's <|eot_id|>, ChatML's <|im_end|>), as
+  // their generation_config's eos_token_id lists do; a chat generation
+  // stops at it like at EOS. -1 when there is none.
+  int32_t TurnEndId(const Tokenizer& tokenizer) const;
+
   const std::string& bos_token() const { return bos_token_; }
   const std::string& eos_token() const { return eos_token_; }
 

@@ -131,6 +131,13 @@ TEST(ChatTemplateTest, EncodesTheTemplatesSpecialTokensOnce) {
   auto hf_ids = (*t)->Encode(**hf, "<s>ab");
   ASSERT_TRUE(hf_ids.ok());
   EXPECT_EQ(*hf_ids, (std::vector<int32_t>{3, 0, 1}));
+  // Turns end at eos_token's id where the tokenizer knows it as a token.
+  EXPECT_EQ((*t)->TurnEndId(**spm), -1);  // Text-only special tokens.
+  EXPECT_EQ((*t)->TurnEndId(**hf), -1);   // "</s>" is not one token here.
+  auto chatml =
+      ChatTemplate::Parse("{{ messages[0].content }}", "<s>", "<s>", "chatml");
+  ASSERT_TRUE(chatml.ok());
+  EXPECT_EQ((*chatml)->TurnEndId(**hf), 3);
 }
 
 }  // namespace

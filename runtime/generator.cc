@@ -99,7 +99,7 @@ absl::StatusOr<GenerationResult> GenerateIds(
   t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < max_new; ++i) {
     const int32_t next = sampler.Sample(logits, context);
-    if (options.stop_at_eos && next == eos_id && eos_id >= 0) {
+    if (IsEos(options, eos_id, next)) {
       result.stopped_at_eos = true;
       break;
     }

@@ -62,6 +62,9 @@ struct GenerationOptions {
   SamplingParams sampling;
   int32_t max_new_tokens = 64;
   bool stop_at_eos = true;
+  // More ids that end the generation like EOS (with stop_at_eos): a chat
+  // model's end of turn (ChatTemplate::TurnEndId).
+  std::vector<int32_t> more_eos_ids;
 };
 
 struct GenerationResult {
@@ -76,6 +79,17 @@ struct GenerationResult {
   double prefill_seconds = 0;
   double decode_seconds = 0;  // All decode steps after the first token.
 };
+
+// Whether `id` ends a generation with `options` and EOS `eos_id`.
+inline bool IsEos(const GenerationOptions& options, int32_t eos_id,
+                  int32_t id) {
+  if (!options.stop_at_eos) return false;
+  if (id == eos_id && eos_id >= 0) return true;
+  for (int32_t e : options.more_eos_ids) {
+    if (id == e) return true;
+  }
+  return false;
+}
 
 // How many tokens a generation from `prompt_ids` may add: the options'
 // maximum, or fewer where the model's context ends (every generated token

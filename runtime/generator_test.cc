@@ -58,6 +58,21 @@ TEST(GeneratorTest, StopsAtEosAndAtMaxTokens) {
   EXPECT_EQ(m2.fed(), 3);  // The last token is never fed back.
 }
 
+TEST(GeneratorTest, StopsAtMoreEosIdsLikeAtEos) {
+  ScriptedModel m({5, 6, 7, 8, 2}, 16, 512);
+  GenerationOptions g = Greedy(10);
+  g.more_eos_ids = {7};  // A chat model's end of turn.
+  auto r = GenerateIds(m, {1, 3}, g, /*eos_id=*/2);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->tokens, (std::vector<int32_t>{5, 6}));
+  EXPECT_TRUE(r->stopped_at_eos);
+  g.stop_at_eos = false;  // Ignored with EOS.
+  ScriptedModel m2({5, 6, 7, 8, 2}, 16, 512);
+  r = GenerateIds(m2, {1, 3}, g, 2);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->tokens.size(), 10u);
+}
+
 TEST(GeneratorTest, StopsCleanlyWhenTheContextIsFull) {
   ScriptedModel m({4}, 10, /*context=*/6);
   auto r = GenerateIds(m, {1, 1, 1, 1}, Greedy(50), -1);

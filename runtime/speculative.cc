@@ -185,7 +185,7 @@ class SpeculativeRun {
 
   // Takes a chosen token; true when generation is over.
   bool Emit(int32_t t) {
-    if (options_.stop_at_eos && t == eos_id_ && eos_id_ >= 0) {
+    if (IsEos(options_, eos_id_, t)) {
       result_.stopped_at_eos = true;
       return true;
     }

@@ -540,6 +540,8 @@ absl::Status GenerateLocal(const Args& a, std::ostream& out,
     ES_ASSIGN_OR_RETURN(std::string text,
                         chat->Render(turns, /*add_generation_prompt=*/true));
     ES_ASSIGN_OR_RETURN(prompt_ids, chat->Encode(*tokenizer, text));
+    const int32_t turn_end = chat->TurnEndId(*tokenizer);
+    if (turn_end >= 0) g.more_eos_ids.push_back(turn_end);
   } else {
     ES_ASSIGN_OR_RETURN(prompt_ids, tokenizer->EncodePrompt(prompt));
   }

@@ -284,9 +284,11 @@ class EDGESPLIT_EXPORT Session {
   friend class DeviceAgent;
   struct Impl;
   explicit Session(std::unique_ptr<Impl> impl);
+  // `turn_end_id` (>= 0): ends the generation like EOS (a chat turn's end).
   absl::StatusOr<GenerationStats> GenerateFrom(
       std::vector<int32_t> prompt_ids, const SamplingOptions& sampling,
-      const std::function<void(absl::string_view)>& on_text);
+      const std::function<void(absl::string_view)>& on_text,
+      int32_t turn_end_id = -1);
   std::unique_ptr<Impl> impl_;
 };
 
