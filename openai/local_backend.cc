@@ -15,8 +15,11 @@ absl::StatusOr<std::unique_ptr<LocalBackend>> LocalBackend::Load(
     LocalBackendOptions options) {
   auto b = std::unique_ptr<LocalBackend>(new LocalBackend());
   if (options.model_id.empty()) {
+    // "DIR/stories260K" or "DIR/model.gguf": "stories260K", "model".
+    const std::filesystem::path path =
+        std::filesystem::path(options.model_dir).lexically_normal();
     options.model_id =
-        std::filesystem::path(options.model_dir).lexically_normal().filename();
+        path.extension() == ".gguf" ? path.stem() : path.filename();
     if (options.model_id.empty()) {
       options.model_id = std::filesystem::path(options.model_dir)
                              .lexically_normal()

@@ -9,6 +9,7 @@
 #include "base/file_util.h"
 #include "base/json_util.h"
 #include "base/status_macros.h"
+#include "runtime/gguf.h"
 
 namespace edgesplit {
 namespace {
@@ -59,8 +60,41 @@ absl::StatusOr<std::string> TemplateText(const json& config,
 
 }  // namespace
 
+namespace {
+
+// A GGUF file's template (llama.cpp's converter copies tokenizer_config's
+// chat_template into tokenizer.chat_template) and its BOS/EOS tokens' text.
+absl::StatusOr<std::unique_ptr<ChatTemplate>> LoadGguf(
+    const std::string& path) {
+  ES_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> f, GgufFile::Open(path));
+  if (f->metadata().count("tokenizer.chat_template") == 0) {
+    return absl::NotFoundError(absl::StrCat(
+        path, ": the model has no chat template (no tokenizer.chat_template)"));
+  }
+  ES_ASSIGN_OR_RETURN(std::string text, f->String("tokenizer.chat_template"));
+  std::string bos, eos;
+  auto tokens = f->Strings("tokenizer.ggml.tokens");
+  if (tokens.ok()) {
+    const std::vector<std::string>& t = **tokens;
+    auto text_of = [&](const char* key, std::string* out) -> absl::Status {
+      ES_ASSIGN_OR_RETURN(int64_t id, f->Int(key, -1));
+      if (id >= 0 && id < static_cast<int64_t>(t.size())) *out = t[id];
+      return absl::OkStatus();
+    };
+    ES_RETURN_IF_ERROR(text_of("tokenizer.ggml.bos_token_id", &bos));
+    ES_RETURN_IF_ERROR(text_of("tokenizer.ggml.eos_token_id", &eos));
+  }
+  return ChatTemplate::Parse(text, std::move(bos), std::move(eos),
+                             path + " tokenizer.chat_template");
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Load(
     const std::string& dir) {
+  if (absl::EndsWith(dir, ".gguf") && fs::is_regular_file(dir)) {
+    return LoadGguf(dir);
+  }
   const std::string config_path = dir + "/tokenizer_config.json";
   json config = json::object();
   if (fs::exists(config_path)) {

@@ -28,7 +28,8 @@ class ChatTemplate {
   // The template of the model directory `dir`: chat_template.jinja when
   // present (newer transformers write it there), else tokenizer_config.json's
   // "chat_template" (a string, or a list of {"name", "template"} of which
-  // "default" is used). bos_token and eos_token come from
+  // "default" is used); `dir` may also be a .gguf file, whose
+  // tokenizer.chat_template is used. bos_token and eos_token come from
   // tokenizer_config.json (a string or {"content": ...}). NOT_FOUND naming
   // the directory when the model has no chat template; INVALID_ARGUMENT
   // naming the file and field for malformed ones.

@@ -2,11 +2,13 @@
 
 #include <fstream>
 
+#include "base/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "runtime/model_config.h"
 #include "runtime/tokenizer/hf_tokenizer.h"
+#include "testing/gguf_writer.h"
 #include "testing/test_paths.h"
 
 namespace edgesplit {
@@ -60,6 +62,32 @@ TEST(ChatTemplateTest, LoadsTheFormsModelsShip) {
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ(*(*t)->Render({{"user", "a"}, {"assistant", "b"}}, false),
             "jinja:2");
+}
+
+// GGUF files carry the template as tokenizer.chat_template and the
+// special tokens as ids into tokenizer.ggml.tokens.
+TEST(ChatTemplateTest, LoadsAGgufFilesTemplate) {
+  testing::GgufWriter w;
+  w.KvString("general.architecture", "llama");
+  w.KvString("tokenizer.chat_template",
+             "{{ bos_token }}{% for m in messages %}<{{ m.role }}>"
+             "{{ m.content }}{{ eos_token }}{% endfor %}");
+  w.KvStrings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>"});
+  w.KvU32("tokenizer.ggml.bos_token_id", 1);
+  w.KvU32("tokenizer.ggml.eos_token_id", 2);
+  const std::string path = testing::TempDir("chat_gguf") + "/m.gguf";
+  ASSERT_TRUE(WriteFileAtomically(path, w.Build()).ok());
+  auto t = ChatTemplate::Load(path);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*(*t)->Render({{"user", "hi"}}, false), "<s><user>hi</s>");
+  testing::GgufWriter bare;
+  bare.KvString("general.architecture", "llama");
+  const std::string none = testing::TempDir("chat_gguf_none") + "/m.gguf";
+  ASSERT_TRUE(WriteFileAtomically(none, bare.Build()).ok());
+  auto missing = ChatTemplate::Load(none);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()),
+              ::testing::HasSubstr("tokenizer.chat_template"));
 }
 
 TEST(ChatTemplateTest, ErrorsNameTheFileAndField) {
