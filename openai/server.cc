@@ -145,6 +145,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options,
     return new httplib::ThreadPool(static_cast<size_t>(threads));
   };
   s->http_->set_payload_max_length(s->options_.max_body_bytes);
+  // Each streamed piece goes out at once, not after the last one's ACK.
+  s->http_->set_tcp_nodelay(true);
   // An idle keep-alive connection holds a pool thread: not for long.
   s->http_->set_keep_alive_timeout(2);
   s->http_->set_read_timeout(30);
