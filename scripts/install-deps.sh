@@ -18,6 +18,7 @@ PACKAGES=(
   libssl-dev
   # The daemons' operator HTTP port (probes; ops/ops_http.h).
   libcpp-httplib-dev
+  curl
   # Core libraries.
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libsentencepiece-dev libre2-dev
   # tokenizer.json: Oniguruma (the regex engine Hugging Face's tokenizers
