@@ -1,5 +1,8 @@
 #include "openai/server.h"
 
+#include <dirent.h>
+#include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <iostream>
@@ -78,6 +81,57 @@ void Stream(std::shared_ptr<Generation> generation,
       });
 }
 
+// cpp-httplib 0.11 tells a handler nothing of its client leaving until it
+// writes, and a non-streamed answer writes only at the end. The
+// connection's socket is found by its addresses among this process's
+// descriptors (it stays open until the handler returns) and polled for the
+// peer's hang-up. -1 when it cannot be found (the request then runs to its
+// end).
+int FindConnection(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  // Numeric host and port, as cpp-httplib fills the request's fields.
+  auto host = [](const sockaddr_storage& a, socklen_t n, int* port) {
+    char name[NI_MAXHOST], serv[NI_MAXSERV];
+    if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), n, name,
+                    sizeof(name), serv, sizeof(serv),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+      return std::string();
+    }
+    *port = std::atoi(serv);
+    return std::string(name);
+  };
+  int found = -1;
+  while (dirent* e = readdir(dir)) {
+    const int fd = std::atoi(e->d_name);
+    if (fd <= 2 || fd == dirfd(dir)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t ln = sizeof(local), pn = sizeof(peer);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ln) != 0 ||
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pn) != 0) {
+      continue;
+    }
+    int local_port = -1, peer_port = -1;
+    const std::string local_host = host(local, ln, &local_port);
+    const std::string peer_host = host(peer, pn, &peer_port);
+    if (local_port == req.local_port && peer_port == req.remote_port &&
+        local_host == req.local_addr && peer_host == req.remote_addr) {
+      found = fd;
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// Whether the client of connection `fd` hung up.
+bool ClientGone(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) == 1 &&
+         (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 // POST /v1/completions and /v1/chat/completions.
 void Complete(Backend* backend, const ServerOptions& o, bool chat,
               const httplib::Request& req, httplib::Response& res) {
@@ -100,7 +154,13 @@ void Complete(Backend* backend, const ServerOptions& o, bool chat,
                   std::make_shared<CompletionRequest>(*std::move(request)),
                   res);
   }
-  auto result = (*generation)->Run([](absl::string_view) { return true; });
+  const int connection = FindConnection(req);
+  auto result = (*generation)->Run([connection](absl::string_view) {
+    return !ClientGone(connection);
+  });
+  if (result.status().code() == absl::StatusCode::kCancelled) {
+    return Reply(res, absl::CancelledError("the client went away"));
+  }
   if (!result.ok()) return Reply(res, result.status());
   res.set_content(CompletionJson(*request, NewResponseId(chat), *result),
                   "application/json");

@@ -5,12 +5,12 @@
 //   POST /v1/completions        {"model", "prompt", ...}
 //   POST /v1/chat/completions   {"model", "messages", ...}
 //
-// "stream": true answers server-sent events; a client that goes away
-// mid-stream cancels its generation (and with it the route's chain) at the
-// next piece of text. A non-streamed request runs to its end (max_tokens,
-// EOS or a stop string): cpp-httplib 0.11 tells a handler nothing of a
-// closed connection until it writes. Errors are OpenAI's error objects
-// with 4xx/5xx; the server keeps serving.
+// "stream": true answers server-sent events. A client that goes away
+// cancels its generation (and with it the route's chain) at the next piece
+// of text: a stream sees its next write fail; a non-streamed request polls
+// its connection for the hang-up (found by its addresses, since cpp-httplib
+// 0.11 gives handlers no socket). Errors are OpenAI's error objects with
+// 4xx/5xx; the server keeps serving.
 //
 // Threads: cpp-httplib's accept loop on a thread of its own and a pool of
 // `max_concurrent` request threads, each running one request's generation

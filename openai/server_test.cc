@@ -243,6 +243,23 @@ TEST_F(ServerTest, AClientLeavingAStreamCancelsItsGeneration) {
   EXPECT_EQ(backend_.done, 0);
 }
 
+TEST_F(ServerTest, AClientLeavingARequestCancelsItsGeneration) {
+  backend_.pieces.assign(500, "word ");
+  backend_.slow = true;  // 10 s if nobody stops it.
+  httplib::Client c("127.0.0.1", server_->port());
+  c.set_read_timeout(0, 200000);  // Gives up after 0.2 s and closes.
+  auto r = c.Post("/v1/completions", R"({"model": "m", "prompt": "x"})",
+                  "application/json");
+  EXPECT_FALSE(r);
+  c.stop();
+  for (int i = 0; i < 500 && backend_.cancelled.load() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(backend_.cancelled.load(), 1);
+  absl::MutexLock lock(&backend_.mu);
+  EXPECT_EQ(backend_.done, 0);
+}
+
 }  // namespace
 }  // namespace openai
 }  // namespace edgesplit
