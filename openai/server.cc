@@ -88,6 +88,11 @@ void Stream(std::shared_ptr<Generation> generation,
 // peer's hang-up. -1 when it cannot be found (the request then runs to its
 // end).
 int FindConnection(const httplib::Request& req) {
+  // Fields cpp-httplib could not fill would match any socket's failure.
+  if (req.remote_port <= 0 || req.local_port <= 0 || req.remote_addr.empty() ||
+      req.local_addr.empty()) {
+    return -1;
+  }
   DIR* dir = opendir("/proc/self/fd");
   if (dir == nullptr) return -1;
   // Numeric host and port, as cpp-httplib fills the request's fields.
@@ -124,7 +129,9 @@ int FindConnection(const httplib::Request& req) {
   return found;
 }
 
-// Whether the client of connection `fd` hung up.
+// Whether the client of connection `fd` hung up. A client that only
+// half-closes after its request (shutdown(SHUT_WR): some netcat uses, no
+// HTTP library we know) counts as gone, as in Go's net/http.
 bool ClientGone(int fd) {
   if (fd < 0) return false;
   pollfd p{fd, POLLRDHUP, 0};
@@ -142,6 +149,12 @@ void Complete(Backend* backend, const ServerOptions& o, bool chat,
   std::string param;
   auto request = ParseCompletionRequest(req.body, chat, &param);
   if (!request.ok()) return Reply(res, request.status(), param);
+  // A non-streamed request watches its connection from the start: a client
+  // that left while the request queued costs no route or prefill.
+  const int connection = request->stream ? -1 : FindConnection(req);
+  if (ClientGone(connection)) {
+    return Reply(res, absl::CancelledError("the client went away"));
+  }
   absl::StatusOr<std::unique_ptr<Generation>> generation =
       backend->Start(*request);
   if (!generation.ok()) {
@@ -154,13 +167,12 @@ void Complete(Backend* backend, const ServerOptions& o, bool chat,
                   std::make_shared<CompletionRequest>(*std::move(request)),
                   res);
   }
-  const int connection = FindConnection(req);
-  auto result = (*generation)->Run([connection](absl::string_view) {
-    return !ClientGone(connection);
+  bool gone = false;
+  auto result = (*generation)->Run([connection, &gone](absl::string_view) {
+    gone = gone || ClientGone(connection);
+    return !gone;
   });
-  if (result.status().code() == absl::StatusCode::kCancelled) {
-    return Reply(res, absl::CancelledError("the client went away"));
-  }
+  if (gone) return Reply(res, absl::CancelledError("the client went away"));
   if (!result.ok()) return Reply(res, result.status());
   res.set_content(CompletionJson(*request, NewResponseId(chat), *result),
                   "application/json");

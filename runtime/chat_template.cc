@@ -74,6 +74,9 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> LoadGguf(
   ES_ASSIGN_OR_RETURN(std::string text, f->String("tokenizer.chat_template"));
   std::string bos, eos;
   auto tokens = f->Strings("tokenizer.ggml.tokens");
+  if (!tokens.ok() && tokens.status().code() != absl::StatusCode::kNotFound) {
+    return tokens.status();  // Present but not a list of strings.
+  }
   if (tokens.ok()) {
     const std::vector<std::string>& t = **tokens;
     auto text_of = [&](const char* key, std::string* out) -> absl::Status {
@@ -92,12 +95,13 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> LoadGguf(
 
 absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Load(
     const std::string& dir) {
-  if (absl::EndsWith(dir, ".gguf") && fs::is_regular_file(dir)) {
+  std::error_code ec;
+  if (absl::EndsWith(dir, ".gguf") && fs::is_regular_file(dir, ec)) {
     return LoadGguf(dir);
   }
   const std::string config_path = dir + "/tokenizer_config.json";
   json config = json::object();
-  if (fs::exists(config_path)) {
+  if (fs::exists(config_path, ec)) {
     ES_ASSIGN_OR_RETURN(config, ReadUntrustedJson(config_path));
   }
   ES_ASSIGN_OR_RETURN(std::string bos,
@@ -105,7 +109,7 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Load(
   ES_ASSIGN_OR_RETURN(std::string eos,
                       TokenText(config, "eos_token", config_path));
   const std::string jinja_path = dir + "/chat_template.jinja";
-  if (fs::exists(jinja_path)) {
+  if (fs::exists(jinja_path, ec)) {
     ES_ASSIGN_OR_RETURN(std::string text, ReadFile(jinja_path));
     return Parse(text, std::move(bos), std::move(eos), jinja_path);
   }
@@ -160,9 +164,7 @@ absl::StatusOr<std::vector<int32_t>> ChatTemplate::Encode(
 }
 
 int32_t ChatTemplate::TurnEndId(const Tokenizer& tokenizer) const {
-  if (eos_token_.empty() || !tokenizer.encodes_special_tokens()) return -1;
-  auto ids = tokenizer.Encode(eos_token_);
-  return ids.ok() && ids->size() == 1 ? (*ids)[0] : -1;
+  return eos_token_.empty() ? -1 : tokenizer.SpecialTokenId(eos_token_);
 }
 
 }  // namespace edgesplit

@@ -55,8 +55,9 @@ class ChatTemplate {
   absl::StatusOr<std::vector<int32_t>> Encode(const Tokenizer& tokenizer,
                                               absl::string_view text) const;
 
-  // The id that ends the assistant's turn: eos_token's, when the tokenizer
-  // matches special tokens in text (tokenizer.json) and it is one token.
+  // The id that ends the assistant's turn: eos_token's, when it is one of
+  // the tokenizer's special tokens (tokenizer.json; never an ordinary
+  // word that happens to be one token).
   // Chat models whose turns end with a token other than the tokenizer's
   // EOS name it there (Llama 3's <|eot_id|>, ChatML's <|im_end|>), as
   // their generation_config's eos_token_id lists do; a chat generation

@@ -166,6 +166,10 @@ TEST(ChatTemplateTest, EncodesTheTemplatesSpecialTokensOnce) {
       ChatTemplate::Parse("{{ messages[0].content }}", "<s>", "<s>", "chatml");
   ASSERT_TRUE(chatml.ok());
   EXPECT_EQ((*chatml)->TurnEndId(**hf), 3);
+  // An ordinary one-token word is no turn end.
+  auto word = ChatTemplate::Parse("x", "<s>", "a", "word");
+  ASSERT_TRUE(word.ok());
+  EXPECT_EQ((*word)->TurnEndId(**hf), -1);
 }
 
 }  // namespace

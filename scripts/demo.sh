@@ -101,25 +101,32 @@ if [[ -f ../shared/models/stories260K/config.json ]]; then
   "$ES" adapter list --controller 127.0.0.1:50051
   echo "--- the split model behind the OpenAI API (edgesplit serve; any OpenAI"
   echo "    client works: base_url http://127.0.0.1:18080/v1):"
+  : >"$LOGS/serve.log"
   "$ES" serve --controller 127.0.0.1:50051 --model-id stories260K \
     --adapter-dir build/demo/device-adapters --listen 127.0.0.1:18080 \
     >"$LOGS/serve.log" 2>&1 &
   serve_pid=$!
   pids+=("$serve_pid")
-  for i in $(seq 1 100); do
-    grep -q "listening on" "$LOGS/serve.log" && break
+  for i in $(seq 1 300); do
+    grep -qs "listening on" "$LOGS/serve.log" && break
+    if ! kill -0 "$serve_pid" 2>/dev/null || [[ $i == 300 ]]; then
+      echo "edgesplit serve did not come up; its log:" >&2
+      tail -n 5 "$LOGS/serve.log" >&2
+      exit 1
+    fi
     sleep 0.1
   done
-  curl -sS http://127.0.0.1:18080/v1/models; echo
-  curl -sS http://127.0.0.1:18080/v1/completions \
+  api() { curl -sS --fail-with-body --noproxy '*' "$@"; }
+  api http://127.0.0.1:18080/v1/models; echo
+  api http://127.0.0.1:18080/v1/completions \
     -H 'content-type: application/json' \
     -d '{"model": "stories260K:shakespeare", "prompt": "ROMEO:",
          "max_tokens": 32, "temperature": 0, "stop": ["\n\n"]}'; echo
   echo "(streamed, as server-sent events:)"
-  curl -sSN http://127.0.0.1:18080/v1/completions \
+  api -N http://127.0.0.1:18080/v1/completions \
     -H 'content-type: application/json' \
     -d '{"model": "stories260K", "prompt": "Once upon a time",
          "max_tokens": 8, "temperature": 0, "stream": true}'
-  kill -TERM "$serve_pid"
+  kill -TERM "$serve_pid" 2>/dev/null || true
   wait "$serve_pid" || true
 fi

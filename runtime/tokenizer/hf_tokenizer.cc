@@ -290,6 +290,13 @@ absl::StatusOr<std::string> HfTokenizer::Decode(
   return absl::StrJoin(tokens, "");
 }
 
+int32_t HfTokenizer::SpecialTokenId(absl::string_view text) const {
+  const std::string key(text);
+  if (!special_contents_.contains(key)) return -1;
+  auto it = id_by_content_.find(key);
+  return it == id_by_content_.end() ? -1 : it->second;
+}
+
 std::optional<int32_t> HfTokenizer::TokenToId(absl::string_view token) const {
   if (auto it = id_by_content_.find(token); it != id_by_content_.end()) {
     return it->second;

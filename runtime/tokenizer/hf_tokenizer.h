@@ -55,6 +55,7 @@ class HfTokenizer : public Tokenizer {
   // Largest id (model or added token) + 1.
   int32_t vocab_size() const override { return vocab_size_; }
   bool encodes_special_tokens() const override { return true; }
+  int32_t SpecialTokenId(absl::string_view text) const override;
 
   // An added token's id, else the model's; nullopt when neither has it.
   std::optional<int32_t> TokenToId(absl::string_view token) const;

@@ -38,6 +38,13 @@ class Tokenizer {
   // "<|im_start|>") into their ids, as tokenizer.json does; SentencePiece
   // and GPT-2 files encode them as plain text.
   virtual bool encodes_special_tokens() const { return false; }
+  // The id of `text` when it is one of the tokenizer's special tokens
+  // (tokenizer.json's added tokens marked special); -1 otherwise, and for
+  // formats that match none in text.
+  virtual int32_t SpecialTokenId(absl::string_view text) const {
+    (void)text;
+    return -1;
+  }
 
   int32_t bos_id() const { return bos_id_; }  // -1: none.
   int32_t eos_id() const { return eos_id_; }  // -1: none.
