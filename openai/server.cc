@@ -5,13 +5,11 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-#include <iostream>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "httplib.h"
-#include "ops/ops_http.h"
+#include "ops/http_listener.h"
 
 namespace edgesplit {
 namespace openai {
@@ -178,40 +176,18 @@ void Complete(Backend* backend, const ServerOptions& o, bool chat,
                   "application/json");
 }
 
-// cpp-httplib 0.11 listens with a backlog of 5: a burst of clients (16
-// requests at once) overflows it and connections fail. Linux takes a second
-// listen() on the bound socket as a new backlog.
-class BacklogServer : public httplib::Server {
- public:
-  bool Relisten(int backlog) { return ::listen(svr_sock_, backlog) == 0; }
-};
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options,
                                                       Backend* backend) {
-  auto address = ParseListenAddress(options.listen);
-  if (!address.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--listen \"", options.listen, "\" is not host:port"));
-  }
   if (options.max_concurrent < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_concurrent ", options.max_concurrent, " is not >= 1"));
   }
-  const auto& [host, port] = *address;
   auto s = std::unique_ptr<Server>(new Server());
   s->options_ = std::move(options);
   s->backend_ = backend;
-  auto http = std::make_unique<BacklogServer>();
-  BacklogServer* backlog = http.get();
-  s->http_ = std::move(http);
-  // SO_REUSEADDR without cpp-httplib's default SO_REUSEPORT: a second
-  // server on the same port must fail, not share it.
-  s->http_->set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
+  s->http_ = std::make_unique<httplib::Server>();
   const int threads = s->options_.max_concurrent;
   s->http_->new_task_queue = [threads] {
     return new httplib::ThreadPool(static_cast<size_t>(threads));
@@ -224,21 +200,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options,
   s->http_->set_read_timeout(30);
   s->http_->set_write_timeout(30);
   s->Route();
-  s->port_ = port == 0 ? s->http_->bind_to_any_port(host)
-                       : (s->http_->bind_to_port(host, port) ? port : -1);
-  if (s->port_ <= 0 || !backlog->Relisten(SOMAXCONN)) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", s->options_.listen));
-  }
-  Server* self = s.get();
-  s->thread_ = std::thread([self] {
-    const bool clean = self->http_->listen_after_bind();
-    if (!clean && !self->stopping_.load()) {
-      std::cerr << "edgesplit serve: " << self->options_.listen
-                << " stopped serving (accept failed)\n";
-    }
-    self->exited_.store(true);
-  });
+  auto listener =
+      HttpListener::Start(s->http_.get(), s->options_.listen, "--listen");
+  if (!listener.ok()) return listener.status();
+  s->listener_ = *std::move(listener);
   return s;
 }
 
@@ -288,13 +253,7 @@ void Server::Route() {
 }
 
 void Server::Stop() {
-  stopping_.store(true);
-  // cpp-httplib's stop() acts only once its loop runs: ask until it ended.
-  while (thread_.joinable() && !exited_.load()) {
-    http_->stop();
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  if (thread_.joinable()) thread_.join();
+  if (listener_ != nullptr) listener_->Stop();
 }
 
 Server::~Server() { Stop(); }

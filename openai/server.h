@@ -12,19 +12,19 @@
 // 0.11 gives handlers no socket). Errors are OpenAI's error objects with
 // 4xx/5xx; the server keeps serving.
 //
-// Threads: cpp-httplib's accept loop on a thread of its own and a pool of
+// Threads: cpp-httplib's accept loop on a thread of its own (HttpListener,
+// as every edgesplit HTTP port) and a pool of
 // `max_concurrent` request threads, each running one request's generation
 // to its end (more requests wait in the pool's queue).
 #ifndef EDGESPLIT_OPENAI_SERVER_H_
 #define EDGESPLIT_OPENAI_SERVER_H_
 
-#include <atomic>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
 #include "openai/backend.h"
+#include "ops/http_listener.h"
 
 namespace httplib {
 class Server;
@@ -54,7 +54,7 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  int port() const { return port_; }
+  int port() const { return listener_->port(); }
   // Stops accepting, waits for the requests in progress, joins. Idempotent.
   void Stop();
 
@@ -65,10 +65,7 @@ class Server {
   ServerOptions options_;
   Backend* backend_ = nullptr;
   std::unique_ptr<httplib::Server> http_;
-  std::thread thread_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<bool> exited_{false};
-  int port_ = 0;
+  std::unique_ptr<HttpListener> listener_;  // Declared after http_.
 };
 
 }  // namespace openai

@@ -1,9 +1,5 @@
 #include "ops/ops_http.h"
 
-#include <sys/socket.h>
-
-#include <iostream>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -30,19 +26,9 @@ absl::StatusOr<std::pair<std::string, int>> ParseListenAddress(
 
 absl::StatusOr<std::unique_ptr<OpsHttp>> OpsHttp::Start(
     OpsHttpOptions options) {
-  auto address = ParseListenAddress(options.listen);
-  if (!address.ok()) return address.status();
-  const auto& [host, port] = *address;
   auto s = std::unique_ptr<OpsHttp>(new OpsHttp());
   s->options_ = std::move(options);
   s->server_ = std::make_unique<httplib::Server>();
-  // SO_REUSEADDR (a restarted daemon rebinds at once) but not httplib's
-  // default SO_REUSEPORT: a second daemon on the same port must fail, not
-  // share its probes.
-  s->server_->set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
   // Probes are one short request each: nobody holds a worker for long,
   // and Stop() does not wait seconds for idle keep-alive connections.
   s->server_->set_keep_alive_max_count(1);
@@ -60,34 +46,16 @@ absl::StatusOr<std::unique_ptr<OpsHttp>> OpsHttp::Start(
         res.status = yes ? 200 : 503;
         res.set_content(yes ? "ready\n" : "not ready\n", "text/plain");
       });
-  s->port_ = port == 0 ? s->server_->bind_to_any_port(host)
-                       : (s->server_->bind_to_port(host, port) ? port : -1);
-  if (s->port_ <= 0) {
-    return absl::UnavailableError(
-        absl::StrCat("http_listen: cannot listen on ", s->options_.listen));
-  }
-  OpsHttp* self = s.get();
-  s->thread_ = std::thread([self] {
-    const bool clean = self->server_->listen_after_bind();
-    if (!clean && !self->stopping_.load()) {
-      // An accept error ended the loop: the probes fail from now on, as
-      // they should for a daemon that cannot serve them.
-      std::cerr << "edgesplit: HTTP port " << self->options_.listen
-                << " stopped serving (accept failed)\n";
-    }
-    self->exited_.store(true);
-  });
+  auto listener =
+      HttpListener::Start(s->server_.get(), s->options_.listen, "http_listen");
+  if (!listener.ok()) return listener.status();
+  s->listener_ = *std::move(listener);
+  s->port_ = s->listener_->port();
   return s;
 }
 
 void OpsHttp::Stop() {
-  stopping_.store(true);
-  // httplib's stop() acts only once its loop runs: ask until it ended.
-  while (thread_.joinable() && !exited_.load()) {
-    server_->stop();
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  if (thread_.joinable()) thread_.join();
+  if (listener_ != nullptr) listener_->Stop();
 }
 
 OpsHttp::~OpsHttp() { Stop(); }

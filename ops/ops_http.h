@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "ops/http_listener.h"
 
 namespace httplib {
 class Server;
@@ -39,8 +40,8 @@ struct OpsHttpOptions {
 };
 
 // Serves from Start() until Stop() or destruction: cpp-httplib's accept
-// loop on its own thread, requests on its worker pool (at least 8
-// threads). Thread-safe.
+// loop on its own thread (HttpListener), requests on its worker pool (at
+// least 8 threads). Thread-safe.
 class OpsHttp {
  public:
   // UNAVAILABLE naming the address when it cannot listen there;
@@ -59,9 +60,7 @@ class OpsHttp {
 
   OpsHttpOptions options_;
   std::unique_ptr<httplib::Server> server_;
-  std::thread thread_;
-  std::atomic<bool> stopping_{false};
-  std::atomic<bool> exited_{false};  // The accept loop returned.
+  std::unique_ptr<HttpListener> listener_;  // Declared after server_.
   int port_ = 0;
 };
 
