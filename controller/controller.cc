@@ -1,6 +1,7 @@
 #include "controller/controller.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -28,6 +29,7 @@ Controller::Controller(ControllerConfig config, Clock* clock)
       clock_(clock),
       grace_ends_(clock_->Now() + config_.startup_grace) {
   for (const NodeConfig& n : config_.nodes) cluster_[n.name] = n;
+  AddControllerCollectors(registry_.get(), this);
   absl::MutexLock lock(&mu_);
   settled_ = config_.startup_grace <= absl::ZeroDuration();
 }
@@ -145,9 +147,19 @@ bool Controller::ReplanLocked() {
     device.has_compute = dc != device_compute_.end();
     if (device.has_compute) device.compute = dc->second;
     planner::PlanResult predicted;
+    const auto solve_start = std::chrono::steady_clock::now();
     auto plan = PlanAutomatically(auto_spec.spec, auto_spec.model, servers,
                                   device, config_.default_link, &predicted);
+    metrics_.solve_seconds->With({id})->Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                      solve_start)
+            .count());
+    // (C++17 lambdas cannot capture structured bindings.)
+    auto outcome = [this, model = id](const char* what) {
+      metrics_.replans->With({model, what})->Increment();
+    };
     if (!plan.ok()) {
+      outcome("infeasible");
       // The running plan (if any) stays; sessions on dead nodes fail over
       // when a plan becomes possible again.
       planner_errors_[id] = std::string(plan.status().message());
@@ -170,6 +182,7 @@ bool Controller::ReplanLocked() {
             predicted.latency_ms < current->latency_ms * gain));
       if (current.ok() && !better) {
         predictions_[id] = *current;
+        outcome("kept");
         continue;
       }
     }
@@ -178,6 +191,9 @@ bool Controller::ReplanLocked() {
                                   ToProto(*plan, 0).SerializeAsString()) {
       plans_[id] = *std::move(plan);
       changed = true;
+      outcome("changed");
+    } else {
+      outcome("kept");
     }
   }
   if (changed) ++version_;
@@ -460,6 +476,23 @@ bool Controller::ApplyDeviceProfileLocked(const v1::DeviceProfile& p) {
 }
 
 absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
+    const v1::OpenSessionRequest& request) {
+  if (request.suspects_size() > 0) metrics_.reroutes->Increment();
+  auto opened = OpenSessionCounted(request);
+  if (opened.ok()) {
+    metrics_.sessions_opened
+        ->With({request.model_id(),
+                request.training_job().empty() ? "inference" : "training"})
+        ->Increment();
+  } else {
+    metrics_.open_failures
+        ->With({metrics::ReasonLabel(static_cast<int>(opened.status().code()))})
+        ->Increment();
+  }
+  return opened;
+}
+
+absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSessionCounted(
     const v1::OpenSessionRequest& request) {
   ES_RETURN_IF_ERROR(CheckDeviceProfile(request.profile()));
   ES_RETURN_IF_ERROR(AuthorizeDevice(request));

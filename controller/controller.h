@@ -7,6 +7,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -19,6 +20,7 @@
 #include "base/yaml_util.h"
 #include "controller/adapter_placement.h"
 #include "controller/auto_plan.h"
+#include "controller/controller_metrics.h"
 #include "controller/fed_average.h"
 #include "controller/plan.h"
 #include "edgesplit/v1/controller.pb.h"
@@ -49,7 +51,8 @@ struct DeviceAccess {
 struct ControllerConfig {
   std::string source;  // The config file, for errors.
   std::string listen = "127.0.0.1:50051";
-  std::string http_listen;  // /healthz and /readyz (plain HTTP); "" = off.
+  std::string
+      http_listen;  // /healthz, /readyz, /metrics (plain HTTP); "" = off.
   absl::Duration heartbeat_interval = absl::Seconds(1);
   int dead_after_missed = 3;
   std::vector<NodeConfig> nodes;
@@ -104,7 +107,7 @@ struct ControllerConfig {
 
 // Reads the controller's YAML config:
 //   listen: 127.0.0.1:50051
-//   http_listen: ""                         # /healthz, /readyz; "" = off
+//   http_listen: ""                # /healthz, /readyz, /metrics; "" = off
 //   heartbeat_interval_ms: 1000
 //   dead_after_missed: 3
 //   nodes: [{name: server-a, memory_mb: 2048}, ...]
@@ -141,6 +144,9 @@ class Controller {
  public:
   Controller(ControllerConfig config, Clock* clock);
   const ControllerConfig& config() const { return config_; }
+  // The controller's metrics (what its /metrics serves); the daemon adds
+  // its own (TLS, process) to the same registry.
+  metrics::Registry* metrics_registry() const { return registry_.get(); }
 
   // (Re)reads every plan file. Valid plans replace the running ones of
   // their model; an invalid file is reported (naming file, line, field)
@@ -222,6 +228,9 @@ class Controller {
   // naming it.
   absl::Status CheckAlive(const std::string& node) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // OpenSession less the counting.
+  absl::StatusOr<v1::OpenSessionResponse> OpenSessionCounted(
+      const v1::OpenSessionRequest& request);
   absl::StatusOr<v1::OpenSessionResponse> OpenSessionLocked(
       const v1::OpenSessionRequest& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckProfiles(
@@ -267,6 +276,9 @@ class Controller {
 
   const ControllerConfig config_;
   Clock* const clock_;
+  const std::unique_ptr<metrics::Registry> registry_ =
+      std::make_unique<metrics::Registry>();
+  const ControllerMetrics metrics_{registry_.get()};
   // Set once by LoadGrantKey() before serving; immutable after.
   std::unique_ptr<GrantSigner> signer_;
   std::map<std::string, NodeConfig> cluster_;  // From the config.

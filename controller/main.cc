@@ -127,15 +127,20 @@ int main(int argc, char** argv) {
   std::atomic<bool> ready{true};
   std::unique_ptr<edgesplit::OpsHttp> http;
   if (!config->http_listen.empty()) {
-    auto h = edgesplit::OpsHttp::Start(
-        {config->http_listen, [&ready] { return ready.load(); }});
+    edgesplit::metrics::AddProcessMetrics(controller.metrics_registry());
+    edgesplit::AddTlsMetrics(controller.metrics_registry(), security->get());
+    edgesplit::OpsHttpOptions options;
+    options.listen = config->http_listen;
+    options.ready = [&ready] { return ready.load(); };
+    options.metrics = controller.metrics_registry();
+    auto h = edgesplit::OpsHttp::Start(std::move(options));
     if (!h.ok()) {
       std::cerr << "edgesplit-controller: " << h.status().message() << "\n";
       return 1;
     }
     http = *std::move(h);
-    std::cerr << "edgesplit-controller: HTTP (probes) on port " << http->port()
-              << "\n";
+    std::cerr << "edgesplit-controller: HTTP (probes, metrics) on port "
+              << http->port() << "\n";
   }
 
   std::signal(SIGTERM, OnSignal);

@@ -11,9 +11,11 @@
 namespace edgesplit {
 
 Batcher::Batcher(const StageModel* stage, int64_t max_batch_tokens,
-                 std::shared_ptr<std::atomic<double>> slowdown)
+                 std::shared_ptr<std::atomic<double>> slowdown,
+                 BatchMetrics metrics)
     : state_(std::make_shared<State>()) {
   state_->slowdown = std::move(slowdown);
+  state_->metrics = metrics;
   worker_ = WorkerThread([state = state_, stage, max_batch_tokens] {
     Run(state, stage, max_batch_tokens);
   });
@@ -35,6 +37,7 @@ Batcher::~Batcher() {
 }
 
 void Batcher::Submit(BatchItem item) {
+  item.enqueued = std::chrono::steady_clock::now();
   {
     absl::MutexLock lock(&state_->mu);
     if (!state_->stopping) {
@@ -48,6 +51,21 @@ void Batcher::Submit(BatchItem item) {
 BatcherStats Batcher::stats() const {
   absl::MutexLock lock(&state_->mu);
   return state_->stats;
+}
+
+void Batcher::Observe(const BatchMetrics& m,
+                      const std::vector<BatchItem>& batch) {
+  const auto now = std::chrono::steady_clock::now();
+  int64_t rows = 0;
+  for (const BatchItem& item : batch) {
+    rows += item.input.size(0);
+    if (m.queue_seconds != nullptr) {
+      m.queue_seconds->Observe(
+          std::chrono::duration<double>(now - item.enqueued).count());
+    }
+  }
+  if (m.batch_items != nullptr) m.batch_items->Observe(batch.size());
+  if (m.tokens != nullptr) m.tokens->Increment(rows);
 }
 
 void Batcher::Run(std::shared_ptr<State> state, const StageModel* stage,
@@ -104,6 +122,7 @@ void Batcher::Run(std::shared_ptr<State> state, const StageModel* stage,
       state->stats.items += batch.size();
       state->last_batch = batch.size();
     }
+    Observe(state->metrics, batch);
     // Each adapter's rows together: one run per adapter in the forward,
     // in an order that does not depend on where adapters sit in memory
     // (base first, then by name).
@@ -205,6 +224,10 @@ void Batcher::Execute(const StageModel* stage, std::vector<BatchItem>& items,
           : Forward(stage, items);
   auto spent = std::chrono::steady_clock::now() - t0;
   spent += EmulateSlowdown(t0, state.slowdown ? state.slowdown->load() : 1.0);
+  if (state.metrics.forward_seconds != nullptr) {
+    state.metrics.forward_seconds->Observe(
+        std::chrono::duration<double>(spent).count());
+  }
   if (single_token && out.ok()) {
     absl::MutexLock lock(&state.mu);
     ++state.stats.single_token_forwards;

@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "base/worker_thread.h"
+#include "ops/metrics.h"
 #include "runtime/stage_model.h"
 
 namespace edgesplit {
@@ -31,6 +33,17 @@ struct BatchItem {
   // Called once, on the batcher thread, with this item's rows of the
   // output or an error. Must not block for long.
   std::function<void(absl::StatusOr<at::Tensor>)> done;
+  // Set by Submit: when the item joined the queue.
+  std::chrono::steady_clock::time_point enqueued;
+};
+
+// Where a batcher reports each forward (ops/metrics.h); null members are
+// skipped. Owned by the server's metrics registry, which outlives it.
+struct BatchMetrics {
+  metrics::Histogram* queue_seconds = nullptr;    // per item: queued
+  metrics::Histogram* forward_seconds = nullptr;  // per forward
+  metrics::Histogram* batch_items = nullptr;      // items per forward
+  metrics::Counter* tokens = nullptr;             // rows computed
 };
 
 struct BatcherStats {
@@ -63,7 +76,8 @@ class Batcher {
   // `slowdown` (shared, may be null) emulates a slower machine: each forward
   // then takes *slowdown times as long (the worker sleeps the difference).
   Batcher(const StageModel* stage, int64_t max_batch_tokens,
-          std::shared_ptr<std::atomic<double>> slowdown = nullptr);
+          std::shared_ptr<std::atomic<double>> slowdown = nullptr,
+          BatchMetrics metrics = {});
   ~Batcher();  // Fails queued items with CANCELLED, joins the worker.
 
   Batcher(const Batcher&) = delete;
@@ -80,7 +94,10 @@ class Batcher {
     BatcherStats stats ABSL_GUARDED_BY(mu);
     size_t last_batch = 0;  // Worker-only: items in the previous forward.
     std::shared_ptr<std::atomic<double>> slowdown;  // Set once; may be null.
+    BatchMetrics metrics;                           // Set once.
   };
+  static void Observe(const BatchMetrics& metrics,
+                      const std::vector<BatchItem>& batch);
   static void Run(std::shared_ptr<State> state, const StageModel* stage,
                   int64_t max_batch_tokens);
   // Runs `items` as one forward; on failure, retries them one by one so

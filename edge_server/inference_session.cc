@@ -304,6 +304,9 @@ void InferenceSession::Answer(const Pending& p, at::Tensor out,
     if (!s.ok()) return End(s);
   }
   timing.set_total_ms(MillisSince(p.received));
+  if (env_.metrics != nullptr) {
+    env_.metrics->step_seconds->Observe(timing.total_ms() / 1000);
+  }
   *result->add_timings() = std::move(timing);
   Respond(response);
   MaybeFinishIdle();
@@ -340,6 +343,9 @@ void InferenceSession::PassOn(const Pending& p, const at::Tensor& out,
           " for step ", step)));
     }
     timing.set_total_ms(MillisSince(received));
+    if (self->env_.metrics != nullptr) {
+      self->env_.metrics->step_seconds->Observe(timing.total_ms() / 1000);
+    }
     PrependTiming(std::move(timing), r.mutable_forward());
     self->Respond(r);
     self->MaybeFinishIdle();

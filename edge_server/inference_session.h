@@ -60,6 +60,7 @@ class InferenceSession : public ServerSession {
 
   bool IdleLocked() const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnEndLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const char* kind() const override { return "inference"; }
 
   // Freed when the session ends, or when the forward running then returns.
   std::unique_ptr<SequenceKvCache> cache_ ABSL_GUARDED_BY(mu_);

@@ -33,6 +33,9 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
             .status());
   }
   std::unique_ptr<EdgeServer> s(new EdgeServer(std::move(options)));
+  metrics::AddProcessMetrics(s->registry_.get());
+  s->metrics_ = std::make_unique<ServerMetrics>(s->registry_.get());
+  s->options_.host.batch_metrics = s->metrics_->batch;
   ES_RETURN_IF_ERROR(s->StartAdapterDelivery());
   s->host_ = std::make_unique<StageHost>(s->options_.host);
   // Activations of long prompts exceed gRPC's 4 MiB default.
@@ -56,6 +59,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   env.pending_inputs = s->pending_inputs_;
   env.kept_training_tokens = s->kept_tokens_;
   env.request_tap = s->options_.request_tap;
+  env.metrics = s->metrics_.get();
   s->service_ = std::make_unique<StageServiceImpl>(env, s->options_.admission);
 
   EnableHealthService();
@@ -82,11 +86,14 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   // With a controller: ready once it holds what the controller planned for
   // it. Without one, at once (its owner loads stages through host()).
   s->SetReady(s->options_.controller.empty());
+  AddServerCollectors(s->registry_.get(), s.get());
   if (!s->options_.http_listen.empty()) {
     EdgeServer* self = s.get();
-    ES_ASSIGN_OR_RETURN(s->http_,
-                        OpsHttp::Start({s->options_.http_listen,
-                                        [self] { return self->ready(); }}));
+    OpsHttpOptions http;
+    http.listen = s->options_.http_listen;
+    http.ready = [self] { return self->ready(); };
+    http.metrics = s->registry_.get();
+    ES_ASSIGN_OR_RETURN(s->http_, OpsHttp::Start(std::move(http)));
   }
   const std::string host =
       s->options_.listen.substr(0, s->options_.listen.rfind(':'));

@@ -18,6 +18,7 @@
 #include "edge_server/controller_link.h"
 #include "edge_server/grant_gate.h"
 #include "edge_server/grpc_next_hop.h"
+#include "edge_server/server_metrics.h"
 #include "edge_server/stage_host.h"
 #include "edge_server/stage_service.h"
 #include "edge_server/training_job.h"
@@ -41,8 +42,8 @@ struct EdgeServerOptions {
   // network beside the device-facing one).
   std::string advertise_peer;
   int64_t memory_bytes = 0;  // Reported to the controller.
-  // The operators' HTTP port (/healthz, /readyz: ops/ops_http.h); empty:
-  // none. Port 0 picks a free one (http_port()).
+  // The operators' HTTP port (/healthz, /readyz, /metrics:
+  // ops/ops_http.h); empty: none. Port 0 picks a free one (http_port()).
   std::string http_listen;
   // Measure compute and links when the controller asks (see
   // ControllerLink).
@@ -87,6 +88,10 @@ class EdgeServer {
   const StageServiceImpl& service() const { return *service_; }
   int64_t pending_input_bytes() const { return pending_inputs_->used(); }
   int64_t kept_training_tokens() const { return kept_tokens_->used(); }
+  const TrainingJobs& jobs() const { return *jobs_; }
+  const TransportSecurity& security() const { return *options_.security; }
+  // This server's metrics (what /metrics serves).
+  const metrics::Registry& metrics() const { return *registry_; }
   // Plan updates applied so far (from any controller incarnation).
   uint64_t plans_applied() const {
     return link_ == nullptr ? 0 : link_->plans_applied();
@@ -119,6 +124,10 @@ class EdgeServer {
   void SetReady(bool ready);
 
   EdgeServerOptions options_;
+  // Before everything that reports into them.
+  std::unique_ptr<metrics::Registry> registry_ =
+      std::make_unique<metrics::Registry>();
+  std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<ClusterAdapterSource> adapters_;  // Outlives host_.
   std::unique_ptr<BlobServiceImpl> blobs_;
   std::unique_ptr<StageHost> host_;

@@ -5,7 +5,7 @@
 //   advertise: ""            # address others reach us at (default: listen)
 //   advertise_peer: ""       # address other servers use (default: advertise)
 //   controller: 127.0.0.1:50051
-//   http_listen: ""          # /healthz and /readyz (plain HTTP); "" = off
+//   http_listen: ""          # /healthz, /readyz, /metrics; "" = off
 //   memory_mb: 4096          # reported to the controller
 //   kv_budget_mb: 1024       # KV caches of all sessions together
 //   max_batch_tokens: 4096

@@ -96,6 +96,10 @@ void ServerSession::Start(const v1::OpenSession& open) {
       return;
     }
     next_ = next;
+    if (env_.metrics != nullptr) {
+      env_.metrics->SessionOpened(kind());
+      counted_open_ = true;
+    }
   }
   v1::StageResponse opened;
   opened.mutable_opened()->set_session_id(hop_.session_id);
@@ -140,8 +144,17 @@ void ServerSession::Respond(const v1::StageResponse& response) {
   RespondLocked(response);
 }
 
+void ServerSession::Received(const v1::StageRequest& request) const {
+  if (env_.metrics != nullptr) {
+    env_.metrics->Bytes("in", hop_.codec, request.ByteSizeLong());
+  }
+}
+
 void ServerSession::RespondLocked(const v1::StageResponse& response) {
   if (finished_ || transport_ == nullptr) return;
+  if (env_.metrics != nullptr) {
+    env_.metrics->Bytes("out", hop_.codec, response.ByteSizeLong());
+  }
   transport_->Send(response);
 }
 
@@ -154,12 +167,25 @@ void ServerSession::ToNext(v1::StageRequest request,
   }
   if (!next) return End(absl::CancelledError("session is over"));
   std::weak_ptr<ServerSession> weak = weak_from_this();
+  const ServerMetrics* m = env_.metrics;
+  if (m != nullptr) m->Bytes("out", hop_.codec, request.ByteSizeLong());
+  const auto sent = std::chrono::steady_clock::now();
+  const bool forward = request.has_forward();
   next->Send(std::move(request),
-             [weak, then = std::move(then)](
-                 absl::StatusOr<v1::StageResponse> r) mutable {
+             [weak, then = std::move(then), m, sent,
+              forward](absl::StatusOr<v1::StageResponse> r) mutable {
                auto self = weak.lock();
                if (!self) return;
                if (!r.ok()) return self->End(r.status());
+               if (m != nullptr) {
+                 m->Bytes("in", self->hop_.codec, r->ByteSizeLong());
+                 if (forward) {
+                   m->next_hop_seconds->Observe(
+                       std::chrono::duration<double>(
+                           std::chrono::steady_clock::now() - sent)
+                           .count());
+                 }
+               }
                then(*std::move(r));
              });
 }
@@ -180,10 +206,12 @@ void ServerSession::MaybeFinishIdle() {
   End(absl::OkStatus());
 }
 
-std::shared_ptr<NextHop> ServerSession::EndLocked() {
+std::shared_ptr<NextHop> ServerSession::EndLocked(absl::StatusCode code) {
   if (!finished_) {
     finished_ = true;
     OnEndLocked();
+    if (counted_open_)
+      env_.metrics->SessionEnded(kind(), static_cast<int>(code));
   }
   return std::move(next_);
 }
@@ -193,7 +221,7 @@ void ServerSession::End(const absl::Status& status) {
   {
     absl::MutexLock lock(&mu_);
     if (finished_) return;
-    next = EndLocked();
+    next = EndLocked(status.code());
     if (transport_ != nullptr) transport_->Finish(status);
   }
   if (next) next->Close();
@@ -204,7 +232,10 @@ void ServerSession::OnDone() {
   {
     absl::MutexLock lock(&mu_);
     transport_ = nullptr;
-    next = EndLocked();
+    // Devices close a session by cancelling its stream: with nothing in
+    // flight that is a normal end, not a failure.
+    next = EndLocked(finished_ || IdleLocked() ? absl::StatusCode::kOk
+                                               : absl::StatusCode::kCancelled);
   }
   if (next) next->Close();
 }

@@ -21,6 +21,7 @@
 #include "edge_server/admission.h"
 #include "edge_server/grant_gate.h"
 #include "edge_server/next_hop.h"
+#include "edge_server/server_metrics.h"
 #include "edge_server/stage_host.h"
 #include "edgesplit/v1/stage.pb.h"
 #include "proto/tensor_codec.h"
@@ -58,6 +59,8 @@ struct SessionEnv {
   // that check what crosses the wire (e.g. that a private device noised
   // its activations before they left it).
   std::function<void(const v1::StageRequest&)> request_tap;
+  // Not owned; outlives sessions. Null: nothing counted (tests).
+  const ServerMetrics* metrics = nullptr;
 };
 
 // This hop's place in the session's route, decided once at open.
@@ -115,6 +118,9 @@ class ServerSession : public std::enable_shared_from_this<ServerSession> {
   // closed), anything else an error. Later calls do nothing.
   void End(const absl::Status& status);
 
+  // Counts a request after the open as received (metrics).
+  void Received(const v1::StageRequest& request) const;
+
   const std::string& session_id() const { return hop_.session_id; }
   bool Over() const;
   absl::Time last_activity() const;
@@ -139,6 +145,8 @@ class ServerSession : public std::enable_shared_from_this<ServerSession> {
   // Finishes OK if the client half-closed and IdleLocked().
   void MaybeFinishIdle();
 
+  // "inference" or "training" (metrics' kind label).
+  virtual const char* kind() const = 0;
   // Nothing in flight: every request answered.
   virtual bool IdleLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
   // The session just ended (called once): drop queued work, free memory
@@ -160,12 +168,15 @@ class ServerSession : public std::enable_shared_from_this<ServerSession> {
  private:
   // Marks the session over and hands back the next hop for the caller to
   // close outside the lock.
-  std::shared_ptr<NextHop> EndLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `code` says why (metrics).
+  std::shared_ptr<NextHop> EndLocked(absl::StatusCode code)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   SessionTransport* transport_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<NextHop> next_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool client_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool counted_open_ ABSL_GUARDED_BY(mu_) = false;  // In metrics' open gauge.
   absl::Time last_activity_ ABSL_GUARDED_BY(mu_);
 };
 

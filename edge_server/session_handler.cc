@@ -100,7 +100,10 @@ void SessionHandler::OnRequest(const v1::StageRequest& request) {
       if (s) return s->End(absl::InvalidArgumentError("empty StageRequest"));
       return Finish(absl::InvalidArgumentError("empty StageRequest"));
     default:
-      if (s) return s->OnRequest(request);
+      if (s) {
+        s->Received(request);
+        return s->OnRequest(request);
+      }
       return Finish(absl::FailedPreconditionError(
           absl::StrCat(request.has_forward() ? "forward" : "request",
                        " before OpenSession")));

@@ -32,8 +32,9 @@ absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::LoadStage(
   ao.model_id = model_id;
   stage->adapters =
       std::make_unique<AdapterCache>(stage->model->config(), spec.blocks, ao);
-  stage->batcher = std::make_unique<Batcher>(
-      stage->model.get(), options_.max_batch_tokens, slowdown_);
+  stage->batcher =
+      std::make_unique<Batcher>(stage->model.get(), options_.max_batch_tokens,
+                                slowdown_, options_.batch_metrics);
   stage->slowdown = slowdown_;
   return stage;
 }

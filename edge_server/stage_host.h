@@ -54,6 +54,8 @@ struct StageHostOptions {
   // Emulation of a slower machine (forwards take this many times as long);
   // SetComputeSlowdown changes it while serving.
   double compute_slowdown = 1.0;
+  // Where every stage's batcher reports its forwards (EdgeServer sets it).
+  BatchMetrics batch_metrics;
 };
 
 // What a hosted stage's forwards of lone one-token steps took so far.

@@ -90,7 +90,17 @@ absl::StatusOr<double> TrainingJob::ForwardLoss(uint64_t key, StageInput input,
                                                 double loss_scale, bool train) {
   Slowdown slow(*stage_);
   if (!train) return trainer_->EvaluateLoss(std::move(input), labels);
-  return trainer_->ForwardLoss(key, std::move(input), labels, loss_scale);
+  auto loss = trainer_->ForwardLoss(key, std::move(input), labels, loss_scale);
+  if (loss.ok()) {
+    absl::MutexLock lock(&mu_);
+    last_loss_ = *loss;
+  }
+  return loss;
+}
+
+double TrainingJob::last_loss() const {
+  absl::MutexLock lock(&mu_);
+  return last_loss_;
 }
 
 absl::StatusOr<at::Tensor> TrainingJob::Backward(uint64_t key,
@@ -246,6 +256,23 @@ uint64_t TrainingJob::step() const {
 uint64_t TrainingJob::NewSessionPrefix() {
   absl::MutexLock lock(&mu_);
   return next_prefix_++;
+}
+
+std::vector<TrainingJobs::Summary> TrainingJobs::Summaries() const {
+  std::vector<std::pair<Key, std::shared_ptr<TrainingJob>>> jobs;
+  {
+    absl::MutexLock lock(&mu_);
+    jobs.assign(jobs_.begin(), jobs_.end());
+  }
+  std::vector<Summary> out;
+  for (const auto& [key, job] : jobs) {
+    Summary s;
+    std::tie(s.job_id, s.model_id, s.first_block, s.last_block) = key;
+    s.steps = job->step();
+    s.last_loss = job->last_loss();
+    out.push_back(std::move(s));
+  }
+  return out;
 }
 
 absl::StatusOr<std::shared_ptr<TrainingJob>> TrainingJobs::Get(

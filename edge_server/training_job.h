@@ -14,6 +14,7 @@
 #ifndef EDGESPLIT_EDGE_SERVER_TRAINING_JOB_H_
 #define EDGESPLIT_EDGE_SERVER_TRAINING_JOB_H_
 
+#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -106,6 +107,9 @@ class TrainingJob : public std::enable_shared_from_this<TrainingJob> {
   // Updates checkpointed on disk, ascending.
   std::vector<uint64_t> CheckpointSteps() const;
   uint64_t step() const;
+  // The last training micro-batch's loss computed here (NaN: none yet, or
+  // this hop has no head). Thread-safe.
+  double last_loss() const;
   uint64_t NewSessionPrefix();
   const v1::TrainingSpec& spec() const { return spec_; }
   const std::shared_ptr<HostedStage>& stage() const { return stage_; }
@@ -125,6 +129,7 @@ class TrainingJob : public std::enable_shared_from_this<TrainingJob> {
   mutable absl::Mutex mu_;
   uint64_t step_ ABSL_GUARDED_BY(mu_) = 0;  // Updates applied.
   uint64_t next_prefix_ ABSL_GUARDED_BY(mu_) = 1;
+  double last_loss_ ABSL_GUARDED_BY(mu_) = std::nan("");
   std::map<uint64_t, StepOutcome> outcomes_ ABSL_GUARDED_BY(mu_);
   struct Barrier {
     uint32_t participants = 0;
@@ -159,10 +164,19 @@ class TrainingJobs {
       const v1::TrainingSpec& spec, const std::string& model_id,
       std::shared_ptr<HostedStage> stage);
 
+  // The jobs held now (metrics).
+  struct Summary {
+    std::string job_id, model_id;
+    int64_t first_block = 0, last_block = 0;
+    uint64_t steps = 0;    // Updates applied.
+    double last_loss = 0;  // TrainingJob::last_loss().
+  };
+  std::vector<Summary> Summaries() const;
+
  private:
   using Key = std::tuple<std::string, std::string, int64_t, int64_t>;
   const std::string checkpoint_root_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   // Forgets one job as described above; false if none may go.
   bool EvictOneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -51,6 +51,7 @@ class TrainingSession : public ServerSession {
 
   bool IdleLocked() const override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnEndLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  const char* kind() const override { return "training"; }
   // The checkpoints the whole chain holds, and its least advanced job.
   void ConfirmOpen(v1::SessionOpened* mine,
                    const v1::SessionOpened* downstream) override;

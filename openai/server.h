@@ -4,6 +4,9 @@
 //   GET  /v1/models
 //   POST /v1/completions        {"model", "prompt", ...}
 //   POST /v1/chat/completions   {"model", "messages", ...}
+//   GET  /metrics               Prometheus text (ops/metrics.h): requests
+//                               by endpoint and HTTP status, in flight,
+//                               time to first text, duration, tokens
 //
 // "stream": true answers server-sent events. A client that goes away
 // cancels its generation (and with it the route's chain) at the next piece
@@ -25,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "openai/backend.h"
 #include "ops/http_listener.h"
+#include "ops/metrics.h"
 
 namespace httplib {
 class Server;
@@ -44,6 +48,8 @@ struct ServerOptions {
   size_t max_body_bytes = 8 << 20;
 };
 
+struct ServeMetrics;
+
 class Server {
  public:
   // `backend` is not owned and must outlive the server. UNAVAILABLE when
@@ -55,6 +61,8 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   int port() const { return listener_->port(); }
+  // What GET /metrics serves.
+  const metrics::Registry& metrics() const { return *registry_; }
   // Stops accepting, waits for the requests in progress, joins. Idempotent.
   void Stop();
 
@@ -64,6 +72,8 @@ class Server {
 
   ServerOptions options_;
   Backend* backend_ = nullptr;
+  std::unique_ptr<metrics::Registry> registry_;  // Outlives http_.
+  std::unique_ptr<ServeMetrics> metrics_;
   std::unique_ptr<httplib::Server> http_;
   std::unique_ptr<HttpListener> listener_;  // Declared after http_.
 };

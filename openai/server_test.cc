@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "testing/prometheus_text.h"
 
 namespace edgesplit {
 namespace openai {
@@ -258,6 +259,71 @@ TEST_F(ServerTest, AClientLeavingARequestCancelsItsGeneration) {
   EXPECT_EQ(backend_.cancelled.load(), 1);
   absl::MutexLock lock(&backend_.mu);
   EXPECT_EQ(backend_.done, 0);
+}
+
+}  // namespace
+}  // namespace openai
+}  // namespace edgesplit
+
+namespace edgesplit {
+namespace openai {
+namespace {
+
+TEST_F(ServerTest, MetricsCountRequestsTokensAndLatencies) {
+  auto c = Client();
+  ASSERT_TRUE(c.Post("/v1/completions", R"({"model": "m", "prompt": "x"})",
+                     "application/json"));
+  ASSERT_TRUE(c.Post("/v1/chat/completions",
+                     R"({"model": "m", "stream": true,
+                         "messages": [{"role": "user", "content": "x"}]})",
+                     "application/json"));
+  ASSERT_TRUE(c.Post("/v1/completions", R"({"model": "nope", "prompt": "x"})",
+                     "application/json"));  // 404
+  ASSERT_TRUE(c.Get("/no/such/path"));
+  auto r = c.Get("/metrics");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Content-Type"), metrics::kContentType);
+  auto parsed = testing::ParsePrometheusText(r->body);
+  ASSERT_TRUE(parsed.ok()) << parsed.status() << "\n" << r->body;
+  const auto& f = *parsed;
+  const auto& requests = f.at("edgesplit_serve_requests_total");
+  EXPECT_EQ(requests.type, "counter");
+  EXPECT_EQ(requests.Sum({{"endpoint", "/v1/completions"}, {"code", "200"}}),
+            1);
+  EXPECT_EQ(requests.Sum({{"endpoint", "/v1/completions"}, {"code", "404"}}),
+            1);
+  EXPECT_EQ(
+      requests.Sum({{"endpoint", "/v1/chat/completions"}, {"code", "200"}}), 1);
+  EXPECT_EQ(requests.Sum({{"endpoint", "other"}, {"code", "404"}}), 1);
+  // Two finished completions, three pieces (tokens, for the fake) each.
+  EXPECT_EQ(
+      f.at("edgesplit_serve_completion_tokens_total").Sum({{"model", "m"}}), 6);
+  EXPECT_EQ(f.at("edgesplit_serve_prompt_tokens_total").Sum(), 6);
+  const auto& ttft = f.at("edgesplit_serve_time_to_first_text_seconds");
+  EXPECT_EQ(ttft.type, "histogram");
+  EXPECT_EQ(ttft.Sum({}, "edgesplit_serve_time_to_first_text_seconds_count"),
+            2);
+  // Every request that got as far as the backend was timed; the 404 too.
+  EXPECT_EQ(f.at("edgesplit_serve_request_duration_seconds")
+                .Sum({}, "edgesplit_serve_request_duration_seconds_count"),
+            3);
+  EXPECT_EQ(f.at("edgesplit_serve_requests_in_flight").Sum(), 0);
+  EXPECT_GT(f.at("process_resident_memory_bytes").Sum(), 0);
+}
+
+TEST_F(ServerTest, MetricsNeedTheApiKeyWhenOneIsSet) {
+  ServerOptions o;
+  o.api_key = "k";
+  Start(o);
+  auto c = Client();
+  auto r = c.Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 401);
+  c.set_bearer_token_auth("k");
+  r = c.Get("/metrics");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
 }
 
 }  // namespace

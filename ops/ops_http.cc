@@ -46,6 +46,12 @@ absl::StatusOr<std::unique_ptr<OpsHttp>> OpsHttp::Start(
         res.status = yes ? 200 : 503;
         res.set_content(yes ? "ready\n" : "not ready\n", "text/plain");
       });
+  if (const metrics::Registry* registry = s->options_.metrics) {
+    s->server_->Get("/metrics", [registry](const httplib::Request&,
+                                           httplib::Response& res) {
+      res.set_content(registry->Render(), metrics::kContentType);
+    });
+  }
   auto listener =
       HttpListener::Start(s->server_.get(), s->options_.listen, "http_listen");
   if (!listener.ok()) return listener.status();

@@ -4,10 +4,14 @@
 //   GET /readyz   200 "ready" when `ready()` says so, else 503 (readiness:
 //                 an edge server before its first plan or while it
 //                 drains, a controller shutting down);
-// anything else 404. Plain HTTP without identities: it tells only
-// whether the daemon is up, nothing of its sessions or data (the gRPC
-// port carries those, with mutual TLS). Off unless a daemon's
-// `http_listen` names an address.
+//   GET /metrics  the daemon's metrics (Prometheus text format 0.0.4,
+//                 ops/metrics.h), when it has a registry;
+// anything else 404. Plain HTTP without identities: it tells whether the
+// daemon is up and how busy it is (counts, latencies, cache sizes; label
+// values are model, stage, adapter and job names, never prompts or
+// tensors); sessions and data travel on the gRPC port, with mutual TLS.
+// Off unless a daemon's `http_listen` names an address: bind it where only
+// operators' scrapers reach.
 #ifndef EDGESPLIT_OPS_OPS_HTTP_H_
 #define EDGESPLIT_OPS_OPS_HTTP_H_
 
@@ -21,6 +25,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "ops/http_listener.h"
+#include "ops/metrics.h"
 
 namespace httplib {
 class Server;
@@ -37,6 +42,8 @@ absl::StatusOr<std::pair<std::string, int>> ParseListenAddress(
 struct OpsHttpOptions {
   std::string listen;           // host:port; port 0 picks a free one.
   std::function<bool()> ready;  // Thread-safe; null: always ready.
+  // Not owned; must outlive the OpsHttp. Null: no /metrics (404).
+  const metrics::Registry* metrics = nullptr;
 };
 
 // Serves from Start() until Stop() or destruction: cpp-httplib's accept

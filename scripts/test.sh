@@ -75,7 +75,7 @@ python3 scripts/clang_thread_safety.py --skip-built-in build-fuzz build
 
 part "TSan"
 TSAN_TESTS=(tsan_shim_test tsan_canary edge_server_test controller_test
-            cpu_kernels_test delivery_test openai_test)
+            cpu_kernels_test delivery_test openai_test metrics_test)
 # Release: -O3 with -g1 line tables (EDGESPLIT_TSAN adds them). Warnings
 # are not errors here: instrumentation changes what GCC's flow analysis
 # sees (a false maybe-uninitialized); the Release build enforces them.

@@ -1,5 +1,6 @@
 #include "security/tls.h"
 
+#include <atomic>
 #include <filesystem>
 #include <optional>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "base/status_macros.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
 #include "grpcpp/security/tls_credentials_options.h"
+#include "ops/metrics.h"
 #include "security/certs.h"
 
 namespace edgesplit {
@@ -25,10 +27,13 @@ class SpiffeVerifier : public gx::ExternalCertificateVerifier {
  public:
   // `allow_none`: a server accepting device tokens lets callers without
   // a certificate through the handshake; PeerOf then wants a token.
+  // `refused` (shared with the TransportSecurity) counts the refusals.
   SpiffeVerifier(std::string cluster, std::optional<Identity> want,
+                 std::shared_ptr<std::atomic<int64_t>> refused,
                  bool allow_none = false)
       : cluster_(std::move(cluster)),
         want_(std::move(want)),
+        refused_(std::move(refused)),
         allow_none_(allow_none) {}
 
   bool Verify(gx::TlsCustomVerificationCheckRequest* request,
@@ -46,6 +51,7 @@ class SpiffeVerifier : public gx::ExternalCertificateVerifier {
       }
     }
     *sync_status = Check(ids);
+    if (!sync_status->ok()) refused_->fetch_add(1, std::memory_order_relaxed);
     return true;  // Decided synchronously.
   }
   void Cancel(gx::TlsCustomVerificationCheckRequest*) override {}
@@ -77,6 +83,7 @@ class SpiffeVerifier : public gx::ExternalCertificateVerifier {
 
   const std::string cluster_;
   const std::optional<Identity> want_;
+  const std::shared_ptr<std::atomic<int64_t>> refused_;
   const bool allow_none_;
 };
 
@@ -274,7 +281,7 @@ TransportSecurity::ServerCredentials(const std::string& listen) const {
               : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   options.set_certificate_verifier(
       gx::ExternalCertificateVerifier::Create<SpiffeVerifier>(
-          identity_.cluster, std::nullopt, tokens_ != nullptr));
+          identity_.cluster, std::nullopt, refused_, tokens_ != nullptr));
   if (!config_.crl_dir.empty()) options.set_crl_directory(config_.crl_dir);
   return gx::TlsServerCredentials(options);
 }
@@ -295,7 +302,7 @@ TransportSecurity::ChannelCredentials(const std::string& target,
   options.set_check_call_host(false);
   options.set_certificate_verifier(
       gx::ExternalCertificateVerifier::Create<SpiffeVerifier>(identity_.cluster,
-                                                              peer));
+                                                              peer, refused_));
   if (!config_.crl_dir.empty()) options.set_crl_directory(config_.crl_dir);
   auto creds = gx::TlsCredentials(options);
   if (creds == nullptr) {
@@ -366,6 +373,19 @@ absl::StatusOr<Peer> TransportSecurity::PeerOf(
   peer.authenticated = true;
   peer.identity = *id;
   return peer;
+}
+
+void AddTlsMetrics(metrics::Registry* registry,
+                   const TransportSecurity* security) {
+  registry->AddCallback(
+      metrics::Type::kCounter, "edgesplit_tls_handshakes_refused_total",
+      "TLS handshakes (served or dialled) refused because the peer's "
+      "certificate named no SPIFFE ID, several, or the wrong one. Refusals "
+      "inside gRPC (a certificate not of the cluster's CA, expired or "
+      "revoked) are not counted here.",
+      {}, [security](const metrics::EmitFn& emit) {
+        emit({}, static_cast<double>(security->refused_handshakes()));
+      });
 }
 
 std::shared_ptr<const TransportSecurity> InsecureLoopback() {

@@ -16,6 +16,7 @@
 #ifndef EDGESPLIT_SECURITY_TLS_H_
 #define EDGESPLIT_SECURITY_TLS_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -28,6 +29,9 @@
 #include "security/token.h"
 
 namespace edgesplit {
+namespace metrics {
+class Registry;
+}  // namespace metrics
 
 struct TlsConfig {
   std::string ca_file;    // The cluster CA (PEM).
@@ -110,6 +114,11 @@ class TransportSecurity {
   // With device_tokens: where the controller's key goes once known (the
   // controller's own; a server's from its plans). Null otherwise.
   TokenAuthority* tokens() const { return tokens_.get(); }
+  // Handshakes (served or dialled) refused because the peer's certificate
+  // named no SPIFFE ID, several, or the wrong one. Certificates that do
+  // not chain to the CA, have expired or are revoked are refused inside
+  // gRPC before this check and are not counted.
+  int64_t refused_handshakes() const { return refused_->load(); }
 
  private:
   explicit TransportSecurity(TlsConfig config) : config_(std::move(config)) {}
@@ -121,7 +130,15 @@ class TransportSecurity {
   std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider_;
   std::string token_;  // A device's bearer token, if it has no certificate.
   std::shared_ptr<TokenAuthority> tokens_;
+  // Shared with the verifiers gRPC keeps (they may outlive this object).
+  std::shared_ptr<std::atomic<int64_t>> refused_ =
+      std::make_shared<std::atomic<int64_t>>(0);
 };
+
+// Registers edgesplit_tls_handshakes_refused_total, read from `security`
+// (which must outlive the registry's scrapes) at each scrape.
+void AddTlsMetrics(metrics::Registry* registry,
+                   const TransportSecurity* security);
 
 // Insecure settings for tests that run plaintext on loopback.
 std::shared_ptr<const TransportSecurity> InsecureLoopback();

@@ -215,13 +215,18 @@ TEST_F(TlsTest, RefusesClientsWithoutACertificateOfThisCluster) {
 
 TEST_F(TlsTest, RefusesAServerThatIsNotTheNodeExpected) {
   StartServer(Files("node-server-a"));
+  auto device = Security(Files("device-d1"));
+  EXPECT_EQ(device->refused_handshakes(), 0);
   auto creds =
-      Security(Files("device-d1"))
-          ->ChannelCredentials(address_, NodeIdentity("lab", "server-b"));
+      device->ChannelCredentials(address_, NodeIdentity("lab", "server-b"));
   ASSERT_TRUE(creds.ok());
   auto who = Probe(*creds);
   EXPECT_EQ(who.status().code(), absl::StatusCode::kUnavailable)
       << who.status();
+  // Counted (edgesplit_tls_handshakes_refused_total) by the side that
+  // refused.
+  EXPECT_GE(device->refused_handshakes(), 1);
+  EXPECT_EQ(server_security_->refused_handshakes(), 0);
   // A device's certificate cannot pose as a server either.
   server_->Shutdown(absl::ToChronoTime(absl::Now()));
   StartServer(Files("device-d2"));
