@@ -47,6 +47,12 @@ ServerMetrics::ServerMetrics(metrics::Registry* r) {
       "Bytes of session messages (protobuf) received (in) and sent (out), by "
       "the session's activation codec.",
       {"direction", "codec"});
+  bytes_by_codec_.push_back({nullptr, nullptr});  // CODEC_UNSPECIFIED
+  for (int c = 1; c <= v1::Codec_MAX; ++c) {
+    const std::string name(wire::CodecName(static_cast<v1::Codec>(c)));
+    bytes_by_codec_.push_back({message_bytes->With({"in", name}),
+                               message_bytes->With({"out", name})});
+  }
   for (const char* kind : {"inference", "training"}) {
     sessions_open->With({kind});
     sessions_opened->With({kind});
@@ -67,9 +73,10 @@ void ServerMetrics::SessionEnded(absl::string_view kind,
 
 void ServerMetrics::Bytes(absl::string_view direction, v1::Codec codec,
                           size_t bytes) const {
-  message_bytes
-      ->With({std::string(direction), std::string(wire::CodecName(codec))})
-      ->Increment(static_cast<double>(bytes));
+  const int out = direction == "out" ? 1 : 0;
+  if (codec > 0 && static_cast<size_t>(codec) < bytes_by_codec_.size()) {
+    bytes_by_codec_[codec][out]->Increment(static_cast<double>(bytes));
+  }
 }
 
 }  // namespace edgesplit
