@@ -32,16 +32,16 @@ double Seconds(Clock::time_point t0) {
 // One middle-hop step's counting, as the server does it.
 void CountStep(const ServerMetrics& m, const v1::StageRequest& in,
                const v1::StageResponse& out) {
-  m.Bytes("in", v1::CODEC_FP32, in.ByteSizeLong());        // Received
-  m.batch.queue_seconds->Observe(20e-6);                    // Batcher
+  m.Bytes("in", v1::CODEC_FP32, in.ByteSizeLong());  // Received
+  m.batch.queue_seconds->Observe(20e-6);             // Batcher
   m.batch.batch_items->Observe(1);
   m.batch.tokens->Increment(1);
   m.batch.forward_seconds->Observe(300e-6);
-  m.Bytes("out", v1::CODEC_FP32, in.ByteSizeLong());        // ToNext
-  m.Bytes("in", v1::CODEC_FP32, out.ByteSizeLong());        // its answer
+  m.Bytes("out", v1::CODEC_FP32, in.ByteSizeLong());  // ToNext
+  m.Bytes("in", v1::CODEC_FP32, out.ByteSizeLong());  // its answer
   m.next_hop_seconds->Observe(1e-3);
   m.step_seconds->Observe(1.5e-3);
-  m.Bytes("out", v1::CODEC_FP32, out.ByteSizeLong());       // Respond
+  m.Bytes("out", v1::CODEC_FP32, out.ByteSizeLong());  // Respond
 }
 
 int Main(int argc, char** argv) {
@@ -108,8 +108,10 @@ int Main(int argc, char** argv) {
 
   std::printf("metrics cost (one run, 1 thread)\n");
   std::printf("%-46s %12s\n", "what", "value");
-  std::printf("%-46s %10.0f ns\n", "counting of one middle-hop step", count_s * 1e9);
-  std::printf("%-46s %10.1f us\n", "the step's forward, stories260K [1,3), 1 token",
+  std::printf("%-46s %10.0f ns\n", "counting of one middle-hop step",
+              count_s * 1e9);
+  std::printf("%-46s %10.1f us\n",
+              "the step's forward, stories260K [1,3), 1 token",
               forward_s * 1e6);
   std::printf("%-46s %11.4f\n", "counting / forward", count_s / forward_s);
   std::printf("%-46s %10.1f us\n", "one scrape (Render), server registry",

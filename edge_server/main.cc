@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   if (!listen.empty()) config->listen = listen;
   if (!controller.empty()) config->controller = controller;
   if (!name.empty()) config->name = name;
+  config->ExpandName();
   if (absl::Status s = config->Validate(); !s.ok()) {
     std::cerr << "edgesplit-server: " << s.message() << "\n";
     return 1;

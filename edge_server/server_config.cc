@@ -1,6 +1,7 @@
 #include "edge_server/server_config.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/yaml_util.h"
@@ -8,6 +9,14 @@
 #include "ops/ops_http.h"
 
 namespace edgesplit {
+
+void ServerConfig::ExpandName() {
+  for (std::string* field :
+       {&advertise, &advertise_peer, &tls.cert_file, &tls.key_file,
+        &checkpoint_dir, &adapter_dir, &blob_dir}) {
+    *field = absl::StrReplaceAll(*field, {{"{name}", name}});
+  }
+}
 
 absl::Status ServerConfig::Validate() const {
   auto bad = [&](const char* field, const std::string& what) {

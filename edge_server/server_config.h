@@ -26,6 +26,10 @@
 //   tls: {ca: certs/ca.pem, cert: certs/node-server-a.pem,
 //         key: certs/node-server-a.key}   # relative to this file;
 //                            # or insecure: true (loopback addresses only)
+//
+// "{name}" in advertise, advertise_peer, tls cert/key, checkpoint_dir,
+// adapter_dir and blob_dir stands for the server's name (its --name), so
+// replicas share one file (deploy/k8s/config/server.yaml).
 #ifndef EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
 #define EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
 
@@ -69,6 +73,11 @@ struct ServerConfig {
   TlsConfig tls;
 
   absl::Status Validate() const;  // Errors name the file and field.
+  // Replaces "{name}" by `name` in advertise, advertise_peer, tls.cert,
+  // tls.key, checkpoint_dir, adapter_dir and blob_dir: one config file
+  // serves every replica of a StatefulSet (or systemd template), each
+  // started with its own --name. Call after --name, before Validate.
+  void ExpandName();
 };
 
 absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,

@@ -34,6 +34,9 @@ PACKAGES=(
 # images ship them from NodeSource, whose nodejs conflicts with Debian's npm:
 # only install Debian's when the commands are missing.
 if ! command -v node >/dev/null; then PACKAGES+=(nodejs); fi
+# kubectl renders deploy/k8s (`kubectl kustomize`) in tests: Debian's
+# kubernetes-client unless the machine has a kubectl already.
+if ! command -v kubectl >/dev/null; then PACKAGES+=(kubernetes-client); fi
 if ! command -v npm >/dev/null; then PACKAGES+=(npm); fi
 
 missing=()

@@ -22,10 +22,13 @@
 #include "openai/server.h"
 #include "runtime/chat_template.h"
 #include "testing/cluster.h"
+#include "testing/shell.h"
 #include "testing/test_paths.h"
 
 namespace edgesplit {
 namespace {
+
+using testing::ShellQuote;
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -152,12 +155,6 @@ class CountingBackend : public openai::Backend {
   int most_at_once_ ABSL_GUARDED_BY(mu_) = 0;
   int cancelled_ ABSL_GUARDED_BY(mu_) = 0;
 };
-
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 // Runs the client against the server; its JSON.
 json RunClient(int port, const std::string& model, const std::string& stop) {
