@@ -675,6 +675,19 @@ uint64_t Controller::plan_version() const {
   return version_;
 }
 
+Controller::LiveSummary Controller::Live() const {
+  LiveSummary out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, record] : sessions_) {
+    ++out.sessions_by_model[record.model_id];
+  }
+  for (const auto& [id, job] : jobs_) {
+    out.jobs.push_back(
+        {id, job.model_id, {job.members.begin(), job.members.end()}});
+  }
+  return out;
+}
+
 int Controller::open_sessions() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(sessions_.size());

@@ -198,6 +198,17 @@ class Controller {
 
   uint64_t plan_version() const;
   int open_sessions() const;
+  // Routed sessions not yet closed, by model, and the training jobs with
+  // their members (the status page).
+  struct LiveSummary {
+    std::map<std::string, int> sessions_by_model;
+    struct Job {
+      std::string id, model_id;
+      std::vector<std::string> members;
+    };
+    std::vector<Job> jobs;
+  };
+  LiveSummary Live() const;
   // Calls `on_change` after every plan change (from the changing thread;
   // must not block). Returns an id for Unsubscribe.
   int Subscribe(std::function<void()> on_change);

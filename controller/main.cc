@@ -12,6 +12,7 @@
 #include "controller/adapter_service.h"
 #include "controller/controller.h"
 #include "controller/controller_service.h"
+#include "controller/status_page.h"
 #include "grpcpp/grpcpp.h"
 #include "ops/ops_http.h"
 #include "proto/health.h"
@@ -129,18 +130,16 @@ int main(int argc, char** argv) {
   if (!config->http_listen.empty()) {
     edgesplit::metrics::AddProcessMetrics(controller.metrics_registry());
     edgesplit::AddTlsMetrics(controller.metrics_registry(), security->get());
-    edgesplit::OpsHttpOptions options;
-    options.listen = config->http_listen;
-    options.ready = [&ready] { return ready.load(); };
-    options.metrics = controller.metrics_registry();
-    auto h = edgesplit::OpsHttp::Start(std::move(options));
+    auto h = edgesplit::StartControllerHttp(config->http_listen, &controller,
+                                            [&ready] { return ready.load(); });
     if (!h.ok()) {
       std::cerr << "edgesplit-controller: " << h.status().message() << "\n";
       return 1;
     }
     http = *std::move(h);
-    std::cerr << "edgesplit-controller: HTTP (probes, metrics) on port "
-              << http->port() << "\n";
+    std::cerr
+        << "edgesplit-controller: HTTP (status page, probes, metrics) on port "
+        << http->port() << "\n";
   }
 
   std::signal(SIGTERM, OnSignal);

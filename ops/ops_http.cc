@@ -1,5 +1,7 @@
 #include "ops/ops_http.h"
 
+#include <cstring>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -51,6 +53,19 @@ absl::StatusOr<std::unique_ptr<OpsHttp>> OpsHttp::Start(
                                            httplib::Response& res) {
       res.set_content(registry->Render(), metrics::kContentType);
     });
+  }
+  for (const HttpPage& page : s->options_.pages) {
+    // cpp-httplib matches paths as regular expressions: this one literally.
+    std::string pattern;
+    for (char c : page.path) {
+      if (std::strchr(".^$|()[]{}*+?\\", c) != nullptr) pattern += '\\';
+      pattern += c;
+    }
+    s->server_->Get(pattern,
+                    [page](const httplib::Request&, httplib::Response& res) {
+                      res.set_header("Cache-Control", "no-store");
+                      res.set_content(page.render(), page.content_type);
+                    });
   }
   auto listener =
       HttpListener::Start(s->server_.get(), s->options_.listen, "http_listen");

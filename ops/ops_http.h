@@ -6,6 +6,8 @@
 //                 drains, a controller shutting down);
 //   GET /metrics  the daemon's metrics (Prometheus text format 0.0.4,
 //                 ops/metrics.h), when it has a registry;
+//   the daemon's own pages (the controller's status page: / and
+//                 /status.json);
 // anything else 404. Plain HTTP without identities: it tells whether the
 // daemon is up and how busy it is (counts, latencies, cache sizes; label
 // values are model, stage, adapter and job names, never prompts or
@@ -21,6 +23,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -39,11 +42,19 @@ namespace edgesplit {
 absl::StatusOr<std::pair<std::string, int>> ParseListenAddress(
     absl::string_view listen);
 
+// A page a daemon adds to its port (the controller's status page).
+struct HttpPage {
+  std::string path;  // "/", "/status.json"
+  std::string content_type;
+  std::function<std::string()> render;  // Thread-safe; on a worker thread.
+};
+
 struct OpsHttpOptions {
   std::string listen;           // host:port; port 0 picks a free one.
   std::function<bool()> ready;  // Thread-safe; null: always ready.
   // Not owned; must outlive the OpsHttp. Null: no /metrics (404).
   const metrics::Registry* metrics = nullptr;
+  std::vector<HttpPage> pages;  // GET only.
 };
 
 // Serves from Start() until Stop() or destruction: cpp-httplib's accept

@@ -10,9 +10,17 @@
 namespace edgesplit {
 namespace {
 
+OpsHttpOptions Options(std::string listen, std::function<bool()> ready) {
+  OpsHttpOptions o;
+  o.listen = std::move(listen);
+  o.ready = std::move(ready);
+  return o;
+}
+
 TEST(OpsHttpTest, LivenessAlwaysReadinessAsToldElseNotFound) {
   std::atomic<bool> ready{false};
-  auto http = OpsHttp::Start({"127.0.0.1:0", [&] { return ready.load(); }});
+  auto http =
+      OpsHttp::Start(Options("127.0.0.1:0", [&] { return ready.load(); }));
   ASSERT_TRUE(http.ok()) << http.status();
   httplib::Client client("127.0.0.1", (*http)->port());
   auto live = client.Get("/healthz");
@@ -36,15 +44,37 @@ TEST(OpsHttpTest, LivenessAlwaysReadinessAsToldElseNotFound) {
 TEST(OpsHttpTest, BadAddressesAreRefusedNamingTheField) {
   for (const char* bad :
        {"nohost", "127.0.0.1:http", "127.0.0.1:70000", ":9161"}) {
-    auto http = OpsHttp::Start({bad, nullptr});
+    auto http = OpsHttp::Start(Options(bad, nullptr));
     EXPECT_EQ(http.status().code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(http.status().message(), ::testing::HasSubstr("http_listen"));
   }
-  auto first = OpsHttp::Start({"127.0.0.1:0", nullptr});
+  auto first = OpsHttp::Start(Options("127.0.0.1:0", nullptr));
   ASSERT_TRUE(first.ok()) << first.status();
-  auto taken =
-      OpsHttp::Start({absl::StrCat("127.0.0.1:", (*first)->port()), nullptr});
+  auto taken = OpsHttp::Start(
+      Options(absl::StrCat("127.0.0.1:", (*first)->port()), nullptr));
   EXPECT_EQ(taken.status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(OpsHttpTest, ServesTheDaemonsOwnPages) {
+  OpsHttpOptions o = Options("127.0.0.1:0", nullptr);
+  int renders = 0;
+  o.pages.push_back({"/status.json", "application/json",
+                     [&] { return absl::StrCat("{\"n\": ", ++renders, "}"); }});
+  auto http = OpsHttp::Start(o);
+  ASSERT_TRUE(http.ok()) << http.status();
+  httplib::Client client("127.0.0.1", (*http)->port());
+  for (int i = 1; i <= 2; ++i) {  // Rendered per request, never cached.
+    auto r = client.Get("/status.json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->body, absl::StrCat("{\"n\": ", i, "}"));
+    EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
+    EXPECT_EQ(r->get_header_value("Cache-Control"), "no-store");
+  }
+  for (const char* other : {"/status.jsonx", "/statusXjson"}) {
+    auto missing = client.Get(other);
+    ASSERT_TRUE(missing);
+    EXPECT_EQ(missing->status, 404) << other;
+  }
 }
 
 }  // namespace

@@ -29,6 +29,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev clang clang-format python3
   # Network emulation for later cluster tests.
   iproute2
+  # The controller's status page is tested in a real browser (headless,
+  # driven by npm playwright-core: tests/js/status_page.js).
+  chromium
 )
 # Node.js + npm run the reference tokenizers (tests/js) in tests. Some
 # images ship them from NodeSource, whose nodejs conflicts with Debian's npm:

@@ -28,6 +28,7 @@
 #include "controller/adapter_service.h"
 #include "controller/controller.h"
 #include "controller/controller_service.h"
+#include "controller/status_page.h"
 #include "edge_server/server.h"
 #include "grpcpp/grpcpp.h"
 #include "proto/health.h"
@@ -80,7 +81,9 @@ struct ClusterOptions {
   // Every server's adapter directory (AdapterCacheOptions::dir); "{node}"
   // becomes the server's name.
   std::string adapter_dir;
-  // Every server opens its HTTP port (/healthz, /readyz) on a free port.
+  // Every server opens its HTTP port (/healthz, /readyz, /metrics) on a
+  // free port, and so does the controller (with its status page:
+  // controller_http_port()).
   bool http = false;
   // EdgeServerOptions::adapter_prefetch_interval of every server.
   absl::Duration adapter_prefetch_interval = absl::Seconds(30);
@@ -129,6 +132,7 @@ class Cluster {
       }
     }
     c->tls_ = options.tls;
+    c->http_ = options.http;
     c->certs_ = dir + "/certs";
     std::string tls_yaml = "insecure: true\n";
     if (options.tls) {
@@ -315,6 +319,10 @@ class Cluster {
     return absl::OkStatus();
   }
   Controller* controller() { return controller_.get(); }
+  // The controller's HTTP port (ClusterOptions::http), else 0.
+  int controller_http_port() const {
+    return controller_http_ == nullptr ? 0 : controller_http_->port();
+  }
   AdapterServiceImpl* adapter_service() { return adapter_service_.get(); }
   // Stops the controller abruptly (its state is lost, as in a crash) and
   // starts a new one from the same config on the same address. Servers
@@ -325,6 +333,7 @@ class Cluster {
   }
   // The controller gone (as a crashed one): its port refuses connections.
   void StopController() {
+    controller_http_.reset();
     if (grpc_) grpc_->Shutdown(absl::ToChronoTime(absl::Now()));
     grpc_.reset();
     adapter_service_.reset();
@@ -505,15 +514,22 @@ class Cluster {
       return absl::UnavailableError(absl::StrCat("controller on ", address));
     }
     controller_address_ = absl::StrCat("127.0.0.1:", port);
+    if (http_) {
+      ES_ASSIGN_OR_RETURN(controller_http_,
+                          StartControllerHttp("127.0.0.1:0", controller_.get(),
+                                              [] { return true; }));
+    }
     return absl::OkStatus();
   }
 
   bool tls_ = true;
   bool grants_ = true;
+  bool http_ = false;
   std::string certs_;
   std::string controller_config_;
   std::shared_ptr<const TransportSecurity> controller_security_;
   std::unique_ptr<Controller> controller_;
+  std::unique_ptr<OpsHttp> controller_http_;       // Reads controller_.
   std::unique_ptr<AdapterDemand> adapter_demand_;  // Outlives the services.
   std::unique_ptr<ControllerServiceImpl> service_;
   std::unique_ptr<AdapterRegistry> registry_;
