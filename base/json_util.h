@@ -28,6 +28,10 @@ absl::StatusOr<nlohmann::json> ReadUntrustedJson(const std::string& path,
 // prefix of its text), e.g. `string "abc"` or `array [1,2,...`.
 std::string DescribeJson(const nlohmann::json& value);
 
+// Appends `s` as a JSON string (RFC 8259): quoted, with quotes,
+// backslashes and control characters escaped; other bytes as they are.
+void AppendJsonString(absl::string_view s, std::string* out);
+
 }  // namespace edgesplit
 
 #endif  // EDGESPLIT_BASE_JSON_UTIL_H_

@@ -1,4 +1,5 @@
 // edgesplit-controller --config FILE [--listen HOST:PORT]
+//                      [--log-format text|json] [--log-level L]
 // Parses flags into the config, validates, starts, and on SIGTERM/SIGINT
 // stops accepting, drains calls for up to 5 s, then exits. SIGHUP reloads
 // the plan files.
@@ -6,7 +7,9 @@
 #include <csignal>
 #include <iostream>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "controller/adapter_service.h"
@@ -14,6 +17,8 @@
 #include "controller/controller_service.h"
 #include "controller/status_page.h"
 #include "grpcpp/grpcpp.h"
+#include "ops/cli.h"
+#include "ops/log.h"
 #include "ops/ops_http.h"
 #include "proto/health.h"
 
@@ -22,29 +27,33 @@ namespace {
 volatile std::sig_atomic_t g_signal = 0;
 void OnSignal(int sig) { g_signal = sig; }
 
-int Usage() {
-  std::cerr << "usage: edgesplit-controller --config FILE "
-               "[--listen HOST:PORT]\n";
-  return 2;
-}
+namespace log = edgesplit::log;
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string config_path, listen;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if ((a == "--config" || a == "--listen") && i + 1 < argc) {
-      (a == "--config" ? config_path : listen) = argv[++i];
-    } else {
-      return Usage();
-    }
+  CLI::App app(
+      "The cluster's controller: registers servers, measures them, plans "
+      "the splits (from YAML or its planner), routes sessions, averages "
+      "federated adapters. SIGHUP re-reads the plan files; SIGTERM/SIGINT "
+      "stops taking calls and lets those in flight finish for up to 5 s.",
+      "edgesplit-controller");
+  app.add_option("--config", config_path, "The controller's YAML config")
+      ->required();
+  app.add_option("--listen", listen, "gRPC address (HOST:PORT)");
+  if (int rc = edgesplit::cli::ParseDaemonFlags(
+          app,
+          "edgesplit-controller --config /etc/edgesplit/controller.yaml "
+          "--log-format json",
+          argc, argv);
+      rc >= 0) {
+    return rc;
   }
-  if (config_path.empty()) return Usage();
   auto config = edgesplit::LoadControllerConfig(config_path);
   if (!config.ok()) {
-    std::cerr << "edgesplit-controller: " << config.status().message() << "\n";
-    return 1;
+    log::Error(config.status().message());
+    return edgesplit::cli::kExitFailure;
   }
   if (!listen.empty()) config->listen = listen;
 
@@ -52,27 +61,25 @@ int main(int argc, char** argv) {
   absl::Status loaded_keys = controller.LoadGrantKey();
   if (loaded_keys.ok()) loaded_keys = controller.LoadState();
   if (!loaded_keys.ok()) {
-    std::cerr << "edgesplit-controller: " << loaded_keys.message() << "\n";
-    return 1;
+    log::Error(loaded_keys.message());
+    return edgesplit::cli::kExitFailure;
   }
   auto loaded = controller.ReloadPlans();
   for (const auto& e : loaded.errors()) {
-    std::cerr << "edgesplit-controller: plan rejected: " << e << "\n";
+    log::Error(absl::StrCat("plan rejected: ", e));
   }
   for (const auto& id : loaded.loaded()) {
-    std::cerr << "edgesplit-controller: plan loaded for model " << id << "\n";
+    log::Info("plan loaded", {{"model", id}});
   }
   auto security = edgesplit::TransportSecurity::Create(config->tls);
   if (!security.ok()) {
-    std::cerr << "edgesplit-controller: " << security.status().message()
-              << "\n";
-    return 1;
+    log::Error(security.status().message());
+    return edgesplit::cli::kExitFailure;
   }
   auto credentials = (*security)->ServerCredentials(config->listen);
   if (!credentials.ok()) {
-    std::cerr << "edgesplit-controller: " << credentials.status().message()
-              << "\n";
-    return 1;
+    log::Error(credentials.status().message());
+    return edgesplit::cli::kExitFailure;
   }
   edgesplit::ControllerServiceImpl service(&controller, security->get());
   edgesplit::AdapterDemand demand(config->adapter_placement.half_life);
@@ -81,21 +88,19 @@ int main(int argc, char** argv) {
   }
   auto registry = edgesplit::AdapterRegistry::Open(config->state_dir);
   if (!registry.ok()) {
-    std::cerr << "edgesplit-controller: " << registry.status().message()
-              << "\n";
-    return 1;
+    log::Error(registry.status().message());
+    return edgesplit::cli::kExitFailure;
   }
   for (const std::string& skipped : (*registry)->skipped()) {
-    std::cerr << "edgesplit-controller: adapter left out: " << skipped << "\n";
+    log::Warning(absl::StrCat("adapter left out: ", skipped));
   }
   auto copies = edgesplit::ModelCopyRegistry::Open(config->state_dir);
   if (!copies.ok()) {
-    std::cerr << "edgesplit-controller: " << copies.status().message() << "\n";
-    return 1;
+    log::Error(copies.status().message());
+    return edgesplit::cli::kExitFailure;
   }
   for (const std::string& skipped : (*copies)->skipped()) {
-    std::cerr << "edgesplit-controller: model copy left out: " << skipped
-              << "\n";
+    log::Warning(absl::StrCat("model copy left out: ", skipped));
   }
   edgesplit::AdapterServiceImpl adapters(&controller, registry->get(),
                                          security->get(),
@@ -115,15 +120,15 @@ int main(int argc, char** argv) {
   builder.SetMaxSendMessageSize(edgesplit::kMaxControllerMessageBytes);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    std::cerr << "edgesplit-controller: cannot listen on " << config->listen
-              << "\n";
-    return 1;
+    log::Error(absl::StrCat("cannot listen on ", config->listen));
+    return edgesplit::cli::kExitFailure;
   }
-  std::cerr << "edgesplit-controller: listening on port " << port
-            << ((*security)->insecure()
-                    ? " (INSECURE: plaintext, no identities)"
-                    : " (mutual TLS, cluster " + (*security)->cluster() + ")")
-            << "\n";
+  log::Info(
+      "listening",
+      {{"port", std::to_string(port)},
+       {"transport", (*security)->insecure()
+                         ? "INSECURE plaintext, no identities"
+                         : "mutual TLS, cluster " + (*security)->cluster()}});
 
   std::atomic<bool> ready{true};
   std::unique_ptr<edgesplit::OpsHttp> http;
@@ -133,13 +138,12 @@ int main(int argc, char** argv) {
     auto h = edgesplit::StartControllerHttp(config->http_listen, &controller,
                                             [&ready] { return ready.load(); });
     if (!h.ok()) {
-      std::cerr << "edgesplit-controller: " << h.status().message() << "\n";
-      return 1;
+      log::Error(h.status().message());
+      return edgesplit::cli::kExitFailure;
     }
     http = *std::move(h);
-    std::cerr
-        << "edgesplit-controller: HTTP (status page, probes, metrics) on port "
-        << http->port() << "\n";
+    log::Info("HTTP (status page, probes, metrics)",
+              {{"port", std::to_string(http->port())}});
   }
 
   std::signal(SIGTERM, OnSignal);
@@ -152,15 +156,15 @@ int main(int argc, char** argv) {
       g_signal = 0;
       auto r = controller.ReloadPlans();
       for (const auto& e : r.errors()) {
-        std::cerr << "edgesplit-controller: plan rejected: " << e << "\n";
+        log::Error(absl::StrCat("plan rejected: ", e));
       }
-      std::cerr << "edgesplit-controller: plans reloaded (version "
-                << controller.plan_version() << ")\n";
+      log::Info("plans reloaded",
+                {{"version", std::to_string(controller.plan_version())}});
     } else if (g_signal != 0) {
       break;
     }
   }
-  std::cerr << "edgesplit-controller: shutting down\n";
+  log::Info("shutting down");
   edgesplit::SetServing(server.get(), false);
   ready = false;
   // Averaging rounds still waiting would hold their calls: fail them.
@@ -168,5 +172,5 @@ int main(int argc, char** argv) {
   // Stop accepting, let in-flight calls finish for up to 5 s, then cancel.
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   if (http != nullptr) http->Stop();
-  return 0;
+  return edgesplit::cli::kExitOk;
 }

@@ -2,11 +2,11 @@
 
 #include <cmath>
 #include <fstream>
-#include <iostream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/grpcpp.h"
+#include "ops/log.h"
 #include "proto/grpc_status.h"
 #include "proto/probe.h"
 #include "proto/protocol.h"
@@ -40,7 +40,7 @@ ControllerLink::ControllerLink(ControllerLinkOptions options, StageHost* host,
   auto channel = options_.security->Dial(
       options_.controller, ControllerIdentity(options_.security->cluster()));
   if (!channel.ok()) {
-    std::cerr << "ControllerLink: " << channel.status() << "\n";
+    log::Error(absl::StrCat("ControllerLink: ", channel.status().message()));
     std::abort();  // The caller's precondition.
   }
   stub_ = v1::ControllerService::NewStub(*channel);
@@ -82,9 +82,9 @@ ControllerLink::ControllerLink(ControllerLinkOptions options, StageHost* host,
         acked_ = std::max(acked_, sent);
       }
       if (s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
-        std::cerr << "edgesplit-server " << options_.node
-                  << ": controller refused the profile: " << s.error_message()
-                  << "\n";
+        log::Warning(
+            absl::StrCat("controller refused the profile: ", s.error_message()),
+            {{"node", options_.node}});
       }
       if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
         // The controller restarted and forgot us: register again.
@@ -266,8 +266,9 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
       if (!po.weights && !type.empty()) continue;  // Not a type: skipped.
       auto measured = ProfileCompute(m.model_path(), po);
       if (!measured.ok()) {
-        std::cerr << "edgesplit-server " << options_.node << ": profiling "
-                  << key << ": " << measured.status().message() << "\n";
+        log::Warning(
+            absl::StrCat("profiling ", key, ": ", measured.status().message()),
+            {{"node", options_.node}});
         continue;
       }
       // An emulated slow machine profiles as slow as it serves.
@@ -289,8 +290,7 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
     auto link = stub.ok() ? ProbeLink(*stub, peer.node(), po)
                           : absl::StatusOr<v1::LinkProfile>(stub.status());
     if (!link.ok()) {
-      std::cerr << "edgesplit-server " << options_.node << ": "
-                << link.status().message() << "\n";
+      log::Warning(link.status().message(), {{"node", options_.node}});
       continue;
     }
     links.push_back(*link);
@@ -325,15 +325,15 @@ absl::Status ControllerLink::WatchOnce() {
       k = tokens->SetPublicKey(key);
     }
     if (!k.ok()) {
-      std::cerr << "edgesplit-server " << options_.node
-                << ": bad grant key from the controller: " << k.message()
-                << "\n";
+      log::Error(
+          absl::StrCat("bad grant key from the controller: ", k.message()),
+          {{"node", options_.node}});
     }
     std::vector<v1::Plan> plans(update.plans().begin(), update.plans().end());
     absl::Status s = host_->ApplyPlans(plans, !update.keep_unlisted());
     if (!s.ok()) {
-      std::cerr << "edgesplit-server " << options_.node
-                << ": some stages failed to load: " << s.message() << "\n";
+      log::Error(absl::StrCat("some stages failed to load: ", s.message()),
+                 {{"node", options_.node}});
     }
     if (options_.on_plans_applied) options_.on_plans_applied(s);
     absl::MutexLock lock(&mu_);
@@ -352,8 +352,8 @@ void ControllerLink::Run() {
     if (s.ok()) s = WatchOnce();
     if (stop_.HasBeenNotified()) return;
     if (!s.ok() && s.code() != absl::StatusCode::kDeadlineExceeded) {
-      std::cerr << "edgesplit-server " << options_.node << ": " << s.message()
-                << " (retrying)\n";
+      log::Warning(absl::StrCat(s.message(), " (retrying)"),
+                   {{"node", options_.node}});
       stop_.WaitForNotificationWithTimeout(backoff);
       backoff = std::min(backoff * 2, absl::Seconds(5));
     } else {

@@ -1,5 +1,5 @@
 // edgesplit-server --config FILE [--listen HOST:PORT] [--controller
-// HOST:PORT] [--name NAME]
+// HOST:PORT] [--name NAME] [--log-format text|json] [--log-level L]
 // Flags override the file. Registers with the controller, loads the blocks
 // its plans assign, serves sessions. SIGTERM/SIGINT: stop accepting, let
 // open sessions finish until drain_deadline_s, then end the rest and exit.
@@ -7,10 +7,13 @@
 #include <csignal>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "edge_server/server.h"
 #include "edge_server/server_config.h"
+#include "ops/cli.h"
+#include "ops/log.h"
 #include "runtime/threading.h"
 
 namespace {
@@ -18,44 +21,45 @@ namespace {
 volatile std::sig_atomic_t g_stop = 0;
 void OnSignal(int) { g_stop = 1; }
 
-int Usage() {
-  std::cerr << "usage: edgesplit-server --config FILE [--listen HOST:PORT] "
-               "[--controller HOST:PORT] [--name NAME]\n";
-  return 2;
-}
+namespace log = edgesplit::log;
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string config_path, listen, controller, name;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (i + 1 >= argc) return Usage();
-    if (a == "--config") {
-      config_path = argv[++i];
-    } else if (a == "--listen") {
-      listen = argv[++i];
-    } else if (a == "--controller") {
-      controller = argv[++i];
-    } else if (a == "--name") {
-      name = argv[++i];
-    } else {
-      return Usage();
-    }
+  CLI::App app(
+      "Serves the transformer blocks the controller's plans give it: "
+      "registers, loads its stages, serves sessions (inference and "
+      "training), forwards activations to the next hop. SIGTERM/SIGINT: "
+      "stop taking sessions, let open ones finish for drain_deadline_s, "
+      "then stop. Flags override the config file.",
+      "edgesplit-server");
+  app.add_option("--config", config_path, "The server's YAML config")
+      ->required();
+  app.add_option("--listen", listen, "gRPC address (HOST:PORT)");
+  app.add_option("--controller", controller, "The controller (HOST:PORT)");
+  app.add_option("--name", name,
+                 "This server's node name ({name} in the config becomes it)");
+  if (int rc = edgesplit::cli::ParseDaemonFlags(
+          app,
+          "edgesplit-server --config /etc/edgesplit/server.yaml "
+          "--name server-a --log-format json",
+          argc, argv);
+      rc >= 0) {
+    return rc;
   }
-  if (config_path.empty()) return Usage();
   auto config = edgesplit::LoadServerConfig(config_path);
   if (!config.ok()) {
-    std::cerr << "edgesplit-server: " << config.status().message() << "\n";
-    return 1;
+    log::Error(config.status().message());
+    return edgesplit::cli::kExitFailure;
   }
   if (!listen.empty()) config->listen = listen;
   if (!controller.empty()) config->controller = controller;
   if (!name.empty()) config->name = name;
   config->ExpandName();
   if (absl::Status s = config->Validate(); !s.ok()) {
-    std::cerr << "edgesplit-server: " << s.message() << "\n";
-    return 1;
+    log::Error(s.message());
+    return edgesplit::cli::kExitFailure;
   }
   edgesplit::SetComputeThreads(config->threads);
 
@@ -82,33 +86,30 @@ int main(int argc, char** argv) {
   o.adapter_prefetch_interval = config->adapter_prefetch_interval;
   auto security = edgesplit::TransportSecurity::Create(config->tls);
   if (!security.ok()) {
-    std::cerr << "edgesplit-server: " << security.status().message() << "\n";
-    return 1;
+    log::Error(security.status().message());
+    return edgesplit::cli::kExitFailure;
   }
   o.security = *security;
   auto server = edgesplit::EdgeServer::Start(o);
   if (!server.ok()) {
-    std::cerr << "edgesplit-server: " << server.status().message() << "\n";
-    return 1;
+    log::Error(server.status().message());
+    return edgesplit::cli::kExitFailure;
   }
-  std::cerr << "edgesplit-server " << config->name << ": listening on "
-            << (*server)->address()
-            << (o.security->insecure() ? " (INSECURE: plaintext)"
-                                       : " (mutual TLS)")
-            << "\n";
+  log::Info("listening",
+            {{"node", config->name},
+             {"address", (*server)->address()},
+             {"transport",
+              o.security->insecure() ? "INSECURE plaintext" : "mutual TLS"}});
   if ((*server)->http_port() != 0) {
-    std::cerr << "edgesplit-server " << config->name
-              << ": HTTP (probes) on port " << (*server)->http_port() << "\n";
+    log::Info("HTTP (probes, metrics)",
+              {{"port", std::to_string((*server)->http_port())}});
   }
   std::signal(SIGTERM, OnSignal);
   std::signal(SIGINT, OnSignal);
   while (!g_stop) absl::SleepFor(absl::Milliseconds(100));
-  std::cerr << "edgesplit-server " << config->name << ": draining "
-            << (*server)->open_sessions() << " sessions\n";
+  log::Info("draining",
+            {{"open_sessions", std::to_string((*server)->open_sessions())}});
   const int cut = (*server)->Shutdown(config->drain_deadline);
-  std::cerr << "edgesplit-server " << config->name << ": stopped"
-            << (cut > 0 ? " (" + std::to_string(cut) + " sessions cut off)"
-                        : "")
-            << "\n";
-  return 0;
+  log::Info("stopped", {{"sessions_cut_off", std::to_string(cut)}});
+  return edgesplit::cli::kExitOk;
 }

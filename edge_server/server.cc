@@ -1,9 +1,8 @@
 #include "edge_server/server.h"
 
-#include <iostream>
-
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "ops/log.h"
 #include "proto/health.h"
 
 namespace edgesplit {
@@ -140,9 +139,9 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
             self->options_.host.adapters.dir,
             [self] { return self->prefetch_stop_.HasBeenNotified(); });
         if (!fetched.ok()) {
-          std::cerr << "edgesplit-server " << self->node()
-                    << ": adapter prefetch: " << fetched.status().message()
-                    << "\n";
+          log::Warning(
+              absl::StrCat("adapter prefetch: ", fetched.status().message()),
+              {{"node", self->node()}});
         }
       }
     });
@@ -185,9 +184,9 @@ int EdgeServer::Shutdown(absl::Duration drain) {
     // Out of routing now, rather than after missed heartbeats.
     absl::Status drained = link_->Drain();
     if (!drained.ok()) {
-      std::cerr << "edgesplit-server " << options_.host.node
-                << ": could not tell the controller it drains: "
-                << drained.message() << "\n";
+      log::Warning(absl::StrCat("could not tell the controller it drains: ",
+                                drained.message()),
+                   {{"node", options_.host.node}});
     }
   }
   link_.reset();  // Stop heartbeats.

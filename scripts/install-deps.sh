@@ -18,6 +18,8 @@ PACKAGES=(
   libssl-dev
   # The daemons' operator HTTP port (probes; ops/ops_http.h).
   libcpp-httplib-dev
+  # Command-line flags: --help, suggestions (ops/cli.h).
+  libcli11-dev
   curl
   # Core libraries.
   libabsl-dev libyaml-cpp-dev nlohmann-json3-dev libsentencepiece-dev libre2-dev

@@ -1,49 +1,101 @@
 #include "device_agent/cli/args.h"
 
+#include <memory>
+#include <sstream>
+#include <utility>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "ops/cli.h"
 
 namespace edgesplit {
 namespace cli {
 
+namespace {
+
+// The CLI11 app of one command: a string option per value flag (the last
+// given wins, as with most tools), a flag per boolean, positional words.
+struct Built {
+  std::unique_ptr<CLI::App> app;
+  std::vector<std::pair<std::string, CLI::Option*>> values, bools;
+  std::vector<std::string> positional;
+};
+
+std::unique_ptr<Built> Build(const std::set<std::string>& value_flags,
+                             const std::set<std::string>& bool_flags,
+                             const CommandInfo& info) {
+  auto b = std::make_unique<Built>();
+  b->app = std::make_unique<CLI::App>(info.description, info.name);
+  // Wide enough that every flag's help stays on its line.
+  b->app->get_formatter()->column_width(38);
+  for (const std::string& f : value_flags) {
+    CLI::Option* o = b->app->add_option("--" + f)->description(info.help(f));
+    o->type_size(1)->expected(1)->type_name("VALUE");
+    o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    b->values.emplace_back(f, o);
+  }
+  for (const std::string& f : bool_flags) {
+    b->bools.emplace_back(
+        f, b->app->add_flag("--" + f)->description(info.help(f)));
+  }
+  if (!info.positional.empty()) {
+    b->app->add_option("args", b->positional, info.positional)
+        ->expected(0, -1)
+        ->type_name("");
+  }
+  if (!info.example.empty()) {
+    b->app->footer("Example:\n  " + info.example +
+                   "\nExit codes: 0 success, 1 the command failed, 2 usage.");
+  }
+  return b;
+}
+
+Args Collect(const Built& b) {
+  Args args;
+  for (const auto& [name, o] : b.values) {
+    if (o->count() > 0) args.Set(name, o->results().back());
+  }
+  for (const auto& [name, o] : b.bools) {
+    if (o->count() > 0 && o->as<bool>()) args.Set(name, "true");
+  }
+  for (const std::string& p : b.positional) args.AddPositional(p);
+  return args;
+}
+
+}  // namespace
+
 absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv,
                                  const std::set<std::string>& value_flags,
                                  const std::set<std::string>& bool_flags) {
-  Args args;
-  for (size_t i = 0; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (a.size() < 3 || a.compare(0, 2, "--") != 0) {
-      args.positional_.push_back(a);
-      continue;
-    }
-    std::string name = a.substr(2), value;
-    const size_t eq = name.find('=');
-    const bool inline_value = eq != std::string::npos;
-    if (inline_value) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    if (bool_flags.count(name) > 0) {
-      if (inline_value && value != "true" && value != "false") {
-        return absl::InvalidArgumentError(
-            absl::StrCat("flag --", name, " takes no value"));
-      }
-      args.values_[name] = inline_value ? value : "true";
-    } else if (value_flags.count(name) > 0) {
-      if (!inline_value) {
-        if (i + 1 >= argv.size()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("flag --", name, " needs a value"));
-        }
-        value = argv[++i];
-      }
-      args.values_[name] = value;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    }
+  CommandInfo info;
+  info.name = "edgesplit";
+  info.positional = "ARGS";
+  std::unique_ptr<Built> b = Build(value_flags, bool_flags, info);
+  std::ostringstream out, err;
+  const int rc = cli::Parse(*b->app, argv, out, err);
+  if (rc == kExitOk) return absl::InvalidArgumentError("--help given");
+  if (rc >= 0) {
+    std::string message = err.str();
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    return absl::InvalidArgumentError(message);
   }
-  return args;
+  return Collect(*b);
+}
+
+std::optional<Args> Args::ParseCommand(const std::vector<std::string>& argv,
+                                       const std::set<std::string>& value_flags,
+                                       const std::set<std::string>& bool_flags,
+                                       const CommandInfo& info,
+                                       std::ostream& out, std::ostream& err,
+                                       int* exit_code) {
+  std::unique_ptr<Built> b = Build(value_flags, bool_flags, info);
+  const int rc = cli::Parse(*b->app, argv, out, err);
+  if (rc >= 0) {
+    *exit_code = rc;
+    return std::nullopt;
+  }
+  return Collect(*b);
 }
 
 std::string Args::String(const std::string& flag, std::string fallback) const {

@@ -10,6 +10,7 @@
 #include "device_agent/cli/adapter_commands.h"
 #include "device_agent/cli/args.h"
 #include "device_agent/cli/cluster_commands.h"
+#include "device_agent/cli/flag_help.h"
 #include "device_agent/cli/security_commands.h"
 #include "device_agent/cli/serve_command.h"
 #include "device_agent/cli/train_commands.h"
@@ -191,12 +192,6 @@ device tokens); --insecure for plaintext on loopback only.
 std::set<std::string> WithInsecure(std::set<std::string> flags) {
   flags.insert("insecure");
   return flags;
-}
-
-absl::StatusOr<Args> ParseFor(const std::vector<std::string>& argv,
-                              const std::set<std::string>& value_flags,
-                              const std::set<std::string>& bool_flags = {}) {
-  return Args::Parse(argv, value_flags, bool_flags);
 }
 
 absl::Status ModelInit(const Args& a, std::ostream& err) {
@@ -598,6 +593,31 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
   absl::Status status;
   const std::string& cmd = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
+  // Each command's flags (CLI11): --help prints the command's flags and
+  // example and exits 0; a usage error exits 2 (ops/cli.h).
+  int parse_exit = -1;
+  auto ParseFor = [&](const std::vector<std::string>& argv,
+                      const std::set<std::string>& value_flags,
+                      const std::set<std::string>& bool_flags = {})
+      -> absl::StatusOr<Args> {
+    const std::vector<std::string> words(args.begin(),
+                                         args.end() - argv.size());
+    CommandInfo info;
+    const std::string command = absl::StrJoin(words, " ");
+    info.name = "edgesplit " + command;
+    if (const CommandHelp* h = FindCommandHelp(command)) {
+      info.description = h->description;
+      info.example = h->example;
+      if (h->positional != nullptr) info.positional = h->positional;
+    }
+    info.help = [command](const std::string& f) {
+      return FlagHelp(command, f);
+    };
+    std::optional<Args> a = Args::ParseCommand(argv, value_flags, bool_flags,
+                                               info, out, err, &parse_exit);
+    if (!a) return absl::CancelledError("parsing ended the command");
+    return *std::move(a);
+  };
   if (cmd == "model" && !rest.empty() &&
       (rest[0] == "init" || rest[0] == "info" || rest[0] == "quantize")) {
     std::vector<std::string> sub(rest.begin() + 1, rest.end());
@@ -700,6 +720,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
         << kUsage;
     return 2;
   }
+  if (parse_exit >= 0) return parse_exit;  // --help, or a usage error.
   if (!status.ok()) {
     err << "edgesplit: " << status.message() << "\n";
     return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;

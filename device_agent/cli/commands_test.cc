@@ -3,8 +3,12 @@
 #include <filesystem>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "base/file_util.h"
 #include "controller/plan.h"
+#include "device_agent/cli/flag_help.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "security/token.h"
@@ -130,6 +134,48 @@ TEST(CommandsTest, BadUsageIsReported) {
   r = RunCli({"model", "init", "--arch", "llama", "--preset", "huge", "--out",
               "/tmp/x"});
   EXPECT_THAT(r.err, HasSubstr("unknown preset \"huge\""));
+}
+
+// Every command answers --help with its description, each flag's help
+// and an example, and refuses an unknown flag as a usage error that names
+// the closest one.
+TEST(CommandsTest, EveryCommandAnswersHelp) {
+  const std::vector<std::string> names = CommandNames();
+  ASSERT_GE(names.size(), 17u);
+  for (const std::string& name : names) {
+    SCOPED_TRACE(name);
+    std::vector<std::string> args = absl::StrSplit(name, ' ');
+    args.push_back("--help");
+    Result r = RunCli(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(r.out, HasSubstr("Usage: edgesplit " + name));
+    EXPECT_THAT(r.out, HasSubstr("Example:\n  edgesplit " + name));
+    int flags = 0;
+    for (absl::string_view line : absl::StrSplit(r.out, '\n')) {
+      line = absl::StripLeadingAsciiWhitespace(line);
+      if (!absl::StartsWith(line, "--")) continue;
+      ++flags;
+      // "--flag VALUE    its help": something after the name and type.
+      std::vector<absl::string_view> words =
+          absl::StrSplit(line, ' ', absl::SkipEmpty());
+      const size_t name_words = words.size() > 1 && words[1] == "VALUE" ? 2 : 1;
+      EXPECT_GT(words.size(), name_words) << "no help for " << line;
+    }
+    // Flags, or positional words (model info DIR).
+    EXPECT_GT(flags + (FindCommandHelp(name)->positional != nullptr), 0);
+    args.back() = "--no-such-flag";
+    r = RunCli(args);
+    EXPECT_EQ(r.code, 2);
+    EXPECT_THAT(r.err, HasSubstr("--no-such-flag"));
+  }
+  // The closest flag, named.
+  Result r = RunCli({"generate", "--modle", "x"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--modle: did you mean --model?"));
+  // The top level lists the commands.
+  r = RunCli({"--help"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("usage: edgesplit"));
 }
 
 TEST(CommandsTest, ServeRefusesBadFlagsBeforeServing) {
