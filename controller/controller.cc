@@ -477,8 +477,12 @@ bool Controller::ApplyDeviceProfileLocked(const v1::DeviceProfile& p) {
 
 absl::StatusOr<v1::OpenSessionResponse> Controller::OpenSession(
     const v1::OpenSessionRequest& request) {
-  if (request.suspects_size() > 0) metrics_.reroutes->Increment();
   auto opened = OpenSessionCounted(request);
+  // A failover: counted once its request passed the checks.
+  if (request.suspects_size() > 0 &&
+      opened.status().code() != absl::StatusCode::kInvalidArgument) {
+    metrics_.reroutes->Increment();
+  }
   if (opened.ok()) {
     metrics_.sessions_opened
         ->With({request.model_id(),

@@ -13,8 +13,10 @@ ControllerMetrics::ControllerMetrics(metrics::Registry* r) {
       "Sessions routed (inference or training), per model.", {"model", "kind"});
   open_failures = r->AddCounter(
       "edgesplit_controller_session_open_failures_total",
-      "OpenSession calls refused, by status code (unavailable: no live "
-      "route; permission_denied: not allowed; ...).",
+      "OpenSession calls of authenticated callers refused, by status code "
+      "(not_found: no such model; unavailable: no live route; "
+      "permission_denied: the device may not use the model; "
+      "invalid_argument: a malformed request; ...).",
       {"reason"});
   reroutes = r->AddCounter("edgesplit_controller_reroutes_total",
                            "OpenSession calls of devices failing over: they "

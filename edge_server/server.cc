@@ -113,6 +113,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
     lo.grants = s->grants_.get();
     EdgeServer* server = s.get();
     lo.on_plans_applied = [server](const absl::Status& applied) {
+      server->plans_applied_.fetch_add(1);
       server->SetReady(applied.ok());
     };
     StageServiceImpl* service = s->service_.get();

@@ -93,9 +93,9 @@ class EdgeServer {
   // This server's metrics (what /metrics serves).
   const metrics::Registry& metrics() const { return *registry_; }
   // Plan updates applied so far (from any controller incarnation).
-  uint64_t plans_applied() const {
-    return link_ == nullptr ? 0 : link_->plans_applied();
-  }
+  // (Counted here, not read from link_: scrapes of /metrics call it while
+  // Start sets link_ and Shutdown resets it.)
+  uint64_t plans_applied() const { return plans_applied_.load(); }
   // The HTTP port bound (0 without http_listen).
   int http_port() const { return http_ == nullptr ? 0 : http_->port(); }
   // Whether it takes new sessions: its last plan update loaded every stage
@@ -152,6 +152,7 @@ class EdgeServer {
   absl::Mutex ready_mu_;
   bool draining_ ABSL_GUARDED_BY(ready_mu_) = false;
   std::atomic<bool> ready_{false};
+  std::atomic<uint64_t> plans_applied_{0};
   std::unique_ptr<OpsHttp> http_;  // Reads ready_: stopped before it goes.
 };
 

@@ -211,9 +211,9 @@ template class Family<Counter>;
 template class Family<Gauge>;
 template class Family<Histogram>;
 
-Registry::Entry* Registry::AddEntry(Type type, const std::string& name,
-                                    const std::string& help,
-                                    std::vector<std::string> label_names) {
+std::unique_ptr<Registry::Entry> Registry::NewEntry(
+    Type type, const std::string& name, const std::string& help,
+    std::vector<std::string> label_names) {
   if (!ValidName(name, /*colons=*/true)) Die("bad metric name " + name);
   if (type == Type::kCounter && !absl::EndsWith(name, "_total")) {
     Die("counter " + name + " must end in _total");
@@ -229,28 +229,36 @@ Registry::Entry* Registry::AddEntry(Type type, const std::string& name,
   e->name = name;
   e->help = help;
   e->label_names = std::move(label_names);
+  return e;
+}
+
+// Published only once complete: Render reads entries without the lock.
+void Registry::Publish(std::unique_ptr<Entry> e) {
   absl::MutexLock lock(&mu_);
   for (const auto& other : entries_) {
-    if (other->name == name) Die("metric " + name + " registered twice");
+    if (other->name == e->name) Die("metric " + e->name + " registered twice");
   }
   entries_.push_back(std::move(e));
-  return entries_.back().get();
 }
 
 Family<Counter>* Registry::AddCounter(const std::string& name,
                                       const std::string& help,
                                       std::vector<std::string> label_names) {
-  Entry* e = AddEntry(Type::kCounter, name, help, label_names);
+  auto e = NewEntry(Type::kCounter, name, help, label_names);
   e->counters.reset(new Family<Counter>(std::move(label_names), {}));
-  return e->counters.get();
+  Family<Counter>* f = e->counters.get();
+  Publish(std::move(e));
+  return f;
 }
 
 Family<Gauge>* Registry::AddGauge(const std::string& name,
                                   const std::string& help,
                                   std::vector<std::string> label_names) {
-  Entry* e = AddEntry(Type::kGauge, name, help, label_names);
+  auto e = NewEntry(Type::kGauge, name, help, label_names);
   e->gauges.reset(new Family<Gauge>(std::move(label_names), {}));
-  return e->gauges.get();
+  Family<Gauge>* f = e->gauges.get();
+  Publish(std::move(e));
+  return f;
 }
 
 Family<Histogram>* Registry::AddHistogram(const std::string& name,
@@ -258,10 +266,12 @@ Family<Histogram>* Registry::AddHistogram(const std::string& name,
                                           std::vector<std::string> label_names,
                                           std::vector<double> bounds) {
   Histogram check(bounds);  // Aborts on bad bounds now, not at first use.
-  Entry* e = AddEntry(Type::kHistogram, name, help, label_names);
+  auto e = NewEntry(Type::kHistogram, name, help, label_names);
   e->histograms.reset(
       new Family<Histogram>(std::move(label_names), std::move(bounds)));
-  return e->histograms.get();
+  Family<Histogram>* f = e->histograms.get();
+  Publish(std::move(e));
+  return f;
 }
 
 void Registry::AddCallback(Type type, const std::string& name,
@@ -269,8 +279,9 @@ void Registry::AddCallback(Type type, const std::string& name,
                            std::vector<std::string> label_names,
                            CollectFn collect) {
   if (type == Type::kHistogram) Die("callback histograms are not supported");
-  Entry* e = AddEntry(type, name, help, std::move(label_names));
+  auto e = NewEntry(type, name, help, std::move(label_names));
   e->collect = std::move(collect);
+  Publish(std::move(e));
 }
 
 namespace {

@@ -153,8 +153,12 @@ class Registry {
     std::unique_ptr<Family<Histogram>> histograms;
     CollectFn collect;
   };
-  Entry* AddEntry(Type type, const std::string& name, const std::string& help,
-                  std::vector<std::string> label_names);
+  // An entry checked (names; abort if bad) but not yet visible.
+  static std::unique_ptr<Entry> NewEntry(Type type, const std::string& name,
+                                         const std::string& help,
+                                         std::vector<std::string> label_names);
+  // Makes a complete entry visible to Render (abort on a duplicate name).
+  void Publish(std::unique_ptr<Entry> entry);
 
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);

@@ -127,6 +127,8 @@ TEST(MetricsTest, TheReaderRefusesWhatScrapersWould) {
       "x{a=\"1\" 1\n",                              // unterminated labels
       "x{a=\"\\q\"} 1\n",                           // bad escape
       "x{a=\"1\",a=\"2\"} 1\n",                     // repeated label
+      "x{a=\"1\"b=\"2\"} 1\n",                      // no comma
+      "# HELP x a \\q b\nx 1\n",                    // bad HELP escape
       "x one\n",                                    // bad value
       "x 1\nx 2\n",                                 // repeated series
       "x 1\ny 1\nx{a=\"b\"} 1\n",                   // split family

@@ -100,7 +100,11 @@ absl::Status ParseLabels(absl::string_view* s, int line,
     if (!labels->emplace(name, value).second) {
       return LineError(line, absl::StrCat("label ", name, " repeated"));
     }
-    if (!s->empty() && s->front() == ',') s->remove_prefix(1);
+    if (!s->empty() && s->front() == ',') {
+      s->remove_prefix(1);
+    } else if (s->empty() || s->front() != '}') {
+      return LineError(line, absl::StrCat("no , or } after label ", name));
+    }
   }
 }
 
@@ -229,6 +233,15 @@ absl::StatusOr<std::map<std::string, PromFamily>> ParsePrometheusText(
       f.name = name;
       if (parts[1] == "HELP") {
         if (!f.help.empty()) return LineError(n, "HELP repeated");
+        // HELP escapes only backslash and newline.
+        for (size_t k = 0; k < rest.size(); ++k) {
+          if (rest[k] != '\\') continue;
+          if (k + 1 >= rest.size() ||
+              (rest[k + 1] != '\\' && rest[k + 1] != 'n')) {
+            return LineError(n, "bad escape in HELP");
+          }
+          ++k;
+        }
         f.help = std::string(rest);
         if (f.help.empty()) f.help = " ";
       } else {

@@ -211,6 +211,13 @@ TEST_F(K8sManifestsTest, ControllerConfigValidatesAndMatchesItsPod) {
   ExpectMounted(c, secret, config->grant_key_file);
   EXPECT_FALSE(secret["ca.key"]) << "the CA key must not leave the CA";
   EXPECT_EQ(MountPath(c, "state"), config->state_dir);
+  // State survives the pod: on a claim the kustomization creates.
+  for (const YAML::Node& v : pod["volumes"]) {
+    if (v["name"].as<std::string>() != "state") continue;
+    const std::string claim =
+        v["persistentVolumeClaim"]["claimName"].as<std::string>();
+    Object("PersistentVolumeClaim/" + claim);
+  }
   // Its plans validate against the model the models volume holds.
   std::map<std::string, NodeConfig> nodes;
   for (const NodeConfig& n : config->nodes) nodes[n.name] = n;
@@ -273,6 +280,7 @@ TEST_F(K8sManifestsTest, EveryServerReplicaHasItsOwnValidIdentity) {
     config->ExpandName();
     ASSERT_TRUE(config->Validate().ok()) << config->Validate();
     ExpectRunnable(pod, c, Port(config->http_listen), claims);
+    EXPECT_EQ(c["imagePullPolicy"].as<std::string>(), "IfNotPresent");
     EXPECT_EQ(ContainerPort(c, "grpc"), Port(config->listen));
     ExpectMounted(c, secret, config->tls.ca_file);
     ExpectMounted(c, secret, config->tls.cert_file);

@@ -1,5 +1,6 @@
 #include "device_agent/cli/args.h"
 
+#include <map>
 #include <memory>
 #include <sstream>
 #include <utility>
@@ -18,9 +19,29 @@ namespace {
 // given wins, as with most tools), a flag per boolean, positional words.
 struct Built {
   std::unique_ptr<CLI::App> app;
-  std::vector<std::pair<std::string, CLI::Option*>> values, bools;
+  std::vector<std::pair<std::string, CLI::Option*>> values;
+  // Flags bound to bools, so CLI11 converts `--flag=VALUE` while parsing
+  // (a bad value is a usage error there). A map: the addresses stay put.
+  std::map<std::string, bool> bools;
   std::vector<std::string> positional;
 };
+
+// "--name=" (an explicitly empty value) as two words: CLI11 would take
+// the next word as the value instead.
+std::vector<std::string> SplitEmptyValues(
+    const std::vector<std::string>& argv) {
+  std::vector<std::string> out;
+  for (const std::string& a : argv) {
+    if (a.size() > 3 && a.compare(0, 2, "--") == 0 && a.back() == '=' &&
+        a.find('=') == a.size() - 1) {
+      out.push_back(a.substr(0, a.size() - 1));
+      out.push_back("");
+    } else {
+      out.push_back(a);
+    }
+  }
+  return out;
+}
 
 std::unique_ptr<Built> Build(const std::set<std::string>& value_flags,
                              const std::set<std::string>& bool_flags,
@@ -36,8 +57,7 @@ std::unique_ptr<Built> Build(const std::set<std::string>& value_flags,
     b->values.emplace_back(f, o);
   }
   for (const std::string& f : bool_flags) {
-    b->bools.emplace_back(
-        f, b->app->add_flag("--" + f)->description(info.help(f)));
+    b->app->add_flag("--" + f, b->bools[f])->description(info.help(f));
   }
   if (!info.positional.empty()) {
     b->app->add_option("args", b->positional, info.positional)
@@ -56,8 +76,8 @@ Args Collect(const Built& b) {
   for (const auto& [name, o] : b.values) {
     if (o->count() > 0) args.Set(name, o->results().back());
   }
-  for (const auto& [name, o] : b.bools) {
-    if (o->count() > 0 && o->as<bool>()) args.Set(name, "true");
+  for (const auto& [name, on] : b.bools) {
+    if (on) args.Set(name, "true");
   }
   for (const std::string& p : b.positional) args.AddPositional(p);
   return args;
@@ -73,7 +93,7 @@ absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv,
   info.positional = "ARGS";
   std::unique_ptr<Built> b = Build(value_flags, bool_flags, info);
   std::ostringstream out, err;
-  const int rc = cli::Parse(*b->app, argv, out, err);
+  const int rc = cli::Parse(*b->app, SplitEmptyValues(argv), out, err);
   if (rc == kExitOk) return absl::InvalidArgumentError("--help given");
   if (rc >= 0) {
     std::string message = err.str();
@@ -90,7 +110,7 @@ std::optional<Args> Args::ParseCommand(const std::vector<std::string>& argv,
                                        std::ostream& out, std::ostream& err,
                                        int* exit_code) {
   std::unique_ptr<Built> b = Build(value_flags, bool_flags, info);
-  const int rc = cli::Parse(*b->app, argv, out, err);
+  const int rc = cli::Parse(*b->app, SplitEmptyValues(argv), out, err);
   if (rc >= 0) {
     *exit_code = rc;
     return std::nullopt;

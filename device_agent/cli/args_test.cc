@@ -31,6 +31,21 @@ TEST(ArgsTest, ErrorsNameTheFlag) {
                   .status()
                   .message(),
               HasSubstr("did you mean --temperature?"));
+  // A boolean flag with a value that is not one: a usage error, not a
+  // crash; =false leaves it off.
+  EXPECT_THAT(Args::Parse({"--v=bogus"}, {}, {"v"}).status().message(),
+              HasSubstr("--v"));
+  auto off = Args::Parse({"--v=false"}, {}, {"v"});
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->Has("v"));
+  // An explicitly empty value stays empty (the next word is not taken),
+  // and values may start with '-'.
+  auto empty = Args::Parse({"--s=", "--v", "--n", "-3"}, {"s", "n"}, {"v"});
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->Has("s"));
+  EXPECT_EQ(empty->String("s", "unset"), "");
+  EXPECT_TRUE(empty->Has("v"));
+  EXPECT_EQ(*empty->Int("n", 0), -3);
   // A repeated flag: the last value wins.
   auto last = Args::Parse({"--n", "1", "--n", "2"}, {"n"}, {});
   ASSERT_TRUE(last.ok()) << last.status();
