@@ -33,6 +33,12 @@ ControllerMetrics::ControllerMetrics(metrics::Registry* r) {
       {"model", "outcome"});
 }
 
+const char* NodeStateName(const v1::NodeStatus& n) {
+  if (n.address().empty()) return "unregistered";
+  if (n.suspected()) return "suspected";
+  return n.alive() ? "alive" : "down";
+}
+
 void AddControllerCollectors(metrics::Registry* r, Controller* controller) {
   r->AddCallback(
       metrics::Type::kGauge, "edgesplit_controller_nodes",
@@ -45,13 +51,7 @@ void AddControllerCollectors(metrics::Registry* r, Controller* controller) {
         const v1::ClusterStatus status = controller->ClusterStatus();
         for (const v1::NodeStatus& s : status.nodes()) {
           if (s.node() == kDeviceNode) continue;
-          if (s.address().empty()) {
-            ++n["unregistered"];
-          } else if (s.suspected()) {
-            ++n["suspected"];
-          } else {
-            ++n[s.alive() ? "alive" : "down"];
-          }
+          ++n[NodeStateName(s)];
         }
         for (const auto& [state, count] : n) emit({state}, count);
       });

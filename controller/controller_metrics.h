@@ -5,6 +5,7 @@
 #ifndef EDGESPLIT_CONTROLLER_CONTROLLER_METRICS_H_
 #define EDGESPLIT_CONTROLLER_CONTROLLER_METRICS_H_
 
+#include "edgesplit/v1/controller.pb.h"
 #include "ops/metrics.h"
 
 namespace edgesplit {
@@ -21,6 +22,11 @@ struct ControllerMetrics {
   metrics::Family<metrics::Histogram>* solve_seconds;  // {model}
   metrics::Family<metrics::Counter>* replans;          // {model, outcome}
 };
+
+// A server's state as the metrics and the status page name it: alive
+// (beating), suspected (reported by a device since its last heartbeat),
+// down (registered, silent) or unregistered.
+const char* NodeStateName(const v1::NodeStatus& node);
 
 // Collectors reading `controller` (which must outlive scrapes).
 void AddControllerCollectors(metrics::Registry* registry,

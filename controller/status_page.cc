@@ -11,17 +11,10 @@ namespace {
 
 using json = nlohmann::json;
 
-// As edgesplit_controller_nodes counts them.
-const char* NodeState(const v1::NodeStatus& n) {
-  if (n.address().empty()) return "unregistered";
-  if (n.suspected()) return "suspected";
-  return n.alive() ? "alive" : "down";
-}
-
 json NodeJson(const v1::NodeStatus& n) {
   json node = {
       {"name", n.node()},
-      {"state", NodeState(n)},
+      {"state", NodeStateName(n)},
       {"address", n.address()},
       {"seconds_since_heartbeat", n.seconds_since_heartbeat()},
       {"open_sessions", n.open_sessions()},
