@@ -5,15 +5,11 @@
 #ifndef EDGESPLIT_TESTING_CLUSTER_H_
 #define EDGESPLIT_TESTING_CLUSTER_H_
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -225,14 +221,15 @@ class Cluster {
       tls.device_tokens = options.tls && options.device_tokens;
       tls.keepalive = absl::Seconds(options.keepalive_s);
       ES_ASSIGN_OR_RETURN(o.security, TransportSecurity::Create(tls));
+      std::optional<ReservedPort> reserved;
       auto device_link = options.device_links.find(n);
       auto peer_link = options.peer_links.find(n);
       if (device_link != options.device_links.end() ||
           peer_link != options.peer_links.end()) {
         // The relays must know the server's port before the server
         // registers their addresses.
-        ES_ASSIGN_OR_RETURN(const int port, FreePort());
-        o.listen = absl::StrCat("127.0.0.1:", port);
+        ES_ASSIGN_OR_RETURN(reserved, ReservedPort::Reserve());
+        o.listen = reserved->address();
         if (device_link != options.device_links.end()) {
           ES_ASSIGN_OR_RETURN(
               c->links_[n], LinkEmulator::Start(o.listen, device_link->second));
@@ -245,6 +242,7 @@ class Cluster {
         }
       }
       ES_ASSIGN_OR_RETURN(auto server, EdgeServer::Start(o));
+      reserved.reset();  // The server listens on it now.
       c->servers_[n] = std::move(server);
       c->server_options_[n] = o;
     }
@@ -542,22 +540,6 @@ class Cluster {
   std::map<std::string, std::unique_ptr<LinkEmulator>> links_;
   std::map<std::string, std::unique_ptr<LinkEmulator>> peer_links_;
   std::map<std::string, std::unique_ptr<LinkEmulator>> controller_links_;
-
-  static absl::StatusOr<int> FreePort() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return absl::InternalError("socket");
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      close(fd);
-      return absl::InternalError("bind");
-    }
-    close(fd);
-    return ntohs(addr.sin_port);
-  }
 };
 
 }  // namespace testing

@@ -289,6 +289,44 @@ LinkEmulator::~LinkEmulator() {
   connections.clear();  // Joins.
 }
 
+absl::StatusOr<ReservedPort> ReservedPort::Reserve() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return Errno("ReservedPort socket");
+  int one = 1;
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(local);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) {
+    absl::Status status = Errno("ReservedPort bind");
+    close(fd);
+    return status;
+  }
+  return ReservedPort(fd, ntohs(local.sin_port));
+}
+
+ReservedPort::ReservedPort(ReservedPort&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), port_(other.port_) {}
+
+ReservedPort& ReservedPort::operator=(ReservedPort&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+    port_ = other.port_;
+  }
+  return *this;
+}
+
+ReservedPort::~ReservedPort() {
+  if (fd_ >= 0) close(fd_);
+}
+
+std::string ReservedPort::address() const {
+  return absl::StrCat("127.0.0.1:", port_);
+}
+
 std::string LinkEmulator::address() const {
   return absl::StrCat("127.0.0.1:", port_);
 }

@@ -106,6 +106,36 @@ class LinkEmulator {
   std::thread accept_thread_;  // Last: starts once the rest is built.
 };
 
+// A loopback port held for a server that must be told its port before it
+// binds (a relay in front of it is started first). Picking a free port and
+// closing it lets another process take it before the server binds, which
+// made cluster tests fail under `ctest -j2` ("cannot listen"). The holder
+// binds with SO_REUSEPORT and never listens: gRPC servers bind with
+// SO_REUSEPORT (their default on Linux), so the server can share the port,
+// while other processes, which bind without it or pick ephemeral ports,
+// cannot; and no connection reaches a socket that does not listen. Release
+// it (destroy it) once the server listens.
+//
+// Thread-compatible. Owns its socket.
+class ReservedPort {
+ public:
+  static absl::StatusOr<ReservedPort> Reserve();
+
+  ReservedPort(ReservedPort&& other) noexcept;
+  ReservedPort& operator=(ReservedPort&& other) noexcept;
+  ~ReservedPort();
+
+  int port() const { return port_; }
+  // "127.0.0.1:PORT".
+  std::string address() const;
+
+ private:
+  ReservedPort(int fd, int port) : fd_(fd), port_(port) {}
+
+  int fd_ = -1;
+  int port_ = 0;
+};
+
 }  // namespace testing
 }  // namespace edgesplit
 

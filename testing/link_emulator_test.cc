@@ -177,6 +177,49 @@ LinkSpec Rates(double up, double down) {
   return s;
 }
 
+// A bound socket on 127.0.0.1:`port`, SO_REUSEPORT set if `reuse_port`;
+// -1 if bind fails.
+int BindTo(int port, bool reuse_port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// The held port keeps plain binds off it, lets a SO_REUSEPORT server (as
+// gRPC's are) bind and serve on it, and is free again once released.
+TEST(ReservedPortTest, OnlyAReusePortServerMayBindIt) {
+  auto reserved = ReservedPort::Reserve();
+  ASSERT_TRUE(reserved.ok()) << reserved.status();
+  const int port = reserved->port();
+  ASSERT_GT(port, 0);
+  EXPECT_EQ(reserved->address(), absl::StrCat("127.0.0.1:", port));
+  EXPECT_EQ(BindTo(port, /*reuse_port=*/false), -1);
+
+  const int server = BindTo(port, /*reuse_port=*/true);
+  ASSERT_GE(server, 0);
+  ASSERT_EQ(listen(server, 4), 0);
+  const int client = Connect(port);
+  ASSERT_GE(client, 0);
+  const int accepted = accept(server, nullptr, nullptr);
+  EXPECT_GE(accepted, 0);  // The connection reached the listening server.
+  for (int fd : {client, accepted, server}) close(fd);
+
+  { ReservedPort moved = *std::move(reserved); }  // Released here.
+  int bound = 0;  // SO_REUSEADDR: the closed connection may be in TIME_WAIT.
+  const int plain = Listen(port, &bound);
+  EXPECT_GE(plain, 0);
+  if (plain >= 0) close(plain);
+}
+
 TEST(LinkEmulatorTest, RoundTripTakesTwiceTheOneWayDelay) {
   TestServer server(Echo);
   auto link = StartOrDie(server.address(), Delay(absl::Milliseconds(20)));
