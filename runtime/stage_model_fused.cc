@@ -141,10 +141,25 @@ void AttendSequence(const float* q, int64_t qs, int64_t n, int64_t past,
   }
 }
 
+// f(i) for i in [0, n), shared by the kernel threads when n is large
+// enough to pay for the hand-off (a batch's activations: the scalar
+// tanh/exp of 16 rows otherwise ran on one thread while the others waited).
+template <typename F>
+void Elementwise(int64_t n, F&& f) {
+  constexpr int64_t kGrain = 8192;
+  if (n < 2 * kGrain) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  kernels::ParallelFor(n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) f(i);
+  });
+}
+
 // Per-thread scratch reused across steps (no allocation per token once
 // warm).
 struct Scratch {
-  std::vector<float> x, h, qkv, att, proj, mlp_a, mlp_b, scores;
+  std::vector<float> x, h, qkv, att, proj, mlp_a, mlp_b;
 };
 
 float* Sized(std::vector<float>& v, int64_t n) {
@@ -216,6 +231,10 @@ at::Tensor StageModel::ForwardFused(const StageInput& in,
   float* mb = Sized(sc.mlp_b, T * (gpt2 ? 4 * H : I));
   const float* inv_freq =
       rope_inv_freq_.defined() ? rope_inv_freq_.data_ptr<float>() : nullptr;
+  std::vector<int64_t> first_row(in.sequences.size());
+  for (size_t i = 1; i < first_row.size(); ++i) {
+    first_row[i] = first_row[i - 1] + in.sequences[i - 1].num_tokens;
+  }
   for (size_t li = 0; li < blocks_.size(); ++li) {
     const Block& b = blocks_[li];
     const auto& L = b.linears;
@@ -238,8 +257,10 @@ at::Tensor StageModel::ForwardFused(const StageInput& in,
     }
     const int64_t q_stride = gpt2 ? 3 * H : nh * d;
     const int64_t kv_stride = gpt2 ? 3 * H : nkv * d;
-    int64_t row = 0;
-    for (const SequenceSlice& s : in.sequences) {
+    // Sequences attend in parallel: each reads and writes only its own
+    // cache and rows, so the result is the same on any number of threads.
+    auto attend = [&](const SequenceSlice& s, int64_t row,
+                      std::vector<float>& scores) {
       const int64_t past = s.cache->length();
       at::Tensor keys = s.cache->key_storage(li);
       at::Tensor values = s.cache->value_storage(li);
@@ -260,9 +281,15 @@ at::Tensor StageModel::ForwardFused(const StageInput& in,
         }
       }
       AttendSequence(q + row * q_stride, q_stride, s.num_tokens, past, kc, vc,
-                     cap, nh, nkv, d, att + row * nh * d, sc.scores);
-      row += s.num_tokens;
-    }
+                     cap, nh, nkv, d, att + row * nh * d, scores);
+    };
+    kernels::ParallelFor(static_cast<int64_t>(in.sequences.size()), 1,
+                         [&](int64_t s0, int64_t s1) {
+                           thread_local std::vector<float> scores;
+                           for (int64_t i = s0; i < s1; ++i) {
+                             attend(in.sequences[i], first_row[i], scores);
+                           }
+                         });
     project(gpt2 ? 1 : 3, att, proj);
     for (int64_t i = 0; i < T * H; ++i) x[i] += proj[i];
     if (gpt2) {
@@ -271,19 +298,19 @@ at::Tensor StageModel::ForwardFused(const StageInput& in,
       project(2, h, ma);
       // GELU, tanh approximation (GPT-2's gelu_new).
       const float k0 = std::sqrt(2.0f / static_cast<float>(M_PI));
-      for (int64_t i = 0; i < T * 4 * H; ++i) {
+      Elementwise(T * 4 * H, [&](int64_t i) {
         const float z = ma[i];
         ma[i] = 0.5f * z * (1.0f + std::tanh(k0 * (z + 0.044715f * z * z * z)));
-      }
+      });
       project(3, ma, proj);
     } else {
       RmsNormRows(x, b.norm2_w.data_ptr<float>(), T, H, c.norm_eps, h);
       project(4, h, ma);
       project(5, h, mb);
-      for (int64_t i = 0; i < T * I; ++i) {
+      Elementwise(T * I, [&](int64_t i) {
         const float g = ma[i];
         ma[i] = g / (1.0f + std::exp(-g)) * mb[i];  // SiLU(gate) * up.
-      }
+      });
       project(6, ma, proj);
     }
     for (int64_t i = 0; i < T * H; ++i) x[i] += proj[i];

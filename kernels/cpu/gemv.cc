@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstring>
+#include <iterator>
 #include <vector>
 
 #include "kernels/cpu/compute_pool.h"
@@ -53,12 +55,13 @@ internal::GemvFn FnFor(const internal::GemvKernels& k, WeightType type) {
 
 // x's rows as Q8_0 blocks in a per-thread buffer (reused across calls), or
 // x itself for float and half weights.
-const void* PrepareInput(WeightType type, const float* x, int64_t rows,
+const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
                          int64_t in) {
   if (!IsBlockType(type)) return x;
   thread_local std::vector<BlockQ8_0> xq;
   thread_local std::vector<float> d;
   thread_local std::vector<int32_t> sum;
+  thread_local std::vector<internal::XPair> pairs;
   thread_local internal::QuantizedRows rows_view;
   const int64_t nb = in / kBlockSize;
   xq.resize(static_cast<size_t>(rows * nb));
@@ -74,6 +77,26 @@ const void* PrepareInput(WeightType type, const float* x, int64_t rows,
     sum[b] = s;
   }
   rows_view = {xq.data(), d.data(), sum.data()};
+  if (isa == Isa::kAvx512 &&
+      (type == WeightType::kQ8_0 || type == WeightType::kQ4_0)) {
+    const int64_t np = nb / 2;
+    pairs.resize(static_cast<size_t>(rows * np));
+    const int32_t offset = internal::PairOffset(type);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t p = 0; p < np; ++p) {
+        internal::XPair& out = pairs[r * np + p];
+        const int64_t b = r * nb + 2 * p;
+        std::memcpy(out.q, xq[b].qs, kBlockSize);
+        std::memcpy(out.q + kBlockSize, xq[b + 1].qs, kBlockSize);
+        std::fill(std::begin(out.seed), std::end(out.seed), 0);
+        out.seed[0] = offset * sum[b];
+        out.seed[8] = offset * sum[b + 1];
+        std::fill(out.d, out.d + 8, d[b]);
+        std::fill(out.d + 8, out.d + 16, d[b + 1]);
+      }
+    }
+    rows_view.pairs = pairs.data();
+  }
   return &rows_view;
 }
 
@@ -82,8 +105,9 @@ const void* PrepareInput(WeightType type, const float* x, int64_t rows,
 void Gemv(const WeightView& w, const float* x, int64_t rows, float* y) {
   assert(CheckCols(w.type, w.in));
   if (rows <= 0 || w.out <= 0) return;
-  const internal::GemvFn fn = FnFor(KernelsFor(ActiveIsa()), w.type);
-  const void* xin = PrepareInput(w.type, x, rows, w.in);
+  const Isa isa = ActiveIsa();
+  const internal::GemvFn fn = FnFor(KernelsFor(isa), w.type);
+  const void* xin = PrepareInput(isa, w.type, x, rows, w.in);
   const int64_t row_bytes = RowBytes(w.type, w.in);
   const auto* base = static_cast<const uint8_t*>(w.data);
   // A few long chunks per thread: each is one sequential stream the
@@ -103,7 +127,7 @@ void Gemv(const WeightView& w, const float* x, int64_t rows, float* y) {
 void GemvOn(Isa isa, const WeightView& w, const float* x, int64_t rows,
             float* y, int64_t o0, int64_t o1) {
   assert(CheckCols(w.type, w.in));
-  const void* xin = PrepareInput(w.type, x, rows, w.in);
+  const void* xin = PrepareInput(isa, w.type, x, rows, w.in);
   FnFor(KernelsFor(isa), w.type)(static_cast<const uint8_t*>(w.data),
                                  RowBytes(w.type, w.in), w.in, xin, rows, y,
                                  w.out, o0, o1);

@@ -13,6 +13,38 @@ namespace {
 constexpr int64_t kTile = 8;  // Weight rows per cache tile.
 constexpr int64_t kPrefetchBytes = 2048;
 
+// One 16-float step of a tile: OW weight vectors against R x vectors (the
+// tail step masked). Kept apart from the loop so the accumulators stay in
+// registers: with the loop, masks and reductions in one body GCC 12 stored
+// every accumulator to the stack on every step.
+template <int OW, int R, bool kMasked>
+inline __attribute__((always_inline)) void StepF32(const float* w,
+                                                   int64_t wstride,
+                                                   const float* x, int64_t in,
+                                                   int64_t i, __mmask16 m,
+                                                   __m512 (&acc)[OW][R]) {
+  __m512 xv[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    xv[r] = kMasked ? _mm512_maskz_loadu_ps(m, x + r * in + i)
+                    : _mm512_loadu_ps(x + r * in + i);
+  }
+#pragma GCC unroll 8
+  for (int a = 0; a < OW; ++a) {
+    const float* wa = w + a * wstride + i;
+    // Ahead of the hardware prefetcher, which stops at page boundaries.
+    if (!kMasked) {
+      _mm_prefetch(reinterpret_cast<const char*>(wa) + kPrefetchBytes,
+                   _MM_HINT_T0);
+    }
+    const __m512 wv =
+        kMasked ? _mm512_maskz_loadu_ps(m, wa) : _mm512_loadu_ps(wa);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+      acc[a][r] = _mm512_fmadd_ps(wv, xv[r], acc[a][r]);
+  }
+}
+
 // A tile of OW weight rows against R rows of x: OW * R accumulators, each
 // loaded vector feeding R (or OW) FMAs, so batched rows stay compute-bound
 // rather than load-bound.
@@ -20,24 +52,18 @@ template <int OW, int R>
 inline void TileF32(const float* w, int64_t wstride, const float* x, int64_t in,
                     float* y, int64_t ldy) {
   __m512 acc[OW][R];
+#pragma GCC unroll 8
   for (int a = 0; a < OW; ++a) {
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) acc[a][r] = _mm512_setzero_ps();
   }
-  for (int64_t i = 0; i < in; i += 16) {
-    const int64_t left = in - i;
-    const __mmask16 m = left >= 16 ? 0xFFFF : (1u << left) - 1;
-    __m512 xv[R];
-    for (int r = 0; r < R; ++r)
-      xv[r] = _mm512_maskz_loadu_ps(m, x + r * in + i);
-    for (int a = 0; a < OW; ++a) {
-      // Ahead of the hardware prefetcher, which stops at page boundaries.
-      _mm_prefetch(
-          reinterpret_cast<const char*>(w + a * wstride + i) + kPrefetchBytes,
-          _MM_HINT_T0);
-      const __m512 wv = _mm512_maskz_loadu_ps(m, w + a * wstride + i);
-      for (int r = 0; r < R; ++r)
-        acc[a][r] = _mm512_fmadd_ps(wv, xv[r], acc[a][r]);
-    }
+  int64_t i = 0;
+  for (; i + 16 <= in; i += 16) {
+    StepF32<OW, R, false>(w, wstride, x, in, i, 0xFFFF, acc);
+  }
+  if (i < in) {
+    StepF32<OW, R, true>(w, wstride, x, in, i,
+                         static_cast<__mmask16>((1u << (in - i)) - 1), acc);
   }
   for (int a = 0; a < OW; ++a) {
     for (int r = 0; r < R; ++r)
@@ -100,12 +126,6 @@ inline float HSum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Two blocks per 512-bit vpdpbusd: int32 lanes 0-7 hold block b's partial
-// sums, 8-15 block b + 1's; the blocks' offsets (-8 * sum(x) for Q4_0's
-// unsigned nibbles, -128 * sum(x) for Q8_0 codes biased to unsigned by
-// flipping their sign bit) are seeded into lanes 0 and 8, so every block's
-// integer dot product is exact, and one FMA per pair applies both scales.
-
 // [a x 8, b x 8] as floats.
 inline __m512 PairScale(float a, float b) {
   return _mm512_castpd_ps(
@@ -113,87 +133,140 @@ inline __m512 PairScale(float a, float b) {
                          _mm256_castps_pd(_mm256_set1_ps(b)), 1));
 }
 
-// int32 lane 0 = a, lane 8 = b, the rest 0.
-inline __m512i PairSeed(int32_t a, int32_t b) {
-  return _mm512_inserti32x4(_mm512_castsi128_si512(_mm_cvtsi32_si128(a)),
-                            _mm_cvtsi32_si128(b), 2);
+// Blocks b and b + 1 of a weight row as the unsigned operand of vpdpbusd.
+template <typename Block>
+inline __m512i WeightPair(const Block* wb) {
+  if constexpr (sizeof(Block) == sizeof(BlockQ4_0)) {
+    const __m256i t = _mm256_set_m128i(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[1].qs)),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[0].qs)));
+    // 128-bit lanes [t0, t1, t0 >> 4, t1 >> 4] -> [t0, t0 >> 4, t1,
+    // t1 >> 4]: each block's low nibbles (elements 0-15), then its high.
+    const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(t),
+                                            _mm256_srli_epi16(t, 4), 1);
+    return _mm512_and_si512(
+        _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(3, 1, 2, 0)),
+        _mm512_set1_epi8(15));
+  } else {
+    return _mm512_xor_si512(
+        _mm512_inserti64x4(_mm512_castsi256_si512(LoadQ8(wb[0])), LoadQ8(wb[1]),
+                           1),
+        _mm512_set1_epi8(-128));  // w + 128 as unsigned bytes.
+  }
 }
 
-// Blocks b and b + 1 of x's row as one 512-bit vector.
-inline __m512i LoadQ8Pair(const BlockQ8_0* xb) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(LoadQ8(xb[0])),
-                            LoadQ8(xb[1]), 1);
+// An odd last block b of a weight row against block b of x, on half a
+// vector: its share of the dot product.
+template <typename Block>
+inline float OddBlock(const Block& wb, const QuantizedRows& x, int64_t xb) {
+  constexpr bool kQ4 = sizeof(Block) == sizeof(BlockQ4_0);
+  constexpr int32_t kOffset = kQ4 ? -8 : -128;
+  __m256i w;
+  if constexpr (kQ4) {
+    const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb.qs));
+    w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t),
+                         _mm256_set1_epi8(15));
+  } else {
+    w = _mm256_xor_si256(LoadQ8(wb), _mm256_set1_epi8(-128));
+  }
+  const __m256i p = _mm256_dpbusd_epi32(
+      _mm256_setr_epi32(kOffset * x.sum[xb], 0, 0, 0, 0, 0, 0, 0), w,
+      LoadQ8(x.q[xb]));
+  return _cvtsh_ss(wb.d) * x.d[xb] * HSum(_mm256_cvtepi32_ps(p));
+}
+
+// OW weight rows (from w, row_bytes apart) against R rows of x, two blocks
+// per 512-bit vpdpbusd: int32 lanes 0-7 hold block b's partial sums, 8-15
+// block b + 1's, each seeded with its offset (XPair::seed) so every
+// block's integer dot product is exact, and one FMA per pair applies both
+// blocks' scales. Each weight pair is decoded once for R rows and each
+// XPair loaded once for OW weight rows. Every row's arithmetic is the same
+// whatever OW and R are, so a batched row equals the row alone.
+template <typename Block, int OW, int R>
+inline void TileQ(const uint8_t* w, int64_t row_bytes, const QuantizedRows& x,
+                  int64_t nb, float* y, int64_t ldy) {
+  const int64_t np = nb / 2;
+  __m512 acc[OW][R];
+#pragma GCC unroll 8
+  for (int a = 0; a < OW; ++a) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[a][r] = _mm512_setzero_ps();
+  }
+  for (int64_t p = 0; p < np; ++p) {
+    __m512i wv[OW];
+    __m512 dw[OW];
+#pragma GCC unroll 8
+    for (int a = 0; a < OW; ++a) {
+      const Block* wb =
+          reinterpret_cast<const Block*>(w + a * row_bytes) + 2 * p;
+      wv[a] = WeightPair(wb);
+      dw[a] = PairScale(_cvtsh_ss(wb[0].d), _cvtsh_ss(wb[1].d));
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const XPair& xp = x.pairs[r * np + p];
+      const __m512i xq = _mm512_load_si512(xp.q);
+      const __m512 dx = _mm512_load_ps(xp.d);
+#pragma GCC unroll 8
+      for (int a = 0; a < OW; ++a) {
+        const __m512i dot =
+            _mm512_dpbusd_epi32(_mm512_load_si512(xp.seed), wv[a], xq);
+        acc[a][r] = _mm512_fmadd_ps(_mm512_mul_ps(dw[a], dx),
+                                    _mm512_cvtepi32_ps(dot), acc[a][r]);
+      }
+    }
+  }
+  for (int a = 0; a < OW; ++a) {
+    const Block* wb = reinterpret_cast<const Block*>(w + a * row_bytes);
+    for (int r = 0; r < R; ++r) {
+      float s = _mm512_reduce_add_ps(acc[a][r]);
+      if (2 * np < nb) s += OddBlock(wb[2 * np], x, r * nb + 2 * np);
+      y[r * ldy + a] = s;
+    }
+  }
 }
 
 template <typename Block, int R>
-inline void DotQPairs(const Block* wb, const QuantizedRows& x, int64_t nb,
-                      float* y, int64_t ldy) {
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
-  const __m512i low4 = _mm512_set1_epi8(15), bias = _mm512_set1_epi8(-128);
-  constexpr bool kQ4 = sizeof(Block) == sizeof(BlockQ4_0);
-  constexpr int32_t kOffset = kQ4 ? -8 : -128;
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    __m512i w;
-    if constexpr (kQ4) {
-      const __m256i t = _mm256_set_m128i(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b + 1].qs)),
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].qs)));
-      // 128-bit lanes [t0, t1, t0 >> 4, t1 >> 4] -> [t0, t0 >> 4, t1,
-      // t1 >> 4]: each block's low nibbles (elements 0-15), then its high.
-      const __m512i both = _mm512_inserti64x4(_mm512_castsi256_si512(t),
-                                              _mm256_srli_epi16(t, 4), 1);
-      w = _mm512_and_si512(
-          _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(3, 1, 2, 0)), low4);
-    } else {
-      w = _mm512_xor_si512(
-          _mm512_inserti64x4(_mm512_castsi256_si512(LoadQ8(wb[b])),
-                             LoadQ8(wb[b + 1]), 1),
-          bias);  // w + 128 as unsigned bytes.
-    }
-    const float d0 = _cvtsh_ss(wb[b].d), d1 = _cvtsh_ss(wb[b + 1].d);
-    for (int r = 0; r < R; ++r) {
-      const int64_t xb = r * nb + b;
-      const __m512i p = _mm512_dpbusd_epi32(
-          PairSeed(kOffset * x.sum[xb], kOffset * x.sum[xb + 1]), w,
-          LoadQ8Pair(x.q + xb));
-      acc[r] = _mm512_fmadd_ps(PairScale(d0 * x.d[xb], d1 * x.d[xb + 1]),
-                               _mm512_cvtepi32_ps(p), acc[r]);
-    }
+inline void RowsQ(const uint8_t* w, int64_t row_bytes, int64_t n,
+                  const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
+  int64_t a = 0;
+  for (; a + 2 <= n; a += 2) {
+    TileQ<Block, 2, R>(w + a * row_bytes, row_bytes, x, nb, y + a, ldy);
   }
-  for (int r = 0; r < R; ++r) {
-    float s = _mm512_reduce_add_ps(acc[r]);
-    if (b < nb) {  // An odd last block, on half a vector.
-      const int64_t xb = r * nb + b;
-      __m256i w;
-      if constexpr (kQ4) {
-        const __m128i t =
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].qs));
-        w = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t),
-                             _mm256_set1_epi8(15));
-      } else {
-        w = _mm256_xor_si256(LoadQ8(wb[b]), _mm256_set1_epi8(-128));
+  if (a < n)
+    TileQ<Block, 1, R>(w + a * row_bytes, row_bytes, x, nb, y + a, ldy);
+}
+
+// Q8_0 and Q4_0 weights (x as XPairs): tiles of kTile weight rows stay in
+// L1/L2 while every group of 4 rows of x passes over them.
+template <typename Block>
+void GemvQPairs(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
+                int64_t rows, float* y, int64_t ldy, int64_t o0, int64_t o1) {
+  const int64_t nb = in / kBlockSize, np = nb / 2;
+  const QuantizedRows& xq = *static_cast<const QuantizedRows*>(x);
+  for (int64_t t = o0; t < o1; t += kTile) {
+    const int64_t n = (t + kTile < o1 ? t + kTile : o1) - t;
+    const uint8_t* wt = w + t * row_bytes;
+    for (int64_t r = 0; r < rows; r += 4) {
+      const QuantizedRows xr = {xq.q + r * nb, xq.d + r * nb, xq.sum + r * nb,
+                                xq.pairs + r * np};
+      float* yt = y + r * ldy + t;
+      switch (rows - r < 4 ? rows - r : 4) {
+        case 4:
+          RowsQ<Block, 4>(wt, row_bytes, n, xr, nb, yt, ldy);
+          break;
+        case 3:
+          RowsQ<Block, 3>(wt, row_bytes, n, xr, nb, yt, ldy);
+          break;
+        case 2:
+          RowsQ<Block, 2>(wt, row_bytes, n, xr, nb, yt, ldy);
+          break;
+        default:
+          RowsQ<Block, 1>(wt, row_bytes, n, xr, nb, yt, ldy);
+          break;
       }
-      const __m256i p = _mm256_dpbusd_epi32(
-          _mm256_setr_epi32(kOffset * x.sum[xb], 0, 0, 0, 0, 0, 0, 0), w,
-          LoadQ8(x.q[xb]));
-      s += _cvtsh_ss(wb[b].d) * x.d[xb] * HSum(_mm256_cvtepi32_ps(p));
     }
-    y[r * ldy] = s;
   }
-}
-
-template <int R>
-inline void DotQ(const BlockQ8_0* wb, const QuantizedRows& x, int64_t nb,
-                 float* y, int64_t ldy) {
-  DotQPairs<BlockQ8_0, R>(wb, x, nb, y, ldy);
-}
-
-template <int R>
-inline void DotQ(const BlockQ4_0* wb, const QuantizedRows& x, int64_t nb,
-                 float* y, int64_t ldy) {
-  DotQPairs<BlockQ4_0, R>(wb, x, nb, y, ldy);
 }
 
 #define EDGESPLIT_GEMV_WIDE_Q8_Q4
@@ -220,8 +293,8 @@ uint64_t SumU64(const uint64_t* p, int64_t n) {
 }  // namespace
 
 const GemvKernels kAvx512Kernels = {GemvF32,
-                                    GemvQ<BlockQ8_0>,
-                                    GemvQ<BlockQ4_0>,
+                                    GemvQPairs<BlockQ8_0>,
+                                    GemvQPairs<BlockQ4_0>,
                                     GemvQ<BlockQ4_K>,
                                     GemvQ<BlockQ6_K>,
                                     GemvF16,

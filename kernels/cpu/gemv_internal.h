@@ -17,7 +17,26 @@ struct QuantizedRows {
   const BlockQ8_0* q;
   const float* d;
   const int32_t* sum;
+  // For the AVX-512 Q8_0 and Q4_0 kernels only (else null): each row's
+  // whole pairs of blocks, [rows, in / 64], as those kernels load them.
+  const struct XPair* pairs = nullptr;
 };
+
+// Blocks 2p and 2p + 1 of one row of x laid out for 512-bit VNNI kernels
+// that multiply two blocks per instruction: built once per call so that
+// every weight row reuses it instead of assembling it again (the batched
+// kernels' main cost before).
+struct alignas(64) XPair {
+  int8_t q[64];      // The two blocks' codes.
+  int32_t seed[16];  // Lanes 0 and 8: offset * the blocks' code sums.
+  float d[16];       // Lanes 0-7: block 2p's scale; 8-15: block 2p + 1's.
+};
+
+// The offset the weight type's unsigned codes carry (Q4_0's nibbles are
+// w + 8; Q8_0's codes are biased to unsigned by flipping the sign bit).
+constexpr int32_t PairOffset(WeightType type) {
+  return type == WeightType::kQ4_0 ? -8 : -128;
+}
 
 // y[r * ldy + o] for o in [o0, o1) and r in [0, rows). `w` row o starts at
 // w + o * row_bytes. For f32 and f16, x is float [rows, in]; for the
