@@ -229,12 +229,11 @@ inline void TileQ(const uint8_t* w, int64_t row_bytes, const QuantizedRows& x,
 template <typename Block, int R>
 inline void RowsQ(const uint8_t* w, int64_t row_bytes, int64_t n,
                   const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
-  int64_t a = 0;
-  for (; a + 2 <= n; a += 2) {
-    TileQ<Block, 2, R>(w + a * row_bytes, row_bytes, x, nb, y + a, ldy);
-  }
-  if (a < n)
+  // One weight row at a time: measured on this machine, two interleaved
+  // weight streams (OW = 2) made the single-row GEMV slower and erratic.
+  for (int64_t a = 0; a < n; ++a) {
     TileQ<Block, 1, R>(w + a * row_bytes, row_bytes, x, nb, y + a, ldy);
+  }
 }
 
 // Q8_0 and Q4_0 weights (x as XPairs): tiles of kTile weight rows stay in
