@@ -212,11 +212,11 @@ double MeasureModel(kernels::ReadBandwidthProbe& probe, const std::string& name,
   floor_tps.push_back(bw / per_token);
   ratio.push_back(Median(decode_tps) / floor_tps.back());
   const std::string speedup =
-      baseline
-          ? absl::StrFormat("%.1fx vs ATen",
-                            Median(decode_tps) / Median(aten_decode))
-          : absl::StrFormat("%.2fx vs f32",
-                            Median(decode_tps) / std::max(f32_decode, 1e-9));
+      baseline ? absl::StrFormat("%.1fx vs ATen",
+                                 Median(decode_tps) / Median(aten_decode))
+      : f32_decode > 0  // Only when this run measured float32 first.
+          ? absl::StrFormat("%.2fx vs f32", Median(decode_tps) / f32_decode)
+          : std::string("-");
   const std::string aten_batch =
       baseline ? absl::StrFormat(" (%.1fx)", Median(aten_batch_ratio)) : "";
   std::printf(
