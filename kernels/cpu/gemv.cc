@@ -78,7 +78,8 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
   }
   rows_view = {xq.data(), d.data(), sum.data()};
   if (isa == Isa::kAvx512 &&
-      (type == WeightType::kQ8_0 || type == WeightType::kQ4_0)) {
+      (type == WeightType::kQ8_0 || type == WeightType::kQ4_0 ||
+       type == WeightType::kQ4_K)) {
     const int64_t np = nb / 2;
     pairs.resize(static_cast<size_t>(rows * np));
     const int32_t offset = internal::PairOffset(type);

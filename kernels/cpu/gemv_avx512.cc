@@ -4,6 +4,8 @@
 // quantized blocks.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "kernels/cpu/gemv_internal.h"
 #include "kernels/cpu/quant_blocks.h"
 
@@ -226,6 +228,95 @@ inline void TileQ(const uint8_t* w, int64_t row_bytes, const QuantizedRows& x,
   }
 }
 
+// A Q4_K super-block's eight 6-bit scales (bytes 0-7) and mins (8-15)
+// unpacked all at once from its 12 packed bytes (the layout Q4KScaleMin
+// reads one at a time).
+inline __m128i Q4KScalesMins(const uint8_t* packed) {
+  uint32_t u[4];
+  std::memcpy(u, packed, 12);
+  constexpr uint32_t k6 = 0x3f3f3f3f, k4 = 0x0f0f0f0f, k2 = 0x03030303;
+  u[3] = ((u[2] >> 4) & k4) | (((u[1] >> 6) & k2) << 4);  // mins 4-7
+  const uint32_t mins_lo = u[1] & k6;                     // mins 0-3
+  u[1] = (u[2] & k4) | (((u[0] >> 6) & k2) << 4);         // scales 4-7
+  u[0] &= k6;                                             // scales 0-3
+  u[2] = mins_lo;
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
+}
+
+// Q4_K weights against R rows of x, two 32-weight sub-blocks per 512-bit
+// vpdpbusd: each 32 bytes of qs hold sub-blocks 2k (low nibbles) and
+// 2k + 1 (high nibbles), multiplied unsigned with x's blocks as one XPair
+// and scaled by [d * sc(2k) x 8, d * sc(2k + 1) x 8] times x's scales. The
+// mins' share, dmin * m(j) * dx(j) * sum(x(j)), is one 8-wide FMA per
+// super-block, subtracted at the end. The same arithmetic for every R: a
+// batched row equals the row alone.
+template <int R>
+inline void TileQ4K(const BlockQ4_K* wb, const QuantizedRows& x, int64_t nb,
+                    float* y, int64_t ldy) {
+  const int64_t np = nb / 2;
+  __m512 acc[R];
+  __m256 mins[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm512_setzero_ps();
+    mins[r] = _mm256_setzero_ps();
+  }
+  const __m256i low4 = _mm256_set1_epi8(15);
+  for (int64_t s = 0; s < nb / 8; ++s) {
+    const __m128i sm = Q4KScalesMins(wb[s].scales);
+    const __m512 sc = _mm512_castps256_ps512(
+        _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(wb[s].d)),
+                      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm))));
+    const __m256 mv = _mm256_mul_ps(
+        _mm256_set1_ps(_cvtsh_ss(wb[s].dmin)),
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const int64_t b = r * nb + 8 * s;
+      mins[r] = _mm256_fmadd_ps(
+          mv,
+          _mm256_mul_ps(_mm256_loadu_ps(x.d + b),
+                        _mm256_cvtepi32_ps(_mm256_loadu_si256(
+                            reinterpret_cast<const __m256i*>(x.sum + b)))),
+          mins[r]);
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m256i q =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[s].qs) + k);
+      const __m512i w = _mm512_inserti64x4(
+          _mm512_castsi256_si512(_mm256_and_si256(q, low4)),
+          _mm256_and_si256(_mm256_srli_epi16(q, 4), low4), 1);
+      // [sc(2k) x 8, sc(2k + 1) x 8].
+      const __m512 dw = _mm512_permutexvar_ps(
+          _mm512_set_epi32(2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1,
+                           2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k,
+                           2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k),
+          sc);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const XPair& xp = x.pairs[r * np + 4 * s + k];
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w,
+                                                _mm512_load_si512(xp.q));
+        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_load_ps(xp.d)),
+                                 _mm512_cvtepi32_ps(dot), acc[r]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    y[r * ldy] = _mm512_reduce_add_ps(acc[r]) - HSum(mins[r]);
+  }
+}
+
+template <int R>
+inline void RowsQ4K(const uint8_t* w, int64_t row_bytes, int64_t n,
+                    const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
+  for (int64_t a = 0; a < n; ++a) {
+    TileQ4K<R>(reinterpret_cast<const BlockQ4_K*>(w + a * row_bytes), x, nb,
+               y + a, ldy);
+  }
+}
+
 template <typename Block, int R>
 inline void RowsQ(const uint8_t* w, int64_t row_bytes, int64_t n,
                   const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
@@ -236,8 +327,18 @@ inline void RowsQ(const uint8_t* w, int64_t row_bytes, int64_t n,
   }
 }
 
-// Q8_0 and Q4_0 weights (x as XPairs): tiles of kTile weight rows stay in
-// L1/L2 while every group of 4 rows of x passes over them.
+template <typename Block, int R>
+inline void Rows(const uint8_t* w, int64_t row_bytes, int64_t n,
+                 const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
+  if constexpr (sizeof(Block) == sizeof(BlockQ4_K)) {
+    RowsQ4K<R>(w, row_bytes, n, x, nb, y, ldy);
+  } else {
+    RowsQ<Block, R>(w, row_bytes, n, x, nb, y, ldy);
+  }
+}
+
+// Q8_0, Q4_0 and Q4_K weights (x as XPairs): tiles of kTile weight rows
+// stay in L1/L2 while every group of 4 rows of x passes over them.
 template <typename Block>
 void GemvQPairs(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
                 int64_t rows, float* y, int64_t ldy, int64_t o0, int64_t o1) {
@@ -252,16 +353,16 @@ void GemvQPairs(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
       float* yt = y + r * ldy + t;
       switch (rows - r < 4 ? rows - r : 4) {
         case 4:
-          RowsQ<Block, 4>(wt, row_bytes, n, xr, nb, yt, ldy);
+          Rows<Block, 4>(wt, row_bytes, n, xr, nb, yt, ldy);
           break;
         case 3:
-          RowsQ<Block, 3>(wt, row_bytes, n, xr, nb, yt, ldy);
+          Rows<Block, 3>(wt, row_bytes, n, xr, nb, yt, ldy);
           break;
         case 2:
-          RowsQ<Block, 2>(wt, row_bytes, n, xr, nb, yt, ldy);
+          Rows<Block, 2>(wt, row_bytes, n, xr, nb, yt, ldy);
           break;
         default:
-          RowsQ<Block, 1>(wt, row_bytes, n, xr, nb, yt, ldy);
+          Rows<Block, 1>(wt, row_bytes, n, xr, nb, yt, ldy);
           break;
       }
     }
@@ -294,7 +395,7 @@ uint64_t SumU64(const uint64_t* p, int64_t n) {
 const GemvKernels kAvx512Kernels = {GemvF32,
                                     GemvQPairs<BlockQ8_0>,
                                     GemvQPairs<BlockQ4_0>,
-                                    GemvQ<BlockQ4_K>,
+                                    GemvQPairs<BlockQ4_K>,
                                     GemvQ<BlockQ6_K>,
                                     GemvF16,
                                     SumU64};

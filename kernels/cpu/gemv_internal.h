@@ -17,8 +17,8 @@ struct QuantizedRows {
   const BlockQ8_0* q;
   const float* d;
   const int32_t* sum;
-  // For the AVX-512 Q8_0 and Q4_0 kernels only (else null): each row's
-  // whole pairs of blocks, [rows, in / 64], as those kernels load them.
+  // For the AVX-512 Q8_0, Q4_0 and Q4_K kernels only (else null): each
+  // row's whole pairs of blocks, [rows, in / 64], as those kernels load them.
   const struct XPair* pairs = nullptr;
 };
 
@@ -33,9 +33,10 @@ struct alignas(64) XPair {
 };
 
 // The offset the weight type's unsigned codes carry (Q4_0's nibbles are
-// w + 8; Q8_0's codes are biased to unsigned by flipping the sign bit).
+// w + 8; Q8_0's codes are biased to unsigned by flipping the sign bit;
+// Q4_K's mins are applied apart).
 constexpr int32_t PairOffset(WeightType type) {
-  return type == WeightType::kQ4_0 ? -8 : -128;
+  return type == WeightType::kQ4_0 ? -8 : type == WeightType::kQ4_K ? 0 : -128;
 }
 
 // y[r * ldy + o] for o in [o0, o1) and r in [0, rows). `w` row o starts at
