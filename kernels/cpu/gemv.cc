@@ -62,6 +62,7 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
   thread_local std::vector<float> d;
   thread_local std::vector<int32_t> sum;
   thread_local std::vector<internal::XPair> pairs;
+  thread_local std::vector<float> half_dsum;
   thread_local internal::QuantizedRows rows_view;
   const int64_t nb = in / kBlockSize;
   xq.resize(static_cast<size_t>(rows * nb));
@@ -77,9 +78,7 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
     sum[b] = s;
   }
   rows_view = {xq.data(), d.data(), sum.data()};
-  if (isa == Isa::kAvx512 &&
-      (type == WeightType::kQ8_0 || type == WeightType::kQ4_0 ||
-       type == WeightType::kQ4_K)) {
+  if (isa == Isa::kAvx512) {
     const int64_t np = nb / 2;
     pairs.resize(static_cast<size_t>(rows * np));
     const int32_t offset = internal::PairOffset(type);
@@ -97,6 +96,16 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
       }
     }
     rows_view.pairs = pairs.data();
+    if (type == WeightType::kQ6_K) {
+      half_dsum.resize(2 * xq.size());
+      for (size_t b = 0; b < xq.size(); ++b) {
+        int32_t first = 0;
+        for (int j = 0; j < kBlockSize / 2; ++j) first += xq[b].qs[j];
+        half_dsum[2 * b] = d[b] * static_cast<float>(first);
+        half_dsum[2 * b + 1] = d[b] * static_cast<float>(sum[b] - first);
+      }
+      rows_view.half_dsum = half_dsum.data();
+    }
   }
   return &rows_view;
 }

@@ -308,6 +308,82 @@ inline void TileQ4K(const BlockQ4_K* wb, const QuantizedRows& x, int64_t nb,
   }
 }
 
+// Q6_K weights against R rows of x, two 32-weight blocks per 512-bit
+// vpdpbusd: codes are used unsigned (w + 32, 0..63), assembled from ql and
+// qh for blocks 2q and 2q + 1 at once; int32 lanes 0-3, 4-7, 8-11, 12-15
+// are the four 16-weight groups, scaled by [d * sc(g) x 4 ...] times x's
+// scales. The offset, 32 * d * sc(g) * dx * (the group's code sum), is one
+// 16-wide FMA per super-block, subtracted at the end. The same arithmetic
+// for every R: a batched row equals the row alone.
+template <int R>
+inline void TileQ6K(const BlockQ6_K* wb, const QuantizedRows& x, int64_t nb,
+                    float* y, int64_t ldy) {
+  const int64_t np = nb / 2;
+  __m512 acc[R], offset[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r] = offset[r] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(15), two = _mm512_set1_epi8(3);
+  // qh's bit pairs of blocks 2q, 2q + 1: shifts 0, 2 (first pair of a
+  // half) and 4, 6 (second pair), per 256-bit lane.
+  const __m512i shift01 =
+      _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+  const __m512i shift23 =
+      _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+  for (int64_t s = 0; s < nb / 8; ++s) {
+    const __m512 scv = _mm512_mul_ps(
+        _mm512_set1_ps(_cvtsh_ss(wb[s].d)),
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[s].scales)))));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      offset[r] = _mm512_fmadd_ps(
+          scv, _mm512_loadu_ps(x.half_dsum + 2 * (r * nb + 8 * s)), offset[r]);
+    }
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; ++half) {
+      const __m512i l = _mm512_loadu_si512(wb[s].ql + 64 * half);
+      const __m256i h256 = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(wb[s].qh + 32 * half));
+      const __m512i h =
+          _mm512_inserti64x4(_mm512_castsi256_si512(h256), h256, 1);
+#pragma GCC unroll 2
+      for (int pair = 0; pair < 2; ++pair) {
+        const __m512i lo =
+            _mm512_and_si512(pair == 0 ? l : _mm512_srli_epi16(l, 4), low4);
+        const __m512i hi = _mm512_and_si512(
+            _mm512_srlv_epi16(h, pair == 0 ? shift01 : shift23), two);
+        const __m512i u = _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));
+        const int g = 8 * half + 4 * pair;  // First of the 4 groups.
+        const __m512 dw = _mm512_permutexvar_ps(
+            _mm512_set_epi32(g + 3, g + 3, g + 3, g + 3, g + 2, g + 2, g + 2,
+                             g + 2, g + 1, g + 1, g + 1, g + 1, g, g, g, g),
+            scv);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          const XPair& xp = x.pairs[r * np + 4 * s + 2 * half + pair];
+          const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u,
+                                                  _mm512_load_si512(xp.q));
+          acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_load_ps(xp.d)),
+                                   _mm512_cvtepi32_ps(dot), acc[r]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    y[r * ldy] =
+        _mm512_reduce_add_ps(acc[r]) - 32.0f * _mm512_reduce_add_ps(offset[r]);
+  }
+}
+
+template <int R>
+inline void RowsQ6K(const uint8_t* w, int64_t row_bytes, int64_t n,
+                    const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
+  for (int64_t a = 0; a < n; ++a) {
+    TileQ6K<R>(reinterpret_cast<const BlockQ6_K*>(w + a * row_bytes), x, nb,
+               y + a, ldy);
+  }
+}
+
 template <int R>
 inline void RowsQ4K(const uint8_t* w, int64_t row_bytes, int64_t n,
                     const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
@@ -332,12 +408,14 @@ inline void Rows(const uint8_t* w, int64_t row_bytes, int64_t n,
                  const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
   if constexpr (sizeof(Block) == sizeof(BlockQ4_K)) {
     RowsQ4K<R>(w, row_bytes, n, x, nb, y, ldy);
+  } else if constexpr (sizeof(Block) == sizeof(BlockQ6_K)) {
+    RowsQ6K<R>(w, row_bytes, n, x, nb, y, ldy);
   } else {
     RowsQ<Block, R>(w, row_bytes, n, x, nb, y, ldy);
   }
 }
 
-// Q8_0, Q4_0 and Q4_K weights (x as XPairs): tiles of kTile weight rows
+// Quantized weights (x as XPairs): tiles of kTile weight rows
 // stay in L1/L2 while every group of 4 rows of x passes over them.
 template <typename Block>
 void GemvQPairs(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
@@ -348,8 +426,9 @@ void GemvQPairs(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
     const int64_t n = (t + kTile < o1 ? t + kTile : o1) - t;
     const uint8_t* wt = w + t * row_bytes;
     for (int64_t r = 0; r < rows; r += 4) {
-      const QuantizedRows xr = {xq.q + r * nb, xq.d + r * nb, xq.sum + r * nb,
-                                xq.pairs + r * np};
+      const QuantizedRows xr = {
+          xq.q + r * nb, xq.d + r * nb, xq.sum + r * nb, xq.pairs + r * np,
+          xq.half_dsum == nullptr ? nullptr : xq.half_dsum + 2 * r * nb};
       float* yt = y + r * ldy + t;
       switch (rows - r < 4 ? rows - r : 4) {
         case 4:
@@ -369,7 +448,7 @@ void GemvQPairs(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
   }
 }
 
-#define EDGESPLIT_GEMV_WIDE_Q8_Q4
+#define EDGESPLIT_GEMV_WIDE_QUANT
 #include "kernels/cpu/gemv_quant_body.inc"  // NOLINT(build/include)
 
 uint64_t SumU64(const uint64_t* p, int64_t n) {
@@ -396,7 +475,7 @@ const GemvKernels kAvx512Kernels = {GemvF32,
                                     GemvQPairs<BlockQ8_0>,
                                     GemvQPairs<BlockQ4_0>,
                                     GemvQPairs<BlockQ4_K>,
-                                    GemvQ<BlockQ6_K>,
+                                    GemvQPairs<BlockQ6_K>,
                                     GemvF16,
                                     SumU64};
 

@@ -17,9 +17,12 @@ struct QuantizedRows {
   const BlockQ8_0* q;
   const float* d;
   const int32_t* sum;
-  // For the AVX-512 Q8_0, Q4_0 and Q4_K kernels only (else null): each
+  // For the AVX-512 quantized kernels only (else null): each
   // row's whole pairs of blocks, [rows, in / 64], as those kernels load them.
   const struct XPair* pairs = nullptr;
+  // For the AVX-512 Q6_K kernel only (else null): each block's scale times
+  // the sum of its first and of its last 16 codes, [rows, in / 16].
+  const float* half_dsum = nullptr;
 };
 
 // Blocks 2p and 2p + 1 of one row of x laid out for 512-bit VNNI kernels
@@ -34,9 +37,11 @@ struct alignas(64) XPair {
 
 // The offset the weight type's unsigned codes carry (Q4_0's nibbles are
 // w + 8; Q8_0's codes are biased to unsigned by flipping the sign bit;
-// Q4_K's mins are applied apart).
+// Q4_K's mins and Q6_K's offset of 32 per 16 weights are applied apart).
 constexpr int32_t PairOffset(WeightType type) {
-  return type == WeightType::kQ4_0 ? -8 : type == WeightType::kQ4_K ? 0 : -128;
+  if (type == WeightType::kQ4_0) return -8;
+  if (type == WeightType::kQ4_K || type == WeightType::kQ6_K) return 0;
+  return -128;
 }
 
 // y[r * ldy + o] for o in [o0, o1) and r in [0, rows). `w` row o starts at
