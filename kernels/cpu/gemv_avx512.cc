@@ -15,16 +15,29 @@ namespace {
 constexpr int64_t kTile = 8;  // Weight rows per cache tile.
 constexpr int64_t kPrefetchBytes = 2048;
 
-// One 16-float step of a tile: OW weight vectors against R x vectors (the
+// 16 weights as floats: float32 as stored, or half widened (F16C). The
+// masked form reads only the lanes in `m`.
+inline __m512 LoadW(const float* w) { return _mm512_loadu_ps(w); }
+inline __m512 LoadW(const uint16_t* w) {
+  return _mm512_cvtph_ps(
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
+}
+inline __m512 LoadW(const float* w, __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, w);
+}
+inline __m512 LoadW(const uint16_t* w, __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w));
+}
+
+// One 16-weight step of a tile: OW weight vectors against R x vectors (the
 // tail step masked). Kept apart from the loop so the accumulators stay in
 // registers: with the loop, masks and reductions in one body GCC 12 stored
 // every accumulator to the stack on every step.
-template <int OW, int R, bool kMasked>
-inline __attribute__((always_inline)) void StepF32(const float* w,
-                                                   int64_t wstride,
-                                                   const float* x, int64_t in,
-                                                   int64_t i, __mmask16 m,
-                                                   __m512 (&acc)[OW][R]) {
+template <int OW, int R, bool kMasked, typename W>
+inline __attribute__((always_inline)) void StepF(const W* w, int64_t wstride,
+                                                 const float* x, int64_t in,
+                                                 int64_t i, __mmask16 m,
+                                                 __m512 (&acc)[OW][R]) {
   __m512 xv[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -33,26 +46,26 @@ inline __attribute__((always_inline)) void StepF32(const float* w,
   }
 #pragma GCC unroll 8
   for (int a = 0; a < OW; ++a) {
-    const float* wa = w + a * wstride + i;
-    // Ahead of the hardware prefetcher, which stops at page boundaries.
-    if (!kMasked) {
+    const W* wa = w + a * wstride + i;
+    // Ahead of the hardware prefetcher, which stops at page boundaries;
+    // once per 64-byte line (a half step covers 32 bytes).
+    if (!kMasked && (sizeof(W) == 4 || (i & 31) == 0)) {
       _mm_prefetch(reinterpret_cast<const char*>(wa) + kPrefetchBytes,
                    _MM_HINT_T0);
     }
-    const __m512 wv =
-        kMasked ? _mm512_maskz_loadu_ps(m, wa) : _mm512_loadu_ps(wa);
+    const __m512 wv = kMasked ? LoadW(wa, m) : LoadW(wa);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r)
       acc[a][r] = _mm512_fmadd_ps(wv, xv[r], acc[a][r]);
   }
 }
 
-// A tile of OW weight rows against R rows of x: OW * R accumulators, each
-// loaded vector feeding R (or OW) FMAs, so batched rows stay compute-bound
-// rather than load-bound.
-template <int OW, int R>
-inline void TileF32(const float* w, int64_t wstride, const float* x, int64_t in,
-                    float* y, int64_t ldy) {
+// A tile of OW weight rows (float32 or half) against R rows of x: OW * R
+// accumulators, each loaded vector feeding R (or OW) FMAs, so batched rows
+// stay compute-bound rather than load-bound.
+template <int OW, int R, typename W>
+inline void TileF(const W* w, int64_t wstride, const float* x, int64_t in,
+                  float* y, int64_t ldy) {
   __m512 acc[OW][R];
 #pragma GCC unroll 8
   for (int a = 0; a < OW; ++a) {
@@ -61,11 +74,11 @@ inline void TileF32(const float* w, int64_t wstride, const float* x, int64_t in,
   }
   int64_t i = 0;
   for (; i + 16 <= in; i += 16) {
-    StepF32<OW, R, false>(w, wstride, x, in, i, 0xFFFF, acc);
+    StepF<OW, R, false>(w, wstride, x, in, i, 0xFFFF, acc);
   }
   if (i < in) {
-    StepF32<OW, R, true>(w, wstride, x, in, i,
-                         static_cast<__mmask16>((1u << (in - i)) - 1), acc);
+    StepF<OW, R, true>(w, wstride, x, in, i,
+                       static_cast<__mmask16>((1u << (in - i)) - 1), acc);
   }
   for (int a = 0; a < OW; ++a) {
     for (int r = 0; r < R; ++r)
@@ -73,39 +86,41 @@ inline void TileF32(const float* w, int64_t wstride, const float* x, int64_t in,
   }
 }
 
-template <int R>
-inline void RowsF32(const float* w, int64_t wstride, int64_t n, const float* x,
-                    int64_t in, float* y, int64_t ldy) {
+template <int R, typename W>
+inline void RowsF(const W* w, int64_t wstride, int64_t n, const float* x,
+                  int64_t in, float* y, int64_t ldy) {
   int64_t a = 0;
   for (; a + 4 <= n; a += 4)
-    TileF32<4, R>(w + a * wstride, wstride, x, in, y + a, ldy);
-  for (; a < n; ++a) TileF32<1, R>(w + a * wstride, wstride, x, in, y + a, ldy);
+    TileF<4, R>(w + a * wstride, wstride, x, in, y + a, ldy);
+  for (; a < n; ++a) TileF<1, R>(w + a * wstride, wstride, x, in, y + a, ldy);
 }
 
-void GemvF32(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
-             int64_t rows, float* y, int64_t ldy, int64_t o0, int64_t o1) {
+// Float32 (W = float) or half (W = uint16_t) weights. Tiles of kTile
+// weight rows stay in L2 while every group of 4 rows of x passes over
+// them: W is read from memory once whatever `rows` is.
+template <typename W>
+void GemvF(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
+           int64_t rows, float* y, int64_t ldy, int64_t o0, int64_t o1) {
   const float* xf = static_cast<const float*>(x);
-  const int64_t wstride = row_bytes / 4;
-  // Tiles of kTile weight rows stay in L2 while every group of 4 rows of
-  // x passes over them: W is read from memory once whatever `rows` is.
+  const int64_t wstride = row_bytes / static_cast<int64_t>(sizeof(W));
   for (int64_t t = o0; t < o1; t += kTile) {
     const int64_t n = (t + kTile < o1 ? t + kTile : o1) - t;
-    const float* wt = reinterpret_cast<const float*>(w + t * row_bytes);
+    const W* wt = reinterpret_cast<const W*>(w + t * row_bytes);
     for (int64_t r = 0; r < rows; r += 4) {
       const float* xr = xf + r * in;
       float* yt = y + r * ldy + t;
       switch (rows - r < 4 ? rows - r : 4) {
         case 4:
-          RowsF32<4>(wt, wstride, n, xr, in, yt, ldy);
+          RowsF<4>(wt, wstride, n, xr, in, yt, ldy);
           break;
         case 3:
-          RowsF32<3>(wt, wstride, n, xr, in, yt, ldy);
+          RowsF<3>(wt, wstride, n, xr, in, yt, ldy);
           break;
         case 2:
-          RowsF32<2>(wt, wstride, n, xr, in, yt, ldy);
+          RowsF<2>(wt, wstride, n, xr, in, yt, ldy);
           break;
         default:
-          RowsF32<1>(wt, wstride, n, xr, in, yt, ldy);
+          RowsF<1>(wt, wstride, n, xr, in, yt, ldy);
           break;
       }
     }
@@ -114,11 +129,6 @@ void GemvF32(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
 
 inline __m256i LoadQ8(const BlockQ8_0& b) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
-}
-
-// acc + the 8 int32 partial sums of u8 [32] . s8 [32].
-inline __m256i DotU8S8(__m256i acc, __m256i u, __m256i s) {
-  return _mm256_dpbusd_epi32(acc, u, s);
 }
 
 inline float HSum(__m256 v) {
@@ -251,8 +261,8 @@ inline __m128i Q4KScalesMins(const uint8_t* packed) {
 // super-block, subtracted at the end. The same arithmetic for every R: a
 // batched row equals the row alone.
 template <int R>
-inline void TileQ4K(const BlockQ4_K* wb, const QuantizedRows& x, int64_t nb,
-                    float* y, int64_t ldy) {
+inline void TileK(const BlockQ4_K* wb, const QuantizedRows& x, int64_t nb,
+                  float* y, int64_t ldy) {
   const int64_t np = nb / 2;
   __m512 acc[R];
   __m256 mins[R];
@@ -316,8 +326,8 @@ inline void TileQ4K(const BlockQ4_K* wb, const QuantizedRows& x, int64_t nb,
 // 16-wide FMA per super-block, subtracted at the end. The same arithmetic
 // for every R: a batched row equals the row alone.
 template <int R>
-inline void TileQ6K(const BlockQ6_K* wb, const QuantizedRows& x, int64_t nb,
-                    float* y, int64_t ldy) {
+inline void TileK(const BlockQ6_K* wb, const QuantizedRows& x, int64_t nb,
+                  float* y, int64_t ldy) {
   const int64_t np = nb / 2;
   __m512 acc[R], offset[R];
 #pragma GCC unroll 8
@@ -375,21 +385,13 @@ inline void TileQ6K(const BlockQ6_K* wb, const QuantizedRows& x, int64_t nb,
   }
 }
 
-template <int R>
-inline void RowsQ6K(const uint8_t* w, int64_t row_bytes, int64_t n,
-                    const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
+// K-format weights, one weight row at a time.
+template <typename Block, int R>
+inline void RowsK(const uint8_t* w, int64_t row_bytes, int64_t n,
+                  const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
   for (int64_t a = 0; a < n; ++a) {
-    TileQ6K<R>(reinterpret_cast<const BlockQ6_K*>(w + a * row_bytes), x, nb,
-               y + a, ldy);
-  }
-}
-
-template <int R>
-inline void RowsQ4K(const uint8_t* w, int64_t row_bytes, int64_t n,
-                    const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
-  for (int64_t a = 0; a < n; ++a) {
-    TileQ4K<R>(reinterpret_cast<const BlockQ4_K*>(w + a * row_bytes), x, nb,
-               y + a, ldy);
+    TileK<R>(reinterpret_cast<const Block*>(w + a * row_bytes), x, nb, y + a,
+             ldy);
   }
 }
 
@@ -406,10 +408,9 @@ inline void RowsQ(const uint8_t* w, int64_t row_bytes, int64_t n,
 template <typename Block, int R>
 inline void Rows(const uint8_t* w, int64_t row_bytes, int64_t n,
                  const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
-  if constexpr (sizeof(Block) == sizeof(BlockQ4_K)) {
-    RowsQ4K<R>(w, row_bytes, n, x, nb, y, ldy);
-  } else if constexpr (sizeof(Block) == sizeof(BlockQ6_K)) {
-    RowsQ6K<R>(w, row_bytes, n, x, nb, y, ldy);
+  if constexpr (sizeof(Block) == sizeof(BlockQ4_K) ||
+                sizeof(Block) == sizeof(BlockQ6_K)) {
+    RowsK<Block, R>(w, row_bytes, n, x, nb, y, ldy);
   } else {
     RowsQ<Block, R>(w, row_bytes, n, x, nb, y, ldy);
   }
@@ -448,9 +449,6 @@ void GemvQPairs(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
   }
 }
 
-#define EDGESPLIT_GEMV_WIDE_QUANT
-#include "kernels/cpu/gemv_quant_body.inc"  // NOLINT(build/include)
-
 uint64_t SumU64(const uint64_t* p, int64_t n) {
   __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
                     _mm512_setzero_si512(), _mm512_setzero_si512()};
@@ -471,12 +469,12 @@ uint64_t SumU64(const uint64_t* p, int64_t n) {
 
 }  // namespace
 
-const GemvKernels kAvx512Kernels = {GemvF32,
+const GemvKernels kAvx512Kernels = {GemvF<float>,
                                     GemvQPairs<BlockQ8_0>,
                                     GemvQPairs<BlockQ4_0>,
                                     GemvQPairs<BlockQ4_K>,
                                     GemvQPairs<BlockQ6_K>,
-                                    GemvF16,
+                                    GemvF<uint16_t>,
                                     SumU64};
 
 }  // namespace edgesplit::kernels::internal
