@@ -160,6 +160,7 @@ void Elementwise(int64_t n, F&& f) {
 // warm).
 struct Scratch {
   std::vector<float> x, h, qkv, att, proj, mlp_a, mlp_b;
+  std::vector<int64_t> first_row;  // Each sequence's first row in the batch.
 };
 
 float* Sized(std::vector<float>& v, int64_t n) {
@@ -231,7 +232,8 @@ at::Tensor StageModel::ForwardFused(const StageInput& in,
   float* mb = Sized(sc.mlp_b, T * (gpt2 ? 4 * H : I));
   const float* inv_freq =
       rope_inv_freq_.defined() ? rope_inv_freq_.data_ptr<float>() : nullptr;
-  std::vector<int64_t> first_row(in.sequences.size());
+  std::vector<int64_t>& first_row = sc.first_row;
+  first_row.assign(in.sequences.size(), 0);
   for (size_t i = 1; i < first_row.size(); ++i) {
     first_row[i] = first_row[i - 1] + in.sequences[i - 1].num_tokens;
   }

@@ -187,54 +187,38 @@ inline float OddBlock(const Block& wb, const QuantizedRows& x, int64_t xb) {
   return _cvtsh_ss(wb.d) * x.d[xb] * HSum(_mm256_cvtepi32_ps(p));
 }
 
-// OW weight rows (from w, row_bytes apart) against R rows of x, two blocks
-// per 512-bit vpdpbusd: int32 lanes 0-7 hold block b's partial sums, 8-15
-// block b + 1's, each seeded with its offset (XPair::seed) so every
-// block's integer dot product is exact, and one FMA per pair applies both
-// blocks' scales. Each weight pair is decoded once for R rows and each
-// XPair loaded once for OW weight rows. Every row's arithmetic is the same
-// whatever OW and R are, so a batched row equals the row alone.
-template <typename Block, int OW, int R>
-inline void TileQ(const uint8_t* w, int64_t row_bytes, const QuantizedRows& x,
-                  int64_t nb, float* y, int64_t ldy) {
+// A Q8_0 or Q4_0 weight row against R rows of x, two blocks per 512-bit
+// vpdpbusd: int32 lanes 0-7 hold block b's partial sums, 8-15 block
+// b + 1's, each seeded with its offset (XPair::seed) so every block's
+// integer dot product is exact, and one FMA per pair applies both blocks'
+// scales. Each weight pair is decoded once for the R rows. One weight row
+// at a time: measured here, two interleaved weight streams made the
+// single-row GEMV slower and erratic. Every row's arithmetic is the same
+// whatever R is, so a batched row equals the row alone.
+template <int R, typename Block>
+inline void TileQ(const Block* wb, const QuantizedRows& x, int64_t nb, float* y,
+                  int64_t ldy) {
   const int64_t np = nb / 2;
-  __m512 acc[OW][R];
+  __m512 acc[R];
 #pragma GCC unroll 8
-  for (int a = 0; a < OW; ++a) {
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) acc[a][r] = _mm512_setzero_ps();
-  }
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t p = 0; p < np; ++p) {
-    __m512i wv[OW];
-    __m512 dw[OW];
-#pragma GCC unroll 8
-    for (int a = 0; a < OW; ++a) {
-      const Block* wb =
-          reinterpret_cast<const Block*>(w + a * row_bytes) + 2 * p;
-      wv[a] = WeightPair(wb);
-      dw[a] = PairScale(_cvtsh_ss(wb[0].d), _cvtsh_ss(wb[1].d));
-    }
+    const __m512i wv = WeightPair(wb + 2 * p);
+    const __m512 dw =
+        PairScale(_cvtsh_ss(wb[2 * p].d), _cvtsh_ss(wb[2 * p + 1].d));
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const XPair& xp = x.pairs[r * np + p];
-      const __m512i xq = _mm512_load_si512(xp.q);
-      const __m512 dx = _mm512_load_ps(xp.d);
-#pragma GCC unroll 8
-      for (int a = 0; a < OW; ++a) {
-        const __m512i dot =
-            _mm512_dpbusd_epi32(_mm512_load_si512(xp.seed), wv[a], xq);
-        acc[a][r] = _mm512_fmadd_ps(_mm512_mul_ps(dw[a], dx),
-                                    _mm512_cvtepi32_ps(dot), acc[a][r]);
-      }
+      const __m512i dot = _mm512_dpbusd_epi32(_mm512_load_si512(xp.seed), wv,
+                                              _mm512_load_si512(xp.q));
+      acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_load_ps(xp.d)),
+                               _mm512_cvtepi32_ps(dot), acc[r]);
     }
   }
-  for (int a = 0; a < OW; ++a) {
-    const Block* wb = reinterpret_cast<const Block*>(w + a * row_bytes);
-    for (int r = 0; r < R; ++r) {
-      float s = _mm512_reduce_add_ps(acc[a][r]);
-      if (2 * np < nb) s += OddBlock(wb[2 * np], x, r * nb + 2 * np);
-      y[r * ldy + a] = s;
-    }
+  for (int r = 0; r < R; ++r) {
+    float s = _mm512_reduce_add_ps(acc[r]);
+    if (2 * np < nb) s += OddBlock(wb[2 * np], x, r * nb + 2 * np);
+    y[r * ldy] = s;
   }
 }
 
@@ -385,34 +369,18 @@ inline void TileK(const BlockQ6_K* wb, const QuantizedRows& x, int64_t nb,
   }
 }
 
-// K-format weights, one weight row at a time.
-template <typename Block, int R>
-inline void RowsK(const uint8_t* w, int64_t row_bytes, int64_t n,
-                  const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
-  for (int64_t a = 0; a < n; ++a) {
-    TileK<R>(reinterpret_cast<const Block*>(w + a * row_bytes), x, nb, y + a,
-             ldy);
-  }
-}
-
-template <typename Block, int R>
-inline void RowsQ(const uint8_t* w, int64_t row_bytes, int64_t n,
-                  const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
-  // One weight row at a time: measured on this machine, two interleaved
-  // weight streams (OW = 2) made the single-row GEMV slower and erratic.
-  for (int64_t a = 0; a < n; ++a) {
-    TileQ<Block, 1, R>(w + a * row_bytes, row_bytes, x, nb, y + a, ldy);
-  }
-}
-
+// Weight rows [0, n) of a tile against R rows of x, one row at a time.
 template <typename Block, int R>
 inline void Rows(const uint8_t* w, int64_t row_bytes, int64_t n,
                  const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
-  if constexpr (sizeof(Block) == sizeof(BlockQ4_K) ||
-                sizeof(Block) == sizeof(BlockQ6_K)) {
-    RowsK<Block, R>(w, row_bytes, n, x, nb, y, ldy);
-  } else {
-    RowsQ<Block, R>(w, row_bytes, n, x, nb, y, ldy);
+  for (int64_t a = 0; a < n; ++a) {
+    const Block* wb = reinterpret_cast<const Block*>(w + a * row_bytes);
+    if constexpr (sizeof(Block) == sizeof(BlockQ4_K) ||
+                  sizeof(Block) == sizeof(BlockQ6_K)) {
+      TileK<R>(wb, x, nb, y + a, ldy);
+    } else {
+      TileQ<R>(wb, x, nb, y + a, ldy);
+    }
   }
 }
 
