@@ -95,47 +95,45 @@ void Rope(float* x, int64_t heads, int64_t d, int64_t pos,
 }
 
 // Causal attention of one sequence's n new rows (at positions past..past+n)
-// against its cache: q [n, nh * d] (row stride qs), keys and values
-// [nkv, capacity, d]; out [n, nh * d]. The scores of a group of query heads
-// against one KV head are a GEMV over the cached keys (the kernels' dot
-// products, not a serial float reduction per key).
-void AttendSequence(const float* q, int64_t qs, int64_t n, int64_t past,
-                    const float* keys, const float* values, int64_t capacity,
-                    int64_t nh, int64_t nkv, int64_t d, float* out,
-                    std::vector<float>& scores) {
-  const int64_t group = nh / nkv;
+// for the query heads of one KV head: q [n, nh * d] (row stride qs) from
+// query head `head0` on, `group` heads; keys and values [capacity, d] of
+// that KV head; out [n, nh * d] (same heads). The scores of the group
+// against the keys are a GEMV over the cached keys (the kernels' dot
+// products, not a serial float reduction per key). Each call reads and
+// writes only its own heads, so KV heads and sequences may run on
+// different threads with the same result.
+void AttendGroup(const float* q, int64_t qs, int64_t n, int64_t past,
+                 const float* kg, const float* vg, int64_t head0, int64_t group,
+                 int64_t nh, int64_t d, float* out,
+                 std::vector<float>& scores) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const kernels::Isa isa = kernels::ActiveIsa();
   scores.resize(static_cast<size_t>(group * (past + n)));
   for (int64_t t = 0; t < n; ++t) {
     const int64_t len = past + t + 1;  // Keys this query sees.
-    for (int64_t g = 0; g < nkv; ++g) {
-      const float* kg = keys + g * capacity * d;
-      const float* vg = values + g * capacity * d;
-      // Query heads g * group .. (g + 1) * group - 1 are contiguous in q.
-      const float* qg = q + t * qs + g * group * d;
-      kernels::GemvOn(isa, {kernels::WeightType::kF32, kg, len, d}, qg, group,
-                      scores.data(), 0, len);
-      for (int64_t a = 0; a < group; ++a) {
-        float* sc = scores.data() + a * len;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < len; ++j) {
-          sc[j] *= scale;
-          mx = std::max(mx, sc[j]);
-        }
-        float sum = 0.0f;
-        for (int64_t j = 0; j < len; ++j) {
-          sc[j] = std::exp(sc[j] - mx);
-          sum += sc[j];
-        }
-        const float inv = 1.0f / sum;
-        float* oh = out + t * nh * d + (g * group + a) * d;
-        std::fill(oh, oh + d, 0.0f);
-        for (int64_t j = 0; j < len; ++j) {
-          const float p = sc[j] * inv;
-          const float* vj = vg + j * d;
-          for (int64_t i = 0; i < d; ++i) oh[i] += p * vj[i];
-        }
+    // The group's query heads are contiguous in q.
+    const float* qg = q + t * qs + head0 * d;
+    kernels::GemvOn(isa, {kernels::WeightType::kF32, kg, len, d}, qg, group,
+                    scores.data(), 0, len);
+    for (int64_t a = 0; a < group; ++a) {
+      float* sc = scores.data() + a * len;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < len; ++j) {
+        sc[j] *= scale;
+        mx = std::max(mx, sc[j]);
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < len; ++j) {
+        sc[j] = std::exp(sc[j] - mx);
+        sum += sc[j];
+      }
+      const float inv = 1.0f / sum;
+      float* oh = out + t * nh * d + (head0 + a) * d;
+      std::fill(oh, oh + d, 0.0f);
+      for (int64_t j = 0; j < len; ++j) {
+        const float p = sc[j] * inv;
+        const float* vj = vg + j * d;
+        for (int64_t i = 0; i < d; ++i) oh[i] += p * vj[i];
       }
     }
   }
@@ -156,11 +154,19 @@ void Elementwise(int64_t n, F&& f) {
   });
 }
 
+// One sequence's key and value storage of one layer: [nkv, capacity, d].
+struct CacheRows {
+  float* keys;
+  float* values;
+  int64_t capacity;
+};
+
 // Per-thread scratch reused across steps (no allocation per token once
 // warm).
 struct Scratch {
   std::vector<float> x, h, qkv, att, proj, mlp_a, mlp_b;
   std::vector<int64_t> first_row;  // Each sequence's first row in the batch.
+  std::vector<CacheRows> caches;   // Each sequence's cache, this layer.
 };
 
 float* Sized(std::vector<float>& v, int64_t n) {
@@ -232,8 +238,12 @@ at::Tensor StageModel::ForwardFused(const StageInput& in,
   float* mb = Sized(sc.mlp_b, T * (gpt2 ? 4 * H : I));
   const float* inv_freq =
       rope_inv_freq_.defined() ? rope_inv_freq_.data_ptr<float>() : nullptr;
+  // Lambdas run on the kernel threads must reach this thread's scratch
+  // through these references: `sc` there names the worker's own.
   std::vector<int64_t>& first_row = sc.first_row;
+  std::vector<CacheRows>& caches = sc.caches;
   first_row.assign(in.sequences.size(), 0);
+  caches.resize(in.sequences.size());
   for (size_t i = 1; i < first_row.size(); ++i) {
     first_row[i] = first_row[i - 1] + in.sequences[i - 1].num_tokens;
   }
@@ -259,20 +269,23 @@ at::Tensor StageModel::ForwardFused(const StageInput& in,
     }
     const int64_t q_stride = gpt2 ? 3 * H : nh * d;
     const int64_t kv_stride = gpt2 ? 3 * H : nkv * d;
-    // Sequences attend in parallel: each reads and writes only its own
-    // cache and rows, so the result is the same on any number of threads.
-    auto attend = [&](const SequenceSlice& s, int64_t row,
-                      std::vector<float>& scores) {
+    // Each sequence's new keys and values go into its cache (RoPE first),
+    // then every (sequence, KV head) pair attends on the kernel threads:
+    // each reads and writes only its own cache rows and heads, so the
+    // result is the same on any number of threads, and one long session's
+    // attention is shared too (its cache reads grow with the context).
+    for (size_t i = 0; i < in.sequences.size(); ++i) {
+      const SequenceSlice& s = in.sequences[i];
       const int64_t past = s.cache->length();
-      at::Tensor keys = s.cache->key_storage(li);
-      at::Tensor values = s.cache->value_storage(li);
-      const int64_t cap = keys.size(1);
-      float* kc = keys.data_ptr<float>();
-      float* vc = values.data_ptr<float>();
+      float* kc = s.cache->key_storage(li).data_ptr<float>();
+      float* vc = s.cache->value_storage(li).data_ptr<float>();
+      const int64_t cap = s.cache->key_storage(li).size(1);
+      caches[i] = {kc, vc, cap};
       for (int64_t t = 0; t < s.num_tokens; ++t) {
-        float* qr = q + (row + t) * q_stride;
-        float* kr = k + (row + t) * kv_stride;
-        const float* vr = v + (row + t) * kv_stride;
+        const int64_t row = first_row[i] + t;
+        float* qr = q + row * q_stride;
+        float* kr = k + row * kv_stride;
+        const float* vr = v + row * kv_stride;
         if (!gpt2) {
           Rope(qr, nh, d, past + t, inv_freq);
           Rope(kr, nkv, d, past + t, inv_freq);
@@ -282,16 +295,21 @@ at::Tensor StageModel::ForwardFused(const StageInput& in,
           std::memcpy(vc + (g * cap + past + t) * d, vr + g * d, d * 4);
         }
       }
-      AttendSequence(q + row * q_stride, q_stride, s.num_tokens, past, kc, vc,
-                     cap, nh, nkv, d, att + row * nh * d, scores);
-    };
-    kernels::ParallelFor(static_cast<int64_t>(in.sequences.size()), 1,
-                         [&](int64_t s0, int64_t s1) {
-                           thread_local std::vector<float> scores;
-                           for (int64_t i = s0; i < s1; ++i) {
-                             attend(in.sequences[i], first_row[i], scores);
-                           }
-                         });
+    }
+    const int64_t items = static_cast<int64_t>(in.sequences.size()) * nkv;
+    kernels::ParallelFor(items, 1, [&](int64_t i0, int64_t i1) {
+      thread_local std::vector<float> scores;
+      for (int64_t item = i0; item < i1; ++item) {
+        const int64_t i = item / nkv, g = item % nkv;
+        const SequenceSlice& s = in.sequences[i];
+        const CacheRows& cr = caches[i];
+        const int64_t row = first_row[i];
+        AttendGroup(q + row * q_stride, q_stride, s.num_tokens,
+                    s.cache->length(), cr.keys + g * cr.capacity * d,
+                    cr.values + g * cr.capacity * d, g * (nh / nkv), nh / nkv,
+                    nh, d, att + row * nh * d, scores);
+      }
+    });
     project(gpt2 ? 1 : 3, att, proj);
     for (int64_t i = 0; i < T * H; ++i) x[i] += proj[i];
     if (gpt2) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/compute_pool.h"
 #include "runtime/generator.h"
 #include "runtime/model_store.h"
 #include "runtime/stage_model.h"
@@ -114,6 +115,24 @@ TEST_P(FusedDecodeTest, LongPrefillThenFusedDecodeEqualsAten) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) {
     EXPECT_LT((got[i] - want[i]).abs().max().item<double>(), kTol) << i;
+  }
+}
+
+// Sequences and KV heads attend on the kernel threads; the result must not
+// depend on how many there are (each pair owns its cache rows and heads).
+TEST_P(FusedDecodeTest, SameBitsOnAnyNumberOfKernelThreads) {
+  const int64_t vocab = store_->config().vocab_size;
+  std::vector<std::vector<int64_t>> lens = {{7, 2, 4, 1, 3}};
+  for (int i = 0; i < 6; ++i) lens.push_back({1, 1, 1, 1, 1});
+  auto fast = Load({}, true);
+  kernels::SetKernelThreads(1);
+  const auto one = RunBatches(*fast, lens, vocab);
+  kernels::SetKernelThreads(3);
+  const auto three = RunBatches(*fast, lens, vocab);
+  kernels::SetKernelThreads(1);
+  ASSERT_EQ(one.size(), three.size());
+  for (size_t i = 0; i < one.size(); ++i) {
+    EXPECT_TRUE(at::equal(one[i], three[i])) << "step " << i;
   }
 }
 
