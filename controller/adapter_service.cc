@@ -110,12 +110,19 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::ListAdapters(
     grpc::CallbackServerContext* ctx, const v1::ListAdaptersRequest* request,
     v1::ListAdaptersResponse* response) {
   absl::StatusOr<Peer> peer = Authenticated(ctx);
-  absl::Status s = peer.status();
-  if (s.ok() && IsDevice(*peer)) {
-    s = absl::PermissionDeniedError("devices may not list adapters");
+  if (!peer.ok()) return Finish(ctx, peer.status());
+  v1::ListAdaptersResponse all = registry_->List(request->model_id());
+  if (!IsDevice(*peer)) {
+    *response = std::move(all);
+    return Finish(ctx, absl::OkStatus());
   }
-  if (s.ok()) *response = registry_->List(request->model_id());
-  return Finish(ctx, s);
+  // A device (an app's `/v1/models`, say) learns the adapters it may use.
+  for (v1::RegisteredAdapter& a : *all.mutable_adapters()) {
+    if (!DeviceMayUse(*peer, a.model_id(), a.name()).ok()) continue;
+    a.clear_holders();
+    *response->add_adapters() = std::move(a);
+  }
+  return Finish(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* AdapterServiceImpl::ResolveAdapter(

@@ -17,6 +17,7 @@
 #include "device_agent/drafts.h"
 #include "device_agent/remote_sequence.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
+#include "edgesplit/v1/delivery.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "kernels/cpu/quant_blocks.h"
 #include "privacy/row_noise.h"
@@ -636,6 +637,31 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
   impl->controller = v1::ControllerService::NewStub(channel);
   impl->controller_channel = channel;
   return std::unique_ptr<DeviceAgent>(new DeviceAgent(std::move(impl)));
+}
+
+absl::StatusOr<std::vector<std::string>> DeviceAgent::ListAdapters(
+    const std::string& model_id) {
+  if (model_id.empty()) {
+    return absl::InvalidArgumentError("ListAdapters: empty model id");
+  }
+  auto registry = v1::AdapterRegistry::NewStub(impl_->controller_channel);
+  v1::ListAdaptersRequest req;
+  req.set_model_id(model_id);
+  v1::ListAdaptersResponse listed;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(ToChrono(absl::Now() + impl_->options.rpc_timeout));
+  ES_RETURN_IF_ERROR(
+      FromGrpcStatus(registry->ListAdapters(&ctx, req, &listed), "controller"));
+  std::vector<std::string> names;
+  for (const v1::RegisteredAdapter& a : listed.adapters()) {
+    // The controller answers for the model asked; anything else (or a name
+    // no session could open) is not passed on to the app.
+    if (a.model_id() == model_id && ValidateAdapterName(a.name()).ok()) {
+      names.push_back(a.name());
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 absl::StatusOr<std::unique_ptr<Session>> DeviceAgent::OpenSession(

@@ -28,7 +28,20 @@ absl::StatusOr<std::unique_ptr<AgentBackend>> AgentBackend::Connect(
 }
 
 std::vector<std::string> AgentBackend::Models() const {
-  return options_.model_ids;
+  // Each model, then its adapters this device may use ("ID:NAME", what a
+  // request names). The controller answers per call, so a newly
+  // registered adapter shows at once; if it cannot answer, the models
+  // alone (their sessions need it anyway, and their errors say why).
+  std::vector<std::string> ids = options_.model_ids;
+  for (const std::string& model : options_.model_ids) {
+    absl::StatusOr<std::vector<std::string>> names =
+        agent_->ListAdapters(model);
+    if (!names.ok()) continue;
+    for (const std::string& name : *names) {
+      ids.push_back(absl::StrCat(model, ":", name));
+    }
+  }
+  return ids;
 }
 
 absl::Status AgentBackend::Check(const CompletionRequest& request) const {

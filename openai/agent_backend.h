@@ -32,6 +32,8 @@ class AgentBackend : public Backend {
   static absl::StatusOr<std::unique_ptr<AgentBackend>> Connect(
       AgentBackendOptions options);
 
+  // The models, then "ID:NAME" for each registered adapter the controller
+  // lets this device use (asked on every call).
   std::vector<std::string> Models() const override;
   // Takes an idle session of the model and adapter or opens one (the
   // controller's route; NOT_FOUND for an adapter nobody holds).

@@ -12,8 +12,10 @@
 #include "absl/strings/str_cat.h"
 #include "base/file_util.h"
 #include "device_agent/cli/commands.h"
+#include "edgesplit/v1/delivery.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "openai/agent_backend.h"
 #include "runtime/generator.h"
 #include "runtime/lora.h"
 #include "testing/cluster.h"
@@ -442,6 +444,80 @@ devices: [{name: phone, models: [real-2hop], adapters: ["*"]}]
   EXPECT_NE(fetch("other", "q8_0", &printed), 0);
   EXPECT_THAT(printed, HasSubstr("phone"));
   EXPECT_FALSE(std::filesystem::exists(dir + "/phone/other-q8_0"));
+}
+
+// A device lists the registered adapters its rules let it use (an app's
+// `/v1/models` over a cluster), not the others, and not which servers
+// hold them; admins see every adapter.
+TEST(AdapterDeliveryTest, DevicesListTheAdaptersTheirRulesAllow) {
+  const std::string dir = testing::TempDir("adapter_listing");
+  auto store = ModelStore::Open(RealModel());
+  ASSERT_TRUE(store.ok());
+  LoraConfig lc;
+  lc.r = 4;
+  lc.target_modules = {"q_proj"};
+  for (const char* name : {"gamma", "delta"}) {
+    auto adapter =
+        LoraAdapter::Create((*store)->config(), lc,
+                            {0, (*store)->config().num_layers}, 3, name, false);
+    ASSERT_TRUE(adapter.ok());
+    ASSERT_TRUE((*adapter)->SavePeft(dir + "/" + name).ok());
+  }
+  testing::ClusterOptions options;
+  options.controller_yaml = R"(
+devices: [{name: phone, models: [real-2hop], adapters: [gamma]}]
+)";
+  options.adapter_dir = dir + "/servers/{node}";
+  auto c = Cluster::Start(
+      testing::TempDir("adapter_listing_cluster"),
+      {{"real-2hop", RealModel(), false, {{"device", 0, 2}, {"a", 2, 5}}}},
+      options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  openai::AgentBackendOptions o;
+  o.agent.controller = (*c)->controller_address();
+  (*c)->SecureDevice("phone", &o.agent);
+  o.model_ids = {"real-2hop"};
+  auto backend = openai::AgentBackend::Connect(o);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_EQ((*backend)->Models(), std::vector<std::string>{"real-2hop"});
+  for (const char* name : {"gamma", "delta"}) {
+    AdminCli(**c, {"adapter", "register", "--model-id", "real-2hop", "--name",
+                   name, "--dir", dir + "/" + name});
+  }
+  EXPECT_EQ((*backend)->Models(),
+            (std::vector<std::string>{"real-2hop", "real-2hop:gamma"}));
+  DeviceAgentOptions phone;
+  phone.controller = (*c)->controller_address();
+  (*c)->SecureDevice("phone", &phone);
+  phone.adapter_dir = dir + "/phone";
+  auto agent = DeviceAgent::Connect(phone);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  auto names = (*agent)->ListAdapters("real-2hop");
+  ASSERT_TRUE(names.ok()) << names.status();
+  EXPECT_EQ(*names, std::vector<std::string>{"gamma"});
+  names = (*agent)->ListAdapters("other");
+  ASSERT_TRUE(names.ok()) << names.status();
+  EXPECT_TRUE(names->empty());
+  // Once server a holds gamma, admins see it there; the device's own
+  // answer names no holders.
+  auto session = (*agent)->OpenSession("real-2hop", "gamma");
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto generated = (*session)->Generate(kPrompt, testing::GreedyTokens(2));
+  ASSERT_TRUE(generated.ok()) << generated.status();
+  const std::string listed = AdminCli(**c, {"adapter", "list"});
+  EXPECT_THAT(listed, HasSubstr("delta"));
+  EXPECT_THAT(listed, ::testing::ContainsRegex("gamma .* a\\n"));
+  auto channel = (*c)->Dial("device-phone", (*c)->controller_address());
+  v1::ListAdaptersRequest req;
+  v1::ListAdaptersResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  ASSERT_TRUE(v1::AdapterRegistry::NewStub(channel)
+                  ->ListAdapters(&ctx, req, &resp)
+                  .ok());
+  ASSERT_EQ(resp.adapters_size(), 1);
+  EXPECT_EQ(resp.adapters(0).name(), "gamma");
+  EXPECT_EQ(resp.adapters(0).holders_size(), 0);
 }
 
 }  // namespace

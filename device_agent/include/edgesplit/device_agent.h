@@ -520,6 +520,11 @@ class EDGESPLIT_EXPORT DeviceAgent {
   absl::StatusOr<std::unique_ptr<Session>> OpenSession(
       const std::string& model_id, const std::string& adapter = "");
 
+  // The names of `model_id`'s adapters registered with the controller that
+  // this device may use (its `devices:` rules), sorted.
+  absl::StatusOr<std::vector<std::string>> ListAdapters(
+      const std::string& model_id);
+
   // Opens a training session of `model_id` on the controller's plan
   // (FAILED_PRECONDITION if `u_shaped` and the plan is not), restoring the
   // newest checkpoint every shard holds when the job has any.
