@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/attend.h"
 #include "kernels/cpu/compute_pool.h"
 #include "kernels/cpu/gemv.h"
 #include "kernels/cpu/lora_sgmv.h"
@@ -116,25 +117,8 @@ void AttendGroup(const float* q, int64_t qs, int64_t n, int64_t past,
     kernels::GemvOn(isa, {kernels::WeightType::kF32, kg, len, d}, qg, group,
                     scores.data(), 0, len);
     for (int64_t a = 0; a < group; ++a) {
-      float* sc = scores.data() + a * len;
-      float mx = -INFINITY;
-      for (int64_t j = 0; j < len; ++j) {
-        sc[j] *= scale;
-        mx = std::max(mx, sc[j]);
-      }
-      float sum = 0.0f;
-      for (int64_t j = 0; j < len; ++j) {
-        sc[j] = std::exp(sc[j] - mx);
-        sum += sc[j];
-      }
-      const float inv = 1.0f / sum;
-      float* oh = out + t * nh * d + (head0 + a) * d;
-      std::fill(oh, oh + d, 0.0f);
-      for (int64_t j = 0; j < len; ++j) {
-        const float p = sc[j] * inv;
-        const float* vj = vg + j * d;
-        for (int64_t i = 0; i < d; ++i) oh[i] += p * vj[i];
-      }
+      kernels::SoftmaxValues(isa, scores.data() + a * len, len, scale, vg, d,
+                             out + t * nh * d + (head0 + a) * d);
     }
   }
 }
