@@ -178,11 +178,13 @@ TEST_P(GemvTest, ThreadedEqualsSingleThreadBitForBit) {
 // A row of a batch is computed exactly as that row alone, on every
 // variant: batched decode gives each session the tokens it would get alone.
 // Shapes with an odd number of blocks, weight rows past a whole tile and
-// row counts past a whole group of the register tiles.
+// row counts past a whole group of the register tiles; long rows (67
+// blocks) take the paired-weight-row tiles of Q8_0/Q4_0.
 TEST_P(GemvTest, BatchedRowEqualsTheRowAloneBitForBit) {
   const WeightType type = GetParam();
   const int64_t unit = IsK(type) ? 256 : 32;
-  for (const Shape& s : {Shape{13, 5 * unit, 7}, Shape{10, 4 * unit, 6}}) {
+  for (const Shape& s : {Shape{13, 5 * unit, 7}, Shape{10, 4 * unit, 6},
+                         Shape{13, 67 * unit, 9}}) {
     Matrix m = Make(type, Random(s.out * s.in, 9), s.out, s.in);
     std::vector<float> x = Random(s.rows * s.in, 10);
     for (Isa isa : SupportedIsas()) {
