@@ -283,85 +283,109 @@ inline __m128i Q4KScalesMins(const uint8_t* packed) {
   return _mm_loadu_si128(reinterpret_cast<const __m128i*>(u));
 }
 
-// Q4_K weights against R rows of x, two 32-weight sub-blocks per 512-bit
-// vpdpbusd: each 32 bytes of qs hold sub-blocks 2k (low nibbles) and
-// 2k + 1 (high nibbles), multiplied unsigned with x's blocks as one XPair
-// and scaled by [d * sc(2k) x 8, d * sc(2k + 1) x 8] times x's scales. The
-// mins' share, dmin * m(j) * dx(j) * sum(x(j)), is one 8-wide FMA per
-// super-block, subtracted at the end. The same arithmetic for every R: a
-// batched row equals the row alone.
-template <int R>
-inline void TileK(const BlockQ4_K* wb, const QuantizedRows& x, int64_t nb,
-                  float* y, int64_t ldy) {
+// Q4_K weights (OW rows: wb[0..OW)) against R rows of x, two 32-weight
+// sub-blocks per 512-bit vpdpbusd: each 32 bytes of qs hold sub-blocks 2k
+// (low nibbles) and 2k + 1 (high nibbles), multiplied unsigned with x's
+// blocks as one XPair and scaled by [d * sc(2k) x 8, d * sc(2k + 1) x 8]
+// times x's scales. The mins' share, dmin * m(j) * dx(j) * sum(x(j)), is
+// one 8-wide FMA per super-block, subtracted at the end. OW = 2 loads each
+// x pair once for two weight rows (see Rows). Every weight row's
+// arithmetic is the same for any OW and R: a batched row equals the row
+// alone.
+template <int OW, int R>
+inline void TileK(const BlockQ4_K* const (&wb)[OW], const QuantizedRows& x,
+                  int64_t nb, float* y, int64_t ldy) {
   const int64_t np = nb / 2;
-  __m512 acc[R];
-  __m256 mins[R];
+  __m512 acc[OW][R];
+  __m256 mins[OW][R];
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    acc[r] = _mm512_setzero_ps();
-    mins[r] = _mm256_setzero_ps();
+  for (int a = 0; a < OW; ++a) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      acc[a][r] = _mm512_setzero_ps();
+      mins[a][r] = _mm256_setzero_ps();
+    }
   }
   const __m256i low4 = _mm256_set1_epi8(15);
   for (int64_t s = 0; s < nb / 8; ++s) {
-    const __m128i sm = Q4KScalesMins(wb[s].scales);
-    const __m512 sc = _mm512_castps256_ps512(
-        _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(wb[s].d)),
-                      _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm))));
-    const __m256 mv = _mm256_mul_ps(
-        _mm256_set1_ps(_cvtsh_ss(wb[s].dmin)),
-        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
+    __m512 sc[OW];
+#pragma GCC unroll 2
+    for (int a = 0; a < OW; ++a) {
+      const __m128i sm = Q4KScalesMins(wb[a][s].scales);
+      sc[a] = _mm512_castps256_ps512(
+          _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(wb[a][s].d)),
+                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm))));
+      const __m256 mv = _mm256_mul_ps(
+          _mm256_set1_ps(_cvtsh_ss(wb[a][s].dmin)),
+          _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const int64_t b = r * nb + 8 * s;
-      mins[r] = _mm256_fmadd_ps(
-          mv,
-          _mm256_mul_ps(_mm256_loadu_ps(x.d + b),
-                        _mm256_cvtepi32_ps(_mm256_loadu_si256(
-                            reinterpret_cast<const __m256i*>(x.sum + b)))),
-          mins[r]);
+      for (int r = 0; r < R; ++r) {
+        const int64_t b = r * nb + 8 * s;
+        mins[a][r] = _mm256_fmadd_ps(
+            mv,
+            _mm256_mul_ps(_mm256_loadu_ps(x.d + b),
+                          _mm256_cvtepi32_ps(_mm256_loadu_si256(
+                              reinterpret_cast<const __m256i*>(x.sum + b)))),
+            mins[a][r]);
+      }
     }
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
-      const __m256i q =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wb[s].qs) + k);
-      const __m512i w = _mm512_inserti64x4(
-          _mm512_castsi256_si512(_mm256_and_si256(q, low4)),
-          _mm256_and_si256(_mm256_srli_epi16(q, 4), low4), 1);
       // [sc(2k) x 8, sc(2k + 1) x 8].
-      const __m512 dw = _mm512_permutexvar_ps(
+      const __m512i pick =
           _mm512_set_epi32(2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1,
                            2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k,
-                           2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k),
-          sc);
+                           2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k, 2 * k);
+      __m512i w[OW];
+      __m512 dw[OW];
+#pragma GCC unroll 2
+      for (int a = 0; a < OW; ++a) {
+        const __m256i q = _mm256_loadu_si256(
+            reinterpret_cast<const __m256i*>(wb[a][s].qs) + k);
+        w[a] = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_and_si256(q, low4)),
+            _mm256_and_si256(_mm256_srli_epi16(q, 4), low4), 1);
+        dw[a] = _mm512_permutexvar_ps(pick, sc[a]);
+      }
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const XPair& xp = x.pairs[r * np + 4 * s + k];
-        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w,
-                                                _mm512_load_si512(xp.q));
-        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_load_ps(xp.d)),
-                                 _mm512_cvtepi32_ps(dot), acc[r]);
+        const __m512i xq = _mm512_load_si512(xp.q);
+        const __m512 dx = _mm512_load_ps(xp.d);
+#pragma GCC unroll 2
+        for (int a = 0; a < OW; ++a) {
+          const __m512i dot =
+              _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[a], xq);
+          acc[a][r] = _mm512_fmadd_ps(_mm512_mul_ps(dw[a], dx),
+                                      _mm512_cvtepi32_ps(dot), acc[a][r]);
+        }
       }
     }
   }
-  for (int r = 0; r < R; ++r) {
-    y[r * ldy] = _mm512_reduce_add_ps(acc[r]) - HSum(mins[r]);
+  for (int a = 0; a < OW; ++a) {
+    for (int r = 0; r < R; ++r) {
+      y[r * ldy + a] = _mm512_reduce_add_ps(acc[a][r]) - HSum(mins[a][r]);
+    }
   }
 }
 
-// Q6_K weights against R rows of x, two 32-weight blocks per 512-bit
-// vpdpbusd: codes are used unsigned (w + 32, 0..63), assembled from ql and
-// qh for blocks 2q and 2q + 1 at once; int32 lanes 0-3, 4-7, 8-11, 12-15
-// are the four 16-weight groups, scaled by [d * sc(g) x 4 ...] times x's
-// scales. The offset, 32 * d * sc(g) * dx * (the group's code sum), is one
-// 16-wide FMA per super-block, subtracted at the end. The same arithmetic
-// for every R: a batched row equals the row alone.
-template <int R>
-inline void TileK(const BlockQ6_K* wb, const QuantizedRows& x, int64_t nb,
-                  float* y, int64_t ldy) {
+// Q6_K weights (OW rows) against R rows of x, two 32-weight blocks per
+// 512-bit vpdpbusd: codes are used unsigned (w + 32, 0..63), assembled
+// from ql and qh for blocks 2q and 2q + 1 at once; int32 lanes 0-3, 4-7,
+// 8-11, 12-15 are the four 16-weight groups, scaled by [d * sc(g) x 4 ...]
+// times x's scales. The offset, 32 * d * sc(g) * dx * (the group's code
+// sum), is one 16-wide FMA per super-block, subtracted at the end. The
+// same arithmetic for every OW and R: a batched row equals the row alone.
+template <int OW, int R>
+inline void TileK(const BlockQ6_K* const (&wb)[OW], const QuantizedRows& x,
+                  int64_t nb, float* y, int64_t ldy) {
   const int64_t np = nb / 2;
-  __m512 acc[R], offset[R];
+  __m512 acc[OW][R], offset[OW][R];
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) acc[r] = offset[r] = _mm512_setzero_ps();
+  for (int a = 0; a < OW; ++a) {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) acc[a][r] = offset[a][r] = _mm512_setzero_ps();
+  }
   const __m512i low4 = _mm512_set1_epi8(15), two = _mm512_set1_epi8(3);
   // qh's bit pairs of blocks 2q, 2q + 1: shifts 0, 2 (first pair of a
   // half) and 4, 6 (second pair), per 256-bit lane.
@@ -370,48 +394,65 @@ inline void TileK(const BlockQ6_K* wb, const QuantizedRows& x, int64_t nb,
   const __m512i shift23 =
       _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
   for (int64_t s = 0; s < nb / 8; ++s) {
-    const __m512 scv = _mm512_mul_ps(
-        _mm512_set1_ps(_cvtsh_ss(wb[s].d)),
-        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[s].scales)))));
+    __m512 scv[OW];
+#pragma GCC unroll 2
+    for (int a = 0; a < OW; ++a) {
+      scv[a] = _mm512_mul_ps(
+          _mm512_set1_ps(_cvtsh_ss(wb[a][s].d)),
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+              reinterpret_cast<const __m128i*>(wb[a][s].scales)))));
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      offset[r] = _mm512_fmadd_ps(
-          scv, _mm512_loadu_ps(x.half_dsum + 2 * (r * nb + 8 * s)), offset[r]);
+      for (int r = 0; r < R; ++r) {
+        offset[a][r] = _mm512_fmadd_ps(
+            scv[a], _mm512_loadu_ps(x.half_dsum + 2 * (r * nb + 8 * s)),
+            offset[a][r]);
+      }
     }
 #pragma GCC unroll 2
     for (int half = 0; half < 2; ++half) {
-      const __m512i l = _mm512_loadu_si512(wb[s].ql + 64 * half);
-      const __m256i h256 = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(wb[s].qh + 32 * half));
-      const __m512i h =
-          _mm512_inserti64x4(_mm512_castsi256_si512(h256), h256, 1);
 #pragma GCC unroll 2
       for (int pair = 0; pair < 2; ++pair) {
-        const __m512i lo =
-            _mm512_and_si512(pair == 0 ? l : _mm512_srli_epi16(l, 4), low4);
-        const __m512i hi = _mm512_and_si512(
-            _mm512_srlv_epi16(h, pair == 0 ? shift01 : shift23), two);
-        const __m512i u = _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));
         const int g = 8 * half + 4 * pair;  // First of the 4 groups.
-        const __m512 dw = _mm512_permutexvar_ps(
+        const __m512i pick =
             _mm512_set_epi32(g + 3, g + 3, g + 3, g + 3, g + 2, g + 2, g + 2,
-                             g + 2, g + 1, g + 1, g + 1, g + 1, g, g, g, g),
-            scv);
+                             g + 2, g + 1, g + 1, g + 1, g + 1, g, g, g, g);
+        __m512i u[OW];
+        __m512 dw[OW];
+#pragma GCC unroll 2
+        for (int a = 0; a < OW; ++a) {
+          const __m512i l = _mm512_loadu_si512(wb[a][s].ql + 64 * half);
+          const __m256i h256 = _mm256_loadu_si256(
+              reinterpret_cast<const __m256i*>(wb[a][s].qh + 32 * half));
+          const __m512i h =
+              _mm512_inserti64x4(_mm512_castsi256_si512(h256), h256, 1);
+          const __m512i lo =
+              _mm512_and_si512(pair == 0 ? l : _mm512_srli_epi16(l, 4), low4);
+          const __m512i hi = _mm512_and_si512(
+              _mm512_srlv_epi16(h, pair == 0 ? shift01 : shift23), two);
+          u[a] = _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));
+          dw[a] = _mm512_permutexvar_ps(pick, scv[a]);
+        }
 #pragma GCC unroll 8
         for (int r = 0; r < R; ++r) {
           const XPair& xp = x.pairs[r * np + 4 * s + 2 * half + pair];
-          const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u,
-                                                  _mm512_load_si512(xp.q));
-          acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_load_ps(xp.d)),
-                                   _mm512_cvtepi32_ps(dot), acc[r]);
+          const __m512i xq = _mm512_load_si512(xp.q);
+          const __m512 dx = _mm512_load_ps(xp.d);
+#pragma GCC unroll 2
+          for (int a = 0; a < OW; ++a) {
+            const __m512i dot =
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[a], xq);
+            acc[a][r] = _mm512_fmadd_ps(_mm512_mul_ps(dw[a], dx),
+                                        _mm512_cvtepi32_ps(dot), acc[a][r]);
+          }
         }
       }
     }
   }
-  for (int r = 0; r < R; ++r) {
-    y[r * ldy] =
-        _mm512_reduce_add_ps(acc[r]) - 32.0f * _mm512_reduce_add_ps(offset[r]);
+  for (int a = 0; a < OW; ++a) {
+    for (int r = 0; r < R; ++r) {
+      y[r * ldy + a] = _mm512_reduce_add_ps(acc[a][r]) -
+                       32.0f * _mm512_reduce_add_ps(offset[a][r]);
+    }
   }
 }
 
@@ -419,28 +460,32 @@ inline void TileK(const BlockQ6_K* wb, const QuantizedRows& x, int64_t nb,
 template <typename Block, int R>
 inline void Rows(const uint8_t* w, int64_t row_bytes, int64_t n,
                  const QuantizedRows& x, int64_t nb, float* y, int64_t ldy) {
+  constexpr bool kK =
+      sizeof(Block) == sizeof(BlockQ4_K) || sizeof(Block) == sizeof(BlockQ6_K);
+  auto row = [&](int64_t a) {
+    return reinterpret_cast<const Block*>(w + a * row_bytes);
+  };
   int64_t a = 0;
-  if constexpr (sizeof(Block) == sizeof(BlockQ8_0) ||
-                sizeof(Block) == sizeof(BlockQ4_0)) {
-    // Weight rows in pairs for a full group of long x rows only: a lone
-    // row of x keeps one weight stream (two made it slower and erratic),
-    // and x rows whose pairs stay in L1 ran 5-10% slower in pairs (2304 x
-    // 768); 2048 x 8192 with 16 rows of x: 113 -> 170 G MAC/s.
-    if (R == 4 && nb >= 64) {
-      for (; a + 2 <= n; a += 2) {
-        TileQ2<R>(reinterpret_cast<const Block*>(w + a * row_bytes),
-                  reinterpret_cast<const Block*>(w + (a + 1) * row_bytes), x,
-                  nb, y + a, ldy);
+  // Weight rows in pairs for a full group of long x rows only: a lone row
+  // of x keeps one weight stream (two made it slower and erratic), and x
+  // rows whose pairs stay in L1 ran 5-10% slower in pairs (2304 x 768);
+  // 2048 x 8192 with 16 rows of x, Q4_0: 113 -> 170 G MAC/s.
+  if (R == 4 && nb >= 64) {
+    for (; a + 2 <= n; a += 2) {
+      if constexpr (kK) {
+        const Block* const pair[2] = {row(a), row(a + 1)};
+        TileK<2, R>(pair, x, nb, y + a, ldy);
+      } else {
+        TileQ2<R>(row(a), row(a + 1), x, nb, y + a, ldy);
       }
     }
   }
   for (; a < n; ++a) {
-    const Block* wb = reinterpret_cast<const Block*>(w + a * row_bytes);
-    if constexpr (sizeof(Block) == sizeof(BlockQ4_K) ||
-                  sizeof(Block) == sizeof(BlockQ6_K)) {
-      TileK<R>(wb, x, nb, y + a, ldy);
+    if constexpr (kK) {
+      const Block* const one[1] = {row(a)};
+      TileK<1, R>(one, x, nb, y + a, ldy);
     } else {
-      TileQ<R>(wb, x, nb, y + a, ldy);
+      TileQ<R>(row(a), x, nb, y + a, ldy);
     }
   }
 }
