@@ -36,6 +36,10 @@ void SoftmaxValues(Isa isa, float* scores, int64_t len, float scale,
     internal::SoftmaxValuesAvx512(scores, len, scale, values, d, out);
     return;
   }
+  if (isa == Isa::kAvx2) {
+    internal::SoftmaxValuesAvx2(scores, len, scale, values, d, out);
+    return;
+  }
 #else
   (void)isa;
 #endif

@@ -17,15 +17,17 @@ namespace edgesplit::kernels {
 // p = softmax(scale * scores[0, len)), then out[i] = sum_j p_j *
 // values[j * d + i] for i in [0, d). `scores` is overwritten (len >= 1).
 // The scalar form is the reference (libm expf, products summed in key
-// order); the AVX-512 form evaluates exp by a degree-7 polynomial after an
-// exact range reduction and sums with FMAs, within a few float ulps of it
-// (the AVX2 level runs the scalar form).
+// order); the AVX2 and AVX-512 forms evaluate exp by a degree-7 polynomial
+// after an exact range reduction and sum with FMAs, within a few float
+// ulps of it.
 void SoftmaxValues(Isa isa, float* scores, int64_t len, float scale,
                    const float* values, int64_t d, float* out);
 
 namespace internal {
 void SoftmaxValuesScalar(float* scores, int64_t len, float scale,
                          const float* values, int64_t d, float* out);
+void SoftmaxValuesAvx2(float* scores, int64_t len, float scale,
+                       const float* values, int64_t d, float* out);
 void SoftmaxValuesAvx512(float* scores, int64_t len, float scale,
                          const float* values, int64_t d, float* out);
 }  // namespace internal
