@@ -116,11 +116,14 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::ListAdapters(
     *response = std::move(all);
     return Finish(ctx, absl::OkStatus());
   }
-  // A device (an app's `/v1/models`, say) learns the adapters it may use.
+  // A device (an app's `/v1/models`, say) learns the names of the
+  // adapters it may use; where their files are and who holds them it asks
+  // ResolveAdapter, one adapter at a time.
   for (v1::RegisteredAdapter& a : *all.mutable_adapters()) {
     if (!DeviceMayUse(*peer, a.model_id(), a.name()).ok()) continue;
-    a.clear_holders();
-    *response->add_adapters() = std::move(a);
+    v1::RegisteredAdapter* named = response->add_adapters();
+    named->set_model_id(a.model_id());
+    named->set_name(a.name());
   }
   return Finish(ctx, absl::OkStatus());
 }

@@ -8,7 +8,9 @@
 //                                       device its `devices:` rules allow
 //                                       the adapter (no peers for devices)
 //   ReportHeld                          the node named in the request
-//   ListAdapters                        servers and admins
+//   ListAdapters                        servers and admins; a device only
+//                                       the names of adapters its
+//                                       `devices:` rules allow
 //   GetPlacement                        servers and admins
 //   RegisterModelCopy                   admins
 //   ResolveModelCopy                    servers, admins, devices their

@@ -32,7 +32,10 @@ std::vector<std::string> AgentBackend::Models() const {
   // request names). The controller answers per call, so a newly
   // registered adapter shows at once; if it cannot answer, the models
   // alone (their sessions need it anyway, and their errors say why).
+  // Without an adapter directory a device that runs blocks cannot hold an
+  // adapter's part for them (sessions would fail): none are listed.
   std::vector<std::string> ids = options_.model_ids;
+  if (options_.agent.adapter_dir.empty()) return ids;
   for (const std::string& model : options_.model_ids) {
     absl::StatusOr<std::vector<std::string>> names =
         agent_->ListAdapters(model);

@@ -33,7 +33,8 @@ class AgentBackend : public Backend {
       AgentBackendOptions options);
 
   // The models, then "ID:NAME" for each registered adapter the controller
-  // lets this device use (asked on every call).
+  // lets this device use (asked on every call; none without
+  // options.agent.adapter_dir).
   std::vector<std::string> Models() const override;
   // Takes an idle session of the model and adapter or opens one (the
   // controller's route; NOT_FOUND for an adapter nobody holds).

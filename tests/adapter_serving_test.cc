@@ -447,8 +447,9 @@ devices: [{name: phone, models: [real-2hop], adapters: ["*"]}]
 }
 
 // A device lists the registered adapters its rules let it use (an app's
-// `/v1/models` over a cluster), not the others, and not which servers
-// hold them; admins see every adapter.
+// `/v1/models` over a cluster, which lists them when it has an adapter
+// directory for its own blocks' part), not the others, and not which
+// servers hold them; admins see every adapter.
 TEST(AdapterDeliveryTest, DevicesListTheAdaptersTheirRulesAllow) {
   const std::string dir = testing::TempDir("adapter_listing");
   auto store = ModelStore::Open(RealModel());
@@ -477,6 +478,11 @@ devices: [{name: phone, models: [real-2hop], adapters: [gamma]}]
   o.agent.controller = (*c)->controller_address();
   (*c)->SecureDevice("phone", &o.agent);
   o.model_ids = {"real-2hop"};
+  // Without an adapter directory this device (it runs blocks 0-1) could
+  // not serve any adapter: none are listed.
+  auto bare = openai::AgentBackend::Connect(o);
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  o.agent.adapter_dir = dir + "/phone";
   auto backend = openai::AgentBackend::Connect(o);
   ASSERT_TRUE(backend.ok()) << backend.status();
   EXPECT_EQ((*backend)->Models(), std::vector<std::string>{"real-2hop"});
@@ -486,6 +492,7 @@ devices: [{name: phone, models: [real-2hop], adapters: [gamma]}]
   }
   EXPECT_EQ((*backend)->Models(),
             (std::vector<std::string>{"real-2hop", "real-2hop:gamma"}));
+  EXPECT_EQ((*bare)->Models(), std::vector<std::string>{"real-2hop"});
   DeviceAgentOptions phone;
   phone.controller = (*c)->controller_address();
   (*c)->SecureDevice("phone", &phone);
@@ -518,6 +525,7 @@ devices: [{name: phone, models: [real-2hop], adapters: [gamma]}]
   ASSERT_EQ(resp.adapters_size(), 1);
   EXPECT_EQ(resp.adapters(0).name(), "gamma");
   EXPECT_EQ(resp.adapters(0).holders_size(), 0);
+  EXPECT_EQ(resp.adapters(0).files_size(), 0);
 }
 
 }  // namespace

@@ -14,7 +14,8 @@ namespace {
 // difference from expf of under 1.2e-38 in a softmax weight.
 inline __m256 Exp(__m256 x) {
   const __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  // NaN stays NaN (max returns its second operand on NaN).
+  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);
   const __m256 n =
       _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -13,8 +13,11 @@ namespace {
 // round(x / ln2) and ln2 split in two so that r is exact to a float ulp;
 // exp(r), |r| <= ln2 / 2, by its Taylor polynomial to degree 7 (relative
 // error below 5e-9, under a float ulp); 2^n applied by vscalefps, which
-// underflows to 0 (and -inf to 0) as expf does.
+// underflows to 0 as expf does. x is first raised to -104 (where expf is
+// already 0): -inf and huge negative scores would otherwise make r
+// inf - inf. NaN stays NaN (max returns its second operand on NaN).
 inline __m512 Exp(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
   const __m512 n = _mm512_roundscale_ps(
       _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -1,5 +1,6 @@
 #include "kernels/cpu/attend.h"
 
+#include <cfloat>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -85,12 +86,25 @@ TEST(SoftmaxValuesTest, VectorExpAgreesWithLibm) {
       ASSERT_NEAR(out[1], e / (1.0f + e), 1e-6f * (e / (1.0f + e)) + flush)
           << IsaName(isa) << " " << x;
     }
-    float far[2] = {0.0f, -200.0f};
-    const float values[2] = {1.0f, 1.0f};
-    float out[1];
-    SoftmaxValues(isa, far, 2, 1.0f, values, 1, out);
-    EXPECT_EQ(far[1], 0.0f) << IsaName(isa);
-    EXPECT_EQ(out[0], 1.0f) << IsaName(isa);
+    for (float low : {-200.0f, -1e30f, -FLT_MAX, -INFINITY}) {
+      float far[2] = {0.0f, low};
+      const float values[2] = {1.0f, 1.0f};
+      float out[1];
+      SoftmaxValues(isa, far, 2, 1.0f, values, 1, out);
+      EXPECT_EQ(far[1], 0.0f) << IsaName(isa) << " " << low;
+      EXPECT_EQ(out[0], 1.0f) << IsaName(isa) << " " << low;
+    }
+    // Corrupt scores stay visible, as with libm: a NaN score, or nothing
+    // but -inf, gives NaN rather than a plausible average.
+    for (const auto& bad :
+         {std::vector<float>{0.0f, NAN, 1.0f},
+          std::vector<float>{-INFINITY, -INFINITY, -INFINITY}}) {
+      std::vector<float> s = bad;
+      const float values[3] = {1.0f, 2.0f, 3.0f};
+      float out[1];
+      SoftmaxValues(isa, s.data(), 3, 1.0f, values, 1, out);
+      EXPECT_TRUE(std::isnan(out[0])) << IsaName(isa) << " " << out[0];
+    }
   }
   if (tested == 0) GTEST_SKIP() << "no vector level on this CPU";
 }

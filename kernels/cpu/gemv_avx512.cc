@@ -192,7 +192,8 @@ inline float OddBlock(const Block& wb, const QuantizedRows& x, int64_t xb) {
 // b + 1's, each seeded with its offset (XPair::seed) so every block's
 // integer dot product is exact, and one FMA per pair applies both blocks'
 // scales. Each weight pair is decoded once for the R rows. One weight row
-// at a time: measured here, two interleaved weight streams made the
+// at a time (TileQ2 pairs them only for long rows against 4 rows of x,
+// see Rows): measured here, two interleaved weight streams made the
 // single-row GEMV slower and erratic. Every row's arithmetic is the same
 // whatever R is, so a batched row equals the row alone.
 template <int R, typename Block>

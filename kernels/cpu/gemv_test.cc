@@ -179,7 +179,7 @@ TEST_P(GemvTest, ThreadedEqualsSingleThreadBitForBit) {
 // variant: batched decode gives each session the tokens it would get alone.
 // Shapes with an odd number of blocks, weight rows past a whole tile and
 // row counts past a whole group of the register tiles; long rows (67
-// blocks) take the paired-weight-row tiles of Q8_0/Q4_0.
+// blocks) take the paired-weight-row tiles of the quantized types.
 TEST_P(GemvTest, BatchedRowEqualsTheRowAloneBitForBit) {
   const WeightType type = GetParam();
   const int64_t unit = IsK(type) ? 256 : 32;
