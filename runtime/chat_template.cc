@@ -153,13 +153,47 @@ absl::StatusOr<std::string> ChatTemplate::Render(
 absl::StatusOr<std::vector<int32_t>> ChatTemplate::Encode(
     const Tokenizer& tokenizer, absl::string_view text) const {
   if (tokenizer.encodes_special_tokens()) return tokenizer.Encode(text);
-  std::vector<int32_t> ids;
-  if (!bos_token_.empty() && tokenizer.bos_id() >= 0 &&
-      absl::ConsumePrefix(&text, bos_token_)) {
-    ids.push_back(tokenizer.bos_id());
+  // The tokenizer would spell "<s>" out, so bos_token and eos_token are
+  // matched here, wherever the template writes them (Llama 2's
+  // "</s><s>[INST]" between turns), and the text between them is encoded
+  // piece by piece. That is transformers' slow tokenizers (special tokens
+  // never split, text between them tokenized on its own, SentencePiece's
+  // dummy prefix included, legacy=true) and Meta's chat_completion, which
+  // encodes each turn with its own BOS and EOS.
+  struct Special {
+    absl::string_view text;
+    int32_t id;
+  };
+  std::vector<Special> specials;
+  if (!bos_token_.empty() && tokenizer.bos_id() >= 0) {
+    specials.push_back({bos_token_, tokenizer.bos_id()});
   }
-  ES_ASSIGN_OR_RETURN(std::vector<int32_t> rest, tokenizer.Encode(text));
-  ids.insert(ids.end(), rest.begin(), rest.end());
+  if (!eos_token_.empty() && tokenizer.eos_id() >= 0) {
+    specials.push_back({eos_token_, tokenizer.eos_id()});
+  }
+  std::vector<int32_t> ids;
+  while (!text.empty()) {
+    // The earliest special token; the longer one where two start together.
+    size_t at = absl::string_view::npos;
+    const Special* found = nullptr;
+    for (const Special& s : specials) {
+      const size_t pos = text.find(s.text);
+      if (pos == absl::string_view::npos) continue;
+      if (found == nullptr || pos < at ||
+          (pos == at && s.text.size() > found->text.size())) {
+        at = pos;
+        found = &s;
+      }
+    }
+    const absl::string_view piece = text.substr(0, at);
+    if (!piece.empty()) {
+      ES_ASSIGN_OR_RETURN(std::vector<int32_t> part, tokenizer.Encode(piece));
+      ids.insert(ids.end(), part.begin(), part.end());
+    }
+    if (found == nullptr) break;
+    ids.push_back(found->id);
+    text.remove_prefix(at + found->text.size());
+  }
   return ids;
 }
 

@@ -49,9 +49,10 @@ class ChatTemplate {
 
   // The ids of rendered text, as transformers' apply_chat_template
   // tokenizes it: the template writes its special tokens itself, so no
-  // post-processor BOS is added. A tokenizer that does not match special
-  // tokens in text (SentencePiece, GPT-2 files) gets a leading bos_token
-  // as the BOS id.
+  // post-processor BOS is added. For a tokenizer that does not match
+  // special tokens in text (SentencePiece, GPT-2 files), every bos_token
+  // and eos_token in the text becomes its id and the text between them is
+  // encoded piece by piece (transformers' slow tokenizers).
   absl::StatusOr<std::vector<int32_t>> Encode(const Tokenizer& tokenizer,
                                               absl::string_view text) const;
 

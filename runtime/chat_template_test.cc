@@ -29,6 +29,14 @@ void Write(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;
 }
 
+// The real model's SentencePiece tokenizer, EOS 2.
+absl::StatusOr<std::unique_ptr<Tokenizer>> StoriesTokenizer(int bos) {
+  ModelConfig config;
+  config.bos_token_id = bos;
+  config.eos_token_id = 2;
+  return LoadTokenizer(testing::SharedDir() + "/models/stories260K", config);
+}
+
 TEST(ChatTemplateTest, LoadsTheFormsModelsShip) {
   const std::string dir = testing::TempDir("chat_template_forms");
   // A string, with tokens written as AddedToken objects.
@@ -134,11 +142,7 @@ TEST(ChatTemplateTest, EncodesTheTemplatesSpecialTokensOnce) {
   ASSERT_TRUE(t.ok());
   auto text = (*t)->Render({{"user", "Once upon a time"}}, true);
   ASSERT_TRUE(text.ok());
-  ModelConfig config;
-  config.bos_token_id = 1;
-  config.eos_token_id = 2;
-  auto spm =
-      LoadTokenizer(testing::SharedDir() + "/models/stories260K", config);
+  auto spm = StoriesTokenizer(/*bos=*/1);
   ASSERT_TRUE(spm.ok()) << spm.status();
   auto ids = (*t)->Encode(**spm, *text);
   ASSERT_TRUE(ids.ok());
@@ -170,6 +174,68 @@ TEST(ChatTemplateTest, EncodesTheTemplatesSpecialTokensOnce) {
   auto word = ChatTemplate::Parse("x", "<s>", "a", "word");
   ASSERT_TRUE(word.ok());
   EXPECT_EQ((*word)->TurnEndId(**hf), -1);
+}
+
+// Llama 2's template (as its tokenizer_config.json ships it) writes
+// "</s><s>" between turns. With a SentencePiece tokenizer each becomes its
+// id, and the ids equal Meta's chat_completion: every exchange encoded on
+// its own with BOS and EOS, the last question with BOS only.
+TEST(ChatTemplateTest, SpecialTokensBetweenTurnsBecomeTheirIds) {
+  constexpr char kLlama2[] =
+      "{% if messages[0]['role'] == 'system' %}{% set loop_messages = "
+      "messages[1:] %}{% set system_message = messages[0]['content'] %}{% "
+      "else %}{% set loop_messages = messages %}{% set system_message = false "
+      "%}{% endif %}{% for message in loop_messages %}{% if (message['role'] "
+      "== 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation "
+      "roles must alternate user/assistant/user/assistant/...') }}{% endif "
+      "%}{% if loop.index0 == 0 and system_message != false %}{% set content = "
+      "'<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + "
+      "message['content'] %}{% else %}{% set content = message['content'] %}{% "
+      "endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + "
+      "content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' "
+      "%}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+  auto t = ChatTemplate::Parse(kLlama2, "<s>", "</s>", "llama2");
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto text = (*t)->Render({{"system", "Be brief."},
+                            {"user", "Who was Lily?"},
+                            {"assistant", "A girl. "},
+                            {"user", "What did she find?"}},
+                           true);
+  ASSERT_TRUE(text.ok()) << text.status();
+  ASSERT_EQ(*text,
+            "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nWho was Lily? [/INST] "
+            "A girl. </s><s>[INST] What did she find? [/INST]");
+  auto spm = StoriesTokenizer(/*bos=*/1);
+  ASSERT_TRUE(spm.ok()) << spm.status();
+  auto ids = (*t)->Encode(**spm, *text);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+
+  std::vector<int32_t> want = {1};
+  for (const char* piece :
+       {"[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nWho was Lily? [/INST] A "
+        "girl. ",
+        "[INST] What did she find? [/INST]"}) {
+    auto part = (*spm)->Encode(piece);
+    ASSERT_TRUE(part.ok());
+    want.insert(want.end(), part->begin(), part->end());
+    want.push_back(2);
+    want.push_back(1);
+  }
+  want.resize(want.size() - 2);  // The question has no EOS, no next BOS.
+  EXPECT_EQ(*ids, want);
+  EXPECT_EQ(std::count(ids->begin(), ids->end(), 1), 2);
+  EXPECT_EQ(std::count(ids->begin(), ids->end(), 2), 1);
+
+  // A tokenizer without a BOS id spells bos_token out; "</s>" still splits.
+  auto no_bos = StoriesTokenizer(/*bos=*/-1);
+  ASSERT_TRUE(no_bos.ok());
+  auto spelled = (*t)->Encode(**no_bos, "x</s><s>y");
+  ASSERT_TRUE(spelled.ok());
+  std::vector<int32_t> x = *(*no_bos)->Encode("x");
+  x.push_back(2);
+  const std::vector<int32_t> rest = *(*no_bos)->Encode("<s>y");
+  x.insert(x.end(), rest.begin(), rest.end());
+  EXPECT_EQ(*spelled, x);
 }
 
 }  // namespace
