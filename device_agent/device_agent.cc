@@ -641,6 +641,11 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
 
 absl::StatusOr<std::vector<std::string>> DeviceAgent::ListAdapters(
     const std::string& model_id) {
+  return ListAdapters(model_id, impl_->options.rpc_timeout);
+}
+
+absl::StatusOr<std::vector<std::string>> DeviceAgent::ListAdapters(
+    const std::string& model_id, absl::Duration timeout) {
   if (model_id.empty()) {
     return absl::InvalidArgumentError("ListAdapters: empty model id");
   }
@@ -649,7 +654,7 @@ absl::StatusOr<std::vector<std::string>> DeviceAgent::ListAdapters(
   req.set_model_id(model_id);
   v1::ListAdaptersResponse listed;
   grpc::ClientContext ctx;
-  ctx.set_deadline(ToChrono(absl::Now() + impl_->options.rpc_timeout));
+  ctx.set_deadline(ToChrono(absl::Now() + timeout));
   ES_RETURN_IF_ERROR(
       FromGrpcStatus(registry->ListAdapters(&ctx, req, &listed), "controller"));
   std::vector<std::string> names;

@@ -30,17 +30,28 @@ absl::StatusOr<std::unique_ptr<AgentBackend>> AgentBackend::Connect(
 std::vector<std::string> AgentBackend::Models() const {
   // Each model, then its adapters this device may use ("ID:NAME", what a
   // request names). The controller answers per call, so a newly
-  // registered adapter shows at once; if it cannot answer, the models
-  // alone (their sessions need it anyway, and their errors say why).
+  // registered adapter shows at once; when it cannot answer, what it said
+  // last (sessions need it anyway, and their errors say why), and it is
+  // not asked again during the back-off: a controller behind a dead link
+  // would otherwise hold every listing for each model's deadline.
   // Without an adapter directory a device that runs blocks cannot hold an
   // adapter's part for them (sessions would fail): none are listed.
   std::vector<std::string> ids = options_.model_ids;
   if (options_.agent.adapter_dir.empty()) return ids;
+  absl::MutexLock lock(&list_mu_);
+  const absl::Duration timeout =
+      std::min(options_.list_timeout, options_.agent.rpc_timeout);
   for (const std::string& model : options_.model_ids) {
-    absl::StatusOr<std::vector<std::string>> names =
-        agent_->ListAdapters(model);
-    if (!names.ok()) continue;
-    for (const std::string& name : *names) {
+    if (absl::Now() >= ask_after_) {
+      absl::StatusOr<std::vector<std::string>> names =
+          agent_->ListAdapters(model, timeout);
+      if (names.ok()) {
+        listed_[model] = *std::move(names);
+      } else {
+        ask_after_ = absl::Now() + options_.list_backoff;
+      }
+    }
+    for (const std::string& name : listed_[model]) {
       ids.push_back(absl::StrCat(model, ":", name));
     }
   }

@@ -24,6 +24,12 @@ struct AgentBackendOptions {
   DeviceAgentOptions agent;
   std::vector<std::string> model_ids;  // The models served (>= 1).
   int max_idle_sessions = 16;          // Kept per model and adapter.
+  // Models() asks the controller for adapters with this deadline (at most
+  // agent.rpc_timeout); after a failed ask it lists what it last learned
+  // for `list_backoff` without asking, so a silent controller costs one
+  // listing one wait, not every listing every model's rpc_timeout.
+  absl::Duration list_timeout = absl::Seconds(2);
+  absl::Duration list_backoff = absl::Seconds(10);
 };
 
 // Thread-safe.
@@ -33,8 +39,8 @@ class AgentBackend : public Backend {
       AgentBackendOptions options);
 
   // The models, then "ID:NAME" for each registered adapter the controller
-  // lets this device use (asked on every call; none without
-  // options.agent.adapter_dir).
+  // lets this device use (asked on every call but during a back-off, see
+  // AgentBackendOptions; none without options.agent.adapter_dir).
   std::vector<std::string> Models() const override;
   // Takes an idle session of the model and adapter or opens one (the
   // controller's route; NOT_FOUND for an adapter nobody holds).
@@ -51,6 +57,13 @@ class AgentBackend : public Backend {
 
   AgentBackendOptions options_;
   std::unique_ptr<DeviceAgent> agent_;
+  // Held across the asks, so concurrent listings share one wait.
+  mutable absl::Mutex list_mu_;
+  // model -> its adapters' names, as last listed.
+  mutable std::map<std::string, std::vector<std::string>> listed_
+      ABSL_GUARDED_BY(list_mu_);
+  mutable absl::Time ask_after_ ABSL_GUARDED_BY(list_mu_) =
+      absl::InfinitePast();
   absl::Mutex mu_;
   // "model:adapter" -> sessions no request is using.
   std::map<std::string, std::vector<std::unique_ptr<Session>>> idle_

@@ -521,9 +521,13 @@ class EDGESPLIT_EXPORT DeviceAgent {
       const std::string& model_id, const std::string& adapter = "");
 
   // The names of `model_id`'s adapters registered with the controller that
-  // this device may use (its `devices:` rules), sorted.
+  // this device may use (its `devices:` rules), sorted. The call waits at
+  // most `timeout` (the first form: options.rpc_timeout), then fails with
+  // DEADLINE_EXCEEDED.
   absl::StatusOr<std::vector<std::string>> ListAdapters(
       const std::string& model_id);
+  absl::StatusOr<std::vector<std::string>> ListAdapters(
+      const std::string& model_id, absl::Duration timeout);
 
   // Opens a training session of `model_id` on the controller's plan
   // (FAILED_PRECONDITION if `u_shaped` and the plan is not), restoring the
