@@ -75,9 +75,18 @@ void PrintGemvTable(double read_bw) {
         kernels::WeightType::kQ4_0}) {
     auto lw = MakeLinearWeight(w, t, "bench");
     if (!lw.ok()) continue;
-    row(std::string("kernels::Gemv ") + kernels::WeightTypeName(t) + " (" +
-            kernels::IsaName(kernels::ActiveIsa()) + ")",
+    const std::string name = std::string("kernels::Gemv ") +
+                             kernels::WeightTypeName(t) + " (" +
+                             kernels::IsaName(kernels::ActiveIsa()) + ")";
+    row(name,
         BestBandwidth(lw->Bytes(), [&] { y = LinearForward(*lw, x, {}); }));
+    LinearWeight packed = *lw;  // As stages hold it.
+    PackForDecode(&packed);
+    if (packed.layout != lw->layout) {
+      row(name + ", 16-row groups", BestBandwidth(packed.Bytes(), [&] {
+            y = LinearForward(packed, x, {});
+          }));
+    }
   }
   std::printf("\n");
 }

@@ -17,12 +17,7 @@ kernels::WeightView View(const LinearWeight& w) { return w.View(); }
 // GEMMs, waking the kernel pool would leave its workers spinning on the
 // cores OpenBLAS is about to use.
 void DequantizeSlice(const LinearWeight& w, int64_t o, int64_t n, float* out) {
-  const int64_t row_bytes = kernels::RowBytes(w.type, w.in);
-  const uint8_t* base = w.blocks.data_ptr<uint8_t>();
-  for (int64_t r = 0; r < n; ++r) {
-    kernels::DequantizeRow(w.type, base + (o + r) * row_bytes, w.in,
-                           out + r * w.in);
-  }
+  kernels::DequantizeRowsHere(w.View(), o, o + n, out);
 }
 
 // Rows of dequantized weights per GEMM slice during prefill: large enough
@@ -49,7 +44,22 @@ kernels::WeightView LinearWeight::View() const {
   const void* data = type == kernels::WeightType::kF32
                          ? dense.data_ptr()
                          : static_cast<const void*>(blocks.data_ptr());
-  return {type, data, out, in};
+  return {type, data, out, in, layout};
+}
+
+void PackForDecode(LinearWeight* w) {
+  if (w->type == kernels::WeightType::kF32 ||
+      w->layout != kernels::WeightLayout::kRows) {
+    return;
+  }
+  const kernels::WeightLayout layout =
+      kernels::PreferredLayout(w->type, w->out);
+  if (layout == kernels::WeightLayout::kRows) return;
+  at::Tensor packed = at::empty_like(w->blocks, at::MemoryFormat::Contiguous);
+  kernels::ToLayout(layout, w->type, w->blocks.data_ptr<uint8_t>(), w->out,
+                    w->in, packed.data_ptr<uint8_t>());
+  w->blocks = std::move(packed);
+  w->layout = layout;
 }
 
 int64_t LinearWeight::Bytes() const {

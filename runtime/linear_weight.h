@@ -33,8 +33,10 @@ struct LinearWeight {
   int64_t out = 0, in = 0;
   // kF32: [out, in] in the stage dtype, contiguous. Quantized: undefined.
   at::Tensor dense;
-  // Quantized: uint8 [out * RowBytes(type, in)]. kF32: undefined.
+  // Quantized: uint8 [out * RowBytes(type, in)] in `layout`. kF32:
+  // undefined.
   at::Tensor blocks;
+  kernels::WeightLayout layout = kernels::WeightLayout::kRows;
 
   int64_t Bytes() const;
   // The weight as the GEMV kernels read it (float32 or blocks).
@@ -52,6 +54,12 @@ struct LinearWeight {
 absl::StatusOr<LinearWeight> MakeLinearWeight(const at::Tensor& w,
                                               kernels::WeightType type,
                                               const std::string& name);
+
+// Rearranges a quantized weight's blocks (kRows) into the layout the
+// active GEMV kernels run fastest (kernels::PreferredLayout), in a new
+// tensor; Bytes() is unchanged. Stages do this once at load; writers of
+// files (model quantize) keep the row layout.
+void PackForDecode(LinearWeight* w);
 
 // y = x W^T (+ bias): x [rows, in] in the stage dtype; y [rows, out].
 // `use_kernels` false keeps to ATen ops (the reference path tests and

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "base/file_util.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/gemv.h"
 #include "kernels/cpu/quant_blocks.h"
 #include "runtime/generator.h"
 #include "runtime/linear_weight.h"
@@ -161,6 +162,42 @@ TEST(LinearWeightTest, GradientsFlowThroughQuantizedWeights) {
       at::Tensor y2 = LinearForward(*lw, x.detach(), {});
       EXPECT_TRUE(at::equal(y1.detach(), y2));
     }
+  }
+}
+
+// Packed for decode (16-row groups where the AVX-512 kernels run): the same
+// weights (Dense, prefill's dequantized GEMM, gradients bit for bit), and
+// decode rows as the interleaved kernels compute them.
+TEST(LinearWeightTest, PackedForDecodeHoldsTheSameWeights) {
+  at::manual_seed(4);
+  at::Tensor w = at::randn({304, 96});
+  for (WeightType t : {WeightType::kQ8_0, WeightType::kQ4_0}) {
+    auto lw = MakeLinearWeight(w, t, "w");
+    ASSERT_TRUE(lw.ok());
+    LinearWeight packed = *lw;
+    PackForDecode(&packed);
+    EXPECT_EQ(packed.layout, kernels::PreferredLayout(t, 304));
+    if (kernels::ActiveIsa() == kernels::Isa::kAvx512) {
+      EXPECT_EQ(packed.layout, kernels::WeightLayout::kInterleaved16);
+    }
+    EXPECT_EQ(packed.Bytes(), lw->Bytes());
+    EXPECT_TRUE(at::equal(packed.Dense(), lw->Dense()));
+    at::Tensor x = at::randn({70, 96});
+    EXPECT_TRUE(at::equal(LinearForward(packed, x, {}),
+                          LinearForward(*lw, x, {})));  // Prefill: GEMM.
+    at::Tensor x3 = x.narrow(0, 0, 3).contiguous();
+    at::Tensor y = LinearForward(packed, x3, {});
+    at::Tensor want = at::empty({3, 304});
+    kernels::GemvOn(kernels::Isa::kScalar, packed.View(),
+                    x3.data_ptr<float>(), 3, want.data_ptr<float>(), 0, 304);
+    EXPECT_TRUE(at::equal(y, want)) << kernels::WeightTypeName(t);
+    EXPECT_LT((y - LinearForward(*lw, x3, {})).abs().max().item<double>(),
+              1e-3 * y.abs().max().item<double>());
+    at::Tensor xg = x3.clone().requires_grad_(true);
+    at::Tensor r = at::randn({3, 304});
+    (LinearForward(packed, xg, {}) * r).sum().backward();
+    EXPECT_LT((xg.grad() - at::mm(r, lw->Dense())).abs().max().item<double>(),
+              1e-4);
   }
 }
 

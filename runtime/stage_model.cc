@@ -162,11 +162,11 @@ absl::StatusOr<kernels::WeightType> EffectiveWeights(
 // shape; kept as stored unless `options.weights` asks for a type, so a GGUF
 // file's mix of types stays as it is), else from its float tensor (GPT-2's
 // Conv1D [in, out] transposed).
-absl::StatusOr<LinearWeight> LoadLinear(const ModelStore& store, WeightMap& w,
-                                        const std::string& name,
-                                        const LinearModule& lm,
-                                        kernels::WeightType want,
-                                        const StageOptions& options) {
+absl::StatusOr<LinearWeight> LoadRows(const ModelStore& store, WeightMap& w,
+                                      const std::string& name,
+                                      const LinearModule& lm,
+                                      kernels::WeightType want,
+                                      const StageOptions& options) {
   ES_ASSIGN_OR_RETURN(at::Tensor t, Take(w, name));
   if (t.scalar_type() != at::kByte) {
     return MakeLinearWeight(lm.conv1d ? t.t().contiguous() : t, want, name);
@@ -181,6 +181,18 @@ absl::StatusOr<LinearWeight> LoadLinear(const ModelStore& store, WeightMap& w,
   lw.blocks = t.contiguous();
   if (want == *stored || !options.weights) return lw;
   return MakeLinearWeight(lw.Dense(), want, name);
+}
+
+// The weight in the layout the decode kernels run fastest.
+absl::StatusOr<LinearWeight> LoadLinear(const ModelStore& store, WeightMap& w,
+                                        const std::string& name,
+                                        const LinearModule& lm,
+                                        kernels::WeightType want,
+                                        const StageOptions& options) {
+  ES_ASSIGN_OR_RETURN(LinearWeight lw,
+                      LoadRows(store, w, name, lm, want, options));
+  PackForDecode(&lw);
+  return lw;
 }
 
 }  // namespace

@@ -53,10 +53,25 @@ internal::GemvFn FnFor(const internal::GemvKernels& k, WeightType type) {
   return k.f32;
 }
 
+// The kernel for `w` on `isa`: the layout's own, else the type's.
+internal::GemvFn FnFor(Isa isa, const WeightView& w) {
+  if (w.layout == WeightLayout::kInterleaved16) {
+    const bool q4 = w.type == WeightType::kQ4_0;
+#if EDGESPLIT_X86_KERNELS
+    if (isa == Isa::kAvx512) {
+      return q4 ? internal::GemvQ4_0x16Avx512 : internal::GemvQ8_0x16Avx512;
+    }
+#endif
+    return q4 ? internal::GemvQ4_0x16Scalar : internal::GemvQ8_0x16Scalar;
+  }
+  return FnFor(KernelsFor(isa), w.type);
+}
+
 // x's rows as Q8_0 blocks in a per-thread buffer (reused across calls), or
-// x itself for float and half weights.
+// x itself for float and half weights. `pairs`: also the AVX-512 row
+// layout kernels' XPairs.
 const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
-                         int64_t in) {
+                         int64_t in, bool pairs_wanted = true) {
   if (!IsBlockType(type)) return x;
   thread_local std::vector<BlockQ8_0> xq;
   thread_local std::vector<float> d;
@@ -78,7 +93,7 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
     sum[b] = s;
   }
   rows_view = {xq.data(), d.data(), sum.data()};
-  if (isa == Isa::kAvx512) {
+  if (isa == Isa::kAvx512 && pairs_wanted) {
     const int64_t np = nb / 2;
     pairs.resize(static_cast<size_t>(rows * np));
     const int32_t offset = internal::PairOffset(type);
@@ -110,14 +125,78 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
   return &rows_view;
 }
 
+// Where a row's block (fp16 scale, then codes) lies in its group's block
+// of 16 interleaved rows (BlockQ4_0x16, BlockQ8_0x16): the scale at
+// d[lane], code bytes 4j..4j+3 at qs[64 j + 4 lane ..]. `copy(group_bytes,
+// block_bytes, n)` moves each piece one way or the other.
+template <typename Copy>
+void ForEachPiece(int64_t block_bytes, int lane, Copy copy) {
+  constexpr int64_t kScaleBytes = 2, kGroupScales = 16 * kScaleBytes;
+  copy(kScaleBytes * lane, 0, kScaleBytes);
+  for (int64_t j = 0; j < (block_bytes - kScaleBytes) / 4; ++j) {
+    copy(kGroupScales + 64 * j + 4 * lane, kScaleBytes + 4 * j, 4);
+  }
+}
+
+// Row `lane` of a group of 16 interleaved rows (nb blocks of kChunks
+// 4-byte pieces of codes) back in kRows's blocks.
+template <int kChunks>
+void GatherRow(const uint8_t* group, int64_t nb, int64_t lane, uint8_t* row) {
+  constexpr int64_t kBlockBytes = 2 + 4 * kChunks;
+  for (int64_t b = 0; b < nb; ++b, row += kBlockBytes) {
+    const uint8_t* g = group + b * 16 * kBlockBytes;
+    std::memcpy(row, g + 2 * lane, 2);
+    for (int64_t j = 0; j < kChunks; ++j) {
+      std::memcpy(row + 2 + 4 * j, g + 32 + 64 * j + 4 * lane, 4);
+    }
+  }
+}
+
+bool Interleaves(WeightType type) {
+  return type == WeightType::kQ4_0 || type == WeightType::kQ8_0;
+}
+
 }  // namespace
+
+WeightLayout PreferredLayout(WeightType type, int64_t out) {
+  return Interleaves(type) && out % 16 == 0 && ActiveIsa() == Isa::kAvx512
+             ? WeightLayout::kInterleaved16
+             : WeightLayout::kRows;
+}
+
+void ToLayout(WeightLayout layout, WeightType type, const void* rows,
+              int64_t out, int64_t in, void* dst) {
+  const int64_t row_bytes = RowBytes(type, in);
+  if (layout == WeightLayout::kRows) {
+    std::memcpy(dst, rows, static_cast<size_t>(out * row_bytes));
+    return;
+  }
+  assert(Interleaves(type) && out % 16 == 0);
+  const int64_t nb = in / kBlockSize;
+  const int64_t block_bytes = row_bytes / nb;
+  const auto* src = static_cast<const uint8_t*>(rows);
+  auto* groups = static_cast<uint8_t*>(dst);
+  ParallelFor(out / 16, 16, [&](int64_t g0, int64_t g1) {
+    for (int64_t o = g0 * 16; o < g1 * 16; ++o) {
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* from = src + o * row_bytes + b * block_bytes;
+        uint8_t* to = groups + (o / 16) * 16 * row_bytes + b * 16 * block_bytes;
+        ForEachPiece(block_bytes, static_cast<int>(o % 16),
+                     [&](int64_t at, int64_t from_at, int64_t n) {
+                       std::memcpy(to + at, from + from_at, n);
+                     });
+      }
+    }
+  });
+}
 
 void Gemv(const WeightView& w, const float* x, int64_t rows, float* y) {
   assert(CheckCols(w.type, w.in));
   if (rows <= 0 || w.out <= 0) return;
   const Isa isa = ActiveIsa();
-  const internal::GemvFn fn = FnFor(KernelsFor(isa), w.type);
-  const void* xin = PrepareInput(isa, w.type, x, rows, w.in);
+  const internal::GemvFn fn = FnFor(isa, w);
+  const bool grouped = w.layout == WeightLayout::kInterleaved16;
+  const void* xin = PrepareInput(isa, w.type, x, rows, w.in, !grouped);
   const int64_t row_bytes = RowBytes(w.type, w.in);
   const auto* base = static_cast<const uint8_t*>(w.data);
   // A few long chunks per thread: each is one sequential stream the
@@ -128,7 +207,8 @@ void Gemv(const WeightView& w, const float* x, int64_t rows, float* y) {
   const int64_t chunks = 4 * KernelThreads();
   int64_t grain =
       std::max<int64_t>({1, min_rows, (w.out + chunks - 1) / chunks});
-  grain = (grain + 7) / 8 * 8;
+  const int64_t tile = grouped ? 16 : 8;  // No group split across chunks.
+  grain = (grain + tile - 1) / tile * tile;
   ParallelFor(w.out, grain, [&](int64_t o0, int64_t o1) {
     fn(base, row_bytes, w.in, xin, rows, y, w.out, o0, o1);
   });
@@ -137,19 +217,38 @@ void Gemv(const WeightView& w, const float* x, int64_t rows, float* y) {
 void GemvOn(Isa isa, const WeightView& w, const float* x, int64_t rows,
             float* y, int64_t o0, int64_t o1) {
   assert(CheckCols(w.type, w.in));
-  const void* xin = PrepareInput(isa, w.type, x, rows, w.in);
-  FnFor(KernelsFor(isa), w.type)(static_cast<const uint8_t*>(w.data),
-                                 RowBytes(w.type, w.in), w.in, xin, rows, y,
-                                 w.out, o0, o1);
+  const void* xin =
+      PrepareInput(isa, w.type, x, rows, w.in, w.layout == WeightLayout::kRows);
+  FnFor(isa, w)(static_cast<const uint8_t*>(w.data), RowBytes(w.type, w.in),
+                w.in, xin, rows, y, w.out, o0, o1);
+}
+
+void DequantizeRowsHere(const WeightView& w, int64_t o0, int64_t o1,
+                        float* out) {
+  const int64_t row_bytes = RowBytes(w.type, w.in);
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  if (w.layout == WeightLayout::kRows) {
+    for (int64_t o = o0; o < o1; ++o) {
+      DequantizeRow(w.type, base + o * row_bytes, w.in, out + (o - o0) * w.in);
+    }
+    return;
+  }
+  // Each row gathered back into its blocks, then dequantized as kRows is.
+  std::vector<uint8_t> row(static_cast<size_t>(row_bytes));
+  for (int64_t o = o0; o < o1; ++o) {
+    const uint8_t* group = base + (o / 16) * 16 * row_bytes;
+    if (w.type == WeightType::kQ4_0) {
+      GatherRow<4>(group, w.in / kBlockSize, o % 16, row.data());
+    } else {
+      GatherRow<8>(group, w.in / kBlockSize, o % 16, row.data());
+    }
+    DequantizeRow(w.type, row.data(), w.in, out + (o - o0) * w.in);
+  }
 }
 
 void DequantizeRows(const WeightView& w, int64_t o0, int64_t o1, float* out) {
-  const int64_t row_bytes = RowBytes(w.type, w.in);
-  const auto* base = static_cast<const uint8_t*>(w.data);
   ParallelFor(o1 - o0, 64, [&](int64_t b, int64_t e) {
-    for (int64_t o = b; o < e; ++o) {
-      DequantizeRow(w.type, base + (o0 + o) * row_bytes, w.in, out + o * w.in);
-    }
+    DequantizeRowsHere(w, o0 + b, o0 + e, out + b * w.in);
   });
 }
 

@@ -24,13 +24,38 @@
 
 namespace edgesplit::kernels {
 
-// A weight matrix [out, in]; row o starts at data + o * RowBytes(type, in).
-// The caller keeps `data` alive and unchanged during calls.
+// How a matrix's blocks lie in memory.
+//   kRows: row after row, row o at data + o * RowBytes(type, in), as GGUF
+//     and quantized safetensors files store them.
+//   kInterleaved16: Q4_0 and Q8_0, out a multiple of 16: groups of 16 rows
+//     whose blocks are interleaved (BlockQ4_0x16, BlockQ8_0x16), group g's
+//     block b at data + (g * in / 32 + b) * 16 * (the block's bytes). In
+//     memory only, made at load (runtime's PackForDecode). One vpdpbusd
+//     then covers 16 rows, so a block of x costs one scale FMA per 16 rows
+//     instead of one per two blocks: batched decode was bound by that float
+//     work (about 2x the tokens/s at 16 sessions, bench/decode_bench), and
+//     one sequential stream serves 16 rows. Its own arithmetic per row
+//     (all variants agree bit for bit), not kRows's.
+enum class WeightLayout { kRows, kInterleaved16 };
+
+// A weight matrix [out, in]. The caller keeps `data` alive and unchanged
+// during calls.
 struct WeightView {
   WeightType type = WeightType::kF32;
   const void* data = nullptr;
   int64_t out = 0, in = 0;
+  WeightLayout layout = WeightLayout::kRows;
 };
+
+// The layout Gemv runs `type` [out, in] fastest in on this CPU:
+// kInterleaved16 for Q4_0 and Q8_0 with `out` a multiple of 16 when the
+// AVX-512 kernels are active (the other variants compute it with the
+// scalar reference only), else kRows.
+WeightLayout PreferredLayout(WeightType type, int64_t out);
+// Copies [out, in] blocks from kRows into `layout` (the same number of
+// bytes; `dst` must not overlap `rows`). `layout` must suit the matrix.
+void ToLayout(WeightLayout layout, WeightType type, const void* rows,
+              int64_t out, int64_t in, void* dst);
 
 // y [rows, out] = x [rows, in] W^T, both row-major float. `in` must suit the
 // type (CheckCols). Any rows >= 0; the weights are read once per call for
@@ -45,8 +70,11 @@ void GemvOn(Isa isa, const WeightView& w, const float* x, int64_t rows,
             float* y, int64_t o0, int64_t o1);
 
 // Rows [o0, o1) of W as float ([o1 - o0, in], row-major): the prefill path
-// multiplies dequantized slices with GEMM.
+// multiplies dequantized slices with GEMM. On the kernel pool; the second
+// form runs on the calling thread.
 void DequantizeRows(const WeightView& w, int64_t o0, int64_t o1, float* out);
+void DequantizeRowsHere(const WeightView& w, int64_t o0, int64_t o1,
+                        float* out);
 
 }  // namespace edgesplit::kernels
 

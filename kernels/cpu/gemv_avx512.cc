@@ -4,6 +4,7 @@
 // quantized blocks.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/cpu/gemv_internal.h"
@@ -542,7 +543,110 @@ uint64_t SumU64(const uint64_t* p, int64_t n) {
   return s;
 }
 
+// A group block's codes as the unsigned operand of vpdpbusd, chunk j of
+// NC: Q4_0's low nibbles (chunks 0-3, against x's bytes 4j..) and high
+// nibbles (4-7, against 16 + 4(j - 4)..), offset 8 taken off through x's
+// code sum; Q8_0's codes + 128 (sign bit flipped), offset 128 likewise.
+template <typename Group>
+struct GroupCodes {
+  static constexpr bool kQ4 = sizeof(Group) == sizeof(BlockQ4_0x16);
+  static constexpr int32_t kOffset = kQ4 ? -8 : -128;
+  static void Load(const Group& g, __m512i (&u)[8]) {
+    if constexpr (kQ4) {
+      const __m512i low = _mm512_set1_epi8(15);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m512i v = _mm512_loadu_si512(g.qs + 64 * j);
+        u[j] = _mm512_and_si512(v, low);
+        u[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      }
+    } else {
+      const __m512i flip = _mm512_set1_epi8(-128);
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) {
+        u[j] = _mm512_xor_si512(_mm512_loadu_si512(g.qs + 64 * j), flip);
+      }
+    }
+  }
+  // x's 4 bytes that chunk j multiplies.
+  static int32_t XPiece(const int8_t* xs, int j) {
+    int32_t v;
+    std::memcpy(&v, xs + (kQ4 && j >= 4 ? 16 + 4 * (j - 4) : 4 * j), 4);
+    return v;
+  }
+};
+
+// 16 interleaved rows (one group's blocks) against R rows of x: per block,
+// the codes are made unsigned once for all R rows; each row then takes 8
+// vpdpbusd (x's 4-byte pieces broadcast, two chains) and one scale FMA for
+// 16 rows' blocks, where the row layout needs one per two blocks. Lanes
+// outside `m` are not stored (a range that cuts a group).
+template <int R, typename Group>
+inline void TileGroup(const Group* g, int64_t nb, const QuantizedRows& x,
+                      int64_t r0, float* y, int64_t ldy, __mmask16 m) {
+  using Codes = GroupCodes<Group>;
+  __m512 acc[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i u[8];
+    Codes::Load(g[b], u);
+    const __m512 dw = _mm512_cvtph_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g[b].d)));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const int64_t xb = (r0 + r) * nb + b;
+      const int8_t* xs = x.q[xb].qs;
+      __m512i a0 = _mm512_set1_epi32(Codes::kOffset * x.sum[xb]);
+      __m512i a1 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int j = 0; j < 8; j += 2) {
+        a0 = _mm512_dpbusd_epi32(a0, u[j],
+                                 _mm512_set1_epi32(Codes::XPiece(xs, j)));
+        a1 = _mm512_dpbusd_epi32(a1, u[j + 1],
+                                 _mm512_set1_epi32(Codes::XPiece(xs, j + 1)));
+      }
+      acc[r] =
+          _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(x.d[xb])),
+                          _mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm512_mask_storeu_ps(y + (r0 + r) * ldy, m, acc[r]);
+  }
+}
+
+template <typename Group>
+void GemvGroups(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
+                int64_t rows, float* y, int64_t ldy, int64_t o0, int64_t o1) {
+  const auto& xq = *static_cast<const QuantizedRows*>(x);
+  const int64_t nb = in / kBlockSize;
+  for (int64_t g = o0 / 16; g * 16 < o1; ++g) {
+    const int64_t first = std::max<int64_t>(o0, g * 16) - g * 16;
+    const int64_t last = std::min<int64_t>(o1, g * 16 + 16) - g * 16;
+    const auto m =
+        static_cast<__mmask16>(((1u << last) - 1) & ~((1u << first) - 1));
+    const auto* group = reinterpret_cast<const Group*>(w + g * 16 * row_bytes);
+    float* yg = y + g * 16;
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) TileGroup<4>(group, nb, xq, r, yg, ldy, m);
+    for (; r < rows; ++r) TileGroup<1>(group, nb, xq, r, yg, ldy, m);
+  }
+}
+
 }  // namespace
+
+void GemvQ4_0x16Avx512(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1) {
+  GemvGroups<BlockQ4_0x16>(w, row_bytes, in, x, rows, y, ldy, o0, o1);
+}
+
+void GemvQ8_0x16Avx512(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1) {
+  GemvGroups<BlockQ8_0x16>(w, row_bytes, in, x, rows, y, ldy, o0, o1);
+}
 
 const GemvKernels kAvx512Kernels = {GemvF<float>,
                                     GemvQPairs<BlockQ8_0>,

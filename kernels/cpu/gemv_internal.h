@@ -61,6 +61,24 @@ struct GemvKernels {
 
 const GemvKernels& KernelsFor(Isa isa);
 
+// Q4_0 and Q8_0 weights in WeightLayout::kInterleaved16 (w: the groups;
+// row_bytes: one row's in kRows), x a QuantizedRows. Per row and block, the
+// exact integer dot product (Q4_0: of the nibbles, minus 8 * x's code
+// sum), then acc = fma(dw * dx, dot, acc) over the blocks in order: the
+// AVX-512 forms compute exactly this.
+void GemvQ4_0x16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1);
+void GemvQ4_0x16Avx512(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1);
+void GemvQ8_0x16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1);
+void GemvQ8_0x16Avx512(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1);
+
 extern const GemvKernels kScalarKernels;
 extern const GemvKernels kAvx2Kernels;
 extern const GemvKernels kAvx512Kernels;

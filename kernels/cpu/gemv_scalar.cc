@@ -1,5 +1,7 @@
 // Reference kernels: the plainest loops, in the order the SIMD variants
 // are checked against (float sums sequential per output).
+#include <cmath>
+
 #include "kernels/cpu/gemv_internal.h"
 #include "kernels/cpu/quant_blocks.h"
 #include "kernels/scalar_codecs.h"
@@ -139,6 +141,68 @@ void GemvF16(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
     }
   }
 }
+
+// One row's block of a group (`lane`) against x's block: the exact
+// integer dot product.
+int32_t GroupDot(const BlockQ4_0x16& g, int lane, const int8_t* xs,
+                 int32_t xsum) {
+  int32_t dot = -8 * xsum;
+  for (int j = 0; j < 4; ++j) {
+    for (int k = 0; k < 4; ++k) {
+      const uint8_t v = g.qs[64 * j + 4 * lane + k];
+      dot += (v & 15) * xs[4 * j + k] + (v >> 4) * xs[16 + 4 * j + k];
+    }
+  }
+  return dot;
+}
+
+int32_t GroupDot(const BlockQ8_0x16& g, int lane, const int8_t* xs,
+                 int32_t /*xsum*/) {
+  int32_t dot = 0;
+  for (int j = 0; j < 8; ++j) {
+    for (int k = 0; k < 4; ++k)
+      dot += g.qs[64 * j + 4 * lane + k] * xs[4 * j + k];
+  }
+  return dot;
+}
+
+template <typename Group>
+void GemvGroups(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
+                int64_t rows, float* y, int64_t ldy, int64_t o0, int64_t o1) {
+  const auto& xq = *static_cast<const QuantizedRows*>(x);
+  const int64_t nb = in / kBlockSize;
+  for (int64_t o = o0; o < o1; ++o) {
+    const auto* group =
+        reinterpret_cast<const Group*>(w + (o / 16) * 16 * row_bytes);
+    const int lane = static_cast<int>(o % 16);
+    for (int64_t r = 0; r < rows; ++r) {
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t xb = r * nb + b;
+        const int32_t dot = GroupDot(group[b], lane, xq.q[xb].qs, xq.sum[xb]);
+        const float scale = Fp16BitsToFp32(group[b].d[lane]) * xq.d[xb];
+        acc = std::fma(scale, static_cast<float>(dot), acc);
+      }
+      y[r * ldy + o] = acc;
+    }
+  }
+}
+
+}  // namespace
+
+void GemvQ4_0x16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1) {
+  GemvGroups<BlockQ4_0x16>(w, row_bytes, in, x, rows, y, ldy, o0, o1);
+}
+
+void GemvQ8_0x16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1) {
+  GemvGroups<BlockQ8_0x16>(w, row_bytes, in, x, rows, y, ldy, o0, o1);
+}
+
+namespace {
 
 uint64_t SumU64(const uint64_t* p, int64_t n) {
   uint64_t s = 0;

@@ -32,6 +32,23 @@ Matrix Make(WeightType type, const std::vector<float>& w, int64_t out,
   return m;
 }
 
+// The matrix in WeightLayout::kInterleaved16 (its own bytes; `rows` keeps the
+// row layout's, for the references).
+struct Grouped {
+  std::vector<uint8_t> bytes;
+  WeightView view(const Matrix& rows) const {
+    return {rows.type, bytes.data(), rows.out, rows.in,
+            WeightLayout::kInterleaved16};
+  }
+};
+
+Grouped Group(const Matrix& m) {
+  Grouped g{std::vector<uint8_t>(m.bytes.size())};
+  ToLayout(WeightLayout::kInterleaved16, m.type, m.bytes.data(), m.out, m.in,
+           g.bytes.data());
+  return g;
+}
+
 std::vector<float> Random(int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -127,10 +144,9 @@ TEST_P(GemvTest, EveryVariantMatchesTheExactProduct) {
 // With every scale exactly 1 and small integer values, all products and
 // partial sums are exact in float, so each variant's integer dot products
 // must agree with the exact integer result bit for bit.
-TEST_P(GemvTest, IntegerDotProductsAreExactOnEveryVariant) {
-  const WeightType type = GetParam();
-  if (IsK(type)) GTEST_SKIP() << "KBlocksIntegerDotProductsAreExact covers it";
-  const int64_t out = 24, in = 256, rows = 6;
+// Q8_0 or Q4_0, in the row layout or interleaved.
+void ExpectExactIntegerProducts(WeightType type, bool interleaved) {
+  const int64_t out = 32, in = 256, rows = 6;  // Two groups of 16.
   std::mt19937 rng(3);
   const int wmax = type == WeightType::kQ4_0 ? 8 : 127;
   std::uniform_int_distribution<int> wd(-wmax + 1, wmax - 1), xd(-127, 127);
@@ -143,9 +159,11 @@ TEST_P(GemvTest, IntegerDotProductsAreExactOnEveryVariant) {
   }
   for (int64_t i = 0; i < rows * in; i += 32) x[i] = -127.0f;
   Matrix m = Make(type, w, out, in);
+  const Grouped g = interleaved ? Group(m) : Grouped{};
   for (Isa isa : SupportedIsas()) {
     std::vector<float> y(rows * out);
-    GemvOn(isa, m.view(), x.data(), rows, y.data(), 0, out);
+    GemvOn(isa, interleaved ? g.view(m) : m.view(), x.data(), rows, y.data(), 0,
+           out);
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t o = 0; o < out; ++o) {
         int64_t exact = 0;
@@ -158,6 +176,12 @@ TEST_P(GemvTest, IntegerDotProductsAreExactOnEveryVariant) {
       }
     }
   }
+}
+
+TEST_P(GemvTest, IntegerDotProductsAreExactOnEveryVariant) {
+  const WeightType type = GetParam();
+  if (IsK(type)) GTEST_SKIP() << "KBlocksIntegerDotProductsAreExact covers it";
+  ExpectExactIntegerProducts(type, /*interleaved=*/false);
 }
 
 // The threaded entry point computes each output exactly as the active
@@ -288,6 +312,116 @@ INSTANTIATE_TEST_SUITE_P(Types, GemvTest,
                          ::testing::Values(WeightType::kF32, WeightType::kQ8_0,
                                            WeightType::kQ4_0, WeightType::kQ4_K,
                                            WeightType::kQ6_K, WeightType::kF16),
+                         [](const auto& info) {
+                           return std::string(WeightTypeName(info.param));
+                         });
+
+class GemvInterleavedTest : public ::testing::TestWithParam<WeightType> {};
+
+// The interleaved layout holds the same weights: every row dequantizes as
+// the row layout's, on the pool and on the calling thread, from ranges
+// that cut groups.
+TEST_P(GemvInterleavedTest, HoldsTheRowLayoutsWeights) {
+  const int64_t out = 48, in = 96;
+  Matrix m = Make(GetParam(), Random(out * in, 20), out, in);
+  Grouped g = Group(m);
+  std::vector<float> want(out * in), here(out * in), pooled(30 * in);
+  DequantizeRows(m.view(), 0, out, want.data());
+  DequantizeRowsHere(g.view(m), 0, out, here.data());
+  EXPECT_EQ(want, here);
+  DequantizeRows(g.view(m), 5, 35, pooled.data());
+  EXPECT_EQ(0, std::memcmp(pooled.data(), want.data() + 5 * in,
+                           pooled.size() * sizeof(float)));
+}
+
+// Every variant on the interleaved layout: within the float-summation bound
+// of the exact product (the Q4_0 row layout's bound), bit for bit the
+// scalar reference's, for any range of rows (the AVX-512 form stores whole
+// groups under a mask), and a row of a batch equals the row alone.
+TEST_P(GemvInterleavedTest, EveryVariantComputesTheScalarReferenceBitForBit) {
+  for (const Shape& s : {Shape{16, 32, 1}, Shape{32, 96, 5},
+                         Shape{48, 67 * 32, 9}, Shape{64, 1024, 16}}) {
+    Matrix m = Make(GetParam(), Random(s.out * s.in, 21), s.out, s.in);
+    Grouped g = Group(m);
+    std::vector<float> x = Random(s.rows * s.in, 22);
+    std::vector<double> want, mag;
+    Reference(m, x, s.rows, &want, &mag);
+    std::vector<float> ref(static_cast<size_t>(s.rows * s.out), NAN);
+    GemvOn(Isa::kScalar, g.view(m), x.data(), s.rows, ref.data(), 0, s.out);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      ASSERT_LE(std::fabs(ref[i] - want[i]),
+                2 * (s.in / 32 + 1) * FLT_EPSILON * mag[i])
+          << s.out << "x" << s.in << " at " << i;
+    }
+    for (Isa isa : SupportedIsas()) {
+      std::vector<float> y(ref.size(), NAN);
+      GemvOn(isa, g.view(m), x.data(), s.rows, y.data(), 0, s.out);
+      ASSERT_EQ(0, std::memcmp(y.data(), ref.data(), y.size() * 4))
+          << IsaName(isa) << " " << s.out << "x" << s.in;
+      // Rows [3, out - 2): the first and last groups are cut.
+      std::vector<float> part(ref.size(), -1.0f);
+      GemvOn(isa, g.view(m), x.data(), s.rows, part.data(), 3, s.out - 2);
+      for (int64_t r = 0; r < s.rows; ++r) {
+        for (int64_t o = 0; o < s.out; ++o) {
+          const float expect =
+              o >= 3 && o < s.out - 2 ? ref[r * s.out + o] : -1.0f;
+          ASSERT_EQ(part[r * s.out + o], expect)
+              << IsaName(isa) << " r" << r << " o" << o;
+        }
+      }
+      for (int64_t r = 0; r < s.rows; ++r) {
+        std::vector<float> alone(static_cast<size_t>(s.out));
+        GemvOn(isa, g.view(m), x.data() + r * s.in, 1, alone.data(), 0, s.out);
+        ASSERT_EQ(0, std::memcmp(alone.data(), ref.data() + r * s.out,
+                                 alone.size() * 4))
+            << IsaName(isa) << " row " << r;
+      }
+    }
+  }
+}
+
+// Unit scales and small integers: the interleaved kernels' integer dot
+// products (Q4_0's nibbles and Q8_0's flipped codes, their offsets through
+// x's code sums) are exact.
+TEST_P(GemvInterleavedTest, IntegerDotProductsAreExact) {
+  ExpectExactIntegerProducts(GetParam(), /*interleaved=*/true);
+}
+
+// On the pool, chunks hold whole groups: threaded equals one thread.
+TEST_P(GemvInterleavedTest, ThreadedEqualsSingleThreadBitForBit) {
+  const int64_t out = 1008, in = 512, rows = 5;
+  Matrix m = Make(GetParam(), Random(out * in, 24), out, in);
+  Grouped g = Group(m);
+  std::vector<float> x = Random(rows * in, 25);
+  std::vector<float> one(rows * out), many(rows * out);
+  GemvOn(ActiveIsa(), g.view(m), x.data(), rows, one.data(), 0, out);
+  SetKernelThreads(3);
+  Gemv(g.view(m), x.data(), rows, many.data());
+  SetKernelThreads(1);
+  EXPECT_EQ(0, std::memcmp(one.data(), many.data(), one.size() * 4));
+}
+
+// Interleaved only where its kernels run: Q4_0 and Q8_0, whole groups,
+// AVX-512.
+TEST(GemvInterleavedLayoutTest, PreferredWhereItsKernelRuns) {
+  const bool avx512 = ActiveIsa() == Isa::kAvx512;
+  for (WeightType type : {WeightType::kQ4_0, WeightType::kQ8_0}) {
+    EXPECT_EQ(PreferredLayout(type, 2048),
+              avx512 ? WeightLayout::kInterleaved16 : WeightLayout::kRows);
+    EXPECT_EQ(PreferredLayout(type, 40), WeightLayout::kRows);
+  }
+  EXPECT_EQ(PreferredLayout(WeightType::kQ4_K, 2048), WeightLayout::kRows);
+  EXPECT_EQ(PreferredLayout(WeightType::kF32, 2048), WeightLayout::kRows);
+  if (avx512) {
+    ASSERT_TRUE(ForceIsa(Isa::kAvx2).ok());
+    EXPECT_EQ(PreferredLayout(WeightType::kQ4_0, 2048), WeightLayout::kRows);
+    ASSERT_TRUE(ForceIsa(BestIsa()).ok());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, GemvInterleavedTest,
+                         ::testing::Values(WeightType::kQ4_0,
+                                           WeightType::kQ8_0),
                          [](const auto& info) {
                            return std::string(WeightTypeName(info.param));
                          });

@@ -140,8 +140,11 @@ void DequantizeRowQ4_0(const BlockQ4_0* x, int64_t n, float* y) {
   assert(n % kBlockSize == 0);
   for (int64_t b = 0; b < n / kBlockSize; ++b, y += kBlockSize) {
     const float d = Fp16BitsToFp32(x[b].d);
+    // Two loops, not one writing both halves: these vectorize.
     for (int j = 0; j < kBlockSize / 2; ++j) {
       y[j] = ((x[b].qs[j] & 15) - 8) * d;
+    }
+    for (int j = 0; j < kBlockSize / 2; ++j) {
       y[j + kBlockSize / 2] = ((x[b].qs[j] >> 4) - 8) * d;
     }
   }

@@ -51,6 +51,27 @@ struct BlockQ4_0 {
 };
 static_assert(sizeof(BlockQ4_0) == 18, "GGUF Q4_0 block is 18 bytes");
 
+// Block b of 16 consecutive Q4_0 rows, interleaved
+// (WeightLayout::kInterleaved16 in gemv.h; never in files): the rows' scales,
+// then their codes in four 64-byte chunks, chunk j holding bytes 4j..4j+3 of
+// each row's qs in row order. A 512-bit vpdpbusd then multiplies 4 codes of all
+// 16 rows by the same 4 bytes of x at once, each int32 lane summing one row's
+// block.
+struct BlockQ4_0x16 {
+  uint16_t d[16];  // fp16 bits, row r's at d[r].
+  uint8_t qs[256];
+};
+static_assert(sizeof(BlockQ4_0x16) == 16 * sizeof(BlockQ4_0),
+              "16 interleaved rows take the bytes of 16 rows");
+
+// The same for Q8_0: eight 64-byte chunks of codes.
+struct BlockQ8_0x16 {
+  uint16_t d[16];
+  int8_t qs[512];
+};
+static_assert(sizeof(BlockQ8_0x16) == 16 * sizeof(BlockQ8_0),
+              "16 interleaved rows take the bytes of 16 rows");
+
 inline constexpr int64_t kSuperBlockSize = 256;
 
 struct BlockQ4_K {
