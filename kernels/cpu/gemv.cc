@@ -56,13 +56,16 @@ internal::GemvFn FnFor(const internal::GemvKernels& k, WeightType type) {
 // The kernel for `w` on `isa`: the layout's own, else the type's.
 internal::GemvFn FnFor(Isa isa, const WeightView& w) {
   if (w.layout == WeightLayout::kInterleaved16) {
-    const bool q4 = w.type == WeightType::kQ4_0;
 #if EDGESPLIT_X86_KERNELS
     if (isa == Isa::kAvx512) {
-      return q4 ? internal::GemvQ4_0x16Avx512 : internal::GemvQ8_0x16Avx512;
+      if (w.type == WeightType::kQ4_K) return internal::GemvQ4_Kx16Avx512;
+      return w.type == WeightType::kQ4_0 ? internal::GemvQ4_0x16Avx512
+                                         : internal::GemvQ8_0x16Avx512;
     }
 #endif
-    return q4 ? internal::GemvQ4_0x16Scalar : internal::GemvQ8_0x16Scalar;
+    if (w.type == WeightType::kQ4_K) return internal::GemvQ4_Kx16Scalar;
+    return w.type == WeightType::kQ4_0 ? internal::GemvQ4_0x16Scalar
+                                       : internal::GemvQ8_0x16Scalar;
   }
   return FnFor(KernelsFor(isa), w.type);
 }
@@ -125,16 +128,34 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
   return &rows_view;
 }
 
-// Where a row's block (fp16 scale, then codes) lies in its group's block
-// of 16 interleaved rows (BlockQ4_0x16, BlockQ8_0x16): the scale at
-// d[lane], code bytes 4j..4j+3 at qs[64 j + 4 lane ..]. `copy(group_bytes,
-// block_bytes, n)` moves each piece one way or the other.
+// Where a row's block lies in its group's block of 16 interleaved rows
+// (BlockQ4_0x16, BlockQ8_0x16: the scale at d[lane], code bytes 4j..4j+3
+// at qs[64 j + 4 lane ..]; BlockQ4_Kx16: d, dmin, each scales byte, then
+// the codes likewise). `copy(group_offset, block_offset, n)` moves each
+// piece one way or the other.
 template <typename Copy>
-void ForEachPiece(int64_t block_bytes, int lane, Copy copy) {
-  constexpr int64_t kScaleBytes = 2, kGroupScales = 16 * kScaleBytes;
-  copy(kScaleBytes * lane, 0, kScaleBytes);
-  for (int64_t j = 0; j < (block_bytes - kScaleBytes) / 4; ++j) {
-    copy(kGroupScales + 64 * j + 4 * lane, kScaleBytes + 4 * j, 4);
+void ForEachPiece(WeightType type, int64_t lane, Copy copy) {
+  copy(2 * lane, 0, 2);
+  if (type == WeightType::kQ4_K) {
+    copy(32 + 2 * lane, 2, 2);
+    for (int64_t i = 0; i < 12; ++i) copy(64 + 16 * i + lane, 4 + i, 1);
+    for (int64_t c = 0; c < 32; ++c)
+      copy(256 + 64 * c + 4 * lane, 16 + 4 * c, 4);
+    return;
+  }
+  const int64_t chunks = type == WeightType::kQ4_0 ? 4 : 8;
+  for (int64_t j = 0; j < chunks; ++j)
+    copy(32 + 64 * j + 4 * lane, 2 + 4 * j, 4);
+}
+
+// memcpy of the sizes ForEachPiece names, each inlined.
+inline void CopyPiece(uint8_t* to, const uint8_t* from, int64_t n) {
+  if (n == 4) {
+    std::memcpy(to, from, 4);
+  } else if (n == 2) {
+    std::memcpy(to, from, 2);
+  } else {
+    *to = *from;
   }
 }
 
@@ -153,7 +174,8 @@ void GatherRow(const uint8_t* group, int64_t nb, int64_t lane, uint8_t* row) {
 }
 
 bool Interleaves(WeightType type) {
-  return type == WeightType::kQ4_0 || type == WeightType::kQ8_0;
+  return type == WeightType::kQ4_0 || type == WeightType::kQ8_0 ||
+         type == WeightType::kQ4_K;
 }
 
 }  // namespace
@@ -172,7 +194,7 @@ void ToLayout(WeightLayout layout, WeightType type, const void* rows,
     return;
   }
   assert(Interleaves(type) && out % 16 == 0);
-  const int64_t nb = in / kBlockSize;
+  const int64_t nb = in / BlockWeights(type);
   const int64_t block_bytes = row_bytes / nb;
   const auto* src = static_cast<const uint8_t*>(rows);
   auto* groups = static_cast<uint8_t*>(dst);
@@ -181,10 +203,9 @@ void ToLayout(WeightLayout layout, WeightType type, const void* rows,
       for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* from = src + o * row_bytes + b * block_bytes;
         uint8_t* to = groups + (o / 16) * 16 * row_bytes + b * 16 * block_bytes;
-        ForEachPiece(block_bytes, static_cast<int>(o % 16),
-                     [&](int64_t at, int64_t from_at, int64_t n) {
-                       std::memcpy(to + at, from + from_at, n);
-                     });
+        ForEachPiece(type, o % 16, [&](int64_t at, int64_t from_at, int64_t n) {
+          CopyPiece(to + at, from + from_at, n);
+        });
       }
     }
   });
@@ -239,8 +260,18 @@ void DequantizeRowsHere(const WeightView& w, int64_t o0, int64_t o1,
     const uint8_t* group = base + (o / 16) * 16 * row_bytes;
     if (w.type == WeightType::kQ4_0) {
       GatherRow<4>(group, w.in / kBlockSize, o % 16, row.data());
-    } else {
+    } else if (w.type == WeightType::kQ8_0) {
       GatherRow<8>(group, w.in / kBlockSize, o % 16, row.data());
+    } else {
+      const int64_t nb = w.in / BlockWeights(w.type);
+      const int64_t block_bytes = row_bytes / nb;
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* g = group + b * 16 * block_bytes;
+        uint8_t* to = row.data() + b * block_bytes;
+        ForEachPiece(w.type, o % 16, [&](int64_t at, int64_t to_at, int64_t n) {
+          CopyPiece(to + to_at, g + at, n);
+        });
+      }
     }
     DequantizeRow(w.type, row.data(), w.in, out + (o - o0) * w.in);
   }

@@ -27,9 +27,10 @@ namespace edgesplit::kernels {
 // How a matrix's blocks lie in memory.
 //   kRows: row after row, row o at data + o * RowBytes(type, in), as GGUF
 //     and quantized safetensors files store them.
-//   kInterleaved16: Q4_0 and Q8_0, out a multiple of 16: groups of 16 rows
-//     whose blocks are interleaved (BlockQ4_0x16, BlockQ8_0x16), group g's
-//     block b at data + (g * in / 32 + b) * 16 * (the block's bytes). In
+//   kInterleaved16: Q4_0, Q8_0 and Q4_K, out a multiple of 16: groups of
+//     16 rows whose blocks are interleaved (BlockQ4_0x16, BlockQ8_0x16,
+//     BlockQ4_Kx16), group g's block b at data + (g * (blocks per row) +
+//     b) * 16 * (the block's bytes). In
 //     memory only, made at load (runtime's PackForDecode). One vpdpbusd
 //     then covers 16 rows, so a block of x costs one scale FMA per 16 rows
 //     instead of one per two blocks: batched decode was bound by that float
@@ -48,7 +49,7 @@ struct WeightView {
 };
 
 // The layout Gemv runs `type` [out, in] fastest in on this CPU:
-// kInterleaved16 for Q4_0 and Q8_0 with `out` a multiple of 16 when the
+// kInterleaved16 for Q4_0, Q8_0 and Q4_K with `out` a multiple of 16 when the
 // AVX-512 kernels are active (the other variants compute it with the
 // scalar reference only), else kRows.
 WeightLayout PreferredLayout(WeightType type, int64_t out);

@@ -72,6 +72,15 @@ void GemvQ4_0x16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
 void GemvQ4_0x16Avx512(const uint8_t* w, int64_t row_bytes, int64_t in,
                        const void* x, int64_t rows, float* y, int64_t ldy,
                        int64_t o0, int64_t o1);
+// Q4_K's: per row and 32-weight sub-block j, acc = fma(d * sc(j) * dx,
+// dot, acc) and mins = fma(dmin * m(j), dx * sum(x), mins) in order; the
+// row is acc - mins.
+void GemvQ4_Kx16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1);
+void GemvQ4_Kx16Avx512(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1);
 void GemvQ8_0x16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
                        const void* x, int64_t rows, float* y, int64_t ldy,
                        int64_t o0, int64_t o1);

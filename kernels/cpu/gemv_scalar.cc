@@ -196,6 +196,46 @@ void GemvQ4_0x16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
   GemvGroups<BlockQ4_0x16>(w, row_bytes, in, x, rows, y, ldy, o0, o1);
 }
 
+void GemvQ4_Kx16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1) {
+  const auto& xq = *static_cast<const QuantizedRows*>(x);
+  const int64_t nb = in / kBlockSize;
+  for (int64_t o = o0; o < o1; ++o) {
+    const auto* group =
+        reinterpret_cast<const BlockQ4_Kx16*>(w + (o / 16) * 16 * row_bytes);
+    const int lane = static_cast<int>(o % 16);
+    for (int64_t r = 0; r < rows; ++r) {
+      float acc = 0.0f, mins = 0.0f;
+      for (int64_t s = 0; s < nb / 8; ++s) {
+        const BlockQ4_Kx16& g = group[s];
+        uint8_t packed[12];
+        for (int i = 0; i < 12; ++i) packed[i] = g.scales[i][lane];
+        for (int j = 0; j < 8; ++j) {
+          int sc, m;
+          Q4KScaleMin(packed, j, &sc, &m);
+          const int64_t xb = r * nb + 8 * s + j;
+          const int8_t* xs = xq.q[xb].qs;
+          int32_t dot = 0;
+          for (int i = 0; i < 8; ++i) {
+            for (int t = 0; t < 4; ++t) {
+              const uint8_t v = g.qs[8 * (j / 2) + i][4 * lane + t];
+              dot += (j % 2 == 0 ? v & 15 : v >> 4) * xs[4 * i + t];
+            }
+          }
+          const float scale =
+              Fp16BitsToFp32(g.d[lane]) * static_cast<float>(sc);
+          const float min =
+              Fp16BitsToFp32(g.dmin[lane]) * static_cast<float>(m);
+          acc = std::fma(scale * xq.d[xb], static_cast<float>(dot), acc);
+          mins = std::fma(min, xq.d[xb] * static_cast<float>(xq.sum[xb]), mins);
+        }
+      }
+      y[r * ldy + o] = acc - mins;
+    }
+  }
+}
+
 void GemvQ8_0x16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
                        const void* x, int64_t rows, float* y, int64_t ldy,
                        int64_t o0, int64_t o1) {

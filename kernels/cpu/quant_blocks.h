@@ -82,6 +82,19 @@ struct BlockQ4_K {
 };
 static_assert(sizeof(BlockQ4_K) == 144, "GGUF Q4_K block is 144 bytes");
 
+// Super-block s of 16 consecutive Q4_K rows, interleaved as BlockQ4_0x16
+// is: scales[i][r] is byte i of row r's packed scales (so one 16-byte
+// vector holds that byte of every row), qs[c][4r..4r+3] bytes 4c..4c+3 of
+// row r's codes.
+struct BlockQ4_Kx16 {
+  uint16_t d[16];
+  uint16_t dmin[16];
+  uint8_t scales[12][16];
+  uint8_t qs[32][64];
+};
+static_assert(sizeof(BlockQ4_Kx16) == 16 * sizeof(BlockQ4_K),
+              "16 interleaved rows take the bytes of 16 rows");
+
 struct BlockQ6_K {
   uint8_t ql[kSuperBlockSize / 2];
   uint8_t qh[kSuperBlockSize / 4];
