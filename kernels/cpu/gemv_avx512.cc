@@ -673,9 +673,14 @@ inline void TileKGroup(const BlockQ4_Kx16* g, int64_t nb,
     // Two super-blocks ahead (4.5 KiB): measured, without it a row of x
     // against matrices streamed from memory ran at half the row layout's
     // speed when rows are 2048 wide.
-    const char* ahead = reinterpret_cast<const char*>(g + s + 2);
+    // (An address past the matrix's end is never formed as a pointer into
+    // it: prefetching one is harmless, computing one would not be.)
+    const uintptr_t ahead =
+        reinterpret_cast<uintptr_t>(g + s) + 2 * sizeof(BlockQ4_Kx16);
 #pragma GCC unroll 36
-    for (int l = 0; l < 36; ++l) _mm_prefetch(ahead + 64 * l, _MM_HINT_T0);
+    for (int l = 0; l < 36; ++l) {
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + 64 * l), _MM_HINT_T0);
+    }
     __m512 sc[8], mn[8];
     Q4KGroupScales(g[s], sc, mn);
     for (int j = 0; j < 8; ++j) {
