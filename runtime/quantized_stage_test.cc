@@ -188,8 +188,8 @@ TEST(LinearWeightTest, PackedForDecodeHoldsTheSameWeights) {
     at::Tensor x3 = x.narrow(0, 0, 3).contiguous();
     at::Tensor y = LinearForward(packed, x3, {});
     at::Tensor want = at::empty({3, 304});
-    kernels::GemvOn(kernels::Isa::kScalar, packed.View(),
-                    x3.data_ptr<float>(), 3, want.data_ptr<float>(), 0, 304);
+    kernels::GemvOn(kernels::Isa::kScalar, packed.View(), x3.data_ptr<float>(),
+                    3, want.data_ptr<float>(), 0, 304);
     EXPECT_TRUE(at::equal(y, want)) << kernels::WeightTypeName(t);
     EXPECT_LT((y - LinearForward(*lw, x3, {})).abs().max().item<double>(),
               1e-3 * y.abs().max().item<double>());

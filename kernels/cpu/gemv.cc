@@ -159,20 +159,6 @@ inline void CopyPiece(uint8_t* to, const uint8_t* from, int64_t n) {
   }
 }
 
-// Row `lane` of a group of 16 interleaved rows (nb blocks of kChunks
-// 4-byte pieces of codes) back in kRows's blocks.
-template <int kChunks>
-void GatherRow(const uint8_t* group, int64_t nb, int64_t lane, uint8_t* row) {
-  constexpr int64_t kBlockBytes = 2 + 4 * kChunks;
-  for (int64_t b = 0; b < nb; ++b, row += kBlockBytes) {
-    const uint8_t* g = group + b * 16 * kBlockBytes;
-    std::memcpy(row, g + 2 * lane, 2);
-    for (int64_t j = 0; j < kChunks; ++j) {
-      std::memcpy(row + 2 + 4 * j, g + 32 + 64 * j + 4 * lane, 4);
-    }
-  }
-}
-
 bool Interleaves(WeightType type) {
   return type == WeightType::kQ4_0 || type == WeightType::kQ8_0 ||
          type == WeightType::kQ4_K;
@@ -258,20 +244,14 @@ void DequantizeRowsHere(const WeightView& w, int64_t o0, int64_t o1,
   std::vector<uint8_t> row(static_cast<size_t>(row_bytes));
   for (int64_t o = o0; o < o1; ++o) {
     const uint8_t* group = base + (o / 16) * 16 * row_bytes;
-    if (w.type == WeightType::kQ4_0) {
-      GatherRow<4>(group, w.in / kBlockSize, o % 16, row.data());
-    } else if (w.type == WeightType::kQ8_0) {
-      GatherRow<8>(group, w.in / kBlockSize, o % 16, row.data());
-    } else {
-      const int64_t nb = w.in / BlockWeights(w.type);
-      const int64_t block_bytes = row_bytes / nb;
-      for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* g = group + b * 16 * block_bytes;
-        uint8_t* to = row.data() + b * block_bytes;
-        ForEachPiece(w.type, o % 16, [&](int64_t at, int64_t to_at, int64_t n) {
-          CopyPiece(to + to_at, g + at, n);
-        });
-      }
+    const int64_t nb = w.in / BlockWeights(w.type);
+    const int64_t block_bytes = row_bytes / nb;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* g = group + b * 16 * block_bytes;
+      uint8_t* to = row.data() + b * block_bytes;
+      ForEachPiece(w.type, o % 16, [&](int64_t at, int64_t to_at, int64_t n) {
+        CopyPiece(to + to_at, g + at, n);
+      });
     }
     DequantizeRow(w.type, row.data(), w.in, out + (o - o0) * w.in);
   }
