@@ -73,6 +73,15 @@ class MuteServer {
 // listing's own deadline, not the controller calls' (a minute here), and
 // the next listing does not ask again during the back-off.
 TEST(AgentBackendTest, ASilentControllerHoldsAListingOnlyBriefly) {
+#if defined(__SANITIZE_THREAD__)
+  // A call whose deadline expires is torn down by gRPC's timer thread, and
+  // the hand-offs there (absl::Status reference counts, gRPC's slice
+  // buffers) are atomics inside Debian's uninstrumented libgrpc and
+  // libabsl_status: TSan reported them as races in every run, with no
+  // frame of this project's code racing. Models()'s own locking is checked
+  // by clang's thread-safety analysis; the rest of openai_test runs here.
+  GTEST_SKIP() << "gRPC deadline expiry is not visible to TSan";
+#endif
   MuteServer controller;
   AgentBackendOptions o;
   o.agent.controller = controller.address();
