@@ -53,39 +53,79 @@ double BestBandwidth(int64_t bytes, F&& f) {
   return best;
 }
 
-// GEMV bandwidth of each way to multiply one row by a 8192 x 4096 matrix.
+// GEMV bandwidth of each way to multiply one row (and 16 rows, as 16
+// sessions' decode steps) by a 8192 x 4096 matrix: the weight bytes read
+// per call over its time.
 void PrintGemvTable(double read_bw) {
   const int64_t out = 8192, in = 4096;
   at::Tensor w = at::randn({out, in});
   at::Tensor x = at::randn({1, in});
-  at::Tensor y = at::empty({1, out});
+  at::Tensor x16 = at::randn({16, in});
+  at::Tensor y;
   std::printf(
-      "| GEMV 8192x4096, 1 row | GB/s of weights | of read bandwidth |\n"
-      "|---|---|---|\n");
-  auto row = [&](const std::string& name, double bw) {
-    std::printf("| %s | %.1f | %.0f%% |\n", name.c_str(), bw / 1e9,
-                100 * bw / read_bw);
+      "| GEMV 8192x4096 | 1 row: GB/s of weights | of read bandwidth | "
+      "16 rows: GB/s of weights |\n|---|---|---|---|\n");
+  auto row = [&](const std::string& name, int64_t bytes, auto&& f) {
+    const double one = BestBandwidth(bytes, [&] { y = f(x); });
+    const double many = BestBandwidth(bytes, [&] { y = f(x16); });
+    std::printf("| %s | %.1f | %.0f%% | %.1f |\n", name.c_str(), one / 1e9,
+                100 * one / read_bw, many / 1e9);
   };
-  row("at::linear (OpenBLAS sgemm)",
-      BestBandwidth(w.nbytes(), [&] { y = at::linear(x, w); }));
-  row("at::mv (OpenBLAS sgemv)",
-      BestBandwidth(w.nbytes(), [&] { y = at::mv(w, x[0]); }));
+  row("at::linear (OpenBLAS sgemm)", w.nbytes(),
+      [&](const at::Tensor& v) { return at::linear(v, w); });
   for (kernels::WeightType t :
        {kernels::WeightType::kF32, kernels::WeightType::kQ8_0,
-        kernels::WeightType::kQ4_0}) {
+        kernels::WeightType::kQ4_0, kernels::WeightType::kQ4_K,
+        kernels::WeightType::kQ6_K}) {
     auto lw = MakeLinearWeight(w, t, "bench");
     if (!lw.ok()) continue;
     const std::string name = std::string("kernels::Gemv ") +
                              kernels::WeightTypeName(t) + " (" +
                              kernels::IsaName(kernels::ActiveIsa()) + ")";
-    row(name,
-        BestBandwidth(lw->Bytes(), [&] { y = LinearForward(*lw, x, {}); }));
+    row(name, lw->Bytes(),
+        [&](const at::Tensor& v) { return LinearForward(*lw, v, {}); });
     LinearWeight packed = *lw;  // As stages hold it.
     PackForDecode(&packed);
     if (packed.layout != lw->layout) {
-      row(name + ", 16-row groups", BestBandwidth(packed.Bytes(), [&] {
-            y = LinearForward(packed, x, {});
-          }));
+      row(name + ", 16-row groups", packed.Bytes(),
+          [&](const at::Tensor& v) { return LinearForward(packed, v, {}); });
+    }
+  }
+  std::printf("\n");
+}
+
+// Prefill's dequantization (runtime's QuantizedGemm: 256-row slices of the
+// weight as floats, on one thread, each then multiplied by GEMM): billions
+// of weights per second over a 8192 x 4096 matrix, the scalar reference
+// against the active variant, in each layout.
+void PrintDequantTable() {
+  const int64_t out = 8192, in = 4096, slice = 256;
+  at::Tensor w = at::randn({out, in});
+  std::vector<float> buf(static_cast<size_t>(slice * in));
+  std::printf(
+      "| dequantize 8192x4096 (prefill), 1 thread | scalar G weights/s | "
+      "%s G weights/s |\n|---|---|---|\n",
+      kernels::IsaName(kernels::ActiveIsa()));
+  auto rate = [&](kernels::Isa isa, const kernels::WeightView& v) {
+    return BestBandwidth(out * in, [&] {
+      for (int64_t o = 0; o < out; o += slice) {
+        kernels::DequantizeRowsOn(isa, v, o, o + slice, buf.data());
+      }
+    });
+  };
+  for (kernels::WeightType t :
+       {kernels::WeightType::kQ8_0, kernels::WeightType::kQ4_0,
+        kernels::WeightType::kQ4_K, kernels::WeightType::kQ6_K}) {
+    auto lw = MakeLinearWeight(w, t, "bench");
+    if (!lw.ok()) continue;
+    LinearWeight packed = *lw;
+    PackForDecode(&packed);
+    for (const LinearWeight* v : {&*lw, &packed}) {
+      if (v == &packed && packed.layout == lw->layout) continue;
+      std::printf("| %s%s | %.1f | %.1f |\n", kernels::WeightTypeName(t),
+                  v == &packed ? ", 16-row groups" : "",
+                  rate(kernels::Isa::kScalar, v->View()) / 1e9,
+                  rate(kernels::ActiveIsa(), v->View()) / 1e9);
     }
   }
   std::printf("\n");
@@ -291,6 +331,7 @@ int Main(int argc, char** argv) {
       "%.1f GB/s\n\n",
       threads, kernels::IsaName(kernels::ActiveIsa()), read_bw / 1e9);
   PrintGemvTable(read_bw);
+  PrintDequantTable();
   std::printf(
       "floor = read bandwidth (best of the probes run before each round) / "
       "weight bytes read per token; batch: %d sessions stepped together vs one "

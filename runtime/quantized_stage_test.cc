@@ -170,10 +170,12 @@ TEST(LinearWeightTest, GradientsFlowThroughQuantizedWeights) {
 // decode rows as the interleaved kernels compute them.
 TEST(LinearWeightTest, PackedForDecodeHoldsTheSameWeights) {
   at::manual_seed(4);
-  at::Tensor w = at::randn({304, 96});
-  for (WeightType t : {WeightType::kQ8_0, WeightType::kQ4_0}) {
+  at::Tensor w = at::randn({304, 256});
+  for (WeightType t : {WeightType::kQ8_0, WeightType::kQ4_0, WeightType::kQ4_K,
+                       WeightType::kQ6_K}) {
     auto lw = MakeLinearWeight(w, t, "w");
     ASSERT_TRUE(lw.ok());
+    ASSERT_EQ(lw->type, t);
     LinearWeight packed = *lw;
     PackForDecode(&packed);
     EXPECT_EQ(packed.layout, kernels::PreferredLayout(t, 304));
@@ -182,7 +184,7 @@ TEST(LinearWeightTest, PackedForDecodeHoldsTheSameWeights) {
     }
     EXPECT_EQ(packed.Bytes(), lw->Bytes());
     EXPECT_TRUE(at::equal(packed.Dense(), lw->Dense()));
-    at::Tensor x = at::randn({70, 96});
+    at::Tensor x = at::randn({70, 256});
     EXPECT_TRUE(at::equal(LinearForward(packed, x, {}),
                           LinearForward(*lw, x, {})));  // Prefill: GEMM.
     at::Tensor x3 = x.narrow(0, 0, 3).contiguous();

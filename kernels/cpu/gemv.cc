@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstddef>
 #include <cstring>
 #include <iterator>
 #include <vector>
@@ -59,11 +60,13 @@ internal::GemvFn FnFor(Isa isa, const WeightView& w) {
 #if EDGESPLIT_X86_KERNELS
     if (isa == Isa::kAvx512) {
       if (w.type == WeightType::kQ4_K) return internal::GemvQ4_Kx16Avx512;
+      if (w.type == WeightType::kQ6_K) return internal::GemvQ6_Kx16Avx512;
       return w.type == WeightType::kQ4_0 ? internal::GemvQ4_0x16Avx512
                                          : internal::GemvQ8_0x16Avx512;
     }
 #endif
     if (w.type == WeightType::kQ4_K) return internal::GemvQ4_Kx16Scalar;
+    if (w.type == WeightType::kQ6_K) return internal::GemvQ6_Kx16Scalar;
     return w.type == WeightType::kQ4_0 ? internal::GemvQ4_0x16Scalar
                                        : internal::GemvQ8_0x16Scalar;
   }
@@ -114,16 +117,14 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
       }
     }
     rows_view.pairs = pairs.data();
-    if (type == WeightType::kQ6_K) {
-      half_dsum.resize(2 * xq.size());
-      for (size_t b = 0; b < xq.size(); ++b) {
-        int32_t first = 0;
-        for (int j = 0; j < kBlockSize / 2; ++j) first += xq[b].qs[j];
-        half_dsum[2 * b] = d[b] * static_cast<float>(first);
-        half_dsum[2 * b + 1] = d[b] * static_cast<float>(sum[b] - first);
-      }
-      rows_view.half_dsum = half_dsum.data();
+  }
+  if (isa == Isa::kAvx512 && type == WeightType::kQ6_K) {
+    half_dsum.resize(2 * xq.size());
+    for (size_t b = 0; b < xq.size(); ++b) {
+      half_dsum[2 * b] = internal::HalfDsum(xq[b], d[b], sum[b], 0);
+      half_dsum[2 * b + 1] = internal::HalfDsum(xq[b], d[b], sum[b], 1);
     }
+    rows_view.half_dsum = half_dsum.data();
   }
   return &rows_view;
 }
@@ -131,10 +132,26 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
 // Where a row's block lies in its group's block of 16 interleaved rows
 // (BlockQ4_0x16, BlockQ8_0x16: the scale at d[lane], code bytes 4j..4j+3
 // at qs[64 j + 4 lane ..]; BlockQ4_Kx16: d, dmin, each scales byte, then
-// the codes likewise). `copy(group_offset, block_offset, n)` moves each
-// piece one way or the other.
+// the codes likewise; BlockQ6_Kx16: d, each scale, ql's and qh's bytes
+// likewise). `copy(group_offset, block_offset, n)` moves each piece one
+// way or the other.
 template <typename Copy>
 void ForEachPiece(WeightType type, int64_t lane, Copy copy) {
+  if (type == WeightType::kQ6_K) {
+    copy(2 * lane, offsetof(BlockQ6_K, d), 2);
+    for (int64_t i = 0; i < 16; ++i) {
+      copy(offsetof(BlockQ6_Kx16, scales) + 16 * i + lane,
+           offsetof(BlockQ6_K, scales) + i, 1);
+    }
+    for (int64_t c = 0; c < 32; ++c) {
+      copy(offsetof(BlockQ6_Kx16, ql) + 64 * c + 4 * lane, 4 * c, 4);
+    }
+    for (int64_t c = 0; c < 16; ++c) {
+      copy(offsetof(BlockQ6_Kx16, qh) + 64 * c + 4 * lane,
+           offsetof(BlockQ6_K, qh) + 4 * c, 4);
+    }
+    return;
+  }
   copy(2 * lane, 0, 2);
   if (type == WeightType::kQ4_K) {
     copy(32 + 2 * lane, 2, 2);
@@ -161,7 +178,7 @@ inline void CopyPiece(uint8_t* to, const uint8_t* from, int64_t n) {
 
 bool Interleaves(WeightType type) {
   return type == WeightType::kQ4_0 || type == WeightType::kQ8_0 ||
-         type == WeightType::kQ4_K;
+         type == WeightType::kQ4_K || type == WeightType::kQ6_K;
 }
 
 }  // namespace
@@ -232,8 +249,21 @@ void GemvOn(Isa isa, const WeightView& w, const float* x, int64_t rows,
 
 void DequantizeRowsHere(const WeightView& w, int64_t o0, int64_t o1,
                         float* out) {
+  DequantizeRowsOn(ActiveIsa(), w, o0, o1, out);
+}
+
+void DequantizeRowsOn(Isa isa, const WeightView& w, int64_t o0, int64_t o1,
+                      float* out) {
   const int64_t row_bytes = RowBytes(w.type, w.in);
   const auto* base = static_cast<const uint8_t*>(w.data);
+#if EDGESPLIT_X86_KERNELS
+  if (isa != Isa::kScalar &&
+      internal::DequantizeRowsAvx2(w.type, w.layout, base, row_bytes, w.in, o0,
+                                   o1, out)) {
+    return;
+  }
+#endif
+  (void)isa;  // The reference: also the other types' only form.
   if (w.layout == WeightLayout::kRows) {
     for (int64_t o = o0; o < o1; ++o) {
       DequantizeRow(w.type, base + o * row_bytes, w.in, out + (o - o0) * w.in);

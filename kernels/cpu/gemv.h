@@ -27,16 +27,15 @@ namespace edgesplit::kernels {
 // How a matrix's blocks lie in memory.
 //   kRows: row after row, row o at data + o * RowBytes(type, in), as GGUF
 //     and quantized safetensors files store them.
-//   kInterleaved16: Q4_0, Q8_0 and Q4_K, out a multiple of 16: groups of
-//     16 rows whose blocks are interleaved (BlockQ4_0x16, BlockQ8_0x16,
-//     BlockQ4_Kx16), group g's block b at data + (g * (blocks per row) +
-//     b) * 16 * (the block's bytes). In
-//     memory only, made at load (runtime's PackForDecode). One vpdpbusd
-//     then covers 16 rows, so a block of x costs one scale FMA per 16 rows
-//     instead of one per two blocks: batched decode was bound by that float
-//     work (about 2x the tokens/s at 16 sessions, bench/decode_bench), and
-//     one sequential stream serves 16 rows. Its own arithmetic per row
-//     (all variants agree bit for bit), not kRows's.
+//   kInterleaved16: Q4_0, Q8_0, Q4_K and Q6_K, out a multiple of 16: groups
+//     of 16 rows whose blocks are interleaved (BlockQ4_0x16, BlockQ8_0x16,
+//     BlockQ4_Kx16, BlockQ6_Kx16), group g's block b at data + (g * (blocks per
+//     row) + b) * 16 * (the block's bytes). In memory only, made at load
+//     (runtime's PackForDecode). One vpdpbusd then covers 16 rows, so a block
+//     of x costs one scale FMA per 16 rows instead of one per two blocks:
+//     batched decode was bound by that float work (about 2x the tokens/s at 16
+//     sessions, bench/decode_bench), and one sequential stream serves 16 rows.
+//     Its own arithmetic per row (all variants agree bit for bit), not kRows's.
 enum class WeightLayout { kRows, kInterleaved16 };
 
 // A weight matrix [out, in]. The caller keeps `data` alive and unchanged
@@ -49,7 +48,7 @@ struct WeightView {
 };
 
 // The layout Gemv runs `type` [out, in] fastest in on this CPU:
-// kInterleaved16 for Q4_0, Q8_0 and Q4_K with `out` a multiple of 16 when the
+// kInterleaved16 for the block types with `out` a multiple of 16 when the
 // AVX-512 kernels are active (the other variants compute it with the
 // scalar reference only), else kRows.
 WeightLayout PreferredLayout(WeightType type, int64_t out);
@@ -76,6 +75,10 @@ void GemvOn(Isa isa, const WeightView& w, const float* x, int64_t rows,
 void DequantizeRows(const WeightView& w, int64_t o0, int64_t o1, float* out);
 void DequantizeRowsHere(const WeightView& w, int64_t o0, int64_t o1,
                         float* out);
+// Same on one given variant, on the calling thread (every variant gives
+// DequantizeRow's values bit for bit; for tests and benchmarks).
+void DequantizeRowsOn(Isa isa, const WeightView& w, int64_t o0, int64_t o1,
+                      float* out);
 
 }  // namespace edgesplit::kernels
 

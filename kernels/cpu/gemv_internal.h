@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/gemv.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/quant_blocks.h"
 
@@ -20,10 +21,19 @@ struct QuantizedRows {
   // For the AVX-512 quantized kernels only (else null): each
   // row's whole pairs of blocks, [rows, in / 64], as those kernels load them.
   const struct XPair* pairs = nullptr;
-  // For the AVX-512 Q6_K kernel only (else null): each block's scale times
-  // the sum of its first and of its last 16 codes, [rows, in / 16].
+  // For the AVX-512 Q6_K kernels only (else null): each block's scale
+  // times the sum of its first and of its last 16 codes (HalfDsum),
+  // [rows, in / 16].
   const float* half_dsum = nullptr;
 };
+
+// A Q8_0 block's scale d times the sum of its first (half 0) or last
+// (half 1) 16 codes; `sum` is all 32 codes' (QuantizedRows::half_dsum).
+inline float HalfDsum(const BlockQ8_0& b, float d, int32_t sum, int half) {
+  int32_t first = 0;
+  for (int j = 0; j < kBlockSize / 2; ++j) first += b.qs[j];
+  return d * static_cast<float>(half == 0 ? first : sum - first);
+}
 
 // Blocks 2p and 2p + 1 of one row of x laid out for 512-bit VNNI kernels
 // that multiply two blocks per instruction: built once per call so that
@@ -81,12 +91,30 @@ void GemvQ4_Kx16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
 void GemvQ4_Kx16Avx512(const uint8_t* w, int64_t row_bytes, int64_t in,
                        const void* x, int64_t rows, float* y, int64_t ldy,
                        int64_t o0, int64_t o1);
+// Q6_K's: per row and 16-weight sub-block j (of its super-block's 16),
+// with sc = d * scale(j), acc = fma(sc * dx, dot, acc) and offs = fma(sc,
+// HalfDsum(x's block, its half), offs) in order, dot over the unsigned
+// 6-bit codes; the row is acc - 32 * offs.
+void GemvQ6_Kx16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1);
+void GemvQ6_Kx16Avx512(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1);
 void GemvQ8_0x16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
                        const void* x, int64_t rows, float* y, int64_t ldy,
                        int64_t o0, int64_t o1);
 void GemvQ8_0x16Avx512(const uint8_t* w, int64_t row_bytes, int64_t in,
                        const void* x, int64_t rows, float* y, int64_t ldy,
                        int64_t o0, int64_t o1);
+
+// Rows [o0, o1) of `w` (row_bytes: one row's in kRows; row o at out +
+// (o - o0) * in) exactly as DequantizeRow gives them, for Q8_0, Q4_0,
+// Q4_K and Q6_K in either layout; false (nothing written) for f32 and
+// f16. AVX2 (the AVX-512 variant calls it too).
+bool DequantizeRowsAvx2(WeightType type, WeightLayout layout, const uint8_t* w,
+                        int64_t row_bytes, int64_t in, int64_t o0, int64_t o1,
+                        float* out);
 
 extern const GemvKernels kScalarKernels;
 extern const GemvKernels kAvx2Kernels;

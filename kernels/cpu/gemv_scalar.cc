@@ -166,26 +166,36 @@ int32_t GroupDot(const BlockQ8_0x16& g, int lane, const int8_t* xs,
   return dot;
 }
 
+// y[r * ldy + o] = row(group blocks of row o, its lane, r) for o in
+// [o0, o1) and r in [0, rows).
+template <typename Group, typename Row>
+void ForGroupRows(const uint8_t* w, int64_t row_bytes, int64_t rows, float* y,
+                  int64_t ldy, int64_t o0, int64_t o1, Row row) {
+  for (int64_t o = o0; o < o1; ++o) {
+    const auto* group =
+        reinterpret_cast<const Group*>(w + (o / 16) * 16 * row_bytes);
+    const int lane = static_cast<int>(o % 16);
+    for (int64_t r = 0; r < rows; ++r) y[r * ldy + o] = row(group, lane, r);
+  }
+}
+
 template <typename Group>
 void GemvGroups(const uint8_t* w, int64_t row_bytes, int64_t in, const void* x,
                 int64_t rows, float* y, int64_t ldy, int64_t o0, int64_t o1) {
   const auto& xq = *static_cast<const QuantizedRows*>(x);
   const int64_t nb = in / kBlockSize;
-  for (int64_t o = o0; o < o1; ++o) {
-    const auto* group =
-        reinterpret_cast<const Group*>(w + (o / 16) * 16 * row_bytes);
-    const int lane = static_cast<int>(o % 16);
-    for (int64_t r = 0; r < rows; ++r) {
-      float acc = 0.0f;
-      for (int64_t b = 0; b < nb; ++b) {
-        const int64_t xb = r * nb + b;
-        const int32_t dot = GroupDot(group[b], lane, xq.q[xb].qs, xq.sum[xb]);
-        const float scale = Fp16BitsToFp32(group[b].d[lane]) * xq.d[xb];
-        acc = std::fma(scale, static_cast<float>(dot), acc);
-      }
-      y[r * ldy + o] = acc;
-    }
-  }
+  ForGroupRows<Group>(
+      w, row_bytes, rows, y, ldy, o0, o1,
+      [&](const Group* group, int lane, int64_t r) {
+        float acc = 0.0f;
+        for (int64_t b = 0; b < nb; ++b) {
+          const int64_t xb = r * nb + b;
+          const int32_t dot = GroupDot(group[b], lane, xq.q[xb].qs, xq.sum[xb]);
+          const float scale = Fp16BitsToFp32(group[b].d[lane]) * xq.d[xb];
+          acc = std::fma(scale, static_cast<float>(dot), acc);
+        }
+        return acc;
+      });
 }
 
 }  // namespace
@@ -201,39 +211,74 @@ void GemvQ4_Kx16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
                        int64_t o0, int64_t o1) {
   const auto& xq = *static_cast<const QuantizedRows*>(x);
   const int64_t nb = in / kBlockSize;
-  for (int64_t o = o0; o < o1; ++o) {
-    const auto* group =
-        reinterpret_cast<const BlockQ4_Kx16*>(w + (o / 16) * 16 * row_bytes);
-    const int lane = static_cast<int>(o % 16);
-    for (int64_t r = 0; r < rows; ++r) {
-      float acc = 0.0f, mins = 0.0f;
-      for (int64_t s = 0; s < nb / 8; ++s) {
-        const BlockQ4_Kx16& g = group[s];
-        uint8_t packed[12];
-        for (int i = 0; i < 12; ++i) packed[i] = g.scales[i][lane];
-        for (int j = 0; j < 8; ++j) {
-          int sc, m;
-          Q4KScaleMin(packed, j, &sc, &m);
-          const int64_t xb = r * nb + 8 * s + j;
-          const int8_t* xs = xq.q[xb].qs;
-          int32_t dot = 0;
-          for (int i = 0; i < 8; ++i) {
-            for (int t = 0; t < 4; ++t) {
-              const uint8_t v = g.qs[8 * (j / 2) + i][4 * lane + t];
-              dot += (j % 2 == 0 ? v & 15 : v >> 4) * xs[4 * i + t];
+  ForGroupRows<BlockQ4_Kx16>(
+      w, row_bytes, rows, y, ldy, o0, o1,
+      [&](const BlockQ4_Kx16* group, int lane, int64_t r) {
+        float acc = 0.0f, mins = 0.0f;
+        for (int64_t s = 0; s < nb / 8; ++s) {
+          const BlockQ4_Kx16& g = group[s];
+          uint8_t packed[12];
+          for (int i = 0; i < 12; ++i) packed[i] = g.scales[i][lane];
+          for (int j = 0; j < 8; ++j) {
+            int sc, m;
+            Q4KScaleMin(packed, j, &sc, &m);
+            const int64_t xb = r * nb + 8 * s + j;
+            const int8_t* xs = xq.q[xb].qs;
+            int32_t dot = 0;
+            for (int i = 0; i < 8; ++i) {
+              for (int t = 0; t < 4; ++t) {
+                const uint8_t v = g.qs[8 * (j / 2) + i][4 * lane + t];
+                dot += (j % 2 == 0 ? v & 15 : v >> 4) * xs[4 * i + t];
+              }
             }
+            const float scale =
+                Fp16BitsToFp32(g.d[lane]) * static_cast<float>(sc);
+            const float min =
+                Fp16BitsToFp32(g.dmin[lane]) * static_cast<float>(m);
+            acc = std::fma(scale * xq.d[xb], static_cast<float>(dot), acc);
+            mins =
+                std::fma(min, xq.d[xb] * static_cast<float>(xq.sum[xb]), mins);
           }
-          const float scale =
-              Fp16BitsToFp32(g.d[lane]) * static_cast<float>(sc);
-          const float min =
-              Fp16BitsToFp32(g.dmin[lane]) * static_cast<float>(m);
-          acc = std::fma(scale * xq.d[xb], static_cast<float>(dot), acc);
-          mins = std::fma(min, xq.d[xb] * static_cast<float>(xq.sum[xb]), mins);
         }
-      }
-      y[r * ldy + o] = acc - mins;
-    }
-  }
+        return acc - mins;
+      });
+}
+
+void GemvQ6_Kx16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
+                       const void* x, int64_t rows, float* y, int64_t ldy,
+                       int64_t o0, int64_t o1) {
+  const auto& xq = *static_cast<const QuantizedRows*>(x);
+  const int64_t nb = in / kBlockSize;
+  ForGroupRows<BlockQ6_Kx16>(
+      w, row_bytes, rows, y, ldy, o0, o1,
+      [&](const BlockQ6_Kx16* group, int lane, int64_t r) {
+        float acc = 0.0f, offs = 0.0f;
+        for (int64_t s = 0; s < nb / 8; ++s) {
+          const BlockQ6_Kx16& g = group[s];
+          for (int j = 0; j < 16; ++j) {
+            // Weights 16 j .. 16 j + 15: half h, quarter k of it, and from
+            // x's block 8 s + j / 2 codes 16 (j % 2) ..
+            const int h = j / 8, k = (j % 8) / 2, t = j % 2;
+            const int64_t xb = r * nb + 8 * s + j / 2;
+            const int8_t* xs = xq.q[xb].qs + 16 * t;
+            int32_t dot = 0;
+            for (int l = 16 * t; l < 16 * t + 16; ++l) {
+              const int ql = 64 * h + 32 * (k % 2) + l, qh = 32 * h + l;
+              const uint8_t lo = g.ql[ql / 4][4 * lane + ql % 4];
+              const uint8_t hi = g.qh[qh / 4][4 * lane + qh % 4];
+              const int code =
+                  ((k < 2 ? lo : lo >> 4) & 15) | (((hi >> (2 * k)) & 3) << 4);
+              dot += code * xs[l - 16 * t];
+            }
+            const float sc = Fp16BitsToFp32(g.d[lane]) *
+                             static_cast<float>(g.scales[j][lane]);
+            acc = std::fma(sc * xq.d[xb], static_cast<float>(dot), acc);
+            offs =
+                std::fma(sc, HalfDsum(xq.q[xb], xq.d[xb], xq.sum[xb], t), offs);
+          }
+        }
+        return acc - 32.0f * offs;
+      });
 }
 
 void GemvQ8_0x16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -255,6 +256,41 @@ TEST_P(GemvTest, DequantizeRowsMatchesRowByRow) {
   }
 }
 
+// Every variant's dequantization (prefill's) is DequantizeRow's bit for
+// bit, in each layout the type has, for ranges that cut groups; the rows'
+// magnitudes run from 2^-28 (zero and subnormal fp16 scales) to 2^8.
+TEST_P(GemvTest, DequantizeOnEveryVariantIsDequantizeRowBitForBit) {
+  const WeightType type = GetParam();
+  const int64_t out = 48, in = 512, rb = RowBytes(type, in);
+  std::vector<float> w = Random(out * in, 30);
+  for (int64_t o = 0; o < out; ++o) {
+    const float s = std::ldexp(1.0f, -28 + static_cast<int>(o * 36 / out));
+    for (int64_t i = 0; i < in; ++i) w[o * in + i] *= s;
+  }
+  Matrix m = Make(type, w, out, in);
+  std::vector<float> want(out * in);
+  for (int64_t o = 0; o < out; ++o) {
+    DequantizeRow(type, m.bytes.data() + o * rb, in, want.data() + o * in);
+  }
+  const bool interleaves = IsBlockType(type);
+  const Grouped g = interleaves ? Group(m) : Grouped{};
+  for (Isa isa : SupportedIsas()) {
+    for (bool grouped : {false, true}) {
+      if (grouped && !interleaves) continue;
+      const WeightView view = grouped ? g.view(m) : m.view();
+      for (auto [o0, o1] :
+           {std::pair<int64_t, int64_t>{0, out}, {5, 35}, {17, 18}}) {
+        std::vector<float> got((o1 - o0) * in, -1.0f);
+        DequantizeRowsOn(isa, view, o0, o1, got.data());
+        ASSERT_EQ(0, std::memcmp(got.data(), want.data() + o0 * in,
+                                 got.size() * sizeof(float)))
+            << IsaName(isa) << (grouped ? " interleaved" : " rows") << " ["
+            << o0 << ", " << o1 << ")";
+      }
+    }
+  }
+}
+
 // K blocks built by hand with unit scales (d = dmin = 1, every sub-block
 // scale 1, Q4_K's mins 8) and random codes: weights are small integers, so
 // every variant's result must equal the exact integer product.
@@ -287,8 +323,8 @@ TEST(GemvKTest, KBlocksIntegerDotProductsAreExact) {
       }
     }
     std::vector<float> w(in);
-    const Grouped g = type == WeightType::kQ4_K ? Group(m) : Grouped{};
-    for (int layout = 0; layout < (g.bytes.empty() ? 1 : 2); ++layout)
+    const Grouped g = Group(m);
+    for (int layout = 0; layout < 2; ++layout)
       for (Isa isa : SupportedIsas()) {
         std::vector<float> y(rows * out);
         GemvOn(isa, layout == 0 ? m.view() : g.view(m), x.data(), rows,
@@ -406,17 +442,17 @@ TEST_P(GemvInterleavedTest, ThreadedEqualsSingleThreadBitForBit) {
   EXPECT_EQ(0, std::memcmp(one.data(), many.data(), one.size() * 4));
 }
 
-// Interleaved only where its kernels run: Q4_0 and Q8_0, whole groups,
+// Interleaved only where its kernels run: the block types, whole groups,
 // AVX-512.
 TEST(GemvInterleavedLayoutTest, PreferredWhereItsKernelRuns) {
   const bool avx512 = ActiveIsa() == Isa::kAvx512;
-  for (WeightType type :
-       {WeightType::kQ4_0, WeightType::kQ8_0, WeightType::kQ4_K}) {
+  for (WeightType type : {WeightType::kQ4_0, WeightType::kQ8_0,
+                          WeightType::kQ4_K, WeightType::kQ6_K}) {
     EXPECT_EQ(PreferredLayout(type, 2048),
               avx512 ? WeightLayout::kInterleaved16 : WeightLayout::kRows);
     EXPECT_EQ(PreferredLayout(type, 40), WeightLayout::kRows);
   }
-  EXPECT_EQ(PreferredLayout(WeightType::kQ6_K, 2048), WeightLayout::kRows);
+  EXPECT_EQ(PreferredLayout(WeightType::kF16, 2048), WeightLayout::kRows);
   EXPECT_EQ(PreferredLayout(WeightType::kF32, 2048), WeightLayout::kRows);
   if (avx512) {
     ASSERT_TRUE(ForceIsa(Isa::kAvx2).ok());
@@ -427,7 +463,8 @@ TEST(GemvInterleavedLayoutTest, PreferredWhereItsKernelRuns) {
 
 INSTANTIATE_TEST_SUITE_P(Types, GemvInterleavedTest,
                          ::testing::Values(WeightType::kQ4_0, WeightType::kQ8_0,
-                                           WeightType::kQ4_K),
+                                           WeightType::kQ4_K,
+                                           WeightType::kQ6_K),
                          [](const auto& info) {
                            return std::string(WeightTypeName(info.param));
                          });

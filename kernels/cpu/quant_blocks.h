@@ -103,6 +103,18 @@ struct BlockQ6_K {
 };
 static_assert(sizeof(BlockQ6_K) == 210, "GGUF Q6_K block is 210 bytes");
 
+// Super-block s of 16 consecutive Q6_K rows, interleaved likewise:
+// scales[i][r] is row r's scales[i], ql[c][4r..4r+3] bytes 4c..4c+3 of
+// row r's ql, qh[c][4r..4r+3] those of its qh.
+struct BlockQ6_Kx16 {
+  uint16_t d[16];
+  int8_t scales[16][16];
+  uint8_t ql[32][64];
+  uint8_t qh[16][64];
+};
+static_assert(sizeof(BlockQ6_Kx16) == 16 * sizeof(BlockQ6_K),
+              "16 interleaved rows take the bytes of 16 rows");
+
 // How a weight matrix is stored. kF32 is plain row-major float.
 // kF16 is row-major IEEE half (computed in float32: half weights, float
 // activations, as llama.cpp's F16 tensors on CPU).
