@@ -11,6 +11,7 @@
 //                [--weights f32,f16,q8_0,q6_k,q4_k,q4_0]
 //                [--dir build/bench_models]
 //                [--prefill 128] [--decode 32] [--batch 16]
+//                [--isa scalar|avx2|avx512]
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -317,6 +318,15 @@ int Main(int argc, char** argv) {
       decode = std::stoi(v);
     } else if (f == "--batch") {
       batch = std::stoi(v);
+    } else if (f == "--isa") {  // A supported variant instead of the best.
+      bool known = false;
+      for (kernels::Isa isa : kernels::SupportedIsas()) {
+        if (v == kernels::IsaName(isa)) known = kernels::ForceIsa(isa).ok();
+      }
+      if (!known) {
+        std::cerr << "--isa " << v << ": not a variant this CPU runs\n";
+        return 2;
+      }
     } else {
       std::cerr << "unknown flag " << f << "\n";
       return 2;

@@ -166,8 +166,8 @@ TEST(LinearWeightTest, GradientsFlowThroughQuantizedWeights) {
 }
 
 // Packed for decode (16-row groups where the AVX-512 kernels run): the same
-// weights (Dense, prefill's dequantized GEMM, gradients bit for bit), and
-// decode rows as the interleaved kernels compute them.
+// weights (Dense, the ATen path's dequantized GEMM, gradients), and decode
+// and prefill rows as the interleaved kernels compute them.
 TEST(LinearWeightTest, PackedForDecodeHoldsTheSameWeights) {
   at::manual_seed(4);
   at::Tensor w = at::randn({304, 256});
@@ -185,16 +185,31 @@ TEST(LinearWeightTest, PackedForDecodeHoldsTheSameWeights) {
     EXPECT_EQ(packed.Bytes(), lw->Bytes());
     EXPECT_TRUE(at::equal(packed.Dense(), lw->Dense()));
     at::Tensor x = at::randn({70, 256});
-    EXPECT_TRUE(at::equal(LinearForward(packed, x, {}),
-                          LinearForward(*lw, x, {})));  // Prefill: GEMM.
+    // The ATen reference path: GEMM over dequantized slices, the same for
+    // both layouts.
+    EXPECT_TRUE(at::equal(LinearForward(packed, x, {}, false),
+                          LinearForward(*lw, x, {}, false)));
+    // Decode (3 rows) and, with the AVX-512 kernels, prefill (70): the
+    // interleaved kernels' rows.
+    const bool avx512 = kernels::ActiveIsa() == kernels::Isa::kAvx512;
+    for (int64_t rows : {3, 70}) {
+      if (rows > kGemvMaxRows && !avx512) continue;
+      at::Tensor xr = x.narrow(0, 0, rows).contiguous();
+      at::Tensor y = LinearForward(packed, xr, {});
+      at::Tensor want = at::empty({rows, 304});
+      kernels::GemvOn(kernels::Isa::kScalar, packed.View(),
+                      xr.data_ptr<float>(), rows, want.data_ptr<float>(), 0,
+                      304);
+      EXPECT_TRUE(at::equal(y, want)) << kernels::WeightTypeName(t) << rows;
+      EXPECT_LT((y - LinearForward(*lw, xr, {})).abs().max().item<double>(),
+                1e-3 * y.abs().max().item<double>());
+    }
+    // A prompt's row is the row decoded alone, bit for bit.
+    if (avx512) {
+      EXPECT_TRUE(at::equal(LinearForward(packed, x, {}).narrow(0, 42, 1),
+                            LinearForward(packed, x.narrow(0, 42, 1), {})));
+    }
     at::Tensor x3 = x.narrow(0, 0, 3).contiguous();
-    at::Tensor y = LinearForward(packed, x3, {});
-    at::Tensor want = at::empty({3, 304});
-    kernels::GemvOn(kernels::Isa::kScalar, packed.View(), x3.data_ptr<float>(),
-                    3, want.data_ptr<float>(), 0, 304);
-    EXPECT_TRUE(at::equal(y, want)) << kernels::WeightTypeName(t);
-    EXPECT_LT((y - LinearForward(*lw, x3, {})).abs().max().item<double>(),
-              1e-3 * y.abs().max().item<double>());
     at::Tensor xg = x3.clone().requires_grad_(true);
     at::Tensor r = at::randn({3, 304});
     (LinearForward(packed, xg, {}) * r).sum().backward();

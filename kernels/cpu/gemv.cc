@@ -75,9 +75,11 @@ internal::GemvFn FnFor(Isa isa, const WeightView& w) {
 
 // x's rows as Q8_0 blocks in a per-thread buffer (reused across calls), or
 // x itself for float and half weights. `pairs`: also the AVX-512 row
-// layout kernels' XPairs.
+// layout kernels' XPairs. `pooled`: many rows are shared with the kernel
+// pool (prefill quantizes up to thousands of rows per product; the
+// quantizer is the scalar reference, llama.cpp's).
 const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
-                         int64_t in, bool pairs_wanted = true) {
+                         int64_t in, bool pairs_wanted, bool pooled) {
   if (!IsBlockType(type)) return x;
   thread_local std::vector<BlockQ8_0> xq;
   thread_local std::vector<float> d;
@@ -85,47 +87,56 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
   thread_local std::vector<internal::XPair> pairs;
   thread_local std::vector<float> half_dsum;
   thread_local internal::QuantizedRows rows_view;
-  const int64_t nb = in / kBlockSize;
+  const int64_t nb = in / kBlockSize, np = nb / 2;
   xq.resize(static_cast<size_t>(rows * nb));
   d.resize(xq.size());
   sum.resize(xq.size());
-  for (int64_t r = 0; r < rows; ++r) {
-    QuantizeRowQ8_0(x + r * in, in, xq.data() + r * nb);
-  }
-  for (size_t b = 0; b < xq.size(); ++b) {
-    d[b] = Fp16BitsToFp32(xq[b].d);
-    int32_t s = 0;
-    for (int j = 0; j < kBlockSize; ++j) s += xq[b].qs[j];
-    sum[b] = s;
-  }
-  rows_view = {xq.data(), d.data(), sum.data()};
-  if (isa == Isa::kAvx512 && pairs_wanted) {
-    const int64_t np = nb / 2;
-    pairs.resize(static_cast<size_t>(rows * np));
-    const int32_t offset = internal::PairOffset(type);
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t p = 0; p < np; ++p) {
-        internal::XPair& out = pairs[r * np + p];
+  const bool want_pairs = isa == Isa::kAvx512 && pairs_wanted;
+  const bool want_half = isa == Isa::kAvx512 && type == WeightType::kQ6_K;
+  if (want_pairs) pairs.resize(static_cast<size_t>(rows * np));
+  if (want_half) half_dsum.resize(2 * xq.size());
+  // Raw pointers: a thread_local named inside the job would be the
+  // worker's own.
+  BlockQ8_0* const q = xq.data();
+  float* const dp = d.data();
+  int32_t* const sp = sum.data();
+  internal::XPair* const pp = want_pairs ? pairs.data() : nullptr;
+  float* const hp = want_half ? half_dsum.data() : nullptr;
+  const int32_t offset = internal::PairOffset(type);
+  auto prepare = [=](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      QuantizeRowQ8_0(x + r * in, in, q + r * nb);
+      for (int64_t b = r * nb; b < (r + 1) * nb; ++b) {
+        dp[b] = Fp16BitsToFp32(q[b].d);
+        int32_t s = 0;
+        for (int j = 0; j < kBlockSize; ++j) s += q[b].qs[j];
+        sp[b] = s;
+        if (hp != nullptr) {
+          hp[2 * b] = internal::HalfDsum(q[b], dp[b], s, 0);
+          hp[2 * b + 1] = internal::HalfDsum(q[b], dp[b], s, 1);
+        }
+      }
+      for (int64_t p = 0; pp != nullptr && p < np; ++p) {
+        internal::XPair& out = pp[r * np + p];
         const int64_t b = r * nb + 2 * p;
-        std::memcpy(out.q, xq[b].qs, kBlockSize);
-        std::memcpy(out.q + kBlockSize, xq[b + 1].qs, kBlockSize);
+        std::memcpy(out.q, q[b].qs, kBlockSize);
+        std::memcpy(out.q + kBlockSize, q[b + 1].qs, kBlockSize);
         std::fill(std::begin(out.seed), std::end(out.seed), 0);
-        out.seed[0] = offset * sum[b];
-        out.seed[8] = offset * sum[b + 1];
-        std::fill(out.d, out.d + 8, d[b]);
-        std::fill(out.d + 8, out.d + 16, d[b + 1]);
+        out.seed[0] = offset * sp[b];
+        out.seed[8] = offset * sp[b + 1];
+        std::fill(out.d, out.d + 8, dp[b]);
+        std::fill(out.d + 8, out.d + 16, dp[b + 1]);
       }
     }
-    rows_view.pairs = pairs.data();
+  };
+  if (pooled && rows > 1 && rows * in >= (int64_t{1} << 16)) {
+    ParallelFor(rows, 1, prepare);
+  } else {
+    prepare(0, rows);
   }
-  if (isa == Isa::kAvx512 && type == WeightType::kQ6_K) {
-    half_dsum.resize(2 * xq.size());
-    for (size_t b = 0; b < xq.size(); ++b) {
-      half_dsum[2 * b] = internal::HalfDsum(xq[b], d[b], sum[b], 0);
-      half_dsum[2 * b + 1] = internal::HalfDsum(xq[b], d[b], sum[b], 1);
-    }
-    rows_view.half_dsum = half_dsum.data();
-  }
+  rows_view = {q, dp, sp};
+  rows_view.pairs = pp;
+  rows_view.half_dsum = hp;
   return &rows_view;
 }
 
@@ -220,7 +231,8 @@ void Gemv(const WeightView& w, const float* x, int64_t rows, float* y) {
   const Isa isa = ActiveIsa();
   const internal::GemvFn fn = FnFor(isa, w);
   const bool grouped = w.layout == WeightLayout::kInterleaved16;
-  const void* xin = PrepareInput(isa, w.type, x, rows, w.in, !grouped);
+  const void* xin =
+      PrepareInput(isa, w.type, x, rows, w.in, !grouped, /*pooled=*/true);
   const int64_t row_bytes = RowBytes(w.type, w.in);
   const auto* base = static_cast<const uint8_t*>(w.data);
   // A few long chunks per thread: each is one sequential stream the
@@ -242,7 +254,8 @@ void GemvOn(Isa isa, const WeightView& w, const float* x, int64_t rows,
             float* y, int64_t o0, int64_t o1) {
   assert(CheckCols(w.type, w.in));
   const void* xin =
-      PrepareInput(isa, w.type, x, rows, w.in, w.layout == WeightLayout::kRows);
+      PrepareInput(isa, w.type, x, rows, w.in, w.layout == WeightLayout::kRows,
+                   /*pooled=*/false);
   FnFor(isa, w)(static_cast<const uint8_t*>(w.data), RowBytes(w.type, w.in),
                 w.in, xin, rows, y, w.out, o0, o1);
 }

@@ -205,6 +205,27 @@ TEST_P(GemvTest, ThreadedEqualsSingleThreadBitForBit) {
 // Shapes with an odd number of blocks, weight rows past a whole tile and
 // row counts past a whole group of the register tiles; long rows (67
 // blocks) take the paired-weight-row tiles of the quantized types.
+// Prefill-sized products (x's rows quantized on the pool too): equal to
+// one thread's, in each layout.
+TEST_P(GemvTest, ManyRowsOnThePoolEqualOneThreadBitForBit) {
+  const WeightType type = GetParam();
+  const int64_t out = 48, in = 1024, rows = 70;  // rows * in > 2^16.
+  Matrix m = Make(type, Random(out * in, 31), out, in);
+  const Grouped g = IsBlockType(type) ? Group(m) : Grouped{};
+  std::vector<float> x = Random(rows * in, 32);
+  for (bool grouped : {false, true}) {
+    if (grouped && !IsBlockType(type)) continue;
+    const WeightView view = grouped ? g.view(m) : m.view();
+    std::vector<float> one(rows * out), many(rows * out);
+    GemvOn(ActiveIsa(), view, x.data(), rows, one.data(), 0, out);
+    SetKernelThreads(3);
+    Gemv(view, x.data(), rows, many.data());
+    SetKernelThreads(1);
+    EXPECT_EQ(0, std::memcmp(one.data(), many.data(), one.size() * 4))
+        << (grouped ? "interleaved" : "rows");
+  }
+}
+
 TEST_P(GemvTest, BatchedRowEqualsTheRowAloneBitForBit) {
   const WeightType type = GetParam();
   const int64_t unit = IsK(type) ? 256 : 32;
