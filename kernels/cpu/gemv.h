@@ -2,7 +2,9 @@
 // W [out, in] is read once per call at (close to) the machine's memory read
 // bandwidth. Decoding a token is exactly this, once per weight matrix, so
 // its speed is the weights' bytes over the read bandwidth; a GEMM library
-// packs W for reuse first and streams it at a fraction of that.
+// packs W for reuse first and streams it at a fraction of that. Quantized
+// weights also take prefill-sized x through these kernels when the AVX-512
+// (VNNI) variant runs: its integer products beat dequantizing into GEMM.
 //
 // Variants: scalar, AVX2+FMA and AVX-512 (isa.h), chosen at run time;
 // all threads of the kernel pool (compute_pool.h) share the output rows.

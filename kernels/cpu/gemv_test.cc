@@ -200,13 +200,9 @@ TEST_P(GemvTest, ThreadedEqualsSingleThreadBitForBit) {
   EXPECT_EQ(0, std::memcmp(one.data(), many.data(), one.size() * 4));
 }
 
-// A row of a batch is computed exactly as that row alone, on every
-// variant: batched decode gives each session the tokens it would get alone.
-// Shapes with an odd number of blocks, weight rows past a whole tile and
-// row counts past a whole group of the register tiles; long rows (67
-// blocks) take the paired-weight-row tiles of the quantized types.
 // Prefill-sized products (x's rows quantized on the pool too): equal to
-// one thread's, in each layout.
+// one thread's, in each layout. The pooled call comes first, so the
+// calling thread's buffers hold nothing it could reuse by mistake.
 TEST_P(GemvTest, ManyRowsOnThePoolEqualOneThreadBitForBit) {
   const WeightType type = GetParam();
   const int64_t out = 48, in = 1024, rows = 70;  // rows * in > 2^16.
@@ -216,16 +212,23 @@ TEST_P(GemvTest, ManyRowsOnThePoolEqualOneThreadBitForBit) {
   for (bool grouped : {false, true}) {
     if (grouped && !IsBlockType(type)) continue;
     const WeightView view = grouped ? g.view(m) : m.view();
-    std::vector<float> one(rows * out), many(rows * out);
-    GemvOn(ActiveIsa(), view, x.data(), rows, one.data(), 0, out);
+    std::vector<float> one(rows * out), many(rows * out), other(out);
+    std::vector<float> y = Random(in, 33);  // Overwrites those buffers.
+    GemvOn(ActiveIsa(), view, y.data(), 1, other.data(), 0, out);
     SetKernelThreads(3);
     Gemv(view, x.data(), rows, many.data());
     SetKernelThreads(1);
+    GemvOn(ActiveIsa(), view, x.data(), rows, one.data(), 0, out);
     EXPECT_EQ(0, std::memcmp(one.data(), many.data(), one.size() * 4))
         << (grouped ? "interleaved" : "rows");
   }
 }
 
+// A row of a batch is computed exactly as that row alone, on every
+// variant: batched decode gives each session the tokens it would get alone.
+// Shapes with an odd number of blocks, weight rows past a whole tile and
+// row counts past a whole group of the register tiles; long rows (67
+// blocks) take the paired-weight-row tiles of the quantized types.
 TEST_P(GemvTest, BatchedRowEqualsTheRowAloneBitForBit) {
   const WeightType type = GetParam();
   const int64_t unit = IsK(type) ? 256 : 32;
