@@ -73,7 +73,32 @@ internal::GemvFn FnFor(Isa isa, const WeightView& w) {
   return FnFor(KernelsFor(isa), w.type);
 }
 
-// x's rows as Q8_0 blocks in a per-thread buffer (reused across calls), or
+// The calling thread's buffers for x's quantized rows (reused across
+// calls).
+struct PreparedBuffers {
+  std::vector<BlockQ8_0> xq;
+  std::vector<float> d;
+  std::vector<int32_t> sum;
+  std::vector<internal::XPair> pairs;
+  std::vector<float> half_dsum;
+  internal::QuantizedRows rows_view;
+};
+thread_local PreparedBuffers prepared;
+
+// Resizes a buffer to n, first letting go of a much larger one of over
+// 4 MiB (a long prompt's): the decode steps after a prefill would otherwise
+// keep it for the thread's life. Decode-sized buffers stay (32 rows 8192
+// wide take well under 4 MiB): a server alternating 1- and 16-row steps
+// would otherwise map and unmap them at every product.
+template <typename T>
+void Fit(std::vector<T>& v, size_t n) {
+  if (v.capacity() > 4 * n && v.capacity() * sizeof(T) > (size_t{4} << 20)) {
+    std::vector<T>().swap(v);
+  }
+  v.resize(n);
+}
+
+// x's rows as Q8_0 blocks in the calling thread's buffers, or
 // x itself for float and half weights. `pairs`: also the AVX-512 row
 // layout kernels' XPairs. `pooled`: many rows are shared with the kernel
 // pool (prefill quantizes up to thousands of rows per product; the
@@ -81,20 +106,15 @@ internal::GemvFn FnFor(Isa isa, const WeightView& w) {
 const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
                          int64_t in, bool pairs_wanted, bool pooled) {
   if (!IsBlockType(type)) return x;
-  thread_local std::vector<BlockQ8_0> xq;
-  thread_local std::vector<float> d;
-  thread_local std::vector<int32_t> sum;
-  thread_local std::vector<internal::XPair> pairs;
-  thread_local std::vector<float> half_dsum;
-  thread_local internal::QuantizedRows rows_view;
+  auto& [xq, d, sum, pairs, half_dsum, rows_view] = prepared;
   const int64_t nb = in / kBlockSize, np = nb / 2;
-  xq.resize(static_cast<size_t>(rows * nb));
-  d.resize(xq.size());
-  sum.resize(xq.size());
+  Fit(xq, static_cast<size_t>(rows * nb));
+  Fit(d, xq.size());
+  Fit(sum, xq.size());
   const bool want_pairs = isa == Isa::kAvx512 && pairs_wanted;
   const bool want_half = isa == Isa::kAvx512 && type == WeightType::kQ6_K;
-  if (want_pairs) pairs.resize(static_cast<size_t>(rows * np));
-  if (want_half) half_dsum.resize(2 * xq.size());
+  Fit(pairs, want_pairs ? static_cast<size_t>(rows * np) : 0);
+  Fit(half_dsum, want_half ? 2 * xq.size() : 0);
   // Raw pointers: a thread_local named inside the job would be the
   // worker's own.
   BlockQ8_0* const q = xq.data();
@@ -193,6 +213,18 @@ bool Interleaves(WeightType type) {
 }
 
 }  // namespace
+
+namespace internal {
+
+size_t PreparedInputBytes() {
+  return prepared.xq.capacity() * sizeof(BlockQ8_0) +
+         prepared.d.capacity() * sizeof(float) +
+         prepared.sum.capacity() * sizeof(int32_t) +
+         prepared.pairs.capacity() * sizeof(XPair) +
+         prepared.half_dsum.capacity() * sizeof(float);
+}
+
+}  // namespace internal
 
 WeightLayout PreferredLayout(WeightType type, int64_t out) {
   return Interleaves(type) && out % 16 == 0 && ActiveIsa() == Isa::kAvx512

@@ -3,6 +3,7 @@
 #ifndef EDGESPLIT_KERNELS_CPU_GEMV_INTERNAL_H_
 #define EDGESPLIT_KERNELS_CPU_GEMV_INTERNAL_H_
 
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/cpu/gemv.h"
@@ -115,6 +116,10 @@ void GemvQ8_0x16Avx512(const uint8_t* w, int64_t row_bytes, int64_t in,
 bool DequantizeRowsAvx2(WeightType type, WeightLayout layout, const uint8_t* w,
                         int64_t row_bytes, int64_t in, int64_t o0, int64_t o1,
                         float* out);
+
+// Bytes the calling thread holds for x's quantized rows between calls: a
+// long prompt's are let go at the next, much smaller, call.
+size_t PreparedInputBytes();
 
 extern const GemvKernels kScalarKernels;
 extern const GemvKernels kAvx2Kernels;

@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/compute_pool.h"
+#include "kernels/cpu/gemv_internal.h"
 #include "kernels/scalar_codecs.h"
 
 namespace edgesplit::kernels {
@@ -222,6 +223,19 @@ TEST_P(GemvTest, ManyRowsOnThePoolEqualOneThreadBitForBit) {
     EXPECT_EQ(0, std::memcmp(one.data(), many.data(), one.size() * 4))
         << (grouped ? "interleaved" : "rows");
   }
+}
+
+// A long prompt's quantized rows are not kept for the decode steps after
+// it.
+TEST(GemvBuffersTest, APromptsRowsAreLetGoAtTheNextStep) {
+  const int64_t out = 16, in = 4096, rows = 2048;  // x: 8.5 MiB as Q8_0.
+  Matrix m = Make(WeightType::kQ8_0, Random(out * in, 34), out, in);
+  std::vector<float> x = Random(rows * in, 35), y(rows * out);
+  GemvOn(ActiveIsa(), m.view(), x.data(), rows, y.data(), 0, out);
+  EXPECT_GT(internal::PreparedInputBytes(), size_t{8} << 20);
+  GemvOn(ActiveIsa(), m.view(), x.data(), 1, y.data(), 0, out);
+  // The blocks are let go; the scales and sums (1 MiB each) may stay.
+  EXPECT_LT(internal::PreparedInputBytes(), size_t{4} << 20);
 }
 
 // A row of a batch is computed exactly as that row alone, on every
