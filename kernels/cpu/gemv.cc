@@ -128,12 +128,13 @@ const void* PrepareInput(Isa isa, WeightType type, const float* x, int64_t rows,
       QuantizeRowQ8_0(x + r * in, in, q + r * nb);
       for (int64_t b = r * nb; b < (r + 1) * nb; ++b) {
         dp[b] = Fp16BitsToFp32(q[b].d);
-        int32_t s = 0;
-        for (int j = 0; j < kBlockSize; ++j) s += q[b].qs[j];
+        const int32_t first = internal::FirstHalfSum(q[b]);
+        int32_t s = first;
+        for (int j = kBlockSize / 2; j < kBlockSize; ++j) s += q[b].qs[j];
         sp[b] = s;
         if (hp != nullptr) {
-          hp[2 * b] = internal::HalfDsum(q[b], dp[b], s, 0);
-          hp[2 * b + 1] = internal::HalfDsum(q[b], dp[b], s, 1);
+          hp[2 * b] = internal::HalfDsum(dp[b], first, s, 0);
+          hp[2 * b + 1] = internal::HalfDsum(dp[b], first, s, 1);
         }
       }
       for (int64_t p = 0; pp != nullptr && p < np; ++p) {

@@ -28,11 +28,17 @@ struct QuantizedRows {
   const float* half_dsum = nullptr;
 };
 
-// A Q8_0 block's scale d times the sum of its first (half 0) or last
-// (half 1) 16 codes; `sum` is all 32 codes' (QuantizedRows::half_dsum).
-inline float HalfDsum(const BlockQ8_0& b, float d, int32_t sum, int half) {
+// The sum of a Q8_0 block's first 16 codes.
+inline int32_t FirstHalfSum(const BlockQ8_0& b) {
   int32_t first = 0;
   for (int j = 0; j < kBlockSize / 2; ++j) first += b.qs[j];
+  return first;
+}
+
+// A Q8_0 block's scale d times the sum of its first (half 0) or last
+// (half 1) 16 codes, from `first` (FirstHalfSum) and `sum`, all 32 codes'
+// (QuantizedRows::half_dsum).
+inline float HalfDsum(float d, int32_t first, int32_t sum, int half) {
   return d * static_cast<float>(half == 0 ? first : sum - first);
 }
 

@@ -273,8 +273,9 @@ void GemvQ6_Kx16Scalar(const uint8_t* w, int64_t row_bytes, int64_t in,
             const float sc = Fp16BitsToFp32(g.d[lane]) *
                              static_cast<float>(g.scales[j][lane]);
             acc = std::fma(sc * xq.d[xb], static_cast<float>(dot), acc);
-            offs =
-                std::fma(sc, HalfDsum(xq.q[xb], xq.d[xb], xq.sum[xb], t), offs);
+            offs = std::fma(
+                sc, HalfDsum(xq.d[xb], FirstHalfSum(xq.q[xb]), xq.sum[xb], t),
+                offs);
           }
         }
         return acc - 32.0f * offs;
