@@ -115,21 +115,13 @@ absl::StatusOr<LinearWeight> MakeLinearWeight(const at::Tensor& w,
 namespace {
 
 // Whether y = x W^T goes through the GEMV kernels (with or without
-// autograd: one decision, so both give the same numbers). With the AVX-512
-// (VNNI) kernels, block types at any row count, as llama.cpp multiplies
-// them: x's rows as Q8_0 blocks and integer dot products beat dequantizing
-// into float GEMM several times over (llama-1b prefill of 128 tokens, q4_0
-// 76 -> 332-342 tokens/s, bench/decode_bench; perplexity +0.04% -> +0.07%
-// for q8_0, quantized_stage_test), and a prompt's row equals the row
-// decoded alone. AVX2's integer products (no VNNI) measured from 1.2x
-// faster to 1.6x slower than GEMM there: up to kGemvMaxRows, as float
-// weights, where GEMM starts to win.
+// autograd: one decision, so both give the same numbers): at any row count
+// where the kernels say they beat GEMM (quantized weights with AVX-512
+// VNNI; perplexity +0.04% -> +0.07% for q8_0, quantized_stage_test, and a
+// prompt's row equals the row decoded alone), else up to kGemvMaxRows.
 bool OnGemv(const LinearWeight& w, const at::Tensor& x, bool use_kernels) {
   if (!use_kernels || x.scalar_type() != at::kFloat) return false;
-  if (kernels::IsBlockType(w.type) &&
-      kernels::ActiveIsa() == kernels::Isa::kAvx512) {
-    return true;
-  }
+  if (kernels::GemvForAnyRows(w.type)) return true;
   return (w.type != kernels::WeightType::kF32 ||
           w.dense.scalar_type() == at::kFloat) &&
          x.size(0) <= kGemvMaxRows;

@@ -233,6 +233,10 @@ WeightLayout PreferredLayout(WeightType type, int64_t out) {
              : WeightLayout::kRows;
 }
 
+bool GemvForAnyRows(WeightType type) {
+  return IsBlockType(type) && ActiveIsa() == Isa::kAvx512;
+}
+
 void ToLayout(WeightLayout layout, WeightType type, const void* rows,
               int64_t out, int64_t in, void* dst) {
   const int64_t row_bytes = RowBytes(type, in);

@@ -54,6 +54,13 @@ struct WeightView {
 // AVX-512 kernels are active (the other variants compute it with the
 // scalar reference only), else kRows.
 WeightLayout PreferredLayout(WeightType type, int64_t out);
+// Whether Gemv beats dequantizing `type` into float GEMM at any number of
+// rows of x on this CPU (prefill, training micro-batches): block types
+// with the AVX-512 (VNNI) kernels, whose integer products measured 3-4.5x
+// faster (llama-1b and gpt2-small prefill, bench/decode_bench). AVX2's
+// (no VNNI) measured from 1.2x faster to 1.6x slower: there, and for float
+// weights, GEMM takes the longer products.
+bool GemvForAnyRows(WeightType type);
 // Copies [out, in] blocks from kRows into `layout` (the same number of
 // bytes; `dst` must not overlap `rows`). `layout` must suit the matrix.
 void ToLayout(WeightLayout layout, WeightType type, const void* rows,

@@ -492,9 +492,13 @@ TEST(GemvInterleavedLayoutTest, PreferredWhereItsKernelRuns) {
   }
   EXPECT_EQ(PreferredLayout(WeightType::kF16, 2048), WeightLayout::kRows);
   EXPECT_EQ(PreferredLayout(WeightType::kF32, 2048), WeightLayout::kRows);
+  EXPECT_EQ(GemvForAnyRows(WeightType::kQ4_K), avx512);
+  EXPECT_FALSE(GemvForAnyRows(WeightType::kF32));
+  EXPECT_FALSE(GemvForAnyRows(WeightType::kF16));
   if (avx512) {
     ASSERT_TRUE(ForceIsa(Isa::kAvx2).ok());
     EXPECT_EQ(PreferredLayout(WeightType::kQ4_0, 2048), WeightLayout::kRows);
+    EXPECT_FALSE(GemvForAnyRows(WeightType::kQ4_0));
     ASSERT_TRUE(ForceIsa(BestIsa()).ok());
   }
 }
