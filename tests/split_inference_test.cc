@@ -196,6 +196,11 @@ TEST_F(SplitInferenceTest, SpeculativeGreedyEqualsMonolithic) {
       ASSERT_TRUE(session.ok()) << c.model_id << ": " << session.status();
       SamplingOptions s = Greedy(48);
       s.speculative.draft = draft;
+      // The self draft's acceptance is checked below with fixed-length
+      // rounds: the adaptive policy may rightly take plain steps when this
+      // in-process route's round trip costs no more than drafting (a busy
+      // 2-core CI machine), which would make the step count a timing.
+      s.speculative.adaptive = draft != "self:q8_0";
       auto stats = (*session)->Generate(c.prompt, s);
       ASSERT_TRUE(stats.ok())
           << c.model_id << " " << draft << ": " << stats.status();
