@@ -2,6 +2,8 @@
 // cudaError_t -> absl::Status. Compiled in every build.
 #include "kernels/gemv_cuda.h"
 
+#include <cstdint>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_device.h"
 
@@ -33,11 +35,17 @@ absl::Status Check(const char* op, WeightType type, const void* w, int64_t out,
 
 absl::Status GemvCuda(WeightType type, const void* w, int64_t out, int64_t in,
                       const float* x, int64_t rows, float* y,
-                      CUstream_st* stream) {
+                      CUstream_st* stream, void* scratch) {
   constexpr char kOp[] = "GemvCuda";
   if (rows < 0 || rows > kGemvCudaMaxRows) {
     return absl::InvalidArgumentError(absl::StrCat(
         kOp, ": ", rows, " rows (at most ", kGemvCudaMaxRows, ")"));
+  }
+  if (reinterpret_cast<uintptr_t>(w) % 4 != 0 ||
+      reinterpret_cast<uintptr_t>(x) % 4 != 0 ||
+      reinterpret_cast<uintptr_t>(scratch) % 4 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kOp, ": w, x and scratch must be 4-byte aligned"));
   }
   if (absl::Status s = Check(kOp, type, w, out, in, rows == 0 || (x && y));
       !s.ok()) {
@@ -47,11 +55,17 @@ absl::Status GemvCuda(WeightType type, const void* w, int64_t out, int64_t in,
 #if EDGESPLIT_WITH_CUDA
   return CudaErrorStatus(
       kOp, kernels_internal::LaunchGemv(static_cast<int>(type), w, out, in, x,
-                                        rows, y, stream));
+                                        rows, y, stream, scratch));
 #else
   static_cast<void>(stream);
+  static_cast<void>(scratch);
   return absl::InternalError("unreachable: no CUDA device in a CPU build");
 #endif
+}
+
+int64_t GemvCudaScratchBytes(WeightType type, int64_t rows, int64_t in) {
+  if (type == WeightType::kF32 || type == WeightType::kF16) return 0;
+  return rows * (in / 32) * (32 + 2 * 4);  // Codes, scale, sum per block.
 }
 
 absl::Status DequantizeRowsCuda(WeightType type, const void* w, int64_t n,

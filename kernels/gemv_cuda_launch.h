@@ -12,8 +12,9 @@ namespace edgesplit::kernels_internal {
 
 // `type` is kernels::WeightType as int. Arguments are validated; the
 // functions enqueue and return the cudaError_t as int (0: success).
+// `scratch`: GemvCudaScratchBytes, or nullptr to allocate it on the stream.
 int LaunchGemv(int type, const void* w, int64_t out, int64_t in, const float* x,
-               int64_t rows, float* y, CUstream_st* stream);
+               int64_t rows, float* y, CUstream_st* stream, void* scratch);
 int LaunchDequantizeRows(int type, const void* w, int64_t n, int64_t in,
                          float* out, CUstream_st* stream);
 

@@ -14,19 +14,22 @@
 #include "kernels/cuda_device.h"
 #include "kernels/cuda_test_util.h"
 #include "kernels/scalar_codecs.h"
+#include "testing/random_floats.h"
 
 namespace edgesplit::kernels {
 namespace {
 
 TEST(GemvCudaTest, RejectsBadArgumentsBeforeTouchingTheDevice) {
   float f = 0;
-  uint8_t w[64] = {};
+  alignas(4) uint8_t w[64] = {};
   EXPECT_EQ(GemvCuda(WeightType::kQ4_K, w, 1, 32, &f, 1, &f).code(),
             absl::StatusCode::kInvalidArgument);  // Rows of 256.
   EXPECT_EQ(GemvCuda(WeightType::kF32, w, 1, 4, &f, 65, &f).code(),
             absl::StatusCode::kInvalidArgument);  // Too many rows.
   EXPECT_EQ(GemvCuda(WeightType::kF32, nullptr, 1, 4, &f, 1, &f).code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GemvCuda(WeightType::kF16, w + 2, 1, 4, &f, 1, &f).code(),
+            absl::StatusCode::kInvalidArgument);  // Not 4-byte aligned.
   EXPECT_EQ(DequantizeRowsCuda(WeightType::kQ8_0, w, -1, 32, &f).code(),
             absl::StatusCode::kInvalidArgument);
   if (!CudaDeviceAvailable()) {
@@ -41,11 +44,7 @@ constexpr WeightType kTypes[] = {WeightType::kF32,  WeightType::kF16,
                                  WeightType::kQ4_K, WeightType::kQ6_K};
 
 std::vector<float> Random(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = normal(rng);
-  return v;
+  return testing::RandomNormal(n, seed);
 }
 
 std::vector<uint8_t> Quantized(WeightType type, const std::vector<float>& w,
@@ -71,10 +70,14 @@ TEST(GemvCudaTest, MatchesTheCpuKernelsForEveryType) {
   }
 #if EDGESPLIT_WITH_CUDA
   for (WeightType type : kTypes) {
+    // Row counts that fill 1-, 4- and 8-row tiles and leave partial ones,
+    // output counts that leave a block's warps idle.
     for (auto [out, in, rows] :
          {std::tuple<int64_t, int64_t, int64_t>{37, 256, 1},
           {130, 512, 5},
-          {64, 1024, 17}}) {
+          {64, 1024, 17},
+          {9, 768, 2},
+          {33, 2048, kGemvCudaMaxRows}}) {
       const std::vector<uint8_t> w =
           Quantized(type, Random(out * in, 1), out, in);
       const std::vector<float> x = Random(rows * in, 2);
@@ -100,6 +103,17 @@ TEST(GemvCudaTest, MatchesTheCpuKernelsForEveryType) {
           DequantizeRowsCuda(type, d_w.get(), out, in, d_dense.get()).ok());
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       const std::vector<float> got = d_y.Download();
+      // With the caller's scratch: the same kernels, the same bits.
+      DeviceArray<uint8_t> scratch(
+          static_cast<size_t>(GemvCudaScratchBytes(type, rows, in)));
+      DeviceArray<float> d_y2(want.size());
+      ASSERT_TRUE(GemvCuda(type, d_w.get(), out, in, d_x.get(), rows,
+                           d_y2.get(), nullptr, scratch.get())
+                      .ok());
+      const std::vector<float> got2 = d_y2.Download();
+      ASSERT_EQ(
+          0, std::memcmp(got.data(), got2.data(), got.size() * sizeof(float)))
+          << WeightTypeName(type);
       const std::vector<float> got_dense = d_dense.Download();
       ASSERT_EQ(0, std::memcmp(got_dense.data(), dense.data(),
                                dense.size() * sizeof(float)))
@@ -110,6 +124,38 @@ TEST(GemvCudaTest, MatchesTheCpuKernelsForEveryType) {
         ASSERT_LE(std::fabs(got[k] - want[k]),
                   2 * terms * FLT_EPSILON * (mag[k] + 1e-6))
             << WeightTypeName(type) << " " << out << "x" << in << " at " << k;
+      }
+    }
+  }
+#endif
+}
+
+// Float weights whose rows or x are not 16-byte aligned take the one-element
+// path: `in` not a multiple of 4, or x starting one float into its buffer.
+TEST(GemvCudaTest, FloatWeightsOffTheVectorPathMatchTheCpu) {
+  if (!CudaDeviceAvailable()) GTEST_SKIP() << "no usable CUDA device";
+#if EDGESPLIT_WITH_CUDA
+  for (WeightType type : {WeightType::kF32, WeightType::kF16}) {
+    for (auto [out, in, rows, shift] :
+         {std::tuple<int64_t, int64_t, int64_t, int64_t>{21, 101, 3, 0},
+          {40, 256, 9, 1}}) {
+      const std::vector<uint8_t> w =
+          Quantized(type, Random(out * in, 5), out, in);
+      const std::vector<float> x = Random(rows * in + shift, 6);
+      std::vector<float> want(rows * out);
+      GemvOn(Isa::kScalar, {type, w.data(), out, in}, x.data() + shift, rows,
+             want.data(), 0, out);
+      DeviceArray<uint8_t> d_w(w.size());
+      DeviceArray<float> d_x(x.size()), d_y(want.size());
+      d_w.Upload(w);
+      d_x.Upload(x);
+      ASSERT_TRUE(
+          GemvCuda(type, d_w.get(), out, in, d_x.get() + shift, rows, d_y.get())
+              .ok());
+      const std::vector<float> got = d_y.Download();
+      for (size_t k = 0; k < got.size(); ++k) {
+        ASSERT_NEAR(got[k], want[k], 1e-4f * (1 + std::fabs(want[k])))
+            << WeightTypeName(type) << " " << in << " at " << k;
       }
     }
   }

@@ -11,6 +11,7 @@
 #include "kernels/cpu/lora_sgmv.h"
 #include "kernels/cuda_device.h"
 #include "kernels/cuda_test_util.h"
+#include "testing/random_floats.h"
 
 namespace edgesplit::kernels {
 namespace {
@@ -41,11 +42,7 @@ TEST(LoraCudaTest, RejectsBadArgumentsBeforeTouchingTheDevice) {
 
 #if EDGESPLIT_WITH_CUDA
 std::vector<float> Random(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = normal(rng);
-  return v;
+  return testing::RandomNormal(n, seed);
 }
 
 TEST(LoraCudaTest, MatchesTheCpuKernelOnAMixedBatch) {

@@ -12,6 +12,7 @@
 #include "kernels/cpu/compute_pool.h"
 #include "kernels/cpu/gemv_internal.h"
 #include "kernels/scalar_codecs.h"
+#include "testing/random_floats.h"
 
 namespace edgesplit::kernels {
 namespace {
@@ -52,11 +53,7 @@ Grouped Group(const Matrix& m) {
 }
 
 std::vector<float> Random(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = normal(rng);
-  return v;
+  return testing::RandomNormal(n, seed);
 }
 
 bool IsK(WeightType type) { return BlockWeights(type) == kSuperBlockSize; }

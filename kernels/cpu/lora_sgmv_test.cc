@@ -5,16 +5,13 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/compute_pool.h"
+#include "testing/random_floats.h"
 
 namespace edgesplit::kernels {
 namespace {
 
 std::vector<float> Random(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = normal(rng);
-  return v;
+  return testing::RandomNormal(n, seed);
 }
 
 struct Factors {
