@@ -26,6 +26,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "base/status_macros.h"
+#include "kernels/cpu/compute_peak.h"
 #include "kernels/cpu/gemv.h"
 #include "kernels/cpu/read_bandwidth.h"
 #include "runtime/generator.h"
@@ -204,7 +205,8 @@ double Median(std::vector<double> v) {
 // false: at::linear, unfused ops) runs in the same rounds as "before".
 // Returns the median decode tokens/s (0 on failure); `f32_decode` is the
 // same model's float32 decode with the kernels, the quantized rows' base.
-double MeasureModel(kernels::ReadBandwidthProbe& probe, const std::string& name,
+double MeasureModel(kernels::ReadBandwidthProbe& probe,
+                    const kernels::ComputePeak& peak, const std::string& name,
                     const std::string& dir, kernels::WeightType weights,
                     int prefill, int decode, int batch, double f32_decode) {
   auto store = ModelStore::Open(dir);
@@ -235,7 +237,7 @@ double MeasureModel(kernels::ReadBandwidthProbe& probe, const std::string& name,
   std::vector<int32_t> prompt(prefill);
   for (int i = 0; i < prefill; ++i) prompt[i] = (i * 7919 + 13) % c.vocab_size;
   std::vector<double> prefill_tps, decode_tps, floor_tps, ratio, batch_tps,
-      batch_ratio, aten_prefill, aten_decode, aten_batch_ratio;
+      batch_ratio, aten_prefill, aten_decode, aten_batch_ratio, single_tps;
   double bw = 0;
   for (int round = 0; round < 3; ++round) {
     auto a = baseline ? Measure(**aten, prompt, decode, batch)
@@ -253,6 +255,7 @@ double MeasureModel(kernels::ReadBandwidthProbe& probe, const std::string& name,
     decode_tps.push_back(r->decode);
     batch_tps.push_back(r->batch);
     batch_ratio.push_back(r->batch / r->single_short);
+    single_tps.push_back(r->single_short);
     aten_prefill.push_back(a->prefill);
     aten_decode.push_back(a->decode);
     aten_batch_ratio.push_back(baseline ? a->batch / a->single_short : 0);
@@ -269,16 +272,28 @@ double MeasureModel(kernels::ReadBandwidthProbe& probe, const std::string& name,
           : std::string("-");
   const std::string aten_batch =
       baseline ? absl::StrFormat(" (%.1fx)", Median(aten_batch_ratio)) : "";
+  // The arithmetic bound of a batched step: one multiply-add per weight per
+  // session (the attention's few are left out), at the measured peak of the
+  // products the kernels use (int8 for blocks, f32 FMAs for f32/f16).
+  const double macs = static_cast<double>(c.num_layers * c.ParamsPerBlock() +
+                                          c.vocab_size * c.hidden_size);
+  const bool blocks = weights != kernels::WeightType::kF32 &&
+                      weights != kernels::WeightType::kF16;
+  const double compute_tps =
+      (blocks ? peak.i8_mac_per_s : peak.f32_fma_per_s) / macs;
+  const double ceiling =
+      std::min<double>(batch, compute_tps / Median(single_tps));
   std::printf(
       "| %s | %s | %.1f | %.1f%s | %.2f%s | %s | %.2f | %.0f%% | %.1f | "
-      "%.1fx%s |\n",
+      "%.1fx%s | %.0f | %.1fx |\n",
       name.c_str(), kernels::WeightTypeName(weights),
       stage.WeightBytes() / 1048576.0, Median(prefill_tps),
       baseline ? absl::StrFormat(" (%.1f)", Median(aten_prefill)).c_str() : "",
       Median(decode_tps),
       baseline ? absl::StrFormat(" (%.2f)", Median(aten_decode)).c_str() : "",
       speedup.c_str(), Median(floor_tps), 100.0 * Median(ratio),
-      Median(batch_tps), Median(batch_ratio), aten_batch.c_str());
+      Median(batch_tps), Median(batch_ratio), aten_batch.c_str(), compute_tps,
+      ceiling);
   std::fflush(stdout);
   return Median(decode_tps);
 }
@@ -340,6 +355,11 @@ int Main(int argc, char** argv) {
       "threads: %d; kernels: %s; read bandwidth (streaming read of 512 MiB): "
       "%.1f GB/s\n\n",
       threads, kernels::IsaName(kernels::ActiveIsa()), read_bw / 1e9);
+  const kernels::ComputePeak peak = kernels::MeasureComputePeak();
+  std::printf(
+      "compute peak (register-resident loops on every kernel thread): f32 "
+      "%.0f G FMA/s, int8 %.0f G MAC/s\n\n",
+      peak.f32_fma_per_s / 1e9, peak.i8_mac_per_s / 1e9);
   PrintGemvTable(read_bw);
   PrintDequantTable();
   std::printf(
@@ -348,11 +368,15 @@ int Main(int argc, char** argv) {
       "alone, both after 32 prompt tokens; (parentheses): the ATen-only "
       "path (StageOptions::decode_kernels = false), float weights only; "
       "quantized decode is compared with float32 decode on the kernels; "
-      "medians of 3 rounds\n\n"
+      "compute tok/s = the compute peak / multiply-adds per token (int8 for "
+      "blocks, f32 otherwise), the most any batch could give; ceiling = "
+      "min(%d, compute tok/s / one session's), the batch / one the peak "
+      "allows; medians of 3 rounds\n\n"
       "| model | weights | MiB | prefill tok/s (%d) | decode tok/s | decode "
       "speed-up | floor tok/s | decode / floor | batch-%d tok/s | batch / "
-      "one |\n|---|---|---|---|---|---|---|---|---|---|\n",
-      batch, prefill, batch);
+      "one | compute tok/s | ceiling |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+      batch, batch, prefill, batch);
   for (absl::string_view m : absl::StrSplit(models, ',')) {
     auto path = ModelDir(std::string(m), dir);
     if (!path.ok()) {
@@ -366,8 +390,8 @@ int Main(int argc, char** argv) {
         std::cerr << "unknown weight type " << wname << "\n";
         return 2;
       }
-      const double tps = MeasureModel(probe, std::string(m), *path, *w, prefill,
-                                      decode, batch, f32_decode);
+      const double tps = MeasureModel(probe, peak, std::string(m), *path, *w,
+                                      prefill, decode, batch, f32_decode);
       if (tps <= 0) return 1;
       if (*w == kernels::WeightType::kF32) f32_decode = tps;
     }

@@ -321,14 +321,49 @@ uint64_t SumU64(const uint64_t* p, int64_t n) {
   return s;
 }
 
+constexpr int kPeakAcc = 12;  // Covers the FMA latency on two ports.
+
+int64_t PeakF32(int64_t iters, float* sink) {
+  __m256 acc[kPeakAcc];
+  for (int k = 0; k < kPeakAcc; ++k) acc[k] = _mm256_set1_ps(0.5f + k);
+  const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(0.001f);
+  for (int64_t i = 0; i < iters; ++i) {
+    for (int k = 0; k < kPeakAcc; ++k) acc[k] = _mm256_fmadd_ps(acc[k], a, b);
+  }
+  __m256 s = acc[0];
+  for (int k = 1; k < kPeakAcc; ++k) s = _mm256_add_ps(s, acc[k]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  for (float v : lanes) *sink += v;
+  return iters * kPeakAcc * 8;
+}
+
+// The AVX2 int8 product of the quantized kernels: vpmaddubsw (u8 x s8 into
+// 16-bit pairs), vpmaddwd by ones into int32, then an add.
+int64_t PeakI8(int64_t iters, float* sink) {
+  __m256i acc[kPeakAcc];
+  for (int k = 0; k < kPeakAcc; ++k) acc[k] = _mm256_set1_epi32(k);
+  const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-5),
+                ones = _mm256_set1_epi16(1);
+  for (int64_t i = 0; i < iters; ++i) {
+    for (int k = 0; k < kPeakAcc; ++k) {
+      acc[k] = _mm256_add_epi32(
+          acc[k], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+    }
+  }
+  __m256i s = acc[0];
+  for (int k = 1; k < kPeakAcc; ++k) s = _mm256_add_epi32(s, acc[k]);
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), s);
+  for (int32_t v : lanes) *sink += static_cast<float>(v);
+  return iters * kPeakAcc * 32;
+}
+
 }  // namespace
 
-const GemvKernels kAvx2Kernels = {GemvF32,
-                                  GemvQ<BlockQ8_0>,
-                                  GemvQ<BlockQ4_0>,
-                                  GemvQ<BlockQ4_K>,
-                                  GemvQ<BlockQ6_K>,
-                                  GemvF16,
-                                  SumU64};
+const GemvKernels kAvx2Kernels = {
+    GemvF32,          GemvQ<BlockQ8_0>, GemvQ<BlockQ4_0>,
+    GemvQ<BlockQ4_K>, GemvQ<BlockQ6_K>, GemvF16,
+    SumU64,           PeakF32,          PeakI8};
 
 }  // namespace edgesplit::kernels::internal

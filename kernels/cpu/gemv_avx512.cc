@@ -543,6 +543,38 @@ uint64_t SumU64(const uint64_t* p, int64_t n) {
   return s;
 }
 
+// 12 independent accumulators: enough to cover the FMA latency (4 cycles)
+// on two ports.
+constexpr int kPeakAcc = 12;
+
+int64_t PeakF32(int64_t iters, float* sink) {
+  __m512 acc[kPeakAcc];
+  for (int k = 0; k < kPeakAcc; ++k) acc[k] = _mm512_set1_ps(0.5f + k);
+  const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(0.001f);
+  for (int64_t i = 0; i < iters; ++i) {
+    for (int k = 0; k < kPeakAcc; ++k) acc[k] = _mm512_fmadd_ps(acc[k], a, b);
+  }
+  __m512 s = acc[0];
+  for (int k = 1; k < kPeakAcc; ++k) s = _mm512_add_ps(s, acc[k]);
+  *sink += _mm512_reduce_add_ps(s);
+  return iters * kPeakAcc * 16;
+}
+
+int64_t PeakI8(int64_t iters, float* sink) {
+  __m512i acc[kPeakAcc];
+  for (int k = 0; k < kPeakAcc; ++k) acc[k] = _mm512_set1_epi32(k);
+  const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-5);
+  for (int64_t i = 0; i < iters; ++i) {
+    for (int k = 0; k < kPeakAcc; ++k) {
+      acc[k] = _mm512_dpbusd_epi32(acc[k], a, b);
+    }
+  }
+  __m512i s = acc[0];
+  for (int k = 1; k < kPeakAcc; ++k) s = _mm512_add_epi32(s, acc[k]);
+  *sink += static_cast<float>(_mm512_reduce_add_epi32(s));
+  return iters * kPeakAcc * 64;
+}
+
 }  // namespace
 
 const GemvKernels kAvx512Kernels = {GemvF<float>,
@@ -551,6 +583,8 @@ const GemvKernels kAvx512Kernels = {GemvF<float>,
                                     GemvQPairs<BlockQ4_K>,
                                     GemvQPairs<BlockQ6_K>,
                                     GemvF<uint16_t>,
-                                    SumU64};
+                                    SumU64,
+                                    PeakF32,
+                                    PeakI8};
 
 }  // namespace edgesplit::kernels::internal

@@ -71,9 +71,17 @@ using GemvFn = void (*)(const uint8_t* w, int64_t row_bytes, int64_t in,
 // The sum of n words: the streaming read that measures read bandwidth.
 using SumFn = uint64_t (*)(const uint64_t* p, int64_t n);
 
+// Register-resident arithmetic with no memory traffic, for the compute
+// peak (compute_peak.h): `iters` rounds of the widest multiply-adds the
+// level has, f32 FMAs or int8 products (u8 x s8, summed into int32 as the
+// quantized kernels do). Returns how many multiply-adds it did; adds a
+// value depending on all of them to *sink so that none is optimized away.
+using PeakFn = int64_t (*)(int64_t iters, float* sink);
+
 struct GemvKernels {
   GemvFn f32, q8_0, q4_0, q4_k, q6_k, f16;
   SumFn sum_u64;
+  PeakFn peak_f32, peak_i8;
 };
 
 const GemvKernels& KernelsFor(Isa isa);

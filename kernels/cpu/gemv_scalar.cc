@@ -296,10 +296,35 @@ uint64_t SumU64(const uint64_t* p, int64_t n) {
   return s;
 }
 
+// Plain C++ at the baseline level (the compiler may use SSE2 for it).
+int64_t PeakF32(int64_t iters, float* sink) {
+  float acc[8];
+  for (int k = 0; k < 8; ++k) acc[k] = 0.5f + k;
+  for (int64_t i = 0; i < iters; ++i) {
+    for (float& v : acc) v = v * 0.999f + 0.001f;
+  }
+  for (float v : acc) *sink += v;
+  return iters * 8;
+}
+
+int64_t PeakI8(int64_t iters, float* sink) {
+  int32_t acc[8];
+  for (int k = 0; k < 8; ++k) acc[k] = k;
+  // A multiply and an add per step (wrapping), chained so that no closed
+  // form replaces the loop.
+  for (int64_t i = 0; i < iters; ++i) {
+    for (int32_t& v : acc) {
+      v = static_cast<int32_t>(static_cast<uint32_t>(v) * 3u + 0xFFFFFFFBu);
+    }
+  }
+  for (int32_t v : acc) *sink += static_cast<float>(v);
+  return iters * 8;
+}
+
 }  // namespace
 
 const GemvKernels kScalarKernels = {GemvF32, GemvQ<BlockQ8_0>, GemvQ<BlockQ4_0>,
                                     GemvQ4K, GemvQ6K,          GemvF16,
-                                    SumU64};
+                                    SumU64,  PeakF32,          PeakI8};
 
 }  // namespace edgesplit::kernels::internal
