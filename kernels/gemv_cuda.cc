@@ -6,10 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_device.h"
-
-#if EDGESPLIT_WITH_CUDA
 #include "kernels/gemv_cuda_launch.h"
-#endif
 
 namespace edgesplit::kernels {
 namespace {
@@ -64,8 +61,7 @@ absl::Status GemvCuda(WeightType type, const void* w, int64_t out, int64_t in,
 }
 
 int64_t GemvCudaScratchBytes(WeightType type, int64_t rows, int64_t in) {
-  if (type == WeightType::kF32 || type == WeightType::kF16) return 0;
-  return rows * (in / 32) * (32 + 2 * 4);  // Codes, scale, sum per block.
+  return kernels_internal::GemvScratchBytes(static_cast<int>(type), rows, in);
 }
 
 absl::Status DequantizeRowsCuda(WeightType type, const void* w, int64_t n,

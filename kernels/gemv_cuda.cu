@@ -1,12 +1,15 @@
 // CUDA GEMV and block dequantization (see gemv_cuda.h). Host-side checks
 // and status mapping live in gemv_cuda.cc; this file includes no absl.
 //
-// GEMV: one warp per output row, four per block; a row of x at a time
-// (x's rows stay in L1/L2 while the warp's weight row is reread from L2 for
-// each, so W comes from memory once). f32/f16: lanes stride over the
-// elements (coalesced). Block types: x's rows are first quantized to Q8_0
-// by QuantizeXKernel (one warp per 32-block, the CPU's values), then
-// lanes stride over 32-weight blocks and multiply in integers per block.
+// GEMV (GemvKernel): blocks of 8 warps, each warp on 2-4 consecutive output
+// rows, for tiles of up to 16 rows of x, so W comes from memory once and a
+// loaded word of x feeds several weight rows. Per weight type a Walk says
+// how lanes share a row: 4 floats per lane, 8 lanes per Q8_0 block, 4 per
+// Q4_0 block, 32 per K super-block, so a warp's loads are contiguous. Block
+// types first quantize x's rows to Q8_0 (QuantizeXKernel: one warp per
+// 32-block, the CPU's values) and multiply 4 codes per __dp4a. Tiles of
+// more than 4 rows stage x in shared memory, kChunk columns at a time;
+// smaller ones read it where it is. Measured choices: bench/cuda_bench.
 // Dequantization: one thread per weight, the CPU's expressions with
 // explicitly rounded multiplies (__fmul_rn / __fsub_rn: no FMA contraction),
 // so the floats are bit-identical to cpu/quant_blocks.cc.
@@ -619,9 +622,7 @@ int LaunchGemv(int type, const void* w, int64_t out, int64_t in, const float* x,
   const bool own = blocks && scratch == nullptr;
   if (own) {
     // Stream-ordered scratch for x's blocks, freed after the GEMV.
-    // GemvCudaScratchBytes: codes, scale and sum per block of x.
-    err = cudaMallocAsync(&scratch,
-                          nblocks * (32 + sizeof(float) + sizeof(int)), stream);
+    err = cudaMallocAsync(&scratch, GemvScratchBytes(type, rows, in), stream);
     if (err != cudaSuccess) return static_cast<int>(err);
   }
   if (blocks) {
