@@ -186,6 +186,19 @@ absl::Status AdapterRegistry::AddHolder(const std::string& model_id,
   return SaveLocked(adapters_);
 }
 
+absl::Status AdapterRegistry::RemoveHolder(const std::string& model_id,
+                                           const std::string& name,
+                                           const std::string& node) {
+  ES_RETURN_IF_ERROR(Enabled());
+  absl::MutexLock lock(&mu_);
+  ES_ASSIGN_OR_RETURN(v1::RegisteredAdapter * a, FindLocked(model_id, name));
+  auto* holders = a->mutable_holders();
+  auto it = std::find(holders->begin(), holders->end(), node);
+  if (it == holders->end()) return absl::OkStatus();
+  holders->erase(it);
+  return SaveLocked(adapters_);
+}
+
 absl::Status AdapterRegistry::SaveLocked(const Adapters& adapters) const {
   v1::ListAdaptersResponse all;
   for (const auto& [key, a] : adapters) *all.add_adapters() = a;

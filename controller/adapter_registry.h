@@ -52,6 +52,9 @@ class AdapterRegistry {
   // `node` holds the files of the registered adapter.
   absl::Status AddHolder(const std::string& model_id, const std::string& name,
                          const std::string& node);
+  // `node` evicted the adapter's files: peers are no longer sent there.
+  absl::Status RemoveHolder(const std::string& model_id,
+                            const std::string& name, const std::string& node);
 
   const BlobStore* store() const { return store_.get(); }
   bool enabled() const { return store_ != nullptr; }

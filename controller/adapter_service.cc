@@ -164,9 +164,18 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::ReportHeld(
     grpc::CallbackServerContext* ctx, const v1::ReportHeldRequest* request,
     v1::ReportHeldResponse*) {
   absl::Status s = Caller(ctx, Identity::Kind::kNode, &request->node(), "");
-  if (s.ok()) {
-    s = registry_->AddHolder(request->model_id(), request->name(),
-                             request->node());
+  if (s.ok() && request->model_copy()) {
+    s = copies_ == nullptr
+            ? absl::FailedPreconditionError(
+                  "this controller keeps no model copies")
+            : copies_->SetHolder(request->model_id(), request->name(),
+                                 request->node(), !request->dropped());
+  } else if (s.ok()) {
+    s = request->dropped()
+            ? registry_->RemoveHolder(request->model_id(), request->name(),
+                                      request->node())
+            : registry_->AddHolder(request->model_id(), request->name(),
+                                   request->node());
   }
   return Finish(ctx, s);
 }
@@ -182,24 +191,36 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::RegisterModelCopy(
   }
   // Reads every part back once (the whole copy) on this thread.
   if (s.ok()) s = copies_->Register(request->copy());
+  // Servers whose plans name the copy failed to load it until now.
+  if (s.ok()) controller_->NotifyWatchers();
   return Finish(ctx, s);
 }
 
 grpc::ServerUnaryReactor* AdapterServiceImpl::ResolveModelCopy(
     grpc::CallbackServerContext* ctx,
-    const v1::ResolveModelCopyRequest* request, v1::ModelCopy* response) {
+    const v1::ResolveModelCopyRequest* request,
+    v1::ResolveModelCopyResponse* response) {
   absl::StatusOr<Peer> peer = Authenticated(ctx);
   absl::Status s = peer.status();
-  if (s.ok() && IsDevice(*peer)) {
-    s = DeviceMayUse(*peer, request->model_id(), "");
-  }
+  const bool device = s.ok() && IsDevice(*peer);
+  if (device) s = DeviceMayUse(*peer, request->model_id(), "");
   if (s.ok() && copies_ == nullptr) {
     s = absl::FailedPreconditionError("this controller keeps no model copies");
   }
   if (s.ok()) {
     auto copy = copies_->Find(request->model_id(), request->name());
     s = copy.status();
-    if (copy.ok()) *response = *std::move(copy);
+    if (copy.ok()) *response->mutable_copy() = *std::move(copy);
+  }
+  if (s.ok() && !device) {
+    // Peers serve servers (devices fetch from the controller only).
+    for (const auto& [node, address] : controller_->PeersNearestTo(
+             request->node(),
+             copies_->Holders(request->model_id(), request->name()))) {
+      v1::BlobHolder* h = response->add_peers();
+      h->set_node(node);
+      h->set_address(address);
+    }
   }
   return Finish(ctx, s);
 }

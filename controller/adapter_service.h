@@ -8,6 +8,8 @@
 //                                       device its `devices:` rules allow
 //                                       the adapter (no peers for devices)
 //   ReportHeld                          the node named in the request
+//                                       (adapters and model copies, held
+//                                       or dropped)
 //   ListAdapters                        servers and admins; a device only
 //                                       the names of adapters its
 //                                       `devices:` rules allow
@@ -85,7 +87,7 @@ class AdapterServiceImpl final : public v1::AdapterRegistry::CallbackService {
   grpc::ServerUnaryReactor* ResolveModelCopy(
       grpc::CallbackServerContext* ctx,
       const v1::ResolveModelCopyRequest* request,
-      v1::ModelCopy* response) override;
+      v1::ResolveModelCopyResponse* response) override;
 
  private:
   // The caller, its token checked.

@@ -219,6 +219,7 @@ absl::StatusOr<PlanConfig> PlanAutomatically(
   plan.source = spec.source;
   plan.model_id = spec.model_id;
   plan.model_path = spec.model_path;
+  plan.model_copy = spec.model_copy;
   plan.u_shaped = solved->u_shaped;
   plan.automatic = true;
   plan.planner = spec.planner;

@@ -171,6 +171,7 @@ std::string PlanToYaml(const PlanConfig& plan) {
   std::string out = absl::StrCat(
       "# Written by `edgesplit plan`.\nmodel: {id: ", plan.model_id,
       ", path: ", plan.model_path,
+      plan.model_copy.empty() ? "" : absl::StrCat(", copy: ", plan.model_copy),
       "}\nu_shaped: ", plan.u_shaped ? "true" : "false", "\nstages:\n");
   for (const PlanStageConfig& s : plan.stages) {
     absl::StrAppend(&out, "  - {node: ", s.node, ", blocks: [", s.first_block,

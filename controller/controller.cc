@@ -212,6 +212,7 @@ v1::ProfileRequest Controller::ProfileRequestLocked(const std::string& node,
     auto* m = r.add_models();
     m->set_model_id(id);
     m->set_model_path(spec.spec.model_path);
+    m->set_model_copy(spec.spec.model_copy);
     for (const PlanStageConfig& pinned : spec.spec.stages) {
       if (pinned.node == node && !pinned.weights.empty()) {
         m->add_weights(pinned.weights);
@@ -233,6 +234,7 @@ v1::Plan Controller::ToProto(const PlanConfig& plan, uint64_t version) {
   v1::Plan p;
   p.set_model_id(plan.model_id);
   p.set_model_path(plan.model_path);
+  p.set_model_copy(plan.model_copy);
   p.set_version(version);
   p.set_u_shaped(plan.u_shaped);
   p.set_source(plan.source);

@@ -213,6 +213,9 @@ class Controller {
   // must not block). Returns an id for Unsubscribe.
   int Subscribe(std::function<void()> on_change);
   void Unsubscribe(int id);
+  // Sends every watcher the plans again, changed or not: servers whose
+  // stages failed to load (a model copy not registered yet) try again.
+  void NotifyWatchers();
 
  private:
   struct Node {
@@ -270,7 +273,6 @@ class Controller {
   v1::Plan ToProtoLocked(const PlanConfig& plan) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static v1::Plan ToProto(const PlanConfig& plan, uint64_t version);
-  void NotifyWatchers();
 
   // Signs the grant of `response` (admission.cc).
   absl::Status SignGrant(const v1::OpenSessionRequest& request,

@@ -35,6 +35,12 @@ absl::StatusOr<std::unique_ptr<ModelCopyRegistry>> ModelCopyRegistry::Open(
     r->copies_[{c.model_id(), c.name()}] = c;
     r->IndexLocked(c);
   }
+  for (const v1::ModelCopyHolders& h : saved.holders()) {
+    // Holders of a copy left out above are forgotten with it.
+    if (r->copies_.count({h.model_id(), h.name()}) == 0) continue;
+    r->holders_[{h.model_id(), h.name()}].insert(h.nodes().begin(),
+                                                 h.nodes().end());
+  }
   return r;
 }
 
@@ -105,13 +111,52 @@ absl::Status ModelCopyRegistry::Register(const v1::ModelCopy& copy) {
         absl::StrCat("model copy \"", copy.name(), "\" of model ",
                      copy.model_id(), " was registered meanwhile"));
   }
-  v1::ModelCopies all;
-  for (const auto& [key, c] : copies_) *all.add_copies() = c;
-  *all.add_copies() = copy;
-  ES_RETURN_IF_ERROR(WriteFileAtomically(path_, all.SerializeAsString(), 0600));
   copies_[{copy.model_id(), copy.name()}] = copy;
+  if (absl::Status s = SaveLocked(); !s.ok()) {
+    copies_.erase({copy.model_id(), copy.name()});
+    return s;
+  }
   IndexLocked(copy);
   return absl::OkStatus();
+}
+
+absl::Status ModelCopyRegistry::SaveLocked() const {
+  v1::ModelCopies all;
+  for (const auto& [key, c] : copies_) *all.add_copies() = c;
+  for (const auto& [key, nodes] : holders_) {
+    v1::ModelCopyHolders* h = all.add_holders();
+    h->set_model_id(key.first);
+    h->set_name(key.second);
+    for (const std::string& n : nodes) h->add_nodes(n);
+  }
+  return WriteFileAtomically(path_, all.SerializeAsString(), 0600);
+}
+
+absl::Status ModelCopyRegistry::SetHolder(const std::string& model_id,
+                                          const std::string& name,
+                                          const std::string& node, bool holds) {
+  ES_RETURN_IF_ERROR(Enabled());
+  absl::MutexLock lock(&mu_);
+  const std::pair<std::string, std::string> key(model_id, name);
+  if (copies_.count(key) == 0) {
+    return absl::NotFoundError(absl::StrCat(
+        "model copy \"", name, "\" of model ", model_id, " is not registered"));
+  }
+  std::set<std::string>& nodes = holders_[key];
+  const bool changed =
+      holds ? nodes.insert(node).second : nodes.erase(node) > 0;
+  if (nodes.empty()) holders_.erase(key);
+  // Holders are a hint (a lost one means a fetch from the controller):
+  // kept in memory even if the save fails.
+  return changed ? SaveLocked() : absl::OkStatus();
+}
+
+std::vector<std::string> ModelCopyRegistry::Holders(
+    const std::string& model_id, const std::string& name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = holders_.find({model_id, name});
+  if (it == holders_.end()) return {};
+  return std::vector<std::string>(it->second.begin(), it->second.end());
 }
 
 absl::StatusOr<v1::ModelCopy> ModelCopyRegistry::Find(

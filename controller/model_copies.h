@@ -39,6 +39,15 @@ class ModelCopyRegistry {
   absl::Status Register(const v1::ModelCopy& copy);
   absl::StatusOr<v1::ModelCopy> Find(const std::string& model_id,
                                      const std::string& name) const;
+  // `node` now holds (`holds`) or no longer holds the files of registered
+  // copy `name` of `model_id` (ReportHeld); NOT_FOUND for an unknown copy.
+  // Saved with the copies, so a restarted controller still sends servers
+  // to their peers.
+  absl::Status SetHolder(const std::string& model_id, const std::string& name,
+                         const std::string& node, bool holds);
+  // The servers holding the copy (by name; none for an unknown copy).
+  std::vector<std::string> Holders(const std::string& model_id,
+                                   const std::string& name) const;
   // The model ids of copies one of whose parts is blob `id`.
   std::set<std::string> ModelsWithBlob(const std::string& id) const;
   // Entries of the saved file Open left out, one message each.
@@ -52,11 +61,15 @@ class ModelCopyRegistry {
   absl::Status Check(const v1::ModelCopy& copy, bool hash) const;
   void IndexLocked(const v1::ModelCopy& copy)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes the copies and their holders to path_.
+  absl::Status SaveLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::string path_;  // models.pb
   std::unique_ptr<BlobStore> store_;
   mutable absl::Mutex mu_;
   std::map<std::pair<std::string, std::string>, v1::ModelCopy> copies_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<std::string, std::string>, std::set<std::string>> holders_
       ABSL_GUARDED_BY(mu_);
   // Blob id -> model ids whose copies use it (devices' read checks).
   std::map<std::string, std::set<std::string>> by_blob_ ABSL_GUARDED_BY(mu_);

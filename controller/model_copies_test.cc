@@ -61,5 +61,35 @@ TEST(ModelCopyRegistryTest, RegistersChecksAndKeepsCopies) {
   EXPECT_TRUE(absl::IsFailedPrecondition((*off)->Register(q8)));
 }
 
+// Which servers hold a copy (they fetched it; peers fetch from them) is
+// kept with the copies, so a restarted controller still knows.
+TEST(ModelCopyRegistryTest, KeepsHoldersAcrossRestarts) {
+  const std::string state = testing::TempDir("model_copy_holders");
+  auto r = ModelCopyRegistry::Open(state);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->Register(Copy(state, "fp32", "{}")).ok());
+  ASSERT_TRUE((*r)->SetHolder("m", "fp32", "a", true).ok());
+  ASSERT_TRUE((*r)->SetHolder("m", "fp32", "b", true).ok());
+  ASSERT_TRUE((*r)->SetHolder("m", "fp32", "a", true).ok());  // Again.
+  EXPECT_TRUE(absl::IsNotFound((*r)->SetHolder("m", "other", "a", true)));
+  EXPECT_EQ((*r)->Holders("m", "fp32"), (std::vector<std::string>{"a", "b"}));
+  r->reset();
+  auto reopened = ModelCopyRegistry::Open(state);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_EQ((*reopened)->Holders("m", "fp32"),
+            (std::vector<std::string>{"a", "b"}));
+  // b evicted it.
+  ASSERT_TRUE((*reopened)->SetHolder("m", "fp32", "b", false).ok());
+  EXPECT_EQ((*reopened)->Holders("m", "fp32"), std::vector<std::string>{"a"});
+  EXPECT_TRUE((*reopened)->Holders("m", "nothing").empty());
+  // A copy re-registered after a restart keeps its holders too.
+  reopened->reset();
+  auto again = ModelCopyRegistry::Open(state);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->Holders("m", "fp32"), std::vector<std::string>{"a"});
+  EXPECT_TRUE((*again)->Register(Copy(state, "second", "{\"x\": 1}")).ok());
+  EXPECT_EQ((*again)->Holders("m", "fp32"), std::vector<std::string>{"a"});
+}
+
 }  // namespace
 }  // namespace edgesplit

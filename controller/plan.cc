@@ -8,6 +8,7 @@
 #include "base/file_util.h"
 #include "base/status_macros.h"
 #include "base/yaml_util.h"
+#include "runtime/adapter_name.h"
 
 namespace edgesplit {
 
@@ -73,6 +74,13 @@ absl::StatusOr<PlanConfig> ParsePlanYaml(const std::string& text,
         (std::filesystem::path(source).parent_path() / plan.model_path)
             .lexically_normal()
             .string();
+  }
+  if (model["copy"]) {
+    ES_ASSIGN_OR_RETURN(plan.model_copy, r.String(model, "copy"));
+    // The name becomes a directory on every server.
+    if (absl::Status s = ValidateAdapterName(plan.model_copy); !s.ok()) {
+      return r.Error(model["copy"], "model.copy", std::string(s.message()));
+    }
   }
   ES_ASSIGN_OR_RETURN(plan.u_shaped, r.Bool(root, "u_shaped", false));
   ES_RETURN_IF_ERROR(ParsePrivacy(r, root, &plan.privacy));

@@ -4,6 +4,11 @@
 //   model:
 //     id: stories260K
 //     path: ../shared/models/stories260K   # relative to the plan file
+//     copy: q4_0           # optional: servers get the model as this copy
+//                          # registered with the controller (`edgesplit
+//                          # model register`), fetched from the nearest
+//                          # server holding it, else the controller; the
+//                          # path is then read by the controller only
 //   u_shaped: false        # true: the device also runs the norm and head
 //   stages:
 //     - node: device       # the first stage is always the device
@@ -95,6 +100,7 @@ struct PlanConfig {
   std::string source;  // The file.
   std::string model_id;
   std::string model_path;  // Resolved against the file's directory.
+  std::string model_copy;  // "" = servers read model_path.
   bool u_shaped = false;
   // Pinned plans: every stage. Automatic plans (`planner` set): the
   // pinned stages only; the controller fills in the rest.

@@ -54,6 +54,26 @@ TEST(PlanTest, ValidPlans) {
   EXPECT_EQ(plan->stages[0].line, 3);
 }
 
+TEST(PlanTest, ModelCopies) {
+  const std::string stages = "\nstages:\n  - {node: device, blocks: [0, 6]}\n";
+  auto plan =
+      ParsePlanYaml("model: {id: m, path: /m, copy: q8_0}" + stages, "p.yaml");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->model_copy, "q8_0");
+  plan = ParsePlanYaml("model: {id: m, path: /m}" + stages, "p.yaml");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->model_copy, "");
+  // The name becomes a directory on every server.
+  for (const char* bad : {"../up", "\"\"", ".hidden"}) {
+    plan = ParsePlanYaml(
+        absl::StrCat("model: {id: m, path: /m, copy: ", bad, "}", stages),
+        "p.yaml");
+    ASSERT_FALSE(plan.ok()) << bad;
+    EXPECT_THAT(plan.status().message(), HasSubstr("p.yaml"));
+    EXPECT_THAT(plan.status().message(), HasSubstr("model.copy"));
+  }
+}
+
 TEST(PlanTest, GapOverlapAndCoverage) {
   auto s = Check(
       "  - {node: device, blocks: [0, 2]}\n"

@@ -25,7 +25,8 @@ inline constexpr const char* kAdapterFiles[] = {"adapter_config.json",
                                                 "adapter_model.safetensors"};
 
 struct AdapterFetchStats {
-  int64_t adapters = 0;                       // Materialized.
+  int64_t adapters = 0;  // Materialized.
+  int64_t evicted = 0;   // Removed from disk again (edge servers' budget).
   int64_t bytes_received = 0;                 // Over every attempt.
   std::map<std::string, int64_t> blobs_from;  // Source -> blobs delivered.
 };

@@ -52,6 +52,12 @@ std::string BlobStore::PathOf(absl::string_view id) const {
   return absl::StrCat(root_, "/sha256/", id);
 }
 
+void BlobStore::Remove(absl::string_view id) {
+  if (!ValidateBlobId(id).ok()) return;
+  std::error_code ec;
+  fs::remove(PathOf(id), ec);
+}
+
 std::string BlobStore::PartialPath(absl::string_view id) const {
   return absl::StrCat(root_, "/partial/", id);
 }

@@ -46,6 +46,8 @@ class BlobStore {
   // The whole blob, checked against its id (DATA_LOSS if the file on disk
   // no longer matches: it is removed).
   absl::StatusOr<std::string> ReadVerified(absl::string_view id);
+  // Removes a complete blob (no-op if absent): its last user dropped it.
+  void Remove(absl::string_view id);
   // Path of a complete blob (for memory-mapping readers).
   std::string PathOf(absl::string_view id) const;
 

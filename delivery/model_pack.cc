@@ -257,26 +257,28 @@ absl::Status MaterializeModelCopy(const v1::ModelCopy& copy,
   });
 }
 
-absl::StatusOr<v1::ModelCopy> ResolveModelCopy(
+absl::StatusOr<v1::ResolveModelCopyResponse> ResolveModelCopy(
     const std::shared_ptr<grpc::Channel>& controller,
     const std::string& model_id, const std::string& name,
-    absl::Duration timeout) {
+    const std::string& node, absl::Duration timeout) {
   auto registry = v1::AdapterRegistry::NewStub(controller);
   v1::ResolveModelCopyRequest req;
   req.set_model_id(model_id);
   req.set_name(name);
-  v1::ModelCopy copy;
+  req.set_node(node);
+  v1::ResolveModelCopyResponse resolved;
   grpc::ClientContext ctx;
   ctx.set_deadline(ToChrono(absl::Now() + timeout));
   ES_RETURN_IF_ERROR(FromGrpcStatus(
-      registry->ResolveModelCopy(&ctx, req, &copy), "controller"));
+      registry->ResolveModelCopy(&ctx, req, &resolved), "controller"));
+  const v1::ModelCopy& copy = resolved.copy();
   if (copy.model_id() != model_id || copy.name() != name) {
     return absl::DataLossError(absl::StrCat("the controller resolved ",
                                             model_id, "/", name, " to ",
                                             copy.model_id(), "/", copy.name()));
   }
   ES_RETURN_IF_ERROR(ValidateModelCopy(copy));
-  return copy;
+  return resolved;
 }
 
 }  // namespace edgesplit

@@ -92,11 +92,12 @@ absl::Status MaterializeModelCopy(const v1::ModelCopy& copy,
 
 // Asks the controller's registry (over `controller`) for model copy
 // `name` of `model_id` and checks the answer is valid and the one asked
-// for.
-absl::StatusOr<v1::ModelCopy> ResolveModelCopy(
+// for. `node`: the asking server, whose nearest holders come first in the
+// answer's peers ("" for devices and admins: no peers).
+absl::StatusOr<v1::ResolveModelCopyResponse> ResolveModelCopy(
     const std::shared_ptr<grpc::Channel>& controller,
     const std::string& model_id, const std::string& name,
-    absl::Duration timeout);
+    const std::string& node, absl::Duration timeout);
 
 }  // namespace edgesplit
 

@@ -53,28 +53,44 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> AdapterCache::Load(
     return absl::NotFoundError(absl::StrCat(
         "adapter \"", name, "\": this server has no adapter directory"));
   }
-  ES_ASSIGN_OR_RETURN(std::string dir,
-                      FindAdapterDir(options_.dir, options_.model_id, name));
-  if (dir.empty()) {
-    if (options_.source == nullptr) {
-      return absl::NotFoundError(
-          absl::StrCat("adapter \"", name, "\" is not in ", options_.dir));
-    }
-    ES_RETURN_IF_ERROR(
-        options_.source->Materialize(options_.model_id, name, options_.dir));
-    ES_ASSIGN_OR_RETURN(dir,
-                        FindAdapterDir(options_.dir, options_.model_id, name));
-    if (dir.empty()) {
-      return absl::InternalError(absl::StrCat(
-          "adapter \"", name, "\" was fetched but is not in ", options_.dir));
-    }
-  }
-  ES_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> whole,
-                      LoraAdapter::LoadPeft(dir, model_, name));
+  ES_ASSIGN_OR_RETURN(std::unique_ptr<LoraAdapter> whole, LoadFromDisk(name));
   std::unique_ptr<LoraAdapter> part = whole->Slice(model_, blocks_);
   whole.reset();  // Only this stage's blocks stay in memory.
   // LoadPeft gives float32 contiguous factors: the fused decode path's.
   return std::shared_ptr<const LoraAdapter>(std::move(part));
+}
+
+absl::StatusOr<std::unique_ptr<LoraAdapter>> AdapterCache::LoadFromDisk(
+    const std::string& name) const {
+  absl::Status read;
+  // Twice at most: a fetched adapter may be evicted from disk (another
+  // stage's fetch over the disk budget) between finding it and reading it.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (options_.source != nullptr) {
+      // Fetches it if it is missing; either way the source sees the use.
+      ES_RETURN_IF_ERROR(
+          options_.source->Materialize(options_.model_id, name, options_.dir));
+    }
+    ES_ASSIGN_OR_RETURN(std::string dir,
+                        FindAdapterDir(options_.dir, options_.model_id, name));
+    if (dir.empty()) {
+      if (options_.source == nullptr) {
+        return absl::NotFoundError(
+            absl::StrCat("adapter \"", name, "\" is not in ", options_.dir));
+      }
+      read = absl::NotFoundError(absl::StrCat(
+          "adapter \"", name, "\" was fetched but is not in ", options_.dir));
+      continue;
+    }
+    absl::StatusOr<std::unique_ptr<LoraAdapter>> whole =
+        LoraAdapter::LoadPeft(dir, model_, name);
+    if (whole.ok() || options_.source == nullptr ||
+        std::filesystem::exists(dir)) {
+      return whole;
+    }
+    read = whole.status();
+  }
+  return read;
 }
 
 void AdapterCache::EvictOverBudgetLocked(const std::string& keep) {

@@ -75,6 +75,10 @@ class AdapterCache {
  private:
   absl::StatusOr<std::shared_ptr<const LoraAdapter>> Load(
       const std::string& name) const;
+  // The whole adapter from its directory (fetched through the source
+  // first if need be).
+  absl::StatusOr<std::unique_ptr<LoraAdapter>> LoadFromDisk(
+      const std::string& name) const;
   void EvictOverBudgetLocked(const std::string& keep)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

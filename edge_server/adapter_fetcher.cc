@@ -13,20 +13,15 @@
 
 namespace edgesplit {
 
-absl::StatusOr<std::unique_ptr<ClusterAdapterSource>>
-ClusterAdapterSource::Create(std::string node, std::string controller,
-                             std::string blob_dir,
-                             std::shared_ptr<const TransportSecurity> security,
-                             FetchOptions fetch) {
-  auto s = std::unique_ptr<ClusterAdapterSource>(new ClusterAdapterSource());
-  s->node_ = std::move(node);
-  ES_ASSIGN_OR_RETURN(
-      s->controller_,
-      security->Dial(controller, ControllerIdentity(security->cluster())));
-  s->security_ = std::move(security);
-  ES_ASSIGN_OR_RETURN(s->store_, BlobStore::Open(std::move(blob_dir)));
-  s->fetcher_ = std::make_unique<BlobFetcher>(s->store_.get(), fetch);
-  return s;
+ClusterAdapterSource::ClusterAdapterSource(const ClusterDelivery* delivery,
+                                           const std::string& adapter_dir,
+                                           int64_t disk_bytes)
+    : delivery_(delivery), disk_(&delivery->store(), disk_bytes) {
+  absl::MutexLock lock(&mu_);
+  if (disk_bytes > 0 && !adapter_dir.empty()) {
+    disk_.Scan(adapter_dir);
+    EvictLocked("");
+  }
 }
 
 absl::Status ClusterAdapterSource::Materialize(const std::string& model_id,
@@ -34,53 +29,60 @@ absl::Status ClusterAdapterSource::Materialize(const std::string& model_id,
                                                const std::string& dir) {
   absl::MutexLock lock(&mu_);
   ES_ASSIGN_OR_RETURN(std::string held, FindAdapterDir(dir, model_id, name));
-  // Another stage of this server got it first, or the operator put it there.
-  if (!held.empty()) return absl::OkStatus();
+  if (!held.empty()) {
+    // Another stage of this server got it first, or the operator put it
+    // there (never evicted: not ours).
+    if (disk_.Holds(held)) disk_.Use({model_id, name, held, {}});
+    return absl::OkStatus();
+  }
   return MaterializeLocked(model_id, name, dir);
+}
+
+void ClusterAdapterSource::EvictLocked(const std::string& keep) {
+  for (const HeldAdapter& gone : disk_.EvictOverBudget(keep)) {
+    ++stats_.evicted;
+    // Best effort: a stale holder only costs a peer a NOT_FOUND.
+    if (!gone.model_id.empty()) {
+      (void)delivery_->Report(gone.model_id, gone.name, /*model_copy=*/false,
+                              /*dropped=*/true);
+    }
+  }
 }
 
 absl::Status ClusterAdapterSource::MaterializeLocked(
     const std::string& model_id, const std::string& name,
     const std::string& dir) {
-  ES_ASSIGN_OR_RETURN(
-      v1::ResolveAdapterResponse resolved,
-      ResolveAdapter(controller_, model_id, name, node_, absl::Seconds(10)));
+  ES_ASSIGN_OR_RETURN(v1::ResolveAdapterResponse resolved,
+                      ResolveAdapter(delivery_->controller(), model_id, name,
+                                     delivery_->node(), absl::Seconds(10)));
   // The nearest holders first, the controller's originals last.
-  std::vector<std::unique_ptr<GrpcBlobSource>> owned;
-  for (const v1::BlobHolder& peer : resolved.peers()) {
-    auto channel = security_->Dial(
-        peer.address(), NodeIdentity(security_->cluster(), peer.node()));
-    if (channel.ok()) {
-      owned.push_back(
-          std::make_unique<GrpcBlobSource>(peer.node(), *std::move(channel)));
-    }
-  }
-  owned.push_back(std::make_unique<GrpcBlobSource>("controller", controller_));
+  std::vector<std::unique_ptr<BlobSource>> owned =
+      delivery_->Sources(resolved.peers());
   std::vector<BlobSource*> sources;
   for (const auto& s : owned) sources.push_back(s.get());
   ES_ASSIGN_OR_RETURN(std::string fetched, FetchedAdaptersDir(dir, model_id));
-  ES_RETURN_IF_ERROR(MaterializeFromSources(
-      resolved.adapter(), sources, *fetcher_, *store_, fetched, &stats_));
+  ES_RETURN_IF_ERROR(
+      MaterializeFromSources(resolved.adapter(), sources, delivery_->fetcher(),
+                             delivery_->store(), fetched, &stats_));
+  HeldAdapter held{model_id, name, absl::StrCat(fetched, "/", name), {}};
+  for (const v1::AdapterFile& f : resolved.adapter().files()) {
+    held.blobs[f.blob()] = f.bytes();
+  }
+  disk_.Use(held);
+  EvictLocked(held.dir);
   // Best effort: without the report, peers fetch from the controller.
-  v1::ReportHeldRequest held;
-  held.set_model_id(model_id);
-  held.set_name(name);
-  held.set_node(node_);
-  v1::ReportHeldResponse ignored;
-  auto registry = v1::AdapterRegistry::NewStub(controller_);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(5)));
-  (void)registry->ReportHeld(&ctx, held, &ignored);
+  (void)delivery_->Report(model_id, name, /*model_copy=*/false,
+                          /*dropped=*/false);
   return absl::OkStatus();
 }
 
 absl::StatusOr<int> ClusterAdapterSource::Prefetch(
     const std::string& dir, const std::function<bool()>& stopped) {
   v1::GetPlacementRequest request;
-  request.set_node(node_);
+  request.set_node(delivery_->node());
   v1::AdapterPlacement placement;
   {
-    auto registry = v1::AdapterRegistry::NewStub(controller_);
+    auto registry = v1::AdapterRegistry::NewStub(delivery_->controller());
     grpc::ClientContext ctx;
     ctx.set_deadline(ToChrono(absl::Now() + absl::Seconds(10)));
     absl::Status s =
@@ -91,7 +93,7 @@ absl::StatusOr<int> ClusterAdapterSource::Prefetch(
   int fetched = 0;
   absl::Status first_error;
   for (const v1::ServerPlacement& server : placement.servers()) {
-    if (server.node() != node_) continue;
+    if (server.node() != delivery_->node()) continue;
     for (const v1::PlacedAdapter& a : server.adapters()) {
       if (stopped && stopped()) return fetched;
       // Names become paths: never trust them further than the registry's
@@ -100,7 +102,11 @@ absl::StatusOr<int> ClusterAdapterSource::Prefetch(
       absl::StatusOr<std::string> held =
           s.ok() ? FindAdapterDir(dir, a.model_id(), a.name())
                  : absl::StatusOr<std::string>(s);
-      if (held.ok() && !held->empty()) continue;
+      if (held.ok() && !held->empty()) {
+        // Placed here: counts as a use, so eviction spares it longest.
+        (void)Materialize(a.model_id(), a.name(), dir);
+        continue;
+      }
       s = held.status();
       if (s.ok()) s = Materialize(a.model_id(), a.name(), dir);
       if (s.ok()) {

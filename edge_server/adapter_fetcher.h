@@ -22,19 +22,24 @@
 #include "delivery/blob_fetcher.h"
 #include "delivery/blob_store.h"
 #include "edge_server/adapter_cache.h"
-#include "security/tls.h"
+#include "edge_server/adapter_disk.h"
+#include "edge_server/cluster_delivery.h"
 
 namespace edgesplit {
 
 // Thread-safe; one materialization at a time.
 class ClusterAdapterSource : public AdapterSource {
  public:
-  // `node`: this server's name; `controller`: the controller's address.
-  static absl::StatusOr<std::unique_ptr<ClusterAdapterSource>> Create(
-      std::string node, std::string controller, std::string blob_dir,
-      std::shared_ptr<const TransportSecurity> security,
-      FetchOptions fetch = {});
+  // `delivery` outlives it. With `disk_bytes` > 0, the adapters fetched
+  // below `adapter_dir` (those of earlier runs too) are kept within that
+  // many bytes of files (adapter_disk.h), the least recently used evicted
+  // and the controller told.
+  ClusterAdapterSource(const ClusterDelivery* delivery,
+                       const std::string& adapter_dir = "",
+                       int64_t disk_bytes = 0);
 
+  // Also when the adapter is on disk already: that is a use, which keeps
+  // it from eviction longest.
   absl::Status Materialize(const std::string& model_id, const std::string& name,
                            const std::string& dir) override;
 
@@ -48,23 +53,21 @@ class ClusterAdapterSource : public AdapterSource {
   absl::StatusOr<int> Prefetch(const std::string& dir,
                                const std::function<bool()>& stopped = nullptr);
 
-  const BlobStore& store() const { return *store_; }
   AdapterFetchStats stats() const;
 
  private:
-  ClusterAdapterSource() = default;
   absl::Status MaterializeLocked(const std::string& model_id,
                                  const std::string& name,
                                  const std::string& dir)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  std::string node_;
-  std::shared_ptr<const TransportSecurity> security_;
-  std::shared_ptr<grpc::Channel> controller_;
-  std::unique_ptr<BlobStore> store_;
-  std::unique_ptr<BlobFetcher> fetcher_;
+  // Evicts over the disk budget (never `keep`) and tells the controller.
+  void EvictLocked(const std::string& keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const ClusterDelivery* const delivery_;
   mutable absl::Mutex mu_;
   AdapterFetchStats stats_ ABSL_GUARDED_BY(mu_);
+  FetchedAdapterDisk disk_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace edgesplit

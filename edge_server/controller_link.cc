@@ -264,7 +264,11 @@ void ControllerLink::Profile(const v1::ProfileRequest& request) {
       po.weights = options_.weights;
       if (!type.empty()) po.weights = kernels::ParseWeightType(type);
       if (!po.weights && !type.empty()) continue;  // Not a type: skipped.
-      auto measured = ProfileCompute(m.model_path(), po);
+      absl::StatusOr<std::string> dir =
+          host_->ModelDir(m.model_id(), m.model_path(), m.model_copy());
+      absl::StatusOr<ComputeMeasurement> measured =
+          dir.ok() ? ProfileCompute(*dir, po)
+                   : absl::StatusOr<ComputeMeasurement>(dir.status());
       if (!measured.ok()) {
         log::Warning(
             absl::StrCat("profiling ", key, ": ", measured.status().message()),

@@ -83,6 +83,8 @@ int main(int argc, char** argv) {
   o.memory_bytes = config->memory_bytes;
   o.checkpoint_dir = config->checkpoint_dir;
   o.blob_dir = config->blob_dir;
+  o.model_dir = config->model_dir;
+  o.adapter_disk_bytes = config->adapter_disk_bytes;
   o.adapter_prefetch_interval = config->adapter_prefetch_interval;
   auto security = edgesplit::TransportSecurity::Create(config->tls);
   if (!security.ok()) {

@@ -35,7 +35,7 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   metrics::AddProcessMetrics(s->registry_.get());
   s->metrics_ = std::make_unique<ServerMetrics>(s->registry_.get());
   s->options_.host.batch_metrics = s->metrics_->batch;
-  ES_RETURN_IF_ERROR(s->StartAdapterDelivery());
+  ES_RETURN_IF_ERROR(s->StartDelivery());
   s->host_ = std::make_unique<StageHost>(s->options_.host);
   // Activations of long prompts exceed gRPC's 4 MiB default.
   const int max_message = wire::MaxMessageBytes(s->options_.limits);
@@ -150,19 +150,30 @@ absl::StatusOr<std::unique_ptr<EdgeServer>> EdgeServer::Start(
   return s;
 }
 
-absl::Status EdgeServer::StartAdapterDelivery() {
-  const std::string& dir = options_.host.adapters.dir;
-  if (options_.controller.empty() || dir.empty()) return absl::OkStatus();
-  ES_ASSIGN_OR_RETURN(
-      adapters_,
-      ClusterAdapterSource::Create(
-          options_.host.node, options_.controller,
-          options_.blob_dir.empty() ? dir + "/.blobs" : options_.blob_dir,
-          options_.security));
-  options_.host.adapters.source = adapters_.get();
+absl::Status EdgeServer::StartDelivery() {
+  const std::string& adapter_dir = options_.host.adapters.dir;
+  const std::string& model_dir = options_.model_dir;
+  if (options_.controller.empty() || (adapter_dir.empty() && model_dir.empty()))
+    return absl::OkStatus();
+  std::string blob_dir = options_.blob_dir;
+  if (blob_dir.empty()) {
+    blob_dir = (adapter_dir.empty() ? model_dir : adapter_dir) + "/.blobs";
+  }
+  ES_ASSIGN_OR_RETURN(delivery_, ClusterDelivery::Create(
+                                     options_.host.node, options_.controller,
+                                     std::move(blob_dir), options_.security));
+  if (!adapter_dir.empty()) {
+    adapters_ = std::make_unique<ClusterAdapterSource>(
+        delivery_.get(), adapter_dir, options_.adapter_disk_bytes);
+    options_.host.adapters.source = adapters_.get();
+  }
+  if (!model_dir.empty()) {
+    models_ = std::make_unique<ClusterModelSource>(delivery_.get(), model_dir);
+    options_.host.model_copies = models_.get();
+  }
   const TransportSecurity* security = options_.security.get();
   blobs_ = std::make_unique<BlobServiceImpl>(
-      &adapters_->store(),
+      &delivery_->store(),
       [security](grpc::CallbackServerContext* ctx,
                  const v1::ReadBlobRequest&) -> absl::Status {
         ES_ASSIGN_OR_RETURN(Peer peer, security->PeerOf(*ctx));

@@ -15,9 +15,11 @@
 #include "absl/time/time.h"
 #include "delivery/blob_service.h"
 #include "edge_server/adapter_fetcher.h"
+#include "edge_server/cluster_delivery.h"
 #include "edge_server/controller_link.h"
 #include "edge_server/grant_gate.h"
 #include "edge_server/grpc_next_hop.h"
+#include "edge_server/model_fetcher.h"
 #include "edge_server/server_metrics.h"
 #include "edge_server/stage_host.h"
 #include "edge_server/stage_service.h"
@@ -51,11 +53,21 @@ struct EdgeServerOptions {
   // Training sessions' checkpoints (one directory per job below it); ""
   // keeps none.
   std::string checkpoint_dir;
-  // Blobs of adapters fetched from the cluster (host.adapters.dir's
-  // ".blobs" when empty); with a controller and an adapter directory, a
-  // session's adapter missing here is fetched from peers or the controller
-  // and served to peers in turn (BlobService on this server's port).
+  // Blobs of adapters and model copies fetched from the cluster (when
+  // empty: host.adapters.dir's ".blobs", else model_dir's); with a
+  // controller and an adapter directory, a session's adapter missing here
+  // is fetched from peers or the controller and served to peers in turn
+  // (BlobService on this server's port).
   std::string blob_dir;
+  // With a controller: model copies plans name (Plan.model_copy) are
+  // fetched from peers or the controller into <model_dir>/.cluster/
+  // <model_id>/<name> and served to peers in turn (model_fetcher.h); ""
+  // fetches none (such plans fail to load here).
+  std::string model_dir;
+  // The adapters fetched from the cluster kept on disk within this many
+  // bytes of files, least recently used evicted (adapter_disk.h); 0: no
+  // limit.
+  int64_t adapter_disk_bytes = 0;
   // How often the server asks the controller which adapters it should
   // cache (its adapter placement) and prefetches those it lacks; zero:
   // never (adapters arrive with their first session only).
@@ -78,8 +90,9 @@ class EdgeServer {
 
   StageHost* host() { return host_.get(); }
   // What this server fetched from the cluster; null without a controller
-  // or an adapter directory.
+  // or an adapter directory (adapters), a model directory (model copies).
   const ClusterAdapterSource* adapter_source() const { return adapters_.get(); }
+  const ClusterModelSource* model_source() const { return models_.get(); }
   // "127.0.0.1:<port>" actually bound.
   const std::string& address() const { return address_; }
   const std::string& node() const { return options_.host.node; }
@@ -116,9 +129,10 @@ class EdgeServer {
  private:
   explicit EdgeServer(EdgeServerOptions options)
       : options_(std::move(options)) {}
-  // With a controller and an adapter directory: the adapter source that
-  // fetches from the cluster, and the BlobService serving what it holds.
-  absl::Status StartAdapterDelivery();
+  // With a controller and an adapter or model directory: the sources that
+  // fetch adapters and model copies from the cluster, and the BlobService
+  // serving what they hold.
+  absl::Status StartDelivery();
   // The readiness both health endpoints report; never true again once
   // Shutdown began.
   void SetReady(bool ready);
@@ -128,7 +142,9 @@ class EdgeServer {
   std::unique_ptr<metrics::Registry> registry_ =
       std::make_unique<metrics::Registry>();
   std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<ClusterDelivery> delivery_;       // Outlives the two below.
   std::unique_ptr<ClusterAdapterSource> adapters_;  // Outlives host_.
+  std::unique_ptr<ClusterModelSource> models_;      // Outlives host_.
   std::unique_ptr<BlobServiceImpl> blobs_;
   std::unique_ptr<StageHost> host_;
   std::unique_ptr<GrantGate> grants_;  // Outlives service_'s sessions.

@@ -13,7 +13,7 @@ namespace edgesplit {
 void ServerConfig::ExpandName() {
   for (std::string* field :
        {&advertise, &advertise_peer, &tls.cert_file, &tls.key_file,
-        &checkpoint_dir, &adapter_dir, &blob_dir}) {
+        &checkpoint_dir, &adapter_dir, &blob_dir, &model_dir}) {
     *field = absl::StrReplaceAll(*field, {{"{name}", name}});
   }
 }
@@ -116,10 +116,16 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& text,
   ES_ASSIGN_OR_RETURN(int64_t adapter_mb, r.IntIn(root, "adapter_cache_mb", 256,
                                                   1, int64_t{1} << 30));
   c.adapter_cache_bytes = adapter_mb << 20;
+  ES_ASSIGN_OR_RETURN(int64_t disk_mb,
+                      r.IntIn(root, "adapter_disk_mb", 0, 0, int64_t{1} << 30));
+  c.adapter_disk_bytes = disk_mb << 20;
   ES_ASSIGN_OR_RETURN(
       int64_t prefetch_s,
       r.IntIn(root, "adapter_prefetch_interval_s", 30, 0, 86400));
   c.adapter_prefetch_interval = absl::Seconds(prefetch_s);
+  if (root["model_dir"]) {
+    ES_ASSIGN_OR_RETURN(c.model_dir, r.String(root, "model_dir", false));
+  }
   if (root["checkpoint_dir"]) {
     ES_ASSIGN_OR_RETURN(c.checkpoint_dir,
                         r.String(root, "checkpoint_dir", false));

@@ -23,13 +23,22 @@
 //   weights: q4_0            # f32 | q8_0 | q4_0 (GGUF blocks, quantized at
 //                            # load); default: as the checkpoint stores them
 //   checkpoint_dir: checkpoints   # training checkpoints ("" = none)
+//   model_dir: ""            # model copies plans name (`model: {copy: }`),
+//                            # fetched from peers or the controller ("" =
+//                            # none: such plans fail to load here)
 //   tls: {ca: certs/ca.pem, cert: certs/node-server-a.pem,
 //         key: certs/node-server-a.key}   # relative to this file;
 //                            # or insecure: true (loopback addresses only)
 //
+//   adapter_dir: adapters    # PEFT directories sessions may name
+//   adapter_cache_mb: 256    # adapters in memory, per hosted stage
+//   adapter_disk_mb: 0       # adapters fetched from the cluster kept on
+//                            # disk (0 = no limit; least recently used go)
+//   blob_dir: ""             # fetched blobs (default: adapter_dir/.blobs)
+//
 // "{name}" in advertise, advertise_peer, tls cert/key, checkpoint_dir,
-// adapter_dir and blob_dir stands for the server's name (its --name), so
-// replicas share one file (deploy/k8s/config/server.yaml).
+// adapter_dir, blob_dir and model_dir stands for the server's name (its
+// --name), so replicas share one file (deploy/k8s/config/server.yaml).
 #ifndef EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
 #define EDGESPLIT_EDGE_SERVER_SERVER_CONFIG_H_
 
@@ -65,8 +74,15 @@ struct ServerConfig {
   // hosted stage.
   std::string adapter_dir;
   int64_t adapter_cache_bytes = int64_t{256} << 20;
-  // Blobs of adapters fetched from the cluster ("" = <adapter_dir>/.blobs).
+  // Adapters fetched from the cluster kept on disk (their files; 0 = no
+  // limit), the least recently used evicted.
+  int64_t adapter_disk_bytes = 0;
+  // Blobs of adapters and model copies fetched from the cluster ("" =
+  // <adapter_dir>/.blobs, or <model_dir>/.blobs without an adapter_dir).
   std::string blob_dir;
+  // Model copies plans name, fetched from the cluster into
+  // <model_dir>/.cluster/<model_id>/<name> ("" = none).
+  std::string model_dir;
   // How often to prefetch the adapters the controller places here (0: no
   // prefetching).
   absl::Duration adapter_prefetch_interval = absl::Seconds(30);
@@ -74,9 +90,10 @@ struct ServerConfig {
 
   absl::Status Validate() const;  // Errors name the file and field.
   // Replaces "{name}" by `name` in advertise, advertise_peer, tls.cert,
-  // tls.key, checkpoint_dir, adapter_dir and blob_dir: one config file
-  // serves every replica of a StatefulSet (or systemd template), each
-  // started with its own --name. Call after --name, before Validate.
+  // tls.key, checkpoint_dir, adapter_dir, blob_dir and model_dir: one
+  // config file serves every replica of a StatefulSet (or systemd
+  // template), each started with its own --name. Call after --name, before
+  // Validate.
   void ExpandName();
 };
 

@@ -80,8 +80,12 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans,
           continue;
         }
       }
-      auto stage =
-          LoadStage(plan.model_id(), plan.model_path(), spec, ps.weights());
+      // A copy this server lacks is fetched here, once for all its stages.
+      absl::StatusOr<std::string> dir =
+          ModelDir(plan.model_id(), plan.model_path(), plan.model_copy());
+      absl::StatusOr<std::shared_ptr<HostedStage>> stage =
+          dir.ok() ? LoadStage(plan.model_id(), *dir, spec, ps.weights())
+                   : absl::StatusOr<std::shared_ptr<HostedStage>>(dir.status());
       if (!stage.ok()) {
         errors.push_back(absl::StrCat("model ", plan.model_id(), " blocks [",
                                       ps.first_block(), ", ", ps.last_block(),
@@ -109,6 +113,19 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans,
     return absl::InternalError(absl::StrJoin(errors, "; "));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> StageHost::ModelDir(const std::string& model_id,
+                                                const std::string& path,
+                                                const std::string& copy) const {
+  if (copy.empty()) return path;
+  if (options_.model_copies == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the plan names model copy \"", copy, "\" of ", model_id,
+        ", but this server fetches no model copies (its config needs a "
+        "controller and a model_dir)"));
+  }
+  return options_.model_copies->Materialize(model_id, copy);
 }
 
 absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::Find(

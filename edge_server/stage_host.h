@@ -25,6 +25,17 @@
 
 namespace edgesplit {
 
+// Where a registered model copy a plan names (Plan.model_copy) is on this
+// server's disk. The seam tests replace; ClusterModelSource
+// (model_fetcher.h) fetches it from the cluster first if need be.
+class ModelCopySource {
+ public:
+  virtual ~ModelCopySource() = default;
+  // The directory holding copy `name` of `model_id`, complete.
+  virtual absl::StatusOr<std::string> Materialize(const std::string& model_id,
+                                                  const std::string& name) = 0;
+};
+
 // A loaded stage. Shared by the host and the sessions using it.
 struct HostedStage {
   std::string model_id;
@@ -51,6 +62,9 @@ struct StageHostOptions {
   int64_t kv_budget_bytes = int64_t{1} << 30;  // Shared by all sessions.
   StageOptions stage;
   AdapterCacheOptions adapters;  // Per hosted stage.
+  // Where plans naming a model copy get it (not owned; outlives the host).
+  // Null: such plans fail to load here, saying so.
+  ModelCopySource* model_copies = nullptr;
   // Emulation of a slower machine (forwards take this many times as long);
   // SetComputeSlowdown changes it while serving.
   double compute_slowdown = 1.0;
@@ -92,6 +106,13 @@ class StageHost {
   // controller).
   absl::Status Load(const std::string& model_id, const std::string& path,
                     const StageSpec& spec);
+
+  // The directory to read `model_id` from: `path`, or with a `copy` name
+  // the copy's (fetched first if this server lacks it). Plans' stages and
+  // the controller's profile requests both come through here.
+  absl::StatusOr<std::string> ModelDir(const std::string& model_id,
+                                       const std::string& path,
+                                       const std::string& copy) const;
 
   // Per stage: "model [a, b): N requests in M forwards".
   std::vector<std::string> Describe() const;

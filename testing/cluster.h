@@ -77,6 +77,11 @@ struct ClusterOptions {
   // Every server's adapter directory (AdapterCacheOptions::dir); "{node}"
   // becomes the server's name.
   std::string adapter_dir;
+  // Every server's EdgeServerOptions::adapter_disk_bytes.
+  int64_t adapter_disk_bytes = 0;
+  // Every server's EdgeServerOptions::model_dir (model copies plans name);
+  // "{node}" becomes the server's name.
+  std::string model_dir;
   // Every server opens its HTTP port (/healthz, /readyz, /metrics) on a
   // free port, and so does the controller (with its status page:
   // controller_http_port()).
@@ -100,6 +105,8 @@ struct ClusterPlan {
   std::map<std::string, std::vector<std::string>> standby = {};
   // Appended to the plan's YAML (e.g. a `privacy:` section).
   std::string extra_yaml = "";
+  // The plan's `model: {copy: }`: servers fetch this registered copy.
+  std::string model_copy = "";
 };
 
 class Cluster {
@@ -167,6 +174,7 @@ class Cluster {
     for (const ClusterPlan& p : plans) {
       std::string yaml = absl::StrCat(
           "model: {id: ", p.model_id, ", path: ", p.model_path,
+          p.model_copy.empty() ? "" : ", copy: " + p.model_copy,
           "}\nu_shaped: ", p.u_shaped ? "true" : "false", "\nstages:\n");
       for (auto& [node, a, b] : p.stages) {
         auto w = p.weights.find(node);
@@ -200,6 +208,8 @@ class Cluster {
       o.host.stage.weights = options.weights;
       o.host.adapters.dir =
           absl::StrReplaceAll(options.adapter_dir, {{"{node}", n}});
+      o.model_dir = absl::StrReplaceAll(options.model_dir, {{"{node}", n}});
+      o.adapter_disk_bytes = options.adapter_disk_bytes;
       o.adapter_prefetch_interval = options.adapter_prefetch_interval;
       if (options.http) o.http_listen = "127.0.0.1:0";
       if (options.request_tap) {

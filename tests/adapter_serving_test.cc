@@ -2,6 +2,7 @@
 // different adapters (and none) run at once through the same servers,
 // whose batches mix them, and each generates exactly what the whole model
 // with its adapter generates in one process.
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -11,10 +12,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/file_util.h"
+#include "delivery/model_pack.h"
 #include "device_agent/cli/commands.h"
 #include "edgesplit/v1/delivery.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "openai/agent_backend.h"
 #include "runtime/generator.h"
 #include "runtime/lora.h"
@@ -45,9 +48,11 @@ std::string AdminCli(Cluster& c, std::vector<std::string> args) {
   return out.str();
 }
 
-// Greedy tokens of the whole model with `adapter_dir` attached ("" = none).
-std::vector<int32_t> WholeWithAdapter(const std::string& adapter_dir) {
-  auto store = ModelStore::Open(RealModel());
+// Greedy tokens of the whole model (`model_dir`) with `adapter_dir`
+// attached ("" = none).
+std::vector<int32_t> WholeWithAdapter(const std::string& adapter_dir,
+                                      const std::string& model_dir = "") {
+  auto store = ModelStore::Open(model_dir.empty() ? RealModel() : model_dir);
   EXPECT_TRUE(store.ok());
   auto tok = (*store)->LoadTokenizer();
   auto pipeline = LocalPipeline::Load(**store, {});
@@ -67,6 +72,63 @@ std::vector<int32_t> WholeWithAdapter(const std::string& adapter_dir) {
   auto r = Generate(*seq, **tok, kPrompt, o);
   EXPECT_TRUE(r.ok()) << r.status();
   return r.ok() ? r->tokens : std::vector<int32_t>{};
+}
+
+// A fully fine-tuned variant of the real model written to `out`: tensor
+// `changed` halved, every other tensor and file the same bytes.
+void WriteTunedVariant(const std::string& out, const std::string& changed) {
+  std::filesystem::create_directories(out);
+  for (const auto& e : std::filesystem::directory_iterator(RealModel())) {
+    auto bytes = ReadFile(e.path().string());
+    ASSERT_TRUE(bytes.ok());
+    const std::string name = e.path().filename().string();
+    if (name == "model.safetensors") {
+      uint64_t n = 0;
+      std::memcpy(&n, bytes->data(), 8);
+      const auto header = nlohmann::json::parse(bytes->substr(8, n));
+      const auto& offsets = header.at(changed).at("data_offsets");
+      const size_t begin = 8 + n + offsets[0].get<size_t>();
+      const size_t end = 8 + n + offsets[1].get<size_t>();
+      for (size_t i = begin; i < end; i += 4) {
+        float v;
+        std::memcpy(&v, bytes->data() + i, 4);
+        v *= 0.5f;
+        std::memcpy(bytes->data() + i, &v, 4);
+      }
+    }
+    ASSERT_TRUE(WriteFileAtomically(out + "/" + name, *bytes).ok());
+  }
+}
+
+// Rank-4 adapters on q_proj and v_proj, one per (name, seed), written as
+// PEFT directories <dir>/src/<name>.
+void WriteAdapters(const std::string& dir,
+                   const std::vector<std::pair<std::string, int>>& seeds) {
+  auto store = ModelStore::Open(RealModel());
+  ASSERT_TRUE(store.ok());
+  const ModelConfig& config = (*store)->config();
+  LoraConfig lc;
+  lc.r = 4;
+  lc.target_modules = {"q_proj", "v_proj"};
+  for (const auto& [name, seed] : seeds) {
+    auto a = LoraAdapter::Create(config, lc, {0, config.num_layers}, seed, name,
+                                 /*zero_b=*/false);
+    ASSERT_TRUE(a.ok());
+    ASSERT_TRUE((*a)->SavePeft(dir + "/src/" + name).ok());
+  }
+}
+
+// Greedy tokens of a session of `model` (with `adapter`, "" = none)
+// through `agent`; empty after a test failure.
+std::vector<int32_t> SplitTokens(DeviceAgent& agent, const std::string& model,
+                                 const std::string& adapter = "") {
+  auto session = agent.OpenSession(model, adapter);
+  EXPECT_TRUE(session.ok()) << session.status();
+  if (!session.ok()) return {};
+  auto stats =
+      (*session)->Generate(kPrompt, testing::GreedyTokens(kTokens), {});
+  EXPECT_TRUE(stats.ok()) << stats.status();
+  return stats.ok() ? stats->tokens : std::vector<int32_t>{};
 }
 
 class AdapterServingTest : public ::testing::Test {
@@ -283,19 +345,7 @@ TEST(AdapterDeliveryTest, ARegisteredAdapterTravelsFromPeerToPeer) {
 // the servers prefetch what it places there before any session asks.
 TEST(AdapterDeliveryTest, PlacedAdaptersArePrefetchedBeforeSessionsAsk) {
   const std::string dir = testing::TempDir("adapter_placement");
-  auto store = ModelStore::Open(RealModel());
-  ASSERT_TRUE(store.ok());
-  const ModelConfig& config = (*store)->config();
-  LoraConfig lc;
-  lc.r = 4;
-  lc.target_modules = {"q_proj", "v_proj"};
-  for (const auto& [name, seed] :
-       std::vector<std::pair<std::string, int>>{{"hot", 3}, {"cold", 4}}) {
-    auto a = LoraAdapter::Create(config, lc, {0, config.num_layers}, seed, name,
-                                 /*zero_b=*/false);
-    ASSERT_TRUE(a.ok());
-    ASSERT_TRUE((*a)->SavePeft(dir + "/src/" + name).ok());
-  }
+  WriteAdapters(dir, {{"hot", 3}, {"cold", 4}});
   testing::ClusterOptions options;
   options.adapter_dir = dir + "/servers/{node}";
   options.adapter_prefetch_interval = absl::Milliseconds(100);
@@ -444,6 +494,172 @@ devices: [{name: phone, models: [real-2hop], adapters: ["*"]}]
   EXPECT_NE(fetch("other", "q8_0", &printed), 0);
   EXPECT_THAT(printed, HasSubstr("phone"));
   EXPECT_FALSE(std::filesystem::exists(dir + "/phone/other-q8_0"));
+}
+
+// A plan naming a registered model copy (`model: {copy: }`): servers that
+// lack it fetch it part by part, the first from the controller, the next
+// from the nearest peer holding it; a part corrupted at that peer is
+// refused and fetched from the controller instead. A fully fine-tuned
+// variant registered later moves only the tensor it changed to a server
+// holding its base. The split models the servers loaded from their fetched
+// copies generate what the whole models generate in one process.
+TEST(AdapterDeliveryTest, ServersFetchModelCopiesFromTheirPeers) {
+  const std::string dir = testing::TempDir("server_model_copies");
+  const std::string tuned_dir = dir + "/tuned";
+  WriteTunedVariant(tuned_dir, "model.layers.3.mlp.down_proj.weight");
+  auto packed = PackModelDir(RealModel(), "copied", "fp32");
+  auto tuned = PackModelDir(tuned_dir, "copied-tuned", "v1");
+  ASSERT_TRUE(packed.ok() && tuned.ok());
+  const int64_t parts = static_cast<int64_t>(packed->parts.size());
+  int64_t shared = 0;
+  for (const auto& [id, bytes] : tuned->parts)
+    shared += packed->parts.count(id);
+  // The header and every other tensor are the base's.
+  ASSERT_EQ(shared + 1, static_cast<int64_t>(tuned->parts.size()));
+  testing::ClusterOptions options;
+  options.model_dir = dir + "/servers/{node}";
+  ClusterPlan base{"copied",
+                   RealModel(),
+                   false,
+                   {{"device", 0, 1}, {"a", 1, 3}, {"b", 3, 5}}};
+  base.model_copy = "fp32";
+  ClusterPlan variant{
+      "copied-tuned", tuned_dir, false, {{"device", 0, 1}, {"b", 1, 5}}};
+  variant.model_copy = "v1";
+  auto c = Cluster::Start(testing::TempDir("server_model_copies_cluster"),
+                          {base, variant}, options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  // Not registered yet: the stages cannot load.
+  EXPECT_FALSE((*c)->server("a")->ready());
+  (*c)->Kill("b");  // b comes back once a holds the copy.
+  AdminCli(**c, {"model", "register", "--model-id", "copied", "--name", "fp32",
+                 "--dir", RealModel()});
+  // The controller sends the plans again: a fetches the copy and loads.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (!(*c)->server("a")->ready() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE((*c)->server("a")->ready());
+  ModelFetchStats a = (*c)->server("a")->model_source()->stats();
+  EXPECT_EQ(a.parts_from,
+            (std::map<std::string, int64_t>{{"controller", parts}}));
+  EXPECT_EQ(a.parts_held, 0);
+
+  // Corrupt the largest part in a's store (same size): b refuses a's bytes
+  // for it and takes them from the controller.
+  std::string largest;
+  for (const auto& [id, bytes] : packed->parts) {
+    if (largest.empty() || bytes.size() > packed->parts.at(largest).size()) {
+      largest = id;
+    }
+  }
+  const std::string held = dir + "/servers/a/.blobs/sha256/" + largest;
+  auto bytes = ReadFile(held);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  (*bytes)[bytes->size() / 2] ^= 0x5a;
+  ASSERT_TRUE(WriteFileAtomically(held, *bytes, 0600).ok());
+  ASSERT_TRUE((*c)->Restart("b").ok());
+  ModelFetchStats b = (*c)->server("b")->model_source()->stats();
+  EXPECT_EQ(b.parts_from, (std::map<std::string, int64_t>{{"a", parts - 1},
+                                                          {"controller", 1}}));
+  for (const v1::ModelFile& f : packed->copy.files()) {
+    auto want = ReadFile(RealModel() + "/" + f.path());
+    auto got = ReadFile(dir + "/servers/b/.cluster/copied/fp32/" + f.path());
+    ASSERT_TRUE(want.ok() && got.ok()) << f.path();
+    EXPECT_TRUE(*want == *got) << f.path();
+  }
+
+  // The variant: b already holds every part but the changed tensor.
+  EXPECT_FALSE((*c)->server("b")->ready());  // Not registered yet.
+  AdminCli(**c, {"model", "register", "--model-id", "copied-tuned", "--name",
+                 "v1", "--dir", tuned_dir});
+  while (!(*c)->server("b")->ready() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_TRUE((*c)->server("b")->ready());
+  ModelFetchStats moved = (*c)->server("b")->model_source()->stats();
+  EXPECT_EQ(moved.parts_fetched - b.parts_fetched, 1);
+  EXPECT_EQ(moved.parts_held - b.parts_held, shared);
+  EXPECT_EQ(moved.parts_from["controller"], 2);
+
+  DeviceAgentOptions o;
+  o.controller = (*c)->controller_address();
+  (*c)->SecureDevice("device", &o);
+  auto agent = DeviceAgent::Connect(o);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  EXPECT_EQ(SplitTokens(**agent, "copied"), WholeWithAdapter(""));
+  const std::vector<int32_t> want_tuned = WholeWithAdapter("", tuned_dir);
+  EXPECT_EQ(SplitTokens(**agent, "copied-tuned"), want_tuned);
+  EXPECT_NE(want_tuned, WholeWithAdapter(""));
+}
+
+// A server keeps the adapters it fetched within its disk budget: fetching
+// one more evicts the least recently used (its directory and the blobs no
+// other adapter uses) and the controller stops naming the server as its
+// holder; after a restart a session naming the evicted adapter fetches it
+// again and generates exactly what it did before.
+TEST(AdapterDeliveryTest, FetchedAdaptersStayWithinTheDiskBudget) {
+  const std::string dir = testing::TempDir("adapter_disk_budget");
+  WriteAdapters(dir, {{"one", 5}, {"two", 6}});
+  // Both adapters' configs are the same file (stored once): the budget
+  // holds it and one set of weights, not two.
+  const int64_t config_bytes = static_cast<int64_t>(
+      std::filesystem::file_size(dir + "/src/one/adapter_config.json"));
+  const int64_t weight_bytes = static_cast<int64_t>(
+      std::filesystem::file_size(dir + "/src/one/adapter_model.safetensors"));
+  testing::ClusterOptions options;
+  options.adapter_dir = dir + "/servers/{node}";
+  options.adapter_disk_bytes = config_bytes + weight_bytes * 3 / 2;
+  auto c = Cluster::Start(
+      testing::TempDir("adapter_disk_budget_cluster"),
+      {{"real-2hop", RealModel(), false, {{"device", 0, 1}, {"a", 1, 5}}}},
+      options);
+  ASSERT_TRUE(c.ok()) << c.status();
+  for (const char* name : {"one", "two"}) {
+    AdminCli(**c, {"adapter", "register", "--model-id", "real-2hop", "--name",
+                   name, "--dir", dir + "/src/" + name});
+  }
+  DeviceAgentOptions o;
+  o.controller = (*c)->controller_address();
+  (*c)->SecureDevice("device", &o);
+  o.adapter_dir = dir + "/device";
+  auto agent = DeviceAgent::Connect(o);
+  ASSERT_TRUE(agent.ok());
+  auto generate = [&](const char* name) {
+    return SplitTokens(**agent, "real-2hop", name);
+  };
+  auto held = [&](const char* name) {
+    return std::filesystem::exists(
+        absl::StrCat(dir, "/servers/a/.cluster/real-2hop/", name));
+  };
+  const std::vector<int32_t> one = WholeWithAdapter(dir + "/src/one");
+  EXPECT_EQ(generate("one"), one);
+  EXPECT_TRUE(held("one"));
+  EXPECT_EQ(generate("two"), WholeWithAdapter(dir + "/src/two"));
+  EXPECT_TRUE(held("two"));
+  EXPECT_FALSE(held("one"));
+  EXPECT_EQ((*c)->server("a")->adapter_source()->stats().evicted, 1);
+  // one's weights left the blob store; the config two shares stayed.
+  auto blob = [&](const std::string& file) {
+    auto bytes = ReadFile(dir + "/src/one/" + file);
+    EXPECT_TRUE(bytes.ok());
+    return std::filesystem::exists(
+        absl::StrCat(dir, "/servers/a/.blobs/sha256/", Sha256Hex(*bytes)));
+  };
+  EXPECT_FALSE(blob("adapter_model.safetensors"));
+  EXPECT_TRUE(blob("adapter_config.json"));
+  const std::string listed = AdminCli(**c, {"adapter", "list"});
+  EXPECT_THAT(listed, ::testing::ContainsRegex("one .* -\n"));
+  EXPECT_THAT(listed, ::testing::ContainsRegex("two .* a\n"));
+
+  // A restarted server (nothing in memory) fetches one again: same tokens,
+  // and two, used less recently, goes.
+  (*c)->Kill("a");
+  ASSERT_TRUE((*c)->Restart("a").ok());
+  EXPECT_EQ(generate("one"), one);
+  EXPECT_TRUE(held("one"));
+  EXPECT_FALSE(held("two"));
+  EXPECT_EQ((*c)->server("a")->adapter_source()->stats().evicted, 1);
 }
 
 // A device lists the registered adapters its rules let it use (an app's

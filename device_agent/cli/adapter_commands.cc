@@ -190,8 +190,9 @@ absl::Status ModelFetchCommand(const Args& a, std::ostream& out) {
   ES_ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
                       ControllerChannel(a, &controller));
   ES_ASSIGN_OR_RETURN(
-      v1::ModelCopy copy,
-      ResolveModelCopy(channel, model_id, name, absl::Seconds(10)));
+      v1::ResolveModelCopyResponse resolved,
+      ResolveModelCopy(channel, model_id, name, "", absl::Seconds(10)));
+  const v1::ModelCopy& copy = resolved.copy();
   ES_ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> store,
                       BlobStore::Open(blob_dir));
   BlobFetcher fetcher(store.get());
