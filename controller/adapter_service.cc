@@ -210,7 +210,11 @@ grpc::ServerUnaryReactor* AdapterServiceImpl::ResolveModelCopy(
   if (s.ok()) {
     auto copy = copies_->Find(request->model_id(), request->name());
     s = copy.status();
-    if (copy.ok()) *response->mutable_copy() = *std::move(copy);
+    if (copy.ok()) {
+      response->set_model_id(copy->model_id());
+      response->set_name(copy->name());
+      *response->mutable_files() = std::move(*copy->mutable_files());
+    }
   }
   if (s.ok() && !device) {
     // Peers serve servers (devices fetch from the controller only).

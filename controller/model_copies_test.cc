@@ -82,7 +82,7 @@ TEST(ModelCopyRegistryTest, KeepsHoldersAcrossRestarts) {
   ASSERT_TRUE((*reopened)->SetHolder("m", "fp32", "b", false).ok());
   EXPECT_EQ((*reopened)->Holders("m", "fp32"), std::vector<std::string>{"a"});
   EXPECT_TRUE((*reopened)->Holders("m", "nothing").empty());
-  // A copy re-registered after a restart keeps its holders too.
+  // Registering another copy after a restart keeps the holders too.
   reopened->reset();
   auto again = ModelCopyRegistry::Open(state);
   ASSERT_TRUE(again.ok());

@@ -7,8 +7,9 @@
 //     copy: q4_0           # optional: servers get the model as this copy
 //                          # registered with the controller (`edgesplit
 //                          # model register`), fetched from the nearest
-//                          # server holding it, else the controller; the
-//                          # path is then read by the controller only
+//                          # server holding it, else the controller (and
+//                          # devices into their model_cache_dir); the
+//                          # path is then the controller's only
 //   u_shaped: false        # true: the device also runs the norm and head
 //   stages:
 //     - node: device       # the first stage is always the device

@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "base/file_util.h"
 #include "base/status_macros.h"
+#include "delivery/adapter_files.h"
 #include "delivery/publish_dir.h"
 #include "delivery/sha256.h"
 #include "edgesplit/v1/delivery.grpc.pb.h"
@@ -257,6 +258,22 @@ absl::Status MaterializeModelCopy(const v1::ModelCopy& copy,
   });
 }
 
+absl::StatusOr<std::string> ModelCopyDir(const std::string& base,
+                                         const std::string& model_id,
+                                         const std::string& name) {
+  ES_RETURN_IF_ERROR(ValidateAdapterName(name));
+  ES_ASSIGN_OR_RETURN(std::string models, FetchedAdaptersDir(base, model_id));
+  return absl::StrCat(models, "/", name);
+}
+
+v1::ModelCopy ToModelCopy(const v1::ResolveModelCopyResponse& resolved) {
+  v1::ModelCopy copy;
+  copy.set_model_id(resolved.model_id());
+  copy.set_name(resolved.name());
+  *copy.mutable_files() = resolved.files();
+  return copy;
+}
+
 absl::StatusOr<v1::ResolveModelCopyResponse> ResolveModelCopy(
     const std::shared_ptr<grpc::Channel>& controller,
     const std::string& model_id, const std::string& name,
@@ -271,7 +288,7 @@ absl::StatusOr<v1::ResolveModelCopyResponse> ResolveModelCopy(
   ctx.set_deadline(ToChrono(absl::Now() + timeout));
   ES_RETURN_IF_ERROR(FromGrpcStatus(
       registry->ResolveModelCopy(&ctx, req, &resolved), "controller"));
-  const v1::ModelCopy& copy = resolved.copy();
+  const v1::ModelCopy copy = ToModelCopy(resolved);
   if (copy.model_id() != model_id || copy.name() != name) {
     return absl::DataLossError(absl::StrCat("the controller resolved ",
                                             model_id, "/", name, " to ",

@@ -90,6 +90,17 @@ absl::Status MaterializeModelCopy(const v1::ModelCopy& copy,
                                   const std::string& out_dir,
                                   ModelFetchStats* stats);
 
+// Where a server or device keeps copy `name` of `model_id` fetched from the
+// cluster: <base>/.cluster/<model_id>/<name> (the model id as
+// FetchedAdaptersDir spells it). Both come from plans (the network):
+// INVALID_ARGUMENT for a name the registry would refuse.
+absl::StatusOr<std::string> ModelCopyDir(const std::string& base,
+                                         const std::string& model_id,
+                                         const std::string& name);
+
+// The copy a ResolveModelCopy answer carries (without the peers).
+v1::ModelCopy ToModelCopy(const v1::ResolveModelCopyResponse& resolved);
+
 // Asks the controller's registry (over `controller`) for model copy
 // `name` of `model_id` and checks the answer is valid and the one asked
 // for. `node`: the asking server, whose nearest holders come first in the

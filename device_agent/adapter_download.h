@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 
 namespace edgesplit {
@@ -22,6 +23,15 @@ absl::Status DownloadAdapter(const std::shared_ptr<grpc::Channel>& controller,
                              const std::string& name,
                              const std::string& adapter_dir,
                              const std::string& into, absl::Duration timeout);
+
+// Model copy `name` of `model_id` (a plan's Plan.model_copy) from the
+// controller into <cache_dir>/.cluster/<model_id>/<name> unless it is
+// there (copies are written whole); parts in <cache_dir>/.blobs. Returns
+// the directory. Callers serialize downloads into one cache directory.
+absl::StatusOr<std::string> DownloadModelCopy(
+    const std::shared_ptr<grpc::Channel>& controller,
+    const std::string& model_id, const std::string& name,
+    const std::string& cache_dir, absl::Duration timeout);
 
 }  // namespace edgesplit
 

@@ -14,6 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
+#include "delivery/model_pack.h"
+#include "device_agent/adapter_download.h"
 #include "edgesplit/device_agent.h"
 #include "edgesplit/v1/controller.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -104,7 +106,41 @@ struct DeviceAgent::Impl {
   std::map<Key, std::shared_ptr<LocalModel>> models ABSL_GUARDED_BY(mu);
 
   // What the next OpenSession reports (report_profile).
-  absl::Mutex adapter_mu;  // One adapter download at a time.
+  absl::Mutex adapter_mu;  // One adapter or model copy download at a time.
+
+  // Where this device keeps `model_id` for `plan`: its model_dirs entry;
+  // else the copy the plan names, in model_cache_dir; else the plan's
+  // path.
+  std::string ModelDirFor(const std::string& model_id,
+                          const v1::Plan& plan) const {
+    auto it = options.model_dirs.find(model_id);
+    if (it != options.model_dirs.end()) return it->second;
+    if (!plan.model_copy().empty() && !options.model_cache_dir.empty()) {
+      auto dir =
+          ModelCopyDir(options.model_cache_dir, model_id, plan.model_copy());
+      // A bad name fails EnsureModel first.
+      if (dir.ok()) return *dir;
+    }
+    return plan.model_path();
+  }
+  // Makes ModelDirFor's directory hold the model: fetches the copy `plan`
+  // names unless the device reads the model from model_dirs.
+  absl::Status EnsureModel(const std::string& model_id, const v1::Plan& plan) {
+    if (plan.model_copy().empty() || options.model_dirs.count(model_id) > 0) {
+      return absl::OkStatus();
+    }
+    if (options.model_cache_dir.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the plan for model ", model_id, " names model copy \"",
+          plan.model_copy(),
+          "\": give the device a model_cache_dir (it fetches the copy) or "
+          "a model_dirs entry for the model"));
+    }
+    absl::MutexLock lock(&adapter_mu);
+    return DownloadModelCopy(controller_channel, model_id, plan.model_copy(),
+                             options.model_cache_dir, options.rpc_timeout)
+        .status();
+  }
   absl::Mutex profile_mu;
   v1::DeviceProfile profile ABSL_GUARDED_BY(profile_mu);
   std::set<std::string> profiled ABSL_GUARDED_BY(profile_mu);  // Model ids.

@@ -54,12 +54,9 @@ struct Session::Impl {
 
   class Rerouting;  // Below: a LogitsModel that survives route changes.
 
-  // Where this device keeps the model: its own directory if configured,
-  // else the path in `r`'s plan.
+  // Where this device keeps the model (DeviceAgent::Impl::ModelDirFor).
   std::string ModelDir(const v1::OpenSessionResponse& r) const {
-    auto it = agent->options.model_dirs.find(model_id);
-    return it != agent->options.model_dirs.end() ? it->second
-                                                 : r.plan().model_path();
+    return agent->ModelDirFor(model_id, r.plan());
   }
   std::string ModelDir() const { return ModelDir(route); }
   // Adopts a route from the controller: loads this device's part of it.
@@ -67,9 +64,12 @@ struct Session::Impl {
     // The route and the local model change together, or not at all: a
     // device running other blocks than its route assumes would compute
     // nonsense with the right shapes.
-    auto loaded =
-        agent->Load(ModelDir(r), r.device_first_block(), r.device_last_block(),
-                    r.plan().u_shaped(), DeviceStageWeights(r));
+    absl::Status have = agent->EnsureModel(model_id, r.plan());
+    auto loaded = have.ok()
+                      ? agent->Load(ModelDir(r), r.device_first_block(),
+                                    r.device_last_block(), r.plan().u_shaped(),
+                                    DeviceStageWeights(r))
+                      : absl::StatusOr<std::shared_ptr<LocalModel>>(have);
     if (!loaded.ok()) {
       CloseOnController(r.session_id());
       return loaded.status();

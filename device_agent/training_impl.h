@@ -140,9 +140,7 @@ struct Trainer::Impl {
   uint64_t server_step_seen = 0;  // The least advanced hop's updates.
 
   std::string ModelDir(const v1::OpenSessionResponse& r) const {
-    auto it = agent->options.model_dirs.find(model_id);
-    return it != agent->options.model_dirs.end() ? it->second
-                                                 : r.plan().model_path();
+    return agent->ModelDirFor(model_id, r.plan());
   }
 
   // Builds the spec from the options against the model's config.
@@ -260,6 +258,7 @@ struct Trainer::Impl {
           "(min_device_blocks: 1 in the plan's planner section, or a device "
           "stage with blocks)"));
     }
+    ES_RETURN_IF_ERROR(agent->EnsureModel(model_id, r.plan()));
     ES_ASSIGN_OR_RETURN(
         model,
         agent->Load(ModelDir(r), r.device_first_block(), r.device_last_block(),

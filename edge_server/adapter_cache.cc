@@ -18,12 +18,17 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> AdapterCache::Get(
     const std::string& name) {
   ES_RETURN_IF_ERROR(ValidateAdapterName(name));
   {
-    absl::MutexLock lock(&mu_);
+    absl::ReleasableMutexLock lock(&mu_);
     auto it = entries_.find(name);
     if (it != entries_.end()) {
       ++stats_.hits;
       lru_.splice(lru_.begin(), lru_, it->second.lru);
-      return it->second.adapter;
+      std::shared_ptr<const LoraAdapter> hit = it->second.adapter;
+      lock.Release();
+      if (options_.source != nullptr) {
+        options_.source->Used(options_.model_id, name, options_.dir);
+      }
+      return hit;
     }
     ++stats_.misses;
   }
@@ -84,10 +89,9 @@ absl::StatusOr<std::unique_ptr<LoraAdapter>> AdapterCache::LoadFromDisk(
     }
     absl::StatusOr<std::unique_ptr<LoraAdapter>> whole =
         LoraAdapter::LoadPeft(dir, model_, name);
-    if (whole.ok() || options_.source == nullptr ||
-        std::filesystem::exists(dir)) {
-      return whole;
-    }
+    // Without a source nothing evicts; a bad adapter fails again, at the
+    // cost of one more read.
+    if (whole.ok() || options_.source == nullptr) return whole;
     read = whole.status();
   }
   return read;

@@ -39,6 +39,11 @@ class AdapterSource {
   virtual absl::Status Materialize(const std::string& model_id,
                                    const std::string& name,
                                    const std::string& dir) = 0;
+  // A session used the adapter, already in memory (a source keeping
+  // fetched adapters on disk by recency counts it).
+  virtual void Used(const std::string& /*model_id*/,
+                    const std::string& /*name*/,
+                    const std::string& /*dir*/) {}
 };
 
 struct AdapterCacheOptions {
@@ -46,7 +51,8 @@ struct AdapterCacheOptions {
   // else <dir>/<name> (the operator's); "" = none.
   std::string dir;
   int64_t memory_bytes = int64_t{256} << 20;  // Adapters kept in memory.
-  // On a miss in `dir`: fetch it from here (null: none). Not owned.
+  // Asked for every adapter read from disk (it fetches one missing from
+  // `dir`) and told of every use from memory (null: none). Not owned.
   AdapterSource* source = nullptr;
   std::string model_id;  // The stage's model, for `source`.
 };

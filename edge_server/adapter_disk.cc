@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <set>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "base/file_util.h"
@@ -11,34 +11,58 @@ namespace edgesplit {
 
 namespace fs = std::filesystem;
 
-void FetchedAdapterDisk::Scan(const std::string& adapter_dir) {
+namespace {
+
+// One spelling per directory ("a//b/" and "a/b" are the same key).
+std::string Key(const std::string& dir) {
+  std::string k = fs::path(dir).lexically_normal().string();
+  while (k.size() > 1 && k.back() == '/') k.pop_back();
+  return k;
+}
+
+// The directories directly below `dir`; none on any error (a scan must
+// not stop the server).
+std::vector<fs::path> Subdirectories(const fs::path& dir) {
+  std::vector<fs::path> out;
   std::error_code ec;
-  const fs::path root = fs::path(adapter_dir) / ".cluster";
-  if (!fs::is_directory(root, ec)) return;
+  fs::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::error_code type_ec;
+    if (it->is_directory(type_ec)) out.push_back(it->path());
+  }
+  return out;
+}
+
+}  // namespace
+
+void FetchedAdapterDisk::Scan(const std::string& adapter_dir) {
   std::vector<std::pair<fs::file_time_type, HeldAdapter>> found;
-  for (const auto& model : fs::directory_iterator(root, ec)) {
-    if (!model.is_directory(ec)) continue;
-    const std::string model_dir = model.path().filename().string();
-    for (const auto& adapter : fs::directory_iterator(model.path(), ec)) {
-      if (!adapter.is_directory(ec)) continue;
+  for (const fs::path& model :
+       Subdirectories(fs::path(adapter_dir) / ".cluster")) {
+    const std::string model_dir = model.filename().string();
+    for (const fs::path& adapter : Subdirectories(model)) {
       HeldAdapter a;
       // A hashed name ("%<hex>") does not say which model it was.
       a.model_id = absl::StartsWith(model_dir, "%") ? "" : model_dir;
-      a.name = adapter.path().filename().string();
-      a.dir = adapter.path().string();
+      a.name = adapter.filename().string();
+      a.dir = adapter.string();
       bool readable = true;
-      for (const auto& file : fs::directory_iterator(adapter.path(), ec)) {
-        auto bytes = ReadFile(file.path().string());
-        if (!bytes.ok()) {
-          readable = false;
-          break;
+      std::error_code ec;
+      fs::directory_iterator it(adapter, ec), end;
+      for (; !ec && it != end && readable; it.increment(ec)) {
+        std::error_code type_ec;
+        // Fetched adapters hold regular files only (a FIFO would block).
+        absl::StatusOr<std::string> bytes =
+            it->is_regular_file(type_ec)
+                ? ReadFile(it->path().string())
+                : absl::StatusOr<std::string>(absl::DataLossError("odd file"));
+        readable = bytes.ok();
+        if (readable) {
+          a.blobs[Sha256Hex(*bytes)] = static_cast<int64_t>(bytes->size());
         }
-        a.blobs[Sha256Hex(*bytes)] = static_cast<int64_t>(bytes->size());
       }
-      if (readable) {
-        found.emplace_back(fs::last_write_time(adapter.path(), ec),
-                           std::move(a));
-      }
+      if (!readable || ec) continue;
+      found.emplace_back(fs::last_write_time(adapter, ec), std::move(a));
     }
   }
   // Oldest use first: Track() puts the last one in front.
@@ -55,6 +79,7 @@ void FetchedAdapterDisk::Use(HeldAdapter adapter) {
 }
 
 void FetchedAdapterDisk::Track(HeldAdapter adapter) {
+  adapter.dir = Key(adapter.dir);
   auto it = held_.find(adapter.dir);
   if (it != held_.end()) {
     lru_.splice(lru_.begin(), lru_, it->second.position);
@@ -70,12 +95,21 @@ void FetchedAdapterDisk::Track(HeldAdapter adapter) {
   held_[dir] = Entry{std::move(adapter), lru_.begin()};
 }
 
+bool FetchedAdapterDisk::Holds(const std::string& dir) const {
+  return held_.count(Key(dir)) > 0;
+}
+
 int64_t FetchedAdapterDisk::bytes() const {
+  // Each adapter's directory holds its own copy of its files; the blob
+  // store holds each distinct file once.
   std::map<std::string, int64_t> distinct;
-  for (const auto& [dir, e] : held_) {
-    distinct.insert(e.adapter.blobs.begin(), e.adapter.blobs.end());
-  }
   int64_t total = 0;
+  for (const auto& [dir, e] : held_) {
+    for (const auto& [id, n] : e.adapter.blobs) {
+      total += n;
+      distinct.emplace(id, n);
+    }
+  }
   for (const auto& [id, n] : distinct) total += n;
   return total;
 }
@@ -84,9 +118,10 @@ std::vector<HeldAdapter> FetchedAdapterDisk::EvictOverBudget(
     const std::string& keep) {
   std::vector<HeldAdapter> evicted;
   if (max_bytes_ <= 0) return evicted;
+  const std::string kept = keep.empty() ? "" : Key(keep);
   int64_t total = bytes();
   for (auto it = lru_.rbegin(); total > max_bytes_ && it != lru_.rend();) {
-    if (*it == keep) {
+    if (*it == kept) {
       ++it;
       continue;
     }
@@ -97,6 +132,7 @@ std::vector<HeldAdapter> FetchedAdapterDisk::EvictOverBudget(
     std::error_code ec;
     fs::remove_all(victim.dir, ec);
     for (const auto& [id, n] : victim.blobs) {
+      total -= n;  // Its directory's copy.
       if (--blob_users_[id] > 0) continue;
       blob_users_.erase(id);
       total -= n;

@@ -42,19 +42,19 @@ class FetchedAdapterDiskTest : public ::testing::Test {
 };
 
 TEST_F(FetchedAdapterDiskTest, EvictsTheLeastRecentlyUsedAndKeepsSharedBlobs) {
-  FetchedAdapterDisk disk(store_.get(), 250);
+  FetchedAdapterDisk disk(store_.get(), 500);
   const std::string shared(100, 's');
   HeldAdapter a = Fetched("a", {shared, std::string(100, 'a')});
   HeldAdapter b = Fetched("b", {shared, std::string(100, 'b')});
   disk.Use(a);
   disk.Use(b);
-  // 100 shared + 100 + 100: shared bytes count once.
-  EXPECT_EQ(disk.bytes(), 300);
+  // Both directories (400), and the blobs, the shared one once (300).
+  EXPECT_EQ(disk.bytes(), 700);
   disk.Use({"m", "a", a.dir, {}});  // a is used again: b is older now.
   std::vector<HeldAdapter> gone = disk.EvictOverBudget(a.dir);
   ASSERT_EQ(gone.size(), 1u);
   EXPECT_EQ(gone[0].name, "b");
-  EXPECT_EQ(disk.bytes(), 200);
+  EXPECT_EQ(disk.bytes(), 400);
   EXPECT_FALSE(fs::exists(b.dir));
   EXPECT_TRUE(fs::exists(a.dir));
   // b's own blob went; the one a still uses stayed.
@@ -88,11 +88,12 @@ TEST_F(FetchedAdapterDiskTest, ScanTakesInWhatAnEarlierRunFetched) {
   const auto now = fs::file_time_type::clock::now();
   fs::last_write_time(a.dir, now);
   fs::last_write_time(b.dir, now - std::chrono::hours(1));
-  FetchedAdapterDisk disk(store_.get(), 100);
-  disk.Scan(root_);
+  FetchedAdapterDisk disk(store_.get(), 200);
+  disk.Scan(root_ + "/");  // The same directories however spelled.
   EXPECT_TRUE(disk.Holds(a.dir));
   EXPECT_TRUE(disk.Holds(b.dir));
-  EXPECT_EQ(disk.bytes(), 127);
+  EXPECT_EQ(disk.bytes(), 254);
+  EXPECT_TRUE(disk.Holds(root_ + "//.cluster/m/a/"));
   std::vector<HeldAdapter> gone = disk.EvictOverBudget("");
   ASSERT_EQ(gone.size(), 1u);
   EXPECT_EQ(gone[0].name, "b");

@@ -17,35 +17,53 @@ ClusterAdapterSource::ClusterAdapterSource(const ClusterDelivery* delivery,
                                            const std::string& adapter_dir,
                                            int64_t disk_bytes)
     : delivery_(delivery), disk_(&delivery->store(), disk_bytes) {
-  absl::MutexLock lock(&mu_);
-  if (disk_bytes > 0 && !adapter_dir.empty()) {
+  if (disk_bytes <= 0 || adapter_dir.empty()) return;
+  std::vector<HeldAdapter> gone;
+  {
+    absl::MutexLock lock(&disk_mu_);
     disk_.Scan(adapter_dir);
-    EvictLocked("");
+    gone = disk_.EvictOverBudget("");
+    stats_.evicted += static_cast<int64_t>(gone.size());
   }
+  ReportDropped(gone);
+}
+
+absl::StatusOr<bool> ClusterAdapterSource::UseIfHeld(
+    const std::string& model_id, const std::string& name,
+    const std::string& dir) {
+  ES_ASSIGN_OR_RETURN(std::string held, FindAdapterDir(dir, model_id, name));
+  if (held.empty()) return false;
+  // Another stage of this server got it first, or the operator put it
+  // there (never evicted: not the disk's).
+  absl::MutexLock lock(&disk_mu_);
+  if (disk_.Holds(held)) disk_.Use({model_id, name, held, {}});
+  return true;
 }
 
 absl::Status ClusterAdapterSource::Materialize(const std::string& model_id,
                                                const std::string& name,
                                                const std::string& dir) {
-  absl::MutexLock lock(&mu_);
-  ES_ASSIGN_OR_RETURN(std::string held, FindAdapterDir(dir, model_id, name));
-  if (!held.empty()) {
-    // Another stage of this server got it first, or the operator put it
-    // there (never evicted: not ours).
-    if (disk_.Holds(held)) disk_.Use({model_id, name, held, {}});
-    return absl::OkStatus();
-  }
+  ES_ASSIGN_OR_RETURN(bool held, UseIfHeld(model_id, name, dir));
+  if (held) return absl::OkStatus();
+  absl::MutexLock lock(&fetch_mu_);
+  // Fetched meanwhile by the download we waited for?
+  ES_ASSIGN_OR_RETURN(held, UseIfHeld(model_id, name, dir));
+  if (held) return absl::OkStatus();
   return MaterializeLocked(model_id, name, dir);
 }
 
-void ClusterAdapterSource::EvictLocked(const std::string& keep) {
-  for (const HeldAdapter& gone : disk_.EvictOverBudget(keep)) {
-    ++stats_.evicted;
-    // Best effort: a stale holder only costs a peer a NOT_FOUND.
-    if (!gone.model_id.empty()) {
-      (void)delivery_->Report(gone.model_id, gone.name, /*model_copy=*/false,
-                              /*dropped=*/true);
-    }
+void ClusterAdapterSource::Used(const std::string& model_id,
+                                const std::string& name,
+                                const std::string& dir) {
+  (void)UseIfHeld(model_id, name, dir);
+}
+
+void ClusterAdapterSource::ReportDropped(
+    const std::vector<HeldAdapter>& gone) const {
+  for (const HeldAdapter& a : gone) {
+    if (a.model_id.empty()) continue;  // Its hashed directory only.
+    (void)delivery_->Report(a.model_id, a.name, /*model_copy=*/false,
+                            /*dropped=*/true);
   }
 }
 
@@ -61,15 +79,28 @@ absl::Status ClusterAdapterSource::MaterializeLocked(
   std::vector<BlobSource*> sources;
   for (const auto& s : owned) sources.push_back(s.get());
   ES_ASSIGN_OR_RETURN(std::string fetched, FetchedAdaptersDir(dir, model_id));
-  ES_RETURN_IF_ERROR(
+  AdapterFetchStats got;
+  absl::Status s =
       MaterializeFromSources(resolved.adapter(), sources, delivery_->fetcher(),
-                             delivery_->store(), fetched, &stats_));
+                             delivery_->store(), fetched, &got);
   HeldAdapter held{model_id, name, absl::StrCat(fetched, "/", name), {}};
   for (const v1::AdapterFile& f : resolved.adapter().files()) {
     held.blobs[f.blob()] = f.bytes();
   }
-  disk_.Use(held);
-  EvictLocked(held.dir);
+  std::vector<HeldAdapter> gone;
+  {
+    absl::MutexLock lock(&disk_mu_);
+    stats_.adapters += got.adapters;
+    stats_.bytes_received += got.bytes_received;
+    for (const auto& [from, n] : got.blobs_from) stats_.blobs_from[from] += n;
+    if (s.ok()) {
+      disk_.Use(held);
+      gone = disk_.EvictOverBudget(held.dir);
+      stats_.evicted += static_cast<int64_t>(gone.size());
+    }
+  }
+  ReportDropped(gone);
+  ES_RETURN_IF_ERROR(s);
   // Best effort: without the report, peers fetch from the controller.
   (void)delivery_->Report(model_id, name, /*model_copy=*/false,
                           /*dropped=*/false);
@@ -121,7 +152,7 @@ absl::StatusOr<int> ClusterAdapterSource::Prefetch(
 }
 
 AdapterFetchStats ClusterAdapterSource::stats() const {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&disk_mu_);
   return stats_;
 }
 

@@ -27,12 +27,14 @@
 
 namespace edgesplit {
 
-// Thread-safe; one materialization at a time.
+// Thread-safe; one materialization at a time (fetch_mu_, held across the
+// network calls); adapters already on disk are found and counted as used
+// under disk_mu_ alone, so they never wait behind a download.
 class ClusterAdapterSource : public AdapterSource {
  public:
   // `delivery` outlives it. With `disk_bytes` > 0, the adapters fetched
   // below `adapter_dir` (those of earlier runs too) are kept within that
-  // many bytes of files (adapter_disk.h), the least recently used evicted
+  // many bytes on disk (adapter_disk.h), the least recently used evicted
   // and the controller told.
   ClusterAdapterSource(const ClusterDelivery* delivery,
                        const std::string& adapter_dir = "",
@@ -42,6 +44,8 @@ class ClusterAdapterSource : public AdapterSource {
   // it from eviction longest.
   absl::Status Materialize(const std::string& model_id, const std::string& name,
                            const std::string& dir) override;
+  void Used(const std::string& model_id, const std::string& name,
+            const std::string& dir) override;
 
   // Fetches into `dir` each adapter the controller's placement
   // (GetPlacement) gives this server and `dir` lacks, so the first session
@@ -56,18 +60,26 @@ class ClusterAdapterSource : public AdapterSource {
   AdapterFetchStats stats() const;
 
  private:
+  // Whether the adapter is on disk (fetched or the operator's); a fetched
+  // one is counted as used.
+  absl::StatusOr<bool> UseIfHeld(const std::string& model_id,
+                                 const std::string& name,
+                                 const std::string& dir)
+      ABSL_LOCKS_EXCLUDED(disk_mu_);
   absl::Status MaterializeLocked(const std::string& model_id,
                                  const std::string& name,
                                  const std::string& dir)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  // Evicts over the disk budget (never `keep`) and tells the controller.
-  void EvictLocked(const std::string& keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(fetch_mu_) ABSL_LOCKS_EXCLUDED(disk_mu_);
+  // Tells the controller this server dropped `gone` (best effort: a stale
+  // holder only costs a peer a NOT_FOUND). Outside disk_mu_.
+  void ReportDropped(const std::vector<HeldAdapter>& gone) const
+      ABSL_LOCKS_EXCLUDED(disk_mu_);
 
   const ClusterDelivery* const delivery_;
-  mutable absl::Mutex mu_;
-  AdapterFetchStats stats_ ABSL_GUARDED_BY(mu_);
-  FetchedAdapterDisk disk_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex fetch_mu_ ABSL_ACQUIRED_BEFORE(disk_mu_);
+  mutable absl::Mutex disk_mu_;
+  AdapterFetchStats stats_ ABSL_GUARDED_BY(disk_mu_);
+  FetchedAdapterDisk disk_ ABSL_GUARDED_BY(disk_mu_);
 };
 
 }  // namespace edgesplit

@@ -3,21 +3,14 @@
 #include <filesystem>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
-#include "delivery/adapter_files.h"
-#include "runtime/adapter_name.h"
 
 namespace edgesplit {
 
 absl::StatusOr<std::string> ClusterModelSource::Materialize(
     const std::string& model_id, const std::string& name) {
-  // Both come from plans (the network): never trust them further than the
-  // registry's own rules.
-  ES_RETURN_IF_ERROR(ValidateAdapterName(name));
-  ES_ASSIGN_OR_RETURN(std::string models,
-                      FetchedAdaptersDir(model_dir_, model_id));
-  const std::string dir = absl::StrCat(models, "/", name);
+  ES_ASSIGN_OR_RETURN(const std::string dir,
+                      ModelCopyDir(model_dir_, model_id, name));
   absl::MutexLock lock(&mu_);
   std::error_code ec;
   // Copies are written whole (a staging directory renamed into place) and
@@ -31,8 +24,9 @@ absl::StatusOr<std::string> ClusterModelSource::Materialize(
         delivery_->Sources(resolved.peers());
     std::vector<BlobSource*> sources;
     for (const auto& s : owned) sources.push_back(s.get());
-    std::filesystem::create_directories(models, ec);
-    ES_RETURN_IF_ERROR(MaterializeModelCopy(resolved.copy(), sources,
+    std::filesystem::create_directories(
+        std::filesystem::path(dir).parent_path(), ec);
+    ES_RETURN_IF_ERROR(MaterializeModelCopy(ToModelCopy(resolved), sources,
                                             delivery_->fetcher(),
                                             delivery_->store(), dir, &stats_));
   }

@@ -24,7 +24,10 @@
 
 namespace edgesplit {
 
-// Thread-safe; one materialization at a time.
+// Thread-safe; one materialization at a time. It runs on the thread that
+// applies plans (ControllerLink's), which waits for it: later plan updates
+// and a shutdown's drain wait behind a large download (not cancellable).
+// Servers asked to profile an automatic plan's model fetch its copy too.
 class ClusterModelSource : public ModelCopySource {
  public:
   // `delivery` outlives it; copies live below `model_dir`.

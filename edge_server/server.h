@@ -65,8 +65,8 @@ struct EdgeServerOptions {
   // fetches none (such plans fail to load here).
   std::string model_dir;
   // The adapters fetched from the cluster kept on disk within this many
-  // bytes of files, least recently used evicted (adapter_disk.h); 0: no
-  // limit.
+  // bytes (their directories and blobs), least recently used evicted
+  // (adapter_disk.h); 0: no limit.
   int64_t adapter_disk_bytes = 0;
   // How often the server asks the controller which adapters it should
   // cache (its adapter placement) and prefetches those it lacks; zero:

@@ -1,5 +1,7 @@
 #include "edge_server/server_config.h"
 
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "base/file_util.h"
@@ -47,6 +49,17 @@ absl::Status ServerConfig::Validate() const {
   if (!weights.empty() && !kernels::ParseWeightType(weights)) {
     return bad("weights", absl::StrCat("\"", weights, "\" is not one of ",
                                        kernels::WeightTypeList()));
+  }
+  auto normal = [](const std::string& dir) {
+    std::string n = std::filesystem::path(dir).lexically_normal().string();
+    while (n.size() > 1 && n.back() == '/') n.pop_back();
+    return n;
+  };
+  if (!model_dir.empty() && !adapter_dir.empty() &&
+      normal(model_dir) == normal(adapter_dir)) {
+    // Both keep what they fetch below <dir>/.cluster/<model>/<name>.
+    return bad("model_dir",
+               absl::StrCat("\"", model_dir, "\" is also the adapter_dir"));
   }
   return tls.Validate(source);
 }

@@ -34,7 +34,8 @@
 //   adapter_cache_mb: 256    # adapters in memory, per hosted stage
 //   adapter_disk_mb: 0       # adapters fetched from the cluster kept on
 //                            # disk (0 = no limit; least recently used go)
-//   blob_dir: ""             # fetched blobs (default: adapter_dir/.blobs)
+//   blob_dir: ""             # fetched blobs (default: adapter_dir/.blobs,
+//                            # else model_dir/.blobs)
 //
 // "{name}" in advertise, advertise_peer, tls cert/key, checkpoint_dir,
 // adapter_dir, blob_dir and model_dir stands for the server's name (its
@@ -74,8 +75,8 @@ struct ServerConfig {
   // hosted stage.
   std::string adapter_dir;
   int64_t adapter_cache_bytes = int64_t{256} << 20;
-  // Adapters fetched from the cluster kept on disk (their files; 0 = no
-  // limit), the least recently used evicted.
+  // Adapters fetched from the cluster kept on disk (their directories and
+  // blobs; 0 = no limit), the least recently used evicted.
   int64_t adapter_disk_bytes = 0;
   // Blobs of adapters and model copies fetched from the cluster ("" =
   // <adapter_dir>/.blobs, or <model_dir>/.blobs without an adapter_dir).

@@ -42,6 +42,7 @@ absl::StatusOr<std::shared_ptr<HostedStage>> StageHost::LoadStage(
 absl::Status StageHost::Load(const std::string& model_id,
                              const std::string& path, const StageSpec& spec) {
   ES_ASSIGN_OR_RETURN(auto stage, LoadStage(model_id, path, spec));
+  stage->model_path = path;
   absl::MutexLock lock(&mu_);
   stages_[Key(model_id, spec.blocks.first, spec.blocks.last)] =
       std::move(stage);
@@ -52,6 +53,9 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans,
                                    bool retire_unlisted) {
   std::map<Key, std::shared_ptr<HostedStage>> next;
   std::vector<std::string> errors;
+  std::map<std::tuple<std::string, std::string, std::string>,
+           absl::StatusOr<std::string>>
+      dirs;
   for (const v1::Plan& plan : plans) {
     for (int i = 0; i < plan.stages_size(); ++i) {
       const v1::PlanStage& ps = plan.stages(i);
@@ -68,21 +72,32 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans,
       spec.embedding = ps.first_block() == 0;
       spec.head = i + 1 == plan.stages_size() && !plan.u_shaped();
       {
-        // Same blocks, head placement and weight type: keep the loaded
-        // stage. A plan that moved the head (U-shaped or not) or changed
-        // the precision needs the other one.
+        // Same blocks, head placement, weight type and model directory or
+        // copy: keep the loaded stage. A plan that moved the head
+        // (U-shaped or not), changed the precision or the copy (a new
+        // fine-tuned version) needs the other one.
         absl::MutexLock lock(&mu_);
         auto it = stages_.find(key);
         if (it != stages_.end() &&
             it->second->model->spec().head == spec.head &&
-            it->second->weights == ps.weights()) {
+            it->second->weights == ps.weights() &&
+            it->second->model_path == plan.model_path() &&
+            it->second->model_copy == plan.model_copy()) {
           next[key] = it->second;
           continue;
         }
       }
-      // A copy this server lacks is fetched here, once for all its stages.
-      absl::StatusOr<std::string> dir =
-          ModelDir(plan.model_id(), plan.model_path(), plan.model_copy());
+      // A copy this server lacks is fetched here, once for all its stages
+      // (a failure too is asked once per update).
+      const std::tuple<std::string, std::string, std::string> where(
+          plan.model_id(), plan.model_path(), plan.model_copy());
+      auto known = dirs.find(where);
+      if (known == dirs.end()) {
+        known = dirs.emplace(where, ModelDir(plan.model_id(), plan.model_path(),
+                                             plan.model_copy()))
+                    .first;
+      }
+      const absl::StatusOr<std::string>& dir = known->second;
       absl::StatusOr<std::shared_ptr<HostedStage>> stage =
           dir.ok() ? LoadStage(plan.model_id(), *dir, spec, ps.weights())
                    : absl::StatusOr<std::shared_ptr<HostedStage>>(dir.status());
@@ -92,6 +107,8 @@ absl::Status StageHost::ApplyPlans(const std::vector<v1::Plan>& plans,
                                       "): ", stage.status().message()));
         continue;
       }
+      (*stage)->model_path = plan.model_path();
+      (*stage)->model_copy = plan.model_copy();
       next[key] = *std::move(stage);
     }
   }

@@ -40,6 +40,9 @@ class ModelCopySource {
 struct HostedStage {
   std::string model_id;
   std::string weights;  // The plan's weight type ("" = the server's own).
+  // Where the plan said the model is: a path, or a registered copy (a plan
+  // moving to another copy or path reloads the stage).
+  std::string model_path, model_copy;
   std::unique_ptr<ModelStore> store;
   std::unique_ptr<StageModel> model;
   std::unique_ptr<Batcher> batcher;  // Destroyed before `model`.

@@ -582,12 +582,24 @@ TEST(AdapterDeliveryTest, ServersFetchModelCopiesFromTheirPeers) {
   EXPECT_EQ(moved.parts_held - b.parts_held, shared);
   EXPECT_EQ(moved.parts_from["controller"], 2);
 
+  // The device needs the copy too, for its own blocks: without a cache
+  // for it, refused (the plan's path is the controller's); with one,
+  // fetched from the controller.
   DeviceAgentOptions o;
   o.controller = (*c)->controller_address();
   (*c)->SecureDevice("device", &o);
+  {
+    auto bare = DeviceAgent::Connect(o);
+    ASSERT_TRUE(bare.ok()) << bare.status();
+    auto refused = (*bare)->OpenSession("copied");
+    EXPECT_THAT(refused.status().message(), HasSubstr("model_cache_dir"));
+  }
+  o.model_cache_dir = dir + "/device";
   auto agent = DeviceAgent::Connect(o);
   ASSERT_TRUE(agent.ok()) << agent.status();
   EXPECT_EQ(SplitTokens(**agent, "copied"), WholeWithAdapter(""));
+  EXPECT_TRUE(std::filesystem::exists(
+      dir + "/device/.cluster/copied/fp32/model.safetensors"));
   const std::vector<int32_t> want_tuned = WholeWithAdapter("", tuned_dir);
   EXPECT_EQ(SplitTokens(**agent, "copied-tuned"), want_tuned);
   EXPECT_NE(want_tuned, WholeWithAdapter(""));
@@ -601,15 +613,15 @@ TEST(AdapterDeliveryTest, ServersFetchModelCopiesFromTheirPeers) {
 TEST(AdapterDeliveryTest, FetchedAdaptersStayWithinTheDiskBudget) {
   const std::string dir = testing::TempDir("adapter_disk_budget");
   WriteAdapters(dir, {{"one", 5}, {"two", 6}});
-  // Both adapters' configs are the same file (stored once): the budget
-  // holds it and one set of weights, not two.
+  // Both adapters' configs are the same file (one blob): the budget holds
+  // one adapter's directory and blobs, and another weights file, not two.
   const int64_t config_bytes = static_cast<int64_t>(
       std::filesystem::file_size(dir + "/src/one/adapter_config.json"));
   const int64_t weight_bytes = static_cast<int64_t>(
       std::filesystem::file_size(dir + "/src/one/adapter_model.safetensors"));
   testing::ClusterOptions options;
   options.adapter_dir = dir + "/servers/{node}";
-  options.adapter_disk_bytes = config_bytes + weight_bytes * 3 / 2;
+  options.adapter_disk_bytes = 2 * config_bytes + weight_bytes * 3;
   auto c = Cluster::Start(
       testing::TempDir("adapter_disk_budget_cluster"),
       {{"real-2hop", RealModel(), false, {{"device", 0, 1}, {"a", 1, 5}}}},

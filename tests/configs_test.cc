@@ -117,6 +117,17 @@ TEST(ConfigsTest, ServerConfigErrorsNameTheField) {
       ParseServerConfig("name: a\nweights: q4_0\ninsecure: true\n", "s.yaml");
   ASSERT_TRUE(q.ok());
   EXPECT_TRUE(q->Validate().ok()) << q->Validate();
+  // Fetched adapters and model copies may not share a directory.
+  auto shared = ParseServerConfig(
+      "name: a\ninsecure: true\nadapter_dir: /x/a\nmodel_dir: /x/a/\n"
+      "adapter_disk_mb: 64\n",
+      "s.yaml");
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_EQ(shared->adapter_disk_bytes, int64_t{64} << 20);
+  EXPECT_THAT(std::string(shared->Validate().message()),
+              HasSubstr("s.yaml: field \"model_dir\""));
+  shared->model_dir = "/x/models";
+  EXPECT_TRUE(shared->Validate().ok()) << shared->Validate();
   // No transport security configured: refused, saying what to add.
   auto plain = ParseServerConfig("name: a\n", "s.yaml");
   ASSERT_TRUE(plain.ok());

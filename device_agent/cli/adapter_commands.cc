@@ -192,7 +192,7 @@ absl::Status ModelFetchCommand(const Args& a, std::ostream& out) {
   ES_ASSIGN_OR_RETURN(
       v1::ResolveModelCopyResponse resolved,
       ResolveModelCopy(channel, model_id, name, "", absl::Seconds(10)));
-  const v1::ModelCopy& copy = resolved.copy();
+  const v1::ModelCopy copy = ToModelCopy(resolved);
   ES_ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> store,
                       BlobStore::Open(blob_dir));
   BlobFetcher fetcher(store.get());

@@ -62,8 +62,17 @@ struct DeviceAgentOptions {
   // error (the default "device" always yields to the certificate's).
   std::string device_name = "device";
   // Where this device keeps each model (model id -> directory). A model
-  // not listed is read from the path in the controller's plan.
+  // not listed is read from the path in the controller's plan, or, when
+  // the plan names a registered model copy (`model: {copy: }`), from
+  // model_cache_dir.
   std::map<std::string, std::string> model_dirs;
+  // Model copies plans name, for models not in model_dirs: fetched from
+  // the controller (verified by SHA-256; the controller's `devices:` rules
+  // apply) into <model_cache_dir>/.cluster/<model_id>/<copy> when a
+  // session first needs one. Empty: a plan naming a copy is refused for
+  // models not in model_dirs (the path in such a plan is the
+  // controller's).
+  std::string model_cache_dir;
   // LoRA adapters sessions may name (OpenSession's `adapter`): PEFT
   // directories <adapter_dir>/<name>. The device applies the adapter's
   // part on its own blocks (the servers apply theirs), so a session with
