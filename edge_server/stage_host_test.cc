@@ -71,6 +71,75 @@ TEST(StageHostTest, PlansLoadOnlyTheirStagesAndFollowTheHead) {
 // A plan giving the device zero blocks: the server's stage starts at
 // block 0 and embeds (token ids come to it); the same blocks after a
 // device block would not.
+// Gives every copy the same directory and counts the asks (the seam a
+// ClusterModelSource fills on a server).
+class FakeCopies : public ModelCopySource {
+ public:
+  explicit FakeCopies(std::string dir) : dir_(std::move(dir)) {}
+  absl::StatusOr<std::string> Materialize(const std::string& model_id,
+                                          const std::string& name) override {
+    asked.push_back(model_id + "/" + name);
+    if (name == "missing") return absl::NotFoundError("not registered");
+    return dir_;
+  }
+  std::vector<std::string> asked;
+
+ private:
+  const std::string dir_;
+};
+
+TEST(StageHostTest, PlansNamingACopyLoadItAndReloadWhenItChanges) {
+  const std::string dir = testing::TinyModel(Arch::kLlama);
+  v1::Plan plan = TwoStagePlan("/controller/only", false);
+  plan.set_model_copy("v1");
+  {
+    // Without a source: refused, saying what the server needs.
+    StageHost bare(OnNodeS());
+    absl::Status s = bare.ApplyPlans({plan});
+    EXPECT_THAT(s.message(), ::testing::HasSubstr("model_dir"));
+    EXPECT_THAT(s.message(), ::testing::HasSubstr("\"v1\""));
+  }
+  FakeCopies copies(dir);
+  StageHostOptions o = OnNodeS();
+  o.model_copies = &copies;
+  StageHost host(o);
+  // Two stages here (one as another node's standby): the copy is asked
+  // for once.
+  plan.mutable_stages(1)->set_last_block(2);
+  auto* other = plan.add_stages();
+  other->set_node("t");
+  other->set_first_block(2);
+  other->set_last_block(4);
+  other->add_standby("s");
+  ASSERT_TRUE(host.ApplyPlans({plan}).ok());
+  EXPECT_EQ(copies.asked, std::vector<std::string>{"m/v1"});
+  ASSERT_TRUE(host.Find("m", 2, 4).ok());
+  plan.mutable_stages()->RemoveLast();
+  plan.mutable_stages(1)->set_last_block(4);
+  copies.asked.clear();
+  ASSERT_TRUE(host.ApplyPlans({plan}).ok());
+  EXPECT_EQ(copies.asked, std::vector<std::string>{"m/v1"});
+  auto v1 = host.Find("m", 1, 4);
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  EXPECT_EQ((*v1)->model_copy, "v1");
+  // Unchanged: kept, not asked again.
+  ASSERT_TRUE(host.ApplyPlans({plan}).ok());
+  EXPECT_EQ(copies.asked.size(), 1u);
+  EXPECT_EQ(host.Find("m", 1, 4)->get(), v1->get());
+  // A new version of the copy: reloaded from it, the old stage retired.
+  plan.set_model_copy("v2");
+  ASSERT_TRUE(host.ApplyPlans({plan}).ok());
+  EXPECT_EQ(copies.asked.back(), "m/v2");
+  auto v2 = host.Find("m", 1, 4);
+  ASSERT_TRUE(v2.ok());
+  EXPECT_NE(v2->get(), v1->get());
+  EXPECT_TRUE((*v1)->retired);
+  // A copy that cannot be had: the stage fails, naming why.
+  plan.set_model_copy("missing");
+  absl::Status s = host.ApplyPlans({plan});
+  EXPECT_THAT(s.message(), ::testing::HasSubstr("not registered"));
+}
+
 TEST(StageHostTest, AStageFromBlockZeroEmbeds) {
   const std::string dir = testing::TinyModel(Arch::kLlama);
   StageHost host(OnNodeS());
