@@ -339,8 +339,9 @@ absl::Status FirstTokenTable(const std::string& name, const std::string& path,
 }
 
 // `dir`'s files copied to `out` with the middle tensor of its first
-// safetensors file sign-flipped (float32): a fine-tuned variant that shares
-// every other part with `dir`.
+// safetensors file changed (the top bit of every 4th byte flipped: a sign
+// flip for float32, which the bench models are): a fine-tuned variant
+// that shares every other part with `dir`.
 absl::Status WriteVariant(const std::string& dir, const std::string& out) {
   std::filesystem::create_directories(out);
   bool changed = false;

@@ -49,8 +49,10 @@ absl::StatusOr<std::string> DownloadModelCopy(
   ModelFetchStats stats;
   std::filesystem::create_directories(std::filesystem::path(dir).parent_path(),
                                       ec);
-  ES_RETURN_IF_ERROR(MaterializeModelCopy(ToModelCopy(resolved), sources,
-                                          fetcher, *store, dir, &stats));
+  absl::Status s = MaterializeModelCopy(ToModelCopy(resolved), sources, fetcher,
+                                        *store, dir, &stats);
+  // Another process (a second agent on this cache) wrote it first.
+  if (!s.ok() && !absl::IsAlreadyExists(s)) return s;
   return dir;
 }
 

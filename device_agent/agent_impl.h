@@ -4,6 +4,7 @@
 #ifndef EDGESPLIT_DEVICE_AGENT_AGENT_IMPL_H_
 #define EDGESPLIT_DEVICE_AGENT_AGENT_IMPL_H_
 
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <set>
@@ -106,7 +107,8 @@ struct DeviceAgent::Impl {
   std::map<Key, std::shared_ptr<LocalModel>> models ABSL_GUARDED_BY(mu);
 
   // What the next OpenSession reports (report_profile).
-  absl::Mutex adapter_mu;  // One adapter or model copy download at a time.
+  absl::Mutex adapter_mu;  // One adapter download at a time.
+  absl::Mutex model_mu;    // One model copy download at a time.
 
   // Where this device keeps `model_id` for `plan`: its model_dirs entry;
   // else the copy the plan names, in model_cache_dir; else the plan's
@@ -136,7 +138,13 @@ struct DeviceAgent::Impl {
           "\": give the device a model_cache_dir (it fetches the copy) or "
           "a model_dirs entry for the model"));
     }
-    absl::MutexLock lock(&adapter_mu);
+    ES_ASSIGN_OR_RETURN(
+        std::string dir,
+        ModelCopyDir(options.model_cache_dir, model_id, plan.model_copy()));
+    std::error_code ec;
+    // Written whole: there means complete (no wait behind a download).
+    if (std::filesystem::exists(dir, ec)) return absl::OkStatus();
+    absl::MutexLock lock(&model_mu);
     return DownloadModelCopy(controller_channel, model_id, plan.model_copy(),
                              options.model_cache_dir, options.rpc_timeout)
         .status();

@@ -583,6 +583,14 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> DeviceAgent::Connect(
   if (options.controller.empty()) {
     return absl::InvalidArgumentError("DeviceAgentOptions.controller is empty");
   }
+  if (!options.model_cache_dir.empty() &&
+      std::filesystem::path(options.model_cache_dir).lexically_normal() ==
+          std::filesystem::path(options.adapter_dir).lexically_normal()) {
+    // Both keep what they fetch below <dir>/.cluster/<model>/<name>.
+    return absl::InvalidArgumentError(
+        absl::StrCat("DeviceAgentOptions.model_cache_dir \"",
+                     options.model_cache_dir, "\" is also the adapter_dir"));
+  }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   ES_ASSIGN_OR_RETURN(impl->codec, wire::ParseCodec(options.codec));

@@ -42,8 +42,7 @@ class AdapterSource {
   // A session used the adapter, already in memory (a source keeping
   // fetched adapters on disk by recency counts it).
   virtual void Used(const std::string& /*model_id*/,
-                    const std::string& /*name*/,
-                    const std::string& /*dir*/) {}
+                    const std::string& /*name*/, const std::string& /*dir*/) {}
 };
 
 struct AdapterCacheOptions {

@@ -41,6 +41,9 @@ void FetchedAdapterDisk::Scan(const std::string& adapter_dir) {
        Subdirectories(fs::path(adapter_dir) / ".cluster")) {
     const std::string model_dir = model.filename().string();
     for (const fs::path& adapter : Subdirectories(model)) {
+      // A staging directory a crash left (PublishDirectory's ".<name>...")
+      // is no adapter: names never start with '.'.
+      if (absl::StartsWith(adapter.filename().string(), ".")) continue;
       HeldAdapter a;
       // A hashed name ("%<hex>") does not say which model it was.
       a.model_id = absl::StartsWith(model_dir, "%") ? "" : model_dir;

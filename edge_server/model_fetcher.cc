@@ -26,9 +26,11 @@ absl::StatusOr<std::string> ClusterModelSource::Materialize(
     for (const auto& s : owned) sources.push_back(s.get());
     std::filesystem::create_directories(
         std::filesystem::path(dir).parent_path(), ec);
-    ES_RETURN_IF_ERROR(MaterializeModelCopy(ToModelCopy(resolved), sources,
-                                            delivery_->fetcher(),
-                                            delivery_->store(), dir, &stats_));
+    absl::Status written = MaterializeModelCopy(
+        ToModelCopy(resolved), sources, delivery_->fetcher(),
+        delivery_->store(), dir, &stats_);
+    // Another process sharing the directory wrote it first.
+    if (!written.ok() && !absl::IsAlreadyExists(written)) return written;
   }
   // Also after a restart (the controller may have forgotten us). Best
   // effort: without it, peers fetch from the controller.

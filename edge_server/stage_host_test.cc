@@ -68,9 +68,6 @@ TEST(StageHostTest, PlansLoadOnlyTheirStagesAndFollowTheHead) {
   EXPECT_EQ(host.Find("m", 1, 4).status().code(), absl::StatusCode::kNotFound);
 }
 
-// A plan giving the device zero blocks: the server's stage starts at
-// block 0 and embeds (token ids come to it); the same blocks after a
-// device block would not.
 // Gives every copy the same directory and counts the asks (the seam a
 // ClusterModelSource fills on a server).
 class FakeCopies : public ModelCopySource {
@@ -140,6 +137,9 @@ TEST(StageHostTest, PlansNamingACopyLoadItAndReloadWhenItChanges) {
   EXPECT_THAT(s.message(), ::testing::HasSubstr("not registered"));
 }
 
+// A plan giving the device zero blocks: the server's stage starts at
+// block 0 and embeds (token ids come to it); the same blocks after a
+// device block would not.
 TEST(StageHostTest, AStageFromBlockZeroEmbeds) {
   const std::string dir = testing::TinyModel(Arch::kLlama);
   StageHost host(OnNodeS());

@@ -69,6 +69,7 @@ commands:
       tokenizer_config.json's chat_template); the reply streams out.
   generate --controller HOST:PORT --model-id ID --prompt TEXT
            [--codec fp32|fp16|bf16|int8] [--model-dir DIR]
+           [--model-cache-dir DIR]
            [--adapter NAME --adapter-dir DIR] [same sampling flags]
       The same, split across this device and the edge servers the
       controller's plan names. Statistics include per-hop latency.
@@ -99,7 +100,8 @@ commands:
         [--listen HOST:PORT] [--api-key-file FILE] [--max-concurrent N]
         [--weights TYPE] [--dtype f32|bf16] [--threads N] [--mmap-weights]
   serve --controller HOST:PORT --model-id ID[,ID...] [--model-dir DIR]
-        [--adapter-dir DIR] [--codec C] [TLS flags as generate]
+        [--model-cache-dir DIR] [--adapter-dir DIR] [--codec C]
+        [TLS flags as generate]
       An OpenAI-compatible HTTP API (default 127.0.0.1:8080): GET
       /v1/models, POST /v1/completions and /v1/chat/completions, streamed
       (server-sent events) or not, with max_tokens, temperature, top_p,
@@ -386,6 +388,7 @@ absl::Status GenerateRemote(const Args& a, std::ostream& out,
   o.copy_weights = !a.Has("mmap-weights");
   o.weights = a.String("weights", "");
   if (a.Has("model-dir")) o.model_dirs[model_id] = a.String("model-dir");
+  o.model_cache_dir = a.String("model-cache-dir", "");
   o.adapter_dir = a.String("adapter-dir", "");
   ES_ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 0));
   o.threads = static_cast<int>(threads);
@@ -701,6 +704,7 @@ int Run(const std::vector<std::string>& args, std::ostream& out,
                                "model-id",
                                "codec",
                                "model-dir",
+                               "model-cache-dir",
                                "device-name",
                                "draft",
                                "draft-max",

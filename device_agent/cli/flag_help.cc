@@ -24,6 +24,8 @@ const std::map<std::string, std::string>& FlagTable() {
       {"model", "Model directory (HF layout) or .gguf file"},
       {"model-id", "The model's id in the cluster's plans"},
       {"model-dir", "This device's copy of the model (default: the plan's)"},
+      {"model-cache-dir",
+       "Where model copies the plan names are fetched (without --model-dir)"},
       {"weights",
        "Weight type: f32|f16|q8_0|q6_k|q4_k|q4_0 (quantized at load)"},
       {"dtype", "Compute dtype: f32|bf16"},

@@ -21,16 +21,18 @@ namespace edgesplit {
 namespace cli {
 
 const std::set<std::string> kServeFlags = {
-    "model",        "model-id",       "controller", "listen",  "adapter-dir",
-    "api-key-file", "max-concurrent", "threads",    "weights", "dtype",
-    "codec",        "model-dir",      "device-name"};
+    "model",       "model-id",       "controller",     "listen",
+    "adapter-dir", "api-key-file",   "max-concurrent", "threads",
+    "weights",     "dtype",          "codec",          "model-dir",
+    "device-name", "model-cache-dir"};
 const std::set<std::string> kServeBoolFlags = {"mmap-weights"};
 
 namespace {
 
 absl::StatusOr<std::unique_ptr<openai::Backend>> LocalServeBackend(
     const Args& a) {
-  for (const char* f : {"codec", "model-dir", "device-name"}) {
+  for (const char* f :
+       {"codec", "model-dir", "device-name", "model-cache-dir"}) {
     if (a.Has(f)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--", f, " applies to serving a split model (--controller)"));
@@ -77,6 +79,7 @@ absl::StatusOr<std::unique_ptr<openai::Backend>> SplitServeBackend(
     }
     d.model_dirs[o.model_ids[0]] = a.String("model-dir");
   }
+  d.model_cache_dir = a.String("model-cache-dir", "");
   d.adapter_dir = a.String("adapter-dir", "");
   d.threads = threads;
   d.device_name = a.String("device-name", "device");

@@ -41,6 +41,7 @@ const std::set<std::string> kTrainFlags = {"controller",
                                            "job",
                                            "out",
                                            "model-dir",
+                                           "model-cache-dir",
                                            "warmup",
                                            "seed",
                                            "device-name",
@@ -80,8 +81,8 @@ absl::Status ApplyPrivacyFlags(const Args& a, DeviceAgentOptions* agent,
 }
 const std::set<std::string> kTrainBoolFlags = {"u-shaped", "recompute"};
 const std::set<std::string> kExportFlags = {
-    "controller", "model-id",  "job",        "checkpoint-dir",
-    "out",        "model-dir", "device-name"};
+    "controller", "model-id",  "job",         "checkpoint-dir",
+    "out",        "model-dir", "device-name", "model-cache-dir"};
 
 namespace {
 
@@ -93,6 +94,7 @@ absl::StatusOr<std::unique_ptr<DeviceAgent>> Connect(const Args& a,
   o.device_name = a.String("device-name", "device");
   ES_RETURN_IF_ERROR(ApplyTlsFlags(a, o.device_name, &o));
   if (a.Has("model-dir")) o.model_dirs[id] = a.String("model-dir");
+  o.model_cache_dir = a.String("model-cache-dir", "");
   ES_ASSIGN_OR_RETURN(int64_t threads, a.Int("threads", 0));
   o.threads = static_cast<int>(threads);
   // Training sessions are long; averaging rounds wait for other devices.
