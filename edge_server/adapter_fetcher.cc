@@ -74,15 +74,12 @@ absl::Status ClusterAdapterSource::MaterializeLocked(
                       ResolveAdapter(delivery_->controller(), model_id, name,
                                      delivery_->node(), absl::Seconds(10)));
   // The nearest holders first, the controller's originals last.
-  std::vector<std::unique_ptr<BlobSource>> owned =
-      delivery_->Sources(resolved.peers());
-  std::vector<BlobSource*> sources;
-  for (const auto& s : owned) sources.push_back(s.get());
+  ClusterDelivery::SourceList sources = delivery_->Sources(resolved.peers());
   ES_ASSIGN_OR_RETURN(std::string fetched, FetchedAdaptersDir(dir, model_id));
   AdapterFetchStats got;
-  absl::Status s =
-      MaterializeFromSources(resolved.adapter(), sources, delivery_->fetcher(),
-                             delivery_->store(), fetched, &got);
+  absl::Status s = MaterializeFromSources(resolved.adapter(), sources.list,
+                                          delivery_->fetcher(),
+                                          delivery_->store(), fetched, &got);
   HeldAdapter held{model_id, name, absl::StrCat(fetched, "/", name), {}};
   for (const v1::AdapterFile& f : resolved.adapter().files()) {
     held.blobs[f.blob()] = f.bytes();

@@ -21,9 +21,10 @@ absl::StatusOr<std::unique_ptr<ClusterDelivery>> ClusterDelivery::Create(
   return d;
 }
 
-std::vector<std::unique_ptr<BlobSource>> ClusterDelivery::Sources(
+ClusterDelivery::SourceList ClusterDelivery::Sources(
     const google::protobuf::RepeatedPtrField<v1::BlobHolder>& peers) const {
-  std::vector<std::unique_ptr<BlobSource>> out;
+  SourceList sources;
+  std::vector<std::unique_ptr<BlobSource>>& out = sources.owned;
   for (const v1::BlobHolder& peer : peers) {
     if (peer.node() == node_) continue;  // A stale report of our own.
     auto channel = security_->Dial(
@@ -34,7 +35,8 @@ std::vector<std::unique_ptr<BlobSource>> ClusterDelivery::Sources(
     }
   }
   out.push_back(std::make_unique<GrpcBlobSource>("controller", controller_));
-  return out;
+  for (const auto& s : out) sources.list.push_back(s.get());
+  return sources;
 }
 
 absl::Status ClusterDelivery::Report(const std::string& model_id,

@@ -34,7 +34,11 @@ class ClusterDelivery {
 
   // Sources to fetch from, in order: `peers` (as the controller ranked
   // them; one that cannot be dialled is left out), then the controller.
-  std::vector<std::unique_ptr<BlobSource>> Sources(
+  struct SourceList {
+    std::vector<std::unique_ptr<BlobSource>> owned;
+    std::vector<BlobSource*> list;  // Into `owned`, for BlobFetcher.
+  };
+  SourceList Sources(
       const google::protobuf::RepeatedPtrField<v1::BlobHolder>& peers) const;
 
   // Tells the controller this server now holds (or, `dropped`, no longer

@@ -20,22 +20,25 @@ absl::StatusOr<std::string> ClusterModelSource::Materialize(
         v1::ResolveModelCopyResponse resolved,
         ResolveModelCopy(delivery_->controller(), model_id, name,
                          delivery_->node(), absl::Seconds(10)));
-    std::vector<std::unique_ptr<BlobSource>> owned =
-        delivery_->Sources(resolved.peers());
-    std::vector<BlobSource*> sources;
-    for (const auto& s : owned) sources.push_back(s.get());
+    ClusterDelivery::SourceList sources = delivery_->Sources(resolved.peers());
     std::filesystem::create_directories(
         std::filesystem::path(dir).parent_path(), ec);
     absl::Status written = MaterializeModelCopy(
-        ToModelCopy(resolved), sources, delivery_->fetcher(),
+        ToModelCopy(resolved), sources.list, delivery_->fetcher(),
         delivery_->store(), dir, &stats_);
     // Another process sharing the directory wrote it first.
     if (!written.ok() && !absl::IsAlreadyExists(written)) return written;
   }
-  // Also after a restart (the controller may have forgotten us). Best
-  // effort: without it, peers fetch from the controller.
-  (void)delivery_->Report(model_id, name, /*model_copy=*/true,
-                          /*dropped=*/false);
+  // Once per copy and run (every stage and profile asks), also for a copy
+  // an earlier run fetched. Best effort: without it, peers fetch from the
+  // controller, and a failed report is tried again next time.
+  if (reported_.count({model_id, name}) == 0 &&
+      delivery_
+          ->Report(model_id, name, /*model_copy=*/true,
+                   /*dropped=*/false)
+          .ok()) {
+    reported_.insert({model_id, name});
+  }
   return dir;
 }
 

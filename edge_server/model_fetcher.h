@@ -13,7 +13,9 @@
 #ifndef EDGESPLIT_EDGE_SERVER_MODEL_FETCHER_H_
 #define EDGESPLIT_EDGE_SERVER_MODEL_FETCHER_H_
 
+#include <set>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -45,6 +47,8 @@ class ClusterModelSource : public ModelCopySource {
   const std::string model_dir_;
   mutable absl::Mutex mu_;
   ModelFetchStats stats_ ABSL_GUARDED_BY(mu_);
+  // Copies the controller was told this server holds.
+  std::set<std::pair<std::string, std::string>> reported_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace edgesplit
